@@ -1,0 +1,31 @@
+// No-op C++ callables through the DataFlowKernel and a ThreadPoolExecutor.
+// Usage: kernel_throughput [tasks=1000000] [threads=1] [chain=0]
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "pervade/pervade.hpp"
+
+int main(int argc, char** argv) {
+  const long n = argc > 1 ? std::atol(argv[1]) : 1000000;
+  const int threads = argc > 2 ? std::atoi(argv[2]) : 1;
+  const bool chain = argc > 3 && std::atoi(argv[3]) != 0;
+  pervade::DataFlowKernel dfk(pervade::Config{.executors = {std::make_shared<pervade::ThreadPoolExecutor>(threads)}});
+  const auto t0 = std::chrono::steady_clock::now();
+  long check = 0;
+  if (chain) {
+    auto f = dfk.submit([] { return 0L; });
+    for (long i = 1; i < n; ++i) f = dfk.submit([](long v) { return v + 1; }, f);
+    check = f.get();
+  } else {
+    std::vector<pervade::Future<long>> fs;
+    fs.reserve(n);
+    for (long i = 0; i < n; ++i) fs.push_back(dfk.submit([] { return 1L; }));
+    for (auto& f : fs) check += f.get();
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("{\"mode\": \"%s\", \"tasks\": %ld, \"threads\": %d, \"seconds\": %.4f, \"tasks_per_second\": %.0f, \"check\": %ld}\n",
+              chain ? "chain" : "fanout", n, threads, secs, n / secs, check);
+  return check == (chain ? n - 1 : n) ? 0 : 1;
+}

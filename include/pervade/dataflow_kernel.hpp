@@ -1,0 +1,65 @@
+#pragma once
+// The DataFlowKernel: owns the task graph and runs it on executors. Thread-safe: any thread
+// may submit; cleanup() and wait_for_current_tasks() must not be called from kernel or
+// executor threads (callbacks, task bodies).
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pervade/executor.hpp"
+#include "pervade/task.hpp"
+
+namespace pervade {
+
+struct Config {
+  std::vector<ExecutorPtr> executors;  // empty: one ThreadPoolExecutor labelled "threads"
+  int retries = 0;                     // a task is retried while its summed failure cost <= retries
+  // Cost of a failure (default 1). Called on the kernel thread; must not block for long.
+  std::function<double(const std::exception_ptr&, const TaskRecord&)> retry_handler;
+  int internal_tasks_max_threads = 10;  // threads of the "_parsl_internal" executor (join apps)
+};
+
+class DataFlowKernel {
+ public:
+  // Example:
+  //   pervade::DataFlowKernel dfk;                       // one thread-pool executor
+  //   auto a = dfk.submit([](int x) { return 2 * x; }, 21);
+  //   auto b = dfk.submit([](int y) { return y + 1; }, a);  // runs after a, gets 42
+  //   int r = b.get();                                    // 43
+  explicit DataFlowKernel(Config config = {});
+  ~DataFlowKernel();  // cleanup()
+  DataFlowKernel(const DataFlowKernel&) = delete;
+  DataFlowKernel& operator=(const DataFlowKernel&) = delete;
+
+  // Low-level submission used by the typed API and the Python binding. Throws
+  // ConfigurationError for an unknown executor label, DataFlowKernelClosed after cleanup().
+  TaskRecordPtr submit(TaskSpec spec);
+  // A placeholder for a future that lives outside the kernel; tasks may depend on it.
+  TaskRecordPtr create_external(std::string name);
+  void complete_external(const TaskRecordPtr& task, Outcome outcome);
+  // fn runs on the kernel thread once the task is final (at once if it already is): keep it short.
+  void add_done_callback(const TaskRecordPtr& task, std::function<void(const TaskRecordPtr&)> fn);
+
+  // Blocks until every submitted task is final.
+  void wait_for_current_tasks();
+  // Tasks not yet launched fail with DataFlowKernelClosed; running tasks are waited for;
+  // executors are shut down and all kernel threads joined. Idempotent.
+  void cleanup();
+  bool closed() const;
+
+  std::size_t outstanding_tasks() const;  // submitted and not yet final
+  std::vector<std::string> executor_labels() const;
+  ExecutorPtr executor(const std::string& label) const;
+
+  // Typed API, defined in future.hpp.
+  template <class F, class... Args>
+  auto submit(F&& fn, Args&&... args);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pervade

@@ -1,0 +1,57 @@
+#pragma once
+// The executor interface. The kernel calls submit/cancel from its reactor thread; an
+// executor reports every launched try exactly once through the CompletionSink, from any thread.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pervade/task.hpp"
+
+namespace pervade {
+
+// One try of a task, handed to an executor. It carries its own references to the body and
+// the inputs so that the try can finish safely even if the kernel gives up on it (walltime).
+struct Launch {
+  TaskRecordPtr task;
+  std::uint32_t try_id;
+  std::shared_ptr<TaskBody> body;
+  std::vector<TaskRecordPtr> inputs;  // the finished dependencies, in submit order
+};
+
+struct Completion {
+  TaskRecordPtr task;
+  std::uint32_t try_id;
+  Outcome outcome;
+};
+
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void post(std::vector<Completion>&& done) = 0;  // thread-safe
+};
+
+class Executor {
+ public:
+  explicit Executor(std::string label) : label_(std::move(label)) {}
+  virtual ~Executor() = default;
+  const std::string& label() const { return label_; }
+
+  // Called once by the kernel before any submit.
+  virtual void start(CompletionSink& sink) = 0;
+  // Must not block. Each launch is later reported through the sink exactly once.
+  virtual void submit(std::span<Launch> launches) = 0;
+  // Best-effort: stop a running try (walltime expiry). Must not block.
+  virtual void cancel(const TaskRecordPtr& task, std::uint32_t try_id) = 0;
+  // Stop: launched tries that have not started are reported as failed with
+  // DataFlowKernelClosed, running ones are waited for. Blocks; idempotent.
+  virtual void shutdown() = 0;
+
+ private:
+  std::string label_;
+};
+
+using ExecutorPtr = std::shared_ptr<Executor>;
+
+}  // namespace pervade

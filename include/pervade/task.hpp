@@ -1,0 +1,143 @@
+#pragma once
+// Task records, bodies and outcomes: the vocabulary shared by the kernel and the executors.
+// A TaskRecord's state/value/error are written only by the kernel's reactor thread; any
+// thread may read them once is_final(state()) has been observed (acquire).
+#include <any>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "pervade/ids.hpp"
+#include "pervade/state.hpp"
+
+namespace pervade {
+
+class TaskRecord;
+namespace detail { class KernelCore; }
+using TaskRecordPtr = std::shared_ptr<TaskRecord>;
+
+// The result of a join task over a list of futures: one value per inner task, in order.
+struct ValueList {
+  std::vector<std::any> values;
+};
+
+// Passed to TaskBody::run on the executor thread that runs the task.
+class TaskContext {
+ public:
+  TaskContext(const TaskRecord& task, std::uint32_t try_id, const std::vector<TaskRecordPtr>& inputs)
+      : task_(task), try_id_(try_id), inputs_(inputs) {}
+  const TaskRecord& task() const { return task_; }
+  std::uint32_t try_id() const { return try_id_; }
+  // Results of the task's dependencies, in the order given at submit. All of them succeeded.
+  std::size_t dependency_count() const { return inputs_.size(); }
+  const std::any& dependency(std::size_t i) const;
+
+ private:
+  const TaskRecord& task_;
+  std::uint32_t try_id_;
+  const std::vector<TaskRecordPtr>& inputs_;
+};
+
+// What running a task produced: a value, an error, or (join apps) tasks to wait for.
+struct Outcome {
+  std::any value;
+  std::exception_ptr error;
+  bool join = false;                   // join apps: the result is that of the tasks in join_on
+  bool join_as_list = false;           // true: a ValueList of their values; false: join_on[0]'s value
+  std::vector<TaskRecordPtr> join_on;
+
+  static Outcome success(std::any v) { return Outcome{std::move(v), nullptr, false, false, {}}; }
+  static Outcome failure(std::exception_ptr e) { return Outcome{{}, std::move(e), false, false, {}}; }
+  static Outcome join_tasks(std::vector<TaskRecordPtr> tasks, bool as_list) {
+    return Outcome{{}, nullptr, true, as_list, std::move(tasks)};
+  }
+};
+
+// The work of one task. run() is called on an executor thread, once per try.
+class TaskBody {
+ public:
+  virtual ~TaskBody() = default;
+  virtual Outcome run(TaskContext& ctx) = 0;
+  // Best-effort stop of a running try (walltime expired). Called from the reactor thread
+  // while run() may be executing on another thread; must not block.
+  virtual void interrupt() {}
+};
+
+// Receives a task when it reaches a final state. Called on the reactor thread; must not block.
+class TaskListener {
+ public:
+  virtual ~TaskListener() = default;
+  virtual void task_final(const TaskRecordPtr& task) = 0;
+};
+
+// Everything the kernel needs to run a task.
+struct TaskSpec {
+  std::shared_ptr<TaskBody> body;
+  std::vector<TaskRecordPtr> dependencies;   // launch waits for these
+  std::vector<std::string> executors;        // allowed labels; empty means any user executor
+  std::string func_name;                     // for logs, retry handlers and error texts
+  std::chrono::duration<double> walltime{0}; // 0 = none; expiry fails the try with AppTimeout
+  std::shared_ptr<TaskListener> listener;    // told once, when the task is final
+};
+
+class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
+ public:
+  TaskRecord(TaskId id, TaskSpec spec) : id_(id), spec_(std::move(spec)) {}
+  TaskRecord(const TaskRecord&) = delete;
+  TaskRecord& operator=(const TaskRecord&) = delete;
+
+  TaskId id() const { return id_; }
+  TaskState state() const { return state_.load(std::memory_order_acquire); }
+  bool done() const { return is_final(state()); }
+  // Valid once done(): the value (success) or the error (failure).
+  const std::any& value() const { return value_; }
+  const std::exception_ptr& error() const { return error_; }
+  const std::string& func_name() const { return spec_.func_name; }
+  const std::string& executor_label() const { return executor_label_; }
+  int fail_count() const { return fail_count_; }
+  double fail_cost() const { return fail_cost_; }
+  std::uint32_t try_id() const { return try_id_.load(std::memory_order_acquire); }
+
+  // Blocks the calling thread until the task is final. Never call from the reactor thread.
+  void wait() const;
+  // Same, with a timeout; returns done().
+  bool wait_for(std::chrono::duration<double> timeout) const;
+
+  // Executor threads report progress with these (launched -> running -> running_ended).
+  // They only advance the state of the try that is current; stale tries are ignored.
+  void mark_running(std::uint32_t try_id) { advance(try_id, TaskState::launched, TaskState::running); }
+  void mark_running_ended(std::uint32_t try_id) { advance(try_id, TaskState::running, TaskState::running_ended); }
+
+ private:
+  friend class detail::KernelCore;
+  void advance(std::uint32_t try_id, TaskState from, TaskState to);
+  void notify_done();  // reactor: after the final state, value and error are written
+
+  TaskId id_;
+  std::atomic<TaskState> state_{TaskState::unsched};
+  std::atomic<std::uint32_t> done_flag_{0};  // futex word for wait()
+  std::atomic<std::uint32_t> try_id_{0};     // written by the reactor before each launch
+  int fail_count_ = 0;
+  double fail_cost_ = 0;
+  std::any value_;
+  std::exception_ptr error_;
+  std::string executor_label_;
+  TaskSpec spec_;  // body and dependencies are released when the task is final
+
+  // Reactor-only bookkeeping.
+  std::vector<TaskRecordPtr> dependents_;  // tasks waiting on this one; cleared when final
+  std::vector<std::pair<std::exception_ptr, TaskId>> failed_deps_;
+  std::vector<std::function<void(const TaskRecordPtr&)>> callbacks_;
+  std::uint32_t pending_deps_ = 0;
+  bool external_ = false;
+  bool join_as_list_ = false;
+  bool in_table_ = false;
+};
+
+}  // namespace pervade

@@ -1,0 +1,243 @@
+// The DataFlowKernel shell around KernelCore: one reactor thread fed by an inbox.
+#include "pervade/dataflow_kernel.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <variant>
+
+#include "core/kernel_core.hpp"
+#include "pervade/errors.hpp"
+#include "pervade/thread_pool_executor.hpp"
+
+namespace pervade {
+
+namespace {
+struct SubmitEvent {
+  TaskRecordPtr task;
+};
+struct ExternalEvent {
+  TaskRecordPtr task;
+};
+struct CallbackEvent {
+  TaskRecordPtr task;
+  std::function<void(const TaskRecordPtr&)> fn;
+};
+struct CloseEvent {
+  std::promise<void>* done;
+};
+struct StopEvent {};
+using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, StopEvent>;
+
+thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
+}  // namespace
+
+struct DataFlowKernel::Impl final : CompletionSink {
+  std::vector<ExecutorPtr> executors;
+  std::unique_ptr<detail::KernelCore> core;
+  std::thread reactor;
+
+  std::mutex inbox_mutex;
+  std::condition_variable inbox_cv;
+  std::vector<Event> inbox;
+  bool reactor_sleeping = false;
+
+  std::atomic<std::uint64_t> next_id{0};
+  std::atomic<std::int64_t> unfinished{0};
+  std::mutex idle_mutex;
+  std::condition_variable idle_cv;
+  std::atomic<bool> closed{false};
+  std::mutex cleanup_mutex;
+  bool cleaned_up = false;
+
+  void push(Event ev) {
+    bool wake;
+    {
+      std::lock_guard lock(inbox_mutex);
+      inbox.push_back(std::move(ev));
+      wake = reactor_sleeping;
+    }
+    if (wake) inbox_cv.notify_one();
+  }
+
+  void post(std::vector<Completion>&& done) override {
+    bool wake;
+    {
+      std::lock_guard lock(inbox_mutex);
+      for (auto& c : done) inbox.emplace_back(std::move(c));
+      wake = reactor_sleeping;
+    }
+    if (wake) inbox_cv.notify_one();
+  }
+
+  void task_final() {
+    if (unfinished.fetch_sub(1) == 1) {
+      std::lock_guard lock(idle_mutex);
+      idle_cv.notify_all();
+    }
+  }
+
+  void run_reactor() {
+    t_reactor_of = this;
+    std::vector<Event> batch;
+    bool stopping = false;
+    while (!stopping) {
+      {
+        std::unique_lock lock(inbox_mutex);
+        while (inbox.empty()) {
+          reactor_sleeping = true;
+          if (auto deadline = core->next_deadline()) {
+            if (inbox_cv.wait_until(lock, *deadline) == std::cv_status::timeout) break;
+          } else {
+            inbox_cv.wait(lock);
+          }
+        }
+        reactor_sleeping = false;
+        batch.swap(inbox);
+      }
+      for (auto& ev : batch) {
+        std::visit(
+            [&](auto& e) {
+              using E = std::decay_t<decltype(e)>;
+              if constexpr (std::is_same_v<E, SubmitEvent>) {
+                core->submit(e.task);
+              } else if constexpr (std::is_same_v<E, Completion>) {
+                core->complete(std::move(e));
+              } else if constexpr (std::is_same_v<E, ExternalEvent>) {
+                core->add_external(e.task);
+              } else if constexpr (std::is_same_v<E, CallbackEvent>) {
+                core->add_callback(e.task, std::move(e.fn));
+              } else if constexpr (std::is_same_v<E, CloseEvent>) {
+                core->close();
+                e.done->set_value();
+              } else {
+                stopping = true;
+              }
+            },
+            ev);
+      }
+      batch.clear();
+      core->fire_timers(std::chrono::steady_clock::now());
+      core->flush();
+    }
+    t_reactor_of = nullptr;
+  }
+};
+
+DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) {
+  auto& im = *impl_;
+  im.executors = std::move(config.executors);
+  if (im.executors.empty()) im.executors.push_back(std::make_shared<ThreadPoolExecutor>(2, "threads"));
+  for (std::size_t i = 0; i < im.executors.size(); ++i) {
+    if (!im.executors[i]) throw ConfigurationError("Config.executors[" + std::to_string(i) + "] is null");
+    for (std::size_t j = 0; j < i; ++j)
+      if (im.executors[j]->label() == im.executors[i]->label())
+        throw ConfigurationError("two executors share the label '" + im.executors[i]->label() +
+                                 "': executor labels must be unique");
+    if (im.executors[i]->label() == "_parsl_internal")
+      throw ConfigurationError("the executor label '_parsl_internal' is reserved");
+  }
+  im.executors.push_back(
+      std::make_shared<ThreadPoolExecutor>(std::max(1, config.internal_tasks_max_threads), "_parsl_internal"));
+
+  detail::KernelOptions opts;
+  opts.retries = config.retries;
+  opts.retry_handler = std::move(config.retry_handler);
+  Impl* raw = &im;
+  opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
+  im.core = std::make_unique<detail::KernelCore>(std::move(opts), im.executors);
+  for (auto& ex : im.executors) ex->start(im);
+  im.reactor = std::thread([raw] { raw->run_reactor(); });
+}
+
+DataFlowKernel::~DataFlowKernel() {
+  try {
+    cleanup();
+  } catch (...) {
+    // A destructor must not throw; cleanup errors were already reported through futures.
+  }
+}
+
+TaskRecordPtr DataFlowKernel::submit(TaskSpec spec) {
+  auto& im = *impl_;
+  if (im.closed.load()) throw DataFlowKernelClosed("cannot submit: the DataFlowKernel has been cleaned up");
+  for (const auto& label : spec.executors) {
+    if (!im.core->has_executor(label)) {
+      std::string known;
+      for (const auto& l : executor_labels()) known += (known.empty() ? "" : ", ") + l;
+      throw ConfigurationError("task " + spec.func_name + " requested unknown executor '" + label +
+                               "'; configured executors: " + known);
+    }
+  }
+  if (!spec.body) throw ConfigurationError("task " + spec.func_name + " has no body");
+  for (const auto& dep : spec.dependencies)
+    if (!dep) throw ConfigurationError("task " + spec.func_name + " has a null dependency");
+  auto task = std::make_shared<TaskRecord>(TaskId{im.next_id.fetch_add(1)}, std::move(spec));
+  im.unfinished.fetch_add(1);
+  im.push(SubmitEvent{task});
+  return task;
+}
+
+TaskRecordPtr DataFlowKernel::create_external(std::string name) {
+  TaskSpec spec;
+  spec.func_name = std::move(name);
+  auto task = std::make_shared<TaskRecord>(TaskId{impl_->next_id.fetch_add(1)}, std::move(spec));
+  impl_->push(ExternalEvent{task});
+  return task;
+}
+
+void DataFlowKernel::complete_external(const TaskRecordPtr& task, Outcome outcome) {
+  impl_->push(Completion{task, 0, std::move(outcome)});
+}
+
+void DataFlowKernel::add_done_callback(const TaskRecordPtr& task, std::function<void(const TaskRecordPtr&)> fn) {
+  impl_->push(CallbackEvent{task, std::move(fn)});
+}
+
+void DataFlowKernel::wait_for_current_tasks() {
+  auto& im = *impl_;
+  if (t_reactor_of == &im) throw Error("wait_for_current_tasks() called from the kernel's own thread");
+  std::unique_lock lock(im.idle_mutex);
+  im.idle_cv.wait(lock, [&] { return im.unfinished.load() <= 0; });
+}
+
+void DataFlowKernel::cleanup() {
+  auto& im = *impl_;
+  if (t_reactor_of == &im) throw Error("cleanup() called from the kernel's own thread");
+  std::lock_guard guard(im.cleanup_mutex);
+  if (im.cleaned_up) return;
+  im.closed.store(true);
+  std::promise<void> closed;
+  im.push(CloseEvent{&closed});
+  closed.get_future().wait();
+  // Executors report what they still hold (running tries finish; queued ones fail), and the
+  // reactor keeps processing those completions until every task is final.
+  for (auto& ex : im.executors) ex->shutdown();
+  wait_for_current_tasks();
+  im.push(StopEvent{});
+  im.reactor.join();
+  im.cleaned_up = true;
+}
+
+bool DataFlowKernel::closed() const { return impl_->closed.load(); }
+
+std::size_t DataFlowKernel::outstanding_tasks() const {
+  return static_cast<std::size_t>(std::max<std::int64_t>(0, impl_->unfinished.load()));
+}
+
+std::vector<std::string> DataFlowKernel::executor_labels() const {
+  std::vector<std::string> labels;
+  for (const auto& ex : impl_->executors) labels.push_back(ex->label());
+  return labels;
+}
+
+ExecutorPtr DataFlowKernel::executor(const std::string& label) const {
+  for (const auto& ex : impl_->executors)
+    if (ex->label() == label) return ex;
+  return nullptr;
+}
+
+}  // namespace pervade

@@ -1,0 +1,269 @@
+#include "core/kernel_core.hpp"
+
+#include <cassert>
+#include <cstdio>
+#include <cstdlib>
+
+#include "pervade/errors.hpp"
+
+namespace pervade::detail {
+
+namespace {
+bool is_launched(TaskState s) {
+  return s == TaskState::launched || s == TaskState::running || s == TaskState::running_ended;
+}
+}  // namespace
+
+KernelCore::KernelCore(KernelOptions options, std::vector<ExecutorPtr> executors)
+    : options_(std::move(options)), executors_(std::move(executors)), outbox_(executors_.size()) {
+  if (!options_.now) options_.now = [] { return std::chrono::steady_clock::now(); };
+  for (std::size_t i = 0; i < executors_.size(); ++i) {
+    by_label_.emplace(executors_[i]->label(), i);
+    if (executors_[i]->label() != options_.internal_label) user_executors_.push_back(i);
+  }
+}
+
+bool KernelCore::has_executor(const std::string& label) const { return by_label_.contains(label); }
+
+void KernelCore::submit(const TaskRecordPtr& task) {
+  TaskRecord& t = *task;
+  table_.emplace(t.id(), task);
+  t.in_table_ = true;
+  set_state(t, TaskState::pending);
+  for (const auto& dep : t.spec_.dependencies) {
+    if (dep->done()) {
+      if (is_failure(dep->state())) t.failed_deps_.emplace_back(dep->error(), dep->id());
+    } else {
+      dep->dependents_.push_back(task);
+      ++t.pending_deps_;
+    }
+  }
+  if (t.pending_deps_ == 0) deps_ready(t);
+  drain_finished();
+}
+
+void KernelCore::add_external(const TaskRecordPtr& task) {
+  task->external_ = true;
+  set_state(*task, TaskState::launched);
+}
+
+void KernelCore::deps_ready(TaskRecord& t) {
+  if (t.state() == TaskState::joining) {
+    finish_join(t);
+  } else if (!t.failed_deps_.empty()) {
+    auto failed = std::move(t.failed_deps_);
+    finish(t, TaskState::dep_fail, {}, std::make_exception_ptr(DependencyError(std::move(failed), t.id())));
+  } else {
+    launch(t);
+  }
+}
+
+std::size_t KernelCore::pick_executor(const TaskRecord& t) {
+  const auto& labels = t.spec_.executors;
+  if (labels.empty()) {
+    if (user_executors_.size() == 1) return user_executors_[0];
+    return user_executors_[rng_() % user_executors_.size()];
+  }
+  if (labels.size() == 1) return by_label_.at(labels[0]);
+  return by_label_.at(labels[rng_() % labels.size()]);
+}
+
+void KernelCore::launch(TaskRecord& t) {
+  if (closed_) {
+    finish(t, TaskState::failed, {},
+           std::make_exception_ptr(DataFlowKernelClosed(
+               "task " + std::to_string(t.id().value) + " was not run: the DataFlowKernel was cleaned up")));
+    return;
+  }
+  if (user_executors_.empty() && t.spec_.executors.empty()) {
+    finish(t, TaskState::failed, {}, std::make_exception_ptr(ConfigurationError("no executor is configured")));
+    return;
+  }
+  const std::size_t ex = pick_executor(t);
+  t.executor_label_ = executors_[ex]->label();
+  t.try_id_.fetch_add(1, std::memory_order_release);
+  set_state(t, TaskState::launched);
+  if (t.spec_.walltime.count() > 0) {
+    auto deadline = options_.now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(t.spec_.walltime);
+    auto it = timers_.emplace(deadline, Timer{t.shared_from_this(), t.try_id_});
+    auto [slot, fresh] = timer_of_.try_emplace(&t, it);
+    if (!fresh) {
+      timers_.erase(slot->second);
+      slot->second = it;
+    }
+  }
+  outbox_[ex].push_back(Launch{t.shared_from_this(), t.try_id_, t.spec_.body, t.spec_.dependencies});
+}
+
+void KernelCore::flush() {
+  for (std::size_t i = 0; i < outbox_.size(); ++i) {
+    if (outbox_[i].empty()) continue;
+    // Swap out first: an executor may complete synchronously (fakes in tests do).
+    std::vector<Launch> batch;
+    batch.swap(outbox_[i]);
+    executors_[i]->submit(batch);
+  }
+}
+
+void KernelCore::complete(Completion&& done) {
+  TaskRecord& t = *done.task;
+  if (t.external_) {
+    if (t.done()) return;
+    if (done.outcome.error)
+      finish(t, TaskState::failed, {}, std::move(done.outcome.error));
+    else
+      finish(t, TaskState::exec_done, std::move(done.outcome.value), nullptr);
+    drain_finished();
+    return;
+  }
+  // A try that is no longer current (timed out, or the task was finished otherwise) is ignored.
+  if (done.try_id != t.try_id_ || !is_launched(t.state())) return;
+  Outcome& out = done.outcome;
+  if (out.error) {
+    fail_try(t, std::move(out.error));
+  } else if (out.join) {
+    set_state(t, TaskState::joining);
+    t.spec_.dependencies = std::move(out.join_on);
+    t.spec_.body.reset();
+    t.pending_deps_ = 0;
+    t.failed_deps_.clear();
+    for (const auto& dep : t.spec_.dependencies) {
+      if (!dep->done()) {
+        dep->dependents_.push_back(t.shared_from_this());
+        ++t.pending_deps_;
+      }
+    }
+    t.join_as_list_ = out.join_as_list;
+    if (t.pending_deps_ == 0) finish_join(t);
+  } else {
+    finish(t, TaskState::exec_done, std::move(out.value), nullptr);
+  }
+  drain_finished();
+}
+
+void KernelCore::finish_join(TaskRecord& t) {
+  std::vector<std::pair<std::exception_ptr, TaskId>> failed;
+  for (const auto& dep : t.spec_.dependencies)
+    if (is_failure(dep->state())) failed.emplace_back(dep->error(), dep->id());
+  if (!failed.empty()) {
+    // The inner tasks already had their own retries; the join itself is not run again.
+    finish(t, TaskState::failed, {}, std::make_exception_ptr(JoinError(std::move(failed), t.id())));
+    return;
+  }
+  if (t.join_as_list_) {
+    ValueList list;
+    list.values.reserve(t.spec_.dependencies.size());
+    for (const auto& dep : t.spec_.dependencies) list.values.push_back(dep->value());
+    finish(t, TaskState::exec_done, std::move(list), nullptr);
+  } else {
+    finish(t, TaskState::exec_done, t.spec_.dependencies.at(0)->value(), nullptr);
+  }
+}
+
+void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
+  ++t.fail_count_;
+  double cost = 1;
+  if (options_.retry_handler) {
+    try {
+      cost = options_.retry_handler(error, t);
+    } catch (...) {
+      // As in Parsl: a broken retry handler stops retries, and its own error is reported.
+      cost = std::numeric_limits<double>::infinity();
+      error = std::current_exception();
+    }
+  }
+  t.fail_cost_ += cost;
+  if (t.fail_cost_ <= options_.retries) {
+    set_state(t, TaskState::fail_retryable);
+    launch(t);
+  } else {
+    finish(t, TaskState::failed, {}, std::move(error));
+  }
+}
+
+void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error) {
+  assert(!t.done());
+  t.value_ = std::move(value);
+  t.error_ = std::move(error);
+  set_state(t, state);
+  finishing_.push_back(t.shared_from_this());
+}
+
+void KernelCore::drain_finished() {
+  if (draining_) return;
+  draining_ = true;
+  while (!finishing_.empty()) {
+    TaskRecordPtr task = std::move(finishing_.back());
+    finishing_.pop_back();
+    TaskRecord& t = *task;
+    if (auto it = timer_of_.find(&t); it != timer_of_.end()) {
+      timers_.erase(it->second);
+      timer_of_.erase(it);
+    }
+    // Release what a finished task no longer needs: its body and its inputs.
+    t.spec_.body.reset();
+    t.spec_.dependencies.clear();
+    t.spec_.dependencies.shrink_to_fit();
+    t.notify_done();
+    if (t.spec_.listener) std::exchange(t.spec_.listener, nullptr)->task_final(task);
+    for (auto& cb : std::exchange(t.callbacks_, {})) cb(task);
+    const bool failed = is_failure(t.state());
+    for (auto& d : std::exchange(t.dependents_, {})) {
+      if (d->done()) continue;  // failed by close() while it waited
+      if (failed) d->failed_deps_.emplace_back(t.error_, t.id());
+      if (--d->pending_deps_ == 0) deps_ready(*d);
+    }
+    if (t.in_table_) {
+      table_.erase(t.id());
+      t.in_table_ = false;
+      if (options_.on_final) options_.on_final(task);
+    }
+  }
+  draining_ = false;
+}
+
+void KernelCore::add_callback(const TaskRecordPtr& task, std::function<void(const TaskRecordPtr&)> fn) {
+  if (task->done())
+    fn(task);
+  else
+    task->callbacks_.push_back(std::move(fn));
+}
+
+void KernelCore::fire_timers(TimePoint now) {
+  while (!timers_.empty() && timers_.begin()->first <= now) {
+    Timer timer = std::move(timers_.begin()->second);
+    timers_.erase(timers_.begin());
+    TaskRecord& t = *timer.task;
+    timer_of_.erase(&t);
+    if (timer.try_id != t.try_id_ || !is_launched(t.state())) continue;
+    const std::size_t ex = by_label_.at(t.executor_label_);
+    fail_try(t, std::make_exception_ptr(AppTimeout(
+                    "task " + std::to_string(t.id().value) + " (" + t.func_name() + ") exceeded its walltime of " +
+                    std::to_string(t.spec_.walltime.count()) + " s")));
+    executors_[ex]->cancel(timer.task, timer.try_id);
+    drain_finished();
+  }
+}
+
+std::optional<TimePoint> KernelCore::next_deadline() const {
+  if (timers_.empty()) return std::nullopt;
+  return timers_.begin()->first;
+}
+
+void KernelCore::close() {
+  closed_ = true;
+  std::vector<TaskRecordPtr> waiting;
+  for (const auto& [id, task] : table_) {
+    const TaskState s = task->state();
+    if (s == TaskState::pending || s == TaskState::joining) waiting.push_back(task);
+  }
+  for (const auto& task : waiting) {
+    if (task->done()) continue;
+    finish(*task, TaskState::failed, {},
+           std::make_exception_ptr(DataFlowKernelClosed("task " + std::to_string(task->id().value) +
+                                                        " was not run: the DataFlowKernel was cleaned up")));
+  }
+  drain_finished();
+}
+
+}  // namespace pervade::detail

@@ -1,0 +1,83 @@
+#pragma once
+// The dataflow kernel's state machine: task table, dependency counting, launches, retries,
+// joins, walltime timers. Single-threaded: only the DataFlowKernel's reactor thread (or a
+// unit test driving it with fake executors and a fake clock) may call it.
+#include <chrono>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "pervade/executor.hpp"
+#include "pervade/task.hpp"
+
+namespace pervade::detail {
+
+using TimePoint = std::chrono::steady_clock::time_point;
+
+// Returns the cost of a failure; the task is retried while its summed cost <= retries.
+using RetryHandler = std::function<double(const std::exception_ptr&, const TaskRecord&)>;
+
+struct KernelOptions {
+  int retries = 0;
+  RetryHandler retry_handler;                        // empty: every failure costs 1
+  std::function<TimePoint()> now;                    // the clock (fake in tests)
+  std::function<void(const TaskRecordPtr&)> on_final;// told after each (non-external) task is final
+  std::string internal_label = "_parsl_internal";    // never chosen for "any executor"
+};
+
+class KernelCore {
+ public:
+  KernelCore(KernelOptions options, std::vector<ExecutorPtr> executors);
+
+  // The executor labels are validated by the caller before records reach the core.
+  void submit(const TaskRecordPtr& task);
+  // External tasks stand for futures outside the kernel; complete() finishes them.
+  void add_external(const TaskRecordPtr& task);
+  void complete(Completion&& done);
+  // Runs fn(task) when the task is final (immediately if it already is).
+  void add_callback(const TaskRecordPtr& task, std::function<void(const TaskRecordPtr&)> fn);
+  // Fails tries whose walltime expired by `now` with AppTimeout and asks their executor to stop them.
+  void fire_timers(TimePoint now);
+  std::optional<TimePoint> next_deadline() const;
+  // Fails every task that has not been launched with DataFlowKernelClosed; later launches fail too.
+  void close();
+  // Hands the launches gathered since the last flush to their executors, in batches.
+  void flush();
+
+  std::size_t live_tasks() const { return table_.size(); }
+  bool has_executor(const std::string& label) const;
+
+ private:
+  void deps_ready(TaskRecord& t);
+  void launch(TaskRecord& t);
+  void fail_try(TaskRecord& t, std::exception_ptr error);
+  void finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error);
+  void drain_finished();
+  void finish_join(TaskRecord& t);
+  std::size_t pick_executor(const TaskRecord& t);
+  static void set_state(TaskRecord& t, TaskState s) { t.state_.store(s, std::memory_order_release); }
+
+  KernelOptions options_;
+  std::vector<ExecutorPtr> executors_;
+  std::unordered_map<std::string, std::size_t> by_label_;
+  std::vector<std::size_t> user_executors_;
+  std::vector<std::vector<Launch>> outbox_;  // per executor, until flush()
+  std::unordered_map<TaskId, TaskRecordPtr> table_;
+  std::vector<TaskRecordPtr> finishing_;     // worklist: avoids recursion through long chains
+  bool draining_ = false;
+  bool closed_ = false;
+  struct Timer {
+    TaskRecordPtr task;
+    std::uint32_t try_id;
+  };
+  std::multimap<TimePoint, Timer> timers_;
+  std::unordered_map<const TaskRecord*, std::multimap<TimePoint, Timer>::iterator> timer_of_;
+  std::minstd_rand rng_{12345};
+};
+
+}  // namespace pervade::detail

@@ -1,0 +1,67 @@
+#include "pervade/task.hpp"
+
+#include <condition_variable>
+#include <mutex>
+
+namespace pervade {
+
+std::string_view to_string(TaskState s) {
+  switch (s) {
+    case TaskState::unsched: return "unsched";
+    case TaskState::pending: return "pending";
+    case TaskState::running: return "running";
+    case TaskState::exec_done: return "exec_done";
+    case TaskState::failed: return "failed";
+    case TaskState::dep_fail: return "dep_fail";
+    case TaskState::launched: return "launched";
+    case TaskState::fail_retryable: return "fail_retryable";
+    case TaskState::memo_done: return "memo_done";
+    case TaskState::joining: return "joining";
+    case TaskState::running_ended: return "running_ended";
+  }
+  return "unknown";
+}
+
+const std::any& TaskContext::dependency(std::size_t i) const { return inputs_.at(i)->value(); }
+
+void TaskRecord::wait() const {
+  while (done_flag_.load(std::memory_order_acquire) == 0) done_flag_.wait(0, std::memory_order_acquire);
+}
+
+namespace {
+// Timed waits share one condition variable; completions touch it only while someone waits,
+// so the common path (no timed waiter) costs one atomic load.
+std::mutex g_timed_mutex;
+std::condition_variable g_timed_cv;
+std::atomic<int> g_timed_waiters{0};
+}  // namespace
+
+bool TaskRecord::wait_for(std::chrono::duration<double> timeout) const {
+  if (done_flag_.load(std::memory_order_acquire)) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+  g_timed_waiters.fetch_add(1);
+  bool done;
+  {
+    std::unique_lock lock(g_timed_mutex);
+    done = g_timed_cv.wait_until(lock, deadline, [this] { return done_flag_.load() != 0; });
+  }
+  g_timed_waiters.fetch_sub(1);
+  return done;
+}
+
+void TaskRecord::notify_done() {
+  done_flag_.store(1);
+  done_flag_.notify_all();
+  if (g_timed_waiters.load() > 0) {
+    std::lock_guard lock(g_timed_mutex);
+    g_timed_cv.notify_all();
+  }
+}
+
+void TaskRecord::advance(std::uint32_t try_id, TaskState from, TaskState to) {
+  // try_id_ is written by the reactor before the launch is handed over, so this read is ordered.
+  if (try_id != try_id_.load(std::memory_order_acquire)) return;
+  state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+}
+
+}  // namespace pervade

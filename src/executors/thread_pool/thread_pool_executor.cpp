@@ -1,0 +1,189 @@
+#include "pervade/thread_pool_executor.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "pervade/errors.hpp"
+
+namespace pervade {
+
+namespace {
+// A worker takes a share of the queue at once (fewer lock round trips for tiny tasks) but
+// reports completions as soon as a task has run for a while, so long tasks are not delayed.
+constexpr std::size_t kMaxBatch = 64;
+constexpr auto kReportAfter = std::chrono::microseconds(500);
+}  // namespace
+
+struct ThreadPoolExecutor::Impl {
+  int max_threads;
+  CompletionSink* sink = nullptr;
+  std::vector<std::thread> threads;
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<Launch> queue;
+  int sleeping = 0;
+  std::atomic<bool> stopping{false};
+  bool stopped = false;
+  // What each thread is running, so cancel() can interrupt it. One lock per thread keeps
+  // this off the queue's lock.
+  struct Slot {
+    std::mutex mutex;
+    const TaskRecord* task = nullptr;
+    std::uint32_t try_id = 0;
+    TaskBody* body = nullptr;
+    void set(const TaskRecord* t, std::uint32_t id, TaskBody* b) {
+      std::lock_guard lock(mutex);
+      task = t;
+      try_id = id;
+      body = b;
+    }
+  };
+  std::unique_ptr<Slot[]> slots;
+
+  static Completion closed_completion(Launch& l) {
+    return Completion{std::move(l.task), l.try_id,
+                      Outcome::failure(std::make_exception_ptr(
+                          DataFlowKernelClosed("the executor was shut down before the task started")))};
+  }
+
+  void worker(std::size_t index) {
+    std::vector<Launch> batch;
+    std::vector<Completion> done;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        while (queue.empty() && !stopping) {
+          ++sleeping;
+          cv.wait(lock);
+          --sleeping;
+        }
+        if (queue.empty()) return;  // stopping and nothing left
+        const std::size_t share = std::clamp<std::size_t>(queue.size() / static_cast<std::size_t>(max_threads), 1, kMaxBatch);
+        for (std::size_t i = 0; i < share; ++i) {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+        // Others may take the rest.
+        if (!queue.empty() && sleeping > 0) cv.notify_one();
+      }
+      auto since_report = std::chrono::steady_clock::now();
+      for (auto& launch : batch) {
+        TaskRecord& task = *launch.task;
+        if (stopping.load()) {
+          done.push_back(closed_completion(launch));
+          continue;
+        }
+        Outcome outcome;
+        if (task.try_id() != launch.try_id || task.done()) {
+          // The kernel already gave up on this try (walltime): do not run it again.
+          outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
+        } else {
+          slots[index].set(&task, launch.try_id, launch.body.get());
+          task.mark_running(launch.try_id);
+          TaskContext ctx(task, launch.try_id, launch.inputs);
+          try {
+            outcome = launch.body->run(ctx);
+          } catch (...) {
+            outcome = Outcome::failure(std::current_exception());
+          }
+          task.mark_running_ended(launch.try_id);
+          slots[index].set(nullptr, 0, nullptr);
+        }
+        launch.body.reset();
+        launch.inputs.clear();
+        done.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
+        const auto now = std::chrono::steady_clock::now();
+        if (now - since_report > kReportAfter) {
+          sink->post(std::move(done));
+          done.clear();
+          since_report = now;
+        }
+      }
+      batch.clear();
+      if (!done.empty()) {
+        sink->post(std::move(done));
+        done.clear();
+      }
+    }
+  }
+};
+
+ThreadPoolExecutor::ThreadPoolExecutor(int max_threads, std::string label)
+    : Executor(std::move(label)), impl_(std::make_unique<Impl>()) {
+  if (max_threads < 1)
+    throw ConfigurationError("ThreadPoolExecutor(max_threads=" + std::to_string(max_threads) + "): must be >= 1");
+  impl_->max_threads = max_threads;
+}
+
+ThreadPoolExecutor::~ThreadPoolExecutor() { shutdown(); }
+
+int ThreadPoolExecutor::max_threads() const { return impl_->max_threads; }
+
+void ThreadPoolExecutor::start(CompletionSink& sink) {
+  auto& im = *impl_;
+  std::lock_guard lock(im.mutex);
+  if (im.sink) throw ConfigurationError("executor '" + label() + "' is already in use by a DataFlowKernel");
+  im.sink = &sink;
+  im.slots = std::make_unique<Impl::Slot[]>(im.max_threads);
+  im.threads.reserve(im.max_threads);
+  for (int i = 0; i < im.max_threads; ++i)
+    im.threads.emplace_back([this, i] { impl_->worker(static_cast<std::size_t>(i)); });
+}
+
+void ThreadPoolExecutor::submit(std::span<Launch> launches) {
+  auto& im = *impl_;
+  std::vector<Completion> refused;
+  bool wake;
+  {
+    std::lock_guard lock(im.mutex);
+    if (im.stopping) {
+      for (auto& l : launches) refused.push_back(Impl::closed_completion(l));
+    } else {
+      for (auto& l : launches) im.queue.push_back(std::move(l));
+    }
+    wake = im.sleeping > 0;
+  }
+  if (!refused.empty()) im.sink->post(std::move(refused));
+  if (wake) im.cv.notify_one();
+}
+
+void ThreadPoolExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id) {
+  auto& im = *impl_;
+  if (!im.slots) return;
+  // interrupt() must not block, so calling it under the slot's lock is safe; the body stays
+  // alive because the running thread holds its Launch until it clears its slot.
+  for (int i = 0; i < im.max_threads; ++i) {
+    auto& slot = im.slots[i];
+    std::lock_guard lock(slot.mutex);
+    if (slot.task == task.get() && slot.try_id == try_id && slot.body) slot.body->interrupt();
+  }
+}
+
+void ThreadPoolExecutor::shutdown() {
+  auto& im = *impl_;
+  std::vector<Completion> refused;
+  {
+    std::lock_guard lock(im.mutex);
+    if (im.stopped || !im.sink) {
+      im.stopped = true;
+      return;
+    }
+    im.stopping = true;
+    for (auto& l : im.queue) refused.push_back(Impl::closed_completion(l));
+    im.queue.clear();
+  }
+  if (!refused.empty()) im.sink->post(std::move(refused));
+  im.cv.notify_all();
+  for (auto& t : im.threads)
+    if (t.joinable()) t.join();
+  std::lock_guard lock(im.mutex);
+  im.stopped = true;
+}
+
+}  // namespace pervade

@@ -1,0 +1,198 @@
+// The DataFlowKernel end to end with real threads: typed C++ API, shell commands, failures,
+// retries, walltime, cleanup. Waits are on futures (with timeouts), never on sleeps.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include "pervade/pervade.hpp"
+
+using namespace pervade;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::filesystem::path temp_dir() {
+  auto dir = std::filesystem::temp_directory_path() /
+             ("pervade_dfk_" + std::to_string(::getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+TEST(DataFlowKernel, ChainOfCallablesPassesValues) {
+  DataFlowKernel dfk;
+  auto a = dfk.submit([](int x) { return 2 * x; }, 21);
+  auto b = dfk.submit([](int y, const std::string& s) { return s + std::to_string(y); }, a, std::string("v="));
+  ASSERT_TRUE(b.wait_for(30s));
+  EXPECT_EQ(b.get(), "v=42");
+  EXPECT_EQ(b.state(), TaskState::exec_done);
+}
+
+TEST(DataFlowKernel, FanOutAndReduce) {
+  DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(4, "pool")}});
+  std::vector<Future<long>> parts;
+  for (long i = 0; i < 1000; ++i) parts.push_back(dfk.submit([](long v) { return v * v; }, i));
+  long sum = 0;
+  for (auto& p : parts) sum += p.get();
+  EXPECT_EQ(sum, 332833500L);
+}
+
+TEST(DataFlowKernel, ExceptionTravelsThroughFutureAndDependents) {
+  DataFlowKernel dfk;
+  auto bad = dfk.submit([]() -> int { throw std::invalid_argument("no good"); });
+  auto dep = dfk.submit([](int v) { return v + 1; }, bad);
+  EXPECT_THROW(bad.get(), std::invalid_argument);
+  EXPECT_THROW(dep.get(), DependencyError);
+  EXPECT_EQ(dep.state(), TaskState::dep_fail);
+}
+
+TEST(DataFlowKernel, RetriesEventuallySucceed) {
+  std::atomic<int> calls{0};
+  DataFlowKernel dfk(Config{.retries = 3});
+  auto f = dfk.submit([&calls]() {
+    if (calls.fetch_add(1) < 2) throw std::runtime_error("flaky");
+    return 5;
+  });
+  EXPECT_EQ(f.get(), 5);
+  EXPECT_EQ(calls.load(), 3);
+  EXPECT_EQ(f.record()->fail_count(), 2);
+}
+
+TEST(DataFlowKernel, UnknownExecutorLabelIsRejectedAtSubmit) {
+  DataFlowKernel dfk;
+  try {
+    dfk.submit(AppOptions{.executors = {"gpu"}}, [] { return 1; });
+    FAIL() << "expected ConfigurationError";
+  } catch (const ConfigurationError& e) {
+    EXPECT_NE(std::string(e.what()).find("'gpu'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("threads"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DataFlowKernel, DuplicateLabelsAreRejected) {
+  EXPECT_THROW(DataFlowKernel(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "x"),
+                                                   std::make_shared<ThreadPoolExecutor>(1, "x")}}),
+               ConfigurationError);
+}
+
+TEST(DataFlowKernel, ExecutorLabelsSelectExecutor) {
+  DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "left"),
+                                          std::make_shared<ThreadPoolExecutor>(1, "right")}});
+  auto f = dfk.submit(AppOptions{.executors = {"right"}}, [] { return 1; });
+  f.get();
+  EXPECT_EQ(f.record()->executor_label(), "right");
+}
+
+TEST(DataFlowKernel, ShellCommandsChainThroughFiles) {
+  auto dir = temp_dir();
+  DataFlowKernel dfk;
+  auto write = dfk.submit(Shell{"echo hello > " + (dir / "a.txt").string()});
+  auto copy = dfk.submit(Shell{"tr a-z A-Z < a.txt > b.txt", {}, {}, dir.string()}, write);
+  EXPECT_EQ(copy.get(), 0);
+  std::ifstream in(dir / "b.txt");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "HELLO");
+}
+
+TEST(DataFlowKernel, ShellFailureIsBashExitFailure) {
+  DataFlowKernel dfk;
+  auto f = dfk.submit(AppOptions{.name = "exits"}, Shell{"exit 3"});
+  try {
+    f.get();
+    FAIL();
+  } catch (const BashExitFailure& e) {
+    EXPECT_EQ(e.exitcode(), 3);
+    EXPECT_EQ(e.app_name(), "exits");
+  }
+}
+
+TEST(DataFlowKernel, ShellWalltimeRaisesAppTimeoutAndKillsTheCommand) {
+  auto dir = temp_dir();
+  DataFlowKernel dfk;
+  const auto marker = dir / "finished";
+  auto f = dfk.submit(AppOptions{.walltime = 0.5s}, Shell{"sleep 20; touch " + marker.string()});
+  ASSERT_TRUE(f.wait_for(15s));
+  EXPECT_THROW(f.get(), AppTimeout);
+  dfk.cleanup();  // joins the worker: the killed command has been reaped
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+TEST(DataFlowKernel, CallableWalltimeFailsTheFutureOnTime) {
+  DataFlowKernel dfk;
+  std::atomic<bool> release{false};
+  auto f = dfk.submit(AppOptions{.walltime = 0.2s}, [&release] {
+    while (!release.load()) std::this_thread::yield();
+    return 1;
+  });
+  ASSERT_TRUE(f.wait_for(15s)) << "walltime must fail the future even if the callable keeps running";
+  EXPECT_THROW(f.get(), AppTimeout);
+  release.store(true);
+}
+
+TEST(DataFlowKernel, WaitForCurrentTasksAndCallbacks) {
+  DataFlowKernel dfk;
+  std::atomic<int> callbacks{0};
+  std::vector<Future<int>> fs;
+  for (int i = 0; i < 100; ++i) {
+    fs.push_back(dfk.submit([i] { return i; }));
+    dfk.add_done_callback(fs.back().record(), [&callbacks](const TaskRecordPtr& r) {
+      if (r->state() == TaskState::exec_done) callbacks.fetch_add(1);
+    });
+  }
+  dfk.wait_for_current_tasks();
+  EXPECT_EQ(dfk.outstanding_tasks(), 0u);
+  for (auto& f : fs) EXPECT_TRUE(f.done());
+  dfk.cleanup();  // callbacks run on the kernel thread, all before it stops
+  EXPECT_EQ(callbacks.load(), 100);
+}
+
+TEST(DataFlowKernel, ExternalDependency) {
+  DataFlowKernel dfk;
+  auto ext = dfk.create_external("outside");
+  auto f = dfk.submit([](int v) { return v * 3; }, Future<int>(ext));
+  EXPECT_FALSE(f.wait_for(10ms));
+  dfk.complete_external(ext, Outcome::success(4));
+  EXPECT_EQ(f.get(), 12);
+}
+
+TEST(DataFlowKernel, CleanupFailsTasksThatNeverRanAndRefusesNewOnes) {
+  DataFlowKernel dfk;
+  auto ext = dfk.create_external("never");
+  auto waiting = dfk.submit([](int v) { return v; }, Future<int>(ext));
+  dfk.cleanup();
+  EXPECT_THROW(waiting.get(), DataFlowKernelClosed);
+  EXPECT_THROW(dfk.submit([] { return 1; }), DataFlowKernelClosed);
+  dfk.cleanup();  // idempotent
+}
+
+TEST(DataFlowKernel, CleanupWaitsForRunningTasks) {
+  DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "one")}});
+  std::atomic<bool> started{false};
+  auto running = dfk.submit([&started] {
+    started.store(true);
+    std::this_thread::sleep_for(100ms);  // the work itself, not synchronisation
+    return 1;
+  });
+  while (!started.load()) std::this_thread::yield();
+  dfk.cleanup();
+  EXPECT_EQ(running.get(), 1);
+}
+
+TEST(DataFlowKernel, ManyTasksAreGarbageCollected) {
+  DataFlowKernel dfk;
+  std::weak_ptr<TaskRecord> first;
+  {
+    auto f = dfk.submit([] { return 0; });
+    first = f.record();
+    for (int i = 0; i < 10000; ++i) f = dfk.submit([](int v) { return v + 1; }, f);
+    EXPECT_EQ(f.get(), 10000);
+  }
+  dfk.wait_for_current_tasks();
+  EXPECT_TRUE(first.expired()) << "finished records are freed once no future refers to them";
+}
+
+}  // namespace

@@ -1,0 +1,384 @@
+// The kernel's state machine driven synchronously: a fake executor records launches and the
+// test decides when and how each try ends; a fake clock drives walltime. No threads, no sleeps.
+#include <gtest/gtest.h>
+
+#include <any>
+#include <deque>
+
+#include "core/kernel_core.hpp"
+#include "pervade/errors.hpp"
+
+using namespace pervade;
+using namespace std::chrono_literals;
+
+namespace {
+
+class NoopBody : public TaskBody {
+ public:
+  Outcome run(TaskContext&) override { return Outcome::success({}); }
+};
+
+class FakeExecutor : public Executor {
+ public:
+  using Executor::Executor;
+  void start(CompletionSink&) override {}
+  void submit(std::span<Launch> launches) override {
+    for (auto& l : launches) launched.push_back(std::move(l));
+  }
+  void cancel(const TaskRecordPtr& task, std::uint32_t try_id) override { cancelled.emplace_back(task->id(), try_id); }
+  void shutdown() override {}
+  std::deque<Launch> launched;
+  std::vector<std::pair<TaskId, std::uint32_t>> cancelled;
+};
+
+struct FakeClock {
+  detail::TimePoint t{};
+  void advance(std::chrono::duration<double> d) {
+    t += std::chrono::duration_cast<std::chrono::steady_clock::duration>(d);
+  }
+};
+
+class KernelCoreTest : public ::testing::Test {
+ protected:
+  void make(int retries = 0, detail::RetryHandler handler = {}) {
+    detail::KernelOptions o;
+    o.retries = retries;
+    o.retry_handler = std::move(handler);
+    o.now = [this] { return clock.t; };
+    o.on_final = [this](const TaskRecordPtr& t) { finals.push_back(t->id()); };
+    core = std::make_unique<detail::KernelCore>(o, std::vector<ExecutorPtr>{a, b, internal});
+  }
+
+  TaskRecordPtr submit(std::vector<TaskRecordPtr> deps = {}, std::vector<std::string> labels = {"a"},
+                       double walltime = 0) {
+    TaskSpec spec;
+    spec.body = std::make_shared<NoopBody>();
+    spec.dependencies = std::move(deps);
+    spec.executors = std::move(labels);
+    spec.func_name = "f";
+    spec.walltime = std::chrono::duration<double>(walltime);
+    auto t = std::make_shared<TaskRecord>(TaskId{next_id++}, std::move(spec));
+    core->submit(t);
+    core->flush();
+    return t;
+  }
+
+  // Ends the oldest launched try on executor `ex`.
+  TaskRecordPtr finish_next(FakeExecutor& ex, Outcome outcome) {
+    EXPECT_FALSE(ex.launched.empty());
+    Launch l = std::move(ex.launched.front());
+    ex.launched.pop_front();
+    TaskRecordPtr t = l.task;
+    core->complete(Completion{l.task, l.try_id, std::move(outcome)});
+    core->flush();
+    return t;
+  }
+
+  static std::exception_ptr boom() { return std::make_exception_ptr(std::runtime_error("boom")); }
+
+  std::shared_ptr<FakeExecutor> a = std::make_shared<FakeExecutor>("a");
+  std::shared_ptr<FakeExecutor> b = std::make_shared<FakeExecutor>("b");
+  std::shared_ptr<FakeExecutor> internal = std::make_shared<FakeExecutor>("_parsl_internal");
+  FakeClock clock;
+  std::unique_ptr<detail::KernelCore> core;
+  std::vector<TaskId> finals;
+  std::uint64_t next_id = 0;
+};
+
+TEST_F(KernelCoreTest, TaskWithoutDependenciesLaunchesAndCompletes) {
+  make();
+  auto t = submit();
+  EXPECT_EQ(t->state(), TaskState::launched);
+  ASSERT_EQ(a->launched.size(), 1u);
+  EXPECT_EQ(core->live_tasks(), 1u);
+  finish_next(*a, Outcome::success(42));
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+  EXPECT_EQ(std::any_cast<int>(t->value()), 42);
+  EXPECT_EQ(core->live_tasks(), 0u);
+  EXPECT_EQ(finals, std::vector<TaskId>{t->id()});
+}
+
+TEST_F(KernelCoreTest, DependentWaitsForAllDependenciesAndSeesTheirValues) {
+  make();
+  auto x = submit();
+  auto y = submit();
+  auto z = submit({x, y});
+  EXPECT_EQ(z->state(), TaskState::pending);
+  EXPECT_EQ(a->launched.size(), 2u);
+  finish_next(*a, Outcome::success(1));
+  EXPECT_EQ(z->state(), TaskState::pending);
+  finish_next(*a, Outcome::success(2));
+  ASSERT_EQ(a->launched.size(), 1u);
+  Launch& l = a->launched.front();
+  EXPECT_EQ(l.task, z);
+  TaskContext ctx(*l.task, l.try_id, l.inputs);
+  ASSERT_EQ(ctx.dependency_count(), 2u);
+  EXPECT_EQ(std::any_cast<int>(ctx.dependency(0)), 1);
+  EXPECT_EQ(std::any_cast<int>(ctx.dependency(1)), 2);
+}
+
+TEST_F(KernelCoreTest, DependencyAlreadyFinishedCountsAsSatisfied) {
+  make();
+  auto x = submit();
+  finish_next(*a, Outcome::success(5));
+  auto y = submit({x});
+  EXPECT_EQ(y->state(), TaskState::launched);
+}
+
+TEST_F(KernelCoreTest, FailurePropagatesAsDependencyErrorNamingTheFailedTasks) {
+  make();
+  auto x = submit();
+  auto y = submit();
+  auto z = submit({x, y});
+  auto w = submit({z});
+  finish_next(*a, Outcome::failure(boom()));
+  finish_next(*a, Outcome::success(1));
+  EXPECT_EQ(x->state(), TaskState::failed);
+  EXPECT_EQ(z->state(), TaskState::dep_fail);
+  EXPECT_EQ(w->state(), TaskState::dep_fail);
+  EXPECT_TRUE(a->launched.empty()) << "a dependent of a failed task must never launch";
+  try {
+    std::rethrow_exception(z->error());
+  } catch (const DependencyError& e) {
+    ASSERT_EQ(e.dependent_exceptions().size(), 1u);
+    EXPECT_EQ(e.dependent_exceptions()[0].second, x->id());
+    EXPECT_EQ(e.task_id(), z->id());
+    EXPECT_EQ(std::string(e.what()), "Dependency failure for task 2. The representative cause is via task 0") << e.what();
+  }
+  try {
+    std::rethrow_exception(w->error());
+  } catch (const DependencyError& e) {
+    EXPECT_EQ(e.dependent_exceptions()[0].second, z->id());
+    EXPECT_EQ(std::string(e.what()), "Dependency failure for task 3. The representative cause is via task 2 <- task 0");
+  }
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, RetriesRelaunchUntilCostExceedsRetries) {
+  make(2);
+  auto t = submit();
+  finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_EQ(t->fail_count(), 1);
+  finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(t->state(), TaskState::launched);
+  finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_EQ(t->fail_count(), 3);
+  EXPECT_TRUE(a->launched.empty());
+}
+
+TEST_F(KernelCoreTest, RetryThenSuccess) {
+  make(1);
+  auto t = submit();
+  finish_next(*a, Outcome::failure(boom()));
+  finish_next(*a, Outcome::success(std::string("ok")));
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+  EXPECT_EQ(std::any_cast<std::string>(t->value()), "ok");
+}
+
+TEST_F(KernelCoreTest, RetryHandlerCostDecides) {
+  std::vector<int> seen_counts;
+  make(3, [&](const std::exception_ptr&, const TaskRecord& r) {
+    seen_counts.push_back(r.fail_count());
+    return 2.0;
+  });
+  auto t = submit();
+  finish_next(*a, Outcome::failure(boom()));  // cost 2 <= 3: retried
+  EXPECT_EQ(t->state(), TaskState::launched);
+  finish_next(*a, Outcome::failure(boom()));  // cost 4 > 3: failed
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_EQ(seen_counts, (std::vector<int>{1, 2}));
+}
+
+TEST_F(KernelCoreTest, ThrowingRetryHandlerDoesNotRetryAndReportsItsError) {
+  make(5, [](const std::exception_ptr&, const TaskRecord&) -> double { throw std::runtime_error("bad handler"); });
+  auto t = submit();
+  finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_EQ(describe(t->error()), "bad handler");
+}
+
+TEST_F(KernelCoreTest, DependencyFailuresAreNotRetried) {
+  make(5);
+  auto x = submit();
+  auto y = submit({x});
+  for (int i = 0; i < 6; ++i) finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(x->state(), TaskState::failed);
+  EXPECT_EQ(y->state(), TaskState::dep_fail);
+  EXPECT_EQ(y->fail_count(), 0);
+  EXPECT_TRUE(a->launched.empty());
+}
+
+TEST_F(KernelCoreTest, StaleCompletionOfAnOldTryIsIgnored) {
+  make(1);
+  auto t = submit();
+  Launch first = a->launched.front();
+  finish_next(*a, Outcome::failure(boom()));  // try 1 failed, try 2 launched
+  core->complete(Completion{first.task, first.try_id, Outcome::success(99)});
+  EXPECT_EQ(t->state(), TaskState::launched);
+  finish_next(*a, Outcome::success(7));
+  EXPECT_EQ(std::any_cast<int>(t->value()), 7);
+}
+
+TEST_F(KernelCoreTest, ExecutorChoiceHonoursLabelsAndSpreadsOverAllowedOnes) {
+  make();
+  submit({}, {"b"});
+  EXPECT_EQ(b->launched.size(), 1u);
+  EXPECT_EQ(a->launched.size(), 0u);
+  for (int i = 0; i < 200; ++i) submit({}, {});
+  EXPECT_GT(a->launched.size(), 50u);
+  EXPECT_GT(b->launched.size(), 50u);
+  EXPECT_TRUE(internal->launched.empty()) << "'any executor' never means the internal one";
+  submit({}, {"_parsl_internal"});
+  EXPECT_EQ(internal->launched.size(), 1u);
+}
+
+TEST_F(KernelCoreTest, WalltimeExpiryFailsWithAppTimeoutAndCancelsTheTry) {
+  make();
+  auto t = submit({}, {"a"}, 2.0);
+  clock.advance(1s);
+  core->fire_timers(clock.t);
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_EQ(core->next_deadline(), clock.t + 1s);
+  clock.advance(1s);
+  core->fire_timers(clock.t);
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_THROW(std::rethrow_exception(t->error()), AppTimeout);
+  ASSERT_EQ(a->cancelled.size(), 1u);
+  EXPECT_EQ(a->cancelled[0].first, t->id());
+  // The try's late result changes nothing.
+  finish_next(*a, Outcome::success(1));
+  EXPECT_EQ(t->state(), TaskState::failed);
+}
+
+TEST_F(KernelCoreTest, FinishedTaskCancelsItsTimer) {
+  make();
+  submit({}, {"a"}, 5.0);
+  finish_next(*a, Outcome::success(1));
+  EXPECT_FALSE(core->next_deadline().has_value());
+}
+
+TEST_F(KernelCoreTest, WalltimeTimeoutIsRetried) {
+  make(1);
+  auto t = submit({}, {"a"}, 1.0);
+  clock.advance(2s);
+  core->fire_timers(clock.t);
+  core->flush();
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_EQ(a->launched.size(), 2u);  // the abandoned try and the new one
+  a->launched.pop_front();
+  finish_next(*a, Outcome::success(3));
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+}
+
+TEST_F(KernelCoreTest, JoinWaitsForInnerTasksAndTakesTheirValue) {
+  make();
+  auto j = submit({}, {"_parsl_internal"});
+  auto inner1 = submit();
+  auto inner2 = submit();
+  finish_next(*internal, Outcome::join_tasks({inner1, inner2}, true));
+  EXPECT_EQ(j->state(), TaskState::joining);
+  finish_next(*a, Outcome::success(10));
+  EXPECT_EQ(j->state(), TaskState::joining);
+  finish_next(*a, Outcome::success(20));
+  ASSERT_EQ(j->state(), TaskState::exec_done);
+  const auto& list = std::any_cast<const ValueList&>(j->value());
+  ASSERT_EQ(list.values.size(), 2u);
+  EXPECT_EQ(std::any_cast<int>(list.values[1]), 20);
+}
+
+TEST_F(KernelCoreTest, JoinOnSingleTaskAndOnFinishedTasks) {
+  make();
+  auto inner = submit();
+  finish_next(*a, Outcome::success(5));
+  auto j = submit({}, {"_parsl_internal"});
+  finish_next(*internal, Outcome::join_tasks({inner}, false));
+  EXPECT_EQ(std::any_cast<int>(j->value()), 5);
+  auto empty = submit({}, {"_parsl_internal"});
+  finish_next(*internal, Outcome::join_tasks({}, true));
+  EXPECT_TRUE(std::any_cast<const ValueList&>(empty->value()).values.empty());
+}
+
+TEST_F(KernelCoreTest, JoinFailureGivesJoinError) {
+  make(3);
+  auto j = submit({}, {"_parsl_internal"});
+  auto inner = submit();
+  finish_next(*internal, Outcome::join_tasks({inner}, false));
+  for (int i = 0; i < 4; ++i) finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(j->state(), TaskState::failed);
+  try {
+    std::rethrow_exception(j->error());
+  } catch (const JoinError& e) {
+    EXPECT_EQ(e.dependent_exceptions()[0].second, inner->id());
+  }
+  EXPECT_TRUE(internal->launched.empty()) << "a failed join is not re-run";
+}
+
+TEST_F(KernelCoreTest, ExternalDependency) {
+  make();
+  TaskSpec spec;
+  auto ext = std::make_shared<TaskRecord>(TaskId{1000}, std::move(spec));
+  core->add_external(ext);
+  auto t = submit({ext});
+  EXPECT_EQ(t->state(), TaskState::pending);
+  core->complete(Completion{ext, 0, Outcome::success(3)});
+  core->flush();
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_EQ(core->live_tasks(), 1u) << "external futures are not tasks of the kernel";
+  EXPECT_EQ(finals.size(), 0u);
+}
+
+TEST_F(KernelCoreTest, CloseFailsWaitingTasksAndRefusesLaunches) {
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  core->close();
+  EXPECT_EQ(y->state(), TaskState::failed);
+  EXPECT_THROW(std::rethrow_exception(y->error()), DataFlowKernelClosed);
+  EXPECT_EQ(x->state(), TaskState::launched) << "running work is finished by the executor";
+  finish_next(*a, Outcome::success(1));
+  EXPECT_EQ(x->state(), TaskState::exec_done);
+  auto z = submit();
+  EXPECT_EQ(z->state(), TaskState::failed);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, CallbacksRunWhenFinalOrImmediately) {
+  make();
+  auto t = submit();
+  int calls = 0;
+  core->add_callback(t, [&](const TaskRecordPtr& r) {
+    EXPECT_TRUE(r->done());
+    ++calls;
+  });
+  EXPECT_EQ(calls, 0);
+  finish_next(*a, Outcome::success(1));
+  EXPECT_EQ(calls, 1);
+  core->add_callback(t, [&](const TaskRecordPtr&) { ++calls; });
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(KernelCoreTest, LongFailingChainDoesNotRecurse) {
+  make();
+  auto first = submit();
+  TaskRecordPtr last = first;
+  for (int i = 0; i < 200000; ++i) last = submit({last});
+  finish_next(*a, Outcome::failure(boom()));
+  EXPECT_EQ(last->state(), TaskState::dep_fail);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, FinishedTasksReleaseBodyAndDependencies) {
+  make();
+  auto x = submit();
+  std::weak_ptr<TaskRecord> weak_x = x;
+  auto y = submit({x});
+  x.reset();
+  finish_next(*a, Outcome::success(1));
+  finish_next(*a, Outcome::success(2));
+  EXPECT_TRUE(weak_x.expired()) << "a finished task must not keep its inputs alive";
+  EXPECT_EQ(y->state(), TaskState::exec_done);
+}
+
+}  // namespace
