@@ -36,6 +36,9 @@ class DataFlowKernel {
   // Low-level submission used by the typed API and the Python binding. Throws
   // ConfigurationError for an unknown executor label, DataFlowKernelClosed after cleanup().
   TaskRecordPtr submit(TaskSpec spec);
+  // Submits under an id taken earlier with reserve_task_id() (for names that embed the id).
+  TaskRecordPtr submit(TaskSpec spec, TaskId reserved);
+  TaskId reserve_task_id();
   // A placeholder for a future that lives outside the kernel; tasks may depend on it.
   TaskRecordPtr create_external(std::string name);
   void complete_external(const TaskRecordPtr& task, Outcome outcome);

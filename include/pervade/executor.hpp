@@ -54,4 +54,11 @@ class Executor {
 
 using ExecutorPtr = std::shared_ptr<Executor>;
 
+// Bodies may keep a per-thread resource across consecutive tasks (the Python binding keeps the
+// GIL while a worker runs a batch of Python tasks). Executor threads call
+// release_thread_resources() after each batch and before they block, which runs the hook the
+// body installed on that thread.
+void set_thread_release_hook(void (*hook)());
+void release_thread_resources();
+
 }  // namespace pervade

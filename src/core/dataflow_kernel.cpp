@@ -161,7 +161,11 @@ DataFlowKernel::~DataFlowKernel() {
   }
 }
 
-TaskRecordPtr DataFlowKernel::submit(TaskSpec spec) {
+TaskRecordPtr DataFlowKernel::submit(TaskSpec spec) { return submit(std::move(spec), reserve_task_id()); }
+
+TaskId DataFlowKernel::reserve_task_id() { return TaskId{impl_->next_id.fetch_add(1)}; }
+
+TaskRecordPtr DataFlowKernel::submit(TaskSpec spec, TaskId id) {
   auto& im = *impl_;
   if (im.closed.load()) throw DataFlowKernelClosed("cannot submit: the DataFlowKernel has been cleaned up");
   for (const auto& label : spec.executors) {
@@ -175,7 +179,7 @@ TaskRecordPtr DataFlowKernel::submit(TaskSpec spec) {
   if (!spec.body) throw ConfigurationError("task " + spec.func_name + " has no body");
   for (const auto& dep : spec.dependencies)
     if (!dep) throw ConfigurationError("task " + spec.func_name + " has a null dependency");
-  auto task = std::make_shared<TaskRecord>(TaskId{im.next_id.fetch_add(1)}, std::move(spec));
+  auto task = std::make_shared<TaskRecord>(id, std::move(spec));
   im.unfinished.fetch_add(1);
   im.push(SubmitEvent{task});
   return task;

@@ -1,5 +1,9 @@
 #include "pervade/task.hpp"
 
+#include <utility>
+
+#include "pervade/executor.hpp"
+
 #include <condition_variable>
 #include <mutex>
 
@@ -56,6 +60,16 @@ void TaskRecord::notify_done() {
     std::lock_guard lock(g_timed_mutex);
     g_timed_cv.notify_all();
   }
+}
+
+namespace {
+thread_local void (*t_release_hook)() = nullptr;
+}
+
+void set_thread_release_hook(void (*hook)()) { t_release_hook = hook; }
+
+void release_thread_resources() {
+  if (auto hook = std::exchange(t_release_hook, nullptr)) hook();
 }
 
 void TaskRecord::advance(std::uint32_t try_id, TaskState from, TaskState to) {

@@ -106,6 +106,7 @@ struct ThreadPoolExecutor::Impl {
         }
       }
       batch.clear();
+      release_thread_resources();
       if (!done.empty()) {
         sink->post(std::move(done));
         done.clear();

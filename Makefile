@@ -1,0 +1,51 @@
+# pervade: `make demo` runs the example workflow, `make test` runs every test.
+# Both install what is missing (Debian packages with apt-get, Python packages with pip) and build.
+
+PYTHON ?= python3
+BUILD_DIR ?= build
+# Debian packages the build needs (checked with dpkg, installed only when missing).
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev
+PY_PACKAGES := nanobind scikit-build-core cloudpickle pytest
+
+.PHONY: all deps build python test test-cpp test-python demo perf bench clean
+
+all: build python
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, pytest" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q $(PY_PACKAGES)
+
+# The C++ library, its GoogleTest suite and the C++ benchmark.
+build: deps
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DPERVADE_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD_DIR) -j2
+
+# The Python package with its C++ extension, into the current interpreter.
+python: deps
+	$(PYTHON) -m pip install --no-build-isolation -q .
+
+test-cpp: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j2
+
+test-python: python
+	$(PYTHON) -m pytest -q tests/python
+
+test: test-cpp test-python
+
+demo: python
+	$(PYTHON) examples/demo.py
+
+perf: python
+	$(PYTHON) -m pervade.perf --time 5
+
+# Peer comparison: installs Parsl into its own virtual environment (see BENCHMARKS.md).
+bench: build python
+	$(PYTHON) benchmarks/compare_threads.py
+
+clean:
+	rm -rf $(BUILD_DIR) runinfo

@@ -1,0 +1,621 @@
+// pervade._native: the engine as seen from Python. Thin: Python objects are carried through
+// the kernel as opaque references; all task logic stays in C++ (core) or Python (pervade/).
+//
+// Threads and the GIL:
+//  * The main (user) thread submits while holding the GIL; submit() never blocks.
+//  * Executor threads run Python tasks; they take the GIL per batch of tasks and give it up
+//    before they block (release_thread_resources).
+//  * One completion thread per kernel hands finished tasks to their Python futures, in
+//    batches, under the GIL.
+//  * The reactor thread only touches Python to call a user retry_handler (with the GIL).
+//  * Python references held by engine objects are dropped without the GIL by deferring the
+//    decref to the next thread that holds it.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <Python.h>
+#include <pythread.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "pervade/pervade.hpp"
+
+namespace nb = nanobind;
+using namespace pervade;
+
+namespace {
+
+// ---------------------------------------------------------------- references without the GIL
+
+std::mutex g_deferred_mutex;
+std::vector<PyObject*> g_deferred;
+
+void drain_deferred_decrefs() {  // GIL held
+  std::vector<PyObject*> drop;
+  {
+    std::lock_guard lock(g_deferred_mutex);
+    drop.swap(g_deferred);
+  }
+  for (PyObject* o : drop) Py_DECREF(o);
+}
+
+// An owned Python reference that may be released on any thread.
+class PyRef {
+ public:
+  PyRef() = default;
+  static PyRef borrow(PyObject* o) {
+    Py_XINCREF(o);
+    return PyRef(o);
+  }
+  static PyRef steal(PyObject* o) { return PyRef(o); }
+  PyRef(PyRef&& other) noexcept : obj_(std::exchange(other.obj_, nullptr)) {}
+  PyRef& operator=(PyRef&& other) noexcept {
+    if (this != &other) {
+      reset();
+      obj_ = std::exchange(other.obj_, nullptr);
+    }
+    return *this;
+  }
+  ~PyRef() { reset(); }
+  PyObject* get() const { return obj_; }
+  explicit operator bool() const { return obj_ != nullptr; }
+  void reset() {
+    PyObject* o = std::exchange(obj_, nullptr);
+    if (!o) return;
+    if (PyGILState_Check()) {
+      Py_DECREF(o);
+    } else {
+      std::lock_guard lock(g_deferred_mutex);
+      g_deferred.push_back(o);
+    }
+  }
+
+ private:
+  explicit PyRef(PyObject* o) : obj_(o) {}
+  PyObject* obj_ = nullptr;
+};
+
+// A Python result stored in the kernel (std::any needs a copyable type).
+struct PyValue {
+  PyRef ref;
+};
+using PyValuePtr = std::shared_ptr<PyValue>;
+
+// A Python exception travelling through the kernel.
+class PythonError : public std::exception {
+ public:
+  PythonError(PyRef exc, std::string text) : exc_(std::make_shared<PyValue>(PyValue{std::move(exc)})), text_(std::move(text)) {}
+  const char* what() const noexcept override { return text_.c_str(); }
+  PyObject* exception() const { return exc_->ref.get(); }
+
+ private:
+  PyValuePtr exc_;
+  std::string text_;
+};
+
+// Takes the current Python exception (GIL held) as a C++ exception_ptr.
+std::exception_ptr fetch_python_error() {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (tb && value) PyException_SetTraceback(value, tb);
+  Py_XDECREF(type);
+  Py_XDECREF(tb);
+  std::string text = "Python exception";
+  if (value) {
+    if (PyObject* s = PyObject_Str(value)) {
+      if (const char* c = PyUnicode_AsUTF8(s)) text = c;
+      Py_DECREF(s);
+    }
+    PyErr_Clear();
+  }
+  return std::make_exception_ptr(PythonError(PyRef::steal(value), std::move(text)));
+}
+
+// ---------------------------------------------------------------- engine threads and the GIL
+
+// Engine threads keep one Python thread state for their lifetime instead of creating one per
+// task: PyGILState_Ensure once (which registers the state), then PyEval_SaveThread /
+// PyEval_RestoreThread around each batch.
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+struct EngineThreadState {
+  PyThreadState* state = nullptr;
+  PyGILState_STATE first{};
+  ~EngineThreadState() {
+    if (!state || !Py_IsInitialized() || interpreter_finalizing()) return;
+    PyEval_RestoreThread(state);
+    PyGILState_Release(first);  // deletes this thread's state and releases the GIL
+  }
+};
+thread_local EngineThreadState t_engine_state;
+thread_local bool t_holds_gil = false;
+
+// Takes the GIL on an engine thread and keeps it until release_gil().
+void hold_gil() {
+  if (t_holds_gil) return;
+  if (!t_engine_state.state) {
+    t_engine_state.first = PyGILState_Ensure();
+    t_engine_state.state = PyThreadState_Get();
+  } else {
+    PyEval_RestoreThread(t_engine_state.state);
+  }
+  t_holds_gil = true;
+}
+
+void release_gil() {
+  if (!t_holds_gil) return;
+  t_holds_gil = false;
+  PyEval_SaveThread();
+}
+
+// ---------------------------------------------------------------- values across the boundary
+
+nb::object errors_module() {
+  static PyObject* mod = nullptr;  // leaked on purpose: lives as long as the interpreter
+  if (!mod) mod = nb::module_::import_("pervade.errors").release().ptr();
+  return nb::borrow(mod);
+}
+
+nb::object to_python(const std::any& v);
+
+nb::object describe_failures(const PropagatedError::Failures& failed);
+
+nb::object exception_to_python(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const PythonError& p) {
+    return nb::borrow(p.exception());
+  } catch (const DependencyError& d) {
+    return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
+  } catch (const JoinError& j) {
+    return errors_module().attr("JoinError")(describe_failures(j.dependent_exceptions()), j.task_id().value);
+  } catch (const AppTimeout& t) {
+    return errors_module().attr("AppTimeout")(t.what());
+  } catch (const BashExitFailure& b) {
+    return errors_module().attr("BashExitFailure")(b.app_name(), b.exitcode());
+  } catch (const BadStdStreamFile& b) {
+    return errors_module().attr("BadStdStreamFile")(b.what());
+  } catch (const DataFlowKernelClosed& c) {
+    return errors_module().attr("DataFlowKernelClosed")(c.what());
+  } catch (const ConfigurationError& c) {
+    return errors_module().attr("ConfigurationError")(c.what());
+  } catch (const std::exception& x) {
+    return errors_module().attr("ParslError")(x.what());
+  } catch (...) {
+    return errors_module().attr("ParslError")("unknown C++ exception");
+  }
+}
+
+nb::object describe_failures(const PropagatedError::Failures& failed) {
+  nb::list out;
+  for (const auto& [err, id] : failed)
+    out.append(nb::make_tuple(exception_to_python(err), nb::str(("task " + std::to_string(id.value)).c_str())));
+  return out;
+}
+
+nb::object to_python(const std::any& v) {
+  if (!v.has_value()) return nb::none();
+  if (const auto* p = std::any_cast<PyValuePtr>(&v)) return nb::borrow((*p)->ref.get());
+  if (const auto* l = std::any_cast<ValueList>(&v)) {
+    nb::list out;
+    for (const auto& item : l->values) out.append(to_python(item));
+    return out;
+  }
+  // Results of C++ tasks submitted on the same kernel.
+  if (const auto* i = std::any_cast<int>(&v)) return nb::int_(*i);
+  if (const auto* i = std::any_cast<long>(&v)) return nb::int_(*i);
+  if (const auto* d = std::any_cast<double>(&v)) return nb::float_(*d);
+  if (const auto* b = std::any_cast<bool>(&v)) return nb::bool_(*b);
+  if (const auto* s = std::any_cast<std::string>(&v)) return nb::str(s->c_str(), s->size());
+  throw std::runtime_error(std::string("cannot convert a C++ value of type ") + v.type().name() + " to Python");
+}
+
+// ---------------------------------------------------------------- tasks
+
+class TaskHandle {
+ public:
+  explicit TaskHandle(TaskRecordPtr r) : record(std::move(r)) {}
+  TaskRecordPtr record;
+};
+
+// Returned by a join app's runner: the kernel then waits for these tasks.
+struct JoinRequest {
+  std::vector<TaskRecordPtr> tasks;
+  bool as_list;
+};
+
+class CompletionThread;
+
+// A Python app call: the callable, its arguments, and the future to complete.
+class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
+ public:
+  PyTask(CompletionThread* completions, PyRef func, PyRef args, PyRef kwargs, PyRef plan, PyRef future)
+      : completions_(completions), func_(std::move(func)), args_(std::move(args)), kwargs_(std::move(kwargs)),
+        plan_(std::move(plan)), future_(std::move(future)) {}
+
+  Outcome run(TaskContext& ctx) override;
+  void interrupt() override;
+  void task_final(const TaskRecordPtr& task) override;
+
+  // Called by the completion thread with the GIL.
+  void complete(const TaskRecord& record);
+  void inject_timeout();
+
+  std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
+
+ private:
+  CompletionThread* completions_;
+  PyRef func_, args_, kwargs_, plan_, future_;
+  unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
+  bool interrupted_ = false;         // GIL-protected
+};
+
+thread_local PyTask* t_current_task = nullptr;
+
+PyObject* g_invoke = nullptr;  // pervade.apps._invoke_with_dependencies, set by the package
+
+Outcome PyTask::run(TaskContext& ctx) {
+  hold_gil();
+  set_thread_release_hook(&release_gil);
+  running_ident_ = PyThread_get_thread_ident();
+  t_current_task = this;
+  PyObject* result;
+  if (ctx.dependency_count() == 0) {
+    result = PyObject_Call(func_.get(), args_.get(), kwargs_.get());
+  } else {
+    PyObject* deps = PyList_New(static_cast<Py_ssize_t>(ctx.dependency_count()));
+    try {
+      for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
+        PyList_SET_ITEM(deps, i, to_python(ctx.dependency(i)).release().ptr());
+      result = PyObject_CallFunctionObjArgs(g_invoke, func_.get(), args_.get(), kwargs_.get() ? kwargs_.get() : Py_None,
+                                            plan_.get() ? plan_.get() : Py_None, deps, nullptr);
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+      result = nullptr;
+    }
+    Py_DECREF(deps);
+  }
+  t_current_task = nullptr;
+  running_ident_ = 0;
+  if (interrupted_) PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), nullptr);  // drop a late one
+  if (!result) return Outcome::failure(fetch_python_error());
+  if (nb::inst_check(nb::handle(result)) && nb::isinstance<JoinRequest>(nb::handle(result))) {
+    auto& join = nb::cast<JoinRequest&>(nb::handle(result));
+    Outcome out = Outcome::join_tasks(std::move(join.tasks), join.as_list);
+    Py_DECREF(result);
+    return out;
+  }
+  return Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::steal(result)}));
+}
+
+void PyTask::inject_timeout() {
+  if (running_ident_ == 0) return;
+  interrupted_ = true;
+  nb::object cls = errors_module().attr("AppTimeout");
+  PyThreadState_SetAsyncExc(running_ident_, cls.ptr());
+}
+
+// ---------------------------------------------------------------- completion thread
+
+class CompletionThread {
+ public:
+  CompletionThread() : thread_([this] { loop(); }) {}
+  ~CompletionThread() { stop(); }
+
+  void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {
+    push(Item{std::move(task), std::move(record), false});
+  }
+  void push_interrupt(std::shared_ptr<PyTask> task) { push(Item{std::move(task), nullptr, true}); }
+
+  // Delivers everything queued so far, then ends the thread. Call without the GIL.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Item {
+    std::shared_ptr<PyTask> task;
+    TaskRecordPtr record;
+    bool interrupt;
+  };
+
+  void push(Item item) {
+    bool wake;
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(item));
+      wake = sleeping_;
+    }
+    if (wake) cv_.notify_one();
+  }
+
+  void loop() {
+    std::vector<Item> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        while (queue_.empty() && !stopping_) {
+          sleeping_ = true;
+          cv_.wait(lock);
+          sleeping_ = false;
+        }
+        if (queue_.empty()) break;
+        batch.swap(queue_);
+      }
+      hold_gil();
+      for (auto& item : batch) {
+        if (item.interrupt)
+          item.task->inject_timeout();
+        else
+          item.task->complete(*item.record);
+      }
+      batch.clear();  // drops the tasks' Python references while we hold the GIL
+      drain_deferred_decrefs();
+      release_gil();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Item> queue_;
+  bool sleeping_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+void PyTask::interrupt() {
+  // Called on the reactor thread (no GIL, must not block): stop a running command at once,
+  // and let the completion thread raise AppTimeout inside the Python function.
+  if (auto* s = shell.load()) s->request();
+  completions_->push_interrupt(shared_from_this());
+}
+
+void PyTask::task_final(const TaskRecordPtr& task) { completions_->push_final(shared_from_this(), task); }
+
+void PyTask::complete(const TaskRecord& record) {
+  static PyObject* set_result = PyUnicode_InternFromString("set_result");
+  static PyObject* set_exception = PyUnicode_InternFromString("set_exception");
+  PyObject* r;
+  try {
+    if (record.error()) {
+      nb::object exc = exception_to_python(record.error());
+      r = PyObject_CallMethodOneArg(future_.get(), set_exception, exc.ptr());
+    } else {
+      nb::object value = to_python(record.value());
+      r = PyObject_CallMethodOneArg(future_.get(), set_result, value.ptr());
+    }
+  } catch (nb::python_error& e) {
+    e.restore();
+    r = nullptr;
+  } catch (const std::exception& e) {
+    nb::object exc = errors_module().attr("ParslError")(e.what());
+    r = PyObject_CallMethodOneArg(future_.get(), set_exception, exc.ptr());
+  }
+  if (!r) {
+    // A done-callback or the future itself raised: report it, never lose the thread.
+    PyErr_WriteUnraisable(future_.get());
+  } else {
+    Py_DECREF(r);
+  }
+  func_.reset();
+  args_.reset();
+  kwargs_.reset();
+  plan_.reset();
+  future_.reset();
+}
+
+// ---------------------------------------------------------------- the kernel object
+
+class Executor_ {
+ public:
+  ExecutorPtr ptr;
+};
+
+class Kernel {
+ public:
+  Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads) {
+    Config cfg;
+    for (auto* e : executors) cfg.executors.push_back(e->ptr);
+    cfg.retries = retries;
+    cfg.internal_tasks_max_threads = internal_threads;
+    if (!retry_handler.is_none()) {
+      auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
+      cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
+        nb::gil_scoped_acquire gil;
+        try {
+          nb::dict record;
+          record["id"] = t.id().value;
+          record["func_name"] = t.func_name();
+          record["fail_count"] = t.fail_count();
+          record["fail_cost"] = t.fail_cost();
+          record["executor"] = t.executor_label();
+          record["try_id"] = t.try_id();
+          record["status"] = std::string(to_string(t.state()));
+          nb::object cost = nb::borrow(handler->get())(exception_to_python(e), record);
+          return nb::cast<double>(cost);
+        } catch (nb::python_error& err) {
+          err.restore();
+          std::rethrow_exception(fetch_python_error());
+        }
+      };
+    }
+    dfk_ = std::make_unique<DataFlowKernel>(std::move(cfg));
+  }
+
+  ~Kernel() {
+    nb::gil_scoped_release release;
+    shutdown();
+  }
+
+  TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
+                    nb::handle executors, const std::string& name, double walltime, nb::handle future,
+                    std::int64_t reserved_id) {
+    auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
+                                         kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
+                                         plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
+                                         PyRef::borrow(future.ptr()));
+    TaskSpec spec;
+    spec.body = task;
+    spec.listener = task;
+    spec.func_name = name;
+    spec.walltime = std::chrono::duration<double>(walltime);
+    if (!deps.is_none())
+      for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
+    if (!executors.is_none())
+      for (nb::handle e : executors) spec.executors.push_back(nb::cast<std::string>(e));
+    if (reserved_id >= 0) return TaskHandle(dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)}));
+    return TaskHandle(dfk_->submit(std::move(spec)));
+  }
+
+  std::uint64_t reserve_id() { return dfk_->reserve_task_id().value; }
+
+  TaskHandle create_external(const std::string& name) { return TaskHandle(dfk_->create_external(name)); }
+
+  void complete_external(TaskHandle& task, nb::handle value, nb::handle exception) {
+    Outcome out;
+    if (!exception.is_none()) {
+      std::string text = nb::cast<std::string>(nb::str(exception));
+      out = Outcome::failure(std::make_exception_ptr(PythonError(PyRef::borrow(exception.ptr()), std::move(text))));
+    } else {
+      out = Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::borrow(value.ptr())}));
+    }
+    dfk_->complete_external(task.record, std::move(out));
+  }
+
+  void wait_for_current_tasks() {
+    nb::gil_scoped_release release;
+    dfk_->wait_for_current_tasks();
+  }
+
+  void cleanup() {
+    nb::gil_scoped_release release;
+    shutdown();
+  }
+
+  std::size_t outstanding() const { return dfk_->outstanding_tasks(); }
+
+ private:
+  void shutdown() {  // without the GIL
+    dfk_->cleanup();
+    completions_.stop();
+  }
+
+  CompletionThread completions_;
+  std::unique_ptr<DataFlowKernel> dfk_;
+};
+
+// ---------------------------------------------------------------- shell commands for bash apps
+
+int run_shell_py(const std::string& command, const std::string& stdout_path, bool stdout_append,
+                 const std::string& stderr_path, bool stderr_append) {
+  ShellCommand cmd;
+  cmd.command = command;
+  cmd.stdout_spec = StdStream{stdout_path, stdout_append};
+  cmd.stderr_spec = StdStream{stderr_path, stderr_append};
+  PyTask* task = t_current_task;
+  ShellInterrupt interrupt;
+  ShellResult result;
+  {
+    nb::gil_scoped_release release;
+    if (task) task->shell.store(&interrupt);
+    try {
+      result = run_shell(cmd, &interrupt);
+    } catch (...) {
+      if (task) task->shell.store(nullptr);
+      throw;
+    }
+    if (task) task->shell.store(nullptr);
+  }
+  if (result.interrupted || result.timed_out) {
+    nb::object cls = errors_module().attr("AppTimeout");
+    PyErr_SetObject(cls.ptr(), nb::str("the command was stopped at its walltime").ptr());
+    throw nb::python_error();
+  }
+  return result.exit_code;
+}
+
+}  // namespace
+
+NB_MODULE(_native, m) {
+  m.doc() = "pervade's C++ engine (internal: use the pervade package)";
+  // Futures and kernels held by module globals at interpreter exit are normal in Python;
+  // the engine itself is stopped by DataFlowKernel.cleanup (also registered with atexit).
+  nb::set_leak_warnings(false);
+
+  nb::class_<TaskHandle>(m, "TaskHandle")
+      .def_prop_ro("id", [](const TaskHandle& t) { return t.record->id().value; })
+      .def_prop_ro("state", [](const TaskHandle& t) { return std::string(to_string(t.record->state())); })
+      .def_prop_ro("done", [](const TaskHandle& t) { return t.record->done(); })
+      .def_prop_ro("fail_count", [](const TaskHandle& t) { return t.record->fail_count(); })
+      .def_prop_ro("fail_cost", [](const TaskHandle& t) { return t.record->fail_cost(); })
+      .def_prop_ro("try_id", [](const TaskHandle& t) { return t.record->try_id(); })
+      .def_prop_ro("executor", [](const TaskHandle& t) { return t.record->executor_label(); })
+      .def_prop_ro("func_name", [](const TaskHandle& t) { return t.record->func_name(); });
+
+  nb::class_<JoinRequest>(m, "JoinRequest")
+      .def("__init__", [](JoinRequest* self, std::vector<TaskHandle*> tasks, bool as_list) {
+        auto* req = new (self) JoinRequest{{}, as_list};
+        for (auto* t : tasks) req->tasks.push_back(t->record);
+      });
+
+  nb::class_<Executor_>(m, "Executor").def_prop_ro("label", [](const Executor_& e) { return e.ptr->label(); });
+
+  m.def(
+      "thread_pool_executor",
+      [](int max_threads, const std::string& label) {
+        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label)};
+      },
+      nb::arg("max_threads"), nb::arg("label"));
+
+  nb::class_<Kernel>(m, "Kernel")
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int>(), nb::arg("executors"), nb::arg("retries"),
+           nb::arg("retry_handler").none(), nb::arg("internal_threads"))
+      .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
+           nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
+           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"))
+      .def("reserve_id", &Kernel::reserve_id)
+      .def("create_external", &Kernel::create_external)
+      .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),
+           nb::arg("exception").none())
+      .def("wait_for_current_tasks", &Kernel::wait_for_current_tasks)
+      .def("cleanup", &Kernel::cleanup)
+      .def_prop_ro("outstanding", &Kernel::outstanding);
+
+  m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),
+        nb::arg("stderr_path"), nb::arg("stderr_append"));
+
+  m.def("set_invoke", [](nb::object f) {
+    Py_XDECREF(g_invoke);
+    g_invoke = f.release().ptr();
+  });
+
+  // Error translation for exceptions raised synchronously by the engine (submit, config).
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const PythonError& e) {
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(e.exception())), e.exception());
+    } catch (const pervade::Error&) {
+      nb::object exc = exception_to_python(p);
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+    }
+  });
+}

@@ -1,0 +1,35 @@
+"""pervade: Parsl's parallel programming model on a C++20 engine.
+
+A Parsl script runs unchanged after `import pervade as parsl`:
+
+    import pervade as parsl
+    from pervade import python_app
+
+    @python_app
+    def double(x):
+        return 2 * x
+
+    with parsl.load(parsl.Config(executors=[parsl.ThreadPoolExecutor(max_threads=4)])):
+        print(double(21).result())   # 42
+"""
+
+from .apps import AUTO_LOGNAME, bash_app, join_app, python_app
+from .config import Config
+from .data import DataFuture, File
+from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wait_for_current_tasks
+from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStdStreamFile, BashAppNoReturn,
+                     BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
+                     JoinError, MissingOutputs, NoDataFlowKernelError, ParslError)
+from .executors import ThreadPoolExecutor
+from .futures import AppFuture
+
+__version__ = "0.1.0"
+VERSION = __version__
+
+__all__ = [
+    "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
+    "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
+    "ThreadPoolExecutor", "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
+    "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
+    "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError",
+]

@@ -1,0 +1,237 @@
+"""The app decorators: python_app, bash_app, join_app (Parsl's semantics)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from concurrent.futures import Future
+
+from . import _native
+from .data import DataFuture, File
+from .dataflow import DataFlowKernel, DataFlowKernelLoader
+from .futures import AppFuture
+from .errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
+                     MissingOutputs)
+
+AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs
+_RESERVED = ("stdout", "stderr", "walltime", "parsl_resource_specification", "outputs", "inputs")
+_STREAM_MODES = {"a": True, "a+": True, "w": False, "w+": False}
+
+
+def _std_spec(name: str, spec):
+    """Validates a stdout/stderr spec at call time; returns (path, append) or None."""
+    if spec is None:
+        return None
+    mode = "a"
+    if isinstance(spec, tuple):
+        if len(spec) != 2:
+            raise BadStdStreamFile(f"std descriptor {name} has incorrect tuple length {len(spec)}")
+        spec, mode = spec
+        if mode not in _STREAM_MODES:
+            raise BadStdStreamFile(f"{name} mode {mode!r} is not one of {sorted(_STREAM_MODES)}")
+    elif isinstance(spec, File):
+        mode = "w"
+    if isinstance(spec, bytes):
+        spec = spec.decode()
+    if not isinstance(spec, (str, os.PathLike)) or isinstance(spec, bool):
+        raise BadStdStreamFile(f"{name} must be a path, a (path, mode) tuple or AUTO_LOGNAME, got {spec!r}")
+    path = os.fspath(spec)
+    if not path:
+        raise BadStdStreamFile(f"{name} path is empty")
+    return path, _STREAM_MODES[mode]
+
+
+class AppBase:
+    """An app: calling it submits a task to a DataFlowKernel and returns an AppFuture."""
+
+    def __init__(self, func, data_flow_kernel: DataFlowKernel | None = None, executors="all", cache: bool = False,
+                 ignore_for_cache=None):
+        if not callable(func):
+            raise TypeError(f"an app must wrap a callable, got {func!r}")
+        if executors != "all" and not (isinstance(executors, (list, tuple))
+                                       and all(isinstance(e, str) for e in executors)):
+            raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
+        self.func = func
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+        self.__doc__ = getattr(func, "__doc__", None)
+        self.__wrapped__ = func
+        self.data_flow_kernel = data_flow_kernel
+        self.executors = executors if executors == "all" else list(executors)
+        self.cache = cache
+        self.ignore_for_cache = list(ignore_for_cache or [])
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            params = {}
+        self.kwargs = {name: params[name].default for name in _RESERVED if name in params}
+
+    def _prepare(self, kwargs):
+        """Merges defaults, validates reserved keywords; returns (dfk, kwargs, streams, reserved_id)."""
+        dfk = self.data_flow_kernel or DataFlowKernelLoader.dfk()
+        merged = {**self.kwargs, **kwargs} if self.kwargs else dict(kwargs)
+        for key in [k for k, v in merged.items() if v is inspect.Parameter.empty]:
+            del merged[key]
+        reserved_id = -1
+        streams = {}
+        for name in ("stdout", "stderr"):
+            spec = merged.get(name)
+            if spec is None:
+                continue
+            if isinstance(spec, int) and not isinstance(spec, bool) and spec == AUTO_LOGNAME:
+                if reserved_id < 0:
+                    reserved_id = dfk.reserve_task_id()
+                spec = self._auto_logname(dfk, reserved_id, name, merged)
+                merged[name] = spec
+            streams[name] = _std_spec(name, spec)
+        outputs = merged.get("outputs")
+        if outputs is not None:
+            if not isinstance(outputs, (list, tuple)) or not all(isinstance(f, File) for f in outputs):
+                raise TypeError(f"outputs= must be a list of File objects, got {outputs!r}")
+        inputs = merged.get("inputs")
+        if inputs is not None and not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"inputs= must be a list, got {inputs!r}")
+        walltime = merged.get("walltime")
+        if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
+                                     or walltime <= 0):
+            raise ValueError(f"walltime must be a positive number of seconds, got {walltime!r}")
+        return dfk, merged, streams, reserved_id
+
+    def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
+        if dfk.config.std_autopath is not None:
+            return dfk.config.std_autopath({"id": task_id, "func_name": self.__name__, "kwargs": kwargs}, name)
+        label = kwargs.get("label")
+        filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), self.__name__,
+                                            "" if label is None else "_" + str(label), name)
+        return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
+
+    def _submit(self, dfk, body, args, kwargs, reserved_id):
+        fut = dfk.submit(body, args, executors=self.executors, cache=self.cache,
+                         ignore_for_cache=self.ignore_for_cache, app_kwargs=kwargs, func_name=self.__name__,
+                         walltime=kwargs.get("walltime"), reserved_id=reserved_id, stdout=kwargs.get("stdout"),
+                         stderr=kwargs.get("stderr"))
+        outputs = kwargs.get("outputs")
+        if outputs:
+            fut._outputs = [DataFuture(fut, f, tid=fut.tid) for f in outputs]
+        return fut
+
+
+class PythonApp(AppBase):
+    def __init__(self, func, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None, join=False):
+        super().__init__(func, data_flow_kernel, ["_parsl_internal"] if join else executors, cache, ignore_for_cache)
+        self.join = join
+
+    def __call__(self, *args, **kwargs):
+        dfk, kwargs, _, reserved_id = self._prepare(kwargs)
+        body = functools.partial(_run_join, self.func, dfk) if self.join else self.func
+        return self._submit(dfk, body, args, kwargs, reserved_id)
+
+
+class BashApp(AppBase):
+    def __init__(self, func, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None):
+        super().__init__(func, data_flow_kernel, executors, cache, ignore_for_cache)
+        # As in Parsl, every default is passed so that the body can format with it.
+        try:
+            params = inspect.signature(func).parameters
+            self.kwargs.update({k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty})
+        except (TypeError, ValueError):
+            pass
+
+    def __call__(self, *args, **kwargs):
+        dfk, kwargs, streams, reserved_id = self._prepare(kwargs)
+        body = functools.partial(_run_bash, self.func, self.__name__, streams.get("stdout"), streams.get("stderr"))
+        return self._submit(dfk, body, args, kwargs, reserved_id)
+
+
+def _run_bash(func, name, stdout, stderr, /, *args, **kwargs):
+    """Runs on a worker: asks the body for the command line, runs it, checks outputs."""
+    try:
+        command = func(*args, **kwargs)
+    except AttributeError as e:
+        raise BashAppNoReturn(
+            f"Bash app '{name}' did not return a value, or returned None - with this exception: {e}") from e
+    except IndexError as e:
+        raise AppBadFormatting(f"App formatting failed for app '{name}' with IndexError: {e}") from e
+    if command is None:
+        raise BashAppNoReturn(f"bash_app '{name}' returned None: its body must return the command line as a str")
+    if not isinstance(command, str):
+        raise TypeError(f"bash_app '{name}' must return the command line as a str, got {type(command).__name__}")
+    if stderr is not None:
+        _write_header(stderr, command)
+    # stderr already holds the header written above, so the command appends to it.
+    code = _native.run_shell(command, stdout[0] if stdout else "", stdout[1] if stdout else True,
+                             stderr[0] if stderr else "", True)
+    if code != 0:
+        raise BashExitFailure(name, code)
+    missing = [f for f in kwargs.get("outputs") or () if not os.path.exists(f.filepath)]
+    if missing:
+        raise MissingOutputs(f"Missing outputs from app {name}", missing)
+    return 0
+
+
+def _write_header(stderr, command):
+    """Parsl writes the command line at the top of the stderr file; so do we."""
+    path, append = stderr
+    try:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(path, "a" if append else "w") as f:
+            f.write(f"--> executable follows <--\n{command}\n--> end executable <--\n")
+    except OSError as e:
+        raise BadStdStreamFile(f"{path}: {e}") from e
+
+
+def _run_join(func, dfk, *args, **kwargs):
+    """Runs on the internal executor: the body's futures become the tasks the join waits for."""
+    joinable = func(*args, **kwargs)
+    if isinstance(joinable, Future):
+        return _native.JoinRequest([_handle_of(dfk, joinable)], False)
+    if isinstance(joinable, list) and all(isinstance(f, Future) for f in joinable):
+        return _native.JoinRequest([_handle_of(dfk, f) for f in joinable], True)
+    raise TypeError(f"join_app body must return a Future or list of Futures, got {joinable} of type {type(joinable)}")
+
+
+def _handle_of(dfk, future: Future):
+    if isinstance(future, AppFuture) and future._dfk is dfk:
+        return future._handle
+    return dfk._external(future)
+
+
+def _decorator(make, function, **options):
+    if function is not None:
+        return make(function, **options)
+    return lambda f: make(f, **options)
+
+
+def python_app(function=None, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None):
+    """Decorates a function so that calling it runs it as a task and returns an AppFuture.
+
+    >>> @python_app
+    ... def double(x):
+    ...     return 2 * x
+    >>> double(21).result()
+    42
+    """
+    return _decorator(PythonApp, function, data_flow_kernel=data_flow_kernel, cache=cache, executors=executors,
+                      ignore_for_cache=ignore_for_cache)
+
+
+def bash_app(function=None, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None):
+    """Decorates a function that returns a command line; the task runs it with /bin/bash.
+
+    >>> @bash_app
+    ... def echo(msg, stdout=None):
+    ...     return f"echo {msg}"
+    >>> echo("hi", stdout="hi.txt").result()   # 0; non-zero exit raises BashExitFailure
+    0
+    """
+    return _decorator(BashApp, function, data_flow_kernel=data_flow_kernel, cache=cache, executors=executors,
+                      ignore_for_cache=ignore_for_cache)
+
+
+def join_app(function=None, data_flow_kernel=None, cache=False, ignore_for_cache=None):
+    """Decorates a function that returns a future (or list of futures) of other apps; the
+    join's future gets their result (or the list of their results)."""
+    return _decorator(PythonApp, function, data_flow_kernel=data_flow_kernel, cache=cache,
+                      ignore_for_cache=ignore_for_cache, join=True)

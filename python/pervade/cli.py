@@ -1,0 +1,23 @@
+"""The `pervade` command: `pervade perf ...` (see pervade.perf)."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = "usage: pervade perf [options]   (pervade perf --help for the options)"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "perf":
+        from . import perf
+        return perf.main(argv[1:])
+    print(f"pervade: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

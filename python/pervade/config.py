@@ -1,0 +1,91 @@
+"""Config: what a DataFlowKernel runs on and how it treats failures (Parsl's parameters)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+from .errors import ConfigurationError
+from .executors import ParslExecutor, ThreadPoolExecutor
+
+_EXIT_MODES = ("cleanup", "skip", "wait")
+_CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
+
+
+class Config:
+    """Configuration of a DataFlowKernel.
+
+    >>> Config(executors=[ThreadPoolExecutor(max_threads=4)], retries=2, exit_mode="wait")
+
+    executors: executors with unique labels (default: one ThreadPoolExecutor).
+    retries: a failing task is retried while its summed failure cost is <= retries.
+    retry_handler: f(exception, task_record) -> cost of this failure (default cost 1).
+    run_dir: where numbered run directories (000, 001, ...) with logs are made.
+    exit_mode: what leaving `with pervade.load(config):` does: "cleanup" (default), "wait"
+        (wait for all tasks, then clean up), or "skip" (nothing).
+    internal_tasks_max_threads: threads for join apps and lifted future operations.
+    garbage_collect: accepted for compatibility; finished task records are always freed.
+    initialize_logging: write <run_dir>/pervade.log.
+    strategy, strategy_period, max_idletime, monitoring, usage_tracking, project_name,
+    memoizer, dependency_resolver, std_autopath, app_cache, checkpoint_*: accepted and stored;
+    std_autopath(task_record, "stdout"|"stderr") -> path replaces the AUTO_LOGNAME path.
+    """
+
+    def __init__(self, executors: Optional[Iterable[ParslExecutor]] = None, memoizer=None, dependency_resolver=None,
+                 exit_mode: str = "cleanup", garbage_collect: bool = True, internal_tasks_max_threads: int = 10,
+                 retries: int = 0, retry_handler: Optional[Callable] = None, run_dir: str = "runinfo",
+                 std_autopath: Optional[Callable] = None, strategy: Optional[str] = "simple",
+                 strategy_period: float = 5, max_idletime: float = 120.0, monitoring=None, usage_tracking: int = 0,
+                 project_name: Optional[str] = None, initialize_logging: bool = True, app_cache: bool = True,
+                 checkpoint_files=None, checkpoint_mode=None, checkpoint_period=None):
+        executors = list(executors) if executors else [ThreadPoolExecutor()]
+        for e in executors:
+            if not isinstance(e, ParslExecutor):
+                raise ConfigurationError(f"Config executors must be executor objects, got {e!r}")
+        labels = [e.label for e in executors]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ConfigurationError("Executors must have unique labels ({})".format(
+                ", ".join(f"label={label!r}" for label in duplicates)))
+        if "_parsl_internal" in labels:
+            raise ConfigurationError("the executor label '_parsl_internal' is reserved")
+        if exit_mode not in _EXIT_MODES:
+            raise ConfigurationError(f"exit_mode must be one of {_EXIT_MODES}, got {exit_mode!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
+        if retry_handler is not None and not callable(retry_handler):
+            raise ConfigurationError(f"retry_handler must be callable, got {retry_handler!r}")
+        if not isinstance(internal_tasks_max_threads, int) or internal_tasks_max_threads < 1:
+            raise ConfigurationError(f"internal_tasks_max_threads must be an int >= 1, got {internal_tasks_max_threads!r}")
+        if usage_tracking not in (0, 1, 2, 3):
+            raise ConfigurationError(f"Usage Tracking values must be 0, 1, 2, or 3 and not {usage_tracking}")
+        if checkpoint_mode not in _CHECKPOINT_MODES:
+            raise ConfigurationError(f"checkpoint_mode must be one of {_CHECKPOINT_MODES}, got {checkpoint_mode!r}")
+        self._executors = tuple(executors)
+        self.memoizer = memoizer
+        self.dependency_resolver = dependency_resolver
+        self.exit_mode = exit_mode
+        self.garbage_collect = garbage_collect
+        self.internal_tasks_max_threads = internal_tasks_max_threads
+        self.retries = retries
+        self.retry_handler = retry_handler
+        self.run_dir = run_dir
+        self.std_autopath = std_autopath
+        self.strategy = strategy
+        self.strategy_period = strategy_period
+        self.max_idletime = max_idletime
+        self.monitoring = monitoring
+        self.usage_tracking = usage_tracking
+        self.project_name = project_name
+        self.initialize_logging = initialize_logging
+        self.app_cache = app_cache
+        self.checkpoint_files = checkpoint_files
+        self.checkpoint_mode = checkpoint_mode
+        self.checkpoint_period = checkpoint_period
+
+    @property
+    def executors(self):
+        return self._executors
+
+    def __repr__(self) -> str:
+        return (f"Config(executors={list(self._executors)!r}, retries={self.retries}, "
+                f"run_dir={self.run_dir!r}, exit_mode={self.exit_mode!r})")

@@ -1,0 +1,222 @@
+"""The Python face of the engine's DataFlowKernel, and the global load()/dfk()/clear()."""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import logging
+import os
+import threading
+from concurrent.futures import Future
+
+from . import _native
+from .config import Config
+from .data import DataFuture, File
+from .errors import ConfigurationError, NoDataFlowKernelError
+from .futures import AppFuture
+
+logger = logging.getLogger("pervade")
+
+_NO_VALUE = object()  # plan entry: use the dependency's value
+
+
+def _invoke_with_dependencies(func, args, kwargs, plan, values):
+    """Runs on a worker: puts the finished dependencies' values in place, then calls func."""
+    args = list(args)
+    kwargs = dict(kwargs) if kwargs else {}
+    inputs = list(kwargs["inputs"]) if "inputs" in kwargs else None
+    for kind, key, index, replacement in plan:
+        value = values[index] if replacement is _NO_VALUE else replacement
+        if kind == 0:
+            args[key] = value
+        elif kind == 1:
+            kwargs[key] = value
+        else:
+            inputs[key] = value
+    if inputs is not None:
+        kwargs["inputs"] = inputs
+    return func(*args, **kwargs)
+
+
+_native.set_invoke(_invoke_with_dependencies)
+
+
+def make_rundir(path: str) -> str:
+    """Creates <path>/NNN, the next free number, and returns its absolute path."""
+    os.makedirs(path, exist_ok=True)
+    numbers = [int(os.path.basename(p)) for p in glob.glob(os.path.join(path, "[0-9]*[0-9]"))
+               if os.path.basename(p).isdigit()]
+    run = os.path.join(path, "{0:03}".format(max(numbers) + 1 if numbers else 0))
+    os.makedirs(run)
+    return os.path.abspath(run)
+
+
+class DataFlowKernel:
+    """Runs app calls as a dependency graph on the configured executors.
+
+    Usually made by pervade.load(config); usable directly and as a context manager:
+    >>> with DataFlowKernel(Config()) as dfk: ...
+    """
+
+    def __init__(self, config: Config | None = None):
+        self.config = config if config is not None else Config()
+        self.run_dir = make_rundir(self.config.run_dir)
+        self._log_handler = None
+        if self.config.initialize_logging:
+            self._log_handler = logging.FileHandler(os.path.join(self.run_dir, "pervade.log"))
+            self._log_handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(name)s:%(lineno)d %(threadName)s %(levelname)s: %(message)s"))
+            logger.addHandler(self._log_handler)
+            logger.setLevel(logging.DEBUG)
+        self.executors = {e.label: e for e in self.config.executors}
+        for e in self.config.executors:
+            e.run_dir = self.run_dir
+        natives = [e._native_executor() for e in self.config.executors]
+        self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
+                                      self.config.internal_tasks_max_threads)
+        self._lock = threading.Lock()
+        self.cleanup_called = False
+        atexit.register(self.atexit_cleanup)
+        logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
+
+    # ------------------------------------------------------------------ submission
+
+    def submit(self, func, app_args=(), executors="all", cache=False, ignore_for_cache=None, app_kwargs=None,
+               join=False, func_name=None, walltime=None, reserved_id=-1, stdout=None, stderr=None) -> AppFuture:
+        """Submits func(*app_args, **app_kwargs) once its future arguments are done."""
+        if self.cleanup_called:
+            raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
+        if executors == "all" or (isinstance(executors, str) and executors.lower() == "all"):
+            labels = None
+        elif isinstance(executors, (list, tuple)):
+            labels = list(executors)
+        else:
+            raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
+        name = func_name or getattr(func, "__name__", "app")
+        fut = AppFuture(self, name, stdout, stderr)
+        deps = plan = None
+        for i, a in enumerate(app_args):
+            if isinstance(a, Future):
+                deps, plan = self._add_dependency(deps, plan, a, 0, i)
+        if app_kwargs:
+            for k, v in app_kwargs.items():
+                if isinstance(v, Future):
+                    deps, plan = self._add_dependency(deps, plan, v, 1, k)
+            inputs = app_kwargs.get("inputs")
+            if inputs:
+                for i, v in enumerate(inputs):
+                    if isinstance(v, Future):
+                        deps, plan = self._add_dependency(deps, plan, v, 2, i)
+        fut._handle = self._kernel.submit(func, tuple(app_args), app_kwargs or None, deps, plan, labels, name,
+                                          float(walltime or 0), fut, reserved_id)
+        return fut
+
+    def _add_dependency(self, deps, plan, future, kind, key):
+        if deps is None:
+            deps, plan = [], []
+        replacement = _NO_VALUE
+        source = future
+        if isinstance(future, DataFuture) and isinstance(future.parent, AppFuture) and future.parent._dfk is self:
+            source, replacement = future.parent, future.file_obj
+        if isinstance(source, AppFuture) and source._dfk is self:
+            handle = source._handle
+        else:
+            handle = self._external(source)
+        plan.append((kind, key, len(deps), replacement))
+        deps.append(handle)
+        return deps, plan
+
+    def _external(self, future: Future):
+        """A future from outside this kernel becomes an external task that its callback completes."""
+        handle = self._kernel.create_external(repr(future))
+        kernel = self._kernel
+
+        def done(f: Future) -> None:
+            exc = f.exception()
+            kernel.complete_external(handle, None if exc is not None else f.result(), exc)
+
+        future.add_done_callback(done)
+        return handle
+
+    def reserve_task_id(self) -> int:
+        return self._kernel.reserve_id()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def wait_for_current_tasks(self) -> None:
+        """Blocks until every task submitted so far (and any they submit) is final."""
+        self._kernel.wait_for_current_tasks()
+
+    def cleanup(self) -> None:
+        """Stops the kernel: tasks not yet launched fail with DataFlowKernelClosed, running ones
+        finish, all engine threads are joined. Idempotent."""
+        with self._lock:
+            if self.cleanup_called:
+                return
+            self.cleanup_called = True
+        logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
+        self._kernel.cleanup()
+        atexit.unregister(self.atexit_cleanup)
+        if DataFlowKernelLoader._dfk is self:
+            DataFlowKernelLoader.clear()
+        if self._log_handler is not None:
+            logger.removeHandler(self._log_handler)
+            self._log_handler.close()
+
+    def atexit_cleanup(self) -> None:
+        # Unlike Parsl, clean up at exit: no engine thread may outlive the interpreter.
+        if not self.cleanup_called:
+            logger.warning("Python is exiting with a DataFlowKernel still running; cleaning up")
+            self.cleanup()
+
+    @property
+    def outstanding_tasks(self) -> int:
+        return self._kernel.outstanding
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        mode = self.config.exit_mode
+        if mode == "skip":
+            return None
+        if mode == "wait" and exc_type is None:
+            self.wait_for_current_tasks()
+        self.cleanup()
+        return None
+
+
+class DataFlowKernelLoader:
+    """Holds the global DataFlowKernel used by apps that were not given one."""
+
+    _dfk: DataFlowKernel | None = None
+
+    @classmethod
+    def load(cls, config: Config | None = None) -> DataFlowKernel:
+        if cls._dfk is not None:
+            raise ConfigurationError("Config has already been loaded: call clear() (or cleanup()) before loading again")
+        cls._dfk = DataFlowKernel(config if config is not None else Config())
+        return cls._dfk
+
+    @classmethod
+    def clear(cls) -> None:
+        cls._dfk = None
+
+    @classmethod
+    def dfk(cls) -> DataFlowKernel:
+        if cls._dfk is None:
+            raise NoDataFlowKernelError(
+                "Must first load config: call pervade.load(config) (parsl.load) before calling an app")
+        return cls._dfk
+
+    @classmethod
+    def wait_for_current_tasks(cls) -> None:
+        cls.dfk().wait_for_current_tasks()
+
+
+load = DataFlowKernelLoader.load
+clear = DataFlowKernelLoader.clear
+dfk = DataFlowKernelLoader.dfk
+wait_for_current_tasks = DataFlowKernelLoader.wait_for_current_tasks
+
+__all__ = ["DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks", "File"]

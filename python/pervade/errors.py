@@ -1,0 +1,134 @@
+"""Exceptions, with Parsl's names, hierarchy and messages (so `except parsl.X` keeps working)."""
+
+from __future__ import annotations
+
+
+class ParslError(Exception):
+    """Base class of every pervade error."""
+
+
+class ConfigurationError(ParslError):
+    """A configuration or API misuse: duplicate labels, load() twice, an unknown executor label."""
+
+
+class NoDataFlowKernelError(ParslError):
+    """An app was called (or dfk() asked for) before a config was loaded."""
+
+
+class InternalConsistencyError(ParslError):
+    pass
+
+
+class DataFlowKernelClosed(ParslError):
+    """The task was not run because its DataFlowKernel was cleaned up first (pervade only)."""
+
+
+class AppException(ParslError):
+    pass
+
+
+class BashExitFailure(AppException):
+    def __init__(self, app_name: str, exitcode: int):
+        self.app_name = app_name
+        self.exitcode = exitcode
+
+    def __str__(self) -> str:
+        return f"bash_app {self.app_name} failed with unix exit code {self.exitcode}"
+
+
+class AppTimeout(AppException):
+    """The app ran past its walltime and was stopped."""
+
+
+class BashAppNoReturn(AppException):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AppBadFormatting(ParslError):
+    pass
+
+
+class MissingOutputs(ParslError):
+    def __init__(self, reason: str, outputs):
+        super().__init__(reason, outputs)
+        self.reason = reason
+        self.outputs = outputs
+
+    def __str__(self) -> str:
+        return f"Missing Outputs: {self.outputs}, Reason: {self.reason}"
+
+
+class BadStdStreamFile(ParslError):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self._reason = reason
+
+    def __str__(self) -> str:
+        return f"Bad Stream File: {self._reason}"
+
+
+class DataFlowException(ParslError):
+    pass
+
+
+class BadCheckpoint(DataFlowException):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class PropagatedException(DataFlowException):
+    """A failure caused by the failure of other tasks.
+
+    dependent_exceptions_tids: list of (exception, description) for each failed task,
+    description being e.g. "task 3". The message follows the first failed dependency down to
+    the root cause, which also becomes __cause__.
+    """
+
+    def __init__(self, dependent_exceptions_tids, task_id, *, failure_description: str):
+        self.dependent_exceptions_tids = dependent_exceptions_tids
+        self.task_id = task_id
+        self._failure_description = failure_description
+        sequence = []
+        current = self
+        while isinstance(current, PropagatedException) and current.dependent_exceptions_tids:
+            exc, description = current.dependent_exceptions_tids[0]
+            more = " (+ others)" if len(current.dependent_exceptions_tids) > 1 else ""
+            sequence.append(f"{description}{more}")
+            current = exc
+        self._cause_sequence = sequence
+        if current is not self and isinstance(current, BaseException):
+            self.__cause__ = current
+
+    def __str__(self) -> str:
+        via = " <- ".join(self._cause_sequence)
+        return f"{self._failure_description} for task {self.task_id}. The representative cause is via {via}"
+
+
+class DependencyError(PropagatedException):
+    """A task was not run because tasks it depends on failed. Never retried."""
+
+    def __init__(self, dependent_exceptions_tids, task_id):
+        super().__init__(dependent_exceptions_tids, task_id, failure_description="Dependency failure")
+
+
+class JoinError(PropagatedException):
+    """Futures returned by a join app's body failed. Never retried."""
+
+    def __init__(self, dependent_exceptions_tids, task_id):
+        super().__init__(dependent_exceptions_tids, task_id, failure_description="Join failure")
+
+
+class ExecutorError(ParslError):
+    def __init__(self, executor, reason: str):
+        self.executor = executor
+        self.reason = reason
+
+    def __str__(self) -> str:
+        label = getattr(self.executor, "label", self.executor)
+        return f"Executor {label} failed due to: {self.reason}"
