@@ -1,0 +1,93 @@
+"""Shared fixtures: every test runs against its own run_dir, always cleans its kernel up and
+must leave no engine thread behind."""
+
+import os
+import time
+
+import pytest
+
+import pervade as parsl
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Polls condition() until it is true or the deadline passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _unload_global():
+    try:
+        loaded = parsl.dfk()
+    except parsl.NoDataFlowKernelError:
+        return
+    loaded.cleanup()
+    parsl.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak():
+    """Every test: no kernel loaded before; afterwards every kernel is gone and the process has
+    exactly as many OS threads as before the test."""
+    _unload_global()
+    before = thread_count()
+    yield before
+    _unload_global()
+    after = wait_until(lambda: thread_count() == before, timeout=10.0)
+    assert after, f"threads leaked: {before} before the test, {thread_count()} after cleanup"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    return str(tmp_path / "runinfo")
+
+
+@pytest.fixture
+def make_config(run_dir):
+    """make_config(**kw) -> Config with the test's run_dir and (by default) a 4-thread executor."""
+
+    def make(**kwargs):
+        kwargs.setdefault("run_dir", run_dir)
+        kwargs.setdefault("executors", [parsl.ThreadPoolExecutor(max_threads=4)])
+        return parsl.Config(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def load(make_config, no_thread_leak):
+    """load(**config_kwargs) -> a loaded DataFlowKernel, cleaned up after the test."""
+    kernels = []
+
+    def do_load(**kwargs):
+        kernel = parsl.load(make_config(**kwargs))
+        kernels.append(kernel)
+        return kernel
+
+    yield do_load
+    for kernel in kernels:
+        kernel.cleanup()
+    parsl.clear()
+
+
+@pytest.fixture
+def dfk(load):
+    """The default kernel: one ThreadPoolExecutor with 4 threads, no retries."""
+    return load()
