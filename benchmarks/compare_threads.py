@@ -435,11 +435,11 @@ def print_table(report: dict) -> None:
         print(" | ".join(f"{c:{a}{w}}" for c, a, w in zip(t, align, widths)))
     print()
     print("ratio > 1 means pervade is better (throughput: pervade/parsl; latency and time: parsl/pervade).")
-    print("every sample (best in brackets):")
+    print("every sample, in run order (best in brackets):")
     for r in report["rows"]:
         for fw in ("parsl", "pervade"):
             samples = ", ".join(_fmt(x) for x in r[fw]["samples"])
-            print(f"  {r['workload']:<40} {fw:<7} {samples}  [{_fmt(r[fw]['best'])}]")
+            print(f"  {r['workload']:<{widths[0]}}  {fw:<7} {samples}  [{_fmt(r[fw]['best'])}]")
 
 
 if __name__ == "__main__":

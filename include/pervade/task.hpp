@@ -103,6 +103,8 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   int fail_count() const { return fail_count_; }
   double fail_cost() const { return fail_cost_; }
   std::uint32_t try_id() const { return try_id_.load(std::memory_order_acquire); }
+  // Stands for a future outside the kernel (DataFlowKernel::create_external); func_name() names it.
+  bool external() const { return external_; }
 
   // Blocks the calling thread until the task is final. Never call from the reactor thread.
   void wait() const;

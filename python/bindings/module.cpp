@@ -89,13 +89,17 @@ using PyValuePtr = std::shared_ptr<PyValue>;
 // A Python exception travelling through the kernel.
 class PythonError : public std::exception {
  public:
-  PythonError(PyRef exc, std::string text) : exc_(std::make_shared<PyValue>(PyValue{std::move(exc)})), text_(std::move(text)) {}
+  PythonError(PyRef exc, std::string text, std::string source = {})
+      : exc_(std::make_shared<PyValue>(PyValue{std::move(exc)})), text_(std::move(text)), source_(std::move(source)) {}
   const char* what() const noexcept override { return text_.c_str(); }
   PyObject* exception() const { return exc_->ref.get(); }
+  // For the failure of a plain future: its repr, which names it in DependencyError (as Parsl).
+  const std::string& source() const { return source_; }
 
  private:
   PyValuePtr exc_;
   std::string text_;
+  std::string source_;
 };
 
 // Takes the current Python exception (GIL held) as a C++ exception_ptr.
@@ -172,6 +176,17 @@ nb::object to_python(const std::any& v);
 
 nb::object describe_failures(const PropagatedError::Failures& failed);
 
+std::string describe_task(const std::exception_ptr& err, TaskId id) {
+  try {
+    if (err) std::rethrow_exception(err);
+  } catch (const PythonError& p) {
+    if (!p.source().empty()) return p.source();
+  } catch (...) {
+  }
+  return "task " + std::to_string(id.value);
+}
+
+
 nb::object exception_to_python(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
@@ -201,7 +216,7 @@ nb::object exception_to_python(const std::exception_ptr& e) {
 nb::object describe_failures(const PropagatedError::Failures& failed) {
   nb::list out;
   for (const auto& [err, id] : failed)
-    out.append(nb::make_tuple(exception_to_python(err), nb::str(("task " + std::to_string(id.value)).c_str())));
+    out.append(nb::make_tuple(exception_to_python(err), nb::str(describe_task(err, id).c_str())));
   return out;
 }
 
@@ -317,6 +332,16 @@ class CompletionThread {
   void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {
     push(Item{std::move(task), std::move(record), false});
   }
+
+  // Blocks (without the GIL) until every item queued so far has been delivered to Python.
+  // A task is queued here before the kernel counts it finished, so after
+  // DataFlowKernel::wait_for_current_tasks this means every future is done.
+  void wait_delivered() {
+    if (std::this_thread::get_id() == thread_.get_id()) return;  // from a done-callback
+    std::unique_lock lock(mutex_);
+    const std::uint64_t target = pushed_;
+    delivered_cv_.wait(lock, [&] { return delivered_ >= target || stopped_; });
+  }
   void push_interrupt(std::shared_ptr<PyTask> task) { push(Item{std::move(task), nullptr, true}); }
 
   // Delivers everything queued so far, then ends the thread. Call without the GIL.
@@ -342,6 +367,7 @@ class CompletionThread {
     {
       std::lock_guard lock(mutex_);
       queue_.push_back(std::move(item));
+      ++pushed_;
       wake = sleeping_;
     }
     if (wake) cv_.notify_one();
@@ -360,6 +386,7 @@ class CompletionThread {
         if (queue_.empty()) break;
         batch.swap(queue_);
       }
+      const std::size_t count = batch.size();
       hold_gil();
       for (auto& item : batch) {
         if (item.interrupt)
@@ -370,14 +397,28 @@ class CompletionThread {
       batch.clear();  // drops the tasks' Python references while we hold the GIL
       drain_deferred_decrefs();
       release_gil();
+      {
+        std::lock_guard lock(mutex_);
+        delivered_ += count;
+      }
+      delivered_cv_.notify_all();
     }
+    {
+      std::lock_guard lock(mutex_);
+      stopped_ = true;
+    }
+    delivered_cv_.notify_all();
   }
 
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::condition_variable delivered_cv_;
   std::vector<Item> queue_;
+  std::uint64_t pushed_ = 0;
+  std::uint64_t delivered_ = 0;
   bool sleeping_ = false;
   bool stopping_ = false;
+  bool stopped_ = false;
   std::thread thread_;
 };
 
@@ -447,10 +488,16 @@ class Kernel {
           record["fail_count"] = t.fail_count();
           record["fail_cost"] = t.fail_cost();
           record["executor"] = t.executor_label();
-          record["try_id"] = t.try_id();
+          record["try_id"] = t.try_id() == 0 ? 0 : t.try_id() - 1;  // Parsl counts tries from 0
           record["status"] = std::string(to_string(t.state()));
           nb::object cost = nb::borrow(handler->get())(exception_to_python(e), record);
-          return nb::cast<double>(cost);
+          double value;
+          if (!nb::try_cast<double>(cost, value)) {
+            std::string got = nb::cast<std::string>(nb::repr(cost));
+            PyErr_SetString(PyExc_TypeError, ("retry_handler must return a number (the cost of the failure), got " + got).c_str());
+            throw nb::python_error();
+          }
+          return value;
         } catch (nb::python_error& err) {
           err.restore();
           std::rethrow_exception(fetch_python_error());
@@ -493,7 +540,8 @@ class Kernel {
     Outcome out;
     if (!exception.is_none()) {
       std::string text = nb::cast<std::string>(nb::str(exception));
-      out = Outcome::failure(std::make_exception_ptr(PythonError(PyRef::borrow(exception.ptr()), std::move(text))));
+      out = Outcome::failure(std::make_exception_ptr(
+          PythonError(PyRef::borrow(exception.ptr()), std::move(text), task.record->func_name())));
     } else {
       out = Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::borrow(value.ptr())}));
     }
@@ -503,6 +551,7 @@ class Kernel {
   void wait_for_current_tasks() {
     nb::gil_scoped_release release;
     dfk_->wait_for_current_tasks();
+    completions_.wait_delivered();
   }
 
   void cleanup() {
@@ -566,7 +615,7 @@ NB_MODULE(_native, m) {
       .def_prop_ro("done", [](const TaskHandle& t) { return t.record->done(); })
       .def_prop_ro("fail_count", [](const TaskHandle& t) { return t.record->fail_count(); })
       .def_prop_ro("fail_cost", [](const TaskHandle& t) { return t.record->fail_cost(); })
-      .def_prop_ro("try_id", [](const TaskHandle& t) { return t.record->try_id(); })
+      .def_prop_ro("try_id", [](const TaskHandle& t) { return t.record->try_id() == 0 ? 0u : t.record->try_id() - 1; })
       .def_prop_ro("executor", [](const TaskHandle& t) { return t.record->executor_label(); })
       .def_prop_ro("func_name", [](const TaskHandle& t) { return t.record->func_name(); });
 

@@ -65,25 +65,30 @@ class AppBase:
         except (TypeError, ValueError):
             params = {}
         self.kwargs = {name: params[name].default for name in _RESERVED if name in params}
+        # Reserved parameters without a default are only passed when the caller gives them.
+        self._required_reserved = [k for k, v in self.kwargs.items() if v is inspect.Parameter.empty]
 
     def _prepare(self, kwargs):
         """Merges defaults, validates reserved keywords; returns (dfk, kwargs, streams, reserved_id)."""
         dfk = self.data_flow_kernel or DataFlowKernelLoader.dfk()
-        merged = {**self.kwargs, **kwargs} if self.kwargs else dict(kwargs)
-        for key in [k for k, v in merged.items() if v is inspect.Parameter.empty]:
-            del merged[key]
+        merged = {**self.kwargs, **kwargs} if self.kwargs else kwargs
+        if self._required_reserved:
+            for key in self._required_reserved:
+                if merged.get(key) is inspect.Parameter.empty:
+                    del merged[key]
         reserved_id = -1
         streams = {}
-        for name in ("stdout", "stderr"):
-            spec = merged.get(name)
-            if spec is None:
-                continue
-            if isinstance(spec, int) and not isinstance(spec, bool) and spec == AUTO_LOGNAME:
-                if reserved_id < 0:
-                    reserved_id = dfk.reserve_task_id()
-                spec = self._auto_logname(dfk, reserved_id, name, merged)
-                merged[name] = spec
-            streams[name] = _std_spec(name, spec)
+        if "stdout" in merged or "stderr" in merged:
+            for name in ("stdout", "stderr"):
+                spec = merged.get(name)
+                if spec is None:
+                    continue
+                if isinstance(spec, int) and not isinstance(spec, bool) and spec == AUTO_LOGNAME:
+                    if reserved_id < 0:
+                        reserved_id = dfk.reserve_task_id()
+                    spec = self._auto_logname(dfk, reserved_id, name, merged)
+                    merged[name] = spec
+                streams[name] = _std_spec(name, spec)
         outputs = merged.get("outputs")
         if outputs is not None:
             if not isinstance(outputs, (list, tuple)) or not all(isinstance(f, File) for f in outputs):

@@ -132,8 +132,14 @@ class DataFlowKernel:
         kernel = self._kernel
 
         def done(f: Future) -> None:
-            exc = f.exception()
-            kernel.complete_external(handle, None if exc is not None else f.result(), exc)
+            # result() rather than exception(): a cancelled future raises CancelledError from
+            # both, and must fail the dependent (as in Parsl) instead of leaving it pending.
+            try:
+                value = f.result()
+            except BaseException as exc:  # noqa: BLE001 - handed to the kernel as the failure
+                kernel.complete_external(handle, None, exc)
+            else:
+                kernel.complete_external(handle, value, None)
 
         future.add_done_callback(done)
         return handle

@@ -360,3 +360,93 @@ def test_reserved_kwarg_not_declared_raises_type_error(dfk):
 
     with pytest.raises(TypeError):
         plain(walltime=5).result(timeout=T)
+
+
+def test_cancelled_plain_future_dependency_fails_dependent(dfk):
+    """Parsl resolves a dependency with result(): a cancelled future raises CancelledError, so the
+    dependent fails with DependencyError instead of waiting forever."""
+    from concurrent.futures import CancelledError
+
+    pending = Future()
+    dependent = add(pending, 1)
+    assert pending.cancel()
+    with pytest.raises(parsl.DependencyError) as info:
+        dependent.result(timeout=T)
+    assert isinstance(info.value.__cause__, CancelledError)
+    assert dependent.task_status() == "dep_fail"
+
+
+def test_app_called_from_inside_an_app(dfk):
+    @python_app
+    def outer(n):
+        return add(n, 1).result(timeout=T) * 10
+
+    assert outer(4).result(timeout=T) == 50
+
+
+def test_python_app_auto_logname_default(dfk, run_dir):
+    @python_app
+    def where_is_stdout(stdout=parsl.AUTO_LOGNAME):
+        return stdout
+
+    f = where_is_stdout()
+    path = f.result(timeout=T)
+    assert path == f.stdout
+    assert path.endswith("task_{}_where_is_stdout.stdout".format(str(f.tid).zfill(4)))
+    assert path.startswith(str(run_dir))
+
+
+def test_repr_of_appfuture(dfk):
+    f = add(1)
+    f.result(timeout=T)
+    assert repr(f).startswith("<AppFuture at 0x") and "finished returned int" in repr(f)
+
+
+def test_concurrent_waiters_never_miss_completion(dfk):
+    """Threads wait (result, wait, as_completed, callbacks) on futures while they complete: no
+    wake-up is lost and every callback runs exactly once."""
+    import random
+
+    futs = [add(i) for i in range(3000)]
+    lock = threading.Lock()
+    callbacks = []
+    errors = []
+
+    def on_done(f):
+        with lock:
+            callbacks.append(f.tid)
+
+    for f in futs[::3]:
+        f.add_done_callback(on_done)
+
+    def by_result(chunk):
+        try:
+            for f in chunk:
+                f.result(timeout=T)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def by_wait(chunk):
+        done, not_done = wait(chunk, timeout=T)
+        if not_done:
+            errors.append(f"{len(not_done)} futures not done")
+
+    def by_as_completed(chunk):
+        try:
+            assert len(list(as_completed(chunk, timeout=T))) == len(chunk)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    shuffled = futs[:]
+    random.Random(1).shuffle(shuffled)
+    workers = [threading.Thread(target=fn, args=(shuffled[i::3],))
+               for i, fn in enumerate((by_result, by_wait, by_as_completed))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert [f.result(timeout=T) for f in futs] == list(range(3000))
+    from conftest import wait_until
+    assert wait_until(lambda: len(callbacks) == len(futs[::3]), timeout=T)
+    assert sorted(callbacks) == sorted(f.tid for f in futs[::3])
