@@ -47,8 +47,9 @@ class DataFlowKernel {
 
   // Blocks until every submitted task is final.
   void wait_for_current_tasks();
-  // Tasks not yet launched fail with DataFlowKernelClosed; running tasks are waited for;
-  // executors are shut down and all kernel threads joined. Idempotent.
+  // Tasks not yet running fail with DataFlowKernelClosed; running tasks are interrupted where
+  // possible (shell commands' process groups are killed) and waited for; executors are shut
+  // down and all kernel threads joined. Idempotent.
   void cleanup();
   bool closed() const;
 

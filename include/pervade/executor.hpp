@@ -45,7 +45,8 @@ class Executor {
   // Best-effort: stop a running try (walltime expiry). Must not block.
   virtual void cancel(const TaskRecordPtr& task, std::uint32_t try_id) = 0;
   // Stop: launched tries that have not started are reported as failed with
-  // DataFlowKernelClosed, running ones are waited for. Blocks; idempotent.
+  // DataFlowKernelClosed; running ones are interrupted (StopReason::shutdown) and waited
+  // for. Blocks; idempotent.
   virtual void shutdown() = 0;
 
  private:

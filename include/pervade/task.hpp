@@ -59,14 +59,20 @@ struct Outcome {
   }
 };
 
+// Why a running try is being stopped.
+enum class StopReason : std::uint8_t {
+  walltime,  // the try ran past its walltime: it fails with AppTimeout
+  shutdown,  // the kernel is being cleaned up: it fails with DataFlowKernelClosed
+};
+
 // The work of one task. run() is called on an executor thread, once per try.
 class TaskBody {
  public:
   virtual ~TaskBody() = default;
   virtual Outcome run(TaskContext& ctx) = 0;
-  // Best-effort stop of a running try (walltime expired). Called from the reactor thread
-  // while run() may be executing on another thread; must not block.
-  virtual void interrupt() {}
+  // Best-effort stop of a running try: kill the processes it started, raise in its code.
+  // Called from another thread while run() may be executing; must not block.
+  virtual void interrupt(StopReason) {}
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.

@@ -261,12 +261,12 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
         plan_(std::move(plan)), future_(std::move(future)) {}
 
   Outcome run(TaskContext& ctx) override;
-  void interrupt() override;
+  void interrupt(StopReason reason) override;
   void task_final(const TaskRecordPtr& task) override;
 
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
-  void inject_timeout();
+  void inject_stop(StopReason reason);
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
 
@@ -275,6 +275,8 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   PyRef func_, args_, kwargs_, plan_, future_;
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
+ public:
+  std::atomic<StopReason> stop_reason{StopReason::walltime};
 };
 
 thread_local PyTask* t_current_task = nullptr;
@@ -315,10 +317,10 @@ Outcome PyTask::run(TaskContext& ctx) {
   return Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::steal(result)}));
 }
 
-void PyTask::inject_timeout() {
+void PyTask::inject_stop(StopReason reason) {
   if (running_ident_ == 0) return;
   interrupted_ = true;
-  nb::object cls = errors_module().attr("AppTimeout");
+  nb::object cls = errors_module().attr(reason == StopReason::walltime ? "AppTimeout" : "DataFlowKernelClosed");
   PyThreadState_SetAsyncExc(running_ident_, cls.ptr());
 }
 
@@ -330,7 +332,7 @@ class CompletionThread {
   ~CompletionThread() { stop(); }
 
   void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {
-    push(Item{std::move(task), std::move(record), false});
+    push(Item{std::move(task), std::move(record), false, StopReason::walltime});
   }
 
   // Blocks (without the GIL) until every item queued so far has been delivered to Python.
@@ -342,7 +344,9 @@ class CompletionThread {
     const std::uint64_t target = pushed_;
     delivered_cv_.wait(lock, [&] { return delivered_ >= target || stopped_; });
   }
-  void push_interrupt(std::shared_ptr<PyTask> task) { push(Item{std::move(task), nullptr, true}); }
+  void push_interrupt(std::shared_ptr<PyTask> task, StopReason reason) {
+    push(Item{std::move(task), nullptr, true, reason});
+  }
 
   // Delivers everything queued so far, then ends the thread. Call without the GIL.
   void stop() {
@@ -360,6 +364,7 @@ class CompletionThread {
     std::shared_ptr<PyTask> task;
     TaskRecordPtr record;
     bool interrupt;
+    StopReason reason = StopReason::walltime;
   };
 
   void push(Item item) {
@@ -390,7 +395,7 @@ class CompletionThread {
       hold_gil();
       for (auto& item : batch) {
         if (item.interrupt)
-          item.task->inject_timeout();
+          item.task->inject_stop(item.reason);
         else
           item.task->complete(*item.record);
       }
@@ -422,40 +427,60 @@ class CompletionThread {
   std::thread thread_;
 };
 
-void PyTask::interrupt() {
-  // Called on the reactor thread (no GIL, must not block): stop a running command at once,
-  // and let the completion thread raise AppTimeout inside the Python function.
+void PyTask::interrupt(StopReason reason) {
+  // No GIL, must not block: stop a running command at once, and let the completion thread
+  // raise AppTimeout (or DataFlowKernelClosed) inside the Python function.
+  stop_reason.store(reason);
   if (auto* s = shell.load()) s->request();
-  completions_->push_interrupt(shared_from_this());
+  completions_->push_interrupt(shared_from_this(), reason);
 }
 
 void PyTask::task_final(const TaskRecordPtr& task) { completions_->push_final(shared_from_this(), task); }
 
+// Completes the AppFuture. Most futures of a fan-out have no Condition yet (nobody waits on
+// them: see pervade.futures.AppFuture) and no callbacks; for those the state is written
+// directly, which is what AppFuture._finish does in Python, without its frame. Anything else
+// goes through the Python method.
 void PyTask::complete(const TaskRecord& record) {
-  static PyObject* set_result = PyUnicode_InternFromString("set_result");
-  static PyObject* set_exception = PyUnicode_InternFromString("set_exception");
-  PyObject* r;
+  static PyObject* s_finish = PyUnicode_InternFromString("_finish");
+  static PyObject* s_condition = PyUnicode_InternFromString("_condition");
+  static PyObject* s_callbacks = PyUnicode_InternFromString("_done_callbacks");
+  static PyObject* s_result = PyUnicode_InternFromString("_result");
+  static PyObject* s_exception = PyUnicode_InternFromString("_exception");
+  static PyObject* s_state = PyUnicode_InternFromString("_state");
+  static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
+  PyObject* fut = future_.get();
+  bool ok = true;
   try {
-    if (record.error()) {
-      nb::object exc = exception_to_python(record.error());
-      r = PyObject_CallMethodOneArg(future_.get(), set_exception, exc.ptr());
+    nb::object value = record.error() ? exception_to_python(record.error()) : to_python(record.value());
+    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
+    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
+    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
+                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+    if (fast) {
+      // The completion thread holds the GIL and runs no Python code here, so no waiter can
+      // appear between these writes.
+      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+           PyDict_SetItem(dict, s_state, s_finished) == 0;
     } else {
-      nb::object value = to_python(record.value());
-      r = PyObject_CallMethodOneArg(future_.get(), set_result, value.ptr());
+      PyObject* none = Py_None;
+      PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
+                                   : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
+      ok = r != nullptr;
+      Py_XDECREF(r);
     }
+    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
-    r = nullptr;
+    ok = false;
   } catch (const std::exception& e) {
     nb::object exc = errors_module().attr("ParslError")(e.what());
-    r = PyObject_CallMethodOneArg(future_.get(), set_exception, exc.ptr());
+    PyObject* r = PyObject_CallMethodObjArgs(fut, s_finish, Py_None, exc.ptr(), nullptr);
+    ok = r != nullptr;
+    Py_XDECREF(r);
   }
-  if (!r) {
-    // A done-callback or the future itself raised: report it, never lose the thread.
-    PyErr_WriteUnraisable(future_.get());
-  } else {
-    Py_DECREF(r);
-  }
+  // A done-callback or the future itself raised: report it, never lose the thread.
+  if (!ok) PyErr_WriteUnraisable(fut);
   func_.reset();
   args_.reset();
   kwargs_.reset();
@@ -594,8 +619,12 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     if (task) task->shell.store(nullptr);
   }
   if (result.interrupted || result.timed_out) {
-    nb::object cls = errors_module().attr("AppTimeout");
-    PyErr_SetObject(cls.ptr(), nb::str("the command was stopped at its walltime").ptr());
+    const bool closing = task && task->stop_reason.load() == StopReason::shutdown;
+    nb::object cls = errors_module().attr(closing ? "DataFlowKernelClosed" : "AppTimeout");
+    PyErr_SetObject(cls.ptr(), nb::str(closing ? "the command was stopped (process group killed): the "
+                                                 "DataFlowKernel was cleaned up"
+                                               : "the command exceeded its walltime (process group killed)")
+                                   .ptr());
     throw nb::python_error();
   }
   return result.exit_code;

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 
 from . import _native
 from .data import DataFuture, File
-from .dataflow import DataFlowKernel, DataFlowKernelLoader
+from .dataflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from .futures import AppFuture
 from .errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
                      MissingOutputs)
@@ -49,9 +49,7 @@ class AppBase:
                  ignore_for_cache=None):
         if not callable(func):
             raise TypeError(f"an app must wrap a callable, got {func!r}")
-        if executors != "all" and not (isinstance(executors, (list, tuple))
-                                       and all(isinstance(e, str) for e in executors)):
-            raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
+        self._labels = executor_labels(executors)
         self.func = func
         self.__name__ = getattr(func, "__name__", type(func).__name__)
         self.__doc__ = getattr(func, "__doc__", None)
@@ -111,10 +109,8 @@ class AppBase:
         return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
 
     def _submit(self, dfk, body, args, kwargs, reserved_id):
-        fut = dfk.submit(body, args, executors=self.executors, cache=self.cache,
-                         ignore_for_cache=self.ignore_for_cache, app_kwargs=kwargs, func_name=self.__name__,
-                         walltime=kwargs.get("walltime"), reserved_id=reserved_id, stdout=kwargs.get("stdout"),
-                         stderr=kwargs.get("stderr"))
+        fut = dfk._submit_task(body, args, kwargs or None, self._labels, self.__name__, kwargs.get("walltime"),
+                               reserved_id, kwargs.get("stdout"), kwargs.get("stderr"))
         outputs = kwargs.get("outputs")
         if outputs:
             fut._outputs = [DataFuture(fut, f, tid=fut.tid) for f in outputs]

@@ -41,6 +41,15 @@ def _invoke_with_dependencies(func, args, kwargs, plan, values):
 _native.set_invoke(_invoke_with_dependencies)
 
 
+def executor_labels(executors):
+    """'all' (any user executor) -> None; a list of labels -> that list."""
+    if executors == "all" or (isinstance(executors, str) and executors.lower() == "all"):
+        return None
+    if isinstance(executors, (list, tuple)) and all(isinstance(e, str) for e in executors):
+        return list(executors)
+    raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
+
+
 def make_rundir(path: str) -> str:
     """Creates <path>/NNN, the next free number, and returns its absolute path."""
     os.makedirs(path, exist_ok=True)
@@ -83,32 +92,30 @@ class DataFlowKernel:
 
     def submit(self, func, app_args=(), executors="all", cache=False, ignore_for_cache=None, app_kwargs=None,
                join=False, func_name=None, walltime=None, reserved_id=-1, stdout=None, stderr=None) -> AppFuture:
-        """Submits func(*app_args, **app_kwargs) once its future arguments are done."""
+        """Submits func(*app_args, **app_kwargs) once its future arguments are done (Parsl's signature)."""
+        return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
+                                 func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr)
+
+    def _submit_task(self, func, args, kwargs, labels, name, walltime, reserved_id, stdout, stderr) -> AppFuture:
+        """The apps' path (positional, no checks the app already made): kept lean, it runs per call."""
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
-        if executors == "all" or (isinstance(executors, str) and executors.lower() == "all"):
-            labels = None
-        elif isinstance(executors, (list, tuple)):
-            labels = list(executors)
-        else:
-            raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
-        name = func_name or getattr(func, "__name__", "app")
         fut = AppFuture(self, name, stdout, stderr)
         deps = plan = None
-        for i, a in enumerate(app_args):
+        for i, a in enumerate(args):
             if isinstance(a, Future):
                 deps, plan = self._add_dependency(deps, plan, a, 0, i)
-        if app_kwargs:
-            for k, v in app_kwargs.items():
+        if kwargs:
+            for k, v in kwargs.items():
                 if isinstance(v, Future):
                     deps, plan = self._add_dependency(deps, plan, v, 1, k)
-            inputs = app_kwargs.get("inputs")
+            inputs = kwargs.get("inputs")
             if inputs:
                 for i, v in enumerate(inputs):
                     if isinstance(v, Future):
                         deps, plan = self._add_dependency(deps, plan, v, 2, i)
-        fut._handle = self._kernel.submit(func, tuple(app_args), app_kwargs or None, deps, plan, labels, name,
-                                          float(walltime or 0), fut, reserved_id)
+        fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
+                                          reserved_id)
         return fut
 
     def _add_dependency(self, deps, plan, future, kind, key):

@@ -182,6 +182,21 @@ TEST(DataFlowKernel, CleanupWaitsForRunningTasks) {
   EXPECT_EQ(running.get(), 1);
 }
 
+TEST(DataFlowKernel, CleanupStopsRunningShellCommand) {
+  auto dir = temp_dir();
+  const auto marker = dir / "started";
+  DataFlowKernel dfk;
+  auto running = dfk.submit(Shell{"touch " + marker.string() + " && sleep 1000"});
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!std::filesystem::exists(marker) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::yield();
+  ASSERT_TRUE(std::filesystem::exists(marker));
+  const auto t0 = std::chrono::steady_clock::now();
+  dfk.cleanup();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "cleanup must not wait for sleep 1000";
+  EXPECT_THROW(running.get(), DataFlowKernelClosed);
+}
+
 TEST(DataFlowKernel, ManyTasksAreGarbageCollected) {
   DataFlowKernel dfk;
   std::weak_ptr<TaskRecord> first;

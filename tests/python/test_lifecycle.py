@@ -1,12 +1,14 @@
 """Kernel lifecycle: context manager, exit modes, waiting, cleanup, executors."""
 
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
+from conftest import pid_alive, wait_until
 
 import pervade as parsl
-from pervade import python_app
+from pervade import bash_app, python_app
 
 T = 30
 
@@ -141,25 +143,43 @@ def test_cleanup_is_idempotent(make_config, no_thread_leak):
         parsl.dfk()
 
 
-def test_cleanup_waits_for_running_tasks(make_config, no_thread_leak):
-    gate, started = threading.Event(), threading.Event()
+def test_cleanup_interrupts_running_python_task(make_config, no_thread_leak):
+    # cleanup() stops running work instead of waiting for it: the running Python function gets
+    # DataFlowKernelClosed raised in its thread (when it next runs Python code).
+    started = threading.Event()
 
     @python_app
     def long_running():
         started.set()
-        if not gate.wait(T):
-            raise RuntimeError("gate never opened")
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            pass
         return "finished"
 
     kernel = parsl.load(make_config())
     running = long_running()
     assert started.wait(T)
-    opener = threading.Timer(0.2, gate.set)
-    opener.start()
     kernel.cleanup()
-    opener.join()
     assert running.done()
-    assert running.result(timeout=0) == "finished"
+    with pytest.raises(parsl.DataFlowKernelClosed):
+        running.result(timeout=0)
+
+
+def test_cleanup_kills_running_bash_task(make_config, no_thread_leak, tmp_path):
+    pidfile = tmp_path / "pid"
+
+    @bash_app
+    def sleeper():
+        return f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile} && sleep 1000"
+
+    kernel = parsl.load(make_config())
+    running = sleeper()
+    assert wait_until(pidfile.exists, T)
+    pid = int(pidfile.read_text())
+    kernel.cleanup()
+    with pytest.raises(parsl.DataFlowKernelClosed):
+        running.result(timeout=0)
+    assert wait_until(lambda: not pid_alive(pid), T)
 
 
 def test_bound_app_after_cleanup_raises(make_config, no_thread_leak):

@@ -19,8 +19,12 @@ class ShellBody final : public TaskBody {
       if (interrupted_.load()) interrupt.request();
       ShellResult r = run_shell(cmd_, &interrupt);
       current_.store(nullptr);
-      if (r.interrupted || r.timed_out)
-        return Outcome::failure(std::make_exception_ptr(AppTimeout("shell task " + name_ + " was stopped")));
+      if (r.interrupted || r.timed_out) {
+        if (reason_.load() == StopReason::shutdown)
+          return Outcome::failure(std::make_exception_ptr(DataFlowKernelClosed(
+              "shell task " + name_ + " was stopped (process group killed): the DataFlowKernel was cleaned up")));
+        return Outcome::failure(std::make_exception_ptr(AppTimeout("shell task " + name_ + " exceeded its walltime")));
+      }
       if (r.exit_code != 0) return Outcome::failure(std::make_exception_ptr(BashExitFailure(name_, r.exit_code)));
       return Outcome::success(0);
     } catch (...) {
@@ -29,7 +33,8 @@ class ShellBody final : public TaskBody {
     }
   }
 
-  void interrupt() override {
+  void interrupt(StopReason reason) override {
+    reason_.store(reason);
     interrupted_.store(true);
     // The executor calls this under its slot lock while run() is in progress, so the
     // ShellInterrupt on run()'s stack is alive if it is published.
@@ -41,6 +46,7 @@ class ShellBody final : public TaskBody {
   std::string name_;
   std::atomic<ShellInterrupt*> current_{nullptr};
   std::atomic<bool> interrupted_{false};
+  std::atomic<StopReason> reason_{StopReason::walltime};
 };
 }  // namespace
 

@@ -162,7 +162,7 @@ void ThreadPoolExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id)
   for (int i = 0; i < im.max_threads; ++i) {
     auto& slot = im.slots[i];
     std::lock_guard lock(slot.mutex);
-    if (slot.task == task.get() && slot.try_id == try_id && slot.body) slot.body->interrupt();
+    if (slot.task == task.get() && slot.try_id == try_id && slot.body) slot.body->interrupt(StopReason::walltime);
   }
 }
 
@@ -181,6 +181,15 @@ void ThreadPoolExecutor::shutdown() {
   }
   if (!refused.empty()) im.sink->post(std::move(refused));
   im.cv.notify_all();
+  // Running tries are stopped where they can be (their processes killed, Python code
+  // interrupted); plain C++ callables run to their end.
+  if (im.slots) {
+    for (int i = 0; i < im.max_threads; ++i) {
+      auto& slot = im.slots[i];
+      std::lock_guard lock(slot.mutex);
+      if (slot.body) slot.body->interrupt(StopReason::shutdown);
+    }
+  }
   for (auto& t : im.threads)
     if (t.joinable()) t.join();
   std::lock_guard lock(im.mutex);
