@@ -145,7 +145,8 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   std::uint32_t pending_deps_ = 0;
   bool external_ = false;
   bool join_as_list_ = false;
-  bool in_table_ = false;
+  bool live_ = false;     // a kernel task (not external) that is not final yet
+  bool waiting_ = false;  // in the kernel's table of tasks waiting for dependencies or a join
 };
 
 }  // namespace pervade

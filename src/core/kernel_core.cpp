@@ -27,8 +27,8 @@ bool KernelCore::has_executor(const std::string& label) const { return by_label_
 
 void KernelCore::submit(const TaskRecordPtr& task) {
   TaskRecord& t = *task;
-  table_.emplace(t.id(), task);
-  t.in_table_ = true;
+  t.live_ = true;
+  ++live_;
   set_state(t, TaskState::pending);
   for (const auto& dep : t.spec_.dependencies) {
     if (dep->done()) {
@@ -38,8 +38,23 @@ void KernelCore::submit(const TaskRecordPtr& task) {
       ++t.pending_deps_;
     }
   }
-  if (t.pending_deps_ == 0) deps_ready(t);
+  if (t.pending_deps_ == 0)
+    deps_ready(t);
+  else
+    wait_in_table(t);
   drain_finished();
+}
+
+void KernelCore::wait_in_table(TaskRecord& t) {
+  if (t.waiting_) return;
+  waiting_.emplace(t.id(), t.shared_from_this());
+  t.waiting_ = true;
+}
+
+void KernelCore::leave_table(TaskRecord& t) {
+  if (!t.waiting_) return;
+  waiting_.erase(t.id());
+  t.waiting_ = false;
 }
 
 void KernelCore::add_external(const TaskRecordPtr& task) {
@@ -79,6 +94,7 @@ void KernelCore::launch(TaskRecord& t) {
     finish(t, TaskState::failed, {}, std::make_exception_ptr(ConfigurationError("no executor is configured")));
     return;
   }
+  leave_table(t);
   const std::size_t ex = pick_executor(t);
   t.executor_label_ = executors_[ex]->label();
   t.try_id_.fetch_add(1, std::memory_order_release);
@@ -134,7 +150,10 @@ void KernelCore::complete(Completion&& done) {
       }
     }
     t.join_as_list_ = out.join_as_list;
-    if (t.pending_deps_ == 0) finish_join(t);
+    if (t.pending_deps_ == 0)
+      finish_join(t);
+    else
+      wait_in_table(t);
   } else {
     finish(t, TaskState::exec_done, std::move(out.value), nullptr);
   }
@@ -213,9 +232,10 @@ void KernelCore::drain_finished() {
       if (failed) d->failed_deps_.emplace_back(t.error_, t.id());
       if (--d->pending_deps_ == 0) deps_ready(*d);
     }
-    if (t.in_table_) {
-      table_.erase(t.id());
-      t.in_table_ = false;
+    leave_table(t);
+    if (t.live_) {
+      t.live_ = false;
+      --live_;
       if (options_.on_final) options_.on_final(task);
     }
   }
@@ -253,10 +273,7 @@ std::optional<TimePoint> KernelCore::next_deadline() const {
 void KernelCore::close() {
   closed_ = true;
   std::vector<TaskRecordPtr> waiting;
-  for (const auto& [id, task] : table_) {
-    const TaskState s = task->state();
-    if (s == TaskState::pending || s == TaskState::joining) waiting.push_back(task);
-  }
+  for (const auto& [id, task] : waiting_) waiting.push_back(task);
   for (const auto& task : waiting) {
     if (task->done()) continue;
     finish(*task, TaskState::failed, {},

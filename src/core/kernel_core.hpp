@@ -49,7 +49,7 @@ class KernelCore {
   // Hands the launches gathered since the last flush to their executors, in batches.
   void flush();
 
-  std::size_t live_tasks() const { return table_.size(); }
+  std::size_t live_tasks() const { return live_; }
   bool has_executor(const std::string& label) const;
 
  private:
@@ -67,7 +67,12 @@ class KernelCore {
   std::unordered_map<std::string, std::size_t> by_label_;
   std::vector<std::size_t> user_executors_;
   std::vector<std::vector<Launch>> outbox_;  // per executor, until flush()
-  std::unordered_map<TaskId, TaskRecordPtr> table_;
+  // Only tasks that wait (for dependencies or a join) are in a table, for close(); a task that
+  // is ready at submit, the common case, costs no hash-table work.
+  void wait_in_table(TaskRecord& t);
+  void leave_table(TaskRecord& t);
+  std::unordered_map<TaskId, TaskRecordPtr> waiting_;
+  std::size_t live_ = 0;
   std::vector<TaskRecordPtr> finishing_;     // worklist: avoids recursion through long chains
   bool draining_ = false;
   bool closed_ = false;
