@@ -17,6 +17,8 @@ from .errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashEx
 AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs
 _RESERVED = ("stdout", "stderr", "walltime", "parsl_resource_specification", "outputs", "inputs")
 _STREAM_MODES = {"a": True, "a+": True, "w": False, "w+": False}
+# Keyword arguments that need work at call time; parsl_resource_specification does not.
+_SPECIAL = frozenset(("stdout", "stderr", "walltime", "outputs", "inputs"))
 
 
 def _std_spec(name: str, spec):
@@ -123,6 +125,12 @@ class PythonApp(AppBase):
         self.join = join
 
     def __call__(self, *args, **kwargs):
+        if not self.join and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
+                _SPECIAL.isdisjoint(self.kwargs):
+            # The common call: nothing to check or resolve beyond the kernel's own work.
+            dfk = self.data_flow_kernel or DataFlowKernelLoader._dfk or DataFlowKernelLoader.dfk()
+            return dfk._submit_task(self.func, args, {**self.kwargs, **kwargs} if self.kwargs else kwargs or None,
+                                    self._labels, self.__name__, None, -1, None, None)
         dfk, kwargs, _, reserved_id = self._prepare(kwargs)
         body = functools.partial(_run_join, self.func, dfk) if self.join else self.func
         return self._submit(dfk, body, args, kwargs, reserved_id)

@@ -32,19 +32,25 @@ class AppFuture(Future):
     arrives meanwhile is always woken.
     """
 
+    # Defaults shared by all instances; an instance sets its own only when they differ.
+    _result = None
+    _exception = None
+    _outputs = ()
+    _stdout = None
+    _stderr = None
+
     def __init__(self, dfk, func_name: str, stdout=None, stderr=None):
-        # Future.__init__ without the Condition.
+        # Future.__init__ without the Condition (and without writing the class defaults).
         self._state = PENDING
-        self._result = None
-        self._exception = None
         self._waiters = []
         self._done_callbacks = []
         self._dfk = dfk
         self._func_name = func_name
         self._handle = None  # the engine's task, set right after submission
-        self._outputs = []
-        self._stdout = stdout
-        self._stderr = stderr
+        if stdout is not None:
+            self._stdout = stdout
+        if stderr is not None:
+            self._stderr = stderr
 
     @property
     def tid(self) -> int:
@@ -60,7 +66,7 @@ class AppFuture(Future):
 
     @property
     def outputs(self):
-        return self._outputs
+        return self._outputs or []
 
     def task_status(self) -> str:
         return self._handle.state
