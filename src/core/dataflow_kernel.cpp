@@ -10,6 +10,7 @@
 #include <variant>
 
 #include "core/kernel_core.hpp"
+#include "util/spin_wait.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/thread_pool_executor.hpp"
 
@@ -44,6 +45,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
   std::condition_variable inbox_cv;
   std::vector<Event> inbox;
   bool reactor_sleeping = false;
+  std::atomic<bool> inbox_filled{false};  // lock-free hint for the reactor's spin
 
   std::atomic<std::uint64_t> next_id{0};
   std::atomic<std::int64_t> unfinished{0};
@@ -58,6 +60,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
     {
       std::lock_guard lock(inbox_mutex);
       inbox.push_back(std::move(ev));
+      inbox_filled.store(true, std::memory_order_release);
       wake = reactor_sleeping;
     }
     if (wake) inbox_cv.notify_one();
@@ -68,6 +71,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
     {
       std::lock_guard lock(inbox_mutex);
       for (auto& c : done) inbox.emplace_back(std::move(c));
+      inbox_filled.store(true, std::memory_order_release);
       wake = reactor_sleeping;
     }
     if (wake) inbox_cv.notify_one();
@@ -85,6 +89,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
     std::vector<Event> batch;
     bool stopping = false;
     while (!stopping) {
+      if (!core->next_deadline()) detail::spin_briefly([&] { return inbox_filled.load(std::memory_order_acquire); });
       {
         std::unique_lock lock(inbox_mutex);
         while (inbox.empty()) {
@@ -97,6 +102,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
         }
         reactor_sleeping = false;
         batch.swap(inbox);
+        inbox_filled.store(false, std::memory_order_relaxed);
       }
       for (auto& ev : batch) {
         std::visit(

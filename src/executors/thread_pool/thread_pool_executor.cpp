@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "pervade/errors.hpp"
+#include "util/spin_wait.hpp"
 
 namespace pervade {
 
@@ -28,6 +29,7 @@ struct ThreadPoolExecutor::Impl {
   std::condition_variable cv;
   std::deque<Launch> queue;
   int sleeping = 0;
+  std::atomic<std::size_t> queued{0};  // queue.size(), readable without the lock
   std::atomic<bool> stopping{false};
   bool stopped = false;
   // What each thread is running, so cancel() can interrupt it. One lock per thread keeps
@@ -56,6 +58,7 @@ struct ThreadPoolExecutor::Impl {
     std::vector<Launch> batch;
     std::vector<Completion> done;
     for (;;) {
+      detail::spin_briefly([&] { return queued.load(std::memory_order_acquire) > 0 || stopping.load(); });
       {
         std::unique_lock lock(mutex);
         while (queue.empty() && !stopping) {
@@ -69,6 +72,7 @@ struct ThreadPoolExecutor::Impl {
           batch.push_back(std::move(queue.front()));
           queue.pop_front();
         }
+        queued.store(queue.size(), std::memory_order_release);
         // Others may take the rest.
         if (!queue.empty() && sleeping > 0) cv.notify_one();
       }
@@ -147,6 +151,7 @@ void ThreadPoolExecutor::submit(std::span<Launch> launches) {
       for (auto& l : launches) refused.push_back(Impl::closed_completion(l));
     } else {
       for (auto& l : launches) im.queue.push_back(std::move(l));
+      im.queued.store(im.queue.size(), std::memory_order_release);
     }
     wake = im.sleeping > 0;
   }
@@ -178,6 +183,7 @@ void ThreadPoolExecutor::shutdown() {
     im.stopping = true;
     for (auto& l : im.queue) refused.push_back(Impl::closed_completion(l));
     im.queue.clear();
+    im.queued.store(0);
   }
   if (!refused.empty()) im.sink->post(std::move(refused));
   im.cv.notify_all();
