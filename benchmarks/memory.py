@@ -2,6 +2,7 @@
 resident memory per finished task while the futures are held, and after they are dropped.
 
   python benchmarks/memory.py [--tasks 1000000] [--batch 100000] [--json]
+  python benchmarks/memory.py --rounds 4 --tasks 200000   # RSS held/dropped per round: leaks show as growth
 """
 
 import argparse
@@ -30,7 +31,10 @@ def main():
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=0, help="repeat: submit --tasks at once, wait, drop")
     args = parser.parse_args()
+    if args.rounds:
+        return rounds(args)
     with parsl.load(parsl.Config(executors=[parsl.ThreadPoolExecutor(max_threads=2)], initialize_logging=False)):
         noop().result()
         gc.collect()
@@ -55,6 +59,17 @@ def main():
     else:
         for k, v in result.items():
             print(f"{k}: {v:,.1f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def rounds(args):
+    with parsl.load(parsl.Config(executors=[parsl.ThreadPoolExecutor(max_threads=2)], initialize_logging=False)):
+        for r in range(args.rounds):
+            held = [noop() for _ in range(args.tasks)]
+            parsl.wait_for_current_tasks()
+            held_mb = rss_mb()
+            del held
+            gc.collect()
+            print(f"round {r + 1}: {args.tasks} tasks, RSS held {held_mb:,.0f} MB, dropped {rss_mb():,.0f} MB", flush=True)
 
 
 if __name__ == "__main__":
