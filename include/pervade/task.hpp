@@ -19,6 +19,7 @@
 namespace pervade {
 
 class TaskRecord;
+struct RemoteTask;  // pervade/remote.hpp
 namespace detail { class KernelCore; }
 using TaskRecordPtr = std::shared_ptr<TaskRecord>;
 
@@ -73,6 +74,14 @@ class TaskBody {
   // Best-effort stop of a running try: kill the processes it started, raise in its code.
   // Called from another thread while run() may be executing; must not block.
   virtual void interrupt(StopReason) {}
+  // For executors that run tasks in other processes: fills *out with the task as it goes on
+  // the wire. False if this body can only run in this process (a C++ callable). Called on
+  // the executor's own thread, never on the kernel's; may block briefly (the GIL).
+  virtual bool encode_remote(const TaskContext& ctx, RemoteTask* out) {
+    (void)ctx;
+    (void)out;
+    return false;
+  }
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.

@@ -23,7 +23,9 @@
 #include <mutex>
 #include <thread>
 
+#include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
+#include "pervade/remote.hpp"
 
 namespace nb = nanobind;
 using namespace pervade;
@@ -172,6 +174,14 @@ nb::object errors_module() {
   return nb::borrow(mod);
 }
 
+nb::object serialize_module() {
+  static PyObject* mod = nullptr;  // leaked on purpose, as above
+  if (!mod) mod = nb::module_::import_("pervade.serialize").release().ptr();
+  return nb::borrow(mod);
+}
+
+nb::bytes as_bytes(const std::string& s) { return nb::bytes(s.data(), s.size()); }
+
 nb::object to_python(const std::any& v);
 
 nb::object describe_failures(const PropagatedError::Failures& failed);
@@ -192,6 +202,12 @@ nb::object exception_to_python(const std::exception_ptr& e) {
     std::rethrow_exception(e);
   } catch (const PythonError& p) {
     return nb::borrow(p.exception());
+  } catch (const RemoteTaskError& r) {
+    return serialize_module().attr("deserialize_exception")(as_bytes(r.payload()));
+  } catch (const WorkerLost& w) {
+    return errors_module().attr("WorkerLost")(nb::none(), nb::none(), w.what());
+  } catch (const ManagerLost& m) {
+    return errors_module().attr("ManagerLost")(nb::none(), nb::none(), m.what());
   } catch (const DependencyError& d) {
     return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
   } catch (const JoinError& j) {
@@ -223,6 +239,7 @@ nb::object describe_failures(const PropagatedError::Failures& failed) {
 nb::object to_python(const std::any& v) {
   if (!v.has_value()) return nb::none();
   if (const auto* p = std::any_cast<PyValuePtr>(&v)) return nb::borrow((*p)->ref.get());
+  if (const auto* r = std::any_cast<RemoteBytes>(&v)) return serialize_module().attr("deserialize")(as_bytes(r->bytes));
   if (const auto* l = std::any_cast<ValueList>(&v)) {
     nb::list out;
     for (const auto& item : l->values) out.append(to_python(item));
@@ -262,6 +279,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
 
   Outcome run(TaskContext& ctx) override;
   void interrupt(StopReason reason) override;
+  bool encode_remote(const TaskContext& ctx, RemoteTask* out) override;
   void task_final(const TaskRecordPtr& task) override;
 
   // Called by the completion thread with the GIL.
@@ -315,6 +333,40 @@ Outcome PyTask::run(TaskContext& ctx) {
     return out;
   }
   return Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::steal(result)}));
+}
+
+// Runs on the HighThroughputExecutor's encoder thread: pickles the call once, and forwards
+// dependency results that came from pools as the bytes they arrived as.
+bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
+  hold_gil();
+  set_thread_release_hook(&release_gil);
+  try {
+    nb::object serialize = serialize_module();
+    for (std::size_t i = 0; i < ctx.dependency_count(); ++i) {
+      const std::any& v = ctx.dependency(i);
+      if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
+        out->inputs.push_back(r->bytes);
+      } else {
+        nb::bytes b = nb::cast<nb::bytes>(serialize.attr("serialize_value")(to_python(v)));
+        out->inputs.emplace_back(b.c_str(), b.size());
+      }
+    }
+    nb::object encoded = serialize.attr("encode_call")(
+        nb::borrow(func_.get()), nb::borrow(args_.get()), kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),
+        plan_ ? nb::borrow(plan_.get()) : nb::none(), ctx.task().func_name());
+    auto parts = nb::cast<nb::tuple>(encoded);
+    nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
+              payload = nb::cast<nb::bytes>(parts[2]);
+    out->kind = 0;
+    out->fn_hash.assign(hash.c_str(), hash.size());
+    out->fn.assign(fn.c_str(), fn.size());
+    out->payload.assign(payload.c_str(), payload.size());
+    out->priority = nb::cast<int>(parts[3]);
+    return true;
+  } catch (nb::python_error& e) {
+    e.restore();
+    std::rethrow_exception(fetch_python_error());
+  }
 }
 
 void PyTask::inject_stop(StopReason reason) {
@@ -493,6 +545,11 @@ void PyTask::complete(const TaskRecord& record) {
 class Executor_ {
  public:
   ExecutorPtr ptr;
+  HighThroughputExecutor& htex() const {
+    auto* h = dynamic_cast<HighThroughputExecutor*>(ptr.get());
+    if (!h) throw std::invalid_argument("executor '" + ptr->label() + "' is not a HighThroughputExecutor");
+    return *h;
+  }
 };
 
 class Kernel {
@@ -599,8 +656,10 @@ class Kernel {
 // ---------------------------------------------------------------- shell commands for bash apps
 
 int run_shell_py(const std::string& command, const std::string& stdout_path, bool stdout_append,
-                 const std::string& stderr_path, bool stderr_append) {
+                 const std::string& stderr_path, bool stderr_append, double walltime) {
   ShellCommand cmd;
+  // On a pool's worker there is no kernel timer: the command enforces its walltime itself.
+  cmd.walltime = std::chrono::duration<double>(walltime);
   cmd.command = command;
   cmd.stdout_spec = StdStream{stdout_path, stdout_append};
   cmd.stderr_spec = StdStream{stderr_path, stderr_append};
@@ -654,7 +713,49 @@ NB_MODULE(_native, m) {
         for (auto* t : tasks) req->tasks.push_back(t->record);
       });
 
-  nb::class_<Executor_>(m, "Executor").def_prop_ro("label", [](const Executor_& e) { return e.ptr->label(); });
+  nb::class_<Executor_>(m, "Executor")
+      .def_prop_ro("label", [](const Executor_& e) { return e.ptr->label(); })
+      .def_prop_ro("url", [](const Executor_& e) { return e.htex().url(); })
+      .def_prop_ro("port", [](const Executor_& e) { return e.htex().port(); })
+      .def_prop_ro("outstanding", [](const Executor_& e) { return e.htex().outstanding(); })
+      .def("refusals", [](const Executor_& e) { return e.htex().refusals(); })
+      .def("hold", [](Executor_& e, const std::string& pool, bool held) { return e.htex().hold(pool, held); })
+      .def("drain", [](Executor_& e, const std::string& pool) { return e.htex().drain(pool); })
+      .def("pools", [](const Executor_& e) {
+        std::vector<PoolStatus> pools;
+        {
+          nb::gil_scoped_release release;
+          pools = e.htex().pools();
+        }
+        nb::list out;
+        for (const auto& p : pools) {
+          nb::dict d;
+          d["pool_id"] = p.pool_id;
+          d["block_id"] = p.block_id;
+          d["hostname"] = p.hostname;
+          d["worker_count"] = p.worker_count;
+          d["prefetch"] = p.prefetch;
+          d["tasks"] = p.in_flight;
+          d["idle_seconds"] = p.idle_seconds;
+          d["held"] = p.held;
+          d["draining"] = p.draining;
+          out.append(d);
+        }
+        return out;
+      });
+
+  m.def(
+      "htex_executor",
+      [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
+         double heartbeat_period, double heartbeat_threshold, const std::string& python_version,
+         const std::string& curve_public_key, const std::string& curve_secret_key) {
+        HtexOptions o{label,           address,          worker_port,     port_min,        port_max,
+                      heartbeat_period, heartbeat_threshold, python_version, curve_public_key, curve_secret_key};
+        return Executor_{std::make_shared<HighThroughputExecutor>(std::move(o))};
+      },
+      nb::arg("label"), nb::arg("address"), nb::arg("worker_port"), nb::arg("port_min"), nb::arg("port_max"),
+      nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"),
+      nb::arg("curve_public_key"), nb::arg("curve_secret_key"));
 
   m.def(
       "thread_pool_executor",
@@ -678,7 +779,7 @@ NB_MODULE(_native, m) {
       .def_prop_ro("outstanding", &Kernel::outstanding);
 
   m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),
-        nb::arg("stderr_path"), nb::arg("stderr_append"));
+        nb::arg("stderr_path"), nb::arg("stderr_append"), nb::arg("walltime") = 0.0);
 
   m.def("set_invoke", [](nb::object f) {
     Py_XDECREF(g_invoke);

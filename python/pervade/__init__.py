@@ -19,8 +19,10 @@ from .data import DataFuture, File
 from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wait_for_current_tasks
 from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStdStreamFile, BashAppNoReturn,
                      BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
-                     JoinError, MissingOutputs, NoDataFlowKernelError, ParslError)
-from .executors import ThreadPoolExecutor
+                     JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
+                     WorkerLost)
+from .executors import HighThroughputExecutor, ThreadPoolExecutor
+from .providers import LocalProvider, SimpleLauncher, SingleNodeLauncher
 from .futures import AppFuture
 
 __version__ = "0.1.0"
@@ -29,7 +31,8 @@ VERSION = __version__
 __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
     "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
-    "ThreadPoolExecutor", "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
+    "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SimpleLauncher", "SingleNodeLauncher",
+    "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
-    "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError",
+    "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "WorkerLost", "ManagerLost", "RemoteError",
 ]

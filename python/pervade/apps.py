@@ -169,7 +169,7 @@ def _run_bash(func, name, stdout, stderr, /, *args, **kwargs):
         _write_header(stderr, command)
     # stderr already holds the header written above, so the command appends to it.
     code = _native.run_shell(command, stdout[0] if stdout else "", stdout[1] if stdout else True,
-                             stderr[0] if stderr else "", True)
+                             stderr[0] if stderr else "", True, float(kwargs.get("walltime") or 0))
     if code != 0:
         raise BashExitFailure(name, code)
     missing = [f for f in kwargs.get("outputs") or () if not os.path.exists(f.filepath)]

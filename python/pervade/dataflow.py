@@ -85,6 +85,14 @@ class DataFlowKernel:
                                       self.config.internal_tasks_max_threads)
         self._lock = threading.Lock()
         self.cleanup_called = False
+        try:
+            for e in self.config.executors:
+                started = getattr(e, "_started", None)
+                if started is not None:
+                    started()
+        except BaseException:
+            self._shutdown_engine()
+            raise
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
 
@@ -168,13 +176,21 @@ class DataFlowKernel:
                 return
             self.cleanup_called = True
         logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
-        self._kernel.cleanup()
+        self._shutdown_engine()
         atexit.unregister(self.atexit_cleanup)
         if DataFlowKernelLoader._dfk is self:
             DataFlowKernelLoader.clear()
         if self._log_handler is not None:
             logger.removeHandler(self._log_handler)
             self._log_handler.close()
+
+    def _shutdown_engine(self) -> None:
+        self._kernel.cleanup()
+        for e in self.config.executors:  # then what the executors started outside the engine (blocks)
+            try:
+                e.shutdown()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                logger.exception("shutting down executor %s failed", e.label)
 
     def atexit_cleanup(self) -> None:
         # Unlike Parsl, clean up at exit: no engine thread may outlive the interpreter.

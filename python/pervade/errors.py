@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 class ParslError(Exception):
     """Base class of every pervade error."""
@@ -132,3 +134,56 @@ class ExecutorError(ParslError):
     def __str__(self) -> str:
         label = getattr(self.executor, "label", self.executor)
         return f"Executor {label} failed due to: {self.reason}"
+
+
+class RemoteError(ParslError):
+    """A task raised an exception on a worker that could not be sent back as itself (it could
+    not be pickled, or not unpickled here). Keeps the remote type name, message and traceback.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str = ""):
+        super().__init__(type_name, message, traceback_text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        text = f"{self.type_name}: {self.message}" if self.message else self.type_name
+        if self.traceback_text:
+            text += "\n\nRemote traceback:\n" + self.traceback_text.rstrip("\n")
+        return text
+
+
+class WorkerLost(ParslError):
+    """The worker process running the task died (it exited or was killed) before returning a
+    result. reason says what the pool saw (exit status or signal), when known."""
+
+    def __init__(self, worker_id, hostname, reason: str | None = None):
+        super().__init__(worker_id, hostname)
+        self.worker_id = worker_id
+        self.hostname = hostname
+        self.reason = reason
+
+    def __str__(self) -> str:
+        if self.worker_id is None:  # the pool's own account names the worker
+            return f"Task failure due to loss of worker: {self.reason}"
+        text = f"Task failure due to loss of worker {self.worker_id} on host {self.hostname}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class ManagerLost(ParslError):
+    """The pool (Parsl's manager) that held the task was lost: it missed heartbeats for longer
+    than the heartbeat threshold, or its connection ended."""
+
+    def __init__(self, manager_id, hostname, reason: str | None = None):
+        super().__init__(manager_id, hostname)
+        self.manager_id = manager_id
+        self.hostname = hostname
+        self.reason = reason
+        self.tstamp = time.time()
+
+    def __str__(self) -> str:
+        if self.manager_id is None:  # the interchange's account names the pool and host
+            return f"Task failure due to loss of manager: {self.reason}"
+        manager = self.manager_id.decode(errors="replace") if isinstance(self.manager_id, bytes) else self.manager_id
+        return f"Task failure due to loss of manager {manager} on host {self.hostname}"

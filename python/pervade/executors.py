@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import shlex
+import sys
 
 from . import _native
 from .errors import ConfigurationError
@@ -51,3 +54,139 @@ class ThreadPoolExecutor(ParslExecutor):
 
     def __repr__(self) -> str:
         return f"ThreadPoolExecutor(label={self.label!r}, max_threads={self.max_threads})"
+
+
+def pool_binary() -> str:
+    """The pervade-pool program shipped with the package (PERVADE_POOL_BINARY overrides)."""
+    path = os.environ.get("PERVADE_POOL_BINARY") or os.path.join(os.path.dirname(__file__), "bin", "pervade-pool")
+    if not os.access(path, os.X_OK):
+        raise ConfigurationError(f"pervade-pool not found at {path}: reinstall pervade (pip install .)")
+    return path
+
+
+class HighThroughputExecutor(ParslExecutor):
+    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
+
+    >>> HighThroughputExecutor(label="htex", max_workers_per_node=4,
+    ...                        provider=LocalProvider(init_blocks=1))
+
+    The interchange runs as a thread of this process; pools connect to it over TCP on
+    `address` (the interface to bind; pools use it to connect) at a port from
+    `worker_port_range` (or `worker_port`). Workers run the driver's Python by default
+    (`python`). Heartbeats every `heartbeat_period` s; a pool silent for `heartbeat_threshold`
+    s is lost and its tasks fail with ManagerLost.
+    """
+
+    def __init__(self, label: str = "HighThroughputExecutor", provider=None, address: str = "127.0.0.1",
+                 worker_port: int | None = None, worker_port_range: tuple = (54000, 55000),
+                 max_workers_per_node: int | None = None, cores_per_worker: float = 1.0,
+                 mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
+                 heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
+                 python: str | None = None, worker_debug: bool = False, encrypted: bool = False, **unused):
+        from .providers import LocalProvider
+
+        if not isinstance(label, str) or not label:
+            raise ConfigurationError(f"HighThroughputExecutor label must be a non-empty str, got {label!r}")
+        if max_workers_per_node is not None and (not isinstance(max_workers_per_node, int) or max_workers_per_node < 1):
+            raise ConfigurationError(f"max_workers_per_node must be an int >= 1, got {max_workers_per_node!r}")
+        if cores_per_worker <= 0:
+            raise ConfigurationError(f"cores_per_worker must be > 0, got {cores_per_worker!r}")
+        if prefetch_capacity < 0:
+            raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
+        if heartbeat_period <= 0 or heartbeat_threshold <= 0:
+            raise ConfigurationError("heartbeat_period and heartbeat_threshold must be > 0")
+        low, high = worker_port_range
+        if not (0 < low <= high < 65536):
+            raise ConfigurationError(f"worker_port_range must be (low, high) ports, got {worker_port_range!r}")
+        if encrypted:
+            raise ConfigurationError("encrypted=True is not implemented yet: use encrypted=False on trusted networks")
+        self.label = label
+        self.provider = provider if provider is not None else LocalProvider()
+        self.address = address
+        self.worker_port = worker_port
+        self.worker_port_range = (low, high)
+        self.max_workers_per_node = max_workers_per_node
+        self.cores_per_worker = cores_per_worker
+        self.mem_per_worker = mem_per_worker
+        self.available_accelerators = list(available_accelerators)
+        self.prefetch_capacity = prefetch_capacity
+        self.heartbeat_period = heartbeat_period
+        self.heartbeat_threshold = heartbeat_threshold
+        self.cpu_affinity = cpu_affinity
+        self.python = python or sys.executable
+        self.worker_debug = worker_debug
+        self.encrypted = encrypted
+        self._native = None
+        self.blocks: dict[str, str] = {}  # block id -> provider job id
+
+    def _native_executor(self):
+        self._native = _native.htex_executor(
+            self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
+            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(), "", "")
+        return self._native
+
+    @property
+    def workers_per_node(self) -> int:
+        cpus = os.cpu_count() or 1
+        n = max(1, int(cpus // self.cores_per_worker))
+        if self.max_workers_per_node:
+            n = min(n, self.max_workers_per_node)
+        if self.available_accelerators:
+            n = min(n, len(self.available_accelerators))
+        return n
+
+    def pool_command(self, block_id: str) -> str:
+        """The command a block runs on each of its nodes."""
+        host = self.address if self.address not in ("*", "0.0.0.0") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        parts = [pool_binary(), "--address", f"{host}:{self._native.port}", "--block-id", block_id,
+                 "--workers", str(self.workers_per_node), "--prefetch", str(self.prefetch_capacity),
+                 "--python", self.python, "--python-version", platform.python_version(),
+                 "--heartbeat-period", str(self.heartbeat_period),
+                 "--heartbeat-threshold", str(self.heartbeat_threshold)]
+        if self.available_accelerators:
+            parts += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        return " ".join(shlex.quote(p) for p in parts)
+
+    def start_blocks(self, count: int) -> list:
+        """Asks the provider for `count` more blocks; returns their block ids."""
+        started = []
+        logdir = os.path.join(self.run_dir, self.label)
+        os.makedirs(logdir, exist_ok=True)
+        for _ in range(count):
+            block_id = str(len(self.blocks))
+            job = self.provider.submit(self.pool_command(block_id), self.workers_per_node,
+                                       job_name=f"{self.label}.block-{block_id}",
+                                       log_path=os.path.join(logdir, f"block-{block_id}.log"))
+            self.blocks[block_id] = job
+            started.append(block_id)
+        return started
+
+    def _started(self) -> None:
+        """Called by the kernel once the interchange listens."""
+        self.start_blocks(self.provider.init_blocks)
+
+    def pools(self) -> list:
+        """Connected pools: pool_id, block_id, hostname, worker_count, tasks, idle_seconds, ..."""
+        return self._native.pools() if self._native else []
+
+    def outstanding(self) -> int:
+        return self._native.outstanding if self._native else 0
+
+    def hold_pool(self, pool_id: str, held: bool = True) -> bool:
+        return self._native.hold(pool_id, held)
+
+    def drain_pool(self, pool_id: str) -> bool:
+        return self._native.drain(pool_id)
+
+    def refusals(self) -> list:
+        return self._native.refusals() if self._native else []
+
+    def shutdown(self) -> None:
+        """Called by the kernel after its executors stopped: stops every block's processes."""
+        if self.blocks:
+            self.provider.cancel(list(self.blocks.values()))
+
+    def __repr__(self) -> str:
+        return f"HighThroughputExecutor(label={self.label!r}, provider={self.provider!r})"

@@ -1,0 +1,49 @@
+#pragma once
+// Tasks that run in other processes (HighThroughputExecutor pools): what a body hands over to
+// be sent, and what comes back. Payloads produced by Python stay opaque bytes here.
+#include <string>
+#include <vector>
+
+#include "pervade/errors.hpp"
+
+namespace pervade {
+
+// A task as it goes on the wire (docs/protocol.md, TASKS).
+struct RemoteTask {
+  int kind = 0;  // 0: Python call, 1: shell command
+  std::string fn_hash;
+  std::string fn;  // the serialized function (sent to each pool once)
+  std::string payload;
+  std::vector<std::string> inputs;  // serialized values of the dependencies
+  int priority = 0;
+};
+
+// A result that arrived from a pool, still serialized: forwarded as is to remote dependents,
+// decoded only where a value is needed (a Python future).
+struct RemoteBytes {
+  std::string bytes;
+};
+
+// The task raised on the worker; payload is the serialized (exception, traceback text).
+class RemoteTaskError : public Error {
+ public:
+  explicit RemoteTaskError(std::string payload) : Error("task raised on a remote worker"), payload_(std::move(payload)) {}
+  const std::string& payload() const { return payload_; }
+
+ private:
+  std::string payload_;
+};
+
+// The worker process running the task died (the pool saw it go).
+class WorkerLost : public Error {
+ public:
+  using Error::Error;
+};
+
+// The pool holding the task stopped answering (heartbeat threshold) or went away.
+class ManagerLost : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace pervade

@@ -1,0 +1,274 @@
+"""A Python worker of pervade-pool: runs Python tasks one at a time.
+
+    python -m pervade.worker --fd N --rank R [--pool-id ID] [--block-id ID]
+
+Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
+msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
+answers each TASK [1, task_id, fn_hash, fn, payload, inputs] with RESULT [3, task_id, status,
+payload]. EXIT [4] or the end of the connection: exit status 0. A frame that is not one of
+these messages: a line on stderr and exit status 2.
+
+Nothing is written to stdout (it belongs to the tasks); stderr only on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import struct
+import sys
+
+import msgpack
+
+from .serialize import (deserialize, format_traceback, serialize_exception, serialize_value)
+
+TASK, READY, RESULT, EXIT = 1, 2, 3, 4
+SUCCESS, FAILED = 0, 1
+EXIT_OK, EXIT_PROTOCOL = 0, 2
+
+_HEADER = struct.Struct("<I")
+_SMALL_FRAME = 1 << 16  # below this the header and body go out in one send
+_LARGE_FRAME = 1 << 26  # above this a frame is read in pieces
+
+
+class ProtocolError(Exception):
+    """The pool sent something that is not a valid frame."""
+
+
+class _Connection:
+    def __init__(self, fd: int):
+        self.sock = socket.socket(fileno=fd)
+        # Processes started by tasks must not hold the pool's socket open.
+        self.sock.set_inheritable(False)
+        self.reader = self.sock.makefile("rb", buffering=1 << 16)
+
+    def read(self):
+        """The next message (a list), or None at the end of the connection."""
+        try:
+            header = self.reader.read(4)
+        except ConnectionResetError:
+            return None
+        if not header:
+            return None
+        if len(header) < 4:
+            raise ProtocolError("connection closed in the middle of a frame header")
+        (length,) = _HEADER.unpack(header)
+        try:
+            body = self._read_body(length)
+        except ConnectionResetError:
+            body = b""
+        if len(body) < length:
+            raise ProtocolError(f"connection closed in the middle of a frame ({len(body)} of {length} bytes)")
+        try:
+            message = msgpack.unpackb(body, raw=False)
+        except Exception as e:  # noqa: BLE001 - any decoding failure is a broken frame
+            raise ProtocolError(f"frame of {length} bytes is not msgpack: {type(e).__name__}: {e}") from None
+        if not isinstance(message, list) or not message or not isinstance(message[0], int) \
+                or isinstance(message[0], bool):
+            raise ProtocolError(f"frame is not a message (msgpack array starting with its type): {message!r:.200}")
+        return message
+
+    def _read_body(self, length: int) -> bytes:
+        if length <= _LARGE_FRAME:
+            return self.reader.read(length)
+        # A large (or corrupt) length: read in pieces rather than allocating it all up front.
+        pieces, left = [], length
+        while left:
+            piece = self.reader.read(min(left, _LARGE_FRAME))
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+        return b"".join(pieces)
+
+    def write(self, message) -> None:
+        body = msgpack.packb(message, use_bin_type=True)
+        header = _HEADER.pack(len(body))
+        if len(body) < _SMALL_FRAME:
+            self.sock.sendall(header + body)
+        else:
+            self.sock.sendall(header)
+            self.sock.sendall(body)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def _check_task(message):
+    """Validates a TASK message; returns its fields."""
+    if len(message) != 6:
+        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 5")
+    _, task_id, fn_hash, fn, payload, inputs = message
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
+        raise ProtocolError(f"TASK task_id is not an unsigned integer: {task_id!r:.100}")
+    if not isinstance(fn_hash, bytes) or not (fn is None or isinstance(fn, bytes)) or not isinstance(payload, bytes):
+        raise ProtocolError(f"TASK {task_id}: fn_hash, fn and payload must be bin (fn may be nil)")
+    if not isinstance(inputs, list) or not all(isinstance(b, bytes) for b in inputs):
+        raise ProtocolError(f"TASK {task_id}: inputs must be an array of bin")
+    return task_id, fn_hash, fn, payload, inputs
+
+
+class _FunctionLoadFailed:
+    """Cache entry for a function whose bytes could not be unpickled: every task using its
+    hash fails with the same error instead of 'no function for hash'."""
+
+    def __init__(self, exc: BaseException, text: str):
+        self.exc = exc
+        self.text = text
+
+
+class Worker:
+    def __init__(self, connection: _Connection, rank: int):
+        self.connection = connection
+        self.rank = rank
+        self.functions: dict[bytes, object] = {}
+        self._invoke = None
+        self._no_value = None
+
+    def serve(self) -> int:
+        """Runs tasks until EXIT or the end of the connection; returns the exit status."""
+        connection = self.connection
+        try:
+            connection.write([READY, self.rank, os.getpid()])
+            while True:
+                message = connection.read()
+                if message is None:
+                    return EXIT_OK
+                kind = message[0]
+                if kind == TASK:
+                    task_id, fn_hash, fn, payload, inputs = _check_task(message)
+                    status, result = self.run(task_id, fn_hash, fn, payload, inputs)
+                    _flush_std_streams()
+                    connection.write([RESULT, task_id, status, result])
+                elif kind == EXIT:
+                    return EXIT_OK
+                else:
+                    raise ProtocolError(f"unknown message type {kind} (expected TASK={TASK} or EXIT={EXIT})")
+        except ProtocolError as e:
+            print(f"pervade.worker rank {self.rank} pid {os.getpid()}: protocol error: {e}", file=sys.stderr,
+                  flush=True)
+            return EXIT_PROTOCOL
+        except (BrokenPipeError, ConnectionResetError):
+            return EXIT_OK  # the pool is gone
+
+    def _function(self, fn_hash: bytes, fn_bytes):
+        fn = self.functions.get(fn_hash)
+        if fn is None:
+            if fn_bytes is None:
+                raise LookupError(f"worker has no function for hash {fn_hash.hex()} (the TASK carried no function "
+                                  "and none was received with that hash before)")
+            try:
+                fn = deserialize(fn_bytes)
+            except BaseException as e:
+                self.functions[fn_hash] = _FunctionLoadFailed(e, format_traceback(e))
+                raise
+            self.functions[fn_hash] = fn
+        elif isinstance(fn, _FunctionLoadFailed):
+            raise RuntimeError(f"the function (hash {fn_hash.hex()}) could not be unpickled on this worker: "
+                               f"{type(fn.exc).__name__}: {fn.exc}\n{fn.text}")
+        return fn
+
+    def run(self, task_id, fn_hash, fn_bytes, payload, inputs):
+        """Runs one task; returns (status, payload bytes). Never raises for the task's sake."""
+        fn = None
+        try:
+            fn = self._function(fn_hash, fn_bytes)
+            args, kwargs, plan = deserialize(payload)
+            if plan:
+                values = [deserialize(b) for b in inputs]
+                result = self._invoke_with_plan(fn, args, kwargs, plan, values)
+            else:
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
+        except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            return FAILED, serialize_exception(e, format_traceback(e, _task_frames(e.__traceback__)))
+        try:
+            return SUCCESS, serialize_value(result)
+        except BaseException as e:  # noqa: BLE001 - reported as the task's failure
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+            error = TypeError(f"the result of task {task_id} ({name}) could not be pickled: it is a "
+                              f"{type(result).__qualname__} object, and pickling failed with "
+                              f"{type(e).__name__}: {e}")
+            return FAILED, serialize_exception(error, format_traceback(e))
+
+    def _invoke_with_plan(self, fn, args, kwargs, plan, values):
+        if self._invoke is None:
+            from .dataflow import _NO_VALUE, _invoke_with_dependencies
+            self._invoke, self._no_value = _invoke_with_dependencies, _NO_VALUE
+            _OWN_CODE.add(_invoke_with_dependencies.__code__)
+        # On the wire "use the dependency's value" is None (see serialize_payload).
+        no_value = self._no_value
+        plan = [(kind, key, index, no_value if replacement is None else replacement)
+                for kind, key, index, replacement in plan]
+        return self._invoke(fn, args, kwargs, plan, values)
+
+
+def _task_frames(tb):
+    """Skips the worker's own frames at the top of a task's traceback."""
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code in _OWN_CODE:
+        tb = tb.tb_next
+    return tb
+
+
+_OWN_CODE = {Worker.run.__code__, Worker._invoke_with_plan.__code__}
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a task may have closed or replaced it
+            pass
+
+
+def _set_environment(rank: int, pool_id: str | None, block_id: str | None) -> None:
+    values = {"RANK": str(rank), "POOL_ID": pool_id, "BLOCK_ID": block_id}
+    for suffix, value in values.items():
+        if value is None:
+            continue
+        os.environ.setdefault(f"PERVADE_{'WORKER_' if suffix == 'RANK' else ''}{suffix}", value)
+        os.environ.setdefault(f"PARSL_WORKER_{suffix}", value)
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its pool: if the pool is killed (SIGKILL gives it no chance to
+    stop its workers), Linux sends this process SIGKILL too (PR_SET_PDEATHSIG)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the worker still exits when its socket closes
+    if os.getppid() != parent:  # the pool died before the request took effect
+        os._exit(0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pervade.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True, help="the inherited socket to the pool")
+    parser.add_argument("--rank", type=int, required=True, help="this worker's rank within its pool")
+    parser.add_argument("--pool-id", default=None)
+    parser.add_argument("--block-id", default=None)
+    options = parser.parse_args(argv)
+    _die_with_parent()
+    _set_environment(options.rank, options.pool_id, options.block_id)
+    try:
+        connection = _Connection(options.fd)
+    except OSError as e:
+        print(f"pervade.worker rank {options.rank}: cannot use fd {options.fd}: {e}", file=sys.stderr, flush=True)
+        return EXIT_PROTOCOL
+    try:
+        return Worker(connection, options.rank).serve()
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+#include "pervade/htex_executor.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "interchange/interchange.hpp"
+#include "pervade/errors.hpp"
+
+namespace pervade {
+
+struct HighThroughputExecutor::Impl {
+  HtexOptions options;
+  CompletionSink* sink = nullptr;
+  std::unique_ptr<interchange::Interchange> interchange;
+
+  // Launches waiting to be encoded (the encoder thread may need the GIL; the reactor must not).
+  std::mutex queue_mutex;
+  std::condition_variable queue_cv;
+  std::deque<Launch> queue;
+  bool stopping = false;
+  std::thread encoder;
+
+  // Tries on the wire, by wire id (unique per try, so a late result of an old try is ignored).
+  std::mutex flight_mutex;
+  std::unordered_map<std::uint64_t, Launch> in_flight;
+  std::uint64_t next_wire_id = 1;
+  std::unordered_set<std::string> sent_functions;  // encoder thread only
+  std::vector<std::string> refusals;                // under flight_mutex
+
+  static Completion fail(Launch& l, std::exception_ptr e) {
+    return Completion{std::move(l.task), l.try_id, Outcome::failure(std::move(e))};
+  }
+
+  void encode_loop() {
+    std::vector<Launch> batch;
+    for (;;) {
+      {
+        std::unique_lock lock(queue_mutex);
+        if (queue.empty()) {
+          lock.unlock();
+          release_thread_resources();  // the GIL, if Python bodies took it
+          lock.lock();
+        }
+        queue_cv.wait(lock, [&] { return !queue.empty() || stopping; });
+        if (queue.empty() && stopping) return;
+        while (!queue.empty() && batch.size() < 256) {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+      }
+      std::vector<interchange::DispatchTask> wire;
+      std::vector<Completion> refused;
+      for (auto& launch : batch) {
+        RemoteTask remote;
+        bool ok = false;
+        std::exception_ptr error;
+        try {
+          TaskContext ctx(*launch.task, launch.try_id, launch.inputs);
+          ok = launch.body->encode_remote(ctx, &remote);
+          if (!ok)
+            error = std::make_exception_ptr(ConfigurationError(
+                "task " + std::to_string(launch.task->id().value) + " (" + launch.task->func_name() +
+                ") cannot run on executor '" + options.label + "': only Python apps and shell commands run on pools"));
+        } catch (...) {
+          error = std::current_exception();  // e.g. arguments that cannot be pickled
+        }
+        if (!ok) {
+          refused.push_back(fail(launch, error));
+          continue;
+        }
+        if (!remote.fn_hash.empty() && sent_functions.insert(remote.fn_hash).second)
+          interchange->add_function(remote.fn_hash, std::move(remote.fn));
+        interchange::DispatchTask t;
+        t.kind = remote.kind;
+        t.fn_hash = std::move(remote.fn_hash);
+        t.payload = std::move(remote.payload);
+        t.inputs = std::move(remote.inputs);
+        t.priority = remote.priority;
+        launch.body.reset();  // the try lives on the wire now; only the record is needed
+        launch.inputs.clear();
+        {
+          std::lock_guard lock(flight_mutex);
+          t.task_id = next_wire_id++;
+          launch.task->mark_running(launch.try_id);
+          in_flight.emplace(t.task_id, std::move(launch));
+        }
+        wire.push_back(std::move(t));
+      }
+      batch.clear();
+      if (!refused.empty()) sink->post(std::move(refused));
+      if (!wire.empty()) interchange->submit(std::move(wire));
+    }
+  }
+
+  void on_completed(std::vector<interchange::Completed>&& done) {
+    std::vector<Completion> out;
+    out.reserve(done.size());
+    std::lock_guard lock(flight_mutex);
+    for (auto& c : done) {
+      auto it = in_flight.find(c.task_id);
+      if (it == in_flight.end()) continue;
+      Launch launch = std::move(it->second);
+      in_flight.erase(it);
+      Outcome outcome;
+      if (c.manager_lost) {
+        outcome = Outcome::failure(std::make_exception_ptr(ManagerLost(c.payload)));
+      } else if (c.status == protocol::kStatusOk) {
+        outcome = Outcome::success(RemoteBytes{std::move(c.payload)});
+      } else if (c.status == protocol::kStatusException) {
+        outcome = Outcome::failure(std::make_exception_ptr(RemoteTaskError(std::move(c.payload))));
+      } else {
+        outcome = Outcome::failure(std::make_exception_ptr(WorkerLost(c.payload)));
+      }
+      out.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
+    }
+    if (!out.empty()) sink->post(std::move(out));
+  }
+
+  void on_event(const interchange::PoolEvent& e) {
+    if (e.kind == interchange::PoolEvent::refused) {
+      std::lock_guard lock(flight_mutex);
+      refusals.push_back(e.detail);
+    }
+  }
+};
+
+HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
+    : Executor(options.label), impl_(std::make_unique<Impl>()) {
+  if (options.heartbeat_period <= 0 || options.heartbeat_threshold <= 0)
+    throw ConfigurationError("HighThroughputExecutor heartbeat_period and heartbeat_threshold must be positive");
+  if (options.port_min > options.port_max || options.port_min < 1 || options.port_max > 65535)
+    throw ConfigurationError("HighThroughputExecutor worker_port_range must be a valid port range");
+  impl_->options = std::move(options);
+}
+
+HighThroughputExecutor::~HighThroughputExecutor() { shutdown(); }
+
+void HighThroughputExecutor::start(CompletionSink& sink) {
+  auto& im = *impl_;
+  if (im.sink) throw ConfigurationError("executor '" + label() + "' is already in use by a DataFlowKernel");
+  im.sink = &sink;
+  interchange::InterchangeConfig cfg;
+  cfg.address = im.options.address;
+  cfg.port = im.options.worker_port;
+  cfg.port_min = im.options.port_min;
+  cfg.port_max = im.options.port_max;
+  cfg.dispatcher.heartbeat_period = im.options.heartbeat_period;
+  cfg.dispatcher.heartbeat_threshold = im.options.heartbeat_threshold;
+  cfg.dispatcher.python_version = im.options.python_version;
+  cfg.dispatcher.pervade_version = PERVADE_VERSION;
+  if (!im.options.curve_public_key.empty() && !im.options.curve_secret_key.empty())
+    cfg.curve = interchange::CurveKeys{im.options.curve_public_key, im.options.curve_secret_key};
+  Impl* raw = impl_.get();
+  im.interchange = std::make_unique<interchange::Interchange>(
+      std::move(cfg), [raw](std::vector<interchange::Completed>&& d) { raw->on_completed(std::move(d)); },
+      [raw](const interchange::PoolEvent& e) { raw->on_event(e); });
+  im.encoder = std::thread([raw] { raw->encode_loop(); });
+}
+
+void HighThroughputExecutor::submit(std::span<Launch> launches) {
+  auto& im = *impl_;
+  std::vector<Completion> refused;
+  {
+    std::lock_guard lock(im.queue_mutex);
+    for (auto& l : launches) {
+      if (im.stopping)
+        refused.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed("the executor was shut down"))));
+      else
+        im.queue.push_back(std::move(l));
+    }
+  }
+  if (!refused.empty()) im.sink->post(std::move(refused));
+  im.queue_cv.notify_one();
+}
+
+void HighThroughputExecutor::cancel(const TaskRecordPtr&, std::uint32_t) {
+  // Stopping a try on a remote worker is not implemented yet: the kernel has already failed
+  // the try (walltime), so its late result is ignored; bash apps enforce walltime themselves.
+}
+
+void HighThroughputExecutor::shutdown() {
+  auto& im = *impl_;
+  std::vector<Completion> abandoned;
+  {
+    std::lock_guard lock(im.queue_mutex);
+    if (im.stopping || !im.sink) {
+      im.stopping = true;
+      return;
+    }
+    im.stopping = true;
+    for (auto& l : im.queue)
+      abandoned.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed(
+                                            "the executor was shut down before the task was sent"))));
+    im.queue.clear();
+  }
+  im.queue_cv.notify_all();
+  if (im.encoder.joinable()) im.encoder.join();
+  if (im.interchange) im.interchange->stop();  // SHUTDOWN to every pool
+  {
+    std::lock_guard lock(im.flight_mutex);
+    for (auto& [id, l] : im.in_flight)
+      abandoned.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed(
+                                            "the executor was shut down while the task ran on a pool"))));
+    im.in_flight.clear();
+  }
+  if (!abandoned.empty()) im.sink->post(std::move(abandoned));
+}
+
+std::string HighThroughputExecutor::url() const { return impl_->interchange ? impl_->interchange->url() : ""; }
+int HighThroughputExecutor::port() const { return impl_->interchange ? impl_->interchange->port() : 0; }
+
+std::vector<PoolStatus> HighThroughputExecutor::pools() const {
+  std::vector<PoolStatus> out;
+  if (!impl_->interchange) return out;
+  for (auto& p : impl_->interchange->pools())
+    out.push_back(PoolStatus{p.pool_id, p.block_id, p.hostname, p.worker_count, p.prefetch, p.in_flight,
+                             p.idle_seconds, p.held, p.draining});
+  return out;
+}
+
+std::size_t HighThroughputExecutor::outstanding() const {
+  std::lock_guard lock(impl_->flight_mutex);
+  std::lock_guard qlock(impl_->queue_mutex);
+  return impl_->in_flight.size() + impl_->queue.size();
+}
+
+bool HighThroughputExecutor::hold(const std::string& pool_id, bool held) {
+  return impl_->interchange && impl_->interchange->hold(pool_id, held);
+}
+
+bool HighThroughputExecutor::drain(const std::string& pool_id) {
+  return impl_->interchange && impl_->interchange->drain(pool_id);
+}
+
+std::vector<std::string> HighThroughputExecutor::refusals() const {
+  std::lock_guard lock(impl_->flight_mutex);
+  return impl_->refusals;
+}
+
+}  // namespace pervade

@@ -1,0 +1,211 @@
+#include "interchange/dispatcher.hpp"
+
+#include <algorithm>
+
+namespace pervade::interchange {
+
+namespace {
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+Clock::duration duration(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+// "3.11.7" -> "3.11"
+std::string major_minor(const std::string& v) {
+  auto first = v.find('.');
+  if (first == std::string::npos) return v;
+  auto second = v.find('.', first + 1);
+  return second == std::string::npos ? v : v.substr(0, second);
+}
+}  // namespace
+
+Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
+
+void Dispatcher::add_function(const protocol::Bytes& hash, protocol::Bytes fn) {
+  functions_.try_emplace(hash, std::move(fn));
+}
+
+void Dispatcher::submit(DispatchTask task, TimePoint now) {
+  const int priority = task.priority;
+  queue_.emplace(Queued{priority, sequence_++}, std::move(task));
+  dispatch(now);
+}
+
+void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
+  if (auto* r = std::get_if<protocol::Register>(&message)) {
+    on_register(identity, *r, now);
+    return;
+  }
+  auto it = pools_.find(identity);
+  if (it == pools_.end()) return;  // not registered (or already lost): ignore
+  Pool& pool = it->second;
+  pool.last_heard = now;
+  if (auto* results = std::get_if<protocol::Results>(&message)) {
+    on_results(pool, *results, now);
+  } else if (std::holds_alternative<protocol::Drained>(message)) {
+    events_.push_back({PoolEvent::drained, identity, pool.info.pool_id, pool.info.block_id, {}});
+    lose(identity, "pool " + pool.info.pool_id + " drained and exited");
+  }
+  // Heartbeat: last_heard is all it carries.
+}
+
+void Dispatcher::on_register(const std::string& identity, const protocol::Register& r, TimePoint now) {
+  std::string reason;
+  if (r.protocol_version != protocol::kProtocolVersion) {
+    reason = "protocol version " + std::to_string(r.protocol_version) + " of pool " + r.pool_id +
+             " does not match the interchange's version " + std::to_string(protocol::kProtocolVersion);
+  } else if (!r.python_version.empty() && !config_.python_version.empty() &&
+             major_minor(r.python_version) != major_minor(config_.python_version)) {
+    reason = "pool " + r.pool_id + " runs Python " + r.python_version + " but the driver runs Python " +
+             config_.python_version + ": pickled tasks need the same Python major.minor";
+  } else if (r.worker_count < 1) {
+    reason = "pool " + r.pool_id + " registered with " + std::to_string(r.worker_count) + " workers";
+  } else if (pools_.contains(identity)) {
+    reason = "pool identity " + identity + " is already registered";
+  }
+  if (!reason.empty()) {
+    outbox_.emplace_back(identity, protocol::Refused{reason});
+    events_.push_back({PoolEvent::refused, identity, r.pool_id, r.block_id, reason});
+    return;
+  }
+  Pool pool;
+  pool.identity = identity;
+  pool.info = r;
+  pool.last_heard = now;
+  pool.idle_since = now;
+  auto [it, inserted] = pools_.emplace(identity, std::move(pool));
+  send(it->second, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
+  events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}});
+  dispatch(now);
+}
+
+void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+  for (auto& result : r.results) {
+    // Only the pool that holds a task may finish it: a late or forged result is dropped.
+    if (pool.in_flight.erase(result.task_id) == 0) continue;
+    owner_.erase(result.task_id);
+    completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
+  }
+  if (pool.in_flight.empty()) pool.idle_since = now;
+  dispatch(now);
+}
+
+std::size_t Dispatcher::capacity(const Pool& p) const {
+  const std::size_t limit = static_cast<std::size_t>(p.info.worker_count) + static_cast<std::size_t>(std::max(0, p.info.prefetch));
+  return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
+}
+
+void Dispatcher::dispatch(TimePoint now) {
+  if (queue_.empty()) return;
+  std::vector<Pool*> open;
+  for (auto& [id, pool] : pools_)
+    if (!pool.held && !pool.draining && capacity(pool) > 0) open.push_back(&pool);
+  if (open.empty()) return;
+  // Randomized order spreads load when several pools have room; each pool then takes up to
+  // its free capacity, in one TASKS message.
+  std::shuffle(open.begin(), open.end(), rng_);
+  for (Pool* pool : open) {
+    if (queue_.empty()) break;
+    protocol::Tasks batch;
+    for (std::size_t n = capacity(*pool); n > 0 && !queue_.empty(); --n) {
+      auto node = queue_.extract(queue_.begin());
+      DispatchTask& t = node.mapped();
+      protocol::Task out;
+      out.task_id = t.task_id;
+      out.kind = t.kind;
+      out.fn_hash = std::move(t.fn_hash);
+      if (t.kind == protocol::kKindPython && !pool->known_functions.contains(out.fn_hash)) {
+        if (auto fn = functions_.find(out.fn_hash); fn != functions_.end()) out.fn = fn->second;
+        pool->known_functions.insert(out.fn_hash);
+      }
+      out.payload = std::move(t.payload);
+      out.inputs = std::move(t.inputs);
+      pool->in_flight.insert(out.task_id);
+      owner_[out.task_id] = pool->identity;
+      batch.tasks.push_back(std::move(out));
+    }
+    if (!batch.tasks.empty()) send(*pool, std::move(batch), now);
+  }
+}
+
+void Dispatcher::send(Pool& pool, protocol::InterchangeMessage m, TimePoint now) {
+  pool.last_sent = now;
+  outbox_.emplace_back(pool.identity, std::move(m));
+}
+
+void Dispatcher::lose(const std::string& identity, const std::string& reason) {
+  auto it = pools_.find(identity);
+  if (it == pools_.end()) return;
+  for (std::uint64_t id : it->second.in_flight) {
+    owner_.erase(id);
+    completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
+  }
+  pools_.erase(it);
+}
+
+void Dispatcher::tick(TimePoint now) {
+  std::vector<std::string> lost;
+  for (auto& [id, pool] : pools_) {
+    if (now - pool.last_heard >= duration(config_.heartbeat_threshold)) {
+      lost.push_back(id);
+    } else if (now - pool.last_sent >= duration(config_.heartbeat_period)) {
+      send(pool, protocol::Heartbeat{}, now);
+    }
+  }
+  for (const auto& id : lost) {
+    const Pool& pool = pools_.at(id);
+    const std::string reason = "pool " + pool.info.pool_id + " on " + pool.info.hostname + " (block " +
+                               pool.info.block_id + ") sent nothing for " +
+                               std::to_string(config_.heartbeat_threshold) + " s";
+    events_.push_back({PoolEvent::lost, id, pool.info.pool_id, pool.info.block_id, reason});
+    lose(id, reason);
+  }
+  dispatch(now);
+}
+
+TimePoint Dispatcher::next_deadline() const {
+  TimePoint next = TimePoint::max();
+  for (const auto& [id, pool] : pools_) {
+    next = std::min(next, pool.last_heard + duration(config_.heartbeat_threshold));
+    next = std::min(next, pool.last_sent + duration(config_.heartbeat_period));
+  }
+  return next;
+}
+
+bool Dispatcher::hold(const std::string& pool_id, bool held) {
+  bool found = false;
+  for (auto& [id, pool] : pools_)
+    if (pool.info.pool_id == pool_id) {
+      pool.held = held;
+      found = true;
+    }
+  return found;
+}
+
+bool Dispatcher::drain(const std::string& pool_id) {
+  for (auto& [id, pool] : pools_) {
+    if (pool.info.pool_id != pool_id) continue;
+    pool.draining = true;
+    send(pool, protocol::Drain{}, pool.last_sent);
+    return true;
+  }
+  return false;
+}
+
+void Dispatcher::shutdown_all() {
+  for (auto& [id, pool] : pools_) outbox_.emplace_back(id, protocol::Shutdown{});
+}
+
+std::vector<PoolInfo> Dispatcher::pools(TimePoint now) const {
+  std::vector<PoolInfo> out;
+  for (const auto& [id, p] : pools_) {
+    out.push_back(PoolInfo{id, p.info.pool_id, p.info.block_id, p.info.hostname, p.info.worker_count,
+                           p.info.prefetch, p.in_flight.size(),
+                           p.in_flight.empty() ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
+  }
+  std::sort(out.begin(), out.end(), [](const PoolInfo& a, const PoolInfo& b) { return a.pool_id < b.pool_id; });
+  return out;
+}
+
+std::size_t Dispatcher::in_flight() const { return owner_.size(); }
+
+}  // namespace pervade::interchange

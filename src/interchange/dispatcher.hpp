@@ -1,0 +1,136 @@
+#pragma once
+// The interchange's state machine: pools, their capacity and liveness, the priority queue of
+// tasks, and which functions each pool has seen. No sockets and no clock of its own: the
+// ZeroMQ shell (interchange.cpp) feeds it messages and the time, and sends what it returns.
+// Unit tests drive it directly. Single-threaded: only the interchange thread calls it.
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "protocol/messages.hpp"
+
+namespace pervade::interchange {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+struct DispatchTask {
+  std::uint64_t task_id = 0;
+  int kind = protocol::kKindPython;
+  protocol::Bytes fn_hash;  // registered with add_function() first (Python tasks)
+  protocol::Bytes payload;
+  std::vector<protocol::Bytes> inputs;
+  int priority = 0;  // smaller runs first; equal priorities run in submission order
+};
+
+struct DispatcherConfig {
+  double heartbeat_period = 30;      // seconds
+  double heartbeat_threshold = 120;  // seconds of silence before a pool is lost
+  std::string pervade_version;
+  std::string python_version;  // the driver's, "3.11.7"; pools with Python must match major.minor
+  std::uint32_t seed = 1;      // for the randomized choice among pools with free capacity
+};
+
+// A finished (or lost) task, for the executor.
+struct Completed {
+  std::uint64_t task_id = 0;
+  int status = protocol::kStatusOk;
+  protocol::Bytes payload;
+  bool manager_lost = false;  // the pool holding it was lost; payload is the reason
+};
+
+struct PoolEvent {
+  enum Kind { registered, refused, lost, drained } kind;
+  std::string identity;
+  std::string pool_id;
+  std::string block_id;
+  std::string detail;  // refused/lost: the reason
+};
+
+struct PoolInfo {
+  std::string identity;
+  std::string pool_id;
+  std::string block_id;
+  std::string hostname;
+  int worker_count = 0;
+  int prefetch = 0;
+  std::size_t in_flight = 0;
+  double idle_seconds = 0;  // since the pool last had no task in flight; 0 when busy
+  bool held = false;
+  bool draining = false;
+};
+
+class Dispatcher {
+ public:
+  explicit Dispatcher(DispatcherConfig config);
+
+  void add_function(const protocol::Bytes& hash, protocol::Bytes fn);
+  void submit(DispatchTask task, TimePoint now);
+  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
+  // Heartbeats out, lost pools detected.
+  void tick(TimePoint now);
+  // Stop sending tasks to a pool (hold), or also ask it to finish and exit (drain).
+  bool hold(const std::string& pool_id, bool held);
+  bool drain(const std::string& pool_id);
+  // Send SHUTDOWN to every pool (interchange stopping).
+  void shutdown_all();
+
+  std::vector<PoolInfo> pools(TimePoint now) const;
+  std::size_t queued() const { return queue_.size(); }
+  std::size_t in_flight() const;
+  // The earliest time tick() has work to do.
+  TimePoint next_deadline() const;
+
+  // Outputs, taken by the shell after each call.
+  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox() { return std::exchange(outbox_, {}); }
+  std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
+  std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
+
+ private:
+  struct Pool {
+    std::string identity;
+    protocol::Register info;
+    std::unordered_set<std::uint64_t> in_flight;
+    std::unordered_set<std::string> known_functions;
+    TimePoint last_heard;
+    TimePoint last_sent;
+    TimePoint idle_since;
+    bool held = false;
+    bool draining = false;
+  };
+  struct Queued {
+    int priority;
+    std::uint64_t sequence;
+    bool operator<(const Queued& o) const {
+      return priority != o.priority ? priority < o.priority : sequence < o.sequence;
+    }
+  };
+
+  void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
+  void on_results(Pool& pool, protocol::Results& r, TimePoint now);
+  void dispatch(TimePoint now);
+  void lose(const std::string& identity, const std::string& reason);
+  void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
+  std::size_t capacity(const Pool& p) const;
+
+  DispatcherConfig config_;
+  std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity
+  std::map<Queued, DispatchTask> queue_;                   // ordered: priority, then FIFO
+  std::uint64_t sequence_ = 0;
+  std::unordered_map<std::string, protocol::Bytes> functions_;
+  std::unordered_map<std::uint64_t, std::string> owner_;  // task id -> pool identity
+  std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
+  std::vector<Completed> completed_;
+  std::vector<PoolEvent> events_;
+  std::mt19937 rng_;
+};
+
+}  // namespace pervade::interchange

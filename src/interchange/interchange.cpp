@@ -1,0 +1,211 @@
+// The interchange's ZeroMQ shell: one thread polls the ROUTER socket and an eventfd that
+// other threads ring when they queue a command; everything else is the Dispatcher.
+#include "interchange/interchange.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+
+#include "pervade/errors.hpp"
+
+namespace pervade::interchange {
+
+namespace {
+using Command = std::function<void(Dispatcher&, TimePoint)>;
+}
+
+struct Interchange::Impl {
+  InterchangeConfig config;
+  CompletedFn on_completed;
+  EventFn on_event;
+  zmq::context_t context{1};
+  zmq::socket_t router{context, zmq::socket_type::router};
+  int port = 0;
+  int wake_fd = -1;
+  Dispatcher dispatcher;
+  std::mutex mutex;
+  std::vector<Command> commands;
+  std::atomic<bool> stopping{false};
+  std::thread thread;
+  std::once_flag stopped;
+
+  explicit Impl(InterchangeConfig c) : config(std::move(c)), dispatcher(config.dispatcher) {}
+
+  void bind() {
+    router.set(zmq::sockopt::linger, 0);
+    router.set(zmq::sockopt::router_mandatory, 0);
+    if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
+    if (config.curve) {
+      router.set(zmq::sockopt::curve_server, 1);
+      router.set(zmq::sockopt::curve_secretkey, config.curve->secret_key);
+    }
+    const std::string host = config.address.find(':') != std::string::npos ? "[" + config.address + "]" : config.address;
+    const int first = config.port ? config.port : config.port_min;
+    const int last = config.port ? config.port : config.port_max;
+    std::string error;
+    for (int p = first; p <= last; ++p) {
+      try {
+        router.bind("tcp://" + host + ":" + std::to_string(p));
+        port = p;
+        return;
+      } catch (const zmq::error_t& e) {
+        error = e.what();
+      }
+    }
+    throw Error("interchange: cannot bind tcp://" + host + " on a port in " + std::to_string(first) + "-" +
+                std::to_string(last) + ": " + error);
+  }
+
+  void run(TimePoint) {
+    std::vector<Command> pending;
+    while (true) {
+      const TimePoint now = Clock::now();
+      const auto deadline = dispatcher.next_deadline();
+      long timeout_ms = -1;
+      if (deadline != TimePoint::max())
+        timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
+      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+      if (items[1].revents & ZMQ_POLLIN) {
+        std::uint64_t n;
+        if (::read(wake_fd, &n, sizeof n) < 0) {
+          // Nothing to do: the eventfd is only a doorbell.
+        }
+      }
+      {
+        std::lock_guard lock(mutex);
+        pending.swap(commands);
+      }
+      for (auto& c : pending) c(dispatcher, Clock::now());
+      pending.clear();
+      // Drain the socket without blocking.
+      while (true) {
+        zmq::message_t identity, body;
+        if (!router.recv(identity, zmq::recv_flags::dontwait)) break;
+        bool complete = identity.more() && router.recv(body, zmq::recv_flags::none);
+        // Any extra frames belong to a broken peer: consume them.
+        while (body.more()) {
+          zmq::message_t extra;
+          if (!router.recv(extra, zmq::recv_flags::none)) break;
+          complete = false;
+        }
+        if (!complete) continue;
+        std::string error;
+        auto decoded = protocol::decode_pool_message(static_cast<const char*>(body.data()), body.size(), &error);
+        if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
+        dispatcher.on_message(identity.to_string(), std::move(*decoded), Clock::now());
+      }
+      dispatcher.tick(Clock::now());
+      flush();
+      if (stopping.load()) {
+        dispatcher.shutdown_all();
+        flush();
+        return;
+      }
+    }
+  }
+
+  void flush() {
+    for (auto& [identity, message] : dispatcher.take_outbox()) {
+      const std::string bytes = protocol::encode(message);
+      try {
+        router.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        router.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+      } catch (const zmq::error_t&) {
+        // A pool that vanished: its heartbeat timeout will clean up.
+      }
+    }
+    auto done = dispatcher.take_completed();
+    if (!done.empty()) on_completed(std::move(done));
+    for (const auto& e : dispatcher.take_events()) on_event(e);
+  }
+
+  void post(Command c) {
+    {
+      std::lock_guard lock(mutex);
+      commands.push_back(std::move(c));
+    }
+    const std::uint64_t one = 1;
+    if (::write(wake_fd, &one, sizeof one) < 0) {
+      // The eventfd counter cannot overflow in practice; a failed write only delays the command.
+    }
+  }
+
+  template <class R>
+  R ask(std::function<R(Dispatcher&, TimePoint)> f) {
+    if (stopping.load()) return R{};
+    auto promise = std::make_shared<std::promise<R>>();
+    auto result = promise->get_future();
+    post([promise, f = std::move(f)](Dispatcher& d, TimePoint now) { promise->set_value(f(d, now)); });
+    return result.get();
+  }
+};
+
+Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event)
+    : impl_(std::make_unique<Impl>(std::move(config))) {
+  impl_->on_completed = std::move(on_completed);
+  impl_->on_event = std::move(on_event);
+  impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl_->wake_fd < 0) throw Error("interchange: eventfd failed");
+  impl_->bind();
+  Impl* raw = impl_.get();
+  impl_->thread = std::thread([raw] { raw->run(Clock::now()); });
+}
+
+Interchange::~Interchange() {
+  stop();
+  if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
+}
+
+int Interchange::port() const { return impl_->port; }
+
+std::string Interchange::url() const {
+  const auto& a = impl_->config.address;
+  const std::string host = a == "*" ? "127.0.0.1" : (a.find(':') != std::string::npos ? "[" + a + "]" : a);
+  return "tcp://" + host + ":" + std::to_string(impl_->port);
+}
+
+void Interchange::add_function(const std::string& hash, std::string fn) {
+  impl_->post([hash, fn = std::move(fn)](Dispatcher& d, TimePoint) mutable { d.add_function(hash, std::move(fn)); });
+}
+
+void Interchange::submit(std::vector<DispatchTask> tasks) {
+  auto shared = std::make_shared<std::vector<DispatchTask>>(std::move(tasks));
+  impl_->post([shared](Dispatcher& d, TimePoint now) {
+    for (auto& t : *shared) d.submit(std::move(t), now);
+  });
+}
+
+bool Interchange::hold(const std::string& pool_id, bool held) {
+  return impl_->ask<bool>([pool_id, held](Dispatcher& d, TimePoint) { return d.hold(pool_id, held); });
+}
+
+bool Interchange::drain(const std::string& pool_id) {
+  return impl_->ask<bool>([pool_id](Dispatcher& d, TimePoint) { return d.drain(pool_id); });
+}
+
+std::vector<PoolInfo> Interchange::pools() {
+  return impl_->ask<std::vector<PoolInfo>>([](Dispatcher& d, TimePoint now) { return d.pools(now); });
+}
+
+std::size_t Interchange::outstanding() {
+  return impl_->ask<std::size_t>([](Dispatcher& d, TimePoint) { return d.queued() + d.in_flight(); });
+}
+
+void Interchange::stop() {
+  std::call_once(impl_->stopped, [this] {
+    impl_->stopping.store(true);
+    impl_->post([](Dispatcher&, TimePoint) {});
+    if (impl_->thread.joinable()) impl_->thread.join();
+    // Closing the context joins ZeroMQ's own I/O threads: nothing is left running after stop().
+    impl_->router.close();
+    impl_->context.close();
+  });
+}
+
+}  // namespace pervade::interchange

@@ -1,0 +1,55 @@
+#pragma once
+// The interchange: a thread of the driver process that owns the ROUTER socket pools connect
+// to, feeds the Dispatcher and hands results to a callback. Thread-safe public methods (any
+// thread); the callbacks run on the interchange thread and must not block.
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "interchange/dispatcher.hpp"
+
+namespace pervade::interchange {
+
+struct CurveKeys {  // Z85-encoded CurveZMQ keys of the interchange (server)
+  std::string public_key;
+  std::string secret_key;
+};
+
+struct InterchangeConfig {
+  std::string address = "127.0.0.1";  // interface to bind; "*" for all; IPv6 literals allowed
+  int port = 0;                       // 0: the first free port in [port_min, port_max]
+  int port_min = 54000;
+  int port_max = 55000;
+  DispatcherConfig dispatcher;
+  std::optional<CurveKeys> curve;  // set: pools must present the server key (CurveZMQ)
+};
+
+class Interchange {
+ public:
+  using CompletedFn = std::function<void(std::vector<Completed>&&)>;
+  using EventFn = std::function<void(const PoolEvent&)>;
+
+  // Binds (throws pervade::Error naming the address if no port can be bound) and starts the thread.
+  Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event);
+  ~Interchange();  // stop()
+
+  int port() const;
+  std::string url() const;  // what pools connect to: tcp://address:port
+
+  void add_function(const std::string& hash, std::string fn);
+  void submit(std::vector<DispatchTask> tasks);
+  bool hold(const std::string& pool_id, bool held);
+  bool drain(const std::string& pool_id);
+  std::vector<PoolInfo> pools();
+  std::size_t outstanding();  // queued + in flight
+  // Sends SHUTDOWN to every pool and joins the thread. Idempotent.
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pervade::interchange

@@ -1,0 +1,1589 @@
+// pervade-pool: the per-node process of the HighThroughputExecutor.
+//
+// Design notes
+// ------------
+// * One thread (the caller of run_pool) owns everything: the DEALER socket, the workers, the
+//   task queue. It sleeps in zmq::poll over the DEALER, a signalfd, an eventfd (shell results)
+//   and every worker's socket, with a timeout to the next heartbeat deadline. The only other
+//   threads are libzmq's and the shell thread pool, which never touch pool state; they hand
+//   finished shell tasks back under a mutex and wake the loop through the eventfd.
+// * Signals: SIGCHLD, SIGTERM, SIGINT and SIGHUP are blocked in every thread (before any
+//   thread exists) and read from a signalfd, so they are ordinary events of the loop. Children
+//   are started with an empty signal mask and default dispositions.
+// * Workers are reaped only by pid (waitid/waitpid on each worker's own pid), never with
+//   waitpid(-1): run_shell reaps its own children on the shell threads and must not have them
+//   stolen.
+// * Each worker leads its own process group (POSIX_SPAWN_SETPGROUP), so the pool can kill the
+//   worker together with whatever it started (kill(-pid)). A worker is detected as dead with
+//   waitid(WNOWAIT) first; its group is then SIGKILLed while the zombie leader still reserves
+//   the group id (so the kill cannot hit a recycled group) and only then is it reaped.
+// * A worker that dies, closes its socket, or sends a malformed frame is killed (if needed),
+//   reaped, its task (if any) answered with status 2 (kStatusWorkerLost) and the text of what
+//   the pool saw, and a replacement with the same rank is started. kMaxStartFailures deaths in
+//   a row without READY mean the Python environment is broken: exit kExitBrokenWorkers.
+// * Writes to workers are non-blocking with a per-worker output buffer (POLLOUT while it is not
+//   empty), so a stuck worker cannot stall the pool. Messages to the interchange are sent with
+//   ZMQ_DONTWAIT; what does not fit under the high-water mark waits in a queue for POLLOUT.
+// * Every descriptor the pool opens is close-on-exec, and descriptors inherited from the
+//   pool's parent are made close-on-exec at start, so a worker gets exactly 0, 1, 2 and its
+//   socket on fd 3.
+#include "pool/pool.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <climits>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <fmt/format.h>
+#include <zmq.hpp>
+
+#include "pervade/errors.hpp"
+#include "pervade/shell.hpp"
+#include "protocol/messages.hpp"
+
+#ifndef PERVADE_VERSION
+#define PERVADE_VERSION "unknown"
+#endif
+
+extern char** environ;
+
+namespace pervade::pool {
+
+namespace {
+
+namespace proto = pervade::protocol;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxStartFailures = 5;             // deaths in a row without READY
+constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
+constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
+constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
+// A worker whose socket reached EOF is normally exiting; it is given this long to do so (and
+// be reported with its own exit status) before the pool kills it.
+constexpr auto kEofGrace = std::chrono::seconds(1);
+
+std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+// ------------------------------------------------------------------------------ logging
+class Logger {
+ public:
+  bool open(const std::string& path, std::string* error) {
+    if (path.empty()) return true;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
+      return false;
+    }
+    FILE* f = ::fdopen(fd, "a");
+    if (f == nullptr) {
+      *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
+      ::close(fd);
+      return false;
+    }
+    file_ = f;
+    return true;
+  }
+
+  void write(const char* level, const std::string& message) {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    ::localtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+    std::lock_guard<std::mutex> lock(mu_);
+    std::fprintf(file_, "%s.%03d %s pervade-pool[%d] %s\n", stamp, static_cast<int>(ms), level,
+                 static_cast<int>(::getpid()), message.c_str());
+    std::fflush(file_);
+  }
+
+ private:
+  std::mutex mu_;
+  FILE* file_ = stderr;
+};
+
+Logger& logger() {
+  static Logger instance;
+  return instance;
+}
+
+template <typename... Args>
+void log_info(fmt::format_string<Args...> f, Args&&... args) {
+  logger().write("INFO", fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void log_warn(fmt::format_string<Args...> f, Args&&... args) {
+  logger().write("WARNING", fmt::format(f, std::forward<Args>(args)...));
+}
+template <typename... Args>
+void log_error(fmt::format_string<Args...> f, Args&&... args) {
+  logger().write("ERROR", fmt::format(f, std::forward<Args>(args)...));
+}
+
+// ------------------------------------------------------------------------------ small helpers
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Moves a close-on-exec descriptor to a number >= min_fd (so a dup2 onto a lower number in a
+// child always changes the number and therefore drops FD_CLOEXEC on the copy).
+bool move_fd_at_least(Fd& fd, int min_fd) {
+  if (fd.get() >= min_fd) return true;
+  const int moved = ::fcntl(fd.get(), F_DUPFD_CLOEXEC, min_fd);
+  if (moved < 0) return false;
+  fd = Fd(moved);
+  return true;
+}
+
+// Descriptors inherited from our parent must not leak into workers and shell commands.
+void mark_inherited_fds_cloexec() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  const int own = ::dirfd(dir);
+  while (dirent* e = ::readdir(dir)) {
+    int fd = -1;
+    const char* name = e->d_name;
+    auto [ptr, ec] = std::from_chars(name, name + std::strlen(name), fd);
+    if (ec != std::errc{} || *ptr != '\0' || fd < 3 || fd == own) continue;
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  ::closedir(dir);
+}
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+std::vector<int> usable_cpu_list() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+std::string trim(std::string s) {
+  const char* ws = " \t\r\n";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(ws);
+  return s.substr(b, e - b + 1);
+}
+
+std::string hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    const char* name = ::strsignal(sig);
+    return fmt::format("died with signal {} ({}){}", sig, name ? name : "?", WCOREDUMP(status) ? ", core dumped" : "");
+  }
+  return fmt::format("ended with wait status {}", status);
+}
+
+// Milliseconds until `deadline`, rounded up, clamped to [0, INT_MAX].
+long ms_until(Clock::time_point deadline, Clock::time_point now = Clock::now()) {
+  if (deadline <= now) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
+  return static_cast<long>(std::min<long long>(ms, INT_MAX));
+}
+
+Clock::duration seconds(double s) {
+  s = std::clamp(s, 0.0, 1e8);  // avoid overflowing the clock
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+// RAII for posix_spawn's attribute objects.
+struct SpawnAttr {
+  posix_spawnattr_t attr;
+  SpawnAttr() { posix_spawnattr_init(&attr); }
+  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
+  SpawnAttr(const SpawnAttr&) = delete;
+  SpawnAttr& operator=(const SpawnAttr&) = delete;
+};
+struct SpawnFileActions {
+  posix_spawn_file_actions_t fa;
+  SpawnFileActions() { posix_spawn_file_actions_init(&fa); }
+  ~SpawnFileActions() { posix_spawn_file_actions_destroy(&fa); }
+  SpawnFileActions(const SpawnFileActions&) = delete;
+  SpawnFileActions& operator=(const SpawnFileActions&) = delete;
+};
+
+// Children start with an empty signal mask and default dispositions for the signals the pool
+// blocks or ignores; `own_group` makes the child the leader of a new process group.
+int init_child_attr(SpawnAttr& a, bool own_group) {
+  sigset_t empty;
+  sigemptyset(&empty);
+  sigset_t to_default;
+  sigemptyset(&to_default);
+  for (int sig : {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXFSZ})
+    sigaddset(&to_default, sig);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (own_group) flags |= POSIX_SPAWN_SETPGROUP;
+  if (int rc = posix_spawnattr_setsigmask(&a.attr, &empty)) return rc;
+  if (int rc = posix_spawnattr_setsigdefault(&a.attr, &to_default)) return rc;
+  if (own_group) {
+    if (int rc = posix_spawnattr_setpgroup(&a.attr, 0)) return rc;
+  }
+  return posix_spawnattr_setflags(&a.attr, flags);
+}
+
+// Asks the interpreter for its version: `python -c 'import platform;print(platform.python_version())'`.
+std::optional<std::string> query_python_version(const std::string& python, std::string* error) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    *error = fmt::format("pipe2: {}", os_error(errno));
+    return std::nullopt;
+  }
+  Fd rd(p[0]);
+  Fd wr(p[1]);
+  if (!move_fd_at_least(wr, 3)) {
+    *error = fmt::format("fcntl: {}", os_error(errno));
+    return std::nullopt;
+  }
+  SpawnFileActions fa;
+  posix_spawn_file_actions_adddup2(&fa.fa, wr.get(), STDOUT_FILENO);
+  SpawnAttr attr;
+  if (int rc = init_child_attr(attr, true)) {
+    *error = fmt::format("posix_spawnattr: {}", os_error(rc));
+    return std::nullopt;
+  }
+  std::string prog = "import platform;print(platform.python_version())";
+  std::vector<char*> argv{const_cast<char*>(python.c_str()), const_cast<char*>("-c"), prog.data(), nullptr};
+  pid_t pid = 0;
+  if (int rc = posix_spawnp(&pid, python.c_str(), &fa.fa, &attr.attr, argv.data(), environ)) {
+    *error = fmt::format("cannot start '{}': {}", python, os_error(rc));
+    return std::nullopt;
+  }
+  wr.reset();
+  std::string out;
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  bool timed_out = false;
+  for (;;) {
+    pollfd pfd{rd.get(), POLLIN, 0};
+    const long ms = ms_until(deadline);
+    if (ms == 0) {
+      timed_out = true;
+      break;
+    }
+    const int r = ::poll(&pfd, 1, static_cast<int>(ms));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    char buf[512];
+    const ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (out.size() < 4096) out.append(buf, static_cast<std::size_t>(n));
+  }
+  if (timed_out) ::kill(-pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    *error = fmt::format("'{}' did not answer within 60 s", python);
+    return std::nullopt;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    *error = fmt::format("'{} -c \"{}\"' {}", python, prog, describe_wait_status(status));
+    return std::nullopt;
+  }
+  out = trim(out);
+  if (out.empty() || !std::isdigit(static_cast<unsigned char>(out[0]))) {
+    *error = fmt::format("'{}' printed an unexpected version '{}'", python, out);
+    return std::nullopt;
+  }
+  return out;
+}
+
+std::string read_key_line(const std::string& path, int line_no, std::string* error) {
+  std::ifstream in(path);
+  if (!in) {
+    *error = fmt::format("cannot read key file '{}': {}", path, os_error(errno));
+    return {};
+  }
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    if (line.empty()) continue;
+    if (++n == line_no) {
+      if (line.size() != 40) {
+        *error = fmt::format("key file '{}': line {} is not a 40-character Z85 key", path, line_no);
+        return {};
+      }
+      std::uint8_t decoded[32];
+      if (zmq_z85_decode(decoded, line.c_str()) == nullptr) {
+        *error = fmt::format("key file '{}': line {} is not valid Z85", path, line_no);
+        return {};
+      }
+      return line;
+    }
+  }
+  *error = fmt::format("key file '{}' has no key on line {}", path, line_no);
+  return {};
+}
+
+// ------------------------------------------------------------------------------ shell tasks
+// Runs shell tasks (kind 1) with pervade::run_shell on a fixed set of threads. Finished tasks
+// are collected under the mutex and announced through `wake_fd` (an eventfd).
+class ShellRunner {
+ public:
+  ShellRunner(int threads, int wake_fd) : wake_fd_(wake_fd) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { loop(); });
+  }
+  ~ShellRunner() { stop(); }
+  ShellRunner(const ShellRunner&) = delete;
+  ShellRunner& operator=(const ShellRunner&) = delete;
+
+  void submit(std::uint64_t task_id, proto::Bytes payload) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(Job{task_id, std::move(payload)});
+      ++outstanding_;
+    }
+    cv_.notify_one();
+  }
+
+  // Results finished since the last call.
+  void take(std::vector<proto::TaskResult>* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    outstanding_ -= results_.size();
+    for (auto& r : results_) out->push_back(std::move(r));
+    results_.clear();
+  }
+
+  // Submitted tasks whose results have not been taken yet.
+  std::size_t outstanding() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return outstanding_;
+  }
+
+  // Drops queued tasks, kills running commands (their process groups) and joins the threads.
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      queue_.clear();
+      for (auto& [id, interrupt] : running_) interrupt->request();
+    }
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+    threads_.clear();
+  }
+
+ private:
+  struct Job {
+    std::uint64_t task_id;
+    proto::Bytes payload;
+  };
+
+  void loop() {
+    for (;;) {
+      Job job;
+      auto interrupt = std::make_shared<ShellInterrupt>();
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        running_[job.task_id] = interrupt;
+      }
+      proto::TaskResult result = run(job, interrupt.get());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_.erase(job.task_id);
+        results_.push_back(std::move(result));
+      }
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+    }
+  }
+
+  static proto::TaskResult run(const Job& job, ShellInterrupt* interrupt) {
+    proto::TaskResult r;
+    r.task_id = job.task_id;
+    const auto p = proto::decode_shell_payload(job.payload.data(), job.payload.size());
+    if (!p) {
+      log_warn("shell task {}: malformed payload ({} bytes)", job.task_id, job.payload.size());
+      r.status = proto::kStatusException;
+      r.payload = "malformed shell task payload";
+      return r;
+    }
+    ShellCommand cmd;
+    cmd.command = p->command;
+    cmd.stdout_spec = StdStream{p->stdout_path, p->stdout_append};
+    cmd.stderr_spec = StdStream{p->stderr_path, p->stderr_append};
+    cmd.walltime = std::chrono::duration<double>(std::isfinite(p->walltime) ? p->walltime : 0.0);
+    try {
+      const ShellResult res = run_shell(cmd, interrupt);
+      if (res.timed_out)
+        log_info("shell task {} exceeded its walltime of {} s; its process group was killed", job.task_id,
+                 p->walltime);
+      r.status = proto::kStatusOk;
+      r.payload = proto::encode_exit_code(res.exit_code);
+    } catch (const std::exception& e) {
+      r.status = proto::kStatusException;
+      r.payload = e.what();
+    }
+    return r;
+  }
+
+  int wake_fd_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<ShellInterrupt>> running_;
+  std::vector<proto::TaskResult> results_;
+  std::size_t outstanding_ = 0;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// ------------------------------------------------------------------------------ the pool
+struct Worker {
+  int rank = 0;
+  pid_t pid = -1;  // -1: no process
+  Fd fd;           // our end of the socketpair
+  proto::FrameReader reader{kMaxWorkerFrame};
+  bool ready = false;  // READY received
+  bool dying = false;  // killed by the pool (or its socket closed); waiting to be reaped
+  std::string kill_reason;
+  std::optional<std::uint64_t> task;  // the task it is running
+  std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
+  std::unordered_set<proto::Bytes> fns_sent;
+  std::string out;  // bytes not yet written to the socket
+  std::size_t out_off = 0;
+};
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+class Pool {
+ public:
+  Pool(PoolOptions options, int signal_fd) : o_(std::move(options)), signal_fd_(signal_fd) {}
+  ~Pool() { teardown(); }
+
+  int run() {
+    if (int status = setup(); status >= 0) return status;
+    if (int status = register_with_interchange(); status >= 0) return status;
+    shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
+    if (!o_.no_python) {
+      workers_.resize(static_cast<std::size_t>(worker_count_));
+      for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
+        workers_[static_cast<std::size_t>(r)].rank = r;
+        start_worker(workers_[static_cast<std::size_t>(r)]);
+      }
+    }
+    return main_loop();
+  }
+
+  // Kills and reaps everything; closes the socket. Idempotent.
+  void teardown() {
+    if (torn_down_) return;
+    torn_down_ = true;
+    if (shell_) shell_->stop();
+    stop_workers();
+    if (dealer_) {
+      dealer_.set(zmq::sockopt::linger, linger_ms_);
+      dealer_.close();
+    }
+    ctx_.close();
+  }
+
+ private:
+  // ---------------------------------------------------------------- setup
+  // Returns an exit status, or -1 to go on.
+  int setup() {
+    hostname_ = host_name();
+    if (o_.pool_id.empty()) o_.pool_id = fmt::format("{}-{}", hostname_, ::getpid());
+
+    worker_count_ = o_.workers > 0 ? o_.workers : usable_cpus();
+    pool_cpus_ = usable_cpu_list();
+    if (!o_.accelerators.empty())
+      worker_count_ = std::min(worker_count_, static_cast<int>(o_.accelerators.size()));
+
+    std::string error;
+    auto endpoint = zmq_endpoint(o_.address, &ipv6_, &error);
+    if (!endpoint) {
+      log_error("{}", error);
+      return kExitUsage;
+    }
+    endpoint_ = *endpoint;
+    if (!ipv6_) {
+      // A host name with IPv6 addresses only needs ZMQ_IPV6 too. (Not set for names that have
+      // IPv4 addresses: with it libzmq may prefer an IPv6 address the interchange does not
+      // listen on, e.g. ::1 for "localhost".)
+      const std::string host = endpoint_.substr(6, endpoint_.rfind(':') - 6);
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) == 0) {
+        bool v4 = false, v6 = false;
+        for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+          v4 = v4 || a->ai_family == AF_INET;
+          v6 = v6 || a->ai_family == AF_INET6;
+        }
+        ::freeaddrinfo(res);
+        ipv6_ = v6 && !v4;
+      }
+    }
+
+    if (o_.no_python) {
+      python_version_.clear();
+    } else if (o_.python_version) {
+      python_version_ = *o_.python_version;
+    } else {
+      auto v = query_python_version(o_.python, &error);
+      if (!v) {
+        log_error("cannot determine the Python version of the worker interpreter: {}; the Python environment "
+                  "is broken (use --python PATH, --python-version X.Y.Z, or --no-python)",
+                  error);
+        return kExitBrokenWorkers;
+      }
+      python_version_ = *v;
+    }
+
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+      log_error("eventfd: {}", os_error(errno));
+      return kExitError;
+    }
+    wake_fd_ = Fd(efd);
+
+    dealer_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+    dealer_.set(zmq::sockopt::linger, 0);
+    if (ipv6_) dealer_.set(zmq::sockopt::ipv6, 1);
+    if (o_.pool_id.size() <= 255) dealer_.set(zmq::sockopt::routing_id, o_.pool_id);
+    if (!o_.curve_server_key_file.empty()) {
+      if (!zmq_has("curve")) {
+        log_error("--curve-server-key was given but this libzmq has no CURVE support");
+        return kExitError;
+      }
+      const std::string server = read_key_line(o_.curve_server_key_file, 1, &error);
+      if (server.empty()) {
+        log_error("{}", error);
+        return kExitError;
+      }
+      std::string pub, sec;
+      if (!o_.curve_client_keys_file.empty()) {
+        pub = read_key_line(o_.curve_client_keys_file, 1, &error);
+        if (!pub.empty()) sec = read_key_line(o_.curve_client_keys_file, 2, &error);
+        if (pub.empty() || sec.empty()) {
+          log_error("{}", error);
+          return kExitError;
+        }
+      } else {
+        char p[41], s[41];
+        if (zmq_curve_keypair(p, s) != 0) {
+          log_error("zmq_curve_keypair: {}", zmq_strerror(zmq_errno()));
+          return kExitError;
+        }
+        pub = p;
+        sec = s;
+      }
+      void* h = dealer_.handle();
+      if (zmq_setsockopt(h, ZMQ_CURVE_SERVERKEY, server.c_str(), 41) != 0 ||
+          zmq_setsockopt(h, ZMQ_CURVE_PUBLICKEY, pub.c_str(), 41) != 0 ||
+          zmq_setsockopt(h, ZMQ_CURVE_SECRETKEY, sec.c_str(), 41) != 0) {
+        log_error("cannot set the CURVE keys: {}", zmq_strerror(zmq_errno()));
+        return kExitError;
+      }
+    }
+    try {
+      dealer_.connect(endpoint_);
+    } catch (const zmq::error_t& e) {
+      log_error("cannot connect to '{}': {}", endpoint_, e.what());
+      return kExitUsage;
+    }
+    period_ = o_.heartbeat_period;
+    threshold_ = o_.heartbeat_threshold;
+    log_info("pool {} (block {}) on {}: {} {}, prefetch {}, interchange {}{}{}", o_.pool_id, o_.block_id, hostname_,
+             worker_count_, o_.no_python ? "shell threads (no Python workers)" : "workers", o_.prefetch, endpoint_,
+             o_.no_python ? "" : fmt::format(", python '{}' {}", o_.python, python_version_),
+             o_.curve_server_key_file.empty() ? "" : ", CurveZMQ");
+    return -1;
+  }
+
+  // Returns an exit status, or -1 once REGISTERED arrived.
+  int register_with_interchange() {
+    proto::Register r;
+    r.pervade_version = PERVADE_VERSION;
+    r.python_version = python_version_;
+    r.pool_id = o_.pool_id;
+    r.block_id = o_.block_id;
+    r.hostname = hostname_;
+    r.worker_count = worker_count_;
+    r.prefetch = o_.prefetch;
+    send_to_interchange(proto::PoolMessage{std::move(r)});
+    const auto deadline = Clock::now() + seconds(threshold_);
+    for (;;) {
+      flush_outq();
+      std::vector<zmq::pollitem_t> items{
+          {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (outq_.empty() ? 0 : ZMQ_POLLOUT)), 0},
+          {nullptr, signal_fd_, ZMQ_POLLIN, 0}};
+      if (!poll(items, ms_until(deadline))) continue;
+      if (items[1].revents) {
+        handle_signals();
+        if (exit_status_) return *exit_status_;
+      }
+      for (int i = 0; i < 1000; ++i) {
+        std::string body;
+        bool multipart = false;
+        if (!recv_interchange(&body, &multipart)) break;
+        if (multipart) {
+          log_warn("ignoring a multi-frame message from the interchange");
+          continue;
+        }
+        std::string error;
+        auto m = proto::decode_interchange_message(body.data(), body.size(), &error);
+        if (!m) {
+          log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
+          continue;
+        }
+        if (auto* reg = std::get_if<proto::Registered>(&*m)) {
+          apply_registered(*reg);
+          log_info("registered with the interchange (heartbeat period {} s, threshold {} s)", period_, threshold_);
+          return -1;
+        }
+        if (auto* refused = std::get_if<proto::Refused>(&*m)) {
+          log_error("the interchange refused this pool: {}", refused->reason);
+          return kExitRefused;
+        }
+        static const char* const kNames[] = {"REGISTERED", "REFUSED", "TASKS", "HEARTBEAT", "DRAIN", "SHUTDOWN"};
+        static_assert(std::variant_size_v<proto::InterchangeMessage> == std::size(kNames));
+        log_warn("ignoring {} received before REGISTERED", kNames[m->index()]);
+      }
+      if (Clock::now() >= deadline) {
+        log_error("no answer from the interchange at {} within {} s of sending REGISTER; exiting", endpoint_,
+                  threshold_);
+        return kExitNoAnswer;
+      }
+    }
+  }
+
+  void apply_registered(const proto::Registered& reg) {
+    if (reg.heartbeat_period > 0 && std::isfinite(reg.heartbeat_period))
+      period_ = reg.heartbeat_period;
+    else
+      log_warn("ignoring invalid heartbeat period {}", reg.heartbeat_period);
+    if (reg.heartbeat_threshold > 0 && std::isfinite(reg.heartbeat_threshold))
+      threshold_ = reg.heartbeat_threshold;
+    else
+      log_warn("ignoring invalid heartbeat threshold {}", reg.heartbeat_threshold);
+  }
+
+  // zmq::poll that treats EINTR as "nothing happened". Returns false then.
+  static bool poll(std::vector<zmq::pollitem_t>& items, long timeout_ms) {
+    try {
+      zmq::poll(items, std::chrono::milliseconds(timeout_ms));
+      return true;
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+  }
+
+  // ---------------------------------------------------------------- main loop
+  int main_loop() {
+    last_recv_ = last_send_ = Clock::now();
+    std::vector<zmq::pollitem_t> items;
+    std::vector<std::size_t> item_worker;
+    while (!exit_status_) {
+      dispatch();
+      flush_results();
+      flush_outq();
+      if (draining_ && drain_complete()) {
+        send_to_interchange(proto::PoolMessage{proto::Drained{}});
+        flush_outq();
+        linger_ms_ = static_cast<int>(kDrainLinger.count());
+        log_info("drained: all tasks finished; exiting");
+        return kExitOk;
+      }
+
+      const auto now = Clock::now();
+      auto next = std::min(last_send_ + seconds(period_), last_recv_ + seconds(threshold_));
+      for (const Worker& w : workers_)
+        if (w.kill_at && !w.dying) next = std::min(next, *w.kill_at);
+      items.clear();
+      item_worker.clear();
+      items.push_back(
+          {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (outq_.empty() ? 0 : ZMQ_POLLOUT)), 0});
+      items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, wake_fd_.get(), ZMQ_POLLIN, 0});
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        const Worker& w = workers_[i];
+        if (!w.fd.valid()) continue;
+        items.push_back({nullptr, w.fd.get(), static_cast<short>(ZMQ_POLLIN | (w.out.empty() ? 0 : ZMQ_POLLOUT)), 0});
+        item_worker.push_back(i);
+      }
+      if (!poll(items, ms_until(next, now))) continue;
+
+      // Workers first: a replacement started while handling signals may reuse a descriptor
+      // number, and stale readiness must not be applied to it.
+      for (std::size_t k = 3; k < items.size(); ++k) {
+        Worker& w = workers_[item_worker[k - 3]];
+        if (!w.fd.valid() || w.fd.get() != items[k].fd || items[k].revents == 0) continue;
+        if (items[k].revents & ZMQ_POLLOUT) flush_worker(w);
+        if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) read_worker(w);
+      }
+      if (items[1].revents) handle_signals();
+      if (items[2].revents) {
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &v, sizeof v);
+      }
+      shell_->take(&results_);
+      read_from_interchange();
+      if (exit_status_) break;
+
+      const auto after = Clock::now();
+      for (Worker& w : workers_)
+        if (w.kill_at && !w.dying && w.pid > 0 && *w.kill_at <= after)
+          kill_worker(w, "it closed its connection to the pool but did not exit");
+      if (after - last_recv_ >= seconds(threshold_)) {
+        log_warn("interchange gone: no message from it for {} s; exiting", threshold_);
+        return kExitOk;
+      }
+      if (after - last_send_ >= seconds(period_) && outq_.empty())
+        send_to_interchange(proto::PoolMessage{proto::Heartbeat{}});
+    }
+    return *exit_status_;
+  }
+
+  bool drain_complete() {
+    if (!queue_.empty() || !results_.empty() || !outq_.empty()) return false;
+    for (const Worker& w : workers_)
+      if (w.task) return false;
+    return shell_->outstanding() == 0;
+  }
+
+  // ---------------------------------------------------------------- interchange link
+  void send_to_interchange(const proto::PoolMessage& m) {
+    outq_.push_back(proto::encode(m));
+    flush_outq();
+  }
+
+  void flush_outq() {
+    while (!outq_.empty()) {
+      zmq::message_t msg(outq_.front().data(), outq_.front().size());
+      zmq::send_result_t r;
+      try {
+        r = dealer_.send(msg, zmq::send_flags::dontwait);
+      } catch (const zmq::error_t& e) {
+        if (e.num() == EINTR) continue;
+        throw;
+      }
+      if (!r) return;  // high-water mark: wait for POLLOUT
+      outq_.pop_front();
+      last_send_ = Clock::now();
+    }
+  }
+
+  void flush_results() {
+    if (results_.empty()) return;
+    proto::Results batch;
+    batch.results = std::move(results_);
+    results_.clear();
+    send_to_interchange(proto::PoolMessage{std::move(batch)});
+  }
+
+  // One message (all its frames); false when nothing is waiting.
+  bool recv_interchange(std::string* body, bool* multipart) {
+    zmq::message_t msg;
+    zmq::recv_result_t r;
+    try {
+      r = dealer_.recv(msg, zmq::recv_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) return false;
+      throw;
+    }
+    if (!r) return false;
+    body->assign(static_cast<const char*>(msg.data()), msg.size());
+    *multipart = false;
+    while (msg.more()) {
+      *multipart = true;
+      if (!dealer_.recv(msg, zmq::recv_flags::none)) break;
+    }
+    return true;
+  }
+
+  void read_from_interchange() {
+    for (int i = 0; i < 1000 && !exit_status_; ++i) {
+      std::string body;
+      bool multipart = false;
+      if (!recv_interchange(&body, &multipart)) return;
+      if (multipart) {
+        log_warn("ignoring a multi-frame message from the interchange");
+        continue;
+      }
+      std::string error;
+      auto m = proto::decode_interchange_message(body.data(), body.size(), &error);
+      if (!m) {
+        log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
+        continue;
+      }
+      last_recv_ = Clock::now();
+      std::visit(Overloaded{
+                     [&](proto::Registered& reg) { apply_registered(reg); },
+                     [&](proto::Refused& refused) {
+                       log_error("the interchange refused this pool: {}", refused.reason);
+                       exit_status_ = kExitRefused;
+                     },
+                     [&](proto::Tasks& tasks) { accept_tasks(tasks); },
+                     [&](proto::Heartbeat&) {},
+                     [&](proto::Drain&) {
+                       if (!draining_) log_info("DRAIN: finishing the tasks held, accepting no more");
+                       draining_ = true;
+                     },
+                     [&](proto::Shutdown&) {
+                       log_info("SHUTDOWN: stopping the workers and exiting");
+                       exit_status_ = kExitOk;
+                     },
+                 },
+                 *m);
+    }
+  }
+
+  void reject(std::uint64_t task_id, std::string why) {
+    log_warn("task {}: {}", task_id, why);
+    results_.push_back(proto::TaskResult{task_id, proto::kStatusWorkerLost, std::move(why)});
+  }
+
+  void accept_tasks(proto::Tasks& tasks) {
+    for (proto::Task& t : tasks.tasks) {
+      if (draining_) {
+        reject(t.task_id, fmt::format("pool {} is draining and accepts no more tasks", o_.pool_id));
+        continue;
+      }
+      if (t.kind == proto::kKindShell) {
+        shell_->submit(t.task_id, std::move(t.payload));
+        continue;
+      }
+      if (t.kind != proto::kKindPython) {
+        reject(t.task_id, fmt::format("pool {} does not know task kind {}", o_.pool_id, t.kind));
+        continue;
+      }
+      if (o_.no_python) {
+        reject(t.task_id, fmt::format("pool {} runs no Python workers (--no-python)", o_.pool_id));
+        continue;
+      }
+      if (t.fn) {
+        fns_[t.fn_hash] = std::move(*t.fn);
+        t.fn.reset();
+      }
+      if (fns_.find(t.fn_hash) == fns_.end()) {
+        reject(t.task_id, fmt::format("pool {} never received the function with hash {}", o_.pool_id, hex(t.fn_hash)));
+        continue;
+      }
+      queue_.push_back(std::move(t));
+    }
+  }
+
+  // ---------------------------------------------------------------- workers
+  std::vector<std::string> worker_environment(int rank) const {
+    std::vector<std::pair<std::string, std::string>> ours{
+        {"PERVADE_WORKER_RANK", std::to_string(rank)},
+        {"PERVADE_WORKER_COUNT", std::to_string(worker_count_)},
+        {"PERVADE_POOL_ID", o_.pool_id},
+        {"PERVADE_BLOCK_ID", o_.block_id},
+        {"PARSL_WORKER_RANK", std::to_string(rank)},
+        {"PARSL_WORKER_COUNT", std::to_string(worker_count_)},
+        {"PARSL_WORKER_POOL_ID", o_.pool_id},
+        {"PARSL_WORKER_BLOCK_ID", o_.block_id},
+    };
+    if (!o_.accelerators.empty()) {
+      const std::string& a = o_.accelerators[static_cast<std::size_t>(rank) % o_.accelerators.size()];
+      ours.emplace_back("CUDA_VISIBLE_DEVICES", a);
+      ours.emplace_back("ROCR_VISIBLE_DEVICES", a);
+      ours.emplace_back("ZE_AFFINITY_MASK", a);
+    }
+    std::vector<std::string> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const std::string_view name = entry.substr(0, entry.find('='));
+      bool overridden = false;
+      for (const auto& [k, v] : ours)
+        if (name == k) overridden = true;
+      if (!overridden) env.emplace_back(entry);
+    }
+    for (const auto& [k, v] : ours) env.push_back(k + "=" + v);
+    return env;
+  }
+
+  // Starts (or restarts) the worker in slot `w`. Failures to start count as start failures.
+  void start_worker(Worker& w) {
+    while (!exit_status_) {
+      std::string error;
+      if (spawn_worker(w, &error)) return;
+      log_error("cannot start worker {}: {}", w.rank, error);
+      if (++consecutive_start_failures_ >= kMaxStartFailures) {
+        fail_broken_environment(error);
+        return;
+      }
+    }
+  }
+
+  void fail_broken_environment(const std::string& last) {
+    log_error("{} workers in a row failed before becoming ready (last: {}); the Python environment is "
+              "broken (interpreter '{}', module pervade.worker); exiting",
+              consecutive_start_failures_, last, o_.python);
+    exit_status_ = kExitBrokenWorkers;
+  }
+
+  bool spawn_worker(Worker& w, std::string* error) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      *error = fmt::format("socketpair: {}", os_error(errno));
+      return false;
+    }
+    Fd ours(sv[0]);
+    Fd theirs(sv[1]);
+    // dup2(theirs, 3) in the child must change the number, or fd 3 would keep FD_CLOEXEC.
+    if (!move_fd_at_least(theirs, 4)) {
+      *error = fmt::format("fcntl: {}", os_error(errno));
+      return false;
+    }
+    const int flags = ::fcntl(ours.get(), F_GETFL);
+    ::fcntl(ours.get(), F_SETFL, flags | O_NONBLOCK);
+
+    SpawnFileActions fa;
+    if (int rc = posix_spawn_file_actions_adddup2(&fa.fa, theirs.get(), 3)) {
+      *error = fmt::format("posix_spawn_file_actions_adddup2: {}", os_error(rc));
+      return false;
+    }
+    SpawnAttr attr;
+    if (int rc = init_child_attr(attr, true)) {
+      *error = fmt::format("posix_spawnattr: {}", os_error(rc));
+      return false;
+    }
+    std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
+                                  "--rank",  std::to_string(w.rank), "--pool-id", o_.pool_id, "--block-id",
+                                  o_.block_id};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env = worker_environment(w.rank);
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+
+    // CPU pinning: a child inherits the affinity of the thread that starts it, so this thread
+    // takes the worker's CPUs for the duration of the spawn (the worker is pinned from its
+    // first instruction on) and then gets its own back.
+    std::string cpu_list;
+    const std::optional<cpu_set_t> cpus = worker_cpus(w.rank, &cpu_list);
+    cpu_set_t saved;
+    CPU_ZERO(&saved);
+    bool pinned = false;
+    if (cpus && ::sched_getaffinity(0, sizeof saved, &saved) == 0) {
+      pinned = ::sched_setaffinity(0, sizeof *cpus, &*cpus) == 0;
+      if (!pinned) log_warn("cannot pin worker {} to CPUs {}: {}", w.rank, cpu_list, os_error(errno));
+    }
+    pid_t pid = 0;
+    const int rc = posix_spawnp(&pid, o_.python.c_str(), &fa.fa, &attr.attr, argv.data(), envp.data());
+    if (pinned) ::sched_setaffinity(0, sizeof saved, &saved);
+    if (!pinned) cpu_list.clear();
+    if (rc != 0) {
+      *error = fmt::format("cannot run '{}': {}", o_.python, os_error(rc));
+      return false;
+    }
+    theirs.reset();
+    w.pid = pid;
+    w.fd = std::move(ours);
+    w.reader = proto::FrameReader(kMaxWorkerFrame);
+    w.ready = false;
+    w.dying = false;
+    w.kill_reason.clear();
+    w.task.reset();
+    w.kill_at.reset();
+    w.fns_sent.clear();
+    w.out.clear();
+    w.out_off = 0;
+    log_info("started worker {} (pid {}){}", w.rank, w.pid, cpu_list.empty() ? "" : " on CPUs " + cpu_list);
+    return true;
+  }
+
+  // --cpu-affinity block: worker i gets the i-th contiguous block of the pool's CPUs.
+  std::optional<cpu_set_t> worker_cpus(int rank, std::string* list) const {
+    if (o_.cpu_affinity != "block" || pool_cpus_.empty()) return std::nullopt;
+    const std::size_t n = pool_cpus_.size();
+    const std::size_t workers = static_cast<std::size_t>(std::max(worker_count_, 1));
+    const std::size_t per = std::max<std::size_t>(1, n / workers);
+    const std::size_t first = (static_cast<std::size_t>(rank) * per) % n;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (std::size_t i = 0; i < per; ++i) {
+      const int c = pool_cpus_[(first + i) % n];
+      CPU_SET(c, &set);
+      *list += (list->empty() ? "" : ",") + std::to_string(c);
+    }
+    return set;
+  }
+
+  // Kills the worker's process group; it is reaped (and its task answered) on SIGCHLD.
+  void kill_worker(Worker& w, std::string reason) {
+    if (w.dying || w.pid <= 0) return;
+    w.dying = true;
+    w.kill_reason = std::move(reason);
+    if (!stopping_) log_warn("worker {} (pid {}): {}; killing it", w.rank, w.pid, w.kill_reason);
+    ::kill(-w.pid, SIGKILL);
+    ::kill(w.pid, SIGKILL);
+    w.fd.reset();
+    w.out.clear();
+    w.out_off = 0;
+  }
+
+  void send_to_worker(Worker& w, const proto::ToWorker& m) {
+    w.out += proto::frame(proto::encode(m));
+    flush_worker(w);
+  }
+
+  void flush_worker(Worker& w) {
+    while (w.fd.valid() && w.out_off < w.out.size()) {
+      const ssize_t n = ::send(w.fd.get(), w.out.data() + w.out_off, w.out.size() - w.out_off,
+                               MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        w.out_off += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      kill_worker(w, fmt::format("writing to its socket failed: {}", os_error(errno)));
+      return;
+    }
+    w.out.clear();
+    w.out_off = 0;
+  }
+
+  void read_worker(Worker& w) {
+    char buf[65536];
+    while (w.fd.valid()) {
+      const ssize_t n = ::recv(w.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        w.reader.feed(buf, static_cast<std::size_t>(n));
+        while (w.fd.valid()) {
+          proto::Bytes body;
+          bool broken = false;
+          if (!w.reader.next(&body, &broken)) {
+            if (broken) kill_worker(w, "sent a frame longer than the limit (malformed length prefix)");
+            break;
+          }
+          on_worker_frame(w, body);
+        }
+        continue;
+      }
+      if (n == 0 || errno == ECONNRESET) {  // ECONNRESET: it closed with unread data
+        // End of the connection: the worker is most likely exiting (reaped on SIGCHLD, with
+        // its own exit status); if it lingers, it is killed after kEofGrace.
+        w.fd.reset();
+        w.out.clear();
+        w.out_off = 0;
+        if (!w.dying) w.kill_at = Clock::now() + kEofGrace;
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      kill_worker(w, fmt::format("reading its socket failed: {}", os_error(errno)));
+      return;
+    }
+  }
+
+  void on_worker_frame(Worker& w, const proto::Bytes& body) {
+    std::string error;
+    auto m = proto::decode_from_worker(body.data(), body.size(), &error);
+    if (!m) {
+      kill_worker(w, fmt::format("sent a malformed frame ({} bytes: {})", body.size(), error));
+      return;
+    }
+    if (auto* ready = std::get_if<proto::WorkerReady>(&*m)) {
+      if (w.ready) {
+        kill_worker(w, "sent READY twice");
+        return;
+      }
+      if (ready->rank != w.rank)
+        log_warn("worker {} (pid {}) announced rank {}", w.rank, w.pid, ready->rank);
+      w.ready = true;
+      consecutive_start_failures_ = 0;
+      log_info("worker {} (pid {}) is ready", w.rank, w.pid);
+      return;
+    }
+    auto& result = std::get<proto::WorkerResult>(*m);
+    if (!w.ready || !w.task || *w.task != result.task_id) {
+      kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
+      return;
+    }
+    results_.push_back(proto::TaskResult{result.task_id, result.status, std::move(result.payload)});
+    w.task.reset();
+  }
+
+  void dispatch() {
+    if (queue_.empty() || exit_status_) return;
+    for (Worker& w : workers_) {
+      if (queue_.empty()) return;
+      if (w.pid <= 0 || !w.ready || w.dying || w.task || !w.fd.valid()) continue;
+      proto::Task t = std::move(queue_.front());
+      queue_.pop_front();
+      proto::WorkerTask wt;
+      wt.task_id = t.task_id;
+      if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
+      wt.fn_hash = std::move(t.fn_hash);
+      wt.payload = std::move(t.payload);
+      wt.inputs = std::move(t.inputs);
+      w.task = t.task_id;
+      send_to_worker(w, proto::ToWorker{std::move(wt)});
+    }
+  }
+
+  // True if `pid` has terminated (without reaping it); also true if it cannot be waited for.
+  static bool has_exited(pid_t pid) {
+    siginfo_t si{};
+    int r;
+    do {
+      si.si_pid = 0;
+      r = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT);
+    } while (r < 0 && errno == EINTR);
+    return r < 0 || si.si_pid != 0;
+  }
+
+  // Kills what is left of the worker's group and reaps it. Returns the wait status (or -1).
+  static int kill_and_reap(pid_t pid) {
+    ::kill(-pid, SIGKILL);  // the zombie leader still reserves the group id
+    int status = 0;
+    pid_t r;
+    do {
+      r = ::waitpid(pid, &status, 0);
+    } while (r < 0 && errno == EINTR);
+    return r == pid ? status : -1;
+  }
+
+  void reap_workers() {
+    for (Worker& w : workers_) {
+      if (w.pid <= 0 || !has_exited(w.pid)) continue;
+      if (w.fd.valid()) read_worker(w);  // what it sent before dying still counts
+      const pid_t pid = w.pid;
+      const int status = kill_and_reap(pid);
+      const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
+      const bool start_failure = !w.ready;
+      if (w.task) {
+        std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, *w.task);
+        if (!w.kill_reason.empty()) text += fmt::format(" (the pool killed it: {})", w.kill_reason);
+        reject(*w.task, std::move(text));
+      } else {
+        log_warn("worker {} (pid {}) {}{}", w.rank, pid, how,
+                 w.kill_reason.empty() ? "" : fmt::format(" (the pool killed it: {})", w.kill_reason));
+      }
+      w.pid = -1;
+      w.fd.reset();
+      w.task.reset();
+      w.dying = false;
+      w.ready = false;
+      w.kill_at.reset();
+      w.out.clear();
+      w.out_off = 0;
+      if (exit_status_ || stopping_) continue;
+      if (start_failure && ++consecutive_start_failures_ >= kMaxStartFailures) {
+        fail_broken_environment(fmt::format("worker {} (pid {}) {}", w.rank, pid, how));
+        continue;
+      }
+      start_worker(w);
+    }
+  }
+
+  void handle_signals() {
+    signalfd_siginfo si;
+    for (;;) {
+      const ssize_t n = ::read(signal_fd_, &si, sizeof si);
+      if (n != static_cast<ssize_t>(sizeof si)) break;
+      const int sig = static_cast<int>(si.ssi_signo);
+      if (sig == SIGCHLD) continue;
+      if (!exit_status_) {
+        log_info("received signal {} ({}); stopping the workers and exiting", sig, ::strsignal(sig));
+        exit_status_ = kExitSignalBase + sig;
+      }
+    }
+    reap_workers();
+  }
+
+  // EXIT + SIGTERM to every worker's group, SIGKILL after kKillGrace, and reap all.
+  void stop_workers() {
+    stopping_ = true;
+    bool any = false;
+    for (Worker& w : workers_) {
+      if (w.pid <= 0) continue;
+      any = true;
+      if (w.fd.valid() && w.ready && !w.dying && w.out.empty())
+        send_to_worker(w, proto::ToWorker{proto::WorkerExit{}});
+      ::kill(-w.pid, SIGTERM);
+    }
+    if (!any) return;
+    const auto deadline = Clock::now() + kKillGrace;
+    for (;;) {
+      bool all_exited = true;
+      for (const Worker& w : workers_)
+        if (w.pid > 0 && !has_exited(w.pid)) all_exited = false;
+      const long ms = ms_until(deadline);
+      if (all_exited || ms == 0) break;
+      pollfd p{signal_fd_, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(ms)) > 0) {
+        signalfd_siginfo si;
+        while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        }
+      }
+    }
+    for (Worker& w : workers_) {
+      if (w.pid <= 0) continue;
+      const bool was_running = !has_exited(w.pid);
+      const int status = kill_and_reap(w.pid);
+      log_info("worker {} (pid {}) stopped: {}{}", w.rank, w.pid,
+               status == -1 ? "exit status lost" : describe_wait_status(status),
+               was_running ? " (killed after the grace period)" : "");
+      w.pid = -1;
+      w.fd.reset();
+    }
+  }
+
+  PoolOptions o_;
+  int signal_fd_;
+  int worker_count_ = 1;
+  std::vector<int> pool_cpus_;  // the CPUs the pool may use (for --cpu-affinity block)
+  std::string hostname_;
+  std::string endpoint_;
+  bool ipv6_ = false;
+  std::string python_version_;
+  double period_ = 30;
+  double threshold_ = 120;
+
+  Fd wake_fd_;
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_;
+  int linger_ms_ = 0;
+  std::deque<proto::Bytes> outq_;
+  Clock::time_point last_recv_, last_send_;
+
+  std::vector<Worker> workers_;
+  std::deque<proto::Task> queue_;
+  std::unordered_map<proto::Bytes, proto::Bytes> fns_;
+  std::vector<proto::TaskResult> results_;
+  std::unique_ptr<ShellRunner> shell_;
+
+  bool draining_ = false;
+  bool stopping_ = false;
+  bool torn_down_ = false;
+  int consecutive_start_failures_ = 0;
+  std::optional<int> exit_status_;
+};
+
+// ------------------------------------------------------------------------------ options
+bool parse_int(const std::string& s, int* out) {
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc{} && ptr == s.data() + s.size();
+}
+
+bool parse_double(const std::string& s, double* out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  *out = std::strtod(s.c_str(), &end);
+  return errno == 0 && end == s.c_str() + s.size() && std::isfinite(*out);
+}
+
+}  // namespace
+
+std::string usage_text() {
+  return R"(usage: pervade-pool --address HOST:PORT [options]
+
+The per-node process of pervade's HighThroughputExecutor: connects to the interchange,
+starts Python workers (python -m pervade.worker), runs their tasks and shell tasks.
+
+options:
+  --address HOST:PORT          the interchange's address (IPv6: [::1]:5555); required
+  --pool-id ID                 this pool's id (default: hostname-pid)
+  --block-id ID                the block this pool belongs to (default: 0)
+  --workers N                  number of workers (default: number of usable CPUs)
+  --prefetch N                 tasks held beyond the workers (default: 0)
+  --python PATH                interpreter for the workers (default: python3)
+  --no-python                  start no Python workers; run shell tasks only
+  --python-version X.Y.Z       version to register (default: ask the interpreter)
+  --heartbeat-period S         seconds of silence before a heartbeat (default: 30)
+  --heartbeat-threshold S      seconds without news before giving up (default: 120)
+  --curve-server-key FILE      CurveZMQ: file with the interchange's Z85 public key
+  --curve-client-keys FILE     CurveZMQ: file with this pool's Z85 public then secret key
+                               (default with --curve-server-key: a fresh key pair)
+  --log FILE                   log to FILE (default: stderr)
+  --cpu-affinity none|block    pin each worker to its own block of CPUs (default: none)
+  --available-accelerators A,B,...
+                               pin worker i to accelerator i (CUDA_VISIBLE_DEVICES etc.);
+                               at most one worker per accelerator
+  -h, --help                   show this help
+
+exit status: 0 done (DRAIN, SHUTDOWN or interchange gone), 1 internal error, 2 bad usage,
+3 refused by the interchange, 4 no answer to REGISTER, 5 workers cannot start (broken
+Python environment), 128+N stopped by signal N.
+)";
+}
+
+std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, std::string* error) {
+  std::string a = address;
+  if (a.rfind("tcp://", 0) == 0) a = a.substr(6);
+  std::string host, port;
+  *ipv6 = false;
+  if (!a.empty() && a[0] == '[') {
+    const auto close = a.find(']');
+    if (close == std::string::npos || close + 1 >= a.size() || a[close + 1] != ':') {
+      *error = fmt::format("bad address '{}': expected [IPV6]:PORT", address);
+      return std::nullopt;
+    }
+    host = a.substr(0, close + 1);
+    port = a.substr(close + 2);
+    *ipv6 = true;
+  } else {
+    const auto colon = a.rfind(':');
+    if (colon == std::string::npos) {
+      *error = fmt::format("bad address '{}': expected HOST:PORT", address);
+      return std::nullopt;
+    }
+    host = a.substr(0, colon);
+    port = a.substr(colon + 1);
+    if (host.find(':') != std::string::npos) {
+      *error = fmt::format("bad address '{}': write IPv6 addresses in brackets, e.g. [::1]:5555", address);
+      return std::nullopt;
+    }
+  }
+  int p = 0;
+  if (host.empty() || host == "[]" || !parse_int(port, &p) || p < 1 || p > 65535) {
+    *error = fmt::format("bad address '{}': expected HOST:PORT with a port in 1..65535", address);
+    return std::nullopt;
+  }
+  return fmt::format("tcp://{}:{}", host, p);
+}
+
+ParseResult parse_command_line(int argc, char** argv) {
+  ParseResult result;
+  PoolOptions o;
+  auto fail = [&](std::string message) {
+    result.error = std::move(message);
+    result.options.reset();
+    return result;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::optional<std::string> inline_value;
+    if (arg.rfind("--", 0) == 0) {
+      const auto eq = arg.find('=');
+      if (eq != std::string::npos) {
+        inline_value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+      }
+    }
+    if (arg == "-h" || arg == "--help") {
+      result.help = true;
+      return result;
+    }
+    if (arg == "--no-python") {
+      if (inline_value) return fail("--no-python takes no value");
+      o.no_python = true;
+      continue;
+    }
+    static const char* const kValued[] = {
+        "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
+        "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
+        "--cpu-affinity", "--available-accelerators"};
+    if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
+      return fail(fmt::format("unknown option '{}'", arg));
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return fail(fmt::format("{} needs a value", arg));
+    }
+    if (arg == "--address") {
+      o.address = value;
+    } else if (arg == "--pool-id") {
+      if (value.empty() || value.size() > 255) return fail("--pool-id must have 1 to 255 characters");
+      o.pool_id = value;
+    } else if (arg == "--block-id") {
+      o.block_id = value;
+    } else if (arg == "--workers") {
+      if (!parse_int(value, &o.workers) || o.workers < 1) return fail("--workers must be an integer >= 1");
+    } else if (arg == "--prefetch") {
+      if (!parse_int(value, &o.prefetch) || o.prefetch < 0) return fail("--prefetch must be an integer >= 0");
+    } else if (arg == "--python") {
+      if (value.empty()) return fail("--python must not be empty");
+      o.python = value;
+    } else if (arg == "--python-version") {
+      o.python_version = value;
+    } else if (arg == "--heartbeat-period") {
+      if (!parse_double(value, &o.heartbeat_period) || o.heartbeat_period <= 0)
+        return fail("--heartbeat-period must be a number of seconds > 0");
+    } else if (arg == "--heartbeat-threshold") {
+      if (!parse_double(value, &o.heartbeat_threshold) || o.heartbeat_threshold <= 0)
+        return fail("--heartbeat-threshold must be a number of seconds > 0");
+    } else if (arg == "--curve-server-key") {
+      o.curve_server_key_file = value;
+    } else if (arg == "--curve-client-keys") {
+      o.curve_client_keys_file = value;
+    } else if (arg == "--log") {
+      o.log_file = value;
+    } else if (arg == "--cpu-affinity") {
+      if (value != "none" && value != "block") return fail("--cpu-affinity must be 'none' or 'block'");
+      o.cpu_affinity = value;
+    } else if (arg == "--available-accelerators") {
+      o.accelerators.clear();
+      std::size_t start = 0;
+      while (start <= value.size()) {
+        const auto comma = value.find(',', start);
+        const std::string item = trim(value.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+        if (!item.empty()) o.accelerators.push_back(item);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      if (o.accelerators.empty()) return fail("--available-accelerators needs at least one accelerator");
+    } else {
+      return fail(fmt::format("unknown option '{}'", arg));
+    }
+  }
+  if (o.address.empty()) return fail("--address HOST:PORT is required");
+  if (!o.curve_client_keys_file.empty() && o.curve_server_key_file.empty())
+    return fail("--curve-client-keys needs --curve-server-key");
+  bool ipv6 = false;
+  std::string error;
+  if (!zmq_endpoint(o.address, &ipv6, &error)) return fail(error);
+  result.options = std::move(o);
+  return result;
+}
+
+int run_pool(PoolOptions options) {
+  mark_inherited_fds_cloexec();
+
+  // Before any thread exists: these signals become events of the main loop (signalfd) in
+  // every thread; SIGPIPE is ignored (socket writes use MSG_NOSIGNAL anyway).
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  if (int rc = pthread_sigmask(SIG_BLOCK, &set, nullptr); rc != 0) {
+    std::fprintf(stderr, "pervade-pool: pthread_sigmask: %s\n", os_error(rc).c_str());
+    return kExitError;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  Fd signal_fd(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!signal_fd.valid()) {
+    std::fprintf(stderr, "pervade-pool: signalfd: %s\n", os_error(errno).c_str());
+    return kExitError;
+  }
+
+  std::string error;
+  if (!logger().open(options.log_file, &error)) {
+    std::fprintf(stderr, "pervade-pool: %s\n", error.c_str());
+    return kExitUsage;
+  }
+
+  int status = kExitError;
+  {
+    Pool pool(std::move(options), signal_fd.get());
+    try {
+      status = pool.run();
+    } catch (const std::exception& e) {
+      log_error("fatal error: {}", e.what());
+      status = kExitError;
+    }
+    pool.teardown();
+  }
+  log_info("exiting with status {}", status);
+  return status;
+}
+
+}  // namespace pervade::pool

@@ -1,0 +1,60 @@
+#pragma once
+// pervade-pool: the per-node process of the HighThroughputExecutor (docs/protocol.md).
+//
+// It connects a ZeroMQ DEALER to the interchange, registers, starts Python workers
+// (`python -m pervade.worker`, one socketpair each), hands them Python tasks one at a time,
+// runs shell tasks itself on a thread pool, batches results back, keeps the link alive with
+// heartbeats, and replaces workers that die. See pool.cpp for the design notes.
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pervade::pool {
+
+// Exit statuses of pervade-pool.
+enum ExitStatus : int {
+  kExitOk = 0,              // DRAIN finished, SHUTDOWN, or the interchange went silent
+  kExitError = 1,           // an unexpected internal error (logged)
+  kExitUsage = 2,           // bad command line
+  kExitRefused = 3,         // the interchange answered REFUSED (the reason is logged)
+  kExitNoAnswer = 4,        // no answer to REGISTER within the heartbeat threshold
+  kExitBrokenWorkers = 5,   // workers keep dying before READY (broken Python environment)
+  kExitSignalBase = 128,    // killed by SIGTERM/SIGINT/SIGHUP: 128 + signal number, after cleanup
+};
+
+struct PoolOptions {
+  std::string address;   // HOST:PORT, [IPv6]:PORT, optionally with a tcp:// prefix
+  std::string pool_id;   // default: hostname-pid
+  std::string block_id = "0";
+  int workers = 0;       // 0: number of usable CPUs
+  int prefetch = 0;
+  std::string python = "python3";
+  bool no_python = false;
+  std::optional<std::string> python_version;  // what to register; default: ask the interpreter
+  double heartbeat_period = 30;
+  double heartbeat_threshold = 120;
+  std::string curve_server_key_file;
+  std::string curve_client_keys_file;
+  std::string log_file;  // empty: stderr
+  std::string cpu_affinity = "none";  // none | block
+  std::vector<std::string> accelerators;
+};
+
+struct ParseResult {
+  std::optional<PoolOptions> options;  // set when the command line is valid
+  bool help = false;                   // --help was given
+  std::string error;                   // why the command line is invalid
+};
+
+ParseResult parse_command_line(int argc, char** argv);
+std::string usage_text();
+
+// "host:port" -> "tcp://host:port". *ipv6 is set for bracketed IPv6 literals ("[::1]:5555").
+// Returns std::nullopt (and a reason in *error) for a malformed address.
+std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, std::string* error);
+
+// Runs the pool until it exits; returns the process exit status (ExitStatus).
+// Call from main() before any other thread exists (it blocks signals process-wide).
+int run_pool(PoolOptions options);
+
+}  // namespace pervade::pool

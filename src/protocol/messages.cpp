@@ -1,0 +1,694 @@
+// The msgpack codec of docs/protocol.md.
+//
+// Encoding: one msgpack array per message, the integer type first, then the fields in the
+// order of the doc. Bytes are msgpack bin, text is str, an absent optional is nil.
+//
+// Decoding is strict and never throws: the whole input must be exactly one msgpack value,
+// every field must have its documented msgpack type (bin only for bytes, str only for text,
+// integers in range), every array its documented length, and each decoder accepts only the
+// message types of its own direction. Field numbers in error messages are array indexes: the
+// type is element 0, so the first field is "field 1".
+//
+// msgpack-c preallocates arrays and maps from the element count in their header, before it
+// has seen the elements; unpack limits derived from the input size keep a forged count from
+// turning a few bytes of input into a huge allocation.
+#ifndef MSGPACK_NO_BOOST
+#define MSGPACK_NO_BOOST  // only the core msgpack API is used; no Boost adaptors
+#endif
+#include "protocol/messages.hpp"
+
+#include <msgpack.hpp>
+
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <utility>
+
+namespace pervade::protocol {
+namespace {
+
+// ------------------------------------------------------------------------------ type numbers
+// interchange <-> pool
+constexpr int kRegister = 1;
+constexpr int kPoolHeartbeat = 2;
+constexpr int kResults = 3;
+constexpr int kDrained = 4;
+constexpr int kRegistered = 101;
+constexpr int kRefused = 102;
+constexpr int kTasks = 103;
+constexpr int kInterchangeHeartbeat = 104;
+constexpr int kDrain = 105;
+constexpr int kShutdown = 106;
+// pool <-> worker
+constexpr int kWorkerTask = 1;
+constexpr int kWorkerReady = 2;
+constexpr int kWorkerResult = 3;
+constexpr int kWorkerExit = 4;
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+// ------------------------------------------------------------------------------ encoding
+// A msgpack output stream writing straight into the Bytes that encode() returns.
+struct StringStream {
+  Bytes out;
+  void write(const char* data, std::size_t size) { out.append(data, size); }
+};
+using Packer = msgpack::packer<StringStream>;
+
+void pack_bin(Packer& pk, const Bytes& b) {
+  if (b.size() > 0xffffffffu) throw std::length_error("pervade protocol: bin field longer than 4 GiB");
+  pk.pack_bin(static_cast<std::uint32_t>(b.size()));
+  pk.pack_bin_body(b.data(), static_cast<std::uint32_t>(b.size()));
+}
+void pack_str(Packer& pk, const std::string& s) {
+  if (s.size() > 0xffffffffu) throw std::length_error("pervade protocol: str field longer than 4 GiB");
+  pk.pack_str(static_cast<std::uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+}
+void pack_opt_bin(Packer& pk, const std::optional<Bytes>& b) {
+  if (b)
+    pack_bin(pk, *b);
+  else
+    pk.pack_nil();
+}
+void pack_array_header(Packer& pk, std::size_t n) {
+  if (n > 0xffffffffu) throw std::length_error("pervade protocol: array longer than 2^32-1 elements");
+  pk.pack_array(static_cast<std::uint32_t>(n));
+}
+void pack_bins(Packer& pk, const std::vector<Bytes>& v) {
+  pack_array_header(pk, v.size());
+  for (const auto& b : v) pack_bin(pk, b);
+}
+// Always a float 64. msgpack-c's pack_double writes integral values as msgpack integers (and
+// -0.0 as 0), but the doc's float fields are floats on the wire.
+void pack_float64(StringStream& s, double d) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  char buf[9];
+  buf[0] = static_cast<char>(0xcb);
+  for (int i = 0; i < 8; ++i) buf[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
+  s.write(buf, sizeof buf);
+}
+void pack_empty(Packer& pk, int type) {
+  pk.pack_array(1);
+  pk.pack_int(type);
+}
+
+std::size_t task_size_hint(const Bytes& fn_hash, const std::optional<Bytes>& fn, const Bytes& payload,
+                           const std::vector<Bytes>& inputs) {
+  std::size_t n = 32 + fn_hash.size() + (fn ? fn->size() : 0) + payload.size();
+  for (const auto& b : inputs) n += 5 + b.size();
+  return n;
+}
+
+// ------------------------------------------------------------------------------ decoding
+using msgpack::object;
+namespace mtype = msgpack::type;
+
+struct DecodeError {
+  std::string why;
+};
+[[noreturn]] void fail(std::string why) { throw DecodeError{std::move(why)}; }
+
+// Where a field sits, for error messages; formatted only when a field is wrong.
+struct Where {
+  const char* msg;             // "REGISTER"
+  const char* item = nullptr;  // "task" for an element of a list of records, or nullptr
+  std::size_t index = 0;       // which element
+};
+std::string describe(const Where& w, std::size_t field) {
+  std::string s = "field " + std::to_string(field) + " of " + w.msg;
+  if (w.item) s += std::string(" ") + w.item + " " + std::to_string(w.index);
+  return s;
+}
+[[noreturn]] void wrong_type(const Where& w, std::size_t field, const char* expected) {
+  fail(describe(w, field) + ": expected " + expected);
+}
+
+const object& at(const msgpack::object_array& a, std::size_t i) { return a.ptr[i]; }
+
+std::string get_str(const object& o, const Where& w, std::size_t f) {
+  if (o.type != mtype::STR) wrong_type(w, f, "str");
+  return std::string(o.via.str.ptr, o.via.str.size);
+}
+Bytes get_bin(const object& o, const Where& w, std::size_t f) {
+  if (o.type != mtype::BIN) wrong_type(w, f, "bin");
+  return Bytes(o.via.bin.ptr, o.via.bin.size);
+}
+std::optional<Bytes> get_opt_bin(const object& o, const Where& w, std::size_t f) {
+  if (o.type == mtype::NIL) return std::nullopt;
+  if (o.type != mtype::BIN) wrong_type(w, f, "bin or nil");
+  return Bytes(o.via.bin.ptr, o.via.bin.size);
+}
+int get_int(const object& o, const Where& w, std::size_t f) {
+  if (o.type == mtype::POSITIVE_INTEGER) {
+    if (o.via.u64 > static_cast<std::uint64_t>(INT_MAX)) wrong_type(w, f, "int in 32-bit range");
+    return static_cast<int>(o.via.u64);
+  }
+  if (o.type == mtype::NEGATIVE_INTEGER) {
+    if (o.via.i64 < static_cast<std::int64_t>(INT_MIN)) wrong_type(w, f, "int in 32-bit range");
+    return static_cast<int>(o.via.i64);
+  }
+  wrong_type(w, f, "int");
+}
+std::uint64_t get_uint(const object& o, const Where& w, std::size_t f) {
+  if (o.type != mtype::POSITIVE_INTEGER) wrong_type(w, f, "uint");
+  return o.via.u64;
+}
+// A float field also takes an integer: 30 and 30.0 mean the same number of seconds.
+double get_float(const object& o, const Where& w, std::size_t f) {
+  switch (o.type) {
+    case mtype::FLOAT32:
+    case mtype::FLOAT64:
+      return o.via.f64;
+    case mtype::POSITIVE_INTEGER:
+      return static_cast<double>(o.via.u64);
+    case mtype::NEGATIVE_INTEGER:
+      return static_cast<double>(o.via.i64);
+    default:
+      wrong_type(w, f, "float");
+  }
+}
+bool get_bool(const object& o, const Where& w, std::size_t f) {
+  if (o.type != mtype::BOOLEAN) wrong_type(w, f, "bool");
+  return o.via.boolean;
+}
+const msgpack::object_array& get_array(const object& o, const Where& w, std::size_t f) {
+  if (o.type != mtype::ARRAY) wrong_type(w, f, "array");
+  return o.via.array;
+}
+// One record of a list field (a task of TASKS, a result of RESULTS): an array of n.
+const msgpack::object_array& get_record(const object& o, const Where& w, std::size_t n) {
+  if (o.type != mtype::ARRAY || o.via.array.size != n)
+    fail(std::string(w.msg) + " " + w.item + " " + std::to_string(w.index) + ": expected array of " +
+         std::to_string(n));
+  return o.via.array;
+}
+std::vector<Bytes> get_bins(const object& o, const Where& w, std::size_t f) {
+  const auto& a = get_array(o, w, f);
+  std::vector<Bytes> out;
+  out.reserve(a.size);
+  for (std::size_t i = 0; i < a.size; ++i) {
+    if (at(a, i).type != mtype::BIN)
+      fail(describe(w, f) + ", element " + std::to_string(i) + ": expected bin");
+    out.emplace_back(at(a, i).via.bin.ptr, at(a, i).via.bin.size);
+  }
+  return out;
+}
+
+// Reference str/bin/ext bodies in the input instead of copying them into the zone: the
+// input outlives the object tree, and the fields are copied once, into the result.
+bool reference_all(mtype::object_type, std::size_t, void*) { return true; }
+
+// Unpacks exactly one msgpack value filling [data, data + size).
+msgpack::object_handle unpack_one(const char* data, std::size_t size) {
+  if (size == 0 || data == nullptr) fail("empty input");
+  // Every array element and map entry takes at least one byte of input, and no message nests
+  // deeper than 4; these limits bound what a forged header can make msgpack-c allocate.
+  const msgpack::unpack_limit limit(/*array=*/size, /*map=*/size / 2, /*str=*/size, /*bin=*/size, /*ext=*/size,
+                                    /*depth=*/16);
+  std::size_t offset = 0;
+  msgpack::object_handle handle;
+  try {
+    msgpack::unpack(handle, data, size, offset, reference_all, nullptr, limit);
+  } catch (const msgpack::insufficient_bytes&) {
+    fail("truncated msgpack");
+  } catch (const std::bad_alloc&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(std::string("bad msgpack: ") + e.what());
+  }
+  if (offset != size) fail(std::to_string(size - offset) + " trailing bytes after the message");
+  return handle;
+}
+
+// The message array: [type, fields...]. Returns the type number.
+std::int64_t message_type(const object& o) {
+  if (o.type != mtype::ARRAY) fail("not an array");
+  if (o.via.array.size == 0) fail("empty array");
+  const object& t = o.via.array.ptr[0];
+  if (t.type == mtype::POSITIVE_INTEGER)
+    return t.via.u64 > static_cast<std::uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<std::int64_t>(t.via.u64);
+  if (t.type == mtype::NEGATIVE_INTEGER) return t.via.i64;
+  fail("message type: expected int");
+}
+
+// The fields of a top-level message, after checking its arity.
+const msgpack::object_array& fields(const object& o, const char* name, std::size_t n_fields) {
+  const auto& a = o.via.array;
+  if (a.size != n_fields + 1)
+    fail(std::string(name) + ": expected " + std::to_string(n_fields) + (n_fields == 1 ? " field" : " fields") +
+         ", got " + std::to_string(a.size - 1));
+  return a;
+}
+
+const char* link1_name(std::int64_t t) {
+  switch (t) {
+    case kRegister: return "REGISTER";
+    case kPoolHeartbeat: return "HEARTBEAT";
+    case kResults: return "RESULTS";
+    case kDrained: return "DRAINED";
+    case kRegistered: return "REGISTERED";
+    case kRefused: return "REFUSED";
+    case kTasks: return "TASKS";
+    case kInterchangeHeartbeat: return "HEARTBEAT";
+    case kDrain: return "DRAIN";
+    case kShutdown: return "SHUTDOWN";
+    default: return nullptr;
+  }
+}
+const char* link2_name(std::int64_t t) {
+  switch (t) {
+    case kWorkerTask: return "TASK";
+    case kWorkerReady: return "READY";
+    case kWorkerResult: return "RESULT";
+    case kWorkerExit: return "EXIT";
+    default: return nullptr;
+  }
+}
+[[noreturn]] void unexpected_type(std::int64_t t, const char* name, const char* direction) {
+  if (name == nullptr) fail("unknown type " + std::to_string(t));
+  fail("type " + std::to_string(t) + " (" + name + ") is not a " + direction + " message");
+}
+
+// Runs a decoder body, turning every failure into nullopt plus a reason.
+template <class T, class Body>
+std::optional<T> guarded(std::string* error, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const DecodeError& e) {
+    if (error) *error = e.why;
+  } catch (const std::bad_alloc&) {
+    if (error) *error = "out of memory";
+  } catch (const std::exception& e) {
+    if (error) *error = std::string("decode failed: ") + e.what();
+  } catch (...) {
+    if (error) *error = "decode failed";
+  }
+  return std::nullopt;
+}
+
+Register decode_register(const object& o) {
+  const auto& a = o.via.array;
+  const Where w{"REGISTER"};
+  Register r;
+  if (a.size < 2) fail("REGISTER: expected 8 fields, got " + std::to_string(a.size - 1));
+  r.protocol_version = get_int(at(a, 1), w, 1);
+  if (r.protocol_version != kProtocolVersion) {
+    // Another protocol version may lay REGISTER out differently. Keep whatever still reads
+    // as version 1 would, so the interchange can REFUSE the pool naming both versions
+    // instead of dropping it as garbage.
+    auto str_or_empty = [&](std::size_t i) {
+      return i < a.size && at(a, i).type == mtype::STR ? std::string(at(a, i).via.str.ptr, at(a, i).via.str.size)
+                                                       : std::string();
+    };
+    r.pervade_version = str_or_empty(2);
+    r.python_version = str_or_empty(3);
+    r.pool_id = str_or_empty(4);
+    r.block_id = str_or_empty(5);
+    r.hostname = str_or_empty(6);
+    return r;
+  }
+  fields(o, "REGISTER", 8);
+  r.pervade_version = get_str(at(a, 2), w, 2);
+  r.python_version = get_str(at(a, 3), w, 3);
+  r.pool_id = get_str(at(a, 4), w, 4);
+  r.block_id = get_str(at(a, 5), w, 5);
+  r.hostname = get_str(at(a, 6), w, 6);
+  r.worker_count = get_int(at(a, 7), w, 7);
+  r.prefetch = get_int(at(a, 8), w, 8);
+  return r;
+}
+
+Results decode_results(const object& o) {
+  const auto& a = fields(o, "RESULTS", 1);
+  const auto& list = get_array(at(a, 1), Where{"RESULTS"}, 1);
+  Results r;
+  r.results.reserve(list.size);
+  for (std::size_t i = 0; i < list.size; ++i) {
+    const Where w{"RESULTS", "result", i};
+    const auto& item = get_record(at(list, i), w, 3);
+    TaskResult t;
+    t.task_id = get_uint(at(item, 0), w, 0);
+    t.status = get_int(at(item, 1), w, 1);
+    t.payload = get_bin(at(item, 2), w, 2);
+    r.results.push_back(std::move(t));
+  }
+  return r;
+}
+
+Tasks decode_tasks(const object& o) {
+  const auto& a = fields(o, "TASKS", 1);
+  const auto& list = get_array(at(a, 1), Where{"TASKS"}, 1);
+  Tasks r;
+  r.tasks.reserve(list.size);
+  for (std::size_t i = 0; i < list.size; ++i) {
+    const Where w{"TASKS", "task", i};
+    const auto& item = get_record(at(list, i), w, 6);
+    Task t;
+    t.task_id = get_uint(at(item, 0), w, 0);
+    t.kind = get_int(at(item, 1), w, 1);
+    t.fn_hash = get_bin(at(item, 2), w, 2);
+    t.fn = get_opt_bin(at(item, 3), w, 3);
+    t.payload = get_bin(at(item, 4), w, 4);
+    t.inputs = get_bins(at(item, 5), w, 5);
+    r.tasks.push_back(std::move(t));
+  }
+  return r;
+}
+
+}  // namespace
+
+// ================================================================================ encoders
+Bytes encode(const PoolMessage& m) {
+  StringStream s;
+  Packer pk(s);
+  std::visit(Overloaded{
+                 [&](const Register& r) {
+                   pk.pack_array(9);
+                   pk.pack_int(kRegister);
+                   pk.pack_int(r.protocol_version);
+                   pack_str(pk, r.pervade_version);
+                   pack_str(pk, r.python_version);
+                   pack_str(pk, r.pool_id);
+                   pack_str(pk, r.block_id);
+                   pack_str(pk, r.hostname);
+                   pk.pack_int(r.worker_count);
+                   pk.pack_int(r.prefetch);
+                 },
+                 [&](const Heartbeat&) { pack_empty(pk, kPoolHeartbeat); },
+                 [&](const Results& r) {
+                   std::size_t hint = 16;
+                   for (const auto& t : r.results) hint += 24 + t.payload.size();
+                   s.out.reserve(hint);
+                   pk.pack_array(2);
+                   pk.pack_int(kResults);
+                   pack_array_header(pk, r.results.size());
+                   for (const auto& t : r.results) {
+                     pk.pack_array(3);
+                     pk.pack_uint64(t.task_id);
+                     pk.pack_int(t.status);
+                     pack_bin(pk, t.payload);
+                   }
+                 },
+                 [&](const Drained&) { pack_empty(pk, kDrained); },
+             },
+             m);
+  return std::move(s.out);
+}
+
+Bytes encode(const InterchangeMessage& m) {
+  StringStream s;
+  Packer pk(s);
+  std::visit(Overloaded{
+                 [&](const Registered& r) {
+                   pk.pack_array(3);
+                   pk.pack_int(kRegistered);
+                   pack_float64(s, r.heartbeat_period);
+                   pack_float64(s, r.heartbeat_threshold);
+                 },
+                 [&](const Refused& r) {
+                   pk.pack_array(2);
+                   pk.pack_int(kRefused);
+                   pack_str(pk, r.reason);
+                 },
+                 [&](const Tasks& r) {
+                   std::size_t hint = 16;
+                   for (const auto& t : r.tasks) hint += task_size_hint(t.fn_hash, t.fn, t.payload, t.inputs);
+                   s.out.reserve(hint);
+                   pk.pack_array(2);
+                   pk.pack_int(kTasks);
+                   pack_array_header(pk, r.tasks.size());
+                   for (const auto& t : r.tasks) {
+                     pk.pack_array(6);
+                     pk.pack_uint64(t.task_id);
+                     pk.pack_int(t.kind);
+                     pack_bin(pk, t.fn_hash);
+                     pack_opt_bin(pk, t.fn);
+                     pack_bin(pk, t.payload);
+                     pack_bins(pk, t.inputs);
+                   }
+                 },
+                 [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
+                 [&](const Drain&) { pack_empty(pk, kDrain); },
+                 [&](const Shutdown&) { pack_empty(pk, kShutdown); },
+             },
+             m);
+  return std::move(s.out);
+}
+
+Bytes encode(const ToWorker& m) {
+  StringStream s;
+  Packer pk(s);
+  std::visit(Overloaded{
+                 [&](const WorkerTask& t) {
+                   s.out.reserve(task_size_hint(t.fn_hash, t.fn, t.payload, t.inputs));
+                   pk.pack_array(6);
+                   pk.pack_int(kWorkerTask);
+                   pk.pack_uint64(t.task_id);
+                   pack_bin(pk, t.fn_hash);
+                   pack_opt_bin(pk, t.fn);
+                   pack_bin(pk, t.payload);
+                   pack_bins(pk, t.inputs);
+                 },
+                 [&](const WorkerExit&) { pack_empty(pk, kWorkerExit); },
+             },
+             m);
+  return std::move(s.out);
+}
+
+Bytes encode(const FromWorker& m) {
+  StringStream s;
+  Packer pk(s);
+  std::visit(Overloaded{
+                 [&](const WorkerReady& r) {
+                   pk.pack_array(3);
+                   pk.pack_int(kWorkerReady);
+                   pk.pack_int(r.rank);
+                   pk.pack_int(r.pid);
+                 },
+                 [&](const WorkerResult& r) {
+                   s.out.reserve(24 + r.payload.size());
+                   pk.pack_array(4);
+                   pk.pack_int(kWorkerResult);
+                   pk.pack_uint64(r.task_id);
+                   pk.pack_int(r.status);
+                   pack_bin(pk, r.payload);
+                 },
+             },
+             m);
+  return std::move(s.out);
+}
+
+// ================================================================================ decoders
+std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error) {
+  return guarded<PoolMessage>(error, [&]() -> PoolMessage {
+    const auto handle = unpack_one(data, size);
+    const object& o = handle.get();
+    const std::int64_t type = message_type(o);
+    switch (type) {
+      case kRegister:
+        return decode_register(o);
+      case kPoolHeartbeat:
+        fields(o, "HEARTBEAT", 0);
+        return Heartbeat{};
+      case kResults:
+        return decode_results(o);
+      case kDrained:
+        fields(o, "DRAINED", 0);
+        return Drained{};
+      default:
+        unexpected_type(type, link1_name(type), "pool -> interchange");
+    }
+  });
+}
+
+std::optional<InterchangeMessage> decode_interchange_message(const char* data, std::size_t size, std::string* error) {
+  return guarded<InterchangeMessage>(error, [&]() -> InterchangeMessage {
+    const auto handle = unpack_one(data, size);
+    const object& o = handle.get();
+    const std::int64_t type = message_type(o);
+    switch (type) {
+      case kRegistered: {
+        const auto& a = fields(o, "REGISTERED", 2);
+        const Where w{"REGISTERED"};
+        Registered r;
+        r.heartbeat_period = get_float(at(a, 1), w, 1);
+        r.heartbeat_threshold = get_float(at(a, 2), w, 2);
+        return r;
+      }
+      case kRefused: {
+        const auto& a = fields(o, "REFUSED", 1);
+        return Refused{get_str(at(a, 1), Where{"REFUSED"}, 1)};
+      }
+      case kTasks:
+        return decode_tasks(o);
+      case kInterchangeHeartbeat:
+        fields(o, "HEARTBEAT", 0);
+        return Heartbeat{};
+      case kDrain:
+        fields(o, "DRAIN", 0);
+        return Drain{};
+      case kShutdown:
+        fields(o, "SHUTDOWN", 0);
+        return Shutdown{};
+      default:
+        unexpected_type(type, link1_name(type), "interchange -> pool");
+    }
+  });
+}
+
+std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error) {
+  return guarded<ToWorker>(error, [&]() -> ToWorker {
+    const auto handle = unpack_one(data, size);
+    const object& o = handle.get();
+    const std::int64_t type = message_type(o);
+    switch (type) {
+      case kWorkerTask: {
+        const auto& a = fields(o, "TASK", 5);
+        const Where w{"TASK"};
+        WorkerTask t;
+        t.task_id = get_uint(at(a, 1), w, 1);
+        t.fn_hash = get_bin(at(a, 2), w, 2);
+        t.fn = get_opt_bin(at(a, 3), w, 3);
+        t.payload = get_bin(at(a, 4), w, 4);
+        t.inputs = get_bins(at(a, 5), w, 5);
+        return t;
+      }
+      case kWorkerExit:
+        fields(o, "EXIT", 0);
+        return WorkerExit{};
+      default:
+        unexpected_type(type, link2_name(type), "pool -> worker");
+    }
+  });
+}
+
+std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size, std::string* error) {
+  return guarded<FromWorker>(error, [&]() -> FromWorker {
+    const auto handle = unpack_one(data, size);
+    const object& o = handle.get();
+    const std::int64_t type = message_type(o);
+    switch (type) {
+      case kWorkerReady: {
+        const auto& a = fields(o, "READY", 2);
+        const Where w{"READY"};
+        WorkerReady r;
+        r.rank = get_int(at(a, 1), w, 1);
+        r.pid = get_int(at(a, 2), w, 2);
+        return r;
+      }
+      case kWorkerResult: {
+        const auto& a = fields(o, "RESULT", 3);
+        const Where w{"RESULT"};
+        WorkerResult r;
+        r.task_id = get_uint(at(a, 1), w, 1);
+        r.status = get_int(at(a, 2), w, 2);
+        r.payload = get_bin(at(a, 3), w, 3);
+        return r;
+      }
+      default:
+        unexpected_type(type, link2_name(type), "worker -> pool");
+    }
+  });
+}
+
+// ================================================================================ shell payloads
+Bytes encode_shell_payload(const ShellPayload& p) {
+  StringStream s;
+  Packer pk(s);
+  pk.pack_array(6);
+  pack_str(pk, p.command);
+  pack_str(pk, p.stdout_path);
+  pk.pack(p.stdout_append);
+  pack_str(pk, p.stderr_path);
+  pk.pack(p.stderr_append);
+  pack_float64(s, p.walltime);
+  return std::move(s.out);
+}
+
+std::optional<ShellPayload> decode_shell_payload(const char* data, std::size_t size) {
+  return guarded<ShellPayload>(nullptr, [&]() -> ShellPayload {
+    const auto handle = unpack_one(data, size);
+    const object& o = handle.get();
+    const Where w{"shell payload"};
+    if (o.type != mtype::ARRAY) fail("not an array");
+    const auto& a = o.via.array;
+    if (a.size != 6) fail("shell payload: expected 6 elements");
+    ShellPayload p;
+    p.command = get_str(at(a, 0), w, 0);
+    p.stdout_path = get_str(at(a, 1), w, 1);
+    p.stdout_append = get_bool(at(a, 2), w, 2);
+    p.stderr_path = get_str(at(a, 3), w, 3);
+    p.stderr_append = get_bool(at(a, 4), w, 4);
+    p.walltime = get_float(at(a, 5), w, 5);
+    return p;
+  });
+}
+
+Bytes encode_exit_code(int code) {
+  StringStream s;
+  Packer pk(s);
+  pk.pack_int(code);
+  return std::move(s.out);
+}
+
+std::optional<int> decode_exit_code(const char* data, std::size_t size) {
+  return guarded<int>(nullptr, [&]() -> int {
+    const auto handle = unpack_one(data, size);
+    return get_int(handle.get(), Where{"exit code"}, 0);
+  });
+}
+
+// ================================================================================ framing
+Bytes frame(const Bytes& body) {
+  if (body.size() > 0xffffffffu) throw std::length_error("pervade protocol: frame longer than 4 GiB");
+  const auto n = static_cast<std::uint32_t>(body.size());
+  Bytes out;
+  out.reserve(4 + body.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  out += body;
+  return out;
+}
+
+bool FrameReader::next(Bytes* out, bool* broken) {
+  if (broken) *broken = false;
+  const std::size_t avail = buffer_.size() - offset_;
+  if (avail >= 4) {
+    const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + offset_);
+    const std::size_t len = std::size_t{p[0]} | std::size_t{p[1]} << 8 | std::size_t{p[2]} << 16 |
+                            std::size_t{p[3]} << 24;
+    if (len > max_frame_) {
+      if (broken) *broken = true;  // stays broken: offset_ does not move past the bad prefix
+      return false;
+    }
+    const std::size_t need = 4 + len;
+    if (avail >= need) {
+      out->assign(buffer_, offset_ + 4, len);
+      offset_ += need;
+      if (offset_ == buffer_.size()) {
+        buffer_.clear();
+        offset_ = 0;
+      } else if (offset_ > buffer_.size() / 2) {
+        buffer_.erase(0, offset_);
+        offset_ = 0;
+      }
+      return true;
+    }
+  }
+  // Incomplete: drop the consumed prefix so the buffer holds only the partial frame.
+  if (offset_ > 0) {
+    buffer_.erase(0, offset_);
+    offset_ = 0;
+  }
+  return false;
+}
+
+}  // namespace pervade::protocol

@@ -1,0 +1,136 @@
+#pragma once
+// The typed messages of docs/protocol.md and their msgpack codec. Any thread; no state.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace pervade::protocol {
+
+constexpr int kProtocolVersion = 1;
+
+using Bytes = std::string;  // msgpack bin: opaque bytes
+
+// ---------------------------------------------------------------- pool -> interchange
+struct Register {
+  int protocol_version = kProtocolVersion;
+  std::string pervade_version;
+  std::string python_version;  // "3.11.7"; empty when the pool runs no Python workers
+  std::string pool_id;
+  std::string block_id;
+  std::string hostname;
+  int worker_count = 0;
+  int prefetch = 0;
+};
+struct Heartbeat {};
+struct TaskResult {
+  std::uint64_t task_id = 0;
+  int status = 0;  // kStatus*
+  Bytes payload;
+};
+struct Results {
+  std::vector<TaskResult> results;
+};
+struct Drained {};
+
+// ---------------------------------------------------------------- interchange -> pool
+struct Registered {
+  double heartbeat_period = 30;
+  double heartbeat_threshold = 120;
+};
+struct Refused {
+  std::string reason;
+};
+struct Task {
+  std::uint64_t task_id = 0;
+  int kind = 0;  // kKind*
+  Bytes fn_hash;
+  std::optional<Bytes> fn;  // present the first time this pool sees fn_hash
+  Bytes payload;
+  std::vector<Bytes> inputs;
+};
+struct Tasks {
+  std::vector<Task> tasks;
+};
+struct Drain {};
+struct Shutdown {};
+
+// ---------------------------------------------------------------- pool <-> worker
+struct WorkerTask {
+  std::uint64_t task_id = 0;
+  Bytes fn_hash;
+  std::optional<Bytes> fn;
+  Bytes payload;
+  std::vector<Bytes> inputs;
+};
+struct WorkerReady {
+  int rank = 0;
+  int pid = 0;
+};
+struct WorkerResult {
+  std::uint64_t task_id = 0;
+  int status = 0;
+  Bytes payload;
+};
+struct WorkerExit {};
+
+constexpr int kKindPython = 0;
+constexpr int kKindShell = 1;
+constexpr int kStatusOk = 0;
+constexpr int kStatusException = 1;
+constexpr int kStatusWorkerLost = 2;
+
+using PoolMessage = std::variant<Register, Heartbeat, Results, Drained>;
+using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown>;
+using ToWorker = std::variant<WorkerTask, WorkerExit>;
+using FromWorker = std::variant<WorkerReady, WorkerResult>;
+
+// Encoders return the msgpack bytes of one message (one ZeroMQ frame / one local-link frame
+// body, without the length prefix).
+Bytes encode(const PoolMessage& m);
+Bytes encode(const InterchangeMessage& m);
+Bytes encode(const ToWorker& m);
+Bytes encode(const FromWorker& m);
+
+// Decoders never throw: malformed or unknown input gives std::nullopt (with the reason in
+// *error when given).
+std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error = nullptr);
+std::optional<InterchangeMessage> decode_interchange_message(const char* data, std::size_t size,
+                                                             std::string* error = nullptr);
+std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error = nullptr);
+std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size, std::string* error = nullptr);
+
+// Shell task payloads (kind 1).
+struct ShellPayload {
+  std::string command;
+  std::string stdout_path;
+  bool stdout_append = true;
+  std::string stderr_path;
+  bool stderr_append = true;
+  double walltime = 0;
+};
+Bytes encode_shell_payload(const ShellPayload& p);
+std::optional<ShellPayload> decode_shell_payload(const char* data, std::size_t size);
+Bytes encode_exit_code(int code);
+std::optional<int> decode_exit_code(const char* data, std::size_t size);
+
+// Local-link framing: 4-byte little-endian length, then the body.
+Bytes frame(const Bytes& body);
+// Appends incoming bytes and extracts complete frames. A frame longer than max_frame is an
+// error (the peer is broken): extract() then returns false.
+class FrameReader {
+ public:
+  explicit FrameReader(std::size_t max_frame = std::size_t{1} << 31) : max_frame_(max_frame) {}
+  void feed(const char* data, std::size_t size) { buffer_.append(data, size); }
+  // Moves the next complete frame body into *out; false if none is complete yet.
+  // Sets *broken if the length prefix exceeds max_frame.
+  bool next(Bytes* out, bool* broken);
+
+ private:
+  std::size_t max_frame_;
+  Bytes buffer_;
+  std::size_t offset_ = 0;
+};
+
+}  // namespace pervade::protocol

@@ -1,0 +1,233 @@
+// The interchange's dispatcher driven directly: fake pools are identities that send typed
+// messages; time is a variable. No sockets, no sleeps.
+#include <gtest/gtest.h>
+
+#include "interchange/dispatcher.hpp"
+
+using namespace pervade;
+using namespace pervade::interchange;
+using namespace std::chrono_literals;
+
+namespace {
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  DispatcherTest() : d(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7}) {}
+
+  void register_pool(const std::string& identity, int workers, int prefetch = 0, std::string python = "3.11.2") {
+    protocol::Register r;
+    r.pervade_version = "0.1.0";
+    r.python_version = std::move(python);
+    r.pool_id = identity;
+    r.block_id = "0";
+    r.hostname = "localhost";
+    r.worker_count = workers;
+    r.prefetch = prefetch;
+    d.on_message(identity, r, now);
+  }
+
+  DispatchTask task(std::uint64_t id, int priority = 0) {
+    DispatchTask t;
+    t.task_id = id;
+    t.fn_hash = "h";
+    t.payload = "p" + std::to_string(id);
+    t.priority = priority;
+    return t;
+  }
+
+  // Task ids sent to `identity` in TASKS messages since the last call.
+  std::vector<std::uint64_t> sent_to(const std::string& identity) {
+    std::vector<std::uint64_t> ids;
+    for (auto& [to, m] : d.take_outbox())
+      if (to == identity)
+        if (auto* t = std::get_if<protocol::Tasks>(&m))
+          for (auto& x : t->tasks) ids.push_back(x.task_id);
+    return ids;
+  }
+
+  void result(const std::string& identity, std::uint64_t id, int status = protocol::kStatusOk) {
+    d.on_message(identity, protocol::Results{{protocol::TaskResult{id, status, "r"}}}, now);
+  }
+
+  TimePoint now{};
+  Dispatcher d;
+};
+
+TEST_F(DispatcherTest, RegisteredPoolGetsTasksUpToCapacity) {
+  register_pool("a", 2, 1);
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<protocol::Registered>(out[0].second));
+  for (std::uint64_t i = 0; i < 5; ++i) d.submit(task(i), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0, 1, 2}));
+  EXPECT_EQ(d.queued(), 2u);
+  EXPECT_EQ(d.in_flight(), 3u);
+  result("a", 1);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{3}));
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].task_id, 1u);
+  EXPECT_EQ(done[0].payload, "r");
+}
+
+TEST_F(DispatcherTest, TasksWaitForAPool) {
+  for (std::uint64_t i = 0; i < 3; ++i) d.submit(task(i), now);
+  EXPECT_TRUE(d.take_outbox().empty());
+  register_pool("a", 4);
+  EXPECT_EQ(sent_to("a").size(), 3u);
+}
+
+TEST_F(DispatcherTest, PriorityThenFifo) {
+  d.submit(task(0, 5), now);
+  d.submit(task(1, 1), now);
+  d.submit(task(2, 5), now);
+  d.submit(task(3, 1), now);
+  register_pool("a", 4);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{1, 3, 0, 2}));
+}
+
+TEST_F(DispatcherTest, FunctionBytesGoOncePerPool) {
+  d.add_function("h", "FN");
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.take_outbox();
+  for (std::uint64_t i = 0; i < 4; ++i) d.submit(task(i), now);
+  int with_fn = 0, without_fn = 0;
+  auto count = [&] {
+    for (auto& [to, m] : d.take_outbox())
+      if (auto* t = std::get_if<protocol::Tasks>(&m))
+        for (auto& x : t->tasks) (x.fn ? with_fn : without_fn)++;
+  };
+  count();
+  result("a", 0);
+  result("a", 1);
+  result("b", 0);
+  result("b", 1);
+  count();
+  EXPECT_EQ(with_fn, 2) << "each pool gets the function bytes with its first task only";
+  EXPECT_EQ(without_fn, 2);
+}
+
+TEST_F(DispatcherTest, ResultsFromTheWrongPoolAreIgnored) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.submit(task(0), now);
+  d.take_outbox();
+  const std::string holder = d.pools(now)[0].in_flight ? "a" : "b";
+  const std::string other = holder == "a" ? "b" : "a";
+  result(other, 0);
+  EXPECT_TRUE(d.take_completed().empty());
+  result(holder, 0);
+  EXPECT_EQ(d.take_completed().size(), 1u);
+}
+
+TEST_F(DispatcherTest, SpreadsOverPools) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.take_outbox();
+  int a = 0, b = 0;
+  for (std::uint64_t i = 0; i < 200; ++i) {
+    d.submit(task(i), now);
+    for (auto& [to, m] : d.take_outbox()) {
+      (to == "a" ? a : b)++;
+      result(to, i);
+    }
+  }
+  EXPECT_GT(a, 40);
+  EXPECT_GT(b, 40);
+}
+
+TEST_F(DispatcherTest, VersionMismatchIsRefusedWithBothVersions) {
+  register_pool("old", 1, 0, "3.9.1");
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  auto* refused = std::get_if<protocol::Refused>(&out[0].second);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_NE(refused->reason.find("3.9.1"), std::string::npos) << refused->reason;
+  EXPECT_NE(refused->reason.find("3.11.7"), std::string::npos) << refused->reason;
+  auto events = d.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, PoolEvent::refused);
+  d.submit(task(0), now);
+  EXPECT_TRUE(d.take_outbox().empty()) << "a refused pool gets no task";
+
+  protocol::Register wrong;
+  wrong.protocol_version = 99;
+  wrong.worker_count = 1;
+  d.on_message("future", wrong, now);
+  out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<protocol::Refused>(out[0].second));
+}
+
+TEST_F(DispatcherTest, ShellPoolsWithoutPythonAreAccepted) {
+  register_pool("native", 2, 0, "");
+  EXPECT_EQ(d.pools(now).size(), 1u);
+}
+
+TEST_F(DispatcherTest, SilentPoolIsLostAndItsTasksFailWithManagerLost) {
+  register_pool("a", 2);
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  d.take_outbox();
+  now += 10s;
+  d.tick(now);
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<protocol::Heartbeat>(out[0].second)) << "heartbeat after a period of silence";
+  d.on_message("a", protocol::Heartbeat{}, now);
+  now += 29s;
+  d.tick(now);
+  EXPECT_TRUE(d.take_completed().empty()) << "heard from 29 s ago: still alive";
+  now += 2s;
+  d.tick(now);
+  auto lost = d.take_completed();
+  ASSERT_EQ(lost.size(), 2u);
+  EXPECT_TRUE(lost[0].manager_lost);
+  EXPECT_NE(lost[0].payload.find("sent nothing"), std::string::npos);
+  EXPECT_TRUE(d.pools(now).empty());
+  EXPECT_EQ(d.take_events().back().kind, PoolEvent::lost);
+  result("a", 0);  // a late result from the lost pool changes nothing
+  EXPECT_TRUE(d.take_completed().empty());
+}
+
+TEST_F(DispatcherTest, HoldAndDrain) {
+  register_pool("a", 1);
+  d.take_outbox();
+  EXPECT_TRUE(d.hold("a", true));
+  d.submit(task(0), now);
+  EXPECT_TRUE(sent_to("a").empty());
+  EXPECT_TRUE(d.hold("a", false));
+  d.tick(now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0}));
+  EXPECT_TRUE(d.drain("a"));
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<protocol::Drain>(out[0].second));
+  d.submit(task(1), now);
+  EXPECT_TRUE(sent_to("a").empty()) << "a draining pool gets no new task";
+  result("a", 0);
+  d.on_message("a", protocol::Drained{}, now);
+  EXPECT_TRUE(d.pools(now).empty());
+  EXPECT_FALSE(d.drain("nope"));
+}
+
+TEST_F(DispatcherTest, PoolInfoReportsIdleTime) {
+  register_pool("a", 1);
+  now += 5s;
+  auto info = d.pools(now);
+  ASSERT_EQ(info.size(), 1u);
+  EXPECT_DOUBLE_EQ(info[0].idle_seconds, 5.0);
+  d.submit(task(0), now);
+  EXPECT_EQ(d.pools(now)[0].in_flight, 1u);
+  EXPECT_EQ(d.pools(now)[0].idle_seconds, 0.0);
+}
+
+TEST_F(DispatcherTest, MessagesFromUnregisteredIdentitiesAreIgnored) {
+  d.on_message("ghost", protocol::Results{{protocol::TaskResult{0, 0, "x"}}}, now);
+  d.on_message("ghost", protocol::Heartbeat{}, now);
+  EXPECT_TRUE(d.take_completed().empty());
+  EXPECT_TRUE(d.take_outbox().empty());
+}
+
+}  // namespace

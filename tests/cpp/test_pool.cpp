@@ -1,0 +1,1123 @@
+// Tests for pervade-pool (src/pool): the REAL binary runs against a fake interchange (a ZeroMQ
+// ROUTER on 127.0.0.1) implemented here.
+//
+// Synchronisation rule: no test sleeps to "let something happen". Tests wait for messages with
+// zmq poll deadlines, for processes with pidfds, for shell commands with FIFOs they write to.
+// The one polling loop (descendants of the test process dying after SIGKILL) checks a real
+// condition under a deadline.
+//
+// Every test runs with the test process as a child subreaper, so whatever the pool leaves
+// behind is re-parented to the test process, where the fixture can see it (a test fails if
+// something is still alive after the pool exited) and kills and reaps it in TearDown.
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol/messages.hpp"
+
+#ifndef PERVADE_POOL_BINARY
+#error "PERVADE_POOL_BINARY must be the path of the pervade-pool executable"
+#endif
+#ifndef PERVADE_TEST_VERSION
+#error "PERVADE_TEST_VERSION must be the project version"
+#endif
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace proto = pervade::protocol;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kDeadline = 15s;        // anything that should be quick
+constexpr auto kPythonDeadline = 60s;  // anything that needs Python workers to start
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string this_hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+int cpu_count() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  return static_cast<int>(std::thread::hardware_concurrency());
+}
+
+// ------------------------------------------------------------------------ processes
+struct ProcInfo {
+  pid_t ppid = 0;
+  char state = '?';
+};
+
+// pid -> (parent, state) for every process, from /proc/<pid>/stat.
+std::map<pid_t, ProcInfo> process_table() {
+  std::map<pid_t, ProcInfo> table;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return table;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    const std::string stat = read_file(fs::path("/proc") / e->d_name / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    ProcInfo info;
+    info.state = stat[close + 2];
+    info.ppid = static_cast<pid_t>(std::strtol(stat.c_str() + close + 4, nullptr, 10));
+    table[static_cast<pid_t>(pid)] = info;
+  }
+  closedir(dir);
+  return table;
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (const auto& [pid, info] : process_table())
+    if (info.ppid == parent) out.push_back(pid);
+  return out;
+}
+
+// All descendants of `root` that are not zombies.
+std::vector<pid_t> live_descendants(pid_t root) {
+  const auto table = process_table();
+  std::vector<pid_t> out;
+  std::vector<pid_t> frontier{root};
+  while (!frontier.empty()) {
+    const pid_t p = frontier.back();
+    frontier.pop_back();
+    for (const auto& [pid, info] : table) {
+      if (info.ppid != p) continue;
+      frontier.push_back(pid);
+      if (info.state != 'Z' && info.state != 'X') out.push_back(pid);
+    }
+  }
+  return out;
+}
+
+void reap_zombie_children() {
+  int status;
+  while (waitpid(-1, &status, WNOHANG) > 0) {
+  }
+}
+
+// Waits until the test process has no live descendants (reaping the dead ones); returns those
+// still alive at the deadline.
+std::vector<pid_t> wait_no_live_descendants(Clock::duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    reap_zombie_children();
+    auto alive = live_descendants(getpid());
+    if (alive.empty() || Clock::now() >= deadline) return alive;
+    std::this_thread::sleep_for(10ms);  // polling a real condition (processes dying after SIGKILL)
+  }
+}
+
+std::string describe_pids(const std::vector<pid_t>& pids) {
+  std::string s;
+  for (pid_t p : pids) {
+    std::string cmd = read_file(fs::path("/proc") / std::to_string(p) / "cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    s += std::to_string(p) + " [" + cmd + "] ";
+  }
+  return s;
+}
+
+int decode_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// Runs a command to completion; returns (exit status, stdout).
+std::pair<int, std::string> run_capture(const std::vector<std::string>& args) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return {-1, ""};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(p[1]);
+  if (rc != 0) {
+    close(p[0]);
+    return {-1, ""};
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(p[0], buf, sizeof buf)) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  close(p[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return {decode_status(status), out};
+}
+
+std::string from_hex(const std::string& h) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < h.size(); i += 2) out.push_back(static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+std::string to_hex(const std::string& b) {
+  static const char* d = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : b) {
+    out.push_back(d[c >> 4]);
+    out.push_back(d[c & 15]);
+  }
+  return out;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(line);
+  return out;
+}
+
+// repr() of a pickled value, computed by python3.
+std::string python_unpickle_repr(const std::string& pickled) {
+  auto [status, out] = run_capture(
+      {"python3", "-c", "import pickle,sys;print(repr(pickle.loads(bytes.fromhex(sys.argv[1]))))", to_hex(pickled)});
+  if (status != 0) return "<python3 failed>";
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// A FIFO that shell commands write to ("echo started > fifo"), so a test can wait for a
+// command to really have started.
+class Fifo {
+ public:
+  explicit Fifo(fs::path path) : path_(std::move(path)) {
+    // Opened read-write (Linux allows it for FIFOs) so that there is always a writer: no POLLHUP
+    // between the writers' opens and closes.
+    if (mkfifo(path_.c_str(), 0600) == 0) fd_ = open(path_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  }
+  ~Fifo() {
+    if (fd_ >= 0) close(fd_);
+  }
+  const fs::path& path() const { return path_; }
+  const std::string& data() const { return data_; }
+  bool wait_readable(Clock::duration timeout) {
+    if (fd_ < 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count());
+    return poll(&p, 1, ms) > 0 && (p.revents & POLLIN);
+  }
+  // Reads until `n` lines arrived (from any number of writers).
+  bool wait_lines(int n, Clock::duration timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (std::count(data_.begin(), data_.end(), '\n') < n) {
+      const auto left = deadline - Clock::now();
+      if (left <= 0s || !wait_readable(left)) return false;
+      char buf[256];
+      const ssize_t r = read(fd_, buf, sizeof buf);
+      if (r > 0) data_.append(buf, static_cast<std::size_t>(r));
+    }
+    return true;
+  }
+
+ private:
+  fs::path path_;
+  int fd_ = -1;
+  std::string data_;
+};
+
+// ------------------------------------------------------------------------ the pool process
+class PoolProcess {
+ public:
+  ~PoolProcess() { kill_and_reap(); }
+
+  void start(const std::vector<std::string>& args, const fs::path& dir) {
+    std::vector<std::string> copy{PERVADE_POOL_BINARY};
+    copy.insert(copy.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    const std::string out = (dir / "pool.stdout").string();
+    const std::string err = (dir / "pool.stderr").string();
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    const int rc = posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+    ASSERT_EQ(rc, 0) << "cannot start " << PERVADE_POOL_BINARY << ": " << std::strerror(rc);
+    const long fd = syscall(SYS_pidfd_open, static_cast<long>(pid_), 0L);
+    pidfd_ = fd >= 0 ? static_cast<int>(fd) : -1;
+  }
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0 && !status_; }
+
+  // Waits for the pool to exit; returns its status (exit code, or 128 + signal).
+  std::optional<int> wait_exit(Clock::duration timeout) {
+    if (status_) return status_;
+    if (pid_ <= 0) return std::nullopt;
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        status_ = decode_status(status);
+        close_pidfd();
+        return status_;
+      }
+      const auto left = deadline - Clock::now();
+      if (left <= 0s) return std::nullopt;
+      const int ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+      if (pidfd_ >= 0) {
+        pollfd p{pidfd_, POLLIN, 0};
+        poll(&p, 1, ms);
+      } else {
+        std::this_thread::sleep_for(std::min(10ms, std::chrono::milliseconds(ms)));  // no pidfd: poll
+      }
+    }
+  }
+
+  void signal(int sig) {
+    if (running()) kill(pid_, sig);
+  }
+
+  void kill_and_reap() {
+    if (pid_ > 0 && !status_) {
+      kill(-pid_, SIGKILL);
+      int status = 0;
+      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+      status_ = decode_status(status);
+    }
+    close_pidfd();
+  }
+
+ private:
+  void close_pidfd() {
+    if (pidfd_ >= 0) close(pidfd_);
+    pidfd_ = -1;
+  }
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  std::optional<int> status_;
+};
+
+// ------------------------------------------------------------------------ fake interchange
+class FakeInterchange {
+ public:
+  // curve_secret_key: Z85 secret key to act as a CurveZMQ server with.
+  explicit FakeInterchange(bool ipv6 = false, const std::string& curve_secret_key = "")
+      : socket_(ctx_, zmq::socket_type::router) {
+    socket_.set(zmq::sockopt::linger, 0);
+    if (!curve_secret_key.empty()) {
+      socket_.set(zmq::sockopt::curve_server, 1);
+      zmq_setsockopt(socket_.handle(), ZMQ_CURVE_SECRETKEY, curve_secret_key.c_str(), 41);
+    }
+    if (ipv6) {
+      socket_.set(zmq::sockopt::ipv6, 1);
+      socket_.bind("tcp://[::1]:*");
+    } else {
+      socket_.bind("tcp://127.0.0.1:*");
+    }
+    const std::string endpoint = socket_.get(zmq::sockopt::last_endpoint);  // tcp://127.0.0.1:PORT
+    address_ = endpoint.substr(std::strlen("tcp://"));
+  }
+
+  const std::string& address() const { return address_; }
+  const std::string& identity() const { return identity_; }
+
+  struct Incoming {
+    std::string identity;
+    std::optional<proto::PoolMessage> message;
+    std::string error;
+  };
+
+  std::optional<Incoming> recv(Clock::duration timeout) {
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(std::max<Clock::duration>(timeout, 0s));
+    zmq::poll(&item, 1, ms);
+    if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+    std::vector<zmq::message_t> frames;
+    if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return std::nullopt;
+    Incoming in;
+    if (frames.size() != 2) {
+      in.error = "expected 2 frames, got " + std::to_string(frames.size());
+      return in;
+    }
+    in.identity = frames[0].to_string();
+    in.message = proto::decode_pool_message(static_cast<const char*>(frames[1].data()), frames[1].size(), &in.error);
+    if (identity_.empty()) identity_ = in.identity;
+    return in;
+  }
+
+  // Receives until a message of type T arrives (others are appended to *skipped if given).
+  template <typename T>
+  std::optional<T> expect(Clock::duration timeout, std::vector<proto::PoolMessage>* skipped = nullptr) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      auto in = recv(deadline - Clock::now());
+      if (!in) continue;
+      if (!in->message) {
+        ADD_FAILURE() << "the pool sent an undecodable message: " << in->error;
+        continue;
+      }
+      if (auto* t = std::get_if<T>(&*in->message)) return *t;
+      if (skipped) skipped->push_back(*in->message);
+    }
+    return std::nullopt;
+  }
+
+  // Receives until results for `n` tasks arrived; returns them by task id. *order gets every
+  // message type index in arrival order if given.
+  std::map<std::uint64_t, proto::TaskResult> results(std::size_t n, Clock::duration timeout,
+                                                     std::vector<std::size_t>* order = nullptr) {
+    std::map<std::uint64_t, proto::TaskResult> got;
+    const auto deadline = Clock::now() + timeout;
+    while (got.size() < n && Clock::now() < deadline) {
+      auto in = recv(deadline - Clock::now());
+      if (!in || !in->message) continue;
+      if (order) order->push_back(in->message->index());
+      if (auto* r = std::get_if<proto::Results>(&*in->message))
+        for (auto& one : r->results) got[one.task_id] = one;
+    }
+    return got;
+  }
+
+  void send(const proto::InterchangeMessage& m) { send_raw(proto::encode(m)); }
+
+  void send_raw(const std::string& body) {
+    ASSERT_FALSE(identity_.empty()) << "no pool has spoken yet";
+    socket_.send(zmq::buffer(identity_), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(body), zmq::send_flags::none);
+  }
+
+  void send_frames(const std::vector<std::string>& bodies) {
+    socket_.send(zmq::buffer(identity_), zmq::send_flags::sndmore);
+    for (std::size_t i = 0; i < bodies.size(); ++i)
+      socket_.send(zmq::buffer(bodies[i]), i + 1 < bodies.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t socket_;
+  std::string address_;
+  std::string identity_;
+};
+
+proto::Task shell_task(std::uint64_t id, const std::string& command, double walltime = 0,
+                       const std::string& stdout_path = "", const std::string& stderr_path = "") {
+  proto::ShellPayload p;
+  p.command = command;
+  p.stdout_path = stdout_path;
+  p.stdout_append = false;
+  p.stderr_path = stderr_path;
+  p.stderr_append = false;
+  p.walltime = walltime;
+  proto::Task t;
+  t.task_id = id;
+  t.kind = proto::kKindShell;
+  t.fn_hash = "";
+  t.payload = proto::encode_shell_payload(p);
+  return t;
+}
+
+proto::Tasks tasks_of(std::vector<proto::Task> v) {
+  proto::Tasks t;
+  t.tasks = std::move(v);
+  return t;
+}
+
+std::optional<int> exit_code_of(const proto::TaskResult& r) {
+  return proto::decode_exit_code(r.payload.data(), r.payload.size());
+}
+
+// ------------------------------------------------------------------------ the fixture
+class ProcessPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    char tmpl[] = "/tmp/pervade-pool-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    log_ = dir_ / "pool.log";
+  }
+
+  void TearDown() override {
+    pool_.kill_and_reap();
+    // Whatever is left (workers orphaned by a SIGKILLed pool, ...): kill it and reap it.
+    const auto deadline = Clock::now() + kDeadline;
+    for (;;) {
+      auto alive = live_descendants(getpid());
+      for (pid_t p : alive) kill(p, SIGKILL);
+      reap_zombie_children();
+      if (alive.empty() || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    reap_zombie_children();
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    if (HasFailure() || std::getenv("PERVADE_POOL_TEST_SHOW_LOG") != nullptr) {
+      std::cerr << "---- pool log (" << log_ << ")\n" << read_file(log_) << "---- pool stderr\n"
+                << read_file(dir_ / "pool.stderr") << "----\n";
+    }
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  std::vector<std::string> args(std::vector<std::string> extra) {
+    std::vector<std::string> a{"--address", ix_.address(), "--log", log_.string()};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+
+  // Starts the pool and answers its REGISTER; returns the REGISTER.
+  std::optional<proto::Register> start_registered(std::vector<std::string> extra, double period = 30,
+                                                  double threshold = 60) {
+    pool_.start(args(std::move(extra)), dir_);
+    auto reg = ix_.expect<proto::Register>(kDeadline);
+    if (!reg) return std::nullopt;
+    proto::Registered ok;
+    ok.heartbeat_period = period;
+    ok.heartbeat_threshold = threshold;
+    ix_.send(proto::InterchangeMessage{ok});
+    return reg;
+  }
+
+  void expect_no_live_descendants() {
+    auto alive = wait_no_live_descendants(kDeadline);
+    EXPECT_TRUE(alive.empty()) << "processes left behind: " << describe_pids(alive);
+  }
+
+  std::string log_text() { return read_file(log_); }
+
+  fs::path dir_;
+  fs::path log_;
+  FakeInterchange ix_;
+  PoolProcess pool_;
+};
+
+// ------------------------------------------------------------------------ command line
+TEST_F(ProcessPoolTest, HelpAndUsageErrors) {
+  auto [help_status, help] = run_capture({PERVADE_POOL_BINARY, "--help"});
+  EXPECT_EQ(help_status, 0);
+  EXPECT_NE(help.find("--address"), std::string::npos);
+  EXPECT_NE(help.find("--available-accelerators"), std::string::npos);
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY}).first, 2) << "--address is required";
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY, "--address", "127.0.0.1:5", "--workers", "0"}).first, 2);
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY, "--address", "127.0.0.1:5", "--bogus"}).first, 2);
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY, "--address", "no-port"}).first, 2);
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY, "--address", "::1:5555"}).first, 2) << "IPv6 needs brackets";
+  EXPECT_EQ(run_capture({PERVADE_POOL_BINARY, "--address", "127.0.0.1:5", "--cpu-affinity", "weird"}).first, 2);
+}
+
+// ------------------------------------------------------------------------ registration
+TEST_F(ProcessPoolTest, RegistersWithTheRightFields) {
+  auto reg = start_registered({"--no-python", "--workers", "3", "--prefetch", "2", "--pool-id", "pool-a",
+                               "--block-id", "b7", "--python-version", "3.99.1"});
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->protocol_version, proto::kProtocolVersion);
+  EXPECT_EQ(reg->pervade_version, PERVADE_TEST_VERSION);
+  EXPECT_EQ(reg->python_version, "") << "--no-python registers no Python version";
+  EXPECT_EQ(reg->pool_id, "pool-a");
+  EXPECT_EQ(reg->block_id, "b7");
+  EXPECT_EQ(reg->hostname, this_hostname());
+  EXPECT_EQ(reg->worker_count, 3);
+  EXPECT_EQ(reg->prefetch, 2);
+  EXPECT_EQ(ix_.identity(), "pool-a") << "the DEALER's routing id is the pool id";
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, RegistrationDefaults) {
+  auto reg = start_registered({"--no-python"});
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->pool_id, this_hostname() + "-" + std::to_string(pool_.pid()));
+  EXPECT_EQ(reg->block_id, "0");
+  EXPECT_EQ(reg->worker_count, cpu_count());
+  EXPECT_EQ(reg->prefetch, 0);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, AcceleratorsLimitTheWorkerCount) {
+  auto reg = start_registered({"--no-python", "--workers", "4", "--available-accelerators", "0,1"});
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->worker_count, 2);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, PythonVersionOptionIsRegisteredAndRefusedExitsWith3) {
+  // Python mode with an explicit version: the interpreter is not asked (and workers are only
+  // started after REGISTERED, so /bin/false is never run).
+  pool_.start(args({"--python", "/bin/false", "--python-version", "3.11.7"}), dir_);
+  auto reg = ix_.expect<proto::Register>(kDeadline);
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->python_version, "3.11.7");
+  ix_.send(proto::InterchangeMessage{proto::Refused{"Python 3.11 here, 3.12 in the driver"}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 3);
+  EXPECT_NE(log_text().find("Python 3.11 here, 3.12 in the driver"), std::string::npos) << log_text();
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, NoAnswerToRegisterExitsWith4) {
+  pool_.start(args({"--no-python", "--heartbeat-threshold", "1"}), dir_);
+  ASSERT_TRUE(ix_.expect<proto::Register>(kDeadline));
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 4);
+  EXPECT_NE(log_text().find("no answer"), std::string::npos) << log_text();
+}
+
+TEST_F(ProcessPoolTest, ConnectsByHostName) {
+  const std::string port = ix_.address().substr(ix_.address().rfind(':') + 1);
+  pool_.start({"--address", "tcp://localhost:" + port, "--log", log_.string(), "--no-python", "--workers", "1"}, dir_);
+  ASSERT_TRUE(ix_.expect<proto::Register>(kDeadline));
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});  // before REGISTERED: ignored
+  ix_.send(proto::InterchangeMessage{proto::Registered{}});
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, ConnectsOverIPv6) {
+  std::unique_ptr<FakeInterchange> ix6;
+  try {
+    ix6 = std::make_unique<FakeInterchange>(true);
+  } catch (const zmq::error_t& e) {
+    GTEST_SKIP() << "no IPv6 loopback here: " << e.what();
+  }
+  pool_.start({"--address", ix6->address(), "--log", log_.string(), "--no-python", "--workers", "1"}, dir_);
+  auto reg = ix6->expect<proto::Register>(kDeadline);
+  ASSERT_TRUE(reg) << "address " << ix6->address();
+  ix6->send(proto::InterchangeMessage{proto::Registered{}});
+  ix6->send(proto::InterchangeMessage{tasks_of({shell_task(1, "exit 5")})});
+  auto got = ix6->results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(exit_code_of(got[1]), 5);
+  ix6->send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, ConnectsWithCurveZMQ) {
+  if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
+  char server_public[41], server_secret[41], client_public[41], client_secret[41];
+  ASSERT_EQ(zmq_curve_keypair(server_public, server_secret), 0);
+  ASSERT_EQ(zmq_curve_keypair(client_public, client_secret), 0);
+  FakeInterchange secure(false, server_secret);
+  const fs::path server_key = dir_ / "server.key";
+  const fs::path client_keys = dir_ / "client.keys";
+  std::ofstream(server_key) << server_public << "\n";
+  std::ofstream(client_keys) << client_public << "\n" << client_secret << "\n";
+  pool_.start({"--address", secure.address(), "--log", log_.string(), "--no-python", "--workers", "1",
+               "--curve-server-key", server_key.string(), "--curve-client-keys", client_keys.string()},
+              dir_);
+  ASSERT_TRUE(secure.expect<proto::Register>(kDeadline));
+  secure.send(proto::InterchangeMessage{proto::Registered{}});
+  secure.send(proto::InterchangeMessage{tasks_of({shell_task(1, "exit 2")})});
+  auto got = secure.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(exit_code_of(got[1]), 2);
+  secure.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, WrongCurveServerKeyNeverRegisters) {
+  if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
+  char server_public[41], server_secret[41], other_public[41], other_secret[41];
+  ASSERT_EQ(zmq_curve_keypair(server_public, server_secret), 0);
+  ASSERT_EQ(zmq_curve_keypair(other_public, other_secret), 0);
+  FakeInterchange secure(false, server_secret);
+  const fs::path server_key = dir_ / "server.key";
+  std::ofstream(server_key) << other_public << "\n";  // not the server's key
+  // No client key file: the pool makes itself a fresh key pair.
+  pool_.start({"--address", secure.address(), "--log", log_.string(), "--no-python", "--workers", "1",
+               "--heartbeat-threshold", "1", "--curve-server-key", server_key.string()},
+              dir_);
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 4);
+  EXPECT_FALSE(secure.recv(0s)) << "a message got through with the wrong server key";
+}
+
+// ------------------------------------------------------------------------ shell tasks
+TEST_F(ProcessPoolTest, ShellTasksRunAndReturnTheirExitCodes) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "2", "--prefetch", "4"}));
+  const std::string out = (dir_ / "out.txt").string();
+  const std::string err = (dir_ / "err.txt").string();
+  ix_.send(proto::InterchangeMessage{tasks_of({
+      shell_task(1, "exit 0"),
+      shell_task(2, "exit 7"),
+      shell_task(3, "echo hello; echo oops >&2", 0, out, err),
+      shell_task(4, "true", 0, "/proc/no/such/dir/out.txt"),
+  })});
+  proto::Task malformed;
+  malformed.task_id = 5;
+  malformed.kind = proto::kKindShell;
+  malformed.payload = "not msgpack at all";
+  ix_.send(proto::InterchangeMessage{tasks_of({malformed})});
+
+  auto got = ix_.results(5, kDeadline);
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(got[1].status, proto::kStatusOk);
+  EXPECT_EQ(exit_code_of(got[1]), 0);
+  EXPECT_EQ(got[2].status, proto::kStatusOk);
+  EXPECT_EQ(exit_code_of(got[2]), 7);
+  EXPECT_EQ(got[3].status, proto::kStatusOk);
+  EXPECT_EQ(exit_code_of(got[3]), 0);
+  EXPECT_EQ(read_file(out), "hello\n");
+  EXPECT_EQ(read_file(err), "oops\n");
+  EXPECT_EQ(got[4].status, proto::kStatusException);
+  EXPECT_NE(got[4].payload.find("stdout"), std::string::npos) << got[4].payload;
+  EXPECT_EQ(got[5].status, proto::kStatusException);
+  EXPECT_FALSE(got[5].payload.empty());
+
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, PythonTasksInANoPythonPoolAreReportedLost) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}));
+  proto::Task t;
+  t.task_id = 9;
+  t.kind = proto::kKindPython;
+  t.fn_hash = "h";
+  t.fn = "f";
+  t.payload = "p";
+  ix_.send(proto::InterchangeMessage{tasks_of({t})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[9].status, proto::kStatusWorkerLost);
+  EXPECT_NE(got[9].payload.find("no Python"), std::string::npos) << got[9].payload;
+}
+
+TEST_F(ProcessPoolTest, ShellWalltimeKillsTheCommand) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}));
+  const auto start = Clock::now();
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(1, "sleep 30", 0.3)})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_LT(Clock::now() - start, 10s);
+  EXPECT_EQ(got[1].status, proto::kStatusOk);
+  EXPECT_EQ(exit_code_of(got[1]), 128 + SIGKILL);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+// ------------------------------------------------------------------------ liveness
+TEST_F(ProcessPoolTest, HeartbeatsFlowAndInterchangeHeartbeatsKeepThePoolAlive) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}, /*period=*/0.1, /*threshold=*/1.0));
+  // For 2.5 threshold-lengths, answer with our own heartbeats: the pool must stay and keep
+  // sending its heartbeats.
+  int heartbeats = 0;
+  const auto until = Clock::now() + 2500ms;
+  while (Clock::now() < until) {
+    auto in = ix_.recv(100ms);
+    if (in && in->message && std::holds_alternative<proto::Heartbeat>(*in->message)) ++heartbeats;
+    ix_.send(proto::InterchangeMessage{proto::Heartbeat{}});
+  }
+  EXPECT_GE(heartbeats, 5);
+  EXPECT_FALSE(pool_.wait_exit(0s)) << "the pool left although the interchange kept talking";
+  // It still works.
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(1, "exit 3")})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(exit_code_of(got[1]), 3);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, ExitsWhenTheInterchangeGoesSilentAndLeavesNothingBehind) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "2", "--heartbeat-threshold", "1"}, 0.2, 1.0));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{
+      tasks_of({shell_task(1, "echo started > " + started.path().string() + "; sleep 100")})});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  // Silence from now on.
+  const auto t0 = Clock::now();
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  EXPECT_LT(Clock::now() - t0, 10s);
+  EXPECT_NE(log_text().find("interchange gone"), std::string::npos) << log_text();
+  expect_no_live_descendants();
+}
+
+// ------------------------------------------------------------------------ DRAIN / SHUTDOWN / signals
+TEST_F(ProcessPoolTest, DrainFinishesTasksThenSendsDrainedAndExits) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1", "--prefetch", "1"}));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{tasks_of({
+      shell_task(1, "echo started > " + started.path().string() + "; sleep 0.3; exit 3"),
+      shell_task(2, "exit 4"),  // queued behind task 1 (one thread)
+  })});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  ix_.send(proto::InterchangeMessage{proto::Drain{}});
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(3, "exit 0")})});  // too late
+
+  std::map<std::uint64_t, proto::TaskResult> got;
+  bool drained = false;
+  const auto deadline = Clock::now() + kDeadline;
+  while (!drained && Clock::now() < deadline) {
+    auto in = ix_.recv(deadline - Clock::now());
+    if (!in || !in->message) continue;
+    if (auto* r = std::get_if<proto::Results>(&*in->message))
+      for (auto& one : r->results) got[one.task_id] = one;
+    if (std::holds_alternative<proto::Drained>(*in->message)) {
+      drained = true;
+      EXPECT_EQ(got.size(), 3u) << "DRAINED came before all results";
+    }
+  }
+  EXPECT_TRUE(drained);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(exit_code_of(got[1]), 3);
+  EXPECT_EQ(exit_code_of(got[2]), 4);
+  EXPECT_EQ(got[3].status, proto::kStatusWorkerLost);
+  EXPECT_NE(got[3].payload.find("draining"), std::string::npos) << got[3].payload;
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, ShutdownKillsRunningCommandsAndExits) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "2"}));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{
+      tasks_of({shell_task(1, "echo started > " + started.path().string() + "; sleep 100")})});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  const auto t0 = Clock::now();
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  EXPECT_LT(Clock::now() - t0, 10s);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, SigtermKillsRunningCommandsAndExits) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "2"}));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{
+      tasks_of({shell_task(1, "echo started > " + started.path().string() + "; sleep 100")})});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  pool_.signal(SIGTERM);
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 128 + SIGTERM);
+  expect_no_live_descendants();
+}
+
+// ------------------------------------------------------------------------ robustness
+TEST_F(ProcessPoolTest, GarbageFromTheInterchangeIsIgnored) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}));
+  std::mt19937 rng(12345);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk(rng() % 300, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    ix_.send_raw(junk);
+  }
+  ix_.send_raw("");                                   // empty frame
+  ix_.send_raw(std::string("\x91\xcd\x03\xe7", 4));   // [999]: unknown type
+  ix_.send_raw(std::string("\x92\x67\xa3xyz", 6));    // [103, "xyz"]: TASKS with a bad field
+  ix_.send_raw(std::string("\x93\x65\xc0\xc0", 4));   // [101, nil, nil]: REGISTERED, bad fields
+  ix_.send_frames({proto::encode(proto::InterchangeMessage{proto::Shutdown{}}), "second frame"});  // multi-frame
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(1, "exit 6")})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u) << "the pool stopped working after garbage";
+  EXPECT_EQ(exit_code_of(got[1]), 6);
+  EXPECT_TRUE(pool_.running());
+  EXPECT_NE(log_text().find("malformed"), std::string::npos);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, WorkersThatCannotStartMakeThePoolExitWith5) {
+  // /bin/false "is" the interpreter: every worker exits at once without READY.
+  ASSERT_TRUE(start_registered({"--python", "/bin/false", "--python-version", "3.11.7", "--workers", "2"}));
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
+  EXPECT_NE(log_text().find("broken"), std::string::npos) << log_text();
+  expect_no_live_descendants();
+}
+
+// A stand-in for `python -m pervade.worker` (no Python needed): a bash script that sends READY
+// on fd 3, runs `prelude`, waits for the first byte of a TASK and then does `behaviour`.
+fs::path fake_worker(const fs::path& dir, const std::string& behaviour, const std::string& prelude = "") {
+  const fs::path path = dir / "fake-python";
+  std::ofstream out(path);
+  out << "#!/bin/bash\n"
+         "# argv: -m pervade.worker --fd 3 --rank R --pool-id ID --block-id ID\n"
+         "printf \"\\x04\\x00\\x00\\x00\\x93\\x02\\x$(printf %02x \"$6\")\\x00\" >&3   # READY [2, rank, 0]\n"
+      << prelude << "\n"
+      << "IFS= read -r -N 1 _ <&3\n"
+      << behaviour << "\n";
+  out.close();
+  fs::permissions(path, fs::perms::owner_all);
+  return path;
+}
+
+proto::Task opaque_python_task(std::uint64_t id, bool with_fn) {
+  proto::Task t;
+  t.task_id = id;
+  t.kind = proto::kKindPython;
+  t.fn_hash = "hash-1";
+  if (with_fn) t.fn = "fn-bytes";
+  t.payload = "payload";
+  return t;
+}
+
+TEST_F(ProcessPoolTest, WorkerSendingAMalformedFrameIsKilledAndReplaced) {
+  const fs::path fake = fake_worker(dir_, "printf '\\x02\\x00\\x00\\x00\\xc1\\xc1' >&3; exec sleep 100");
+  ASSERT_TRUE(start_registered({"--python", fake.string(), "--python-version", "3.11.7", "--workers", "1"}));
+  ix_.send(proto::InterchangeMessage{tasks_of({opaque_python_task(1, true)})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[1].status, proto::kStatusWorkerLost);
+  EXPECT_NE(got[1].payload.find("malformed"), std::string::npos) << got[1].payload;
+  EXPECT_NE(got[1].payload.find("task 1"), std::string::npos) << got[1].payload;
+  // The replacement (same rank) takes the next task; the pool gives it the function again.
+  ix_.send(proto::InterchangeMessage{tasks_of({opaque_python_task(2, false)})});
+  auto next = ix_.results(1, kDeadline);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[2].status, proto::kStatusWorkerLost);
+  EXPECT_NE(next[2].payload.find("malformed"), std::string::npos) << next[2].payload;
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, WorkerThatClosesItsSocketButStaysIsKilled) {
+  const fs::path fake = fake_worker(dir_, "exec 3>&-; exec sleep 100");
+  ASSERT_TRUE(start_registered({"--python", fake.string(), "--python-version", "3.11.7", "--workers", "1"}));
+  ix_.send(proto::InterchangeMessage{tasks_of({opaque_python_task(7, true)})});
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[7].status, proto::kStatusWorkerLost);
+  EXPECT_NE(got[7].payload.find("did not exit"), std::string::npos) << got[7].payload;
+  EXPECT_NE(got[7].payload.find("signal 9"), std::string::npos) << got[7].payload;
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, WorkersAreStoppedOnSigtermEvenIfTheyIgnoreIt) {
+  // A worker that ignores SIGTERM is SIGKILLed after the grace period; nothing survives.
+  Fifo up(dir_ / "up");
+  const fs::path fake = fake_worker(dir_, "sleep 100 & wait; wait", "trap '' TERM; echo up > " + up.path().string());
+  ASSERT_TRUE(start_registered({"--python", fake.string(), "--python-version", "3.11.7", "--workers", "2"}));
+  ix_.send(proto::InterchangeMessage{tasks_of({opaque_python_task(1, true)})});
+  ASSERT_TRUE(up.wait_lines(2, kDeadline)) << "the fake workers did not start";
+  const auto t0 = Clock::now();
+  pool_.signal(SIGTERM);
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 128 + SIGTERM);
+  EXPECT_GE(Clock::now() - t0, 1500ms) << "SIGKILL should come after a grace period";
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, WorkersGetTheirEnvironmentAcceleratorsAndCpus) {
+  Fifo up(dir_ / "up");
+  const std::string report =
+      "echo \"$6 $PERVADE_WORKER_RANK $PERVADE_WORKER_COUNT $PERVADE_POOL_ID $PERVADE_BLOCK_ID $PARSL_WORKER_RANK "
+      "$PARSL_WORKER_COUNT $PARSL_WORKER_POOL_ID $PARSL_WORKER_BLOCK_ID $CUDA_VISIBLE_DEVICES "
+      "$(grep Cpus_allowed_list /proc/$$/status | cut -f2)\" > " +
+      up.path().string();
+  const fs::path fake = fake_worker(dir_, "exec sleep 100", report);
+  auto reg = start_registered({"--python", fake.string(), "--python-version", "3.11.7", "--workers", "2",
+                               "--pool-id", "envpool", "--block-id", "b9", "--available-accelerators", "g0,g1,g2",
+                               "--cpu-affinity", "block"});
+  ASSERT_TRUE(reg);
+  EXPECT_EQ(reg->worker_count, 2);
+  ASSERT_TRUE(up.wait_lines(2, kDeadline));
+  std::vector<std::string> got = lines(up.data());
+  std::sort(got.begin(), got.end());
+  ASSERT_EQ(got.size(), 2u);
+  std::vector<std::string> cpus;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string r = std::to_string(rank);
+    const std::string expected = r + " " + r + " 2 envpool b9 " + r + " 2 envpool b9 g" + r + " ";
+    ASSERT_EQ(got[rank].substr(0, expected.size()), expected) << got[rank];
+    cpus.push_back(got[rank].substr(expected.size()));
+  }
+  if (cpu_count() >= 2) {
+    EXPECT_NE(cpus[0], cpus[1]) << "--cpu-affinity block gives workers distinct CPUs";
+  }
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, MissingInterpreterMakesThePoolExitWith5) {
+  ASSERT_TRUE(start_registered({"--python", (dir_ / "no-such-python").string(), "--python-version", "3.11.7",
+                                "--workers", "1"}));
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
+}
+
+TEST_F(ProcessPoolTest, InterpreterThatCannotTellItsVersionMakesThePoolExitWith5) {
+  pool_.start(args({"--python", "/bin/false"}), dir_);
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
+  EXPECT_NE(log_text().find("Python version"), std::string::npos) << log_text();
+}
+
+// ------------------------------------------------------------------------ Python workers
+// These tests skip (loudly) when `python3 -c "import pervade.worker"` fails.
+#define REQUIRE_PYTHON_WORKER()                                                                           \
+  do {                                                                                                    \
+    auto [status_, out_] = run_capture({"python3", "-c", "import pervade.worker, pickle, operator, hashlib"}); \
+    if (status_ != 0)                                                                                     \
+      GTEST_SKIP() << "SKIPPED: `python3 -c \"import pervade.worker\"` failed (status " << status_          \
+                   << "): the Python worker is not installed, so the Python-worker path of pervade-pool is " \
+                      "NOT tested here";                                                                  \
+  } while (0)
+
+struct Fn {
+  std::string bytes, hash;
+};
+
+// pickle.dumps(module.name) and its SHA-1, computed by python3.
+Fn pickled_function(const std::string& module, const std::string& name) {
+  auto [status, out] = run_capture(
+      {"python3", "-c",
+       "import pickle,hashlib,importlib,sys;f=pickle.dumps(getattr(importlib.import_module(sys.argv[1]),"
+       "sys.argv[2]));print(f.hex());print(hashlib.sha1(f).hexdigest())",
+       module, name});
+  auto l = lines(out);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(l.size(), 2u);
+  if (status != 0 || l.size() != 2) return {};
+  return {from_hex(l[0]), from_hex(l[1])};
+}
+
+// pickle.dumps((args, {}, None)) where args_expr is a Python expression for a tuple.
+std::string pickled_call(const std::string& args_expr) {
+  auto [status, out] = run_capture(
+      {"python3", "-c", "import pickle,sys;print(pickle.dumps((eval(sys.argv[1]),{},None)).hex())", args_expr});
+  EXPECT_EQ(status, 0);
+  auto l = lines(out);
+  return l.empty() ? std::string() : from_hex(l[0]);
+}
+
+proto::Task python_task(std::uint64_t id, const Fn& fn, bool with_fn, const std::string& payload) {
+  proto::Task t;
+  t.task_id = id;
+  t.kind = proto::kKindPython;
+  t.fn_hash = fn.hash;
+  if (with_fn) t.fn = fn.bytes;
+  t.payload = payload;
+  return t;
+}
+
+TEST_F(ProcessPoolTest, PythonTasksRunOnWorkers) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn add = pickled_function("operator", "add");
+  const Fn getenv = pickled_function("os", "getenv");
+  ASSERT_FALSE(add.bytes.empty());
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "2", "--pool-id", "pyp", "--block-id", "3"}));
+  // The function travels once per pool; the second add task has no fn and may well go to the
+  // other worker, which then gets the bytes from the pool's table.
+  ix_.send(proto::InterchangeMessage{tasks_of({
+      python_task(1, add, true, pickled_call("(2, 3)")),
+      python_task(2, add, false, pickled_call("(40, 2)")),
+      python_task(3, getenv, true, pickled_call("('PERVADE_POOL_ID',)")),
+      python_task(4, getenv, false, pickled_call("('PARSL_WORKER_BLOCK_ID',)")),
+      python_task(5, getenv, false, pickled_call("('PERVADE_WORKER_COUNT',)")),
+  })});
+  auto got = ix_.results(5, kPythonDeadline);
+  ASSERT_EQ(got.size(), 5u);
+  for (auto& [id, r] : got) EXPECT_EQ(r.status, proto::kStatusOk) << "task " << id << ": " << r.payload;
+  EXPECT_EQ(python_unpickle_repr(got[1].payload), "5");
+  EXPECT_EQ(python_unpickle_repr(got[2].payload), "42");
+  EXPECT_EQ(python_unpickle_repr(got[3].payload), "'pyp'");
+  EXPECT_EQ(python_unpickle_repr(got[4].payload), "'3'");
+  EXPECT_EQ(python_unpickle_repr(got[5].payload), "'2'");
+
+  // A task whose function the pool never received.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(6, Fn{"", "unknown-hash"}, false, pickled_call("()"))})});
+  auto lost = ix_.results(1, kDeadline);
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[6].status, proto::kStatusWorkerLost);
+
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, KilledWorkerIsReportedLostAndReplaced) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_FALSE(system.bytes.empty());
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "2"}));
+  Fifo started(dir_ / "started");
+  const std::string command = "echo started > " + started.path().string() + "; sleep 30";
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(17, system, true, pickled_call("('" + command + "',)"))})});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+
+  // The pool's children are its workers; kill them all, so the next task can only be served by
+  // a replacement.
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 2u) << describe_pids(workers);
+  for (pid_t w : workers) kill(w, SIGKILL);
+
+  auto got = ix_.results(1, kDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[17].status, proto::kStatusWorkerLost);
+  EXPECT_NE(got[17].payload.find("signal 9"), std::string::npos) << got[17].payload;
+  EXPECT_NE(got[17].payload.find("task 17"), std::string::npos) << got[17].payload;
+
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(18, add, true, pickled_call("(2, 3)"))})});
+  auto next = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[18].status, proto::kStatusOk) << next[18].payload;
+  EXPECT_EQ(python_unpickle_repr(next[18].payload), "5");
+  const std::vector<pid_t> now = children_of(pool_.pid());
+  for (pid_t w : workers) EXPECT_EQ(std::count(now.begin(), now.end(), w), 0);
+
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+}  // namespace

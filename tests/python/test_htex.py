@@ -1,0 +1,185 @@
+"""HighThroughputExecutor end to end: the real interchange, real pervade-pool processes and
+real Python workers on this machine (LocalProvider)."""
+
+import os
+import shlex
+import signal
+
+import pytest
+from conftest import pid_alive, wait_until
+
+import pervade as parsl
+from pervade import HighThroughputExecutor, LocalProvider, bash_app, python_app
+
+T = 60
+
+
+def htex_config(tmp_path, retries=0, **kw):
+    options = dict(label="htex", max_workers_per_node=2, heartbeat_period=0.5, heartbeat_threshold=3,
+                   worker_port_range=(56000, 57000), provider=LocalProvider(init_blocks=1))
+    options.update(kw)
+    return parsl.Config(executors=[HighThroughputExecutor(**options)], run_dir=str(tmp_path / "runinfo"),
+                        retries=retries)
+
+
+@pytest.fixture
+def htex(tmp_path, no_thread_leak):
+    dfk = parsl.load(htex_config(tmp_path))
+    executor = dfk.executors["htex"]
+    assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
+    yield executor
+    pids = pool_tree_pids()
+    dfk.cleanup()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+
+
+def pool_tree_pids():
+    """Pids of pervade-pool processes and their workers, children of this process's blocks."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"pervade-pool" in cmd or b"pervade.worker" in cmd:
+            pids.append(int(entry))
+    return pids
+
+
+def worker_pids():
+    out = []
+    for pid in pool_tree_pids():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"pervade.worker" in f.read():
+                out.append(pid)
+    return out
+
+
+@python_app(executors=["htex"])
+def add(a, b):
+    return a + b
+
+
+@python_app(executors=["htex"])
+def where():
+    import os
+    return os.getpid(), os.environ.get("PERVADE_WORKER_RANK"), os.environ.get("PARSL_WORKER_RANK")
+
+
+@python_app(executors=["htex"])
+def boom(msg):
+    raise KeyError(msg)
+
+
+@python_app(executors=["htex"])
+def sleep_then(seconds, value, pidfile=None):
+    import os
+    import time
+    if pidfile:
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pidfile + ".tmp", pidfile)
+    time.sleep(seconds)
+    return value
+
+
+@bash_app(executors=["htex"])
+def echo(msg, stdout=None):
+    return f"echo {msg}"
+
+
+def test_python_apps_run_in_worker_processes(htex):
+    futures = [add(i, i) for i in range(50)]
+    assert [f.result(timeout=T) for f in futures] == [2 * i for i in range(50)]
+    pid, rank, parsl_rank = where().result(timeout=T)
+    assert pid != os.getpid()
+    assert rank in ("0", "1") and parsl_rank == rank
+
+
+def test_dependencies_chain_through_workers(htex):
+    f = add(0, 1)
+    for _ in range(20):
+        f = add(f, 1)
+    assert f.result(timeout=T) == 21
+
+
+def test_closures_are_shipped_by_value(htex):
+    offset = 100
+
+    @python_app(executors=["htex"])
+    def shifted(x):
+        return x + offset
+
+    assert [shifted(i).result(timeout=T) for i in range(3)] == [100, 101, 102]
+
+
+def test_remote_exception_keeps_type_and_traceback(htex):
+    with pytest.raises(KeyError) as info:
+        boom("missing").result(timeout=T)
+    assert "missing" in str(info.value)
+    assert "raise KeyError(msg)" in getattr(info.value, "remote_traceback", "")
+
+
+def test_bash_app_on_pool(htex, tmp_path):
+    out = tmp_path / "echo.out"
+    assert echo("hello", stdout=str(out)).result(timeout=T) == 0
+    assert out.read_text().strip() == "hello"
+
+
+def test_pool_status(htex):
+    pools = htex.pools()
+    assert len(pools) == 1
+    assert pools[0]["worker_count"] == 2
+    assert pools[0]["block_id"] == "0"
+
+
+def test_killed_worker_gives_worker_lost(htex, tmp_path):
+    pidfile = str(tmp_path / "worker.pid")
+    fut = sleep_then(60, "never", pidfile=pidfile)
+    assert wait_until(lambda: os.path.exists(pidfile), T)
+    os.kill(int(open(pidfile).read()), signal.SIGKILL)
+    with pytest.raises(parsl.WorkerLost):
+        fut.result(timeout=T)
+    # The pool replaced the worker: work goes on.
+    assert add(2, 3).result(timeout=T) == 5
+
+
+def test_killed_worker_with_retries_completes(tmp_path, no_thread_leak):
+    dfk = parsl.load(htex_config(tmp_path, retries=2))
+    try:
+        pidfile = str(tmp_path / "worker.pid")
+        fut = sleep_then(3, "done", pidfile=pidfile)
+        assert wait_until(lambda: os.path.exists(pidfile), T)
+        os.kill(int(open(pidfile).read()), signal.SIGKILL)
+        assert fut.result(timeout=T) == "done"
+        assert fut.task_record["fail_count"] == 1
+    finally:
+        dfk.cleanup()
+
+
+def test_killed_pool_gives_manager_lost(htex, tmp_path):
+    pidfile = str(tmp_path / "worker.pid")
+    fut = sleep_then(60, "never", pidfile=pidfile)
+    assert wait_until(lambda: os.path.exists(pidfile), T)
+    for pid in pool_tree_pids():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"pervade-pool" in f.read():
+                os.kill(pid, signal.SIGKILL)
+    with pytest.raises((parsl.ManagerLost, parsl.WorkerLost)):
+        fut.result(timeout=T)
+
+
+def test_python_version_mismatch_is_refused(tmp_path, no_thread_leak):
+    dfk = parsl.load(htex_config(tmp_path, provider=LocalProvider(init_blocks=0)))
+    try:
+        executor = dfk.executors["htex"]
+        argv = shlex.split(executor.pool_command("9"))
+        argv[argv.index("--python-version") + 1] = "2.7.18"
+        executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1)
+        assert wait_until(lambda: executor.refusals(), T)
+        assert "2.7.18" in executor.refusals()[0]
+    finally:
+        dfk.cleanup()

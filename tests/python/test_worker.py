@@ -1,0 +1,560 @@
+"""pervade.worker as a real process, with the test acting as pervade-pool on the other end of
+a socketpair; and pervade.serialize on its own."""
+
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import types
+
+import msgpack
+import pytest
+
+from pervade.data import File
+from pervade.dataflow import _NO_VALUE
+from pervade.errors import ManagerLost, ParslError, RemoteError, WorkerLost
+from pervade.serialize import (deserialize, deserialize_exception, encode_call, serialize_exception,
+                               serialize_function, serialize_payload, serialize_value)
+
+T = 30  # seconds: every read and every wait is bounded by this
+TASK, READY, RESULT, EXIT = 1, 2, 3, 4
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ---------------------------------------------------------------- task code, importable by the worker
+
+def add(a, b=0):
+    return a + b
+
+
+def add_all(a, b, inputs=()):
+    return a + b + sum(inputs)
+
+
+def describe(*args, **kwargs):
+    return args, kwargs
+
+
+def raise_nested(message):
+    def inner():
+        raise ValueError(message)
+    inner()
+
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom(code):
+    raise CustomError("custom", code)
+
+
+class LockedError(Exception):
+    """Cannot be pickled, even by cloudpickle: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_locked():
+    raise LockedError("holds a lock")
+
+
+class BadInitError(Exception):
+    """Pickles, but does not unpickle: __init__ does not accept its own args."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def raise_bad_init():
+    raise BadInitError(1, 2)
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def call_exit(code):
+    sys.exit(code)
+
+
+def environment(*names):
+    return {name: os.environ.get(name) for name in names}
+
+
+def shout(text):
+    print(text)
+    return len(text)
+
+
+def fd_visible_to_child(fd):
+    """Exit status of a child process (started without closing fds) that fstat()s fd."""
+    return subprocess.run([sys.executable, "-c", f"import os; os.fstat({fd})"], close_fds=False,
+                          stderr=subprocess.DEVNULL).returncode
+
+
+def size_and_echo(data):
+    return len(data), data
+
+
+def class_name(obj):
+    return type(obj).__name__, obj.value
+
+
+# ---------------------------------------------------------------- the pool's side
+
+
+class Pool:
+    """Starts a worker and speaks the pool's side of the protocol."""
+
+    def __init__(self, tmp_path, rank=3, args=(), env=None):
+        self.sock, child = socket.socketpair()
+        self.sock.settimeout(T)
+        self.fd = child.fileno()
+        environment = dict(os.environ if env is None else env)
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [HERE, environment.get("PYTHONPATH")]))
+        self.stdout_path = tmp_path / "worker.stdout"
+        self.stderr_path = tmp_path / "worker.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pervade.worker", "--fd", str(self.fd), "--rank", str(rank), *args],
+                pass_fds=[self.fd], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=environment)
+        child.close()
+        self.sent = set()
+
+    # frames
+    def _recv_exact(self, n):
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise EOFError(f"worker closed the connection ({len(data)} of {n} bytes)")
+            data += chunk
+        return bytes(data)
+
+    def recv(self):
+        (length,) = struct.unpack("<I", self._recv_exact(4))
+        return msgpack.unpackb(self._recv_exact(length), raw=False)
+
+    def send_raw(self, body: bytes):
+        self.sock.sendall(struct.pack("<I", len(body)) + body)
+
+    def send(self, message):
+        self.send_raw(msgpack.packb(message, use_bin_type=True))
+
+    # tasks
+    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None):
+        fn_hash, fn_bytes = serialize_function(fn)
+        if send_fn is None:
+            send_fn = fn_hash not in self.sent
+        self.sent.add(fn_hash)
+        self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None,
+                   serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn")), list(inputs)])
+
+    def result(self, task_id):
+        message = self.recv()
+        assert message[:2] == [RESULT, task_id], message
+        status, payload = message[2], message[3]
+        assert isinstance(payload, bytes)
+        return status, payload
+
+    def call(self, task_id, fn, *args, **kwargs):
+        """Runs fn(*args, **kwargs) on the worker; its value, or raises its exception."""
+        self.submit(task_id, fn, args, kwargs)
+        status, payload = self.result(task_id)
+        if status == 0:
+            return deserialize(payload)
+        assert status == 1
+        raise deserialize_exception(payload)
+
+    def ready(self):
+        message = self.recv()
+        assert message[0] == READY, message
+        return message
+
+    def wait(self):
+        return self.proc.wait(timeout=T)
+
+    def stderr(self):
+        return self.stderr_path.read_text()
+
+    def stdout(self):
+        return self.stdout_path.read_text()
+
+    def close(self):
+        """Always leaves the process reaped (killed if it outlives the timeout)."""
+        try:
+            self.sock.close()
+            try:
+                self.proc.wait(timeout=T)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=T)
+
+
+@pytest.fixture
+def start(tmp_path):
+    pools = []
+
+    def make(**kwargs):
+        directory = tmp_path / f"worker{len(pools)}"
+        directory.mkdir()
+        pool = Pool(directory, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+    for pool in pools:
+        assert pool.proc.poll() is not None
+
+
+@pytest.fixture
+def pool(start):
+    """A worker that has said READY."""
+    p = start()
+    p.ready()
+    return p
+
+
+# ---------------------------------------------------------------- start and stop
+
+
+def test_ready_names_rank_and_pid(start):
+    p = start(rank=7)
+    assert p.ready() == [READY, 7, p.proc.pid]
+
+
+def test_exit_message_ends_the_worker_with_status_0(pool):
+    assert pool.call(1, add, 1, 2) == 3
+    pool.send([EXIT])
+    assert pool.wait() == 0
+    assert pool.stderr() == "" and pool.stdout() == ""
+
+
+def test_end_of_connection_ends_the_worker_with_status_0(pool):
+    pool.sock.close()
+    assert pool.wait() == 0
+    assert pool.stderr() == ""
+
+
+@pytest.mark.parametrize("body, complaint", [
+    (b"\xc1", "not msgpack"),                                  # a byte msgpack never uses
+    (b"", "not msgpack"),                                      # an empty frame
+    (msgpack.packb([1, 2, 3]) + b"\x00", "not msgpack"),      # extra data after the message
+    (msgpack.packb({"type": 1}), "not a message"),            # not an array
+    (msgpack.packb([]), "not a message"),
+    (msgpack.packb(["task"]), "not a message"),
+    (msgpack.packb([99]), "unknown message type 99"),
+    (msgpack.packb([READY, 0, 1]), "unknown message type 2"),
+    (msgpack.packb([TASK, 1, b"h"]), "TASK has 2 fields"),
+    (msgpack.packb([TASK, 1, "not bin", None, b"", []]), "must be bin"),
+    (msgpack.packb([TASK, -1, b"h", None, b"", []]), "unsigned"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [1]]), "array of bin"),
+], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
+        "short-task", "str-hash", "negative-id", "int-input"])
+def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
+    pool.send_raw(body)
+    assert pool.wait() == 2
+    assert "protocol error" in pool.stderr() and complaint in pool.stderr()
+    assert pool.stdout() == ""
+
+
+def test_a_frame_cut_short_ends_the_worker_with_status_2(pool):
+    pool.sock.sendall(struct.pack("<I", 100) + b"\x93\x01")
+    pool.sock.shutdown(socket.SHUT_WR)
+    assert pool.wait() == 2
+    assert "middle of a frame" in pool.stderr()
+
+
+# ---------------------------------------------------------------- running tasks
+
+
+def test_module_function_goes_by_reference(pool):
+    fn_hash, fn_bytes = serialize_function(add)
+    assert fn_bytes == pickle.dumps(add, protocol=5)  # a name, not code
+    assert len(fn_bytes) < 100 and b"test_worker" in fn_bytes
+    assert pool.call(1, add, 2, b=3) == 5
+    assert pool.call(2, add, "a", "b") == "ab"
+
+
+def test_closure_and_lambda_go_by_value(pool):
+    offset = 100
+
+    def shifted(x):
+        return x + offset
+
+    square = lambda x: x * x  # noqa: E731
+    for fn in (shifted, square):
+        with pytest.raises(Exception):
+            pickle.dumps(fn)
+    assert pool.call(1, shifted, 1) == 101
+    assert pool.call(2, square, 12) == 144
+
+
+def test_function_is_sent_once_then_only_its_hash(pool):
+    def triple(x):
+        return 3 * x
+
+    first = serialize_function(triple)
+    assert serialize_function(triple) is not None and serialize_function(triple)[1] is first[1]  # cached
+    pool.submit(1, triple, (2,), send_fn=True)
+    assert deserialize(pool.result(1)[1]) == 6
+    pool.submit(2, triple, (5,), send_fn=False)
+    assert pool.result(2) == (0, serialize_value(15))
+    pool.submit(3, triple, (7,), send_fn=True)  # sent again: harmless
+    assert deserialize(pool.result(3)[1]) == 21
+
+
+def test_unknown_hash_without_function_is_an_error_result(pool):
+    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), []])
+    status, payload = pool.result(1)
+    assert status == 1
+    exc = deserialize_exception(payload)
+    assert isinstance(exc, LookupError)
+    assert "no function for hash " + "01" * 20 in str(exc)
+    assert pool.call(2, add, 1, 1) == 2  # still serving
+
+
+def test_function_that_cannot_be_loaded_fails_each_of_its_tasks(pool, monkeypatch):
+    module = types.ModuleType("no_such_mod_")
+    exec("def fn():\n    return 1\n", module.__dict__)
+    monkeypatch.setitem(sys.modules, "no_such_mod_", module)  # here, not on the worker
+    fn_hash, fn_bytes = serialize_function(module.fn)
+    assert b"no_such_mod_" in fn_bytes and len(fn_bytes) < 100
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), []])
+    status, payload = pool.result(1)
+    assert status == 1 and isinstance(deserialize_exception(payload), ModuleNotFoundError)
+    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), []])
+    status, payload = pool.result(2)
+    assert status == 1
+    exc = deserialize_exception(payload)
+    assert "could not be unpickled" in str(exc) and "no_such_mod_" in str(exc)
+
+
+def test_dependency_values_go_where_the_plan_says(pool):
+    # add_all(<dep 0>, b=<dep 1>, inputs=[1, <dep 2>, <File replacing dep 3>... ])
+    values = [10, 20, 300]
+    plan = [(0, 0, 0, _NO_VALUE), (1, "b", 1, _NO_VALUE), (2, 1, 2, _NO_VALUE)]
+    pool.submit(1, add_all, (None,), {"b": None, "inputs": [1, None]}, plan,
+                [serialize_value(v) for v in values])
+    status, payload = pool.result(1)
+    assert (status, deserialize(payload)) == (0, 10 + 20 + 1 + 300)
+
+
+def test_plan_replacement_file_is_passed_instead_of_the_value(pool):
+    f = File("/tmp/some/out.txt")
+    plan = [(0, 1, 0, _NO_VALUE), (2, 0, 1, f)]
+    pool.submit(1, describe, ("first", None), {"inputs": [None]}, plan,
+                [serialize_value("from dep"), serialize_value(0)])
+    args, kwargs = deserialize(pool.result(1)[1])
+    assert args == ("first", "from dep")
+    assert isinstance(kwargs["inputs"][0], File) and kwargs["inputs"][0].filepath == "/tmp/some/out.txt"
+
+
+def test_the_plans_sentinel_travels_as_none():
+    # The planned position (where the future was) travels as None, as does the sentinel.
+    args, kwargs, plan = deserialize(serialize_payload((1, 5), {"k": 2}, [(0, 0, 0, _NO_VALUE)]))
+    assert (args, kwargs, plan) == ((None, 5), {"k": 2}, [(0, 0, 0, None)])
+    assert deserialize(serialize_payload([], {}, [])) == ((), None, None)
+
+
+def test_large_arguments_and_results(pool):
+    data = os.urandom(3 << 20)
+    assert pool.call(1, size_and_echo, data) == (len(data), data)
+
+
+def test_an_object_of_a_class_from_main_travels_by_value(pool, monkeypatch):
+    """The driver's __main__ is not the worker's: such objects go by value (cloudpickle)."""
+    main = sys.modules["__main__"]
+    thing = type("MainThing", (), {"__module__": "__main__", "__init__": lambda self, v: setattr(self, "value", v)})
+    thing.__qualname__ = "MainThing"
+    monkeypatch.setattr(main, "MainThing", thing, raising=False)
+    assert pickle.loads(pickle.dumps(thing(1))).value == 1  # by reference works here...
+    assert pool.call(1, class_name, thing(42)) == ("MainThing", 42)  # ...and by value there
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_exception_keeps_type_message_and_remote_traceback(pool):
+    with pytest.raises(ValueError) as info:
+        pool.call(1, raise_nested, "bad thing")
+    assert str(info.value) == "bad thing"
+    text = info.value.remote_traceback
+    assert "in raise_nested" in text and "in inner" in text and "ValueError: bad thing" in text
+    assert "pervade/worker.py" not in text  # the worker's own frames are left out
+    assert any("Remote traceback" in note and "in inner" in note for note in info.value.__notes__)
+
+
+def test_exception_of_a_test_module_class_keeps_its_type_and_args(pool):
+    with pytest.raises(CustomError) as info:
+        pool.call(1, raise_custom, 7)
+    assert info.value.args == ("custom", 7)
+
+
+def test_exception_from_a_closure_keeps_its_type(pool):
+    class LocalError(Exception):
+        pass
+
+    def fail():
+        raise LocalError("local")
+
+    with pytest.raises(Exception) as info:
+        pool.call(1, fail)
+    assert type(info.value) is LocalError and str(info.value) == "local"  # cloudpickle keeps class identity
+
+
+@pytest.mark.parametrize("fn, type_name, message", [
+    (raise_locked, "test_worker.LockedError", "holds a lock"),
+    (raise_bad_init, "test_worker.BadInitError", "1/2"),
+])
+def test_exception_that_cannot_travel_becomes_remote_error(pool, fn, type_name, message):
+    with pytest.raises(RemoteError) as info:
+        pool.call(1, fn)
+    e = info.value
+    assert isinstance(e, ParslError)
+    assert (e.type_name, e.message) == (type_name, message)
+    assert f"in {fn.__name__}" in e.traceback_text and e.remote_traceback == e.traceback_text
+    assert str(e).startswith(f"{type_name}: {message}") and "Remote traceback:" in str(e)
+    assert f"in {fn.__name__}" in str(e)
+    assert pool.call(2, add, 1, 2) == 3
+
+
+def test_result_that_cannot_be_pickled_is_an_error_result(pool):
+    with pytest.raises(TypeError, match="result of task 1 \\(return_lock\\) could not be pickled") as info:
+        pool.call(1, return_lock)
+    assert "lock" in str(info.value)
+    assert pool.call(2, add, 2, 2) == 4
+
+
+@pytest.mark.parametrize("code", [0, 3, "message"])
+def test_sys_exit_in_a_task_is_an_error_result_and_the_worker_goes_on(pool, code):
+    with pytest.raises(SystemExit) as info:
+        pool.call(1, call_exit, code)
+    assert info.value.code == code
+    assert "in call_exit" in info.value.remote_traceback
+    assert pool.call(2, add, 20, 22) == 42
+    assert pool.proc.poll() is None
+
+
+def test_arguments_that_cannot_be_pickled_raise_type_error_naming_the_app():
+    with pytest.raises(TypeError, match="^cannot serialize the arguments of my_app: "):
+        serialize_payload((threading.Lock(),), None, None, name="my_app")
+
+
+# ---------------------------------------------------------------- the task's process
+
+
+def test_environment_variables_are_set_for_tasks(start):
+    env = dict(os.environ)
+    for name in ("PERVADE_WORKER_RANK", "PERVADE_POOL_ID", "PERVADE_BLOCK_ID", "PARSL_WORKER_RANK",
+                 "PARSL_WORKER_POOL_ID", "PARSL_WORKER_BLOCK_ID"):
+        env.pop(name, None)
+    env["PARSL_WORKER_BLOCK_ID"] = "set-by-pool"  # already set: kept
+    p = start(rank=5, args=("--pool-id", "pool-a", "--block-id", "9"), env=env)
+    p.ready()
+    seen = p.call(1, environment, "PERVADE_WORKER_RANK", "PERVADE_POOL_ID", "PERVADE_BLOCK_ID",
+                  "PARSL_WORKER_RANK", "PARSL_WORKER_POOL_ID", "PARSL_WORKER_BLOCK_ID")
+    assert seen == {"PERVADE_WORKER_RANK": "5", "PERVADE_POOL_ID": "pool-a", "PERVADE_BLOCK_ID": "9",
+                    "PARSL_WORKER_RANK": "5", "PARSL_WORKER_POOL_ID": "pool-a",
+                    "PARSL_WORKER_BLOCK_ID": "set-by-pool"}
+
+
+def test_task_output_reaches_stdout_by_the_time_of_its_result(pool):
+    assert pool.call(1, shout, "hello from the task") == 19
+    assert pool.stdout() == "hello from the task\n"  # flushed before the RESULT was sent
+    pool.send([EXIT])
+    assert pool.wait() == 0
+    assert pool.stdout() == "hello from the task\n" and pool.stderr() == ""
+
+
+def test_processes_started_by_tasks_do_not_inherit_the_pool_socket(pool):
+    assert pool.call(1, fd_visible_to_child, pool.fd) != 0
+    assert pool.call(2, fd_visible_to_child, 0) == 0  # the check itself works
+
+
+# ---------------------------------------------------------------- serialize and errors on their own
+
+
+def test_function_cache_is_per_object_and_forgets_dead_functions():
+    def make():
+        def f():
+            return 1
+        return f
+
+    f, g = make(), make()
+    assert serialize_function(f)[1] is serialize_function(f)[1]
+    assert serialize_function(f)[0] == serialize_function(g)[0]  # same code, same hash
+    import pervade.serialize as s
+    key = id(f)
+    assert key in s._function_cache
+    del f
+    assert key not in s._function_cache
+
+
+def test_bound_methods_and_partials_serialize():
+    import functools
+
+    class Adder:
+        def __init__(self, n):
+            self.n = n
+
+        def add(self, x):
+            return x + self.n
+
+    for fn in (Adder(2).add, functools.partial(add, 40)):
+        fn_hash, fn_bytes = serialize_function(fn)
+        assert len(fn_hash) == 20
+        assert deserialize(fn_bytes)(2) in (4, 42)
+
+
+def test_serialize_exception_round_trip_without_a_worker():
+    try:
+        raise KeyError("k")
+    except KeyError as e:
+        exc = deserialize_exception(serialize_exception(e))
+    assert isinstance(exc, KeyError) and exc.args == ("k",)
+    assert "raise KeyError" in exc.remote_traceback
+
+
+def test_exception_that_cannot_be_unpickled_here_becomes_remote_error():
+    data = pickle.dumps((RemoteError("x", "y", "tb"), "tb"))
+    data = data.replace(b"pervade.errors", b"pervade.nowhere")
+    exc = deserialize_exception(data)
+    assert isinstance(exc, RemoteError) and "could not be unpickled" in str(exc)
+
+
+def test_lost_errors_have_parsls_messages_and_pickle():
+    w = WorkerLost(3, "node1")
+    assert str(w) == "Task failure due to loss of worker 3 on host node1"
+    assert str(WorkerLost(3, "node1", reason="killed by signal 9")).endswith(": killed by signal 9")
+    m = ManagerLost(b"pool-7", "node2")
+    assert str(m) == "Task failure due to loss of manager pool-7 on host node2"
+    assert str(ManagerLost("pool-7", "node2")) == str(m)
+    for e in (w, m, RemoteError("T", "m", "tb")):
+        assert isinstance(e, ParslError)
+        copy = pickle.loads(pickle.dumps(e))
+        assert type(copy) is type(e) and str(copy) == str(e)
+    assert pickle.loads(pickle.dumps(WorkerLost(1, "h", reason="r"))).reason == "r"
+
+
+
+
+def test_encode_call_gives_hash_function_payload_and_priority():
+    fn_hash, fn_bytes, payload, priority = encode_call(add, (1,), {"b": 2}, None, "add")
+    assert (fn_hash, fn_bytes) == serialize_function(add)
+    assert deserialize(payload) == ((1,), {"b": 2}, None) and priority == 0
+    spec = {"parsl_resource_specification": {"priority": 7}}
+    assert encode_call(add, (), spec, None, "add")[3] == 7
+    with pytest.raises(TypeError, match="priority of add must be an int"):
+        encode_call(add, (), {"parsl_resource_specification": {"priority": "high"}}, None, "add")
