@@ -17,6 +17,7 @@
 
 #include <Python.h>
 #include <pythread.h>
+#include <zmq.h>
 
 #include <condition_variable>
 #include <deque>
@@ -273,9 +274,10 @@ class CompletionThread;
 // A Python app call: the callable, its arguments, and the future to complete.
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
-  PyTask(CompletionThread* completions, PyRef func, PyRef args, PyRef kwargs, PyRef plan, PyRef future)
+  PyTask(CompletionThread* completions, PyRef func, PyRef args, PyRef kwargs, PyRef plan, PyRef future,
+         PyRef encoded)
       : completions_(completions), func_(std::move(func)), args_(std::move(args)), kwargs_(std::move(kwargs)),
-        plan_(std::move(plan)), future_(std::move(future)) {}
+        plan_(std::move(plan)), future_(std::move(future)), encoded_(std::move(encoded)) {}
 
   Outcome run(TaskContext& ctx) override;
   void interrupt(StopReason reason) override;
@@ -291,6 +293,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
  private:
   CompletionThread* completions_;
   PyRef func_, args_, kwargs_, plan_, future_;
+  PyRef encoded_;  // (fn_hash, fn, payload, priority) when serialized at submit (remote-only apps)
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
  public:
@@ -351,9 +354,11 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
         out->inputs.emplace_back(b.c_str(), b.size());
       }
     }
-    nb::object encoded = serialize.attr("encode_call")(
-        nb::borrow(func_.get()), nb::borrow(args_.get()), kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),
-        plan_ ? nb::borrow(plan_.get()) : nb::none(), ctx.task().func_name());
+    nb::object encoded = encoded_ ? nb::borrow(encoded_.get())
+                                  : serialize.attr("encode_call")(nb::borrow(func_.get()), nb::borrow(args_.get()),
+                                                                  kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),
+                                                                  plan_ ? nb::borrow(plan_.get()) : nb::none(),
+                                                                  ctx.task().func_name());
     auto parts = nb::cast<nb::tuple>(encoded);
     nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
               payload = nb::cast<nb::bytes>(parts[2]);
@@ -596,11 +601,12 @@ class Kernel {
 
   TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
                     nb::handle executors, const std::string& name, double walltime, nb::handle future,
-                    std::int64_t reserved_id) {
+                    std::int64_t reserved_id, nb::handle encoded) {
     auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
                                          kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
                                          plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
-                                         PyRef::borrow(future.ptr()));
+                                         PyRef::borrow(future.ptr()),
+                                         encoded.is_none() ? PyRef() : PyRef::borrow(encoded.ptr()));
     TaskSpec spec;
     spec.body = task;
     spec.listener = task;
@@ -744,6 +750,13 @@ NB_MODULE(_native, m) {
         return out;
       });
 
+  m.def("curve_keypair", [] {
+    char public_key[41], secret_key[41];
+    if (zmq_curve_keypair(public_key, secret_key) != 0)
+      throw std::runtime_error(std::string("cannot make a CurveZMQ key pair: ") + zmq_strerror(zmq_errno()));
+    return nb::make_tuple(std::string(public_key), std::string(secret_key));
+  });
+
   m.def(
       "htex_executor",
       [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
@@ -769,7 +782,7 @@ NB_MODULE(_native, m) {
            nb::arg("retry_handler").none(), nb::arg("internal_threads"))
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
-           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"))
+           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
       .def("create_external", &Kernel::create_external)
       .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),

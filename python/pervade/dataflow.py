@@ -9,7 +9,7 @@ import os
 import threading
 from concurrent.futures import Future
 
-from . import _native
+from . import _native, serialize
 from .config import Config
 from .data import DataFuture, File
 from .errors import ConfigurationError, NoDataFlowKernelError
@@ -78,6 +78,10 @@ class DataFlowKernel:
             logger.addHandler(self._log_handler)
             logger.setLevel(logging.DEBUG)
         self.executors = {e.label: e for e in self.config.executors}
+        # Labels of executors that run tasks in other processes: apps that can only go there are
+        # serialized at the call, so unpicklable arguments fail at once, in the caller.
+        self._remote_labels = {e.label for e in self.config.executors if getattr(e, "remote", False)}
+        self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
         for e in self.config.executors:
             e.run_dir = self.run_dir
         natives = [e._native_executor() for e in self.config.executors]
@@ -122,8 +126,12 @@ class DataFlowKernel:
                 for i, v in enumerate(inputs):
                     if isinstance(v, Future):
                         deps, plan = self._add_dependency(deps, plan, v, 2, i)
+        encoded = None
+        if self._remote_labels and (self._all_remote if labels is None
+                                    else all(label in self._remote_labels for label in labels)):
+            encoded = serialize.encode_call(func, args, kwargs, plan, name)
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id)
+                                          reserved_id, encoded)
         return fut
 
     def _add_dependency(self, deps, plan, future, kind, key):

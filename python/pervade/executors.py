@@ -16,6 +16,7 @@ class ParslExecutor:
 
     label: str = "undefined"
     run_dir: str = "."
+    remote: bool = False  # runs tasks in other processes (their calls must pickle)
 
     def _native_executor(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -74,15 +75,19 @@ class HighThroughputExecutor(ParslExecutor):
     `address` (the interface to bind; pools use it to connect) at a port from
     `worker_port_range` (or `worker_port`). Workers run the driver's Python by default
     (`python`). Heartbeats every `heartbeat_period` s; a pool silent for `heartbeat_threshold`
-    s is lost and its tasks fail with ManagerLost.
+    s is lost and its tasks fail with ManagerLost. With `encrypted` (the default) the link is
+    CurveZMQ: a key pair is made per run and the interchange's public key is written to
+    <run_dir>/<label>/server.key for the pools; a pool without it cannot register.
     """
+
+    remote = True
 
     def __init__(self, label: str = "HighThroughputExecutor", provider=None, address: str = "127.0.0.1",
                  worker_port: int | None = None, worker_port_range: tuple = (54000, 55000),
                  max_workers_per_node: int | None = None, cores_per_worker: float = 1.0,
                  mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
-                 python: str | None = None, worker_debug: bool = False, encrypted: bool = False, **unused):
+                 python: str | None = None, worker_debug: bool = False, encrypted: bool = True, **unused):
         from .providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -98,8 +103,6 @@ class HighThroughputExecutor(ParslExecutor):
         low, high = worker_port_range
         if not (0 < low <= high < 65536):
             raise ConfigurationError(f"worker_port_range must be (low, high) ports, got {worker_port_range!r}")
-        if encrypted:
-            raise ConfigurationError("encrypted=True is not implemented yet: use encrypted=False on trusted networks")
         self.label = label
         self.provider = provider if provider is not None else LocalProvider()
         self.address = address
@@ -120,9 +123,20 @@ class HighThroughputExecutor(ParslExecutor):
         self.blocks: dict[str, str] = {}  # block id -> provider job id
 
     def _native_executor(self):
+        public_key = secret_key = ""
+        self._server_key_file = None
+        if self.encrypted:
+            public_key, secret_key = _native.curve_keypair()
+            keydir = os.path.join(self.run_dir, self.label)
+            os.makedirs(keydir, exist_ok=True)
+            self._server_key_file = os.path.join(keydir, "server.key")
+            fd = os.open(self._server_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(public_key + "\n")
         self._native = _native.htex_executor(
             self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
-            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(), "", "")
+            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(), public_key,
+            secret_key)
         return self._native
 
     @property
@@ -147,6 +161,8 @@ class HighThroughputExecutor(ParslExecutor):
                  "--heartbeat-threshold", str(self.heartbeat_threshold)]
         if self.available_accelerators:
             parts += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        if self._server_key_file:
+            parts += ["--curve-server-key", self._server_key_file]
         return " ".join(shlex.quote(p) for p in parts)
 
     def start_blocks(self, count: int) -> list:

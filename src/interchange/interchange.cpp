@@ -89,9 +89,10 @@ struct Interchange::Impl {
         if (!router.recv(identity, zmq::recv_flags::dontwait)) break;
         bool complete = identity.more() && router.recv(body, zmq::recv_flags::none);
         // Any extra frames belong to a broken peer: consume them.
-        while (body.more()) {
+        for (bool more = complete && body.more(); more;) {
           zmq::message_t extra;
           if (!router.recv(extra, zmq::recv_flags::none)) break;
+          more = extra.more();
           complete = false;
         }
         if (!complete) continue;

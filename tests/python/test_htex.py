@@ -183,3 +183,29 @@ def test_python_version_mismatch_is_refused(tmp_path, no_thread_leak):
         assert "2.7.18" in executor.refusals()[0]
     finally:
         dfk.cleanup()
+
+
+def test_pool_without_the_key_cannot_register(tmp_path, no_thread_leak):
+    dfk = parsl.load(htex_config(tmp_path, provider=LocalProvider(init_blocks=0)))
+    try:
+        executor = dfk.executors["htex"]
+        argv = shlex.split(executor.pool_command("7"))
+        assert "--curve-server-key" in argv, "encryption is on by default"
+        i = argv.index("--curve-server-key")
+        del argv[i:i + 2]
+        argv[argv.index("--heartbeat-threshold") + 1] = "2"
+        job = executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1,
+                                       log_path=str(tmp_path / "keyless.log"))
+        # The keyless pool gets no answer to REGISTER, gives up, and never appears as a pool.
+        assert wait_until(lambda: executor.provider.status([job])[0] != "RUNNING", T)
+        assert executor.pools() == []
+        executor.start_blocks(1)  # a pool with the key works
+        assert add(20, 22).result(timeout=T) == 42
+    finally:
+        dfk.cleanup()
+
+
+def test_unpicklable_arguments_fail_at_the_call(htex):
+    import threading
+    with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
+        add(threading.Lock(), 1)

@@ -1,0 +1,170 @@
+// The interchange with its real ZeroMQ socket: pools are DEALER sockets in the test. Random
+// bytes and malformed messages must neither crash it nor disturb a registered pool's work.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <zmq.hpp>
+
+#include "interchange/interchange.hpp"
+
+using namespace pervade;
+using namespace pervade::interchange;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Collected {
+  std::mutex mutex;
+  std::vector<Completed> done;
+  std::vector<PoolEvent> events;
+};
+
+class InterchangeTest : public ::testing::Test {
+ protected:
+  InterchangeTest() {
+    InterchangeConfig cfg;
+    cfg.port_min = 57100;
+    cfg.port_max = 57999;
+    cfg.dispatcher.heartbeat_period = 0.2;
+    cfg.dispatcher.heartbeat_threshold = 30;
+    cfg.dispatcher.python_version = "3.11.7";
+    ix = std::make_unique<Interchange>(
+        cfg,
+        [this](std::vector<Completed>&& d) {
+          std::lock_guard lock(got.mutex);
+          for (auto& c : d) got.done.push_back(std::move(c));
+        },
+        [this](const PoolEvent& e) {
+          std::lock_guard lock(got.mutex);
+          got.events.push_back(e);
+        });
+  }
+
+  zmq::socket_t dealer(const std::string& id) {
+    zmq::socket_t s(context, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::routing_id, id);
+    s.connect(ix->url());
+    return s;
+  }
+
+  static void send(zmq::socket_t& s, const std::string& bytes) { s.send(zmq::buffer(bytes), zmq::send_flags::none); }
+
+  // Next message from the interchange on `s` that is not a heartbeat, or nullopt after 10 s.
+  static std::optional<protocol::InterchangeMessage> receive(zmq::socket_t& s) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, 100ms);
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      zmq::message_t m;
+      if (!s.recv(m)) continue;
+      auto decoded = protocol::decode_interchange_message(static_cast<const char*>(m.data()), m.size());
+      if (decoded && !std::holds_alternative<protocol::Heartbeat>(*decoded)) return decoded;
+    }
+    return std::nullopt;
+  }
+
+  static std::string register_message(const std::string& id) {
+    protocol::Register r;
+    r.pervade_version = "0.1.0";
+    r.python_version = "3.11.7";
+    r.pool_id = id;
+    r.block_id = "0";
+    r.hostname = "localhost";
+    r.worker_count = 1;
+    return protocol::encode(protocol::PoolMessage{r});
+  }
+
+  bool wait_done(std::size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        std::lock_guard lock(got.mutex);
+        if (got.done.size() >= n) return true;
+      }
+      std::this_thread::yield();
+    }
+    return false;
+  }
+
+  zmq::context_t context{1};
+  Collected got;
+  std::unique_ptr<Interchange> ix;
+};
+
+TEST_F(InterchangeTest, RandomBytesDoNotDisturbARegisteredPool) {
+  auto pool = dealer("good");
+  send(pool, register_message("good"));
+  auto reply = receive(pool);
+  ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+
+  // A fuzzer on another connection: random frames, random multi-frame messages and
+  // truncated valid messages.
+  auto noisy = dealer("noisy");
+  std::mt19937 rng(1234);
+  const std::string valid = register_message("noisy");
+  for (int i = 0; i < 3000; ++i) {
+    std::string bytes;
+    // (Mutations of valid messages are fuzzed in ProtocolTest; here a mutated REGISTER could
+    // legitimately register a second pool and take the task.)
+    if (i % 2 == 0) {
+      bytes = valid.substr(0, rng() % valid.size());
+    } else {
+      bytes.resize(rng() % 300);
+      for (auto& c : bytes) c = static_cast<char>(rng());
+    }
+    if (i % 10 == 0) {
+      noisy.send(zmq::buffer(bytes), zmq::send_flags::sndmore);
+      noisy.send(zmq::buffer(std::string("extra frame")), zmq::send_flags::none);
+    } else {
+      send(noisy, bytes);
+    }
+  }
+
+  // The registered pool still gets work and its result still counts.
+  interchange::DispatchTask t;
+  t.task_id = 42;
+  t.kind = protocol::kKindShell;
+  t.payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  ix->submit({t});
+  std::optional<protocol::InterchangeMessage> m;
+  do {
+    m = receive(pool);
+  } while (m && !std::holds_alternative<protocol::Tasks>(*m));
+  ASSERT_TRUE(m) << "the pool got no task after the noise";
+  EXPECT_EQ(std::get<protocol::Tasks>(*m).tasks.at(0).task_id, 42u);
+  send(pool, protocol::encode(protocol::PoolMessage{protocol::Results{{{42, 0, protocol::encode_exit_code(0)}}}}));
+  ASSERT_TRUE(wait_done(1));
+  EXPECT_EQ(got.done[0].task_id, 42u);
+  auto pools = ix->pools();
+  ASSERT_GE(pools.size(), 1u);
+  EXPECT_EQ(ix->outstanding(), 0u);
+}
+
+TEST_F(InterchangeTest, WrongVersionIsRefusedWithAReason) {
+  auto pool = dealer("old");
+  protocol::Register r;
+  r.python_version = "3.8.10";
+  r.pool_id = "old";
+  r.worker_count = 1;
+  send(pool, protocol::encode(protocol::PoolMessage{r}));
+  auto reply = receive(pool);
+  ASSERT_TRUE(reply);
+  auto* refused = std::get_if<protocol::Refused>(&*reply);
+  ASSERT_NE(refused, nullptr);
+  EXPECT_NE(refused->reason.find("3.8.10"), std::string::npos);
+  EXPECT_TRUE(ix->pools().empty());
+}
+
+TEST_F(InterchangeTest, StopSendsShutdownToPools) {
+  auto pool = dealer("p");
+  send(pool, register_message("p"));
+  ASSERT_TRUE(receive(pool));
+  ix->stop();
+  auto m = receive(pool);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(std::holds_alternative<protocol::Shutdown>(*m));
+}
+
+}  // namespace
