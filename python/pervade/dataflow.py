@@ -20,13 +20,14 @@ logger = logging.getLogger("pervade")
 _NO_VALUE = object()  # plan entry: use the dependency's value
 
 
-def _invoke_with_dependencies(func, args, kwargs, plan, values):
-    """Runs on a worker: puts the finished dependencies' values in place, then calls func."""
+def apply_plan(args, kwargs, plan, value_for):
+    """Copies of args and kwargs with each planned position (a dependency's place: positional,
+    keyword, or in `inputs`) set to value_for(index, replacement)."""
     args = list(args)
     kwargs = dict(kwargs) if kwargs else {}
     inputs = list(kwargs["inputs"]) if "inputs" in kwargs else None
     for kind, key, index, replacement in plan:
-        value = values[index] if replacement is _NO_VALUE else replacement
+        value = value_for(index, replacement)
         if kind == 0:
             args[key] = value
         elif kind == 1:
@@ -35,6 +36,13 @@ def _invoke_with_dependencies(func, args, kwargs, plan, values):
             inputs[key] = value
     if inputs is not None:
         kwargs["inputs"] = inputs
+    return args, kwargs
+
+
+def _invoke_with_dependencies(func, args, kwargs, plan, values):
+    """Runs on a worker: puts the finished dependencies' values in place, then calls func."""
+    args, kwargs = apply_plan(args, kwargs, plan,
+                              lambda index, replacement: values[index] if replacement is _NO_VALUE else replacement)
     return func(*args, **kwargs)
 
 

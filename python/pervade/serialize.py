@@ -122,21 +122,10 @@ def serialize_payload(args, kwargs, plan, name: str = "app") -> bytes:
     arguments cannot be pickled.
     """
     if plan:
-        from .dataflow import _NO_VALUE
+        from .dataflow import _NO_VALUE, apply_plan
         # The futures themselves stay behind: each planned position travels as None and is
         # filled on the worker from `inputs`.
-        args = list(args)
-        kwargs = dict(kwargs) if kwargs else {}
-        inputs = list(kwargs["inputs"]) if "inputs" in kwargs else None
-        for kind, key, _, _ in plan:
-            if kind == 0:
-                args[key] = None
-            elif kind == 1:
-                kwargs[key] = None
-            else:
-                inputs[key] = None
-        if inputs is not None:
-            kwargs["inputs"] = inputs
+        args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: None)
         plan = [(kind, key, index, None if replacement is _NO_VALUE else replacement)
                 for kind, key, index, replacement in plan]
     try:

@@ -27,6 +27,7 @@
 // * Every descriptor the pool opens is close-on-exec, and descriptors inherited from the
 //   pool's parent are made close-on-exec at start, so a worker gets exactly 0, 1, 2 and its
 //   socket on fd 3.
+#include "util/fd.hpp"
 #include "pool/pool.hpp"
 
 #include <dirent.h>
@@ -158,31 +159,7 @@ void log_error(fmt::format_string<Args...> f, Args&&... args) {
 }
 
 // ------------------------------------------------------------------------------ small helpers
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using pervade::detail::Fd;
 
 // Moves a close-on-exec descriptor to a number >= min_fd (so a dup2 onto a lower number in a
 // child always changes the number and therefore drops FD_CLOEXEC on the copy).

@@ -31,6 +31,7 @@
 //   task is reported finished. This matches "the task is the whole process group".
 // * The caller must not reap our children behind our back (waitpid(-1), SIGCHLD = SIG_IGN);
 //   if that happens the exit status is lost and run_shell throws pervade::Error.
+#include "util/fd.hpp"
 #include "pervade/shell.hpp"
 
 #include <fcntl.h>
@@ -82,32 +83,7 @@ using Clock = std::chrono::steady_clock;
 std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 // Owning file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);  // no EINTR retry: on Linux the fd is released regardless
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
+using detail::Fd;
 
 [[noreturn]] void throw_stream_error(const char* which, const std::string& path, const std::string& what,
                                      int err) {
