@@ -28,6 +28,7 @@
 //   pool's parent are made close-on-exec at start, so a worker gets exactly 0, 1, 2 and its
 //   socket on fd 3.
 #include "util/fd.hpp"
+#include "util/process.hpp"
 #include "pool/pool.hpp"
 
 #include <dirent.h>
@@ -160,6 +161,7 @@ void log_error(fmt::format_string<Args...> f, Args&&... args) {
 
 // ------------------------------------------------------------------------------ small helpers
 using pervade::detail::Fd;
+using pervade::detail::has_exited;
 
 // Moves a close-on-exec descriptor to a number >= min_fd (so a dup2 onto a lower number in a
 // child always changes the number and therefore drops FD_CLOEXEC on the copy).
@@ -697,19 +699,9 @@ class Pool {
         if (exit_status_) return *exit_status_;
       }
       for (int i = 0; i < 1000; ++i) {
-        std::string body;
-        bool multipart = false;
-        if (!recv_interchange(&body, &multipart)) break;
-        if (multipart) {
-          log_warn("ignoring a multi-frame message from the interchange");
-          continue;
-        }
-        std::string error;
-        auto m = proto::decode_interchange_message(body.data(), body.size(), &error);
-        if (!m) {
-          log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
-          continue;
-        }
+        std::optional<proto::InterchangeMessage> m;
+        if (!next_from_interchange(&m)) break;
+        if (!m) continue;
         if (auto* reg = std::get_if<proto::Registered>(&*m)) {
           apply_registered(*reg);
           log_info("registered with the interchange (heartbeat period {} s, threshold {} s)", period_, threshold_);
@@ -857,6 +849,22 @@ class Pool {
   }
 
   // One message (all its frames); false when nothing is waiting.
+  // Takes the next message waiting from the interchange: false when none is waiting; *out
+  // stays empty when it was not a well-formed message (logged and dropped).
+  bool next_from_interchange(std::optional<proto::InterchangeMessage>* out) {
+    std::string body;
+    bool multipart = false;
+    if (!recv_interchange(&body, &multipart)) return false;
+    if (multipart) {
+      log_warn("ignoring a multi-frame message from the interchange");
+      return true;
+    }
+    std::string error;
+    *out = proto::decode_interchange_message(body.data(), body.size(), &error);
+    if (!*out) log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
+    return true;
+  }
+
   bool recv_interchange(std::string* body, bool* multipart) {
     zmq::message_t msg;
     zmq::recv_result_t r;
@@ -878,19 +886,9 @@ class Pool {
 
   void read_from_interchange() {
     for (int i = 0; i < 1000 && !exit_status_; ++i) {
-      std::string body;
-      bool multipart = false;
-      if (!recv_interchange(&body, &multipart)) return;
-      if (multipart) {
-        log_warn("ignoring a multi-frame message from the interchange");
-        continue;
-      }
-      std::string error;
-      auto m = proto::decode_interchange_message(body.data(), body.size(), &error);
-      if (!m) {
-        log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
-        continue;
-      }
+      std::optional<proto::InterchangeMessage> m;
+      if (!next_from_interchange(&m)) return;
+      if (!m) continue;
       last_recv_ = Clock::now();
       std::visit(Overloaded{
                      [&](proto::Registered& reg) { apply_registered(reg); },
@@ -1203,16 +1201,6 @@ class Pool {
     }
   }
 
-  // True if `pid` has terminated (without reaping it); also true if it cannot be waited for.
-  static bool has_exited(pid_t pid) {
-    siginfo_t si{};
-    int r;
-    do {
-      si.si_pid = 0;
-      r = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT);
-    } while (r < 0 && errno == EINTR);
-    return r < 0 || si.si_pid != 0;
-  }
 
   // Kills what is left of the worker's group and reaps it. Returns the wait status (or -1).
   static int kill_and_reap(pid_t pid) {

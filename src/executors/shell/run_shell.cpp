@@ -32,6 +32,7 @@
 // * The caller must not reap our children behind our back (waitpid(-1), SIGCHLD = SIG_IGN);
 //   if that happens the exit status is lost and run_shell throws pervade::Error.
 #include "util/fd.hpp"
+#include "util/process.hpp"
 #include "pervade/shell.hpp"
 
 #include <fcntl.h>
@@ -84,6 +85,7 @@ std::string os_error(int err) { return std::error_code(err, std::generic_categor
 
 // Owning file descriptor.
 using detail::Fd;
+using detail::has_exited;
 
 [[noreturn]] void throw_stream_error(const char* which, const std::string& path, const std::string& what,
                                      int err) {
@@ -147,19 +149,6 @@ void check(int rc, const char* what) {
   if (rc != 0) throw Error(fmt::format("{} failed: {}", what, os_error(rc)));
 }
 
-// True once `pid` has terminated (it is then a zombie: waitid(WNOWAIT) does not reap it).
-// Also true if the child can no longer be waited for at all (ECHILD: reaped by someone else),
-// since there is then nothing left to wait for.
-bool has_exited(pid_t pid) {
-  siginfo_t si{};
-  int r;
-  do {
-    si.si_pid = 0;
-    r = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0) return true;
-  return si.si_pid != 0;
-}
 
 // Milliseconds from now until the deadline, rounded up, clamped to [1, INT_MAX].
 int ms_until(Clock::time_point now, Clock::time_point deadline) {
