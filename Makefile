@@ -7,7 +7,7 @@ BUILD_DIR ?= build
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev
 PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest
 
-.PHONY: all deps build python test test-cpp test-python demo perf bench clean
+.PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex clean
 
 all: build python
 
@@ -46,6 +46,11 @@ perf: python
 # Peer comparison: installs Parsl into its own virtual environment (see BENCHMARKS.md).
 bench: build python
 	$(PYTHON) benchmarks/compare_threads.py
+
+# HighThroughputExecutor vs Parsl's HTEX, Dask and Ray; installs the peers into the same venv
+# (see benchmarks/README.md). Only the Python package is needed: it carries pervade-pool.
+bench-htex: python
+	$(PYTHON) benchmarks/compare_htex.py
 
 clean:
 	rm -rf $(BUILD_DIR) runinfo

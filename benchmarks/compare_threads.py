@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,9 +49,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import peers  # this folder's shared helpers: the peers' venv, subprocesses in their own group
+from peers import BenchError, log, run
+from peers import tail as _tail
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DEFAULT_VENV = HERE / ".venv-peers"
+DEFAULT_VENV = peers.DEFAULT_VENV
 DEFAULT_TIMEOUT = 15 * 60  # seconds, per subprocess (venv creation, pip install, each measurement)
 
 # ---------------------------------------------------------------------------------------------
@@ -138,106 +141,9 @@ print("RESULT " + json.dumps({"framework": FRAMEWORK, "module": parsl.__name__, 
 '''
 
 
-class BenchError(Exception):
-    """A failure with a message meant for the person running the benchmark."""
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def run(cmd, *, timeout: float, cwd=None, env=None, stream_prefix: str | None = None) -> tuple[int, str]:
-    """Runs cmd in its own process group; returns (exit code, combined output). Kills the group
-    on timeout. With stream_prefix, echoes each output line to stderr as it arrives."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1, start_new_session=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        if stream_prefix is None:
-            out, _ = proc.communicate(timeout=timeout)
-            return proc.returncode, out
-        import selectors
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise subprocess.TimeoutExpired(cmd, timeout)
-            if not sel.select(timeout=min(remaining, 1.0)):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            log(stream_prefix + line.rstrip("\n"))
-        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        return proc.returncode, "".join(lines)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        raise BenchError(f"timed out after {timeout:.0f}s: {shlex.join(map(str, cmd))}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# The peers' virtual environment.
-
-NETWORK_HINTS = ("Failed to establish a new connection", "Temporary failure in name resolution",
-                 "Network is unreachable", "Name or service not known", "Could not fetch URL",
-                 "No matching distribution found", "Max retries exceeded", "Connection refused",
-                 "Read timed out", "ConnectTimeoutError")
-
-
-def venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def parsl_version_in(python: Path, timeout: float) -> str | None:
-    if not python.exists():
-        return None
-    try:
-        code, out = run([str(python), "-c", "import parsl, sys; sys.stdout.write(parsl.__version__)"],
-                        timeout=min(timeout, 120))
-    except BenchError:
-        return None
-    return out.strip() if code == 0 else None
-
-
 def ensure_peers(venv: Path, timeout: float) -> Path:
-    python = venv_python(venv)
-    version = parsl_version_in(python, timeout)
-    if version:
-        log(f"[peers] reusing {venv} (parsl {version})")
-        return python
-    if not python.exists():
-        log(f"[peers] creating virtual environment {venv} with `python3 -m venv`")
-        code, out = run([sys.executable, "-m", "venv", str(venv)], timeout=timeout)
-        if code != 0 or not python.exists():
-            raise BenchError(f"could not create the virtual environment {venv} (exit {code}):\n{out.strip()}\n"
-                             "On Debian/Ubuntu the venv module may need `apt-get install python3-venv`.")
-    log("[peers] installing parsl from PyPI into the venv (pip output follows; this can take a few minutes)")
-    started = time.monotonic()
-    code, out = run([str(python), "-m", "pip", "install", "--progress-bar", "off", "parsl"], timeout=timeout,
-                    stream_prefix="[pip] ")
-    if code != 0:
-        hint = ""
-        if any(h in out for h in NETWORK_HINTS):
-            hint = ("\nIt looks like PyPI could not be reached (no network?), or it has no parsl for this Python "
-                    f"({platform.python_version()}). Parsl is downloaded once; the venv is reused afterwards.")
-        raise BenchError(f"`pip install parsl` into {venv} failed (exit {code}).{hint}\n"
-                         f"Last pip output:\n{_tail(out)}")
-    version = parsl_version_in(python, timeout)
-    if not version:
-        raise BenchError(f"parsl was installed into {venv} but `import parsl` fails there")
-    log(f"[peers] parsl {version} installed in {time.monotonic() - started:.0f}s")
-    return python
-
-
-def _tail(text: str, lines: int = 25) -> str:
-    return "\n".join("    " + line for line in text.strip().splitlines()[-lines:])
+    """The peers' venv python, with Parsl installed (see peers.py)."""
+    return peers.ensure_peers(venv, {"parsl": "parsl"}, timeout)[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
+#include "util/thread_name.hpp"
 
 namespace nb = nanobind;
 using namespace pervade;
@@ -385,7 +386,10 @@ void PyTask::inject_stop(StopReason reason) {
 
 class CompletionThread {
  public:
-  CompletionThread() : thread_([this] { loop(); }) {}
+  CompletionThread() : thread_([this] {
+    detail::name_this_thread("pv-completion");
+    loop();
+  }) {}
   ~CompletionThread() { stop(); }
 
   void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {

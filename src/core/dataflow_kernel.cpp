@@ -13,6 +13,7 @@
 #include "util/spin_wait.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/thread_pool_executor.hpp"
+#include "util/thread_name.hpp"
 
 namespace pervade {
 
@@ -156,7 +157,10 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
   im.core = std::make_unique<detail::KernelCore>(std::move(opts), im.executors);
   for (auto& ex : im.executors) ex->start(im);
-  im.reactor = std::thread([raw] { raw->run_reactor(); });
+  im.reactor = std::thread([raw] {
+    detail::name_this_thread("pv-reactor");
+    raw->run_reactor();
+  });
 }
 
 DataFlowKernel::~DataFlowKernel() {

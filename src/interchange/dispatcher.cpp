@@ -27,10 +27,11 @@ void Dispatcher::add_function(const protocol::Bytes& hash, protocol::Bytes fn) {
 void Dispatcher::submit(DispatchTask task, TimePoint now) {
   const int priority = task.priority;
   queue_.emplace(Queued{priority, sequence_++}, std::move(task));
-  dispatch(now);
+  now_ = now;
 }
 
 void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
+  now_ = now;
   if (auto* r = std::get_if<protocol::Register>(&message)) {
     on_register(identity, *r, now);
     return;
@@ -75,7 +76,6 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   auto [it, inserted] = pools_.emplace(identity, std::move(pool));
   send(it->second, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
   events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}});
-  dispatch(now);
 }
 
 void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
@@ -86,12 +86,16 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
   }
   if (pool.in_flight.empty()) pool.idle_since = now;
-  dispatch(now);
 }
 
 std::size_t Dispatcher::capacity(const Pool& p) const {
   const std::size_t limit = static_cast<std::size_t>(p.info.worker_count) + static_cast<std::size_t>(std::max(0, p.info.prefetch));
   return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
+}
+
+std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox() {
+  dispatch(now_);
+  return std::exchange(outbox_, {});
 }
 
 void Dispatcher::dispatch(TimePoint now) {
@@ -159,7 +163,7 @@ void Dispatcher::tick(TimePoint now) {
     events_.push_back({PoolEvent::lost, id, pool.info.pool_id, pool.info.block_id, reason});
     lose(id, reason);
   }
-  dispatch(now);
+  now_ = now;
 }
 
 TimePoint Dispatcher::next_deadline() const {

@@ -89,8 +89,10 @@ class Dispatcher {
   // The earliest time tick() has work to do.
   TimePoint next_deadline() const;
 
-  // Outputs, taken by the shell after each call.
-  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox() { return std::exchange(outbox_, {}); }
+  // Outputs, taken by the shell after each call. take_outbox() first hands queued tasks to
+  // pools with free capacity: dispatching once per round of input (not per submitted task
+  // or per RESULTS message) is what makes TASKS messages carry many tasks.
+  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox();
   std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
 
@@ -131,6 +133,7 @@ class Dispatcher {
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;
   std::mt19937 rng_;
+  TimePoint now_{};  // the time of the latest input, for take_outbox()'s dispatch
 };
 
 }  // namespace pervade::interchange

@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "pervade/errors.hpp"
+#include "util/thread_name.hpp"
 
 namespace pervade::interchange {
 
@@ -39,6 +40,11 @@ struct Interchange::Impl {
   void bind() {
     router.set(zmq::sockopt::linger, 0);
     router.set(zmq::sockopt::router_mandatory, 0);
+    // No high-water mark: past it a ROUTER drops messages silently, and a dropped TASKS or
+    // RESULTS message is lost work. What is queued is bounded anyway: tasks go out only up to
+    // each pool's capacity, and pools send results only for tasks they hold.
+    router.set(zmq::sockopt::sndhwm, 0);
+    router.set(zmq::sockopt::rcvhwm, 0);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {
       router.set(zmq::sockopt::curve_server, 1);
@@ -155,7 +161,10 @@ Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, Eve
   if (impl_->wake_fd < 0) throw Error("interchange: eventfd failed");
   impl_->bind();
   Impl* raw = impl_.get();
-  impl_->thread = std::thread([raw] { raw->run(Clock::now()); });
+  impl_->thread = std::thread([raw] {
+    detail::name_this_thread("pv-interchange");
+    raw->run(Clock::now());
+  });
 }
 
 Interchange::~Interchange() {

@@ -624,6 +624,10 @@ class Pool {
 
     dealer_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
     dealer_.set(zmq::sockopt::linger, 0);
+    // Unbounded queues, as on the interchange's side: the interchange bounds what it sends to
+    // the pool's capacity, and results are never dropped (flush_outq also copes with EAGAIN).
+    dealer_.set(zmq::sockopt::sndhwm, 0);
+    dealer_.set(zmq::sockopt::rcvhwm, 0);
     if (ipv6_) dealer_.set(zmq::sockopt::ipv6, 1);
     if (o_.pool_id.size() <= 255) dealer_.set(zmq::sockopt::routing_id, o_.pool_id);
     if (!o_.curve_server_key_file.empty()) {

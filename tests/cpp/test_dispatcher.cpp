@@ -70,6 +70,15 @@ TEST_F(DispatcherTest, RegisteredPoolGetsTasksUpToCapacity) {
   EXPECT_EQ(done[0].payload, "r");
 }
 
+TEST_F(DispatcherTest, TasksSubmittedTogetherGoOutInOneMessage) {
+  register_pool("a", 2, 2000);
+  d.take_outbox();
+  for (std::uint64_t i = 0; i < 1500; ++i) d.submit(task(i), now);
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);  // not one message per task: a ZeroMQ queue of them could overflow
+  EXPECT_EQ(std::get<protocol::Tasks>(out[0].second).tasks.size(), 1500u);
+}
+
 TEST_F(DispatcherTest, TasksWaitForAPool) {
   for (std::uint64_t i = 0; i < 3; ++i) d.submit(task(i), now);
   EXPECT_TRUE(d.take_outbox().empty());
@@ -219,6 +228,8 @@ TEST_F(DispatcherTest, PoolInfoReportsIdleTime) {
   ASSERT_EQ(info.size(), 1u);
   EXPECT_DOUBLE_EQ(info[0].idle_seconds, 5.0);
   d.submit(task(0), now);
+  EXPECT_EQ(d.pools(now)[0].in_flight, 0u);  // queued: tasks go out when the outbox is taken
+  d.take_outbox();
   EXPECT_EQ(d.pools(now)[0].in_flight, 1u);
   EXPECT_EQ(d.pools(now)[0].idle_seconds, 0.0);
 }

@@ -106,6 +106,16 @@ def test_dependencies_chain_through_workers(htex):
     assert f.result(timeout=T) == 21
 
 
+def test_large_prefetch_loses_no_task(tmp_path, no_thread_leak):
+    # Thousands of tasks in flight to one pool: none may be dropped by a ZeroMQ queue limit.
+    dfk = parsl.load(htex_config(tmp_path, prefetch_capacity=3000))
+    try:
+        futures = [add(i, 1) for i in range(6000)]
+        assert [f.result(timeout=T) for f in futures] == [i + 1 for i in range(6000)]
+    finally:
+        dfk.cleanup()
+
+
 def test_closures_are_shipped_by_value(htex):
     offset = 100
 

@@ -9,6 +9,7 @@
 
 #include "interchange/interchange.hpp"
 #include "pervade/errors.hpp"
+#include "util/thread_name.hpp"
 
 namespace pervade {
 
@@ -158,7 +159,10 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   im.interchange = std::make_unique<interchange::Interchange>(
       std::move(cfg), [raw](std::vector<interchange::Completed>&& d) { raw->on_completed(std::move(d)); },
       [raw](const interchange::PoolEvent& e) { raw->on_event(e); });
-  im.encoder = std::thread([raw] { raw->encode_loop(); });
+  im.encoder = std::thread([raw] {
+    detail::name_this_thread("pv-encoder");
+    raw->encode_loop();
+  });
 }
 
 void HighThroughputExecutor::submit(std::span<Launch> launches) {

@@ -10,6 +10,7 @@
 
 #include "pervade/errors.hpp"
 #include "util/spin_wait.hpp"
+#include "util/thread_name.hpp"
 
 namespace pervade {
 
@@ -138,7 +139,10 @@ void ThreadPoolExecutor::start(CompletionSink& sink) {
   im.slots = std::make_unique<Impl::Slot[]>(im.max_threads);
   im.threads.reserve(im.max_threads);
   for (int i = 0; i < im.max_threads; ++i)
-    im.threads.emplace_back([this, i] { impl_->worker(static_cast<std::size_t>(i)); });
+    im.threads.emplace_back([this, i] {
+      detail::name_this_thread("pv-thread-" + std::to_string(i));
+      impl_->worker(static_cast<std::size_t>(i));
+    });
 }
 
 void ThreadPoolExecutor::submit(std::span<Launch> launches) {
