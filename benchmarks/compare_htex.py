@@ -325,6 +325,7 @@ def measure(framework: str, python: str, mode: str, spec: dict, workdir: Path, w
     run_dir.mkdir()
     mark = f"{os.getpid()}-{run_number}"
     cmd = [python, str(worker), framework, mode, json.dumps(dict(spec, run_dir=str(run_dir)))]
+    load_before = os.getloadavg()[0]  # per run, so samples taken while the machine was busy stand out
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=run_dir, env=dict(env, **{MARK: mark}), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -346,9 +347,9 @@ def measure(framework: str, python: str, mode: str, spec: dict, workdir: Path, w
     if timed_out or proc.returncode != 0 or not results:
         why = f"timed out after {timeout:.0f}s" if timed_out else f"exit {proc.returncode}"
         return {"framework": framework, "mode": mode, "error": f"{why}\n{tail(out)}", "left_behind": left,
-                "process_seconds": wall}
+                "process_seconds": wall, "load_before": load_before, "load_after": os.getloadavg()[0]}
     result = json.loads(results[-1])
-    result.update(process_seconds=wall, left_behind=left)
+    result.update(process_seconds=wall, left_behind=left, load_before=load_before, load_after=os.getloadavg()[0])
     return result
 
 
@@ -423,7 +424,9 @@ def build_report(runs: dict, spec: dict, frameworks: list, repeats: int, command
         "platform": platform.platform(),
         "python": platform.python_version(),
         # Other work on the machine skews everything; the 1-minute load average tells whether there was any.
-        "load_average": {"start": load_at_start, "end": os.getloadavg()[0]},
+        "load_average": {"start": load_at_start, "end": os.getloadavg()[0],
+                         "highest": max([load_at_start] + [r["load_after"] for rs in runs.values()
+                                                           for mode in rs.values() for r in mode])},
         "frameworks": status,
         "settings": {**spec, "repeats": repeats, "statistic": "median of repeats"},
         "rows": table,
@@ -497,14 +500,19 @@ def _settings_text(report: dict) -> str:
             f"{s['repeats']} repeat(s) in fresh processes; values are the median of the repeats")
 
 
+def _load_text(report: dict) -> str:
+    load = report["load_average"]
+    return (f"1-minute load average {load['start']:.2f} at the start, {load['end']:.2f} at the end, "
+            f"{load['highest']:.2f} at most after a measurement")
+
+
 def print_table(report: dict) -> None:
     print("pervade HighThroughputExecutor vs Parsl HTEX, Dask distributed, Ray -- same machine, same run")
     print(f"date:      {report['date']}")
     print(f"command:   {report['command']}   (in {report['cwd']}, repository at {report['repository']})")
     print(f"machine:   nproc={report['nproc']}, {report['cpu']}, {report['platform']}, python {report['python']}")
     print(f"settings:  {_settings_text(report)}")
-    print(f"load:      1-minute load average {report['load_average']['start']:.2f} at the start, "
-          f"{report['load_average']['end']:.2f} at the end")
+    print(f"load:      {_load_text(report)}")
     print()
     width = max(len(st["version"]) for st in report["frameworks"].values())
     for fw, st in report["frameworks"].items():
@@ -540,9 +548,7 @@ def markdown(report: dict) -> str:
     lines = [f"## HighThroughputExecutor vs Parsl, Dask and Ray ({report['date'][:10]})", "",
              "```", report["command"], "```", "",
              f"Machine: {report['nproc']} cores ({report['cpu']}), {report['platform']}, "
-             f"Python {report['python']}. Repository at {report['repository']}. 1-minute load average "
-             f"{report['load_average']['start']:.2f} at the start, {report['load_average']['end']:.2f} at the end.",
-             "",
+             f"Python {report['python']}. Repository at {report['repository']}. Load: {_load_text(report)}.", "",
              "Versions: " + ", ".join(f"{name} {st['version']}" for name, st in fw.items()) + ".", "",
              f"Settings: {_settings_text(report)}. {RATIO_NOTE}", ""]
     bad = [f"{name}: {_status_text(st)}" for name, st in fw.items() if st["failed"] or not st["runs"]]
@@ -606,10 +612,13 @@ def main(argv=None) -> int:
     frameworks = [f for f in FRAMEWORKS if f in frameworks]  # fixed column order
     quick = args.quick
     repeats = args.repeats or (1 if quick else 3)
+    try:
+        sizes = parse_sizes(args.sizes or ("1:500,1024:500,102400:200,1048576:50" if quick
+                                           else "1:5000,1024:5000,102400:2000,1048576:500"))
+    except ValueError:
+        parser.error("--sizes takes bytes:tasks pairs separated by commas, e.g. 1:5000,1048576:500")
     spec = {"workloads": workloads, "workers": args.workers, "encrypted": not args.unencrypted,
-            "tasks": args.tasks or (1000 if quick else 20000),
-            "sizes": parse_sizes(args.sizes or ("1:500,1024:500,102400:200,1048576:50" if quick
-                                                else "1:5000,1024:5000,102400:2000,1048576:500")),
+            "tasks": args.tasks or (1000 if quick else 20000), "sizes": sizes,
             "chain": args.chain or (100 if quick else 1000),
             "roundtrip": args.roundtrip or (50 if quick else 300), "roundtrip_warmup": 20,
             "warmup": 50 if quick else 200}
@@ -698,7 +707,7 @@ def describe(r: dict) -> str:
         text += f"median {r['median_us']:.0f} us, p99 {r['p99_us']:.0f} us"
     if r.get("left_behind"):
         text += f"; {len(r['left_behind'])} process(es) left behind, killed"
-    return text
+    return text + f" [load {r['load_before']:.1f} -> {r['load_after']:.1f}]"
 
 
 if __name__ == "__main__":

@@ -82,6 +82,14 @@ class TaskBody {
     (void)out;
     return false;
   }
+  // The same, called on the kernel's reactor thread, so it must not block (no GIL): false
+  // means "not possible now", and the executor calls encode_remote on its own thread. Bodies
+  // that are already serialized (Python apps pickled at the call) save a thread hop this way.
+  virtual bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) {
+    (void)ctx;
+    (void)out;
+    return false;
+  }
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.

@@ -278,11 +278,20 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   PyTask(CompletionThread* completions, PyRef func, PyRef args, PyRef kwargs, PyRef plan, PyRef future,
          PyRef encoded)
       : completions_(completions), func_(std::move(func)), args_(std::move(args)), kwargs_(std::move(kwargs)),
-        plan_(std::move(plan)), future_(std::move(future)), encoded_(std::move(encoded)) {}
+        plan_(std::move(plan)), future_(std::move(future)) {
+    if (encoded) {  // GIL held: copy the bytes out once, so that tries can be encoded without it
+      auto parts = nb::borrow<nb::tuple>(encoded.get());
+      nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
+                payload = nb::cast<nb::bytes>(parts[2]);
+      encoded_ = RemoteTask{0, std::string(hash.c_str(), hash.size()), std::string(fn.c_str(), fn.size()),
+                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3])};
+    }
+  }
 
   Outcome run(TaskContext& ctx) override;
   void interrupt(StopReason reason) override;
   bool encode_remote(const TaskContext& ctx, RemoteTask* out) override;
+  bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) override;
   void task_final(const TaskRecordPtr& task) override;
 
   // Called by the completion thread with the GIL.
@@ -294,7 +303,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
  private:
   CompletionThread* completions_;
   PyRef func_, args_, kwargs_, plan_, future_;
-  PyRef encoded_;  // (fn_hash, fn, payload, priority) when serialized at submit (remote-only apps)
+  std::optional<RemoteTask> encoded_;  // the call, when pickled at submit (remote-only apps); no inputs
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
  public:
@@ -341,33 +350,46 @@ Outcome PyTask::run(TaskContext& ctx) {
 
 // Runs on the HighThroughputExecutor's encoder thread: pickles the call once, and forwards
 // dependency results that came from pools as the bytes they arrived as.
+bool PyTask::encode_remote_now(const TaskContext& ctx, RemoteTask* out) {
+  if (!encoded_) return false;
+  for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
+    if (!std::any_cast<RemoteBytes>(&ctx.dependency(i))) return false;  // a local value: pickling needs the GIL
+  *out = *encoded_;
+  for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
+    out->inputs.push_back(std::any_cast<const RemoteBytes&>(ctx.dependency(i)).bytes);
+  return true;
+}
+
 bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
   hold_gil();
   set_thread_release_hook(&release_gil);
   try {
     nb::object serialize = serialize_module();
+    std::vector<std::string> inputs;
     for (std::size_t i = 0; i < ctx.dependency_count(); ++i) {
       const std::any& v = ctx.dependency(i);
       if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
-        out->inputs.push_back(r->bytes);
+        inputs.push_back(r->bytes);
       } else {
         nb::bytes b = nb::cast<nb::bytes>(serialize.attr("serialize_value")(to_python(v)));
-        out->inputs.emplace_back(b.c_str(), b.size());
+        inputs.emplace_back(b.c_str(), b.size());
       }
     }
-    nb::object encoded = encoded_ ? nb::borrow(encoded_.get())
-                                  : serialize.attr("encode_call")(nb::borrow(func_.get()), nb::borrow(args_.get()),
-                                                                  kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),
-                                                                  plan_ ? nb::borrow(plan_.get()) : nb::none(),
-                                                                  ctx.task().func_name());
-    auto parts = nb::cast<nb::tuple>(encoded);
-    nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
-              payload = nb::cast<nb::bytes>(parts[2]);
-    out->kind = 0;
-    out->fn_hash.assign(hash.c_str(), hash.size());
-    out->fn.assign(fn.c_str(), fn.size());
-    out->payload.assign(payload.c_str(), payload.size());
-    out->priority = nb::cast<int>(parts[3]);
+    if (encoded_) {
+      *out = *encoded_;
+    } else {
+      auto parts = nb::cast<nb::tuple>(serialize.attr("encode_call")(
+          nb::borrow(func_.get()), nb::borrow(args_.get()), kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),
+          plan_ ? nb::borrow(plan_.get()) : nb::none(), ctx.task().func_name()));
+      nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
+                payload = nb::cast<nb::bytes>(parts[2]);
+      out->kind = 0;
+      out->fn_hash.assign(hash.c_str(), hash.size());
+      out->fn.assign(fn.c_str(), fn.size());
+      out->payload.assign(payload.c_str(), payload.size());
+      out->priority = nb::cast<int>(parts[3]);
+    }
+    out->inputs = std::move(inputs);
     return true;
   } catch (nb::python_error& e) {
     e.restore();

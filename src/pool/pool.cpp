@@ -19,7 +19,8 @@
 //   the group id (so the kill cannot hit a recycled group) and only then is it reaped.
 // * A worker that dies, closes its socket, or sends a malformed frame is killed (if needed),
 //   reaped, its task (if any) answered with status 2 (kStatusWorkerLost) and the text of what
-//   the pool saw, and a replacement with the same rank is started. kMaxStartFailures deaths in
+//   the pool saw, and a replacement with the same rank is started. A worker may hold a second,
+//   not yet started task (see dispatch()); that one goes back to the pool's queue. kMaxStartFailures deaths in
 //   a row without READY mean the Python environment is broken: exit kExitBrokenWorkers.
 // * Writes to workers are non-blocking with a per-worker output buffer (POLLOUT while it is not
 //   empty), so a stuck worker cannot stall the pool. Messages to the interchange are sent with
@@ -92,7 +93,11 @@ namespace {
 namespace proto = pervade::protocol;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kMaxStartFailures = 5;             // deaths in a row without READY
+constexpr int kMaxStartFailures = 5;
+// A worker gets a second task to hold only if its last one ran shorter than this and the
+// second is no bigger than that (it is copied, to be requeued if the worker dies).
+constexpr auto kPipelineBelow = std::chrono::milliseconds(10);
+constexpr std::size_t kPipelineMaxBytes = 64 * 1024;             // deaths in a row without READY
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
 constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
 constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
@@ -515,7 +520,12 @@ struct Worker {
   bool ready = false;  // READY received
   bool dying = false;  // killed by the pool (or its socket closed); waiting to be reaped
   std::string kill_reason;
-  std::optional<std::uint64_t> task;  // the task it is running
+  // Tasks sent to it, in order: the first is running, a second one (at most) waits in its
+  // socket so that it starts the moment the first ends (see dispatch()).
+  std::deque<std::uint64_t> tasks;
+  std::optional<proto::Task> waiting;  // a copy of tasks[1], put back in the queue if it dies
+  Clock::time_point started;                 // when tasks.front() was sent or became first
+  Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
   std::unordered_set<proto::Bytes> fns_sent;
   std::string out;  // bytes not yet written to the socket
@@ -818,7 +828,7 @@ class Pool {
   bool drain_complete() {
     if (!queue_.empty() || !results_.empty() || !outq_.empty()) return false;
     for (const Worker& w : workers_)
-      if (w.task) return false;
+      if (!w.tasks.empty()) return false;
     return shell_->outstanding() == 0;
   }
 
@@ -1065,7 +1075,9 @@ class Pool {
     w.ready = false;
     w.dying = false;
     w.kill_reason.clear();
-    w.task.reset();
+    w.tasks.clear();
+    w.waiting.reset();
+    w.last_run = Clock::duration::max();
     w.kill_at.reset();
     w.fns_sent.clear();
     w.out.clear();
@@ -1179,30 +1191,54 @@ class Pool {
       return;
     }
     auto& result = std::get<proto::WorkerResult>(*m);
-    if (!w.ready || !w.task || *w.task != result.task_id) {
+    if (!w.ready || w.tasks.empty() || w.tasks.front() != result.task_id) {
       kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
       return;
     }
     results_.push_back(proto::TaskResult{result.task_id, result.status, std::move(result.payload)});
-    w.task.reset();
+    w.tasks.pop_front();
+    w.waiting.reset();  // started now
+    const auto now = Clock::now();
+    w.last_run = now - w.started;
+    w.started = now;  // the queued task, if any, starts now
   }
 
+  // Idle workers get a task first. Then a worker whose last task was short gets a second one
+  // to keep in its socket: it starts it without waiting for the pool to see the first result
+  // (two cross-CPU wake-ups per task, most of a no-op task's cost). A worker that ran a long
+  // task gets no second one, so a task never waits long behind another while a worker idles.
   void dispatch() {
     if (queue_.empty() || exit_status_) return;
-    for (Worker& w : workers_) {
-      if (queue_.empty()) return;
-      if (w.pid <= 0 || !w.ready || w.dying || w.task || !w.fd.valid()) continue;
-      proto::Task t = std::move(queue_.front());
-      queue_.pop_front();
-      proto::WorkerTask wt;
-      wt.task_id = t.task_id;
-      if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
-      wt.fn_hash = std::move(t.fn_hash);
-      wt.payload = std::move(t.payload);
-      wt.inputs = std::move(t.inputs);
-      w.task = t.task_id;
-      send_to_worker(w, proto::ToWorker{std::move(wt)});
+    for (std::size_t depth = 1; depth <= 2; ++depth) {
+      for (Worker& w : workers_) {
+        if (queue_.empty()) return;
+        if (w.pid <= 0 || !w.ready || w.dying || !w.fd.valid() || w.tasks.size() >= depth) continue;
+        if (depth == 2 && (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes)) continue;
+        send_task(w);
+      }
     }
+  }
+
+  static std::size_t size_of(const proto::Task& t) {
+    std::size_t n = t.payload.size();
+    for (const auto& i : t.inputs) n += i.size();
+    return n;
+  }
+
+  void send_task(Worker& w) {
+    proto::Task t = std::move(queue_.front());
+    queue_.pop_front();
+    const bool second = !w.tasks.empty();
+    if (second) w.waiting = t;  // small (kPipelineMaxBytes): the copy is cheap
+    proto::WorkerTask wt;
+    wt.task_id = t.task_id;
+    if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
+    wt.fn_hash = std::move(t.fn_hash);
+    wt.payload = std::move(t.payload);
+    wt.inputs = std::move(t.inputs);
+    if (!second) w.started = Clock::now();
+    w.tasks.push_back(t.task_id);
+    send_to_worker(w, proto::ToWorker{std::move(wt)});
   }
 
 
@@ -1225,17 +1261,20 @@ class Pool {
       const int status = kill_and_reap(pid);
       const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
       const bool start_failure = !w.ready;
-      if (w.task) {
-        std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, *w.task);
+      if (!w.tasks.empty()) {
+        std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, w.tasks.front());
         if (!w.kill_reason.empty()) text += fmt::format(" (the pool killed it: {})", w.kill_reason);
-        reject(*w.task, std::move(text));
+        reject(w.tasks.front(), std::move(text));
       } else {
         log_warn("worker {} (pid {}) {}{}", w.rank, pid, how,
                  w.kill_reason.empty() ? "" : fmt::format(" (the pool killed it: {})", w.kill_reason));
       }
       w.pid = -1;
       w.fd.reset();
-      w.task.reset();
+      // A task waiting in the dead worker's socket had not started: it goes back to the queue.
+      if (w.waiting) queue_.push_front(std::move(*w.waiting));
+      w.waiting.reset();
+      w.tasks.clear();
       w.dying = false;
       w.ready = false;
       w.kill_at.reset();

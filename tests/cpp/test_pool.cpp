@@ -1120,4 +1120,34 @@ TEST_F(ProcessPoolTest, KilledWorkerIsReportedLostAndReplaced) {
   expect_no_live_descendants();
 }
 
+TEST_F(ProcessPoolTest, TaskWaitingOnAKilledWorkerIsRunByItsReplacement) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  // A short task first: a worker whose last task was short is given a second one to hold.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(1, add, true, pickled_call("(1, 1)"))})});
+  ASSERT_EQ(ix_.results(1, kPythonDeadline).size(), 1u);
+
+  Fifo started(dir_ / "started");
+  const std::string command = "echo started > " + started.path().string() + "; sleep 30";
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(2, system, true, pickled_call("('" + command + "',)")),
+                                               python_task(3, add, false, pickled_call("(2, 3)"))})});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u) << describe_pids(workers);
+  kill(workers[0], SIGKILL);
+
+  // The running task is lost; the one behind it had not started and runs on the replacement.
+  auto got = ix_.results(2, kPythonDeadline);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[2].status, proto::kStatusWorkerLost);
+  EXPECT_EQ(got[3].status, proto::kStatusOk) << got[3].payload;
+  EXPECT_EQ(python_unpickle_repr(got[3].payload), "5");
+
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
 }  // namespace

@@ -29,7 +29,8 @@ struct HighThroughputExecutor::Impl {
   std::mutex flight_mutex;
   std::unordered_map<std::uint64_t, Launch> in_flight;
   std::uint64_t next_wire_id = 1;
-  std::unordered_set<std::string> sent_functions;  // encoder thread only
+  std::mutex functions_mutex;
+  std::unordered_set<std::string> sent_functions;  // under functions_mutex
   std::vector<std::string> refusals;                // under flight_mutex
 
   static Completion fail(Launch& l, std::exception_ptr e) {
@@ -69,32 +70,38 @@ struct HighThroughputExecutor::Impl {
         } catch (...) {
           error = std::current_exception();  // e.g. arguments that cannot be pickled
         }
-        if (!ok) {
+        if (ok)
+          wire.push_back(to_wire(launch, std::move(remote)));
+        else
           refused.push_back(fail(launch, error));
-          continue;
-        }
-        if (!remote.fn_hash.empty() && sent_functions.insert(remote.fn_hash).second)
-          interchange->add_function(remote.fn_hash, std::move(remote.fn));
-        interchange::DispatchTask t;
-        t.kind = remote.kind;
-        t.fn_hash = std::move(remote.fn_hash);
-        t.payload = std::move(remote.payload);
-        t.inputs = std::move(remote.inputs);
-        t.priority = remote.priority;
-        launch.body.reset();  // the try lives on the wire now; only the record is needed
-        launch.inputs.clear();
-        {
-          std::lock_guard lock(flight_mutex);
-          t.task_id = next_wire_id++;
-          launch.task->mark_running(launch.try_id);
-          in_flight.emplace(t.task_id, std::move(launch));
-        }
-        wire.push_back(std::move(t));
       }
       batch.clear();
       if (!refused.empty()) sink->post(std::move(refused));
       if (!wire.empty()) interchange->submit(std::move(wire));
     }
+  }
+
+  // Registers the function with the interchange (once) and puts the try in flight. The
+  // function is posted before any task that uses it: both go through the interchange's
+  // command queue, and the first thread to see a hash posts it while holding the lock.
+  interchange::DispatchTask to_wire(Launch& launch, RemoteTask&& remote) {
+    if (!remote.fn_hash.empty()) {
+      std::lock_guard lock(functions_mutex);
+      if (sent_functions.insert(remote.fn_hash).second) interchange->add_function(remote.fn_hash, std::move(remote.fn));
+    }
+    interchange::DispatchTask t;
+    t.kind = remote.kind;
+    t.fn_hash = std::move(remote.fn_hash);
+    t.payload = std::move(remote.payload);
+    t.inputs = std::move(remote.inputs);
+    t.priority = remote.priority;
+    launch.body.reset();  // the try lives on the wire now; only the record is needed
+    launch.inputs.clear();
+    std::lock_guard lock(flight_mutex);
+    t.task_id = next_wire_id++;
+    launch.task->mark_running(launch.try_id);
+    in_flight.emplace(t.task_id, std::move(launch));
+    return t;
   }
 
   void on_completed(std::vector<interchange::Completed>&& done) {
@@ -168,17 +175,36 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
 void HighThroughputExecutor::submit(std::span<Launch> launches) {
   auto& im = *impl_;
   std::vector<Completion> refused;
+  std::vector<interchange::DispatchTask> wire;
+  bool queued = false;
   {
     std::lock_guard lock(im.queue_mutex);
     for (auto& l : launches) {
-      if (im.stopping)
+      if (im.stopping) {
         refused.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed("the executor was shut down"))));
-      else
+        continue;
+      }
+      // Already serialized (and no local dependency value to pickle): straight to the
+      // interchange from this thread. Anything else goes through the encoder thread.
+      RemoteTask remote;
+      bool now = false;
+      try {
+        TaskContext ctx(*l.task, l.try_id, l.inputs);
+        now = l.body->encode_remote_now(ctx, &remote);
+      } catch (...) {
+        now = false;  // encode_remote will report it
+      }
+      if (now && im.queue.empty()) {  // (behind queued launches it would overtake them)
+        wire.push_back(im.to_wire(l, std::move(remote)));
+      } else {
         im.queue.push_back(std::move(l));
+        queued = true;
+      }
     }
   }
+  if (!wire.empty()) im.interchange->submit(std::move(wire));
   if (!refused.empty()) im.sink->post(std::move(refused));
-  im.queue_cv.notify_one();
+  if (queued) im.queue_cv.notify_one();
 }
 
 void HighThroughputExecutor::cancel(const TaskRecordPtr&, std::uint32_t) {
@@ -227,8 +253,7 @@ std::vector<PoolStatus> HighThroughputExecutor::pools() const {
 }
 
 std::size_t HighThroughputExecutor::outstanding() const {
-  std::lock_guard lock(impl_->flight_mutex);
-  std::lock_guard qlock(impl_->queue_mutex);
+  std::scoped_lock lock(impl_->queue_mutex, impl_->flight_mutex);  // submit()'s order
   return impl_->in_flight.size() + impl_->queue.size();
 }
 
