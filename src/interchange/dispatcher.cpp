@@ -25,8 +25,9 @@ void Dispatcher::add_function(const protocol::Bytes& hash, protocol::Bytes fn) {
 }
 
 void Dispatcher::submit(DispatchTask task, TimePoint now) {
-  const int priority = task.priority;
-  queue_.emplace(Queued{priority, sequence_++}, std::move(task));
+  const Queued key{task.priority, sequence_++};
+  queued_.emplace(task.task_id, key);
+  queue_.emplace(key, std::move(task));
   now_ = now;
 }
 
@@ -113,6 +114,7 @@ void Dispatcher::dispatch(TimePoint now) {
     for (std::size_t n = capacity(*pool); n > 0 && !queue_.empty(); --n) {
       auto node = queue_.extract(queue_.begin());
       DispatchTask& t = node.mapped();
+      queued_.erase(t.task_id);
       protocol::Task out;
       out.task_id = t.task_id;
       out.kind = t.kind;
@@ -193,6 +195,18 @@ bool Dispatcher::drain(const std::string& pool_id) {
     return true;
   }
   return false;
+}
+
+void Dispatcher::cancel(std::uint64_t task_id) {
+  if (auto q = queued_.find(task_id); q != queued_.end()) {
+    queue_.erase(q->second);
+    queued_.erase(q);
+    completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
+    return;
+  }
+  auto owner = owner_.find(task_id);
+  if (owner == owner_.end()) return;
+  if (auto p = pools_.find(owner->second); p != pools_.end()) send(p->second, protocol::Cancel{{task_id}}, now_);
 }
 
 void Dispatcher::shutdown_all() {

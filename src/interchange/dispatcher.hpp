@@ -80,6 +80,9 @@ class Dispatcher {
   // Stop sending tasks to a pool (hold), or also ask it to finish and exit (drain).
   bool hold(const std::string& pool_id, bool held);
   bool drain(const std::string& pool_id);
+  // Stops a task: a queued one is dropped and completed at once with kStatusCancelled; for one
+  // on a pool, CANCEL goes to that pool, which answers with a result. Unknown ids: ignored.
+  void cancel(std::uint64_t task_id);
   // Send SHUTDOWN to every pool (interchange stopping).
   void shutdown_all();
 
@@ -126,6 +129,7 @@ class Dispatcher {
   DispatcherConfig config_;
   std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity
   std::map<Queued, DispatchTask> queue_;                   // ordered: priority, then FIFO
+  std::unordered_map<std::uint64_t, Queued> queued_;       // task id -> its key in queue_
   std::uint64_t sequence_ = 0;
   std::unordered_map<std::string, protocol::Bytes> functions_;
   std::unordered_map<std::uint64_t, std::string> owner_;  // task id -> pool identity

@@ -191,6 +191,12 @@ void Interchange::submit(std::vector<DispatchTask> tasks) {
   });
 }
 
+void Interchange::cancel(std::vector<std::uint64_t> task_ids) {
+  impl_->post([ids = std::move(task_ids)](Dispatcher& d, TimePoint) {
+    for (std::uint64_t id : ids) d.cancel(id);
+  });
+}
+
 bool Interchange::hold(const std::string& pool_id, bool held) {
   return impl_->ask<bool>([pool_id, held](Dispatcher& d, TimePoint) { return d.hold(pool_id, held); });
 }

@@ -40,6 +40,7 @@ class Interchange {
 
   void add_function(const std::string& hash, std::string fn);
   void submit(std::vector<DispatchTask> tasks);
+  void cancel(std::vector<std::uint64_t> task_ids);  // see Dispatcher::cancel
   bool hold(const std::string& pool_id, bool held);
   bool drain(const std::string& pool_id);
   std::vector<PoolInfo> pools();

@@ -422,6 +422,30 @@ class ShellRunner {
     results_.clear();
   }
 
+  // A queued task is dropped (and answered as cancelled); a running one has its process group
+  // killed (its result follows as usual). False if the task is not here.
+  bool cancel(std::uint64_t task_id) {
+    bool found = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto r = running_.find(task_id); r != running_.end()) {
+        r->second->request();
+        return true;
+      }
+      auto q = std::find_if(queue_.begin(), queue_.end(), [&](const Job& j) { return j.task_id == task_id; });
+      if (q != queue_.end()) {
+        queue_.erase(q);
+        results_.push_back(proto::TaskResult{task_id, proto::kStatusCancelled, "cancelled before it started"});
+        found = true;
+      }
+    }
+    if (found) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+    }
+    return found;
+  }
+
   // Submitted tasks whose results have not been taken yet.
   std::size_t outstanding() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -524,6 +548,7 @@ struct Worker {
   // socket so that it starts the moment the first ends (see dispatch()).
   std::deque<std::uint64_t> tasks;
   std::optional<proto::Task> waiting;  // a copy of tasks[1], put back in the queue if it dies
+  bool cancelled = false;  // killed because tasks.front() was cancelled
   Clock::time_point started;                 // when tasks.front() was sent or became first
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
@@ -725,7 +750,7 @@ class Pool {
           log_error("the interchange refused this pool: {}", refused->reason);
           return kExitRefused;
         }
-        static const char* const kNames[] = {"REGISTERED", "REFUSED", "TASKS", "HEARTBEAT", "DRAIN", "SHUTDOWN"};
+        static const char* const kNames[] = {"REGISTERED", "REFUSED", "TASKS", "HEARTBEAT", "DRAIN", "SHUTDOWN", "CANCEL"};
         static_assert(std::variant_size_v<proto::InterchangeMessage> == std::size(kNames));
         log_warn("ignoring {} received before REGISTERED", kNames[m->index()]);
       }
@@ -920,9 +945,37 @@ class Pool {
                        log_info("SHUTDOWN: stopping the workers and exiting");
                        exit_status_ = kExitOk;
                      },
+                     [&](proto::Cancel& c) {
+                       for (std::uint64_t id : c.task_ids) cancel(id);
+                     },
                  },
                  *m);
     }
+  }
+
+  // CANCEL: a task still queued here is answered at once; a running one has its worker killed
+  // (with whatever the task started) and replaced; one waiting in a worker's socket is
+  // stopped the moment it starts (see on_worker_frame).
+  void cancel(std::uint64_t id) {
+    auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
+    if (q != queue_.end()) {
+      queue_.erase(q);
+      results_.push_back(proto::TaskResult{id, proto::kStatusCancelled, "cancelled before it started"});
+      return;
+    }
+    for (Worker& w : workers_) {
+      if (w.tasks.empty() || w.dying) continue;
+      if (w.tasks.front() == id) {
+        w.cancelled = true;
+        kill_worker(w, fmt::format("its task {} was cancelled", id));
+        return;
+      }
+      if (w.tasks.size() > 1 && w.tasks[1] == id) {
+        cancelled_waiting_.insert(id);
+        return;
+      }
+    }
+    if (!shell_->cancel(id)) log_info("CANCEL of task {}: not here (finished already)", id);
   }
 
   void reject(std::uint64_t task_id, std::string why) {
@@ -1201,6 +1254,10 @@ class Pool {
     const auto now = Clock::now();
     w.last_run = now - w.started;
     w.started = now;  // the queued task, if any, starts now
+    if (!w.tasks.empty() && cancelled_waiting_.erase(w.tasks.front())) {
+      w.cancelled = true;
+      kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
+    }
   }
 
   // Idle workers get a task first. Then a worker whose last task was short gets a second one
@@ -1261,7 +1318,10 @@ class Pool {
       const int status = kill_and_reap(pid);
       const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
       const bool start_failure = !w.ready;
-      if (!w.tasks.empty()) {
+      if (!w.tasks.empty() && w.cancelled) {
+        log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
+        results_.push_back(proto::TaskResult{w.tasks.front(), proto::kStatusCancelled, w.kill_reason});
+      } else if (!w.tasks.empty()) {
         std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, w.tasks.front());
         if (!w.kill_reason.empty()) text += fmt::format(" (the pool killed it: {})", w.kill_reason);
         reject(w.tasks.front(), std::move(text));
@@ -1272,9 +1332,13 @@ class Pool {
       w.pid = -1;
       w.fd.reset();
       // A task waiting in the dead worker's socket had not started: it goes back to the queue.
-      if (w.waiting) queue_.push_front(std::move(*w.waiting));
+      if (w.waiting && cancelled_waiting_.erase(w.waiting->task_id))
+        results_.push_back(proto::TaskResult{w.waiting->task_id, proto::kStatusCancelled, "cancelled before it started"});
+      else if (w.waiting)
+        queue_.push_front(std::move(*w.waiting));
       w.waiting.reset();
       w.tasks.clear();
+      w.cancelled = false;
       w.dying = false;
       w.ready = false;
       w.kill_at.reset();
@@ -1362,6 +1426,7 @@ class Pool {
 
   std::vector<Worker> workers_;
   std::deque<proto::Task> queue_;
+  std::unordered_set<std::uint64_t> cancelled_waiting_;  // cancelled while waiting in a worker's socket
   std::unordered_map<proto::Bytes, proto::Bytes> fns_;
   std::vector<proto::TaskResult> results_;
   std::unique_ptr<ShellRunner> shell_;

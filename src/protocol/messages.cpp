@@ -41,6 +41,7 @@ constexpr int kTasks = 103;
 constexpr int kInterchangeHeartbeat = 104;
 constexpr int kDrain = 105;
 constexpr int kShutdown = 106;
+constexpr int kCancel = 107;
 // pool <-> worker
 constexpr int kWorkerTask = 1;
 constexpr int kWorkerReady = 2;
@@ -261,6 +262,7 @@ const char* link1_name(std::int64_t t) {
     case kInterchangeHeartbeat: return "HEARTBEAT";
     case kDrain: return "DRAIN";
     case kShutdown: return "SHUTDOWN";
+    case kCancel: return "CANCEL";
     default: return nullptr;
   }
 }
@@ -439,6 +441,12 @@ Bytes encode(const InterchangeMessage& m) {
                  [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
                  [&](const Drain&) { pack_empty(pk, kDrain); },
                  [&](const Shutdown&) { pack_empty(pk, kShutdown); },
+                 [&](const Cancel& c) {
+                   pk.pack_array(2);
+                   pk.pack_int(kCancel);
+                   pack_array_header(pk, c.task_ids.size());
+                   for (std::uint64_t id : c.task_ids) pk.pack_uint64(id);
+                 },
              },
              m);
   return std::move(s.out);
@@ -539,6 +547,15 @@ std::optional<InterchangeMessage> decode_interchange_message(const char* data, s
       case kShutdown:
         fields(o, "SHUTDOWN", 0);
         return Shutdown{};
+      case kCancel: {
+        const auto& a = fields(o, "CANCEL", 1);
+        const auto& list = get_array(at(a, 1), Where{"CANCEL"}, 1);
+        Cancel c;
+        c.task_ids.reserve(list.size);
+        for (std::size_t i = 0; i < list.size; ++i)
+          c.task_ids.push_back(get_uint(at(list, i), Where{"CANCEL", "task_id", i}, 0));
+        return c;
+      }
       default:
         unexpected_type(type, link1_name(type), "interchange -> pool");
     }

@@ -8,7 +8,7 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 1;
+constexpr int kProtocolVersion = 2;  // 2: CANCEL, status 3
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 
@@ -55,6 +55,9 @@ struct Tasks {
 };
 struct Drain {};
 struct Shutdown {};
+struct Cancel {
+  std::vector<std::uint64_t> task_ids;
+};
 
 // ---------------------------------------------------------------- pool <-> worker
 struct WorkerTask {
@@ -80,9 +83,10 @@ constexpr int kKindShell = 1;
 constexpr int kStatusOk = 0;
 constexpr int kStatusException = 1;
 constexpr int kStatusWorkerLost = 2;
+constexpr int kStatusCancelled = 3;
 
 using PoolMessage = std::variant<Register, Heartbeat, Results, Drained>;
-using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown>;
+using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
 using ToWorker = std::variant<WorkerTask, WorkerExit>;
 using FromWorker = std::variant<WorkerReady, WorkerResult>;
 

@@ -221,6 +221,30 @@ TEST_F(DispatcherTest, HoldAndDrain) {
   EXPECT_FALSE(d.drain("nope"));
 }
 
+TEST_F(DispatcherTest, CancelDropsQueuedTasksAndAsksThePoolForSentOnes) {
+  register_pool("a", 1);
+  d.take_outbox();
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0}));
+  d.cancel(1);  // still queued: answered at once, never sent
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].task_id, 1u);
+  EXPECT_EQ(done[0].status, protocol::kStatusCancelled);
+  EXPECT_EQ(d.queued(), 0u);
+  d.cancel(0);  // on the pool: CANCEL goes there; the pool's answer frees the slot
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Cancel>(out[0].second).task_ids, (std::vector<std::uint64_t>{0}));
+  d.submit(task(2), now);
+  EXPECT_TRUE(sent_to("a").empty());
+  result("a", 0, protocol::kStatusCancelled);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{2}));
+  d.cancel(99);  // unknown: nothing happens
+  EXPECT_TRUE(d.take_outbox().empty());
+}
+
 TEST_F(DispatcherTest, PoolInfoReportsIdleTime) {
   register_pool("a", 1);
   now += 5s;

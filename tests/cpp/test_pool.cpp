@@ -827,6 +827,24 @@ TEST_F(ProcessPoolTest, DrainFinishesTasksThenSendsDrainedAndExits) {
   expect_no_live_descendants();
 }
 
+TEST_F(ProcessPoolTest, CancelStopsRunningAndQueuedShellTasks) {
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(1, "echo started > " + started.path().string() + "; sleep 100"),
+                                               shell_task(2, "exit 0")})});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  const auto t0 = Clock::now();
+  ix_.send(proto::InterchangeMessage{proto::Cancel{{2, 1}}});
+  auto got = ix_.results(2, kDeadline);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[2].status, proto::kStatusCancelled);  // queued behind task 1: never ran
+  EXPECT_NE(got[1].status, proto::kStatusCancelled);  // it ran: its (killed) result comes back
+  EXPECT_LT(Clock::now() - t0, 10s);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
 TEST_F(ProcessPoolTest, ShutdownKillsRunningCommandsAndExits) {
   ASSERT_TRUE(start_registered({"--no-python", "--workers", "2"}));
   Fifo started(dir_ / "started");
@@ -1115,6 +1133,33 @@ TEST_F(ProcessPoolTest, KilledWorkerIsReportedLostAndReplaced) {
   const std::vector<pid_t> now = children_of(pool_.pid());
   for (pid_t w : workers) EXPECT_EQ(std::count(now.begin(), now.end(), w), 0);
 
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, CancelKillsTheWorkerRunningThePythonTask) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  Fifo started(dir_ / "started");
+  const std::string command = "echo started > " + started.path().string() + "; sleep 100";
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(5, system, true, pickled_call("('" + command + "',)"))})});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u) << describe_pids(workers);
+  ix_.send(proto::InterchangeMessage{proto::Cancel{{5}}});
+  auto got = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[5].status, proto::kStatusCancelled);
+  const std::vector<pid_t> now = children_of(pool_.pid());
+  EXPECT_EQ(std::count(now.begin(), now.end(), workers[0]), 0) << "the cancelled task's worker is still there";
+  // The replacement works.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(6, add, true, pickled_call("(2, 3)"))})});
+  auto next = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(python_unpickle_repr(next[6].payload), "5");
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();

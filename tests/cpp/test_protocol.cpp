@@ -196,6 +196,7 @@ std::vector<std::string> corpus() {
   c.push_back(encode(InterchangeMessage{Heartbeat{}}));
   c.push_back(encode(InterchangeMessage{Drain{}}));
   c.push_back(encode(InterchangeMessage{Shutdown{}}));
+  c.push_back(encode(InterchangeMessage{Cancel{{7, UINT64_MAX}}}));
   c.push_back(encode(ToWorker{WorkerTask{9, "hash", "fn"s, "payload", {"a", "b"}}}));
   c.push_back(encode(ToWorker{WorkerExit{}}));
   c.push_back(encode(FromWorker{WorkerReady{3, 4242}}));
@@ -258,6 +259,15 @@ TEST(ProtocolTest, RegisterRoundTrip) {
   EXPECT_EQ(out2.python_version, "");
   EXPECT_EQ(out2.worker_count, INT32_MAX);
   EXPECT_EQ(out2.prefetch, INT32_MIN);
+}
+
+TEST(ProtocolTest, CancelRoundTripsAndRejectsNonIntegerIds) {
+  const auto c = std::get<Cancel>(only(dic(encode(InterchangeMessage{Cancel{{0, 7, UINT64_MAX}}}))));
+  EXPECT_EQ(c.task_ids, (std::vector<std::uint64_t>{0, 7, UINT64_MAX}));
+  EXPECT_TRUE(std::get<Cancel>(only(dic(encode(InterchangeMessage{Cancel{}})))).task_ids.empty());
+  std::string error;
+  EXPECT_FALSE(decode_interchange_message("\x92\x6b\x91\xa1x", 5, &error));  // [107, ["x"]]
+  EXPECT_NE(error.find("CANCEL"), std::string::npos) << error;
 }
 
 TEST(ProtocolTest, EmptyMessagesRoundTrip) {
@@ -417,7 +427,7 @@ TEST(ProtocolTest, ShellPayloadAndExitCodeRejectMalformed) {
 // ================================================================ the bytes on the wire
 TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Register r = sample_register();
-  EXPECT_EQ(encode(PoolMessage{r}), pack(A({I(1), I(1), S(r.pervade_version), S(r.python_version), S(r.pool_id),
+  EXPECT_EQ(encode(PoolMessage{r}), pack(A({I(1), I(kProtocolVersion), S(r.pervade_version), S(r.python_version), S(r.pool_id),
                                            S(r.block_id), S(r.hostname), I(48), I(3)})));
   EXPECT_EQ(encode(PoolMessage{Heartbeat{}}), "\x91\x02"s);
   EXPECT_EQ(encode(PoolMessage{Drained{}}), "\x91\x04"s);
@@ -522,8 +532,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dpool, pack(A({I(4), Val::nil()})));
   reject(dpool, pack(A({I(3)})));
   reject(dpool, pack(A({I(3), A({}), A({})})));
-  reject(dpool, pack(A({I(1), I(1), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 8
-  reject(dpool, pack(A({I(1), I(1), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(0)})));
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 8
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(0)})));
   EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 8 fields, got 0");
   reject(dic, pack(A({I(101), Val::flt(1)})));
   reject(dic, pack(A({I(102)})));
@@ -547,7 +557,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
   const auto reg = [](Val f2, Val f7) {
-    return pack(A({I(1), I(1), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0)}));
+    return pack(A({I(1), I(kProtocolVersion), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0)}));
   };
   EXPECT_TRUE(dpool(reg(S("0.1"), I(4))));
   EXPECT_EQ(reject(dpool, reg(B("0.1"), I(4))), "field 2 of REGISTER: expected str");  // bin for str
@@ -663,17 +673,17 @@ TEST(ProtocolTest, ForgedLengthsDoNotAllocate) {
 TEST(ProtocolTest, RegisterFromAnotherProtocolVersionStillDecodes) {
   // So the interchange can answer REFUSED naming both versions, even if that version lays
   // REGISTER out differently.
-  auto r = std::get<Register>(only(dpool(pack(A({I(1), I(2), S("0.9.0"), S("3.13.1"), S("p"), Val::nil()})))));
-  EXPECT_EQ(r.protocol_version, 2);
+  auto r = std::get<Register>(only(dpool(pack(A({I(1), I(99), S("0.9.0"), S("3.13.1"), S("p"), Val::nil()})))));
+  EXPECT_EQ(r.protocol_version, 99);
   EXPECT_EQ(r.pervade_version, "0.9.0");
   EXPECT_EQ(r.python_version, "3.13.1");
   EXPECT_EQ(r.pool_id, "p");
   EXPECT_EQ(r.block_id, "");
   r = std::get<Register>(only(dpool(pack(A({I(1), I(0)})))));
   EXPECT_EQ(r.protocol_version, 0);
-  // The version itself must still be an int, and version 1 stays strict.
+  // The version itself must still be an int, and the current version stays strict.
   reject(dpool, pack(A({I(1), S("2")})));
-  reject(dpool, pack(A({I(1), I(1), S("0.9.0")})));
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("0.9.0")})));
 }
 
 // ================================================================ fuzzing

@@ -146,6 +146,23 @@ def test_pool_status(htex):
     assert pools[0]["block_id"] == "0"
 
 
+@python_app(executors=["htex"])
+def sleep_with_walltime(seconds, pidfile, walltime=None):
+    return sleep_then.func(seconds, "late", pidfile)
+
+
+def test_walltime_stops_the_task_on_its_worker(htex, tmp_path):
+    pidfile = str(tmp_path / "worker.pid")
+    fut = sleep_with_walltime(600, pidfile, walltime=1)
+    with pytest.raises(parsl.AppTimeout):
+        fut.result(timeout=T)
+    assert wait_until(lambda: os.path.exists(pidfile), T)
+    pid = int(open(pidfile).read())
+    assert wait_until(lambda: not pid_alive(pid), T), "the timed-out task still runs on its worker"
+    assert add(2, 3).result(timeout=T) == 5  # the replacement worker serves
+    assert wait_until(lambda: len(worker_pids()) == 2, T)
+
+
 def test_killed_worker_gives_worker_lost(htex, tmp_path):
     pidfile = str(tmp_path / "worker.pid")
     fut = sleep_then(60, "never", pidfile=pidfile)

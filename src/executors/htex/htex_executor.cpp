@@ -1,8 +1,10 @@
 #include "pervade/htex_executor.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -28,6 +30,7 @@ struct HighThroughputExecutor::Impl {
   // Tries on the wire, by wire id (unique per try, so a late result of an old try is ignored).
   std::mutex flight_mutex;
   std::unordered_map<std::uint64_t, Launch> in_flight;
+  std::unordered_map<const TaskRecord*, std::uint64_t> wire_ids;  // the task's try in flight
   std::uint64_t next_wire_id = 1;
   std::mutex functions_mutex;
   std::unordered_set<std::string> sent_functions;  // under functions_mutex
@@ -100,6 +103,7 @@ struct HighThroughputExecutor::Impl {
     std::lock_guard lock(flight_mutex);
     t.task_id = next_wire_id++;
     launch.task->mark_running(launch.try_id);
+    wire_ids[launch.task.get()] = t.task_id;
     in_flight.emplace(t.task_id, std::move(launch));
     return t;
   }
@@ -113,6 +117,7 @@ struct HighThroughputExecutor::Impl {
       if (it == in_flight.end()) continue;
       Launch launch = std::move(it->second);
       in_flight.erase(it);
+      if (auto w = wire_ids.find(launch.task.get()); w != wire_ids.end() && w->second == c.task_id) wire_ids.erase(w);
       Outcome outcome;
       if (c.manager_lost) {
         outcome = Outcome::failure(std::make_exception_ptr(ManagerLost(c.payload)));
@@ -207,9 +212,31 @@ void HighThroughputExecutor::submit(std::span<Launch> launches) {
   if (queued) im.queue_cv.notify_one();
 }
 
-void HighThroughputExecutor::cancel(const TaskRecordPtr&, std::uint32_t) {
-  // Stopping a try on a remote worker is not implemented yet: the kernel has already failed
-  // the try (walltime), so its late result is ignored; bash apps enforce walltime themselves.
+void HighThroughputExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id) {
+  // The kernel has already failed the try (walltime, cleanup): forget it here, so that a late
+  // result is ignored, and stop it wherever it is — dropped from a queue, or its worker killed.
+  auto& im = *impl_;
+  {
+    std::lock_guard lock(im.queue_mutex);
+    auto q = std::find_if(im.queue.begin(), im.queue.end(),
+                          [&](const Launch& l) { return l.task == task && l.try_id == try_id; });
+    if (q != im.queue.end()) {
+      im.queue.erase(q);
+      return;
+    }
+  }
+  std::optional<std::uint64_t> wire_id;
+  {
+    std::lock_guard lock(im.flight_mutex);
+    if (auto w = im.wire_ids.find(task.get()); w != im.wire_ids.end()) {
+      if (auto f = im.in_flight.find(w->second); f != im.in_flight.end() && f->second.try_id == try_id) {
+        wire_id = w->second;
+        im.in_flight.erase(f);
+        im.wire_ids.erase(w);
+      }
+    }
+  }
+  if (wire_id && im.interchange) im.interchange->cancel({*wire_id});
 }
 
 void HighThroughputExecutor::shutdown() {
@@ -236,6 +263,7 @@ void HighThroughputExecutor::shutdown() {
       abandoned.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed(
                                             "the executor was shut down while the task ran on a pool"))));
     im.in_flight.clear();
+    im.wire_ids.clear();
   }
   if (!abandoned.empty()) im.sink->post(std::move(abandoned));
 }
