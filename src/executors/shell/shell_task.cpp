@@ -37,6 +37,8 @@ class ShellBody final : public TaskBody {
     out->payload = protocol::encode_shell_payload(p);
     return true;
   }
+  // Encoding a command is cheap and needs no lock: done on the reactor, no encoder-thread hop.
+  bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) override { return encode_remote(ctx, out); }
 
   void decode_result(Outcome& out) override {
     if (out.error) {
