@@ -105,7 +105,9 @@ class CallableBody final : public TaskBody {
   std::tuple<Arg<A>...> args_;
 };
 
-std::shared_ptr<TaskBody> make_shell_body(const Shell& shell, std::string name);
+// walltime: also enforced by the pool when the command runs on a HighThroughputExecutor.
+std::shared_ptr<TaskBody> make_shell_body(const Shell& shell, std::string name,
+                                          std::chrono::duration<double> walltime = {});
 
 template <class A>
 auto make_arg(A&& a, std::vector<TaskRecordPtr>& deps) {
@@ -137,7 +139,7 @@ Future<int> submit_shell(DataFlowKernel& dfk, AppOptions opts, const Shell& shel
   static_assert((is_future<Deps>::value && ...), "a shell command's extra arguments must be futures");
   TaskSpec spec;
   (spec.dependencies.push_back(deps.record()), ...);
-  spec.body = make_shell_body(shell, opts.name == "cpp_app" ? "shell" : opts.name);
+  spec.body = make_shell_body(shell, opts.name == "cpp_app" ? "shell" : opts.name, opts.walltime);
   spec.executors = std::move(opts.executors);
   spec.walltime = opts.walltime;
   spec.func_name = opts.name == "cpp_app" ? "shell" : std::move(opts.name);

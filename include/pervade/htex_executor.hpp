@@ -1,13 +1,21 @@
 #pragma once
 // The HighThroughputExecutor's driver side: an interchange thread with a ROUTER socket that
 // pools (pervade-pool) connect to, and an encoder thread that turns launches into wire tasks.
-// Starting pools is the provider's job (Python: LocalProvider). submit/cancel from the
-// kernel's reactor; the query methods from any thread.
+// Pools are started by the executor's provider (HtexOptions::provider, the C++ API) or by
+// someone else (the Python front end's LocalProvider). submit/cancel from the kernel's
+// reactor; the query methods and scale_out from any thread.
+//
+//   pervade::HtexOptions o;
+//   o.provider = std::make_shared<pervade::LocalProvider>();  // one block of pervade-pool
+//   o.workers_per_node = 4;
+//   pervade::DataFlowKernel dfk(pervade::Config{.executors = {std::make_shared<pervade::HighThroughputExecutor>(o)}});
+//   dfk.submit(pervade::Shell{"hostname > host.txt"}).get();   // runs on the pool
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "pervade/executor.hpp"
+#include "pervade/provider.hpp"
 #include "pervade/remote.hpp"
 
 namespace pervade {
@@ -23,6 +31,27 @@ struct HtexOptions {
   std::string python_version;  // the driver's; pools running Python must match major.minor
   std::string curve_public_key;  // Z85; both set: CurveZMQ encryption, pools need the public key
   std::string curve_secret_key;
+
+  // Blocks. With a provider the executor starts init_blocks blocks of pervade-pool once the
+  // interchange listens and cancels them at shutdown (after telling the pools to stop); pools
+  // started this way run shell commands only (--no-python: pervade::Shell tasks of the C++
+  // API). Without a provider someone else starts the pools (the Python front end does).
+  std::shared_ptr<Provider> provider;
+  int init_blocks = -1;        // -1: the provider's init_blocks
+  int workers_per_node = 0;    // pervade-pool --workers; 0: one per usable CPU of the node
+  int prefetch_capacity = 0;   // tasks a pool holds beyond its workers
+  std::string pool_binary;     // empty: $PERVADE_POOL_BINARY, else <install prefix>/bin/pervade-pool
+  // With a provider and no curve keys given: a CurveZMQ key pair per run, the public key in
+  // <run_dir>/<label>/server-<port>.key for the pools. (Without a provider only given keys count.)
+  bool encrypted = true;
+  std::string run_dir = "runinfo";  // <run_dir>/<label>/: block logs (block-<id>.log), key file
+};
+
+// A block started by the executor's provider.
+struct BlockStatus {
+  std::string block_id;
+  std::string job_id;  // the provider's
+  JobStatus status;
 };
 
 struct PoolStatus {
@@ -56,6 +85,16 @@ class HighThroughputExecutor : public Executor {
   bool drain(const std::string& pool_id);
   // Why pools were refused (version or protocol mismatch), most recent last.
   std::vector<std::string> refusals() const;
+
+  // Blocks (only with HtexOptions::provider; valid after start()):
+  // the command a block runs on each node, e.g. "/usr/local/bin/pervade-pool --address 127.0.0.1:54000 ...".
+  std::string pool_command(const std::string& block_id) const;
+  // Every block started so far with its provider job and state (asks the provider).
+  std::vector<BlockStatus> blocks() const;
+  // Asks the provider for `count` more blocks; returns their block ids.
+  std::vector<std::string> scale_out(int count);
+  // The file the pools read the interchange's public key from ("" if unencrypted).
+  std::string server_key_file() const;
 
  private:
   struct Impl;

@@ -11,7 +11,9 @@
 #include "pervade/errors.hpp"
 #include "pervade/executor.hpp"
 #include "pervade/future.hpp"
+#include "pervade/htex_executor.hpp"  // link pervade::htex to use it
 #include "pervade/ids.hpp"
+#include "pervade/provider.hpp"
 #include "pervade/shell.hpp"
 #include "pervade/state.hpp"
 #include "pervade/task.hpp"

@@ -90,6 +90,12 @@ class TaskBody {
     (void)out;
     return false;
   }
+  // Called on the reactor with each try's outcome (not for joins) before the kernel uses it:
+  // a body whose tries ran remotely may turn what came back from the pool (a RemoteBytes
+  // value, a RemoteTaskError) into its own value or error, as a shell command turns an exit
+  // code into 0 or BashExitFailure. Must be cheap and must not block. Default: unchanged (a
+  // Python app's value stays serialized until a Python future decodes it).
+  virtual void decode_result(Outcome& out) { (void)out; }
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.

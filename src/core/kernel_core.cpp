@@ -135,6 +135,7 @@ void KernelCore::complete(Completion&& done) {
   // A try that is no longer current (timed out, or the task was finished otherwise) is ignored.
   if (done.try_id != t.try_id_ || !is_launched(t.state())) return;
   Outcome& out = done.outcome;
+  if (!out.join && t.spec_.body) t.spec_.body->decode_result(out);
   if (out.error) {
     fail_try(t, std::move(out.error));
   } else if (out.join) {

@@ -1,5 +1,6 @@
 # Installs pervade into a scratch prefix, then configures, builds and runs examples/cpp
-# against it with find_package(pervade): the path a C++ user takes.
+# against it with find_package(pervade): the path a C++ user takes (pipeline on threads,
+# htex_shell on a pervade-pool started from the installed bin/).
 set(prefix ${BUILD_DIR}/prefix)
 file(REMOVE_RECURSE ${BUILD_DIR})
 foreach(step
@@ -16,5 +17,16 @@ foreach(step
 endforeach()
 if(NOT out MATCHES "sum of squares = 332833500")
   message(FATAL_ERROR "unexpected example output:\n${out}")
+endif()
+message(STATUS "${out}")
+
+# The HighThroughputExecutor example: pervade-pool comes from the installed bin/ (the default).
+if(NOT EXISTS ${prefix}/bin/pervade-pool)
+  message(FATAL_ERROR "cmake --install did not install bin/pervade-pool")
+endif()
+execute_process(COMMAND ${BUILD_DIR}/example/htex_shell ${BUILD_DIR}/htex_work
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "distinct words = 2" OR NOT out MATCHES "caught: .*exit code 3")
+  message(FATAL_ERROR "htex_shell failed (${rc}):\n${out}\n${err}")
 endif()
 message(STATUS "${out}")

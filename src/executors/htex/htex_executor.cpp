@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "executors/htex/blocks.hpp"
 #include "interchange/interchange.hpp"
 #include "pervade/errors.hpp"
 #include "util/thread_name.hpp"
@@ -19,6 +20,7 @@ struct HighThroughputExecutor::Impl {
   HtexOptions options;
   CompletionSink* sink = nullptr;
   std::unique_ptr<interchange::Interchange> interchange;
+  std::unique_ptr<detail::BlockManager> blocks;  // only with options.provider
 
   // Launches waiting to be encoded (the encoder thread may need the GIL; the reactor must not).
   std::mutex queue_mutex;
@@ -148,6 +150,8 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
   if (options.port_min > options.port_max || options.port_min < 1 || options.port_max > 65535)
     throw ConfigurationError("HighThroughputExecutor worker_port_range must be a valid port range");
   impl_->options = std::move(options);
+  // Checks the block options and makes the per-run CurveZMQ keys (into options) if needed.
+  if (impl_->options.provider) impl_->blocks = std::make_unique<detail::BlockManager>(impl_->options);
 }
 
 HighThroughputExecutor::~HighThroughputExecutor() { shutdown(); }
@@ -175,6 +179,14 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
     detail::name_this_thread("pv-encoder");
     raw->encode_loop();
   });
+  if (im.blocks) {
+    try {
+      im.blocks->start(im.interchange->port());  // the interchange listens: start the pools
+    } catch (...) {
+      shutdown();
+      throw;
+    }
+  }
 }
 
 void HighThroughputExecutor::submit(std::span<Launch> launches) {
@@ -257,6 +269,7 @@ void HighThroughputExecutor::shutdown() {
   im.queue_cv.notify_all();
   if (im.encoder.joinable()) im.encoder.join();
   if (im.interchange) im.interchange->stop();  // SHUTDOWN to every pool
+  if (im.blocks) im.blocks->cancel_all();      // then stop their process trees
   {
     std::lock_guard lock(im.flight_mutex);
     for (auto& [id, l] : im.in_flight)
@@ -296,6 +309,24 @@ bool HighThroughputExecutor::drain(const std::string& pool_id) {
 std::vector<std::string> HighThroughputExecutor::refusals() const {
   std::lock_guard lock(impl_->flight_mutex);
   return impl_->refusals;
+}
+
+std::string HighThroughputExecutor::pool_command(const std::string& block_id) const {
+  if (!impl_->blocks) throw ConfigurationError("executor '" + label() + "' has no provider: it starts no blocks");
+  return impl_->blocks->pool_command(block_id);
+}
+
+std::vector<BlockStatus> HighThroughputExecutor::blocks() const {
+  return impl_->blocks ? impl_->blocks->blocks() : std::vector<BlockStatus>{};
+}
+
+std::vector<std::string> HighThroughputExecutor::scale_out(int count) {
+  if (!impl_->blocks) throw ConfigurationError("executor '" + label() + "' has no provider: it starts no blocks");
+  return impl_->blocks->scale_out(count);
+}
+
+std::string HighThroughputExecutor::server_key_file() const {
+  return impl_->blocks ? impl_->blocks->server_key_file() : std::string{};
 }
 
 }  // namespace pervade

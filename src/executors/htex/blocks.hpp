@@ -1,0 +1,70 @@
+#pragma once
+// The blocks of one HighThroughputExecutor whose pools it starts itself (HtexOptions::provider
+// set, the C++ API): the pervade-pool command line, the CurveZMQ key file the pools read, and
+// the provider jobs. The executor calls the constructor, start() and cancel_all(); the query
+// methods and scale_out() are thread-safe.
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pervade/htex_executor.hpp"
+#include "pervade/provider.hpp"
+
+namespace pervade::detail {
+
+// HtexOptions::pool_binary if set, else $PERVADE_POOL_BINARY, else the installed
+// <prefix>/bin/pervade-pool, else the one in the build tree. Throws ConfigurationError naming
+// the places tried if none is executable.
+std::string resolve_pool_binary(const std::string& configured);
+
+// `s` quoted for /bin/bash where needed (Python's shlex.quote).
+std::string shell_quote(const std::string& s);
+
+// A fresh Z85 CurveZMQ key pair (public, secret). Throws pervade::Error.
+std::pair<std::string, std::string> curve_keypair();
+
+class BlockManager {
+ public:
+  // Checks the options, resolves the pool binary, and makes the per-run CurveZMQ key pair
+  // (written into options) when options.encrypted and no keys were given. Throws
+  // ConfigurationError. Call before the interchange starts.
+  explicit BlockManager(HtexOptions& options);
+
+  // Once the interchange listens on `port`: writes the server key file, starts the initial
+  // blocks (HtexOptions::init_blocks, else the provider's). Throws pervade::Error.
+  void start(int port);
+  // The command a block runs on each of its nodes.
+  std::string pool_command(const std::string& block_id) const;
+  // Asks the provider for `count` more blocks; returns their block ids.
+  std::vector<std::string> scale_out(int count);
+  // Cancels every block (blocks until the provider has stopped them). Idempotent.
+  void cancel_all();
+  std::vector<BlockStatus> blocks() const;
+  std::string server_key_file() const;
+
+ private:
+  std::string pool_command_locked(const std::string& block_id) const;
+
+  std::shared_ptr<Provider> provider_;
+  std::string label_;
+  std::string address_;
+  std::string binary_;
+  std::string log_dir_;
+  std::string public_key_;
+  int init_blocks_;
+  int workers_per_node_;
+  int prefetch_;
+  double heartbeat_period_;
+  double heartbeat_threshold_;
+
+  mutable std::mutex mutex_;
+  int port_ = 0;
+  std::string key_file_;
+  std::vector<std::pair<std::string, std::string>> blocks_;  // block id, job id
+  int next_block_ = 0;
+  bool cancelled_ = false;
+};
+
+}  // namespace pervade::detail
