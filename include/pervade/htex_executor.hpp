@@ -45,6 +45,9 @@ struct HtexOptions {
   // <run_dir>/<label>/server-<port>.key for the pools. (Without a provider only given keys count.)
   bool encrypted = true;
   std::string run_dir = "runinfo";  // <run_dir>/<label>/: block logs (block-<id>.log), key file
+  // Extra tasks per worker a pool may hold while its results come back within 10 ms (see
+  // interchange::DispatcherConfig); 0: exactly workers + prefetch_capacity, as in Parsl.
+  int short_task_prefetch = 16;
 };
 
 // A block started by the executor's provider.

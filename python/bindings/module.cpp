@@ -787,14 +787,15 @@ NB_MODULE(_native, m) {
       "htex_executor",
       [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
          double heartbeat_period, double heartbeat_threshold, const std::string& python_version,
-         const std::string& curve_public_key, const std::string& curve_secret_key) {
+         const std::string& curve_public_key, const std::string& curve_secret_key, int short_task_prefetch) {
         HtexOptions o{label,           address,          worker_port,     port_min,        port_max,
                       heartbeat_period, heartbeat_threshold, python_version, curve_public_key, curve_secret_key};
+        o.short_task_prefetch = short_task_prefetch;
         return Executor_{std::make_shared<HighThroughputExecutor>(std::move(o))};
       },
       nb::arg("label"), nb::arg("address"), nb::arg("worker_port"), nb::arg("port_min"), nb::arg("port_max"),
       nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"),
-      nb::arg("curve_public_key"), nb::arg("curve_secret_key"));
+      nb::arg("curve_public_key"), nb::arg("curve_secret_key"), nb::arg("short_task_prefetch"));
 
   m.def(
       "thread_pool_executor",

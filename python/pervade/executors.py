@@ -75,7 +75,10 @@ class HighThroughputExecutor(ParslExecutor):
     `address` (the interface to bind; pools use it to connect) at a port from
     `worker_port_range` (or `worker_port`). Workers run the driver's Python by default
     (`python`). Heartbeats every `heartbeat_period` s; a pool silent for `heartbeat_threshold`
-    s is lost and its tasks fail with ManagerLost. With `encrypted` (the default) the link is
+    s is lost and its tasks fail with ManagerLost. A pool holds `max_workers_per_node +
+    prefetch_capacity` tasks, and while its results come back within 10 ms (tasks of
+    microseconds) up to `short_task_prefetch` more per worker, which hides the round trip to
+    the pool; 0 gives Parsl's exact capacity. With `encrypted` (the default) the link is
     CurveZMQ: a key pair is made per run and the interchange's public key is written to
     <run_dir>/<label>/server.key for the pools; a pool without it cannot register.
     """
@@ -87,7 +90,8 @@ class HighThroughputExecutor(ParslExecutor):
                  max_workers_per_node: int | None = None, cores_per_worker: float = 1.0,
                  mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
-                 python: str | None = None, worker_debug: bool = False, encrypted: bool = True, **unused):
+                 python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
+                 short_task_prefetch: int = 16, **unused):
         from .providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -98,6 +102,8 @@ class HighThroughputExecutor(ParslExecutor):
             raise ConfigurationError(f"cores_per_worker must be > 0, got {cores_per_worker!r}")
         if prefetch_capacity < 0:
             raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
+        if not isinstance(short_task_prefetch, int) or short_task_prefetch < 0:
+            raise ConfigurationError(f"short_task_prefetch must be an int >= 0, got {short_task_prefetch!r}")
         if heartbeat_period <= 0 or heartbeat_threshold <= 0:
             raise ConfigurationError("heartbeat_period and heartbeat_threshold must be > 0")
         low, high = worker_port_range
@@ -113,6 +119,7 @@ class HighThroughputExecutor(ParslExecutor):
         self.mem_per_worker = mem_per_worker
         self.available_accelerators = list(available_accelerators)
         self.prefetch_capacity = prefetch_capacity
+        self.short_task_prefetch = short_task_prefetch
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
         self.cpu_affinity = cpu_affinity
@@ -136,7 +143,7 @@ class HighThroughputExecutor(ParslExecutor):
         self._native = _native.htex_executor(
             self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
             float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(), public_key,
-            secret_key)
+            secret_key, self.short_task_prefetch)
         return self._native
 
     @property

@@ -5,6 +5,7 @@
 namespace pervade::interchange {
 
 namespace {
+constexpr auto kShortTask = std::chrono::milliseconds(10);  // see DispatcherConfig::short_task_prefetch
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -80,17 +81,24 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
 }
 
 void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+  bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
-    if (pool.in_flight.erase(result.task_id) == 0) continue;
+    auto it = pool.in_flight.find(result.task_id);
+    if (it == pool.in_flight.end()) continue;
+    all_short = all_short && now - it->second < kShortTask;
+    pool.in_flight.erase(it);
     owner_.erase(result.task_id);
     completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
   }
+  pool.short_tasks = all_short;
   if (pool.in_flight.empty()) pool.idle_since = now;
 }
 
 std::size_t Dispatcher::capacity(const Pool& p) const {
-  const std::size_t limit = static_cast<std::size_t>(p.info.worker_count) + static_cast<std::size_t>(std::max(0, p.info.prefetch));
+  const int workers = std::max(0, p.info.worker_count);
+  const int bonus = p.short_tasks ? workers * std::max(0, config_.short_task_prefetch) : 0;
+  const std::size_t limit = static_cast<std::size_t>(workers) + static_cast<std::size_t>(std::max({0, p.info.prefetch, bonus}));
   return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
 }
 
@@ -125,7 +133,7 @@ void Dispatcher::dispatch(TimePoint now) {
       }
       out.payload = std::move(t.payload);
       out.inputs = std::move(t.inputs);
-      pool->in_flight.insert(out.task_id);
+      pool->in_flight.emplace(out.task_id, now);
       owner_[out.task_id] = pool->identity;
       batch.tasks.push_back(std::move(out));
     }
@@ -141,7 +149,7 @@ void Dispatcher::send(Pool& pool, protocol::InterchangeMessage m, TimePoint now)
 void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   auto it = pools_.find(identity);
   if (it == pools_.end()) return;
-  for (std::uint64_t id : it->second.in_flight) {
+  for (const auto& [id, sent] : it->second.in_flight) {
     owner_.erase(id);
     completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }

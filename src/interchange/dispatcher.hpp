@@ -37,6 +37,11 @@ struct DispatcherConfig {
   std::string pervade_version;
   std::string python_version;  // the driver's, "3.11.7"; pools with Python must match major.minor
   std::uint32_t seed = 1;      // for the randomized choice among pools with free capacity
+  // Extra tasks per worker a pool may hold while its tasks come back quickly (results within
+  // kShortTask of being sent): it hides the round trip to the pool when tasks last
+  // microseconds, and is off as soon as tasks take longer, so long tasks keep the load balance
+  // of prefetch_capacity alone. 0 disables it.
+  int short_task_prefetch = 16;
 };
 
 // A finished (or lost) task, for the executor.
@@ -103,7 +108,8 @@ class Dispatcher {
   struct Pool {
     std::string identity;
     protocol::Register info;
-    std::unordered_set<std::uint64_t> in_flight;
+    std::unordered_map<std::uint64_t, TimePoint> in_flight;  // task id -> when it was sent
+    bool short_tasks = false;  // its latest results came back within kShortTask
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;

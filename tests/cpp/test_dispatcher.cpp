@@ -12,7 +12,8 @@ namespace {
 
 class DispatcherTest : public ::testing::Test {
  protected:
-  DispatcherTest() : d(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7}) {}
+  // Capacity is exactly workers + prefetch here; short_task_prefetch has its own test.
+  DispatcherTest() : d(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 0}) {}
 
   void register_pool(const std::string& identity, int workers, int prefetch = 0, std::string python = "3.11.2") {
     protocol::Register r;
@@ -77,6 +78,30 @@ TEST_F(DispatcherTest, TasksSubmittedTogetherGoOutInOneMessage) {
   auto out = d.take_outbox();
   ASSERT_EQ(out.size(), 1u);  // not one message per task: a ZeroMQ queue of them could overflow
   EXPECT_EQ(std::get<protocol::Tasks>(out[0].second).tasks.size(), 1500u);
+}
+
+TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
+  Dispatcher fast(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
+  protocol::Register r;
+  r.pool_id = "a";
+  r.worker_count = 2;
+  fast.on_message("a", r, now);
+  fast.take_outbox();
+  auto sent = [&] {
+    std::size_t n = 0;
+    for (auto& [to, m] : fast.take_outbox())
+      if (auto* t = std::get_if<protocol::Tasks>(&m)) n += t->tasks.size();
+    return n;
+  };
+  for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
+  EXPECT_EQ(sent(), 2u);  // nothing known about its tasks yet: one per worker
+  now += 1ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{0, 0, "r"}}}, now);
+  EXPECT_EQ(sent(), 9u);  // short tasks: 2 workers + 4 per worker, minus the one still held
+  now += 50ms;            // a slow result: back to one task per worker
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{1, 0, "r"}}}, now);
+  EXPECT_EQ(sent(), 0u);
+  EXPECT_EQ(fast.in_flight(), 9u);
 }
 
 TEST_F(DispatcherTest, TasksWaitForAPool) {

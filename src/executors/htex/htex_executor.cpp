@@ -168,6 +168,7 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   cfg.dispatcher.heartbeat_period = im.options.heartbeat_period;
   cfg.dispatcher.heartbeat_threshold = im.options.heartbeat_threshold;
   cfg.dispatcher.python_version = im.options.python_version;
+  cfg.dispatcher.short_task_prefetch = im.options.short_task_prefetch;
   cfg.dispatcher.pervade_version = PERVADE_VERSION;
   if (!im.options.curve_public_key.empty() && !im.options.curve_secret_key.empty())
     cfg.curve = interchange::CurveKeys{im.options.curve_public_key, im.options.curve_secret_key};
