@@ -119,10 +119,13 @@ struct Interchange::Impl {
 
   void flush() {
     for (auto& [identity, message] : dispatcher.take_outbox()) {
-      const std::string bytes = protocol::encode(message);
+      // Zero-copy: ZeroMQ takes the encoded bytes (TASKS can be megabytes) and frees them.
+      auto* bytes = new std::string(protocol::encode(message));
+      zmq::message_t body(
+          bytes->data(), bytes->size(), [](void*, void* owner) { delete static_cast<std::string*>(owner); }, bytes);
       try {
         router.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-        router.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+        router.send(body, zmq::send_flags::dontwait);
       } catch (const zmq::error_t&) {
         // A pool that vanished: its heartbeat timeout will clean up.
       }
