@@ -492,6 +492,27 @@ def test_an_input_that_cannot_be_unpickled_fails_the_task(pool):
     assert pool.call(3, add, 1, 2) == 3
 
 
+class PicklesACallWhilePickled:
+    """Re-enters the call pickler from inside a pickle (it must not share its state)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __reduce__(self):
+        (_, _, payload, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
+        return bytes, (payload,)
+
+
+def test_the_call_pickler_is_clean_after_a_failure_and_on_re_entry():
+    a, b = Future(), Future()
+    with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
+        encode_call_finding_futures(add, (a, [threading.Lock()]), None, "add")
+    (_, _, payload, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
+    assert futures == [a]
+    first, inner_payload = load_call(payload, [serialize_value(1)])[0]
+    assert first == 1 and load_call(inner_payload, [serialize_value(2)]) == ((2, 1), None)
+
+
 def test_pickled_result_is_loaded_once():
     r = PickledResult(pickle.dumps([1, 2]))
     first = r.load()
