@@ -256,6 +256,18 @@ nb::object to_python(const std::any& v) {
   throw std::runtime_error(std::string("cannot convert a C++ value of type ") + v.type().name() + " to Python");
 }
 
+// A task's result for its AppFuture: a pool's bytes stay bytes (pervade.futures.PickledResult,
+// unpickled by AppFuture.result() on first use), so a result that only feeds remote dependents
+// is never unpickled in the driver.
+nb::object result_to_python(const std::any& v) {
+  static PyObject* pickled = nullptr;  // leaked on purpose, as the modules above
+  if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
+    if (!pickled) pickled = nb::object(nb::module_::import_("pervade.futures").attr("PickledResult")).release().ptr();
+    return nb::borrow(pickled)(as_bytes(r->bytes));
+  }
+  return to_python(v);
+}
+
 // ---------------------------------------------------------------- tasks
 
 class TaskHandle {
@@ -539,7 +551,7 @@ void PyTask::complete(const TaskRecord& record) {
   PyObject* fut = future_.get();
   bool ok = true;
   try {
-    nb::object value = record.error() ? exception_to_python(record.error()) : to_python(record.value());
+    nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
     PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
     PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
     const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&

@@ -121,23 +121,29 @@ class DataFlowKernel:
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
         fut = AppFuture(self, name, stdout, stderr)
-        deps = plan = None
-        for i, a in enumerate(args):
-            if isinstance(a, Future):
-                deps, plan = self._add_dependency(deps, plan, a, 0, i)
-        if kwargs:
-            for k, v in kwargs.items():
-                if isinstance(v, Future):
-                    deps, plan = self._add_dependency(deps, plan, v, 1, k)
-            inputs = kwargs.get("inputs")
-            if inputs:
-                for i, v in enumerate(inputs):
-                    if isinstance(v, Future):
-                        deps, plan = self._add_dependency(deps, plan, v, 2, i)
-        encoded = None
+        deps = plan = encoded = None
         if self._remote_labels and (self._all_remote if labels is None
                                     else all(label in self._remote_labels for label in labels)):
-            encoded = serialize.encode_call(func, args, kwargs, plan, name)
+            # Only pools can run it: pickled now (unpicklable arguments fail here, in the caller),
+            # and every future met while pickling, at any depth, is a dependency.
+            encoded, futures = serialize.encode_call_finding_futures(func, args, kwargs, name)
+            if futures:
+                deps = [self._dependency_handle(f) for f in futures]
+            args, kwargs = (), None  # the payload has them; the task never runs in this process
+        else:
+            # As Parsl: futures as positional or keyword arguments and in inputs=.
+            for i, a in enumerate(args):
+                if isinstance(a, Future):
+                    deps, plan = self._add_dependency(deps, plan, a, 0, i)
+            if kwargs:
+                for k, v in kwargs.items():
+                    if isinstance(v, Future):
+                        deps, plan = self._add_dependency(deps, plan, v, 1, k)
+                inputs = kwargs.get("inputs")
+                if inputs:
+                    for i, v in enumerate(inputs):
+                        if isinstance(v, Future):
+                            deps, plan = self._add_dependency(deps, plan, v, 2, i)
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
                                           reserved_id, encoded)
         return fut
@@ -146,16 +152,20 @@ class DataFlowKernel:
         if deps is None:
             deps, plan = [], []
         replacement = _NO_VALUE
-        source = future
         if isinstance(future, DataFuture) and isinstance(future.parent, AppFuture) and future.parent._dfk is self:
-            source, replacement = future.parent, future.file_obj
-        if isinstance(source, AppFuture) and source._dfk is self:
-            handle = source._handle
-        else:
-            handle = self._external(source)
+            replacement = future.file_obj
         plan.append((kind, key, len(deps), replacement))
-        deps.append(handle)
+        deps.append(self._dependency_handle(future))
         return deps, plan
+
+    def _dependency_handle(self, future):
+        """The kernel task a future stands for: its own for an AppFuture of this kernel, the app's for
+        a DataFuture of one (the future's value is then its File), an external task otherwise."""
+        if isinstance(future, DataFuture) and isinstance(future.parent, AppFuture) and future.parent._dfk is self:
+            future = future.parent
+        if isinstance(future, AppFuture) and future._dfk is self:
+            return future._handle
+        return self._external(future)
 
     def _external(self, future: Future):
         """A future from outside this kernel becomes an external task that its callback completes."""

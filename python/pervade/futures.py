@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import FINISHED, PENDING
+
+
+_MISSING = object()
+
+
+class PickledResult:
+    """A task's result as its pool sent it (pickle bytes). The engine completes an AppFuture with
+    this, and result() unpickles it on first use: a result that only feeds remote dependents is
+    forwarded as bytes and never unpickled in the driver."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def load(self):
+        state = self.__dict__
+        data = self.data  # read before the value: a loader stores the value, then drops data
+        value = state.get("value", _MISSING)
+        if value is _MISSING:
+            # Two threads may load at once: dict.setdefault is atomic, the first value stored wins.
+            value = state.setdefault("value", pickle.loads(data))
+            self.data = None
+        return value
 
 
 def deferred_getitem(o, k):
@@ -109,6 +132,19 @@ class AppFuture(Future):
                 else:
                     waiter.add_result(self)
             condition.notify_all()
+
+    def result(self, timeout=None):
+        value = Future.result(self, timeout)
+        if type(value) is PickledResult:
+            # A pool's result is kept as bytes until someone asks (it may only have fed remote
+            # dependents): unpickled here, once.
+            value = value.load()
+            self._result = value
+        return value
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(f"an AppFuture cannot be pickled ({self._func_name} task): pass it as an argument of an app, "
+                        "or pass its result()")
 
     def cancel(self) -> bool:
         raise NotImplementedError("Cancel not implemented")

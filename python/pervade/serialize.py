@@ -11,21 +11,35 @@ A pickle that refers by name to something in `__main__` is useless on a worker, 
 `__main__` is `pervade.worker`, so such a pickle is made again with cloudpickle, which sends
 those objects by value: the check is a search for b"__main__" in the bytes (a false positive
 only costs the slower pickler).
+
+Futures inside a call's arguments (docs/protocol.md, "Python call"): a task's payload is the
+pickle of (args, kwargs) in which each dependency is a call of `_dependency(k)` ("the value of
+input k") or `_dependency(k, replacement)` ("replacement, once input k succeeded": a DataFuture's
+File). Apps that can only run on pools are pickled at the call by `encode_call_finding_futures`,
+whose pickler turns every future it meets, at any depth, into such a reference and returns the
+futures in input order; the worker reads the payload with `load_call`, which resolves the
+references from the TASK's inputs.
 """
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import hashlib
+import io
 import pickle
 import sys
+import threading
 import traceback
 import types
 import weakref
+from concurrent.futures import Future
 
 import cloudpickle
 
+from .data import DataFuture
 from .errors import RemoteError
+from .futures import AppFuture
 
 PROTOCOL = 5
 _MAIN = b"__main__"
@@ -113,42 +127,252 @@ def _dumps(obj) -> bytes:
     return data
 
 
-def serialize_payload(args, kwargs, plan, name: str = "app") -> bytes:
-    """The TASK payload: pickle of (args, kwargs, plan).
+# ---------------------------------------------------------------- calls and their dependencies
 
-    plan is the kernel's list of (kind, key, index, replacement) (see pervade.dataflow); its
-    "use the dependency's value" sentinel does not survive pickling, so on the wire it is
-    None (the worker puts the sentinel back). Raises TypeError naming the app when the
-    arguments cannot be pickled.
+
+_loading = threading.local()  # .inputs: the TASK inputs of the payload load_call is reading
+
+
+def _dependency(index, *replacement):
+    """In a payload: the value of input `index` (or `replacement`, once that input succeeded).
+    Called by pickle while load_call reads a payload on a worker."""
+    inputs = getattr(_loading, "inputs", None)
+    if inputs is None:
+        raise RuntimeError(f"a task's payload refers to its dependency {index}, whose value only the worker running "
+                           "the task has (read the payload with pervade.serialize.load_call and the TASK's inputs)")
+    if not 0 <= index < len(inputs):
+        raise LookupError(f"the payload refers to dependency {index}, the TASK has {len(inputs)} inputs")
+    if replacement:
+        return replacement[0]
+    # pickle memoizes each reference, so each input is unpickled once per payload.
+    return pickle.loads(inputs[index])
+
+
+class _Dependency:
+    """Stands for dependency `index` in the arguments of a call encoded at launch (an app that may
+    also run on threads: its dependencies are the kernel's plan, top-level only)."""
+
+    __slots__ = ("index", "replacement")
+
+    def __init__(self, index, replacement):
+        self.index, self.replacement = index, replacement
+
+    def __reduce__(self):
+        if self.replacement is None:
+            return _dependency, (self.index,)
+        return _dependency, (self.index, self.replacement)
+
+
+class _NestedFuture(TypeError):
+    pass
+
+
+# Future classes -> whether their instances are dependencies: every Future, except one whose
+# class defines its own pickling (it then travels as an ordinary object, whichever pickler runs).
+# AppFuture refuses to be pickled on purpose, so it and DataFuture are listed here.
+_dependency_types = {Future: True, AppFuture: True, DataFuture: True}
+_DEFAULT_PICKLING = (object.__reduce_ex__, object.__reduce__, getattr(object, "__getstate__", None))
+
+
+def _is_dependency_type(cls) -> bool:
+    known = _dependency_types.get(cls)
+    if known is None:
+        own = (cls.__reduce_ex__, cls.__reduce__, getattr(cls, "__getstate__", None)) != _DEFAULT_PICKLING
+        known = _dependency_types[cls] = not own and cls not in copyreg.dispatch_table
+    return known
+
+
+class _FindFutures:
+    """Mixin of the call picklers: reducer_override (called by pickle for every object that is not
+    None, a bool, or an exact int, float, str, bytes, list, tuple, dict, set or frozenset) makes
+    each future a reference to a task input. pickle memoizes the reference, so a future met twice
+    is one input, and one object on the worker."""
+
+    _futures = None  # None: futures are not allowed (apps encoded at launch)
+    _indexes = None
+
+    def _reference(self, future):
+        futures = self._futures
+        if futures is None:
+            raise _NestedFuture(
+                f"{future!r} is nested inside them: an app that may run on a ThreadPoolExecutor takes futures "
+                "only as positional or keyword arguments and in inputs= (as Parsl); futures at any depth are "
+                "found for apps that run only on HighThroughputExecutors")
+        index = self._indexes.get(id(future))
+        if index is None:
+            index = self._indexes[id(future)] = len(futures)
+            futures.append(future)
+        if isinstance(future, DataFuture):
+            return _dependency, (index, future.file_obj)
+        return _dependency, (index,)
+
+
+class _CallPickler(_FindFutures, pickle.Pickler):
+    """Reused by its thread (making a C Pickler costs about as much as pickling a small call)."""
+
+    def __init__(self):
+        self.out = io.BytesIO()
+        pickle.Pickler.__init__(self, self.out, PROTOCOL)
+        self.busy = False
+
+    def reducer_override(self, obj):
+        if isinstance(obj, Future) and _is_dependency_type(type(obj)):
+            return self._reference(obj)
+        return NotImplemented
+
+
+class _CloudCallPickler(_FindFutures, cloudpickle.Pickler):
+    def __init__(self, file, futures):
+        cloudpickle.Pickler.__init__(self, file, protocol=PROTOCOL)
+        self._futures, self._indexes = futures, {}
+
+    def reducer_override(self, obj):
+        if isinstance(obj, Future) and _is_dependency_type(type(obj)):
+            return self._reference(obj)
+        return super().reducer_override(obj)
+
+
+_local = threading.local()
+
+
+def _pickle_finding(obj, futures) -> bytes:
+    """Pickles obj with this thread's _CallPickler (a new one if it is in use: re-entry)."""
+    pickler = getattr(_local, "pickler", None)
+    if pickler is None or pickler.busy:
+        pickler = _CallPickler()
+        if getattr(_local, "pickler", None) is None:
+            _local.pickler = pickler
+    pickler.busy = True
+    pickler._futures, pickler._indexes = futures, {}
+    out = pickler.out
+    try:
+        pickler.dump(obj)
+        return out.getvalue()
+    finally:
+        # Nothing of this call stays referenced (the memo holds every object pickled).
+        pickler.clear_memo()
+        out.seek(0)
+        out.truncate()
+        pickler._futures = pickler._indexes = None
+        pickler.busy = False
+
+
+def _cloudpickle_finding(obj, futures) -> bytes:
+    out = io.BytesIO()
+    _CloudCallPickler(out, futures).dump(obj)
+    return out.getvalue()
+
+
+def _dumps_call(call, find_futures: bool, has_future: bool = False):
+    """(bytes, futures found in order, or None). As _dumps, and also finds futures.
+
+    Fast path: plain pickle.dumps, with no Python callback per object. It cannot succeed on a
+    call holding a dependency: an AppFuture refuses to be pickled, and any other Future holds the
+    Condition made by Future.__init__, whose lock pickle refuses (a Future whose class defines its
+    own pickling is no dependency: see _is_dependency_type). Only calls whose plain pickle fails
+    (futures, lambdas, ...) or names `__main__` pay for the pickler that looks at each object;
+    has_future (a future seen among the top-level arguments) skips the plain attempt.
+    """
+    data = None
+    if not has_future:
+        try:
+            data = pickle.dumps(call, protocol=PROTOCOL)
+        except Exception:  # noqa: BLE001 - futures, or what only cloudpickle can do
+            pass
+        else:
+            if _MAIN not in data:
+                return data, None
+    if data is None:
+        futures = [] if find_futures else None
+        try:
+            data = _pickle_finding(call, futures)
+        except _NestedFuture:
+            raise
+        except Exception:  # noqa: BLE001 - cloudpickle gets its chance below
+            data = None
+        else:
+            if _MAIN not in data:
+                return data, futures
+    futures = [] if find_futures else None
+    return _cloudpickle_finding(call, futures), futures
+
+
+def serialize_payload(args, kwargs, plan, name: str = "app") -> bytes:
+    """The TASK payload of a call encoded at launch: pickle of (args, kwargs).
+
+    plan is the kernel's list of (kind, key, index, replacement) (see pervade.dataflow): each
+    planned position (a future) travels as a reference to input `index` (or to `replacement`,
+    a DataFuture's File). A future nested deeper raises TypeError, as do arguments that cannot be
+    pickled; the message names the app.
     """
     if plan:
         from .dataflow import _NO_VALUE, apply_plan
-        # The futures themselves stay behind: each planned position travels as None and is
-        # filled on the worker from `inputs`.
-        args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: None)
-        plan = [(kind, key, index, None if replacement is _NO_VALUE else replacement)
-                for kind, key, index, replacement in plan]
+        args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: _Dependency(
+            index, None if replacement is _NO_VALUE else replacement))
     try:
-        return _dumps((tuple(args), kwargs or None, plan or None))
+        return _dumps_call((tuple(args), kwargs or None), False)[0]
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
 
 
-def encode_call(fn, args, kwargs, plan, name: str = "app") -> tuple[bytes, bytes, bytes, int]:
-    """One Python task for a pool: (fn_hash, fn bytes, payload, priority).
-
-    priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
-    how it orders tasks is up to the executor.
-    """
-    fn_hash, fn_bytes = serialize_function(fn)
-    priority = 0
+def _priority(kwargs, name):
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
         if isinstance(spec, dict) and spec.get("priority") is not None:
             priority = spec["priority"]
             if not isinstance(priority, int) or isinstance(priority, bool):
                 raise TypeError(f"parsl_resource_specification priority of {name} must be an int, got {priority!r}")
+            return priority
+    return 0
+
+
+def encode_call(fn, args, kwargs, plan, name: str = "app") -> tuple[bytes, bytes, bytes, int]:
+    """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority).
+
+    priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
+    how it orders tasks is up to the executor.
+    """
+    fn_hash, fn_bytes = serialize_function(fn)
+    priority = _priority(kwargs, name)
     return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name), priority
+
+
+def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
+    """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority), futures).
+
+    futures: the futures found at any depth of args and kwargs, each once, in input order (None
+    when there are none); in the payload each is a reference to its input.
+    """
+    fn_hash, fn_bytes = serialize_function(fn)
+    priority = _priority(kwargs, name)
+    has_future = False
+    for a in args:
+        if isinstance(a, Future):
+            has_future = True
+            break
+    else:
+        if kwargs:
+            for a in kwargs.values():
+                if isinstance(a, Future):
+                    has_future = True
+                    break
+    try:
+        payload, futures = _dumps_call((args, kwargs), True, has_future)
+    except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
+        raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
+    return (fn_hash, fn_bytes, payload, priority), futures or None
+
+
+def load_call(payload: bytes, inputs=()):
+    """(args, kwargs) of a TASK payload, with its dependencies' values from inputs (bytes each)."""
+    if not inputs:
+        return pickle.loads(payload)
+    previous = getattr(_loading, "inputs", None)
+    _loading.inputs = inputs
+    try:
+        return pickle.loads(payload)
+    finally:
+        _loading.inputs = previous
 
 
 def serialize_value(value) -> bytes:
@@ -220,5 +444,5 @@ def deserialize_exception(data: bytes) -> BaseException:
     return exc
 
 
-__all__ = ["serialize_function", "serialize_payload", "encode_call", "serialize_value", "deserialize", "serialize_exception",
-           "deserialize_exception", "format_traceback"]
+__all__ = ["serialize_function", "serialize_payload", "encode_call", "encode_call_finding_futures", "load_call",
+           "serialize_value", "deserialize", "serialize_exception", "deserialize_exception", "format_traceback"]

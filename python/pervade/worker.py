@@ -22,7 +22,7 @@ import sys
 
 import msgpack
 
-from .serialize import (deserialize, format_traceback, serialize_exception, serialize_value)
+from .serialize import (deserialize, format_traceback, load_call, serialize_exception, serialize_value)
 
 TASK, READY, RESULT, EXIT = 1, 2, 3, 4
 SUCCESS, FAILED = 0, 1
@@ -125,8 +125,6 @@ class Worker:
         self.connection = connection
         self.rank = rank
         self.functions: dict[bytes, object] = {}
-        self._invoke = None
-        self._no_value = None
 
     def serve(self) -> int:
         """Runs tasks until EXIT or the end of the connection; returns the exit status."""
@@ -176,12 +174,9 @@ class Worker:
         fn = None
         try:
             fn = self._function(fn_hash, fn_bytes)
-            args, kwargs, plan = deserialize(payload)
-            if plan:
-                values = [deserialize(b) for b in inputs]
-                result = self._invoke_with_plan(fn, args, kwargs, plan, values)
-            else:
-                result = fn(*args, **kwargs) if kwargs else fn(*args)
+            # The dependencies' values (inputs) go where the payload refers to them, at any depth.
+            args, kwargs = load_call(payload, inputs)
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -197,17 +192,6 @@ class Worker:
                               f"{type(e).__name__}: {e}")
             return FAILED, serialize_exception(error, format_traceback(e))
 
-    def _invoke_with_plan(self, fn, args, kwargs, plan, values):
-        if self._invoke is None:
-            from .dataflow import _NO_VALUE, _invoke_with_dependencies
-            self._invoke, self._no_value = _invoke_with_dependencies, _NO_VALUE
-            _OWN_CODE.add(_invoke_with_dependencies.__code__)
-        # On the wire "use the dependency's value" is None (see serialize_payload).
-        no_value = self._no_value
-        plan = [(kind, key, index, no_value if replacement is None else replacement)
-                for kind, key, index, replacement in plan]
-        return self._invoke(fn, args, kwargs, plan, values)
-
 
 def _task_frames(tb):
     """Skips the worker's own frames at the top of a task's traceback."""
@@ -216,7 +200,7 @@ def _task_frames(tb):
     return tb
 
 
-_OWN_CODE = {Worker.run.__code__, Worker._invoke_with_plan.__code__}
+_OWN_CODE = {Worker.run.__code__}
 
 
 def _flush_std_streams() -> None:

@@ -9,15 +9,18 @@ import subprocess
 import sys
 import threading
 import types
+from concurrent.futures import Future
 
 import msgpack
 import pytest
 
-from pervade.data import File
+from pervade.data import DataFuture, File
 from pervade.dataflow import _NO_VALUE
 from pervade.errors import ManagerLost, ParslError, RemoteError, WorkerLost
-from pervade.serialize import (deserialize, deserialize_exception, encode_call, serialize_exception,
-                               serialize_function, serialize_payload, serialize_value)
+from pervade.futures import AppFuture, PickledResult
+from pervade.serialize import (deserialize, deserialize_exception, encode_call, encode_call_finding_futures,
+                               load_call, serialize_exception, serialize_function, serialize_payload,
+                               serialize_value)
 
 T = 30  # seconds: every read and every wait is bounded by this
 TASK, READY, RESULT, EXIT = 1, 2, 3, 4
@@ -106,6 +109,38 @@ def class_name(obj):
     return type(obj).__name__, obj.value
 
 
+def identity(*args, **kwargs):
+    return args, kwargs
+
+
+def same_object(a, b):
+    return a is b
+
+
+class Holder:
+    def __init__(self, item):
+        self.item = item
+
+
+def held(holder):
+    return holder.item
+
+
+class SelfPickledFuture(Future):
+    """A Future whose class defines its own pickling: an ordinary argument, not a dependency."""
+
+    def __init__(self, tag):
+        super().__init__()
+        self.tag = tag
+
+    def __reduce__(self):
+        return SelfPickledFuture, (self.tag,)
+
+
+def tag_of(f):
+    return f.tag
+
+
 # ---------------------------------------------------------------- the pool's side
 
 
@@ -148,13 +183,22 @@ class Pool:
         self.send_raw(msgpack.packb(message, use_bin_type=True))
 
     # tasks
-    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None):
+    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None):
         fn_hash, fn_bytes = serialize_function(fn)
         if send_fn is None:
             send_fn = fn_hash not in self.sent
         self.sent.add(fn_hash)
-        self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None,
-                   serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn")), list(inputs)])
+        if payload is None:
+            payload = serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn"))
+        self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None, payload, list(inputs)])
+
+    def run_found(self, task_id, fn, args=(), kwargs=None, values=None):
+        """Encodes fn(*args, **kwargs) as at submission (futures found at any depth), sends it with
+        values[future] as each found future's input; returns (status, payload)."""
+        (fn_hash, _, payload, _), futures = encode_call_finding_futures(fn, args, kwargs, fn.__name__)
+        inputs = [serialize_value(values[id(f)]) for f in futures or ()]
+        self.submit(task_id, fn, payload=payload, inputs=inputs)
+        return self.result(task_id)
 
     def result(self, task_id):
         message = self.recv()
@@ -361,11 +405,118 @@ def test_plan_replacement_file_is_passed_instead_of_the_value(pool):
     assert isinstance(kwargs["inputs"][0], File) and kwargs["inputs"][0].filepath == "/tmp/some/out.txt"
 
 
-def test_the_plans_sentinel_travels_as_none():
-    # The planned position (where the future was) travels as None, as does the sentinel.
-    args, kwargs, plan = deserialize(serialize_payload((1, 5), {"k": 2}, [(0, 0, 0, _NO_VALUE)]))
-    assert (args, kwargs, plan) == ((None, 5), {"k": 2}, [(0, 0, 0, None)])
-    assert deserialize(serialize_payload([], {}, [])) == ((), None, None)
+def test_planned_positions_travel_as_references_to_their_inputs():
+    payload = serialize_payload((1, 5), {"k": 2}, [(0, 0, 0, _NO_VALUE), (1, "k", 1, File("/x"))])
+    args, kwargs = load_call(payload, [serialize_value("v"), serialize_value("unused")])
+    assert args == ("v", 5) and kwargs["k"].filepath == "/x"
+    assert deserialize(serialize_payload([], {}, [])) == ((), None)
+    with pytest.raises(RuntimeError, match="refers to its dependency 0"):
+        deserialize(payload)  # the references need the TASK's inputs
+
+
+def test_nested_dependencies_are_replaced_by_their_values_on_the_worker(pool):
+    a, b, c = Future(), Future(), Future()
+    values = {id(a): 1, id(b): [2, 3], id(c): {"x": 4}}
+    args = ([a, (b, {"deep": [[c]]})], {"k": a})
+    status, payload = pool.run_found(1, identity, args, {"kw": {"set": frozenset([1]), "f": b}}, values)
+    assert status == 0
+    assert deserialize(payload) == (([1, ([2, 3], {"deep": [[{"x": 4}]]})], {"k": 1}),
+                                    {"kw": {"set": frozenset([1]), "f": [2, 3]}})
+
+
+def test_futures_in_sets_and_object_attributes_are_found(pool):
+    a, b = Future(), Future()
+    values = {id(a): "in a set", id(b): "in an attribute"}
+    status, payload = pool.run_found(1, identity, ({a}, Holder(b)), None, values)
+    assert status == 0
+    (found_set, holder), _ = deserialize(payload)
+    assert found_set == {"in a set"} and holder.item == "in an attribute"
+
+
+def test_the_same_future_twice_is_one_input_and_one_object():
+    a = Future()
+    (_, _, payload, _), futures = encode_call_finding_futures(same_object, (a, [a]), None, "same_object")
+    assert futures == [a]
+    args, _ = load_call(payload, [serialize_value([1, 2])])
+    assert args[0] is args[1][0] and args[0] == [1, 2]
+
+
+def test_data_future_travels_as_its_file(pool):
+    parent = Future()
+    df = DataFuture(parent, File("/data/out.txt"))
+    status, payload = pool.run_found(1, held, (Holder(df),), None, {id(df): "never read"})
+    assert status == 0
+    got = deserialize(payload)
+    assert isinstance(got, File) and got.filepath == "/data/out.txt"
+
+
+def test_futures_are_found_by_the_cloudpickle_fallback(pool):
+    a = Future()
+    status, payload = pool.run_found(1, identity, (lambda x: x + 1, [a]), None, {id(a): 41})
+    assert status == 0
+    (fn, [value]), _ = deserialize(payload)
+    assert fn(value) == 42
+
+
+def test_calls_without_futures_are_plain_pickles():
+    (_, _, payload, _), futures = encode_call_finding_futures(add, (1, [2.5, "x"]), {"b": (3,)}, "add")
+    assert futures is None and payload == pickle.dumps(((1, [2.5, "x"]), {"b": (3,)}), protocol=5)
+
+
+def test_a_future_that_pickles_itself_is_an_ordinary_argument(pool):
+    (_, _, payload, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
+    assert futures is None
+    pool.submit(1, tag_of, payload=payload)
+    assert deserialize(pool.result(1)[1]) == "mine"
+
+
+def test_an_app_future_refuses_to_be_pickled():
+    with pytest.raises(TypeError, match="AppFuture cannot be pickled"):
+        pickle.dumps(AppFuture(None, "some_app"))
+
+
+def test_a_nested_future_of_an_app_encoded_at_launch_is_a_type_error():
+    with pytest.raises(TypeError, match="cannot serialize the arguments of my_app: .* nested inside"):
+        serialize_payload(([Future()],), None, None, name="my_app")
+
+
+def test_an_input_that_cannot_be_unpickled_fails_the_task(pool):
+    a = Future()
+    (_, _, payload, _), _ = encode_call_finding_futures(identity, ([a],), None, "identity")
+    pool.submit(1, identity, payload=payload, inputs=[b"not a pickle"])
+    status, result = pool.result(1)
+    assert status == 1 and isinstance(deserialize_exception(result), pickle.UnpicklingError)
+    pool.submit(2, identity, payload=payload, inputs=[])  # no inputs: the reference cannot be resolved
+    status, result = pool.result(2)
+    assert status == 1 and "refers to its dependency 0" in str(deserialize_exception(result))
+    assert pool.call(3, add, 1, 2) == 3
+
+
+class PicklesACallWhilePickled:
+    """Re-enters the call pickler from inside a pickle (it must not share its state)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __reduce__(self):
+        (_, _, payload, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
+        return bytes, (payload,)
+
+
+def test_the_call_pickler_is_clean_after_a_failure_and_on_re_entry():
+    a, b = Future(), Future()
+    with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
+        encode_call_finding_futures(add, (a, [threading.Lock()]), None, "add")
+    (_, _, payload, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
+    assert futures == [a]
+    first, inner_payload = load_call(payload, [serialize_value(1)])[0]
+    assert first == 1 and load_call(inner_payload, [serialize_value(2)]) == ((2, 1), None)
+
+
+def test_pickled_result_is_loaded_once():
+    r = PickledResult(pickle.dumps([1, 2]))
+    first = r.load()
+    assert first == [1, 2] and r.load() is first and r.data is None
 
 
 def test_large_arguments_and_results(pool):
@@ -553,7 +704,7 @@ def test_lost_errors_have_parsls_messages_and_pickle():
 def test_encode_call_gives_hash_function_payload_and_priority():
     fn_hash, fn_bytes, payload, priority = encode_call(add, (1,), {"b": 2}, None, "add")
     assert (fn_hash, fn_bytes) == serialize_function(add)
-    assert deserialize(payload) == ((1,), {"b": 2}, None) and priority == 0
+    assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
     assert encode_call(add, (), spec, None, "add")[3] == 7
     with pytest.raises(TypeError, match="priority of add must be an int"):
