@@ -366,10 +366,7 @@ bool PyTask::encode_remote_now(const TaskContext& ctx, RemoteTask* out) {
   if (!encoded_) return false;
   for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
     if (!std::any_cast<RemoteBytes>(&ctx.dependency(i))) return false;  // a local value: pickling needs the GIL
-  // The first try takes the bytes (no copy of a big payload); a retry pickles the call again,
-  // with the GIL, in encode_remote.
-  *out = std::move(*encoded_);
-  encoded_.reset();
+  *out = *encoded_;  // a copy: a retry sends the same bytes (the arguments are not kept)
   for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
     out->inputs.push_back(std::any_cast<const RemoteBytes&>(ctx.dependency(i)).bytes);
   return true;
@@ -390,9 +387,8 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
         inputs.emplace_back(b.c_str(), b.size());
       }
     }
-    if (encoded_) {  // pickled at the call; taken by the first try (see encode_remote_now)
-      *out = std::move(*encoded_);
-      encoded_.reset();
+    if (encoded_) {
+      *out = *encoded_;
     } else {
       auto parts = nb::cast<nb::tuple>(serialize.attr("encode_call")(
           nb::borrow(func_.get()), nb::borrow(args_.get()), kwargs_ ? nb::borrow(kwargs_.get()) : nb::none(),

@@ -1048,10 +1048,10 @@ Fn pickled_function(const std::string& module, const std::string& name) {
   return {from_hex(l[0]), from_hex(l[1])};
 }
 
-// pickle.dumps((args, {}, None)) where args_expr is a Python expression for a tuple.
+// pickle.dumps((args, {})) (the payload of docs/protocol.md) where args_expr is a Python expression for a tuple.
 std::string pickled_call(const std::string& args_expr) {
   auto [status, out] = run_capture(
-      {"python3", "-c", "import pickle,sys;print(pickle.dumps((eval(sys.argv[1]),{},None)).hex())", args_expr});
+      {"python3", "-c", "import pickle,sys;print(pickle.dumps((eval(sys.argv[1]),{})).hex())", args_expr});
   EXPECT_EQ(status, 0);
   auto l = lines(out);
   return l.empty() ? std::string() : from_hex(l[0]);
