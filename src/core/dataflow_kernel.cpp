@@ -89,8 +89,9 @@ struct DataFlowKernel::Impl final : CompletionSink {
     t_reactor_of = this;
     std::vector<Event> batch;
     bool stopping = false;
+    detail::AdaptiveSpin spin;
     while (!stopping) {
-      if (!core->next_deadline()) detail::spin_briefly([&] { return inbox_filled.load(std::memory_order_acquire); });
+      if (!core->next_deadline()) spin.spin([&] { return inbox_filled.load(std::memory_order_acquire); });
       {
         std::unique_lock lock(inbox_mutex);
         while (inbox.empty()) {

@@ -27,4 +27,30 @@ bool spin_briefly(Ready&& ready) {
   }
 }
 
+// spin_briefly for a thread whose work may or may not come in quick bursts: after a spin
+// that found nothing it backs off (skips spinning for 1, 3, 7, ... up to 63 waits), so a
+// thread fed at long intervals (the reactor under a HighThroughputExecutor chain) does not
+// burn a core that the pool and its workers need. One per thread.
+class AdaptiveSpin {
+ public:
+  template <class Ready>
+  bool spin(Ready&& ready) {
+    if (skip_ > 0) {
+      --skip_;
+      return ready();
+    }
+    if (spin_briefly(ready)) {
+      misses_ = 0;
+      return true;
+    }
+    misses_ = misses_ < 6 ? misses_ + 1 : 6;
+    skip_ = (1u << misses_) - 1;
+    return false;
+  }
+
+ private:
+  unsigned misses_ = 0;
+  unsigned skip_ = 0;
+};
+
 }  // namespace pervade::detail

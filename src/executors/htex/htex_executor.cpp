@@ -32,7 +32,6 @@ struct HighThroughputExecutor::Impl {
   // Tries on the wire, by wire id (unique per try, so a late result of an old try is ignored).
   std::mutex flight_mutex;
   std::unordered_map<std::uint64_t, Launch> in_flight;
-  std::unordered_map<const TaskRecord*, std::uint64_t> wire_ids;  // the task's try in flight
   std::uint64_t next_wire_id = 1;
   std::mutex functions_mutex;
   std::unordered_set<std::string> sent_functions;  // under functions_mutex
@@ -105,7 +104,6 @@ struct HighThroughputExecutor::Impl {
     std::lock_guard lock(flight_mutex);
     t.task_id = next_wire_id++;
     launch.task->mark_running(launch.try_id);
-    wire_ids[launch.task.get()] = t.task_id;
     in_flight.emplace(t.task_id, std::move(launch));
     return t;
   }
@@ -119,7 +117,6 @@ struct HighThroughputExecutor::Impl {
       if (it == in_flight.end()) continue;
       Launch launch = std::move(it->second);
       in_flight.erase(it);
-      if (auto w = wire_ids.find(launch.task.get()); w != wire_ids.end() && w->second == c.task_id) wire_ids.erase(w);
       Outcome outcome;
       if (c.manager_lost) {
         outcome = Outcome::failure(std::make_exception_ptr(ManagerLost(c.payload)));
@@ -240,13 +237,14 @@ void HighThroughputExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try
   }
   std::optional<std::uint64_t> wire_id;
   {
+    // A scan: cancellations are rare, and an index by task would cost every task a hash
+    // insert and erase.
     std::lock_guard lock(im.flight_mutex);
-    if (auto w = im.wire_ids.find(task.get()); w != im.wire_ids.end()) {
-      if (auto f = im.in_flight.find(w->second); f != im.in_flight.end() && f->second.try_id == try_id) {
-        wire_id = w->second;
-        im.in_flight.erase(f);
-        im.wire_ids.erase(w);
-      }
+    auto f = std::find_if(im.in_flight.begin(), im.in_flight.end(),
+                          [&](const auto& entry) { return entry.second.task == task && entry.second.try_id == try_id; });
+    if (f != im.in_flight.end()) {
+      wire_id = f->first;
+      im.in_flight.erase(f);
     }
   }
   if (wire_id && im.interchange) im.interchange->cancel({*wire_id});
@@ -277,7 +275,6 @@ void HighThroughputExecutor::shutdown() {
       abandoned.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed(
                                             "the executor was shut down while the task ran on a pool"))));
     im.in_flight.clear();
-    im.wire_ids.clear();
   }
   if (!abandoned.empty()) im.sink->post(std::move(abandoned));
 }
