@@ -1498,13 +1498,13 @@ options:
   --available-accelerators A,B,...
                                pin worker i to accelerator i (CUDA_VISIBLE_DEVICES etc.);
                                at most one worker per accelerator
+  -h, --help                   show this help
 
 workers: without --workers the pool starts min(--max-workers, CPUs / --cores-per-worker,
 available memory / --mem-per-worker, number of accelerators) workers, at least 1, counting
 the CPUs it may run on (sched_getaffinity) and MemAvailable of /proc/meminfo (rounded to
 0.1 GiB). PARSL_CORES and PARSL_MEMORY_GB in the environment replace the two, as in Parsl.
 The log says how the count was decided.
-  -h, --help                   show this help
 
 exit status: 0 done (DRAIN, SHUTDOWN or interchange gone), 1 internal error, 2 bad usage,
 3 refused by the interchange, 4 no answer to REGISTER, 5 workers cannot start (broken
