@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import re
 import shlex
 import sys
 
@@ -65,6 +67,57 @@ def pool_binary() -> str:
     return path
 
 
+_CPU_SET = re.compile(r"^(\d+(-\d+)?)(,\d+(-\d+)?)*$")
+_MAX_CPU = 1023  # CPU_SETSIZE - 1: the highest CPU number sched_setaffinity takes
+
+
+def check_cpu_affinity(spec) -> str:
+    """Validates a cpu_affinity value as pervade-pool does; returns it in lower case (as Parsl).
+
+    "none", "block", "block-reverse", "alternating", or "list:<cpus>:<cpus>..." with one entry
+    per worker, each a comma-separated list of CPU numbers and ranges ("list:0,1:2-3").
+    """
+    if not isinstance(spec, str):
+        raise ConfigurationError(f"cpu_affinity must be a str, got {spec!r}")
+    s = spec.lower()
+    if s in ("none", "block", "block-reverse", "alternating"):
+        return s
+    if s.startswith("list:"):
+        for i, entry in enumerate(s[5:].split(":")):
+            if not _CPU_SET.match(entry):
+                raise ConfigurationError(f"cpu_affinity {spec!r}: worker {i}'s entry {entry!r} is not a "
+                                         "comma-separated list of CPU numbers and ranges N-M")
+            for item in entry.split(","):
+                first, _, last = item.partition("-")
+                if int(last or first) < int(first) or int(last or first) > _MAX_CPU:
+                    raise ConfigurationError(f"cpu_affinity {spec!r}: bad CPU range {item!r} (CPUs 0 to {_MAX_CPU})")
+        return s
+    raise ConfigurationError(f"cpu_affinity must be none, block, block-reverse, alternating or "
+                             f"list:<cpus>:<cpus>... (e.g. list:0,1:2-3), got {spec!r}")
+
+
+def _local_node() -> tuple:
+    """(CPUs, GiB available) of this machine, as pervade-pool counts them (PARSL_CORES and
+    PARSL_MEMORY_GB override)."""
+    try:
+        cpus = int(os.environ.get("PARSL_CORES") or 0) or len(os.sched_getaffinity(0))
+    except ValueError:  # the pool refuses it with a clear message
+        cpus = len(os.sched_getaffinity(0))
+    try:
+        if os.environ.get("PARSL_MEMORY_GB"):
+            return cpus, float(os.environ["PARSL_MEMORY_GB"])
+    except ValueError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return cpus, round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return cpus, None
+
+
 class HighThroughputExecutor(ParslExecutor):
     """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
 
@@ -96,10 +149,22 @@ class HighThroughputExecutor(ParslExecutor):
 
         if not isinstance(label, str) or not label:
             raise ConfigurationError(f"HighThroughputExecutor label must be a non-empty str, got {label!r}")
-        if max_workers_per_node is not None and (not isinstance(max_workers_per_node, int) or max_workers_per_node < 1):
-            raise ConfigurationError(f"max_workers_per_node must be an int >= 1, got {max_workers_per_node!r}")
-        if cores_per_worker <= 0:
-            raise ConfigurationError(f"cores_per_worker must be > 0, got {cores_per_worker!r}")
+        if max_workers_per_node == math.inf:
+            max_workers_per_node = None  # Parsl's "no bound"
+        if isinstance(max_workers_per_node, float) and max_workers_per_node.is_integer():
+            max_workers_per_node = int(max_workers_per_node)
+        if max_workers_per_node is not None and (not isinstance(max_workers_per_node, int) or isinstance(
+                max_workers_per_node, bool) or max_workers_per_node < 1):
+            raise ConfigurationError(f"max_workers_per_node must be an int >= 1 or None, got {max_workers_per_node!r}")
+        if not isinstance(cores_per_worker, (int, float)) or isinstance(cores_per_worker, bool) or not (
+                0 < cores_per_worker < math.inf):
+            raise ConfigurationError(f"cores_per_worker must be a number > 0, got {cores_per_worker!r}")
+        if mem_per_worker is not None and (not isinstance(mem_per_worker, (int, float)) or isinstance(
+                mem_per_worker, bool) or not (0 <= mem_per_worker < math.inf)):
+            raise ConfigurationError(f"mem_per_worker must be a number of GB >= 0 or None, got {mem_per_worker!r}")
+        if isinstance(available_accelerators, int) and not isinstance(available_accelerators, bool):
+            available_accelerators = [str(i) for i in range(available_accelerators)]  # Parsl: N -> "0".."N-1"
+        cpu_affinity = check_cpu_affinity(cpu_affinity)
         if prefetch_capacity < 0:
             raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
         if not isinstance(short_task_prefetch, int) or short_task_prefetch < 0:
@@ -148,24 +213,44 @@ class HighThroughputExecutor(ParslExecutor):
 
     @property
     def workers_per_node(self) -> int:
-        cpus = os.cpu_count() or 1
-        n = max(1, int(cpus // self.cores_per_worker))
-        if self.max_workers_per_node:
-            n = min(n, self.max_workers_per_node)
+        """The driver's estimate of the workers each pool starts (what the provider is told as
+        tasks_per_node, and what a scaling strategy counts per node). Each pool decides on its
+        own node (docs/htex.md); the estimate applies the same rule to the provider's
+        `cores_per_node` / `mem_per_node` when it has them, to this machine for a
+        LocalProvider, and is 1 when nothing bounds it (Parsl's guess)."""
+        from .providers import LocalProvider
+
+        cores = getattr(self.provider, "cores_per_node", None)
+        mem = getattr(self.provider, "mem_per_node", None)
+        if cores is None and isinstance(self.provider, LocalProvider):
+            cores, local_mem = _local_node()
+            mem = local_mem if mem is None else mem
+        n = self.max_workers_per_node or math.inf
+        if cores:
+            n = min(n, math.floor(cores / self.cores_per_worker + 1e-9))
+        if mem is not None and self.mem_per_worker:
+            n = min(n, math.floor(mem / self.mem_per_worker + 1e-9))
         if self.available_accelerators:
             n = min(n, len(self.available_accelerators))
-        return n
+        return 1 if n == math.inf else max(1, int(n))
 
     def pool_command(self, block_id: str) -> str:
         """The command a block runs on each of its nodes."""
         host = self.address if self.address not in ("*", "0.0.0.0") else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
+        # The pool decides how many workers it starts from these and what its node has.
         parts = [pool_binary(), "--address", f"{host}:{self._native.port}", "--block-id", block_id,
-                 "--workers", str(self.workers_per_node), "--prefetch", str(self.prefetch_capacity),
+                 "--cores-per-worker", str(float(self.cores_per_worker)), "--prefetch", str(self.prefetch_capacity),
                  "--python", self.python, "--python-version", platform.python_version(),
                  "--heartbeat-period", str(self.heartbeat_period),
                  "--heartbeat-threshold", str(self.heartbeat_threshold)]
+        if self.max_workers_per_node is not None:
+            parts += ["--max-workers", str(self.max_workers_per_node)]
+        if self.mem_per_worker:
+            parts += ["--mem-per-worker", str(float(self.mem_per_worker))]
+        if self.cpu_affinity != "none":
+            parts += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
             parts += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
         if self._server_key_file:

@@ -194,28 +194,6 @@ void mark_inherited_fds_cloexec() {
   ::closedir(dir);
 }
 
-int usable_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-  const unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? static_cast<int>(n) : 1;
-}
-
-std::vector<int> usable_cpu_list() {
-  std::vector<int> cpus;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  }
-  return cpus;
-}
-
 std::string host_name() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
@@ -603,12 +581,9 @@ class Pool {
     hostname_ = host_name();
     if (o_.pool_id.empty()) o_.pool_id = fmt::format("{}-{}", hostname_, ::getpid());
 
-    worker_count_ = o_.workers > 0 ? o_.workers : usable_cpus();
-    pool_cpus_ = usable_cpu_list();
-    if (!o_.accelerators.empty())
-      worker_count_ = std::min(worker_count_, static_cast<int>(o_.accelerators.size()));
-
     std::string error;
+    if (int status = plan_workers_on_this_node(); status >= 0) return status;
+
     auto endpoint = zmq_endpoint(o_.address, &ipv6_, &error);
     if (!endpoint) {
       log_error("{}", error);
@@ -712,6 +687,33 @@ class Pool {
              worker_count_, o_.no_python ? "shell threads (no Python workers)" : "workers", o_.prefetch, endpoint_,
              o_.no_python ? "" : fmt::format(", python '{}' {}", o_.python, python_version_),
              o_.curve_server_key_file.empty() ? "" : ", CurveZMQ");
+    return -1;
+  }
+
+  // The worker count and each worker's CPUs (resources.hpp). Returns an exit status, or -1.
+  int plan_workers_on_this_node() {
+    std::string error;
+    const std::optional<NodeResources> node = read_node_resources(&error);
+    if (!node) {
+      log_error("{}", error);
+      return kExitUsage;
+    }
+    WorkerRequest request;
+    request.workers = o_.workers;
+    request.max_workers = o_.max_workers;
+    request.cores_per_worker = o_.cores_per_worker;
+    request.mem_per_worker = o_.mem_per_worker;
+    request.accelerators = o_.accelerators.size();
+    WorkerPlan plan = plan_workers(request, o_.affinity, *node);
+    for (const std::string& w : plan.warnings) log_warn("{}", w);
+    if (!plan.error.empty()) {
+      log_error("{}", plan.error);
+      return kExitUsage;
+    }
+    worker_count_ = plan.count;
+    worker_cpus_ = std::move(plan.cpus);
+    log_info("{}{}", plan.reason,
+             o_.affinity.mode == AffinityMode::kNone ? "" : fmt::format("; --cpu-affinity {}", o_.cpu_affinity));
     return -1;
   }
 
@@ -1030,6 +1032,17 @@ class Pool {
       ours.emplace_back("CUDA_VISIBLE_DEVICES", a);
       ours.emplace_back("ROCR_VISIBLE_DEVICES", a);
       ours.emplace_back("ZE_AFFINITY_MASK", a);
+      ours.emplace_back("ZE_ENABLE_PCI_ID_DEVICE_ORDER", "1");
+    }
+    // A pinned worker tells OpenMP runtimes about its CPUs, overriding the environment, as
+    // Parsl's workers do (threads = CPUs of the worker; GNU and Intel affinity lists).
+    if (static_cast<std::size_t>(rank) < worker_cpus_.size()) {
+      const std::vector<int>& cpus = worker_cpus_[static_cast<std::size_t>(rank)];
+      std::string list;
+      for (int c : cpus) list += (list.empty() ? "" : ",") + std::to_string(c);
+      ours.emplace_back("OMP_NUM_THREADS", std::to_string(cpus.size()));
+      ours.emplace_back("GOMP_CPU_AFFINITY", list);
+      ours.emplace_back("KMP_AFFINITY", "explicit,proclist=[" + list + "]");
     }
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
@@ -1139,20 +1152,14 @@ class Pool {
     return true;
   }
 
-  // --cpu-affinity block: worker i gets the i-th contiguous block of the pool's CPUs.
+  // The CPUs of worker `rank` under --cpu-affinity (planned in plan_workers_on_this_node).
   std::optional<cpu_set_t> worker_cpus(int rank, std::string* list) const {
-    if (o_.cpu_affinity != "block" || pool_cpus_.empty()) return std::nullopt;
-    const std::size_t n = pool_cpus_.size();
-    const std::size_t workers = static_cast<std::size_t>(std::max(worker_count_, 1));
-    const std::size_t per = std::max<std::size_t>(1, n / workers);
-    const std::size_t first = (static_cast<std::size_t>(rank) * per) % n;
+    if (rank < 0 || static_cast<std::size_t>(rank) >= worker_cpus_.size()) return std::nullopt;
+    const std::vector<int>& cpus = worker_cpus_[static_cast<std::size_t>(rank)];
     cpu_set_t set;
     CPU_ZERO(&set);
-    for (std::size_t i = 0; i < per; ++i) {
-      const int c = pool_cpus_[(first + i) % n];
-      CPU_SET(c, &set);
-      *list += (list->empty() ? "" : ",") + std::to_string(c);
-    }
+    for (int c : cpus) CPU_SET(c, &set);
+    *list = format_cpu_list(cpus);
     return set;
   }
 
@@ -1409,7 +1416,7 @@ class Pool {
   PoolOptions o_;
   int signal_fd_;
   int worker_count_ = 1;
-  std::vector<int> pool_cpus_;  // the CPUs the pool may use (for --cpu-affinity block)
+  std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
   std::string hostname_;
   std::string endpoint_;
   bool ipv6_ = false;
@@ -1464,7 +1471,10 @@ options:
   --address HOST:PORT          the interchange's address (IPv6: [::1]:5555); required
   --pool-id ID                 this pool's id (default: hostname-pid)
   --block-id ID                the block this pool belongs to (default: 0)
-  --workers N                  number of workers (default: number of usable CPUs)
+  --max-workers N              start at most N workers (default: no bound)
+  --cores-per-worker F         CPUs per worker, may be fractional (default: 1)
+  --mem-per-worker GB          GiB of memory per worker (default: 0, memory not considered)
+  --workers N                  start exactly N workers (instead of the three options above)
   --prefetch N                 tasks held beyond the workers (default: 0)
   --python PATH                interpreter for the workers (default: python3)
   --no-python                  start no Python workers; run shell tasks only
@@ -1475,11 +1485,26 @@ options:
   --curve-client-keys FILE     CurveZMQ: file with this pool's Z85 public then secret key
                                (default with --curve-server-key: a fresh key pair)
   --log FILE                   log to FILE (default: stderr)
-  --cpu-affinity none|block    pin each worker to its own block of CPUs (default: none)
+  --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
+                                 block          worker i: CPUs [i*P, (i+1)*P) of the pool's
+                                                CPUs, P = max(1, CPUs / workers)
+                                 block-reverse  the same, from the last block
+                                 alternating    worker i: CPUs i, i+W, i+2W... (W workers)
+                                 list:C:C:...   worker i: the i-th C, CPU numbers and ranges
+                                                separated by commas (list:0,1:2-3); one C per
+                                                worker at least
+                               pinned workers get OMP_NUM_THREADS, GOMP_CPU_AFFINITY and
+                               KMP_AFFINITY for their CPUs
   --available-accelerators A,B,...
                                pin worker i to accelerator i (CUDA_VISIBLE_DEVICES etc.);
                                at most one worker per accelerator
   -h, --help                   show this help
+
+workers: without --workers the pool starts min(--max-workers, CPUs / --cores-per-worker,
+available memory / --mem-per-worker, number of accelerators) workers, at least 1, counting
+the CPUs it may run on (sched_getaffinity) and MemAvailable of /proc/meminfo (rounded to
+0.1 GiB). PARSL_CORES and PARSL_MEMORY_GB in the environment replace the two, as in Parsl.
+The log says how the count was decided.
 
 exit status: 0 done (DRAIN, SHUTDOWN or interchange gone), 1 internal error, 2 bad usage,
 3 refused by the interchange, 4 no answer to REGISTER, 5 workers cannot start (broken
@@ -1525,6 +1550,7 @@ std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, 
 ParseResult parse_command_line(int argc, char** argv) {
   ParseResult result;
   PoolOptions o;
+  bool bounded = false;  // --max-workers, --cores-per-worker or --mem-per-worker given
   auto fail = [&](std::string message) {
     result.error = std::move(message);
     result.options.reset();
@@ -1552,7 +1578,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
-        "--cpu-affinity", "--available-accelerators"};
+        "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
     std::string value;
@@ -1572,6 +1598,17 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.block_id = value;
     } else if (arg == "--workers") {
       if (!parse_int(value, &o.workers) || o.workers < 1) return fail("--workers must be an integer >= 1");
+    } else if (arg == "--max-workers") {
+      if (!parse_int(value, &o.max_workers) || o.max_workers < 1) return fail("--max-workers must be an integer >= 1");
+      bounded = true;
+    } else if (arg == "--cores-per-worker") {
+      if (!parse_double(value, &o.cores_per_worker) || o.cores_per_worker <= 0)
+        return fail(fmt::format("--cores-per-worker must be a number > 0, got '{}'", value));
+      bounded = true;
+    } else if (arg == "--mem-per-worker") {
+      if (!parse_double(value, &o.mem_per_worker) || o.mem_per_worker < 0)
+        return fail(fmt::format("--mem-per-worker must be a number of GiB >= 0, got '{}'", value));
+      bounded = true;
     } else if (arg == "--prefetch") {
       if (!parse_int(value, &o.prefetch) || o.prefetch < 0) return fail("--prefetch must be an integer >= 0");
     } else if (arg == "--python") {
@@ -1592,8 +1629,11 @@ ParseResult parse_command_line(int argc, char** argv) {
     } else if (arg == "--log") {
       o.log_file = value;
     } else if (arg == "--cpu-affinity") {
-      if (value != "none" && value != "block") return fail("--cpu-affinity must be 'none' or 'block'");
+      std::string error;
+      auto affinity = parse_cpu_affinity(value, &error);
+      if (!affinity) return fail("--cpu-affinity: " + error);
       o.cpu_affinity = value;
+      o.affinity = std::move(*affinity);
     } else if (arg == "--available-accelerators") {
       o.accelerators.clear();
       std::size_t start = 0;
@@ -1610,6 +1650,9 @@ ParseResult parse_command_line(int argc, char** argv) {
     }
   }
   if (o.address.empty()) return fail("--address HOST:PORT is required");
+  if (o.workers > 0 && bounded)
+    return fail("--workers N is an exact worker count; it cannot be combined with --max-workers, "
+                "--cores-per-worker or --mem-per-worker");
   if (!o.curve_client_keys_file.empty() && o.curve_server_key_file.empty())
     return fail("--curve-client-keys needs --curve-server-key");
   bool ipv6 = false;

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "pool/resources.hpp"
+
 namespace pervade::pool {
 
 // Exit statuses of pervade-pool.
@@ -26,7 +28,10 @@ struct PoolOptions {
   std::string address;   // HOST:PORT, [IPv6]:PORT, optionally with a tcp:// prefix
   std::string pool_id;   // default: hostname-pid
   std::string block_id = "0";
-  int workers = 0;       // 0: number of usable CPUs
+  int workers = 0;       // > 0: exactly this many workers (--workers); 0: decided from the node (resources.hpp)
+  int max_workers = 0;   // > 0: at most this many workers
+  double cores_per_worker = 1;
+  double mem_per_worker = 0;  // GiB per worker; 0: memory does not limit the worker count
   int prefetch = 0;
   std::string python = "python3";
   bool no_python = false;
@@ -36,7 +41,8 @@ struct PoolOptions {
   std::string curve_server_key_file;
   std::string curve_client_keys_file;
   std::string log_file;  // empty: stderr
-  std::string cpu_affinity = "none";  // none | block
+  std::string cpu_affinity = "none";  // as given on the command line
+  CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;
 };
 

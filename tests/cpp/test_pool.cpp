@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "pool/resources.hpp"
 #include "protocol/messages.hpp"
 
 #ifndef PERVADE_POOL_BINARY
@@ -279,7 +280,19 @@ class PoolProcess {
  public:
   ~PoolProcess() { kill_and_reap(); }
 
-  void start(const std::vector<std::string>& args, const fs::path& dir) {
+  // extra_env: NAME=VALUE entries added to (or replacing those of) this process's environment.
+  void start(const std::vector<std::string>& args, const fs::path& dir, const std::vector<std::string>& extra_env = {}) {
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string entry(*e);
+      const std::string name = entry.substr(0, entry.find('=') + 1);
+      if (std::none_of(extra_env.begin(), extra_env.end(), [&](const std::string& x) { return x.rfind(name, 0) == 0; }))
+        env.push_back(entry);
+    }
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
     std::vector<std::string> copy{PERVADE_POOL_BINARY};
     copy.insert(copy.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -296,7 +309,7 @@ class PoolProcess {
     posix_spawnattr_init(&attr);
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    const int rc = posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ);
+    const int rc = posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     ASSERT_EQ(rc, 0) << "cannot start " << PERVADE_POOL_BINARY << ": " << std::strerror(rc);
@@ -599,6 +612,264 @@ TEST_F(ProcessPoolTest, AcceleratorsLimitTheWorkerCount) {
   EXPECT_EQ(reg->worker_count, 2);
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+// ------------------------------------------------------------------------ resources (pure)
+// plan_workers() on made-up nodes: the formulas on more CPUs than the test machine has.
+namespace res {
+
+using pervade::pool::AffinityMode;
+using pervade::pool::CpuAffinity;
+using pervade::pool::NodeResources;
+using pervade::pool::WorkerPlan;
+using pervade::pool::WorkerRequest;
+using Cpus = std::vector<std::vector<int>>;
+
+NodeResources node(int cpus, std::optional<double> mem_gb = 31.2) {
+  NodeResources n;
+  for (int c = 0; c < cpus; ++c) n.cpus.push_back(c);
+  n.cpu_count = cpus;
+  n.mem_available_gb = mem_gb;
+  return n;
+}
+
+CpuAffinity affinity(const std::string& spec) {
+  std::string error;
+  auto a = pervade::pool::parse_cpu_affinity(spec, &error);
+  EXPECT_TRUE(a) << spec << ": " << error;
+  return a.value_or(CpuAffinity{});
+}
+
+WorkerPlan plan(WorkerRequest r, const std::string& spec, const NodeResources& n) {
+  return pervade::pool::plan_workers(r, affinity(spec), n);
+}
+
+WorkerRequest cores(double cpw, int max_workers = 0, double mem = 0, std::size_t accelerators = 0) {
+  WorkerRequest r;
+  r.cores_per_worker = cpw;
+  r.max_workers = max_workers;
+  r.mem_per_worker = mem;
+  r.accelerators = accelerators;
+  return r;
+}
+
+WorkerRequest exactly(int workers) {
+  WorkerRequest r;
+  r.workers = workers;
+  return r;
+}
+
+}  // namespace res
+
+TEST(PoolResources, ParsesAffinityModes) {
+  std::string error;
+  for (const auto& [spec, mode] : std::vector<std::pair<std::string, pervade::pool::AffinityMode>>{
+           {"none", res::AffinityMode::kNone},
+           {"block", res::AffinityMode::kBlock},
+           {"Block-Reverse", res::AffinityMode::kBlockReverse},
+           {"alternating", res::AffinityMode::kAlternating},
+           {"list:0", res::AffinityMode::kList}}) {
+    auto a = pervade::pool::parse_cpu_affinity(spec, &error);
+    ASSERT_TRUE(a) << spec << ": " << error;
+    EXPECT_EQ(a->mode, mode) << spec;
+  }
+  auto list = pervade::pool::parse_cpu_affinity("list:0,1:2-4:7,5,5", &error);
+  ASSERT_TRUE(list) << error;
+  EXPECT_EQ(list->lists, (res::Cpus{{0, 1}, {2, 3, 4}, {5, 7}}));
+  for (const char* bad : {"", "weird", "blocks", "list", "list:", "list:0::1", "list:a", "list:0,", "list:3-1",
+                          "list:-1", "list:0-", "list:1024", "list:0:1 "}) {
+    error.clear();
+    EXPECT_FALSE(pervade::pool::parse_cpu_affinity(bad, &error)) << "'" << bad << "' should be refused";
+    EXPECT_NE(error.find("cpu affinity"), std::string::npos) << error;
+  }
+}
+
+TEST(PoolResources, WorkerCountIsTheSmallestBound) {
+  const auto n8 = res::node(8, 31.2);
+  auto p = res::plan(res::cores(2, 0, 4), "none", n8);
+  EXPECT_EQ(p.count, 4);
+  EXPECT_EQ(p.reason, "4 workers: 8 CPUs / 2 cores per worker = 4; 31.2 GB available / 4 GB per worker = 7");
+  EXPECT_TRUE(p.cpus.empty()) << "not pinned";
+  EXPECT_EQ(res::plan(res::cores(1), "none", n8).count, 8);
+  EXPECT_EQ(res::plan(res::cores(0.5), "none", n8).count, 16) << "cores_per_worker < 1 oversubscribes";
+  EXPECT_EQ(res::plan(res::cores(3), "none", n8).count, 2);
+  EXPECT_EQ(res::plan(res::cores(0.3), "none", res::node(3)).count, 10) << "3 / 0.3 is 10, not 9.999...";
+  EXPECT_EQ(res::plan(res::cores(1, 3), "none", n8).count, 3);
+  EXPECT_EQ(res::plan(res::cores(1, 100), "none", n8).count, 8) << "max is only a bound";
+  EXPECT_EQ(res::plan(res::cores(0.25, 0, 10), "none", n8).count, 3) << "31.2 GB / 10 GB";
+  EXPECT_EQ(res::plan(res::cores(1, 0, 0, 2), "none", n8).count, 2) << "one worker per accelerator";
+  auto all = res::plan(res::cores(0.5, 5, 4, 6), "none", n8);
+  EXPECT_EQ(all.count, 5);
+  EXPECT_EQ(all.reason, "5 workers: 8 CPUs / 0.5 cores per worker = 16; 31.2 GB available / 4 GB per worker = 7; "
+                        "at most 5 (--max-workers); 6 accelerators");
+  // At least one worker, with a warning.
+  auto starved = res::plan(res::cores(16, 0, 64), "none", n8);
+  EXPECT_EQ(starved.count, 1);
+  ASSERT_EQ(starved.warnings.size(), 1u);
+  EXPECT_NE(starved.warnings[0].find("starting 1 anyway"), std::string::npos) << starved.warnings[0];
+  // Unknown memory: not a bound, but said.
+  auto nomem = res::plan(res::cores(1, 0, 4), "none", res::node(8, std::nullopt));
+  EXPECT_EQ(nomem.count, 8);
+  ASSERT_EQ(nomem.warnings.size(), 1u);
+  // PARSL_CORES-style count differs from the CPUs the pool may run on: the count uses it.
+  auto big = res::node(4);
+  big.cpu_count = 16;
+  EXPECT_EQ(res::plan(res::cores(2), "none", big).count, 8);
+  // --workers is exact (CPUs and memory do not matter), but still one per accelerator.
+  auto exact = res::plan(res::exactly(12), "none", n8);
+  EXPECT_EQ(exact.count, 12);
+  EXPECT_EQ(exact.reason, "12 workers: --workers 12");
+  auto gpus = res::exactly(12);
+  gpus.accelerators = 4;
+  EXPECT_EQ(res::plan(gpus, "none", n8).count, 4);
+}
+
+TEST(PoolResources, BlockReverseAndAlternatingCpus) {
+  const auto n8 = res::node(8);
+  EXPECT_EQ(res::plan(res::exactly(4), "block", n8).cpus, (res::Cpus{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
+  EXPECT_EQ(res::plan(res::exactly(4), "block-reverse", n8).cpus, (res::Cpus{{6, 7}, {4, 5}, {2, 3}, {0, 1}}));
+  EXPECT_EQ(res::plan(res::exactly(4), "alternating", n8).cpus, (res::Cpus{{0, 4}, {1, 5}, {2, 6}, {3, 7}}));
+  // 3 workers on 8 CPUs: blocks of 8 / 3 = 2 (as Parsl); CPUs 6 and 7 stay free under block.
+  EXPECT_EQ(res::plan(res::exactly(3), "block", n8).cpus, (res::Cpus{{0, 1}, {2, 3}, {4, 5}}));
+  EXPECT_EQ(res::plan(res::exactly(3), "block-reverse", n8).cpus, (res::Cpus{{4, 5}, {2, 3}, {0, 1}}));
+  EXPECT_EQ(res::plan(res::exactly(3), "alternating", n8).cpus, (res::Cpus{{0, 3, 6}, {1, 4, 7}, {2, 5}}));
+  // The block size follows the worker count the node allows: 2 cores per worker -> 4 workers
+  // of 2 CPUs; at most 2 workers (or 2 accelerators) -> 2 workers of 4 CPUs.
+  EXPECT_EQ(res::plan(res::cores(2), "block", n8).cpus, (res::Cpus{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
+  EXPECT_EQ(res::plan(res::cores(1, 2), "block", n8).cpus, (res::Cpus{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  EXPECT_EQ(res::plan(res::cores(1, 0, 0, 2), "block-reverse", n8).cpus, (res::Cpus{{4, 5, 6, 7}, {0, 1, 2, 3}}));
+  // Only the CPUs the pool may use count, in their order.
+  res::NodeResources odd;
+  odd.cpus = {2, 3, 6, 7, 9};
+  odd.cpu_count = 5;
+  EXPECT_EQ(res::plan(res::exactly(2), "block", odd).cpus, (res::Cpus{{2, 3}, {6, 7}}));
+  EXPECT_EQ(res::plan(res::exactly(2), "alternating", odd).cpus, (res::Cpus{{2, 6, 9}, {3, 7}}));
+  // More workers than CPUs: CPUs are shared, with a warning.
+  auto over = res::plan(res::exactly(5), "block", res::node(2));
+  EXPECT_EQ(over.cpus, (res::Cpus{{0}, {1}, {0}, {1}, {0}}));
+  ASSERT_EQ(over.warnings.size(), 1u);
+  EXPECT_NE(over.warnings[0].find("share CPUs"), std::string::npos);
+  EXPECT_EQ(res::plan(res::exactly(3), "alternating", res::node(2)).cpus, (res::Cpus{{0}, {1}, {0}}));
+  EXPECT_EQ(res::plan(res::exactly(3), "block-reverse", res::node(2)).cpus, (res::Cpus{{0}, {1}, {0}}));
+}
+
+TEST(PoolResources, ListAffinity) {
+  const auto n8 = res::node(8);
+  auto p = res::plan(res::exactly(2), "list:0,1:2-3,7", n8);
+  EXPECT_TRUE(p.error.empty()) << p.error;
+  EXPECT_EQ(p.cpus, (res::Cpus{{0, 1}, {2, 3, 7}}));
+  auto extra = res::plan(res::exactly(1), "list:4:5", n8);
+  EXPECT_TRUE(extra.error.empty()) << extra.error;
+  EXPECT_EQ(extra.cpus, (res::Cpus{{4}}));
+  EXPECT_EQ(extra.warnings.size(), 1u) << "unused entries are mentioned";
+  auto few = res::plan(res::cores(2), "list:0,1:2,3", n8);
+  EXPECT_NE(few.error.find("list has 2 entries but the pool starts 4 workers"), std::string::npos) << few.error;
+  auto foreign = res::plan(res::exactly(1), "list:8", n8);
+  EXPECT_NE(foreign.error.find("CPU 8"), std::string::npos) << foreign.error;
+}
+
+TEST(PoolResources, FormatsCpuListsLikeTheKernel) {
+  EXPECT_EQ(pervade::pool::format_cpu_list({}), "");
+  EXPECT_EQ(pervade::pool::format_cpu_list({3}), "3");
+  EXPECT_EQ(pervade::pool::format_cpu_list({0, 1, 2, 3, 8, 10, 11}), "0-3,8,10-11");
+}
+
+// ------------------------------------------------------------------------ resources (the binary)
+double mem_available_gib() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("MemAvailable:", 0) == 0) return std::stod(line.substr(13)) / (1024.0 * 1024.0);
+  return -1;
+}
+
+// Runs the pool with `extra` arguments and environment against its own fake interchange, answers
+// REGISTER and shuts the pool down. Returns the registered worker count (-1: no REGISTER) and
+// the pool's log.
+std::pair<int, std::string> registered_worker_count(const fs::path& dir, std::vector<std::string> extra,
+                                                    std::vector<std::string> env = {}) {
+  static int run = 0;
+  FakeInterchange ix;
+  PoolProcess pool;
+  const fs::path log = dir / ("count-" + std::to_string(run++) + ".log");
+  std::vector<std::string> a{"--address", ix.address(), "--log", log.string(), "--no-python"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  pool.start(a, dir, env);
+  int count = -1;
+  if (auto reg = ix.expect<proto::Register>(kDeadline)) {
+    count = reg->worker_count;
+    proto::Registered ok;
+    ok.heartbeat_period = 30;
+    ok.heartbeat_threshold = 60;
+    ix.send(proto::InterchangeMessage{ok});
+    ix.send(proto::InterchangeMessage{proto::Shutdown{}});
+    EXPECT_EQ(pool.wait_exit(kDeadline), 0);
+  }
+  return {count, read_file(log)};
+}
+
+TEST_F(ProcessPoolTest, WorkerCountFollowsCoresMemoryAndMaxWorkers) {
+  const int n = cpu_count();
+  const auto count = [&](std::vector<std::string> extra, std::vector<std::string> env = {}) {
+    auto [c, log] = registered_worker_count(dir_, std::move(extra), std::move(env));
+    EXPECT_NE(log.find(std::to_string(c) + " worker"), std::string::npos) << "the log says how: " << log;
+    return c;
+  };
+  EXPECT_EQ(count({"--cores-per-worker", "1"}), n);
+  EXPECT_EQ(count({"--cores-per-worker", "0.5"}), 2 * n);
+  EXPECT_EQ(count({"--cores-per-worker", std::to_string(n)}), 1);
+  EXPECT_EQ(count({"--cores-per-worker", std::to_string(n + 1)}), 1) << "at least one worker";
+  EXPECT_EQ(count({"--cores-per-worker", "0.25", "--max-workers", "3"}), 3);
+  EXPECT_EQ(count({"--max-workers", std::to_string(n + 5)}), n);
+  // Memory: per-worker memory of 1/2.5 of what is available -> 2 workers (whatever else runs
+  // on this machine, MemAvailable would have to change by 20% between the two reads to
+  // matter); CPUs allow 16 per CPU.
+  const double mem = mem_available_gib();
+  ASSERT_GT(mem, 0.1) << "no MemAvailable in /proc/meminfo";
+  EXPECT_EQ(count({"--cores-per-worker", "0.0625", "--mem-per-worker", std::to_string(mem / 2.5)}), 2);
+  EXPECT_EQ(count({"--cores-per-worker", "0.0625", "--mem-per-worker", "0"}), 16 * n) << "0: memory not considered";
+  // Parsl's PARSL_CORES and PARSL_MEMORY_GB replace what the node says.
+  auto [c, log] = registered_worker_count(dir_, {"--cores-per-worker", "2", "--mem-per-worker", "3"},
+                                          {"PARSL_CORES=8", "PARSL_MEMORY_GB=10"});
+  EXPECT_EQ(c, 3);
+  EXPECT_NE(log.find("3 workers: 8 CPUs / 2 cores per worker = 4; 10.0 GB available / 3 GB per worker = 3"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(count({"--max-workers", "5", "--available-accelerators", "a,b"}), std::min(2, n));
+}
+
+// Runs a shell command line (through sh, stderr merged into stdout); returns (status, output).
+std::pair<int, std::string> run_pool_capture(const std::vector<std::string>& args, const std::string& env = "") {
+  std::string cmd = env + " '" PERVADE_POOL_BINARY "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  return run_capture({"/bin/sh", "-c", cmd + " 2>&1"});
+}
+
+TEST_F(ProcessPoolTest, BadResourceOptionsAreUsageErrors) {
+  const std::vector<std::string> base{"--address", "127.0.0.1:5", "--no-python"};
+  const auto usage = [&](std::vector<std::string> extra, const std::string& expected_text, const std::string& env = "") {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    auto [status, out] = run_pool_capture(a, env);
+    EXPECT_EQ(status, 2) << out;
+    EXPECT_NE(out.find(expected_text), std::string::npos) << "expected '" << expected_text << "' in: " << out;
+  };
+  usage({"--cores-per-worker", "0"}, "--cores-per-worker must be a number > 0");
+  usage({"--cores-per-worker", "-1"}, "--cores-per-worker must be a number > 0");
+  usage({"--cores-per-worker", "two"}, "--cores-per-worker must be a number > 0");
+  usage({"--mem-per-worker", "-1"}, "--mem-per-worker must be");
+  usage({"--max-workers", "0"}, "--max-workers must be an integer >= 1");
+  usage({"--max-workers", "1.5"}, "--max-workers must be an integer >= 1");
+  usage({"--workers", "2", "--max-workers", "3"}, "cannot be combined");
+  usage({"--cpu-affinity", "weird"}, "expected none, block, block-reverse, alternating or list");
+  usage({"--cpu-affinity", "list:0,x"}, "'x' is not a CPU number");
+  usage({"--cpu-affinity", "list:"}, "worker 0's entry");
+  // Known only on the node: fewer CPU lists than workers, CPUs the pool may not use, bad
+  // overrides. The pool logs the reason and exits with 2 before connecting.
+  usage({"--workers", "2", "--cpu-affinity", "list:0"}, "list has 1 entry but the pool starts 2 workers");
+  usage({"--workers", "1", "--cpu-affinity", "list:1023"}, "CPU 1023 (worker 0) is not one the pool may use");
+  usage({"--cores-per-worker", "1"}, "PARSL_CORES='many' is not an integer", "PARSL_CORES=many");
+  usage({"--cores-per-worker", "1"}, "PARSL_MEMORY_GB='-3' is not a number", "PARSL_MEMORY_GB=-3");
 }
 
 TEST_F(ProcessPoolTest, PythonVersionOptionIsRegisteredAndRefusedExitsWith3) {
@@ -1005,6 +1276,128 @@ TEST_F(ProcessPoolTest, WorkersGetTheirEnvironmentAcceleratorsAndCpus) {
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();
+}
+
+// Starts a pool of fake workers (see fake_worker) with `extra` arguments and environment against
+// its own fake interchange; returns what each worker saw, by rank: "<Cpus_allowed_list>
+// <OMP_NUM_THREADS> <GOMP_CPU_AFFINITY> <KMP_AFFINITY>" ("-" for unset variables). Empty if
+// the workers did not all report.
+std::vector<std::string> fake_worker_reports(const fs::path& dir, int workers, std::vector<std::string> extra,
+                                             std::vector<std::string> env = {}) {
+  static int run = 0;
+  const std::string tag = std::to_string(run++);
+  Fifo up(dir / ("up-" + tag));
+  const std::string report =
+      "echo \"$6 $(grep Cpus_allowed_list /proc/$$/status | cut -f2) ${OMP_NUM_THREADS:--} ${GOMP_CPU_AFFINITY:--} "
+      "${KMP_AFFINITY:--}\" > " + up.path().string();
+  const fs::path fake = fake_worker(dir, "exec sleep 100", report);
+  FakeInterchange ix;
+  PoolProcess pool;
+  const fs::path log = dir / ("affinity-" + tag + ".log");
+  std::vector<std::string> a{"--address", ix.address(), "--log", log.string(), "--python", fake.string(),
+                             "--python-version", "3.11.7"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  pool.start(a, dir, env);
+  auto reg = ix.expect<proto::Register>(kDeadline);
+  if (!reg) {
+    ADD_FAILURE() << "no REGISTER; log:\n" << read_file(log);
+    return {};
+  }
+  EXPECT_EQ(reg->worker_count, workers);
+  proto::Registered ok;
+  ok.heartbeat_period = 30;
+  ok.heartbeat_threshold = 60;
+  ix.send(proto::InterchangeMessage{ok});
+  std::vector<std::string> by_rank(static_cast<std::size_t>(workers));
+  if (!up.wait_lines(workers, kDeadline)) {
+    ADD_FAILURE() << "the fake workers did not all report: '" << up.data() << "'; log:\n" << read_file(log);
+    return {};
+  }
+  for (const std::string& line : lines(up.data())) {
+    const auto space = line.find(' ');
+    const int rank = std::stoi(line.substr(0, space));
+    if (rank >= 0 && rank < workers) by_rank[static_cast<std::size_t>(rank)] = line.substr(space + 1);
+  }
+  ix.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool.wait_exit(kDeadline), 0);
+  return by_rank;
+}
+
+std::vector<int> test_cpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  return cpus;
+}
+
+// What a worker pinned to `cpus` should report.
+std::string pinned_report(const std::vector<int>& cpus) {
+  std::string commas;
+  for (int c : cpus) commas += (commas.empty() ? "" : ",") + std::to_string(c);
+  return pervade::pool::format_cpu_list(cpus) + " " + std::to_string(cpus.size()) + " " + commas +
+         " explicit,proclist=[" + commas + "]";
+}
+
+TEST_F(ProcessPoolTest, EachAffinityModePinsTheWorkers) {
+  const std::vector<int> cpus = test_cpus();
+  const int n = static_cast<int>(cpus.size());
+  ASSERT_GE(n, 1);
+  const auto expect_cpus = [&](int workers, std::vector<std::string> extra, std::vector<std::vector<int>> expected) {
+    const auto got = fake_worker_reports(dir_, workers, extra);
+    ASSERT_EQ(got.size(), expected.size());
+    for (std::size_t r = 0; r < expected.size(); ++r)
+      EXPECT_EQ(got[r], pinned_report(expected[r])) << "worker " << r << " with " << ::testing::PrintToString(extra);
+  };
+  // One worker per CPU.
+  std::vector<std::vector<int>> one_each, one_each_reversed;
+  for (int i = 0; i < n; ++i) {
+    one_each.push_back({cpus[static_cast<std::size_t>(i)]});
+    one_each_reversed.push_back({cpus[static_cast<std::size_t>(n - 1 - i)]});
+  }
+  const std::string w = std::to_string(n);
+  expect_cpus(n, {"--workers", w, "--cpu-affinity", "block"}, one_each);
+  expect_cpus(n, {"--workers", w, "--cpu-affinity", "block-reverse"}, one_each_reversed);
+  expect_cpus(n, {"--workers", w, "--cpu-affinity", "alternating"}, one_each);
+  // One worker (here chosen by --cores-per-worker): all the CPUs, in every mode.
+  for (const char* mode : {"block", "block-reverse", "alternating"})
+    expect_cpus(1, {"--cores-per-worker", w, "--cpu-affinity", mode}, {cpus});
+  // Two workers: halves, or every other CPU.
+  if (n >= 2) {
+    const std::size_t half = static_cast<std::size_t>(n / 2);
+    std::vector<int> first(cpus.begin(), cpus.begin() + static_cast<long>(half));
+    std::vector<int> second(cpus.begin() + static_cast<long>(half), cpus.begin() + static_cast<long>(2 * half));
+    std::vector<int> even, odd;
+    for (std::size_t i = 0; i < cpus.size(); ++i) (i % 2 ? odd : even).push_back(cpus[i]);
+    expect_cpus(2, {"--max-workers", "2", "--cpu-affinity", "block"}, {first, second});
+    expect_cpus(2, {"--max-workers", "2", "--cpu-affinity", "block-reverse"}, {second, first});
+    expect_cpus(2, {"--max-workers", "2", "--cpu-affinity", "alternating"}, {even, odd});
+  }
+  // Explicit lists (numbers and ranges); the last CPU alone, then all of them.
+  const std::string all = pervade::pool::format_cpu_list(cpus);
+  expect_cpus(2, {"--workers", "2", "--cpu-affinity", "list:" + std::to_string(cpus.back()) + ":" + all},
+              {{cpus.back()}, cpus});
+  // More workers than CPUs: the CPUs are shared.
+  expect_cpus(n + 1, {"--workers", std::to_string(n + 1), "--cpu-affinity", "block"},
+              [&] {
+                auto v = one_each;
+                v.push_back({cpus[0]});
+                return v;
+              }());
+}
+
+TEST_F(ProcessPoolTest, PinnedWorkersGetOmpNumThreadsLikeParsl) {
+  // Unpinned workers keep the environment's OMP_NUM_THREADS; pinned ones get their CPU count
+  // whatever the environment says (Parsl's workers set it unconditionally).
+  const auto none = fake_worker_reports(dir_, 1, {"--workers", "1"}, {"OMP_NUM_THREADS=7"});
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(none[0].substr(none[0].find(' ') + 1), "7 - -");
+  const std::vector<int> cpus = test_cpus();
+  const auto pinned = fake_worker_reports(dir_, 1, {"--workers", "1", "--cpu-affinity", "block"}, {"OMP_NUM_THREADS=7"});
+  ASSERT_EQ(pinned.size(), 1u);
+  EXPECT_EQ(pinned[0], pinned_report(cpus));
 }
 
 TEST_F(ProcessPoolTest, MissingInterpreterMakesThePoolExitWith5) {

@@ -236,3 +236,56 @@ def test_unpicklable_arguments_fail_at_the_call(htex):
     import threading
     with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
         add(threading.Lock(), 1)
+
+
+@pytest.mark.parametrize("spec", ["bogus", "list", "list:", "list:0,a", "list:3-1", "list:0::1", "list:1024", 5])
+def test_bad_cpu_affinity_is_a_configuration_error(spec):
+    with pytest.raises(parsl.ConfigurationError, match="cpu_affinity"):
+        HighThroughputExecutor(cpu_affinity=spec)
+
+
+def test_resource_options_reach_the_pool(tmp_path, no_thread_leak):
+    # The pool decides on its node: 3 workers (max 3; 4 per CPU allowed), CPUs alternating.
+    ex = HighThroughputExecutor(cpu_affinity="Alternating", max_workers_per_node=float("inf"))
+    assert ex.cpu_affinity == "alternating" and ex.max_workers_per_node is None
+    assert HighThroughputExecutor(available_accelerators=2).available_accelerators == ["0", "1"]
+    dfk = parsl.load(htex_config(tmp_path, max_workers_per_node=3, cores_per_worker=0.25, mem_per_worker=0.001,
+                                 cpu_affinity="alternating"))
+    try:
+        executor = dfk.executors["htex"]
+        assert executor.workers_per_node == 3
+        argv = shlex.split(executor.pool_command("5"))
+        assert "--workers" not in argv
+        for option, value in (("--max-workers", "3"), ("--cores-per-worker", "0.25"), ("--mem-per-worker", "0.001"),
+                              ("--cpu-affinity", "alternating")):
+            assert argv[argv.index(option) + 1] == value
+        assert wait_until(lambda: len(executor.pools()) == 1, T), executor.refusals()
+        assert executor.pools()[0]["worker_count"] == 3
+        assert wait_until(lambda: len(own_worker_pids()) == 3, T)
+        cpus = sorted(os.sched_getaffinity(0))
+        expected = sorted(sorted(cpus[i::3] or [cpus[i % len(cpus)]]) for i in range(3))
+        assert sorted(sorted(os.sched_getaffinity(pid)) for pid in own_worker_pids()) == expected
+        omp, ncpus = omp_threads().result(timeout=T)
+        assert omp == str(ncpus), "a pinned worker's OMP_NUM_THREADS is its CPU count"
+    finally:
+        dfk.cleanup()
+
+
+def own_worker_pids():
+    """Workers descending from this process (other pervade runs may share the machine)."""
+    def ancestors(pid):
+        while pid > 1:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                return
+            yield pid
+    me = os.getpid()
+    return [pid for pid in worker_pids() if me in ancestors(pid)]
+
+
+@python_app(executors=["htex"])
+def omp_threads():
+    import os
+    return os.environ.get("OMP_NUM_THREADS"), len(os.sched_getaffinity(0))
