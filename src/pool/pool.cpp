@@ -893,20 +893,6 @@ class Pool {
   // Takes the next message waiting from the interchange: false when none is waiting; *out
   // stays empty when it was not a well-formed message (logged and dropped).
   bool next_from_interchange(std::optional<proto::InterchangeMessage>* out) {
-    std::string body;
-    bool multipart = false;
-    if (!recv_interchange(&body, &multipart)) return false;
-    if (multipart) {
-      log_warn("ignoring a multi-frame message from the interchange");
-      return true;
-    }
-    std::string error;
-    *out = proto::decode_interchange_message(body.data(), body.size(), &error);
-    if (!*out) log_warn("ignoring a malformed message from the interchange ({} bytes): {}", body.size(), error);
-    return true;
-  }
-
-  bool recv_interchange(std::string* body, bool* multipart) {
     zmq::message_t msg;
     zmq::recv_result_t r;
     try {
@@ -916,12 +902,16 @@ class Pool {
       throw;
     }
     if (!r) return false;
-    body->assign(static_cast<const char*>(msg.data()), msg.size());
-    *multipart = false;
-    while (msg.more()) {
-      *multipart = true;
-      if (!dealer_.recv(msg, zmq::recv_flags::none)) break;
+    if (msg.more()) {
+      while (msg.more() && dealer_.recv(msg, zmq::recv_flags::none)) {
+      }
+      log_warn("ignoring a multi-frame message from the interchange");
+      return true;
     }
+    // Decoded straight from ZeroMQ's buffer: a TASKS message may be megabytes.
+    std::string error;
+    *out = proto::decode_interchange_message(static_cast<const char*>(msg.data()), msg.size(), &error);
+    if (!*out) log_warn("ignoring a malformed message from the interchange ({} bytes): {}", msg.size(), error);
     return true;
   }
 
@@ -1176,8 +1166,32 @@ class Pool {
     w.out_off = 0;
   }
 
+  // The frame goes out with one sendmsg of (length, body) when nothing is waiting before it;
+  // only what the socket does not take is copied into the worker's output buffer.
   void send_to_worker(Worker& w, const proto::ToWorker& m) {
-    w.out += proto::frame(proto::encode(m));
+    const proto::Bytes body = proto::encode(m);
+    char header[4];
+    const auto n = static_cast<std::uint32_t>(body.size());
+    for (int i = 0; i < 4; ++i) header[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    std::size_t sent = 0;
+    if (w.out.empty() && w.fd.valid()) {
+      iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(body.data()), body.size()}};
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = 2;
+      ssize_t r;
+      do {
+        r = ::sendmsg(w.fd.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      } while (r < 0 && errno == EINTR);
+      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        kill_worker(w, fmt::format("writing to its socket failed: {}", os_error(errno)));
+        return;
+      }
+      sent = r > 0 ? static_cast<std::size_t>(r) : 0;
+      if (sent == sizeof header + body.size()) return;
+    }
+    if (sent < sizeof header) w.out.append(header + sent, sizeof header - sent);
+    w.out.append(body, sent > sizeof header ? sent - sizeof header : 0);
     flush_worker(w);
   }
 
