@@ -104,6 +104,10 @@ constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
 // A worker whose socket reached EOF is normally exiting; it is given this long to do so (and
 // be reported with its own exit status) before the pool kills it.
 constexpr auto kEofGrace = std::chrono::seconds(1);
+// A closed connection to the interchange (its process died) ends the pool after this long
+// without a reconnection (or the heartbeat threshold, if shorter).
+constexpr auto kDisconnectGrace = std::chrono::seconds(5);
+constexpr const char* kMonitorEndpoint = "inproc://pervade-pool-monitor";
 
 std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
 
@@ -567,6 +571,10 @@ class Pool {
     torn_down_ = true;
     if (shell_) shell_->stop();
     stop_workers();
+    if (monitor_) {
+      zmq_socket_monitor(dealer_.handle(), nullptr, 0);
+      monitor_.close();
+    }
     if (dealer_) {
       dealer_.set(zmq::sockopt::linger, linger_ms_);
       dealer_.close();
@@ -674,6 +682,16 @@ class Pool {
         log_error("cannot set the CURVE keys: {}", zmq_strerror(zmq_errno()));
         return kExitError;
       }
+    }
+    // Told by ZeroMQ when the TCP connection closes: the interchange's process died or closed
+    // its socket; the pool then exits after kDisconnectGrace instead of heartbeat_threshold.
+    if (zmq_socket_monitor(dealer_.handle(), kMonitorEndpoint, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
+      monitor_ = zmq::socket_t(ctx_, zmq::socket_type::pair);
+      monitor_.set(zmq::sockopt::linger, 0);
+      monitor_.connect(kMonitorEndpoint);
+    } else {
+      log_warn("no ZeroMQ socket monitor ({}): a closed connection is noticed after the heartbeat threshold only",
+               zmq_strerror(zmq_errno()));
     }
     try {
       dealer_.connect(endpoint_);
@@ -805,6 +823,7 @@ class Pool {
 
       const auto now = Clock::now();
       auto next = std::min(last_send_ + seconds(period_), last_recv_ + seconds(threshold_));
+      if (disconnected_at_) next = std::min(next, *disconnected_at_ + disconnect_grace());
       for (const Worker& w : workers_)
         if (w.kill_at && !w.dying) next = std::min(next, *w.kill_at);
       items.clear();
@@ -813,6 +832,7 @@ class Pool {
           {dealer_.handle(), 0, static_cast<short>(ZMQ_POLLIN | (outq_.empty() ? 0 : ZMQ_POLLOUT)), 0});
       items.push_back({nullptr, signal_fd_, ZMQ_POLLIN, 0});
       items.push_back({nullptr, wake_fd_.get(), ZMQ_POLLIN, 0});
+      items.push_back({monitor_ ? monitor_.handle() : nullptr, -1, static_cast<short>(monitor_ ? ZMQ_POLLIN : 0), 0});
       for (std::size_t i = 0; i < workers_.size(); ++i) {
         const Worker& w = workers_[i];
         if (!w.fd.valid()) continue;
@@ -823,8 +843,8 @@ class Pool {
 
       // Workers first: a replacement started while handling signals may reuse a descriptor
       // number, and stale readiness must not be applied to it.
-      for (std::size_t k = 3; k < items.size(); ++k) {
-        Worker& w = workers_[item_worker[k - 3]];
+      for (std::size_t k = kFirstWorkerItem; k < items.size(); ++k) {
+        Worker& w = workers_[item_worker[k - kFirstWorkerItem]];
         if (!w.fd.valid() || w.fd.get() != items[k].fd || items[k].revents == 0) continue;
         if (items[k].revents & ZMQ_POLLOUT) flush_worker(w);
         if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) read_worker(w);
@@ -834,11 +854,17 @@ class Pool {
         std::uint64_t v;
         [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &v, sizeof v);
       }
+      if (items[3].revents) read_monitor();
       shell_->take(&results_);
       read_from_interchange();
       if (exit_status_) break;
 
       const auto after = Clock::now();
+      if (disconnected_at_ && after - *disconnected_at_ >= disconnect_grace()) {
+        log_warn("interchange gone: its connection closed {} s ago and did not come back; exiting",
+                 std::chrono::duration<double>(disconnect_grace()).count());
+        return kExitOk;
+      }
       for (Worker& w : workers_)
         if (w.kill_at && !w.dying && w.pid > 0 && *w.kill_at <= after)
           kill_worker(w, "it closed its connection to the pool but did not exit");
@@ -850,6 +876,32 @@ class Pool {
         send_to_interchange(proto::PoolMessage{proto::Heartbeat{}});
     }
     return *exit_status_;
+  }
+
+  static constexpr std::size_t kFirstWorkerItem = 4;  // poll items: dealer, signals, wake, monitor
+
+  Clock::duration disconnect_grace() const {
+    return std::min<Clock::duration>(kDisconnectGrace, std::chrono::duration_cast<Clock::duration>(seconds(threshold_)));
+  }
+
+  // Socket monitor events: two frames, (uint16 event, uint32 value) then the endpoint.
+  void read_monitor() {
+    for (;;) {
+      zmq::message_t event, endpoint;
+      if (!monitor_.recv(event, zmq::recv_flags::dontwait)) return;
+      if (event.more()) (void)monitor_.recv(endpoint, zmq::recv_flags::none);
+      if (event.size() < 2) continue;
+      std::uint16_t id;
+      std::memcpy(&id, event.data(), sizeof id);
+      if (id == ZMQ_EVENT_DISCONNECTED && !disconnected_at_) {
+        disconnected_at_ = Clock::now();
+        log_warn("the connection to the interchange closed; exiting in {} s unless it comes back",
+                 std::chrono::duration<double>(disconnect_grace()).count());
+      } else if (id == ZMQ_EVENT_CONNECTED && disconnected_at_) {
+        disconnected_at_.reset();
+        log_info("connected to the interchange again");
+      }
+    }
   }
 
   bool drain_complete() {
@@ -1441,6 +1493,8 @@ class Pool {
   Fd wake_fd_;
   zmq::context_t ctx_;
   zmq::socket_t dealer_;
+  zmq::socket_t monitor_;  // events of dealer_ (connected, disconnected)
+  std::optional<Clock::time_point> disconnected_at_;  // the connection closed and is not back
   int linger_ms_ = 0;
   std::deque<proto::Bytes> outq_;
   Clock::time_point last_recv_, last_send_;

@@ -393,6 +393,8 @@ class FakeInterchange {
 
   const std::string& address() const { return address_; }
   const std::string& identity() const { return identity_; }
+  // As when the driver dies: the socket closes and its TCP connections with it.
+  void close() { socket_.close(); }
 
   struct Incoming {
     std::string identity;
@@ -1060,6 +1062,21 @@ TEST_F(ProcessPoolTest, ExitsWhenTheInterchangeGoesSilentAndLeavesNothingBehind)
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   EXPECT_LT(Clock::now() - t0, 10s);
   EXPECT_NE(log_text().find("interchange gone"), std::string::npos) << log_text();
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, ExitsSoonAfterTheInterchangeConnectionCloses) {
+  // A long heartbeat threshold: only the closed connection can make the pool leave quickly.
+  ASSERT_TRUE(start_registered({"--no-python", "--workers", "1"}, /*period=*/30, /*threshold=*/120));
+  Fifo started(dir_ / "started");
+  ix_.send(proto::InterchangeMessage{
+      tasks_of({shell_task(1, "echo started > " + started.path().string() + "; sleep 100")})});
+  ASSERT_TRUE(started.wait_readable(kDeadline));
+  const auto t0 = Clock::now();
+  ix_.close();
+  EXPECT_EQ(pool_.wait_exit(30s), 0);
+  EXPECT_LT(Clock::now() - t0, 20s);
+  EXPECT_NE(log_text().find("connection to the interchange closed"), std::string::npos) << log_text();
   expect_no_live_descendants();
 }
 

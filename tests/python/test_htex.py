@@ -4,6 +4,9 @@ real Python workers on this machine (LocalProvider)."""
 import os
 import shlex
 import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from conftest import pid_alive, wait_until
@@ -289,3 +292,35 @@ def own_worker_pids():
 def omp_threads():
     import os
     return os.environ.get("OMP_NUM_THREADS"), len(os.sched_getaffinity(0))
+
+
+def test_pools_of_a_killed_driver_exit(tmp_path):
+    """A driver killed with SIGKILL cannot stop its pools: they notice the closed connection
+    and exit well before the heartbeat threshold (120 s here), with their workers."""
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        import pervade as parsl
+        config = parsl.Config(executors=[parsl.HighThroughputExecutor(
+            label="htex", max_workers_per_node=2, heartbeat_threshold=120,
+            worker_port_range=(57000, 58000), provider=parsl.LocalProvider(init_blocks=1))],
+            run_dir={str(tmp_path / "runinfo")!r})
+        parsl.load(config)
+
+        @parsl.python_app
+        def pid():
+            import os
+            return os.getpid(), os.getppid()
+
+        print(*pid().result(), flush=True)
+        time.sleep(600)
+    """))
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker, pool = map(int, driver.stdout.readline().split())
+        assert pid_alive(worker) and pid_alive(pool)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert wait_until(lambda: not pid_alive(pool) and not pid_alive(worker), 30), \
+        "the pool of a killed driver is still running"
