@@ -45,6 +45,7 @@ PROTOCOL = 5
 _MAIN = b"__main__"
 # Values whose pickle cannot name `__main__`: no need to scan it for that name.
 _FLAT_TYPES = frozenset((bytes, bytearray, str, int, float, bool, complex, type(None)))
+_BIG_PICKLE = 64 * 1024
 
 # id(fn) -> (weakref to fn, hash, bytes): identity keyed, so a hit is one dict lookup and one
 # weakref call. Only for kinds of callables that are immutable in practice (see _cacheable).
@@ -265,12 +266,16 @@ def _cloudpickle_finding(obj, futures) -> bytes:
     return out.getvalue()
 
 
-def _flat(call) -> bool:
-    """True when every argument of the (args, kwargs) call is a plain scalar, str or bytes: its
-    pickle cannot name `__main__`, and scanning it for that name (0.4 ms per MB) is skipped."""
-    args, kwargs = call
-    return all(type(a) in _FLAT_TYPES for a in args) and (
-        not kwargs or all(type(v) in _FLAT_TYPES for v in kwargs.values()))
+def _names_main(call, data: bytes) -> bool:
+    """Whether the pickle of the (args, kwargs) call may refer to `__main__`. Scanning costs
+    0.4 ms per MB, so a big pickle whose arguments are all plain scalars, str or bytes (which
+    cannot name `__main__`) is not scanned."""
+    if len(data) >= _BIG_PICKLE:
+        args, kwargs = call
+        if all(type(a) in _FLAT_TYPES for a in args) and (
+                not kwargs or all(type(v) in _FLAT_TYPES for v in kwargs.values())):
+            return False
+    return _MAIN in data
 
 
 def _dumps_call(call, find_futures: bool, has_future: bool = False):
@@ -290,7 +295,7 @@ def _dumps_call(call, find_futures: bool, has_future: bool = False):
         except Exception:  # noqa: BLE001 - futures, or what only cloudpickle can do
             pass
         else:
-            if _flat(call) or _MAIN not in data:
+            if not _names_main(call, data):
                 return data, None
     if data is None:
         futures = [] if find_futures else None
