@@ -51,6 +51,11 @@ class DataFlowKernel {
   // possible (shell commands' process groups are killed) and waited for; executors are shut
   // down and all kernel threads joined. Idempotent.
   void cleanup();
+  // Cancels a task that is not final: it fails with TaskCancelled, its dependents with
+  // DependencyError, and a try already on an executor is stopped there (a HighThroughputExecutor
+  // kills the worker running it). Returns false if the task had already finished. Blocks
+  // until the kernel's thread has done it; must not be called from that thread.
+  bool cancel(const TaskRecordPtr& task);
   bool closed() const;
 
   std::size_t outstanding_tasks() const;  // submitted and not yet final

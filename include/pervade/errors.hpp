@@ -101,6 +101,12 @@ class DataFlowKernelClosed : public Error {
   using Error::Error;
 };
 
+// The task was cancelled (DataFlowKernel::cancel) before it finished.
+class TaskCancelled : public Error {
+ public:
+  using Error::Error;
+};
+
 // Message of an exception_ptr, for logs and error texts ("" if null).
 std::string describe(const std::exception_ptr& e);
 

@@ -31,8 +31,12 @@ struct CallbackEvent {
 struct CloseEvent {
   std::promise<void>* done;
 };
+struct CancelEvent {
+  TaskRecordPtr task;
+  std::promise<bool>* done;
+};
 struct StopEvent {};
-using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, StopEvent>;
+using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, CancelEvent, StopEvent>;
 
 thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
 }  // namespace
@@ -118,6 +122,8 @@ struct DataFlowKernel::Impl final : CompletionSink {
                 core->add_external(e.task);
               } else if constexpr (std::is_same_v<E, CallbackEvent>) {
                 core->add_callback(e.task, std::move(e.fn));
+              } else if constexpr (std::is_same_v<E, CancelEvent>) {
+                e.done->set_value(core->cancel(e.task));
               } else if constexpr (std::is_same_v<E, CloseEvent>) {
                 core->close();
                 e.done->set_value();
@@ -235,6 +241,17 @@ void DataFlowKernel::cleanup() {
   im.push(StopEvent{});
   im.reactor.join();
   im.cleaned_up = true;
+}
+
+bool DataFlowKernel::cancel(const TaskRecordPtr& task) {
+  auto& im = *impl_;
+  if (t_reactor_of == &im) throw Error("cancel() called from the kernel's own thread");
+  if (!task || task->done()) return false;
+  std::lock_guard guard(im.cleanup_mutex);  // the reactor runs until cleanup() has finished
+  if (im.cleaned_up) return false;
+  std::promise<bool> done;
+  im.push(CancelEvent{task, &done});
+  return done.get_future().get();
 }
 
 bool DataFlowKernel::closed() const { return impl_->closed.load(); }

@@ -1,5 +1,6 @@
 #include "core/kernel_core.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
@@ -269,6 +270,25 @@ void KernelCore::fire_timers(TimePoint now) {
 std::optional<TimePoint> KernelCore::next_deadline() const {
   if (timers_.empty()) return std::nullopt;
   return timers_.begin()->first;
+}
+
+bool KernelCore::cancel(const TaskRecordPtr& task) {
+  TaskRecord& t = *task;
+  if (t.done() || t.external_) return false;
+  if (is_launched(t.state())) {
+    const std::size_t ex = by_label_.at(t.executor_label_);
+    auto& pending = outbox_[ex];
+    auto it = std::find_if(pending.begin(), pending.end(), [&](const Launch& l) { return l.task == task; });
+    if (it != pending.end())
+      pending.erase(it);  // never handed over
+    else
+      executors_[ex]->cancel(task, t.try_id_);
+  }
+  finish(t, TaskState::failed, {},
+         std::make_exception_ptr(TaskCancelled("task " + std::to_string(t.id().value) + " (" + t.func_name() +
+                                               ") was cancelled")));
+  drain_finished();
+  return true;
 }
 
 void KernelCore::close() {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "pervade/pervade.hpp"
 
@@ -118,6 +119,41 @@ TEST(DataFlowKernel, ShellWalltimeRaisesAppTimeoutAndKillsTheCommand) {
   ASSERT_TRUE(f.wait_for(15s));
   EXPECT_THROW(f.get(), AppTimeout);
   dfk.cleanup();  // joins the worker: the killed command has been reaped
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+TEST(DataFlowKernel, CancelFailsAPendingTaskAndItsDependentsButNotItsDependency) {
+  DataFlowKernel dfk;
+  std::atomic<bool> release{false};
+  auto head = dfk.submit([&release] {
+    while (!release.load()) std::this_thread::yield();
+    return 1;
+  });
+  auto pending = dfk.submit([](int x) { return x + 1; }, head);
+  auto after = dfk.submit([](int x) { return x + 1; }, pending);
+  EXPECT_TRUE(dfk.cancel(pending.record()));
+  ASSERT_TRUE(after.wait_for(15s));
+  EXPECT_THROW(pending.get(), TaskCancelled);
+  EXPECT_THROW(after.get(), DependencyError);
+  release.store(true);
+  EXPECT_EQ(head.get(), 1);
+  EXPECT_FALSE(dfk.cancel(head.record()));  // finished
+}
+
+TEST(DataFlowKernel, CancelKillsARunningShellCommand) {
+  auto dir = temp_dir();
+  DataFlowKernel dfk;
+  const auto started = dir / "started", marker = dir / "finished";
+  auto f = dfk.submit(Shell{"touch " + started.string() + "; sleep 20; touch " + marker.string()});
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!std::filesystem::exists(started) && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(std::filesystem::exists(started));
+  EXPECT_TRUE(dfk.cancel(f.record()));
+  ASSERT_TRUE(f.wait_for(1s));  // failed at once, not when the command would have ended
+  EXPECT_THROW(f.get(), TaskCancelled);
+  const auto t0 = std::chrono::steady_clock::now();
+  dfk.cleanup();  // joins the worker thread: the command was killed, not waited for
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   EXPECT_FALSE(std::filesystem::exists(marker));
 }
 

@@ -252,6 +252,50 @@ TEST_F(KernelCoreTest, WalltimeExpiryFailsWithAppTimeoutAndCancelsTheTry) {
   EXPECT_EQ(t->state(), TaskState::failed);
 }
 
+TEST_F(KernelCoreTest, CancelFailsAWaitingTaskAndItsDependents) {
+  make();
+  auto head = submit();
+  auto waiting = submit({head});
+  auto dependent = submit({waiting});
+  EXPECT_TRUE(core->cancel(waiting));
+  EXPECT_EQ(waiting->state(), TaskState::failed);
+  EXPECT_THROW(std::rethrow_exception(waiting->error()), TaskCancelled);
+  EXPECT_EQ(dependent->state(), TaskState::dep_fail);
+  EXPECT_THROW(std::rethrow_exception(dependent->error()), DependencyError);
+  EXPECT_FALSE(core->cancel(waiting));  // already final
+  finish_next(*a, Outcome::success(1));  // the head is not affected
+  EXPECT_EQ(head->state(), TaskState::exec_done);
+  EXPECT_EQ(a->launched.size(), 0u);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, CancelStopsALaunchedTryOnItsExecutor) {
+  make(/*retries=*/3);
+  auto t = submit();
+  ASSERT_EQ(a->launched.size(), 1u);
+  EXPECT_TRUE(core->cancel(t));
+  EXPECT_THROW(std::rethrow_exception(t->error()), TaskCancelled);  // not retried
+  ASSERT_EQ(a->cancelled.size(), 1u);
+  EXPECT_EQ(a->cancelled[0].first, t->id());
+  finish_next(*a, Outcome::success(1));  // its late result changes nothing
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, CancelBeforeFlushDropsTheLaunch) {
+  make();
+  TaskSpec spec;
+  spec.body = std::make_shared<NoopBody>();
+  spec.executors = {"a"};
+  spec.func_name = "f";
+  auto t = std::make_shared<TaskRecord>(TaskId{next_id++}, std::move(spec));
+  core->submit(t);  // launched, not yet handed to the executor
+  EXPECT_TRUE(core->cancel(t));
+  core->flush();
+  EXPECT_TRUE(a->launched.empty());
+  EXPECT_TRUE(a->cancelled.empty());
+}
+
 TEST_F(KernelCoreTest, FinishedTaskCancelsItsTimer) {
   make();
   submit({}, {"a"}, 5.0);
