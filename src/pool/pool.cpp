@@ -29,6 +29,7 @@
 //   pool's parent are made close-on-exec at start, so a worker gets exactly 0, 1, 2 and its
 //   socket on fd 3.
 #include "util/fd.hpp"
+#include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "pool/pool.hpp"
 
@@ -109,7 +110,7 @@ constexpr auto kEofGrace = std::chrono::seconds(1);
 constexpr auto kDisconnectGrace = std::chrono::seconds(5);
 constexpr const char* kMonitorEndpoint = "inproc://pervade-pool-monitor";
 
-std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
+using detail::os_error;
 
 // ------------------------------------------------------------------------------ logging
 class Logger {
@@ -245,40 +246,8 @@ Clock::duration seconds(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
-// RAII for posix_spawn's attribute objects.
-struct SpawnAttr {
-  posix_spawnattr_t attr;
-  SpawnAttr() { posix_spawnattr_init(&attr); }
-  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
-  SpawnAttr(const SpawnAttr&) = delete;
-  SpawnAttr& operator=(const SpawnAttr&) = delete;
-};
-struct SpawnFileActions {
-  posix_spawn_file_actions_t fa;
-  SpawnFileActions() { posix_spawn_file_actions_init(&fa); }
-  ~SpawnFileActions() { posix_spawn_file_actions_destroy(&fa); }
-  SpawnFileActions(const SpawnFileActions&) = delete;
-  SpawnFileActions& operator=(const SpawnFileActions&) = delete;
-};
-
-// Children start with an empty signal mask and default dispositions for the signals the pool
-// blocks or ignores; `own_group` makes the child the leader of a new process group.
-int init_child_attr(SpawnAttr& a, bool own_group) {
-  sigset_t empty;
-  sigemptyset(&empty);
-  sigset_t to_default;
-  sigemptyset(&to_default);
-  for (int sig : {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXFSZ})
-    sigaddset(&to_default, sig);
-  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (own_group) flags |= POSIX_SPAWN_SETPGROUP;
-  if (int rc = posix_spawnattr_setsigmask(&a.attr, &empty)) return rc;
-  if (int rc = posix_spawnattr_setsigdefault(&a.attr, &to_default)) return rc;
-  if (own_group) {
-    if (int rc = posix_spawnattr_setpgroup(&a.attr, 0)) return rc;
-  }
-  return posix_spawnattr_setflags(&a.attr, flags);
-}
+using detail::SpawnAttr;
+using detail::SpawnFileActions;
 
 // Asks the interpreter for its version: `python -c 'import platform;print(platform.python_version())'`.
 std::optional<std::string> query_python_version(const std::string& python, std::string* error) {
@@ -296,7 +265,7 @@ std::optional<std::string> query_python_version(const std::string& python, std::
   SpawnFileActions fa;
   posix_spawn_file_actions_adddup2(&fa.fa, wr.get(), STDOUT_FILENO);
   SpawnAttr attr;
-  if (int rc = init_child_attr(attr, true)) {
+  if (int rc = detail::reset_child_signals(attr, POSIX_SPAWN_SETPGROUP)) {
     *error = fmt::format("posix_spawnattr: {}", os_error(rc));
     return std::nullopt;
   }
@@ -1141,7 +1110,7 @@ class Pool {
       return false;
     }
     SpawnAttr attr;
-    if (int rc = init_child_attr(attr, true)) {
+    if (int rc = detail::reset_child_signals(attr, POSIX_SPAWN_SETPGROUP)) {
       *error = fmt::format("posix_spawnattr: {}", os_error(rc));
       return false;
     }

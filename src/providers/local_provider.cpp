@@ -52,6 +52,8 @@
 
 #include "pervade/errors.hpp"
 #include "util/fd.hpp"
+#include "util/process.hpp"
+#include "util/spawn.hpp"
 #include "util/thread_name.hpp"
 
 extern char** environ;
@@ -69,7 +71,7 @@ using detail::Fd;
 
 constexpr int kScanIntervalMs = 20;  // /proc scans and the no-pidfd fallback
 
-std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
+using detail::os_error;
 
 int ms_until(Clock::time_point now, Clock::time_point deadline) {
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
@@ -81,19 +83,6 @@ int min_timeout(int a, int b) {
   if (a < 0) return b;
   if (b < 0) return a;
   return std::min(a, b);
-}
-
-// True once `pid` has terminated, without reaping it; *lost if it can no longer be waited
-// for (reaped elsewhere).
-bool leader_terminated(pid_t pid, bool* lost) {
-  siginfo_t si{};
-  int r;
-  do {
-    si.si_pid = 0;
-    r = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT);
-  } while (r < 0 && errno == EINTR);
-  *lost = r < 0;
-  return r < 0 || si.si_pid != 0;
 }
 
 // Whether a live process other than `pgid` itself belongs to process group `pgid`. Zombies do
@@ -155,25 +144,9 @@ Fd open_log(const std::string& path) {
   return owned;
 }
 
-void check(int rc, const char* what) {
-  if (rc != 0) throw Error(fmt::format("{} failed: {}", what, os_error(rc)));
-}
-
-struct SpawnAttr {
-  posix_spawnattr_t attr;
-  SpawnAttr() { check(posix_spawnattr_init(&attr), "posix_spawnattr_init"); }
-  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
-  SpawnAttr(const SpawnAttr&) = delete;
-  SpawnAttr& operator=(const SpawnAttr&) = delete;
-};
-
-struct SpawnFileActions {
-  posix_spawn_file_actions_t fa;
-  SpawnFileActions() { check(posix_spawn_file_actions_init(&fa), "posix_spawn_file_actions_init"); }
-  ~SpawnFileActions() { posix_spawn_file_actions_destroy(&fa); }
-  SpawnFileActions(const SpawnFileActions&) = delete;
-  SpawnFileActions& operator=(const SpawnFileActions&) = delete;
-};
+using detail::check_spawn;
+using detail::SpawnAttr;
+using detail::SpawnFileActions;
 
 enum class Phase { running, stopping, ended };
 
@@ -219,7 +192,7 @@ struct LocalProvider::Impl {
 
   // Under the mutex: moves a job on; true if it ended.
   bool advance(Job& j, Clock::time_point now) {
-    if (!j.leader_exited && leader_terminated(j.pid, &j.lost)) {
+    if (!j.leader_exited && detail::has_exited(j.pid, &j.lost)) {
       j.leader_exited = true;
       j.pidfd.reset();
       if (j.phase == Phase::running) begin_stopping(j, now);  // the rest of the group
@@ -337,26 +310,16 @@ std::string LocalProvider::submit(const std::string& command, int tasks_per_node
   if (!log_path.empty()) log = open_log(log_path);
 
   SpawnFileActions fa;
-  check(posix_spawn_file_actions_addopen(&fa.fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0), "addopen");
+  check_spawn(posix_spawn_file_actions_addopen(&fa.fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0), "addopen");
   if (log.valid()) {
-    check(posix_spawn_file_actions_adddup2(&fa.fa, log.get(), STDOUT_FILENO), "adddup2");
-    check(posix_spawn_file_actions_adddup2(&fa.fa, log.get(), STDERR_FILENO), "adddup2");
+    check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, log.get(), STDOUT_FILENO), "adddup2");
+    check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, log.get(), STDERR_FILENO), "adddup2");
   } else {
-    check(posix_spawn_file_actions_addopen(&fa.fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0), "addopen");
-    check(posix_spawn_file_actions_adddup2(&fa.fa, STDOUT_FILENO, STDERR_FILENO), "adddup2");
+    check_spawn(posix_spawn_file_actions_addopen(&fa.fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0), "addopen");
+    check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, STDOUT_FILENO, STDERR_FILENO), "adddup2");
   }
   SpawnAttr attr;
-  sigset_t empty_mask;
-  sigemptyset(&empty_mask);
-  check(posix_spawnattr_setsigmask(&attr.attr, &empty_mask), "posix_spawnattr_setsigmask");
-  sigset_t to_default;
-  sigemptyset(&to_default);
-  for (int sig : {SIGPIPE, SIGXFSZ, SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2, SIGTSTP,
-                  SIGTTIN, SIGTTOU})
-    sigaddset(&to_default, sig);
-  check(posix_spawnattr_setsigdefault(&attr.attr, &to_default), "posix_spawnattr_setsigdefault");
-  check(posix_spawnattr_setflags(&attr.attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
-        "posix_spawnattr_setflags");
+  check_spawn(detail::reset_child_signals(attr, POSIX_SPAWN_SETSID), "posix_spawnattr setup");
 
   char arg0[] = "/bin/bash";
   char arg1[] = "-c";

@@ -32,6 +32,7 @@
 // * The caller must not reap our children behind our back (waitpid(-1), SIGCHLD = SIG_IGN);
 //   if that happens the exit status is lost and run_shell throws pervade::Error.
 #include "util/fd.hpp"
+#include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "pervade/shell.hpp"
 
@@ -81,7 +82,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string os_error(int err) { return std::error_code(err, std::generic_category()).message(); }
+using detail::os_error;
 
 // Owning file descriptor.
 using detail::Fd;
@@ -122,32 +123,9 @@ Fd open_stream_file(const StdStream& spec, const char* which) {
   return owned;
 }
 
-// RAII for the posix_spawn attribute objects.
-struct SpawnAttr {
-  posix_spawnattr_t attr;
-  SpawnAttr() {
-    if (int rc = posix_spawnattr_init(&attr); rc != 0)
-      throw Error(fmt::format("posix_spawnattr_init failed: {}", os_error(rc)));
-  }
-  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
-  SpawnAttr(const SpawnAttr&) = delete;
-  SpawnAttr& operator=(const SpawnAttr&) = delete;
-};
-
-struct SpawnFileActions {
-  posix_spawn_file_actions_t fa;
-  SpawnFileActions() {
-    if (int rc = posix_spawn_file_actions_init(&fa); rc != 0)
-      throw Error(fmt::format("posix_spawn_file_actions_init failed: {}", os_error(rc)));
-  }
-  ~SpawnFileActions() { posix_spawn_file_actions_destroy(&fa); }
-  SpawnFileActions(const SpawnFileActions&) = delete;
-  SpawnFileActions& operator=(const SpawnFileActions&) = delete;
-};
-
-void check(int rc, const char* what) {
-  if (rc != 0) throw Error(fmt::format("{} failed: {}", what, os_error(rc)));
-}
+using detail::check_spawn;
+using detail::SpawnAttr;
+using detail::SpawnFileActions;
 
 
 // Milliseconds from now until the deadline, rounded up, clamped to [1, INT_MAX].
@@ -235,25 +213,15 @@ ShellResult run_shell(const ShellCommand& cmd, ShellInterrupt* interrupt) {
   // --- Spawn ----------------------------------------------------------------------------
   SpawnFileActions fa;
   if (!cmd.working_dir.empty())
-    check(posix_spawn_file_actions_addchdir_np(&fa.fa, cmd.working_dir.c_str()), "posix_spawn_file_actions_addchdir_np");
+    check_spawn(posix_spawn_file_actions_addchdir_np(&fa.fa, cmd.working_dir.c_str()), "posix_spawn_file_actions_addchdir_np");
   // Our fds are >= 3, so dup2 always changes the descriptor number and the copy on 1/2 loses
   // FD_CLOEXEC while the original is closed by exec.
-  if (out_fd.valid()) check(posix_spawn_file_actions_adddup2(&fa.fa, out_fd.get(), STDOUT_FILENO), "adddup2");
+  if (out_fd.valid()) check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, out_fd.get(), STDOUT_FILENO), "adddup2");
   const int err_src = err_shares_out ? out_fd.get() : err_fd.get();
-  if (err_src >= 0) check(posix_spawn_file_actions_adddup2(&fa.fa, err_src, STDERR_FILENO), "adddup2");
+  if (err_src >= 0) check_spawn(posix_spawn_file_actions_adddup2(&fa.fa, err_src, STDERR_FILENO), "adddup2");
 
   SpawnAttr attr;
-  sigset_t empty_mask;
-  sigemptyset(&empty_mask);
-  check(posix_spawnattr_setsigmask(&attr.attr, &empty_mask), "posix_spawnattr_setsigmask");
-  sigset_t to_default;
-  sigemptyset(&to_default);
-  for (int sig : {SIGPIPE, SIGXFSZ, SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGCHLD, SIGALRM, SIGUSR1, SIGUSR2, SIGTSTP,
-                  SIGTTIN, SIGTTOU})
-    sigaddset(&to_default, sig);
-  check(posix_spawnattr_setsigdefault(&attr.attr, &to_default), "posix_spawnattr_setsigdefault");
-  check(posix_spawnattr_setflags(&attr.attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF),
-        "posix_spawnattr_setflags");
+  check_spawn(detail::reset_child_signals(attr, POSIX_SPAWN_SETSID), "posix_spawnattr setup");
 
   char arg0[] = "/bin/bash";
   char arg1[] = "-c";
