@@ -76,7 +76,7 @@ import time
 from pathlib import Path
 
 import peers  # this folder's shared helpers: the peers' venv, messages
-from peers import BenchError, log, tail
+from peers import BenchError, cpu_model, fmt_number, log, tail
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -420,7 +420,7 @@ def build_report(runs: dict, spec: dict, frameworks: list, repeats: int, command
         "cwd": os.getcwd(),
         "repository": _git_describe(),
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         # Other work on the machine skews everything; the 1-minute load average tells whether there was any.
@@ -443,27 +443,9 @@ def _git_describe() -> str:
         return "?"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _fmt(value) -> str:
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
 def _cell(value: dict) -> str:
     if value["median"] is not None:
-        return _fmt(value["median"])
+        return fmt_number(value["median"])
     return "FAILED" if value["failed"] else "-"  # "-": not run (skipped after failures, or interrupted)
 
 
@@ -530,7 +512,7 @@ def print_table(report: dict) -> None:
     print("every sample, in run order:")
     for row in report["rows"]:
         for fw, v in row["values"].items():
-            print(f"  {row['workload']:<{widths[0]}}  {fw:<8} {', '.join(_fmt(x) for x in v['samples']) or '-'}")
+            print(f"  {row['workload']:<{widths[0]}}  {fw:<8} {', '.join(fmt_number(x) for x in v['samples']) or '-'}")
 
 
 def _print_problems(report: dict, out) -> None:

@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 import peers  # this folder's shared helpers: the peers' venv, subprocesses in their own group
-from peers import BenchError, log, run
+from peers import BenchError, cpu_model, fmt_number, log, run
 from peers import tail as _tail
 
 HERE = Path(__file__).resolve().parent
@@ -286,7 +286,7 @@ def build_report(runs: dict, spec: dict, repeats: int, command: str) -> dict:
         "command": command,
         "cwd": os.getcwd(),
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": {fw: first[fw]["python"] for fw in first},
         "versions": {fw: first[fw]["version"] for fw in first},
@@ -297,24 +297,6 @@ def build_report(runs: dict, spec: dict, repeats: int, command: str) -> dict:
         "rows": rows,
         "runs": runs,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _fmt(value: float) -> str:
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
 
 
 def print_table(report: dict) -> None:
@@ -330,7 +312,7 @@ def print_table(report: dict) -> None:
           "values are the median of the repeats")
     print()
     headers = ("workload", "parsl", "pervade", "ratio")
-    table = [(r["workload"], _fmt(r["parsl"]["median"]), _fmt(r["pervade"]["median"]),
+    table = [(r["workload"], fmt_number(r["parsl"]["median"]), fmt_number(r["pervade"]["median"]),
               f"{r['ratio']:.1f}x ({r['ratio_definition']})") for r in report["rows"]]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
     align = ("<", ">", ">", "<")
@@ -344,8 +326,8 @@ def print_table(report: dict) -> None:
     print("every sample, in run order (best in brackets):")
     for r in report["rows"]:
         for fw in ("parsl", "pervade"):
-            samples = ", ".join(_fmt(x) for x in r[fw]["samples"])
-            print(f"  {r['workload']:<{widths[0]}}  {fw:<7} {samples}  [{_fmt(r[fw]['best'])}]")
+            samples = ", ".join(fmt_number(x) for x in r[fw]["samples"])
+            print(f"  {r['workload']:<{widths[0]}}  {fw:<7} {samples}  [{fmt_number(r[fw]['best'])}]")
 
 
 if __name__ == "__main__":

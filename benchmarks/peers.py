@@ -149,3 +149,23 @@ def ensure_peers(venv: Path, packages: dict, timeout: float) -> tuple[Path, dict
         raise BenchError(f"{names} installed into {venv} but `import {', '.join(broken)}` fails there")
     log(f"[peers] {', '.join(f'{m} {versions[m]}' for m in missing)} installed in {time.monotonic() - started:.0f}s")
     return python, versions
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the benchmark reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def fmt_number(value) -> str:
+    """A figure for the tables: thousands separated above 1000, 1 decimal above 10, else 2."""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
