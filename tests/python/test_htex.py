@@ -25,8 +25,9 @@ def htex_config(tmp_path, retries=0, **kw):
                         retries=retries)
 
 
-@pytest.fixture
-def htex(tmp_path, no_thread_leak):
+def running_htex(tmp_path):
+    """Loads htex_config, yields its executor once its pool registered; at the end cleans up and
+    checks that no pool or worker process is left."""
     dfk = parsl.load(htex_config(tmp_path))
     executor = dfk.executors["htex"]
     assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
@@ -34,6 +35,11 @@ def htex(tmp_path, no_thread_leak):
     pids = pool_tree_pids()
     dfk.cleanup()
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+
+
+@pytest.fixture
+def htex(tmp_path, no_thread_leak):
+    yield from running_htex(tmp_path)
 
 
 def pool_tree_pids():

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 import pytest
 from conftest import pid_alive, wait_until
-from test_htex import htex_config, pool_tree_pids
+from test_htex import pool_tree_pids, running_htex
 
 import pervade as parsl
 from pervade import File, python_app
@@ -20,13 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def htex(tmp_path, no_thread_leak, monkeypatch):
     # Workers import this module for the classes below (pickled by reference).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
-    dfk = parsl.load(htex_config(tmp_path))
-    executor = dfk.executors["htex"]
-    assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
-    yield executor
-    pids = pool_tree_pids()
-    dfk.cleanup()
-    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    yield from running_htex(tmp_path)
 
 
 class Holder:
