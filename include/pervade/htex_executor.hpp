@@ -40,6 +40,11 @@ struct HtexOptions {
   int init_blocks = -1;        // -1: the provider's init_blocks
   int workers_per_node = 0;    // pervade-pool --workers; 0: one per usable CPU of the node
   int prefetch_capacity = 0;   // tasks a pool holds beyond its workers
+  // Pools of C++ API programs run shell commands only (--no-python). The Python front end sets
+  // python_workers and passes its worker options (--python, --max-workers, ...) in pool_args,
+  // which are appended to the pool command as they are.
+  bool python_workers = false;
+  std::vector<std::string> pool_args;
   std::string pool_binary;     // empty: $PERVADE_POOL_BINARY, else <install prefix>/bin/pervade-pool
   // With a provider and no curve keys given: a CurveZMQ key pair per run, the public key in
   // <run_dir>/<label>/server-<port>.key for the pools. (Without a provider only given keys count.)

@@ -12,6 +12,8 @@
 //    decref to the next thread that holds it.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/function.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -24,6 +26,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bindings.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
@@ -765,6 +768,27 @@ NB_MODULE(_native, m) {
       .def("refusals", [](const Executor_& e) { return e.htex().refusals(); })
       .def("hold", [](Executor_& e, const std::string& pool, bool held) { return e.htex().hold(pool, held); })
       .def("drain", [](Executor_& e, const std::string& pool) { return e.htex().drain(pool); })
+      .def("pool_command", [](const Executor_& e, const std::string& block) { return e.htex().pool_command(block); })
+      .def_prop_ro("server_key_file", [](const Executor_& e) { return e.htex().server_key_file(); })
+      .def("scale_out",
+           [](Executor_& e, int count) {
+             nb::gil_scoped_release release;
+             return e.htex().scale_out(count);
+           })
+      .def("blocks",
+           [](const Executor_& e) {
+             std::vector<BlockStatus> blocks;
+             {
+               nb::gil_scoped_release release;
+               blocks = e.htex().blocks();
+             }
+             // (block id, job id, state number, message, exit code or None, log path)
+             nb::list out;
+             for (const auto& b : blocks)
+               out.append(nb::make_tuple(b.block_id, b.job_id, static_cast<int>(b.status.state), b.status.message,
+                                         b.status.exit_code, b.status.log_path));
+             return out;
+           })
       .def("pools", [](const Executor_& e) {
         std::vector<PoolStatus> pools;
         {
@@ -795,19 +819,39 @@ NB_MODULE(_native, m) {
     return nb::make_tuple(std::string(public_key), std::string(secret_key));
   });
 
+  pervade::bindings::bind_providers(m);
+
+  // The executor starts its blocks through `provider` once the interchange listens, with
+  // python_workers pools whose worker options are `pool_args`, and cancels them at shutdown.
   m.def(
       "htex_executor",
       [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
-         double heartbeat_period, double heartbeat_threshold, const std::string& python_version,
-         const std::string& curve_public_key, const std::string& curve_secret_key, int short_task_prefetch) {
-        HtexOptions o{label,           address,          worker_port,     port_min,        port_max,
-                      heartbeat_period, heartbeat_threshold, python_version, curve_public_key, curve_secret_key};
+         double heartbeat_period, double heartbeat_threshold, const std::string& python_version, bool encrypted,
+         int short_task_prefetch, std::shared_ptr<Provider> provider, int prefetch_capacity,
+         std::vector<std::string> pool_args, const std::string& run_dir, const std::string& pool_binary) {
+        HtexOptions o;
+        o.label = label;
+        o.address = address;
+        o.worker_port = worker_port;
+        o.port_min = port_min;
+        o.port_max = port_max;
+        o.heartbeat_period = heartbeat_period;
+        o.heartbeat_threshold = heartbeat_threshold;
+        o.python_version = python_version;
+        o.encrypted = encrypted;
         o.short_task_prefetch = short_task_prefetch;
+        o.provider = std::move(provider);
+        o.prefetch_capacity = prefetch_capacity;
+        o.python_workers = true;
+        o.pool_args = std::move(pool_args);
+        o.run_dir = run_dir;
+        o.pool_binary = pool_binary;
         return Executor_{std::make_shared<HighThroughputExecutor>(std::move(o))};
       },
       nb::arg("label"), nb::arg("address"), nb::arg("worker_port"), nb::arg("port_min"), nb::arg("port_max"),
-      nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"),
-      nb::arg("curve_public_key"), nb::arg("curve_secret_key"), nb::arg("short_task_prefetch"));
+      nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"), nb::arg("encrypted"),
+      nb::arg("short_task_prefetch"), nb::arg("provider"), nb::arg("prefetch_capacity"), nb::arg("pool_args"),
+      nb::arg("run_dir"), nb::arg("pool_binary"));
 
   m.def(
       "thread_pool_executor",

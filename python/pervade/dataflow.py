@@ -97,14 +97,6 @@ class DataFlowKernel:
                                       self.config.internal_tasks_max_threads)
         self._lock = threading.Lock()
         self.cleanup_called = False
-        try:
-            for e in self.config.executors:
-                started = getattr(e, "_started", None)
-                if started is not None:
-                    started()
-        except BaseException:
-            self._shutdown_engine()
-            raise
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
 

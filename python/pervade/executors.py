@@ -133,7 +133,9 @@ class HighThroughputExecutor(ParslExecutor):
     microseconds) up to `short_task_prefetch` more per worker, which hides the round trip to
     the pool; 0 gives Parsl's exact capacity. With `encrypted` (the default) the link is
     CurveZMQ: a key pair is made per run and the interchange's public key is written to
-    <run_dir>/<label>/server.key for the pools; a pool without it cannot register.
+    <run_dir>/<label>/server-<port>.key for the pools; a pool without it cannot register.
+    The engine starts the provider's `init_blocks` blocks when the executor starts and
+    cancels every block at cleanup.
     """
 
     remote = True
@@ -192,23 +194,16 @@ class HighThroughputExecutor(ParslExecutor):
         self.worker_debug = worker_debug
         self.encrypted = encrypted
         self._native = None
-        self.blocks: dict[str, str] = {}  # block id -> provider job id
 
     def _native_executor(self):
-        public_key = secret_key = ""
-        self._server_key_file = None
-        if self.encrypted:
-            public_key, secret_key = _native.curve_keypair()
-            keydir = os.path.join(self.run_dir, self.label)
-            os.makedirs(keydir, exist_ok=True)
-            self._server_key_file = os.path.join(keydir, "server.key")
-            fd = os.open(self._server_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(public_key + "\n")
+        # The engine starts the provider's init_blocks blocks once the interchange listens, and
+        # cancels them at shutdown; with `encrypted` it makes the run's key pair and writes the
+        # public key for the pools (<run_dir>/<label>/server-<port>.key).
         self._native = _native.htex_executor(
             self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
-            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(), public_key,
-            secret_key, self.short_task_prefetch)
+            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(),
+            self.encrypted, self.short_task_prefetch, self.provider._native_provider(), self.prefetch_capacity,
+            self._pool_args(), self.run_dir, pool_binary())
         return self._native
 
     @property
@@ -234,46 +229,49 @@ class HighThroughputExecutor(ParslExecutor):
             n = min(n, len(self.available_accelerators))
         return 1 if n == math.inf else max(1, int(n))
 
-    def pool_command(self, block_id: str) -> str:
-        """The command a block runs on each of its nodes."""
-        host = self.address if self.address not in ("*", "0.0.0.0") else "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        # The pool decides how many workers it starts from these and what its node has.
-        parts = [pool_binary(), "--address", f"{host}:{self._native.port}", "--block-id", block_id,
-                 "--cores-per-worker", str(float(self.cores_per_worker)), "--prefetch", str(self.prefetch_capacity),
-                 "--python", self.python, "--python-version", platform.python_version(),
-                 "--heartbeat-period", str(self.heartbeat_period),
-                 "--heartbeat-threshold", str(self.heartbeat_threshold)]
+    def _pool_args(self) -> list:
+        """The worker options of pervade-pool's command line; the pool decides how many
+        workers it starts from these and what its node has."""
+        args = ["--cores-per-worker", str(float(self.cores_per_worker)), "--python", self.python,
+                "--python-version", platform.python_version()]
         if self.max_workers_per_node is not None:
-            parts += ["--max-workers", str(self.max_workers_per_node)]
+            args += ["--max-workers", str(self.max_workers_per_node)]
         if self.mem_per_worker:
-            parts += ["--mem-per-worker", str(float(self.mem_per_worker))]
+            args += ["--mem-per-worker", str(float(self.mem_per_worker))]
         if self.cpu_affinity != "none":
-            parts += ["--cpu-affinity", self.cpu_affinity]
+            args += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
-            parts += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
-        if self._server_key_file:
-            parts += ["--curve-server-key", self._server_key_file]
-        return " ".join(shlex.quote(p) for p in parts)
+            args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        return args
+
+    def pool_command(self, block_id: str) -> str:
+        """The command a block runs on each of its nodes (valid once the executor started)."""
+        return self._started_native().pool_command(str(block_id))
 
     def start_blocks(self, count: int) -> list:
         """Asks the provider for `count` more blocks; returns their block ids."""
-        started = []
-        logdir = os.path.join(self.run_dir, self.label)
-        os.makedirs(logdir, exist_ok=True)
-        for _ in range(count):
-            block_id = str(len(self.blocks))
-            job = self.provider.submit(self.pool_command(block_id), self.workers_per_node,
-                                       job_name=f"{self.label}.block-{block_id}",
-                                       log_path=os.path.join(logdir, f"block-{block_id}.log"))
-            self.blocks[block_id] = job
-            started.append(block_id)
-        return started
+        return self._started_native().scale_out(count)
 
-    def _started(self) -> None:
-        """Called by the kernel once the interchange listens."""
-        self.start_blocks(self.provider.init_blocks)
+    @property
+    def blocks(self) -> dict:
+        """Block id -> provider job id, for every block started so far."""
+        return {b[0]: b[1] for b in self._native.blocks()} if self._native else {}
+
+    def block_status(self) -> dict:
+        """Block id -> JobStatus (asks the provider, one batched call)."""
+        from .providers import JobStatus
+
+        return {b[0]: JobStatus(*b[2:]) for b in self._native.blocks()} if self._native else {}
+
+    @property
+    def server_key_file(self):
+        """The file pools read the interchange's public key from (None if unencrypted)."""
+        return (self._native.server_key_file or None) if self._native else None
+
+    def _started_native(self):
+        if self._native is None:
+            raise ConfigurationError(f"executor {self.label!r} is not started: load a Config with it first")
+        return self._native
 
     def pools(self) -> list:
         """Connected pools: pool_id, block_id, hostname, worker_count, tasks, idle_seconds, ..."""
@@ -290,11 +288,6 @@ class HighThroughputExecutor(ParslExecutor):
 
     def refusals(self) -> list:
         return self._native.refusals() if self._native else []
-
-    def shutdown(self) -> None:
-        """Called by the kernel after its executors stopped: stops every block's processes."""
-        if self.blocks:
-            self.provider.cancel(list(self.blocks.values()))
 
     def __repr__(self) -> str:
         return f"HighThroughputExecutor(label={self.label!r}, provider={self.provider!r})"

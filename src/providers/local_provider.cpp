@@ -174,6 +174,7 @@ struct LocalProvider::Impl {
   std::vector<std::string> order;  // job ids in submit order
   Fd wake;                         // eventfd: the monitor re-reads the job table
   std::thread monitor;
+  bool monitoring = false;  // the monitor thread runs; it ends when no job is left to watch
   bool closing = false;
 
   void ring() {
@@ -242,7 +243,14 @@ struct LocalProvider::Impl {
     std::unique_lock lock(mutex);
     std::vector<pollfd> fds;
     for (;;) {
-      if (closing) return;
+      // No thread is left behind while the provider has nothing to watch (a provider object
+      // outlives its executor in a Python config); submit() starts the next one.
+      const bool watching = std::any_of(jobs.begin(), jobs.end(),
+                                        [](const auto& kv) { return kv.second.phase != Phase::ended; });
+      if (closing || !watching) {
+        monitoring = false;
+        return;
+      }
       fds.assign(1, pollfd{wake.get(), POLLIN, 0});
       int timeout = -1;
       auto now = Clock::now();
@@ -328,7 +336,11 @@ std::string LocalProvider::submit(const std::string& command, int tasks_per_node
   auto& im = *impl_;
   std::lock_guard lock(im.mutex);  // the monitor must not see a half-registered job
   if (im.closing) throw Error("LocalProvider is being destroyed");
-  if (!im.monitor.joinable()) {
+  if (!im.monitoring) {
+    // The previous monitor cleared `monitoring` just before returning: joining it does not
+    // wait on this mutex.
+    if (im.monitor.joinable()) im.monitor.join();
+    im.monitoring = true;
     Impl* raw = impl_.get();
     im.monitor = std::thread([raw] {
       detail::name_this_thread("pv-provider");

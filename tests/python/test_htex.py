@@ -214,7 +214,7 @@ def test_python_version_mismatch_is_refused(tmp_path, no_thread_leak):
         executor = dfk.executors["htex"]
         argv = shlex.split(executor.pool_command("9"))
         argv[argv.index("--python-version") + 1] = "2.7.18"
-        executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1)
+        executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1, log_path=str(tmp_path / "old.log"))
         assert wait_until(lambda: executor.refusals(), T)
         assert "2.7.18" in executor.refusals()[0]
     finally:
@@ -233,7 +233,7 @@ def test_pool_without_the_key_cannot_register(tmp_path, no_thread_leak):
         job = executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1,
                                        log_path=str(tmp_path / "keyless.log"))
         # The keyless pool gets no answer to REGISTER, gives up, and never appears as a pool.
-        assert wait_until(lambda: executor.provider.status([job])[0] != "RUNNING", T)
+        assert wait_until(lambda: executor.provider.status([job])[0].terminal, T)
         assert executor.pools() == []
         executor.start_blocks(1)  # a pool with the key works
         assert add(20, 22).result(timeout=T) == 42

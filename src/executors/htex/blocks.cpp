@@ -83,6 +83,8 @@ BlockManager::BlockManager(HtexOptions& o)
       init_blocks_(o.init_blocks >= 0 ? o.init_blocks : o.provider->options().init_blocks),
       workers_per_node_(o.workers_per_node),
       prefetch_(o.prefetch_capacity),
+      python_workers_(o.python_workers),
+      pool_args_(o.pool_args),
       heartbeat_period_(o.heartbeat_period),
       heartbeat_threshold_(o.heartbeat_threshold) {
   if (o.workers_per_node < 0)
@@ -132,8 +134,8 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
   if (host == "*" || host == "0.0.0.0") host = "127.0.0.1";
   if (host == "::") host = "::1";
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
-  std::vector<std::string> parts{binary_, "--address", fmt::format("{}:{}", host, port_), "--block-id", block_id,
-                                 "--no-python"};  // C++ tasks on pools are shell commands
+  std::vector<std::string> parts{binary_, "--address", fmt::format("{}:{}", host, port_), "--block-id", block_id};
+  if (!python_workers_) parts.push_back("--no-python");  // C++ tasks on pools are shell commands
   if (workers_per_node_ > 0) {
     parts.push_back("--workers");
     parts.push_back(std::to_string(workers_per_node_));
@@ -141,6 +143,7 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
   parts.insert(parts.end(), {"--prefetch", std::to_string(prefetch_), "--heartbeat-period",
                              fmt::format("{}", heartbeat_period_), "--heartbeat-threshold",
                              fmt::format("{}", heartbeat_threshold_)});
+  parts.insert(parts.end(), pool_args_.begin(), pool_args_.end());
   if (!key_file_.empty()) {
     parts.push_back("--curve-server-key");
     parts.push_back(key_file_);

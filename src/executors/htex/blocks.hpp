@@ -56,6 +56,8 @@ class BlockManager {
   int init_blocks_;
   int workers_per_node_;
   int prefetch_;
+  bool python_workers_;
+  std::vector<std::string> pool_args_;
   double heartbeat_period_;
   double heartbeat_threshold_;
 
