@@ -33,6 +33,35 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+# Every process this test session starts inherits this marker, so tests find their own pools
+# and workers (and only those: other runs may share the machine) even after re-parenting.
+SESSION_MARKER = f"PERVADE_TEST_SESSION={os.getpid()}-{time.monotonic_ns()}"
+os.environ[SESSION_MARKER.split("=")[0]] = SESSION_MARKER.split("=")[1]
+
+
+def own_processes(*names: bytes) -> list:
+    """Pids of live processes started by this test session whose command line contains one of
+    `names` (e.g. b"pervade-pool", b"pervade.worker")."""
+    marker = SESSION_MARKER.encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+            if not any(n in cmd for n in names):
+                continue
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        if pid_alive(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
 def _unload_global():
     try:
         loaded = parsl.dfk()

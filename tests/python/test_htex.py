@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import pid_alive, wait_until
+from conftest import own_processes, pid_alive, wait_until
 
 import pervade as parsl
 from pervade import HighThroughputExecutor, LocalProvider, bash_app, python_app
@@ -43,28 +43,12 @@ def htex(tmp_path, no_thread_leak):
 
 
 def pool_tree_pids():
-    """Pids of pervade-pool processes and their workers, children of this process's blocks."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"pervade-pool" in cmd or b"pervade.worker" in cmd:
-            pids.append(int(entry))
-    return pids
+    """Pids of this test session's pervade-pool processes and their workers."""
+    return own_processes(b"pervade-pool", b"pervade.worker")
 
 
 def worker_pids():
-    out = []
-    for pid in pool_tree_pids():
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"pervade.worker" in f.read():
-                out.append(pid)
-    return out
+    return own_processes(b"pervade.worker")
 
 
 @python_app(executors=["htex"])
@@ -270,28 +254,14 @@ def test_resource_options_reach_the_pool(tmp_path, no_thread_leak):
             assert argv[argv.index(option) + 1] == value
         assert wait_until(lambda: len(executor.pools()) == 1, T), executor.refusals()
         assert executor.pools()[0]["worker_count"] == 3
-        assert wait_until(lambda: len(own_worker_pids()) == 3, T)
+        assert wait_until(lambda: len(worker_pids()) == 3, T)
         cpus = sorted(os.sched_getaffinity(0))
         expected = sorted(sorted(cpus[i::3] or [cpus[i % len(cpus)]]) for i in range(3))
-        assert sorted(sorted(os.sched_getaffinity(pid)) for pid in own_worker_pids()) == expected
+        assert sorted(sorted(os.sched_getaffinity(pid)) for pid in worker_pids()) == expected
         omp, ncpus = omp_threads().result(timeout=T)
         assert omp == str(ncpus), "a pinned worker's OMP_NUM_THREADS is its CPU count"
     finally:
         dfk.cleanup()
-
-
-def own_worker_pids():
-    """Workers descending from this process (other pervade runs may share the machine)."""
-    def ancestors(pid):
-        while pid > 1:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    pid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                return
-            yield pid
-    me = os.getpid()
-    return [pid for pid in worker_pids() if me in ancestors(pid)]
 
 
 @python_app(executors=["htex"])
