@@ -39,7 +39,13 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
     return;
   }
   auto it = pools_.find(identity);
-  if (it == pools_.end()) return;  // not registered (or already lost): ignore
+  if (it == pools_.end()) {
+    // Not registered, or already given up on as lost (its tasks were failed and retried
+    // elsewhere): a pool that is still alive must not go on holding a block and workers that
+    // get no tasks, so it is told to exit. Its results are dropped.
+    outbox_.emplace_back(identity, protocol::Shutdown{});
+    return;
+  }
   Pool& pool = it->second;
   pool.last_heard = now;
   if (auto* results = std::get_if<protocol::Results>(&message)) {

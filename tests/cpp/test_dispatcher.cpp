@@ -221,8 +221,13 @@ TEST_F(DispatcherTest, SilentPoolIsLostAndItsTasksFailWithManagerLost) {
   EXPECT_NE(lost[0].payload.find("sent nothing"), std::string::npos);
   EXPECT_TRUE(d.pools(now).empty());
   EXPECT_EQ(d.take_events().back().kind, PoolEvent::lost);
-  result("a", 0);  // a late result from the lost pool changes nothing
+  d.take_outbox();
+  result("a", 0);  // a late result from the lost pool changes nothing, and the pool is told to go
   EXPECT_TRUE(d.take_completed().empty());
+  out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, "a");
+  EXPECT_TRUE(std::holds_alternative<protocol::Shutdown>(out[0].second));
 }
 
 TEST_F(DispatcherTest, HoldAndDrain) {
@@ -283,11 +288,17 @@ TEST_F(DispatcherTest, PoolInfoReportsIdleTime) {
   EXPECT_EQ(d.pools(now)[0].idle_seconds, 0.0);
 }
 
-TEST_F(DispatcherTest, MessagesFromUnregisteredIdentitiesAreIgnored) {
+TEST_F(DispatcherTest, UnregisteredIdentitiesAreToldToShutDownAndTheirResultsDropped) {
   d.on_message("ghost", protocol::Results{{protocol::TaskResult{0, 0, "x"}}}, now);
   d.on_message("ghost", protocol::Heartbeat{}, now);
   EXPECT_TRUE(d.take_completed().empty());
-  EXPECT_TRUE(d.take_outbox().empty());
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 2u);
+  for (auto& [to, m] : out) {
+    EXPECT_EQ(to, "ghost");
+    EXPECT_TRUE(std::holds_alternative<protocol::Shutdown>(m));
+  }
+  EXPECT_TRUE(d.pools(now).empty());
 }
 
 }  // namespace
