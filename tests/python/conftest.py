@@ -165,7 +165,7 @@ def slurm(slurm_cluster, monkeypatch):
     squeue and scancel run by pervade find it). The test must leave no job pending or running."""
     monkeypatch.setenv("SLURM_CONF", slurm_cluster.conf)
     yield slurm_cluster
-    left = wait_until(lambda: not slurm_cluster.active_jobs(), 30) or slurm_cluster.active_jobs()
-    if left is not True:
+    if not wait_until(lambda: not slurm_cluster.active_jobs(), 30):
+        left = slurm_cluster.active_jobs()
         slurm_cluster.run(["scancel", "--full", f"--partition={slurm_cluster.partition}"], check=False)
         pytest.fail(f"the test left Slurm jobs behind: {left}")
