@@ -4,7 +4,12 @@ daemons from Debian, nodes that are distinct hosts, sbatch/squeue/scancel and th
 import os
 import subprocess
 
+import pytest
 from conftest import wait_until
+from test_hosts import host_htex, where
+from test_htex import pool_tree_pids
+
+import pervade as parsl
 
 T = 60
 
@@ -65,7 +70,6 @@ def test_cluster_stops_without_leftovers(tmp_path):
     """A cluster of its own (one node): after stop() no daemon, job or namespace is left."""
     from cluster.netns import netns_list
     from cluster.slurm import SlurmCluster, SlurmUnavailable
-    import pytest
 
     before = netns_list()
     cluster = SlurmCluster(str(tmp_path / "slurm"), nodes=1)
@@ -83,3 +87,36 @@ def test_cluster_stops_without_leftovers(tmp_path):
     assert netns_list() == before
     with pytest.raises(subprocess.CalledProcessError):
         cluster.run(["squeue"], timeout=30)
+
+
+def pool_pids(cluster) -> list:
+    """pervade-pool and worker processes on the cluster's nodes."""
+    on_nodes = {pid for node in cluster.nodes for pid in node.pids()}
+    return [pid for pid in pool_tree_pids() if pid in on_nodes]
+
+
+def test_htex_pools_as_a_slurm_job(slurm, tmp_path, no_thread_leak):
+    """What SlurmProvider does, by hand: a 2-node job runs the pool command on each node with
+    srun; the pools reach the interchange at cluster.interchange_address; scancel ends them."""
+    dfk = parsl.load(parsl.Config(executors=[host_htex("htex", slurm.interchange_address, max_workers_per_node=1)],
+                                  run_dir=str(tmp_path / "runinfo")))
+    try:
+        executor = dfk.executors["htex"]
+        script = tmp_path / "block.sh"
+        script.write_text(f"#!/bin/bash\nsrun --ntasks-per-node=1 {executor.pool_command('0')}\n")
+        job = sbatch(slurm, "-N2", f"--output={tmp_path}/block.log", str(script))
+        assert wait_until(lambda: len(executor.pools()) == 2, T), (slurm.job_state(job), executor.refusals())
+        hostnames = sorted(p["hostname"] for p in executor.pools())
+        assert len(set(hostnames)) == 2 and set(hostnames) <= set(slurm.node_names)
+        barrier = tmp_path / "barrier"
+        barrier.mkdir()
+        ran = sorted(f.result(timeout=T) for f in [where(str(barrier), 2) for _ in range(2)])
+        nodes = {n.name: n for n in slurm.nodes}
+        assert ran == sorted((nodes[h].inode, nodes[h].address, h) for h in hostnames)
+        slurm.run(["scancel", job])
+        assert wait_until(lambda: slurm.job_state(job) == "CANCELLED", T), slurm.job_state(job)
+        assert wait_until(lambda: not executor.pools(), T), executor.pools()
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+    assert wait_until(lambda: not pool_pids(slurm), T), pool_pids(slurm)
