@@ -126,7 +126,7 @@ def dfk(load):
 
 
 @pytest.fixture(scope="session")
-def test_network():
+def hosts_network():
     """Three hosts ("a", "b", "c"): network namespaces on a bridge; `.host_address` is this
     machine's side of the bridge (bind an interchange there), `.hosts[i].argv(cmd)` runs cmd on
     host i. Removed at the end of the session, with everything still running inside."""

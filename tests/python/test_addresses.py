@@ -41,15 +41,15 @@ def run_on(host, code: str, netns_exec: bool = False, hostname: str | None = Non
     return out["result"] if "result" in out else tuple(out["error"])
 
 
-def test_address_by_interface(test_network):
-    for host in test_network.hosts[:2]:
+def test_address_by_interface(hosts_network):
+    for host in hosts_network.hosts[:2]:
         assert run_on(host, "result = address_by_interface('eth0')") == host.address
         assert run_on(host, "result = address_by_interface('lo')") == "127.0.0.1"
     assert addresses.address_by_interface("lo") == "127.0.0.1"
 
 
-def test_address_by_interface_unknown_name_is_a_clear_error(test_network):
-    kind, code, message = run_on(test_network.hosts[0], "result = address_by_interface('ib7')")
+def test_address_by_interface_unknown_name_is_a_clear_error(hosts_network):
+    kind, code, message = run_on(hosts_network.hosts[0], "result = address_by_interface('ib7')")
     assert (kind, code) == ("OSError", errno.ENODEV)
     assert "no network interface 'ib7'" in message and "eth0" in message and "lo" in message
     with pytest.raises(ValueError):
@@ -58,8 +58,8 @@ def test_address_by_interface_unknown_name_is_a_clear_error(test_network):
         addresses.address_by_interface(0)
 
 
-def test_address_by_interface_without_address(test_network):
-    host = test_network.hosts[0]
+def test_address_by_interface_without_address(hosts_network):
+    host = hosts_network.hosts[0]
     # A veth pair inside the namespace: an interface with no address yet.
     subprocess.run(host.argv(["ip", "link", "add", "dummy7", "type", "veth", "peer", "name", "dummy8"]), check=True)
     try:
@@ -71,8 +71,8 @@ def test_address_by_interface_without_address(test_network):
         subprocess.run(host.argv(["ip", "link", "delete", "dummy7"]), check=True)
 
 
-def test_address_by_route(test_network):
-    for host in test_network.hosts[:2]:  # their default route goes out of eth0
+def test_address_by_route(hosts_network):
+    for host in hosts_network.hosts[:2]:  # their default route goes out of eth0
         assert run_on(host, "result = address_by_route()") == host.address
     # On this machine: the source address `ip route get` names (it sends nothing either).
     route = json.loads(subprocess.run(["ip", "-j", "route", "get", "8.8.8.8"], capture_output=True, text=True).stdout
@@ -81,21 +81,22 @@ def test_address_by_route(test_network):
         assert addresses.address_by_route() == route["prefsrc"]
 
 
-def test_address_by_route_without_a_route_is_a_clear_error(test_network):
-    host = test_network.hosts[2]
+def test_address_by_route_without_a_route_is_a_clear_error(hosts_network):
+    host = hosts_network.hosts[2]
     subprocess.run(host.argv(["ip", "route", "del", "default"]), check=True)
     try:
         kind, code, message = run_on(host, "result = address_by_route()")
         assert (kind, code) == ("OSError", errno.ENETUNREACH)
         assert "no route" in message and "address_by_interface" in message
     finally:
-        subprocess.run(host.argv(["ip", "route", "add", "default", "via", test_network.host_address]), check=True)
+        subprocess.run(host.argv(["ip", "route", "add", "default", "via", hosts_network.host_address]), check=True)
 
 
-def test_address_by_hostname(test_network):
-    host = test_network.hosts[1]
+def test_address_by_hostname(hosts_network):
+    host = hosts_network.hosts[1]
     # `ip netns exec` reads /etc/netns/<name>/hosts as the namespace's /etc/hosts.
     etc = f"/etc/netns/{host.netns}"
+    made_parent = not os.path.exists("/etc/netns")
     os.makedirs(etc)
     try:
         with open(f"{etc}/hosts", "w") as f:
@@ -103,12 +104,14 @@ def test_address_by_hostname(test_network):
         assert run_on(host, "result = address_by_hostname()", netns_exec=True, hostname="testhost-b") == host.address
     finally:
         shutil.rmtree(etc)
+        if made_parent:
+            shutil.rmtree("/etc/netns", ignore_errors=True)
     assert addresses.address_by_hostname() == subprocess.run(
         ["getent", "ahostsv4", os.uname().nodename], capture_output=True, text=True).stdout.split()[0]
 
 
-def test_get_all_and_any_address(test_network):
-    host = test_network.hosts[0]
+def test_get_all_and_any_address(hosts_network):
+    host = hosts_network.hosts[0]
     # Interfaces (eth0, lo), the hostname's (this machine's name: 127.0.0.1 from /etc/hosts)
     # and the route's; no query of the internet.
     found = run_on(host, "result = get_all_addresses(query_timeout=None)")
@@ -138,19 +141,19 @@ server.serve_forever()
 
 
 @pytest.fixture
-def ip_service(test_network):
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, test_network.host_address], stdout=subprocess.PIPE,
+def ip_service(hosts_network):
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, hosts_network.host_address], stdout=subprocess.PIPE,
                             text=True)
     try:
         port = int(proc.stdout.readline())
-        yield f"http://{test_network.host_address}:{port}"
+        yield f"http://{hosts_network.host_address}:{port}"
     finally:
         proc.kill()
         proc.wait(T)
 
 
-def test_address_by_query(test_network, ip_service):
-    host = test_network.hosts[0]
+def test_address_by_query(hosts_network, ip_service):
+    host = hosts_network.hosts[0]
     assert run_on(host, f"result = address_by_query(timeout=10, url='{ip_service}/ok')") == host.address
     kind, _, message = run_on(host, f"result = address_by_query(timeout=10, url='{ip_service}/error')")
     assert kind == "RuntimeError" and "HTTP 500" in message
@@ -158,18 +161,18 @@ def test_address_by_query(test_network, ip_service):
     assert kind == "RuntimeError" and "'hello', not an address" in message
 
 
-def test_address_by_query_gives_up(test_network, ip_service):
-    host = test_network.hosts[0]
+def test_address_by_query_gives_up(hosts_network, ip_service):
+    host = hosts_network.hosts[0]
     kind, _, message = run_on(host, f"result = address_by_query(timeout=1, url='{ip_service}/silent')")
     assert kind == "RuntimeError" and "no answer" in message and "within 1 s" in message
 
 
-def test_address_by_query_without_a_route(test_network):
-    host = test_network.hosts[2]
+def test_address_by_query_without_a_route(hosts_network):
+    host = hosts_network.hosts[2]
     subprocess.run(host.argv(["ip", "route", "del", "default"]), check=True)
     try:  # a documentation address, unreachable: the connect fails at once, nothing is sent
         kind, _, message = run_on(host, "result = address_by_query(timeout=10, url='http://203.0.113.9/')")
         assert kind == "RuntimeError" and "no answer from http://203.0.113.9/" in message
         assert "unreachable" in message.lower()
     finally:
-        subprocess.run(host.argv(["ip", "route", "add", "default", "via", test_network.host_address]), check=True)
+        subprocess.run(host.argv(["ip", "route", "add", "default", "via", hosts_network.host_address]), check=True)

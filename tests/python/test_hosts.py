@@ -48,9 +48,9 @@ def running_on_hosts(tmp_path, network, executors, placement):
 
 
 @pytest.fixture
-def two_hosts(test_network, tmp_path, no_thread_leak):
+def two_hosts(hosts_network, tmp_path, no_thread_leak):
     """One executor "htex" with a pool on host a and one on host b."""
-    yield from running_on_hosts(tmp_path, test_network, [host_htex("htex", test_network.host_address)],
+    yield from running_on_hosts(tmp_path, hosts_network, [host_htex("htex", hosts_network.host_address)],
                                 [("htex", "a"), ("htex", "b")])
 
 
@@ -82,25 +82,25 @@ def started_then_sleep(path, seconds):
     time.sleep(seconds)
 
 
-def test_pools_connect_over_tcp_with_curve(two_hosts, test_network):
+def test_pools_connect_over_tcp_with_curve(two_hosts, hosts_network):
     dfk, _ = two_hosts
     executor = dfk.executors["htex"]
     assert executor.encrypted and "--curve-server-key" in executor.pool_command("x")
-    assert f"--address {test_network.host_address}:" in executor.pool_command("x")
+    assert f"--address {hosts_network.host_address}:" in executor.pool_command("x")
     assert sorted(p["hostname"] for p in executor.pools()) == ["host-a", "host-b"]
 
 
-def test_tasks_run_on_both_hosts(two_hosts, test_network, tmp_path):
+def test_tasks_run_on_both_hosts(two_hosts, hosts_network, tmp_path):
     # Four tasks that can only finish together, on two pools of two workers each: both hosts run.
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     results = [f.result(timeout=T) for f in [where(str(barrier), 4) for _ in range(4)]]
-    a, b = test_network.host("a"), test_network.host("b")
+    a, b = hosts_network.host("a"), hosts_network.host("b")
     assert sorted(results) == sorted([(a.inode, a.address, "host-a")] * 2 + [(b.inode, b.address, "host-b")] * 2)
     assert os.stat("/proc/self/ns/net").st_ino not in {a.inode, b.inode}
 
 
-def test_lost_host_gives_manager_lost(two_hosts, test_network, tmp_path):
+def test_lost_host_gives_manager_lost(two_hosts, hosts_network, tmp_path):
     _, pools = two_hosts
     started = tmp_path / "started"
     fut = started_then_sleep(str(started), 600)

@@ -14,11 +14,11 @@ T = 60
 
 
 @pytest.fixture
-def sites(test_network, tmp_path, no_thread_leak):
-    address = test_network.host_address
+def sites(hosts_network, tmp_path, no_thread_leak):
+    address = hosts_network.host_address
     executors = [ThreadPoolExecutor(label="local", max_threads=2), host_htex("site_a", address),
                  host_htex("site_b", address)]
-    yield from running_on_hosts(tmp_path, test_network, executors, [("site_a", "a"), ("site_b", "b")])
+    yield from running_on_hosts(tmp_path, hosts_network, executors, [("site_a", "a"), ("site_b", "b")])
 
 
 def netns_app(executors):
@@ -58,16 +58,16 @@ def finish(trail):
     return len(trail), trail[0] * 10
 
 
-def test_pinned_apps_run_on_their_site(sites, test_network):
-    a, b = test_network.host("a").inode, test_network.host("b").inode
+def test_pinned_apps_run_on_their_site(sites, hosts_network):
+    a, b = hosts_network.host("a").inode, hosts_network.host("b").inode
     here = os.stat("/proc/self/ns/net").st_ino
     assert [f.result(timeout=T) for f in [on_local() for _ in range(5)]] == [here] * 5
     assert [f.result(timeout=T) for f in [on_a() for _ in range(10)]] == [a] * 10
     assert [f.result(timeout=T) for f in [on_b() for _ in range(10)]] == [b] * 10
 
 
-def test_app_on_two_labels_runs_on_either(sites, test_network):
-    a, b = test_network.host("a").inode, test_network.host("b").inode
+def test_app_on_two_labels_runs_on_either(sites, hosts_network):
+    a, b = hosts_network.host("a").inode, hosts_network.host("b").inode
     futures = [on_a_or_b() for _ in range(64)]
     ran = [f.result(timeout=T) for f in futures]
     assert set(ran) <= {a, b}
@@ -77,8 +77,8 @@ def test_app_on_two_labels_runs_on_either(sites, test_network):
     assert {f.task_record["executor"] for f in futures} == {"site_a", "site_b"}
 
 
-def test_chain_crosses_executors(sites, test_network):
-    a, b = test_network.host("a").inode, test_network.host("b").inode
+def test_chain_crosses_executors(sites, hosts_network):
+    a, b = hosts_network.host("a").inode, hosts_network.host("b").inode
     trail = start(7)
     for _ in range(3):
         trail = step_b(step_a(trail))
