@@ -115,3 +115,25 @@ def test_lost_host_gives_manager_lost(two_hosts, hosts_network, tmp_path):
     assert wait_until(lambda: not lost[0][0].pids(), T)
     # Work goes on on the other host.
     assert where().result(timeout=T)[0] == kept[0][0].inode
+
+
+def test_network_is_removed_with_what_runs_inside(hosts_network):
+    """Network.close() (the fixtures' teardown) kills what still runs in its namespaces and
+    removes them and the bridge: `ip netns list` and the links are as before."""
+    import subprocess
+
+    from cluster.netns import Network, ip, netns_list
+
+    before, links = netns_list(), ip("-o", "link").stdout.count("\n")
+    network = Network(["x", "y"])
+    try:
+        assert len(netns_list()) == len(before) + 2
+        sleeper = subprocess.Popen(network.host("y").argv(["sleep", "600"]))
+        assert wait_until(lambda: network.host("y").pids() == [sleeper.pid], T)
+        # Its own subnet, apart from the session's network.
+        assert network.subnet != hosts_network.subnet
+    finally:
+        network.close()
+    assert sleeper.wait(T) == -9
+    assert netns_list() == before
+    assert ip("-o", "link").stdout.count("\n") == links
