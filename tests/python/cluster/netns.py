@@ -63,23 +63,12 @@ def check_available() -> None:
             raise NetworkUnavailable(f"{tool} is not installed (iproute2 / util-linux)")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _kill_netns_processes(name: str, timeout: float = 10.0) -> None:
     """SIGKILLs every process in the namespace and waits until none is left."""
     deadline = time.monotonic() + timeout
     while True:
         pids = netns_pids(name)
-        # A zombie stays listed until its parent reaps it; it runs nothing, so it does not count.
-        live = [p for p in pids if _state(p) not in ("Z", None)]
+        live = [p for p in pids if running(p)]
         if not live:
             return
         for pid in live:
@@ -92,24 +81,26 @@ def _kill_netns_processes(name: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _state(pid: int):
+def running(pid: int) -> bool:
+    """True while the process exists and is not a zombie (a zombie runs nothing; it stays
+    until its parent reaps it, which may be an init that never does)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
-        return None
+        return False
 
 
 def remove_stale() -> None:
     """Removes namespaces and bridges of sessions that died without cleaning up."""
     for name in netns_list():
         m = re.match(rf"{NETNS_PREFIX}(\d+)n\d+-", name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not running(int(m.group(1))):
             _kill_netns_processes(name)
             ip("netns", "delete", name, check=False)
     for link in json.loads(ip("-j", "link", "show", "type", "bridge", check=False).stdout or "[]"):
         m = re.match(r"pvbr(\d+)n\d+$", link["ifname"])
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not running(int(m.group(1))):
             ip("link", "delete", link["ifname"], check=False)
 
 
@@ -147,7 +138,7 @@ class Host:
 
     def pids(self) -> list:
         """Live processes in this namespace."""
-        return [p for p in netns_pids(self.netns) if _state(p) not in ("Z", None)]
+        return [p for p in netns_pids(self.netns) if running(p)]
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, {self.address})"

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import time
 
-from .netns import Network, NetworkUnavailable, check_available
+from .netns import Network, NetworkUnavailable, check_available, running
 
 PACKAGES = ["slurm-wlm", "munge"]  # Debian bookworm: Slurm 22.05
 BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo", "scontrol", "munged"]
@@ -237,10 +237,9 @@ class SlurmCluster:
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
                 continue
+            if not running(int(entry)):
+                continue
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        continue
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     cmdline = f.read()
                 inode = os.stat(f"/proc/{entry}/ns/net").st_ino
