@@ -124,10 +124,12 @@ def test_network_is_removed_with_what_runs_inside(hosts_network):
 
     from cluster.netns import Network, ip, netns_list
 
-    before, links = netns_list(), ip("-o", "link").stdout.count("\n")
+    before = netns_list()
     network = Network(["x", "y"])
+    links = network.links
     try:
         assert len(netns_list()) == len(before) + 2
+        assert len(links) == 3 and all(ip("link", "show", link, check=False).returncode == 0 for link in links)
         sleeper = subprocess.Popen(network.host("y").argv(["sleep", "600"]))
         assert wait_until(lambda: network.host("y").pids() == [sleeper.pid], T)
         # Its own subnet, apart from the session's network.
@@ -136,4 +138,4 @@ def test_network_is_removed_with_what_runs_inside(hosts_network):
         network.close()
     assert sleeper.wait(T) == -9
     assert netns_list() == before
-    assert ip("-o", "link").stdout.count("\n") == links
+    assert not any(ip("link", "show", link, check=False).returncode == 0 for link in links)

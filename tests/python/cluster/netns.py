@@ -152,6 +152,7 @@ class Network:
     def __init__(self, names: list):
         check_available()
         self.hosts: list = []
+        self.links: list = []  # interfaces made in the machine's namespace: the bridge, veth ends
         self._bridge = None
         pid = os.getpid()
         Network._count += 1
@@ -173,6 +174,7 @@ class Network:
             try:
                 ip("link", "add", bridge, "type", "bridge")
                 self._bridge = bridge
+                self.links.append(bridge)
                 ip("addr", "add", f"{self.host_address}/24", "dev", bridge)
                 ip("link", "set", bridge, "up")
                 for i, name in enumerate(names):
@@ -189,6 +191,7 @@ class Network:
         ip("netns", "add", netns)
         self.hosts.append(Host(name, netns, address))
         ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        self.links.append(veth)
         ip("link", "set", veth, "master", self._bridge, "up")
         ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip("-n", netns, "link", "set", "eth0", "up")
@@ -204,6 +207,7 @@ class Network:
             _kill_netns_processes(host.netns)
             ip("netns", "delete", host.netns, check=False)
         self.hosts = []
+        self.links = []
         if self._bridge:
             ip("link", "delete", self._bridge, check=False)
             self._bridge = None
