@@ -214,8 +214,10 @@ class SlurmCluster:
     # -- use -----------------------------------------------------------------------------------
 
     def run(self, argv: list, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """Runs a Slurm client (sbatch, squeue, ...) against this cluster."""
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
+        """Runs a Slurm client (sbatch, squeue, ...) against this cluster, in its workdir (where a
+        job without --output writes slurm-<id>.out)."""
+        return subprocess.run(argv, env=self.env, cwd=self.workdir, capture_output=True, text=True, check=check,
+                              timeout=timeout)
 
     def active_jobs(self) -> list:
         """Ids of jobs pending, running or completing."""
