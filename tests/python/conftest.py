@@ -120,3 +120,52 @@ def load(make_config, no_thread_leak):
 def dfk(load):
     """The default kernel: one ThreadPoolExecutor with 4 threads, no retries."""
     return load()
+
+
+# -- Test hosts and a Slurm cluster on this machine (tests/python/cluster/) -------------------
+
+
+@pytest.fixture(scope="session")
+def hosts_network():
+    """Three hosts ("a", "b", "c"): network namespaces on a bridge; `.host_address` is this
+    machine's side of the bridge (bind an interchange there), `.hosts[i].argv(cmd)` runs cmd on
+    host i. Removed at the end of the session, with everything still running inside."""
+    from cluster.netns import Network, NetworkUnavailable, netns_list
+
+    before = netns_list()
+    try:
+        network = Network(["a", "b", "c"])
+    except NetworkUnavailable as e:
+        pytest.skip(f"SKIPPED LOUDLY: no network namespaces on this machine: {e}")
+    yield network
+    network.close()
+    assert netns_list() == before, f"network namespaces left: {set(netns_list()) - set(before)}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real Slurm cluster (Debian's slurm-wlm, installed when missing): a controller and three
+    nodes, each a network namespace with its own hostname, one partition. Started once per
+    session; see tests/python/cluster/slurm.py for what it exposes."""
+    from cluster.slurm import SlurmCluster, SlurmUnavailable
+
+    cluster = SlurmCluster(str(tmp_path_factory.mktemp("slurm")), nodes=3)
+    try:
+        cluster.start()
+    except SlurmUnavailable as e:
+        pytest.skip(f"SKIPPED LOUDLY: no Slurm test cluster on this machine: {e}")
+    yield cluster
+    cluster.stop()
+    assert wait_until(lambda: not cluster.leftover_pids(), 30), f"Slurm processes left: {cluster.leftover_pids()}"
+
+
+@pytest.fixture
+def slurm(slurm_cluster, monkeypatch):
+    """The session's Slurm cluster, with SLURM_CONF set in os.environ for the test (so sbatch,
+    squeue and scancel run by pervade find it). The test must leave no job pending or running."""
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.conf)
+    yield slurm_cluster
+    if not wait_until(lambda: not slurm_cluster.active_jobs(), 30):
+        left = slurm_cluster.active_jobs()
+        slurm_cluster.run(["scancel", "--full", f"--partition={slurm_cluster.partition}"], check=False)
+        pytest.fail(f"the test left Slurm jobs behind: {left}")
