@@ -25,6 +25,7 @@ from .executors import HighThroughputExecutor, ThreadPoolExecutor
 from .providers import LocalProvider, SimpleLauncher, SingleNodeLauncher
 from .futures import AppFuture
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
+from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
 
 __version__ = "0.1.0"
 VERSION = __version__
