@@ -22,6 +22,7 @@ from functools import lru_cache, singledispatch
 from typing import Optional, Sequence
 
 from .errors import ConfigurationError
+from .serialize import serialize_value
 
 logger = logging.getLogger("pervade")
 
@@ -130,12 +131,64 @@ def _register_file():
 _register_file()
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
+
+
+def _flat(values) -> int:
+    """Only scalars, lists/tuples of scalars and dicts of str to scalars: values whose repr
+    identifies them exactly (a dict's once its items are sorted, see _SortedDict). 0: not flat,
+    1: flat, 2: flat with dicts."""
+    result = 1
+    for v in values:
+        t = type(v)
+        if t in _SCALARS:
+            continue
+        if t is tuple or t is list:
+            if not all(type(e) in _SCALARS for e in v):
+                return 0
+        elif t is dict:
+            if not all(type(k) is str and type(e) in _SCALARS for k, e in v.items()):
+                return 0
+            result = 2
+        else:
+            return 0
+    return result
+
+
+class _SortedDict:
+    """A dict in the fast path's key material: sorted items, with a repr no other value has."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, d):
+        self.items = sorted(d.items())
+
+    def __repr__(self):
+        return f"<dict {self.items!r}>"
+
+
+def _canon(v):
+    return _SortedDict(v) if type(v) is dict else v
+
+
 def make_key(func, args, kwargs, ignore_for_cache=()) -> bytes:
     """The memo key of func(*args, **kwargs), as Parsl makes it: kwargs named in ignore_for_cache
     are left out, outputs= is keyed as output references. Raises _NotReady for a pending future."""
     kwargs = dict(kwargs) if kwargs else {}
     for k in ignore_for_cache:
         kwargs.pop(k, None)
+    flat_args = _flat(args)
+    flat_kwargs = flat_args and _flat(kwargs.values())
+    if flat_kwargs:
+        # Fast path for the common call (about 10x cheaper than id_for_memo on each value): the
+        # repr of scalars is exact (1, 1.0, True and "1" differ) and independent of object
+        # identity, unlike pickle's memo. The type decides the path, so a value is always keyed
+        # the same way.
+        if flat_args == 2:
+            args = tuple(map(_canon, args))
+        items = sorted(kwargs.items()) if flat_kwargs == 1 else sorted((k, _canon(v)) for k, v in kwargs.items())
+        material = repr((args, items)).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(b"flat" + id_for_memo(func) + material, digest_size=KEY_SIZE).digest()
     parts = []
     outputs = kwargs.pop("outputs", None)
     if outputs is not None:
@@ -159,7 +212,6 @@ def memo_for_call(func, args, kwargs, ignore_for_cache=()):
 def serialize_result(value):
     """The bytes of a memoized task's result (called by the engine on the thread that ran it),
     or None when it cannot be pickled: the task still succeeds, its result is not memoized."""
-    from .serialize import serialize_value
     try:
         return serialize_value(value)
     except Exception as e:  # noqa: BLE001 - any pickling failure means "not memoizable"

@@ -216,6 +216,14 @@ def test_key_rules():
     assert make_key(f, (), {"a": 1, "b": 2}, ["b"]) == make_key(f, (), {"a": 1})
     assert make_key(f, ([1, 2],), {}) != make_key(f, ((1, 2),), {})
     assert len(make_key(f, (1,), {})) == 32
+    # Equal values of different types, and values that differ only in object identity.
+    assert len({make_key(f, (v,), {}) for v in (1, 1.0, True, "1", b"1", (1,), [1], {"1": 1})}) == 8
+    a, b = "x" * 100, "".join(["x"] * 100)
+    assert a is not b and make_key(f, ((a, a),), {}) == make_key(f, ((a, b),), {})
+    assert make_key(f, ({"a": 1, "b": 2},), {}) == make_key(f, ({"b": 2, "a": 1},), {})
+    assert make_key(f, ({"a": 1},), {}) != make_key(f, ((("a", 1),),), {})
+    # The slow path (nested values) is just as insensitive to order and identity.
+    assert make_key(f, ([{"a": [1]}, {"b": 2}],), {}) == make_key(f, ([{"a": [1]}, {"b": 2}],), {})
 
 
 def test_outputs_are_keyed_by_name(dfk, tmp_path):
