@@ -56,7 +56,23 @@ def test_hit_and_miss(dfk, tmp_path):
     other = square(4, ran)
     assert other.result(timeout=T) == 16
     assert other.task_status() == "exec_done"
-    assert runs(ran) == ["square-3", "square-4"]
+    assert square_uncached(again, ran).result(timeout=T) == 81  # a memoized value feeds a dependent
+    assert runs(ran) == ["square-3", "square-4", "uncached-9"]
+
+
+def test_dfk_submit_with_cache(dfk, tmp_path):
+    ran = ran_file(tmp_path)
+
+    def triple(x):
+        record_run(ran, f"triple-{x}")
+        return 3 * x
+
+    futures = [dfk.submit(triple, app_args=(2,), cache=True) for _ in range(2)]
+    futures[0].result(timeout=T)
+    again = dfk.submit(triple, app_args=(2,), cache=True)
+    assert again.result(timeout=T) == 6
+    assert again.task_status() == "memo_done"
+    assert runs(ran).count("triple-2") <= 2  # the first two may both run: neither was done yet
 
 
 def test_without_cache_every_call_runs(dfk, tmp_path):
