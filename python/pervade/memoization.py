@@ -155,6 +155,9 @@ def _flat(values) -> int:
     return result
 
 
+_FUNC_IDS: dict = {}
+
+
 class _SortedDict:
     """A dict in the fast path's key material: sorted items, with a repr no other value has."""
 
@@ -188,7 +191,14 @@ def make_key(func, args, kwargs, ignore_for_cache=()) -> bytes:
             args = tuple(map(_canon, args))
         items = sorted(kwargs.items()) if flat_kwargs == 1 else sorted((k, _canon(v)) for k, v in kwargs.items())
         material = repr((args, items)).encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(b"flat" + id_for_memo(func) + material, digest_size=KEY_SIZE).digest()
+        func_id = _FUNC_IDS.get(func) if type(func) is types.FunctionType else None
+        if func_id is None:
+            func_id = id_for_memo(func)
+            if type(func) is types.FunctionType:  # apps are few and live long: keep their identity
+                if len(_FUNC_IDS) > 4096:  # but not every lambda made in a loop
+                    _FUNC_IDS.clear()
+                _FUNC_IDS[func] = func_id
+        return hashlib.blake2b(b"flat" + func_id + material, digest_size=KEY_SIZE).digest()
     parts = []
     outputs = kwargs.pop("outputs", None)
     if outputs is not None:
