@@ -1,6 +1,7 @@
 // Checkpoint cost: writes a checkpoint of N memoized results in transactions of `batch` records
 // (as task_exit's group commit does), then times a DataFlowKernel start that loads it.
-// Usage: checkpoint_restart [dir=/tmp/pervade_ckpt_bench] [records=1000000] [batch=256] [value_bytes=16]
+// Usage: checkpoint_restart [dir=/tmp/pervade_ckpt_bench] [records=1000000] [batch=256] [value_bytes=16] [keep]
+// ("keep": leave the checkpoint in dir, e.g. to time a Python load() of it).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -49,6 +50,6 @@ int main(int argc, char** argv) {
   const auto t3 = Clock::now();
   std::printf("DataFlowKernel start loading %ld records: %.3f s\n", n, seconds(t2, t3));
   dfk.cleanup();
-  std::filesystem::remove_all(dir);
+  if (!(argc > 5 && std::string(argv[5]) == "keep")) std::filesystem::remove_all(dir);
   return 0;
 }
