@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "core/kernel_core.hpp"
+#include "fake_executor.hpp"
 #include "core/memo_store.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/remote.hpp"
@@ -181,17 +182,7 @@ class NoopBody : public TaskBody {
   std::vector<MemoKeyReply> replies;
 };
 
-class FakeExecutor : public Executor {
- public:
-  using Executor::Executor;
-  void start(CompletionSink&) override {}
-  void submit(std::span<Launch> launches) override {
-    for (auto& l : launches) launched.push_back(std::move(l));
-  }
-  void cancel(const TaskRecordPtr&, std::uint32_t) override {}
-  void shutdown() override {}
-  std::deque<Launch> launched;
-};
+using fakes::FakeExecutor;
 
 class MemoKernelTest : public MemoTest {
  protected:
