@@ -86,10 +86,13 @@ void MemoStore::load(const std::string& given) {
   std::error_code ec;
   if (std::filesystem::is_directory(given, ec)) {
     path = file_in(given);
-    if (!std::filesystem::exists(path, ec) && std::filesystem::exists(std::filesystem::path(given) / "tasks.pkl", ec))
-      throw BadCheckpoint(fmt::format("Failed to load checkpoint: {} holds a Parsl pickle checkpoint (tasks.pkl); "
-                                      "pervade reads its own checkpoints (tasks.db)",
-                                      given));
+    if (!std::filesystem::exists(path, ec)) {
+      if (std::filesystem::exists(std::filesystem::path(given) / "tasks.pkl", ec))
+        throw BadCheckpoint(fmt::format("Failed to load checkpoint: {} holds a Parsl pickle checkpoint (tasks.pkl); "
+                                        "pervade reads its own checkpoints (tasks.db)",
+                                        given));
+      return;  // a run that was killed before its checkpoint file was in place: nothing to load
+    }
   }
   if (!std::filesystem::exists(path, ec)) throw BadCheckpoint("Checkpoint file was not found: " + path);
   Db d;
@@ -136,23 +139,44 @@ void MemoStore::open_for_writing() {
   std::error_code ec;
   std::filesystem::create_directories(config_.dir, ec);
   if (ec) throw ConfigurationError(fmt::format("cannot create the checkpoint directory {}: {}", config_.dir, ec.message()));
-  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
-    throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, db_ ? sqlite3_errmsg(db_) : "?"));
+  if (!std::filesystem::exists(path, ec)) {
+    // Made complete under another name, then renamed: a run killed while creating it leaves no
+    // half-made tasks.db that would stop the next run from loading its checkpoints.
+    const std::string tmp = path + ".new";
+    std::filesystem::remove(tmp, ec);
+    create_file(tmp);
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, ec.message()));
+  }
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+    throw ConfigurationError(fmt::format("cannot open the checkpoint {}: {}", path, db_ ? sqlite3_errmsg(db_) : "?"));
   try {
     // WAL + synchronous=OFF: COMMIT is a write() to the WAL, no fsync. The data is then in the
     // operating system, so a killed process loses nothing committed (a power cut may).
     exec(db_, "PRAGMA journal_mode=WAL");
     exec(db_, "PRAGMA synchronous=OFF");
-    exec(db_, fmt::format("PRAGMA application_id={}", kApplicationId).c_str());
-    exec(db_, fmt::format("PRAGMA user_version={}", kFormatVersion).c_str());
-    // A rowid table without an index on key: appends stay cheap; a reader keeps the last record.
-    exec(db_, "CREATE TABLE IF NOT EXISTS memo (key BLOB NOT NULL, value BLOB NOT NULL, checksum INTEGER NOT NULL)");
   } catch (const Error& e) {
-    throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, e.what()));
+    throw ConfigurationError(fmt::format("cannot open the checkpoint {}: {}", path, e.what()));
   }
   if (sqlite3_prepare_v2(db_, "INSERT INTO memo (key, value, checksum) VALUES (?, ?, ?)", -1, &insert_, nullptr) !=
       SQLITE_OK)
-    throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, sqlite3_errmsg(db_)));
+    throw ConfigurationError(fmt::format("cannot open the checkpoint {}: {}", path, sqlite3_errmsg(db_)));
+}
+
+void MemoStore::create_file(const std::string& path) {
+  Db d;
+  if (sqlite3_open_v2(path.c_str(), &d.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+    throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, d.db ? sqlite3_errmsg(d.db) : "?"));
+  try {
+    exec(d.db, "PRAGMA journal_mode=WAL");  // persistent: stored in the file's header
+    exec(d.db, fmt::format("PRAGMA application_id={}", kApplicationId).c_str());
+    exec(d.db, fmt::format("PRAGMA user_version={}", kFormatVersion).c_str());
+    // A rowid table without an index on key: appends stay cheap; a reader keeps the last record.
+    exec(d.db, "CREATE TABLE memo (key BLOB NOT NULL, value BLOB NOT NULL, checksum INTEGER NOT NULL)");
+  } catch (const Error& e) {
+    throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, e.what()));
+  }
+  // Closing the last connection folds the WAL into the file and removes it, before the rename.
 }
 
 const std::string* MemoStore::find(const MemoKey& key) const {

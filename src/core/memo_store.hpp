@@ -67,6 +67,7 @@ class MemoStore {
  private:
   void load(const std::string& path);
   void open_for_writing();
+  static void create_file(const std::string& path);
 
   CheckpointConfig config_;
   std::unordered_map<MemoKey, std::string, MemoKeyHash> table_;

@@ -115,6 +115,24 @@ TEST_F(MemoTest, MissingFileIsBadCheckpointNamingIt) {
   }
 }
 
+TEST_F(MemoTest, CheckpointDirectoryWithoutItsFileIsEmpty) {
+  // A run killed between making its checkpoint directory and putting tasks.db in place.
+  fs::create_directories(checkpoint_dir("000"));
+  detail::MemoStore store(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(store.size(), 0u);
+  // But a Parsl pickle checkpoint is refused, naming the directory.
+  std::ofstream(fs::path(checkpoint_dir("000")) / "tasks.pkl") << "x";
+  EXPECT_THROW(detail::MemoStore(config("002", CheckpointMode::none, {checkpoint_dir("000")})), BadCheckpoint);
+}
+
+TEST_F(MemoTest, ANewCheckpointIsAValidEmptyOne) {
+  { detail::MemoStore store(config("000")); }
+  EXPECT_TRUE(fs::exists(db("000")));
+  EXPECT_FALSE(fs::exists(db("000") + ".new"));
+  detail::MemoStore reader(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(reader.size(), 0u);
+}
+
 TEST_F(MemoTest, GarbageFileIsBadCheckpointNamingIt) {
   const std::string path = (dir_ / "garbage.db").string();
   std::ofstream(path) << std::string(5000, 'x');
