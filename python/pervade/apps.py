@@ -137,12 +137,16 @@ class PythonApp(AppBase):
             self.cache = False
 
     def __call__(self, *args, **kwargs):
-        if not self.join and not self.cache and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
+        if not self.join and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
                 _SPECIAL.isdisjoint(self.kwargs):
-            # The common call: nothing to check or resolve beyond the kernel's own work.
+            # The common call: nothing to check or resolve beyond the kernel's own work (and the
+            # memo key: without stdout/stderr there is no AUTO_LOGNAME to leave out of it).
             dfk = self.data_flow_kernel or DataFlowKernelLoader._dfk or DataFlowKernelLoader.dfk()
-            return dfk._submit_task(self.func, args, {**self.kwargs, **kwargs} if self.kwargs else kwargs or None,
-                                    self._labels, self.__name__, None, -1, None, None)
+            kwargs = {**self.kwargs, **kwargs} if self.kwargs else kwargs or None
+            memo = None
+            if self.cache and dfk._memoize:
+                memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache)
+            return dfk._submit_task(self.func, args, kwargs, self._labels, self.__name__, None, -1, None, None, memo)
         dfk, kwargs, _, reserved_id, memo = self._prepare(args, kwargs)
         body = functools.partial(_run_join, self.func, dfk) if self.join else self.func
         return self._submit(dfk, body, args, kwargs, reserved_id, memo)
