@@ -374,17 +374,17 @@ Outcome PyTask::run(TaskContext& ctx) {
 }
 
 // The bytes of a memoized result, made here because this thread holds the GIL. A result that
-// cannot be pickled is not memoized (pervade.memoization.serialize_result logs it and gives None).
+// cannot be pickled is not memoized (pervade.memoization.not_memoizable logs why).
 std::string serialize_for_memo(PyObject* result) {
-  static PyObject* fn = nullptr;  // leaked on purpose, as the modules above
   try {
-    if (!fn) fn = nb::object(nb::module_::import_("pervade.memoization").attr("serialize_result")).release().ptr();
-    nb::object data = nb::borrow(fn)(nb::handle(result));
-    if (data.is_none()) return {};
-    nb::bytes b = nb::cast<nb::bytes>(data);
+    nb::bytes b = nb::cast<nb::bytes>(serialize_module().attr("serialize_value")(nb::handle(result)));
     return std::string(b.c_str(), b.size());
   } catch (nb::python_error& e) {
-    e.discard_as_unraisable("pervade: memoizing a result");
+    try {
+      nb::module_::import_("pervade.memoization").attr("not_memoizable")(nb::handle(result), e.value());
+    } catch (nb::python_error& log_error) {
+      log_error.discard_as_unraisable("pervade: reporting a result that cannot be memoized");
+    }
     return {};
   }
 }

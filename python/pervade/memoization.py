@@ -22,7 +22,6 @@ from functools import lru_cache, singledispatch
 from typing import Optional, Sequence
 
 from .errors import ConfigurationError
-from .serialize import serialize_value
 
 logger = logging.getLogger("pervade")
 
@@ -219,15 +218,11 @@ def memo_for_call(func, args, kwargs, ignore_for_cache=()):
         return lambda: make_key(func, args, kwargs, ignore_for_cache)
 
 
-def serialize_result(value):
-    """The bytes of a memoized task's result (called by the engine on the thread that ran it),
-    or None when it cannot be pickled: the task still succeeds, its result is not memoized."""
-    try:
-        return serialize_value(value)
-    except Exception as e:  # noqa: BLE001 - any pickling failure means "not memoizable"
-        logger.warning("a memoized result of type %s cannot be pickled and is not memoized: %s",
-                       type(value).__name__, e)
-        return None
+def not_memoizable(value, error) -> None:
+    """Called by the engine when a memoized task's result cannot be pickled: the task still
+    succeeds with it, but it is not memoized."""
+    logger.warning("a memoized result of type %s cannot be pickled and is not memoized: %s",
+                   type(value).__name__, error)
 
 
 # ---------------------------------------------------------------- configuration
