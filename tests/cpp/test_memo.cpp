@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -347,6 +348,72 @@ TEST_F(MemoKernelTest, PeriodicModeWritesWhenTheTimerFires) {
   EXPECT_TRUE(store->has_unwritten());
   core->fire_timers(*core->next_deadline());
   EXPECT_FALSE(store->has_unwritten());
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(MemoKernelTest, CloseWhileAKeyIsComputedFailsTheTaskAndIgnoresTheLateKey) {
+  make(config("000", CheckpointMode::none));
+  auto t = submit("", {}, /*later=*/true);
+  ASSERT_EQ(body->replies.size(), 1u);
+  core->close();
+  EXPECT_EQ(t->state(), TaskState::failed);
+  body->replies[0](key_bytes(1), nullptr);
+  core->memo_key_ready(posted[0].task, posted[0].key, posted[0].error);  // ignored
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_TRUE(ex->launched.empty());
+}
+
+// The real kernel (reactor thread, thread-pool executor): a body that serializes its result.
+class CountingBody : public TaskBody {
+ public:
+  explicit CountingBody(std::atomic<int>& runs) : runs_(runs) {}
+  Outcome run(TaskContext&) override {
+    ++runs_;
+    Outcome o = Outcome::success(1);
+    o.serialized = "bytes";
+    return o;
+  }
+
+ private:
+  std::atomic<int>& runs_;
+};
+
+TEST_F(MemoTest, DataFlowKernelAnswersFromItsCheckpointAfterARestart) {
+  std::atomic<int> runs{0};
+  auto submit = [&](DataFlowKernel& dfk, int key) {
+    TaskSpec spec;
+    spec.body = std::make_shared<CountingBody>(runs);
+    spec.func_name = "counted";
+    spec.memo_key = key_bytes(key);
+    auto t = dfk.submit(std::move(spec));
+    t->wait();
+    return t;
+  };
+  {
+    Config cfg;
+    cfg.checkpoint = config("000", CheckpointMode::manual);
+    DataFlowKernel dfk(std::move(cfg));
+    EXPECT_EQ(submit(dfk, 1)->state(), TaskState::exec_done);
+    EXPECT_EQ(submit(dfk, 1)->state(), TaskState::memo_done);
+    EXPECT_EQ(dfk.checkpoint(), 1u);
+    EXPECT_EQ(submit(dfk, 2)->state(), TaskState::exec_done);
+  }  // cleanup() writes the rest
+  EXPECT_EQ(runs.load(), 2);
+  Config cfg;
+  cfg.checkpoint = config("001", CheckpointMode::none, {checkpoint_dir("000")});
+  DataFlowKernel dfk(std::move(cfg));
+  EXPECT_EQ(submit(dfk, 1)->state(), TaskState::memo_done);
+  EXPECT_EQ(submit(dfk, 2)->state(), TaskState::memo_done);
+  EXPECT_EQ(runs.load(), 2);
+}
+
+TEST_F(MemoTest, DataFlowKernelStartFailsOnABadCheckpoint) {
+  Config cfg;
+  cfg.checkpoint = config("001", CheckpointMode::none, {(dir_ / "missing.db").string()});
+  EXPECT_THROW(DataFlowKernel dfk(std::move(cfg)), BadCheckpoint);
 }
 
 }  // namespace
