@@ -3,6 +3,7 @@
 // may submit; cleanup() and wait_for_current_tasks() must not be called from kernel or
 // executor threads (callbacks, task bodies).
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,12 +14,38 @@
 
 namespace pervade {
 
+// When memoized results are written to this run's checkpoint (Parsl's checkpoint_mode).
+enum class CheckpointMode : std::uint8_t {
+  none,       // results are memoized in memory only
+  task_exit,  // each result is in the file before its future completes (group commit)
+  periodic,   // every CheckpointConfig::period
+  dfk_exit,   // at cleanup()
+  manual,     // at DataFlowKernel::checkpoint() (and at cleanup())
+};
+
+// Size of a memo key: a digest of the function and its arguments made by the front end.
+inline constexpr std::size_t kMemoKeySize = 32;
+
+// Memoization and checkpoints. Example (reuse the results of earlier runs, write this run's):
+//   cfg.checkpoint.memoize = true;
+//   cfg.checkpoint.mode = pervade::CheckpointMode::task_exit;
+//   cfg.checkpoint.dir = "runinfo/001/checkpoint";
+//   cfg.checkpoint.files = {"runinfo/000/checkpoint"};
+struct CheckpointConfig {
+  bool memoize = false;           // keep a memo table: tasks with a memo key may be answered from it
+  CheckpointMode mode = CheckpointMode::none;
+  std::chrono::duration<double> period{0};  // periodic mode
+  std::string dir;                // this run's checkpoint directory (tasks.db is written inside)
+  std::vector<std::string> files; // checkpoints loaded at start: directories holding tasks.db, or files
+};
+
 struct Config {
   std::vector<ExecutorPtr> executors;  // empty: one ThreadPoolExecutor labelled "threads"
   int retries = 0;                     // a task is retried while its summed failure cost <= retries
   // Cost of a failure (default 1). Called on the kernel thread; must not block for long.
   std::function<double(const std::exception_ptr&, const TaskRecord&)> retry_handler;
   int internal_tasks_max_threads = 10;  // threads of the "_parsl_internal" executor (join apps)
+  CheckpointConfig checkpoint;          // memoization; loading the files may throw BadCheckpoint
 };
 
 class DataFlowKernel {
@@ -57,6 +84,9 @@ class DataFlowKernel {
   // until the kernel's thread has done it; must not be called from that thread.
   bool cancel(const TaskRecordPtr& task);
   bool closed() const;
+  // Writes the memoized results not yet in this run's checkpoint file (manual mode; any mode
+  // with a checkpoint). Returns how many were written. Example: `dfk.checkpoint();`
+  std::size_t checkpoint();
 
   std::size_t outstanding_tasks() const;  // submitted and not yet final
   std::vector<std::string> executor_labels() const;
@@ -67,6 +97,7 @@ class DataFlowKernel {
   auto submit(F&& fn, Args&&... args);
 
  private:
+  std::size_t write_checkpoint();  // on the reactor; waits for it
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -107,6 +107,12 @@ class TaskCancelled : public Error {
   using Error::Error;
 };
 
+// A checkpoint cannot be loaded (missing, not a pervade checkpoint, corrupt); names the file.
+class BadCheckpoint : public Error {
+ public:
+  using Error::Error;
+};
+
 // Message of an exception_ptr, for logs and error texts ("" if null).
 std::string describe(const std::exception_ptr& e);
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -52,11 +53,14 @@ struct Outcome {
   bool join = false;                   // join apps: the result is that of the tasks in join_on
   bool join_as_list = false;           // true: a ValueList of their values; false: join_on[0]'s value
   std::vector<TaskRecordPtr> join_on;
+  // Memoized tasks: the value serialized by the body (a RemoteBytes value needs none). Empty
+  // when it could not be serialized: the result is then not memoized.
+  std::string serialized;
 
-  static Outcome success(std::any v) { return Outcome{std::move(v), nullptr, false, false, {}}; }
-  static Outcome failure(std::exception_ptr e) { return Outcome{{}, std::move(e), false, false, {}}; }
+  static Outcome success(std::any v) { return Outcome{std::move(v), nullptr, false, false, {}, {}}; }
+  static Outcome failure(std::exception_ptr e) { return Outcome{{}, std::move(e), false, false, {}, {}}; }
   static Outcome join_tasks(std::vector<TaskRecordPtr> tasks, bool as_list) {
-    return Outcome{{}, nullptr, true, as_list, std::move(tasks)};
+    return Outcome{{}, nullptr, true, as_list, std::move(tasks), {}};
   }
 };
 
@@ -96,6 +100,14 @@ class TaskBody {
   // code into 0 or BashExitFailure. Must be cheap and must not block. Default: unchanged (a
   // Python app's value stays serialized until a Python future decodes it).
   virtual void decode_result(Outcome& out) { (void)out; }
+  // Memoized tasks whose key depends on their inputs (TaskSpec::memo_key_later): called on the
+  // reactor once the dependencies succeeded; must not block. The body computes the key
+  // elsewhere and calls reply(key) or reply with an error, from any thread, exactly once.
+  using MemoKeyReply = std::function<void(std::string key, std::exception_ptr error)>;
+  virtual void request_memo_key(const TaskContext& ctx, MemoKeyReply reply) {
+    (void)ctx;
+    reply({}, std::make_exception_ptr(std::logic_error("this task body cannot compute a memo key")));
+  }
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.
@@ -113,6 +125,11 @@ struct TaskSpec {
   std::string func_name;                     // for logs, retry handlers and error texts
   std::chrono::duration<double> walltime{0}; // 0 = none; expiry fails the try with AppTimeout
   std::shared_ptr<TaskListener> listener;    // told once, when the task is final
+  // Memoization (Config::checkpoint.memoize): a kMemoKeySize digest of the function and its
+  // arguments; a task with a key is answered from the memo table (state memo_done) when its
+  // key is there, and its successful result is recorded. Empty: not memoized.
+  std::string memo_key;
+  bool memo_key_later = false;  // the key is asked of the body once the dependencies are done
 };
 
 class TaskRecord : public std::enable_shared_from_this<TaskRecord> {

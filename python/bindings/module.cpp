@@ -225,6 +225,8 @@ nb::object exception_to_python(const std::exception_ptr& e) {
     return errors_module().attr("BadStdStreamFile")(b.what());
   } catch (const DataFlowKernelClosed& c) {
     return errors_module().attr("DataFlowKernelClosed")(c.what());
+  } catch (const BadCheckpoint& c) {
+    return errors_module().attr("BadCheckpoint")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
   } catch (const std::exception& x) {
@@ -291,9 +293,9 @@ class CompletionThread;
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
   PyTask(CompletionThread* completions, PyRef func, PyRef args, PyRef kwargs, PyRef plan, PyRef future,
-         PyRef encoded)
+         PyRef encoded, bool memoized = false, PyRef key_fn = {})
       : completions_(completions), func_(std::move(func)), args_(std::move(args)), kwargs_(std::move(kwargs)),
-        plan_(std::move(plan)), future_(std::move(future)) {
+        plan_(std::move(plan)), future_(std::move(future)), key_fn_(std::move(key_fn)), memoized_(memoized) {
     if (encoded) {  // GIL held: copy the bytes out once, so that tries can be encoded without it
       auto parts = nb::borrow<nb::tuple>(encoded.get());
       nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
@@ -308,9 +310,11 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   bool encode_remote(const TaskContext& ctx, RemoteTask* out) override;
   bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) override;
   void task_final(const TaskRecordPtr& task) override;
+  void request_memo_key(const TaskContext& ctx, MemoKeyReply reply) override;
 
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
+  void compute_memo_key(const MemoKeyReply& reply);
   void inject_stop(StopReason reason);
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
@@ -318,6 +322,8 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
  private:
   CompletionThread* completions_;
   PyRef func_, args_, kwargs_, plan_, future_;
+  PyRef key_fn_;         // memoized calls with futures: () -> key, called once the futures are done
+  bool memoized_;        // the result is pickled on the worker thread for the memo table
   std::optional<RemoteTask> encoded_;  // the call, when pickled at submit (remote-only apps); no inputs
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
@@ -326,6 +332,8 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
 };
 
 thread_local PyTask* t_current_task = nullptr;
+
+std::string serialize_for_memo(PyObject* result);
 
 PyObject* g_invoke = nullptr;  // pervade.apps._invoke_with_dependencies, set by the package
 
@@ -360,7 +368,25 @@ Outcome PyTask::run(TaskContext& ctx) {
     Py_DECREF(result);
     return out;
   }
-  return Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::steal(result)}));
+  Outcome out = Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::steal(result)}));
+  if (memoized_) out.serialized = serialize_for_memo(result);
+  return out;
+}
+
+// The bytes of a memoized result, made here because this thread holds the GIL. A result that
+// cannot be pickled is not memoized (pervade.memoization.not_memoizable logs why).
+std::string serialize_for_memo(PyObject* result) {
+  try {
+    nb::bytes b = nb::cast<nb::bytes>(serialize_module().attr("serialize_value")(nb::handle(result)));
+    return std::string(b.c_str(), b.size());
+  } catch (nb::python_error& e) {
+    try {
+      nb::module_::import_("pervade.memoization").attr("not_memoizable")(nb::handle(result), e.value());
+    } catch (nb::python_error& log_error) {
+      log_error.discard_as_unraisable("pervade: reporting a result that cannot be memoized");
+    }
+    return {};
+  }
 }
 
 // Runs on the HighThroughputExecutor's encoder thread: pickles the call once, and forwards
@@ -445,6 +471,9 @@ class CompletionThread {
   void push_interrupt(std::shared_ptr<PyTask> task, StopReason reason) {
     push(Item{std::move(task), nullptr, true, reason});
   }
+  void push_memo_key(std::shared_ptr<PyTask> task, TaskBody::MemoKeyReply reply) {
+    push(Item{std::move(task), nullptr, false, StopReason::walltime, std::move(reply)});
+  }
 
   // Delivers everything queued so far, then ends the thread. Call without the GIL.
   void stop() {
@@ -463,6 +492,7 @@ class CompletionThread {
     TaskRecordPtr record;
     bool interrupt;
     StopReason reason = StopReason::walltime;
+    TaskBody::MemoKeyReply memo_key;  // set: compute the task's memo key
   };
 
   void push(Item item) {
@@ -494,6 +524,8 @@ class CompletionThread {
       for (auto& item : batch) {
         if (item.interrupt)
           item.task->inject_stop(item.reason);
+        else if (item.memo_key)
+          item.task->compute_memo_key(item.memo_key);
         else
           item.task->complete(*item.record);
       }
@@ -534,6 +566,28 @@ void PyTask::interrupt(StopReason reason) {
 }
 
 void PyTask::task_final(const TaskRecordPtr& task) { completions_->push_final(shared_from_this(), task); }
+
+// The key of a memoized call with futures needs their values: it is computed on the completion
+// thread, after the futures it depends on (queued there before) have been completed.
+void PyTask::request_memo_key(const TaskContext&, MemoKeyReply reply) {
+  completions_->push_memo_key(shared_from_this(), std::move(reply));
+}
+
+void PyTask::compute_memo_key(const MemoKeyReply& reply) {
+  std::string key;
+  std::exception_ptr error;
+  try {
+    nb::bytes b = nb::cast<nb::bytes>(nb::borrow(key_fn_.get())());
+    key.assign(b.c_str(), b.size());
+  } catch (nb::python_error& e) {
+    e.restore();
+    error = fetch_python_error();
+  } catch (const std::exception&) {
+    error = std::current_exception();
+  }
+  key_fn_.reset();
+  reply(std::move(key), std::move(error));
+}
 
 // Completes the AppFuture. Most futures of a fan-out have no Condition yet (nobody waits on
 // them: see pervade.futures.AppFuture) and no callbacks; for those the state is written
@@ -598,10 +652,32 @@ class Executor_ {
   }
 };
 
+// pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files).
+CheckpointConfig checkpoint_config(nb::handle options) {
+  auto t = nb::cast<nb::tuple>(options);
+  static const std::pair<const char*, CheckpointMode> modes[] = {
+      {"", CheckpointMode::none},           {"task_exit", CheckpointMode::task_exit},
+      {"periodic", CheckpointMode::periodic}, {"dfk_exit", CheckpointMode::dfk_exit},
+      {"manual", CheckpointMode::manual}};
+  CheckpointConfig c;
+  c.memoize = nb::cast<bool>(t[0]);
+  const auto mode = nb::cast<std::string>(t[1]);
+  bool known = false;
+  for (const auto& [name, m] : modes)
+    if (mode == name) c.mode = m, known = true;
+  if (!known) throw ConfigurationError("unknown checkpoint mode '" + mode + "'");
+  c.period = std::chrono::duration<double>(nb::cast<double>(t[2]));
+  c.dir = nb::cast<std::string>(t[3]);
+  c.files = nb::cast<std::vector<std::string>>(t[4]);
+  return c;
+}
+
 class Kernel {
  public:
-  Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads) {
+  Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
+         nb::object checkpoint) {
     Config cfg;
+    if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
@@ -642,13 +718,23 @@ class Kernel {
 
   TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
                     nb::handle executors, const std::string& name, double walltime, nb::handle future,
-                    std::int64_t reserved_id, nb::handle encoded) {
+                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo) {
+    // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
+    const bool memoized = !memo.is_none();
+    const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
     auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
                                          kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
                                          plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
                                          PyRef::borrow(future.ptr()),
-                                         encoded.is_none() ? PyRef() : PyRef::borrow(encoded.ptr()));
+                                         encoded.is_none() ? PyRef() : PyRef::borrow(encoded.ptr()), memoized,
+                                         key_later ? PyRef::borrow(memo.ptr()) : PyRef());
     TaskSpec spec;
+    if (key_later) {
+      spec.memo_key_later = true;
+    } else if (memoized) {
+      nb::bytes key = nb::borrow<nb::bytes>(memo);
+      spec.memo_key.assign(key.c_str(), key.size());
+    }
     spec.body = task;
     spec.listener = task;
     spec.func_name = name;
@@ -689,6 +775,11 @@ class Kernel {
   }
 
   std::size_t outstanding() const { return dfk_->outstanding_tasks(); }
+
+  std::size_t checkpoint() {
+    nb::gil_scoped_release release;
+    return dfk_->checkpoint();
+  }
 
  private:
   void shutdown() {  // without the GIL
@@ -861,17 +952,20 @@ NB_MODULE(_native, m) {
       nb::arg("max_threads"), nb::arg("label"));
 
   nb::class_<Kernel>(m, "Kernel")
-      .def(nb::init<std::vector<Executor_*>, int, nb::object, int>(), nb::arg("executors"), nb::arg("retries"),
-           nb::arg("retry_handler").none(), nb::arg("internal_threads"))
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object>(), nb::arg("executors"),
+           nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
+           nb::arg("checkpoint").none() = nb::none())
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
-           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none())
+           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
+           nb::arg("memo").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
       .def("create_external", &Kernel::create_external)
       .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),
            nb::arg("exception").none())
       .def("wait_for_current_tasks", &Kernel::wait_for_current_tasks)
       .def("cleanup", &Kernel::cleanup)
+      .def("checkpoint", &Kernel::checkpoint)
       .def_prop_ro("outstanding", &Kernel::outstanding);
 
   m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),

@@ -24,6 +24,8 @@ from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, 
 from .executors import HighThroughputExecutor, ThreadPoolExecutor
 from .providers import LocalProvider, SimpleLauncher, SingleNodeLauncher
 from .futures import AppFuture
+from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
+from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
 
 __version__ = "0.1.0"
 VERSION = __version__
@@ -31,6 +33,7 @@ VERSION = __version__
 __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
     "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
+    "BasicMemoizer", "get_all_checkpoints", "get_last_checkpoint", "id_for_memo",
     "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SimpleLauncher", "SingleNodeLauncher",
     "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",

@@ -7,7 +7,7 @@ import inspect
 import os
 from concurrent.futures import Future
 
-from . import _native
+from . import _native, memoization
 from .data import DataFuture, File
 from .dataflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from .futures import AppFuture
@@ -68,8 +68,8 @@ class AppBase:
         # Reserved parameters without a default are only passed when the caller gives them.
         self._required_reserved = [k for k, v in self.kwargs.items() if v is inspect.Parameter.empty]
 
-    def _prepare(self, kwargs):
-        """Merges defaults, validates reserved keywords; returns (dfk, kwargs, streams, reserved_id)."""
+    def _prepare(self, args, kwargs):
+        """Merges defaults, validates reserved keywords; returns (dfk, kwargs, streams, reserved_id, memo)."""
         dfk = self.data_flow_kernel or DataFlowKernelLoader.dfk()
         merged = {**self.kwargs, **kwargs} if self.kwargs else kwargs
         if self._required_reserved:
@@ -78,12 +78,14 @@ class AppBase:
                     del merged[key]
         reserved_id = -1
         streams = {}
+        ignore = self.ignore_for_cache
         if "stdout" in merged or "stderr" in merged:
             for name in ("stdout", "stderr"):
                 spec = merged.get(name)
                 if spec is None:
                     continue
                 if isinstance(spec, int) and not isinstance(spec, bool) and spec == AUTO_LOGNAME:
+                    ignore = ignore + [name]  # a per-task path: the same call would never match
                     if reserved_id < 0:
                         reserved_id = dfk.reserve_task_id()
                     spec = self._auto_logname(dfk, reserved_id, name, merged)
@@ -100,7 +102,13 @@ class AppBase:
         if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
                                      or walltime <= 0):
             raise ValueError(f"walltime must be a positive number of seconds, got {walltime!r}")
-        return dfk, merged, streams, reserved_id
+        return dfk, merged, streams, reserved_id, self._memo(dfk, args, merged, ignore)
+
+    def _memo(self, dfk, args, kwargs, ignore):
+        """The call's memo key (or a maker of it, with futures among the arguments), or None."""
+        if not self.cache or not dfk._memoize:
+            return None
+        return memoization.memo_for_call(self.func, args, kwargs, ignore)
 
     def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
         if dfk.config.std_autopath is not None:
@@ -110,9 +118,9 @@ class AppBase:
                                             "" if label is None else "_" + str(label), name)
         return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
 
-    def _submit(self, dfk, body, args, kwargs, reserved_id):
+    def _submit(self, dfk, body, args, kwargs, reserved_id, memo=None):
         fut = dfk._submit_task(body, args, kwargs or None, self._labels, self.__name__, kwargs.get("walltime"),
-                               reserved_id, kwargs.get("stdout"), kwargs.get("stderr"))
+                               reserved_id, kwargs.get("stdout"), kwargs.get("stderr"), memo)
         outputs = kwargs.get("outputs")
         if outputs:
             fut._outputs = [DataFuture(fut, f, tid=fut.tid) for f in outputs]
@@ -123,17 +131,25 @@ class PythonApp(AppBase):
     def __init__(self, func, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None, join=False):
         super().__init__(func, data_flow_kernel, ["_parsl_internal"] if join else executors, cache, ignore_for_cache)
         self.join = join
+        # A join's value is that of the tasks it waits for, which memoize themselves; the join
+        # itself is not memoized (its result is not bytes the engine could store).
+        if join:
+            self.cache = False
 
     def __call__(self, *args, **kwargs):
         if not self.join and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
                 _SPECIAL.isdisjoint(self.kwargs):
-            # The common call: nothing to check or resolve beyond the kernel's own work.
+            # The common call: nothing to check or resolve beyond the kernel's own work (and the
+            # memo key: without stdout/stderr there is no AUTO_LOGNAME to leave out of it).
             dfk = self.data_flow_kernel or DataFlowKernelLoader._dfk or DataFlowKernelLoader.dfk()
-            return dfk._submit_task(self.func, args, {**self.kwargs, **kwargs} if self.kwargs else kwargs or None,
-                                    self._labels, self.__name__, None, -1, None, None)
-        dfk, kwargs, _, reserved_id = self._prepare(kwargs)
+            kwargs = {**self.kwargs, **kwargs} if self.kwargs else kwargs or None
+            memo = None
+            if self.cache and dfk._memoize:
+                memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache)
+            return dfk._submit_task(self.func, args, kwargs, self._labels, self.__name__, None, -1, None, None, memo)
+        dfk, kwargs, _, reserved_id, memo = self._prepare(args, kwargs)
         body = functools.partial(_run_join, self.func, dfk) if self.join else self.func
-        return self._submit(dfk, body, args, kwargs, reserved_id)
+        return self._submit(dfk, body, args, kwargs, reserved_id, memo)
 
 
 class BashApp(AppBase):
@@ -147,9 +163,9 @@ class BashApp(AppBase):
             pass
 
     def __call__(self, *args, **kwargs):
-        dfk, kwargs, streams, reserved_id = self._prepare(kwargs)
+        dfk, kwargs, streams, reserved_id, memo = self._prepare(args, kwargs)
         body = functools.partial(_run_bash, self.func, self.__name__, streams.get("stdout"), streams.get("stderr"))
-        return self._submit(dfk, body, args, kwargs, reserved_id)
+        return self._submit(dfk, body, args, kwargs, reserved_id, memo)
 
 
 def _run_bash(func, name, stdout, stderr, /, *args, **kwargs):

@@ -25,9 +25,14 @@ class Config:
     internal_tasks_max_threads: threads for join apps and lifted future operations.
     garbage_collect: accepted for compatibility; finished task records are always freed.
     initialize_logging: write <run_dir>/pervade.log.
-    strategy, strategy_period, max_idletime, monitoring, usage_tracking, project_name,
-    memoizer, dependency_resolver, std_autopath, app_cache, checkpoint_*: accepted and stored;
+    memoizer: a pervade.memoization.BasicMemoizer (checkpoint_mode, checkpoint_files,
+        checkpoint_period, memoize), as in current Parsl; default: memoization in memory only.
+    app_cache, checkpoint_files, checkpoint_mode, checkpoint_period: the same settings the way
+        older Parsl took them (app_cache is BasicMemoizer's memoize); not together with memoizer.
+        See docs/python.md, "Memoization and checkpoints".
     std_autopath(task_record, "stdout"|"stderr") -> path replaces the AUTO_LOGNAME path.
+    strategy, strategy_period, max_idletime, monitoring, usage_tracking, project_name,
+    dependency_resolver: accepted and stored.
     """
 
     def __init__(self, executors: Optional[Iterable[ParslExecutor]] = None, memoizer=None, dependency_resolver=None,
@@ -60,6 +65,7 @@ class Config:
             raise ConfigurationError(f"Usage Tracking values must be 0, 1, 2, or 3 and not {usage_tracking}")
         if checkpoint_mode not in _CHECKPOINT_MODES:
             raise ConfigurationError(f"checkpoint_mode must be one of {_CHECKPOINT_MODES}, got {checkpoint_mode!r}")
+        self._memo = _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period)
         self._executors = tuple(executors)
         self.memoizer = memoizer
         self.dependency_resolver = dependency_resolver
@@ -89,3 +95,20 @@ class Config:
     def __repr__(self) -> str:
         return (f"Config(executors={list(self._executors)!r}, retries={self.retries}, "
                 f"run_dir={self.run_dir!r}, exit_mode={self.exit_mode!r})")
+
+
+def _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period):
+    """The BasicMemoizer in effect: the one given (current Parsl), or one made of the older
+    Config(app_cache=, checkpoint_*=) options. Both at once is ambiguous."""
+    from .memoization import BasicMemoizer
+    old_style = checkpoint_files is not None or checkpoint_mode is not None or checkpoint_period is not None
+    if memoizer is None:
+        return BasicMemoizer(checkpoint_files=checkpoint_files, checkpoint_mode=checkpoint_mode,
+                             checkpoint_period=checkpoint_period, memoize=app_cache)
+    if not isinstance(memoizer, BasicMemoizer):
+        raise ConfigurationError(f"memoizer must be a pervade.memoization.BasicMemoizer, got {memoizer!r}")
+    if old_style or app_cache is not True:
+        raise ConfigurationError("give the checkpoint settings either to memoizer=BasicMemoizer(...) or as "
+                                 "Config(app_cache=..., checkpoint_mode=..., checkpoint_files=..., "
+                                 "checkpoint_period=...), not both")
+    return memoizer

@@ -9,7 +9,7 @@ import os
 import threading
 from concurrent.futures import Future
 
-from . import _native, serialize
+from . import _native, memoization, serialize
 from .config import Config
 from .data import DataFuture, File
 from .errors import ConfigurationError, NoDataFlowKernelError
@@ -93,8 +93,12 @@ class DataFlowKernel:
         for e in self.config.executors:
             e.run_dir = self.run_dir
         natives = [e._native_executor() for e in self.config.executors]
+        memo = self.config._memo
+        self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        # May raise BadCheckpoint (a checkpoint file that cannot be read).
         self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
-                                      self.config.internal_tasks_max_threads)
+                                      self.config.internal_tasks_max_threads,
+                                      memo.native_options(self.run_dir, self.config.run_dir))
         self._lock = threading.Lock()
         self.cleanup_called = False
         atexit.register(self.atexit_cleanup)
@@ -105,10 +109,15 @@ class DataFlowKernel:
     def submit(self, func, app_args=(), executors="all", cache=False, ignore_for_cache=None, app_kwargs=None,
                join=False, func_name=None, walltime=None, reserved_id=-1, stdout=None, stderr=None) -> AppFuture:
         """Submits func(*app_args, **app_kwargs) once its future arguments are done (Parsl's signature)."""
+        memo = None
+        if cache and self._memoize:
+            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or ())
         return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
-                                 func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr)
+                                 func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr,
+                                 memo)
 
-    def _submit_task(self, func, args, kwargs, labels, name, walltime, reserved_id, stdout, stderr) -> AppFuture:
+    def _submit_task(self, func, args, kwargs, labels, name, walltime, reserved_id, stdout, stderr,
+                     memo=None) -> AppFuture:
         """The apps' path (positional, no checks the app already made): kept lean, it runs per call."""
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
@@ -137,7 +146,7 @@ class DataFlowKernel:
                         if isinstance(v, Future):
                             deps, plan = self._add_dependency(deps, plan, v, 2, i)
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id, encoded)
+                                          reserved_id, encoded, memo)
         return fut
 
     def _add_dependency(self, deps, plan, future, kind, key):
@@ -176,6 +185,11 @@ class DataFlowKernel:
 
         future.add_done_callback(done)
         return handle
+
+    def checkpoint(self) -> int:
+        """Writes the memoized results not yet in this run's checkpoint (<run_dir>/checkpoint);
+        returns how many. For checkpoint_mode="manual"; harmless in the other modes."""
+        return self._kernel.checkpoint()
 
     def reserve_task_id(self) -> int:
         return self._kernel.reserve_id()

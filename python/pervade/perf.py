@@ -1,6 +1,7 @@
 """pervade perf: measure a configuration the way parsl-perf does, plus latency modes.
 
   pervade perf [--config FILE] [--time S] [--argsize BYTES] [--iterate MODE] [--mode MODE] [--json]
+               [--checkpoint MODE]
 
 Modes:
   throughput  parsl-perf's workload: batches of a no-op app that returns 7 (with --argsize
@@ -10,6 +11,11 @@ Modes:
               reports the time per link of the chain (dependency + dispatch + run latency).
   roundtrip   submit one task, wait for its result, repeat --tasks times; reports the median
               and 99th percentile of the per-task round trip.
+
+--checkpoint MODE (throughput mode) measures memoization's cost: the no-op app gets cache=True
+and a distinct argument per task (so that no call is a memo hit), and the run writes a
+checkpoint in MODE (task_exit, periodic (every second), dfk_exit, manual), or keeps results in
+memory only (memory). Earlier checkpoints are not loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import importlib.util
 import json
 import statistics
 import sys
+import itertools
 import time
 from concurrent.futures import as_completed
 
@@ -28,6 +35,11 @@ from pervade import python_app
 
 @python_app
 def app(extra_payload, parsl_resource_specification={}):  # noqa: B006 - Parsl's signature
+    return 7
+
+
+@python_app(cache=True)
+def cached_app(index, extra_payload, parsl_resource_specification={}):  # noqa: B006
     return 7
 
 
@@ -67,12 +79,17 @@ def throughput(args, say):
     payload = "x" * args.argsize
     sizes = args.iterate if isinstance(args.iterate, list) else None
     n = sizes[0] if sizes else 10
+    index = itertools.count()
     iteration = 1
     results = []
     while True:
         say(f"==== Iteration {iteration} ====\nWill run {n} tasks")
         start = time.perf_counter()
-        futures = [app(payload, parsl_resource_specification=args.resources) for _ in range(n)]
+        if args.checkpoint:
+            futures = [cached_app(next(index), payload, parsl_resource_specification=args.resources)
+                       for _ in range(n)]
+        else:
+            futures = [app(payload, parsl_resource_specification=args.resources) for _ in range(n)]
         submitted = time.perf_counter() - start
         say(f"All {n} tasks submitted ... waiting for completion")
         for f in as_completed(futures):
@@ -98,7 +115,7 @@ def throughput(args, say):
             if not (delta < 0.75 * args.time or iteration <= 2):
                 break
             n = max(1, int(args.time * rate))
-    return {"mode": "throughput", "argsize": args.argsize, "iterations": results,
+    return {"mode": "throughput", "argsize": args.argsize, "checkpoint": args.checkpoint, "iterations": results,
             "tasks_per_second": results[-1]["tasks_per_second"]}
 
 
@@ -145,6 +162,8 @@ def main(argv=None) -> int:
                         help="estimate (default), exponential, or a comma-separated list of batch sizes")
     parser.add_argument("--mode", choices=("throughput", "chain", "roundtrip"), default="throughput")
     parser.add_argument("--tasks", type=int, default=10000, help="tasks for chain and roundtrip modes (default 10000)")
+    parser.add_argument("--checkpoint", choices=("memory", "task_exit", "periodic", "dfk_exit", "manual"),
+                        help="throughput mode: memoize each task (distinct keys) and checkpoint in this mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results, nothing else")
     parser.add_argument("--version", action="version", version=f"pervade perf from pervade {pervade.__version__}")
     args = parser.parse_args(argv)
@@ -156,6 +175,10 @@ def main(argv=None) -> int:
         parser.error(f"--resources is not a Python expression: {e}")
     say = (lambda *_: None) if args.json else (lambda text: print(text, flush=True))
     config = load_config(args.config, args.threads)
+    if args.checkpoint:
+        mode = None if args.checkpoint == "memory" else args.checkpoint
+        config._memo = pervade.BasicMemoizer(checkpoint_mode=mode, checkpoint_files=[],
+                                             checkpoint_period=1 if mode == "periodic" else None)
     with pervade.load(config):
         result = {"throughput": throughput, "chain": chain, "roundtrip": roundtrip}[args.mode](args, say)
         say("Tests complete - leaving DFK block")

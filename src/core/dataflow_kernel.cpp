@@ -35,14 +35,24 @@ struct CancelEvent {
   TaskRecordPtr task;
   std::promise<bool>* done;
 };
+struct MemoKeyEvent {
+  TaskRecordPtr task;
+  std::string key;
+  std::exception_ptr error;
+};
+struct CheckpointEvent {
+  std::promise<std::size_t>* done;
+};
 struct StopEvent {};
-using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, CancelEvent, StopEvent>;
+using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, CancelEvent,
+                           MemoKeyEvent, CheckpointEvent, StopEvent>;
 
 thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
 }  // namespace
 
 struct DataFlowKernel::Impl final : CompletionSink {
   std::vector<ExecutorPtr> executors;
+  std::unique_ptr<detail::MemoStore> memo;  // before core, which uses it
   std::unique_ptr<detail::KernelCore> core;
   std::thread reactor;
 
@@ -124,6 +134,10 @@ struct DataFlowKernel::Impl final : CompletionSink {
                 core->add_callback(e.task, std::move(e.fn));
               } else if constexpr (std::is_same_v<E, CancelEvent>) {
                 e.done->set_value(core->cancel(e.task));
+              } else if constexpr (std::is_same_v<E, MemoKeyEvent>) {
+                core->memo_key_ready(e.task, std::move(e.key), std::move(e.error));
+              } else if constexpr (std::is_same_v<E, CheckpointEvent>) {
+                e.done->set_value(core->checkpoint());
               } else if constexpr (std::is_same_v<E, CloseEvent>) {
                 core->close();
                 e.done->set_value();
@@ -162,6 +176,13 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   opts.retry_handler = std::move(config.retry_handler);
   Impl* raw = &im;
   opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
+  if (config.checkpoint.memoize) {
+    im.memo = std::make_unique<detail::MemoStore>(config.checkpoint);  // may throw BadCheckpoint
+    opts.memo = im.memo.get();
+    opts.post_memo_key = [raw](const TaskRecordPtr& task, std::string key, std::exception_ptr error) {
+      raw->push(MemoKeyEvent{task, std::move(key), std::move(error)});
+    };
+  }
   im.core = std::make_unique<detail::KernelCore>(std::move(opts), im.executors);
   for (auto& ex : im.executors) ex->start(im);
   im.reactor = std::thread([raw] {
@@ -238,6 +259,7 @@ void DataFlowKernel::cleanup() {
   // reactor keeps processing those completions until every task is final.
   for (auto& ex : im.executors) ex->shutdown();
   wait_for_current_tasks();
+  if (im.memo) write_checkpoint();  // dfk_exit, and what periodic/manual modes have not written yet
   im.push(StopEvent{});
   im.reactor.join();
   im.cleaned_up = true;
@@ -251,6 +273,20 @@ bool DataFlowKernel::cancel(const TaskRecordPtr& task) {
   if (im.cleaned_up) return false;
   std::promise<bool> done;
   im.push(CancelEvent{task, &done});
+  return done.get_future().get();
+}
+
+std::size_t DataFlowKernel::checkpoint() {
+  auto& im = *impl_;
+  if (t_reactor_of == &im) throw Error("checkpoint() called from the kernel's own thread");
+  std::lock_guard guard(im.cleanup_mutex);  // the reactor runs until cleanup() has finished
+  if (im.cleaned_up || !im.memo) return 0;
+  return write_checkpoint();
+}
+
+std::size_t DataFlowKernel::write_checkpoint() {
+  std::promise<std::size_t> done;
+  impl_->push(CheckpointEvent{&done});
   return done.get_future().get();
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "pervade/errors.hpp"
+#include "pervade/remote.hpp"
 
 namespace pervade::detail {
 
@@ -22,6 +23,7 @@ KernelCore::KernelCore(KernelOptions options, std::vector<ExecutorPtr> executors
     by_label_.emplace(executors_[i]->label(), i);
     if (executors_[i]->label() != options_.internal_label) user_executors_.push_back(i);
   }
+  if (options_.memo) options_.memo->schedule_next(options_.now());
 }
 
 bool KernelCore::has_executor(const std::string& label) const { return by_label_.contains(label); }
@@ -69,6 +71,8 @@ void KernelCore::deps_ready(TaskRecord& t) {
   } else if (!t.failed_deps_.empty()) {
     auto failed = std::move(t.failed_deps_);
     finish(t, TaskState::dep_fail, {}, std::make_exception_ptr(DependencyError(std::move(failed), t.id())));
+  } else if (options_.memo && (!t.spec_.memo_key.empty() || t.spec_.memo_key_later)) {
+    launch_or_recall(t);
   } else {
     launch(t);
   }
@@ -113,6 +117,7 @@ void KernelCore::launch(TaskRecord& t) {
 }
 
 void KernelCore::flush() {
+  commit_memoized();
   for (std::size_t i = 0; i < outbox_.size(); ++i) {
     if (outbox_[i].empty()) continue;
     // Swap out first: an executor may complete synchronously (fakes in tests do).
@@ -157,7 +162,7 @@ void KernelCore::complete(Completion&& done) {
     else
       wait_in_table(t);
   } else {
-    finish(t, TaskState::exec_done, std::move(out.value), nullptr);
+    finish_success(t, out);
   }
   drain_finished();
 }
@@ -202,12 +207,84 @@ void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
   }
 }
 
-void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error) {
+void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error,
+                        bool after_commit) {
   assert(!t.done());
   t.value_ = std::move(value);
   t.error_ = std::move(error);
   set_state(t, state);
-  finishing_.push_back(t.shared_from_this());
+  (after_commit ? committing_ : finishing_).push_back(t.shared_from_this());
+}
+
+// ---- memoization
+
+void KernelCore::launch_or_recall(TaskRecord& t) {
+  if (t.spec_.memo_key_later) {
+    if (closed_) return launch(t);  // fails it with DataFlowKernelClosed
+    // The key depends on the inputs' values: the body computes it off the reactor.
+    wait_in_table(t);
+    TaskContext ctx(t, t.try_id_, t.spec_.dependencies);
+    t.spec_.body->request_memo_key(ctx, [post = options_.post_memo_key, task = t.shared_from_this()](
+                                            std::string key, std::exception_ptr error) {
+      post(task, std::move(key), std::move(error));
+    });
+    return;
+  }
+  if (const std::string* bytes = options_.memo->find(to_memo_key(t.spec_.memo_key)); bytes && !closed_) {
+    leave_table(t);
+    finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr);
+    return;
+  }
+  launch(t);
+}
+
+void KernelCore::memo_key_ready(const TaskRecordPtr& task, std::string key, std::exception_ptr error) {
+  TaskRecord& t = *task;
+  if (t.done()) return;  // cancelled, or failed by close(), while the key was computed
+  t.spec_.memo_key_later = false;
+  if (error || key.size() != kMemoKeySize) {
+    if (!error)
+      error = std::make_exception_ptr(Error("memo key of task " + std::to_string(t.id().value) + " has " +
+                                            std::to_string(key.size()) + " bytes, not " + std::to_string(kMemoKeySize)));
+    leave_table(t);
+    finish(t, TaskState::failed, {}, std::move(error));
+  } else {
+    t.spec_.memo_key = std::move(key);
+    launch_or_recall(t);
+  }
+  drain_finished();
+}
+
+void KernelCore::finish_success(TaskRecord& t, Outcome& out) {
+  MemoStore* memo = options_.memo;
+  if (!memo || t.spec_.memo_key.empty()) return finish(t, TaskState::exec_done, std::move(out.value), nullptr);
+  // Results that arrived from a pool are already bytes; a local body serialized its own.
+  std::string bytes;
+  if (const auto* remote = std::any_cast<RemoteBytes>(&out.value))
+    bytes = remote->bytes;
+  else
+    bytes = std::move(out.serialized);
+  if (bytes.empty()) return finish(t, TaskState::exec_done, std::move(out.value), nullptr);
+  memo->record(to_memo_key(t.spec_.memo_key), std::move(bytes));
+  // task_exit: the future completes only once its result is in the file (commit_memoized).
+  finish(t, TaskState::exec_done, std::move(out.value), nullptr,
+         memo->mode() == CheckpointMode::task_exit && memo->has_unwritten());
+}
+
+void KernelCore::commit_memoized() {
+  if (committing_.empty()) return;
+  options_.memo->write();  // one transaction for the whole batch (group commit)
+  for (auto& t : committing_) finishing_.push_back(std::move(t));
+  committing_.clear();
+  drain_finished();
+}
+
+std::size_t KernelCore::checkpoint() {
+  if (!options_.memo) return 0;
+  const bool committing = !committing_.empty();
+  const std::size_t n = options_.memo->write();
+  if (committing) commit_memoized();
+  return n;
 }
 
 void KernelCore::drain_finished() {
@@ -252,6 +329,10 @@ void KernelCore::add_callback(const TaskRecordPtr& task, std::function<void(cons
 }
 
 void KernelCore::fire_timers(TimePoint now) {
+  if (options_.memo && options_.memo->next_write() <= now) {
+    options_.memo->write();
+    options_.memo->schedule_next(now);
+  }
   while (!timers_.empty() && timers_.begin()->first <= now) {
     Timer timer = std::move(timers_.begin()->second);
     timers_.erase(timers_.begin());
@@ -268,8 +349,11 @@ void KernelCore::fire_timers(TimePoint now) {
 }
 
 std::optional<TimePoint> KernelCore::next_deadline() const {
-  if (timers_.empty()) return std::nullopt;
-  return timers_.begin()->first;
+  std::optional<TimePoint> next;
+  if (!timers_.empty()) next = timers_.begin()->first;
+  if (options_.memo && options_.memo->next_write() != TimePoint::max())
+    next = std::min(next.value_or(TimePoint::max()), options_.memo->next_write());
+  return next;
 }
 
 bool KernelCore::cancel(const TaskRecordPtr& task) {

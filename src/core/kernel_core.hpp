@@ -14,6 +14,7 @@
 
 #include "pervade/executor.hpp"
 #include "pervade/task.hpp"
+#include "core/memo_store.hpp"
 
 namespace pervade::detail {
 
@@ -28,6 +29,10 @@ struct KernelOptions {
   std::function<TimePoint()> now;                    // the clock (fake in tests)
   std::function<void(const TaskRecordPtr&)> on_final;// told after each (non-external) task is final
   std::string internal_label = "_parsl_internal";    // never chosen for "any executor"
+  MemoStore* memo = nullptr;                         // memoization on (owned by the caller)
+  // Delivers a key asked of a body (TaskBody::request_memo_key) back to the core, which takes
+  // it in memo_key_ready. Called on any thread.
+  std::function<void(const TaskRecordPtr&, std::string, std::exception_ptr)> post_memo_key;
 };
 
 class KernelCore {
@@ -50,8 +55,13 @@ class KernelCore {
   bool cancel(const TaskRecordPtr& task);
   // Fails every task that has not been launched with DataFlowKernelClosed; later launches fail too.
   void close();
-  // Hands the launches gathered since the last flush to their executors, in batches.
+  // Hands the launches gathered since the last flush to their executors, in batches. First
+  // writes the results memoized in this batch (task_exit mode), then completes their tasks.
   void flush();
+  // A key asked of a task's body arrived (or computing it failed, which fails the task).
+  void memo_key_ready(const TaskRecordPtr& task, std::string key, std::exception_ptr error);
+  // Writes the memoized results not yet in the checkpoint file; returns how many.
+  std::size_t checkpoint();
 
   std::size_t live_tasks() const { return live_; }
   bool has_executor(const std::string& label) const;
@@ -60,7 +70,11 @@ class KernelCore {
   void deps_ready(TaskRecord& t);
   void launch(TaskRecord& t);
   void fail_try(TaskRecord& t, std::exception_ptr error);
-  void finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error);
+  void finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error, bool after_commit = false);
+  // Memoization (memo_store.hpp): answer from the table or launch; record a successful result.
+  void launch_or_recall(TaskRecord& t);
+  void finish_success(TaskRecord& t, Outcome& out);
+  void commit_memoized();
   void drain_finished();
   void finish_join(TaskRecord& t);
   std::size_t pick_executor(const TaskRecord& t);
@@ -78,6 +92,7 @@ class KernelCore {
   std::unordered_map<TaskId, TaskRecordPtr> waiting_;
   std::size_t live_ = 0;
   std::vector<TaskRecordPtr> finishing_;     // worklist: avoids recursion through long chains
+  std::vector<TaskRecordPtr> committing_;    // task_exit: final, completed once their results are written
   bool draining_ = false;
   bool closed_ = false;
   struct Timer {

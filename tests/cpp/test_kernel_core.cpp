@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "core/kernel_core.hpp"
+#include "fake_executor.hpp"
 #include "pervade/errors.hpp"
 
 using namespace pervade;
@@ -18,18 +19,7 @@ class NoopBody : public TaskBody {
   Outcome run(TaskContext&) override { return Outcome::success({}); }
 };
 
-class FakeExecutor : public Executor {
- public:
-  using Executor::Executor;
-  void start(CompletionSink&) override {}
-  void submit(std::span<Launch> launches) override {
-    for (auto& l : launches) launched.push_back(std::move(l));
-  }
-  void cancel(const TaskRecordPtr& task, std::uint32_t try_id) override { cancelled.emplace_back(task->id(), try_id); }
-  void shutdown() override {}
-  std::deque<Launch> launched;
-  std::vector<std::pair<TaskId, std::uint32_t>> cancelled;
-};
+using fakes::FakeExecutor;
 
 struct FakeClock {
   detail::TimePoint t{};

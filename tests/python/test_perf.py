@@ -23,6 +23,21 @@ def test_throughput_with_iterate_list(tmp_path):
     assert result["tasks_per_second"] > 0
 
 
+def test_throughput_with_checkpoint(tmp_path):
+    proc = run([sys.executable, "-m", "pervade.perf", "--time", "0.5", "--iterate", "100,200", "--checkpoint",
+                "task_exit", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["checkpoint"] == "task_exit"
+    assert [it["tasks"] for it in result["iterations"]] == [100, 200]
+    # Every task had its own key: all 300 results are in the run's checkpoint.
+    import glob
+    import sqlite3
+    (db,) = glob.glob(str(tmp_path / "runinfo" / "*" / "checkpoint" / "tasks.db"))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM memo").fetchone()[0] == 300
+
+
 def test_chain_mode(tmp_path):
     proc = run([sys.executable, "-m", "pervade.perf", "--mode", "chain", "--tasks", "200", "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr

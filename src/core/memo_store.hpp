@@ -1,0 +1,81 @@
+#pragma once
+// The memo table and its checkpoint file. Single-threaded: only the DataFlowKernel's reactor
+// (through KernelCore) or a unit test may call it.
+//
+// Results are kept as serialized bytes under a fixed-size key (a digest the front end computes
+// from the function and its arguments). A checkpoint is a SQLite database in WAL mode with
+// synchronous=OFF: a committed transaction is in the operating system once COMMIT returns, so
+// it survives the process being killed at any moment (not a power failure). See
+// docs/checkpoints.md for why this store was chosen.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "pervade/dataflow_kernel.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace pervade::detail {
+
+using MemoKey = std::array<unsigned char, kMemoKeySize>;
+
+struct MemoKeyHash {
+  std::size_t operator()(const MemoKey& k) const noexcept {
+    std::size_t h;  // the key is already a digest: its first bytes are a good hash
+    std::memcpy(&h, k.data(), sizeof h);
+    return h;
+  }
+};
+
+// Turns the bytes a front end gives into a key; throws ConfigurationError if the size is wrong.
+MemoKey to_memo_key(const std::string& bytes);
+
+class MemoStore {
+ public:
+  // Loads every file of config.checkpoint_files, then opens config.checkpoint_dir/tasks.db for
+  // writing when a checkpoint mode is set. Throws BadCheckpoint naming the file that cannot be
+  // read (missing, not a pervade checkpoint, corrupt record).
+  explicit MemoStore(const CheckpointConfig& config);
+  ~MemoStore();
+  MemoStore(const MemoStore&) = delete;
+  MemoStore& operator=(const MemoStore&) = delete;
+
+  // The stored result bytes, or nullptr.
+  const std::string* find(const MemoKey& key) const;
+  // Adds a result to the table and, when checkpointing, to the records of the next write.
+  void record(const MemoKey& key, std::string bytes);
+  // Writes the records gathered since the last write in one transaction; returns how many.
+  // An I/O error is reported on stderr once and checkpointing stops (the results stay in the
+  // in-memory table): losing a checkpoint must not fail the tasks that produced it.
+  std::size_t write();
+  bool has_unwritten() const { return !unwritten_.empty(); }
+
+  CheckpointMode mode() const { return config_.mode; }
+  std::size_t size() const { return table_.size(); }
+  // Periodic mode: when the next write is due (time_point::max() otherwise).
+  std::chrono::steady_clock::time_point next_write() const { return next_write_; }
+  void schedule_next(std::chrono::steady_clock::time_point now);
+
+  // The file this run writes: <checkpoint_dir>/tasks.db.
+  static std::string file_in(const std::string& dir);
+
+ private:
+  void load(const std::string& path);
+  void open_for_writing();
+  static void create_file(const std::string& path);
+
+  CheckpointConfig config_;
+  std::unordered_map<MemoKey, std::string, MemoKeyHash> table_;
+  std::vector<MemoKey> unwritten_;  // keys whose bytes are in table_ but not yet in the file
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;
+  bool broken_ = false;
+  std::chrono::steady_clock::time_point next_write_ = std::chrono::steady_clock::time_point::max();
+};
+
+}  // namespace pervade::detail

@@ -1,0 +1,419 @@
+// The memo table and its checkpoint file (real SQLite files in a temporary directory), and the
+// kernel's use of them driven synchronously with a fake executor: hits, misses, restart from a
+// file, task_exit group commit, damaged files.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+
+#include "core/kernel_core.hpp"
+#include "fake_executor.hpp"
+#include "core/memo_store.hpp"
+#include "pervade/errors.hpp"
+#include "pervade/remote.hpp"
+
+using namespace pervade;
+namespace fs = std::filesystem;
+
+namespace {
+
+detail::MemoKey key_of(int i) {
+  std::string k(kMemoKeySize, '\0');
+  std::snprintf(k.data(), k.size(), "key-%d", i);
+  return detail::to_memo_key(k);
+}
+
+std::string key_bytes(int i) {
+  auto k = key_of(i);
+  return std::string(reinterpret_cast<const char*>(k.data()), k.size());
+}
+
+class MemoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("pervade_memo_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  CheckpointConfig config(const std::string& run, CheckpointMode mode = CheckpointMode::task_exit,
+                          std::vector<std::string> files = {}) {
+    CheckpointConfig c;
+    c.memoize = true;
+    c.mode = mode;
+    c.dir = (dir_ / run / "checkpoint").string();
+    c.files = std::move(files);
+    return c;
+  }
+  std::string checkpoint_dir(const std::string& run) { return (dir_ / run / "checkpoint").string(); }
+  std::string db(const std::string& run) { return detail::MemoStore::file_in(checkpoint_dir(run)); }
+
+  // Writes n records in run "000" and closes the store.
+  void write_records(int n) {
+    detail::MemoStore store(config("000"));
+    for (int i = 0; i < n; ++i) store.record(key_of(i), "value-" + std::to_string(i));
+    EXPECT_EQ(store.write(), static_cast<std::size_t>(n));
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(MemoTest, HitsAndMissesInMemory) {
+  CheckpointConfig c;
+  c.memoize = true;
+  detail::MemoStore store(c);
+  EXPECT_EQ(store.find(key_of(1)), nullptr);
+  store.record(key_of(1), "one");
+  ASSERT_NE(store.find(key_of(1)), nullptr);
+  EXPECT_EQ(*store.find(key_of(1)), "one");
+  EXPECT_EQ(store.find(key_of(2)), nullptr);
+  EXPECT_EQ(store.write(), 0u);  // no checkpoint mode: nothing is written anywhere
+}
+
+TEST_F(MemoTest, RestartLoadsEveryRecordAndTheLastOfAKeyWins) {
+  {
+    detail::MemoStore store(config("000"));
+    store.record(key_of(1), "first");
+    store.record(key_of(2), "two");
+    EXPECT_EQ(store.write(), 2u);
+    store.record(key_of(1), "second");
+    EXPECT_EQ(store.write(), 1u);
+  }
+  detail::MemoStore again(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(again.size(), 2u);
+  EXPECT_EQ(*again.find(key_of(1)), "second");
+  EXPECT_EQ(*again.find(key_of(2)), "two");
+  EXPECT_EQ(again.find(key_of(3)), nullptr);
+  // The file itself may be named instead of its directory.
+  detail::MemoStore by_file(config("002", CheckpointMode::none, {db("000")}));
+  EXPECT_EQ(by_file.size(), 2u);
+}
+
+TEST_F(MemoTest, UnwrittenRecordsAreNotInTheFile) {
+  {
+    detail::MemoStore store(config("000", CheckpointMode::manual));
+    store.record(key_of(1), "one");
+    store.write();
+    store.record(key_of(2), "two");  // never written: the process "dies" here
+  }
+  detail::MemoStore again(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_NE(again.find(key_of(1)), nullptr);
+  EXPECT_EQ(again.find(key_of(2)), nullptr);
+}
+
+TEST_F(MemoTest, MissingFileIsBadCheckpointNamingIt) {
+  const std::string missing = (dir_ / "nowhere" / "tasks.db").string();
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {missing}));
+    FAIL() << "no error";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(MemoTest, CheckpointDirectoryWithoutItsFileIsEmpty) {
+  // A run killed between making its checkpoint directory and putting tasks.db in place.
+  fs::create_directories(checkpoint_dir("000"));
+  detail::MemoStore store(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(store.size(), 0u);
+  // But a Parsl pickle checkpoint is refused, naming the directory.
+  std::ofstream(fs::path(checkpoint_dir("000")) / "tasks.pkl") << "x";
+  EXPECT_THROW(detail::MemoStore(config("002", CheckpointMode::none, {checkpoint_dir("000")})), BadCheckpoint);
+}
+
+TEST_F(MemoTest, ANewCheckpointIsAValidEmptyOne) {
+  { detail::MemoStore store(config("000")); }
+  EXPECT_TRUE(fs::exists(db("000")));
+  EXPECT_FALSE(fs::exists(db("000") + ".new"));
+  detail::MemoStore reader(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(reader.size(), 0u);
+}
+
+TEST_F(MemoTest, GarbageFileIsBadCheckpointNamingIt) {
+  const std::string path = (dir_ / "garbage.db").string();
+  std::ofstream(path) << std::string(5000, 'x');
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {path}));
+    FAIL() << "no error";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(MemoTest, TruncatedFileIsBadCheckpointNamingIt) {
+  write_records(5000);
+  {
+    // Fold the WAL into the database file, so that truncating the file cuts records off.
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db("000").c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw, "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE", nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  const auto size = fs::file_size(db("000"));
+  ASSERT_GT(size, 8192u);
+  fs::resize_file(db("000"), size / 2);
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+    FAIL() << "no error";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(db("000")), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(MemoTest, CorruptRecordIsBadCheckpointNamingFileAndRecord) {
+  write_records(10);
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db("000").c_str(), &raw), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(raw, "UPDATE memo SET value = X'00' WHERE rowid = 4", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(raw);
+  }
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+    FAIL() << "no error";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(db("000")), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("record 4"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(MemoTest, ForeignSqliteFileIsRejected) {
+  const std::string path = (dir_ / "other.db").string();
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "CREATE TABLE t(x)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(raw);
+  EXPECT_THROW(detail::MemoStore(config("001", CheckpointMode::none, {path})), BadCheckpoint);
+}
+
+// ---- the kernel with a memo store
+
+class NoopBody : public TaskBody {
+ public:
+  Outcome run(TaskContext&) override { return Outcome::success({}); }
+  void request_memo_key(const TaskContext&, MemoKeyReply reply) override { replies.push_back(std::move(reply)); }
+  std::vector<MemoKeyReply> replies;
+};
+
+using fakes::FakeExecutor;
+
+class MemoKernelTest : public MemoTest {
+ protected:
+  void make(CheckpointConfig c) {
+    store = std::make_unique<detail::MemoStore>(c);
+    detail::KernelOptions o;
+    o.memo = store.get();
+    o.post_memo_key = [this](const TaskRecordPtr& t, std::string key, std::exception_ptr e) {
+      posted.push_back({t, std::move(key), std::move(e)});
+    };
+    core = std::make_unique<detail::KernelCore>(o, std::vector<ExecutorPtr>{ex});
+  }
+  TaskRecordPtr submit(std::string key, std::vector<TaskRecordPtr> deps = {}, bool later = false) {
+    TaskSpec spec;
+    spec.body = body;
+    spec.func_name = "f";
+    spec.memo_key = std::move(key);
+    spec.memo_key_later = later;
+    spec.dependencies = std::move(deps);
+    auto t = std::make_shared<TaskRecord>(TaskId{next_id++}, std::move(spec));
+    core->submit(t);
+    core->flush();
+    return t;
+  }
+  void complete_next(Outcome out) {
+    Launch l = std::move(ex->launched.front());
+    ex->launched.pop_front();
+    core->complete(Completion{l.task, l.try_id, std::move(out)});
+  }
+  static Outcome value_with_bytes(std::string bytes) {
+    Outcome o = Outcome::success(42);
+    o.serialized = std::move(bytes);
+    return o;
+  }
+
+  struct Posted {
+    TaskRecordPtr task;
+    std::string key;
+    std::exception_ptr error;
+  };
+  std::shared_ptr<FakeExecutor> ex = std::make_shared<FakeExecutor>("a");
+  std::shared_ptr<NoopBody> body = std::make_shared<NoopBody>();
+  std::unique_ptr<detail::MemoStore> store;
+  std::unique_ptr<detail::KernelCore> core;
+  std::vector<Posted> posted;
+  std::uint64_t next_id = 0;
+};
+
+TEST_F(MemoKernelTest, TaskExitWritesBeforeTheTaskIsCompleted) {
+  make(config("000"));
+  auto t = submit(key_bytes(1));
+  ASSERT_EQ(ex->launched.size(), 1u);
+  complete_next(value_with_bytes("result-1"));
+  // Final but not yet completed: its result is not in the file yet.
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+  EXPECT_FALSE(t->wait_for(std::chrono::duration<double>(0)));
+  core->flush();  // end of the reactor's batch: one transaction, then the completions
+  EXPECT_TRUE(t->wait_for(std::chrono::duration<double>(0)));
+  detail::MemoStore reader(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  ASSERT_NE(reader.find(key_of(1)), nullptr);
+  EXPECT_EQ(*reader.find(key_of(1)), "result-1");
+}
+
+TEST_F(MemoKernelTest, SameKeyLaterIsMemoDoneWithoutRunning) {
+  make(config("000"));
+  submit(key_bytes(1));
+  complete_next(value_with_bytes("result-1"));
+  core->flush();
+  auto again = submit(key_bytes(1));
+  EXPECT_TRUE(ex->launched.empty());
+  EXPECT_EQ(again->state(), TaskState::memo_done);
+  EXPECT_EQ(std::any_cast<RemoteBytes>(again->value()).bytes, "result-1");
+  auto other = submit(key_bytes(2));
+  EXPECT_EQ(ex->launched.size(), 1u);
+  EXPECT_EQ(other->state(), TaskState::launched);
+}
+
+TEST_F(MemoKernelTest, FailuresAndUnserializableResultsAreNotRecorded) {
+  make(config("000"));
+  submit(key_bytes(1));
+  complete_next(Outcome::failure(std::make_exception_ptr(std::runtime_error("boom"))));
+  core->flush();
+  submit(key_bytes(2));
+  complete_next(Outcome::success(7));  // no bytes
+  core->flush();
+  EXPECT_EQ(store->size(), 0u);
+  submit(key_bytes(1));
+  EXPECT_EQ(ex->launched.size(), 1u);  // runs again
+}
+
+TEST_F(MemoKernelTest, RestartAnswersFromTheCheckpoint) {
+  make(config("000"));
+  for (int i = 0; i < 3; ++i) submit(key_bytes(i));
+  for (int i = 0; i < 3; ++i) complete_next(value_with_bytes("r" + std::to_string(i)));
+  core->flush();
+  core.reset();
+  make(config("001", CheckpointMode::task_exit, {checkpoint_dir("000")}));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(submit(key_bytes(i))->state(), TaskState::memo_done);
+  EXPECT_TRUE(ex->launched.empty());
+}
+
+TEST_F(MemoKernelTest, KeyAskedOfTheBodyOnceDependenciesAreDone) {
+  make(config("000", CheckpointMode::none));
+  store->record(key_of(5), "five");
+  auto dep = submit("");  // not memoized
+  auto t = submit("", {dep}, /*later=*/true);
+  EXPECT_TRUE(body->replies.empty());  // the dependency is not done
+  complete_next(Outcome::success(1));
+  core->flush();
+  ASSERT_EQ(body->replies.size(), 1u);
+  body->replies[0](key_bytes(5), nullptr);
+  ASSERT_EQ(posted.size(), 1u);
+  core->memo_key_ready(posted[0].task, posted[0].key, posted[0].error);
+  EXPECT_EQ(t->state(), TaskState::memo_done);
+  // A failing key computation fails the task.
+  auto u = submit("", {}, true);
+  body->replies[1]({}, std::make_exception_ptr(std::runtime_error("no key")));
+  core->memo_key_ready(posted[1].task, posted[1].key, posted[1].error);
+  EXPECT_EQ(u->state(), TaskState::failed);
+}
+
+TEST_F(MemoKernelTest, ManualModeWritesOnlyAtCheckpoint) {
+  make(config("000", CheckpointMode::manual));
+  submit(key_bytes(1));
+  complete_next(value_with_bytes("one"));
+  core->flush();
+  {
+    detail::MemoStore reader(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+    EXPECT_EQ(reader.size(), 0u);
+  }
+  EXPECT_EQ(core->checkpoint(), 1u);
+  detail::MemoStore reader(config("002", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(reader.size(), 1u);
+}
+
+TEST_F(MemoKernelTest, PeriodicModeWritesWhenTheTimerFires) {
+  auto c = config("000", CheckpointMode::periodic);
+  c.period = std::chrono::duration<double>(60);
+  make(c);
+  ASSERT_TRUE(core->next_deadline().has_value());
+  submit(key_bytes(1));
+  complete_next(value_with_bytes("one"));
+  core->flush();
+  EXPECT_TRUE(store->has_unwritten());
+  core->fire_timers(*core->next_deadline());
+  EXPECT_FALSE(store->has_unwritten());
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(MemoKernelTest, CloseWhileAKeyIsComputedFailsTheTaskAndIgnoresTheLateKey) {
+  make(config("000", CheckpointMode::none));
+  auto t = submit("", {}, /*later=*/true);
+  ASSERT_EQ(body->replies.size(), 1u);
+  core->close();
+  EXPECT_EQ(t->state(), TaskState::failed);
+  body->replies[0](key_bytes(1), nullptr);
+  core->memo_key_ready(posted[0].task, posted[0].key, posted[0].error);  // ignored
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_TRUE(ex->launched.empty());
+}
+
+// The real kernel (reactor thread, thread-pool executor): a body that serializes its result.
+class CountingBody : public TaskBody {
+ public:
+  explicit CountingBody(std::atomic<int>& runs) : runs_(runs) {}
+  Outcome run(TaskContext&) override {
+    ++runs_;
+    Outcome o = Outcome::success(1);
+    o.serialized = "bytes";
+    return o;
+  }
+
+ private:
+  std::atomic<int>& runs_;
+};
+
+TEST_F(MemoTest, DataFlowKernelAnswersFromItsCheckpointAfterARestart) {
+  std::atomic<int> runs{0};
+  auto submit = [&](DataFlowKernel& dfk, int key) {
+    TaskSpec spec;
+    spec.body = std::make_shared<CountingBody>(runs);
+    spec.func_name = "counted";
+    spec.memo_key = key_bytes(key);
+    auto t = dfk.submit(std::move(spec));
+    t->wait();
+    return t;
+  };
+  {
+    Config cfg;
+    cfg.checkpoint = config("000", CheckpointMode::manual);
+    DataFlowKernel dfk(std::move(cfg));
+    EXPECT_EQ(submit(dfk, 1)->state(), TaskState::exec_done);
+    EXPECT_EQ(submit(dfk, 1)->state(), TaskState::memo_done);
+    EXPECT_EQ(dfk.checkpoint(), 1u);
+    EXPECT_EQ(submit(dfk, 2)->state(), TaskState::exec_done);
+  }  // cleanup() writes the rest
+  EXPECT_EQ(runs.load(), 2);
+  Config cfg;
+  cfg.checkpoint = config("001", CheckpointMode::none, {checkpoint_dir("000")});
+  DataFlowKernel dfk(std::move(cfg));
+  EXPECT_EQ(submit(dfk, 1)->state(), TaskState::memo_done);
+  EXPECT_EQ(submit(dfk, 2)->state(), TaskState::memo_done);
+  EXPECT_EQ(runs.load(), 2);
+}
+
+TEST_F(MemoTest, DataFlowKernelStartFailsOnABadCheckpoint) {
+  Config cfg;
+  cfg.checkpoint = config("001", CheckpointMode::none, {(dir_ / "missing.db").string()});
+  EXPECT_THROW(DataFlowKernel dfk(std::move(cfg)), BadCheckpoint);
+}
+
+}  // namespace
