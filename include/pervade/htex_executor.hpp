@@ -51,6 +51,10 @@ struct HtexOptions {
   // tail of the block's log). 0: never give up. With "none", the executor also fails once
   // every block has ended, as nothing would replace them.
   int max_failed_blocks = 3;
+  // The workers the strategy counts per node before any pool has registered, when
+  // workers_per_node is 0 (each pool picks its own count; the Python front end passes its
+  // estimate). 0: the driver machine's CPU count. Once pools register, their count is used.
+  int expected_workers_per_node = 0;
   int workers_per_node = 0;    // pervade-pool --workers; 0: one per usable CPU of the node
   int prefetch_capacity = 0;   // tasks a pool holds beyond its workers
   // Pools of C++ API programs run shell commands only (--no-python). The Python front end sets

@@ -210,7 +210,9 @@ struct HighThroughputExecutor::Impl {
     for (auto& bs : snap.blocks) bs.idle_seconds = std::max(0.0, bs.idle_seconds);
     snap.workers_per_node = options.workers_per_node > 0 ? options.workers_per_node
                             : workers_seen > 0          ? workers_seen
-                                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+                            : options.expected_workers_per_node > 0
+                                ? options.expected_workers_per_node
+                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
     const detail::StrategyDecisions d = strategy->decide(snap);
     if (d.fail) {
