@@ -297,6 +297,18 @@ class HighThroughputExecutor(ParslExecutor):
     def drain_pool(self, pool_id: str) -> bool:
         return self._native.drain(pool_id)
 
+    @property
+    def bad_state_is_set(self) -> bool:
+        """True once the executor has failed (its blocks kept failing, docs/scaling.md)."""
+        return bool(self._native and self._native.failure())
+
+    @property
+    def executor_exception(self):
+        """The BadStateException its tasks fail with, once bad_state_is_set (else None)."""
+        from .errors import BadStateException
+
+        return BadStateException(self.label, self._native.failure()) if self.bad_state_is_set else None
+
     def refusals(self) -> list:
         return self._native.refusals() if self._native else []
 

@@ -83,6 +83,7 @@ def test_failing_blocks_fail_the_futures_with_the_reason(tmp_path, no_thread_lea
         with pytest.raises(parsl.BadStateException):
             square(4).result(timeout=T)  # later tasks fail at once
         executor = dfk.executors["htex"]
+        assert executor.bad_state_is_set and "exit code 3" in str(executor.executor_exception)
         assert len(executor.blocks) == 3, "no endless resubmission"
         assert all(s.terminal for s in executor.block_status().values())
     finally:

@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <fstream>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
+
+#include <fmt/format.h>
 
 #include "executors/htex/blocks.hpp"
 #include "executors/htex/strategy.hpp"
@@ -165,15 +167,21 @@ struct HighThroughputExecutor::Impl {
   void strategy_loop() {
     const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(options.strategy_period));
+    // A provider call that fails (a scheduler command timing out) is retried next round; one
+    // that keeps failing fails the executor rather than leave its tasks waiting forever.
+    constexpr int kProviderErrorsInARow = 10;
+    int errors = 0;
     std::unique_lock lock(strategy_mutex);
     while (!strategy_cv.wait_for(lock, period, [&] { return strategy_stop; })) {
       lock.unlock();
       try {
         if (!run_strategy()) return;
+        errors = 0;
       } catch (const std::exception& e) {
-        // A provider call failed (e.g. the scheduler did not answer in time): try again next period.
-        std::lock_guard flight(flight_mutex);
-        refusals.push_back(std::string("scaling: ") + e.what());
+        if (++errors >= kProviderErrorsInARow) {
+          fail_executor(fmt::format("the provider failed {} times in a row; the last: {}", errors, e.what()));
+          return;
+        }
       }
       lock.lock();
     }
