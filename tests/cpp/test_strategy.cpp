@@ -153,6 +153,14 @@ TEST(Strategy, KeepsMinBlocksReplacingBlocksThatEnded) {
   EXPECT_FALSE(d.fail);
 }
 
+TEST(Strategy, BelowMinBlocksWithWorkStartsWhatTheDemandNeedsInOneRound) {
+  // min 2, one block left, 10 tasks on 1-worker blocks: 1 for min_blocks + up to max_blocks.
+  Strategy s(config(StrategyKind::simple, 2, 5));
+  EXPECT_EQ(s.decide(snap(0, 10, {block("0")})).start, 4);
+  Strategy few(config(StrategyKind::simple, 3, 5));
+  EXPECT_EQ(few.decide(snap(0, 1, {block("0")})).start, 2);  // min_blocks alone
+}
+
 TEST(Strategy, BlocksFailingInARowFailTheExecutorWithTheProvidersMessage) {
   Strategy s(config(StrategyKind::simple, 0, 2));
   auto failed = [](std::string id) { return block(std::move(id), JobState::failed, 0, 0, 0, "exit code 3"); };

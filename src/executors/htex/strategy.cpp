@@ -130,17 +130,20 @@ StrategyDecisions Strategy::decide(const StrategySnapshot& s) {
     return d;
   }
 
-  const int slots_per_block = std::max(1, s.workers_per_node) * config_.nodes_per_block;
-  const double slots = static_cast<double>(active) * slots_per_block;
-  const double tasks = static_cast<double>(s.outstanding);
   if (s.outstanding > 0)
     idle_since_.reset();
   else if (!idle_since_)
     idle_since_ = s.now;
 
-  if (active < config_.min_blocks) {
-    d.start = config_.min_blocks - active;
-  } else if (s.outstanding == 0) {
+  // Blocks below min_blocks are started whatever the demand, and count as slots below.
+  const int for_min = std::max(0, config_.min_blocks - active);
+  active += for_min;
+  d.start = for_min;
+  const int slots_per_block = std::max(1, s.workers_per_node) * config_.nodes_per_block;
+  const double slots = static_cast<double>(active) * slots_per_block;
+  const double tasks = static_cast<double>(s.outstanding);
+
+  if (s.outstanding == 0) {
     if (active > config_.min_blocks) {
       if (config_.kind == StrategyKind::simple) {
         if (s.now - *idle_since_ >= config_.max_idletime) scale_in(std::move(idle), active - config_.min_blocks, 0, d);
@@ -152,7 +155,7 @@ StrategyDecisions Strategy::decide(const StrategySnapshot& s) {
     // Too few slots for the demand: enough blocks for parallelism * outstanding slots.
     const double missing_slots = std::ceil(tasks * config_.parallelism - slots);
     const int wanted = static_cast<int>(std::ceil(missing_slots / slots_per_block));
-    d.start = std::max(0, std::min(wanted, config_.max_blocks - active));
+    d.start += std::max(0, std::min(wanted, config_.max_blocks - active));
   } else if (active == 0) {
     // parallelism 0: one block, however many tasks wait.
     d.start = config_.max_blocks > 0 ? 1 : 0;
