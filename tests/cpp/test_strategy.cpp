@@ -30,7 +30,7 @@ BlockSnapshot block(std::string id, JobState state = JobState::running, int pool
 }
 
 StrategySnapshot snap(double now, std::size_t outstanding, std::vector<BlockSnapshot> blocks, int workers = 1) {
-  return StrategySnapshot{now, outstanding, workers, std::move(blocks)};
+  return StrategySnapshot{.now = now, .outstanding = outstanding, .workers_per_node = workers, .blocks = std::move(blocks)};
 }
 
 StrategyConfig config(StrategyKind kind, int min_blocks, int max_blocks, double parallelism = 1, double idle = 10) {
@@ -78,6 +78,15 @@ TEST(Strategy, ParallelismScalesTheDemand) {
   Strategy zero(config(StrategyKind::simple, 0, 10, 0));
   EXPECT_EQ(zero.decide(snap(0, 100, {})).start, 1);
   EXPECT_EQ(zero.decide(snap(1, 100, {block("0")})).start, 0);
+}
+
+TEST(Strategy, PoolsStartedByHandCountAsCapacity) {
+  Strategy s(config(StrategyKind::simple, 0, 3));
+  StrategySnapshot snapshot = snap(0, 4, {}, 2);
+  snapshot.other_workers = 4;  // enough for the 4 tasks: no block
+  EXPECT_EQ(s.decide(snapshot).start, 0);
+  snapshot.outstanding = 8;  // 4 short: 2 blocks of 2
+  EXPECT_EQ(s.decide(snapshot).start, 2);
 }
 
 TEST(Strategy, SimpleScalesInToMinBlocksOnlyAfterTheExecutorWasIdleForMaxIdletime) {

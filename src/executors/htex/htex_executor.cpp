@@ -207,13 +207,16 @@ struct HighThroughputExecutor::Impl {
     }
     for (const auto& p : pools) {
       workers_seen = std::max(workers_seen, p.worker_count);
+      bool ours = false;
       for (auto& bs : snap.blocks) {
         if (bs.block_id != p.block_id) continue;
+        ours = true;
         ++bs.pools;
         bs.ever_connected = true;
         bs.in_flight += p.in_flight;
         bs.idle_seconds = bs.idle_seconds < 0 ? p.idle_seconds : std::min(bs.idle_seconds, p.idle_seconds);
       }
+      if (!ours && !p.draining) snap.other_workers += p.worker_count;
     }
     for (auto& bs : snap.blocks) bs.idle_seconds = std::max(0.0, bs.idle_seconds);
     snap.workers_per_node = options.workers_per_node > 0 ? options.workers_per_node

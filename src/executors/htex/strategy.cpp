@@ -140,7 +140,7 @@ StrategyDecisions Strategy::decide(const StrategySnapshot& s) {
   active += for_min;
   d.start = for_min;
   const int slots_per_block = std::max(1, s.workers_per_node) * config_.nodes_per_block;
-  const double slots = static_cast<double>(active) * slots_per_block;
+  const double slots = static_cast<double>(active) * slots_per_block + std::max(0, s.other_workers);
   const double tasks = static_cast<double>(s.outstanding);
 
   if (s.outstanding == 0) {
@@ -156,7 +156,7 @@ StrategyDecisions Strategy::decide(const StrategySnapshot& s) {
     const double missing_slots = std::ceil(tasks * config_.parallelism - slots);
     const int wanted = static_cast<int>(std::ceil(missing_slots / slots_per_block));
     d.start += std::max(0, std::min(wanted, config_.max_blocks - active));
-  } else if (active == 0) {
+  } else if (slots == 0) {
     // parallelism 0: one block, however many tasks wait.
     d.start = config_.max_blocks > 0 ? 1 : 0;
   } else if (config_.kind == StrategyKind::htex_auto_scale && slots > tasks && active > config_.min_blocks) {

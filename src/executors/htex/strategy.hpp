@@ -58,6 +58,8 @@ struct StrategySnapshot {
   double now = 0;                // seconds on any monotonic clock
   std::size_t outstanding = 0;   // tasks submitted to the executor and not finished
   int workers_per_node = 1;      // slots a connected pool brings (known or expected)
+  int other_workers = 0;         // workers of connected pools that belong to none of the blocks
+                                 // (started by hand): capacity too, but nothing to scale
   std::vector<BlockSnapshot> blocks;  // every block the executor started, in any order
 };
 
