@@ -38,6 +38,23 @@ struct HtexOptions {
   // API). Without a provider someone else starts the pools (the Python front end does).
   std::shared_ptr<Provider> provider;
   int init_blocks = -1;        // -1: the provider's init_blocks
+  // Scaling (with a provider; docs/scaling.md). Every strategy_period seconds a strategy thread
+  // asks the provider for the state of the blocks and the interchange for their pools, and
+  // "none" does nothing more, "simple" and "htex_auto_scale" start blocks while tasks outnumber
+  // the slots (parallelism) and scale idle blocks in (drained, then cancelled) after
+  // max_idletime. min_blocks, max_blocks, parallelism and nodes_per_block are the provider's.
+  std::string strategy = "simple";
+  double strategy_period = 5;  // seconds
+  double max_idletime = 120;   // seconds
+  // Blocks in a row that end before any of their pools connected: that many fail the executor
+  // (ExecutorFailed on every outstanding and later task, with the provider's message and the
+  // tail of the block's log). 0: never give up. With "none", the executor also fails once
+  // every block has ended, as nothing would replace them.
+  int max_failed_blocks = 3;
+  // The workers the strategy counts per node before any pool has registered, when
+  // workers_per_node is 0 (each pool picks its own count; the Python front end passes its
+  // estimate). 0: the driver machine's CPU count. Once pools register, their count is used.
+  int expected_workers_per_node = 0;
   int workers_per_node = 0;    // pervade-pool --workers; 0: one per usable CPU of the node
   int prefetch_capacity = 0;   // tasks a pool holds beyond its workers
   // Pools of C++ API programs run shell commands only (--no-python). The Python front end sets
@@ -103,6 +120,8 @@ class HighThroughputExecutor : public Executor {
   std::vector<std::string> scale_out(int count);
   // The file the pools read the interchange's public key from ("" if unencrypted).
   std::string server_key_file() const;
+  // Why the executor failed (see max_failed_blocks); "" while it works.
+  std::string failure() const;
 
  private:
   struct Impl;

@@ -46,4 +46,18 @@ class ManagerLost : public Error {
   using Error::Error;
 };
 
+// The executor cannot run tasks any more (its blocks keep failing, docs/scaling.md): every
+// outstanding and later task fails with this. Python: BadStateException (an ExecutorError).
+class ExecutorFailed : public Error {
+ public:
+  ExecutorFailed(std::string label, std::string reason)
+      : Error("Executor " + label + " failed due to: " + reason), label_(std::move(label)), reason_(std::move(reason)) {}
+  const std::string& label() const { return label_; }
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string label_;
+  std::string reason_;
+};
+
 }  // namespace pervade

@@ -213,6 +213,8 @@ nb::object exception_to_python(const std::exception_ptr& e) {
     return errors_module().attr("WorkerLost")(nb::none(), nb::none(), w.what());
   } catch (const ManagerLost& m) {
     return errors_module().attr("ManagerLost")(nb::none(), nb::none(), m.what());
+  } catch (const ExecutorFailed& f) {
+    return errors_module().attr("BadStateException")(f.label(), f.reason());
   } catch (const DependencyError& d) {
     return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
   } catch (const JoinError& j) {
@@ -857,6 +859,7 @@ NB_MODULE(_native, m) {
       .def_prop_ro("port", [](const Executor_& e) { return e.htex().port(); })
       .def_prop_ro("outstanding", [](const Executor_& e) { return e.htex().outstanding(); })
       .def("refusals", [](const Executor_& e) { return e.htex().refusals(); })
+      .def("failure", [](const Executor_& e) { return e.htex().failure(); })
       .def("hold", [](Executor_& e, const std::string& pool, bool held) { return e.htex().hold(pool, held); })
       .def("drain", [](Executor_& e, const std::string& pool) { return e.htex().drain(pool); })
       .def("pool_command", [](const Executor_& e, const std::string& block) { return e.htex().pool_command(block); })
@@ -919,7 +922,9 @@ NB_MODULE(_native, m) {
       [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
          double heartbeat_period, double heartbeat_threshold, const std::string& python_version, bool encrypted,
          int short_task_prefetch, std::shared_ptr<Provider> provider, int prefetch_capacity,
-         std::vector<std::string> pool_args, const std::string& run_dir, const std::string& pool_binary) {
+         std::vector<std::string> pool_args, const std::string& run_dir, const std::string& pool_binary,
+         const std::string& strategy, double strategy_period, double max_idletime, int max_failed_blocks,
+         int expected_workers_per_node) {
         HtexOptions o;
         o.label = label;
         o.address = address;
@@ -937,12 +942,18 @@ NB_MODULE(_native, m) {
         o.pool_args = std::move(pool_args);
         o.run_dir = run_dir;
         o.pool_binary = pool_binary;
+        o.strategy = strategy;
+        o.strategy_period = strategy_period;
+        o.max_idletime = max_idletime;
+        o.max_failed_blocks = max_failed_blocks;
+        o.expected_workers_per_node = expected_workers_per_node;
         return Executor_{std::make_shared<HighThroughputExecutor>(std::move(o))};
       },
       nb::arg("label"), nb::arg("address"), nb::arg("worker_port"), nb::arg("port_min"), nb::arg("port_max"),
       nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"), nb::arg("encrypted"),
       nb::arg("short_task_prefetch"), nb::arg("provider"), nb::arg("prefetch_capacity"), nb::arg("pool_args"),
-      nb::arg("run_dir"), nb::arg("pool_binary"));
+      nb::arg("run_dir"), nb::arg("pool_binary"), nb::arg("strategy"), nb::arg("strategy_period"),
+      nb::arg("max_idletime"), nb::arg("max_failed_blocks"), nb::arg("expected_workers_per_node"));
 
   m.def(
       "thread_pool_executor",

@@ -17,7 +17,7 @@ from .apps import AUTO_LOGNAME, bash_app, join_app, python_app
 from .config import Config
 from .data import DataFuture, File
 from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wait_for_current_tasks
-from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStdStreamFile, BashAppNoReturn,
+from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStateException, BadStdStreamFile, BashAppNoReturn,
                      BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
                      JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
                      WorkerLost)
@@ -37,5 +37,5 @@ __all__ = [
     "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SimpleLauncher", "SingleNodeLauncher",
     "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
-    "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "WorkerLost", "ManagerLost", "RemoteError",
+    "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",
 ]

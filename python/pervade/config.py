@@ -30,9 +30,11 @@ class Config:
     app_cache, checkpoint_files, checkpoint_mode, checkpoint_period: the same settings the way
         older Parsl took them (app_cache is BasicMemoizer's memoize); not together with memoizer.
         See docs/python.md, "Memoization and checkpoints".
+    strategy: how executors with blocks scale them: "simple" (default), "htex_auto_scale", or
+        "none" (keep init_blocks); every strategy_period seconds (default 5); blocks idle for
+        max_idletime seconds (default 120) are drained and cancelled (docs/scaling.md).
     std_autopath(task_record, "stdout"|"stderr") -> path replaces the AUTO_LOGNAME path.
-    strategy, strategy_period, max_idletime, monitoring, usage_tracking, project_name,
-    dependency_resolver: accepted and stored.
+    monitoring, usage_tracking, project_name, dependency_resolver: accepted and stored.
     """
 
     def __init__(self, executors: Optional[Iterable[ParslExecutor]] = None, memoizer=None, dependency_resolver=None,
@@ -63,6 +65,14 @@ class Config:
             raise ConfigurationError(f"internal_tasks_max_threads must be an int >= 1, got {internal_tasks_max_threads!r}")
         if usage_tracking not in (0, 1, 2, 3):
             raise ConfigurationError(f"Usage Tracking values must be 0, 1, 2, or 3 and not {usage_tracking}")
+        if strategy is None:
+            strategy = "none"  # Parsl's deprecated spelling of 'none'
+        if strategy not in ("none", "simple", "htex_auto_scale"):
+            raise ConfigurationError(f"strategy must be 'none', 'simple' or 'htex_auto_scale', got {strategy!r}")
+        if not isinstance(strategy_period, (int, float)) or isinstance(strategy_period, bool) or not strategy_period > 0:
+            raise ConfigurationError(f"strategy_period must be a number of seconds > 0, got {strategy_period!r}")
+        if not isinstance(max_idletime, (int, float)) or isinstance(max_idletime, bool) or not max_idletime >= 0:
+            raise ConfigurationError(f"max_idletime must be a number of seconds >= 0, got {max_idletime!r}")
         if checkpoint_mode not in _CHECKPOINT_MODES:
             raise ConfigurationError(f"checkpoint_mode must be one of {_CHECKPOINT_MODES}, got {checkpoint_mode!r}")
         self._memo = _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period)

@@ -92,6 +92,9 @@ class DataFlowKernel:
         self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
         for e in self.config.executors:
             e.run_dir = self.run_dir
+            # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
+            e.strategy, e.strategy_period, e.max_idletime = (
+                self.config.strategy, self.config.strategy_period, self.config.max_idletime)
         natives = [e._native_executor() for e in self.config.executors]
         memo = self.config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then

@@ -136,6 +136,18 @@ class ExecutorError(ParslError):
         return f"Executor {label} failed due to: {self.reason}"
 
 
+class BadStateException(ExecutorError):
+    """The executor cannot run tasks any more (its blocks keep failing before a pool connects,
+    docs/scaling.md); every outstanding and later task on it fails with this. reason has the
+    provider's message and the tail of the last failed block's log."""
+
+    def __init__(self, executor, reason: str):
+        super().__init__(executor, reason)
+
+    def __reduce__(self):
+        return (type(self), (self.executor, self.reason))
+
+
 class RemoteError(ParslError):
     """A task raised an exception on a worker that could not be sent back as itself (it could
     not be pickled, or not unpickled here). Keeps the remote type name, message and traceback.

@@ -134,8 +134,13 @@ class HighThroughputExecutor(ParslExecutor):
     the pool; 0 gives Parsl's exact capacity. With `encrypted` (the default) the link is
     CurveZMQ: a key pair is made per run and the interchange's public key is written to
     <run_dir>/<label>/server-<port>.key for the pools; a pool without it cannot register.
-    The engine starts the provider's `init_blocks` blocks when the executor starts and
-    cancels every block at cleanup.
+    The engine starts the provider's `init_blocks` blocks when the executor starts, scales
+    them with the Config's `strategy` every `strategy_period` s between the provider's
+    `min_blocks` and `max_blocks` (idle blocks are drained, then cancelled, after
+    `max_idletime`), and cancels every block at cleanup. With `block_error_handler` (the
+    default) 3 blocks in a row that end before their pool connects fail the executor: its
+    tasks raise BadStateException with the provider's message and the block log's tail
+    (docs/scaling.md).
     """
 
     remote = True
@@ -146,7 +151,7 @@ class HighThroughputExecutor(ParslExecutor):
                  mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
-                 short_task_prefetch: int = 16, **unused):
+                 short_task_prefetch: int = 16, block_error_handler: bool = True, **unused):
         from .providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -171,6 +176,9 @@ class HighThroughputExecutor(ParslExecutor):
             raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
         if not isinstance(short_task_prefetch, int) or short_task_prefetch < 0:
             raise ConfigurationError(f"short_task_prefetch must be an int >= 0, got {short_task_prefetch!r}")
+        if not isinstance(block_error_handler, bool):
+            raise ConfigurationError("block_error_handler must be True or False (custom handlers are not supported), "
+                                     f"got {block_error_handler!r}")
         if heartbeat_period <= 0 or heartbeat_threshold <= 0:
             raise ConfigurationError("heartbeat_period and heartbeat_threshold must be > 0")
         low, high = worker_port_range
@@ -193,6 +201,7 @@ class HighThroughputExecutor(ParslExecutor):
         self.python = python or sys.executable
         self.worker_debug = worker_debug
         self.encrypted = encrypted
+        self.block_error_handler = block_error_handler
         self._native = None
 
     def _native_executor(self):
@@ -203,7 +212,9 @@ class HighThroughputExecutor(ParslExecutor):
             self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
             float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(),
             self.encrypted, self.short_task_prefetch, self.provider._native_provider(), self.prefetch_capacity,
-            self._pool_args(), self.run_dir, pool_binary())
+            self._pool_args(), self.run_dir, pool_binary(), getattr(self, "strategy", "simple"),
+            float(getattr(self, "strategy_period", 5)), float(getattr(self, "max_idletime", 120)),
+            3 if self.block_error_handler else 0, self.workers_per_node)
         return self._native
 
     @property
@@ -285,6 +296,18 @@ class HighThroughputExecutor(ParslExecutor):
 
     def drain_pool(self, pool_id: str) -> bool:
         return self._native.drain(pool_id)
+
+    @property
+    def bad_state_is_set(self) -> bool:
+        """True once the executor has failed (its blocks kept failing, docs/scaling.md)."""
+        return bool(self._native and self._native.failure())
+
+    @property
+    def executor_exception(self):
+        """The BadStateException its tasks fail with, once bad_state_is_set (else None)."""
+        from .errors import BadStateException
+
+        return BadStateException(self.label, self._native.failure()) if self.bad_state_is_set else None
 
     def refusals(self) -> list:
         return self._native.refusals() if self._native else []

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -415,6 +416,7 @@ TEST_F(HtexCpp, UnencryptedAndScaleOut) {
   auto o = options();
   o.encrypted = false;
   o.init_blocks = 0;
+  o.strategy = "none";  // this test starts the block itself
   auto htex = std::make_shared<HighThroughputExecutor>(o);
   DataFlowKernel dfk(Config{.executors = {htex}});
   EXPECT_TRUE(htex->server_key_file().empty());
@@ -424,6 +426,84 @@ TEST_F(HtexCpp, UnencryptedAndScaleOut) {
   EXPECT_EQ(htex->scale_out(1), std::vector<std::string>{"0"});
   EXPECT_EQ(task.get(), 0);
   EXPECT_EQ(htex->blocks().size(), 1u);
+}
+
+// ---------------------------------------------------------------- scaling (docs/scaling.md)
+
+// Blocks of one worker each; the strategy runs every 0.1 s.
+HtexOptions scaling_options(HtexOptions o, const std::string& strategy, ProviderOptions p) {
+  o.provider = std::make_shared<LocalProvider>(p);
+  o.workers_per_node = 1;
+  o.strategy = strategy;
+  o.strategy_period = 0.1;
+  o.max_idletime = 0.5;
+  return o;
+}
+
+std::vector<BlockStatus> active_blocks(const HighThroughputExecutor& htex) {
+  std::vector<BlockStatus> out;
+  for (auto& b : htex.blocks())
+    if (!is_terminal(b.status.state)) out.push_back(b);
+  return out;
+}
+
+class HtexScaling : public HtexCpp, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(HtexScaling, ScalesOutToMaxBlocksWithWorkAndBackToMinBlocksWhenIdle) {
+  auto htex = std::make_shared<HighThroughputExecutor>(
+      scaling_options(options(), GetParam(), ProviderOptions{.init_blocks = 1, .min_blocks = 1, .max_blocks = 3}));
+  DataFlowKernel dfk(Config{.executors = {htex}});
+  // Six tasks that hold their worker until the gate file exists: demand for 6 blocks.
+  const auto gate = dir / "gate";
+  std::vector<Future<int>> tasks;
+  for (int i = 0; i < 6; ++i)
+    tasks.push_back(dfk.submit(Shell{"while [ ! -e " + gate.string() + " ]; do sleep 0.02; done; echo " +
+                                     std::to_string(i) + " >> " + (dir / "ran").string()}));
+  ASSERT_TRUE(eventually([&] { return htex->pools().size() == 3; })) << "scaled out to max_blocks";
+  EXPECT_EQ(htex->blocks().size(), 3u) << "never more than max_blocks";
+  std::ofstream(gate).put('\n');
+  for (auto& t : tasks) EXPECT_EQ(t.get(), 0);
+  // Idle: two blocks are drained, then cancelled; min_blocks stays.
+  ASSERT_TRUE(eventually([&] { return active_blocks(*htex).size() == 1 && htex->pools().size() == 1; }));
+  std::vector<pid_t> retired;
+  for (const auto& b : htex->blocks())
+    if (is_terminal(b.status.state)) retired.push_back(static_cast<pid_t>(std::stol(b.job_id)));
+  EXPECT_EQ(retired.size(), 2u);
+  for (pid_t pid : retired) EXPECT_FALSE(process_alive(pid)) << "block " << pid;
+  // Every task ran exactly once.
+  std::string ran = read_file(dir / "ran");
+  EXPECT_EQ(std::count(ran.begin(), ran.end(), '\n'), 6);
+  // New work after the scale-in runs (on the block that stayed, or new ones).
+  EXPECT_EQ(dfk.submit(Shell{"true"}).get(), 0);
+  EXPECT_TRUE(htex->failure().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, HtexScaling, ::testing::Values("simple", "htex_auto_scale"));
+
+TEST_F(HtexCpp, BlocksThatKeepFailingFailTheExecutorWithTheReason) {
+  for (const std::string strategy : {"simple", "none"}) {
+    SCOPED_TRACE(strategy);
+    auto o = scaling_options(options(), strategy,
+                             ProviderOptions{.init_blocks = 1, .max_blocks = 2,
+                                             .worker_init = "echo cannot reach the scratch disk >&2; exit 3"});
+    o.label = "htex_" + strategy;
+    auto htex = std::make_shared<HighThroughputExecutor>(o);
+    DataFlowKernel dfk(Config{.executors = {htex}});
+    auto waiting = dfk.submit(Shell{"true"});
+    try {
+      waiting.get();
+      ADD_FAILURE() << "no exception";
+    } catch (const ExecutorFailed& e) {
+      EXPECT_EQ(e.label(), o.label);
+      EXPECT_NE(e.reason().find("FAILED: exit code 3"), std::string::npos) << e.reason();
+      EXPECT_NE(e.reason().find("cannot reach the scratch disk"), std::string::npos) << "the log tail: " << e.reason();
+    }
+    EXPECT_THROW(dfk.submit(Shell{"true"}).get(), ExecutorFailed) << "later tasks fail at once";
+    EXPECT_FALSE(htex->failure().empty());
+    const auto blocks = htex->blocks();
+    EXPECT_EQ(blocks.size(), strategy == "none" ? 1u : 3u);  // no endless resubmission
+    for (const auto& b : blocks) EXPECT_TRUE(is_terminal(b.status.state));
+  }
 }
 
 TEST_F(HtexCpp, MissingPoolBinaryIsAConfigurationError) {

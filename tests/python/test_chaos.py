@@ -1,6 +1,7 @@
 """Chaos: thousands of tasks on a HighThroughputExecutor while workers and pools are killed
-with SIGKILL at random, and killed pools are replaced through the provider. With retries every
-task completes exactly once, with the right value, and no process is left at the end."""
+with SIGKILL at random; the scaling strategy replaces killed pools' blocks through the provider
+(min_blocks, docs/scaling.md). With retries every task completes exactly once, with the right
+value, and no process is left at the end."""
 
 import os
 import random
@@ -32,8 +33,8 @@ def test_workflow_survives_killed_workers_and_pools(tmp_path, no_thread_leak):
     config = parsl.Config(
         executors=[HighThroughputExecutor(label="htex", max_workers_per_node=2, heartbeat_period=0.2,
                                           heartbeat_threshold=4, worker_port_range=(58000, 59000),
-                                          provider=LocalProvider(init_blocks=2, max_blocks=2))],
-        run_dir=str(tmp_path / "runinfo"), retries=10)
+                                          provider=LocalProvider(init_blocks=2, min_blocks=2, max_blocks=2))],
+        run_dir=str(tmp_path / "runinfo"), retries=10, strategy="simple", strategy_period=0.2)
     dfk = parsl.load(config)
     executor = dfk.executors["htex"]
     completed = [0] * TASKS  # done-callback runs per task
@@ -80,8 +81,6 @@ def test_workflow_survives_killed_workers_and_pools(tmp_path, no_thread_leak):
                 if stop.is_set():
                     return
                 kills["pool" if pool else "worker"] += 1
-                if pool:
-                    executor.start_blocks(1)  # the replacement, through the provider
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             chaos_error.append(e)
 
@@ -113,6 +112,9 @@ def test_workflow_survives_killed_workers_and_pools(tmp_path, no_thread_leak):
         assert kills["worker"] >= 10 and kills["pool"] >= 3, kills
         retried = sum(1 for f in futures if f.task_record["fail_count"] > 0)
         assert retried > 0, "no task was hit by a kill"
+        assert wait_until(lambda: len(executor.blocks) >= 2 + kills["pool"], T), \
+            f"the strategy replaces every killed pool's block: {executor.block_status()}"
+        assert not executor.bad_state_is_set
         print(f"kills {kills}, tasks retried {retried}")
     finally:
         stop.set()

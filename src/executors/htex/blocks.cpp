@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -156,7 +157,7 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
   return out;
 }
 
-std::vector<std::string> BlockManager::scale_out(int count) {
+std::vector<std::string> BlockManager::scale_out(int count, bool record_failures) {
   std::vector<std::string> started;
   // Under the lock throughout, so that cancel_all() cannot miss a block started meanwhile.
   std::lock_guard lock(mutex_);
@@ -165,14 +166,30 @@ std::vector<std::string> BlockManager::scale_out(int count) {
   for (int i = 0; i < count; ++i) {
     const std::string block_id = std::to_string(next_block_++);
     const std::string command = pool_command_locked(block_id);
-    // As Parsl's HTEX: one pool per node, so one task per node for the launcher.
-    const std::string job = provider_->submit(
-        command, 1, fmt::format("{}.block-{}", label_, block_id),
-        (std::filesystem::path(log_dir_) / fmt::format("block-{}.log", block_id)).string());
-    blocks_.emplace_back(block_id, job);
+    Block block{block_id, {}, JobStatus{JobState::pending, {}, {}, log_path(block_id)}};
+    try {
+      // As Parsl's HTEX: one pool per node, so one task per node for the launcher.
+      block.job_id = provider_->submit(command, 1, fmt::format("{}.block-{}", label_, block_id), block.status.log_path);
+    } catch (const std::exception& e) {
+      if (!record_failures) throw;
+      block.status.state = JobState::failed;
+      block.status.message = fmt::format("the provider could not submit it: {}", e.what());
+    }
+    blocks_.push_back(std::move(block));
     started.push_back(block_id);
   }
   return started;
+}
+
+void BlockManager::cancel(const std::vector<std::string>& block_ids) {
+  std::vector<std::string> jobs;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& b : blocks_)
+      if (!b.job_id.empty() && std::find(block_ids.begin(), block_ids.end(), b.block_id) != block_ids.end())
+        jobs.push_back(b.job_id);
+  }
+  if (!jobs.empty()) provider_->cancel(jobs);
 }
 
 void BlockManager::cancel_all() {
@@ -181,24 +198,39 @@ void BlockManager::cancel_all() {
     std::lock_guard lock(mutex_);
     if (cancelled_) return;
     cancelled_ = true;
-    for (const auto& [block, job] : blocks_) jobs.push_back(job);
+    for (const auto& b : blocks_)
+      if (!b.job_id.empty()) jobs.push_back(b.job_id);
   }
   if (!jobs.empty()) provider_->cancel(jobs);
 }
 
-std::vector<BlockStatus> BlockManager::blocks() const {
-  std::vector<std::pair<std::string, std::string>> ids;
+std::vector<BlockStatus> BlockManager::blocks() {
+  std::vector<std::string> jobs;
   {
     std::lock_guard lock(mutex_);
-    ids = blocks_;
+    for (const auto& b : blocks_)
+      if (!b.job_id.empty() && !is_terminal(b.status.state)) jobs.push_back(b.job_id);
   }
-  std::vector<std::string> jobs;
-  for (const auto& [block, job] : ids) jobs.push_back(job);
+  // Outside the lock: a batch provider's status command may take seconds.
   std::vector<JobStatus> states = jobs.empty() ? std::vector<JobStatus>{} : provider_->status(jobs);
+  std::lock_guard lock(mutex_);
   std::vector<BlockStatus> out;
-  for (std::size_t i = 0; i < ids.size(); ++i)
-    out.push_back(BlockStatus{ids[i].first, ids[i].second, i < states.size() ? states[i] : JobStatus{}});
+  for (auto& b : blocks_) {
+    if (auto it = std::find(jobs.begin(), jobs.end(), b.job_id); it != jobs.end() && !is_terminal(b.status.state)) {
+      const auto i = static_cast<std::size_t>(it - jobs.begin());
+      if (i < states.size()) {
+        std::string log = b.status.log_path;
+        b.status = states[i];
+        if (b.status.log_path.empty()) b.status.log_path = log;
+      }
+    }
+    out.push_back(BlockStatus{b.block_id, b.job_id, b.status});
+  }
   return out;
+}
+
+std::string BlockManager::log_path(const std::string& block_id) const {
+  return (std::filesystem::path(log_dir_) / fmt::format("block-{}.log", block_id)).string();
 }
 
 std::string BlockManager::server_key_file() const {

@@ -5,6 +5,7 @@
 // methods and scale_out() are thread-safe.
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,11 +38,19 @@ class BlockManager {
   void start(int port);
   // The command a block runs on each of its nodes.
   std::string pool_command(const std::string& block_id) const;
-  // Asks the provider for `count` more blocks; returns their block ids.
-  std::vector<std::string> scale_out(int count);
+  // Asks the provider for `count` more blocks; returns their block ids. A submission the
+  // provider refuses throws, or with record_failures is kept as a FAILED block (for the
+  // strategy's failure rule) and the next ones are still tried.
+  std::vector<std::string> scale_out(int count, bool record_failures = false);
+  // Cancels these blocks (blocks until the provider has stopped them).
+  void cancel(const std::vector<std::string>& block_ids);
   // Cancels every block (blocks until the provider has stopped them). Idempotent.
   void cancel_all();
-  std::vector<BlockStatus> blocks() const;
+  // Every block with its state: one provider status call for the blocks not yet ended (the
+  // state of an ended block does not change, so it is kept).
+  std::vector<BlockStatus> blocks();
+  // The block's log file (its stdout and stderr).
+  std::string log_path(const std::string& block_id) const;
   std::string server_key_file() const;
 
  private:
@@ -64,7 +73,12 @@ class BlockManager {
   mutable std::mutex mutex_;
   int port_ = 0;
   std::string key_file_;
-  std::vector<std::pair<std::string, std::string>> blocks_;  // block id, job id
+  struct Block {
+    std::string block_id;
+    std::string job_id;  // "" if the submission failed
+    JobStatus status;    // the latest known; kept once terminal
+  };
+  std::vector<Block> blocks_;  // in start order
   int next_block_ = 0;
   bool cancelled_ = false;
 };

@@ -1,15 +1,20 @@
 #include "pervade/htex_executor.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
+#include <fmt/format.h>
+
 #include "executors/htex/blocks.hpp"
+#include "executors/htex/strategy.hpp"
 #include "interchange/interchange.hpp"
 #include "pervade/errors.hpp"
 #include "util/thread_name.hpp"
@@ -36,6 +41,18 @@ struct HighThroughputExecutor::Impl {
   std::mutex functions_mutex;
   std::unordered_set<std::string> sent_functions;  // under functions_mutex
   std::vector<std::string> refusals;                // under flight_mutex
+  std::unordered_set<std::string> connected_blocks;  // under flight_mutex: blocks a pool registered from
+  std::string failure;                               // under queue_mutex: why the executor failed
+
+  // Scaling (with a provider): a thread of its own, because provider calls block (a batch
+  // scheduler's command may take seconds, LocalProvider::cancel waits for the process group)
+  // and must not stall the interchange's reactor, which keeps heartbeats and dispatch going.
+  std::unique_ptr<detail::Strategy> strategy;
+  std::thread strategy_thread;
+  std::mutex strategy_mutex;
+  std::condition_variable strategy_cv;
+  bool strategy_stop = false;  // under strategy_mutex
+  int workers_seen = 0;        // strategy thread only: the most workers a pool registered with
 
   static Completion fail(Launch& l, std::exception_ptr e) {
     return Completion{std::move(l.task), l.try_id, Outcome::failure(std::move(e))};
@@ -74,9 +91,9 @@ struct HighThroughputExecutor::Impl {
         } catch (...) {
           error = std::current_exception();  // e.g. arguments that cannot be pickled
         }
-        if (ok)
-          wire.push_back(to_wire(launch, std::move(remote)));
-        else
+        if (ok) {
+          if (auto t = to_wire(launch, std::move(remote), refused)) wire.push_back(std::move(*t));
+        } else
           refused.push_back(fail(launch, error));
       }
       batch.clear();
@@ -88,7 +105,8 @@ struct HighThroughputExecutor::Impl {
   // Registers the function with the interchange (once) and puts the try in flight. The
   // function is posted before any task that uses it: both go through the interchange's
   // command queue, and the first thread to see a hash posts it while holding the lock.
-  interchange::DispatchTask to_wire(Launch& launch, RemoteTask&& remote) {
+  // Once the executor has failed, the try fails instead (nullopt, its completion in `refused`).
+  std::optional<interchange::DispatchTask> to_wire(Launch& launch, RemoteTask&& remote, std::vector<Completion>& refused) {
     if (!remote.fn_hash.empty()) {
       std::lock_guard lock(functions_mutex);
       if (sent_functions.insert(remote.fn_hash).second) interchange->add_function(remote.fn_hash, std::move(remote.fn));
@@ -102,6 +120,10 @@ struct HighThroughputExecutor::Impl {
     launch.body.reset();  // the try lives on the wire now; only the record is needed
     launch.inputs.clear();
     std::lock_guard lock(flight_mutex);
+    if (!failure.empty()) {
+      refused.push_back(fail(launch, std::make_exception_ptr(ExecutorFailed(options.label, failure))));
+      return std::nullopt;
+    }
     t.task_id = next_wire_id++;
     launch.task->mark_running(launch.try_id);
     in_flight.emplace(t.task_id, std::move(launch));
@@ -136,7 +158,134 @@ struct HighThroughputExecutor::Impl {
     if (e.kind == interchange::PoolEvent::refused) {
       std::lock_guard lock(flight_mutex);
       refusals.push_back(e.detail);
+    } else if (e.kind == interchange::PoolEvent::registered) {
+      std::lock_guard lock(flight_mutex);
+      connected_blocks.insert(e.block_id);
     }
+  }
+
+  void strategy_loop() {
+    const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(options.strategy_period));
+    // A provider call that fails (a scheduler command timing out) is retried next round; one
+    // that keeps failing fails the executor rather than leave its tasks waiting forever.
+    constexpr int kProviderErrorsInARow = 10;
+    int errors = 0;
+    std::unique_lock lock(strategy_mutex);
+    while (!strategy_cv.wait_for(lock, period, [&] { return strategy_stop; })) {
+      lock.unlock();
+      try {
+        if (!run_strategy()) return;
+        errors = 0;
+      } catch (const std::exception& e) {
+        if (++errors >= kProviderErrorsInARow) {
+          fail_executor(fmt::format("the provider failed {} times in a row; the last: {}", errors, e.what()));
+          return;
+        }
+      }
+      lock.lock();
+    }
+  }
+
+  // One round of the strategy; false once the executor has failed (nothing more to do).
+  bool run_strategy() {
+    detail::StrategySnapshot snap;
+    snap.now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    const std::vector<BlockStatus> states = blocks->blocks();
+    const std::vector<interchange::PoolInfo> pools = interchange->pools();
+    {
+      std::scoped_lock lock(queue_mutex, flight_mutex);
+      snap.outstanding = in_flight.size() + queue.size();
+      for (const auto& b : states) {
+        detail::BlockSnapshot bs;
+        bs.block_id = b.block_id;
+        bs.status = b.status;
+        bs.ever_connected = connected_blocks.contains(b.block_id);
+        bs.idle_seconds = -1;
+        snap.blocks.push_back(std::move(bs));
+      }
+    }
+    for (const auto& p : pools) {
+      workers_seen = std::max(workers_seen, p.worker_count);
+      bool ours = false;
+      for (auto& bs : snap.blocks) {
+        if (bs.block_id != p.block_id) continue;
+        ours = true;
+        ++bs.pools;
+        bs.ever_connected = true;
+        bs.in_flight += p.in_flight;
+        bs.idle_seconds = bs.idle_seconds < 0 ? p.idle_seconds : std::min(bs.idle_seconds, p.idle_seconds);
+      }
+      if (!ours && !p.draining) snap.other_workers += p.worker_count;
+    }
+    for (auto& bs : snap.blocks) bs.idle_seconds = std::max(0.0, bs.idle_seconds);
+    snap.workers_per_node = options.workers_per_node > 0 ? options.workers_per_node
+                            : workers_seen > 0          ? workers_seen
+                            : options.expected_workers_per_node > 0
+                                ? options.expected_workers_per_node
+                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+    const detail::StrategyDecisions d = strategy->decide(snap);
+    if (d.fail) {
+      fail_executor(*d.fail + log_tail(d.failed_block));
+      return false;
+    }
+    for (const auto& block_id : d.drain)
+      for (const auto& p : pools)
+        if (p.block_id == block_id) interchange->drain(p.pool_id);
+    if (!d.cancel.empty()) {
+      // A block without pools in the snapshot may have connected since: drain those instead,
+      // so that no task dispatched to them is lost (the pool exits once drained).
+      std::vector<std::string> cancel;
+      const auto now_pools = interchange->pools();
+      for (const auto& block_id : d.cancel) {
+        bool connected = false;
+        for (const auto& p : now_pools)
+          if (p.block_id == block_id) connected = interchange->drain(p.pool_id) || connected;
+        if (!connected) cancel.push_back(block_id);
+      }
+      blocks->cancel(cancel);
+    }
+    if (d.start > 0) blocks->scale_out(d.start, /*record_failures=*/true);
+    return true;
+  }
+
+  // "\n<last lines of the block's log>", or "" if it has none.
+  std::string log_tail(const std::string& block_id) const {
+    if (block_id.empty()) return "";
+    const std::string path = blocks->log_path(block_id);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return "";
+    in.seekg(0, std::ios::end);
+    const std::streamoff size = in.tellg();
+    constexpr std::streamoff kTail = 2000;
+    in.seekg(std::max<std::streamoff>(0, size - kTail));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    if (text.empty()) return "";
+    return "\nlog " + path + (size > kTail ? " (tail):\n" : ":\n") + text;
+  }
+
+  // The executor cannot run tasks: every outstanding and later task fails with the reason,
+  // and what is left of the blocks is stopped.
+  void fail_executor(const std::string& reason) {
+    std::vector<Completion> failed;
+    std::vector<std::uint64_t> wire_ids;
+    const auto error = std::make_exception_ptr(ExecutorFailed(options.label, reason));
+    {
+      std::scoped_lock lock(queue_mutex, flight_mutex);
+      failure = reason;
+      for (auto& l : queue) failed.push_back(fail(l, error));
+      queue.clear();
+      for (auto& [id, l] : in_flight) {
+        wire_ids.push_back(id);
+        failed.push_back(fail(l, error));
+      }
+      in_flight.clear();
+    }
+    if (!wire_ids.empty()) interchange->cancel(std::move(wire_ids));
+    if (!failed.empty()) sink->post(std::move(failed));
+    blocks->cancel_all();
   }
 };
 
@@ -148,7 +297,16 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     throw ConfigurationError("HighThroughputExecutor worker_port_range must be a valid port range");
   impl_->options = std::move(options);
   // Checks the block options and makes the per-run CurveZMQ keys (into options) if needed.
-  if (impl_->options.provider) impl_->blocks = std::make_unique<detail::BlockManager>(impl_->options);
+  if (impl_->options.provider) {
+    auto& o = impl_->options;
+    if (!(o.strategy_period > 0))
+      throw ConfigurationError("HighThroughputExecutor strategy_period must be positive");
+    const ProviderOptions& p = o.provider->options();
+    impl_->strategy = std::make_unique<detail::Strategy>(detail::StrategyConfig{
+        detail::parse_strategy(o.strategy), p.min_blocks, p.max_blocks, p.parallelism, o.max_idletime,
+        p.nodes_per_block, o.max_failed_blocks});
+    impl_->blocks = std::make_unique<detail::BlockManager>(o);
+  }
 }
 
 HighThroughputExecutor::~HighThroughputExecutor() { shutdown(); }
@@ -184,6 +342,10 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
       shutdown();
       throw;
     }
+    im.strategy_thread = std::thread([raw] {
+      detail::name_this_thread("pv-strategy");
+      raw->strategy_loop();
+    });
   }
 }
 
@@ -199,6 +361,10 @@ void HighThroughputExecutor::submit(std::span<Launch> launches) {
         refused.push_back(Impl::fail(l, std::make_exception_ptr(DataFlowKernelClosed("the executor was shut down"))));
         continue;
       }
+      if (!im.failure.empty()) {
+        refused.push_back(Impl::fail(l, std::make_exception_ptr(ExecutorFailed(im.options.label, im.failure))));
+        continue;
+      }
       // Already serialized (and no local dependency value to pickle): straight to the
       // interchange from this thread. Anything else goes through the encoder thread.
       RemoteTask remote;
@@ -210,7 +376,7 @@ void HighThroughputExecutor::submit(std::span<Launch> launches) {
         now = false;  // encode_remote will report it
       }
       if (now && im.queue.empty()) {  // (behind queued launches it would overtake them)
-        wire.push_back(im.to_wire(l, std::move(remote)));
+        if (auto t = im.to_wire(l, std::move(remote), refused)) wire.push_back(std::move(*t));
       } else {
         im.queue.push_back(std::move(l));
         queued = true;
@@ -266,6 +432,12 @@ void HighThroughputExecutor::shutdown() {
     im.queue.clear();
   }
   im.queue_cv.notify_all();
+  {
+    std::lock_guard lock(im.strategy_mutex);
+    im.strategy_stop = true;
+  }
+  im.strategy_cv.notify_all();
+  if (im.strategy_thread.joinable()) im.strategy_thread.join();  // before the blocks go
   if (im.encoder.joinable()) im.encoder.join();
   if (im.interchange) im.interchange->stop();  // SHUTDOWN to every pool
   if (im.blocks) im.blocks->cancel_all();      // then stop their process trees
@@ -321,6 +493,11 @@ std::vector<BlockStatus> HighThroughputExecutor::blocks() const {
 std::vector<std::string> HighThroughputExecutor::scale_out(int count) {
   if (!impl_->blocks) throw ConfigurationError("executor '" + label() + "' has no provider: it starts no blocks");
   return impl_->blocks->scale_out(count);
+}
+
+std::string HighThroughputExecutor::failure() const {
+  std::lock_guard lock(impl_->queue_mutex);
+  return impl_->failure;
 }
 
 std::string HighThroughputExecutor::server_key_file() const {
