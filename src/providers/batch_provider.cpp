@@ -78,6 +78,19 @@ bool same_job(const std::string& printed, const std::string& ours) {
   return ours[printed.size()] == '.' || printed.size() >= 14;
 }
 
+// The ids among `job_ids` of jobs we submitted that have not ended, each once, in order.
+std::vector<std::string> live_ids(const std::unordered_map<std::string, Job>& jobs,
+                                  const std::vector<std::string>& job_ids) {
+  std::vector<std::string> live;
+  for (const auto& id : job_ids) {
+    auto it = jobs.find(id);
+    if (it != jobs.end() && !is_terminal(it->second.status.state) &&
+        std::find(live.begin(), live.end(), id) == live.end())
+      live.push_back(id);
+  }
+  return live;
+}
+
 }  // namespace
 
 struct BatchProvider::State {
@@ -190,13 +203,7 @@ std::string BatchProvider::submit(const std::string& command, int tasks_per_node
 std::vector<JobStatus> BatchProvider::status(const std::vector<std::string>& job_ids) {
   std::lock_guard lock(state_->mutex);
   auto& jobs = state_->jobs;
-  std::vector<std::string> live;
-  for (const auto& id : job_ids) {
-    auto it = jobs.find(id);
-    if (it != jobs.end() && !is_terminal(it->second.status.state) &&
-        std::find(live.begin(), live.end(), id) == live.end())
-      live.push_back(id);
-  }
+  const std::vector<std::string> live = live_ids(jobs, job_ids);
   if (!live.empty()) {
     const auto timeout = std::chrono::duration<double>(options().cmd_timeout);
     for (;;) {
@@ -253,13 +260,7 @@ std::vector<JobStatus> BatchProvider::status(const std::vector<std::string>& job
 std::vector<bool> BatchProvider::cancel(const std::vector<std::string>& job_ids) {
   std::lock_guard lock(state_->mutex);
   auto& jobs = state_->jobs;
-  std::vector<std::string> live;
-  for (const auto& id : job_ids) {
-    auto it = jobs.find(id);
-    if (it != jobs.end() && !is_terminal(it->second.status.state) &&
-        std::find(live.begin(), live.end(), id) == live.end())
-      live.push_back(id);
-  }
+  const std::vector<std::string> live = live_ids(jobs, job_ids);
   std::string failure;
   if (!live.empty()) {
     const auto commands = cancel_commands(live);

@@ -113,10 +113,11 @@ def test_submit_status_cancel_through_the_schedulers_commands(name, fake_bin, tm
     assert provider.status([job_id])[0].state == JobState.CANCELLED
 
 
-def test_a_refused_submit_raises_with_the_schedulers_message(fake_bin):
+def test_a_refused_submit_raises_with_the_schedulers_message(fake_bin, tmp_path):
     write_command(fake_bin, "sbatch",
                   "echo 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2\nexit 1\n")
     provider = parsl.SlurmProvider(partition="nope")
+    provider.script_dir = str(tmp_path / "scripts")
     with pytest.raises(ParslError, match="Invalid partition name specified"):
         provider.submit("true", 1, "b0", "")
 
@@ -129,10 +130,11 @@ def test_a_missing_scheduler_command_is_named(tmp_path, monkeypatch):
         provider.submit("true", 1, "b0", "")
 
 
-def test_a_hanging_status_command_times_out(fake_bin):
+def test_a_hanging_status_command_times_out(fake_bin, tmp_path):
     write_command(fake_bin, "qsub", "echo 7\n")
     write_command(fake_bin, "qstat", "exec sleep 300\n")
     provider = parsl.GridEngineProvider(cmd_timeout=1)
+    provider.script_dir = str(tmp_path / "scripts")
     job = provider.submit("true", 1, "b0", "")
     with pytest.raises(ParslError, match="cmd_timeout"):
         provider.status([job])
@@ -281,3 +283,13 @@ def test_htex_runs_tasks_on_slurm_blocks(local_slurm, fake_bin, tmp_path, no_thr
         dfk.cleanup()
     assert "scancel 101" in calls(fake_bin), calls(fake_bin)
     assert wait_until(lambda: not pid_alive(job_pid), T), "the block's process survived scancel"
+
+
+def test_a_wrong_partition_fails_the_executor_with_sbatchs_message(fake_bin, tmp_path, no_thread_leak):
+    write_command(fake_bin, "sbatch", "echo 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    config = parsl.Config(executors=[parsl.HighThroughputExecutor(
+        label="htex", worker_port_range=(56000, 57000), provider=parsl.SlurmProvider(partition="nope"))],
+        run_dir=str(tmp_path / "runinfo"))
+    with pytest.raises(ParslError, match="sbatch: error: invalid partition specified: nope"):
+        parsl.load(config)
+    parsl.clear()
