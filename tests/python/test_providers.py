@@ -293,3 +293,13 @@ def test_a_wrong_partition_fails_the_executor_with_sbatchs_message(fake_bin, tmp
     with pytest.raises(ParslError, match="sbatch: error: invalid partition specified: nope"):
         parsl.load(config)
     parsl.clear()
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="Slurm's client (sbatch) is not installed here")
+def test_the_real_sbatch_refusing_a_job_is_quoted(tmp_path):
+    """The real Slurm client: without a reachable controller it fails with its own message, with
+    one (e.g. the test cluster) the partition does not exist. Either way the error quotes sbatch."""
+    provider = parsl.SlurmProvider(partition="pervade-no-such-partition", cmd_timeout=30)
+    provider.script_dir = str(tmp_path / "scripts")
+    with pytest.raises(ParslError, match=r"'sbatch .*' failed with exit code \d+: sbatch: "):
+        provider.submit("true", 1, "b0", "")
