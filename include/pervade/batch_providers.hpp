@@ -19,7 +19,9 @@
 // command was killed at cmd_timeout. status() throws pervade::Error when the status command
 // fails, times out or answers something that is not its documented format. cancel() does not
 // throw for scheduler failures: it returns false for the jobs and puts the reason in their
-// status message. The destructor cancels the jobs that are still live.
+// status message; it returns once the scheduler has accepted the cancellation (the job is
+// CANCELLED for us from then on, whatever the scheduler still says while it stops it). The
+// destructor cancels the jobs that are still live.
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,36 +155,44 @@ struct PBSProOptions {
   std::string walltime = "00:20:00";
 };
 
-class TorqueProvider final : public BatchProvider {
+// What Torque and PBS Pro share: qsub [-q queue] [-A account], qstat's table, qdel.
+class PbsProvider : public BatchProvider {
+ protected:
+  // finished_jobs: ask qstat -x, so that finished jobs are still reported (PBS Pro).
+  PbsProvider(std::string label, ProviderOptions options, std::string walltime, std::string queue,
+              std::string account, bool finished_jobs);
+
+ private:
+  std::vector<std::string> submit_command(const std::string& script_path) const final;
+  std::string parse_job_id(const std::string& out) const final;
+  StatusCall status_command(const std::vector<std::string>& job_ids) final;
+  bool unknown_jobs_only(const std::string& err) const final;
+  std::vector<std::vector<std::string>> cancel_commands(const std::vector<std::string>& job_ids) const final;
+
+  std::string queue_;
+  std::string account_;
+  bool finished_jobs_;
+};
+
+class TorqueProvider final : public PbsProvider {
  public:
   explicit TorqueProvider(ProviderOptions options = {}, TorqueOptions torque = {});
   ~TorqueProvider() override { cancel_live_jobs(); }
 
  private:
   std::vector<File> job_files(const BatchJobFiles& f, int tasks_per_node, const std::string& body) const override;
-  std::vector<std::string> submit_command(const std::string& script_path) const override;
-  std::string parse_job_id(const std::string& out) const override;
-  StatusCall status_command(const std::vector<std::string>& job_ids) override;
-  bool unknown_jobs_only(const std::string& err) const override;
-  std::vector<std::vector<std::string>> cancel_commands(const std::vector<std::string>& job_ids) const override;
 
   TorqueOptions torque_;
 };
 
-// PBS Pro shares Torque's commands and qstat format; it differs in the job script (select
-// statements) and asks qstat -x so that finished jobs are still reported.
-class PBSProProvider final : public BatchProvider {
+// PBS Pro differs from Torque in the job script (select statements) and asks qstat -x.
+class PBSProProvider final : public PbsProvider {
  public:
   explicit PBSProProvider(ProviderOptions options = {}, PBSProOptions pbspro = {});
   ~PBSProProvider() override { cancel_live_jobs(); }
 
  private:
   std::vector<File> job_files(const BatchJobFiles& f, int tasks_per_node, const std::string& body) const override;
-  std::vector<std::string> submit_command(const std::string& script_path) const override;
-  std::string parse_job_id(const std::string& out) const override;
-  StatusCall status_command(const std::vector<std::string>& job_ids) override;
-  bool unknown_jobs_only(const std::string& err) const override;
-  std::vector<std::vector<std::string>> cancel_commands(const std::vector<std::string>& job_ids) const override;
 
   PBSProOptions pbspro_;
 };

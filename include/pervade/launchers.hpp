@@ -14,6 +14,7 @@
 // starts them itself (SingleNodeLauncher, GnuParallelLauncher).
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace pervade {
 
@@ -60,87 +61,75 @@ class WrappedLauncher final : public Launcher {
 
 // The launchers below start tasks_per_node * nodes_per_block copies through a parallel
 // launcher; `overrides` is inserted verbatim into its command line.
+class OverridesLauncher : public Launcher {
+ public:
+  const std::string& overrides() const { return overrides_; }
+
+ protected:
+  explicit OverridesLauncher(std::string overrides) : overrides_(std::move(overrides)) {}
+  std::string overrides_;
+};
 
 // Slurm: srun --ntasks <copies> -l <overrides> inside the allocation; $CORES and $NODES come
 // from SLURM_CPUS_ON_NODE and SLURM_JOB_NUM_NODES.
-class SrunLauncher final : public Launcher {
+class SrunLauncher final : public OverridesLauncher {
  public:
-  explicit SrunLauncher(std::string overrides = "") : overrides_(std::move(overrides)) {}
+  explicit SrunLauncher(std::string overrides = "") : OverridesLauncher(std::move(overrides)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "SrunLauncher"; }
-  const std::string& overrides() const { return overrides_; }
-
- private:
-  std::string overrides_;
 };
 
 // Slurm, for blocks that run several MPI applications at once: one srun per copy, each given
 // an equal share of the allocation (whole nodes with --exclusive when there are at least as
 // many nodes as copies, else NODES*CORES/copies tasks). Fails if any copy fails.
-class SrunMPILauncher final : public Launcher {
+class SrunMPILauncher final : public OverridesLauncher {
  public:
-  explicit SrunMPILauncher(std::string overrides = "") : overrides_(std::move(overrides)) {}
+  explicit SrunMPILauncher(std::string overrides = "") : OverridesLauncher(std::move(overrides)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "SrunMPILauncher"; }
-  const std::string& overrides() const { return overrides_; }
-
- private:
-  std::string overrides_;
 };
 
 // Cray ALPS: aprun -n <copies> -N <tasks_per_node> <overrides>.
-class AprunLauncher final : public Launcher {
+class AprunLauncher final : public OverridesLauncher {
  public:
-  explicit AprunLauncher(std::string overrides = "") : overrides_(std::move(overrides)) {}
+  explicit AprunLauncher(std::string overrides = "") : OverridesLauncher(std::move(overrides)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "AprunLauncher"; }
-  const std::string& overrides() const { return overrides_; }
-
- private:
-  std::string overrides_;
 };
 
 // IBM LSF/CSM: jsrun -n <copies> -r <tasks_per_node> <overrides>.
-class JsrunLauncher final : public Launcher {
+class JsrunLauncher final : public OverridesLauncher {
  public:
-  explicit JsrunLauncher(std::string overrides = "") : overrides_(std::move(overrides)) {}
+  explicit JsrunLauncher(std::string overrides = "") : OverridesLauncher(std::move(overrides)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "JsrunLauncher"; }
-  const std::string& overrides() const { return overrides_; }
-
- private:
-  std::string overrides_;
 };
 
 // MPI (MPICH/Hydra style): mpiexec <bind_cmd> none <overrides> -n <copies> --hostfile <file>,
 // the host file being $PBS_NODEFILE without duplicates, or "localhost" outside PBS.
-class MpiExecLauncher final : public Launcher {
+class MpiExecLauncher final : public OverridesLauncher {
  public:
   explicit MpiExecLauncher(std::string bind_cmd = "--bind-to", std::string overrides = "")
-      : bind_cmd_(std::move(bind_cmd)), overrides_(std::move(overrides)) {}
+      : OverridesLauncher(std::move(overrides)), bind_cmd_(std::move(bind_cmd)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "MpiExecLauncher"; }
   const std::string& bind_cmd() const { return bind_cmd_; }
-  const std::string& overrides() const { return overrides_; }
 
  private:
   std::string bind_cmd_;
-  std::string overrides_;
 };
 
 // MPI (Open MPI style): mpirun -np <copies> <overrides> <bash_location> -c <command>.
-class MpiRunLauncher final : public Launcher {
+class MpiRunLauncher final : public OverridesLauncher {
  public:
   explicit MpiRunLauncher(std::string bash_location = "/bin/bash", std::string overrides = "")
-      : bash_location_(std::move(bash_location)), overrides_(std::move(overrides)) {}
+      : OverridesLauncher(std::move(overrides)), bash_location_(std::move(bash_location)) {}
   std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
   std::string_view name() const override { return "MpiRunLauncher"; }
   const std::string& bash_location() const { return bash_location_; }
-  const std::string& overrides() const { return overrides_; }
 
  private:
   std::string bash_location_;
-  std::string overrides_;
 };
 
 // GNU parallel over ssh: the command goes to a file on the shared file system, and

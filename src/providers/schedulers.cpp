@@ -58,21 +58,9 @@ std::string pbs_output_lines(const BatchJobFiles& f) {
   return fmt::format("#PBS -o {}\n#PBS -e {}\n", f.stdout_path, f.stderr_path);
 }
 
-std::vector<std::string> qsub_command(const std::string& queue, const std::string& account, const std::string& script) {
-  std::vector<std::string> argv{"qsub"};
-  if (!queue.empty()) argv.insert(argv.end(), {"-q", queue});
-  if (!account.empty()) argv.insert(argv.end(), {"-A", account});
-  argv.push_back(script);
-  return argv;
-}
-
 std::vector<std::string> with_ids(std::vector<std::string> argv, const std::vector<std::string>& ids) {
   argv.insert(argv.end(), ids.begin(), ids.end());
   return argv;
-}
-
-bool pbs_unknown_jobs_only(const std::string& err) {
-  return only_says(err, {"Unknown Job Id", "Job has finished"});
 }
 
 ProviderOptions torque_defaults(ProviderOptions o) {
@@ -176,10 +164,41 @@ std::vector<std::vector<std::string>> SlurmProvider::cancel_commands(const std::
   return {with_ids(argv, job_ids)};
 }
 
-// ---- Torque ---------------------------------------------------------------------------------
+// ---- Torque and PBS Pro ---------------------------------------------------------------------
+
+PbsProvider::PbsProvider(std::string label, ProviderOptions options, std::string walltime, std::string queue,
+                         std::string account, bool finished_jobs)
+    : BatchProvider(std::move(label), std::move(options), std::move(walltime)),
+      queue_(std::move(queue)),
+      account_(std::move(account)),
+      finished_jobs_(finished_jobs) {}
+
+std::vector<std::string> PbsProvider::submit_command(const std::string& script_path) const {
+  std::vector<std::string> argv{"qsub"};
+  if (!queue_.empty()) argv.insert(argv.end(), {"-q", queue_});
+  if (!account_.empty()) argv.insert(argv.end(), {"-A", account_});
+  argv.push_back(script_path);
+  return argv;
+}
+
+std::string PbsProvider::parse_job_id(const std::string& out) const { return detail::pbs_job_id(out); }
+
+BatchProvider::StatusCall PbsProvider::status_command(const std::vector<std::string>& job_ids) {
+  return {with_ids(finished_jobs_ ? std::vector<std::string>{"qstat", "-x"} : std::vector<std::string>{"qstat"}, job_ids),
+          detail::parse_pbs_qstat};
+}
+
+bool PbsProvider::unknown_jobs_only(const std::string& err) const {
+  return only_says(err, {"Unknown Job Id", "Job has finished"});
+}
+
+std::vector<std::vector<std::string>> PbsProvider::cancel_commands(const std::vector<std::string>& job_ids) const {
+  return {with_ids({"qdel"}, job_ids)};
+}
 
 TorqueProvider::TorqueProvider(ProviderOptions options, TorqueOptions torque)
-    : BatchProvider("torque", torque_defaults(std::move(options)), torque.walltime), torque_(std::move(torque)) {}
+    : PbsProvider("torque", torque_defaults(std::move(options)), torque.walltime, torque.queue, torque.account, false),
+      torque_(std::move(torque)) {}
 
 std::vector<BatchProvider::File> TorqueProvider::job_files(const BatchJobFiles& f, int tasks_per_node,
                                                             const std::string& body) const {
@@ -195,26 +214,11 @@ std::vector<BatchProvider::File> TorqueProvider::job_files(const BatchJobFiles& 
   return {{f.script_path, s}};
 }
 
-std::vector<std::string> TorqueProvider::submit_command(const std::string& script_path) const {
-  return qsub_command(torque_.queue, torque_.account, script_path);
-}
-
-std::string TorqueProvider::parse_job_id(const std::string& out) const { return detail::pbs_job_id(out); }
-
-BatchProvider::StatusCall TorqueProvider::status_command(const std::vector<std::string>& job_ids) {
-  return {with_ids({"qstat"}, job_ids), detail::parse_pbs_qstat};
-}
-
-bool TorqueProvider::unknown_jobs_only(const std::string& err) const { return pbs_unknown_jobs_only(err); }
-
-std::vector<std::vector<std::string>> TorqueProvider::cancel_commands(const std::vector<std::string>& job_ids) const {
-  return {with_ids({"qdel"}, job_ids)};
-}
-
 // ---- PBS Pro --------------------------------------------------------------------------------
 
 PBSProProvider::PBSProProvider(ProviderOptions options, PBSProOptions pbspro)
-    : BatchProvider("pbspro", std::move(options), pbspro.walltime), pbspro_(std::move(pbspro)) {
+    : PbsProvider("pbspro", std::move(options), pbspro.walltime, pbspro.queue, pbspro.account, true),
+      pbspro_(std::move(pbspro)) {
   if (pbspro_.cpus_per_node < 1)
     throw ConfigurationError(fmt::format("pbspro provider: cpus_per_node must be >= 1, got {}", pbspro_.cpus_per_node));
   if (!pbspro_.select_options.empty() && pbspro_.select_options.front() != ':')
@@ -234,22 +238,6 @@ std::vector<BatchProvider::File> PBSProProvider::job_files(const BatchJobFiles& 
   s += as_lines(pbspro_.scheduler_options);
   s += "\n" + body;
   return {{f.script_path, s}};
-}
-
-std::vector<std::string> PBSProProvider::submit_command(const std::string& script_path) const {
-  return qsub_command(pbspro_.queue, pbspro_.account, script_path);
-}
-
-std::string PBSProProvider::parse_job_id(const std::string& out) const { return detail::pbs_job_id(out); }
-
-BatchProvider::StatusCall PBSProProvider::status_command(const std::vector<std::string>& job_ids) {
-  return {with_ids({"qstat", "-x"}, job_ids), detail::parse_pbs_qstat};  // -x: finished jobs too
-}
-
-bool PBSProProvider::unknown_jobs_only(const std::string& err) const { return pbs_unknown_jobs_only(err); }
-
-std::vector<std::vector<std::string>> PBSProProvider::cancel_commands(const std::vector<std::string>& job_ids) const {
-  return {with_ids({"qdel"}, job_ids)};
 }
 
 // ---- LSF ------------------------------------------------------------------------------------
