@@ -531,6 +531,17 @@ TEST_F(FakeSlurm, AFailedCancelIsReportedNotThrown) {
   EXPECT_NE(s[0].message.find("Access/permission denied"), std::string::npos) << s[0].message;
 }
 
+TEST_F(FakeSlurm, AHangingCancelGivesUpAtCmdTimeout) {
+  write_command(bin, "scancel", "exec sleep 300\n");
+  SlurmProvider slurm(options(1));
+  const auto id = slurm.submit("x", 1, "b", "");
+  EXPECT_EQ(slurm.cancel({id}), std::vector<bool>{false});
+  const auto s = slurm.status({id});
+  EXPECT_NE(s[0].message.find("cancel failed: 'scancel " + id + "' did not finish within cmd_timeout"),
+            std::string::npos)
+      << s[0].message;
+}
+
 TEST(MissingSchedulerCommands, AreNamed) {
   TempDir empty;
   PathPrefix only(empty.path(), /*replace=*/true);

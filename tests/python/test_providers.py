@@ -285,6 +285,23 @@ def test_htex_runs_tasks_on_slurm_blocks(local_slurm, fake_bin, tmp_path, no_thr
     assert wait_until(lambda: not pid_alive(job_pid), T), "the block's process survived scancel"
 
 
+def test_garbage_from_squeue_is_an_error_on_the_executor(local_slurm, fake_bin, tmp_path, no_thread_leak):
+    provider = parsl.SlurmProvider(init_blocks=1, exclusive=False)
+    config = parsl.Config(executors=[parsl.HighThroughputExecutor(
+        label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000), provider=provider)],
+        run_dir=str(tmp_path / "runinfo"))
+    dfk = parsl.load(config)
+    try:
+        write_command(fake_bin, "squeue", "echo '<html>502 Bad Gateway</html>'\n")
+        with pytest.raises(ParslError, match="cannot read the output of 'squeue.*502 Bad Gateway"):
+            dfk.executors["htex"].block_status()
+        job_pid = int((local_slurm / "101.pid").read_text())
+    finally:
+        dfk.cleanup()
+    assert "scancel 101" in calls(fake_bin)
+    assert wait_until(lambda: not pid_alive(job_pid), T), "the block was not cancelled at cleanup"
+
+
 def test_a_wrong_partition_fails_the_executor_with_sbatchs_message(fake_bin, tmp_path, no_thread_leak):
     write_command(fake_bin, "sbatch", "echo 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
     config = parsl.Config(executors=[parsl.HighThroughputExecutor(
