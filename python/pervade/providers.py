@@ -85,6 +85,8 @@ class ExecutionProvider:
     """
 
     label = "provider"
+    #: Seconds between status polls a scaling strategy should use (Parsl's value per provider).
+    status_polling_interval = 5
 
     def __init__(self, nodes_per_block: int = 1, launcher=None, init_blocks: int = 1, min_blocks: int = 0,
                  max_blocks: int = 1, worker_init: str = "", cmd_timeout: float = 30, parallelism: float = 1):
@@ -189,6 +191,8 @@ class ClusterProvider(ExecutionProvider):
     prints something unexpected gives an error that quotes it (submit and status raise, cancel
     returns False and the reason shows in the block's status message).
     """
+
+    status_polling_interval = 60  # schedulers ask clients not to poll them often
 
     def __init__(self, nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
                  parallelism, walltime, scheduler_options):

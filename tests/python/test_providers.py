@@ -147,6 +147,7 @@ def test_parsl_defaults():
     assert (slurm.walltime, slurm.cmd_timeout, slurm.exclusive, slurm.status_batch_size) == ("00:10:00", 10, True, 50)
     assert slurm.regex_job_id == r"Submitted batch job (?P<id>\S*)"
     assert isinstance(slurm.launcher, parsl.SingleNodeLauncher)
+    assert (slurm.status_polling_interval, parsl.LocalProvider().status_polling_interval) == (60, 5)
     assert (parsl.PBSProProvider().walltime, parsl.PBSProProvider().cmd_timeout) == ("00:20:00", 120)
     assert isinstance(parsl.TorqueProvider().launcher, parsl.AprunLauncher)
     assert parsl.LSFProvider().cmd_timeout == 120
