@@ -19,6 +19,7 @@
 
 #include "pervade/errors.hpp"
 #include "util/fd.hpp"
+#include "util/process.hpp"
 #include "util/spawn.hpp"
 
 extern char** environ;
@@ -30,6 +31,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kReapPollMs = 10;  // after both pipes closed, until the command has exited
+// While the pipes are open: how often to look whether the command itself has exited. A
+// command may leave a child behind that keeps the pipes open (a wrapper script starting a
+// logger); its output is complete once the command has exited, so reading stops then.
+constexpr int kExitCheckMs = 20;
 
 int ms_until(Clock::time_point deadline) {
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -107,14 +112,14 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::dur
       p[n] = pollfd{fds[i]->get(), POLLIN, 0};
       which[n++] = i;
     }
-    const int ready = ::poll(p, n, ms_until(deadline));
+    const int ready = ::poll(p, n, std::min(ms_until(deadline), kExitCheckMs));
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) {
       ::kill(-pid, SIGKILL);
       reap(pid);
       throw Error(fmt::format("poll failed while running '{}': {}", line, os_error(errno)));
     }
-    if (ready == 0) kill_and_throw();
+    if (ready == 0 && Clock::now() >= deadline) kill_and_throw();
     for (int k = 0; k < n; ++k) {
       if (p[k].revents == 0) continue;
       char buf[4096];
@@ -123,6 +128,17 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::dur
         sinks[which[k]]->append(buf, static_cast<std::size_t>(got));
       else if (got == 0 || (errno != EINTR && errno != EAGAIN))
         fds[which[k]]->reset();
+    }
+    if (has_exited(pid)) {
+      // Whatever the command wrote is in the pipes now: take it without waiting for EOF.
+      for (int i = 0; i < 2; ++i) {
+        if (!fds[i]->valid()) continue;
+        ::fcntl(fds[i]->get(), F_SETFL, O_NONBLOCK);
+        char buf[4096];
+        ssize_t got;
+        while ((got = ::read(fds[i]->get(), buf, sizeof buf)) > 0) sinks[i]->append(buf, static_cast<std::size_t>(got));
+        fds[i]->reset();
+      }
     }
   }
   // Both pipes are closed; the command has exited or is about to (or closed them on purpose).

@@ -16,7 +16,8 @@ struct CommandResult {
 // Runs argv[0] (looked up on PATH) without a shell, stdin from `stdin_path` or /dev/null, in a
 // process group of its own. Throws pervade::Error when the command is not found ("'sbatch' was
 // not found on PATH"), cannot start, or is still running at `timeout` (then its whole process
-// group is SIGKILLed and reaped before the throw, so nothing is left behind).
+// group is SIGKILLed and reaped before the throw, so nothing is left behind). The output is
+// complete once the command itself has exited, even if a child it left keeps the pipes open.
 CommandResult run_command(const std::vector<std::string>& argv, std::chrono::duration<double> timeout,
                           const std::string& stdin_path = "");
 

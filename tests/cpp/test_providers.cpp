@@ -512,6 +512,18 @@ TEST_F(FakeSlurm, ACommandPastCmdTimeoutIsKilled) {
   EXPECT_TRUE(gone(sleeper)) << "the command's process group was killed";
 }
 
+TEST_F(FakeSlurm, AChildLeftHoldingTheOutputDoesNotHoldUpTheCommand) {
+  // A wrapper that leaves a child behind with its stdout: sbatch's answer counts once sbatch
+  // itself has exited (with cmd_timeout 30, waiting for the child would fail the submit).
+  write_command(bin, "sbatch",
+                "sleep 300 &\necho $! > '" + (state / "sleep.pid").string() + "'\necho 'Submitted batch job 7'\n");
+  SlurmProvider slurm(options(30));
+  EXPECT_EQ(slurm.submit("x", 1, "b", ""), "7");
+  const pid_t sleeper = std::stoi(read_file(state / "sleep.pid"));
+  EXPECT_FALSE(gone(sleeper)) << "the child is not ours to kill";
+  ::kill(sleeper, SIGKILL);
+}
+
 TEST_F(FakeSlurm, AStatusCommandPastCmdTimeoutIsAnError) {
   write_command(bin, "squeue", "exec sleep 300\n");
   SlurmProvider slurm(options(1));
