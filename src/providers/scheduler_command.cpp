@@ -142,7 +142,8 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::dur
     }
   }
   // Both pipes are closed; the command has exited or is about to (or closed them on purpose).
-  for (;;) {
+  // It usually exits right after closing them: look again soon, then less often.
+  for (int wait_ms = 1;; wait_ms = std::min(2 * wait_ms, kReapPollMs)) {
     int status = 0;
     const pid_t w = ::waitpid(pid, &status, WNOHANG);
     if (w == pid) {
@@ -151,7 +152,7 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::dur
     }
     if (w < 0 && errno != EINTR) throw Error(fmt::format("waitpid failed for '{}': {}", line, os_error(errno)));
     if (Clock::now() >= deadline) kill_and_throw();
-    ::poll(nullptr, 0, kReapPollMs);
+    ::poll(nullptr, 0, wait_ms);
   }
 }
 
