@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "pervade/launchers.hpp"
+
 namespace pervade {
 
 // Parsl's JobState (parsl/jobs/states.py), same names.
@@ -45,36 +47,6 @@ struct JobStatus {
   std::string log_path;          // where the job's stdout and stderr go ("" if discarded)
 };
 
-// Wraps the command of a block so that it runs on each node / as many times as asked.
-class Launcher {
- public:
-  virtual ~Launcher() = default;
-  virtual std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const = 0;
-  virtual std::string_view name() const = 0;
-};
-
-// Runs the command once per block, unchanged (the command starts its own processes).
-class SimpleLauncher final : public Launcher {
- public:
-  std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
-  std::string_view name() const override { return "SimpleLauncher"; }
-};
-
-// Runs tasks_per_node * nodes_per_block copies of the command in parallel on the one node the
-// script runs on (as Parsl's SingleNodeLauncher; $CORES is the node's CPU count) and waits for
-// all. The exit status is 0 unless every copy failed, or, with fail_on_any, unless any failed.
-// A single copy runs unwrapped, so the block's exit status is the command's own.
-class SingleNodeLauncher final : public Launcher {
- public:
-  explicit SingleNodeLauncher(bool fail_on_any = false) : fail_on_any_(fail_on_any) {}
-  std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override;
-  std::string_view name() const override { return "SingleNodeLauncher"; }
-  bool fail_on_any() const { return fail_on_any_; }
-
- private:
-  bool fail_on_any_;
-};
-
 // The block parameters every provider has (Parsl's names and defaults).
 struct ProviderOptions {
   int nodes_per_block = 1;
@@ -85,6 +57,9 @@ struct ProviderOptions {
   std::string worker_init;                // shell lines run before the command (e.g. "source env.sh")
   std::shared_ptr<Launcher> launcher;     // null: SingleNodeLauncher
   double cmd_timeout = 30;                // seconds allowed for scheduler commands (batch providers)
+  // Batch providers: where job scripts are written ("": a submit_scripts directory next to
+  // the block's log, or under the current directory when the log is discarded).
+  std::string script_dir;
 };
 
 class Provider {

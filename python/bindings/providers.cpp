@@ -4,11 +4,13 @@
 // scheduler commands and cancellations block.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "bindings.hpp"
+#include "pervade/batch_providers.hpp"
 #include "pervade/provider.hpp"
 
 namespace nb = nanobind;
@@ -32,6 +34,132 @@ ProviderOptions provider_options(int nodes_per_block, int init_blocks, int min_b
   return o;
 }
 
+// The launchers beyond Simple/SingleNode: one factory each, parameters as in Parsl.
+void bind_launchers(nb::module_& m) {
+  using L = std::shared_ptr<Launcher>;
+  m.def("wrapped_launcher", [](const std::string& prepend) -> L { return std::make_shared<WrappedLauncher>(prepend); },
+        nb::arg("prepend"));
+  m.def("srun_launcher", [](const std::string& overrides) -> L { return std::make_shared<SrunLauncher>(overrides); },
+        nb::arg("overrides"));
+  m.def("srun_mpi_launcher",
+        [](const std::string& overrides) -> L { return std::make_shared<SrunMPILauncher>(overrides); },
+        nb::arg("overrides"));
+  m.def("aprun_launcher", [](const std::string& overrides) -> L { return std::make_shared<AprunLauncher>(overrides); },
+        nb::arg("overrides"));
+  m.def("jsrun_launcher", [](const std::string& overrides) -> L { return std::make_shared<JsrunLauncher>(overrides); },
+        nb::arg("overrides"));
+  m.def(
+      "mpiexec_launcher",
+      [](const std::string& bind_cmd, const std::string& overrides) -> L {
+        return std::make_shared<MpiExecLauncher>(bind_cmd, overrides);
+      },
+      nb::arg("bind_cmd"), nb::arg("overrides"));
+  m.def(
+      "mpirun_launcher",
+      [](const std::string& bash_location, const std::string& overrides) -> L {
+        return std::make_shared<MpiRunLauncher>(bash_location, overrides);
+      },
+      nb::arg("bash_location"), nb::arg("overrides"));
+  m.def("gnu_parallel_launcher", []() -> L { return std::make_shared<GnuParallelLauncher>(); });
+}
+
+// The batch providers: their option structs with read-write fields (the Python classes fill
+// them), one factory each taking the common ProviderOptions and the scheduler's options.
+void bind_batch_providers(nb::module_& m) {
+  nb::class_<ProviderOptions>(m, "ProviderOptions")
+      .def(nb::init<>())
+      .def_rw("nodes_per_block", &ProviderOptions::nodes_per_block)
+      .def_rw("init_blocks", &ProviderOptions::init_blocks)
+      .def_rw("min_blocks", &ProviderOptions::min_blocks)
+      .def_rw("max_blocks", &ProviderOptions::max_blocks)
+      .def_rw("parallelism", &ProviderOptions::parallelism)
+      .def_rw("worker_init", &ProviderOptions::worker_init)
+      .def_rw("launcher", &ProviderOptions::launcher)
+      .def_rw("cmd_timeout", &ProviderOptions::cmd_timeout)
+      .def_rw("script_dir", &ProviderOptions::script_dir);
+
+  nb::class_<BatchProvider, Provider>(m, "BatchProvider")
+      .def("job_script", &BatchProvider::job_script, nb::arg("command"), nb::arg("tasks_per_node"),
+           nb::arg("job_name"), nb::arg("log_path"))
+      .def_prop_ro("walltime", &BatchProvider::walltime);
+
+  nb::class_<SlurmOptions>(m, "SlurmOptions")
+      .def(nb::init<>())
+      .def_rw("partition", &SlurmOptions::partition)
+      .def_rw("account", &SlurmOptions::account)
+      .def_rw("qos", &SlurmOptions::qos)
+      .def_rw("constraint", &SlurmOptions::constraint)
+      .def_rw("clusters", &SlurmOptions::clusters)
+      .def_rw("cores_per_node", &SlurmOptions::cores_per_node)
+      .def_rw("mem_per_node", &SlurmOptions::mem_per_node)
+      .def_rw("gpus_per_node", &SlurmOptions::gpus_per_node)
+      .def_rw("gres", &SlurmOptions::gres)
+      .def_rw("walltime", &SlurmOptions::walltime)
+      .def_rw("scheduler_options", &SlurmOptions::scheduler_options)
+      .def_rw("regex_job_id", &SlurmOptions::regex_job_id)
+      .def_rw("exclusive", &SlurmOptions::exclusive);
+  nb::class_<PBSProOptions>(m, "PBSProOptions")
+      .def(nb::init<>())
+      .def_rw("account", &PBSProOptions::account)
+      .def_rw("queue", &PBSProOptions::queue)
+      .def_rw("scheduler_options", &PBSProOptions::scheduler_options)
+      .def_rw("select_options", &PBSProOptions::select_options)
+      .def_rw("cpus_per_node", &PBSProOptions::cpus_per_node)
+      .def_rw("walltime", &PBSProOptions::walltime);
+  nb::class_<TorqueOptions>(m, "TorqueOptions")
+      .def(nb::init<>())
+      .def_rw("account", &TorqueOptions::account)
+      .def_rw("queue", &TorqueOptions::queue)
+      .def_rw("scheduler_options", &TorqueOptions::scheduler_options)
+      .def_rw("walltime", &TorqueOptions::walltime);
+  nb::class_<LSFOptions>(m, "LSFOptions")
+      .def(nb::init<>())
+      .def_rw("cores_per_block", &LSFOptions::cores_per_block)
+      .def_rw("cores_per_node", &LSFOptions::cores_per_node)
+      .def_rw("walltime", &LSFOptions::walltime)
+      .def_rw("scheduler_options", &LSFOptions::scheduler_options)
+      .def_rw("project", &LSFOptions::project)
+      .def_rw("queue", &LSFOptions::queue)
+      .def_rw("bsub_redirection", &LSFOptions::bsub_redirection)
+      .def_rw("request_by_nodes", &LSFOptions::request_by_nodes);
+  nb::class_<GridEngineOptions>(m, "GridEngineOptions")
+      .def(nb::init<>())
+      .def_rw("walltime", &GridEngineOptions::walltime)
+      .def_rw("scheduler_options", &GridEngineOptions::scheduler_options)
+      .def_rw("queue", &GridEngineOptions::queue);
+  nb::class_<CondorOptions>(m, "CondorOptions")
+      .def(nb::init<>())
+      .def_rw("cores_per_slot", &CondorOptions::cores_per_slot)
+      .def_rw("mem_per_slot", &CondorOptions::mem_per_slot)
+      .def_rw("environment", &CondorOptions::environment)
+      .def_rw("project", &CondorOptions::project)
+      .def_rw("scheduler_options", &CondorOptions::scheduler_options)
+      .def_rw("transfer_input_files", &CondorOptions::transfer_input_files)
+      .def_rw("walltime", &CondorOptions::walltime)
+      .def_rw("requirements", &CondorOptions::requirements);
+
+  // Returned as Provider (the executor's type); job_script is reached through BatchProvider.
+  m.def("slurm_provider", [](const ProviderOptions& o, const SlurmOptions& s) -> std::shared_ptr<BatchProvider> {
+    return std::make_shared<SlurmProvider>(o, s);
+  });
+  m.def("pbspro_provider", [](const ProviderOptions& o, const PBSProOptions& s) -> std::shared_ptr<BatchProvider> {
+    return std::make_shared<PBSProProvider>(o, s);
+  });
+  m.def("torque_provider", [](const ProviderOptions& o, const TorqueOptions& s) -> std::shared_ptr<BatchProvider> {
+    return std::make_shared<TorqueProvider>(o, s);
+  });
+  m.def("lsf_provider", [](const ProviderOptions& o, const LSFOptions& s) -> std::shared_ptr<BatchProvider> {
+    return std::make_shared<LSFProvider>(o, s);
+  });
+  m.def("grid_engine_provider",
+        [](const ProviderOptions& o, const GridEngineOptions& s) -> std::shared_ptr<BatchProvider> {
+          return std::make_shared<GridEngineProvider>(o, s);
+        });
+  m.def("condor_provider", [](const ProviderOptions& o, const CondorOptions& s) -> std::shared_ptr<BatchProvider> {
+    return std::make_shared<CondorProvider>(o, s);
+  });
+}
+
 }  // namespace
 
 void bind_providers(nb::module_& m) {
@@ -43,6 +171,7 @@ void bind_providers(nb::module_& m) {
       "single_node_launcher",
       [](bool fail_on_any) -> std::shared_ptr<Launcher> { return std::make_shared<SingleNodeLauncher>(fail_on_any); },
       nb::arg("fail_on_any"));
+  bind_launchers(m);
 
   nb::class_<Provider>(m, "Provider")
       .def_prop_ro("label", &Provider::label)
@@ -76,6 +205,8 @@ void bind_providers(nb::module_& m) {
             return p.cancel(job_ids);
           },
           nb::arg("job_ids"));
+
+  bind_batch_providers(m);
 
   m.def(
       "local_provider",

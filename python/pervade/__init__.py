@@ -22,7 +22,10 @@ from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, 
                      JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
                      WorkerLost)
 from .executors import HighThroughputExecutor, ThreadPoolExecutor
-from .providers import LocalProvider, SimpleLauncher, SingleNodeLauncher
+from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, MpiExecLauncher, MpiRunLauncher,
+                        SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher, WrappedLauncher)
+from .providers import (CondorProvider, GridEngineProvider, LocalProvider, LSFProvider, PBSProProvider,
+                        SlurmProvider, TorqueProvider)
 from .futures import AppFuture
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
 from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
@@ -34,7 +37,10 @@ __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
     "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
     "BasicMemoizer", "get_all_checkpoints", "get_last_checkpoint", "id_for_memo",
-    "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SimpleLauncher", "SingleNodeLauncher",
+    "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SlurmProvider", "PBSProProvider", "TorqueProvider",
+    "LSFProvider", "GridEngineProvider", "CondorProvider", "SimpleLauncher", "SingleNodeLauncher", "WrappedLauncher",
+    "SrunLauncher", "SrunMPILauncher", "AprunLauncher", "JsrunLauncher", "MpiExecLauncher", "MpiRunLauncher",
+    "GnuParallelLauncher",
     "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",

@@ -1,7 +1,9 @@
 """Providers get blocks of nodes for executors; launchers start the pool command on them.
 
-The classes here are configuration with Parsl's names and parameters; each builds the C++
-provider or launcher of the engine (include/pervade/provider.hpp) that does the work. An
+The classes here are configuration with Parsl's names, parameters and defaults; each builds
+the C++ provider of the engine (include/pervade/provider.hpp, batch_providers.hpp) that does
+the work: LocalProvider (processes on this machine) and the batch schedulers SlurmProvider,
+PBSProProvider, TorqueProvider, LSFProvider, GridEngineProvider and CondorProvider. An
 executor asks its provider for the native object when the DataFlowKernel starts it.
 """
 
@@ -9,8 +11,15 @@ from __future__ import annotations
 
 import enum
 
+import math
+import re
+
 from . import _native
 from .errors import ConfigurationError
+# The launchers live in pervade.launchers; importable from here too, as before.
+from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
+                        MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
+                        WrappedLauncher)
 
 
 class JobState(enum.IntEnum):
@@ -52,33 +61,6 @@ class JobStatus:
         return f"JobStatus({self.state.name}{extra}, {self.message!r})"
 
 
-class SimpleLauncher:
-    """Runs the command once per block, unchanged."""
-
-    def __init__(self, debug: bool = True):
-        self.debug = debug
-
-    def _native_launcher(self):
-        return _native.simple_launcher()
-
-    def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int) -> str:
-        """The block script's launch line for `command` (as Parsl's launchers are called)."""
-        return self._native_launcher().wrap(command, tasks_per_node, nodes_per_block)
-
-
-class SingleNodeLauncher(SimpleLauncher):
-    """Runs tasks_per_node x nodes_per_block copies of the command in parallel on the node the
-    block script runs on, and waits for all; the block fails if every copy failed (or, with
-    fail_on_any, if any failed)."""
-
-    def __init__(self, debug: bool = True, fail_on_any: bool = False):
-        super().__init__(debug)
-        self.fail_on_any = fail_on_any
-
-    def _native_launcher(self):
-        return _native.single_node_launcher(bool(self.fail_on_any))
-
-
 def _check_blocks(owner: str, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout):
     for name, value in (("nodes_per_block", nodes_per_block), ("init_blocks", init_blocks),
                         ("min_blocks", min_blocks), ("max_blocks", max_blocks)):
@@ -103,6 +85,8 @@ class ExecutionProvider:
     """
 
     label = "provider"
+    #: Seconds between status polls a scaling strategy should use (Parsl's value per provider).
+    status_polling_interval = 5
 
     def __init__(self, nodes_per_block: int = 1, launcher=None, init_blocks: int = 1, min_blocks: int = 0,
                  max_blocks: int = 1, worker_init: str = "", cmd_timeout: float = 30, parallelism: float = 1):
@@ -175,3 +159,288 @@ class LocalProvider(ExecutionProvider):
         return _native.local_provider(self.nodes_per_block, self.init_blocks, self.min_blocks, self.max_blocks,
                                       float(self.parallelism), self.worker_init, self.launcher._native_launcher(),
                                       float(self.cmd_timeout), self.cancel_grace)
+
+
+_WALLTIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
+
+
+def _opt_str(owner: str, name: str, value) -> str:
+    """None or a str (None: the scheduler's default, written as "")."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{owner} {name} must be a str or None, got {value!r}")
+    return value
+
+
+def _opt_int(owner: str, name: str, value, minimum: int = 1):
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{owner} {name} must be None or an int >= {minimum}, got {value!r}")
+    return value
+
+
+class ClusterProvider(ExecutionProvider):
+    """Base of the batch-scheduler providers (Parsl's ClusterProvider): each block is one batch
+    job. The job script (worker_init, then the launcher's wrapping of the command) is written
+    to `script_dir` (default: a submit_scripts directory next to the block's log in the run
+    directory), submitted with the scheduler's command, its state read for all live blocks
+    with one status command call, and cancelled with the scheduler's command. Each scheduler
+    command runs at most `cmd_timeout` seconds; a command that is missing, fails, times out or
+    prints something unexpected gives an error that quotes it (submit and status raise, cancel
+    returns False and the reason shows in the block's status message).
+    """
+
+    status_polling_interval = 60  # schedulers ask clients not to poll them often
+
+    def __init__(self, nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                 parallelism, walltime, scheduler_options):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism)
+        owner = type(self).__name__
+        if not isinstance(walltime, str) or not _WALLTIME.match(walltime):
+            raise ConfigurationError(f"{owner} walltime must be a str 'HH:MM:SS', got {walltime!r}")
+        self.walltime = walltime
+        self.scheduler_options = _opt_str(owner, "scheduler_options", scheduler_options)
+        self.script_dir = None  # set before the first submit to choose where job scripts go
+
+    def _options(self):
+        o = _native.ProviderOptions()
+        o.nodes_per_block = self.nodes_per_block
+        o.init_blocks = self.init_blocks
+        o.min_blocks = self.min_blocks
+        o.max_blocks = self.max_blocks
+        o.parallelism = float(self.parallelism)
+        o.worker_init = self.worker_init
+        o.launcher = self.launcher._native_launcher()
+        o.cmd_timeout = float(self.cmd_timeout)
+        o.script_dir = self.script_dir or ""
+        return o
+
+    def _validate(self):
+        """Builds a native object once to let the engine check the values (it runs nothing)."""
+        self._make_native()
+
+    def job_script(self, command: str, tasks_per_node: int = 1, job_name: str = "pervade.block",
+                   log_path: str = "") -> str:
+        """The job script submit() would write for a block running `command` (nothing is run)."""
+        return self._native_provider().job_script(command, tasks_per_node, job_name, log_path or "")
+
+
+class SlurmProvider(ClusterProvider):
+    """Blocks are Slurm jobs: sbatch submits, sacct (squeue where accounting is disabled) reads
+    their states, scancel cancels.
+
+    >>> SlurmProvider(partition="debug", nodes_per_block=2, walltime="01:00:00",
+    ...               launcher=SrunLauncher(), worker_init="module load python")  # doctest: +SKIP
+
+    `mem_per_node` is in GB; `cores_per_node` sets --cpus-per-task to cores_per_node divided by
+    the block's tasks per node; `scheduler_options` lines are added verbatim after the
+    generated #SBATCH lines. `status_batch_size` is accepted for Parsl compatibility: pervade
+    asks for every live job in one call.
+    """
+
+    label = "slurm"
+
+    def __init__(self, partition: str | None = None, account: str | None = None, qos: str | None = None,
+                 constraint: str | None = None, clusters: str | None = None, nodes_per_block: int = 1,
+                 cores_per_node: int | None = None, mem_per_node: int | None = None,
+                 gpus_per_node: int | None = None, gres: str | None = None, init_blocks: int = 1,
+                 min_blocks: int = 0, max_blocks: int = 1, parallelism: float = 1, walltime: str = "00:10:00",
+                 scheduler_options: str = "", regex_job_id: str = r"Submitted batch job (?P<id>\S*)",
+                 worker_init: str = "", cmd_timeout: int = 10, status_batch_size: int = 50, exclusive: bool = True,
+                 launcher=None):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism, walltime, scheduler_options)
+        o = "SlurmProvider"
+        self.partition = _opt_str(o, "partition", partition)
+        self.account = _opt_str(o, "account", account)
+        self.qos = _opt_str(o, "qos", qos)
+        self.constraint = _opt_str(o, "constraint", constraint)
+        self.clusters = _opt_str(o, "clusters", clusters)
+        self.cores_per_node = _opt_int(o, "cores_per_node", cores_per_node)
+        self.mem_per_node = _opt_int(o, "mem_per_node", mem_per_node)
+        self.gpus_per_node = _opt_int(o, "gpus_per_node", gpus_per_node)
+        self.gres = _opt_str(o, "gres", gres)
+        self.regex_job_id = _opt_str(o, "regex_job_id", regex_job_id)
+        self.status_batch_size = _opt_int(o, "status_batch_size", status_batch_size)
+        if not isinstance(exclusive, bool):
+            raise ConfigurationError(f"SlurmProvider exclusive must be a bool, got {exclusive!r}")
+        self.exclusive = exclusive
+        self._validate()
+
+    def _make_native(self):
+        s = _native.SlurmOptions()
+        for name in ("partition", "account", "qos", "constraint", "clusters", "cores_per_node", "mem_per_node",
+                     "gpus_per_node", "gres", "walltime", "scheduler_options", "regex_job_id", "exclusive"):
+            setattr(s, name, getattr(self, name))
+        return _native.slurm_provider(self._options(), s)
+
+
+class PBSProProvider(ClusterProvider):
+    """Blocks are PBS Pro jobs: qsub (with -q queue, -A account), qstat -x, qdel. The job asks
+    for ``select=<nodes_per_block>:ncpus=<cpus_per_node><select_options>``.
+
+    >>> PBSProProvider(queue="debug", account="proj", cpus_per_node=64,
+    ...                select_options="ngpus=4", walltime="01:00:00")  # doctest: +SKIP
+    """
+
+    label = "pbspro"
+
+    def __init__(self, account: str | None = None, queue: str | None = None, scheduler_options: str = "",
+                 select_options: str = "", worker_init: str = "", nodes_per_block: int = 1, cpus_per_node: int = 1,
+                 init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1, parallelism: float = 1,
+                 launcher=None, walltime: str = "00:20:00", cmd_timeout: int = 120):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism, walltime, scheduler_options)
+        o = "PBSProProvider"
+        self.account = _opt_str(o, "account", account)
+        self.queue = _opt_str(o, "queue", queue)
+        self.select_options = _opt_str(o, "select_options", select_options)
+        self.cpus_per_node = _opt_int(o, "cpus_per_node", cpus_per_node)
+        if self.cpus_per_node is None:
+            raise ConfigurationError("PBSProProvider cpus_per_node must be an int >= 1, got None")
+        self._validate()
+
+    def _make_native(self):
+        s = _native.PBSProOptions()
+        for name in ("account", "queue", "scheduler_options", "select_options", "cpus_per_node", "walltime"):
+            setattr(s, name, getattr(self, name))
+        return _native.pbspro_provider(self._options(), s)
+
+
+class TorqueProvider(ClusterProvider):
+    """Blocks are Torque jobs: qsub (with -q queue, -A account), qstat, qdel. The job asks for
+    ``nodes=<nodes_per_block>:ppn=<tasks_per_node>``. The default launcher is AprunLauncher, as
+    in Parsl; `scheduler_options` (#PBS lines) go before the generated ones.
+    """
+
+    label = "torque"
+
+    def __init__(self, account: str | None = None, queue: str | None = None, scheduler_options: str = "",
+                 worker_init: str = "", nodes_per_block: int = 1, init_blocks: int = 1, min_blocks: int = 0,
+                 max_blocks: int = 1, parallelism: float = 1, launcher=None, walltime: str = "00:20:00",
+                 cmd_timeout: int = 120):
+        super().__init__(nodes_per_block, launcher if launcher is not None else AprunLauncher(), init_blocks,
+                         min_blocks, max_blocks, worker_init, cmd_timeout, parallelism, walltime, scheduler_options)
+        self.account = _opt_str("TorqueProvider", "account", account)
+        self.queue = _opt_str("TorqueProvider", "queue", queue)
+        self._validate()
+
+    def _make_native(self):
+        s = _native.TorqueOptions()
+        for name in ("account", "queue", "scheduler_options", "walltime"):
+            setattr(s, name, getattr(self, name))
+        return _native.torque_provider(self._options(), s)
+
+
+class LSFProvider(ClusterProvider):
+    """Blocks are LSF jobs: bsub (``bsub < script`` with bsub_redirection), bjobs, bkill. By
+    default a block asks for nodes (#BSUB -nnodes); with request_by_nodes=False it asks for
+    cores_per_block cores, cores_per_node per host, and nodes_per_block becomes
+    ceil(cores_per_block / cores_per_node). The walltime is given to -W in minutes.
+    """
+
+    label = "LSF"
+
+    def __init__(self, nodes_per_block: int = 1, cores_per_block: int | None = None,
+                 cores_per_node: int | None = None, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
+                 parallelism: float = 1, walltime: str = "00:10:00", scheduler_options: str = "",
+                 worker_init: str = "", project: str | None = None, queue: str | None = None,
+                 cmd_timeout: int = 120, bsub_redirection: bool = False, request_by_nodes: bool = True,
+                 launcher=None):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism, walltime, scheduler_options)
+        o = "LSFProvider"
+        self.cores_per_block = _opt_int(o, "cores_per_block", cores_per_block)
+        self.cores_per_node = _opt_int(o, "cores_per_node", cores_per_node)
+        self.project = _opt_str(o, "project", project)
+        self.queue = _opt_str(o, "queue", queue)
+        self.bsub_redirection = bool(bsub_redirection)
+        self.request_by_nodes = bool(request_by_nodes)
+        if not self.request_by_nodes:
+            if self.cores_per_block is None or self.cores_per_node is None:
+                raise ConfigurationError("LSFProvider request_by_nodes=False needs cores_per_block and cores_per_node")
+            self.nodes_per_block = math.ceil(self.cores_per_block / self.cores_per_node)
+        self._validate()
+
+    def _make_native(self):
+        s = _native.LSFOptions()
+        for name in ("cores_per_block", "cores_per_node", "walltime", "scheduler_options", "project", "queue",
+                     "bsub_redirection", "request_by_nodes"):
+            setattr(s, name, getattr(self, name))
+        return _native.lsf_provider(self._options(), s)
+
+
+class GridEngineProvider(ClusterProvider):
+    """Blocks are Grid Engine jobs: qsub -terse (with -q queue), qstat, qdel; #$ directives,
+    walltime as -l h_rt."""
+
+    label = "grid_engine"
+
+    def __init__(self, nodes_per_block: int = 1, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
+                 parallelism: float = 1, walltime: str = "00:10:00", scheduler_options: str = "",
+                 worker_init: str = "", launcher=None, cmd_timeout: int = 60, queue: str | None = None):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism, walltime, scheduler_options)
+        self.queue = _opt_str("GridEngineProvider", "queue", queue)
+        self._validate()
+
+    def _make_native(self):
+        s = _native.GridEngineOptions()
+        for name in ("walltime", "scheduler_options", "queue"):
+            setattr(s, name, getattr(self, name))
+        return _native.grid_engine_provider(self._options(), s)
+
+
+class CondorProvider(ClusterProvider):
+    """Blocks are HTCondor jobs: condor_submit, condor_q, condor_rm. The job script is the
+    job's input file, run by /bin/bash; `scheduler_options` are submit-description lines;
+    `environment` is a dict set in the job. A slot counts as a node (cores_per_slot and
+    mem_per_slot, in GB, size it). `cmd_chunk_size` is accepted for Parsl compatibility:
+    pervade asks for every live job in one call. Condor has no walltime; it is kept for the
+    scaling strategy.
+    """
+
+    label = "condor"
+
+    def __init__(self, nodes_per_block: int = 1, cores_per_slot: int | None = None,
+                 mem_per_slot: float | None = None, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
+                 parallelism: float = 1, environment: dict | None = None, project: str = "",
+                 scheduler_options: str = "", transfer_input_files=(), walltime: str = "00:10:00",
+                 worker_init: str = "", launcher=None, requirements: str = "", cmd_timeout: int = 60,
+                 cmd_chunk_size: int = 100):
+        super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
+                         parallelism, walltime, scheduler_options)
+        o = "CondorProvider"
+        self.cores_per_slot = _opt_int(o, "cores_per_slot", cores_per_slot)
+        if mem_per_slot is not None and (isinstance(mem_per_slot, bool) or not isinstance(mem_per_slot, (int, float))
+                                         or not mem_per_slot > 0):
+            raise ConfigurationError(f"CondorProvider mem_per_slot must be None or a number of GB > 0, got {mem_per_slot!r}")
+        self.mem_per_slot = mem_per_slot
+        # Parsl's executors read a node's size from these.
+        self.cores_per_node = self.cores_per_slot
+        self.mem_per_node = self.mem_per_slot
+        environment = dict(environment or {})
+        for k, v in environment.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ConfigurationError(f"CondorProvider environment must map str to str, got {k!r}: {v!r}")
+        self.environment = environment
+        self.project = _opt_str(o, "project", project)
+        self.requirements = _opt_str(o, "requirements", requirements)
+        files = list(transfer_input_files)
+        if not all(isinstance(f, str) for f in files):
+            raise ConfigurationError(f"CondorProvider transfer_input_files must be a list of str, got {files!r}")
+        self.transfer_input_files = files
+        self.cmd_chunk_size = _opt_int(o, "cmd_chunk_size", cmd_chunk_size)
+        self._validate()
+
+    def _make_native(self):
+        s = _native.CondorOptions()
+        s.cores_per_slot = self.cores_per_slot
+        s.mem_per_slot = None if self.mem_per_slot is None else float(self.mem_per_slot)
+        s.environment = list(self.environment.items())
+        for name in ("project", "scheduler_options", "transfer_input_files", "walltime", "requirements"):
+            setattr(s, name, getattr(self, name))
+        return _native.condor_provider(self._options(), s)

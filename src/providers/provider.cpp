@@ -1,4 +1,4 @@
-// The provider base (option checks, block scripts), JobState names and the launchers.
+// The provider base (option checks, block scripts) and JobState names.
 #include "pervade/provider.hpp"
 
 #include <algorithm>
@@ -24,32 +24,6 @@ std::string_view to_string(JobState s) {
     case JobState::scaled_in: return "SCALED_IN";
   }
   return "UNKNOWN";
-}
-
-std::string SimpleLauncher::wrap(const std::string& command, int, int) const { return command; }
-
-std::string SingleNodeLauncher::wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const {
-  const long copies = static_cast<long>(std::max(1, tasks_per_node)) * std::max(1, nodes_per_block);
-  const std::string cores = "export CORES=$(getconf _NPROCESSORS_ONLN)\n";
-  if (copies == 1) return cores + command;  // the block's exit status is the command's own
-  // Parsl's script, without `set -e` (which would end the script at the first failed `wait`
-  // and leave the other copies unwaited for). The command is a function, so it may be any
-  // shell text; each copy gets its number as $1.
-  return fmt::format(
-      "{}WORKERCOUNT={}\n"
-      "CMD() {{\n{}\n}}\n"
-      "PIDS=\"\"\n"
-      "for COUNT in $(seq 1 1 $WORKERCOUNT); do\n"
-      "  CMD $COUNT &\n"
-      "  PIDS=\"$PIDS $!\"\n"
-      "done\n"
-      "ALLFAILED=1\n"
-      "ANYFAILED=0\n"
-      "for PID in $PIDS; do\n"
-      "  if wait $PID; then ALLFAILED=0; else ANYFAILED=1; fi\n"
-      "done\n"
-      "exit ${}\n",
-      cores, copies, command, fail_on_any_ ? "ANYFAILED" : "ALLFAILED");
 }
 
 Provider::Provider(std::string label, ProviderOptions options) : label_(std::move(label)), options_(std::move(options)) {
