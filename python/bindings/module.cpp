@@ -227,6 +227,8 @@ nb::object exception_to_python(const std::exception_ptr& e) {
     return errors_module().attr("DataFlowKernelClosed")(c.what());
   } catch (const BadCheckpoint& c) {
     return errors_module().attr("BadCheckpoint")(c.what());
+  } catch (const TaskCancelled& c) {
+    return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
   } catch (const std::exception& x) {
@@ -318,6 +320,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   void inject_stop(StopReason reason);
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
+  // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
+  // runs again, so unlike a walltime stop this one is never reset.
+  std::atomic<bool> cancel_requested{false};
 
  private:
   CompletionThread* completions_;
@@ -343,7 +348,12 @@ Outcome PyTask::run(TaskContext& ctx) {
   running_ident_ = PyThread_get_thread_ident();
   t_current_task = this;
   PyObject* result;
-  if (ctx.dependency_count() == 0) {
+  if (cancel_requested.load()) {
+    // Cancelled after the executor published this try but before the function started (the
+    // completion thread found no running function to raise in).
+    PyErr_SetString(errors_module().attr("TaskCancelled").ptr(), "the task was cancelled before it started");
+    result = nullptr;
+  } else if (ctx.dependency_count() == 0) {
     result = PyObject_Call(func_.get(), args_.get(), kwargs_.get());
   } else {
     PyObject* deps = PyList_New(static_cast<Py_ssize_t>(ctx.dependency_count()));
@@ -438,11 +448,19 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
   }
 }
 
+const char* stop_error_name(StopReason reason) {
+  switch (reason) {
+    case StopReason::walltime: return "AppTimeout";
+    case StopReason::shutdown: return "DataFlowKernelClosed";
+    case StopReason::cancelled: return "TaskCancelled";
+  }
+  return "ParslError";
+}
+
 void PyTask::inject_stop(StopReason reason) {
   if (running_ident_ == 0) return;
   interrupted_ = true;
-  nb::object cls = errors_module().attr(reason == StopReason::walltime ? "AppTimeout" : "DataFlowKernelClosed");
-  PyThreadState_SetAsyncExc(running_ident_, cls.ptr());
+  PyThreadState_SetAsyncExc(running_ident_, errors_module().attr(stop_error_name(reason)).ptr());
 }
 
 // ---------------------------------------------------------------- completion thread
@@ -451,6 +469,7 @@ class CompletionThread {
  public:
   CompletionThread() : thread_([this] {
     detail::name_this_thread("pv-completion");
+    set_engine_thread(true);  // done-callbacks that submit must not wait for capacity
     loop();
   }) {}
   ~CompletionThread() { stop(); }
@@ -561,6 +580,7 @@ void PyTask::interrupt(StopReason reason) {
   // No GIL, must not block: stop a running command at once, and let the completion thread
   // raise AppTimeout (or DataFlowKernelClosed) inside the Python function.
   stop_reason.store(reason);
+  if (reason == StopReason::cancelled) cancel_requested.store(true);
   if (auto* s = shell.load()) s->request();
   completions_->push_interrupt(shared_from_this(), reason);
 }
@@ -601,27 +621,36 @@ void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
   static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
+  static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
   PyObject* fut = future_.get();
   bool ok = true;
   try {
-    nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
-    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
-    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
-                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
-    if (fast) {
-      // The completion thread holds the GIL and runs no Python code here, so no waiter can
-      // appear between these writes.
-      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-           PyDict_SetItem(dict, s_state, s_finished) == 0;
-    } else {
-      PyObject* none = Py_None;
-      PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
-                                   : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
+    if (record.state() == TaskState::cancelled) {
+      // The future ends cancelled; AppFuture.cancel() may have marked it already, and the method
+      // runs the callbacks only once.
+      PyObject* r = PyObject_CallMethodNoArgs(fut, s_cancelled);
       ok = r != nullptr;
       Py_XDECREF(r);
+    } else {
+      nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
+      PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
+      PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
+      const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
+                        PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+      if (fast) {
+        // The completion thread holds the GIL and runs no Python code here, so no waiter can
+        // appear between these writes.
+        ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+             PyDict_SetItem(dict, s_state, s_finished) == 0;
+      } else {
+        PyObject* none = Py_None;
+        PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
+                                     : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
+        ok = r != nullptr;
+        Py_XDECREF(r);
+      }
+      Py_XDECREF(dict);
     }
-    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
     ok = false;
@@ -675,12 +704,13 @@ CheckpointConfig checkpoint_config(nb::handle options) {
 class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
-         nb::object checkpoint) {
+         nb::object checkpoint, std::size_t max_unfinished_tasks) {
     Config cfg;
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
+    cfg.max_unfinished_tasks = max_unfinished_tasks;
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
@@ -722,6 +752,7 @@ class Kernel {
     // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
     const bool memoized = !memo.is_none();
     const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
+    wait_for_capacity();
     auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
                                          kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
                                          plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
@@ -743,8 +774,37 @@ class Kernel {
       for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
     if (!executors.is_none())
       for (nb::handle e : executors) spec.executors.push_back(nb::cast<std::string>(e));
+    // Capacity was awaited above without the GIL; submit must not wait again while holding it
+    // (tasks that need the GIL could never finish). With several submitting threads the limit
+    // may thus be passed by one task per thread.
+    struct NoWait {
+      bool was = set_engine_thread(true);
+      ~NoWait() { set_engine_thread(was); }
+    } no_wait;
     if (reserved_id >= 0) return TaskHandle(dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)}));
     return TaskHandle(dfk_->submit(std::move(spec)));
+  }
+
+  // Back-pressure: waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets
+  // through, until the kernel takes another task.
+  void wait_for_capacity() {
+    using namespace std::chrono_literals;
+    if (dfk_->wait_for_capacity(0s)) return;  // the common case: no limit, or under it
+    for (;;) {
+      bool ready;
+      {
+        nb::gil_scoped_release release;
+        ready = dfk_->wait_for_capacity(100ms);
+      }
+      if (ready) return;
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    }
+  }
+
+  // Blocks (without the GIL) until the kernel's thread has cancelled the task or found it final.
+  bool cancel(TaskHandle& task) {
+    nb::gil_scoped_release release;
+    return dfk_->cancel(task.record);
   }
 
   std::uint64_t reserve_id() { return dfk_->reserve_task_id().value; }
@@ -806,7 +866,10 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
   ShellResult result;
   {
     nb::gil_scoped_release release;
-    if (task) task->shell.store(&interrupt);
+    if (task) {
+      task->shell.store(&interrupt);
+      if (task->cancel_requested.load()) interrupt.request();  // cancelled before the store
+    }
     try {
       result = run_shell(cmd, &interrupt);
     } catch (...) {
@@ -816,12 +879,12 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     if (task) task->shell.store(nullptr);
   }
   if (result.interrupted || result.timed_out) {
-    const bool closing = task && task->stop_reason.load() == StopReason::shutdown;
-    nb::object cls = errors_module().attr(closing ? "DataFlowKernelClosed" : "AppTimeout");
-    PyErr_SetObject(cls.ptr(), nb::str(closing ? "the command was stopped (process group killed): the "
-                                                 "DataFlowKernel was cleaned up"
-                                               : "the command exceeded its walltime (process group killed)")
-                                   .ptr());
+    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stop_reason.load();
+    const char* text = reason == StopReason::shutdown    ? "the command was stopped (process group killed): the "
+                                                           "DataFlowKernel was cleaned up"
+                       : reason == StopReason::cancelled ? "the command was cancelled (process group killed)"
+                                                         : "the command exceeded its walltime (process group killed)";
+    PyErr_SetObject(errors_module().attr(stop_error_name(reason)).ptr(), nb::str(text).ptr());
     throw nb::python_error();
   }
   return result.exit_code;
@@ -952,14 +1015,15 @@ NB_MODULE(_native, m) {
       nb::arg("max_threads"), nb::arg("label"));
 
   nb::class_<Kernel>(m, "Kernel")
-      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object>(), nb::arg("executors"),
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t>(), nb::arg("executors"),
            nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
-           nb::arg("checkpoint").none() = nb::none())
+           nb::arg("checkpoint").none() = nb::none(), nb::arg("max_unfinished_tasks") = 0)
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
            nb::arg("memo").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
+      .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)
       .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),
            nb::arg("exception").none())

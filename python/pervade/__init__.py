@@ -20,7 +20,7 @@ from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wa
 from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStdStreamFile, BashAppNoReturn,
                      BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
                      JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
-                     WorkerLost)
+                     TaskCancelled, WorkerLost)
 from .executors import HighThroughputExecutor, ThreadPoolExecutor
 from .providers import LocalProvider, SimpleLauncher, SingleNodeLauncher
 from .futures import AppFuture
@@ -38,4 +38,5 @@ __all__ = [
     "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "WorkerLost", "ManagerLost", "RemoteError",
+    "TaskCancelled",
 ]
