@@ -835,6 +835,7 @@ class Kernel {
   }
 
   std::size_t outstanding() const { return dfk_->outstanding_tasks(); }
+  std::size_t waiting_submitters() const { return dfk_->waiting_submitters(); }
 
   std::size_t checkpoint() {
     nb::gil_scoped_release release;
@@ -1030,7 +1031,8 @@ NB_MODULE(_native, m) {
       .def("wait_for_current_tasks", &Kernel::wait_for_current_tasks)
       .def("cleanup", &Kernel::cleanup)
       .def("checkpoint", &Kernel::checkpoint)
-      .def_prop_ro("outstanding", &Kernel::outstanding);
+      .def_prop_ro("outstanding", &Kernel::outstanding)
+      .def_prop_ro("waiting_submitters", &Kernel::waiting_submitters);
 
   m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),
         nb::arg("stderr_path"), nb::arg("stderr_append"), nb::arg("walltime") = 0.0);
