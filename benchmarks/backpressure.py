@@ -14,6 +14,8 @@ import json
 import resource
 import time
 
+from memory import rss_mb
+
 import pervade as parsl
 
 
@@ -26,14 +28,6 @@ def noop():
 def nap(seconds):
     time.sleep(seconds)  # releases the GIL: a consumer slower than the submitting loop
     return 7
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def peak_rss_mb() -> float:

@@ -7,22 +7,12 @@ import threading
 
 import pytest
 from conftest import wait_until
+from test_cancel import quick, wait_for
 
 import pervade as parsl
 from pervade import join_app, python_app
 
 T = 60
-
-
-@python_app
-def wait_for(event, value=None):
-    assert event.wait(T), "the test never released the task"
-    return value
-
-
-@python_app
-def quick(x):
-    return x
 
 
 def test_the_call_beyond_the_limit_waits_until_a_task_finishes(load):
