@@ -487,6 +487,14 @@ class CompletionThread {
     const std::uint64_t target = pushed_;
     delivered_cv_.wait(lock, [&] { return delivered_ >= target || stopped_; });
   }
+  // Back-pressure on delivery: waits up to `timeout` until fewer than `limit` finished tasks
+  // await their Python futures; true if so. Never from this thread (it would wait for itself).
+  bool wait_backlog_below(std::uint64_t limit, std::chrono::duration<double> timeout) {
+    if (backlog_.load(std::memory_order_relaxed) < limit) return true;
+    std::unique_lock lock(mutex_);
+    return delivered_cv_.wait_for(lock, timeout, [&] { return pushed_ - delivered_ < limit || stopped_; });
+  }
+
   void push_interrupt(std::shared_ptr<PyTask> task, StopReason reason) {
     push(Item{std::move(task), nullptr, true, reason});
   }
@@ -520,6 +528,7 @@ class CompletionThread {
       std::lock_guard lock(mutex_);
       queue_.push_back(std::move(item));
       ++pushed_;
+      backlog_.fetch_add(1, std::memory_order_relaxed);
       wake = sleeping_;
     }
     if (wake) cv_.notify_one();
@@ -554,6 +563,7 @@ class CompletionThread {
       {
         std::lock_guard lock(mutex_);
         delivered_ += count;
+        backlog_.fetch_sub(count, std::memory_order_relaxed);
       }
       delivered_cv_.notify_all();
     }
@@ -570,6 +580,7 @@ class CompletionThread {
   std::vector<Item> queue_;
   std::uint64_t pushed_ = 0;
   std::uint64_t delivered_ = 0;
+  std::atomic<std::uint64_t> backlog_{0};  // pushed_ - delivered_, read without the lock
   bool sleeping_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -711,6 +722,7 @@ class Kernel {
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
     cfg.max_unfinished_tasks = max_unfinished_tasks;
+    max_unfinished_ = max_unfinished_tasks;
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
@@ -786,15 +798,18 @@ class Kernel {
   }
 
   // Back-pressure: waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets
-  // through, until the kernel takes another task.
+  // through, until the kernel takes another task. Finished tasks whose futures the completion
+  // thread has not completed yet are bounded by the same limit: a loop holding the GIL would
+  // otherwise outrun that thread and queue them without bound.
   void wait_for_capacity() {
     using namespace std::chrono_literals;
-    if (dfk_->wait_for_capacity(0s)) return;  // the common case: no limit, or under it
+    if (max_unfinished_ == 0 || is_engine_thread()) return;
+    if (dfk_->wait_for_capacity(0s) && completions_.wait_backlog_below(max_unfinished_, 0s)) return;
     for (;;) {
       bool ready;
       {
         nb::gil_scoped_release release;
-        ready = dfk_->wait_for_capacity(100ms);
+        ready = dfk_->wait_for_capacity(100ms) && completions_.wait_backlog_below(max_unfinished_, 100ms);
       }
       if (ready) return;
       if (PyErr_CheckSignals() != 0) throw nb::python_error();
@@ -850,6 +865,7 @@ class Kernel {
 
   CompletionThread completions_;
   std::unique_ptr<DataFlowKernel> dfk_;
+  std::uint64_t max_unfinished_ = 0;
 };
 
 // ---------------------------------------------------------------- shell commands for bash apps
