@@ -317,6 +317,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
   void compute_memo_key(const MemoKeyReply& reply);
+  void complete_cancelled();
   void inject_stop(StopReason reason);
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
@@ -632,36 +633,28 @@ void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
   static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
-  static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
+  if (record.state() == TaskState::cancelled) return complete_cancelled();
   PyObject* fut = future_.get();
   bool ok = true;
   try {
-    if (record.state() == TaskState::cancelled) {
-      // The future ends cancelled; AppFuture.cancel() may have marked it already, and the method
-      // runs the callbacks only once.
-      PyObject* r = PyObject_CallMethodNoArgs(fut, s_cancelled);
+    nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
+    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
+    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
+    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
+                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+    if (fast) {
+      // The completion thread holds the GIL and runs no Python code here, so no waiter can
+      // appear between these writes.
+      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+           PyDict_SetItem(dict, s_state, s_finished) == 0;
+    } else {
+      PyObject* none = Py_None;
+      PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
+                                   : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
       ok = r != nullptr;
       Py_XDECREF(r);
-    } else {
-      nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-      PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
-      PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
-      const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
-                        PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
-      if (fast) {
-        // The completion thread holds the GIL and runs no Python code here, so no waiter can
-        // appear between these writes.
-        ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-             PyDict_SetItem(dict, s_state, s_finished) == 0;
-      } else {
-        PyObject* none = Py_None;
-        PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
-                                     : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
-        ok = r != nullptr;
-        Py_XDECREF(r);
-      }
-      Py_XDECREF(dict);
     }
+    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
     ok = false;
@@ -678,6 +671,15 @@ void PyTask::complete(const TaskRecord& record) {
   kwargs_.reset();
   plan_.reset();
   future_.reset();
+}
+
+// The future ends cancelled. AppFuture.cancel() may have marked it already; the method runs the
+// callbacks only once. The references go with this PyTask when the completion batch drops it.
+void PyTask::complete_cancelled() {
+  static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
+  PyObject* r = PyObject_CallMethodNoArgs(future_.get(), s_cancelled);
+  if (!r) PyErr_WriteUnraisable(future_.get());
+  Py_XDECREF(r);
 }
 
 // ---------------------------------------------------------------- the kernel object
