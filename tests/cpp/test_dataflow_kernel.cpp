@@ -171,7 +171,7 @@ class StoppableBody final : public TaskBody {
   }
   void interrupt(StopReason r) override {
     std::lock_guard lock(mutex);
-    reason = r;
+    if (!reason) reason = r;  // the first stop; cleanup() may interrupt again before run() returns
     stopped = true;
     cv.notify_all();
   }
@@ -179,7 +179,7 @@ class StoppableBody final : public TaskBody {
   std::mutex mutex;
   std::condition_variable cv;
   bool stopped = false;
-  std::optional<StopReason> reason;
+  std::optional<StopReason> reason;  // why it was first stopped
 };
 
 TaskRecordPtr submit_body(DataFlowKernel& dfk, std::shared_ptr<TaskBody> body) {
