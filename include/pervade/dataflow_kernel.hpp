@@ -38,6 +38,7 @@ struct CheckpointConfig {
   std::string dir;                // this run's checkpoint directory (tasks.db is written inside)
   std::vector<std::string> files; // checkpoints loaded at start: directories holding tasks.db, or files
 };
+
 template <class T>
 class Future;
 
