@@ -39,6 +39,9 @@ struct CheckpointConfig {
   std::vector<std::string> files; // checkpoints loaded at start: directories holding tasks.db, or files
 };
 
+template <class T>
+class Future;
+
 struct Config {
   std::vector<ExecutorPtr> executors;  // empty: one ThreadPoolExecutor labelled "threads"
   int retries = 0;                     // a task is retried while its summed failure cost <= retries
@@ -46,6 +49,11 @@ struct Config {
   std::function<double(const std::exception_ptr&, const TaskRecord&)> retry_handler;
   int internal_tasks_max_threads = 10;  // threads of the "_parsl_internal" executor (join apps)
   CheckpointConfig checkpoint;          // memoization; loading the files may throw BadCheckpoint
+  // Back-pressure: at most this many tasks submitted and not yet final (0: no limit). A submit
+  // beyond it waits until a task finishes, so a loop submitting millions of tasks runs in
+  // bounded memory. Submissions from engine threads (task bodies, join bodies, done-callbacks)
+  // never wait, so they may pass the limit: waiting there could deadlock.
+  std::size_t max_unfinished_tasks = 0;
 };
 
 class DataFlowKernel {
@@ -62,6 +70,7 @@ class DataFlowKernel {
 
   // Low-level submission used by the typed API and the Python binding. Throws
   // ConfigurationError for an unknown executor label, DataFlowKernelClosed after cleanup().
+  // Waits first while Config::max_unfinished_tasks tasks are unfinished (not on engine threads).
   TaskRecordPtr submit(TaskSpec spec);
   // Submits under an id taken earlier with reserve_task_id() (for names that embed the id).
   TaskRecordPtr submit(TaskSpec spec, TaskId reserved);
@@ -83,6 +92,16 @@ class DataFlowKernel {
   // kills the worker running it). Returns false if the task had already finished. Blocks
   // until the kernel's thread has done it; must not be called from that thread.
   bool cancel(const TaskRecordPtr& task);
+  // The same for a typed future (defined in future.hpp):
+  //   auto slow = dfk.submit(pervade::Shell{"sleep 600"});
+  //   dfk.cancel(slow);   // true; slow.get() throws TaskCancelled, slow.state() is cancelled
+  template <class T>
+  bool cancel(const Future<T>& future);
+  // Back-pressure: waits up to `timeout` until fewer than Config::max_unfinished_tasks tasks are
+  // unfinished or the kernel is closed; false on timeout. True at once without a limit or on an
+  // engine thread. submit() waits the same way, without a timeout.
+  bool wait_for_capacity(std::chrono::duration<double> timeout);
+  std::size_t waiting_submitters() const;  // threads waiting in submit()/wait_for_capacity() now
   bool closed() const;
   // Writes the memoized results not yet in this run's checkpoint file (manual mode; any mode
   // with a checkpoint). Returns how many were written. Example: `dfk.checkpoint();`

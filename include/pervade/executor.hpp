@@ -42,8 +42,9 @@ class Executor {
   virtual void start(CompletionSink& sink) = 0;
   // Must not block. Each launch is later reported through the sink exactly once.
   virtual void submit(std::span<Launch> launches) = 0;
-  // Best-effort: stop a running try (walltime expiry). Must not block.
-  virtual void cancel(const TaskRecordPtr& task, std::uint32_t try_id) = 0;
+  // Best-effort: stop a try the kernel has already failed (walltime expiry, DataFlowKernel::cancel);
+  // `reason` says why (a body may report it). Must not block.
+  virtual void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) = 0;
   // Stop: launched tries that have not started are reported as failed with
   // DataFlowKernelClosed; running ones are interrupted (StopReason::shutdown) and waited
   // for. Blocks; idempotent.
@@ -61,5 +62,12 @@ using ExecutorPtr = std::shared_ptr<Executor>;
 // body installed on that thread.
 void set_thread_release_hook(void (*hook)());
 void release_thread_resources();
+
+// Engine threads (executor workers, the kernel's reactor, a front end's completion thread) call
+// set_engine_thread(true) once when they start: tasks they submit are never held back by
+// Config::max_unfinished_tasks, because waiting there could deadlock (the tasks being waited
+// for may need this very thread). Returns the previous setting, so it can also be scoped.
+bool set_engine_thread(bool on);
+bool is_engine_thread();
 
 }  // namespace pervade

@@ -148,6 +148,11 @@ Future<int> submit_shell(DataFlowKernel& dfk, AppOptions opts, const Shell& shel
 
 }  // namespace detail
 
+template <class T>
+bool DataFlowKernel::cancel(const Future<T>& future) {
+  return cancel(future.record());
+}
+
 template <class F, class... Args>
 auto DataFlowKernel::submit(F&& fn, Args&&... args) {
   if constexpr (std::is_same_v<std::decay_t<F>, AppOptions>) {

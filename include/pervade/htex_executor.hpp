@@ -98,7 +98,7 @@ class HighThroughputExecutor : public Executor {
 
   void start(CompletionSink& sink) override;
   void submit(std::span<Launch> launches) override;
-  void cancel(const TaskRecordPtr& task, std::uint32_t try_id) override;
+  void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override;
   void shutdown() override;
 
   // Valid after start().

@@ -17,13 +17,17 @@ enum class TaskState : std::int8_t {
   memo_done = 9,
   joining = 10,
   running_ended = 11,
+  cancelled = 12,  // pervade only (Parsl cannot cancel): DataFlowKernel::cancel, never retried
 };
 
 constexpr bool is_final(TaskState s) {
   return s == TaskState::exec_done || s == TaskState::failed || s == TaskState::dep_fail ||
-         s == TaskState::memo_done;
+         s == TaskState::memo_done || s == TaskState::cancelled;
 }
-constexpr bool is_failure(TaskState s) { return s == TaskState::failed || s == TaskState::dep_fail; }
+// A cancelled task counts as failed: its dependents get DependencyError.
+constexpr bool is_failure(TaskState s) {
+  return s == TaskState::failed || s == TaskState::dep_fail || s == TaskState::cancelled;
+}
 
 std::string_view to_string(TaskState s);
 

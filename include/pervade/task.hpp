@@ -68,6 +68,7 @@ struct Outcome {
 enum class StopReason : std::uint8_t {
   walltime,  // the try ran past its walltime: it fails with AppTimeout
   shutdown,  // the kernel is being cleaned up: it fails with DataFlowKernelClosed
+  cancelled, // DataFlowKernel::cancel: the task fails with TaskCancelled and is never run again
 };
 
 // The work of one task. run() is called on an executor thread, once per try.
@@ -76,7 +77,8 @@ class TaskBody {
   virtual ~TaskBody() = default;
   virtual Outcome run(TaskContext& ctx) = 0;
   // Best-effort stop of a running try: kill the processes it started, raise in its code.
-  // Called from another thread while run() may be executing; must not block.
+  // Called from another thread while run() may be executing, or just before it starts (so a
+  // body should remember a StopReason::cancelled: the task never runs again); must not block.
   virtual void interrupt(StopReason) {}
   // For executors that run tasks in other processes: fills *out with the task as it goes on
   // the wire. False if this body can only run in this process (a C++ callable). Called on

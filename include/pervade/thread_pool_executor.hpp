@@ -16,7 +16,7 @@ class ThreadPoolExecutor : public Executor {
   int max_threads() const;
   void start(CompletionSink& sink) override;
   void submit(std::span<Launch> launches) override;
-  void cancel(const TaskRecordPtr& task, std::uint32_t try_id) override;
+  void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override;
   void shutdown() override;
 
  private:

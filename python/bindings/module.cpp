@@ -229,6 +229,8 @@ nb::object exception_to_python(const std::exception_ptr& e) {
     return errors_module().attr("DataFlowKernelClosed")(c.what());
   } catch (const BadCheckpoint& c) {
     return errors_module().attr("BadCheckpoint")(c.what());
+  } catch (const TaskCancelled& c) {
+    return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
   } catch (const std::exception& x) {
@@ -317,9 +319,13 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
   void compute_memo_key(const MemoKeyReply& reply);
+  void complete_cancelled();
   void inject_stop(StopReason reason);
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
+  // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
+  // runs again, so unlike a walltime stop this one is never reset.
+  std::atomic<bool> cancel_requested{false};
 
  private:
   CompletionThread* completions_;
@@ -345,7 +351,12 @@ Outcome PyTask::run(TaskContext& ctx) {
   running_ident_ = PyThread_get_thread_ident();
   t_current_task = this;
   PyObject* result;
-  if (ctx.dependency_count() == 0) {
+  if (cancel_requested.load()) {
+    // Cancelled after the executor published this try but before the function started (the
+    // completion thread found no running function to raise in).
+    PyErr_SetString(errors_module().attr("TaskCancelled").ptr(), "the task was cancelled before it started");
+    result = nullptr;
+  } else if (ctx.dependency_count() == 0) {
     result = PyObject_Call(func_.get(), args_.get(), kwargs_.get());
   } else {
     PyObject* deps = PyList_New(static_cast<Py_ssize_t>(ctx.dependency_count()));
@@ -440,11 +451,19 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
   }
 }
 
+const char* stop_error_name(StopReason reason) {
+  switch (reason) {
+    case StopReason::walltime: return "AppTimeout";
+    case StopReason::shutdown: return "DataFlowKernelClosed";
+    case StopReason::cancelled: return "TaskCancelled";
+  }
+  return "ParslError";
+}
+
 void PyTask::inject_stop(StopReason reason) {
   if (running_ident_ == 0) return;
   interrupted_ = true;
-  nb::object cls = errors_module().attr(reason == StopReason::walltime ? "AppTimeout" : "DataFlowKernelClosed");
-  PyThreadState_SetAsyncExc(running_ident_, cls.ptr());
+  PyThreadState_SetAsyncExc(running_ident_, errors_module().attr(stop_error_name(reason)).ptr());
 }
 
 // ---------------------------------------------------------------- completion thread
@@ -453,6 +472,7 @@ class CompletionThread {
  public:
   CompletionThread() : thread_([this] {
     detail::name_this_thread("pv-completion");
+    set_engine_thread(true);  // done-callbacks that submit must not wait for capacity
     loop();
   }) {}
   ~CompletionThread() { stop(); }
@@ -470,6 +490,14 @@ class CompletionThread {
     const std::uint64_t target = pushed_;
     delivered_cv_.wait(lock, [&] { return delivered_ >= target || stopped_; });
   }
+  // Back-pressure on delivery: waits up to `timeout` until fewer than `limit` finished tasks
+  // await their Python futures; true if so. Never from this thread (it would wait for itself).
+  bool wait_backlog_below(std::uint64_t limit, std::chrono::duration<double> timeout) {
+    if (backlog_.load(std::memory_order_relaxed) < limit) return true;
+    std::unique_lock lock(mutex_);
+    return delivered_cv_.wait_for(lock, timeout, [&] { return pushed_ - delivered_ < limit || stopped_; });
+  }
+
   void push_interrupt(std::shared_ptr<PyTask> task, StopReason reason) {
     push(Item{std::move(task), nullptr, true, reason});
   }
@@ -503,6 +531,7 @@ class CompletionThread {
       std::lock_guard lock(mutex_);
       queue_.push_back(std::move(item));
       ++pushed_;
+      backlog_.fetch_add(1, std::memory_order_relaxed);
       wake = sleeping_;
     }
     if (wake) cv_.notify_one();
@@ -537,6 +566,7 @@ class CompletionThread {
       {
         std::lock_guard lock(mutex_);
         delivered_ += count;
+        backlog_.fetch_sub(count, std::memory_order_relaxed);
       }
       delivered_cv_.notify_all();
     }
@@ -553,6 +583,7 @@ class CompletionThread {
   std::vector<Item> queue_;
   std::uint64_t pushed_ = 0;
   std::uint64_t delivered_ = 0;
+  std::atomic<std::uint64_t> backlog_{0};  // pushed_ - delivered_, read without the lock
   bool sleeping_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -563,6 +594,7 @@ void PyTask::interrupt(StopReason reason) {
   // No GIL, must not block: stop a running command at once, and let the completion thread
   // raise AppTimeout (or DataFlowKernelClosed) inside the Python function.
   stop_reason.store(reason);
+  if (reason == StopReason::cancelled) cancel_requested.store(true);
   if (auto* s = shell.load()) s->request();
   completions_->push_interrupt(shared_from_this(), reason);
 }
@@ -603,6 +635,7 @@ void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
   static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
+  if (record.state() == TaskState::cancelled) return complete_cancelled();
   PyObject* fut = future_.get();
   bool ok = true;
   try {
@@ -642,6 +675,15 @@ void PyTask::complete(const TaskRecord& record) {
   future_.reset();
 }
 
+// The future ends cancelled. AppFuture.cancel() may have marked it already; the method runs the
+// callbacks only once. The references go with this PyTask when the completion batch drops it.
+void PyTask::complete_cancelled() {
+  static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
+  PyObject* r = PyObject_CallMethodNoArgs(future_.get(), s_cancelled);
+  if (!r) PyErr_WriteUnraisable(future_.get());
+  Py_XDECREF(r);
+}
+
 // ---------------------------------------------------------------- the kernel object
 
 class Executor_ {
@@ -677,12 +719,14 @@ CheckpointConfig checkpoint_config(nb::handle options) {
 class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
-         nb::object checkpoint) {
+         nb::object checkpoint, std::size_t max_unfinished_tasks) {
     Config cfg;
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
+    cfg.max_unfinished_tasks = max_unfinished_tasks;
+    max_unfinished_ = max_unfinished_tasks;
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
@@ -724,6 +768,7 @@ class Kernel {
     // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
     const bool memoized = !memo.is_none();
     const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
+    wait_for_capacity();
     auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
                                          kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
                                          plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
@@ -745,8 +790,40 @@ class Kernel {
       for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
     if (!executors.is_none())
       for (nb::handle e : executors) spec.executors.push_back(nb::cast<std::string>(e));
+    // Capacity was awaited above without the GIL; submit must not wait again while holding it
+    // (tasks that need the GIL could never finish). With several submitting threads the limit
+    // may thus be passed by one task per thread.
+    struct NoWait {
+      bool was = set_engine_thread(true);
+      ~NoWait() { set_engine_thread(was); }
+    } no_wait;
     if (reserved_id >= 0) return TaskHandle(dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)}));
     return TaskHandle(dfk_->submit(std::move(spec)));
+  }
+
+  // Back-pressure: waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets
+  // through, until the kernel takes another task. Finished tasks whose futures the completion
+  // thread has not completed yet are bounded by the same limit: a loop holding the GIL would
+  // otherwise outrun that thread and queue them without bound.
+  void wait_for_capacity() {
+    using namespace std::chrono_literals;
+    if (max_unfinished_ == 0 || is_engine_thread()) return;
+    if (dfk_->wait_for_capacity(0s) && completions_.wait_backlog_below(max_unfinished_, 0s)) return;
+    for (;;) {
+      bool ready;
+      {
+        nb::gil_scoped_release release;
+        ready = dfk_->wait_for_capacity(100ms) && completions_.wait_backlog_below(max_unfinished_, 100ms);
+      }
+      if (ready) return;
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    }
+  }
+
+  // Blocks (without the GIL) until the kernel's thread has cancelled the task or found it final.
+  bool cancel(TaskHandle& task) {
+    nb::gil_scoped_release release;
+    return dfk_->cancel(task.record);
   }
 
   std::uint64_t reserve_id() { return dfk_->reserve_task_id().value; }
@@ -777,6 +854,7 @@ class Kernel {
   }
 
   std::size_t outstanding() const { return dfk_->outstanding_tasks(); }
+  std::size_t waiting_submitters() const { return dfk_->waiting_submitters(); }
 
   std::size_t checkpoint() {
     nb::gil_scoped_release release;
@@ -791,6 +869,7 @@ class Kernel {
 
   CompletionThread completions_;
   std::unique_ptr<DataFlowKernel> dfk_;
+  std::uint64_t max_unfinished_ = 0;
 };
 
 // ---------------------------------------------------------------- shell commands for bash apps
@@ -808,7 +887,10 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
   ShellResult result;
   {
     nb::gil_scoped_release release;
-    if (task) task->shell.store(&interrupt);
+    if (task) {
+      task->shell.store(&interrupt);
+      if (task->cancel_requested.load()) interrupt.request();  // cancelled before the store
+    }
     try {
       result = run_shell(cmd, &interrupt);
     } catch (...) {
@@ -818,12 +900,12 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     if (task) task->shell.store(nullptr);
   }
   if (result.interrupted || result.timed_out) {
-    const bool closing = task && task->stop_reason.load() == StopReason::shutdown;
-    nb::object cls = errors_module().attr(closing ? "DataFlowKernelClosed" : "AppTimeout");
-    PyErr_SetObject(cls.ptr(), nb::str(closing ? "the command was stopped (process group killed): the "
-                                                 "DataFlowKernel was cleaned up"
-                                               : "the command exceeded its walltime (process group killed)")
-                                   .ptr());
+    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stop_reason.load();
+    const char* text = reason == StopReason::shutdown    ? "the command was stopped (process group killed): the "
+                                                           "DataFlowKernel was cleaned up"
+                       : reason == StopReason::cancelled ? "the command was cancelled (process group killed)"
+                                                         : "the command exceeded its walltime (process group killed)";
+    PyErr_SetObject(errors_module().attr(stop_error_name(reason)).ptr(), nb::str(text).ptr());
     throw nb::python_error();
   }
   return result.exit_code;
@@ -963,21 +1045,23 @@ NB_MODULE(_native, m) {
       nb::arg("max_threads"), nb::arg("label"));
 
   nb::class_<Kernel>(m, "Kernel")
-      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object>(), nb::arg("executors"),
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t>(), nb::arg("executors"),
            nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
-           nb::arg("checkpoint").none() = nb::none())
+           nb::arg("checkpoint").none() = nb::none(), nb::arg("max_unfinished_tasks") = 0)
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
            nb::arg("memo").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
+      .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)
       .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),
            nb::arg("exception").none())
       .def("wait_for_current_tasks", &Kernel::wait_for_current_tasks)
       .def("cleanup", &Kernel::cleanup)
       .def("checkpoint", &Kernel::checkpoint)
-      .def_prop_ro("outstanding", &Kernel::outstanding);
+      .def_prop_ro("outstanding", &Kernel::outstanding)
+      .def_prop_ro("waiting_submitters", &Kernel::waiting_submitters);
 
   m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),
         nb::arg("stderr_path"), nb::arg("stderr_append"), nb::arg("walltime") = 0.0);

@@ -20,7 +20,7 @@ from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wa
 from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, BadStateException, BadStdStreamFile, BashAppNoReturn,
                      BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
                      JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
-                     WorkerLost)
+                     TaskCancelled, WorkerLost)
 from .executors import HighThroughputExecutor, ThreadPoolExecutor
 from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, MpiExecLauncher, MpiRunLauncher,
                         SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher, WrappedLauncher)
@@ -44,4 +44,5 @@ __all__ = [
     "ParslError", "ConfigurationError", "NoDataFlowKernelError", "DataFlowKernelClosed",
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",
+    "TaskCancelled",
 ]

@@ -11,6 +11,11 @@ _EXIT_MODES = ("cleanup", "skip", "wait")
 _CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
 
 
+def check_max_unfinished_tasks(value) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigurationError(f"max_unfinished_tasks must be None (no limit) or an int >= 1, got {value!r}")
+
+
 class Config:
     """Configuration of a DataFlowKernel.
 
@@ -23,6 +28,11 @@ class Config:
     exit_mode: what leaving `with pervade.load(config):` does: "cleanup" (default), "wait"
         (wait for all tasks, then clean up), or "skip" (nothing).
     internal_tasks_max_threads: threads for join apps and lifted future operations.
+    max_unfinished_tasks: back-pressure (pervade only): at most this many tasks submitted and
+        not yet finished; an app call beyond it waits (GIL released, Ctrl-C works) until one
+        finishes. Calls made inside tasks running on threads, join-app bodies and done-callbacks
+        run by the engine never wait (they could deadlock), so they may pass the limit.
+        None (default): no limit, as in Parsl.
     garbage_collect: accepted for compatibility; finished task records are always freed.
     initialize_logging: write <run_dir>/pervade.log.
     memoizer: a pervade.memoization.BasicMemoizer (checkpoint_mode, checkpoint_files,
@@ -43,7 +53,8 @@ class Config:
                  std_autopath: Optional[Callable] = None, strategy: Optional[str] = "simple",
                  strategy_period: float = 5, max_idletime: float = 120.0, monitoring=None, usage_tracking: int = 0,
                  project_name: Optional[str] = None, initialize_logging: bool = True, app_cache: bool = True,
-                 checkpoint_files=None, checkpoint_mode=None, checkpoint_period=None):
+                 checkpoint_files=None, checkpoint_mode=None, checkpoint_period=None,
+                 max_unfinished_tasks: Optional[int] = None):
         executors = list(executors) if executors else [ThreadPoolExecutor()]
         for e in executors:
             if not isinstance(e, ParslExecutor):
@@ -63,6 +74,7 @@ class Config:
             raise ConfigurationError(f"retry_handler must be callable, got {retry_handler!r}")
         if not isinstance(internal_tasks_max_threads, int) or internal_tasks_max_threads < 1:
             raise ConfigurationError(f"internal_tasks_max_threads must be an int >= 1, got {internal_tasks_max_threads!r}")
+        check_max_unfinished_tasks(max_unfinished_tasks)
         if usage_tracking not in (0, 1, 2, 3):
             raise ConfigurationError(f"Usage Tracking values must be 0, 1, 2, or 3 and not {usage_tracking}")
         if strategy is None:
@@ -97,6 +109,7 @@ class Config:
         self.checkpoint_files = checkpoint_files
         self.checkpoint_mode = checkpoint_mode
         self.checkpoint_period = checkpoint_period
+        self.max_unfinished_tasks = max_unfinished_tasks
 
     @property
     def executors(self):

@@ -62,6 +62,10 @@ class DataFuture(Future):
         fut.add_done_callback(self._parent_done)
 
     def _parent_done(self, parent: Future) -> None:
+        if parent.cancelled():
+            if Future.cancel(self):  # pending -> cancelled, callbacks run
+                self.set_running_or_notify_cancel()  # concurrent.futures.wait / as_completed told
+            return
         exc = parent.exception()
         if exc is not None:
             self.set_exception(exc)
@@ -81,10 +85,9 @@ class DataFuture(Future):
         return self.filepath
 
     def cancel(self) -> bool:
-        raise NotImplementedError("Cancel not implemented")
-
-    def cancelled(self) -> bool:
-        return False
+        """Cancels the app that produces the file (see AppFuture.cancel); this future then ends
+        cancelled too. False if that app had already finished."""
+        return self.parent.cancel()
 
     def __repr__(self) -> str:
         done = "done" if self.done() else "not done"

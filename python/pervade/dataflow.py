@@ -101,7 +101,8 @@ class DataFlowKernel:
         # May raise BadCheckpoint (a checkpoint file that cannot be read).
         self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
                                       self.config.internal_tasks_max_threads,
-                                      memo.native_options(self.run_dir, self.config.run_dir))
+                                      memo.native_options(self.run_dir, self.config.run_dir),
+                                      max_unfinished_tasks=self.config.max_unfinished_tasks or 0)
         self._lock = threading.Lock()
         self.cleanup_called = False
         atexit.register(self.atexit_cleanup)

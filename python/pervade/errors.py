@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import CancelledError
 
 
 class ParslError(Exception):
@@ -23,6 +24,13 @@ class InternalConsistencyError(ParslError):
 
 class DataFlowKernelClosed(ParslError):
     """The task was not run because its DataFlowKernel was cleaned up first (pervade only)."""
+
+
+class TaskCancelled(ParslError, CancelledError):
+    """The task was cancelled (AppFuture.cancel()) before it finished (pervade only: Parsl cannot
+    cancel). The cancelled future's result() raises concurrent.futures.CancelledError, as any
+    cancelled Future does; this is the cause its dependents' DependencyError names, and what is
+    raised inside a running Python app to stop it."""
 
 
 class AppException(ParslError):

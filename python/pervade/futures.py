@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import threading
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import FINISHED, PENDING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 
 
 _MISSING = object()
@@ -147,10 +147,38 @@ class AppFuture(Future):
                         "or pass its result()")
 
     def cancel(self) -> bool:
-        raise NotImplementedError("Cancel not implemented")
+        """Cancels the task unless it has finished (pervade only: Parsl cannot cancel).
 
-    def cancelled(self) -> bool:
+        A pending task never runs; a running one is stopped (a Python app on threads gets an
+        asynchronous TaskCancelled, a bash app's process group is killed, a task on a
+        HighThroughputExecutor pool has its worker killed and replaced). The future ends cancelled
+        (result() raises concurrent.futures.CancelledError, done-callbacks run once), its status
+        is "cancelled", and dependents fail with DependencyError naming it. Returns False if the
+        task had already finished; True if it is cancelled (also when it already was).
+        Waits for the kernel's thread, never for the task.
+        """
+        if self._state == CANCELLED_AND_NOTIFIED:
+            return True
+        if self._state == FINISHED or self._handle is None:
+            return False
+        if self._dfk._kernel.cancel(self._handle) or self._handle.state == "cancelled":
+            # The completion thread will find it cancelled too; the first to mark it runs callbacks.
+            self._engine_cancelled()
+            return True
         return False
+
+    def _engine_cancelled(self) -> None:
+        """The task was cancelled: the future becomes cancelled (once; called by cancel() and by
+        the engine's completion thread, whichever comes first)."""
+        condition = self._condition  # made here if nobody waited yet
+        with condition:
+            if self._state in (CANCELLED_AND_NOTIFIED, FINISHED):
+                return
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:  # concurrent.futures.wait / as_completed
+                waiter.add_cancelled(self)
+            condition.notify_all()
+        self._invoke_callbacks()
 
     def __getitem__(self, key):
         return self._dfk.submit(deferred_getitem, (self, key), executors=["_parsl_internal"],

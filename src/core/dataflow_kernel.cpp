@@ -5,7 +5,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <variant>
 
@@ -70,6 +72,36 @@ struct DataFlowKernel::Impl final : CompletionSink {
   std::mutex cleanup_mutex;
   bool cleaned_up = false;
 
+  // Back-pressure (Config::max_unfinished_tasks). Finishing tasks take the mutex only while a
+  // submitter waits: waiters is raised before the waiter checks `unfinished`, and task_final
+  // lowers `unfinished` before it reads waiters, so one of the two always sees the other.
+  std::int64_t max_unfinished = 0;  // 0: no limit
+  std::mutex capacity_mutex;
+  std::condition_variable capacity_cv;
+  std::atomic<int> capacity_waiters{0};
+
+  bool at_capacity() const { return max_unfinished > 0 && unfinished.load() >= max_unfinished; }
+
+  // Waits until a submit may go ahead; false if `deadline` passed first.
+  bool wait_capacity(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    if (!at_capacity() || is_engine_thread() || t_reactor_of == this) return true;
+    std::unique_lock lock(capacity_mutex);
+    capacity_waiters.fetch_add(1);
+    auto ready = [&] { return !at_capacity() || closed.load(); };
+    bool ok = true;
+    if (deadline)
+      ok = capacity_cv.wait_until(lock, *deadline, ready);
+    else
+      capacity_cv.wait(lock, ready);
+    capacity_waiters.fetch_sub(1);
+    return ok;
+  }
+
+  void wake_capacity_waiters() {
+    std::lock_guard lock(capacity_mutex);
+    capacity_cv.notify_all();
+  }
+
   void push(Event ev) {
     bool wake;
     {
@@ -93,7 +125,9 @@ struct DataFlowKernel::Impl final : CompletionSink {
   }
 
   void task_final() {
-    if (unfinished.fetch_sub(1) == 1) {
+    const std::int64_t left = unfinished.fetch_sub(1) - 1;
+    if (capacity_waiters.load() > 0 && left < max_unfinished) wake_capacity_waiters();
+    if (left == 0) {
       std::lock_guard lock(idle_mutex);
       idle_cv.notify_all();
     }
@@ -101,6 +135,7 @@ struct DataFlowKernel::Impl final : CompletionSink {
 
   void run_reactor() {
     t_reactor_of = this;
+    set_engine_thread(true);
     std::vector<Event> batch;
     bool stopping = false;
     detail::AdaptiveSpin spin;
@@ -174,6 +209,8 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   detail::KernelOptions opts;
   opts.retries = config.retries;
   opts.retry_handler = std::move(config.retry_handler);
+  im.max_unfinished = static_cast<std::int64_t>(
+      std::min<std::size_t>(config.max_unfinished_tasks, std::numeric_limits<std::int64_t>::max()));
   Impl* raw = &im;
   opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
   if (config.checkpoint.memoize) {
@@ -205,6 +242,7 @@ TaskId DataFlowKernel::reserve_task_id() { return TaskId{impl_->next_id.fetch_ad
 
 TaskRecordPtr DataFlowKernel::submit(TaskSpec spec, TaskId id) {
   auto& im = *impl_;
+  im.wait_capacity(std::nullopt);
   if (im.closed.load()) throw DataFlowKernelClosed("cannot submit: the DataFlowKernel has been cleaned up");
   for (const auto& label : spec.executors) {
     if (!im.core->has_executor(label)) {
@@ -252,6 +290,7 @@ void DataFlowKernel::cleanup() {
   std::lock_guard guard(im.cleanup_mutex);
   if (im.cleaned_up) return;
   im.closed.store(true);
+  im.wake_capacity_waiters();  // they find the kernel closed
   std::promise<void> closed;
   im.push(CloseEvent{&closed});
   closed.get_future().wait();
@@ -288,6 +327,16 @@ std::size_t DataFlowKernel::write_checkpoint() {
   std::promise<std::size_t> done;
   impl_->push(CheckpointEvent{&done});
   return done.get_future().get();
+}
+
+bool DataFlowKernel::wait_for_capacity(std::chrono::duration<double> timeout) {
+  if (!impl_->at_capacity()) return true;  // no clock read on the common path
+  return impl_->wait_capacity(std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+}
+
+std::size_t DataFlowKernel::waiting_submitters() const {
+  return static_cast<std::size_t>(std::max(0, impl_->capacity_waiters.load()));
 }
 
 bool DataFlowKernel::closed() const { return impl_->closed.load(); }

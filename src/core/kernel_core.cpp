@@ -343,7 +343,7 @@ void KernelCore::fire_timers(TimePoint now) {
     fail_try(t, std::make_exception_ptr(AppTimeout(
                     "task " + std::to_string(t.id().value) + " (" + t.func_name() + ") exceeded its walltime of " +
                     std::to_string(t.spec_.walltime.count()) + " s")));
-    executors_[ex]->cancel(timer.task, timer.try_id);
+    executors_[ex]->cancel(timer.task, timer.try_id, StopReason::walltime);
     drain_finished();
   }
 }
@@ -359,18 +359,22 @@ std::optional<TimePoint> KernelCore::next_deadline() const {
 bool KernelCore::cancel(const TaskRecordPtr& task) {
   TaskRecord& t = *task;
   if (t.done() || t.external_) return false;
-  if (is_launched(t.state())) {
+  const bool launched = is_launched(t.state());
+  const std::uint32_t try_id = t.try_id_;
+  // Final first, then the executor: an executor thread that publishes the try as running after
+  // this point sees the task final and does not run it (see ThreadPoolExecutor::worker).
+  finish(t, TaskState::cancelled, {},
+         std::make_exception_ptr(TaskCancelled("task " + std::to_string(t.id().value) + " (" + t.func_name() +
+                                               ") was cancelled")));
+  if (launched) {
     const std::size_t ex = by_label_.at(t.executor_label_);
     auto& pending = outbox_[ex];
     auto it = std::find_if(pending.begin(), pending.end(), [&](const Launch& l) { return l.task == task; });
     if (it != pending.end())
       pending.erase(it);  // never handed over
     else
-      executors_[ex]->cancel(task, t.try_id_);
+      executors_[ex]->cancel(task, try_id, StopReason::cancelled);
   }
-  finish(t, TaskState::failed, {},
-         std::make_exception_ptr(TaskCancelled("task " + std::to_string(t.id().value) + " (" + t.func_name() +
-                                               ") was cancelled")));
   drain_finished();
   return true;
 }

@@ -49,9 +49,10 @@ class KernelCore {
   // Fails tries whose walltime expired by `now` with AppTimeout and asks their executor to stop them.
   void fire_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const;
-  // Fails a task that is not final with TaskCancelled (its dependents get DependencyError); a
-  // launch not yet handed over is dropped, a try on an executor is stopped there. False if the
-  // task is already final (or stands for an external future).
+  // Makes a task that is not final `cancelled` with TaskCancelled (its dependents get
+  // DependencyError); a launch not yet handed over is dropped, a try on an executor is stopped
+  // there (StopReason::cancelled). False if the task is already final (or stands for an
+  // external future).
   bool cancel(const TaskRecordPtr& task);
   // Fails every task that has not been launched with DataFlowKernelClosed; later launches fail too.
   void close();

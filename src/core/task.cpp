@@ -22,6 +22,7 @@ std::string_view to_string(TaskState s) {
     case TaskState::memo_done: return "memo_done";
     case TaskState::joining: return "joining";
     case TaskState::running_ended: return "running_ended";
+    case TaskState::cancelled: return "cancelled";
   }
   return "unknown";
 }
@@ -64,7 +65,11 @@ void TaskRecord::notify_done() {
 
 namespace {
 thread_local void (*t_release_hook)() = nullptr;
-}
+thread_local bool t_engine_thread = false;
+}  // namespace
+
+bool set_engine_thread(bool on) { return std::exchange(t_engine_thread, on); }
+bool is_engine_thread() { return t_engine_thread; }
 
 void set_thread_release_hook(void (*hook)()) { t_release_hook = hook; }
 

@@ -17,10 +17,14 @@ class FakeExecutor : public Executor {
   void submit(std::span<Launch> launches) override {
     for (auto& l : launches) launched.push_back(std::move(l));
   }
-  void cancel(const TaskRecordPtr& task, std::uint32_t try_id) override { cancelled.emplace_back(task->id(), try_id); }
+  void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override {
+    cancelled.emplace_back(task->id(), try_id);
+    reasons.push_back(reason);
+  }
   void shutdown() override {}
   std::deque<Launch> launched;
   std::vector<std::pair<TaskId, std::uint32_t>> cancelled;
+  std::vector<StopReason> reasons;  // why each cancel() was made
 };
 
 }  // namespace pervade::fakes

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <fstream>
 #include <thread>
 
@@ -155,6 +158,124 @@ TEST(DataFlowKernel, CancelKillsARunningShellCommand) {
   dfk.cleanup();  // joins the worker thread: the command was killed, not waited for
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+// A body that runs until it is interrupted, and records why.
+class StoppableBody final : public TaskBody {
+ public:
+  Outcome run(TaskContext&) override {
+    runs.fetch_add(1);
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return stopped; });
+    return Outcome::failure(std::make_exception_ptr(Error("stopped")));
+  }
+  void interrupt(StopReason r) override {
+    std::lock_guard lock(mutex);
+    if (!reason) reason = r;  // the first stop; cleanup() may interrupt again before run() returns
+    stopped = true;
+    cv.notify_all();
+  }
+  std::atomic<int> runs{0};
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool stopped = false;
+  std::optional<StopReason> reason;  // why it was first stopped
+};
+
+TaskRecordPtr submit_body(DataFlowKernel& dfk, std::shared_ptr<TaskBody> body) {
+  TaskSpec spec;
+  spec.body = std::move(body);
+  spec.func_name = "stoppable";
+  return dfk.submit(std::move(spec));
+}
+
+bool wait_state(const TaskRecordPtr& t, TaskState s) {
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (t->state() != s && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  return t->state() == s;
+}
+
+TEST(DataFlowKernel, CancelInterruptsARunningBodyWithReasonCancelled) {
+  DataFlowKernel dfk;
+  auto body = std::make_shared<StoppableBody>();
+  Future<int> f(submit_body(dfk, body));
+  ASSERT_TRUE(wait_state(f.record(), TaskState::running));
+  EXPECT_TRUE(dfk.cancel(f));  // the typed convenience
+  EXPECT_EQ(f.state(), TaskState::cancelled);
+  EXPECT_THROW(f.get(), TaskCancelled);
+  dfk.cleanup();  // joins the thread: the body has returned
+  std::lock_guard lock(body->mutex);
+  ASSERT_TRUE(body->reason.has_value());
+  EXPECT_EQ(*body->reason, StopReason::cancelled) << "stopped as if for walltime";
+  EXPECT_FALSE(dfk.cancel(f));
+}
+
+TEST(DataFlowKernel, CancelOfATryQueuedOnTheExecutorNeverRunsIt) {
+  DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "one")}});
+  auto blocker = std::make_shared<StoppableBody>();
+  auto queued = std::make_shared<StoppableBody>();
+  auto first = submit_body(dfk, blocker);
+  ASSERT_TRUE(wait_state(first, TaskState::running));
+  auto second = submit_body(dfk, queued);  // handed to the executor, waits for its only thread
+  ASSERT_TRUE(wait_state(second, TaskState::launched));
+  EXPECT_TRUE(dfk.cancel(second));
+  blocker->interrupt(StopReason::walltime);  // frees the thread
+  dfk.wait_for_current_tasks();
+  dfk.cleanup();
+  EXPECT_EQ(queued->runs.load(), 0);
+  EXPECT_EQ(second->state(), TaskState::cancelled);
+}
+
+TEST(DataFlowKernel, SubmitWaitsWhileMaxUnfinishedTasksAreUnfinished) {
+  DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(4, "pool")}, .max_unfinished_tasks = 2});
+  std::vector<std::shared_ptr<StoppableBody>> bodies{std::make_shared<StoppableBody>(),
+                                                     std::make_shared<StoppableBody>()};
+  for (auto& b : bodies) submit_body(dfk, b);
+  EXPECT_FALSE(dfk.wait_for_capacity(0s));
+  std::atomic<bool> returned{false};
+  std::thread submitter([&] {
+    dfk.submit([] { return 1; });
+    returned.store(true);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (dfk.waiting_submitters() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(dfk.waiting_submitters(), 1u);
+  EXPECT_FALSE(returned.load()) << "the third submit returned while two tasks were unfinished";
+  EXPECT_EQ(dfk.outstanding_tasks(), 2u);
+  bodies[0]->interrupt(StopReason::walltime);  // one task finishes
+  submitter.join();
+  EXPECT_TRUE(returned.load());
+  bodies[1]->interrupt(StopReason::walltime);
+  dfk.wait_for_current_tasks();
+  EXPECT_TRUE(dfk.wait_for_capacity(0s));
+}
+
+TEST(DataFlowKernel, SubmitFromATaskBodyIsNotHeldBackByTheLimit) {
+  // With a limit of 1 the outer task fills the kernel: a nested submit that waited would deadlock.
+  DataFlowKernel dfk(Config{.max_unfinished_tasks = 1});
+  auto outer = dfk.submit([&dfk] { return dfk.submit([] { return 20; }).get() + 1; });
+  ASSERT_TRUE(outer.wait_for(60s));
+  EXPECT_EQ(outer.get(), 21);
+}
+
+TEST(DataFlowKernel, CleanupReleasesAWaitingSubmitter) {
+  auto dfk = std::make_unique<DataFlowKernel>(Config{.max_unfinished_tasks = 1});
+  auto body = std::make_shared<StoppableBody>();
+  submit_body(*dfk, body);
+  std::atomic<bool> closed_error{false};
+  std::thread submitter([&] {
+    try {
+      dfk->submit([] { return 1; });
+    } catch (const DataFlowKernelClosed&) {
+      closed_error.store(true);
+    }
+  });
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (dfk->waiting_submitters() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(dfk->waiting_submitters(), 1u);
+  dfk->cleanup();  // interrupts the running body (StopReason::shutdown), wakes the submitter
+  submitter.join();
+  EXPECT_TRUE(closed_error.load());
 }
 
 TEST(DataFlowKernel, CallableWalltimeFailsTheFutureOnTime) {

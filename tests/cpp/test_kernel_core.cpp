@@ -237,6 +237,7 @@ TEST_F(KernelCoreTest, WalltimeExpiryFailsWithAppTimeoutAndCancelsTheTry) {
   EXPECT_THROW(std::rethrow_exception(t->error()), AppTimeout);
   ASSERT_EQ(a->cancelled.size(), 1u);
   EXPECT_EQ(a->cancelled[0].first, t->id());
+  EXPECT_EQ(a->reasons[0], StopReason::walltime);
   // The try's late result changes nothing.
   finish_next(*a, Outcome::success(1));
   EXPECT_EQ(t->state(), TaskState::failed);
@@ -248,7 +249,7 @@ TEST_F(KernelCoreTest, CancelFailsAWaitingTaskAndItsDependents) {
   auto waiting = submit({head});
   auto dependent = submit({waiting});
   EXPECT_TRUE(core->cancel(waiting));
-  EXPECT_EQ(waiting->state(), TaskState::failed);
+  EXPECT_EQ(waiting->state(), TaskState::cancelled);
   EXPECT_THROW(std::rethrow_exception(waiting->error()), TaskCancelled);
   EXPECT_EQ(dependent->state(), TaskState::dep_fail);
   EXPECT_THROW(std::rethrow_exception(dependent->error()), DependencyError);
@@ -267,8 +268,26 @@ TEST_F(KernelCoreTest, CancelStopsALaunchedTryOnItsExecutor) {
   EXPECT_THROW(std::rethrow_exception(t->error()), TaskCancelled);  // not retried
   ASSERT_EQ(a->cancelled.size(), 1u);
   EXPECT_EQ(a->cancelled[0].first, t->id());
+  EXPECT_EQ(a->cancelled[0].second, t->try_id());
+  EXPECT_EQ(a->reasons[0], StopReason::cancelled);  // not stopped "for walltime"
   finish_next(*a, Outcome::success(1));  // its late result changes nothing
-  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_EQ(t->state(), TaskState::cancelled);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, CancelAJoiningTaskLeavesItsInnerTasksAlone) {
+  make();
+  auto join = submit({}, {"_parsl_internal"});
+  auto inner = submit();
+  ASSERT_EQ(internal->launched.size(), 1u);
+  finish_next(*internal, Outcome::join_tasks({inner}, false));
+  EXPECT_EQ(join->state(), TaskState::joining);
+  EXPECT_TRUE(core->cancel(join));
+  EXPECT_EQ(join->state(), TaskState::cancelled);
+  EXPECT_TRUE(internal->cancelled.empty()) << "a joining task has no try to stop";
+  finish_next(*a, Outcome::success(7));  // the inner task finishes normally
+  EXPECT_EQ(inner->state(), TaskState::exec_done);
+  EXPECT_EQ(join->state(), TaskState::cancelled);
   EXPECT_EQ(core->live_tasks(), 0u);
 }
 

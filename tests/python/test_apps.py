@@ -308,14 +308,6 @@ def test_future_attributes_are_not_lifted(dfk):
     assert isinstance(f.tid, int)
 
 
-def test_cancel_not_implemented(dfk):
-    f = add(1)
-    with pytest.raises(NotImplementedError):
-        f.cancel()
-    assert f.cancelled() is False
-    f.result(timeout=T)
-
-
 def test_data_flow_kernel_argument_binds_app(make_config, no_thread_leak):
     kernel = parsl.DataFlowKernel(make_config())
     try:

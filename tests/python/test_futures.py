@@ -69,11 +69,20 @@ def test_datafuture_requires_file():
         parsl.DataFuture(Future(), "not a file")
 
 
-def test_datafuture_cancel_not_implemented():
-    d = parsl.DataFuture(Future(), File("x"))
-    with pytest.raises(NotImplementedError):
-        d.cancel()
-    assert d.cancelled() is False
+def test_datafuture_cancel_cancels_its_parent():
+    parent = Future()
+    d = parsl.DataFuture(parent, File("x"))
+    assert d.cancel() is True
+    assert parent.cancelled() and d.cancelled()
+    assert d.cancel() is True
+
+
+def test_datafuture_of_a_finished_parent_cannot_be_cancelled():
+    parent = Future()
+    d = parsl.DataFuture(parent, File("x"))
+    parent.set_result(None)
+    assert d.cancel() is False
+    assert not d.cancelled() and d.result(timeout=0).filepath == "x"
 
 
 def test_user_made_datafuture_as_dependency(dfk):

@@ -388,8 +388,8 @@ void HighThroughputExecutor::submit(std::span<Launch> launches) {
   if (queued) im.queue_cv.notify_one();
 }
 
-void HighThroughputExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id) {
-  // The kernel has already failed the try (walltime, cleanup): forget it here, so that a late
+void HighThroughputExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason) {
+  // The kernel has already failed the try (walltime, cancel): forget it here, so that a late
   // result is ignored, and stop it wherever it is — dropped from a queue, or its worker killed.
   auto& im = *impl_;
   {

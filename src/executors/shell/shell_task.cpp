@@ -70,16 +70,20 @@ class ShellBody final : public TaskBody {
   Outcome run(TaskContext&) override {
     try {
       // A body runs once per try; an interrupt aimed at an earlier try must not stop this one.
+      // A cancellation stays: it may arrive just before run() and the task never runs again.
       interrupted_.store(false);
       ShellInterrupt interrupt;
       current_.store(&interrupt);
-      if (interrupted_.load()) interrupt.request();
+      if (interrupted_.load() || cancelled_.load()) interrupt.request();
       ShellResult r = run_shell(cmd_, &interrupt);
       current_.store(nullptr);
       if (r.interrupted || r.timed_out) {
         if (reason_.load() == StopReason::shutdown)
           return Outcome::failure(std::make_exception_ptr(DataFlowKernelClosed(
               "shell task " + name_ + " was stopped (process group killed): the DataFlowKernel was cleaned up")));
+        if (cancelled_.load())
+          return Outcome::failure(std::make_exception_ptr(
+              TaskCancelled("shell task " + name_ + " was cancelled (process group killed)")));
         return Outcome::failure(std::make_exception_ptr(AppTimeout("shell task " + name_ + " exceeded its walltime")));
       }
       if (r.exit_code != 0) return Outcome::failure(std::make_exception_ptr(BashExitFailure(name_, r.exit_code)));
@@ -92,6 +96,7 @@ class ShellBody final : public TaskBody {
 
   void interrupt(StopReason reason) override {
     reason_.store(reason);
+    if (reason == StopReason::cancelled) cancelled_.store(true);
     interrupted_.store(true);
     // The executor calls this under its slot lock while run() is in progress, so the
     // ShellInterrupt on run()'s stack is alive if it is published.
@@ -104,6 +109,7 @@ class ShellBody final : public TaskBody {
   std::chrono::duration<double> walltime_;
   std::atomic<ShellInterrupt*> current_{nullptr};
   std::atomic<bool> interrupted_{false};
+  std::atomic<bool> cancelled_{false};
   std::atomic<StopReason> reason_{StopReason::walltime};
 };
 }  // namespace

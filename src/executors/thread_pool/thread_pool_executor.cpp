@@ -56,6 +56,7 @@ struct ThreadPoolExecutor::Impl {
   }
 
   void worker(std::size_t index) {
+    set_engine_thread(true);
     std::vector<Launch> batch;
     std::vector<Completion> done;
     for (;;) {
@@ -85,11 +86,14 @@ struct ThreadPoolExecutor::Impl {
           continue;
         }
         Outcome outcome;
+        // Published before the check: the kernel makes a task final before it asks for the try
+        // to be stopped, so either cancel() finds this slot or this thread sees the task final.
+        slots[index].set(&task, launch.try_id, launch.body.get());
         if (task.try_id() != launch.try_id || task.done()) {
-          // The kernel already gave up on this try (walltime): do not run it again.
+          // The kernel already gave up on this try (walltime, cancel): do not run it.
+          slots[index].set(nullptr, 0, nullptr);
           outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
         } else {
-          slots[index].set(&task, launch.try_id, launch.body.get());
           task.mark_running(launch.try_id);
           TaskContext ctx(task, launch.try_id, launch.inputs);
           try {
@@ -163,7 +167,7 @@ void ThreadPoolExecutor::submit(std::span<Launch> launches) {
   if (wake) im.cv.notify_one();
 }
 
-void ThreadPoolExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id) {
+void ThreadPoolExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) {
   auto& im = *impl_;
   if (!im.slots) return;
   // interrupt() must not block, so calling it under the slot's lock is safe; the body stays
@@ -171,7 +175,7 @@ void ThreadPoolExecutor::cancel(const TaskRecordPtr& task, std::uint32_t try_id)
   for (int i = 0; i < im.max_threads; ++i) {
     auto& slot = im.slots[i];
     std::lock_guard lock(slot.mutex);
-    if (slot.task == task.get() && slot.try_id == try_id && slot.body) slot.body->interrupt(StopReason::walltime);
+    if (slot.task == task.get() && slot.try_id == try_id && slot.body) slot.body->interrupt(reason);
   }
 }
 
