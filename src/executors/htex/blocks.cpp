@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "pervade/errors.hpp"
+#include "pervade/launchers.hpp"
 
 // Where `cmake --install` puts pervade-pool, and where the build tree has it (CMakeLists.txt).
 #ifndef PERVADE_POOL_INSTALL_PATH
@@ -49,23 +50,6 @@ std::string resolve_pool_binary(const std::string& configured) {
       "pervade-pool not found (tried '{}' and '{}'): install pervade (cmake --install), or set "
       "HtexOptions::pool_binary or PERVADE_POOL_BINARY",
       PERVADE_POOL_INSTALL_PATH, PERVADE_POOL_BUILD_PATH));
-}
-
-std::string shell_quote(const std::string& s) {
-  if (s.empty()) return "''";
-  bool safe = true;
-  for (unsigned char c : s)
-    if (!(std::isalnum(c) || std::string_view("@%+=:,./-_").find(static_cast<char>(c)) != std::string_view::npos))
-      safe = false;
-  if (safe) return s;
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\"'\"'";
-    else
-      out += c;
-  }
-  return out + "'";
 }
 
 std::pair<std::string, std::string> curve_keypair() {
@@ -149,10 +133,16 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
     parts.push_back("--curve-server-key");
     parts.push_back(key_file_);
   }
+  // Options and paths of plain characters stay unquoted, so the command reads well in logs.
+  const auto plain = [](const std::string& p) {
+    return !p.empty() && std::all_of(p.begin(), p.end(), [](unsigned char c) {
+      return std::isalnum(c) || std::string_view("@%+=:,./-_").find(static_cast<char>(c)) != std::string_view::npos;
+    });
+  };
   std::string out;
   for (const auto& p : parts) {
     if (!out.empty()) out += ' ';
-    out += shell_quote(p);
+    out += plain(p) ? p : detail::shell_quote(p);
   }
   return out;
 }

@@ -20,9 +20,6 @@ namespace pervade::detail {
 // the places tried if none is executable.
 std::string resolve_pool_binary(const std::string& configured);
 
-// `s` quoted for /bin/bash where needed (Python's shlex.quote).
-std::string shell_quote(const std::string& s);
-
 // A fresh Z85 CurveZMQ key pair (public, secret). Throws pervade::Error.
 std::pair<std::string, std::string> curve_keypair();
 
