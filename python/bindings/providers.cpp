@@ -19,21 +19,6 @@ using namespace pervade;
 namespace pervade::bindings {
 namespace {
 
-ProviderOptions provider_options(int nodes_per_block, int init_blocks, int min_blocks, int max_blocks,
-                                 double parallelism, const std::string& worker_init,
-                                 std::shared_ptr<Launcher> launcher, double cmd_timeout) {
-  ProviderOptions o;
-  o.nodes_per_block = nodes_per_block;
-  o.init_blocks = init_blocks;
-  o.min_blocks = min_blocks;
-  o.max_blocks = max_blocks;
-  o.parallelism = parallelism;
-  o.worker_init = worker_init;
-  o.launcher = std::move(launcher);
-  o.cmd_timeout = cmd_timeout;
-  return o;
-}
-
 // The launchers beyond Simple/SingleNode: one factory each, parameters as in Parsl.
 void bind_launchers(nb::module_& m) {
   using L = std::shared_ptr<Launcher>;
@@ -210,17 +195,10 @@ void bind_providers(nb::module_& m) {
 
   m.def(
       "local_provider",
-      [](int nodes_per_block, int init_blocks, int min_blocks, int max_blocks, double parallelism,
-         const std::string& worker_init, std::shared_ptr<Launcher> launcher, double cmd_timeout,
-         double cancel_grace) -> std::shared_ptr<Provider> {
-        return std::make_shared<LocalProvider>(provider_options(nodes_per_block, init_blocks, min_blocks, max_blocks,
-                                                                parallelism, worker_init, std::move(launcher),
-                                                                cmd_timeout),
-                                               std::chrono::duration<double>(cancel_grace));
+      [](const ProviderOptions& o, double cancel_grace) -> std::shared_ptr<Provider> {
+        return std::make_shared<LocalProvider>(o, std::chrono::duration<double>(cancel_grace));
       },
-      nb::arg("nodes_per_block"), nb::arg("init_blocks"), nb::arg("min_blocks"), nb::arg("max_blocks"),
-      nb::arg("parallelism"), nb::arg("worker_init"), nb::arg("launcher"), nb::arg("cmd_timeout"),
-      nb::arg("cancel_grace"));
+      nb::arg("options"), nb::arg("cancel_grace"));
 }
 
 }  // namespace pervade::bindings

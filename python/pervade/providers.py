@@ -107,6 +107,20 @@ class ExecutionProvider:
         self.parallelism = parallelism
         self._native = None
 
+    def _options(self):
+        """The block parameters as the engine's ProviderOptions."""
+        o = _native.ProviderOptions()
+        o.nodes_per_block = self.nodes_per_block
+        o.init_blocks = self.init_blocks
+        o.min_blocks = self.min_blocks
+        o.max_blocks = self.max_blocks
+        o.parallelism = float(self.parallelism)
+        o.worker_init = self.worker_init
+        o.launcher = self.launcher._native_launcher()
+        o.cmd_timeout = float(self.cmd_timeout)
+        o.script_dir = getattr(self, "script_dir", None) or ""
+        return o
+
     def _make_native(self):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -156,9 +170,7 @@ class LocalProvider(ExecutionProvider):
         self.cancel_grace = float(cancel_grace)
 
     def _make_native(self):
-        return _native.local_provider(self.nodes_per_block, self.init_blocks, self.min_blocks, self.max_blocks,
-                                      float(self.parallelism), self.worker_init, self.launcher._native_launcher(),
-                                      float(self.cmd_timeout), self.cancel_grace)
+        return _native.local_provider(self._options(), self.cancel_grace)
 
 
 _WALLTIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
@@ -204,19 +216,6 @@ class ClusterProvider(ExecutionProvider):
         self.walltime = walltime
         self.scheduler_options = _opt_str(owner, "scheduler_options", scheduler_options)
         self.script_dir = None  # set before the first submit to choose where job scripts go
-
-    def _options(self):
-        o = _native.ProviderOptions()
-        o.nodes_per_block = self.nodes_per_block
-        o.init_blocks = self.init_blocks
-        o.min_blocks = self.min_blocks
-        o.max_blocks = self.max_blocks
-        o.parallelism = float(self.parallelism)
-        o.worker_init = self.worker_init
-        o.launcher = self.launcher._native_launcher()
-        o.cmd_timeout = float(self.cmd_timeout)
-        o.script_dir = self.script_dir or ""
-        return o
 
     def _validate(self):
         """Builds a native object once to let the engine check the values (it runs nothing)."""
