@@ -997,45 +997,36 @@ NB_MODULE(_native, m) {
 
   pervade::bindings::bind_providers(m);
 
-  // The executor starts its blocks through `provider` once the interchange listens, with
-  // python_workers pools whose worker options are `pool_args`, and cancels them at shutdown.
+  // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
+  // starts its blocks through `provider` once the interchange listens, with python_workers pools
+  // whose worker options are `pool_args`, and cancels them at shutdown.
+  nb::class_<HtexOptions>(m, "HtexOptions")
+      .def(nb::init<>())
+      .def_rw("label", &HtexOptions::label)
+      .def_rw("address", &HtexOptions::address)
+      .def_rw("worker_port", &HtexOptions::worker_port)
+      .def_rw("port_min", &HtexOptions::port_min)
+      .def_rw("port_max", &HtexOptions::port_max)
+      .def_rw("heartbeat_period", &HtexOptions::heartbeat_period)
+      .def_rw("heartbeat_threshold", &HtexOptions::heartbeat_threshold)
+      .def_rw("python_version", &HtexOptions::python_version)
+      .def_rw("encrypted", &HtexOptions::encrypted)
+      .def_rw("short_task_prefetch", &HtexOptions::short_task_prefetch)
+      .def_rw("provider", &HtexOptions::provider)
+      .def_rw("prefetch_capacity", &HtexOptions::prefetch_capacity)
+      .def_rw("python_workers", &HtexOptions::python_workers)
+      .def_rw("pool_args", &HtexOptions::pool_args)
+      .def_rw("run_dir", &HtexOptions::run_dir)
+      .def_rw("pool_binary", &HtexOptions::pool_binary)
+      .def_rw("strategy", &HtexOptions::strategy)
+      .def_rw("strategy_period", &HtexOptions::strategy_period)
+      .def_rw("max_idletime", &HtexOptions::max_idletime)
+      .def_rw("max_failed_blocks", &HtexOptions::max_failed_blocks)
+      .def_rw("expected_workers_per_node", &HtexOptions::expected_workers_per_node);
   m.def(
       "htex_executor",
-      [](const std::string& label, const std::string& address, int worker_port, int port_min, int port_max,
-         double heartbeat_period, double heartbeat_threshold, const std::string& python_version, bool encrypted,
-         int short_task_prefetch, std::shared_ptr<Provider> provider, int prefetch_capacity,
-         std::vector<std::string> pool_args, const std::string& run_dir, const std::string& pool_binary,
-         const std::string& strategy, double strategy_period, double max_idletime, int max_failed_blocks,
-         int expected_workers_per_node) {
-        HtexOptions o;
-        o.label = label;
-        o.address = address;
-        o.worker_port = worker_port;
-        o.port_min = port_min;
-        o.port_max = port_max;
-        o.heartbeat_period = heartbeat_period;
-        o.heartbeat_threshold = heartbeat_threshold;
-        o.python_version = python_version;
-        o.encrypted = encrypted;
-        o.short_task_prefetch = short_task_prefetch;
-        o.provider = std::move(provider);
-        o.prefetch_capacity = prefetch_capacity;
-        o.python_workers = true;
-        o.pool_args = std::move(pool_args);
-        o.run_dir = run_dir;
-        o.pool_binary = pool_binary;
-        o.strategy = strategy;
-        o.strategy_period = strategy_period;
-        o.max_idletime = max_idletime;
-        o.max_failed_blocks = max_failed_blocks;
-        o.expected_workers_per_node = expected_workers_per_node;
-        return Executor_{std::make_shared<HighThroughputExecutor>(std::move(o))};
-      },
-      nb::arg("label"), nb::arg("address"), nb::arg("worker_port"), nb::arg("port_min"), nb::arg("port_max"),
-      nb::arg("heartbeat_period"), nb::arg("heartbeat_threshold"), nb::arg("python_version"), nb::arg("encrypted"),
-      nb::arg("short_task_prefetch"), nb::arg("provider"), nb::arg("prefetch_capacity"), nb::arg("pool_args"),
-      nb::arg("run_dir"), nb::arg("pool_binary"), nb::arg("strategy"), nb::arg("strategy_period"),
-      nb::arg("max_idletime"), nb::arg("max_failed_blocks"), nb::arg("expected_workers_per_node"));
+      [](const HtexOptions& o) { return Executor_{std::make_shared<HighThroughputExecutor>(o)}; },
+      nb::arg("options"));
 
   m.def(
       "thread_pool_executor",

@@ -208,13 +208,26 @@ class HighThroughputExecutor(ParslExecutor):
         # The engine starts the provider's init_blocks blocks once the interchange listens, and
         # cancels them at shutdown; with `encrypted` it makes the run's key pair and writes the
         # public key for the pools (<run_dir>/<label>/server-<port>.key).
-        self._native = _native.htex_executor(
-            self.label, self.address, self.worker_port or 0, self.worker_port_range[0], self.worker_port_range[1],
-            float(self.heartbeat_period), float(self.heartbeat_threshold), platform.python_version(),
-            self.encrypted, self.short_task_prefetch, self.provider._native_provider(), self.prefetch_capacity,
-            self._pool_args(), self.run_dir, pool_binary(), getattr(self, "strategy", "simple"),
-            float(getattr(self, "strategy_period", 5)), float(getattr(self, "max_idletime", 120)),
-            3 if self.block_error_handler else 0, self.workers_per_node)
+        o = _native.HtexOptions()
+        o.label, o.address = self.label, self.address
+        o.worker_port = self.worker_port or 0
+        o.port_min, o.port_max = self.worker_port_range
+        o.heartbeat_period, o.heartbeat_threshold = float(self.heartbeat_period), float(self.heartbeat_threshold)
+        o.python_version = platform.python_version()
+        o.encrypted = self.encrypted
+        o.short_task_prefetch = self.short_task_prefetch
+        o.provider = self.provider._native_provider()
+        o.prefetch_capacity = self.prefetch_capacity
+        o.python_workers = True
+        o.pool_args = self._pool_args()
+        o.run_dir = self.run_dir
+        o.pool_binary = pool_binary()
+        o.strategy = getattr(self, "strategy", "simple")
+        o.strategy_period = float(getattr(self, "strategy_period", 5))
+        o.max_idletime = float(getattr(self, "max_idletime", 120))
+        o.max_failed_blocks = 3 if self.block_error_handler else 0
+        o.expected_workers_per_node = self.workers_per_node
+        self._native = _native.htex_executor(o)
         return self._native
 
     @property
