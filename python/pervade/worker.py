@@ -149,6 +149,8 @@ class Worker:
                         inputs = self._follow(after, inputs)
                         if inputs is None:
                             self.last = None
+                            if fn is not None:
+                                self._keep_function(fn_hash, fn)  # later tasks carry only the hash
                             connection.write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed "
                                               b"on this worker"])
                             continue
@@ -176,6 +178,13 @@ class Worker:
                 return None
             inputs[index] = Loaded(last[1])
         return inputs
+
+    def _keep_function(self, fn_hash: bytes, fn_bytes) -> None:
+        try:
+            self._function(fn_hash, fn_bytes)
+        except BaseException as e:  # noqa: BLE001 - cached: the first task that uses it reports it
+            if isinstance(e, KeyboardInterrupt):
+                raise
 
     def _function(self, fn_hash: bytes, fn_bytes):
         fn = self.functions.get(fn_hash)
