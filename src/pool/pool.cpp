@@ -1039,7 +1039,7 @@ class Pool {
   void accept_follower(proto::Task&& t) {
     while (!t.after.empty()) {
       const proto::After a = t.after.front();
-      if (a.input >= t.inputs.size()) {
+      if (t.kind == proto::kKindPython && a.input >= t.inputs.size()) {
         report(t.task_id, proto::kStatusException, fmt::format("follower names input {} of {}", a.input, t.inputs.size()));
         return;
       }
@@ -1054,7 +1054,7 @@ class Pool {
         report(t.task_id, proto::kStatusNotStarted, fmt::format("task {} it follows is not on pool {}", a.task_id, o_.pool_id));
         return;
       }
-      t.inputs[a.input] = *w->last_value;
+      put_input(t, a, *w->last_value);
       t.after.erase(t.after.begin());
     }
     start_task(std::move(t));
@@ -1074,8 +1074,8 @@ class Pool {
         continue;
       }
       std::erase_if(t.after, [&](const proto::After& a) {
-        if (a.task_id != task_id || a.input >= t.inputs.size()) return false;
-        t.inputs[a.input] = *value;
+        if (a.task_id != task_id) return false;
+        put_input(t, a, *value);
         return true;
       });
       if (t.after.empty())
@@ -1083,6 +1083,11 @@ class Pool {
       else
         accept_follower(std::move(t));
     }
+  }
+
+  // A shell command has no inputs: for it, `after` only orders.
+  static void put_input(proto::Task& t, const proto::After& a, const proto::Bytes& value) {
+    if (a.input < t.inputs.size()) t.inputs[a.input] = value;
   }
 
   // A task whose inputs are all there: shell commands go to the shell runner, Python calls
