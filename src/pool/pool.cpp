@@ -836,7 +836,13 @@ class Pool {
       if (items[3].revents) read_monitor();
       std::vector<proto::TaskResult> done;
       shell_->take(&done);
-      for (auto& r : done) report(r.task_id, r.status, std::move(r.payload));
+      for (auto& r : done) {
+        // A command that exited non-zero fails in the driver (BashExitFailure): its followers
+        // must not start.
+        const auto code = proto::decode_exit_code(r.payload.data(), r.payload.size());
+        const bool succeeded = r.status == proto::kStatusOk && code == 0;
+        report(r.task_id, r.status, std::move(r.payload), succeeded);
+      }
       read_from_interchange();
       if (exit_status_) break;
 
@@ -1017,8 +1023,9 @@ class Pool {
 
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed, go back to the driver as not started).
-  void report(std::uint64_t task_id, int status, proto::Bytes payload) {
-    if (!followers_.empty()) release_followers(task_id, status == proto::kStatusOk ? &payload : nullptr);
+  void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {}) {
+    if (!followers_.empty())
+      release_followers(task_id, succeeded.value_or(status == proto::kStatusOk) ? &payload : nullptr);
     results_.push_back(proto::TaskResult{task_id, status, std::move(payload)});
   }
 

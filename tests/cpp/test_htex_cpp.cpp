@@ -335,6 +335,9 @@ TEST_F(HtexCpp, ShellCommandsFollowTheCommandTheyDependOn) {
   EXPECT_EQ(third.get(), 0);
   EXPECT_THROW(failing.get(), BashExitFailure);
   EXPECT_THROW(after_failure.get(), DependencyError);
+  // Once the pool has answered for every task, the command after the failed one has not run
+  // (a non-zero exit is a failure, although the pool reports it as an exit code).
+  ASSERT_TRUE(eventually([&] { return htex->pools().at(0).in_flight == 0; }));
   EXPECT_EQ(read_file(log), "1\n2\n3\n");
 }
 
