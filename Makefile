@@ -29,7 +29,7 @@ build: deps
 python: deps
 	$(PYTHON) -m pip install --no-build-isolation -q .
 
-test-cpp: build
+test-cpp: build python  # the pool tests run the installed Python worker
 	cd $(BUILD_DIR) && ctest --output-on-failure -j2
 
 test-python: python

@@ -17,7 +17,12 @@ struct Launch {
   TaskRecordPtr task;
   std::uint32_t try_id;
   std::shared_ptr<TaskBody> body;
-  std::vector<TaskRecordPtr> inputs;  // the finished dependencies, in submit order
+  std::vector<TaskRecordPtr> inputs;  // the dependencies, in submit order (all finished, unless follower)
+  // Launched before one of its inputs finished, because that input runs on this same
+  // executor (see Executor::accepts_followers): the executor hands the task to wherever that
+  // input runs, which starts it the moment the input's result is there, without a round trip
+  // through the kernel. If it cannot, it reports Outcome::not_started_yet().
+  bool follower = false;
 };
 
 struct Completion {
@@ -49,6 +54,9 @@ class Executor {
   // DataFlowKernelClosed; running ones are interrupted (StopReason::shutdown) and waited
   // for. Blocks; idempotent.
   virtual void shutdown() = 0;
+  // True if this executor takes followers (Launch::follower). The kernel launches a task as a
+  // follower only when its one unfinished dependency is a launched task of this executor.
+  virtual bool accepts_followers() const { return false; }
 
  private:
   std::string label_;

@@ -70,6 +70,12 @@ struct HtexOptions {
   // Extra tasks per worker a pool may hold while its results come back within 10 ms (see
   // interchange::DispatcherConfig); 0: exactly workers + prefetch_capacity, as in Parsl.
   int short_task_prefetch = 16;
+  // Followers: a task whose last unfinished dependency runs on this executor is sent ahead to
+  // that dependency's pool, which starts it the moment the dependency's result is there
+  // (usually on the same worker, with the value still in memory). A chain of tasks then runs
+  // back to back instead of with a round trip through the driver per task. False: every task
+  // waits in the driver until its dependencies are done (as Parsl does).
+  bool follow_dependencies = true;
 };
 
 // A block started by the executor's provider.
@@ -100,6 +106,7 @@ class HighThroughputExecutor : public Executor {
   void submit(std::span<Launch> launches) override;
   void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override;
   void shutdown() override;
+  bool accepts_followers() const override;
 
   // Valid after start().
   std::string url() const;

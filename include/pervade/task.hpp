@@ -36,9 +36,12 @@ class TaskContext {
       : task_(task), try_id_(try_id), inputs_(inputs) {}
   const TaskRecord& task() const { return task_; }
   std::uint32_t try_id() const { return try_id_; }
-  // Results of the task's dependencies, in the order given at submit. All of them succeeded.
+  // Results of the task's dependencies, in the order given at submit. All of them succeeded
+  // (but see dependency_done).
   std::size_t dependency_count() const { return inputs_.size(); }
   const std::any& dependency(std::size_t i) const;
+  // False only for the input a follower (Launch::follower) waits for; its value is not there.
+  bool dependency_done(std::size_t i) const;
 
  private:
   const TaskRecord& task_;
@@ -56,8 +59,17 @@ struct Outcome {
   // Memoized tasks: the value serialized by the body (a RemoteBytes value needs none). Empty
   // when it could not be serialized: the result is then not memoized.
   std::string serialized;
+  // A follower (Launch::follower) that did not run because the input it was waiting for did
+  // not reach it (that dependency failed, or its pool was lost, or it had already left): the
+  // kernel launches the task again, the ordinary way, once its dependencies are done.
+  bool not_started = false;
 
   static Outcome success(std::any v) { return Outcome{std::move(v), nullptr, false, false, {}, {}}; }
+  static Outcome not_started_yet() {
+    Outcome o;
+    o.not_started = true;
+    return o;
+  }
   static Outcome failure(std::exception_ptr e) { return Outcome{{}, std::move(e), false, false, {}, {}}; }
   static Outcome join_tasks(std::vector<TaskRecordPtr> tasks, bool as_list) {
     return Outcome{{}, nullptr, true, as_list, std::move(tasks), {}};
@@ -153,6 +165,10 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   std::uint32_t try_id() const { return try_id_.load(std::memory_order_acquire); }
   // Stands for a future outside the kernel (DataFlowKernel::create_external); func_name() names it.
   bool external() const { return external_; }
+  // A word for the executor running the current try (the HighThroughputExecutor keeps the
+  // try's wire id here, so that a follower can name the task it follows). Any thread.
+  std::uint64_t executor_tag() const { return executor_tag_.load(std::memory_order_acquire); }
+  void set_executor_tag(std::uint64_t tag) { executor_tag_.store(tag, std::memory_order_release); }
 
   // Blocks the calling thread until the task is final. Never call from the reactor thread.
   void wait() const;
@@ -173,6 +189,7 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   std::atomic<TaskState> state_{TaskState::unsched};
   std::atomic<std::uint32_t> done_flag_{0};  // futex word for wait()
   std::atomic<std::uint32_t> try_id_{0};     // written by the reactor before each launch
+  std::atomic<std::uint64_t> executor_tag_{0};
   int fail_count_ = 0;
   double fail_cost_ = 0;
   std::any value_;
@@ -189,6 +206,8 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   bool join_as_list_ = false;
   bool live_ = false;     // a kernel task (not external) that is not final yet
   bool waiting_ = false;  // in the kernel's table of tasks waiting for dependencies or a join
+  bool follower_ = false; // its current try was launched before its last dependency finished
+  bool followed_ = false; // a follower was launched after it (one per task: see KernelCore::may_follow)
 };
 
 }  // namespace pervade

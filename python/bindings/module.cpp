@@ -404,13 +404,16 @@ std::string serialize_for_memo(PyObject* result) {
 
 // Runs on the HighThroughputExecutor's encoder thread: pickles the call once, and forwards
 // dependency results that came from pools as the bytes they arrived as.
+// An input a follower waits for is left empty: its pool fills it in.
 bool PyTask::encode_remote_now(const TaskContext& ctx, RemoteTask* out) {
   if (!encoded_) return false;
   for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
-    if (!std::any_cast<RemoteBytes>(&ctx.dependency(i))) return false;  // a local value: pickling needs the GIL
+    if (ctx.dependency_done(i) && !std::any_cast<RemoteBytes>(&ctx.dependency(i)))
+      return false;  // a local value: pickling needs the GIL
   *out = *encoded_;  // a copy: a retry sends the same bytes (the arguments are not kept)
   for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
-    out->inputs.push_back(std::any_cast<const RemoteBytes&>(ctx.dependency(i)).bytes);
+    out->inputs.push_back(ctx.dependency_done(i) ? std::any_cast<const RemoteBytes&>(ctx.dependency(i)).bytes
+                                                 : std::string());
   return true;
 }
 
@@ -1012,6 +1015,7 @@ NB_MODULE(_native, m) {
       .def_rw("python_version", &HtexOptions::python_version)
       .def_rw("encrypted", &HtexOptions::encrypted)
       .def_rw("short_task_prefetch", &HtexOptions::short_task_prefetch)
+      .def_rw("follow_dependencies", &HtexOptions::follow_dependencies)
       .def_rw("provider", &HtexOptions::provider)
       .def_rw("prefetch_capacity", &HtexOptions::prefetch_capacity)
       .def_rw("python_workers", &HtexOptions::python_workers)

@@ -131,7 +131,10 @@ class HighThroughputExecutor(ParslExecutor):
     s is lost and its tasks fail with ManagerLost. A pool holds `max_workers_per_node +
     prefetch_capacity` tasks, and while its results come back within 10 ms (tasks of
     microseconds) up to `short_task_prefetch` more per worker, which hides the round trip to
-    the pool; 0 gives Parsl's exact capacity. With `encrypted` (the default) the link is
+    the pool; 0 gives Parsl's exact capacity. With `follow_dependencies` (the default) an app
+    call whose one unfinished dependency runs on this executor is sent ahead to that task's
+    pool, which starts it the moment the dependency's result is there (a chain of tasks runs
+    back to back on a worker); False waits in the driver, as Parsl does. With `encrypted` (the default) the link is
     CurveZMQ: a key pair is made per run and the interchange's public key is written to
     <run_dir>/<label>/server-<port>.key for the pools; a pool without it cannot register.
     The engine starts the provider's `init_blocks` blocks when the executor starts, scales
@@ -151,7 +154,8 @@ class HighThroughputExecutor(ParslExecutor):
                  mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
-                 short_task_prefetch: int = 16, block_error_handler: bool = True, **unused):
+                 short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
+                 **unused):
         from .providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -176,6 +180,8 @@ class HighThroughputExecutor(ParslExecutor):
             raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
         if not isinstance(short_task_prefetch, int) or short_task_prefetch < 0:
             raise ConfigurationError(f"short_task_prefetch must be an int >= 0, got {short_task_prefetch!r}")
+        if not isinstance(follow_dependencies, bool):
+            raise ConfigurationError(f"follow_dependencies must be True or False, got {follow_dependencies!r}")
         if not isinstance(block_error_handler, bool):
             raise ConfigurationError("block_error_handler must be True or False (custom handlers are not supported), "
                                      f"got {block_error_handler!r}")
@@ -202,6 +208,7 @@ class HighThroughputExecutor(ParslExecutor):
         self.worker_debug = worker_debug
         self.encrypted = encrypted
         self.block_error_handler = block_error_handler
+        self.follow_dependencies = follow_dependencies
         self._native = None
 
     def _native_executor(self):
@@ -216,6 +223,7 @@ class HighThroughputExecutor(ParslExecutor):
         o.python_version = platform.python_version()
         o.encrypted = self.encrypted
         o.short_task_prefetch = self.short_task_prefetch
+        o.follow_dependencies = self.follow_dependencies
         o.provider = self.provider._native_provider()
         o.prefetch_capacity = self.prefetch_capacity
         o.python_workers = True

@@ -147,8 +147,21 @@ def _dependency(index, *replacement):
         raise LookupError(f"the payload refers to dependency {index}, the TASK has {len(inputs)} inputs")
     if replacement:
         return replacement[0]
+    value = inputs[index]
+    if type(value) is Loaded:
+        return value.value
     # pickle memoizes each reference, so each input is unpickled once per payload.
-    return pickle.loads(inputs[index])
+    return pickle.loads(value)
+
+
+class Loaded:
+    """An input of load_call that is already a value, not bytes (a follower's input, which its
+    worker still has in memory from the task it follows)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
 
 
 class _Dependency:
@@ -379,7 +392,8 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
 
 
 def load_call(payload: bytes, inputs=()):
-    """(args, kwargs) of a TASK payload, with its dependencies' values from inputs (bytes each)."""
+    """(args, kwargs) of a TASK payload, with its dependencies' values from inputs (bytes each,
+    or Loaded values)."""
     if not inputs:
         return pickle.loads(payload)
     previous = getattr(_loading, "inputs", None)

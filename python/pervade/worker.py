@@ -4,8 +4,10 @@
 
 Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
 msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
-answers each TASK [1, task_id, fn_hash, fn, payload, inputs] with RESULT [3, task_id, status,
-payload]. EXIT [4] or the end of the connection: exit status 0. A frame that is not one of
+answers each TASK [1, task_id, fn_hash, fn, payload, inputs, after] with RESULT [3, task_id,
+status, payload]. A TASK with `after` pairs [input, task_id] is a follower: input `input` is
+the value of this worker's previous task `task_id`, still in memory; if that task did not
+succeed here (or its value was not kept), the follower is answered with status 4 (not started). EXIT [4] or the end of the connection: exit status 0. A frame that is not one of
 these messages: a line on stderr and exit status 2.
 
 Nothing is written to stdout (it belongs to the tasks); stderr only on errors.
@@ -22,10 +24,11 @@ import sys
 
 import msgpack
 
-from .serialize import (deserialize, format_traceback, load_call, serialize_exception, serialize_value)
+from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_value)
 
 TASK, READY, RESULT, EXIT = 1, 2, 3, 4
-SUCCESS, FAILED = 0, 1
+SUCCESS, FAILED, NOT_STARTED = 0, 1, 4
+_KEEP_VALUE_BELOW = 1 << 24  # results up to this pickled size stay in memory for a follower
 EXIT_OK, EXIT_PROTOCOL = 0, 2
 
 _HEADER = struct.Struct("<I")
@@ -99,16 +102,19 @@ class _Connection:
 
 def _check_task(message):
     """Validates a TASK message; returns its fields."""
-    if len(message) != 6:
-        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 5")
-    _, task_id, fn_hash, fn, payload, inputs = message
+    if len(message) != 7:
+        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 6")
+    _, task_id, fn_hash, fn, payload, inputs, after = message
     if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
         raise ProtocolError(f"TASK task_id is not an unsigned integer: {task_id!r:.100}")
     if not isinstance(fn_hash, bytes) or not (fn is None or isinstance(fn, bytes)) or not isinstance(payload, bytes):
         raise ProtocolError(f"TASK {task_id}: fn_hash, fn and payload must be bin (fn may be nil)")
     if not isinstance(inputs, list) or not all(isinstance(b, bytes) for b in inputs):
         raise ProtocolError(f"TASK {task_id}: inputs must be an array of bin")
-    return task_id, fn_hash, fn, payload, inputs
+    if not isinstance(after, list) or not all(
+            isinstance(a, list) and len(a) == 2 and all(type(x) is int and x >= 0 for x in a) for a in after):
+        raise ProtocolError(f"TASK {task_id}: after must be an array of [input, task_id] pairs")
+    return task_id, fn_hash, fn, payload, inputs, after
 
 
 class _FunctionLoadFailed:
@@ -125,6 +131,7 @@ class Worker:
         self.connection = connection
         self.rank = rank
         self.functions: dict[bytes, object] = {}
+        self.last = None  # (task_id, value) of the previous task, when it succeeded
 
     def serve(self) -> int:
         """Runs tasks until EXIT or the end of the connection; returns the exit status."""
@@ -137,7 +144,17 @@ class Worker:
                     return EXIT_OK
                 kind = message[0]
                 if kind == TASK:
-                    task_id, fn_hash, fn, payload, inputs = _check_task(message)
+                    task_id, fn_hash, fn, payload, inputs, after = _check_task(message)
+                    if after:
+                        inputs = self._follow(after, inputs)
+                        if inputs is None:
+                            self.last = None
+                            if fn is not None:
+                                self._keep_function(fn_hash, fn)  # later tasks carry only the hash
+                            connection.write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed "
+                                              b"on this worker"])
+                            continue
+                    self.last = None
                     status, result = self.run(task_id, fn_hash, fn, payload, inputs)
                     _flush_std_streams()
                     connection.write([RESULT, task_id, status, result])
@@ -151,6 +168,23 @@ class Worker:
             return EXIT_PROTOCOL
         except (BrokenPipeError, ConnectionResetError):
             return EXIT_OK  # the pool is gone
+
+    def _follow(self, after, inputs):
+        """The inputs of a follower, with the previous task's value put in; None if it is not here."""
+        last = self.last
+        inputs = list(inputs)
+        for index, task_id in after:
+            if last is None or last[0] != task_id or index >= len(inputs):
+                return None
+            inputs[index] = Loaded(last[1])
+        return inputs
+
+    def _keep_function(self, fn_hash: bytes, fn_bytes) -> None:
+        try:
+            self._function(fn_hash, fn_bytes)
+        except BaseException as e:  # noqa: BLE001 - cached: the first task that uses it reports it
+            if isinstance(e, KeyboardInterrupt):
+                raise
 
     def _function(self, fn_hash: bytes, fn_bytes):
         fn = self.functions.get(fn_hash)
@@ -182,7 +216,7 @@ class Worker:
                 raise
             return FAILED, serialize_exception(e, format_traceback(e, _task_frames(e.__traceback__)))
         try:
-            return SUCCESS, serialize_value(result)
+            data = serialize_value(result)
         except BaseException as e:  # noqa: BLE001 - reported as the task's failure
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -191,6 +225,9 @@ class Worker:
                               f"{type(result).__qualname__} object, and pickling failed with "
                               f"{type(e).__name__}: {e}")
             return FAILED, serialize_exception(error, format_traceback(e))
+        if len(data) < _KEEP_VALUE_BELOW:
+            self.last = (task_id, result)
+        return SUCCESS, data
 
 
 def _task_frames(tb):

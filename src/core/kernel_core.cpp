@@ -43,9 +43,39 @@ void KernelCore::submit(const TaskRecordPtr& task) {
   }
   if (t.pending_deps_ == 0)
     deps_ready(t);
+  else if (may_follow(t))
+    launch(t, /*follower=*/true);
   else
     wait_in_table(t);
   drain_finished();
+}
+
+bool KernelCore::may_follow(const TaskRecord& t) {
+  // Only what a pool can do on its own: one input still to come, no walltime (its clock
+  // would start before the task can), no memo key (it needs the inputs' values), no failed input.
+  if (closed_ || t.pending_deps_ != 1 || !t.spec_.body || t.spec_.walltime.count() > 0 || !t.failed_deps_.empty() ||
+      (options_.memo && (!t.spec_.memo_key.empty() || t.spec_.memo_key_later)))
+    return false;
+  // The executor must be the one the task would run on anyway, and that of its input.
+  std::size_t ex;
+  const auto& labels = t.spec_.executors;
+  if (labels.size() == 1)
+    ex = by_label_.at(labels[0]);
+  else if (labels.empty() && user_executors_.size() == 1)
+    ex = user_executors_[0];
+  else
+    return false;
+  if (!executors_[ex]->accepts_followers()) return false;
+  for (const auto& dep : t.spec_.dependencies) {
+    if (dep->done()) continue;
+    // One follower per task: a fan-out after one task must spread over every pool, not queue
+    // behind it on one.
+    if (dep->followed_ || dep->external_ || !is_launched(dep->state()) || dep->executor_label_ != executors_[ex]->label())
+      return false;
+    dep->followed_ = true;
+    return true;
+  }
+  return false;
 }
 
 void KernelCore::wait_in_table(TaskRecord& t) {
@@ -66,7 +96,14 @@ void KernelCore::add_external(const TaskRecordPtr& task) {
 }
 
 void KernelCore::deps_ready(TaskRecord& t) {
-  if (t.state() == TaskState::joining) {
+  if (t.follower_) {
+    // Already launched where its input ran; it only needs stopping if that input failed.
+    if (t.failed_deps_.empty()) return;
+    const std::uint32_t try_id = t.try_id_;
+    auto failed = std::move(t.failed_deps_);
+    finish(t, TaskState::dep_fail, {}, std::make_exception_ptr(DependencyError(std::move(failed), t.id())));
+    withdraw(t.shared_from_this(), try_id, StopReason::cancelled);
+  } else if (t.state() == TaskState::joining) {
     finish_join(t);
   } else if (!t.failed_deps_.empty()) {
     auto failed = std::move(t.failed_deps_);
@@ -88,7 +125,8 @@ std::size_t KernelCore::pick_executor(const TaskRecord& t) {
   return by_label_.at(labels[rng_() % labels.size()]);
 }
 
-void KernelCore::launch(TaskRecord& t) {
+void KernelCore::launch(TaskRecord& t, bool follower) {
+  t.follower_ = follower;
   if (closed_) {
     finish(t, TaskState::failed, {},
            std::make_exception_ptr(DataFlowKernelClosed(
@@ -113,7 +151,7 @@ void KernelCore::launch(TaskRecord& t) {
       slot->second = it;
     }
   }
-  outbox_[ex].push_back(Launch{t.shared_from_this(), t.try_id_, t.spec_.body, t.spec_.dependencies});
+  outbox_[ex].push_back(Launch{t.shared_from_this(), t.try_id_, t.spec_.body, t.spec_.dependencies, follower});
 }
 
 void KernelCore::flush() {
@@ -141,6 +179,17 @@ void KernelCore::complete(Completion&& done) {
   // A try that is no longer current (timed out, or the task was finished otherwise) is ignored.
   if (done.try_id != t.try_id_ || !is_launched(t.state())) return;
   Outcome& out = done.outcome;
+  if (out.not_started) {
+    // A follower that its executor could not start: launched again once its inputs are done.
+    t.follower_ = false;
+    set_state(t, TaskState::pending);
+    if (t.pending_deps_ == 0)
+      deps_ready(t);
+    else
+      wait_in_table(t);
+    drain_finished();
+    return;
+  }
   if (!out.join && t.spec_.body) t.spec_.body->decode_result(out);
   if (out.error) {
     fail_try(t, std::move(out.error));
@@ -201,6 +250,11 @@ void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
   t.fail_cost_ += cost;
   if (t.fail_cost_ <= options_.retries) {
     set_state(t, TaskState::fail_retryable);
+    if (t.pending_deps_ > 0) {  // a follower that failed before its input's completion arrived here
+      t.follower_ = false;
+      wait_in_table(t);
+      return;
+    }
     launch(t);
   } else {
     finish(t, TaskState::failed, {}, std::move(error));
@@ -366,17 +420,19 @@ bool KernelCore::cancel(const TaskRecordPtr& task) {
   finish(t, TaskState::cancelled, {},
          std::make_exception_ptr(TaskCancelled("task " + std::to_string(t.id().value) + " (" + t.func_name() +
                                                ") was cancelled")));
-  if (launched) {
-    const std::size_t ex = by_label_.at(t.executor_label_);
-    auto& pending = outbox_[ex];
-    auto it = std::find_if(pending.begin(), pending.end(), [&](const Launch& l) { return l.task == task; });
-    if (it != pending.end())
-      pending.erase(it);  // never handed over
-    else
-      executors_[ex]->cancel(task, try_id, StopReason::cancelled);
-  }
+  if (launched) withdraw(task, try_id, StopReason::cancelled);
   drain_finished();
   return true;
+}
+
+void KernelCore::withdraw(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) {
+  const std::size_t ex = by_label_.at(task->executor_label_);
+  auto& pending = outbox_[ex];
+  auto it = std::find_if(pending.begin(), pending.end(), [&](const Launch& l) { return l.task == task; });
+  if (it != pending.end())
+    pending.erase(it);  // never handed over
+  else
+    executors_[ex]->cancel(task, try_id, reason);
 }
 
 void KernelCore::close() {

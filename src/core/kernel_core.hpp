@@ -69,7 +69,14 @@ class KernelCore {
 
  private:
   void deps_ready(TaskRecord& t);
-  void launch(TaskRecord& t);
+  void launch(TaskRecord& t, bool follower = false);
+  // Followers: a task whose one unfinished dependency runs on an executor that accepts
+  // followers is launched right away, to wait there for that input (a chain of tasks then
+  // runs back to back on a pool). True if t may follow; that dependency is then marked as followed.
+  bool may_follow(const TaskRecord& t);
+  // Takes a launched try back: dropped from the outbox if not handed over yet, else stopped
+  // on its executor.
+  void withdraw(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason);
   void fail_try(TaskRecord& t, std::exception_ptr error);
   void finish(TaskRecord& t, TaskState state, std::any value, std::exception_ptr error, bool after_commit = false);
   // Memoization (memo_store.hpp): answer from the table or launch; record a successful result.

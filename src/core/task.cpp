@@ -28,6 +28,7 @@ std::string_view to_string(TaskState s) {
 }
 
 const std::any& TaskContext::dependency(std::size_t i) const { return inputs_.at(i)->value(); }
+bool TaskContext::dependency_done(std::size_t i) const { return inputs_.at(i)->done(); }
 
 void TaskRecord::wait() const {
   while (done_flag_.load(std::memory_order_acquire) == 0) done_flag_.wait(0, std::memory_order_acquire);

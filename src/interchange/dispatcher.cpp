@@ -6,6 +6,7 @@ namespace pervade::interchange {
 
 namespace {
 constexpr auto kShortTask = std::chrono::milliseconds(10);  // see DispatcherConfig::short_task_prefetch
+constexpr std::size_t kRecentOwners = 4096;                  // see Dispatcher::recent_owner_
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -26,10 +27,89 @@ void Dispatcher::add_function(const protocol::Bytes& hash, protocol::Bytes fn) {
 }
 
 void Dispatcher::submit(DispatchTask task, TimePoint now) {
+  if (!task.after.empty()) {
+    now_ = now;
+    submit_follower(std::move(task), now);
+    return;
+  }
   const Queued key{task.priority, sequence_++};
   queued_.emplace(task.task_id, key);
   queue_.emplace(key, std::move(task));
   now_ = now;
+}
+
+void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
+  const std::uint64_t input = task.after.front().task_id;  // the kernel makes followers of one input
+  if (queued_.contains(input) || held_by_.contains(input)) {
+    held_by_.emplace(task.task_id, input);
+    held_[input].push_back(std::move(task));
+    return;
+  }
+  const std::string* identity = nullptr;
+  if (auto o = owner_.find(input); o != owner_.end())
+    identity = &o->second;
+  else if (auto r = recent_owner_.find(input); r != recent_owner_.end())
+    identity = &r->second;
+  auto p = identity ? pools_.find(*identity) : pools_.end();
+  if (p == pools_.end() || p->second.draining) {
+    not_started(task.task_id, "the task it follows is on no pool");
+    return;
+  }
+  protocol::Tasks batch;
+  add_to_batch(p->second, std::move(task), batch, now);
+  send(p->second, std::move(batch), now);
+}
+
+void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now) {
+  const std::uint64_t id = t.task_id;
+  protocol::Task out;
+  out.task_id = id;
+  out.kind = t.kind;
+  out.fn_hash = std::move(t.fn_hash);
+  if (t.kind == protocol::kKindPython && !pool.known_functions.contains(out.fn_hash)) {
+    if (auto fn = functions_.find(out.fn_hash); fn != functions_.end()) out.fn = fn->second;
+    pool.known_functions.insert(out.fn_hash);
+  }
+  out.payload = std::move(t.payload);
+  out.inputs = std::move(t.inputs);
+  out.after = std::move(t.after);
+  if (!out.after.empty() && owner_.contains(out.after.front().task_id))
+    pool.waiting_followers.emplace(id, out.after.front().task_id);
+  pool.in_flight.emplace(id, now);
+  owner_[id] = pool.identity;
+  batch.tasks.push_back(std::move(out));
+  if (auto h = held_.find(id); h != held_.end()) {
+    std::vector<DispatchTask> followers = std::move(h->second);
+    held_.erase(h);
+    for (auto& f : followers) {
+      held_by_.erase(f.task_id);
+      add_to_batch(pool, std::move(f), batch, now);
+    }
+  }
+}
+
+void Dispatcher::not_started(std::uint64_t task_id, const std::string& why) {
+  completed_.push_back(Completed{task_id, protocol::kStatusNotStarted, why, false});
+  release_held(task_id, why);
+}
+
+void Dispatcher::release_held(std::uint64_t task_id, const std::string& why) {
+  auto h = held_.find(task_id);
+  if (h == held_.end()) return;
+  std::vector<DispatchTask> followers = std::move(h->second);
+  held_.erase(h);
+  for (auto& f : followers) {
+    held_by_.erase(f.task_id);
+    not_started(f.task_id, why);
+  }
+}
+
+void Dispatcher::remember_owner(std::uint64_t task_id, const std::string& identity) {
+  if (recent_order_.size() >= kRecentOwners) {
+    recent_owner_.erase(recent_order_.front());
+    recent_order_.pop_front();
+  }
+  if (recent_owner_.insert_or_assign(task_id, identity).second) recent_order_.push_back(task_id);
 }
 
 void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
@@ -95,7 +175,14 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     all_short = all_short && now - it->second < kShortTask;
     pool.in_flight.erase(it);
     owner_.erase(result.task_id);
+    remember_owner(result.task_id, pool.identity);
     completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
+  }
+  // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
+  if (!pool.waiting_followers.empty()) {
+    std::erase_if(pool.waiting_followers, [&](const auto& f) {
+      return !pool.in_flight.contains(f.first) || !pool.in_flight.contains(f.second);
+    });
   }
   pool.short_tasks = all_short;
   if (pool.in_flight.empty()) pool.idle_since = now;
@@ -127,21 +214,8 @@ void Dispatcher::dispatch(TimePoint now) {
     protocol::Tasks batch;
     for (std::size_t n = capacity(*pool); n > 0 && !queue_.empty(); --n) {
       auto node = queue_.extract(queue_.begin());
-      DispatchTask& t = node.mapped();
-      queued_.erase(t.task_id);
-      protocol::Task out;
-      out.task_id = t.task_id;
-      out.kind = t.kind;
-      out.fn_hash = std::move(t.fn_hash);
-      if (t.kind == protocol::kKindPython && !pool->known_functions.contains(out.fn_hash)) {
-        if (auto fn = functions_.find(out.fn_hash); fn != functions_.end()) out.fn = fn->second;
-        pool->known_functions.insert(out.fn_hash);
-      }
-      out.payload = std::move(t.payload);
-      out.inputs = std::move(t.inputs);
-      pool->in_flight.emplace(out.task_id, now);
-      owner_[out.task_id] = pool->identity;
-      batch.tasks.push_back(std::move(out));
+      queued_.erase(node.mapped().task_id);
+      add_to_batch(*pool, std::move(node.mapped()), batch, now);
     }
     if (!batch.tasks.empty()) send(*pool, std::move(batch), now);
   }
@@ -157,7 +231,10 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   if (it == pools_.end()) return;
   for (const auto& [id, sent] : it->second.in_flight) {
     owner_.erase(id);
-    completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
+    if (it->second.waiting_followers.contains(id))
+      completed_.push_back(Completed{id, protocol::kStatusNotStarted, reason, false});
+    else
+      completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }
   pools_.erase(it);
 }
@@ -216,6 +293,16 @@ void Dispatcher::cancel(std::uint64_t task_id) {
     queue_.erase(q->second);
     queued_.erase(q);
     completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
+    release_held(task_id, "the task it follows was cancelled");
+    return;
+  }
+  if (auto h = held_by_.find(task_id); h != held_by_.end()) {
+    auto& list = held_[h->second];
+    std::erase_if(list, [&](const DispatchTask& t) { return t.task_id == task_id; });
+    if (list.empty()) held_.erase(h->second);
+    held_by_.erase(h);
+    completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
+    release_held(task_id, "the task it follows was cancelled");
     return;
   }
   auto owner = owner_.find(task_id);

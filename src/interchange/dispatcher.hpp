@@ -29,6 +29,8 @@ struct DispatchTask {
   protocol::Bytes payload;
   std::vector<protocol::Bytes> inputs;
   int priority = 0;  // smaller runs first; equal priorities run in submission order
+  // A follower: waits on the pool of the task named here (its input) instead of in the queue.
+  std::vector<protocol::After> after;
 };
 
 struct DispatcherConfig {
@@ -78,6 +80,9 @@ class Dispatcher {
   explicit Dispatcher(DispatcherConfig config);
 
   void add_function(const protocol::Bytes& hash, protocol::Bytes fn);
+  // A follower (task.after) goes to the pool holding the task it follows, or along with that
+  // task when it is still queued; if no pool has it, it completes at once with
+  // kStatusNotStarted (the executor then launches it the ordinary way).
   void submit(DispatchTask task, TimePoint now);
   void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
   // Heartbeats out, lost pools detected.
@@ -92,7 +97,7 @@ class Dispatcher {
   void shutdown_all();
 
   std::vector<PoolInfo> pools(TimePoint now) const;
-  std::size_t queued() const { return queue_.size(); }
+  std::size_t queued() const { return queue_.size() + held_by_.size(); }
   std::size_t in_flight() const;
   // The earliest time tick() has work to do.
   TimePoint next_deadline() const;
@@ -109,6 +114,9 @@ class Dispatcher {
     std::string identity;
     protocol::Register info;
     std::unordered_map<std::uint64_t, TimePoint> in_flight;  // task id -> when it was sent
+    // Followers sent here whose input has not come back yet -> the task they wait for. If the
+    // pool is lost, these never started.
+    std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
     bool short_tasks = false;  // its latest results came back within kShortTask
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
@@ -128,6 +136,13 @@ class Dispatcher {
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
   void on_results(Pool& pool, protocol::Results& r, TimePoint now);
   void dispatch(TimePoint now);
+  void submit_follower(DispatchTask task, TimePoint now);
+  // Adds a task to a batch for the pool, then the followers held for it (depth first).
+  void add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now);
+  void not_started(std::uint64_t task_id, const std::string& why);
+  // Completes the followers held for a task that will not run here (cancelled while queued).
+  void release_held(std::uint64_t task_id, const std::string& why);
+  void remember_owner(std::uint64_t task_id, const std::string& identity);
   void lose(const std::string& identity, const std::string& reason);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
@@ -138,6 +153,13 @@ class Dispatcher {
   std::unordered_map<std::uint64_t, Queued> queued_;       // task id -> its key in queue_
   std::uint64_t sequence_ = 0;
   std::unordered_map<std::string, protocol::Bytes> functions_;
+  // Followers of tasks still queued here (or themselves held), by the task they follow.
+  std::unordered_map<std::uint64_t, std::vector<DispatchTask>> held_;
+  std::unordered_map<std::uint64_t, std::uint64_t> held_by_;  // follower -> the task it follows
+  // Which pool ran the latest results (a bounded window): a follower submitted just after its
+  // input came back still goes to that pool, which may still have the input.
+  std::unordered_map<std::uint64_t, std::string> recent_owner_;
+  std::deque<std::uint64_t> recent_order_;
   std::unordered_map<std::uint64_t, std::string> owner_;  // task id -> pool identity
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;

@@ -397,6 +397,13 @@ class ShellRunner {
     return found;
   }
 
+  // The task is queued or running here.
+  bool holds(std::uint64_t task_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return running_.contains(task_id) ||
+           std::any_of(queue_.begin(), queue_.end(), [&](const Job& j) { return j.task_id == task_id; });
+  }
+
   // Submitted tasks whose results have not been taken yet.
   std::size_t outstanding() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -504,6 +511,9 @@ struct Worker {
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
   std::unordered_set<proto::Bytes> fns_sent;
+  // Its latest result, for a follower that arrives after the task it follows finished here.
+  std::uint64_t last_task = 0;
+  std::optional<proto::Bytes> last_value;  // when that task succeeded with a small result
   std::string out;  // bytes not yet written to the socket
   std::size_t out_off = 0;
 };
@@ -824,7 +834,15 @@ class Pool {
         [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &v, sizeof v);
       }
       if (items[3].revents) read_monitor();
-      shell_->take(&results_);
+      std::vector<proto::TaskResult> done;
+      shell_->take(&done);
+      for (auto& r : done) {
+        // A command that exited non-zero fails in the driver (BashExitFailure): its followers
+        // must not start.
+        const auto code = proto::decode_exit_code(r.payload.data(), r.payload.size());
+        const bool succeeded = r.status == proto::kStatusOk && code == 0;
+        report(r.task_id, r.status, std::move(r.payload), succeeded);
+      }
       read_from_interchange();
       if (exit_status_) break;
 
@@ -874,7 +892,7 @@ class Pool {
   }
 
   bool drain_complete() {
-    if (!queue_.empty() || !results_.empty() || !outq_.empty()) return false;
+    if (!queue_.empty() || !followers_.empty() || !results_.empty() || !outq_.empty()) return false;
     for (const Worker& w : workers_)
       if (!w.tasks.empty()) return false;
     return shell_->outstanding() == 0;
@@ -973,7 +991,14 @@ class Pool {
     auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
     if (q != queue_.end()) {
       queue_.erase(q);
-      results_.push_back(proto::TaskResult{id, proto::kStatusCancelled, "cancelled before it started"});
+      report(id, proto::kStatusCancelled, "cancelled before it started");
+      return;
+    }
+    if (auto f = follower_of_.find(id); f != follower_of_.end()) {
+      std::erase_if(followers_[f->second], [&](const proto::Task& t) { return t.task_id == id; });
+      if (followers_[f->second].empty()) followers_.erase(f->second);
+      follower_of_.erase(f);
+      report(id, proto::kStatusCancelled, "cancelled before it started");
       return;
     }
     for (Worker& w : workers_) {
@@ -993,7 +1018,94 @@ class Pool {
 
   void reject(std::uint64_t task_id, std::string why) {
     log_warn("task {}: {}", task_id, why);
-    results_.push_back(proto::TaskResult{task_id, proto::kStatusWorkerLost, std::move(why)});
+    report(task_id, proto::kStatusWorkerLost, std::move(why));
+  }
+
+  // Every result leaves through here: the followers held for that task get its value (or, if
+  // it failed, go back to the driver as not started).
+  void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {}) {
+    if (!followers_.empty())
+      release_followers(task_id, succeeded.value_or(status == proto::kStatusOk) ? &payload : nullptr);
+    results_.push_back(proto::TaskResult{task_id, status, std::move(payload)});
+  }
+
+  // ---------------------------------------------------------------- followers
+  // A follower waits here for the task it follows (its `after`), which runs or ran on this
+  // pool. It never occupies a worker before its input exists: it is held in followers_, or sent
+  // to the worker running that task as the one it holds next (that worker then uses the value
+  // it still has in memory, docs/protocol.md).
+  bool holds(std::uint64_t task_id) {
+    if (follower_of_.contains(task_id)) return true;
+    for (const proto::Task& t : queue_)
+      if (t.task_id == task_id) return true;
+    for (const Worker& w : workers_)
+      if (std::find(w.tasks.begin(), w.tasks.end(), task_id) != w.tasks.end()) return true;
+    return shell_->holds(task_id);
+  }
+
+  void accept_follower(proto::Task&& t) {
+    while (!t.after.empty()) {
+      const proto::After a = t.after.front();
+      if (t.kind == proto::kKindPython && a.input >= t.inputs.size()) {
+        report(t.task_id, proto::kStatusException, fmt::format("follower names input {} of {}", a.input, t.inputs.size()));
+        return;
+      }
+      if (holds(a.task_id)) {
+        follower_of_.emplace(t.task_id, a.task_id);
+        followers_[a.task_id].push_back(std::move(t));
+        return;
+      }
+      // Finished already: its worker may still have its result.
+      auto w = std::find_if(workers_.begin(), workers_.end(), [&](const Worker& w) { return w.last_task == a.task_id; });
+      if (w == workers_.end() || !w->last_value) {
+        report(t.task_id, proto::kStatusNotStarted, fmt::format("task {} it follows is not on pool {}", a.task_id, o_.pool_id));
+        return;
+      }
+      put_input(t, a, *w->last_value);
+      t.after.erase(t.after.begin());
+    }
+    start_task(std::move(t));
+  }
+
+  void release_followers(std::uint64_t task_id, const proto::Bytes* value) {
+    auto f = followers_.find(task_id);
+    if (f == followers_.end()) return;
+    std::vector<proto::Task> released = std::move(f->second);
+    followers_.erase(f);
+    // In reverse, each pushed to the front of the queue: they start next, in arrival order.
+    for (auto it = released.rbegin(); it != released.rend(); ++it) {
+      proto::Task& t = *it;
+      follower_of_.erase(t.task_id);
+      if (!value) {
+        report(t.task_id, proto::kStatusNotStarted, fmt::format("task {} it follows did not succeed", task_id));
+        continue;
+      }
+      std::erase_if(t.after, [&](const proto::After& a) {
+        if (a.task_id != task_id) return false;
+        put_input(t, a, *value);
+        return true;
+      });
+      if (t.after.empty())
+        start_task(std::move(t), /*front=*/true);
+      else
+        accept_follower(std::move(t));
+    }
+  }
+
+  // A shell command has no inputs: for it, `after` only orders.
+  static void put_input(proto::Task& t, const proto::After& a, const proto::Bytes& value) {
+    if (a.input < t.inputs.size()) t.inputs[a.input] = value;
+  }
+
+  // A task whose inputs are all there: shell commands go to the shell runner, Python calls
+  // to the queue for the workers.
+  void start_task(proto::Task&& t, bool front = false) {
+    if (t.kind == proto::kKindShell)
+      shell_->submit(t.task_id, std::move(t.payload));
+    else if (front)
+      queue_.push_front(std::move(t));
+    else
+      queue_.push_back(std::move(t));
   }
 
   void accept_tasks(proto::Tasks& tasks) {
@@ -1003,7 +1115,10 @@ class Pool {
         continue;
       }
       if (t.kind == proto::kKindShell) {
-        shell_->submit(t.task_id, std::move(t.payload));
+        if (t.after.empty())
+          start_task(std::move(t));
+        else
+          accept_follower(std::move(t));
         continue;
       }
       if (t.kind != proto::kKindPython) {
@@ -1022,7 +1137,10 @@ class Pool {
         reject(t.task_id, fmt::format("pool {} never received the function with hash {}", o_.pool_id, hex(t.fn_hash)));
         continue;
       }
-      queue_.push_back(std::move(t));
+      if (t.after.empty())
+        start_task(std::move(t));
+      else
+        accept_follower(std::move(t));
     }
   }
 
@@ -1290,7 +1408,12 @@ class Pool {
       kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
       return;
     }
-    results_.push_back(proto::TaskResult{result.task_id, result.status, std::move(result.payload)});
+    w.last_task = result.task_id;
+    if (result.status == proto::kStatusOk && result.payload.size() <= kPipelineMaxBytes)
+      w.last_value = result.payload;
+    else
+      w.last_value.reset();
+    report(result.task_id, result.status, std::move(result.payload));
     w.tasks.pop_front();
     w.waiting.reset();  // started now
     const auto now = Clock::now();
@@ -1306,17 +1429,43 @@ class Pool {
   // to keep in its socket: it starts it without waiting for the pool to see the first result
   // (two cross-CPU wake-ups per task, most of a no-op task's cost). A worker that ran a long
   // task gets no second one, so a task never waits long behind another while a worker idles.
+  //
+  // First, a worker running a task that has a follower held here gets that follower as its
+  // next task, whatever the task's length: it cannot start anywhere before that task ends.
   void dispatch() {
-    if (queue_.empty() || exit_status_) return;
-    for (std::size_t depth = 1; depth <= 2; ++depth) {
+    if (exit_status_) return;
+    send_followers();
+    for (std::size_t depth = 1; depth <= 2 && !queue_.empty(); ++depth) {
       for (Worker& w : workers_) {
-        if (queue_.empty()) return;
-        if (w.pid <= 0 || !w.ready || w.dying || !w.fd.valid() || w.tasks.size() >= depth) continue;
+        if (queue_.empty()) break;
+        if (!takes_tasks(w) || w.tasks.size() >= depth) continue;
         if (depth == 2 && (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes)) continue;
-        send_task(w);
+        proto::Task t = std::move(queue_.front());
+        queue_.pop_front();
+        send_task(w, std::move(t));
       }
+      if (depth == 1) send_followers();  // the tasks just sent may have followers
     }
   }
+
+  void send_followers() {
+    if (followers_.empty()) return;
+    for (Worker& w : workers_) {
+      if (!takes_tasks(w) || w.tasks.size() != 1) continue;
+      auto f = followers_.find(w.tasks.front());
+      if (f == followers_.end()) continue;
+      auto it = std::find_if(f->second.begin(), f->second.end(),
+                             [](const proto::Task& t) { return t.after.size() == 1 && t.kind == proto::kKindPython; });
+      if (it == f->second.end()) continue;
+      proto::Task t = std::move(*it);
+      f->second.erase(it);
+      if (f->second.empty()) followers_.erase(f);
+      follower_of_.erase(t.task_id);
+      send_task(w, std::move(t));
+    }
+  }
+
+  static bool takes_tasks(const Worker& w) { return w.pid > 0 && w.ready && !w.dying && w.fd.valid(); }
 
   static std::size_t size_of(const proto::Task& t) {
     std::size_t n = t.payload.size();
@@ -1324,9 +1473,7 @@ class Pool {
     return n;
   }
 
-  void send_task(Worker& w) {
-    proto::Task t = std::move(queue_.front());
-    queue_.pop_front();
+  void send_task(Worker& w, proto::Task&& t) {
     const bool second = !w.tasks.empty();
     if (second) w.waiting = t;  // small (kPipelineMaxBytes): the copy is cheap
     proto::WorkerTask wt;
@@ -1335,6 +1482,7 @@ class Pool {
     wt.fn_hash = std::move(t.fn_hash);
     wt.payload = std::move(t.payload);
     wt.inputs = std::move(t.inputs);
+    wt.after = std::move(t.after);
     if (!second) w.started = Clock::now();
     w.tasks.push_back(t.task_id);
     send_to_worker(w, proto::ToWorker{std::move(wt)});
@@ -1362,7 +1510,7 @@ class Pool {
       const bool start_failure = !w.ready;
       if (!w.tasks.empty() && w.cancelled) {
         log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
-        results_.push_back(proto::TaskResult{w.tasks.front(), proto::kStatusCancelled, w.kill_reason});
+        report(w.tasks.front(), proto::kStatusCancelled, w.kill_reason);
       } else if (!w.tasks.empty()) {
         std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, w.tasks.front());
         if (!w.kill_reason.empty()) text += fmt::format(" (the pool killed it: {})", w.kill_reason);
@@ -1374,8 +1522,11 @@ class Pool {
       w.pid = -1;
       w.fd.reset();
       // A task waiting in the dead worker's socket had not started: it goes back to the queue.
+      // A follower there waited for the task that just died with it.
       if (w.waiting && cancelled_waiting_.erase(w.waiting->task_id))
-        results_.push_back(proto::TaskResult{w.waiting->task_id, proto::kStatusCancelled, "cancelled before it started"});
+        report(w.waiting->task_id, proto::kStatusCancelled, "cancelled before it started");
+      else if (w.waiting && !w.waiting->after.empty())
+        report(w.waiting->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
       else if (w.waiting)
         queue_.push_front(std::move(*w.waiting));
       w.waiting.reset();
@@ -1471,6 +1622,8 @@ class Pool {
   std::vector<Worker> workers_;
   std::deque<proto::Task> queue_;
   std::unordered_set<std::uint64_t> cancelled_waiting_;  // cancelled while waiting in a worker's socket
+  std::unordered_map<std::uint64_t, std::vector<proto::Task>> followers_;  // held, by the task they follow
+  std::unordered_map<std::uint64_t, std::uint64_t> follower_of_;           // held follower -> that task
   std::unordered_map<proto::Bytes, proto::Bytes> fns_;
   std::vector<proto::TaskResult> results_;
   std::unique_ptr<ShellRunner> shell_;

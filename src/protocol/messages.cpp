@@ -89,6 +89,15 @@ void pack_bins(Packer& pk, const std::vector<Bytes>& v) {
 }
 // Always a float 64. msgpack-c's pack_double writes integral values as msgpack integers (and
 // -0.0 as 0), but the doc's float fields are floats on the wire.
+void pack_after(Packer& pk, const std::vector<After>& after) {
+  pack_array_header(pk, after.size());
+  for (const auto& a : after) {
+    pk.pack_array(2);
+    pk.pack_uint32(a.input);
+    pk.pack_uint64(a.task_id);
+  }
+}
+
 void pack_float64(StringStream& s, double d) {
   std::uint64_t bits;
   std::memcpy(&bits, &d, sizeof bits);
@@ -191,6 +200,18 @@ const msgpack::object_array& get_record(const object& o, const Where& w, std::si
     fail(std::string(w.msg) + " " + w.item + " " + std::to_string(w.index) + ": expected array of " +
          std::to_string(n));
   return o.via.array;
+}
+std::vector<After> get_after(const object& o, const Where& w, std::size_t f) {
+  const auto& a = get_array(o, w, f);
+  std::vector<After> out;
+  out.reserve(a.size);
+  for (std::size_t i = 0; i < a.size; ++i) {
+    const auto& pair = get_record(at(a, i), Where{w.msg, "after", i}, 2);
+    const std::uint64_t input = get_uint(at(pair, 0), w, f);
+    if (input > 0xffffffffu) fail(describe(w, f) + ": input index out of range");
+    out.push_back(After{static_cast<std::uint32_t>(input), get_uint(at(pair, 1), w, f)});
+  }
+  return out;
 }
 std::vector<Bytes> get_bins(const object& o, const Where& w, std::size_t f) {
   const auto& a = get_array(o, w, f);
@@ -353,7 +374,7 @@ Tasks decode_tasks(const object& o) {
   r.tasks.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"TASKS", "task", i};
-    const auto& item = get_record(at(list, i), w, 6);
+    const auto& item = get_record(at(list, i), w, 7);
     Task t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.kind = get_int(at(item, 1), w, 1);
@@ -361,6 +382,7 @@ Tasks decode_tasks(const object& o) {
     t.fn = get_opt_bin(at(item, 3), w, 3);
     t.payload = get_bin(at(item, 4), w, 4);
     t.inputs = get_bins(at(item, 5), w, 5);
+    t.after = get_after(at(item, 6), w, 6);
     r.tasks.push_back(std::move(t));
   }
   return r;
@@ -429,13 +451,14 @@ Bytes encode(const InterchangeMessage& m) {
                    pk.pack_int(kTasks);
                    pack_array_header(pk, r.tasks.size());
                    for (const auto& t : r.tasks) {
-                     pk.pack_array(6);
+                     pk.pack_array(7);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.kind);
                      pack_bin(pk, t.fn_hash);
                      pack_opt_bin(pk, t.fn);
                      pack_bin(pk, t.payload);
                      pack_bins(pk, t.inputs);
+                     pack_after(pk, t.after);
                    }
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
@@ -458,13 +481,14 @@ Bytes encode(const ToWorker& m) {
   std::visit(Overloaded{
                  [&](const WorkerTask& t) {
                    s.out.reserve(task_size_hint(t.fn_hash, t.fn, t.payload, t.inputs));
-                   pk.pack_array(6);
+                   pk.pack_array(7);
                    pk.pack_int(kWorkerTask);
                    pk.pack_uint64(t.task_id);
                    pack_bin(pk, t.fn_hash);
                    pack_opt_bin(pk, t.fn);
                    pack_bin(pk, t.payload);
                    pack_bins(pk, t.inputs);
+                   pack_after(pk, t.after);
                  },
                  [&](const WorkerExit&) { pack_empty(pk, kWorkerExit); },
              },
@@ -569,7 +593,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
     const std::int64_t type = message_type(o);
     switch (type) {
       case kWorkerTask: {
-        const auto& a = fields(o, "TASK", 5);
+        const auto& a = fields(o, "TASK", 6);
         const Where w{"TASK"};
         WorkerTask t;
         t.task_id = get_uint(at(a, 1), w, 1);
@@ -577,6 +601,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
         t.fn = get_opt_bin(at(a, 3), w, 3);
         t.payload = get_bin(at(a, 4), w, 4);
         t.inputs = get_bins(at(a, 5), w, 5);
+        t.after = get_after(at(a, 6), w, 6);
         return t;
       }
       case kWorkerExit:

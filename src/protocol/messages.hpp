@@ -8,7 +8,7 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 2;  // 2: CANCEL, status 3
+constexpr int kProtocolVersion = 3;  // 2: CANCEL, status 3; 3: followers (after, status 4)
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 
@@ -42,13 +42,21 @@ struct Registered {
 struct Refused {
   std::string reason;
 };
+// A follower's input that is still to come: input `input` is the result of task `task_id`,
+// which runs (or ran last) on the same pool.
+struct After {
+  std::uint32_t input = 0;
+  std::uint64_t task_id = 0;
+  bool operator==(const After&) const = default;
+};
 struct Task {
   std::uint64_t task_id = 0;
   int kind = 0;  // kKind*
   Bytes fn_hash;
   std::optional<Bytes> fn;  // present the first time this pool sees fn_hash
   Bytes payload;
-  std::vector<Bytes> inputs;
+  std::vector<Bytes> inputs;  // an input named in `after` is empty here
+  std::vector<After> after;   // empty: an ordinary task
 };
 struct Tasks {
   std::vector<Task> tasks;
@@ -66,6 +74,7 @@ struct WorkerTask {
   std::optional<Bytes> fn;
   Bytes payload;
   std::vector<Bytes> inputs;
+  std::vector<After> after;  // inputs to take from the worker's previous task (see docs/protocol.md)
 };
 struct WorkerReady {
   int rank = 0;
@@ -84,6 +93,7 @@ constexpr int kStatusOk = 0;
 constexpr int kStatusException = 1;
 constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
+constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
 
 using PoolMessage = std::variant<Register, Heartbeat, Results, Drained>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;

@@ -22,6 +22,8 @@ class FakeExecutor : public Executor {
     reasons.push_back(reason);
   }
   void shutdown() override {}
+  bool accepts_followers() const override { return followers; }
+  bool followers = false;  // accepts_followers()
   std::deque<Launch> launched;
   std::vector<std::pair<TaskId, std::uint32_t>> cancelled;
   std::vector<StopReason> reasons;  // why each cancel() was made

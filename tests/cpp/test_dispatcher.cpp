@@ -2,6 +2,8 @@
 // messages; time is a variable. No sockets, no sleeps.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "interchange/dispatcher.hpp"
 
 using namespace pervade;
@@ -299,6 +301,127 @@ TEST_F(DispatcherTest, UnregisteredIdentitiesAreToldToShutDownAndTheirResultsDro
     EXPECT_TRUE(std::holds_alternative<protocol::Shutdown>(m));
   }
   EXPECT_TRUE(d.pools(now).empty());
+}
+
+// ---- followers (DispatchTask::after): they wait on the pool that has the task they follow.
+
+DispatchTask follower(std::uint64_t id, std::uint64_t input_task) {
+  DispatchTask t;
+  t.task_id = id;
+  t.fn_hash = "h";
+  t.payload = "p" + std::to_string(id);
+  t.inputs = {""};
+  t.after = {protocol::After{0, input_task}};
+  return t;
+}
+
+TEST_F(DispatcherTest, FollowerGoesToThePoolRunningItsInputWhateverItsCapacity) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.take_outbox();
+  d.submit(task(0), now);
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  const std::string pool = out[0].first, other = pool == "a" ? "b" : "a";
+  d.submit(task(1), now);  // fills the other pool
+  EXPECT_EQ(sent_to(other), (std::vector<std::uint64_t>{1}));
+  d.submit(follower(2, 0), now);  // the pool holding 0 is full, and still gets 2
+  out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, pool);
+  const auto& sent = std::get<protocol::Tasks>(out[0].second).tasks;
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].after, (std::vector<protocol::After>{{0, 0}}));
+  EXPECT_EQ(d.in_flight(), 3u);
+  result(pool, 0);
+  result(pool, 2);
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[1].task_id, 2u);
+  EXPECT_EQ(done[1].status, protocol::kStatusOk);
+}
+
+TEST_F(DispatcherTest, FollowersOfAQueuedTaskLeaveWithItInOneBatch) {
+  d.submit(task(0), now);
+  d.submit(follower(1, 0), now);
+  d.submit(follower(2, 1), now);  // follows a follower
+  EXPECT_EQ(d.queued(), 3u);
+  register_pool("a", 1);
+  std::vector<std::uint64_t> ids;
+  for (auto& [to, m] : d.take_outbox())
+    if (auto* t = std::get_if<protocol::Tasks>(&m))
+      for (auto& x : t->tasks) ids.push_back(x.task_id);
+  EXPECT_EQ(ids, (std::vector<std::uint64_t>{0, 1, 2}));
+  EXPECT_EQ(d.queued(), 0u);
+}
+
+TEST_F(DispatcherTest, FollowerOfATaskOnNoPoolIsNotStarted) {
+  register_pool("a", 1);
+  d.take_outbox();
+  d.submit(follower(5, 99), now);
+  EXPECT_TRUE(sent_to("a").empty());
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].task_id, 5u);
+  EXPECT_EQ(done[0].status, protocol::kStatusNotStarted);
+  EXPECT_FALSE(done[0].manager_lost);
+  EXPECT_EQ(d.in_flight(), 0u);
+}
+
+TEST_F(DispatcherTest, FollowerJustAfterItsInputCameBackGoesToThatPool) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.take_outbox();
+  d.submit(task(0), now);
+  const std::string pool = d.take_outbox().at(0).first;
+  result(pool, 0);
+  d.take_completed();
+  d.submit(follower(1, 0), now);  // the pool may still have 0's value
+  auto out = d.take_outbox();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].first, pool);
+}
+
+TEST_F(DispatcherTest, LostPoolFailsStartedTasksButReturnsWaitingFollowersAsNotStarted) {
+  register_pool("a", 2);
+  d.take_outbox();
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  d.submit(follower(2, 0), now);  // 0 comes back: 2 may have started
+  d.submit(follower(3, 1), now);  // 1 never comes back: 3 cannot have started
+  d.take_outbox();
+  result("a", 0);
+  d.take_completed();
+  now += 31s;
+  d.tick(now);
+  auto lost = d.take_completed();
+  ASSERT_EQ(lost.size(), 3u);
+  std::map<std::uint64_t, Completed> by_id;
+  for (auto& c : lost) by_id[c.task_id] = c;
+  EXPECT_TRUE(by_id[1].manager_lost);
+  EXPECT_TRUE(by_id[2].manager_lost);
+  EXPECT_FALSE(by_id[3].manager_lost);
+  EXPECT_EQ(by_id[3].status, protocol::kStatusNotStarted);
+}
+
+TEST_F(DispatcherTest, CancellingAQueuedTaskReturnsItsFollowersAsNotStarted) {
+  d.submit(task(0), now);
+  d.submit(follower(1, 0), now);
+  d.submit(follower(2, 1), now);
+  d.submit(task(3), now);
+  d.submit(follower(4, 3), now);
+  d.cancel(4);  // a held follower: dropped, answered as cancelled
+  d.cancel(0);
+  auto done = d.take_completed();
+  std::map<std::uint64_t, int> status;
+  for (auto& c : done) status[c.task_id] = c.status;
+  EXPECT_EQ(status, (std::map<std::uint64_t, int>{{0, protocol::kStatusCancelled},
+                                                  {1, protocol::kStatusNotStarted},
+                                                  {2, protocol::kStatusNotStarted},
+                                                  {4, protocol::kStatusCancelled}}));
+  EXPECT_EQ(d.queued(), 1u);
+  register_pool("a", 4);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{3}));
 }
 
 }  // namespace

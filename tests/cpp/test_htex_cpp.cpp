@@ -320,6 +320,27 @@ TEST_F(HtexCpp, ShellCommandsRunOnThePoolWithoutPython) {
   EXPECT_EQ(read_file(dir / "err.txt"), "oops\n");
 }
 
+TEST_F(HtexCpp, ShellCommandsFollowTheCommandTheyDependOn) {
+  auto htex = std::make_shared<HighThroughputExecutor>(options());
+  DataFlowKernel dfk(Config{.executors = {htex}});
+  const auto go = dir / "go", log = dir / "log";
+  auto first = dfk.submit(Shell{"while [ ! -e " + go.string() + " ]; do sleep 0.01; done; echo 1 >> " + log.string()});
+  auto second = dfk.submit(Shell{"echo 2 >> " + log.string()}, first);
+  auto third = dfk.submit(Shell{"echo 3 >> " + log.string()}, second);
+  auto failing = dfk.submit(Shell{"exit 3"}, third);
+  auto after_failure = dfk.submit(Shell{"echo never >> " + log.string()}, failing);
+  // Handed to the executor while `first` still runs: they wait on its pool.
+  ASSERT_TRUE(eventually([&] { return third.state() == TaskState::launched && first.state() == TaskState::running; }));
+  std::ofstream(go.string()).close();
+  EXPECT_EQ(third.get(), 0);
+  EXPECT_THROW(failing.get(), BashExitFailure);
+  EXPECT_THROW(after_failure.get(), DependencyError);
+  // Once the pool has answered for every task, the command after the failed one has not run
+  // (a non-zero exit is a failure, although the pool reports it as an exit code).
+  ASSERT_TRUE(eventually([&] { return htex->pools().at(0).in_flight == 0; }));
+  EXPECT_EQ(read_file(log), "1\n2\n3\n");
+}
+
 TEST_F(HtexCpp, FailuresRaiseTheSameExceptionsAsOnThreads) {
   auto htex = std::make_shared<HighThroughputExecutor>(options());
   auto threads = std::make_shared<ThreadPoolExecutor>(1, "threads");

@@ -2,6 +2,7 @@
 // test decides when and how each try ends; a fake clock drives walltime. No threads, no sleeps.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <any>
 #include <deque>
 
@@ -435,3 +436,191 @@ TEST_F(KernelCoreTest, FinishedTasksReleaseBodyAndDependencies) {
 }
 
 }  // namespace
+
+// ---- followers: a task whose one unfinished dependency runs on an executor that accepts
+// followers is launched at once, to wait there for that input.
+
+// The launched try of task t on ex (the test fails if there is none).
+Launch take_launch(FakeExecutor& ex, const TaskRecordPtr& t) {
+  auto it = std::find_if(ex.launched.begin(), ex.launched.end(), [&](const Launch& l) { return l.task == t; });
+  EXPECT_NE(it, ex.launched.end()) << "task " << t->id().value << " was not launched";
+  if (it == ex.launched.end()) return Launch{};
+  Launch l = std::move(*it);
+  ex.launched.erase(it);
+  return l;
+}
+
+TEST_F(KernelCoreTest, FollowerLaunchesBeforeItsInputAndIsNotLaunchedAgainWhenTheInputSucceeds) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  EXPECT_EQ(y->state(), TaskState::launched);
+  ASSERT_EQ(a->launched.size(), 2u);
+  EXPECT_FALSE(a->launched[0].follower);
+  EXPECT_TRUE(a->launched[1].follower);
+  TaskContext ctx(*a->launched[1].task, a->launched[1].try_id, a->launched[1].inputs);
+  EXPECT_FALSE(ctx.dependency_done(0));
+  Launch ly = take_launch(*a, y);
+  finish_next(*a, Outcome::success(1));  // x
+  EXPECT_TRUE(a->launched.empty()) << "the follower was launched a second time";
+  EXPECT_EQ(y->state(), TaskState::launched);
+  core->complete(Completion{y, ly.try_id, Outcome::success(2)});
+  EXPECT_EQ(y->state(), TaskState::exec_done);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, ChainOfFollowersAndOnlyOneFollowerPerTask) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});   // follows x
+  auto z = submit({y});   // follows y (itself a follower)
+  auto w = submit({x});   // x already has a follower: w waits in the kernel
+  EXPECT_EQ(z->state(), TaskState::launched);
+  EXPECT_EQ(w->state(), TaskState::pending);
+  ASSERT_EQ(a->launched.size(), 3u);
+  finish_next(*a, Outcome::success(1));  // x: now w is launched, the ordinary way
+  ASSERT_EQ(a->launched.size(), 3u);
+  EXPECT_EQ(a->launched.back().task, w);
+  EXPECT_FALSE(a->launched.back().follower);
+}
+
+TEST_F(KernelCoreTest, FollowerNotStartedIsLaunchedAgainOnceItsInputIsDone) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  core->flush();
+  EXPECT_EQ(y->state(), TaskState::pending);
+  EXPECT_TRUE(std::none_of(a->launched.begin(), a->launched.end(), [&](const Launch& l) { return l.task == y; }));
+  finish_next(*a, Outcome::success(1));  // x
+  Launch again = take_launch(*a, y);
+  EXPECT_FALSE(again.follower);
+  EXPECT_TRUE(TaskContext(*y, again.try_id, again.inputs).dependency_done(0));
+  core->complete(Completion{y, again.try_id, Outcome::success(2)});
+  EXPECT_EQ(y->state(), TaskState::exec_done);
+  EXPECT_EQ(std::any_cast<int>(y->value()), 2);
+}
+
+TEST_F(KernelCoreTest, FollowerNotStartedAfterItsInputFinishedIsLaunchedAtOnce) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  finish_next(*a, Outcome::success(1));  // x
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  core->flush();
+  Launch again = take_launch(*a, y);
+  EXPECT_FALSE(again.follower);
+}
+
+TEST_F(KernelCoreTest, FollowerOfAFailedInputGetsDependencyErrorAndIsWithdrawn) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  auto z = submit({y});
+  Launch ly = take_launch(*a, y);
+  Launch lz = take_launch(*a, z);
+  finish_next(*a, Outcome::failure(boom()));  // x
+  EXPECT_EQ(y->state(), TaskState::dep_fail);
+  EXPECT_EQ(z->state(), TaskState::dep_fail);
+  EXPECT_THROW(std::rethrow_exception(y->error()), DependencyError);
+  // Both were on the executor: it is asked to stop them.
+  ASSERT_EQ(a->cancelled.size(), 2u);
+  EXPECT_EQ(a->cancelled[0], (std::pair{y->id(), ly.try_id}));
+  EXPECT_EQ(a->cancelled[1], (std::pair{z->id(), lz.try_id}));
+  // Whatever comes back for them later is ignored.
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  EXPECT_EQ(y->state(), TaskState::dep_fail);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, FollowerStillInTheOutboxIsDroppedWhenItsInputFails) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  TaskSpec spec;
+  spec.body = std::make_shared<NoopBody>();
+  spec.dependencies = {x};
+  spec.executors = {"a"};
+  auto y = std::make_shared<TaskRecord>(TaskId{next_id++}, std::move(spec));
+  core->submit(y);  // launched as a follower, not flushed yet
+  Launch lx = take_launch(*a, x);
+  core->complete(Completion{x, lx.try_id, Outcome::failure(boom())});
+  core->flush();
+  EXPECT_EQ(y->state(), TaskState::dep_fail);
+  EXPECT_TRUE(a->launched.empty()) << "a follower whose input failed was handed over";
+  EXPECT_TRUE(a->cancelled.empty());
+}
+
+TEST_F(KernelCoreTest, FollowerRetriedAfterItsInputWasRetried) {
+  a->followers = true;
+  make(/*retries=*/1);
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  finish_next(*a, Outcome::failure(boom()));  // x, first try: retried
+  EXPECT_EQ(x->state(), TaskState::launched);
+  EXPECT_EQ(y->state(), TaskState::launched);  // still a follower of x
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});  // its pool saw x fail
+  core->flush();
+  EXPECT_EQ(y->state(), TaskState::pending);
+  finish_next(*a, Outcome::success(5));  // x, second try
+  Launch again = take_launch(*a, y);
+  EXPECT_FALSE(again.follower);
+  EXPECT_EQ(y->fail_count(), 0);  // not starting is not a failure
+}
+
+TEST_F(KernelCoreTest, FollowerThatFailsBeforeItsInputCompletesWaitsToBeRetried) {
+  a->followers = true;
+  make(/*retries=*/1);
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  core->complete(Completion{y, ly.try_id, Outcome::failure(boom())});  // y ran and raised first
+  core->flush();
+  EXPECT_EQ(y->state(), TaskState::fail_retryable);
+  EXPECT_TRUE(std::none_of(a->launched.begin(), a->launched.end(), [&](const Launch& l) { return l.task == y; }))
+      << "relaunched before its input's value is in the kernel";
+  finish_next(*a, Outcome::success(5));  // x
+  Launch again = take_launch(*a, y);
+  EXPECT_FALSE(again.follower);
+}
+
+TEST_F(KernelCoreTest, CancelledFollowerIsStoppedOnItsExecutor) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  EXPECT_TRUE(core->cancel(y));
+  EXPECT_EQ(y->state(), TaskState::cancelled);
+  ASSERT_EQ(a->cancelled.size(), 1u);
+  EXPECT_EQ(a->cancelled[0], (std::pair{y->id(), ly.try_id}));
+  finish_next(*a, Outcome::success(1));  // x
+  EXPECT_TRUE(a->launched.empty());
+}
+
+TEST_F(KernelCoreTest, NoFollowerWhereThePoolCannotDoItAlone) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto x2 = submit();
+  auto on_b = submit({}, {"b"});
+  const std::size_t before = a->launched.size() + b->launched.size();
+  auto timed = submit({x}, {"a"}, /*walltime=*/5);  // its clock would start before it can
+  auto two = submit({x2, on_b}, {"a"});             // two inputs still to come
+  auto other = submit({on_b}, {"a"});               // its input runs on another executor
+  auto any = submit({x2}, {"a", "b"});              // may run on either executor
+  for (const auto& t : {timed, two, other, any}) EXPECT_EQ(t->state(), TaskState::pending) << t->id().value;
+  EXPECT_EQ(a->launched.size() + b->launched.size(), before);
+  // An executor that does not accept followers never gets one.
+  b->followers = false;
+  auto after_b = submit({on_b}, {"b"});
+  EXPECT_EQ(after_b->state(), TaskState::pending);
+}

@@ -1548,6 +1548,102 @@ TEST_F(ProcessPoolTest, KilledWorkerIsReportedLostAndReplaced) {
   expect_no_live_descendants();
 }
 
+// ---- followers: a task with `after` runs on the value of the task it follows.
+
+// The payload of fn(<value of input 0>, extra): the input is referred to as pervade.serialize
+// does it (a call of _dependency(0)).
+std::string pickled_call_on_input(const std::string& extra) {
+  return pickled_call("(type('D', (), {'__reduce__': lambda s: (__import__('pervade.serialize', "
+                      "fromlist=['_dependency'])._dependency, (0,))})(), " + extra + ")");
+}
+
+proto::Task follower_task(std::uint64_t id, std::uint64_t input_task, const Fn& fn, bool with_fn,
+                          const std::string& extra) {
+  proto::Task t = python_task(id, fn, with_fn, pickled_call_on_input(extra));
+  t.inputs = {""};
+  t.after = {proto::After{0, input_task}};
+  return t;
+}
+
+TEST_F(ProcessPoolTest, FollowersRunOnTheValueOfTheTaskTheyFollow) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  // 2 follows 1 and 3 follows 2: 2 waits in the worker's socket behind 1, 3 waits in the pool.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(1, add, true, pickled_call("(2, 3)")),
+                                               follower_task(2, 1, add, false, "10"),
+                                               follower_task(3, 2, add, false, "100")})});
+  std::vector<std::size_t> order;
+  auto got = ix_.results(3, kPythonDeadline, &order);
+  ASSERT_EQ(got.size(), 3u);
+  for (auto& [id, r] : got) EXPECT_EQ(r.status, proto::kStatusOk) << "task " << id << ": " << r.payload;
+  EXPECT_EQ(python_unpickle_repr(got[1].payload), "5");
+  EXPECT_EQ(python_unpickle_repr(got[2].payload), "15");
+  EXPECT_EQ(python_unpickle_repr(got[3].payload), "115");
+
+  // A follower that arrives after its input finished here still gets the value; one of a task
+  // this pool never had goes back as not started.
+  ix_.send(proto::InterchangeMessage{tasks_of({follower_task(4, 3, add, false, "1000"),
+                                               follower_task(5, 999, add, false, "1")})});
+  auto late = ix_.results(2, kPythonDeadline);
+  ASSERT_EQ(late.size(), 2u);
+  EXPECT_EQ(late[4].status, proto::kStatusOk) << late[4].payload;
+  EXPECT_EQ(python_unpickle_repr(late[4].payload), "1115");
+  EXPECT_EQ(late[5].status, proto::kStatusNotStarted) << late[5].payload;
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, FollowersOfAFailedTaskAreNotStarted) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn div = pickled_function("operator", "truediv");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "2"}));
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(1, div, true, pickled_call("(1, 0)")),
+                                               follower_task(2, 1, div, false, "1"),
+                                               follower_task(3, 2, div, false, "1")})});
+  auto got = ix_.results(3, kPythonDeadline);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[1].status, proto::kStatusException);
+  EXPECT_EQ(got[2].status, proto::kStatusNotStarted) << got[2].payload;
+  EXPECT_EQ(got[3].status, proto::kStatusNotStarted) << got[3].payload;
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
+TEST_F(ProcessPoolTest, FollowersOfATaskWhoseWorkerDiesOrIsCancelledAreNotStarted) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  Fifo started(dir_ / "started");
+  const std::string command = "echo started > " + started.path().string() + "; sleep 30";
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(1, system, true, pickled_call("('" + command + "',)")),
+                                               follower_task(2, 1, add, true, "1"),
+                                               follower_task(3, 2, add, false, "1"),
+                                               follower_task(4, 3, add, false, "1")})});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  ix_.send(proto::InterchangeMessage{proto::Cancel{{4}}});  // held in the pool: dropped
+  auto cancelled = ix_.results(1, kDeadline);
+  ASSERT_EQ(cancelled.size(), 1u);
+  EXPECT_EQ(cancelled[4].status, proto::kStatusCancelled);
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u);
+  kill(workers[0], SIGKILL);
+  auto got = ix_.results(3, kDeadline);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[1].status, proto::kStatusWorkerLost);
+  EXPECT_EQ(got[2].status, proto::kStatusNotStarted) << got[2].payload;  // it waited in the dead worker's socket
+  EXPECT_EQ(got[3].status, proto::kStatusNotStarted) << got[3].payload;  // it waited in the pool
+  // The replacement serves the next task.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(5, add, false, pickled_call("(2, 3)"))})});
+  auto next = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[5].status, proto::kStatusOk) << next[5].payload;
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
 TEST_F(ProcessPoolTest, CancelKillsTheWorkerRunningThePythonTask) {
   REQUIRE_PYTHON_WORKER();
   const Fn system = pickled_function("os", "system");

@@ -179,6 +179,7 @@ Task sample_task(std::uint64_t id, bool with_fn) {
   if (with_fn) t.fn = kBinary + "fn";
   t.payload = kBinary + "payload";
   t.inputs = {kBinary, "", "\x00"s};
+  if (!with_fn) t.after = {{1, id + 1}, {0, UINT64_MAX}};  // a follower (input 1 comes from task id+1)
   return t;
 }
 
@@ -198,6 +199,7 @@ std::vector<std::string> corpus() {
   c.push_back(encode(InterchangeMessage{Shutdown{}}));
   c.push_back(encode(InterchangeMessage{Cancel{{7, UINT64_MAX}}}));
   c.push_back(encode(ToWorker{WorkerTask{9, "hash", "fn"s, "payload", {"a", "b"}}}));
+  c.push_back(encode(ToWorker{WorkerTask{10, "hash", std::nullopt, "payload", {"a", ""}, {{1, 9}}}}));
   c.push_back(encode(ToWorker{WorkerExit{}}));
   c.push_back(encode(FromWorker{WorkerReady{3, 4242}}));
   c.push_back(encode(FromWorker{WorkerResult{9, kStatusWorkerLost, "killed by signal 9"}}));
@@ -311,6 +313,7 @@ void expect_same_task(const Task& a, const Task& b) {
   EXPECT_EQ(a.fn, b.fn);
   EXPECT_EQ(a.payload, b.payload);
   EXPECT_EQ(a.inputs, b.inputs);
+  EXPECT_EQ(a.after, b.after);
 }
 
 TEST(ProtocolTest, TasksRoundTrip) {
@@ -447,11 +450,14 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Task with = sample_task(300, true), without = sample_task(70000, false);
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{with, without}}}),
             pack(A({I(103), A({A({U(300), I(0), B(with.fn_hash), B(*with.fn), B(with.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)})}),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({})}),
                                A({U(70000), I(0), B(without.fn_hash), Val::nil(), B(without.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)})})})})));
+                                  A({B(kBinary), B(""), B("\x00"s)}),
+                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})})})})})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{1, "h", std::nullopt, "p", {"i"}}}),
-            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")})})));
+            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({})})));
+  EXPECT_EQ(encode(ToWorker{WorkerTask{2, "h", std::nullopt, "p", {""}, {{0, 1}}}}),
+            pack(A({I(1), U(2), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(1)})})})));
   EXPECT_EQ(encode(FromWorker{WorkerReady{0, 99}}), pack(A({I(2), I(0), I(99)})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost")})));
 }
@@ -542,8 +548,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dic, pack(A({I(104), I(0)})));
   reject(dic, pack(A({I(105), I(0)})));
   reject(dic, pack(A({I(106), I(0)})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p")})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
   reject(dto, pack(A({I(4), I(4)})));
   reject(dfrom, pack(A({I(2), I(0)})));
   reject(dfrom, pack(A({I(3), U(1), I(0)})));
@@ -552,7 +558,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
             "RESULTS result 1: expected array of 3");
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
-            "TASKS task 0: expected array of 6");
+            "TASKS task 0: expected array of 7");
 }
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
@@ -581,9 +587,9 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dic, pack(A({I(102), B("reason")})));
 
   // TASKS: each field of a task record.
-  const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs) {
+  const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs, Val after = A({})) {
     return pack(A({I(103), A({A({std::move(id), std::move(kind), std::move(hash), std::move(fn), std::move(payload),
-                                 std::move(inputs)})})}));
+                                 std::move(inputs), std::move(after)})})}));
   };
   EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}))));
   EXPECT_TRUE(dic(task(U(1), I(1), B("h"), B("f"), B("p"), A({B("i")}))));
@@ -600,13 +606,22 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   EXPECT_EQ(reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({B("i"), S("j")}))),
             "field 5 of TASKS task 0, element 1: expected bin");
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({A({})})));
+  // after: pairs of [input index (32-bit), task id].
+  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(9)})}))));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), Val::nil()));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(0)})})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(0), U(1), U(2)})})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(-1), U(1)})})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({U(1ull << 32), U(1)})})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(0), S("1")})})));
 
   // Worker link.
-  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({})})));
-  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()})})));
+  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})})})));
   reject(dfrom, pack(A({I(2), S("0"), I(1)})));
   reject(dfrom, pack(A({I(2), I(0), U(1ull << 40)})));
   reject(dfrom, pack(A({I(3), U(1), I(0), S("x")})));

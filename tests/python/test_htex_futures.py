@@ -157,10 +157,13 @@ def test_a_pool_result_feeding_a_dependent_is_not_unpickled_in_the_driver(htex, 
     top_level = open_recorded({"r": [produced]})
     worker_pid, value = top_level.result(timeout=T)
     assert value == 42 and produced.done()
-    assert unpickled_in(path) == [worker_pid], "unpickled only by the dependent's worker"
+    # Unpickled only by the dependent's worker, or not at all: a follower (docs/htex.md) may get
+    # the value still in memory on the worker that made it.
+    seen = unpickled_in(path)
+    assert seen in ([], [worker_pid]), "unpickled in the driver, or by another worker"
     # The driver unpickles it when asked, once.
     assert produced.result(timeout=T).value == 42 and produced.result(timeout=T) is produced.result(timeout=T)
-    assert unpickled_in(path) == [worker_pid, os.getpid()]
+    assert unpickled_in(path) == seen + [os.getpid()]
 
 
 def test_calls_without_futures_still_work(htex):

@@ -183,14 +183,15 @@ class Pool:
         self.send_raw(msgpack.packb(message, use_bin_type=True))
 
     # tasks
-    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None):
+    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None, after=()):
         fn_hash, fn_bytes = serialize_function(fn)
         if send_fn is None:
             send_fn = fn_hash not in self.sent
         self.sent.add(fn_hash)
         if payload is None:
             payload = serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn"))
-        self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None, payload, list(inputs)])
+        self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None, payload, list(inputs),
+                   [list(a) for a in after]])
 
     def run_found(self, task_id, fn, args=(), kwargs=None, values=None):
         """Encodes fn(*args, **kwargs) as at submission (futures found at any depth), sends it with
@@ -301,11 +302,14 @@ def test_end_of_connection_ends_the_worker_with_status_0(pool):
     (msgpack.packb([99]), "unknown message type 99"),
     (msgpack.packb([READY, 0, 1]), "unknown message type 2"),
     (msgpack.packb([TASK, 1, b"h"]), "TASK has 2 fields"),
-    (msgpack.packb([TASK, 1, "not bin", None, b"", []]), "must be bin"),
-    (msgpack.packb([TASK, -1, b"h", None, b"", []]), "unsigned"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [1]]), "array of bin"),
+    (msgpack.packb([TASK, 1, "not bin", None, b"", [], []]), "must be bin"),
+    (msgpack.packb([TASK, -1, b"h", None, b"", [], []]), "unsigned"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [1], []]), "array of bin"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0]]]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0, -1]]]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], None]), "after must be"),
 ], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
-        "short-task", "str-hash", "negative-id", "int-input"])
+        "short-task", "str-hash", "negative-id", "int-input", "short-after", "negative-after", "nil-after"])
 def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
     pool.send_raw(body)
     assert pool.wait() == 2
@@ -360,7 +364,7 @@ def test_function_is_sent_once_then_only_its_hash(pool):
 
 
 def test_unknown_hash_without_function_is_an_error_result(pool):
-    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), []])
+    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), [], []])
     status, payload = pool.result(1)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -375,10 +379,10 @@ def test_function_that_cannot_be_loaded_fails_each_of_its_tasks(pool, monkeypatc
     monkeypatch.setitem(sys.modules, "no_such_mod_", module)  # here, not on the worker
     fn_hash, fn_bytes = serialize_function(module.fn)
     assert b"no_such_mod_" in fn_bytes and len(fn_bytes) < 100
-    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), []])
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), [], []])
     status, payload = pool.result(1)
     assert status == 1 and isinstance(deserialize_exception(payload), ModuleNotFoundError)
-    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), []])
+    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), [], []])
     status, payload = pool.result(2)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -709,3 +713,58 @@ def test_encode_call_gives_hash_function_payload_and_priority():
     assert encode_call(add, (), spec, None, "add")[3] == 7
     with pytest.raises(TypeError, match="priority of add must be an int"):
         encode_call(add, (), {"parsl_resource_specification": {"priority": "high"}}, None, "add")
+
+
+# ---- followers: TASK `after` pairs take an input from the worker's previous task, in memory.
+
+class Box:
+    pass
+
+
+_made = []  # on the worker: the boxes make_box returned
+
+
+def make_box():
+    _made.append(Box())
+    return _made[-1]
+
+
+def is_made_here(box):
+    return box is _made[-1]
+
+
+def raise_value_error():
+    raise ValueError("no box")
+
+
+def submit_follower(pool, task_id, fn, of_task):
+    (fn_hash, _, payload, _), futures = encode_call_finding_futures(fn, (Future(),), None, fn.__name__)
+    assert len(futures) == 1
+    pool.submit(task_id, fn, payload=payload, inputs=[b""], after=[(0, of_task)])
+
+
+def test_a_follower_gets_the_value_of_the_previous_task_in_memory(pool):
+    assert isinstance(pool.call(1, make_box), Box)
+    submit_follower(pool, 2, is_made_here, of_task=1)
+    status, payload = pool.result(2)
+    assert status == 0 and deserialize(payload) is True
+    # The same value sent as bytes is a copy: the follower above really used the one in memory.
+    (fn_hash, _, payload, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
+    pool.submit(3, is_made_here, payload=payload, inputs=[serialize_value(Box())])
+    status, payload = pool.result(3)
+    assert status == 0 and deserialize(payload) is False
+
+
+def test_a_follower_of_a_failed_or_other_task_is_not_started(pool):
+    with pytest.raises(ValueError):
+        pool.call(1, raise_value_error)
+    submit_follower(pool, 2, is_made_here, of_task=1)
+    assert pool.result(2)[0] == 4
+    assert isinstance(pool.call(3, make_box), Box)
+    submit_follower(pool, 4, is_made_here, of_task=1)  # not the previous task
+    assert pool.result(4)[0] == 4
+    # The function arrived with a follower that did not start: later tasks carry only its hash.
+    assert pool.call(5, make_box) is not None
+    submit_follower(pool, 6, is_made_here, of_task=5)
+    status, payload = pool.result(6)
+    assert status == 0 and deserialize(payload) is True

@@ -106,6 +106,19 @@ struct HighThroughputExecutor::Impl {
   // function is posted before any task that uses it: both go through the interchange's
   // command queue, and the first thread to see a hash posts it while holding the lock.
   // Once the executor has failed, the try fails instead (nullopt, its completion in `refused`).
+  // Each unfinished input of a follower must be a try of this executor that is on the wire:
+  // the follower then names it (by wire id) and waits on its pool. False if one is not.
+  bool follow_inputs(const Launch& launch, std::vector<protocol::After>* after) {
+    for (std::size_t i = 0; i < launch.inputs.size(); ++i) {
+      const TaskRecord& dep = *launch.inputs[i];
+      if (dep.done()) continue;
+      auto f = in_flight.find(dep.executor_tag());
+      if (f == in_flight.end() || f->second.task.get() != &dep || f->second.try_id != dep.try_id()) return false;
+      after->push_back(protocol::After{static_cast<std::uint32_t>(i), f->first});
+    }
+    return true;
+  }
+
   std::optional<interchange::DispatchTask> to_wire(Launch& launch, RemoteTask&& remote, std::vector<Completion>& refused) {
     if (!remote.fn_hash.empty()) {
       std::lock_guard lock(functions_mutex);
@@ -117,15 +130,20 @@ struct HighThroughputExecutor::Impl {
     t.payload = std::move(remote.payload);
     t.inputs = std::move(remote.inputs);
     t.priority = remote.priority;
-    launch.body.reset();  // the try lives on the wire now; only the record is needed
-    launch.inputs.clear();
     std::lock_guard lock(flight_mutex);
     if (!failure.empty()) {
       refused.push_back(fail(launch, std::make_exception_ptr(ExecutorFailed(options.label, failure))));
       return std::nullopt;
     }
+    if (launch.follower && !follow_inputs(launch, &t.after)) {
+      refused.push_back(Completion{std::move(launch.task), launch.try_id, Outcome::not_started_yet()});
+      return std::nullopt;
+    }
+    launch.body.reset();  // the try lives on the wire now; only the record is needed
+    launch.inputs.clear();
     t.task_id = next_wire_id++;
-    launch.task->mark_running(launch.try_id);
+    launch.task->set_executor_tag(t.task_id);
+    if (t.after.empty()) launch.task->mark_running(launch.try_id);  // a follower runs once its input is there
     in_flight.emplace(t.task_id, std::move(launch));
     return t;
   }
@@ -144,6 +162,8 @@ struct HighThroughputExecutor::Impl {
         outcome = Outcome::failure(std::make_exception_ptr(ManagerLost(c.payload)));
       } else if (c.status == protocol::kStatusOk) {
         outcome = Outcome::success(RemoteBytes{std::move(c.payload)});
+      } else if (c.status == protocol::kStatusNotStarted) {
+        outcome = Outcome::not_started_yet();
       } else if (c.status == protocol::kStatusException) {
         outcome = Outcome::failure(std::make_exception_ptr(RemoteTaskError(std::move(c.payload))));
       } else {
@@ -377,6 +397,9 @@ void HighThroughputExecutor::submit(std::span<Launch> launches) {
       }
       if (now && im.queue.empty()) {  // (behind queued launches it would overtake them)
         if (auto t = im.to_wire(l, std::move(remote), refused)) wire.push_back(std::move(*t));
+      } else if (l.follower) {
+        // The input it follows may still be queued here: not on the wire, nothing to name.
+        refused.push_back(Completion{std::move(l.task), l.try_id, Outcome::not_started_yet()});
       } else {
         im.queue.push_back(std::move(l));
         queued = true;
@@ -450,6 +473,8 @@ void HighThroughputExecutor::shutdown() {
   }
   if (!abandoned.empty()) im.sink->post(std::move(abandoned));
 }
+
+bool HighThroughputExecutor::accepts_followers() const { return impl_->options.follow_dependencies; }
 
 std::string HighThroughputExecutor::url() const { return impl_->interchange ? impl_->interchange->url() : ""; }
 int HighThroughputExecutor::port() const { return impl_->interchange ? impl_->interchange->port() : 0; }
