@@ -25,10 +25,10 @@ def htex_config(tmp_path, retries=0, **kw):
                         retries=retries)
 
 
-def running_htex(tmp_path):
-    """Loads htex_config, yields its executor once its pool registered; at the end cleans up and
-    checks that no pool or worker process is left."""
-    dfk = parsl.load(htex_config(tmp_path))
+def running_htex(tmp_path, **kw):
+    """Loads htex_config(tmp_path, **kw), yields its executor once its pool registered; at the
+    end cleans up and checks that no pool or worker process is left."""
+    dfk = parsl.load(htex_config(tmp_path, **kw))
     executor = dfk.executors["htex"]
     assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
     yield executor

@@ -7,8 +7,8 @@ import os
 import signal
 
 import pytest
-from conftest import pid_alive, wait_until
-from test_htex import htex_config, pool_tree_pids, worker_pids
+from conftest import wait_until
+from test_htex import running_htex, worker_pids
 
 import pervade as parsl
 from pervade import python_app
@@ -19,17 +19,7 @@ T = 60
 
 @pytest.fixture(params=[0, 1], ids=["retries0", "retries1"])
 def htex(request, tmp_path, no_thread_leak):
-    yield from _running(tmp_path, retries=request.param)
-
-
-def _running(tmp_path, **kw):
-    dfk = parsl.load(htex_config(tmp_path, **kw))
-    executor = dfk.executors["htex"]
-    assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
-    yield dfk
-    pids = pool_tree_pids()
-    dfk.cleanup()
-    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    yield from running_htex(tmp_path, retries=request.param)
 
 
 @python_app(executors=["htex"])
@@ -79,7 +69,7 @@ def test_a_chain_is_launched_ahead_and_computes_the_right_values(htex, tmp_path)
 
 
 def test_follow_dependencies_false_waits_in_the_driver(tmp_path, no_thread_leak):
-    for dfk in _running(tmp_path, follow_dependencies=False):
+    for _ in running_htex(tmp_path, follow_dependencies=False):
         go = tmp_path / "go"
         first = gate(str(go), 0)
         second = link(first)
@@ -109,7 +99,7 @@ def test_a_failure_fails_the_rest_of_the_chain_with_dependency_error(htex, tmp_p
 
 
 def test_a_retried_input_still_feeds_its_follower(tmp_path, no_thread_leak):
-    for dfk in _running(tmp_path, retries=1):
+    for _ in running_htex(tmp_path, retries=1):
         go, failed, log = tmp_path / "go", tmp_path / "failed", tmp_path / "log"
         first = gate(str(go), 10, fail_first=str(failed))
         rest = [link(first, str(log))]
@@ -124,7 +114,7 @@ def test_a_retried_input_still_feeds_its_follower(tmp_path, no_thread_leak):
 
 
 def test_killing_the_worker_of_the_input_relaunches_its_followers(tmp_path, no_thread_leak):
-    for dfk in _running(tmp_path, retries=1, max_workers_per_node=1):
+    for _ in running_htex(tmp_path, retries=1, max_workers_per_node=1):
         go, log = tmp_path / "go", tmp_path / "log"
         first = gate(str(go), 0)
         rest = [link(first, str(log))]
