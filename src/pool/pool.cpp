@@ -98,7 +98,14 @@ constexpr int kMaxStartFailures = 5;
 // A worker gets a second task to hold only if its last one ran shorter than this and the
 // second is no bigger than that (it is copied, to be requeued if the worker dies).
 constexpr auto kPipelineBelow = std::chrono::milliseconds(10);
-constexpr std::size_t kPipelineMaxBytes = 64 * 1024;             // deaths in a row without READY
+constexpr std::size_t kPipelineMaxBytes = 64 * 1024;
+// Beyond that second task, a worker whose tasks take microseconds gets more, as long as what it
+// holds adds up to at most kPipelineBudget of its recent task time (and kPipelineMaxDepth
+// tasks): it then never waits for the pool between tasks, and reads many of them per recv.
+// Tasks of a millisecond or more keep the depth of 2, so the load balance between workers is
+// what it was.
+constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
+constexpr std::size_t kPipelineMaxDepth = 16;
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
 constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
 constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
@@ -502,10 +509,10 @@ struct Worker {
   bool ready = false;  // READY received
   bool dying = false;  // killed by the pool (or its socket closed); waiting to be reaped
   std::string kill_reason;
-  // Tasks sent to it, in order: the first is running, a second one (at most) waits in its
-  // socket so that it starts the moment the first ends (see dispatch()).
+  // Tasks sent to it, in order: the first is running, the others (short tasks only) wait in
+  // its socket so that each starts the moment the one before ends (see dispatch()).
   std::deque<std::uint64_t> tasks;
-  std::optional<proto::Task> waiting;  // a copy of tasks[1], put back in the queue if it dies
+  std::deque<proto::Task> waiting;  // copies of tasks[1..], put back in the queue if it dies
   bool cancelled = false;  // killed because tasks.front() was cancelled
   Clock::time_point started;                 // when tasks.front() was sent or became first
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
@@ -1008,7 +1015,7 @@ class Pool {
         kill_worker(w, fmt::format("its task {} was cancelled", id));
         return;
       }
-      if (w.tasks.size() > 1 && w.tasks[1] == id) {
+      if (std::find(w.tasks.begin() + 1, w.tasks.end(), id) != w.tasks.end()) {
         cancelled_waiting_.insert(id);
         return;
       }
@@ -1271,7 +1278,7 @@ class Pool {
     w.dying = false;
     w.kill_reason.clear();
     w.tasks.clear();
-    w.waiting.reset();
+    w.waiting.clear();
     w.last_run = Clock::duration::max();
     w.kill_at.reset();
     w.fns_sent.clear();
@@ -1415,7 +1422,7 @@ class Pool {
       w.last_value.reset();
     report(result.task_id, result.status, std::move(result.payload));
     w.tasks.pop_front();
-    w.waiting.reset();  // started now
+    if (!w.waiting.empty()) w.waiting.pop_front();  // started now
     const auto now = Clock::now();
     w.last_run = now - w.started;
     w.started = now;  // the queued task, if any, starts now
@@ -1427,25 +1434,36 @@ class Pool {
 
   // Idle workers get a task first. Then a worker whose last task was short gets a second one
   // to keep in its socket: it starts it without waiting for the pool to see the first result
-  // (two cross-CPU wake-ups per task, most of a no-op task's cost). A worker that ran a long
-  // task gets no second one, so a task never waits long behind another while a worker idles.
+  // (two cross-CPU wake-ups per task, most of a no-op task's cost), and a worker whose tasks
+  // take microseconds gets more (kPipelineBudget). A worker that ran a long task gets no
+  // second one, so a task never waits long behind another while a worker idles. Round by
+  // round (one more task per worker), so that workers share a short queue evenly.
   //
   // First, a worker running a task that has a follower held here gets that follower as its
   // next task, whatever the task's length: it cannot start anywhere before that task ends.
   void dispatch() {
     if (exit_status_) return;
     send_followers();
-    for (std::size_t depth = 1; depth <= 2 && !queue_.empty(); ++depth) {
+    for (std::size_t depth = 1; depth <= kPipelineMaxDepth && !queue_.empty(); ++depth) {
+      bool sent = false;
       for (Worker& w : workers_) {
         if (queue_.empty()) break;
         if (!takes_tasks(w) || w.tasks.size() >= depth) continue;
-        if (depth == 2 && (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes)) continue;
+        if (depth >= 2 && !may_hold(w, depth)) continue;
         proto::Task t = std::move(queue_.front());
         queue_.pop_front();
         send_task(w, std::move(t));
+        sent = true;
       }
       if (depth == 1) send_followers();  // the tasks just sent may have followers
+      else if (!sent) break;
     }
+  }
+
+  // Whether worker `w` may hold `depth` tasks (depth >= 2), the first of which runs.
+  bool may_hold(const Worker& w, std::size_t depth) const {
+    if (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes) return false;
+    return depth == 2 || w.last_run * static_cast<int>(depth - 1) <= kPipelineBudget;
   }
 
   void send_followers() {
@@ -1475,7 +1493,7 @@ class Pool {
 
   void send_task(Worker& w, proto::Task&& t) {
     const bool second = !w.tasks.empty();
-    if (second) w.waiting = t;  // small (kPipelineMaxBytes): the copy is cheap
+    if (second) w.waiting.push_back(t);  // small (kPipelineMaxBytes): the copy is cheap
     proto::WorkerTask wt;
     wt.task_id = t.task_id;
     if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
@@ -1521,15 +1539,17 @@ class Pool {
       }
       w.pid = -1;
       w.fd.reset();
-      // A task waiting in the dead worker's socket had not started: it goes back to the queue.
-      // A follower there waited for the task that just died with it.
-      if (w.waiting && cancelled_waiting_.erase(w.waiting->task_id))
-        report(w.waiting->task_id, proto::kStatusCancelled, "cancelled before it started");
-      else if (w.waiting && !w.waiting->after.empty())
-        report(w.waiting->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
-      else if (w.waiting)
-        queue_.push_front(std::move(*w.waiting));
-      w.waiting.reset();
+      // Tasks waiting in the dead worker's socket had not started: they go back to the front of
+      // the queue, in their order. A follower there waited for the task that just died with it.
+      for (auto t = w.waiting.rbegin(); t != w.waiting.rend(); ++t) {
+        if (cancelled_waiting_.erase(t->task_id))
+          report(t->task_id, proto::kStatusCancelled, "cancelled before it started");
+        else if (!t->after.empty())
+          report(t->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
+        else
+          queue_.push_front(std::move(*t));
+      }
+      w.waiting.clear();
       w.tasks.clear();
       w.cancelled = false;
       w.dying = false;
