@@ -513,6 +513,7 @@ struct Worker {
   // its socket so that each starts the moment the one before ends (see dispatch()).
   std::deque<std::uint64_t> tasks;
   std::deque<proto::Task> waiting;  // copies of tasks[1..], put back in the queue if it dies
+  std::size_t fill_to = 0;          // dispatch(): how many tasks it should hold
   bool cancelled = false;  // killed because tasks.front() was cancelled
   Clock::time_point started;                 // when tasks.front() was sent or became first
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
@@ -1314,11 +1315,17 @@ class Pool {
 
   // The frame goes out with one sendmsg of (length, body) when nothing is waiting before it;
   // only what the socket does not take is copied into the worker's output buffer.
-  void send_to_worker(Worker& w, const proto::ToWorker& m) {
+  // With defer_small, a frame of at most kPipelineMaxBytes only joins w.out (the caller flushes).
+  void send_to_worker(Worker& w, const proto::ToWorker& m, bool defer_small = false) {
     const proto::Bytes body = proto::encode(m);
     char header[4];
     const auto n = static_cast<std::uint32_t>(body.size());
     for (int i = 0; i < 4; ++i) header[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    if (defer_small && body.size() <= kPipelineMaxBytes) {
+      w.out.append(header, sizeof header);
+      w.out.append(body);
+      return;
+    }
     std::size_t sent = 0;
     if (w.out.empty() && w.fd.valid()) {
       iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(body.data()), body.size()}};
@@ -1438,32 +1445,42 @@ class Pool {
   // take microseconds gets more (kPipelineBudget). A worker that ran a long task gets no
   // second one, so a task never waits long behind another while a worker idles. Round by
   // round (one more task per worker), so that workers share a short queue evenly.
+  // A worker that holds more than half of its pipeline is not topped up yet: it gets its tasks
+  // several at a time, in one write, rather than one write (and one wake-up) per result.
   //
   // First, a worker running a task that has a follower held here gets that follower as its
   // next task, whatever the task's length: it cannot start anywhere before that task ends.
   void dispatch() {
     if (exit_status_) return;
     send_followers();
-    for (std::size_t depth = 1; depth <= kPipelineMaxDepth && !queue_.empty(); ++depth) {
-      bool sent = false;
+    std::size_t deepest = 0;
+    for (Worker& w : workers_) {
+      w.fill_to = fill_to(w);
+      deepest = std::max(deepest, w.fill_to);
+    }
+    for (std::size_t depth = 1; depth <= deepest && !queue_.empty(); ++depth) {
       for (Worker& w : workers_) {
         if (queue_.empty()) break;
-        if (!takes_tasks(w) || w.tasks.size() >= depth) continue;
-        if (depth >= 2 && !may_hold(w, depth)) continue;
+        if (w.tasks.size() >= depth || depth > w.fill_to) continue;
+        if (depth >= 2 && size_of(queue_.front()) > kPipelineMaxBytes) continue;
         proto::Task t = std::move(queue_.front());
         queue_.pop_front();
         send_task(w, std::move(t));
-        sent = true;
       }
       if (depth == 1) send_followers();  // the tasks just sent may have followers
-      else if (!sent) break;
     }
+    for (Worker& w : workers_)
+      if (!w.out.empty()) flush_worker(w);
   }
 
-  // Whether worker `w` may hold `depth` tasks (depth >= 2), the first of which runs.
-  bool may_hold(const Worker& w, std::size_t depth) const {
-    if (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes) return false;
-    return depth == 2 || w.last_run * static_cast<int>(depth - 1) <= kPipelineBudget;
+  // How many tasks worker `w` should hold after this dispatch (the first of them runs).
+  static std::size_t fill_to(const Worker& w) {
+    if (!takes_tasks(w)) return 0;
+    if (w.last_run > kPipelineBelow) return 1;
+    const auto last = std::max<Clock::duration>(w.last_run, std::chrono::microseconds(1));
+    const std::size_t most =
+        std::clamp<std::size_t>(static_cast<std::size_t>(kPipelineBudget / last) + 1, 2, kPipelineMaxDepth);
+    return w.tasks.size() >= 2 && w.tasks.size() * 2 > most ? w.tasks.size() : most;
   }
 
   void send_followers() {
@@ -1503,7 +1520,8 @@ class Pool {
     wt.after = std::move(t.after);
     if (!second) w.started = Clock::now();
     w.tasks.push_back(t.task_id);
-    send_to_worker(w, proto::ToWorker{std::move(wt)});
+    // Small tasks are only queued in w.out here: dispatch() writes each worker's share at once.
+    send_to_worker(w, proto::ToWorker{std::move(wt)}, /*defer_small=*/true);
   }
 
 
