@@ -514,7 +514,7 @@ struct Worker {
   std::deque<std::uint64_t> tasks;
   std::deque<proto::Task> waiting;  // copies of tasks[1..], put back in the queue if it dies
   std::size_t fill_to = 0;          // dispatch(): how many tasks it should hold
-  bool cancelled = false;  // killed because tasks.front() was cancelled
+  std::optional<std::uint64_t> cancelled;  // killed to stop this task (cancelled)
   Clock::time_point started;                 // when tasks.front() was sent or became first
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
@@ -834,7 +834,10 @@ class Pool {
         Worker& w = workers_[item_worker[k - kFirstWorkerItem]];
         if (!w.fd.valid() || w.fd.get() != items[k].fd || items[k].revents == 0) continue;
         if (items[k].revents & ZMQ_POLLOUT) flush_worker(w);
-        if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) read_worker(w);
+        if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
+          read_worker(w);
+          if (!cancelled_on_workers_.empty()) stop_cancelled_front(w);
+        }
       }
       if (items[1].revents) handle_signals();
       if (items[2].revents) {
@@ -994,7 +997,7 @@ class Pool {
 
   // CANCEL: a task still queued here is answered at once; a running one has its worker killed
   // (with whatever the task started) and replaced; one waiting in a worker's socket is
-  // stopped the moment it starts (see on_worker_frame).
+  // stopped the moment it starts (stop_cancelled_front).
   void cancel(std::uint64_t id) {
     auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
     if (q != queue_.end()) {
@@ -1010,18 +1013,23 @@ class Pool {
       return;
     }
     for (Worker& w : workers_) {
-      if (w.tasks.empty() || w.dying) continue;
-      if (w.tasks.front() == id) {
-        w.cancelled = true;
-        kill_worker(w, fmt::format("its task {} was cancelled", id));
-        return;
-      }
-      if (std::find(w.tasks.begin() + 1, w.tasks.end(), id) != w.tasks.end()) {
-        cancelled_waiting_.insert(id);
-        return;
-      }
+      if (w.tasks.empty() || w.dying || std::find(w.tasks.begin(), w.tasks.end(), id) == w.tasks.end()) continue;
+      cancelled_on_workers_.insert(id);
+      // The worker may have finished tasks whose results are still in its socket: the task it
+      // runs now is known only once they are read.
+      if (w.fd.valid()) read_worker(w);
+      stop_cancelled_front(w);
+      return;
     }
     if (!shell_->cancel(id)) log_info("CANCEL of task {}: not here (finished already)", id);
+  }
+
+  // Kills the worker (and what its task started) if the task it runs was cancelled; call with its
+  // socket read up to now. A cancelled task that finished first simply returns its result.
+  void stop_cancelled_front(Worker& w) {
+    if (w.dying || w.tasks.empty() || !cancelled_on_workers_.erase(w.tasks.front())) return;
+    w.cancelled = w.tasks.front();
+    kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
   }
 
   void reject(std::uint64_t task_id, std::string why) {
@@ -1433,10 +1441,7 @@ class Pool {
     const auto now = Clock::now();
     w.last_run = now - w.started;
     w.started = now;  // the queued task, if any, starts now
-    if (!w.tasks.empty() && cancelled_waiting_.erase(w.tasks.front())) {
-      w.cancelled = true;
-      kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
-    }
+    cancelled_on_workers_.erase(result.task_id);  // cancelled, but it finished before it could be stopped
   }
 
   // Idle workers get a task first. Then a worker whose last task was short gets a second one
@@ -1544,7 +1549,9 @@ class Pool {
       const int status = kill_and_reap(pid);
       const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
       const bool start_failure = !w.ready;
-      if (!w.tasks.empty() && w.cancelled) {
+      const bool front_cancelled = !w.tasks.empty() && (cancelled_on_workers_.erase(w.tasks.front()) > 0 ||
+                                                        w.cancelled == w.tasks.front());
+      if (front_cancelled) {
         log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
         report(w.tasks.front(), proto::kStatusCancelled, w.kill_reason);
       } else if (!w.tasks.empty()) {
@@ -1560,7 +1567,7 @@ class Pool {
       // Tasks waiting in the dead worker's socket had not started: they go back to the front of
       // the queue, in their order. A follower there waited for the task that just died with it.
       for (auto t = w.waiting.rbegin(); t != w.waiting.rend(); ++t) {
-        if (cancelled_waiting_.erase(t->task_id))
+        if (cancelled_on_workers_.erase(t->task_id))
           report(t->task_id, proto::kStatusCancelled, "cancelled before it started");
         else if (!t->after.empty())
           report(t->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
@@ -1569,7 +1576,7 @@ class Pool {
       }
       w.waiting.clear();
       w.tasks.clear();
-      w.cancelled = false;
+      w.cancelled.reset();
       w.dying = false;
       w.ready = false;
       w.kill_at.reset();
@@ -1659,7 +1666,7 @@ class Pool {
 
   std::vector<Worker> workers_;
   std::deque<proto::Task> queue_;
-  std::unordered_set<std::uint64_t> cancelled_waiting_;  // cancelled while waiting in a worker's socket
+  std::unordered_set<std::uint64_t> cancelled_on_workers_;  // cancelled while held by a worker, not yet stopped
   std::unordered_map<std::uint64_t, std::vector<proto::Task>> followers_;  // held, by the task they follow
   std::unordered_map<std::uint64_t, std::uint64_t> follower_of_;           // held follower -> that task
   std::unordered_map<proto::Bytes, proto::Bytes> fns_;

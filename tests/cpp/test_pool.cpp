@@ -1744,9 +1744,9 @@ TEST_F(ProcessPoolTest, TasksWaitingOnAKilledWorkerRunOnItsReplacement) {
   expect_no_live_descendants();
 }
 
-// A cancelled task that waits in a worker's socket (or in the pool's queue) never runs; the
-// tasks around it do.
-TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersNeverRuns) {
+// A cancelled task that waits in a worker's socket (or in the pool's queue) is stopped when it
+// starts; the tasks before it finish and those behind it run on the replacement, once each.
+TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersIsStoppedWhenItStarts) {
   REQUIRE_PYTHON_WORKER();
   const Fn system = pickled_function("os", "system");
   const Fn add = pickled_function("operator", "add");
@@ -1754,11 +1754,17 @@ TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersNeverRuns) {
   ASSERT_NO_FATAL_FAILURE(warm_up(ix_, add));
   Fifo started(dir_ / "started");
   Fifo gate(dir_ / "gate");
-  const std::string command = "echo started > " + started.path().string() + "; read line < " + gate.path().string();
-  std::vector<proto::Task> batch{python_task(200, system, true, pickled_call("('" + command + "',)"))};
-  for (int i = 1; i <= 6; ++i) batch.push_back(python_task(200 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
+  Fifo ran(dir_ / "ran");
+  const std::string first = "echo started > " + started.path().string() + "; read line < " + gate.path().string();
+  const std::string cancelled = "echo ran > " + ran.path().string() + "; sleep 30";
+  std::vector<proto::Task> batch{python_task(200, system, true, pickled_call("('" + first + "',)"))};
+  for (int i = 1; i <= 2; ++i) batch.push_back(python_task(200 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
+  batch.push_back(python_task(203, system, false, pickled_call("('" + cancelled + "',)")));
+  for (int i = 4; i <= 6; ++i) batch.push_back(python_task(200 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
   ix_.send(proto::InterchangeMessage{tasks_of(batch)});
   ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u) << describe_pids(workers);
   // The pool reads its messages in order: once the shell task's result is back, it has the CANCEL.
   ix_.send(proto::InterchangeMessage{proto::Cancel{{203}}});
   ix_.send(proto::InterchangeMessage{tasks_of({shell_task(299, "true")})});
@@ -1768,8 +1774,7 @@ TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersNeverRuns) {
   ASSERT_TRUE(got.contains(299)) << "no result for the shell task";
   ASSERT_TRUE(gate.write_line());
 
-  auto rest = ix_.results(batch.size() + 1 - got.size(), kPythonDeadline);
-  got.merge(rest);
+  got.merge(ix_.results(batch.size() + 1 - got.size(), kPythonDeadline));
   ASSERT_EQ(got.size(), batch.size() + 1);
   EXPECT_EQ(got[200].status, proto::kStatusOk) << got[200].payload;
   EXPECT_EQ(got[203].status, proto::kStatusCancelled) << got[203].payload;
@@ -1777,6 +1782,11 @@ TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersNeverRuns) {
     const auto id = static_cast<std::uint64_t>(200 + i);
     EXPECT_EQ(got[id].status, proto::kStatusOk) << "task " << id << ": " << got[id].payload;
     EXPECT_EQ(python_unpickle_repr(got[id].payload), std::to_string(i + 1));
+  }
+  // Stopped as it started (the pipeline was deep) or dropped from the pool's queue before.
+  if (ran.wait_readable(0s)) {
+    const std::vector<pid_t> now = children_of(pool_.pid());
+    EXPECT_EQ(std::count(now.begin(), now.end(), workers[0]), 0) << "the worker running the cancelled task is still there";
   }
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
