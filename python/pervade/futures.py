@@ -134,7 +134,12 @@ class AppFuture(Future):
             condition.notify_all()
 
     def result(self, timeout=None):
-        value = Future.result(self, timeout)
+        if self._state == FINISHED and self._exception is None:
+            # Done (most futures of a fan-out are by the time they are gathered): no Condition
+            # is made, which Future.result would do (and then the garbage collector scans it).
+            value = self._result
+        else:
+            value = Future.result(self, timeout)
         if type(value) is PickledResult:
             # A pool's result is kept as bytes until someone asks (it may only have fed remote
             # dependents): unpickled here, once.

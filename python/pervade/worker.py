@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -34,6 +35,9 @@ EXIT_OK, EXIT_PROTOCOL = 0, 2
 _HEADER = struct.Struct("<I")
 _SMALL_FRAME = 1 << 16  # below this the header and body go out in one send
 _LARGE_FRAME = 1 << 26  # above this a frame is read in pieces
+_RECV_SIZE = 1 << 16
+_unpackb = msgpack.unpackb
+_loads = pickle.loads
 
 
 class ProtocolError(Exception):
@@ -41,53 +45,86 @@ class ProtocolError(Exception):
 
 
 class _Connection:
+    """Frames over the pool's socket. Reads go through one buffer (a recv brings in every frame
+    the pool has queued: with short tasks that is several TASKs), writes are one sendall per
+    frame with a reused msgpack Packer."""
+
     def __init__(self, fd: int):
         self.sock = socket.socket(fileno=fd)
         # Processes started by tasks must not hold the pool's socket open.
         self.sock.set_inheritable(False)
-        self.reader = self.sock.makefile("rb", buffering=1 << 16)
+        self._buffer = b""  # received, not yet parsed from _pos on
+        self._pos = 0
+        self._packer = msgpack.Packer(use_bin_type=True)
 
     def read(self):
         """The next message (a list), or None at the end of the connection."""
-        try:
-            header = self.reader.read(4)
-        except ConnectionResetError:
-            return None
-        if not header:
-            return None
-        if len(header) < 4:
-            raise ProtocolError("connection closed in the middle of a frame header")
-        (length,) = _HEADER.unpack(header)
-        try:
+        buffer, pos = self._buffer, self._pos
+        if len(buffer) - pos < 4:
+            buffer, pos = self._fill(4)
+            if len(buffer) - pos < 4:
+                if len(buffer) == pos:
+                    return None
+                raise ProtocolError("connection closed in the middle of a frame header")
+        (length,) = _HEADER.unpack_from(buffer, pos)
+        start = pos + 4
+        end = start + length
+        if end <= len(buffer):
+            body = buffer[start:end]
+            self._pos = end
+        else:
             body = self._read_body(length)
-        except ConnectionResetError:
-            body = b""
-        if len(body) < length:
-            raise ProtocolError(f"connection closed in the middle of a frame ({len(body)} of {length} bytes)")
         try:
-            message = msgpack.unpackb(body, raw=False)
+            message = _unpackb(body, raw=False)
         except Exception as e:  # noqa: BLE001 - any decoding failure is a broken frame
             raise ProtocolError(f"frame of {length} bytes is not msgpack: {type(e).__name__}: {e}") from None
-        if not isinstance(message, list) or not message or not isinstance(message[0], int) \
-                or isinstance(message[0], bool):
+        if type(message) is not list or not message or type(message[0]) is not int:
             raise ProtocolError(f"frame is not a message (msgpack array starting with its type): {message!r:.200}")
         return message
 
-    def _read_body(self, length: int) -> bytes:
-        if length <= _LARGE_FRAME:
-            return self.reader.read(length)
-        # A large (or corrupt) length: read in pieces rather than allocating it all up front.
-        pieces, left = [], length
-        while left:
-            piece = self.reader.read(min(left, _LARGE_FRAME))
-            if not piece:
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(_RECV_SIZE)
+        except ConnectionResetError:
+            return b""
+
+    def _fill(self, need: int):
+        """Reads until `need` bytes are buffered (fewer at the end of the connection)."""
+        buffer = self._buffer[self._pos:]
+        while len(buffer) < need:
+            data = self._recv()
+            if not data:
                 break
-            pieces.append(piece)
-            left -= len(piece)
+            buffer = buffer + data if buffer else data
+        self._buffer, self._pos = buffer, 0
+        return buffer, 0
+
+    def _read_body(self, length: int) -> bytes:
+        """A frame body longer than what is buffered: the buffered part, then the socket."""
+        start = self._pos + 4
+        pieces = [self._buffer[start:]]
+        left = length - len(pieces[0])
+        self._buffer, self._pos = b"", 0
+        # A large (or corrupt) length is read in pieces rather than allocated all up front.
+        while left:
+            piece = bytearray(min(left, _LARGE_FRAME))
+            view, got = memoryview(piece), 0
+            while got < len(piece):
+                try:
+                    n = self.sock.recv_into(view[got:])
+                except ConnectionResetError:
+                    n = 0
+                if not n:
+                    break
+                got += n
+            pieces.append(piece[:got] if got < len(piece) else piece)
+            left -= got
+            if got < len(piece):
+                raise ProtocolError(f"connection closed in the middle of a frame ({length - left} of {length} bytes)")
         return b"".join(pieces)
 
     def write(self, message) -> None:
-        body = msgpack.packb(message, use_bin_type=True)
+        body = self._packer.pack(message)
         header = _HEADER.pack(len(body))
         if len(body) < _SMALL_FRAME:
             self.sock.sendall(header + body)
@@ -96,7 +133,6 @@ class _Connection:
             self.sock.sendall(body)
 
     def close(self) -> None:
-        self.reader.close()
         self.sock.close()
 
 
@@ -105,14 +141,15 @@ def _check_task(message):
     if len(message) != 7:
         raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 6")
     _, task_id, fn_hash, fn, payload, inputs, after = message
-    if not isinstance(task_id, int) or isinstance(task_id, bool) or task_id < 0:
+    # msgpack gives exact ints, bytes (bin) and lists: exact type checks suffice (and a bool is not an int).
+    if type(task_id) is not int or task_id < 0:
         raise ProtocolError(f"TASK task_id is not an unsigned integer: {task_id!r:.100}")
-    if not isinstance(fn_hash, bytes) or not (fn is None or isinstance(fn, bytes)) or not isinstance(payload, bytes):
+    if type(fn_hash) is not bytes or not (fn is None or type(fn) is bytes) or type(payload) is not bytes:
         raise ProtocolError(f"TASK {task_id}: fn_hash, fn and payload must be bin (fn may be nil)")
-    if not isinstance(inputs, list) or not all(isinstance(b, bytes) for b in inputs):
+    if type(inputs) is not list or (inputs and not all(type(b) is bytes for b in inputs)):
         raise ProtocolError(f"TASK {task_id}: inputs must be an array of bin")
-    if not isinstance(after, list) or not all(
-            isinstance(a, list) and len(a) == 2 and all(type(x) is int and x >= 0 for x in a) for a in after):
+    if type(after) is not list or (after and not all(
+            type(a) is list and len(a) == 2 and all(type(x) is int and x >= 0 for x in a) for a in after)):
         raise ProtocolError(f"TASK {task_id}: after must be an array of [input, task_id] pairs")
     return task_id, fn_hash, fn, payload, inputs, after
 
@@ -135,11 +172,11 @@ class Worker:
 
     def serve(self) -> int:
         """Runs tasks until EXIT or the end of the connection; returns the exit status."""
-        connection = self.connection
+        read, write, run = self.connection.read, self.connection.write, self.run  # the loop runs per task
         try:
-            connection.write([READY, self.rank, os.getpid()])
+            write([READY, self.rank, os.getpid()])
             while True:
-                message = connection.read()
+                message = read()
                 if message is None:
                     return EXIT_OK
                 kind = message[0]
@@ -151,13 +188,12 @@ class Worker:
                             self.last = None
                             if fn is not None:
                                 self._keep_function(fn_hash, fn)  # later tasks carry only the hash
-                            connection.write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed "
-                                              b"on this worker"])
+                            write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed on this worker"])
                             continue
                     self.last = None
-                    status, result = self.run(task_id, fn_hash, fn, payload, inputs)
+                    status, result = run(task_id, fn_hash, fn, payload, inputs)
                     _flush_std_streams()
-                    connection.write([RESULT, task_id, status, result])
+                    write([RESULT, task_id, status, result])
                 elif kind == EXIT:
                     return EXIT_OK
                 else:
@@ -207,9 +243,11 @@ class Worker:
         """Runs one task; returns (status, payload bytes). Never raises for the task's sake."""
         fn = None
         try:
-            fn = self._function(fn_hash, fn_bytes)
+            fn = self.functions.get(fn_hash)
+            if fn is None or type(fn) is _FunctionLoadFailed:
+                fn = self._function(fn_hash, fn_bytes)
             # The dependencies' values (inputs) go where the payload refers to them, at any depth.
-            args, kwargs = load_call(payload, inputs)
+            args, kwargs = load_call(payload, inputs) if inputs else _loads(payload)
             result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
@@ -241,11 +279,14 @@ _OWN_CODE = {Worker.run.__code__}
 
 
 def _flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a task may have closed or replaced it
-            pass
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - a task may have closed or replaced it
+        pass
+    try:
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _set_environment(rank: int, pool_id: str | None, block_id: str | None) -> None:

@@ -98,7 +98,14 @@ constexpr int kMaxStartFailures = 5;
 // A worker gets a second task to hold only if its last one ran shorter than this and the
 // second is no bigger than that (it is copied, to be requeued if the worker dies).
 constexpr auto kPipelineBelow = std::chrono::milliseconds(10);
-constexpr std::size_t kPipelineMaxBytes = 64 * 1024;             // deaths in a row without READY
+constexpr std::size_t kPipelineMaxBytes = 64 * 1024;
+// Beyond that second task, a worker whose tasks take microseconds gets more, as long as what it
+// holds adds up to at most kPipelineBudget of its recent task time (and kPipelineMaxDepth
+// tasks): it then never waits for the pool between tasks, and reads many of them per recv.
+// Tasks of a millisecond or more keep the depth of 2, so the load balance between workers is
+// what it was.
+constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
+constexpr std::size_t kPipelineMaxDepth = 16;
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
 constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
 constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
@@ -502,11 +509,12 @@ struct Worker {
   bool ready = false;  // READY received
   bool dying = false;  // killed by the pool (or its socket closed); waiting to be reaped
   std::string kill_reason;
-  // Tasks sent to it, in order: the first is running, a second one (at most) waits in its
-  // socket so that it starts the moment the first ends (see dispatch()).
+  // Tasks sent to it, in order: the first is running, the others (short tasks only) wait in
+  // its socket so that each starts the moment the one before ends (see dispatch()).
   std::deque<std::uint64_t> tasks;
-  std::optional<proto::Task> waiting;  // a copy of tasks[1], put back in the queue if it dies
-  bool cancelled = false;  // killed because tasks.front() was cancelled
+  std::deque<proto::Task> waiting;  // copies of tasks[1..], put back in the queue if it dies
+  std::size_t fill_to = 0;          // dispatch(): how many tasks it should hold
+  std::optional<std::uint64_t> cancelled;  // killed to stop this task (cancelled)
   Clock::time_point started;                 // when tasks.front() was sent or became first
   Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
@@ -826,7 +834,10 @@ class Pool {
         Worker& w = workers_[item_worker[k - kFirstWorkerItem]];
         if (!w.fd.valid() || w.fd.get() != items[k].fd || items[k].revents == 0) continue;
         if (items[k].revents & ZMQ_POLLOUT) flush_worker(w);
-        if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) read_worker(w);
+        if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
+          read_worker(w);
+          if (!cancelled_on_workers_.empty()) stop_cancelled_front(w);
+        }
       }
       if (items[1].revents) handle_signals();
       if (items[2].revents) {
@@ -986,7 +997,7 @@ class Pool {
 
   // CANCEL: a task still queued here is answered at once; a running one has its worker killed
   // (with whatever the task started) and replaced; one waiting in a worker's socket is
-  // stopped the moment it starts (see on_worker_frame).
+  // stopped the moment it starts (stop_cancelled_front).
   void cancel(std::uint64_t id) {
     auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
     if (q != queue_.end()) {
@@ -1002,18 +1013,23 @@ class Pool {
       return;
     }
     for (Worker& w : workers_) {
-      if (w.tasks.empty() || w.dying) continue;
-      if (w.tasks.front() == id) {
-        w.cancelled = true;
-        kill_worker(w, fmt::format("its task {} was cancelled", id));
-        return;
-      }
-      if (w.tasks.size() > 1 && w.tasks[1] == id) {
-        cancelled_waiting_.insert(id);
-        return;
-      }
+      if (w.tasks.empty() || w.dying || std::find(w.tasks.begin(), w.tasks.end(), id) == w.tasks.end()) continue;
+      cancelled_on_workers_.insert(id);
+      // The worker may have finished tasks whose results are still in its socket: the task it
+      // runs now is known only once they are read.
+      if (w.fd.valid()) read_worker(w);
+      stop_cancelled_front(w);
+      return;
     }
     if (!shell_->cancel(id)) log_info("CANCEL of task {}: not here (finished already)", id);
+  }
+
+  // Kills the worker (and what its task started) if the task it runs was cancelled; call with its
+  // socket read up to now. A cancelled task that finished first simply returns its result.
+  void stop_cancelled_front(Worker& w) {
+    if (w.dying || w.tasks.empty() || !cancelled_on_workers_.erase(w.tasks.front())) return;
+    w.cancelled = w.tasks.front();
+    kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
   }
 
   void reject(std::uint64_t task_id, std::string why) {
@@ -1271,7 +1287,7 @@ class Pool {
     w.dying = false;
     w.kill_reason.clear();
     w.tasks.clear();
-    w.waiting.reset();
+    w.waiting.clear();
     w.last_run = Clock::duration::max();
     w.kill_at.reset();
     w.fns_sent.clear();
@@ -1307,11 +1323,17 @@ class Pool {
 
   // The frame goes out with one sendmsg of (length, body) when nothing is waiting before it;
   // only what the socket does not take is copied into the worker's output buffer.
-  void send_to_worker(Worker& w, const proto::ToWorker& m) {
+  // With defer_small, a frame of at most kPipelineMaxBytes only joins w.out (the caller flushes).
+  void send_to_worker(Worker& w, const proto::ToWorker& m, bool defer_small = false) {
     const proto::Bytes body = proto::encode(m);
     char header[4];
     const auto n = static_cast<std::uint32_t>(body.size());
     for (int i = 0; i < 4; ++i) header[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    if (defer_small && body.size() <= kPipelineMaxBytes) {
+      w.out.append(header, sizeof header);
+      w.out.append(body);
+      return;
+    }
     std::size_t sent = 0;
     if (w.out.empty() && w.fd.valid()) {
       iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(body.data()), body.size()}};
@@ -1415,37 +1437,55 @@ class Pool {
       w.last_value.reset();
     report(result.task_id, result.status, std::move(result.payload));
     w.tasks.pop_front();
-    w.waiting.reset();  // started now
+    if (!w.waiting.empty()) w.waiting.pop_front();  // started now
     const auto now = Clock::now();
     w.last_run = now - w.started;
     w.started = now;  // the queued task, if any, starts now
-    if (!w.tasks.empty() && cancelled_waiting_.erase(w.tasks.front())) {
-      w.cancelled = true;
-      kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
-    }
+    cancelled_on_workers_.erase(result.task_id);  // cancelled, but it finished before it could be stopped
   }
 
   // Idle workers get a task first. Then a worker whose last task was short gets a second one
   // to keep in its socket: it starts it without waiting for the pool to see the first result
-  // (two cross-CPU wake-ups per task, most of a no-op task's cost). A worker that ran a long
-  // task gets no second one, so a task never waits long behind another while a worker idles.
+  // (two cross-CPU wake-ups per task, most of a no-op task's cost), and a worker whose tasks
+  // take microseconds gets more (kPipelineBudget). A worker that ran a long task gets no
+  // second one, so a task never waits long behind another while a worker idles. Round by
+  // round (one more task per worker), so that workers share a short queue evenly.
+  // A worker that holds more than half of its pipeline is not topped up yet: it gets its tasks
+  // several at a time, in one write, rather than one write (and one wake-up) per result.
   //
   // First, a worker running a task that has a follower held here gets that follower as its
   // next task, whatever the task's length: it cannot start anywhere before that task ends.
   void dispatch() {
     if (exit_status_) return;
     send_followers();
-    for (std::size_t depth = 1; depth <= 2 && !queue_.empty(); ++depth) {
+    std::size_t deepest = 0;
+    for (Worker& w : workers_) {
+      w.fill_to = fill_to(w);
+      deepest = std::max(deepest, w.fill_to);
+    }
+    for (std::size_t depth = 1; depth <= deepest && !queue_.empty(); ++depth) {
       for (Worker& w : workers_) {
         if (queue_.empty()) break;
-        if (!takes_tasks(w) || w.tasks.size() >= depth) continue;
-        if (depth == 2 && (w.last_run > kPipelineBelow || size_of(queue_.front()) > kPipelineMaxBytes)) continue;
+        if (w.tasks.size() >= depth || depth > w.fill_to) continue;
+        if (depth >= 2 && size_of(queue_.front()) > kPipelineMaxBytes) continue;
         proto::Task t = std::move(queue_.front());
         queue_.pop_front();
         send_task(w, std::move(t));
       }
       if (depth == 1) send_followers();  // the tasks just sent may have followers
     }
+    for (Worker& w : workers_)
+      if (!w.out.empty()) flush_worker(w);
+  }
+
+  // How many tasks worker `w` should hold after this dispatch (the first of them runs).
+  static std::size_t fill_to(const Worker& w) {
+    if (!takes_tasks(w)) return 0;
+    if (w.last_run > kPipelineBelow) return 1;
+    const auto last = std::max<Clock::duration>(w.last_run, std::chrono::microseconds(1));
+    const std::size_t most =
+        std::clamp<std::size_t>(static_cast<std::size_t>(kPipelineBudget / last) + 1, 2, kPipelineMaxDepth);
+    return w.tasks.size() >= 2 && w.tasks.size() * 2 > most ? w.tasks.size() : most;
   }
 
   void send_followers() {
@@ -1475,7 +1515,7 @@ class Pool {
 
   void send_task(Worker& w, proto::Task&& t) {
     const bool second = !w.tasks.empty();
-    if (second) w.waiting = t;  // small (kPipelineMaxBytes): the copy is cheap
+    if (second) w.waiting.push_back(t);  // small (kPipelineMaxBytes): the copy is cheap
     proto::WorkerTask wt;
     wt.task_id = t.task_id;
     if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
@@ -1485,7 +1525,8 @@ class Pool {
     wt.after = std::move(t.after);
     if (!second) w.started = Clock::now();
     w.tasks.push_back(t.task_id);
-    send_to_worker(w, proto::ToWorker{std::move(wt)});
+    // Small tasks are only queued in w.out here: dispatch() writes each worker's share at once.
+    send_to_worker(w, proto::ToWorker{std::move(wt)}, /*defer_small=*/true);
   }
 
 
@@ -1508,7 +1549,9 @@ class Pool {
       const int status = kill_and_reap(pid);
       const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
       const bool start_failure = !w.ready;
-      if (!w.tasks.empty() && w.cancelled) {
+      const bool front_cancelled = !w.tasks.empty() && (cancelled_on_workers_.erase(w.tasks.front()) > 0 ||
+                                                        w.cancelled == w.tasks.front());
+      if (front_cancelled) {
         log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
         report(w.tasks.front(), proto::kStatusCancelled, w.kill_reason);
       } else if (!w.tasks.empty()) {
@@ -1521,17 +1564,19 @@ class Pool {
       }
       w.pid = -1;
       w.fd.reset();
-      // A task waiting in the dead worker's socket had not started: it goes back to the queue.
-      // A follower there waited for the task that just died with it.
-      if (w.waiting && cancelled_waiting_.erase(w.waiting->task_id))
-        report(w.waiting->task_id, proto::kStatusCancelled, "cancelled before it started");
-      else if (w.waiting && !w.waiting->after.empty())
-        report(w.waiting->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
-      else if (w.waiting)
-        queue_.push_front(std::move(*w.waiting));
-      w.waiting.reset();
+      // Tasks waiting in the dead worker's socket had not started: they go back to the front of
+      // the queue, in their order. A follower there waited for the task that just died with it.
+      for (auto t = w.waiting.rbegin(); t != w.waiting.rend(); ++t) {
+        if (cancelled_on_workers_.erase(t->task_id))
+          report(t->task_id, proto::kStatusCancelled, "cancelled before it started");
+        else if (!t->after.empty())
+          report(t->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
+        else
+          queue_.push_front(std::move(*t));
+      }
+      w.waiting.clear();
       w.tasks.clear();
-      w.cancelled = false;
+      w.cancelled.reset();
       w.dying = false;
       w.ready = false;
       w.kill_at.reset();
@@ -1621,7 +1666,7 @@ class Pool {
 
   std::vector<Worker> workers_;
   std::deque<proto::Task> queue_;
-  std::unordered_set<std::uint64_t> cancelled_waiting_;  // cancelled while waiting in a worker's socket
+  std::unordered_set<std::uint64_t> cancelled_on_workers_;  // cancelled while held by a worker, not yet stopped
   std::unordered_map<std::uint64_t, std::vector<proto::Task>> followers_;  // held, by the task they follow
   std::unordered_map<std::uint64_t, std::uint64_t> follower_of_;           // held follower -> that task
   std::unordered_map<proto::Bytes, proto::Bytes> fns_;

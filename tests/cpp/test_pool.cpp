@@ -250,6 +250,8 @@ class Fifo {
   }
   const fs::path& path() const { return path_; }
   const std::string& data() const { return data_; }
+  // For a FIFO that a child reads from (`read line < fifo`).
+  bool write_line() { return fd_ >= 0 && write(fd_, "go\n", 3) == 3; }
   bool wait_readable(Clock::duration timeout) {
     if (fd_ < 0) return false;
     pollfd p{fd_, POLLIN, 0};
@@ -1696,6 +1698,96 @@ TEST_F(ProcessPoolTest, TaskWaitingOnAKilledWorkerIsRunByItsReplacement) {
   EXPECT_EQ(got[3].status, proto::kStatusOk) << got[3].payload;
   EXPECT_EQ(python_unpickle_repr(got[3].payload), "5");
 
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+// Short tasks, so that the worker is given several at a time (a deep pipeline, docs/htex.md).
+void warm_up(FakeInterchange& ix, const Fn& add) {
+  std::vector<proto::Task> batch;
+  for (int i = 0; i < 20; ++i) batch.push_back(python_task(1000 + i, add, i == 0, pickled_call("(1, 1)")));
+  ix.send(proto::InterchangeMessage{tasks_of(batch)});
+  auto got = ix.results(batch.size(), kPythonDeadline);
+  ASSERT_EQ(got.size(), batch.size());
+  for (auto& [id, r] : got) ASSERT_EQ(r.status, proto::kStatusOk) << "task " << id << ": " << r.payload;
+}
+
+// The tasks behind one that loses its worker had not started: each runs once on the replacement,
+// however many of them the worker held.
+TEST_F(ProcessPoolTest, TasksWaitingOnAKilledWorkerRunOnItsReplacement) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  ASSERT_NO_FATAL_FAILURE(warm_up(ix_, add));
+  Fifo started(dir_ / "started");
+  const std::string command = "echo started > " + started.path().string() + "; sleep 30";
+  std::vector<proto::Task> batch{python_task(100, system, true, pickled_call("('" + command + "',)"))};
+  for (int i = 1; i <= 10; ++i) batch.push_back(python_task(100 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
+  ix_.send(proto::InterchangeMessage{tasks_of(batch)});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u) << describe_pids(workers);
+  kill(workers[0], SIGKILL);
+
+  auto got = ix_.results(batch.size(), kPythonDeadline);
+  ASSERT_EQ(got.size(), batch.size());
+  EXPECT_EQ(got[100].status, proto::kStatusWorkerLost);
+  for (int i = 1; i <= 10; ++i) {
+    const auto id = static_cast<std::uint64_t>(100 + i);
+    EXPECT_EQ(got[id].status, proto::kStatusOk) << "task " << id << ": " << got[id].payload;
+    EXPECT_EQ(python_unpickle_repr(got[id].payload), std::to_string(i + 1));
+  }
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+// A cancelled task that waits in a worker's socket (or in the pool's queue) is stopped when it
+// starts; the tasks before it finish and those behind it run on the replacement, once each.
+TEST_F(ProcessPoolTest, CancelledTaskWaitingBehindOthersIsStoppedWhenItStarts) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn system = pickled_function("os", "system");
+  const Fn add = pickled_function("operator", "add");
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "1"}));
+  ASSERT_NO_FATAL_FAILURE(warm_up(ix_, add));
+  Fifo started(dir_ / "started");
+  Fifo gate(dir_ / "gate");
+  Fifo ran(dir_ / "ran");
+  const std::string first = "echo started > " + started.path().string() + "; read line < " + gate.path().string();
+  const std::string cancelled = "echo ran > " + ran.path().string() + "; sleep 30";
+  std::vector<proto::Task> batch{python_task(200, system, true, pickled_call("('" + first + "',)"))};
+  for (int i = 1; i <= 2; ++i) batch.push_back(python_task(200 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
+  batch.push_back(python_task(203, system, false, pickled_call("('" + cancelled + "',)")));
+  for (int i = 4; i <= 6; ++i) batch.push_back(python_task(200 + i, add, false, pickled_call("(" + std::to_string(i) + ", 1)")));
+  ix_.send(proto::InterchangeMessage{tasks_of(batch)});
+  ASSERT_TRUE(started.wait_readable(kPythonDeadline)) << "the task never started";
+  const std::vector<pid_t> workers = children_of(pool_.pid());
+  ASSERT_EQ(workers.size(), 1u) << describe_pids(workers);
+  // The pool reads its messages in order: once the shell task's result is back, it has the CANCEL.
+  ix_.send(proto::InterchangeMessage{proto::Cancel{{203}}});
+  ix_.send(proto::InterchangeMessage{tasks_of({shell_task(299, "true")})});
+  std::map<std::uint64_t, proto::TaskResult> got;
+  const auto deadline = Clock::now() + kPythonDeadline;
+  while (!got.contains(299) && Clock::now() < deadline) got.merge(ix_.results(1, deadline - Clock::now()));
+  ASSERT_TRUE(got.contains(299)) << "no result for the shell task";
+  ASSERT_TRUE(gate.write_line());
+
+  got.merge(ix_.results(batch.size() + 1 - got.size(), kPythonDeadline));
+  ASSERT_EQ(got.size(), batch.size() + 1);
+  EXPECT_EQ(got[200].status, proto::kStatusOk) << got[200].payload;
+  EXPECT_EQ(got[203].status, proto::kStatusCancelled) << got[203].payload;
+  for (int i : {1, 2, 4, 5, 6}) {
+    const auto id = static_cast<std::uint64_t>(200 + i);
+    EXPECT_EQ(got[id].status, proto::kStatusOk) << "task " << id << ": " << got[id].payload;
+    EXPECT_EQ(python_unpickle_repr(got[id].payload), std::to_string(i + 1));
+  }
+  // Stopped as it started (the pipeline was deep) or dropped from the pool's queue before.
+  if (ran.wait_readable(0s)) {
+    const std::vector<pid_t> now = children_of(pool_.pid());
+    EXPECT_EQ(std::count(now.begin(), now.end(), workers[0]), 0) << "the worker running the cancelled task is still there";
+  }
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();

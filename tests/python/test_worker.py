@@ -523,6 +523,34 @@ def test_pickled_result_is_loaded_once():
     assert first == [1, 2] and r.load() is first and r.data is None
 
 
+def test_tasks_sent_in_one_write_are_answered_in_order(pool):
+    # The pool writes a worker's share of short tasks at once; the worker answers each in turn,
+    # including a frame cut across two writes.
+    fn_hash, fn_bytes = serialize_function(add)
+    frames = b""
+    for i in range(5):
+        body = msgpack.packb([TASK, 100 + i, fn_hash, fn_bytes if i == 0 else None,
+                              serialize_payload((i, 10), None, None, "add"), [], []], use_bin_type=True)
+        frames += struct.pack("<I", len(body)) + body
+    pool.sock.sendall(frames[:-3])
+    pool.sock.sendall(frames[-3:])
+    for i in range(5):
+        assert pool.result(100 + i) == (0, serialize_value(i + 10))
+    assert pool.call(105, add, 1, b=2) == 3
+
+
+def test_a_finished_futures_result_makes_no_condition():
+    # Gathering a fan-out's results must not cost a Condition per future (pervade.futures).
+    fut = AppFuture(None, "app")
+    fut.set_result(PickledResult(pickle.dumps([1])))
+    assert fut.result() == [1] and fut.result() == [1]
+    assert "_condition" not in fut.__dict__
+    failed = AppFuture(None, "app")
+    failed.set_exception(ValueError("no"))
+    with pytest.raises(ValueError, match="no"):
+        failed.result()
+
+
 def test_large_arguments_and_results(pool):
     data = os.urandom(3 << 20)
     assert pool.call(1, size_and_echo, data) == (len(data), data)
