@@ -106,6 +106,47 @@ TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
   EXPECT_EQ(fast.in_flight(), 9u);
 }
 
+// Tasks of a fraction of a millisecond each (big arguments) that wait behind one another in
+// the pool come back long after being sent, but back to back: the pool keeps the bonus.
+TEST_F(DispatcherTest, ResultsBackToBackCountAsShortTasks) {
+  Dispatcher fast(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
+  protocol::Register r;
+  r.pool_id = "a";
+  r.worker_count = 2;
+  fast.on_message("a", r, now);
+  fast.take_outbox();
+  std::vector<std::uint64_t> in_pool;
+  auto take = [&] {
+    for (auto& [to, m] : fast.take_outbox())
+      if (auto* t = std::get_if<protocol::Tasks>(&m))
+        for (auto& x : t->tasks) in_pool.push_back(x.task_id);
+  };
+  for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
+  take();
+  now += 1ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[0], 0, "r"}}}, now);
+  take();
+  ASSERT_EQ(fast.in_flight(), 10u);
+  // Each result now comes 20 ms after its task was sent, but 0.5 ms after the previous one.
+  now += 20ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[1], 0, "r"}}}, now);
+  take();
+  EXPECT_EQ(fast.in_flight(), 9u) << "one slow result: back to workers + prefetch";
+  for (std::size_t k = 2; k < 6; ++k) {
+    now += 500us;
+    fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[k], 0, "r"}}}, now);
+    take();
+  }
+  EXPECT_EQ(fast.in_flight(), 10u) << "results back to back: the bonus again";
+  // Slow results back to back (2 workers, 15 ms apart each): long tasks, no bonus.
+  for (std::size_t k = 6; k < 10; ++k) {
+    now += 15ms;
+    fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[k], 0, "r"}}}, now);
+    take();
+  }
+  EXPECT_EQ(fast.in_flight(), 6u);
+}
+
 TEST_F(DispatcherTest, TasksWaitForAPool) {
   for (std::uint64_t i = 0; i < 3; ++i) d.submit(task(i), now);
   EXPECT_TRUE(d.take_outbox().empty());
