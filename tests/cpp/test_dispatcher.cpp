@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 
 #include "interchange/dispatcher.hpp"
 
@@ -52,6 +53,17 @@ class DispatcherTest : public ::testing::Test {
     d.on_message(identity, protocol::Results{{protocol::TaskResult{id, status, "r"}}}, now);
   }
 
+  // Another dispatcher, with short_task_prefetch 4, and pool "a" of 2 workers registered.
+  std::unique_ptr<Dispatcher> short_task_pool() {
+    auto fast = std::make_unique<Dispatcher>(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
+    protocol::Register r;
+    r.pool_id = "a";
+    r.worker_count = 2;
+    fast->on_message("a", r, now);
+    fast->take_outbox();
+    return fast;
+  }
+
   TimePoint now{};
   Dispatcher d;
 };
@@ -83,12 +95,8 @@ TEST_F(DispatcherTest, TasksSubmittedTogetherGoOutInOneMessage) {
 }
 
 TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
-  Dispatcher fast(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
-  protocol::Register r;
-  r.pool_id = "a";
-  r.worker_count = 2;
-  fast.on_message("a", r, now);
-  fast.take_outbox();
+  auto owner = short_task_pool();
+  Dispatcher& fast = *owner;
   auto sent = [&] {
     std::size_t n = 0;
     for (auto& [to, m] : fast.take_outbox())
@@ -109,12 +117,8 @@ TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
 // Tasks of a fraction of a millisecond each (big arguments) that wait behind one another in
 // the pool come back long after being sent, but back to back: the pool keeps the bonus.
 TEST_F(DispatcherTest, ResultsBackToBackCountAsShortTasks) {
-  Dispatcher fast(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
-  protocol::Register r;
-  r.pool_id = "a";
-  r.worker_count = 2;
-  fast.on_message("a", r, now);
-  fast.take_outbox();
+  auto owner = short_task_pool();
+  Dispatcher& fast = *owner;
   std::vector<std::uint64_t> in_pool;
   auto take = [&] {
     for (auto& [to, m] : fast.take_outbox())

@@ -9,20 +9,14 @@ import types
 
 import pytest
 from conftest import own_processes, pid_alive, wait_until
+from test_htex import htex_config as config
+from test_htex import running_htex
 
 import pervade as parsl
-from pervade import HighThroughputExecutor, LocalProvider, python_app
+from pervade import python_app
 
 T = 60
 MB = 1 << 20
-
-
-def config(tmp_path, retries=0, **kw):
-    options = dict(label="htex", max_workers_per_node=2, heartbeat_period=0.5, heartbeat_threshold=5,
-                   worker_port_range=(56000, 57000), provider=LocalProvider(init_blocks=1))
-    options.update(kw)
-    return parsl.Config(executors=[HighThroughputExecutor(**options)], run_dir=str(tmp_path / "runinfo"),
-                        retries=retries)
 
 
 def block_logs(tmp_path) -> str:
@@ -67,13 +61,7 @@ def size_or_die(data, marker):
 
 @pytest.fixture
 def htex(tmp_path, no_thread_leak):
-    dfk = parsl.load(config(tmp_path))
-    executor = dfk.executors["htex"]
-    assert wait_until(lambda: len(executor.pools()) == 1, T), f"no pool registered; refusals: {executor.refusals()}"
-    yield executor
-    pids = own_processes(b"pervade-pool", b"pervade.worker")
-    dfk.cleanup()
-    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    yield from running_htex(tmp_path)
 
 
 def test_a_pool_on_this_host_uses_the_unix_socket_which_cleanup_removes(tmp_path, no_thread_leak):
