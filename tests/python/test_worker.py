@@ -616,7 +616,7 @@ def test_tasks_sent_in_one_write_are_answered_in_order(pool):
     frames = b""
     for i in range(5):
         body = msgpack.packb([TASK, 100 + i, fn_hash, fn_bytes if i == 0 else None,
-                              serialize_payload((i, 10), None, None, "add"), [], []], use_bin_type=True)
+                              serialize_payload((i, 10), None, None, "add"), [], [], []], use_bin_type=True)
         frames += struct.pack("<I", len(body)) + body
     pool.sock.sendall(frames[:-3])
     pool.sock.sendall(frames[-3:])
