@@ -343,6 +343,19 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
+def _keep_big_buffers_on_the_heap() -> None:
+    """Big arguments (a megabyte or more per task) are read into a new bytes object for each
+    task: glibc would mmap and munmap each one (page faults and zeroed pages, several times the
+    cost of reading it). Keep them on the heap instead, as pervade-pool does (mallopt)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: only slower
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pervade.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the inherited socket to the pool")
@@ -351,6 +364,7 @@ def main(argv=None) -> int:
     parser.add_argument("--block-id", default=None)
     options = parser.parse_args(argv)
     _die_with_parent()
+    _keep_big_buffers_on_the_heap()
     _set_environment(options.rank, options.pool_id, options.block_id)
     try:
         connection = _Connection(options.fd)
