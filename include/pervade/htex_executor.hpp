@@ -76,6 +76,10 @@ struct HtexOptions {
   // back to back instead of with a round trip through the driver per task. False: every task
   // waits in the driver until its dependencies are done (as Parsl does).
   bool follow_dependencies = true;
+  // Pools started on this host (same kernel and network namespace) connect through a Unix
+  // socket in a 0700 directory under <run_dir>/<label> instead of TCP (no CurveZMQ needed:
+  // only this user can open it); pools elsewhere, or that cannot use it, use TCP as before.
+  bool same_host_ipc = true;
 };
 
 // A block started by the executor's provider.

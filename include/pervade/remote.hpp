@@ -1,12 +1,26 @@
 #pragma once
 // Tasks that run in other processes (HighThroughputExecutor pools): what a body hands over to
 // be sent, and what comes back. Payloads produced by Python stay opaque bytes here.
+#include <cstddef>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pervade/errors.hpp"
 
 namespace pervade {
+
+// Immutable bytes shared without copying: `owner` keeps [data, data + size) alive (the driver's
+// copy of a big Python buffer, or the ZeroMQ frame it arrived in on a pool). Any thread.
+//   auto bytes = std::make_shared<std::string>(1 << 20, 'x');
+//   SharedBuffer b{bytes, bytes->data(), bytes->size()};
+struct SharedBuffer {
+  std::shared_ptr<const void> owner;
+  const char* data = nullptr;
+  std::size_t size = 0;
+  std::string_view view() const { return {data, size}; }
+};
 
 // A task as it goes on the wire (docs/protocol.md, TASKS).
 struct RemoteTask {
@@ -16,6 +30,9 @@ struct RemoteTask {
   std::string payload;
   std::vector<std::string> inputs;  // serialized values of the dependencies
   int priority = 0;
+  // Big arguments pickled out of band (pickle protocol 5 buffers), in the payload's order:
+  // they travel as separate frames, never copied into a message (shared by the task's tries).
+  std::vector<SharedBuffer> buffers;
 };
 
 // A result that arrived from a pool, still serialized: forwarded as is to remote dependents,

@@ -22,6 +22,7 @@
 #include <zmq.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -293,6 +294,35 @@ struct JoinRequest {
 
 class CompletionThread;
 
+// The out-of-band buffers of an encoded call (pickle protocol 5, pervade.serialize: 1-D byte
+// memoryviews), shared by the wire with every try of the task. A view of a bytes object is
+// not copied: bytes cannot change, so the task holds a reference (dropped by whichever thread
+// lets go last: PyRef defers it without the GIL) and ZeroMQ sends straight from it. Other
+// buffers (a bytearray may change after the call) are copied once, with the GIL released.
+std::vector<SharedBuffer> copy_buffers(nb::handle buffers) {
+  std::vector<SharedBuffer> out;
+  for (nb::handle b : buffers) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(b.ptr(), &view, PyBUF_SIMPLE) != 0) throw nb::python_error();
+    if (PyMemoryView_Check(b.ptr()) && PyBytes_CheckExact(PyMemoryView_GET_BASE(b.ptr()))) {
+      auto ref = std::make_shared<PyRef>(PyRef::borrow(b.ptr()));  // the view holds the bytes
+      out.push_back(SharedBuffer{ref, static_cast<const char*>(view.buf), static_cast<std::size_t>(view.len)});
+      PyBuffer_Release(&view);  // the memory stays: the bytes object lives as long as `ref`
+      continue;
+    }
+    const auto size = static_cast<std::size_t>(view.len);
+    std::shared_ptr<char[]> copy(new char[size == 0 ? 1 : size]);
+    {
+      nb::gil_scoped_release unlocked;  // the bytes stay put: the view holds the exporter
+      std::memcpy(copy.get(), view.buf, size);
+    }
+    PyBuffer_Release(&view);
+    const char* data = copy.get();
+    out.push_back(SharedBuffer{std::move(copy), data, size});
+  }
+  return out;
+}
+
 // A Python app call: the callable, its arguments, and the future to complete.
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
@@ -305,7 +335,8 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
       nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
                 payload = nb::cast<nb::bytes>(parts[2]);
       encoded_ = RemoteTask{0, std::string(hash.c_str(), hash.size()), std::string(fn.c_str(), fn.size()),
-                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3])};
+                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3]),
+                            copy_buffers(parts[4])};
     }
   }
 
@@ -445,6 +476,7 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
       out->fn.assign(fn.c_str(), fn.size());
       out->payload.assign(payload.c_str(), payload.size());
       out->priority = nb::cast<int>(parts[3]);
+      out->buffers = copy_buffers(parts[4]);
     }
     out->inputs = std::move(inputs);
     return true;
@@ -1016,6 +1048,7 @@ NB_MODULE(_native, m) {
       .def_rw("encrypted", &HtexOptions::encrypted)
       .def_rw("short_task_prefetch", &HtexOptions::short_task_prefetch)
       .def_rw("follow_dependencies", &HtexOptions::follow_dependencies)
+      .def_rw("same_host_ipc", &HtexOptions::same_host_ipc)
       .def_rw("provider", &HtexOptions::provider)
       .def_rw("prefetch_capacity", &HtexOptions::prefetch_capacity)
       .def_rw("python_workers", &HtexOptions::python_workers)

@@ -137,6 +137,10 @@ class HighThroughputExecutor(ParslExecutor):
     back to back on a worker); False waits in the driver, as Parsl does. With `encrypted` (the default) the link is
     CurveZMQ: a key pair is made per run and the interchange's public key is written to
     <run_dir>/<label>/server-<port>.key for the pools; a pool without it cannot register.
+    With `same_host_ipc` (the default) pools on this host (same kernel and network namespace)
+    connect through a Unix socket in a directory of mode 0700 under <run_dir>/<label> instead
+    (no encryption needed: only this user can open it; big arguments move much faster); pools
+    elsewhere, or that cannot use the socket, connect over TCP as above (docs/htex.md).
     The engine starts the provider's `init_blocks` blocks when the executor starts, scales
     them with the Config's `strategy` every `strategy_period` s between the provider's
     `min_blocks` and `max_blocks` (idle blocks are drained, then cancelled, after
@@ -155,6 +159,7 @@ class HighThroughputExecutor(ParslExecutor):
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
                  short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
+                 same_host_ipc: bool = True,
                  **unused):
         from .providers import LocalProvider
 
@@ -209,6 +214,7 @@ class HighThroughputExecutor(ParslExecutor):
         self.encrypted = encrypted
         self.block_error_handler = block_error_handler
         self.follow_dependencies = follow_dependencies
+        self.same_host_ipc = bool(same_host_ipc)
         self._native = None
 
     def _native_executor(self):
@@ -224,6 +230,7 @@ class HighThroughputExecutor(ParslExecutor):
         o.encrypted = self.encrypted
         o.short_task_prefetch = self.short_task_prefetch
         o.follow_dependencies = self.follow_dependencies
+        o.same_host_ipc = self.same_host_ipc
         o.provider = self.provider._native_provider()
         o.prefetch_capacity = self.prefetch_capacity
         o.python_workers = True

@@ -19,6 +19,12 @@ File). Apps that can only run on pools are pickled at the call by `encode_call_f
 whose pickler turns every future it meets, at any depth, into such a reference and returns the
 futures in input order; the worker reads the payload with `load_call`, which resolves the
 references from the TASK's inputs.
+
+Big buffers (docs/protocol.md, "Out-of-band buffers"): a bytes, bytearray or contiguous
+memoryview of at least 64 KiB given directly as an argument of a pool app is not copied into
+the payload: it is pickled as a protocol-5 out-of-band `PickleBuffer`, travels as a frame of
+its own, and the worker hands the bytes it read to `pickle.loads(buffers=...)`, so a bytes
+argument reaches the function without another copy.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ _MAIN = b"__main__"
 # Values whose pickle cannot name `__main__`: no need to scan it for that name.
 _FLAT_TYPES = frozenset((bytes, bytearray, str, int, float, bool, complex, type(None)))
 _BIG_PICKLE = 64 * 1024
+# Buffer arguments at least this big go out of band (see the module's doc).
+_OUT_OF_BAND = 64 * 1024
+_BUFFER_TYPES = frozenset((bytes, bytearray, memoryview))
 
 # id(fn) -> (weakref to fn, hash, bytes): identity keyed, so a hit is one dict lookup and one
 # weakref call. Only for kinds of callables that are immutable in practice (see _cacheable).
@@ -223,13 +232,71 @@ class _FindFutures:
         return _dependency, (index,)
 
 
+def _rebuild_buffer(buffer, writable):
+    """A bytes (or, writable, a bytearray) argument sent out of band. The worker passes each
+    buffer as the bytes object it read: a bytes argument is that object, not a copy."""
+    if writable:
+        return bytearray(buffer)
+    return buffer if type(buffer) is bytes else bytes(buffer)
+
+
+def _rebuild_memoryview(buffer, fmt, shape, readonly):
+    view = memoryview(buffer if readonly else bytearray(buffer))
+    return view if fmt == "B" and len(shape) == 1 else view.cast("B").cast(fmt, shape)
+
+
+class _OutOfBand:
+    """Stands for a big buffer argument while a call is pickled: it pickles as a rebuild of the
+    buffer from an out-of-band PickleBuffer, which the pickler's buffer_callback collects."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce_ex__(self, protocol):
+        obj = self.obj
+        if type(obj) is memoryview:
+            return _rebuild_memoryview, (pickle.PickleBuffer(obj), obj.format, obj.shape, obj.readonly)
+        return _rebuild_buffer, (pickle.PickleBuffer(obj), type(obj) is bytearray)
+
+
+def _goes_out_of_band(value) -> bool:
+    if type(value) is memoryview:
+        # cast() rebuilds only C-contiguous views of native single-character formats.
+        return value.nbytes >= _OUT_OF_BAND and value.c_contiguous and len(value.format.lstrip("@")) == 1
+    return len(value) >= _OUT_OF_BAND
+
+
+def _wrap_big_buffers(call):
+    """The call with its big buffer arguments wrapped in _OutOfBand, or None when it has none
+    (the usual case, found by one type check per argument)."""
+    args, kwargs = call
+    for a in args:
+        if type(a) in _BUFFER_TYPES and _goes_out_of_band(a):
+            break
+    else:
+        if not kwargs or not any(type(v) in _BUFFER_TYPES and _goes_out_of_band(v) for v in kwargs.values()):
+            return None
+    wrap = lambda v: _OutOfBand(v) if type(v) in _BUFFER_TYPES and _goes_out_of_band(v) else v  # noqa: E731
+    return tuple(wrap(a) for a in args), (kwargs and {k: wrap(v) for k, v in kwargs.items()}) or kwargs
+
+
 class _CallPickler(_FindFutures, pickle.Pickler):
     """Reused by its thread (making a C Pickler costs about as much as pickling a small call)."""
 
+    _buffers = None  # the list out-of-band buffers go to while a call is pickled
+
     def __init__(self):
         self.out = io.BytesIO()
-        pickle.Pickler.__init__(self, self.out, PROTOCOL)
+        pickle.Pickler.__init__(self, self.out, PROTOCOL, buffer_callback=self._buffer)
         self.busy = False
+
+    def _buffer(self, buffer):
+        if self._buffers is None:
+            return True  # in band
+        self._buffers.append(buffer.raw())
+        return None
 
     def reducer_override(self, obj):
         if isinstance(obj, Future) and _is_dependency_type(type(obj)):
@@ -238,8 +305,9 @@ class _CallPickler(_FindFutures, pickle.Pickler):
 
 
 class _CloudCallPickler(_FindFutures, cloudpickle.Pickler):
-    def __init__(self, file, futures):
-        cloudpickle.Pickler.__init__(self, file, protocol=PROTOCOL)
+    def __init__(self, file, futures, buffers=None):
+        cloudpickle.Pickler.__init__(self, file, protocol=PROTOCOL,
+                                     buffer_callback=None if buffers is None else _collector(buffers))
         self._futures, self._indexes = futures, {}
 
     def reducer_override(self, obj):
@@ -248,10 +316,15 @@ class _CloudCallPickler(_FindFutures, cloudpickle.Pickler):
         return super().reducer_override(obj)
 
 
+def _collector(buffers):
+    """A buffer_callback that sends every buffer out of band, into the list buffers."""
+    return lambda buffer: buffers.append(buffer.raw())
+
+
 _local = threading.local()
 
 
-def _pickle_finding(obj, futures) -> bytes:
+def _pickle_finding(obj, futures, buffers=None) -> bytes:
     """Pickles obj with this thread's _CallPickler (a new one if it is in use: re-entry)."""
     pickler = getattr(_local, "pickler", None)
     if pickler is None or pickler.busy:
@@ -259,7 +332,7 @@ def _pickle_finding(obj, futures) -> bytes:
         if getattr(_local, "pickler", None) is None:
             _local.pickler = pickler
     pickler.busy = True
-    pickler._futures, pickler._indexes = futures, {}
+    pickler._futures, pickler._indexes, pickler._buffers = futures, {}, buffers
     out = pickler.out
     try:
         pickler.dump(obj)
@@ -269,13 +342,13 @@ def _pickle_finding(obj, futures) -> bytes:
         pickler.clear_memo()
         out.seek(0)
         out.truncate()
-        pickler._futures = pickler._indexes = None
+        pickler._futures = pickler._indexes = pickler._buffers = None
         pickler.busy = False
 
 
-def _cloudpickle_finding(obj, futures) -> bytes:
+def _cloudpickle_finding(obj, futures, buffers=None) -> bytes:
     out = io.BytesIO()
-    _CloudCallPickler(out, futures).dump(obj)
+    _CloudCallPickler(out, futures, buffers).dump(obj)
     return out.getvalue()
 
 
@@ -291,8 +364,9 @@ def _names_main(call, data: bytes) -> bool:
     return _MAIN in data
 
 
-def _dumps_call(call, find_futures: bool, has_future: bool = False):
-    """(bytes, futures found in order, or None). As _dumps, and also finds futures.
+def _dumps_call(call, find_futures: bool, has_future: bool = False, buffers=None):
+    """(bytes, futures found in order, or None). As _dumps, and also finds futures. With a list
+    `buffers`, big buffer arguments go out of band into it (see the module's doc).
 
     Fast path: plain pickle.dumps, with no Python callback per object. It cannot succeed on a
     call holding a dependency: an AppFuture refuses to be pickled, and any other Future holds the
@@ -302,31 +376,48 @@ def _dumps_call(call, find_futures: bool, has_future: bool = False):
     has_future (a future seen among the top-level arguments) skips the plain attempt.
     """
     data = None
+    if buffers is not None:
+        wrapped = _wrap_big_buffers(call)
+        if wrapped is None:
+            buffers = None
+        else:
+            call = wrapped
     if not has_future:
         try:
-            data = pickle.dumps(call, protocol=PROTOCOL)
+            if buffers is None:
+                data = pickle.dumps(call, protocol=PROTOCOL)
+            else:
+                data = pickle.dumps(call, protocol=PROTOCOL, buffer_callback=_collector(buffers))
         except Exception:  # noqa: BLE001 - futures, or what only cloudpickle can do
-            pass
+            if buffers:
+                buffers.clear()
         else:
             if not _names_main(call, data):
                 return data, None
+            if buffers:
+                buffers.clear()
     if data is None:
         futures = [] if find_futures else None
         try:
-            data = _pickle_finding(call, futures)
+            data = _pickle_finding(call, futures, buffers)
         except _NestedFuture:
             raise
         except Exception:  # noqa: BLE001 - cloudpickle gets its chance below
             data = None
+            if buffers:
+                buffers.clear()
         else:
             if _MAIN not in data:
                 return data, futures
+            if buffers:
+                buffers.clear()
     futures = [] if find_futures else None
-    return _cloudpickle_finding(call, futures), futures
+    return _cloudpickle_finding(call, futures, buffers), futures
 
 
-def serialize_payload(args, kwargs, plan, name: str = "app") -> bytes:
-    """The TASK payload of a call encoded at launch: pickle of (args, kwargs).
+def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> bytes:
+    """The TASK payload of a call encoded at launch: pickle of (args, kwargs). With a list
+    `buffers`, big buffer arguments go out of band into it.
 
     plan is the kernel's list of (kind, key, index, replacement) (see pervade.dataflow): each
     planned position (a future) travels as a reference to input `index` (or to `replacement`,
@@ -338,7 +429,7 @@ def serialize_payload(args, kwargs, plan, name: str = "app") -> bytes:
         args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: _Dependency(
             index, None if replacement is _NO_VALUE else replacement))
     try:
-        return _dumps_call((tuple(args), kwargs or None), False)[0]
+        return _dumps_call((tuple(args), kwargs or None), False, buffers=buffers)[0]
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
 
@@ -354,19 +445,22 @@ def _priority(kwargs, name):
     return 0
 
 
-def encode_call(fn, args, kwargs, plan, name: str = "app") -> tuple[bytes, bytes, bytes, int]:
-    """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority).
+def encode_call(fn, args, kwargs, plan, name: str = "app"):
+    """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority,
+    out-of-band buffers of the payload).
 
     priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
     how it orders tasks is up to the executor.
     """
     fn_hash, fn_bytes = serialize_function(fn)
     priority = _priority(kwargs, name)
-    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name), priority
+    buffers = []
+    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers
 
 
 def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
-    """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority), futures).
+    """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority, out-of-band
+    buffers), futures).
 
     futures: the futures found at any depth of args and kwargs, each once, in input order (None
     when there are none); in the payload each is a reference to its input.
@@ -384,22 +478,23 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
                 if isinstance(a, Future):
                     has_future = True
                     break
+    buffers = []
     try:
-        payload, futures = _dumps_call((args, kwargs), True, has_future)
+        payload, futures = _dumps_call((args, kwargs), True, has_future, buffers)
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
-    return (fn_hash, fn_bytes, payload, priority), futures or None
+    return (fn_hash, fn_bytes, payload, priority, buffers), futures or None
 
 
-def load_call(payload: bytes, inputs=()):
+def load_call(payload: bytes, inputs=(), buffers=()):
     """(args, kwargs) of a TASK payload, with its dependencies' values from inputs (bytes each,
-    or Loaded values)."""
+    or Loaded values) and its out-of-band buffers."""
     if not inputs:
-        return pickle.loads(payload)
+        return pickle.loads(payload, buffers=buffers)
     previous = getattr(_loading, "inputs", None)
     _loading.inputs = inputs
     try:
-        return pickle.loads(payload)
+        return pickle.loads(payload, buffers=buffers)
     finally:
         _loading.inputs = previous
 

@@ -4,11 +4,13 @@
 
 Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
 msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
-answers each TASK [1, task_id, fn_hash, fn, payload, inputs, after] with RESULT [3, task_id,
-status, payload]. A TASK with `after` pairs [input, task_id] is a follower: input `input` is
-the value of this worker's previous task `task_id`, still in memory; if that task did not
-succeed here (or its value was not kept), the follower is answered with status 4 (not started). EXIT [4] or the end of the connection: exit status 0. A frame that is not one of
-these messages: a line on stderr and exit status 2.
+answers each TASK [1, task_id, fn_hash, fn, payload, inputs, after, buffer_sizes] (the raw
+bytes of the out-of-band buffers follow the frame) with RESULT [3, task_id, status, payload].
+A TASK with `after` pairs [input, task_id] is a follower: input `input` is the value of this
+worker's previous task `task_id`, still in memory; if that task did not succeed here (or its
+value was not kept), the follower is answered with status 4 (not started). EXIT [4] or the end
+of the connection: exit status 0. A frame that is not one of these messages: a line on stderr
+and exit status 2.
 
 Nothing is written to stdout (it belongs to the tasks); stderr only on errors.
 """
@@ -82,6 +84,29 @@ class _Connection:
             raise ProtocolError(f"frame is not a message (msgpack array starting with its type): {message!r:.200}")
         return message
 
+    def read_buffer(self, size: int) -> bytes:
+        """The raw bytes of an out-of-band buffer that follow a TASK frame: what is buffered,
+        then the rest straight from the socket into one bytes object (recv with MSG_WAITALL)."""
+        buffer, pos = self._buffer, self._pos
+        have = len(buffer) - pos
+        if have >= size:
+            self._pos = pos + size
+            return buffer[pos:pos + size]
+        prefix = buffer[pos:]
+        self._buffer, self._pos = b"", 0
+        pieces, left = [prefix] if prefix else [], size - have
+        while left:
+            try:
+                piece = self.sock.recv(min(left, _LARGE_FRAME), socket.MSG_WAITALL)
+            except ConnectionResetError:
+                piece = b""
+            if not piece:
+                raise ProtocolError(f"connection closed in the middle of an out-of-band buffer ({size - left} of "
+                                    f"{size} bytes)")
+            pieces.append(piece)
+            left -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     def _recv(self) -> bytes:
         try:
             return self.sock.recv(_RECV_SIZE)
@@ -138,9 +163,9 @@ class _Connection:
 
 def _check_task(message):
     """Validates a TASK message; returns its fields."""
-    if len(message) != 7:
-        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 6")
-    _, task_id, fn_hash, fn, payload, inputs, after = message
+    if len(message) != 8:
+        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 7")
+    _, task_id, fn_hash, fn, payload, inputs, after, buffer_sizes = message
     # msgpack gives exact ints, bytes (bin) and lists: exact type checks suffice (and a bool is not an int).
     if type(task_id) is not int or task_id < 0:
         raise ProtocolError(f"TASK task_id is not an unsigned integer: {task_id!r:.100}")
@@ -151,7 +176,10 @@ def _check_task(message):
     if type(after) is not list or (after and not all(
             type(a) is list and len(a) == 2 and all(type(x) is int and x >= 0 for x in a) for a in after)):
         raise ProtocolError(f"TASK {task_id}: after must be an array of [input, task_id] pairs")
-    return task_id, fn_hash, fn, payload, inputs, after
+    if type(buffer_sizes) is not list or (buffer_sizes and not all(
+            type(n) is int and n >= 0 for n in buffer_sizes)):
+        raise ProtocolError(f"TASK {task_id}: buffer sizes must be an array of unsigned integers")
+    return task_id, fn_hash, fn, payload, inputs, after, buffer_sizes
 
 
 class _FunctionLoadFailed:
@@ -181,7 +209,9 @@ class Worker:
                     return EXIT_OK
                 kind = message[0]
                 if kind == TASK:
-                    task_id, fn_hash, fn, payload, inputs, after = _check_task(message)
+                    task_id, fn_hash, fn, payload, inputs, after, buffer_sizes = _check_task(message)
+                    # The bytes of its out-of-band buffers follow the frame: read them in any case.
+                    buffers = [self.connection.read_buffer(n) for n in buffer_sizes] if buffer_sizes else ()
                     if after:
                         inputs = self._follow(after, inputs)
                         if inputs is None:
@@ -191,7 +221,8 @@ class Worker:
                             write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed on this worker"])
                             continue
                     self.last = None
-                    status, result = run(task_id, fn_hash, fn, payload, inputs)
+                    status, result = run(task_id, fn_hash, fn, payload, inputs, buffers)
+                    del buffers
                     _flush_std_streams()
                     write([RESULT, task_id, status, result])
                 elif kind == EXIT:
@@ -239,7 +270,7 @@ class Worker:
                                f"{type(fn.exc).__name__}: {fn.exc}\n{fn.text}")
         return fn
 
-    def run(self, task_id, fn_hash, fn_bytes, payload, inputs):
+    def run(self, task_id, fn_hash, fn_bytes, payload, inputs, buffers=()):
         """Runs one task; returns (status, payload bytes). Never raises for the task's sake."""
         fn = None
         try:
@@ -247,7 +278,7 @@ class Worker:
             if fn is None or type(fn) is _FunctionLoadFailed:
                 fn = self._function(fn_hash, fn_bytes)
             # The dependencies' values (inputs) go where the payload refers to them, at any depth.
-            args, kwargs = load_call(payload, inputs) if inputs else _loads(payload)
+            args, kwargs = load_call(payload, inputs, buffers) if inputs or buffers else _loads(payload)
             result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
@@ -312,6 +343,19 @@ def _die_with_parent() -> None:
         os._exit(0)
 
 
+def _keep_big_buffers_on_the_heap() -> None:
+    """Big arguments (a megabyte or more per task) are read into a new bytes object for each
+    task: glibc would mmap and munmap each one (page faults and zeroed pages, several times the
+    cost of reading it). Keep them on the heap instead, as pervade-pool does (mallopt)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mallopt(-3, 32 << 20)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: only slower
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pervade.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the inherited socket to the pool")
@@ -320,6 +364,7 @@ def main(argv=None) -> int:
     parser.add_argument("--block-id", default=None)
     options = parser.parse_args(argv)
     _die_with_parent()
+    _keep_big_buffers_on_the_heap()
     _set_environment(options.rank, options.pool_id, options.block_id)
     try:
         connection = _Connection(options.fd)

@@ -73,6 +73,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.payload = std::move(t.payload);
   out.inputs = std::move(t.inputs);
   out.after = std::move(t.after);
+  out.buffers = std::move(t.buffers);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
   pool.in_flight.emplace(id, now);
@@ -167,12 +168,23 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
 }
 
 void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+  // A task is short when it came back within kShortTask of being sent, or when the pool's
+  // pace says so: results coming back to back (the time since its previous results, times its
+  // workers, per result) from a pool working through a queue of tasks that each take little
+  // time but wait behind the others (big arguments: a megabyte takes a fraction of a ms).
+  std::size_t known = 0;
+  for (const auto& result : r.results) known += pool.in_flight.count(result.task_id);
+  if (known == 0) return;
+  const TimePoint previous = std::exchange(pool.last_result, now);
+  const auto paced = (now - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
   bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
     auto it = pool.in_flight.find(result.task_id);
     if (it == pool.in_flight.end()) continue;
-    all_short = all_short && now - it->second < kShortTask;
+    auto elapsed = now - it->second;
+    if (previous > it->second) elapsed = std::min(elapsed, paced);  // it waited behind those results
+    all_short = all_short && elapsed < kShortTask;
     pool.in_flight.erase(it);
     owner_.erase(result.task_id);
     remember_owner(result.task_id, pool.identity);

@@ -31,6 +31,7 @@ struct DispatchTask {
   int priority = 0;  // smaller runs first; equal priorities run in submission order
   // A follower: waits on the pool of the task named here (its input) instead of in the queue.
   std::vector<protocol::After> after;
+  std::vector<protocol::SharedBuffer> buffers;  // out-of-band, sent as frames of their own
 };
 
 struct DispatcherConfig {
@@ -118,6 +119,7 @@ class Dispatcher {
     // pool is lost, these never started.
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
     bool short_tasks = false;  // its latest results came back within kShortTask
+    TimePoint last_result{};   // when its latest results came back
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;

@@ -3,12 +3,18 @@
 #include "interchange/interchange.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <future>
 #include <mutex>
+#include <system_error>
 #include <thread>
+#include <unordered_map>
 #include <zmq.hpp>
 
 #include "pervade/errors.hpp"
@@ -26,6 +32,13 @@ struct Interchange::Impl {
   EventFn on_event;
   zmq::context_t context{1};
   zmq::socket_t router{context, zmq::socket_type::router};
+  // Pools on this host: the same ROUTER role on a Unix socket, without CurveZMQ (the
+  // directory's mode is the access control); closed() when config.ipc_dir is empty.
+  zmq::socket_t local;
+  std::string ipc_dir;   // the 0700 directory made for the socket
+  std::string ipc_path;  // the socket file in it
+  // Which socket each pool's messages come in on, to answer it on the same one.
+  std::unordered_map<std::string, zmq::socket_t*> route;
   int port = 0;
   int wake_fd = -1;
   Dispatcher dispatcher;
@@ -37,14 +50,52 @@ struct Interchange::Impl {
 
   explicit Impl(InterchangeConfig c) : config(std::move(c)), dispatcher(config.dispatcher) {}
 
-  void bind() {
-    router.set(zmq::sockopt::linger, 0);
-    router.set(zmq::sockopt::router_mandatory, 0);
+  static void configure(zmq::socket_t& s) {
+    s.set(zmq::sockopt::linger, 0);
+    s.set(zmq::sockopt::router_mandatory, 0);
     // No high-water mark: past it a ROUTER drops messages silently, and a dropped TASKS or
     // RESULTS message is lost work. What is queued is bounded anyway: tasks go out only up to
     // each pool's capacity, and pools send results only for tasks they hold.
-    router.set(zmq::sockopt::sndhwm, 0);
-    router.set(zmq::sockopt::rcvhwm, 0);
+    s.set(zmq::sockopt::sndhwm, 0);
+    s.set(zmq::sockopt::rcvhwm, 0);
+  }
+
+  // The same-host socket: <ipc_dir>/ipc-XXXXXX/sock, the directory made by mkdtemp (mode
+  // 0700, so only this user reaches the socket). A Unix socket path is limited to 107 bytes:
+  // a deeper ipc_dir gets its directory in $TMPDIR (or /tmp) instead, with the same mode.
+  void bind_local() {
+    constexpr std::size_t kMaxPath = sizeof(sockaddr_un{}.sun_path) - 1;
+    const std::string name = "/sock";
+    std::error_code ec;
+    std::filesystem::create_directories(config.ipc_dir, ec);
+    std::string tmpl = config.ipc_dir + "/ipc-XXXXXX";
+    if (tmpl.size() + name.size() > kMaxPath) {
+      const char* tmp = std::getenv("TMPDIR");
+      const std::string base = tmp && *tmp && std::strlen(tmp) + 30 <= kMaxPath ? tmp : "/tmp";
+      tmpl = base + "/pervade-ipc-XXXXXX";
+    }
+    if (!::mkdtemp(tmpl.data()))
+      throw Error("interchange: cannot make a directory for the same-host socket (" + tmpl + "): " +
+                  std::strerror(errno));
+    ipc_dir = tmpl;
+    ipc_path = ipc_dir + name;
+    local = zmq::socket_t(context, zmq::socket_type::router);
+    configure(local);
+    try {
+      local.bind("ipc://" + ipc_path);
+    } catch (const zmq::error_t& e) {
+      remove_local_files();
+      throw Error("interchange: cannot bind ipc://" + ipc_path + ": " + e.what());
+    }
+  }
+
+  void remove_local_files() {
+    if (!ipc_path.empty()) ::unlink(ipc_path.c_str());
+    if (!ipc_dir.empty()) ::rmdir(ipc_dir.c_str());
+  }
+
+  void bind() {
+    configure(router);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {
       router.set(zmq::sockopt::curve_server, 1);
@@ -67,6 +118,29 @@ struct Interchange::Impl {
                 std::to_string(last) + ": " + error);
   }
 
+  // Everything waiting on one socket, without blocking.
+  void receive_all(zmq::socket_t& socket) {
+    while (true) {
+      zmq::message_t identity, body;
+      if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
+      bool complete = identity.more() && socket.recv(body, zmq::recv_flags::none);
+      // Any extra frames belong to a broken peer: consume them.
+      for (bool more = complete && body.more(); more;) {
+        zmq::message_t extra;
+        if (!socket.recv(extra, zmq::recv_flags::none)) break;
+        more = extra.more();
+        complete = false;
+      }
+      if (!complete) continue;
+      std::string error;
+      auto decoded = protocol::decode_pool_message(static_cast<const char*>(body.data()), body.size(), &error);
+      if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
+      std::string id = identity.to_string();
+      route[id] = &socket;
+      dispatcher.on_message(id, std::move(*decoded), Clock::now());
+    }
+  }
+
   void run(TimePoint) {
     std::vector<Command> pending;
     while (true) {
@@ -75,8 +149,10 @@ struct Interchange::Impl {
       long timeout_ms = -1;
       if (deadline != TimePoint::max())
         timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
-      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, std::chrono::milliseconds(timeout_ms));
+      zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, wake_fd, ZMQ_POLLIN, 0},
+                                 {local.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, local ? 3 : 2, std::chrono::milliseconds(timeout_ms));
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t n;
         if (::read(wake_fd, &n, sizeof n) < 0) {
@@ -89,24 +165,8 @@ struct Interchange::Impl {
       }
       for (auto& c : pending) c(dispatcher, Clock::now());
       pending.clear();
-      // Drain the socket without blocking.
-      while (true) {
-        zmq::message_t identity, body;
-        if (!router.recv(identity, zmq::recv_flags::dontwait)) break;
-        bool complete = identity.more() && router.recv(body, zmq::recv_flags::none);
-        // Any extra frames belong to a broken peer: consume them.
-        for (bool more = complete && body.more(); more;) {
-          zmq::message_t extra;
-          if (!router.recv(extra, zmq::recv_flags::none)) break;
-          more = extra.more();
-          complete = false;
-        }
-        if (!complete) continue;
-        std::string error;
-        auto decoded = protocol::decode_pool_message(static_cast<const char*>(body.data()), body.size(), &error);
-        if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
-        dispatcher.on_message(identity.to_string(), std::move(*decoded), Clock::now());
-      }
+      receive_all(router);
+      if (local) receive_all(local);
       dispatcher.tick(Clock::now());
       flush();
       if (stopping.load()) {
@@ -119,13 +179,26 @@ struct Interchange::Impl {
 
   void flush() {
     for (auto& [identity, message] : dispatcher.take_outbox()) {
-      // Zero-copy: ZeroMQ takes the encoded bytes (TASKS can be megabytes) and frees them.
+      auto r = route.find(identity);
+      zmq::socket_t& socket = r != route.end() ? *r->second : router;
+      // Zero-copy: ZeroMQ takes the encoded bytes (TASKS can be megabytes) and frees them;
+      // the tasks' out-of-band buffers follow as frames that share the driver's bytes.
       auto* bytes = new std::string(protocol::encode(message));
       zmq::message_t body(
           bytes->data(), bytes->size(), [](void*, void* owner) { delete static_cast<std::string*>(owner); }, bytes);
+      const std::vector<protocol::SharedBuffer> frames = protocol::out_of_band_frames(message);
       try {
-        router.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-        router.send(body, zmq::send_flags::dontwait);
+        socket.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        socket.send(body, frames.empty() ? zmq::send_flags::dontwait
+                                         : zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+        for (std::size_t i = 0; i < frames.size(); ++i) {
+          auto* shared = new protocol::SharedBuffer(frames[i]);
+          zmq::message_t frame(
+              const_cast<char*>(shared->data), shared->size,
+              [](void*, void* owner) { delete static_cast<protocol::SharedBuffer*>(owner); }, shared);
+          socket.send(frame, i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait
+                                                   : zmq::send_flags::dontwait);
+        }
       } catch (const zmq::error_t&) {
         // A pool that vanished: its heartbeat timeout will clean up.
       }
@@ -163,6 +236,7 @@ Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, Eve
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl_->wake_fd < 0) throw Error("interchange: eventfd failed");
   impl_->bind();
+  if (!impl_->config.ipc_dir.empty()) impl_->bind_local();
   Impl* raw = impl_.get();
   impl_->thread = std::thread([raw] {
     detail::name_this_thread("pv-interchange");
@@ -182,6 +256,8 @@ std::string Interchange::url() const {
   const std::string host = a == "*" ? "127.0.0.1" : (a.find(':') != std::string::npos ? "[" + a + "]" : a);
   return "tcp://" + host + ":" + std::to_string(impl_->port);
 }
+
+std::string Interchange::ipc_url() const { return impl_->ipc_path.empty() ? "" : "ipc://" + impl_->ipc_path; }
 
 void Interchange::add_function(const std::string& hash, std::string fn) {
   impl_->post([hash, fn = std::move(fn)](Dispatcher& d, TimePoint) mutable { d.add_function(hash, std::move(fn)); });
@@ -223,7 +299,9 @@ void Interchange::stop() {
     if (impl_->thread.joinable()) impl_->thread.join();
     // Closing the context joins ZeroMQ's own I/O threads: nothing is left running after stop().
     impl_->router.close();
+    if (impl_->local) impl_->local.close();
     impl_->context.close();
+    impl_->remove_local_files();
   });
 }
 

@@ -24,6 +24,9 @@ struct InterchangeConfig {
   int port_max = 55000;
   DispatcherConfig dispatcher;
   std::optional<CurveKeys> curve;  // set: pools must present the server key (CurveZMQ)
+  // Set: also listen, without CurveZMQ, on a Unix socket (ipc://) in a new directory of mode
+  // 0700 made in this one, for pools on this host (docs/htex.md, "Security"). Removed by stop().
+  std::string ipc_dir;
 };
 
 class Interchange {
@@ -37,6 +40,7 @@ class Interchange {
 
   int port() const;
   std::string url() const;  // what pools connect to: tcp://address:port
+  std::string ipc_url() const;  // ipc://<path> of the same-host socket; empty without ipc_dir
 
   void add_function(const std::string& hash, std::string fn);
   void submit(std::vector<DispatchTask> tasks);

@@ -31,6 +31,7 @@
 #include "util/fd.hpp"
 #include "util/spawn.hpp"
 #include "util/process.hpp"
+#include "util/same_host.hpp"
 #include "pool/pool.hpp"
 
 #include <dirent.h>
@@ -44,6 +45,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,6 +109,7 @@ constexpr std::size_t kPipelineMaxBytes = 64 * 1024;
 // what it was.
 constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
 constexpr std::size_t kPipelineMaxDepth = 16;
+constexpr int kWorkerSocketBuffer = 4 << 20;  // SO_SNDBUF of the worker sockets
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
 constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
 constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
@@ -501,6 +505,35 @@ class ShellRunner {
 };
 
 // ------------------------------------------------------------------------------ the pool
+// Bytes for a worker's socket that it did not take yet: pieces of frames (copied; small) and
+// out-of-band buffers (shared with the ZeroMQ frames they arrived in; never copied).
+struct OutQueue {
+  // A piece of a frame (owned: small copies coalesce into the last one) or a shared buffer.
+  struct Chunk {
+    std::shared_ptr<std::string> owned;
+    proto::SharedBuffer shared;
+    const char* data() const { return owned ? owned->data() : shared.data; }
+    std::size_t size() const { return owned ? owned->size() : shared.size; }
+  };
+  std::deque<Chunk> chunks;
+  std::size_t offset = 0;  // already written of chunks.front()
+  bool empty() const { return chunks.empty(); }
+  void clear() {
+    chunks.clear();
+    offset = 0;
+  }
+  void push_copy(const char* data, std::size_t size) {
+    if (size == 0) return;
+    if (!chunks.empty() && chunks.back().owned)
+      chunks.back().owned->append(data, size);
+    else
+      chunks.push_back({std::make_shared<std::string>(data, size), {}});
+  }
+  void push_shared(proto::SharedBuffer b) {
+    if (b.size > 0) chunks.push_back({nullptr, std::move(b)});
+  }
+};
+
 struct Worker {
   int rank = 0;
   pid_t pid = -1;  // -1: no process
@@ -522,8 +555,7 @@ struct Worker {
   // Its latest result, for a follower that arrives after the task it follows finished here.
   std::uint64_t last_task = 0;
   std::optional<proto::Bytes> last_value;  // when that task succeeded with a small result
-  std::string out;  // bytes not yet written to the socket
-  std::size_t out_off = 0;
+  OutQueue out;  // bytes not yet written to the socket
 };
 
 template <class... Ts>
@@ -635,7 +667,18 @@ class Pool {
     dealer_.set(zmq::sockopt::rcvhwm, 0);
     if (ipv6_) dealer_.set(zmq::sockopt::ipv6, 1);
     if (o_.pool_id.size() <= 255) dealer_.set(zmq::sockopt::routing_id, o_.pool_id);
-    if (!o_.curve_server_key_file.empty()) {
+    // On the interchange's host: its Unix socket, where the directory's mode (0700) is the
+    // access control, so no CurveZMQ (docs/htex.md, "Security"). Elsewhere, TCP as given.
+    if (!o_.ipc_url.empty()) {
+      std::string why;
+      if (can_use_same_host_socket(o_.ipc_url, o_.host_id, &why)) {
+        endpoint_ = o_.ipc_url;
+        same_host_ = true;
+      } else {
+        log_info("not using the same-host socket {}: {}; connecting to {}", o_.ipc_url, why, endpoint_);
+      }
+    }
+    if (!o_.curve_server_key_file.empty() && !same_host_) {
       if (!zmq_has("curve")) {
         log_error("--curve-server-key was given but this libzmq has no CURVE support");
         return kExitError;
@@ -690,8 +733,8 @@ class Pool {
     threshold_ = o_.heartbeat_threshold;
     log_info("pool {} (block {}) on {}: {} {}, prefetch {}, interchange {}{}{}", o_.pool_id, o_.block_id, hostname_,
              worker_count_, o_.no_python ? "shell threads (no Python workers)" : "workers", o_.prefetch, endpoint_,
-             o_.no_python ? "" : fmt::format(", python '{}' {}", o_.python, python_version_),
-             o_.curve_server_key_file.empty() ? "" : ", CurveZMQ");
+             same_host_ ? " (same host, Unix socket)" : o_.curve_server_key_file.empty() ? "" : ", CurveZMQ",
+             o_.no_python ? "" : fmt::format(", python '{}' {}", o_.python, python_version_));
     return -1;
   }
 
@@ -943,25 +986,29 @@ class Pool {
   // Takes the next message waiting from the interchange: false when none is waiting; *out
   // stays empty when it was not a well-formed message (logged and dropped).
   bool next_from_interchange(std::optional<proto::InterchangeMessage>* out) {
-    zmq::message_t msg;
+    auto first = std::make_shared<zmq::message_t>();
     zmq::recv_result_t r;
     try {
-      r = dealer_.recv(msg, zmq::recv_flags::dontwait);
+      r = dealer_.recv(*first, zmq::recv_flags::dontwait);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) return false;
       throw;
     }
     if (!r) return false;
-    if (msg.more()) {
-      while (msg.more() && dealer_.recv(msg, zmq::recv_flags::none)) {
-      }
-      log_warn("ignoring a multi-frame message from the interchange");
-      return true;
+    // The frames after the first are out-of-band buffers of its tasks: they stay in ZeroMQ's
+    // messages, which the tasks share until the bytes are written to a worker.
+    std::vector<proto::SharedBuffer> frames{{first, static_cast<const char*>(first->data()), first->size()}};
+    for (bool more = first->more(); more;) {
+      auto next = std::make_shared<zmq::message_t>();
+      if (!dealer_.recv(*next, zmq::recv_flags::none)) break;  // the rest of a message is always there
+      more = next->more();
+      frames.push_back({next, static_cast<const char*>(next->data()), next->size()});
     }
-    // Decoded straight from ZeroMQ's buffer: a TASKS message may be megabytes.
     std::string error;
-    *out = proto::decode_interchange_message(static_cast<const char*>(msg.data()), msg.size(), &error);
-    if (!*out) log_warn("ignoring a malformed message from the interchange ({} bytes): {}", msg.size(), error);
+    *out = proto::decode_interchange_message(frames, &error);
+    if (!*out)
+      log_warn("ignoring a malformed message from the interchange ({} bytes, {} frames): {}", first->size(),
+               frames.size(), error);
     return true;
   }
 
@@ -1230,6 +1277,12 @@ class Pool {
     }
     Fd ours(sv[0]);
     Fd theirs(sv[1]);
+    // Room for a big task (or result) in one write, instead of the default ~200 KB that makes
+    // a megabyte argument cross in several rounds of wake-ups (capped by net.core.wmem_max).
+    for (int fd : {ours.get(), theirs.get()}) {
+      const int size = kWorkerSocketBuffer;
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
     // dup2(theirs, 3) in the child must change the number, or fd 3 would keep FD_CLOEXEC.
     if (!move_fd_at_least(theirs, 4)) {
       *error = fmt::format("fcntl: {}", os_error(errno));
@@ -1292,7 +1345,6 @@ class Pool {
     w.kill_at.reset();
     w.fns_sent.clear();
     w.out.clear();
-    w.out_off = 0;
     log_info("started worker {} (pid {}){}", w.rank, w.pid, cpu_list.empty() ? "" : " on CPUs " + cpu_list);
     return true;
   }
@@ -1318,59 +1370,92 @@ class Pool {
     ::kill(w.pid, SIGKILL);
     w.fd.reset();
     w.out.clear();
-    w.out_off = 0;
   }
 
-  // The frame goes out with one sendmsg of (length, body) when nothing is waiting before it;
-  // only what the socket does not take is copied into the worker's output buffer.
-  // With defer_small, a frame of at most kPipelineMaxBytes only joins w.out (the caller flushes).
+  // The frame goes out with one sendmsg of (length, body, then a task's out-of-band buffers)
+  // when nothing is waiting before it; only what the socket does not take is queued (frame
+  // bytes copied, buffers shared). With defer_small, a frame of at most kPipelineMaxBytes
+  // without buffers only joins w.out (the caller flushes).
   void send_to_worker(Worker& w, const proto::ToWorker& m, bool defer_small = false) {
     const proto::Bytes body = proto::encode(m);
     char header[4];
     const auto n = static_cast<std::uint32_t>(body.size());
     for (int i = 0; i < 4; ++i) header[i] = static_cast<char>((n >> (8 * i)) & 0xff);
-    if (defer_small && body.size() <= kPipelineMaxBytes) {
-      w.out.append(header, sizeof header);
-      w.out.append(body);
+    const auto* task = std::get_if<proto::WorkerTask>(&m);
+    if (defer_small && body.size() <= kPipelineMaxBytes && (!task || task->buffers.empty())) {
+      w.out.push_copy(header, sizeof header);
+      w.out.push_copy(body.data(), body.size());
       return;
     }
+    std::vector<iovec> iov{{header, sizeof header}, {const_cast<char*>(body.data()), body.size()}};
+    if (task)
+      for (const auto& b : task->buffers) iov.push_back({const_cast<char*>(b.data), b.size});
     std::size_t sent = 0;
     if (w.out.empty() && w.fd.valid()) {
-      iovec iov[2] = {{header, sizeof header}, {const_cast<char*>(body.data()), body.size()}};
-      msghdr msg{};
-      msg.msg_iov = iov;
-      msg.msg_iovlen = 2;
-      ssize_t r;
-      do {
-        r = ::sendmsg(w.fd.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-      } while (r < 0 && errno == EINTR);
-      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        kill_worker(w, fmt::format("writing to its socket failed: {}", os_error(errno)));
-        return;
-      }
-      sent = r > 0 ? static_cast<std::size_t>(r) : 0;
-      if (sent == sizeof header + body.size()) return;
+      const ssize_t r = write_iov(w, iov.data(), std::min<std::size_t>(iov.size(), kMaxIov));
+      if (r < 0) return;
+      sent = static_cast<std::size_t>(r);
     }
-    if (sent < sizeof header) w.out.append(header + sent, sizeof header - sent);
-    w.out.append(body, sent > sizeof header ? sent - sizeof header : 0);
+    // Queue what is left, piece by piece.
+    for (std::size_t i = 0; i < iov.size(); ++i) {
+      const std::size_t len = iov[i].iov_len;
+      const std::size_t skip = std::min(sent, len);
+      sent -= skip;
+      if (skip == len) continue;
+      if (i < 2) {
+        w.out.push_copy(static_cast<const char*>(iov[i].iov_base) + skip, len - skip);
+      } else {
+        proto::SharedBuffer b = task->buffers[i - 2];
+        b.data += skip;
+        b.size -= skip;
+        w.out.push_shared(std::move(b));
+      }
+    }
     flush_worker(w);
   }
 
+  static constexpr std::size_t kMaxIov = 64;
+
+  // One non-blocking sendmsg; returns the bytes written (0 when the socket is full), or -1
+  // when the socket failed (the worker is then killed).
+  ssize_t write_iov(Worker& w, iovec* iov, std::size_t count) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t r;
+    do {
+      r = ::sendmsg(w.fd.get(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    kill_worker(w, fmt::format("writing to its socket failed: {}", os_error(errno)));
+    return -1;
+  }
+
   void flush_worker(Worker& w) {
-    while (w.fd.valid() && w.out_off < w.out.size()) {
-      const ssize_t n = ::send(w.fd.get(), w.out.data() + w.out_off, w.out.size() - w.out_off,
-                               MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n > 0) {
-        w.out_off += static_cast<std::size_t>(n);
-        continue;
+    while (w.fd.valid() && !w.out.empty()) {
+      iovec iov[kMaxIov];
+      std::size_t count = 0;
+      for (const auto& c : w.out.chunks) {
+        if (count == kMaxIov) break;
+        const std::size_t skip = count == 0 ? w.out.offset : 0;
+        iov[count++] = {const_cast<char*>(c.data()) + skip, c.size() - skip};
       }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      kill_worker(w, fmt::format("writing to its socket failed: {}", os_error(errno)));
-      return;
+      ssize_t r = write_iov(w, iov, count);
+      if (r <= 0) return;  // full (POLLOUT will call again), or the worker was killed
+      auto left = static_cast<std::size_t>(r);
+      while (left > 0 && !w.out.empty()) {
+        const std::size_t rest = w.out.chunks.front().size() - w.out.offset;
+        if (left < rest) {
+          w.out.offset += left;
+          left = 0;
+        } else {
+          left -= rest;
+          w.out.chunks.pop_front();
+          w.out.offset = 0;
+        }
+      }
     }
-    w.out.clear();
-    w.out_off = 0;
   }
 
   void read_worker(Worker& w) {
@@ -1395,7 +1480,6 @@ class Pool {
         // its own exit status); if it lingers, it is killed after kEofGrace.
         w.fd.reset();
         w.out.clear();
-        w.out_off = 0;
         if (!w.dying) w.kill_at = Clock::now() + kEofGrace;
         return;
       }
@@ -1507,6 +1591,8 @@ class Pool {
 
   static bool takes_tasks(const Worker& w) { return w.pid > 0 && w.ready && !w.dying && w.fd.valid(); }
 
+  // What holding the task as a worker's second costs: its copy (w.waiting). Out-of-band
+  // buffers are shared, not copied, so a task with a big argument may wait in a worker too.
   static std::size_t size_of(const proto::Task& t) {
     std::size_t n = t.payload.size();
     for (const auto& i : t.inputs) n += i.size();
@@ -1523,6 +1609,7 @@ class Pool {
     wt.payload = std::move(t.payload);
     wt.inputs = std::move(t.inputs);
     wt.after = std::move(t.after);
+    wt.buffers = std::move(t.buffers);
     if (!second) w.started = Clock::now();
     w.tasks.push_back(t.task_id);
     // Small tasks are only queued in w.out here: dispatch() writes each worker's share at once.
@@ -1581,7 +1668,6 @@ class Pool {
       w.ready = false;
       w.kill_at.reset();
       w.out.clear();
-      w.out_off = 0;
       if (exit_status_ || stopping_) continue;
       if (start_failure && ++consecutive_start_failures_ >= kMaxStartFailures) {
         fail_broken_environment(fmt::format("worker {} (pid {}) {}", w.rank, pid, how));
@@ -1651,6 +1737,7 @@ class Pool {
   std::string hostname_;
   std::string endpoint_;
   bool ipv6_ = false;
+  bool same_host_ = false;  // connected to the interchange's same-host (ipc://) socket
   std::string python_version_;
   double period_ = 30;
   double threshold_ = 120;
@@ -1719,6 +1806,10 @@ options:
   --curve-server-key FILE      CurveZMQ: file with the interchange's Z85 public key
   --curve-client-keys FILE     CurveZMQ: file with this pool's Z85 public then secret key
                                (default with --curve-server-key: a fresh key pair)
+  --ipc ipc://PATH             the interchange's same-host socket: used instead of --address
+                               (without CurveZMQ) when --host-id is this host's and the socket
+                               accepts a connection; otherwise --address is used
+  --host-id ID                 the interchange's host (boot id and network namespace)
   --log FILE                   log to FILE (default: stderr)
   --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
                                  block          worker i: CPUs [i*P, (i+1)*P) of the pool's
@@ -1782,6 +1873,37 @@ std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, 
   return fmt::format("tcp://{}:{}", host, p);
 }
 
+bool can_use_same_host_socket(const std::string& ipc_url, const std::string& host_id, std::string* why) {
+  const std::string ours = detail::same_host_id();
+  if (ours.empty() || ours != host_id) {
+    *why = fmt::format("not on the interchange's host (this host '{}', the interchange's '{}')", ours, host_id);
+    return false;
+  }
+  const std::string path = ipc_url.substr(6);
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    *why = fmt::format("the path '{}' is too long for a Unix socket", path);
+    return false;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    *why = fmt::format("socket: {}", os_error(errno));
+    return false;
+  }
+  int rc;
+  do {
+    rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  } while (rc != 0 && errno == EINTR);
+  // EAGAIN: the listener's backlog is full, so it is there and listening.
+  if (rc != 0 && errno != EAGAIN) {
+    *why = fmt::format("cannot connect to '{}': {}", path, os_error(errno));
+    return false;
+  }
+  return true;
+}
+
 ParseResult parse_command_line(int argc, char** argv) {
   ParseResult result;
   PoolOptions o;
@@ -1813,6 +1935,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
+        "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
@@ -1863,6 +1986,11 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.curve_client_keys_file = value;
     } else if (arg == "--log") {
       o.log_file = value;
+    } else if (arg == "--ipc") {
+      if (value.rfind("ipc://", 0) != 0 || value.size() == 6) return fail("--ipc must be ipc://PATH");
+      o.ipc_url = value;
+    } else if (arg == "--host-id") {
+      o.host_id = value;
     } else if (arg == "--cpu-affinity") {
       std::string error;
       auto affinity = parse_cpu_affinity(value, &error);

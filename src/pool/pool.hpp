@@ -40,6 +40,10 @@ struct PoolOptions {
   double heartbeat_threshold = 120;
   std::string curve_server_key_file;
   std::string curve_client_keys_file;
+  // The interchange's same-host socket (ipc://PATH), used instead of --address (and CurveZMQ)
+  // when this pool's same-host id equals host_id and the socket accepts a connection.
+  std::string ipc_url;
+  std::string host_id;
   std::string log_file;  // empty: stderr
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
@@ -58,6 +62,12 @@ std::string usage_text();
 // "host:port" -> "tcp://host:port". *ipv6 is set for bracketed IPv6 literals ("[::1]:5555").
 // Returns std::nullopt (and a reason in *error) for a malformed address.
 std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, std::string* error);
+
+// Whether this process can use the interchange's same-host socket `ipc_url` (ipc://PATH)
+// announced for host `host_id` (detail::same_host_id()); if not, *why says why. Never blocks:
+// the socket is probed with one non-blocking connect, since ZeroMQ would retry an unusable
+// path silently (a socket file seen through a shared filesystem from another host).
+bool can_use_same_host_socket(const std::string& ipc_url, const std::string& host_id, std::string* why);
 
 // Runs the pool until it exits; returns the process exit status (ExitStatus).
 // Call from main() before any other thread exists (it blocks signals process-wide).

@@ -83,6 +83,11 @@ void pack_array_header(Packer& pk, std::size_t n) {
   if (n > 0xffffffffu) throw std::length_error("pervade protocol: array longer than 2^32-1 elements");
   pk.pack_array(static_cast<std::uint32_t>(n));
 }
+// Out-of-band buffers: only their sizes are in the message.
+void pack_buffer_sizes(Packer& pk, const std::vector<SharedBuffer>& v) {
+  pack_array_header(pk, v.size());
+  for (const auto& b : v) pk.pack_uint64(b.size);
+}
 void pack_bins(Packer& pk, const std::vector<Bytes>& v) {
   pack_array_header(pk, v.size());
   for (const auto& b : v) pack_bin(pk, b);
@@ -210,6 +215,18 @@ std::vector<After> get_after(const object& o, const Where& w, std::size_t f) {
     const std::uint64_t input = get_uint(at(pair, 0), w, f);
     if (input > 0xffffffffu) fail(describe(w, f) + ": input index out of range");
     out.push_back(After{static_cast<std::uint32_t>(input), get_uint(at(pair, 1), w, f)});
+  }
+  return out;
+}
+// Sizes of out-of-band buffers; the data is attached from the frames that follow (or the
+// bytes that follow the frame on the worker link).
+std::vector<SharedBuffer> get_buffer_sizes(const object& o, const Where& w, std::size_t f) {
+  const auto& a = get_array(o, w, f);
+  std::vector<SharedBuffer> out(a.size);
+  for (std::size_t i = 0; i < a.size; ++i) {
+    if (at(a, i).type != mtype::POSITIVE_INTEGER)
+      fail(describe(w, f) + ", element " + std::to_string(i) + ": expected uint");
+    out[i].size = at(a, i).via.u64;
   }
   return out;
 }
@@ -374,7 +391,7 @@ Tasks decode_tasks(const object& o) {
   r.tasks.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"TASKS", "task", i};
-    const auto& item = get_record(at(list, i), w, 7);
+    const auto& item = get_record(at(list, i), w, 8);
     Task t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.kind = get_int(at(item, 1), w, 1);
@@ -383,9 +400,53 @@ Tasks decode_tasks(const object& o) {
     t.payload = get_bin(at(item, 4), w, 4);
     t.inputs = get_bins(at(item, 5), w, 5);
     t.after = get_after(at(item, 6), w, 6);
+    t.buffers = get_buffer_sizes(at(item, 7), w, 7);
     r.tasks.push_back(std::move(t));
   }
   return r;
+}
+
+// One frame of the interchange -> pool link (throws DecodeError).
+InterchangeMessage decode_interchange_frame(const char* data, std::size_t size) {
+  const auto handle = unpack_one(data, size);
+  const object& o = handle.get();
+  const std::int64_t type = message_type(o);
+  switch (type) {
+    case kRegistered: {
+      const auto& a = fields(o, "REGISTERED", 2);
+      const Where w{"REGISTERED"};
+      Registered r;
+      r.heartbeat_period = get_float(at(a, 1), w, 1);
+      r.heartbeat_threshold = get_float(at(a, 2), w, 2);
+      return r;
+    }
+    case kRefused: {
+      const auto& a = fields(o, "REFUSED", 1);
+      return Refused{get_str(at(a, 1), Where{"REFUSED"}, 1)};
+    }
+    case kTasks:
+      return decode_tasks(o);
+    case kInterchangeHeartbeat:
+      fields(o, "HEARTBEAT", 0);
+      return Heartbeat{};
+    case kDrain:
+      fields(o, "DRAIN", 0);
+      return Drain{};
+    case kShutdown:
+      fields(o, "SHUTDOWN", 0);
+      return Shutdown{};
+    case kCancel: {
+      const auto& a = fields(o, "CANCEL", 1);
+      const auto& list = get_array(at(a, 1), Where{"CANCEL"}, 1);
+      Cancel c;
+      c.task_ids.reserve(list.size);
+      for (std::size_t i = 0; i < list.size; ++i)
+        c.task_ids.push_back(get_uint(at(list, i), Where{"CANCEL", "task_id", i}, 0));
+      return c;
+    }
+    default:
+      unexpected_type(type, link1_name(type), "interchange -> pool");
+  }
 }
 
 }  // namespace
@@ -451,7 +512,7 @@ Bytes encode(const InterchangeMessage& m) {
                    pk.pack_int(kTasks);
                    pack_array_header(pk, r.tasks.size());
                    for (const auto& t : r.tasks) {
-                     pk.pack_array(7);
+                     pk.pack_array(8);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.kind);
                      pack_bin(pk, t.fn_hash);
@@ -459,6 +520,7 @@ Bytes encode(const InterchangeMessage& m) {
                      pack_bin(pk, t.payload);
                      pack_bins(pk, t.inputs);
                      pack_after(pk, t.after);
+                     pack_buffer_sizes(pk, t.buffers);
                    }
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
@@ -481,7 +543,7 @@ Bytes encode(const ToWorker& m) {
   std::visit(Overloaded{
                  [&](const WorkerTask& t) {
                    s.out.reserve(task_size_hint(t.fn_hash, t.fn, t.payload, t.inputs));
-                   pk.pack_array(7);
+                   pk.pack_array(8);
                    pk.pack_int(kWorkerTask);
                    pk.pack_uint64(t.task_id);
                    pack_bin(pk, t.fn_hash);
@@ -489,6 +551,7 @@ Bytes encode(const ToWorker& m) {
                    pack_bin(pk, t.payload);
                    pack_bins(pk, t.inputs);
                    pack_after(pk, t.after);
+                   pack_buffer_sizes(pk, t.buffers);
                  },
                  [&](const WorkerExit&) { pack_empty(pk, kWorkerExit); },
              },
@@ -542,47 +605,40 @@ std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t siz
   });
 }
 
+std::vector<SharedBuffer> out_of_band_frames(const InterchangeMessage& m) {
+  std::vector<SharedBuffer> out;
+  if (const auto* tasks = std::get_if<Tasks>(&m))
+    for (const auto& t : tasks->tasks) out.insert(out.end(), t.buffers.begin(), t.buffers.end());
+  return out;
+}
+
 std::optional<InterchangeMessage> decode_interchange_message(const char* data, std::size_t size, std::string* error) {
+  return decode_interchange_message(std::vector<SharedBuffer>{SharedBuffer{nullptr, data, size}}, error);
+}
+
+std::optional<InterchangeMessage> decode_interchange_message(const std::vector<SharedBuffer>& frames,
+                                                             std::string* error) {
   return guarded<InterchangeMessage>(error, [&]() -> InterchangeMessage {
-    const auto handle = unpack_one(data, size);
-    const object& o = handle.get();
-    const std::int64_t type = message_type(o);
-    switch (type) {
-      case kRegistered: {
-        const auto& a = fields(o, "REGISTERED", 2);
-        const Where w{"REGISTERED"};
-        Registered r;
-        r.heartbeat_period = get_float(at(a, 1), w, 1);
-        r.heartbeat_threshold = get_float(at(a, 2), w, 2);
-        return r;
+    if (frames.empty()) fail("no frame");
+    InterchangeMessage m = decode_interchange_frame(frames[0].data, frames[0].size);
+    // The frames after the first are the tasks' buffers, in order, each exactly as announced.
+    std::size_t next = 1;
+    if (auto* tasks = std::get_if<Tasks>(&m)) {
+      for (std::size_t i = 0; i < tasks->tasks.size(); ++i) {
+        for (SharedBuffer& b : tasks->tasks[i].buffers) {
+          if (next >= frames.size())
+            fail("TASKS task " + std::to_string(i) + " announces more out-of-band buffers than the " +
+                 std::to_string(frames.size() - 1) + " frames that follow");
+          if (frames[next].size != b.size)
+            fail("TASKS task " + std::to_string(i) + ": out-of-band frame " + std::to_string(next) + " has " +
+                 std::to_string(frames[next].size) + " bytes, the task announces " + std::to_string(b.size));
+          b = frames[next++];
+        }
       }
-      case kRefused: {
-        const auto& a = fields(o, "REFUSED", 1);
-        return Refused{get_str(at(a, 1), Where{"REFUSED"}, 1)};
-      }
-      case kTasks:
-        return decode_tasks(o);
-      case kInterchangeHeartbeat:
-        fields(o, "HEARTBEAT", 0);
-        return Heartbeat{};
-      case kDrain:
-        fields(o, "DRAIN", 0);
-        return Drain{};
-      case kShutdown:
-        fields(o, "SHUTDOWN", 0);
-        return Shutdown{};
-      case kCancel: {
-        const auto& a = fields(o, "CANCEL", 1);
-        const auto& list = get_array(at(a, 1), Where{"CANCEL"}, 1);
-        Cancel c;
-        c.task_ids.reserve(list.size);
-        for (std::size_t i = 0; i < list.size; ++i)
-          c.task_ids.push_back(get_uint(at(list, i), Where{"CANCEL", "task_id", i}, 0));
-        return c;
-      }
-      default:
-        unexpected_type(type, link1_name(type), "interchange -> pool");
     }
+    if (next != frames.size())
+      fail(std::to_string(frames.size() - next) + " frames more than the message's out-of-band buffers");
+    return m;
   });
 }
 
@@ -593,7 +649,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
     const std::int64_t type = message_type(o);
     switch (type) {
       case kWorkerTask: {
-        const auto& a = fields(o, "TASK", 6);
+        const auto& a = fields(o, "TASK", 7);
         const Where w{"TASK"};
         WorkerTask t;
         t.task_id = get_uint(at(a, 1), w, 1);
@@ -602,6 +658,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
         t.payload = get_bin(at(a, 4), w, 4);
         t.inputs = get_bins(at(a, 5), w, 5);
         t.after = get_after(at(a, 6), w, 6);
+        t.buffers = get_buffer_sizes(at(a, 7), w, 7);
         return t;
       }
       case kWorkerExit:

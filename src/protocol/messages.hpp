@@ -6,11 +6,14 @@
 #include <variant>
 #include <vector>
 
+#include "pervade/remote.hpp"
+
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 3;  // 2: CANCEL, status 3; 3: followers (after, status 4)
+constexpr int kProtocolVersion = 4;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
+using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
 
 // ---------------------------------------------------------------- pool -> interchange
 struct Register {
@@ -57,6 +60,9 @@ struct Task {
   Bytes payload;
   std::vector<Bytes> inputs;  // an input named in `after` is empty here
   std::vector<After> after;   // empty: an ordinary task
+  // Out-of-band buffers of the payload. On the wire the task carries their sizes, and the
+  // bytes follow the TASKS message as frames of their own (docs/protocol.md).
+  std::vector<SharedBuffer> buffers;
 };
 struct Tasks {
   std::vector<Task> tasks;
@@ -75,6 +81,9 @@ struct WorkerTask {
   Bytes payload;
   std::vector<Bytes> inputs;
   std::vector<After> after;  // inputs to take from the worker's previous task (see docs/protocol.md)
+  // The frame carries their sizes; the raw bytes follow the frame on the link. Decoded: sizes
+  // only (data == nullptr).
+  std::vector<SharedBuffer> buffers;
 };
 struct WorkerReady {
   int rank = 0;
@@ -107,9 +116,18 @@ Bytes encode(const InterchangeMessage& m);
 Bytes encode(const ToWorker& m);
 Bytes encode(const FromWorker& m);
 
+// The frames that follow an interchange message's first one: the out-of-band buffers of its
+// tasks, task by task, in order (empty for other messages).
+std::vector<SharedBuffer> out_of_band_frames(const InterchangeMessage& m);
+
 // Decoders never throw: malformed or unknown input gives std::nullopt (with the reason in
 // *error when given).
 std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error = nullptr);
+// frames[0] is the message, the rest its out-of-band buffers (out_of_band_frames): they must be
+// exactly as many, and as long, as its tasks announce; the tasks then share them.
+std::optional<InterchangeMessage> decode_interchange_message(const std::vector<SharedBuffer>& frames,
+                                                             std::string* error = nullptr);
+// A one-frame message (one without out-of-band buffers).
 std::optional<InterchangeMessage> decode_interchange_message(const char* data, std::size_t size,
                                                              std::string* error = nullptr);
 std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error = nullptr);

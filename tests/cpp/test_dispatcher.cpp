@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 
 #include "interchange/dispatcher.hpp"
 
@@ -52,6 +53,17 @@ class DispatcherTest : public ::testing::Test {
     d.on_message(identity, protocol::Results{{protocol::TaskResult{id, status, "r"}}}, now);
   }
 
+  // Another dispatcher, with short_task_prefetch 4, and pool "a" of 2 workers registered.
+  std::unique_ptr<Dispatcher> short_task_pool() {
+    auto fast = std::make_unique<Dispatcher>(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
+    protocol::Register r;
+    r.pool_id = "a";
+    r.worker_count = 2;
+    fast->on_message("a", r, now);
+    fast->take_outbox();
+    return fast;
+  }
+
   TimePoint now{};
   Dispatcher d;
 };
@@ -83,12 +95,8 @@ TEST_F(DispatcherTest, TasksSubmittedTogetherGoOutInOneMessage) {
 }
 
 TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
-  Dispatcher fast(DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 4});
-  protocol::Register r;
-  r.pool_id = "a";
-  r.worker_count = 2;
-  fast.on_message("a", r, now);
-  fast.take_outbox();
+  auto owner = short_task_pool();
+  Dispatcher& fast = *owner;
   auto sent = [&] {
     std::size_t n = 0;
     for (auto& [to, m] : fast.take_outbox())
@@ -104,6 +112,43 @@ TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
   fast.on_message("a", protocol::Results{{protocol::TaskResult{1, 0, "r"}}}, now);
   EXPECT_EQ(sent(), 0u);
   EXPECT_EQ(fast.in_flight(), 9u);
+}
+
+// Tasks of a fraction of a millisecond each (big arguments) that wait behind one another in
+// the pool come back long after being sent, but back to back: the pool keeps the bonus.
+TEST_F(DispatcherTest, ResultsBackToBackCountAsShortTasks) {
+  auto owner = short_task_pool();
+  Dispatcher& fast = *owner;
+  std::vector<std::uint64_t> in_pool;
+  auto take = [&] {
+    for (auto& [to, m] : fast.take_outbox())
+      if (auto* t = std::get_if<protocol::Tasks>(&m))
+        for (auto& x : t->tasks) in_pool.push_back(x.task_id);
+  };
+  for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
+  take();
+  now += 1ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[0], 0, "r"}}}, now);
+  take();
+  ASSERT_EQ(fast.in_flight(), 10u);
+  // Each result now comes 20 ms after its task was sent, but 0.5 ms after the previous one.
+  now += 20ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[1], 0, "r"}}}, now);
+  take();
+  EXPECT_EQ(fast.in_flight(), 9u) << "one slow result: back to workers + prefetch";
+  for (std::size_t k = 2; k < 6; ++k) {
+    now += 500us;
+    fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[k], 0, "r"}}}, now);
+    take();
+  }
+  EXPECT_EQ(fast.in_flight(), 10u) << "results back to back: the bonus again";
+  // Slow results back to back (2 workers, 15 ms apart each): long tasks, no bonus.
+  for (std::size_t k = 6; k < 10; ++k) {
+    now += 15ms;
+    fast.on_message("a", protocol::Results{{protocol::TaskResult{in_pool[k], 0, "r"}}}, now);
+    take();
+  }
+  EXPECT_EQ(fast.in_flight(), 6u);
 }
 
 TEST_F(DispatcherTest, TasksWaitForAPool) {

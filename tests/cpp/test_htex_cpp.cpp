@@ -415,7 +415,9 @@ TEST_F(HtexCpp, CleanupStopsEveryPoolItStarted) {
 }
 
 TEST_F(HtexCpp, EncryptedByDefaultWithAKeyFileForThePools) {
-  auto htex = std::make_shared<HighThroughputExecutor>(options());
+  auto o = options();
+  o.same_host_ipc = false;  // as for a pool on another host: TCP + CurveZMQ
+  auto htex = std::make_shared<HighThroughputExecutor>(o);
   DataFlowKernel dfk(Config{.executors = {htex}});
   const std::string key = htex->server_key_file();
   ASSERT_FALSE(key.empty());
@@ -431,6 +433,31 @@ TEST_F(HtexCpp, EncryptedByDefaultWithAKeyFileForThePools) {
   EXPECT_NE(cmd.find("--workers 2"), std::string::npos) << cmd;
   EXPECT_EQ(dfk.submit(Shell{"true"}).get(), 0) << "the pool registered over CurveZMQ";
   EXPECT_NE(read_file(dir / "runinfo" / "htex" / "block-0.log").find("CurveZMQ"), std::string::npos);
+  EXPECT_EQ(cmd.find("--ipc"), std::string::npos) << cmd;
+}
+
+// A pool on the driver's host connects through the interchange's Unix socket (no CurveZMQ);
+// the socket and its 0700 directory under <run_dir>/<label> are gone after cleanup.
+TEST_F(HtexCpp, SameHostPoolsUseTheUnixSocket) {
+  auto htex = std::make_shared<HighThroughputExecutor>(options());
+  std::string cmd;
+  {
+    DataFlowKernel dfk(Config{.executors = {htex}});
+    cmd = htex->pool_command("7");
+    EXPECT_NE(cmd.find("--curve-server-key"), std::string::npos) << "still given for pools that cannot use it: " << cmd;
+    const auto at = cmd.find("--ipc ipc://");
+    ASSERT_NE(at, std::string::npos) << cmd;
+    EXPECT_NE(cmd.find("--host-id "), std::string::npos) << cmd;
+    const std::string path = cmd.substr(at + 12, cmd.find(' ', at + 12) - at - 12);
+    EXPECT_EQ(path.rfind((dir / "runinfo" / "htex" / "ipc-").string(), 0), 0u) << path;
+    EXPECT_TRUE(std::filesystem::exists(path));
+    EXPECT_EQ(dfk.submit(Shell{"true"}).get(), 0);
+    const std::string log = read_file(dir / "runinfo" / "htex" / "block-0.log");
+    EXPECT_NE(log.find("interchange ipc://" + path + " (same host, Unix socket)"), std::string::npos) << log;
+    dfk.cleanup();
+    EXPECT_FALSE(std::filesystem::exists(path)) << "the socket is removed at cleanup";
+    EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(path).parent_path()));
+  }
 }
 
 TEST_F(HtexCpp, UnencryptedAndScaleOut) {

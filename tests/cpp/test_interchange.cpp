@@ -2,6 +2,9 @@
 // bytes and malformed messages must neither crash it nor disturb a registered pool's work.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <random>
 #include <zmq.hpp>
 
@@ -20,7 +23,7 @@ struct Collected {
 };
 
 class InterchangeTest : public ::testing::Test {
- protected:
+ public:  // the static helpers serve InterchangeSameHost too
   InterchangeTest() {
     InterchangeConfig cfg;
     cfg.port_min = 57100;
@@ -57,9 +60,15 @@ class InterchangeTest : public ::testing::Test {
       zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, 100ms);
       if (!(item.revents & ZMQ_POLLIN)) continue;
-      zmq::message_t m;
-      if (!s.recv(m)) continue;
-      auto decoded = protocol::decode_interchange_message(static_cast<const char*>(m.data()), m.size());
+      // All the frames of the message (TASKS: out-of-band buffers after the first).
+      std::vector<protocol::SharedBuffer> frames;
+      for (bool more = true; more;) {
+        auto m = std::make_shared<zmq::message_t>();
+        if (!s.recv(*m)) break;
+        more = m->more();
+        frames.push_back({m, static_cast<const char*>(m->data()), m->size()});
+      }
+      auto decoded = protocol::decode_interchange_message(frames);
       if (decoded && !std::holds_alternative<protocol::Heartbeat>(*decoded)) return decoded;
     }
     return std::nullopt;
@@ -155,6 +164,81 @@ TEST_F(InterchangeTest, WrongVersionIsRefusedWithAReason) {
   ASSERT_NE(refused, nullptr);
   EXPECT_NE(refused->reason.find("3.8.10"), std::string::npos);
   EXPECT_TRUE(ix->pools().empty());
+}
+
+// Pools on the driver's host connect to a Unix socket in a 0700 directory (no CurveZMQ);
+// pools on TCP keep working beside them; each is answered on its own socket; big buffers
+// arrive as frames after TASKS; stop() removes the socket and its directory.
+TEST(InterchangeSameHost, UnixSocketBesideTcp) {
+  const auto base = std::filesystem::temp_directory_path() / ("pervade-ix-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(base);
+  InterchangeConfig cfg;
+  cfg.port_min = 57100;
+  cfg.port_max = 57999;
+  cfg.dispatcher.python_version = "3.11.7";
+  cfg.ipc_dir = (base / "run" / "htex").string();
+  Collected got;
+  Interchange ix(
+      cfg,
+      [&](std::vector<Completed>&& d) {
+        std::lock_guard lock(got.mutex);
+        for (auto& c : d) got.done.push_back(std::move(c));
+      },
+      [](const PoolEvent&) {});
+  const std::string url = ix.ipc_url();
+  ASSERT_EQ(url.rfind("ipc://" + cfg.ipc_dir + "/ipc-", 0), 0u) << url;
+  const std::filesystem::path sock = url.substr(6);
+  ASSERT_TRUE(std::filesystem::exists(sock));
+  struct stat st {};
+  ASSERT_EQ(::stat(sock.parent_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u) << "only this user may reach the socket";
+
+  zmq::context_t context{1};
+  zmq::socket_t local(context, zmq::socket_type::dealer), remote(context, zmq::socket_type::dealer);
+  for (auto* s : {&local, &remote}) s->set(zmq::sockopt::linger, 0);
+  local.set(zmq::sockopt::routing_id, "local");
+  remote.set(zmq::sockopt::routing_id, "remote");
+  local.connect(url);
+  remote.connect(ix.url());
+  // Garbage on the Unix socket is dropped as on TCP.
+  InterchangeTest::send(local, "\x93garbage");
+  InterchangeTest::send(local, InterchangeTest::register_message("local"));
+  InterchangeTest::send(remote, InterchangeTest::register_message("remote"));
+  auto r1 = InterchangeTest::receive(local), r2 = InterchangeTest::receive(remote);
+  ASSERT_TRUE(r1 && std::holds_alternative<protocol::Registered>(*r1));
+  ASSERT_TRUE(r2 && std::holds_alternative<protocol::Registered>(*r2));
+  ASSERT_EQ(ix.pools().size(), 2u);
+  ASSERT_TRUE(ix.hold("remote", true));  // the task must go to the local pool
+
+  auto big = std::make_shared<std::string>(3 << 20, 'b');
+  interchange::DispatchTask t;
+  t.task_id = 7;
+  t.kind = protocol::kKindShell;
+  t.payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  t.buffers = {{big, big->data(), big->size()}, {big, big->data() + 5, 10}};
+  ix.submit({t});
+  auto m = InterchangeTest::receive(local);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  const auto& task = std::get<protocol::Tasks>(*m).tasks.at(0);
+  EXPECT_EQ(task.task_id, 7u);
+  ASSERT_EQ(task.buffers.size(), 2u);
+  EXPECT_EQ(task.buffers[0].view(), *big);
+  EXPECT_EQ(task.buffers[1].view(), std::string(10, 'b'));
+  InterchangeTest::send(local, protocol::encode(protocol::PoolMessage{protocol::Results{{{7, 0, protocol::encode_exit_code(0)}}}}));
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::lock_guard lock(got.mutex);
+    if (!got.done.empty()) break;
+  }
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 1u);
+    EXPECT_EQ(got.done[0].task_id, 7u);
+  }
+  ix.stop();
+  EXPECT_FALSE(std::filesystem::exists(sock));
+  EXPECT_FALSE(std::filesystem::exists(sock.parent_path()));
+  std::filesystem::remove_all(base);
 }
 
 TEST_F(InterchangeTest, StopSendsShutdownToPools) {

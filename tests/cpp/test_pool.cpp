@@ -17,7 +17,9 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +44,7 @@
 
 #include "pool/resources.hpp"
 #include "protocol/messages.hpp"
+#include "util/same_host.hpp"
 
 #ifndef PERVADE_POOL_BINARY
 #error "PERVADE_POOL_BINARY must be the path of the pervade-pool executable"
@@ -948,6 +951,84 @@ TEST_F(ProcessPoolTest, ConnectsWithCurveZMQ) {
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
 }
 
+// --ipc that this pool cannot use: it connects to --address (with CurveZMQ) instead, at once.
+// A socket file whose listener is gone stands for one seen through a shared filesystem from
+// another host (the file exists, connecting is refused; ZeroMQ would retry it forever).
+TEST_F(ProcessPoolTest, UnusableSameHostSocketFallsBackToTcp) {
+  if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
+  char server_public[41], server_secret[41];
+  ASSERT_EQ(zmq_curve_keypair(server_public, server_secret), 0);
+  const fs::path server_key = dir_ / "server.key";
+  std::ofstream(server_key) << server_public << "\n";
+  const fs::path stale = dir_ / "stale.sock";
+  {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, stale.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::listen(fd, 1), 0);
+    ::close(fd);  // the file stays; nobody listens any more
+  }
+  ASSERT_TRUE(fs::exists(stale));
+  const std::string here = pervade::detail::same_host_id();
+  ASSERT_FALSE(here.empty());
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"ipc://" + stale.string(), here},                      // stale socket on this host
+      {"ipc://" + (dir_ / "missing.sock").string(), here},    // no such file
+      {"ipc://" + stale.string(), "another-boot-id/net:1"},   // another host
+  };
+  for (const auto& [ipc, host_id] : cases) {
+    SCOPED_TRACE(ipc + " " + host_id);
+    FakeInterchange secure(false, server_secret);
+    fs::remove(log_);
+    pool_.start({"--address", secure.address(), "--log", log_.string(), "--no-python", "--workers", "1",
+                 "--curve-server-key", server_key.string(), "--ipc", ipc, "--host-id", host_id},
+                dir_);
+    ASSERT_TRUE(secure.expect<proto::Register>(kDeadline)) << "no REGISTER over TCP + CurveZMQ";
+    secure.send(proto::InterchangeMessage{proto::Registered{}});
+    secure.send(proto::InterchangeMessage{tasks_of({shell_task(1, "exit 4")})});
+    auto got = secure.results(1, kDeadline);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(exit_code_of(got[1]), 4);
+    const std::string log = log_text();
+    EXPECT_NE(log.find("not using the same-host socket " + ipc), std::string::npos) << log;
+    EXPECT_NE(log.find(", CurveZMQ"), std::string::npos) << log;
+    secure.send(proto::InterchangeMessage{proto::Shutdown{}});
+    EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  }
+}
+
+// --ipc that works: the pool connects there, without CurveZMQ (the interchange's Unix socket
+// is a plain ROUTER), even though --address points nowhere.
+TEST_F(ProcessPoolTest, UsesTheSameHostSocketWhenItCan) {
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  const std::string ipc = "ipc://" + (dir_ / "ix.sock").string();
+  router.bind(ipc);
+  pool_.start({"--address", "127.0.0.1:9", "--log", log_.string(), "--no-python", "--workers", "1",
+               "--curve-server-key", (dir_ / "no-such.key").string(), "--ipc", ipc, "--host-id",
+               pervade::detail::same_host_id(), "--heartbeat-threshold", "5"},
+              dir_);
+  zmq::pollitem_t item{router.handle(), 0, ZMQ_POLLIN, 0};
+  zmq::poll(&item, 1, std::chrono::duration_cast<std::chrono::milliseconds>(kDeadline));
+  ASSERT_TRUE(item.revents & ZMQ_POLLIN) << log_text();
+  std::vector<zmq::message_t> frames;
+  ASSERT_TRUE(zmq::recv_multipart(router, std::back_inserter(frames)));
+  ASSERT_EQ(frames.size(), 2u);
+  auto m = proto::decode_pool_message(static_cast<const char*>(frames[1].data()), frames[1].size());
+  ASSERT_TRUE(m && std::holds_alternative<proto::Register>(*m));
+  EXPECT_NE(log_text().find("interchange " + ipc + " (same host, Unix socket)"), std::string::npos) << log_text();
+  for (const proto::InterchangeMessage& reply : {proto::InterchangeMessage{proto::Registered{}},
+                                                 proto::InterchangeMessage{proto::Shutdown{}}}) {
+    router.send(zmq::buffer(frames[0].to_string()), zmq::send_flags::sndmore);
+    router.send(zmq::buffer(proto::encode(reply)), zmq::send_flags::none);
+  }
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+}
+
 TEST_F(ProcessPoolTest, WrongCurveServerKeyNeverRegisters) {
   if (!zmq_has("curve")) GTEST_SKIP() << "this libzmq has no CURVE support";
   char server_public[41], server_secret[41], other_public[41], other_secret[41];
@@ -1509,6 +1590,50 @@ TEST_F(ProcessPoolTest, PythonTasksRunOnWorkers) {
   ASSERT_EQ(lost.size(), 1u);
   EXPECT_EQ(lost[6].status, proto::kStatusWorkerLost);
 
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+// Out-of-band buffers arrive as frames after TASKS and reach the worker as the raw bytes after
+// its TASK frame; several megabytes, more than a socket takes at once, to two workers.
+TEST_F(ProcessPoolTest, OutOfBandBuffersReachTheWorkers) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn len = pickled_function("builtins", "len");
+  ASSERT_FALSE(len.bytes.empty());
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "2"}));
+  // pickle.dumps(((PickleBuffer(b),), {}), protocol=5, buffer_callback=...): the payload
+  // refers to one out-of-band buffer, which the worker passes to pickle.loads(buffers=).
+  auto [status, out] = run_capture({"python3", "-c",
+                                    "import pickle;bs=[];print(pickle.dumps(((pickle.PickleBuffer(b'x'),),{}),"
+                                    "protocol=5,buffer_callback=bs.append).hex())"});
+  ASSERT_EQ(status, 0);
+  const std::string payload = from_hex(lines(out).at(0));
+  std::vector<std::string> frames{""};
+  proto::Tasks tasks;
+  for (std::uint64_t id = 1; id <= 4; ++id) {
+    proto::Task t = python_task(id, len, id == 1, payload);
+    auto bytes = std::make_shared<std::string>((std::size_t{5} << 20) + id, static_cast<char>('a' + id));
+    t.buffers.push_back({bytes, bytes->data(), bytes->size()});
+    frames.push_back(*bytes);
+    tasks.tasks.push_back(std::move(t));
+  }
+  frames[0] = proto::encode(proto::InterchangeMessage{tasks});
+  ix_.send_frames(frames);
+  auto got = ix_.results(4, kPythonDeadline);
+  ASSERT_EQ(got.size(), 4u);
+  for (std::uint64_t id = 1; id <= 4; ++id) {
+    EXPECT_EQ(got[id].status, proto::kStatusOk) << got[id].payload;
+    EXPECT_EQ(python_unpickle_repr(got[id].payload), std::to_string((5 << 20) + id));
+  }
+  // A TASKS message whose frames do not match its buffers is dropped, and the pool goes on.
+  frames.pop_back();
+  ix_.send_frames(frames);
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(9, len, false, pickled_call("(b'abc',)"))})});
+  auto after = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(python_unpickle_repr(after[9].payload), "3");
+  EXPECT_NE(log_text().find("ignoring a malformed message"), std::string::npos);
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();

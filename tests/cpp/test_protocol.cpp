@@ -171,6 +171,11 @@ Register sample_register() {
   return r;
 }
 
+SharedBuffer shared(std::string bytes) {
+  auto owner = std::make_shared<std::string>(std::move(bytes));
+  return SharedBuffer{owner, owner->data(), owner->size()};
+}
+
 Task sample_task(std::uint64_t id, bool with_fn) {
   Task t;
   t.task_id = id;
@@ -200,6 +205,7 @@ std::vector<std::string> corpus() {
   c.push_back(encode(InterchangeMessage{Cancel{{7, UINT64_MAX}}}));
   c.push_back(encode(ToWorker{WorkerTask{9, "hash", "fn"s, "payload", {"a", "b"}}}));
   c.push_back(encode(ToWorker{WorkerTask{10, "hash", std::nullopt, "payload", {"a", ""}, {{1, 9}}}}));
+  c.push_back(encode(ToWorker{WorkerTask{11, "hash", "fn"s, "payload", {}, {}, {shared("xyz"), shared("")}}}));
   c.push_back(encode(ToWorker{WorkerExit{}}));
   c.push_back(encode(FromWorker{WorkerReady{3, 4242}}));
   c.push_back(encode(FromWorker{WorkerResult{9, kStatusWorkerLost, "killed by signal 9"}}));
@@ -388,6 +394,61 @@ TEST(ProtocolTest, LargePayloadRoundTrip) {
   EXPECT_EQ(rs.results.at(0).payload, mb);
 }
 
+// TASKS with out-of-band buffers: the frames after the message are the tasks' buffers, in
+// order; the decoded tasks share those frames' bytes (no copy).
+TEST(ProtocolTest, OutOfBandBuffersTravelAsTheFramesAfterTasks) {
+  Task a = sample_task(1, true), b = sample_task(2, false), c = sample_task(3, false);
+  a.buffers = {shared(big_bytes(1 << 20)), shared("")};
+  c.buffers = {shared("tail")};
+  const InterchangeMessage m{Tasks{{a, b, c}}};
+  std::vector<SharedBuffer> frames = out_of_band_frames(m);
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0].data, a.buffers[0].data) << "the frames are the tasks' own bytes, not copies";
+  const std::string first = encode(m);
+  frames.insert(frames.begin(), SharedBuffer{nullptr, first.data(), first.size()});
+  std::string error;
+  auto out = decode_interchange_message(frames, &error);
+  ASSERT_TRUE(out) << error;
+  const auto& tasks = std::get<Tasks>(*out).tasks;
+  ASSERT_EQ(tasks.size(), 3u);
+  ASSERT_EQ(tasks[0].buffers.size(), 2u);
+  EXPECT_EQ(tasks[0].buffers[0].data, frames[1].data);
+  EXPECT_EQ(tasks[0].buffers[0].view(), a.buffers[0].view());
+  EXPECT_EQ(tasks[0].buffers[1].size, 0u);
+  EXPECT_TRUE(tasks[1].buffers.empty());
+  ASSERT_EQ(tasks[2].buffers.size(), 1u);
+  EXPECT_EQ(tasks[2].buffers[0].view(), "tail");
+  EXPECT_TRUE(out_of_band_frames(InterchangeMessage{Heartbeat{}}).empty());
+
+  // Frames that do not match what the tasks announce: the message is rejected.
+  auto missing = frames;
+  missing.pop_back();
+  EXPECT_FALSE(decode_interchange_message(missing, &error));
+  EXPECT_NE(error.find("more out-of-band buffers"), std::string::npos) << error;
+  auto extra = frames;
+  extra.push_back(shared("x"));
+  EXPECT_FALSE(decode_interchange_message(extra, &error));
+  EXPECT_NE(error.find("frames more"), std::string::npos) << error;
+  auto wrong_size = frames;
+  wrong_size[3] = shared("tai");
+  EXPECT_FALSE(decode_interchange_message(wrong_size, &error));
+  EXPECT_NE(error.find("announces 4"), std::string::npos) << error;
+  EXPECT_FALSE(decode_interchange_message(std::vector<SharedBuffer>{}, &error));
+  // One frame alone cannot carry tasks that announce buffers.
+  EXPECT_FALSE(dic(first, &error));
+  // Other messages take no extra frame.
+  const std::string hb = encode(InterchangeMessage{Heartbeat{}});
+  EXPECT_FALSE(decode_interchange_message({SharedBuffer{nullptr, hb.data(), hb.size()}, shared("x")}, &error));
+  EXPECT_TRUE(decode_interchange_message({SharedBuffer{nullptr, hb.data(), hb.size()}}, &error));
+
+  // On the worker link the TASK carries the sizes; the bytes follow the frame.
+  const auto wt = std::get<WorkerTask>(only(dto(encode(ToWorker{WorkerTask{4, "h", std::nullopt, "p", {}, {}, a.buffers}}))));
+  ASSERT_EQ(wt.buffers.size(), 2u);
+  EXPECT_EQ(wt.buffers[0].size, std::size_t{1} << 20);
+  EXPECT_EQ(wt.buffers[0].data, nullptr);
+  EXPECT_EQ(wt.buffers[1].size, 0u);
+}
+
 TEST(ProtocolTest, ShellPayloadAndExitCodeRoundTrip) {
   const ShellPayload in{"echo 'a b' > /dev/null; exit 3", "/tmp/out \xc3\xa9.txt", false, "", true, 2.5};
   const auto enc = encode_shell_payload(in);
@@ -450,14 +511,22 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Task with = sample_task(300, true), without = sample_task(70000, false);
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{with, without}}}),
             pack(A({I(103), A({A({U(300), I(0), B(with.fn_hash), B(*with.fn), B(with.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({})}),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({})}),
                                A({U(70000), I(0), B(without.fn_hash), Val::nil(), B(without.payload),
                                   A({B(kBinary), B(""), B("\x00"s)}),
-                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})})})})})));
+                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})}), A({})})})})));
+  // Out-of-band buffers: only their sizes are in the message.
+  Task oob = sample_task(1, true);
+  oob.buffers = {shared("abc"), shared(std::string(70000, 'x'))};
+  EXPECT_EQ(encode(InterchangeMessage{Tasks{{oob}}}),
+            pack(A({I(103), A({A({U(1), I(0), B(oob.fn_hash), B(*oob.fn), B(oob.payload),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({U(3), U(70000)})})})})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{1, "h", std::nullopt, "p", {"i"}}}),
-            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({})})));
+            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({}), A({})})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{2, "h", std::nullopt, "p", {""}, {{0, 1}}}}),
-            pack(A({I(1), U(2), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(1)})})})));
+            pack(A({I(1), U(2), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(1)})}), A({})})));
+  EXPECT_EQ(encode(ToWorker{WorkerTask{3, "h", std::nullopt, "p", {}, {}, {shared("abcd")}}}),
+            pack(A({I(1), U(3), B("h"), Val::nil(), B("p"), A({}), A({}), A({U(4)})})));
   EXPECT_EQ(encode(FromWorker{WorkerReady{0, 99}}), pack(A({I(2), I(0), I(99)})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost")})));
 }
@@ -548,8 +617,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dic, pack(A({I(104), I(0)})));
   reject(dic, pack(A({I(105), I(0)})));
   reject(dic, pack(A({I(106), I(0)})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({})})));
   reject(dto, pack(A({I(4), I(4)})));
   reject(dfrom, pack(A({I(2), I(0)})));
   reject(dfrom, pack(A({I(3), U(1), I(0)})));
@@ -558,7 +627,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
             "RESULTS result 1: expected array of 3");
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
-            "TASKS task 0: expected array of 7");
+            "TASKS task 0: expected array of 8");
 }
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
@@ -587,9 +656,10 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dic, pack(A({I(102), B("reason")})));
 
   // TASKS: each field of a task record.
-  const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs, Val after = A({})) {
+  const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs, Val after = A({}),
+                       Val buffers = A({})) {
     return pack(A({I(103), A({A({std::move(id), std::move(kind), std::move(hash), std::move(fn), std::move(payload),
-                                 std::move(inputs), std::move(after)})})}));
+                                 std::move(inputs), std::move(after), std::move(buffers)})})}));
   };
   EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}))));
   EXPECT_TRUE(dic(task(U(1), I(1), B("h"), B("f"), B("p"), A({B("i")}))));
@@ -614,14 +684,22 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(-1), U(1)})})));
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({U(1ull << 32), U(1)})})));
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({A({I(0), S("1")})})));
+  // Buffer sizes: an array of uints.
+  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}))));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil()));
+  EXPECT_EQ(reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({I(-1)}))),
+            "field 7 of TASKS task 0, element 0: expected uint");
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({B("3")})));
 
   // Worker link.
-  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})})})));
+  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({S("1")})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil()})));
   reject(dfrom, pack(A({I(2), S("0"), I(1)})));
   reject(dfrom, pack(A({I(2), I(0), U(1ull << 40)})));
   reject(dfrom, pack(A({I(3), U(1), I(0), S("x")})));
@@ -669,7 +747,7 @@ TEST(ProtocolTest, ForgedLengthsDoNotAllocate) {
       "\xc6\xff\xff\xff\xff"s,                      // bin32
       "\xdb\xff\xff\xff\xff"s,                      // str32
       "\xc9\xff\xff\xff\xff\x01"s,                  // ext32
-      "\x96\x01\x01\xc4\x01h\xc0\xc6\xff\xff\xff\xf0"s,  // TASK whose payload claims 4 GB
+      "\x98\x01\x01\xc4\x01h\xc0\xc6\xff\xff\xff\xf0"s,  // TASK whose payload claims 4 GB
   };
   for (const auto& b : forged) {
     reject(dpool, b);
@@ -755,6 +833,8 @@ TEST(ProtocolTest, FuzzMutatedMessages) {
     std::string e1, e2, e3, e4;
     decoded += dpool(b, &e1).has_value() + dic(b, &e2).has_value() + dto(b, &e3).has_value() +
                dfrom(b, &e4).has_value();
+    // As the first of several frames (TASKS with out-of-band buffers).
+    (void)decode_interchange_message({SharedBuffer{nullptr, b.data(), b.size()}, shared("xyz")}, &e2);
     decode_everything(b);
     if (HasFailure()) FAIL() << "mutation " << i;
   }

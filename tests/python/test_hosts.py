@@ -3,6 +3,7 @@ a bridge, and pervade-pool processes started inside network namespaces (test hos
 own addresses and hostnames, tests/python/cluster/netns.py) that connect to it over TCP with
 CurveZMQ, as pools on the nodes of a cluster do."""
 
+import glob
 import os
 
 import pytest
@@ -83,11 +84,21 @@ def started_then_sleep(path, seconds):
 
 
 def test_pools_connect_over_tcp_with_curve(two_hosts, hosts_network):
-    dfk, _ = two_hosts
+    dfk, pools = two_hosts
     executor = dfk.executors["htex"]
     assert executor.encrypted and "--curve-server-key" in executor.pool_command("x")
     assert f"--address {hosts_network.host_address}:" in executor.pool_command("x")
     assert sorted(p["hostname"] for p in executor.pools()) == ["host-a", "host-b"]
+    # The pool command also names the interchange's same-host socket, which a pool in another
+    # network namespace (another host) must not use: both logs say why, and CurveZMQ.
+    assert "--ipc ipc://" in executor.pool_command("x")
+    logs = sorted(glob.glob(os.path.join(pools.log_dir, "pool-htex-*.log")))
+    assert len(logs) == 2
+    for path in logs:
+        with open(path) as f:
+            text = f.read()
+        assert "not using the same-host socket" in text and "not on the interchange's host" in text, text
+        assert ", CurveZMQ" in text, text
 
 
 def test_tasks_run_on_both_hosts(two_hosts, hosts_network, tmp_path):

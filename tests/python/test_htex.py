@@ -213,6 +213,9 @@ def test_pool_without_the_key_cannot_register(tmp_path, no_thread_leak):
         assert "--curve-server-key" in argv, "encryption is on by default"
         i = argv.index("--curve-server-key")
         del argv[i:i + 2]
+        # As a pool on another host: without the same-host socket, only TCP + CurveZMQ is left.
+        i = argv.index("--ipc")
+        del argv[i:i + 4]  # --ipc URL --host-id ID
         argv[argv.index("--heartbeat-threshold") + 1] = "2"
         job = executor.provider.submit(" ".join(shlex.quote(a) for a in argv), 1,
                                        log_path=str(tmp_path / "keyless.log"))

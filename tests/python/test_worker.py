@@ -183,22 +183,27 @@ class Pool:
         self.send_raw(msgpack.packb(message, use_bin_type=True))
 
     # tasks
-    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None, after=()):
+    def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None, after=(),
+               buffers=None):
         fn_hash, fn_bytes = serialize_function(fn)
         if send_fn is None:
             send_fn = fn_hash not in self.sent
         self.sent.add(fn_hash)
         if payload is None:
-            payload = serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn"))
+            buffers = []
+            payload = serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn"), buffers=buffers)
+        buffers = [bytes(b) for b in buffers or ()]
         self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None, payload, list(inputs),
-                   [list(a) for a in after]])
+                   [list(a) for a in after], [len(b) for b in buffers]])
+        for b in buffers:  # the raw bytes of the out-of-band buffers follow the frame
+            self.sock.sendall(b)
 
     def run_found(self, task_id, fn, args=(), kwargs=None, values=None):
         """Encodes fn(*args, **kwargs) as at submission (futures found at any depth), sends it with
         values[future] as each found future's input; returns (status, payload)."""
-        (fn_hash, _, payload, _), futures = encode_call_finding_futures(fn, args, kwargs, fn.__name__)
+        (fn_hash, _, payload, _, buffers), futures = encode_call_finding_futures(fn, args, kwargs, fn.__name__)
         inputs = [serialize_value(values[id(f)]) for f in futures or ()]
-        self.submit(task_id, fn, payload=payload, inputs=inputs)
+        self.submit(task_id, fn, payload=payload, inputs=inputs, buffers=buffers)
         return self.result(task_id)
 
     def result(self, task_id):
@@ -302,14 +307,18 @@ def test_end_of_connection_ends_the_worker_with_status_0(pool):
     (msgpack.packb([99]), "unknown message type 99"),
     (msgpack.packb([READY, 0, 1]), "unknown message type 2"),
     (msgpack.packb([TASK, 1, b"h"]), "TASK has 2 fields"),
-    (msgpack.packb([TASK, 1, "not bin", None, b"", [], []]), "must be bin"),
-    (msgpack.packb([TASK, -1, b"h", None, b"", [], []]), "unsigned"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [1], []]), "array of bin"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0]]]), "after must be"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0, -1]]]), "after must be"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], None]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], []]), "TASK has 6 fields"),
+    (msgpack.packb([TASK, 1, "not bin", None, b"", [], [], []]), "must be bin"),
+    (msgpack.packb([TASK, -1, b"h", None, b"", [], [], []]), "unsigned"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [1], [], []]), "array of bin"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0]], []]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0, -1]], []]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], None, []]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [-1]]), "buffer sizes"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], b"\x01"]), "buffer sizes"),
 ], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
-        "short-task", "str-hash", "negative-id", "int-input", "short-after", "negative-after", "nil-after"])
+        "short-task", "no-buffers", "str-hash", "negative-id", "int-input", "short-after", "negative-after",
+        "nil-after", "negative-size", "bin-sizes"])
 def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
     pool.send_raw(body)
     assert pool.wait() == 2
@@ -322,6 +331,83 @@ def test_a_frame_cut_short_ends_the_worker_with_status_2(pool):
     pool.sock.shutdown(socket.SHUT_WR)
     assert pool.wait() == 2
     assert "middle of a frame" in pool.stderr()
+
+
+def test_an_out_of_band_buffer_cut_short_ends_the_worker_with_status_2(pool):
+    fn_hash, fn_bytes = serialize_function(len)
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((b"x",), None, None), [], [], [1000]])
+    pool.sock.sendall(b"y" * 10)
+    pool.sock.shutdown(socket.SHUT_WR)
+    assert pool.wait() == 2
+    assert "middle of an out-of-band buffer (10 of 1000 bytes)" in pool.stderr()
+
+
+# ---------------------------------------------------------------- big arguments
+
+
+class HoldsBytes:
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        return type(other) is HoldsBytes and other.data == self.data
+
+
+def describe_argument(value, *more, key=None):
+    """What the function received: type, size and a checksum of each argument."""
+    import hashlib
+    out = []
+    for v in (value, *more, *([key] if key is not None else [])):
+        raw = v.data if isinstance(v, HoldsBytes) else v
+        raw = raw.tobytes() if isinstance(raw, memoryview) else bytes(raw)
+        out.append((type(v).__name__, len(raw), hashlib.sha1(raw).hexdigest(),
+                    (v.format, v.shape, v.readonly) if isinstance(v, memoryview) else None))
+    return out
+
+
+def _expected(*values):
+    return describe_argument(*values)
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 1 << 20, 50 << 20])
+def test_big_bytes_travel_out_of_band_and_arrive_intact(pool, size):
+    data = os.urandom(1024) * (size // 1024)
+    (_, _, payload, _, buffers), _ = encode_call_finding_futures(describe_argument, (data,), None, "d")
+    assert len(buffers) == 1 and buffers[0].nbytes == size, "the bytes went out of band"
+    assert len(payload) < 1024, "and not into the payload"
+    assert pool.run_found(1, describe_argument, (data,), values={}) == (0, serialize_value(_expected(data)))
+
+
+def test_every_kind_of_big_buffer_arrives_as_what_was_passed(pool):
+    import array
+    big = os.urandom(300_000)
+    ints = memoryview(array.array("i", range(100_000)))
+    cases = [
+        ((bytearray(big),), None),
+        ((memoryview(big),), None),                    # read-only view of bytes
+        ((memoryview(bytearray(big)),), None),         # writable view
+        ((ints,), None),                               # format "i"
+        ((ints.cast("B").cast("i", [1000, 100]),), None),  # two dimensions
+        ((b"small", big), {"key": bytearray(big[:70_000])}),
+        ((memoryview(big)[::2],), None),               # not contiguous: in band (cloudpickle sends its bytes)
+        ((HoldsBytes(big),), None),                    # big bytes inside an object: pickled in band
+    ]
+    for i, (args, kwargs) in enumerate(cases):
+        status, payload = pool.run_found(i, describe_argument, args, kwargs, values={})
+        got, expected = deserialize(payload), describe_argument(*args, **(kwargs or {}))
+        if i == 6:
+            assert status == 0 and got[0][1:3] == expected[0][1:3]  # the same bytes
+            continue
+        assert (status, got) == (0, expected), i
+
+
+def test_big_buffers_beside_futures_go_out_of_band_too(pool):
+    data = b"z" * (1 << 20)
+    a = AppFuture(None, "producer")
+    (_, _, payload, _, buffers), futures = encode_call_finding_futures(add, (data, [a]), None, "add")
+    assert futures == [a] and len(buffers) == 1 and len(payload) < 1024
+    status, value = pool.run_found(1, describe_argument, (data, [a]), values={id(a): 5})
+    assert status == 0
 
 
 # ---------------------------------------------------------------- running tasks
@@ -364,7 +450,7 @@ def test_function_is_sent_once_then_only_its_hash(pool):
 
 
 def test_unknown_hash_without_function_is_an_error_result(pool):
-    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), [], []])
+    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), [], [], []])
     status, payload = pool.result(1)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -379,10 +465,10 @@ def test_function_that_cannot_be_loaded_fails_each_of_its_tasks(pool, monkeypatc
     monkeypatch.setitem(sys.modules, "no_such_mod_", module)  # here, not on the worker
     fn_hash, fn_bytes = serialize_function(module.fn)
     assert b"no_such_mod_" in fn_bytes and len(fn_bytes) < 100
-    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), [], []])
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), [], [], []])
     status, payload = pool.result(1)
     assert status == 1 and isinstance(deserialize_exception(payload), ModuleNotFoundError)
-    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), [], []])
+    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), [], [], []])
     status, payload = pool.result(2)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -439,7 +525,7 @@ def test_futures_in_sets_and_object_attributes_are_found(pool):
 
 def test_the_same_future_twice_is_one_input_and_one_object():
     a = Future()
-    (_, _, payload, _), futures = encode_call_finding_futures(same_object, (a, [a]), None, "same_object")
+    (_, _, payload, _, _), futures = encode_call_finding_futures(same_object, (a, [a]), None, "same_object")
     assert futures == [a]
     args, _ = load_call(payload, [serialize_value([1, 2])])
     assert args[0] is args[1][0] and args[0] == [1, 2]
@@ -463,12 +549,12 @@ def test_futures_are_found_by_the_cloudpickle_fallback(pool):
 
 
 def test_calls_without_futures_are_plain_pickles():
-    (_, _, payload, _), futures = encode_call_finding_futures(add, (1, [2.5, "x"]), {"b": (3,)}, "add")
+    (_, _, payload, _, _), futures = encode_call_finding_futures(add, (1, [2.5, "x"]), {"b": (3,)}, "add")
     assert futures is None and payload == pickle.dumps(((1, [2.5, "x"]), {"b": (3,)}), protocol=5)
 
 
 def test_a_future_that_pickles_itself_is_an_ordinary_argument(pool):
-    (_, _, payload, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
+    (_, _, payload, _, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
     assert futures is None
     pool.submit(1, tag_of, payload=payload)
     assert deserialize(pool.result(1)[1]) == "mine"
@@ -486,7 +572,7 @@ def test_a_nested_future_of_an_app_encoded_at_launch_is_a_type_error():
 
 def test_an_input_that_cannot_be_unpickled_fails_the_task(pool):
     a = Future()
-    (_, _, payload, _), _ = encode_call_finding_futures(identity, ([a],), None, "identity")
+    (_, _, payload, _, _), _ = encode_call_finding_futures(identity, ([a],), None, "identity")
     pool.submit(1, identity, payload=payload, inputs=[b"not a pickle"])
     status, result = pool.result(1)
     assert status == 1 and isinstance(deserialize_exception(result), pickle.UnpicklingError)
@@ -503,7 +589,7 @@ class PicklesACallWhilePickled:
         self.inner = inner
 
     def __reduce__(self):
-        (_, _, payload, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
+        (_, _, payload, _, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
         return bytes, (payload,)
 
 
@@ -511,7 +597,7 @@ def test_the_call_pickler_is_clean_after_a_failure_and_on_re_entry():
     a, b = Future(), Future()
     with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
         encode_call_finding_futures(add, (a, [threading.Lock()]), None, "add")
-    (_, _, payload, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
+    (_, _, payload, _, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
     assert futures == [a]
     first, inner_payload = load_call(payload, [serialize_value(1)])[0]
     assert first == 1 and load_call(inner_payload, [serialize_value(2)]) == ((2, 1), None)
@@ -530,7 +616,7 @@ def test_tasks_sent_in_one_write_are_answered_in_order(pool):
     frames = b""
     for i in range(5):
         body = msgpack.packb([TASK, 100 + i, fn_hash, fn_bytes if i == 0 else None,
-                              serialize_payload((i, 10), None, None, "add"), [], []], use_bin_type=True)
+                              serialize_payload((i, 10), None, None, "add"), [], [], []], use_bin_type=True)
         frames += struct.pack("<I", len(body)) + body
     pool.sock.sendall(frames[:-3])
     pool.sock.sendall(frames[-3:])
@@ -734,7 +820,8 @@ def test_lost_errors_have_parsls_messages_and_pickle():
 
 
 def test_encode_call_gives_hash_function_payload_and_priority():
-    fn_hash, fn_bytes, payload, priority = encode_call(add, (1,), {"b": 2}, None, "add")
+    fn_hash, fn_bytes, payload, priority, buffers = encode_call(add, (1,), {"b": 2}, None, "add")
+    assert buffers == []
     assert (fn_hash, fn_bytes) == serialize_function(add)
     assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
@@ -766,7 +853,7 @@ def raise_value_error():
 
 
 def submit_follower(pool, task_id, fn, of_task):
-    (fn_hash, _, payload, _), futures = encode_call_finding_futures(fn, (Future(),), None, fn.__name__)
+    (fn_hash, _, payload, _, _), futures = encode_call_finding_futures(fn, (Future(),), None, fn.__name__)
     assert len(futures) == 1
     pool.submit(task_id, fn, payload=payload, inputs=[b""], after=[(0, of_task)])
 
@@ -777,7 +864,7 @@ def test_a_follower_gets_the_value_of_the_previous_task_in_memory(pool):
     status, payload = pool.result(2)
     assert status == 0 and deserialize(payload) is True
     # The same value sent as bytes is a copy: the follower above really used the one in memory.
-    (fn_hash, _, payload, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
+    (fn_hash, _, payload, _, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
     pool.submit(3, is_made_here, payload=payload, inputs=[serialize_value(Box())])
     status, payload = pool.result(3)
     assert status == 0 and deserialize(payload) is False

@@ -18,6 +18,7 @@
 
 #include "pervade/errors.hpp"
 #include "pervade/launchers.hpp"
+#include "util/same_host.hpp"
 
 // Where `cmake --install` puts pervade-pool, and where the build tree has it (CMakeLists.txt).
 #ifndef PERVADE_POOL_INSTALL_PATH
@@ -85,10 +86,11 @@ BlockManager::BlockManager(HtexOptions& o)
   if (!o.curve_public_key.empty() && !o.curve_secret_key.empty()) public_key_ = o.curve_public_key;
 }
 
-void BlockManager::start(int port) {
+void BlockManager::start(int port, const std::string& ipc_url) {
   {
     std::lock_guard lock(mutex_);
     port_ = port;
+    ipc_url_ = ipc_url;
     std::error_code ec;
     std::filesystem::create_directories(log_dir_, ec);
     if (ec) throw Error(fmt::format("cannot create the run directory '{}': {}", log_dir_, ec.message()));
@@ -132,6 +134,12 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
   if (!key_file_.empty()) {
     parts.push_back("--curve-server-key");
     parts.push_back(key_file_);
+  }
+  // A pool that finds itself on this host (same kernel and network namespace) connects to the
+  // same-host socket instead; any other uses --address as before (docs/htex.md, "Security").
+  const std::string host_id = detail::same_host_id();
+  if (!ipc_url_.empty() && !host_id.empty()) {
+    parts.insert(parts.end(), {"--ipc", ipc_url_, "--host-id", host_id});
   }
   // Options and paths of plain characters stay unquoted, so the command reads well in logs.
   const auto plain = [](const std::string& p) {

@@ -30,9 +30,12 @@ class BlockManager {
   // ConfigurationError. Call before the interchange starts.
   explicit BlockManager(HtexOptions& options);
 
-  // Once the interchange listens on `port`: writes the server key file, starts the initial
-  // blocks (HtexOptions::init_blocks, else the provider's). Throws pervade::Error.
-  void start(int port);
+  // Once the interchange listens on `port` (and on `ipc_url` for pools on this host, if not
+  // empty): writes the server key file, starts the initial blocks (HtexOptions::init_blocks,
+  // else the provider's). Throws pervade::Error.
+  void start(int port, const std::string& ipc_url = "");
+  // Where the interchange's same-host socket goes (<run_dir>/<label>).
+  const std::string& run_dir() const { return log_dir_; }
   // The command a block runs on each of its nodes.
   std::string pool_command(const std::string& block_id) const;
   // Asks the provider for `count` more blocks; returns their block ids. A submission the
@@ -69,6 +72,7 @@ class BlockManager {
 
   mutable std::mutex mutex_;
   int port_ = 0;
+  std::string ipc_url_;
   std::string key_file_;
   struct Block {
     std::string block_id;

@@ -130,6 +130,7 @@ struct HighThroughputExecutor::Impl {
     t.payload = std::move(remote.payload);
     t.inputs = std::move(remote.inputs);
     t.priority = remote.priority;
+    t.buffers = std::move(remote.buffers);
     std::lock_guard lock(flight_mutex);
     if (!failure.empty()) {
       refused.push_back(fail(launch, std::make_exception_ptr(ExecutorFailed(options.label, failure))));
@@ -347,6 +348,7 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   cfg.dispatcher.pervade_version = PERVADE_VERSION;
   if (!im.options.curve_public_key.empty() && !im.options.curve_secret_key.empty())
     cfg.curve = interchange::CurveKeys{im.options.curve_public_key, im.options.curve_secret_key};
+  if (im.blocks && im.options.same_host_ipc) cfg.ipc_dir = im.blocks->run_dir();
   Impl* raw = impl_.get();
   im.interchange = std::make_unique<interchange::Interchange>(
       std::move(cfg), [raw](std::vector<interchange::Completed>&& d) { raw->on_completed(std::move(d)); },
@@ -357,7 +359,7 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   });
   if (im.blocks) {
     try {
-      im.blocks->start(im.interchange->port());  // the interchange listens: start the pools
+      im.blocks->start(im.interchange->port(), im.interchange->ipc_url());  // the interchange listens: start the pools
     } catch (...) {
       shutdown();
       throw;
