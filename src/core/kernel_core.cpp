@@ -152,6 +152,25 @@ void KernelCore::launch(TaskRecord& t, bool follower) {
     }
   }
   outbox_[ex].push_back(Launch{t.shared_from_this(), t.try_id_, t.spec_.body, t.spec_.dependencies, follower});
+  if (!t.dependents_.empty()) launch_waiting_followers(t);
+}
+
+void KernelCore::launch_waiting_followers(TaskRecord& t) {
+  // Who waits here: a dependent submitted while t itself waited, or whose follower try was not
+  // started (its input had just finished on the pool, or a pool was lost). Without this, one
+  // follower not started would make every later link of a chain wait for a round trip.
+  newly_launched_.push_back(&t);
+  if (launching_followers_) return;  // a call further up is going through the list
+  launching_followers_ = true;
+  while (!newly_launched_.empty()) {
+    TaskRecord& launched = *newly_launched_.back();
+    newly_launched_.pop_back();
+    for (std::size_t i = 0; i < launched.dependents_.size(); ++i) {
+      TaskRecord& d = *launched.dependents_[i];
+      if (d.waiting_ && d.state() == TaskState::pending && may_follow(d)) launch(d, /*follower=*/true);
+    }
+  }
+  launching_followers_ = false;
 }
 
 void KernelCore::flush() {
@@ -180,8 +199,11 @@ void KernelCore::complete(Completion&& done) {
   if (done.try_id != t.try_id_ || !is_launched(t.state())) return;
   Outcome& out = done.outcome;
   if (out.not_started) {
-    // A follower that its executor could not start: launched again once its inputs are done.
+    // A follower that its executor could not start: launched again once its inputs are done,
+    // or as a follower again when the input it waits for is launched anew.
     t.follower_ = false;
+    for (const auto& dep : t.spec_.dependencies)
+      if (!dep->done()) dep->followed_ = false;
     set_state(t, TaskState::pending);
     if (t.pending_deps_ == 0)
       deps_ready(t);

@@ -74,6 +74,9 @@ class KernelCore {
   // followers is launched right away, to wait there for that input (a chain of tasks then
   // runs back to back on a pool). True if t may follow; that dependency is then marked as followed.
   bool may_follow(const TaskRecord& t);
+  // After t was launched: its dependents that wait in the table and may now follow it are
+  // launched as followers, and theirs in turn (a worklist, not recursion: chains are long).
+  void launch_waiting_followers(TaskRecord& t);
   // Takes a launched try back: dropped from the outbox if not handed over yet, else stopped
   // on its executor.
   void withdraw(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason);
@@ -101,6 +104,8 @@ class KernelCore {
   std::size_t live_ = 0;
   std::vector<TaskRecordPtr> finishing_;     // worklist: avoids recursion through long chains
   std::vector<TaskRecordPtr> committing_;    // task_exit: final, completed once their results are written
+  std::vector<TaskRecord*> newly_launched_;  // launch_waiting_followers's worklist
+  bool launching_followers_ = false;
   bool draining_ = false;
   bool closed_ = false;
   struct Timer {

@@ -518,6 +518,50 @@ TEST_F(KernelCoreTest, FollowerNotStartedAfterItsInputFinishedIsLaunchedAtOnce) 
   EXPECT_FALSE(again.follower);
 }
 
+TEST_F(KernelCoreTest, ChainGoesOnAsFollowersAfterOneWasNotStarted) {
+  // y's follower try was not started (x had just finished on its pool); z, which followed y,
+  // was not started either. Once x's value is in and y is launched again, z follows y at once,
+  // and a task submitted after z follows z: the rest of the chain does not wait in the kernel.
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  auto z = submit({y});
+  Launch ly = take_launch(*a, y);
+  Launch lz = take_launch(*a, z);
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  core->complete(Completion{z, lz.try_id, Outcome::not_started_yet()});
+  core->flush();
+  auto w = submit({z});  // z waits in the kernel: w waits too
+  EXPECT_EQ(w->state(), TaskState::pending);
+  finish_next(*a, Outcome::success(1));  // x
+  Launch y2 = take_launch(*a, y);
+  Launch z2 = take_launch(*a, z);
+  Launch w2 = take_launch(*a, w);
+  EXPECT_FALSE(y2.follower);
+  EXPECT_TRUE(z2.follower);
+  EXPECT_TRUE(w2.follower);
+  EXPECT_EQ(z->state(), TaskState::launched);
+  core->complete(Completion{y, y2.try_id, Outcome::success(2)});
+  core->complete(Completion{z, z2.try_id, Outcome::success(3)});
+  core->complete(Completion{w, w2.try_id, Outcome::success(4)});
+  EXPECT_TRUE(a->launched.empty()) << "a follower was launched a second time";
+  EXPECT_EQ(std::any_cast<int>(w->value()), 4);
+  EXPECT_EQ(core->live_tasks(), 0u);
+}
+
+TEST_F(KernelCoreTest, TaskNotStartedAsFollowerLeavesItsInputFreeForAnother) {
+  a->followers = true;
+  make();
+  auto x = submit();
+  auto y = submit({x});
+  Launch ly = take_launch(*a, y);
+  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  core->flush();
+  auto v = submit({x});  // x has no follower any more
+  EXPECT_TRUE(take_launch(*a, v).follower);
+}
+
 TEST_F(KernelCoreTest, FollowerOfAFailedInputGetsDependencyErrorAndIsWithdrawn) {
   a->followers = true;
   make();
