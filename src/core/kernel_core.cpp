@@ -165,7 +165,7 @@ void KernelCore::launch_waiting_followers(TaskRecord& t) {
   while (!newly_launched_.empty()) {
     TaskRecord& launched = *newly_launched_.back();
     newly_launched_.pop_back();
-    for (std::size_t i = 0; i < launched.dependents_.size(); ++i) {
+    for (std::size_t i = 0; i < launched.dependents_.size() && !launched.followed_; ++i) {  // one follower each
       TaskRecord& d = *launched.dependents_[i];
       if (d.waiting_ && d.state() == TaskState::pending && may_follow(d)) launch(d, /*follower=*/true);
     }

@@ -550,6 +550,28 @@ TEST_F(KernelCoreTest, ChainGoesOnAsFollowersAfterOneWasNotStarted) {
   EXPECT_EQ(core->live_tasks(), 0u);
 }
 
+TEST_F(KernelCoreTest, TaskLaunchedAfterWaitingGetsOneOfItsWaitingDependentsAsFollower) {
+  a->followers = true;
+  make();
+  auto p = submit();
+  auto x = submit({p});   // follows p
+  auto y1 = submit({x});  // follows x
+  auto y2 = submit({x});  // x has its follower: waits
+  Launch lx = take_launch(*a, x);
+  Launch ly1 = take_launch(*a, y1);
+  core->complete(Completion{x, lx.try_id, Outcome::not_started_yet()});
+  core->complete(Completion{y1, ly1.try_id, Outcome::not_started_yet()});
+  core->flush();
+  EXPECT_EQ(y1->state(), TaskState::pending);
+  EXPECT_EQ(y2->state(), TaskState::pending);
+  finish_next(*a, Outcome::success(1));  // p: x is launched, and one of y1, y2 follows it
+  EXPECT_FALSE(take_launch(*a, x).follower);
+  ASSERT_EQ(a->launched.size(), 1u);
+  EXPECT_TRUE(a->launched.front().follower);
+  EXPECT_EQ(a->launched.front().task, y1);
+  EXPECT_EQ(y2->state(), TaskState::pending);
+}
+
 TEST_F(KernelCoreTest, TaskNotStartedAsFollowerLeavesItsInputFreeForAnother) {
   a->followers = true;
   make();
