@@ -65,6 +65,11 @@ class KernelCoreTest : public ::testing::Test {
     return t;
   }
 
+  // The executor could not start follower try `l` (its input was no longer there).
+  void come_back_not_started(const Launch& l) {
+    core->complete(Completion{l.task, l.try_id, Outcome::not_started_yet()});
+  }
+
   static std::exception_ptr boom() { return std::make_exception_ptr(std::runtime_error("boom")); }
 
   std::shared_ptr<FakeExecutor> a = std::make_shared<FakeExecutor>("a");
@@ -492,7 +497,7 @@ TEST_F(KernelCoreTest, FollowerNotStartedIsLaunchedAgainOnceItsInputIsDone) {
   auto x = submit();
   auto y = submit({x});
   Launch ly = take_launch(*a, y);
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  come_back_not_started(ly);
   core->flush();
   EXPECT_EQ(y->state(), TaskState::pending);
   EXPECT_TRUE(std::none_of(a->launched.begin(), a->launched.end(), [&](const Launch& l) { return l.task == y; }));
@@ -512,7 +517,7 @@ TEST_F(KernelCoreTest, FollowerNotStartedAfterItsInputFinishedIsLaunchedAtOnce) 
   auto y = submit({x});
   Launch ly = take_launch(*a, y);
   finish_next(*a, Outcome::success(1));  // x
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  come_back_not_started(ly);
   core->flush();
   Launch again = take_launch(*a, y);
   EXPECT_FALSE(again.follower);
@@ -529,8 +534,8 @@ TEST_F(KernelCoreTest, ChainGoesOnAsFollowersAfterOneWasNotStarted) {
   auto z = submit({y});
   Launch ly = take_launch(*a, y);
   Launch lz = take_launch(*a, z);
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
-  core->complete(Completion{z, lz.try_id, Outcome::not_started_yet()});
+  come_back_not_started(ly);
+  come_back_not_started(lz);
   core->flush();
   auto w = submit({z});  // z waits in the kernel: w waits too
   EXPECT_EQ(w->state(), TaskState::pending);
@@ -559,8 +564,8 @@ TEST_F(KernelCoreTest, TaskLaunchedAfterWaitingGetsOneOfItsWaitingDependentsAsFo
   auto y2 = submit({x});  // x has its follower: waits
   Launch lx = take_launch(*a, x);
   Launch ly1 = take_launch(*a, y1);
-  core->complete(Completion{x, lx.try_id, Outcome::not_started_yet()});
-  core->complete(Completion{y1, ly1.try_id, Outcome::not_started_yet()});
+  come_back_not_started(lx);
+  come_back_not_started(ly1);
   core->flush();
   EXPECT_EQ(y1->state(), TaskState::pending);
   EXPECT_EQ(y2->state(), TaskState::pending);
@@ -578,7 +583,7 @@ TEST_F(KernelCoreTest, TaskNotStartedAsFollowerLeavesItsInputFreeForAnother) {
   auto x = submit();
   auto y = submit({x});
   Launch ly = take_launch(*a, y);
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  come_back_not_started(ly);
   core->flush();
   auto v = submit({x});  // x has no follower any more
   EXPECT_TRUE(take_launch(*a, v).follower);
@@ -601,7 +606,7 @@ TEST_F(KernelCoreTest, FollowerOfAFailedInputGetsDependencyErrorAndIsWithdrawn) 
   EXPECT_EQ(a->cancelled[0], (std::pair{y->id(), ly.try_id}));
   EXPECT_EQ(a->cancelled[1], (std::pair{z->id(), lz.try_id}));
   // Whatever comes back for them later is ignored.
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});
+  come_back_not_started(ly);
   EXPECT_EQ(y->state(), TaskState::dep_fail);
   EXPECT_EQ(core->live_tasks(), 0u);
 }
@@ -633,7 +638,7 @@ TEST_F(KernelCoreTest, FollowerRetriedAfterItsInputWasRetried) {
   finish_next(*a, Outcome::failure(boom()));  // x, first try: retried
   EXPECT_EQ(x->state(), TaskState::launched);
   EXPECT_EQ(y->state(), TaskState::launched);  // still a follower of x
-  core->complete(Completion{y, ly.try_id, Outcome::not_started_yet()});  // its pool saw x fail
+  come_back_not_started(ly);  // its pool saw x fail
   core->flush();
   EXPECT_EQ(y->state(), TaskState::pending);
   finish_next(*a, Outcome::success(5));  // x, second try
