@@ -374,7 +374,7 @@ thread_local PyTask* t_current_task = nullptr;
 
 std::string serialize_for_memo(PyObject* result);
 
-PyObject* g_invoke = nullptr;  // pervade.apps._invoke_with_dependencies, set by the package
+PyObject* g_invoke = nullptr;  // pervade.dataflow.dflow._invoke_with_dependencies, set by the package
 
 Outcome PyTask::run(TaskContext& ctx) {
   hold_gil();

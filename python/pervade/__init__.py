@@ -13,7 +13,7 @@ A Parsl script runs unchanged after `import pervade as parsl`:
         print(double(21).result())   # 42
 """
 
-from .apps import AUTO_LOGNAME, bash_app, join_app, python_app
+from .app.app import AUTO_LOGNAME, bash_app, join_app, python_app
 from .config import Config
 from .data import DataFuture, File
 from .dataflow import DataFlowKernel, DataFlowKernelLoader, clear, dfk, load, wait_for_current_tasks

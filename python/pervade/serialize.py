@@ -425,7 +425,7 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
     pickled; the message names the app.
     """
     if plan:
-        from .dataflow import _NO_VALUE, apply_plan
+        from .dataflow.dflow import _NO_VALUE, apply_plan
         args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: _Dependency(
             index, None if replacement is _NO_VALUE else replacement))
     try:

@@ -15,7 +15,7 @@ import msgpack
 import pytest
 
 from pervade.data import DataFuture, File
-from pervade.dataflow import _NO_VALUE
+from pervade.dataflow.dflow import _NO_VALUE
 from pervade.errors import ManagerLost, ParslError, RemoteError, WorkerLost
 from pervade.futures import AppFuture, PickledResult
 from pervade.serialize import (deserialize, deserialize_exception, encode_call, encode_call_finding_futures,

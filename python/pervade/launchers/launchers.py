@@ -13,8 +13,8 @@ generated text.
 
 from __future__ import annotations
 
-from . import _native
-from .errors import ConfigurationError
+from .. import _native
+from ..errors import ConfigurationError
 
 __all__ = [
     "Launcher", "SimpleLauncher", "SingleNodeLauncher", "WrappedLauncher", "SrunLauncher", "SrunMPILauncher",

@@ -9,11 +9,11 @@ import os
 import threading
 from concurrent.futures import Future
 
-from . import _native, memoization, serialize
-from .config import Config
-from .data import DataFuture, File
-from .errors import ConfigurationError, NoDataFlowKernelError
-from .futures import AppFuture
+from .. import _native, memoization, serialize
+from ..config import Config
+from ..data import DataFuture, File
+from ..errors import ConfigurationError, NoDataFlowKernelError
+from ..futures import AppFuture
 
 logger = logging.getLogger("pervade")
 

@@ -9,8 +9,8 @@ import re
 import shlex
 import sys
 
-from . import _native
-from .errors import ConfigurationError
+from .. import _native
+from ..errors import ConfigurationError
 
 
 class ParslExecutor:
@@ -61,7 +61,7 @@ class ThreadPoolExecutor(ParslExecutor):
 
 def pool_binary() -> str:
     """The pervade-pool program shipped with the package (PERVADE_POOL_BINARY overrides)."""
-    path = os.environ.get("PERVADE_POOL_BINARY") or os.path.join(os.path.dirname(__file__), "bin", "pervade-pool")
+    path = os.environ.get("PERVADE_POOL_BINARY") or os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "pervade-pool")
     if not os.access(path, os.X_OK):
         raise ConfigurationError(f"pervade-pool not found at {path}: reinstall pervade (pip install .)")
     return path
@@ -161,7 +161,7 @@ class HighThroughputExecutor(ParslExecutor):
                  short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
                  same_host_ipc: bool = True,
                  **unused):
-        from .providers import LocalProvider
+        from ..providers import LocalProvider
 
         if not isinstance(label, str) or not label:
             raise ConfigurationError(f"HighThroughputExecutor label must be a non-empty str, got {label!r}")
@@ -252,7 +252,7 @@ class HighThroughputExecutor(ParslExecutor):
         own node (docs/htex.md); the estimate applies the same rule to the provider's
         `cores_per_node` / `mem_per_node` when it has them, to this machine for a
         LocalProvider, and is 1 when nothing bounds it (Parsl's guess)."""
-        from .providers import LocalProvider
+        from ..providers import LocalProvider
 
         cores = getattr(self.provider, "cores_per_node", None)
         mem = getattr(self.provider, "mem_per_node", None)
@@ -298,7 +298,7 @@ class HighThroughputExecutor(ParslExecutor):
 
     def block_status(self) -> dict:
         """Block id -> JobStatus (asks the provider, one batched call)."""
-        from .providers import JobStatus
+        from ..providers import JobStatus
 
         return {b[0]: JobStatus(*b[2:]) for b in self._native.blocks()} if self._native else {}
 
@@ -333,7 +333,7 @@ class HighThroughputExecutor(ParslExecutor):
     @property
     def executor_exception(self):
         """The BadStateException its tasks fail with, once bad_state_is_set (else None)."""
-        from .errors import BadStateException
+        from ..errors import BadStateException
 
         return BadStateException(self.label, self._native.failure()) if self.bad_state_is_set else None
 

@@ -14,10 +14,10 @@ import enum
 import math
 import re
 
-from . import _native
-from .errors import ConfigurationError
+from .. import _native
+from ..errors import ConfigurationError
 # The launchers live in pervade.launchers; importable from here too, as before.
-from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
+from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
                         WrappedLauncher)
 

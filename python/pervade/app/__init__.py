@@ -1,0 +1,1 @@
+"""Parsl's parsl.app: the app decorators (app.py) and the app classes."""
