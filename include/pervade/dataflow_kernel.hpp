@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pervade/executor.hpp"
+#include "pervade/observer.hpp"
 #include "pervade/task.hpp"
 
 namespace pervade {
@@ -54,6 +55,9 @@ struct Config {
   // bounded memory. Submissions from engine threads (task bodies, join bodies, done-callbacks)
   // never wait, so they may pass the limit: waiting there could deadlock.
   std::size_t max_unfinished_tasks = 0;
+  // Told of every event of this kernel and its executors (observer.hpp): logging, monitoring
+  // and users' hooks.
+  std::vector<ObserverPtr> observers;
 };
 
 class DataFlowKernel {

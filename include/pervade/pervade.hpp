@@ -11,6 +11,7 @@
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/executor.hpp"
+#include "pervade/observer.hpp"
 #include "pervade/future.hpp"
 #include "pervade/htex_executor.hpp"  // link pervade::htex to use it
 #include "pervade/ids.hpp"

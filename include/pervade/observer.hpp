@@ -1,0 +1,141 @@
+#pragma once
+// The engine's one event stream (design rule 9). The kernel, the executors, the interchange and
+// the block/strategy code report every event here; logging, the monitoring database, progress
+// views and users' hooks are observers of it, so they never disagree.
+//
+// Threads: an observer is called on the thread that made the event (the kernel's reactor, an
+// executor thread, the interchange thread, the strategy thread), possibly on several at once.
+// It must be quick, thread-safe and must not block or call back into the kernel: copy what it
+// needs into its own buffer and return. Strings in events are valid only during the call.
+// Python never runs on this path.
+//
+// Example (C++ API): count failures.
+//   struct Failures : pervade::Observer {
+//     std::atomic<int> n{0};
+//     void on_task(const pervade::TaskEvent& e) override {
+//       if (e.state == pervade::TaskState::failed) ++n;
+//     }
+//   };
+//   pervade::Config cfg;
+//   auto failures = std::make_shared<Failures>();
+//   cfg.observers.push_back(failures);
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "pervade/ids.hpp"
+#include "pervade/state.hpp"
+
+namespace pervade {
+
+// Wall-clock time of an event (the monitoring database stores wall-clock times, as Parsl does).
+using EventTime = std::chrono::system_clock::time_point;
+
+// The workflow (one DataFlowKernel) starts or ends.
+struct WorkflowEvent {
+  enum class Kind : std::uint8_t { started, ended };
+  Kind kind;
+  EventTime time;
+  std::string_view run_id;   // unique per DataFlowKernel (a UUID string)
+  std::string_view run_dir;  // run_dir/NNN of this run ("" when none)
+  int tasks_completed = 0;   // ended: tasks that finished successfully (exec_done, memo_done)
+  int tasks_failed = 0;      // ended: tasks that failed (failed, dep_fail, cancelled)
+};
+
+// A task was submitted, changed state, or (kind = dependency) was found to depend on another.
+struct TaskEvent {
+  enum class Kind : std::uint8_t { submitted, state, dependency };
+  Kind kind;
+  EventTime time;
+  TaskId task;
+  std::uint32_t try_id = 0;     // the current try (0 before the first launch)
+  TaskState state;              // the new state (submitted: pending or unsched)
+  std::string_view func_name;   // the app's name
+  std::string_view executor;    // label of the executor of the current try ("" before launch)
+  TaskId dependency{};          // kind = dependency: the task this one waits for
+  int fail_count = 0;
+  double fail_cost = 0;
+  std::string_view error;       // failed/dep_fail/fail_retryable: the error's text
+  bool memoized = false;        // the task has a memo key (submitted)
+};
+
+// A try of a task reached a place (executor, block, pool, host): the HighThroughputExecutor
+// reports which pool took it and on which host it ran.
+struct TryEvent {
+  EventTime time;
+  TaskId task;
+  std::uint32_t try_id;
+  std::string_view executor;
+  std::string_view block;       // block id ("" for in-process executors)
+  std::string_view pool;        // pool (manager) id ("" for in-process executors)
+  std::string_view hostname;
+};
+
+// A block of an executor changed state (Parsl's JobState names: PENDING, RUNNING, ...).
+struct BlockEvent {
+  EventTime time;
+  std::string_view executor;
+  std::string_view block;       // block id
+  std::string_view job_id;      // the provider's job id ("" before submission)
+  std::string_view status;      // Parsl's JobState name
+  std::string_view message;     // why (failed blocks), else ""
+};
+
+// A pool (one per node and block) joined, sent a heartbeat, or left an executor.
+struct PoolEvent {
+  enum class Kind : std::uint8_t { joined, heartbeat, left };
+  Kind kind;
+  EventTime time;
+  std::string_view executor;
+  std::string_view pool;        // manager id
+  std::string_view block;
+  std::string_view hostname;
+  int worker_count = 0;
+  int cpu_count = 0;
+  std::uint64_t total_memory = 0;  // bytes
+  std::string_view python_version;
+  std::string_view reason;      // left: why ("" on a clean shutdown)
+};
+
+// One resource sample of a task's process tree (read from /proc by the pool, or in process
+// by the thread-pool executor).
+struct ResourceSample {
+  EventTime time;
+  TaskId task;
+  std::uint32_t try_id;
+  std::string_view executor;
+  std::string_view hostname;
+  int pid = 0;
+  int children = 0;
+  double cpu_user = 0;          // seconds, summed over the tree
+  double cpu_system = 0;
+  std::uint64_t rss = 0;        // bytes
+  std::uint64_t vms = 0;
+  std::uint64_t read_bytes = 0;
+  std::uint64_t write_bytes = 0;
+  std::uint64_t ctx_voluntary = 0;
+  std::uint64_t ctx_involuntary = 0;
+  double interval = 0;          // seconds between samples
+  bool first = false, last = false;
+};
+
+// Receives events; every method has an empty default so an observer overrides what it needs.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  virtual void on_workflow(const WorkflowEvent&) {}
+  virtual void on_task(const TaskEvent&) {}
+  virtual void on_try(const TryEvent&) {}
+  virtual void on_block(const BlockEvent&) {}
+  virtual void on_pool(const PoolEvent&) {}
+  virtual void on_resource(const ResourceSample&) {}
+  // Called once when the kernel is cleaned up, after the last event: flush and close.
+  virtual void close() {}
+};
+
+using ObserverPtr = std::shared_ptr<Observer>;
+
+}  // namespace pervade
