@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "pervade/observer.hpp"
 #include "pervade/task.hpp"
 
 namespace pervade {
@@ -57,9 +58,14 @@ class Executor {
   // True if this executor takes followers (Launch::follower). The kernel launches a task as a
   // follower only when its one unfinished dependency is a launched task of this executor.
   virtual bool accepts_followers() const { return false; }
+  // Called once by the kernel before start(): where this executor reports its events (tries
+  // placed on pools and hosts, blocks, pools, resource samples). Never null; may be inactive.
+  void set_observers(ObserversPtr observers) { observers_ = std::move(observers); }
+  const Observers& observers() const { return *observers_; }
 
  private:
   std::string label_;
+  ObserversPtr observers_ = std::make_shared<const Observers>();
 };
 
 using ExecutorPtr = std::shared_ptr<Executor>;

@@ -138,4 +138,26 @@ class Observer {
 
 using ObserverPtr = std::shared_ptr<Observer>;
 
+// The observers of one kernel, shared with its executors (Executor::set_observers). Emitting
+// costs one branch when there are none: check `active()` before building an event.
+// The list is fixed before the kernel starts; any thread may emit.
+class Observers {
+ public:
+  Observers() = default;
+  explicit Observers(std::vector<ObserverPtr> list) : list_(std::move(list)) {}
+  bool active() const { return !list_.empty(); }
+  void workflow(const WorkflowEvent& e) const { for (auto& o : list_) o->on_workflow(e); }
+  void task(const TaskEvent& e) const { for (auto& o : list_) o->on_task(e); }
+  void attempt(const TryEvent& e) const { for (auto& o : list_) o->on_try(e); }
+  void block(const BlockEvent& e) const { for (auto& o : list_) o->on_block(e); }
+  void pool(const PoolEvent& e) const { for (auto& o : list_) o->on_pool(e); }
+  void resource(const ResourceSample& e) const { for (auto& o : list_) o->on_resource(e); }
+  void close() const { for (auto& o : list_) o->close(); }
+
+ private:
+  std::vector<ObserverPtr> list_;
+};
+
+using ObserversPtr = std::shared_ptr<const Observers>;
+
 }  // namespace pervade
