@@ -28,6 +28,7 @@ from .providers import (CondorProvider, GridEngineProvider, LocalProvider, LSFPr
                         SlurmProvider, TorqueProvider)
 from .futures import AppFuture
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
+from .progress import progress
 from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
 
 __version__ = "0.1.0"
@@ -45,4 +46,5 @@ __all__ = [
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",
     "TaskCancelled",
+    "progress",
 ]

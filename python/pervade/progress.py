@@ -1,0 +1,75 @@
+"""pervade.progress(futures): a progress bar on the terminal while futures finish.
+
+    futures = [simulate(i) for i in range(10_000)]
+    pervade.progress(futures)      # [#######.........] 4512/10000  45%  3 failed  2210/s  ETA 2 s
+
+It waits until every future is done. The bar is drawn only when the output is a terminal;
+otherwise it waits silently. Completion is counted by one done-callback per future (a lock
+and two integers), and the bar is redrawn by the calling thread at most REDRAWS_PER_SECOND
+times, so watching a run does not slow it down.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+
+REDRAWS_PER_SECOND = 10
+
+
+class _Counter:
+    """Counts finished futures. add() runs on whichever thread completes a future."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.all_done = threading.Event()
+        self._lock = threading.Lock()
+        if total == 0:
+            self.all_done.set()
+
+    def add(self, future) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        with self._lock:
+            self.done += 1
+            self.failed += failed
+            if self.done == self.total:
+                self.all_done.set()
+
+
+def bar_line(done: int, total: int, failed: int, elapsed: float, width: int) -> str:
+    """One line of the bar, fitted to `width` columns."""
+    fraction = done / total if total else 1.0
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"  ETA {(total - done) / rate:.0f} s" if 0 < done < total and rate > 0 else ""
+    tail = (f" {done}/{total} {100 * fraction:3.0f}%" + (f"  {failed} failed" if failed else "")
+            + f"  {rate:.0f}/s{eta}")
+    cells = max(width - len(tail) - 3, 10)
+    filled = int(cells * fraction)
+    return f"[{'#' * filled}{'.' * (cells - filled)}]{tail}"[:width]
+
+
+def progress(futures, file=None) -> None:
+    """Wait for every future in `futures`, drawing a progress bar if `file` (stdout) is a terminal."""
+    futures = list(futures)
+    out = sys.stdout if file is None else file
+    counter = _Counter(len(futures))
+    for future in futures:
+        future.add_done_callback(counter.add)
+    is_tty = getattr(out, "isatty", lambda: False)()
+    if not is_tty:
+        counter.all_done.wait()
+        return
+    start = time.monotonic()
+    width = shutil.get_terminal_size().columns - 1
+    while True:
+        finished = counter.all_done.wait(1 / REDRAWS_PER_SECOND)
+        out.write("\r" + bar_line(counter.done, counter.total, counter.failed, time.monotonic() - start, width))
+        out.flush()
+        if finished:
+            out.write("\n")
+            out.flush()
+            return
