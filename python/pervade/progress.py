@@ -58,7 +58,10 @@ def progress(futures, file=None) -> None:
     out = sys.stdout if file is None else file
     counter = _Counter(len(futures))
     for future in futures:
-        future.add_done_callback(counter.add)
+        if future.done():   # counted now: a callback would make the future build its Condition
+            counter.add(future)
+        else:
+            future.add_done_callback(counter.add)
     is_tty = getattr(out, "isatty", lambda: False)()
     if not is_tty:
         counter.all_done.wait()
