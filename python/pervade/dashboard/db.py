@@ -220,7 +220,7 @@ class Monitoring:
             conn = self._refresh_conn
             conn.execute("BEGIN")   # one snapshot for all tables
             try:
-                ranges = {table: self._next_range(conn, table, limit) for table in self._cursor}
+                ranges = self._next_ranges(conn, limit)
                 self._refresh_tasks(conn, *ranges["task"])
                 self._refresh_status(conn, *ranges["status"])
                 self._refresh_resources(conn, *ranges["resource"])
@@ -232,21 +232,19 @@ class Monitoring:
                     self._cursor[table], self._ends[table] = high, end
                 return self._cursor == self._ends
 
-    def _next_range(self, conn, table: str, limit: int) -> tuple[int, int, int]:
-        """(low, high, end): read rowids low < rowid <= high of the `end` there are."""
-        end = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
-        low = self._cursor[table]
-        if end < low:   # the file was replaced by a smaller one: start over
+    def _next_ranges(self, conn, limit: int) -> dict:
+        """table -> (low, high, end): read rowids low < rowid <= high of the `end` there are."""
+        ends = {table: conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0] for table in self._cursor}
+        if any(ends[table] < low for table, low in self._cursor.items()):   # the file was replaced: start over
             with self._stats_lock:
                 self._runs.clear()
                 self._peaks.clear()
                 self._cursor = dict.fromkeys(self._cursor, 0)
             conn.execute("DELETE FROM temp.active")
-            low = 0
-        return low, min(end, low + limit), end
+        return {table: (low, min(ends[table], low + limit), ends[table]) for table, low in self._cursor.items()}
 
     def _refresh_tasks(self, conn, low: int, high: int, _end: int) -> None:
-        rows = conn.execute("SELECT run_id, task_func_name, count(*) FROM task WHERE rowid > ? AND rowid <= ? GROUP BY 1, 2",
+        rows = conn.execute("SELECT run_id, coalesce(task_func_name, '?'), count(*) FROM task WHERE rowid > ? AND rowid <= ? GROUP BY 1, 2",
                             (low, high)).fetchall()
         with self._stats_lock:
             for run_id, app, n in rows:
@@ -256,10 +254,10 @@ class Monitoring:
     def _refresh_status(self, conn, low: int, high: int, _end: int) -> None:
         # Final rows joined to their task (primary key lookups) for app, duration and second.
         finals = conn.execute(
-            f"""SELECT s.run_id, t.task_func_name, s.task_status_name, CAST({seconds('s.timestamp')} AS INTEGER), count(*),
+            f"""SELECT s.run_id, coalesce(t.task_func_name, '?'), s.task_status_name, CAST({seconds('s.timestamp')} AS INTEGER), count(*),
                        sum({seconds('s.timestamp')} - {seconds('t.task_time_invoked')}),
                        max({seconds('s.timestamp')} - {seconds('t.task_time_invoked')})
-                FROM status s JOIN task t ON t.task_id = s.task_id AND t.run_id = s.run_id
+                FROM status s LEFT JOIN task t ON t.task_id = s.task_id AND t.run_id = s.run_id
                 WHERE s.rowid > ? AND s.rowid <= ?
                   AND s.task_status_name IN ('exec_done','memo_done','failed','dep_fail','fail_retryable')
                 GROUP BY 1, 2, 3, 4""", (low, high)).fetchall()
@@ -286,7 +284,7 @@ class Monitoring:
 
     def _refresh_resources(self, conn, low: int, high: int, _end: int) -> None:
         rows = conn.execute(
-            """SELECT r.run_id, r.task_id, t.task_func_name, count(*), sum(r.psutil_process_memory_resident),
+            """SELECT r.run_id, r.task_id, coalesce(t.task_func_name, '?'), count(*), sum(r.psutil_process_memory_resident),
                       max(r.psutil_process_memory_resident),
                       max(coalesce(r.psutil_process_time_user, 0) + coalesce(r.psutil_process_time_system, 0))
                FROM resource r LEFT JOIN task t ON t.task_id = r.task_id AND t.run_id = r.run_id
