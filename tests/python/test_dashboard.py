@@ -235,6 +235,40 @@ def test_pages_answer_while_a_big_database_is_read(finished_db, serve, monkeypat
     assert int(cell(get(address, f"/run/{RUN}/")[1], "count-tasks")) == TASKS
 
 
+def test_state_of_a_task_is_that_of_its_highest_try_whatever_the_row_order(finished_db, tmp_path):
+    """Workers' rows (running, running_ended) may land after the kernel's: they never revive a task."""
+    path = str(tmp_path / "monitoring.db")
+    shutil.copy(finished_db, path)
+    ts = "2030-01-01 00:00:00.000000"
+    base = 100000
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO task SELECT task_id + ?, run_id, task_depends, task_func_name, task_memoize, task_hashsum,"
+                     " task_inputs, task_outputs, task_stdin, task_stdout, task_stderr, task_time_invoked, NULL, 0, 0"
+                     " FROM task WHERE task_id < 4", (base,))
+        rows = [(0, "pending", 0), (0, "launched", 0),                                          # launched
+                (1, "pending", 0), (1, "launched", 0), (1, "running", 0),                       # running
+                (2, "pending", 0), (2, "launched", 0), (2, "fail_retryable", 0), (2, "pending", 1),
+                (2, "running_ended", 0),                                                        # pending: try 1 waits
+                (3, "pending", 0), (3, "launched", 0), (3, "exec_done", 0)]
+        conn.executemany("INSERT INTO status VALUES (?,?,?,?,?)",
+                         [(base + t, name, f"{ts[:-1]}{i}", RUN, try_id) for i, (t, name, try_id) in enumerate(rows)])
+    db = Monitoring(path)
+    try:
+        db.read_all()
+        counts = db.run(RUN).counts()
+        assert (counts["launched"], counts["running"], counts["pending"]) == (1, 1, 1)
+        with sqlite3.connect(path) as conn:   # late worker rows for a finished task, and the end of the others
+            conn.executemany("INSERT INTO status VALUES (?,?,?,?,?)",
+                             [(base + 3, "running", "2030-01-02 00:00:00.000000", RUN, 0),
+                              (base + 3, "running_ended", "2030-01-02 00:00:00.000001", RUN, 0),
+                              (base + 1, "exec_done", "2030-01-02 00:00:00.000002", RUN, 0)])
+        db.read_all()
+        counts = db.run(RUN).counts()
+        assert (counts["launched"], counts["running"], counts["pending"]) == (1, 0, 1)
+    finally:
+        db.close()
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: os.path.join(d, "missing.db"), "no such file"),
     (lambda d: d, "holds no monitoring.db"),

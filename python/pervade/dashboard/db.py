@@ -25,7 +25,6 @@ FINAL_STATES = ("exec_done", "memo_done", "failed", "dep_fail")
 FAILED_STATES = ("failed", "dep_fail")
 # Tasks not final are shown as pending, launched or running (running_ended and joining count as running).
 LIVE_STATES = ("pending", "launched", "running")
-ACTIVE_STATES = ("launched", "running", "running_ended", "joining")
 STATES = LIVE_STATES + FINAL_STATES
 CHUNK_ROWS = 100_000     # rows of each table one refresh() reads at most
 FAILURES_KEPT = 1000     # failed tasks whose ids are kept, the latest
@@ -165,8 +164,9 @@ class Monitoring:
         self._query_lock = threading.Lock()
         self._refresh_conn = connect(self.path)        # for refresh(), under _refresh_lock
         self._refresh_lock = threading.Lock()
-        self._refresh_conn.execute("CREATE TEMP TABLE active (run_id TEXT, task_id INTEGER, try_id INTEGER, state TEXT,"
-                                   " PRIMARY KEY (run_id, task_id))")
+        self._refresh_conn.executescript(
+            """CREATE TEMP TABLE active (run_id TEXT, task_id INTEGER, try_id INTEGER, state TEXT, PRIMARY KEY (run_id, task_id));
+               CREATE TEMP TABLE candidate (run_id TEXT, task_id INTEGER, PRIMARY KEY (run_id, task_id));""")
         self._stats_lock = threading.Lock()            # guards _runs, _peaks, _cursor, _ends
         self._runs: dict[str, RunStats] = defaultdict(RunStats)
         self._peaks: dict[str, TaskPeaks] = defaultdict(TaskPeaks)
@@ -252,12 +252,15 @@ class Monitoring:
                 self._runs[run_id].apps[app].tasks += n
 
     def _refresh_status(self, conn, low: int, high: int, _end: int) -> None:
-        # Final rows joined to their task (primary key lookups) for app, duration and second.
+        # Final rows joined to their task and try (primary key lookups) for app and run time: from the
+        # try's start (running, else launched, else the task's submission) to the final row.
+        start = (f"coalesce({seconds('y.task_try_time_running')}, {seconds('y.task_try_time_launched')}, "
+                 f"{seconds('t.task_time_invoked')})")
         finals = conn.execute(
-            f"""SELECT s.run_id, coalesce(t.task_func_name, '?'), s.task_status_name, CAST({seconds('s.timestamp')} AS INTEGER), count(*),
-                       sum({seconds('s.timestamp')} - {seconds('t.task_time_invoked')}),
-                       max({seconds('s.timestamp')} - {seconds('t.task_time_invoked')})
+            f"""SELECT s.run_id, coalesce(t.task_func_name, '?'), s.task_status_name, CAST({seconds('s.timestamp')} AS INTEGER),
+                       count(*), sum({seconds('s.timestamp')} - {start}), max({seconds('s.timestamp')} - {start})
                 FROM status s LEFT JOIN task t ON t.task_id = s.task_id AND t.run_id = s.run_id
+                LEFT JOIN try y ON y.try_id = s.try_id AND y.task_id = s.task_id AND y.run_id = s.run_id
                 WHERE s.rowid > ? AND s.rowid <= ?
                   AND s.task_status_name IN ('exec_done','memo_done','failed','dep_fail','fail_retryable')
                 GROUP BY 1, 2, 3, 4""", (low, high)).fetchall()
@@ -313,23 +316,35 @@ class Monitoring:
                 run.heaviest = dict(heapq.nlargest(HEAVIEST_KEPT, merged.items(), key=lambda item: item[1][0]))
 
     def _refresh_active(self, conn, low: int, high: int, _end: int) -> None:
-        """Tasks now in an executor (latest state launched, running, running_ended or joining).
+        """Tasks now in an executor: their latest try has a launched or running row and no end.
 
-        They are few (bounded by the workers), so they live in a TEMP table (the only thing this
-        connection writes: it is not in the database file). Of the new status rows only each
-        task's latest is read, and only for tasks that are or were active.
+        Rows from workers (running, running_ended) may land after the kernel's final row, so a
+        task's state is not its latest row: it is taken from all rows of its highest try. Only
+        candidates are looked at: tasks active before, and tasks with a launched or running row
+        among the new rows but no final row there. They are few (bounded by the workers) and
+        live in TEMP tables (the only things this connection writes: they are not in the file).
         """
-        for run_id, task_id, state, try_id in conn.execute(
-                """SELECT run_id, task_id, task_status_name, try_id FROM
-                     (SELECT run_id, task_id, task_status_name, try_id, max(rowid) FROM status
-                      WHERE rowid > ? AND rowid <= ? GROUP BY run_id, task_id) latest
-                   WHERE task_status_name IN ('launched','running','running_ended','joining')
-                      OR EXISTS (SELECT 1 FROM temp.active a WHERE a.run_id = latest.run_id AND a.task_id = latest.task_id)""",
-                (low, high)).fetchall():
-            if state in ACTIVE_STATES:
-                conn.execute("INSERT OR REPLACE INTO temp.active VALUES (?,?,?,?)", (run_id, task_id, try_id, state))
-            else:
-                conn.execute("DELETE FROM temp.active WHERE run_id = ? AND task_id = ?", (run_id, task_id))
+        conn.execute("DELETE FROM temp.candidate")
+        conn.execute("""INSERT INTO temp.candidate SELECT run_id, task_id FROM status WHERE rowid > ? AND rowid <= ?
+                        GROUP BY run_id, task_id
+                        HAVING max(task_status_name IN ('exec_done','memo_done','failed','dep_fail')) = 0
+                           AND max(task_status_name IN ('launched','running','running_ended','joining')) = 1""",
+                     (low, high))
+        conn.execute("INSERT OR IGNORE INTO temp.candidate SELECT run_id, task_id FROM temp.active")
+        tries = conn.execute(
+            """SELECT s.run_id, s.task_id, s.try_id,
+                      max(s.task_status_name IN ('exec_done','memo_done','failed','dep_fail','fail_retryable')),
+                      max(s.task_status_name IN ('running','running_ended','joining')),
+                      max(s.task_status_name = 'launched')
+               FROM temp.candidate c CROSS JOIN status s ON s.task_id = c.task_id AND s.run_id = c.run_id
+               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
+        latest = {(run_id, task_id): (try_id, ended, running, launched)
+                  for run_id, task_id, try_id, ended, running, launched in tries}   # ordered: the highest try wins
+        conn.execute("DELETE FROM temp.active")
+        conn.executemany("INSERT INTO temp.active VALUES (?,?,?,?)",
+                         [(run_id, task_id, try_id, "running" if running else "launched")
+                          for (run_id, task_id), (try_id, ended, running, launched) in latest.items()
+                          if not ended and (running or launched)])
         rows = conn.execute(
             """SELECT a.run_id, a.state = 'launched', y.hostname, count(*) FROM temp.active a
                LEFT JOIN try y ON y.try_id = a.try_id AND y.task_id = a.task_id AND y.run_id = a.run_id

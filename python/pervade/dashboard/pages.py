@@ -163,7 +163,7 @@ def app_table(stats: RunStats, run_id: str) -> str:
                     f'<td class="n">{fmt_seconds(a.duration_mean)}</td><td class="n">{fmt_seconds(a.duration_max)}</td>'
                     f'<td class="n">{fmt_bytes(a.memory_max)}</td></tr>')
     return ("<table id='apps'><tr><th>app</th><th>tasks</th><th>finished</th><th>succeeded</th><th>failed</th><th>retries</th>"
-            "<th>mean duration</th><th>max duration</th><th>peak memory</th></tr>" + "".join(rows) + "</table>")
+            "<th>mean run time</th><th>max run time</th><th>peak memory</th></tr>" + "".join(rows) + "</table>")
 
 
 def overview_page(db: Monitoring, w: dict) -> str:

@@ -31,7 +31,7 @@ def summary(db: Monitoring, run_id: str | None = None, width: int = 100) -> str:
     lines = [f"workflow {w['workflow_name'] or '-'}  run {w['run_id']}  began {w['time_began']}  {state}",
              f"tasks {stats.tasks}  " + "  ".join(f"{s} {counts[s]}" for s in STATES),
              f"rate {rate(stats, w):.1f} tasks/s", ""]
-    lines.append(f"{'app':<24} {'tasks':>8} {'finished':>9} {'failed':>7} {'retries':>8} {'mean':>10} {'max':>10} {'peak mem':>11}")
+    lines.append(f"{'app':<24} {'tasks':>8} {'finished':>9} {'failed':>7} {'retries':>8} {'mean run':>10} {'max run':>10} {'peak mem':>11}")
     for app, a in sorted(stats.apps.items()):
         failed = a.states["failed"] + a.states["dep_fail"]
         lines.append(f"{app[:24]:<24} {a.tasks:>8} {a.finished:>9} {failed:>7} {a.retries:>8} "
