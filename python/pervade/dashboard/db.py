@@ -399,12 +399,12 @@ class Monitoring:
     def recent_tries(self, run_id: str, limit: int = 400) -> list[dict]:
         """The latest tries (a sample of the task stream), with their app and times in Unix seconds."""
         rows = self.query(
-            f"""SELECT y.task_id, y.try_id, y.hostname, y.block_id, t.task_func_name,
+            f"""SELECT y.task_id, y.try_id, y.task_executor, y.hostname, y.block_id, t.task_func_name,
                        {seconds('y.task_try_time_launched')}, {seconds('y.task_try_time_running')},
                        {seconds('y.task_try_time_returned')}, y.task_fail_history
                 FROM (SELECT * FROM try WHERE run_id = ? ORDER BY rowid DESC LIMIT ?) y
                 LEFT JOIN task t ON t.task_id = y.task_id AND t.run_id = y.run_id""", (run_id, limit))
-        return [dict(zip(("task_id", "try_id", "host", "block", "app", "launched", "running", "returned", "error"), r))
+        return [dict(zip(("task_id", "try_id", "executor", "host", "block", "app", "launched", "running", "returned", "error"), r))
                 for r in rows]
 
     def blocks(self, run_id: str) -> list[dict]:

@@ -180,19 +180,21 @@ def overview_page(db: Monitoring, w: dict) -> str:
 
 
 def worker_lanes(tries: list[dict]) -> dict:
-    """Packs tries onto lanes per host so that tries on one lane never overlap: one lane ~ one worker."""
-    lanes: dict[str, list[float]] = {}     # host -> end time of the last try on each lane
+    """Packs tries onto lanes per executor, host and block so that tries on one lane never overlap:
+    one lane ~ one worker."""
+    lanes: dict[str, list[float]] = {}     # group -> end time of the last try on each lane
     placed = {}
     for t in sorted(tries, key=lambda t: t["running"] or t["launched"] or 0):
         start = t["running"] or t["launched"]
         if start is None:
             continue
-        ends = lanes.setdefault(t["host"] or "?", [])
+        group = " ".join(str(part) for part in (t["executor"], t["host"] or "?", t["block"] and f"block {t['block']}") if part)
+        ends = lanes.setdefault(group, [])
         lane = next((i for i, end in enumerate(ends) if end <= start), len(ends))
         if lane == len(ends):
             ends.append(0.0)
         ends[lane] = t["returned"] or float("inf")
-        placed[id(t)] = (t["host"] or "?", lane)
+        placed[id(t)] = (group, lane)
     return placed
 
 
@@ -206,7 +208,7 @@ def gantt_page(db: Monitoring, w: dict) -> str:
     t1 = max([t["returned"] for t in tries if t["returned"]] + starts) + 1e-3
     hosts = sorted({host for host, _ in placed.values()})
     lane_count = {h: 1 + max(lane for host, lane in placed.values() if host == h) for h in hosts}
-    row, label_w, width, y = 10, 110, 900, {}
+    row, label_w, width, y = 10, 170, 960, {}
     offset = 0
     for h in hosts:
         y[h] = offset
@@ -228,7 +230,7 @@ def gantt_page(db: Monitoring, w: dict) -> str:
                      f'<title>task {t["task_id"]} try {t["try_id"]} {esc(t["app"])} on {esc(host)}: '
                      f'{fmt_seconds(end - start)}</title></rect>')
     legend = " ".join(f'<span style="color:{color[a]}">&#9632;</span> {esc(a)}' for a in apps)
-    body = (f'<p class="muted">the latest {len(placed)} tries, one lane per worker slot on each host, '
+    body = (f'<p class="muted">the latest {len(placed)} tries, one lane per worker slot of each executor, host and block, '
             f'{fmt_seconds(t1 - t0)} shown; red: failed try; faded: still running</p><p>{legend} '
             f'<span style="color:#d64545">&#9632;</span> failed</p>'
             f'<svg width="{width}" height="{offset + 4}" id="gantt">{"".join(parts)}</svg>')
