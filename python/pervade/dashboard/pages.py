@@ -345,5 +345,5 @@ def task_page(db: Monitoring, w: dict, task_id: int) -> str | None:
     return layout(f"Task {task_id}", body, w["run_id"], is_live(w))
 
 
-def not_found(message: str) -> str:
-    return layout("Not found", f"<p>{esc(message)}</p>")
+def error_page(title: str, message: str) -> str:
+    return layout(title, f"<p>{esc(message)}</p>")

@@ -1,6 +1,6 @@
 """`pervade dashboard`: serves the pages of pages.py over HTTP (standard library only).
 
-Only GET and HEAD on the routes below are answered; anything else is 404 (or 405). The
+Only GET and HEAD on the routes below are answered: any other path is 404, any other method 501. The
 database is opened read-only; its text is escaped on output and never executed.
 """
 
@@ -39,10 +39,10 @@ def route(db: Monitoring, path: str, query: dict) -> tuple[int, str]:
         return 200, pages.index_page(db)
     match = RUN_ROUTE.match(path)
     if not match:
-        return 404, pages.not_found(f"no page at {path}")
+        return 404, pages.error_page("Not found", f"no page at {path}")
     workflow = db.workflow(urllib.parse.unquote(match.group(1)))
     if workflow is None:
-        return 404, pages.not_found("no such workflow")
+        return 404, pages.error_page("Not found", "no such workflow")
     view = match.group(2)
     if view == "":
         return 200, pages.overview_page(db, workflow)
@@ -54,14 +54,14 @@ def route(db: Monitoring, path: str, query: dict) -> tuple[int, str]:
         try:
             threshold = int(query.get("threshold_mb", [pages.DEFAULT_THRESHOLD_MB])[0])
         except ValueError:
-            return 400, pages.not_found("threshold_mb must be a whole number of MiB")
+            return 400, pages.error_page("Bad request", "threshold_mb must be a whole number of MiB")
         return 200, pages.resources_page(db, workflow, threshold)
     if view == "pools":
         return 200, pages.pools_page(db, workflow)
     if view == "dag":
         return 200, pages.dag_page(db, workflow)
     page = pages.task_page(db, workflow, int(match.group(3)))
-    return (200, page) if page is not None else (404, pages.not_found("no such task"))
+    return (200, page) if page is not None else (404, pages.error_page("Not found", "no such task"))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -82,7 +82,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             status, text = render(self.server.db, path, urllib.parse.parse_qs(query))
         except Exception:
             logger.exception("page %s failed", path)
-            status, text = 500, pages.layout("Error", "<p>the page failed; see the dashboard's log</p>")
+            status, text = 500, pages.error_page("Error", "the page failed; see the dashboard's log")
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
