@@ -65,7 +65,7 @@ def layout(title: str, body: str, run_id: str | None = None, live: bool = False)
             ("", "Overview"), ("tasks", "Task stream"), ("failures", "Failures"), ("resources", "Memory &amp; CPU"),
             ("pools", "Pools, blocks, nodes"), ("dag", "Dependencies")))
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if live else ""
-    state = '<span class="live">live, refreshing every 2 s</span>' if live else ""
+    state = f'<span class="live">live, refreshing every {REFRESH_SECONDS} s</span>' if live else ""
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8">{refresh}<title>{esc(title)} - pervade</title>'
             f'<style>{STYLE}</style></head><body><header><b>pervade</b> &nbsp; {nav}</header>'
             f'<main><h1>{esc(title)} {state}</h1>{body}</main></body></html>')
@@ -153,7 +153,7 @@ def index_page(db: Monitoring) -> str:
     return layout("Workflows", body, live=any(is_live(w) for w in workflows))
 
 
-def app_table(stats: RunStats, run_id: str) -> str:
+def app_table(stats: RunStats) -> str:
     rows = []
     for app, a in sorted(stats.apps.items()):
         failed = a.states["failed"] + a.states["dep_fail"]
@@ -175,7 +175,7 @@ def overview_page(db: Monitoring, w: dict) -> str:
             f"<h2>Tasks per state</h2>{counts_table(counts)}<p>{state_bar(counts)}</p>"
             f'<p>mean rate <b id="rate">{rate(stats, w):.1f}</b> tasks/s</p>'
             f"<h2>Throughput (tasks finished per second)</h2>{throughput_chart(stats, w['began'])}"
-            f"<h2>Apps</h2>{app_table(stats, w['run_id'])}")
+            f"<h2>Apps</h2>{app_table(stats)}")
     return layout(w["workflow_name"] or w["run_id"], body, w["run_id"], is_live(w))
 
 
