@@ -98,7 +98,7 @@ class Plan:
         free_at, host, worker = heapq.heappop(self.free)
         fails = rng.random() < self.failure_rate
         retried = fails and rng.random() < 0.5     # half the failures fail once, then succeed
-        launched = max(t_submit + rng.uniform(0.0001, 0.001), free_at)
+        launched = max(t_submit + rng.uniform(0.0025, 0.0035), free_at)   # a retry's rows fit in between
         running = launched + rng.uniform(0.0001, 0.001)
         returned = running + self.duration * rng.uniform(0.5, 1.5) * (1 + APPS.index(app))
         heapq.heappush(self.free, (returned, host, worker))
@@ -214,10 +214,11 @@ class LiveRun(threading.Thread):
     and the workflow is marked completed after the last task; `stop()` ends it early.
     """
 
-    def __init__(self, path: str, n_tasks: int, rate: float = 50.0, run_id: str = "live-run-0000", seed: int = 2):
+    def __init__(self, path: str, n_tasks: int, rate: float = 50.0, run_id: str = "live-run-0000", seed: int = 2,
+                 duration: float = 0.15):
         super().__init__(name="synthetic-live-run", daemon=True)
         self.path, self.n_tasks, self.rate, self.run_id = path, n_tasks, rate, run_id
-        self.plan = Plan(n_tasks, seed, failure_rate=0.1, duration=0.15)
+        self.plan = Plan(n_tasks, seed, failure_rate=0.1, duration=duration)
         self._stop_event = threading.Event()
         self.started = threading.Event()   # set once the schema and the workflow row are committed
         self.error: BaseException | None = None
