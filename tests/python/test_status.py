@@ -54,6 +54,18 @@ def test_status_of_an_unknown_run_says_so(run_dir):
     assert "no workflow 'nope'" in done.stdout
 
 
+def test_status_of_one_run_directory_shows_that_run(tmp_path):
+    """runinfo/000 and runinfo/001 share runinfo/monitoring.db: each shows its own run; runinfo the latest."""
+    runinfo = tmp_path / "runinfo"
+    for i, tasks in enumerate((30, 50)):
+        (runinfo / f"00{i}").mkdir(parents=True)
+        synthetic.fill(str(runinfo / "monitoring.db"), tasks, run_id=f"run-{i}", rundir=str(runinfo / f"00{i}"))
+    assert "run run-0 " in pervade("status", str(runinfo / "000")).stdout
+    assert "tasks 30 " in pervade("status", str(runinfo / "000")).stdout
+    assert "run run-1 " in pervade("status", str(runinfo / "001")).stdout
+    assert "run run-1 " in pervade("status", str(runinfo)).stdout
+
+
 def test_top_redraws_until_q(run_dir):
     """top on a terminal (a pty): draws the summary, and quits with status 0 on q."""
     pid, fd = pty.fork()

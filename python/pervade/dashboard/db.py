@@ -38,12 +38,13 @@ class NotMonitoringDatabase(Exception):
 
 
 def find_database(path: str) -> str:
-    """The monitoring.db of a run directory, or `path` itself when it is a file."""
+    """The monitoring.db of a run directory (or of its parent: runinfo/003 is one run of runinfo),
+    or `path` itself when it is a file."""
     if os.path.isdir(path):
-        candidate = os.path.join(path, "monitoring.db")
-        if not os.path.isfile(candidate):
-            raise NotMonitoringDatabase(f"{path} holds no monitoring.db (was monitoring on for this run?)")
-        return candidate
+        for candidate in (os.path.join(path, "monitoring.db"), os.path.join(path, os.pardir, "monitoring.db")):
+            if os.path.isfile(candidate):
+                return os.path.normpath(candidate)
+        raise NotMonitoringDatabase(f"{path} holds no monitoring.db (was monitoring on for this run?)")
     if not os.path.exists(path):
         raise NotMonitoringDatabase(f"{path}: no such file or directory")
     return path
@@ -380,6 +381,11 @@ class Monitoring:
 
     def workflow(self, run_id: str) -> dict | None:
         return next((w for w in self.workflows() if w["run_id"] == run_id), None)
+
+    def run_in(self, directory: str) -> str | None:
+        """The run_id of the workflow whose rundir is `directory` (such as runinfo/003), if any."""
+        target = os.path.realpath(directory)
+        return next((w["run_id"] for w in self.workflows() if w["rundir"] and os.path.realpath(w["rundir"]) == target), None)
 
     def failures(self, run_id: str, limit: int = 100) -> list[dict]:
         """The latest failed tasks, newest first, with each failed try's exception text."""

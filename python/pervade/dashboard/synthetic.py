@@ -177,14 +177,14 @@ def resource_rows(run_id: str, p: dict) -> list[tuple]:
 
 
 def fill(path: str, n_tasks: int, seed: int = 1, run_id: str = "synthetic-run-0000",
-         rate: float = 20000.0, batch: int = 20000) -> None:
+         rate: float = 20000.0, batch: int = 20000, rundir: str = "/runinfo/000") -> None:
     """Write a finished run of `n_tasks` tasks submitted at `rate` per second (in database time)."""
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     create_schema(conn)
     t0 = time.time() - n_tasks / rate - 5
-    insert_workflow(conn, run_id, t0, "/runinfo/000")
+    insert_workflow(conn, run_id, t0, rundir)
     insert_pool(conn, run_id, t0)
     plan = Plan(n_tasks, seed)
     failed = done = 0

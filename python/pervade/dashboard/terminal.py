@@ -56,17 +56,22 @@ def open_database(prog: str, path: str) -> Monitoring | None:
         return None
 
 
+def chosen_run(db: Monitoring, args) -> str | None:
+    """--run, else the run whose own directory was given (runinfo/003), else None: the latest."""
+    return args.run or (db.run_in(args.path) if os.path.isdir(args.path) else None)
+
+
 def status_main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pervade status", description="Print a summary of a run from its monitoring database.")
-    parser.add_argument("path", help="a run directory holding monitoring.db, or the database file")
-    parser.add_argument("--run", help="the run_id to show (default: the latest workflow)")
+    parser.add_argument("path", help="a run directory holding monitoring.db (or one run's directory in it), or the database file")
+    parser.add_argument("--run", help="the run_id to show (default: the run of the directory given, else the latest)")
     args = parser.parse_args(argv)
     db = open_database("pervade status", args.path)
     if db is None:
         return 1
     with contextlib.closing(db):
         db.read_all()
-        print(summary(db, args.run, width=10_000))
+        print(summary(db, chosen_run(db, args), width=10_000))
     return 0
 
 
@@ -101,8 +106,8 @@ def pressed_q(timeout: float) -> bool:
 
 def top_main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pervade top", description="A live view of a run in the terminal (q or Ctrl-C quits).")
-    parser.add_argument("path", help="a run directory holding monitoring.db, or the database file")
-    parser.add_argument("--run", help="the run_id to show (default: the latest workflow)")
+    parser.add_argument("path", help="a run directory holding monitoring.db (or one run's directory in it), or the database file")
+    parser.add_argument("--run", help="the run_id to show (default: the run of the directory given, else the latest)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     args = parser.parse_args(argv)
     db = open_database("pervade top", args.path)
@@ -113,7 +118,7 @@ def top_main(argv=None) -> int:
             while True:
                 db.read_all()
                 size = shutil.get_terminal_size((100, 40))
-                text = "\n".join(summary(db, args.run, size.columns - 1).splitlines()[:size.lines - 2])
+                text = "\n".join(summary(db, chosen_run(db, args), size.columns - 1).splitlines()[:size.lines - 2])
                 sys.stdout.write(f"\x1b[H\x1b[2J{text}\n\npervade top: {time.strftime('%H:%M:%S')}, q to quit\n")
                 sys.stdout.flush()
                 if pressed_q(args.interval):
