@@ -148,7 +148,7 @@ def test_database_text_is_escaped(finished_db, serve, tmp_path):
 
 def test_dependency_graph_of_a_small_run(tmp_path, serve):
     path = str(tmp_path / "monitoring.db")
-    synthetic.fill(path, 40, seed=4, run_id=RUN)
+    synthetic.fill(path, 40, seed=5, run_id=RUN)   # a seed with two failures
     evil = "<b>x</b>"
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE task SET task_func_name = ? WHERE task_id = 3", (evil,))
@@ -156,6 +156,8 @@ def test_dependency_graph_of_a_small_run(tmp_path, serve):
     status, page = get(serve(path), f"/run/{RUN}/dag")
     assert status == 200 and edges > 0
     assert page.count("<circle") == 40 and page.count("<line") == edges
+    failed = len(sql(path, "SELECT 1 FROM status WHERE task_status_name = 'failed'"))
+    assert failed == 2 and page.count('stroke="#d64545"') == failed
     assert evil not in page and html.escape(evil) in page
 
 
@@ -166,6 +168,7 @@ def test_paths_outside_the_routes_are_rejected(finished_db, serve):
         status, page = get(address, path)
         assert status == 404, path
         assert "root:" not in page
+    assert get(address, "/", method="HEAD") == (200, "")
     assert get(address, "/", method="POST")[0] == 501
     assert get(address, "/", method="DELETE")[0] == 501
 

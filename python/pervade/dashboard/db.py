@@ -456,9 +456,15 @@ class Monitoring:
                                          ORDER BY timestamp""", (*range(tries + 1), task_id, run_id))
         return out
 
-    def dependency_graph(self, run_id: str, limit: int) -> list[tuple] | None:
-        """(task_id, app, depends) of every task, or None when the run has more than `limit` tasks."""
+    def dependency_graph(self, run_id: str, limit: int) -> tuple[list[tuple], set] | None:
+        """((task_id, app, depends) of every task, ids of the failed ones), or None when the run has
+        more than `limit` tasks."""
         if self.run(run_id).tasks > limit:
             return None
-        return self.query("SELECT task_id, task_func_name, task_depends FROM task WHERE run_id = ? ORDER BY task_id LIMIT ?",
-                          (run_id, limit + 1))
+        tasks = self.query("SELECT task_id, task_func_name, task_depends FROM task WHERE run_id = ? ORDER BY task_id LIMIT ?",
+                           (run_id, limit + 1))
+        ids = [t[0] for t in tasks]
+        failed = {row[0] for row in self.query(
+            f"SELECT task_id FROM status WHERE task_id IN ({','.join('?' * len(ids))}) AND run_id = ?"
+            " AND task_status_name IN ('failed','dep_fail')", (*ids, run_id))}
+        return tasks, failed

@@ -297,10 +297,11 @@ def pools_page(db: Monitoring, w: dict) -> str:
 
 
 def dag_page(db: Monitoring, w: dict) -> str:
-    tasks = db.dependency_graph(w["run_id"], DAG_LIMIT)
-    if tasks is None:
+    graph = db.dependency_graph(w["run_id"], DAG_LIMIT)
+    if graph is None:
         return layout("Dependencies", f'<p class="muted">the graph is drawn for runs of up to {DAG_LIMIT} tasks</p>',
                       w["run_id"], is_live(w))
+    tasks, failed = graph
     depends = {tid: [int(d) for d in (deps or "").split(",") if d.strip().isdigit()] for tid, _, deps in tasks}
     apps = sorted({app for _, app, _ in tasks})
     color = {a: APP_COLORS[i % len(APP_COLORS)] for i, a in enumerate(apps)}
@@ -315,12 +316,15 @@ def dag_page(db: Monitoring, w: dict) -> str:
     edges = "".join(f'<line x1="{pos[d][0]}" y1="{pos[d][1]}" x2="{pos[t][0]}" y2="{pos[t][1]}" stroke="#aab" stroke-width="0.6"/>'
                     for t in depends for d in depends[t] if d in pos)
     app_of = {tid: app for tid, app, _ in tasks}
-    nodes = "".join(f'<circle cx="{x}" cy="{y}" r="5" fill="{color[app_of[t]]}"><title>task {t} {esc(app_of[t])}</title></circle>'
+    ring = ' stroke="#d64545" stroke-width="2.5"'
+    nodes = "".join(f'<circle cx="{x}" cy="{y}" r="5" fill="{color[app_of[t]]}"{ring if t in failed else ""}>'
+                    f'<title>task {t} {esc(app_of[t])}{" failed" if t in failed else ""}</title></circle>'
                     for t, (x, y) in pos.items())
     width = 40 + dx * (max(columns, default=0) + 1)
     height = 24 + dy * max((len(c) for c in columns.values()), default=1)
     legend = " ".join(f'<span style="color:{color[a]}">&#9632;</span> {esc(a)}' for a in apps)
-    body = f'<p>{len(tasks)} tasks; columns are dependency depth. {legend}</p><svg width="{width}" height="{height}" id="dag">{edges}{nodes}</svg>'
+    body = (f'<p>{len(tasks)} tasks; columns are dependency depth; failed tasks ringed red. {legend}</p>'
+            f'<svg width="{width}" height="{height}" id="dag">{edges}{nodes}</svg>')
     return layout("Dependencies", body, w["run_id"], is_live(w))
 
 
