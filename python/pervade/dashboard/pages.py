@@ -336,8 +336,8 @@ def task_page(db: Monitoring, w: dict, task_id: int) -> str | None:
               "task_stdout", "task_stderr", "task_memoize", "task_hashsum")
     info = "".join(f"<tr><th>{f}</th><td>{esc(t[f])}</td></tr>" for f in fields)
     status = "".join(f"<tr><td>{esc(s)}</td><td>{esc(ts)}</td><td class='n'>{esc(tr)}</td></tr>" for s, ts, tr in t["status"])
-    tries = "".join("<tr>" + "".join(f"<td>{esc(v) if i < 7 else '<pre>' + esc(v) + '</pre>'}</td>" for i, v in enumerate(r)) + "</tr>"
-                    for r in t["tries"])
+    tries = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r[:-1]) + f"<td><pre>{esc(r[-1])}</pre></td></tr>"
+                    for r in t["tries"])   # the last column is the fail history
     samples = "".join(f"<tr><td>{esc(ts)}</td><td class='n'>{fmt_bytes(rss)}</td><td class='n'>{fmt_bytes(vms)}</td>"
                       f"<td class='n'>{fmt_seconds(u)}</td><td class='n'>{fmt_seconds(s)}</td></tr>"
                       for ts, rss, vms, u, s in t["resources"])
