@@ -15,8 +15,24 @@ import shutil
 import sys
 import threading
 import time
+from concurrent.futures._base import FINISHED
+
+from .futures import AppFuture
 
 REDRAWS_PER_SECOND = 10
+
+
+def is_done(future) -> bool:
+    """Done without taking the future's lock: an AppFuture makes its Condition only when first
+    asked through the Future API, and most of a fan-out's futures never need one."""
+    return future._state == FINISHED if isinstance(future, AppFuture) else future.done()
+
+
+def is_failed(future) -> bool:
+    """Whether a done future ended in an exception or was cancelled (lock-free for a finished AppFuture)."""
+    if isinstance(future, AppFuture) and future._state == FINISHED:
+        return future._exception is not None
+    return future.cancelled() or future.exception() is not None
 
 
 class _Counter:
@@ -32,10 +48,10 @@ class _Counter:
             self.all_done.set()
 
     def add(self, future) -> None:
-        failed = future.cancelled() or future.exception() is not None
+        has_failed = is_failed(future)
         with self._lock:
             self.done += 1
-            self.failed += failed
+            self.failed += has_failed
             if self.done == self.total:
                 self.all_done.set()
 
@@ -58,7 +74,7 @@ def progress(futures, file=None) -> None:
     out = sys.stdout if file is None else file
     counter = _Counter(len(futures))
     for future in futures:
-        if future.done():   # counted now: a callback would make the future build its Condition
+        if is_done(future):   # counted now: a callback would make an AppFuture build its Condition
             counter.add(future)
         else:
             future.add_done_callback(counter.add)
