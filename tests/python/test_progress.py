@@ -79,3 +79,19 @@ def test_bar_line_fits_and_fills():
     cells = line[1:line.index("]")]
     assert cells.count("#") == len(cells) // 4
     assert bar_line(0, 10, 0, 0.0, 80).startswith("[" + "." * 10)
+
+
+def test_plain_futures_too():
+    """Any concurrent.futures.Future works: done, failed and cancelled ones are counted."""
+    import concurrent.futures
+    futures = [concurrent.futures.Future() for _ in range(4)]
+    futures[0].set_result(1)
+    futures[1].set_exception(ValueError())
+    futures[2].cancel()
+    futures[2].set_running_or_notify_cancel()
+    out = Terminal()
+    finisher = threading.Thread(target=futures[3].set_result, args=(3,))
+    finisher.start()
+    parsl.progress(futures, file=out)
+    finisher.join()
+    assert "4/4 100%  2 failed" in out.getvalue()
