@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     db.start_catching_up()   # a big database is read on a thread while the pages already answer
     server = DashboardServer(db, (args.listen, args.port))
     host, port = server.server_address[:2]
+    if args.listen not in ("127.0.0.1", "::1", "localhost"):
+        print(f"pervade dashboard: listening on {args.listen}: anyone who can reach it sees this run (there is no login)",
+              file=sys.stderr)
     print(f"pervade dashboard: serving {db.path} on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()
