@@ -1,0 +1,439 @@
+#include "observe/log_observer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "util/thread_name.hpp"
+
+namespace pervade {
+namespace {
+
+// Past this many records in memory new ones are dropped (and counted): an observer must not
+// block its caller, and a writer that cannot keep up must not take all the memory.
+constexpr std::size_t kMaxPending = 1u << 21;
+// The writer is woken early when this many records wait, so batches stay small.
+constexpr std::size_t kWakeAt = 8192;
+
+constexpr std::string_view kDataflowLogger = "pervade.dataflow.dflow";
+constexpr std::string_view kExecutorsLogger = "pervade.executors";
+
+std::string_view level_name(int level) {
+  if (level >= log_level::kError) return "ERROR";
+  if (level >= log_level::kWarning) return "WARNING";
+  if (level >= log_level::kInfo) return "INFO";
+  return "DEBUG";
+}
+
+// The level a task's new state is logged at: every change is DEBUG, failures are more.
+int state_level(TaskState s) {
+  switch (s) {
+    case TaskState::failed: return log_level::kError;
+    case TaskState::dep_fail:
+    case TaskState::fail_retryable: return log_level::kInfo;
+    default: return log_level::kDebug;
+  }
+}
+
+// Parsl counts tries from 0; the engine's try_id is 1 for the first try (0: not launched yet).
+std::uint32_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : try_id - 1; }
+
+double seconds(EventTime t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
+
+void append_json_string(fmt::memory_buffer& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    switch (c) {
+      case '"': out.append(std::string_view("\\\"")); break;
+      case '\\': out.append(std::string_view("\\\\")); break;
+      case '\n': out.append(std::string_view("\\n")); break;
+      case '\r': out.append(std::string_view("\\r")); break;
+      case '\t': out.append(std::string_view("\\t")); break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20)
+          fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<unsigned>(c));
+        else
+          out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+// Python's asctime with datefmt "%Y-%m-%d %H:%M:%S" (local time), cached per second: the
+// writer formats many records per second.
+class AscTime {
+ public:
+  std::string_view operator()(EventTime t) {
+    const std::time_t s = std::chrono::system_clock::to_time_t(t);
+    if (s != second_) {
+      std::tm tm{};
+      localtime_r(&s, &tm);
+      size_ = std::strftime(text_, sizeof text_, "%Y-%m-%d %H:%M:%S", &tm);
+      second_ = s;
+    }
+    return {text_, size_};
+  }
+
+ private:
+  std::time_t second_ = -1;
+  char text_[32] = {};
+  std::size_t size_ = 0;
+};
+
+}  // namespace
+
+LogObserver::LogObserver(LogObserverOptions options)
+    : options_(std::move(options)),
+      threshold_(std::min(options_.sink ? options_.forward_level : log_level::kOff,
+                          options_.path.empty() ? log_level::kOff : options_.level)),
+      pid_(static_cast<int>(::getpid())) {
+  if (!options_.path.empty()) {
+    fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "cannot open log file " + options_.path);
+  }
+  writer_ = std::thread([this] { run(); });
+}
+
+LogObserver::~LogObserver() { stop(); }
+
+void LogObserver::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  writer_.join();
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+LogObserver::Text LogObserver::put(std::string_view s) {
+  Text t{static_cast<std::uint32_t>(pending_.arena.size()), static_cast<std::uint32_t>(s.size())};
+  pending_.arena.append(s);
+  return t;
+}
+
+LogObserver::Pending* LogObserver::add(Kind kind, int level, EventTime time) {
+  if (stopping_) return nullptr;
+  ++recorded_;
+  if (pending_.records.size() >= kMaxPending) {
+    ++dropped_;
+    return nullptr;
+  }
+  Pending& p = pending_.records.emplace_back();
+  p.kind = kind;
+  p.level = static_cast<std::int16_t>(level);
+  p.time = time;
+  return &p;
+}
+
+void LogObserver::committed() {
+  if (pending_.records.size() == kWakeAt) wake_.notify_one();
+}
+
+void LogObserver::on_workflow(const WorkflowEvent& e) {
+  if (!wanted(log_level::kInfo)) return;
+  std::lock_guard lock(mutex_);
+  const bool started = e.kind == WorkflowEvent::Kind::started;
+  Pending* p = add(started ? Kind::workflow_started : Kind::workflow_ended, log_level::kInfo, e.time);
+  if (p == nullptr) return;
+  p->count_a = e.tasks_completed;
+  p->count_b = e.tasks_failed;
+  p->text[0] = put(e.run_id);
+  p->text[1] = put(e.run_dir);
+  committed();
+}
+
+void LogObserver::on_task(const TaskEvent& e) {
+  const int level = e.kind == TaskEvent::Kind::state ? state_level(e.state) : log_level::kDebug;
+  if (!wanted(level)) return;  // the common case when only failures are wanted: no lock
+  std::lock_guard lock(mutex_);
+  const Kind kind = e.kind == TaskEvent::Kind::submitted ? Kind::task_submitted
+                    : e.kind == TaskEvent::Kind::state   ? Kind::task_state
+                                                         : Kind::task_dependency;
+  Pending* p = add(kind, level, e.time);
+  if (p == nullptr) return;
+  p->state = e.state;
+  p->task = e.task.value;
+  p->dependency = e.dependency.value;
+  p->try_id = e.try_id;
+  p->count_a = e.fail_count;
+  p->text[0] = put(e.func_name);
+  p->text[1] = put(e.executor);
+  p->text[2] = put(e.error);
+  committed();
+}
+
+void LogObserver::on_try(const TryEvent& e) {
+  if (!wanted(log_level::kDebug)) return;
+  std::lock_guard lock(mutex_);
+  Pending* p = add(Kind::attempt, log_level::kDebug, e.time);
+  if (p == nullptr) return;
+  p->task = e.task.value;
+  p->try_id = e.try_id;
+  p->text[0] = put(e.executor);
+  p->text[1] = put(e.block);
+  p->text[2] = put(e.pool);
+  p->text[3] = put(e.hostname);
+  committed();
+}
+
+void LogObserver::on_block(const BlockEvent& e) {
+  const int level = e.status == "FAILED" ? log_level::kError : log_level::kInfo;
+  if (!wanted(level)) return;
+  std::lock_guard lock(mutex_);
+  Pending* p = add(Kind::block, level, e.time);
+  if (p == nullptr) return;
+  p->text[0] = put(e.executor);
+  p->text[1] = put(e.block);
+  p->text[2] = put(e.job_id);
+  p->text[3] = put(e.status);
+  p->text[4] = put(e.message);
+  committed();
+}
+
+void LogObserver::on_pool(const PoolEvent& e) {
+  const Kind kind = e.kind == PoolEvent::Kind::joined      ? Kind::pool_joined
+                    : e.kind == PoolEvent::Kind::heartbeat ? Kind::pool_heartbeat
+                                                           : Kind::pool_left;
+  const int level = kind == Kind::pool_heartbeat ? log_level::kDebug
+                    : kind == Kind::pool_left && !e.reason.empty() ? log_level::kWarning
+                                                                   : log_level::kInfo;
+  if (!wanted(level)) return;
+  std::lock_guard lock(mutex_);
+  Pending* p = add(kind, level, e.time);
+  if (p == nullptr) return;
+  p->count_a = e.worker_count;
+  p->count_b = e.cpu_count;
+  p->number = e.total_memory;
+  p->text[0] = put(e.executor);
+  p->text[1] = put(e.pool);
+  p->text[2] = put(e.block);
+  p->text[3] = put(e.hostname);
+  p->text[4] = put(e.python_version);
+  p->text[5] = put(e.reason);
+  committed();
+}
+
+void LogObserver::write_line(std::string_view line) {
+  std::lock_guard lock(mutex_);
+  Pending* p = add(Kind::line, log_level::kOff, std::chrono::system_clock::now());
+  if (p == nullptr) return;
+  p->text[0] = put(line);
+  committed();
+}
+
+void LogObserver::flush() {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = recorded_;
+  if (done_ >= target) return;
+  flush_asked_ = true;
+  wake_.notify_one();
+  written_.wait(lock, [&] { return done_ >= target; });
+}
+
+void LogObserver::run() {
+  detail::name_this_thread("pv-log");
+  Batch batch;
+  for (;;) {
+    std::uint64_t taken;
+    bool last;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, options_.flush_interval, [&] {
+        return stopping_ || flush_asked_ || pending_.records.size() >= kWakeAt;
+      });
+      flush_asked_ = false;
+      std::swap(batch, pending_);
+      taken = recorded_;
+      last = stopping_;
+      if (dropped_ > 0) {  // said in the file where it happened
+        Pending& p = batch.records.emplace_back();
+        p.kind = Kind::line;
+        p.level = log_level::kOff;
+        p.text[0] = {static_cast<std::uint32_t>(batch.arena.size()), 0};
+        batch.arena += fmt::format("pervade: {} log records dropped (the log writer could not keep up)", dropped_);
+        p.text[0].size = static_cast<std::uint32_t>(batch.arena.size() - p.text[0].offset);
+        dropped_ = 0;
+      }
+    }
+    if (!batch.records.empty()) write_batch(batch);
+    batch.clear();
+    {
+      std::lock_guard lock(mutex_);
+      done_ = taken;
+    }
+    written_.notify_all();
+    if (last) return;
+  }
+}
+
+LogEntry LogObserver::entry(const Pending& p, const std::string& arena) const {
+  auto text = [&](int i) { return std::string_view(arena).substr(p.text[i].offset, p.text[i].size); };
+  LogEntry e{p.time, p.level, kDataflowLogger, {}, {}, {}};
+  auto task_extras = [&](bool with_try) {
+    e.extras.emplace_back("parsl.task", fmt::format("{}", p.task));
+    if (with_try) e.extras.emplace_back("parsl.try_id", fmt::format("{}", parsl_try(p.try_id)));
+  };
+  switch (p.kind) {
+    case Kind::workflow_started:
+      e.function = "__init__";
+      e.message = fmt::format("Starting DataFlowKernel: run id {}, run_dir {}", text(0), text(1));
+      e.extras.emplace_back("parsl.dfk", std::string(text(0)));
+      break;
+    case Kind::workflow_ended:
+      e.function = "cleanup";
+      e.message = fmt::format("DFK cleanup complete: {} tasks completed, {} failed", p.count_a, p.count_b);
+      e.extras.emplace_back("parsl.dfk", std::string(text(0)));
+      break;
+    case Kind::task_submitted:
+      e.function = "submit";
+      e.message = fmt::format("Task {} submitted for App {}, initializing state to {}", p.task, text(0),
+                              to_string(p.state));
+      task_extras(false);
+      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
+      e.extras.emplace_back("parsl.task_state", std::string(to_string(p.state)));
+      break;
+    case Kind::task_dependency:
+      e.function = "submit";
+      e.message = fmt::format("Task {} waiting on task {}", p.task, p.dependency);
+      task_extras(false);
+      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
+      e.extras.emplace_back("parsl.dependency_task", fmt::format("{}", p.dependency));
+      break;
+    case Kind::task_state:
+      e.function = "update_task_state";
+      if (p.state == TaskState::launched)
+        e.message = fmt::format("Task {} try {} launched on executor {}", p.task, parsl_try(p.try_id), text(1));
+      else if (text(2).empty())
+        e.message = fmt::format("Task {} changing state to {}", p.task, to_string(p.state));
+      else
+        e.message = fmt::format("Task {} changing state to {} after {} failures: {}", p.task, to_string(p.state),
+                                p.count_a, text(2));
+      task_extras(p.try_id != 0);
+      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
+      if (!text(1).empty()) e.extras.emplace_back("parsl.executor", std::string(text(1)));
+      e.extras.emplace_back("parsl.task_state", std::string(to_string(p.state)));
+      break;
+    case Kind::attempt:
+      e.function = "launch_task";
+      e.message = fmt::format("Task {} try {} on executor {}: block {}, pool {}, host {}", p.task,
+                              parsl_try(p.try_id), text(0), text(1), text(2), text(3));
+      task_extras(true);
+      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      break;
+    case Kind::block:
+      e.logger = kExecutorsLogger;
+      e.function = "block_status";
+      e.message = fmt::format("Block {} of executor {} (job {}) is {}", text(1), text(0),
+                              text(2).empty() ? std::string_view("not submitted") : text(2), text(3));
+      if (!text(4).empty()) e.message += fmt::format(": {}", text(4));
+      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      break;
+    case Kind::pool_joined:
+      e.logger = kExecutorsLogger;
+      e.function = "pool_joined";
+      e.message = fmt::format("Pool {} of block {} on {} joined executor {}: {} workers, {} CPUs, {} bytes of "
+                              "memory, Python {}", text(1), text(2), text(3), text(0), p.count_a, p.count_b,
+                              p.number, text(4));
+      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      break;
+    case Kind::pool_heartbeat:
+      e.logger = kExecutorsLogger;
+      e.function = "pool_heartbeat";
+      e.message = fmt::format("Heartbeat from pool {} of block {} on {}", text(1), text(2), text(3));
+      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      break;
+    case Kind::pool_left:
+      e.logger = kExecutorsLogger;
+      e.function = "pool_left";
+      e.message = fmt::format("Pool {} of block {} on {} left executor {}", text(1), text(2), text(3), text(0));
+      if (!text(5).empty()) e.message += fmt::format(": {}", text(5));
+      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      break;
+    case Kind::line:
+      e.message = std::string(text(0));
+      break;
+  }
+  return e;
+}
+
+void LogObserver::write_batch(Batch& batch) {
+  fmt::memory_buffer out;
+  std::vector<LogEntry> forward;
+  AscTime asctime;
+  for (const Pending& p : batch.records) {
+    if (p.kind == Kind::line) {  // formatted by its writer: as it is
+      const auto& t = p.text[0];
+      out.append(std::string_view(batch.arena).substr(t.offset, t.size));
+      out.push_back('\n');
+      continue;
+    }
+    LogEntry e = entry(p, batch.arena);
+    if (p.kind == Kind::workflow_started) run_id_ = e.extras.front().second;
+    if (fd_ >= 0 && e.level >= options_.level) {
+      if (options_.format == LogObserverOptions::Format::text) {
+        // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
+        fmt::format_to(std::back_inserter(out), "{:.6f} {} {}-{} engine-0 {}:0 {} {}: {}", seconds(e.time),
+                       asctime(e.time), options_.process_name, pid_, e.logger, e.function, level_name(e.level),
+                       e.message);
+        for (const auto& [key, value] : e.extras)
+          if (key != "parsl.dfk") fmt::format_to(std::back_inserter(out), " {}={}", key, value);
+        out.push_back('\n');
+      } else {
+        // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
+        fmt::format_to(std::back_inserter(out),
+                       "{{\"created\": {:.6f}, \"process\": {}, \"processName\": ", seconds(e.time), pid_);
+        append_json_string(out, options_.process_name);
+        out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
+        append_json_string(out, e.logger);
+        out.append(std::string_view(", \"lineno\": 0, \"funcname\": "));
+        append_json_string(out, e.function);
+        fmt::format_to(std::back_inserter(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(e.level));
+        append_json_string(out, e.message);
+        out.append(std::string_view(", \"formatted\": "));
+        append_json_string(out, e.message);
+        if (!run_id_.empty() && p.kind != Kind::workflow_started && p.kind != Kind::workflow_ended) {
+          out.append(std::string_view(", \"parsl.dfk\": "));
+          append_json_string(out, run_id_);
+        }
+        for (const auto& [key, value] : e.extras) {
+          out.append(std::string_view(", "));
+          append_json_string(out, key);
+          out.append(std::string_view(": "));
+          append_json_string(out, value);
+        }
+        out.append(std::string_view("}\n"));
+      }
+    }
+    if (options_.sink && e.level >= options_.forward_level) forward.push_back(std::move(e));
+  }
+  write_out({out.data(), out.size()});
+  if (!forward.empty()) options_.sink(forward);
+}
+
+void LogObserver::write_out(std::string_view bytes) {
+  while (!bytes.empty() && fd_ >= 0 && !write_failed_) {
+    const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      // Logging must never stop the workflow: say it once, loudly, and carry on without the file.
+      std::fprintf(stderr, "pervade: cannot write the log file %s (%s); the rest of this run's log is lost\n",
+                   options_.path.c_str(), std::strerror(errno));
+      write_failed_ = true;
+      return;
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace pervade
