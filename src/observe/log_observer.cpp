@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include <fmt/format.h>
+#include <iterator>
 
 #include "util/thread_name.hpp"
 
@@ -277,145 +278,161 @@ void LogObserver::run() {
   }
 }
 
-LogEntry LogObserver::entry(const Pending& p, const std::string& arena) const {
-  auto text = [&](int i) { return std::string_view(arena).substr(p.text[i].offset, p.text[i].size); };
-  LogEntry e{p.time, p.level, kDataflowLogger, {}, {}, {}};
+std::string_view LogObserver::Described::number(int slot, std::uint64_t value) {
+  auto end = fmt::format_to_n(numbers[slot], sizeof numbers[slot], "{}", value);
+  return {numbers[slot], end.size};
+}
+
+void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory_buffer& message,
+                           Described& d) const {
+  auto text = [&](int i) { return arena.substr(p.text[i].offset, p.text[i].size); };
+  const auto to_message = std::back_inserter(message);
+  d.logger = kDataflowLogger;
   auto task_extras = [&](bool with_try) {
-    e.extras.emplace_back("parsl.task", fmt::format("{}", p.task));
-    if (with_try) e.extras.emplace_back("parsl.try_id", fmt::format("{}", parsl_try(p.try_id)));
+    d.add("parsl.task", d.number(0, p.task));
+    if (with_try) d.add("parsl.try_id", d.number(1, parsl_try(p.try_id)));
   };
   switch (p.kind) {
     case Kind::workflow_started:
-      e.function = "__init__";
-      e.message = fmt::format("Starting DataFlowKernel: run id {}, run_dir {}", text(0), text(1));
-      e.extras.emplace_back("parsl.dfk", std::string(text(0)));
+      d.function = "__init__";
+      fmt::format_to(to_message, "Starting DataFlowKernel: run id {}, run_dir {}", text(0), text(1));
+      d.add("parsl.dfk", text(0));
       break;
     case Kind::workflow_ended:
-      e.function = "cleanup";
-      e.message = fmt::format("DFK cleanup complete: {} tasks completed, {} failed", p.count_a, p.count_b);
-      e.extras.emplace_back("parsl.dfk", std::string(text(0)));
+      d.function = "cleanup";
+      fmt::format_to(to_message, "DFK cleanup complete: {} tasks completed, {} failed", p.count_a, p.count_b);
+      d.add("parsl.dfk", text(0));
       break;
     case Kind::task_submitted:
-      e.function = "submit";
-      e.message = fmt::format("Task {} submitted for App {}, initializing state to {}", p.task, text(0),
-                              to_string(p.state));
+      d.function = "submit";
+      fmt::format_to(to_message, "Task {} submitted for App {}, initializing state to {}", p.task, text(0), to_string(p.state));
       task_extras(false);
-      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
-      e.extras.emplace_back("parsl.task_state", std::string(to_string(p.state)));
+      d.add("parsl.app_name", text(0));
+      d.add("parsl.task_state", to_string(p.state));
       break;
     case Kind::task_dependency:
-      e.function = "submit";
-      e.message = fmt::format("Task {} waiting on task {}", p.task, p.dependency);
+      d.function = "submit";
+      fmt::format_to(to_message, "Task {} waiting on task {}", p.task, p.dependency);
       task_extras(false);
-      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
-      e.extras.emplace_back("parsl.dependency_task", fmt::format("{}", p.dependency));
+      d.add("parsl.app_name", text(0));
+      d.add("parsl.dependency_task", d.number(2, p.dependency));
       break;
     case Kind::task_state:
-      e.function = "update_task_state";
+      d.function = "update_task_state";
       if (p.state == TaskState::launched)
-        e.message = fmt::format("Task {} try {} launched on executor {}", p.task, parsl_try(p.try_id), text(1));
+        fmt::format_to(to_message, "Task {} try {} launched on executor {}", p.task, parsl_try(p.try_id), text(1));
       else if (text(2).empty())
-        e.message = fmt::format("Task {} changing state to {}", p.task, to_string(p.state));
+        fmt::format_to(to_message, "Task {} changing state to {}", p.task, to_string(p.state));
       else
-        e.message = fmt::format("Task {} changing state to {} after {} failures: {}", p.task, to_string(p.state),
-                                p.count_a, text(2));
+        fmt::format_to(to_message, "Task {} changing state to {} after {} failures: {}", p.task, to_string(p.state), p.count_a, text(2));
       task_extras(p.try_id != 0);
-      e.extras.emplace_back("parsl.app_name", std::string(text(0)));
-      if (!text(1).empty()) e.extras.emplace_back("parsl.executor", std::string(text(1)));
-      e.extras.emplace_back("parsl.task_state", std::string(to_string(p.state)));
+      d.add("parsl.app_name", text(0));
+      if (!text(1).empty()) d.add("parsl.executor", text(1));
+      d.add("parsl.task_state", to_string(p.state));
       break;
     case Kind::attempt:
-      e.function = "launch_task";
-      e.message = fmt::format("Task {} try {} on executor {}: block {}, pool {}, host {}", p.task,
-                              parsl_try(p.try_id), text(0), text(1), text(2), text(3));
+      d.function = "launch_task";
+      fmt::format_to(to_message, "Task {} try {} on executor {}: block {}, pool {}, host {}", p.task, parsl_try(p.try_id), text(0), text(1),
+          text(2), text(3));
       task_extras(true);
-      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      d.add("parsl.executor", text(0));
       break;
     case Kind::block:
-      e.logger = kExecutorsLogger;
-      e.function = "block_status";
-      e.message = fmt::format("Block {} of executor {} (job {}) is {}", text(1), text(0),
-                              text(2).empty() ? std::string_view("not submitted") : text(2), text(3));
-      if (!text(4).empty()) e.message += fmt::format(": {}", text(4));
-      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      d.logger = kExecutorsLogger;
+      d.function = "block_status";
+      fmt::format_to(to_message, "Block {} of executor {} (job {}) is {}", text(1), text(0),
+          text(2).empty() ? std::string_view("not submitted") : text(2), text(3));
+      if (!text(4).empty()) fmt::format_to(to_message, ": {}", text(4));
+      d.add("parsl.executor", text(0));
       break;
     case Kind::pool_joined:
-      e.logger = kExecutorsLogger;
-      e.function = "pool_joined";
-      e.message = fmt::format("Pool {} of block {} on {} joined executor {}: {} workers, {} CPUs, {} bytes of "
-                              "memory, Python {}", text(1), text(2), text(3), text(0), p.count_a, p.count_b,
-                              p.number, text(4));
-      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      d.logger = kExecutorsLogger;
+      d.function = "pool_joined";
+      fmt::format_to(to_message, "Pool {} of block {} on {} joined executor {}: {} workers, {} CPUs, {} bytes of memory, Python {}", text(1),
+          text(2), text(3), text(0), p.count_a, p.count_b, p.number, text(4));
+      d.add("parsl.executor", text(0));
       break;
     case Kind::pool_heartbeat:
-      e.logger = kExecutorsLogger;
-      e.function = "pool_heartbeat";
-      e.message = fmt::format("Heartbeat from pool {} of block {} on {}", text(1), text(2), text(3));
-      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      d.logger = kExecutorsLogger;
+      d.function = "pool_heartbeat";
+      fmt::format_to(to_message, "Heartbeat from pool {} of block {} on {}", text(1), text(2), text(3));
+      d.add("parsl.executor", text(0));
       break;
     case Kind::pool_left:
-      e.logger = kExecutorsLogger;
-      e.function = "pool_left";
-      e.message = fmt::format("Pool {} of block {} on {} left executor {}", text(1), text(2), text(3), text(0));
-      if (!text(5).empty()) e.message += fmt::format(": {}", text(5));
-      e.extras.emplace_back("parsl.executor", std::string(text(0)));
+      d.logger = kExecutorsLogger;
+      d.function = "pool_left";
+      fmt::format_to(to_message, "Pool {} of block {} on {} left executor {}", text(1), text(2), text(3), text(0));
+      if (!text(5).empty()) fmt::format_to(to_message, ": {}", text(5));
+      d.add("parsl.executor", text(0));
       break;
     case Kind::line:
-      e.message = std::string(text(0));
+      message.append(text(0));
       break;
   }
-  return e;
 }
 
 void LogObserver::write_batch(Batch& batch) {
+  // Written in chunks: a buffer that stays small stays in cache and needs no fresh pages.
+  constexpr std::size_t kChunk = 64 << 10;
   fmt::memory_buffer out;
+  fmt::memory_buffer message;
   std::vector<LogEntry> forward;
   AscTime asctime;
+  const std::string_view arena = batch.arena;
+  auto json = [&](std::string_view s) { append_json_string(out, s); };
   for (const Pending& p : batch.records) {
+    if (out.size() >= kChunk) {
+      write_out({out.data(), out.size()});
+      out.clear();
+    }
     if (p.kind == Kind::line) {  // formatted by its writer: as it is
-      const auto& t = p.text[0];
-      out.append(std::string_view(batch.arena).substr(t.offset, t.size));
+      out.append(arena.substr(p.text[0].offset, p.text[0].size));
       out.push_back('\n');
       continue;
     }
-    LogEntry e = entry(p, batch.arena);
-    if (p.kind == Kind::workflow_started) run_id_ = e.extras.front().second;
-    if (fd_ >= 0 && e.level >= options_.level) {
+    message.clear();
+    Described d;
+    describe(p, arena, message, d);
+    const std::string_view msg(message.data(), message.size());
+    if (p.kind == Kind::workflow_started) run_id_ = std::string(d.extras[0].value);
+    if (fd_ >= 0 && p.level >= options_.level) {
       if (options_.format == LogObserverOptions::Format::text) {
         // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
-        fmt::format_to(std::back_inserter(out), "{:.6f} {} {}-{} engine-0 {}:0 {} {}: {}", seconds(e.time),
-                       asctime(e.time), options_.process_name, pid_, e.logger, e.function, level_name(e.level),
-                       e.message);
-        for (const auto& [key, value] : e.extras)
-          if (key != "parsl.dfk") fmt::format_to(std::back_inserter(out), " {}={}", key, value);
+        fmt::format_to(std::back_inserter(out), "{:.6f} {} {}-{} engine-0 {}:0 {} {}: {}", seconds(p.time),
+                       asctime(p.time), options_.process_name, pid_, d.logger, d.function, level_name(p.level), msg);
+        for (int i = 0; i < d.count; ++i)
+          if (d.extras[i].key != "parsl.dfk") fmt::format_to(std::back_inserter(out), " {}={}", d.extras[i].key, d.extras[i].value);
         out.push_back('\n');
       } else {
         // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
-        fmt::format_to(std::back_inserter(out),
-                       "{{\"created\": {:.6f}, \"process\": {}, \"processName\": ", seconds(e.time), pid_);
-        append_json_string(out, options_.process_name);
+        fmt::format_to(std::back_inserter(out), "{{\"created\": {:.6f}, \"process\": {}, \"processName\": ",
+                       seconds(p.time), pid_);
+        json(options_.process_name);
         out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
-        append_json_string(out, e.logger);
+        json(d.logger);
         out.append(std::string_view(", \"lineno\": 0, \"funcname\": "));
-        append_json_string(out, e.function);
-        fmt::format_to(std::back_inserter(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(e.level));
-        append_json_string(out, e.message);
+        json(d.function);
+        fmt::format_to(std::back_inserter(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(p.level));
+        json(msg);
         out.append(std::string_view(", \"formatted\": "));
-        append_json_string(out, e.message);
+        json(msg);
         if (!run_id_.empty() && p.kind != Kind::workflow_started && p.kind != Kind::workflow_ended) {
           out.append(std::string_view(", \"parsl.dfk\": "));
-          append_json_string(out, run_id_);
+          json(run_id_);
         }
-        for (const auto& [key, value] : e.extras) {
+        for (int i = 0; i < d.count; ++i) {
           out.append(std::string_view(", "));
-          append_json_string(out, key);
+          json(d.extras[i].key);
           out.append(std::string_view(": "));
-          append_json_string(out, value);
+          json(d.extras[i].value);
         }
         out.append(std::string_view("}\n"));
       }
     }
-    if (options_.sink && e.level >= options_.forward_level) forward.push_back(std::move(e));
+    if (options_.sink && p.level >= options_.forward_level) {
+      LogEntry& e = forward.emplace_back(LogEntry{p.time, p.level, d.logger, d.function, std::string(msg), {}});
+      for (int i = 0; i < d.count; ++i) e.extras.emplace_back(d.extras[i].key, std::string(d.extras[i].value));
+    }
   }
   write_out({out.data(), out.size()});
   if (!forward.empty()) options_.sink(forward);
@@ -426,7 +443,7 @@ void LogObserver::write_out(std::string_view bytes) {
     const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      // Logging must never stop the workflow: say it once, loudly, and carry on without the file.
+      // Logging must never stop the workflow: to_message it once, loudly, and carry on without the file.
       std::fprintf(stderr, "pervade: cannot write the log file %s (%s); the rest of this run's log is lost\n",
                    options_.path.c_str(), std::strerror(errno));
       write_failed_ = true;

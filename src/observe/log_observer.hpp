@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "pervade/observer.hpp"
 
 namespace pervade {
@@ -112,7 +114,19 @@ class LogObserver final : public Observer {
   void committed();  // under mutex_: wakes the writer if the buffer holds a batch's worth
   void run();
   void write_batch(Batch& batch);
-  LogEntry entry(const Pending& p, const std::string& arena) const;
+  // What a record says, without allocating: logger, function, extras (their numbers' text kept
+  // here), the message appended to a buffer.
+  struct Described {
+    std::string_view logger, function;
+    struct Extra {
+      std::string_view key, value;
+    } extras[6];
+    int count = 0;
+    char numbers[3][24];
+    void add(std::string_view key, std::string_view value) { extras[count++] = {key, value}; }
+    std::string_view number(int slot, std::uint64_t value);
+  };
+  void describe(const Pending& p, std::string_view arena, fmt::memory_buffer& message, Described& d) const;
   void write_out(std::string_view bytes);
 
   LogObserverOptions options_;
