@@ -115,6 +115,9 @@ void LogObserver::stop() {
   writer_.join();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
+  // The sink may own things that must be released on the stopping thread (a Python callable,
+  // released where the caller can take the GIL), not wherever the last owner lets go.
+  options_.sink = nullptr;
 }
 
 LogObserver::Text LogObserver::put(std::string_view s) {
