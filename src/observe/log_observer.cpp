@@ -10,8 +10,8 @@
 #include <ctime>
 #include <system_error>
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
-#include <iterator>
 
 #include "util/thread_name.hpp"
 
@@ -47,7 +47,11 @@ int state_level(TaskState s) {
 // Parsl counts tries from 0; the engine's try_id is 1 for the first try (0: not launched yet).
 std::uint32_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : try_id - 1; }
 
-double seconds(EventTime t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
+// Seconds and microseconds since the epoch: Python's %(created)f without formatting a double.
+std::pair<std::int64_t, std::int64_t> created(EventTime t) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  return {us / 1000000, us % 1000000};
+}
 
 void append_json_string(fmt::memory_buffer& out, std::string_view s) {
   out.push_back('"');
@@ -60,7 +64,7 @@ void append_json_string(fmt::memory_buffer& out, std::string_view s) {
       case '\t': out.append(std::string_view("\\t")); break;
       default:
         if (static_cast<unsigned char>(c) < 0x20)
-          fmt::format_to(std::back_inserter(out), "\\u{:04x}", static_cast<unsigned>(c));
+          fmt::format_to(fmt::appender(out), "\\u{:04x}", static_cast<unsigned>(c));
         else
           out.push_back(c);
     }
@@ -282,14 +286,15 @@ void LogObserver::run() {
 }
 
 std::string_view LogObserver::Described::number(int slot, std::uint64_t value) {
-  auto end = fmt::format_to_n(numbers[slot], sizeof numbers[slot], "{}", value);
-  return {numbers[slot], end.size};
+  const fmt::format_int text(value);
+  std::memcpy(numbers[slot], text.data(), text.size());
+  return {numbers[slot], text.size()};
 }
 
 void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory_buffer& message,
                            Described& d) const {
   auto text = [&](int i) { return arena.substr(p.text[i].offset, p.text[i].size); };
-  const auto to_message = std::back_inserter(message);
+  const auto to_message = fmt::appender(message);
   d.logger = kDataflowLogger;
   auto task_extras = [&](bool with_try) {
     d.add("parsl.task", d.number(0, p.task));
@@ -298,24 +303,24 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
   switch (p.kind) {
     case Kind::workflow_started:
       d.function = "__init__";
-      fmt::format_to(to_message, "Starting DataFlowKernel: run id {}, run_dir {}", text(0), text(1));
+      fmt::format_to(to_message, FMT_COMPILE("Starting DataFlowKernel: run id {}, run_dir {}"), text(0), text(1));
       d.add("parsl.dfk", text(0));
       break;
     case Kind::workflow_ended:
       d.function = "cleanup";
-      fmt::format_to(to_message, "DFK cleanup complete: {} tasks completed, {} failed", p.count_a, p.count_b);
+      fmt::format_to(to_message, FMT_COMPILE("DFK cleanup complete: {} tasks completed, {} failed"), p.count_a, p.count_b);
       d.add("parsl.dfk", text(0));
       break;
     case Kind::task_submitted:
       d.function = "submit";
-      fmt::format_to(to_message, "Task {} submitted for App {}, initializing state to {}", p.task, text(0), to_string(p.state));
+      fmt::format_to(to_message, FMT_COMPILE("Task {} submitted for App {}, initializing state to {}"), p.task, text(0), to_string(p.state));
       task_extras(false);
       d.add("parsl.app_name", text(0));
       d.add("parsl.task_state", to_string(p.state));
       break;
     case Kind::task_dependency:
       d.function = "submit";
-      fmt::format_to(to_message, "Task {} waiting on task {}", p.task, p.dependency);
+      fmt::format_to(to_message, FMT_COMPILE("Task {} waiting on task {}"), p.task, p.dependency);
       task_extras(false);
       d.add("parsl.app_name", text(0));
       d.add("parsl.dependency_task", d.number(2, p.dependency));
@@ -323,11 +328,11 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
     case Kind::task_state:
       d.function = "update_task_state";
       if (p.state == TaskState::launched)
-        fmt::format_to(to_message, "Task {} try {} launched on executor {}", p.task, parsl_try(p.try_id), text(1));
+        fmt::format_to(to_message, FMT_COMPILE("Task {} try {} launched on executor {}"), p.task, parsl_try(p.try_id), text(1));
       else if (text(2).empty())
-        fmt::format_to(to_message, "Task {} changing state to {}", p.task, to_string(p.state));
+        fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {}"), p.task, to_string(p.state));
       else
-        fmt::format_to(to_message, "Task {} changing state to {} after {} failures: {}", p.task, to_string(p.state), p.count_a, text(2));
+        fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {} after {} failures: {}"), p.task, to_string(p.state), p.count_a, text(2));
       task_extras(p.try_id != 0);
       d.add("parsl.app_name", text(0));
       if (!text(1).empty()) d.add("parsl.executor", text(1));
@@ -335,7 +340,7 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
       break;
     case Kind::attempt:
       d.function = "launch_task";
-      fmt::format_to(to_message, "Task {} try {} on executor {}: block {}, pool {}, host {}", p.task, parsl_try(p.try_id), text(0), text(1),
+      fmt::format_to(to_message, FMT_COMPILE("Task {} try {} on executor {}: block {}, pool {}, host {}"), p.task, parsl_try(p.try_id), text(0), text(1),
           text(2), text(3));
       task_extras(true);
       d.add("parsl.executor", text(0));
@@ -343,29 +348,29 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
     case Kind::block:
       d.logger = kExecutorsLogger;
       d.function = "block_status";
-      fmt::format_to(to_message, "Block {} of executor {} (job {}) is {}", text(1), text(0),
+      fmt::format_to(to_message, FMT_COMPILE("Block {} of executor {} (job {}) is {}"), text(1), text(0),
           text(2).empty() ? std::string_view("not submitted") : text(2), text(3));
-      if (!text(4).empty()) fmt::format_to(to_message, ": {}", text(4));
+      if (!text(4).empty()) fmt::format_to(to_message, FMT_COMPILE(": {}"), text(4));
       d.add("parsl.executor", text(0));
       break;
     case Kind::pool_joined:
       d.logger = kExecutorsLogger;
       d.function = "pool_joined";
-      fmt::format_to(to_message, "Pool {} of block {} on {} joined executor {}: {} workers, {} CPUs, {} bytes of memory, Python {}", text(1),
+      fmt::format_to(to_message, FMT_COMPILE("Pool {} of block {} on {} joined executor {}: {} workers, {} CPUs, {} bytes of memory, Python {}"), text(1),
           text(2), text(3), text(0), p.count_a, p.count_b, p.number, text(4));
       d.add("parsl.executor", text(0));
       break;
     case Kind::pool_heartbeat:
       d.logger = kExecutorsLogger;
       d.function = "pool_heartbeat";
-      fmt::format_to(to_message, "Heartbeat from pool {} of block {} on {}", text(1), text(2), text(3));
+      fmt::format_to(to_message, FMT_COMPILE("Heartbeat from pool {} of block {} on {}"), text(1), text(2), text(3));
       d.add("parsl.executor", text(0));
       break;
     case Kind::pool_left:
       d.logger = kExecutorsLogger;
       d.function = "pool_left";
-      fmt::format_to(to_message, "Pool {} of block {} on {} left executor {}", text(1), text(2), text(3), text(0));
-      if (!text(5).empty()) fmt::format_to(to_message, ": {}", text(5));
+      fmt::format_to(to_message, FMT_COMPILE("Pool {} of block {} on {} left executor {}"), text(1), text(2), text(3), text(0));
+      if (!text(5).empty()) fmt::format_to(to_message, FMT_COMPILE(": {}"), text(5));
       d.add("parsl.executor", text(0));
       break;
     case Kind::line:
@@ -401,21 +406,24 @@ void LogObserver::write_batch(Batch& batch) {
     if (fd_ >= 0 && p.level >= options_.level) {
       if (options_.format == LogObserverOptions::Format::text) {
         // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
-        fmt::format_to(std::back_inserter(out), "{:.6f} {} {}-{} engine-0 {}:0 {} {}: {}", seconds(p.time),
+        const auto [sec, usec] = created(p.time);
+        fmt::format_to(fmt::appender(out), FMT_COMPILE("{}.{:06} {} {}-{} engine-0 {}:0 {} {}: {}"), sec, usec,
                        asctime(p.time), options_.process_name, pid_, d.logger, d.function, level_name(p.level), msg);
         for (int i = 0; i < d.count; ++i)
-          if (d.extras[i].key != "parsl.dfk") fmt::format_to(std::back_inserter(out), " {}={}", d.extras[i].key, d.extras[i].value);
+          if (d.extras[i].key != "parsl.dfk")
+            fmt::format_to(fmt::appender(out), FMT_COMPILE(" {}={}"), d.extras[i].key, d.extras[i].value);
         out.push_back('\n');
       } else {
         // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
-        fmt::format_to(std::back_inserter(out), "{{\"created\": {:.6f}, \"process\": {}, \"processName\": ",
-                       seconds(p.time), pid_);
+        const auto [sec, usec] = created(p.time);
+        fmt::format_to(fmt::appender(out), FMT_COMPILE("{{\"created\": {}.{:06}, \"process\": {}, \"processName\": "),
+                       sec, usec, pid_);
         json(options_.process_name);
         out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
         json(d.logger);
         out.append(std::string_view(", \"lineno\": 0, \"funcname\": "));
         json(d.function);
-        fmt::format_to(std::back_inserter(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(p.level));
+        fmt::format_to(fmt::appender(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(p.level));
         json(msg);
         out.append(std::string_view(", \"formatted\": "));
         json(msg);
