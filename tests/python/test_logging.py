@@ -201,3 +201,52 @@ def test_forward_level_follows_the_dataflow_logger():
         assert logging_engine.forwarding_observer() is None
     finally:
         logging.disable(logging.NOTSET)
+
+
+# -- pools and workers ------------------------------------------------------------------------
+
+@python_app(executors=["htex"])
+def remote_double(x):
+    return 2 * x
+
+
+def test_worker_debug_puts_pool_and_worker_lines_in_the_block_log(tmp_path, no_thread_leak):
+    from test_htex import running_htex
+
+    run = running_htex(tmp_path, worker_debug=True)
+    executor = next(run)
+    try:
+        assert [f.result(timeout=60) for f in [remote_double(i) for i in range(3)]] == [0, 2, 4]
+        block_log = os.path.join(executor.run_dir, "htex", "block-0.log")
+    finally:
+        next(run, None)  # cleans up, checks no pool process is left
+    text = open(block_log).read()
+    assert re.search(r"DEBUG pervade-pool\[\d+\] task \d+ to worker \d", text), text
+    assert re.search(r"DEBUG pervade-pool\[\d+\] task \d+ finished with status 0", text), text
+    # the workers' records, in Parsl's layout
+    assert re.search(r"pervade\.worker:\d+ main INFO: worker rank 0 pid \d+ of pool \S+ \(block 0\) started", text), text
+
+
+def test_pool_logs_at_info_by_default(tmp_path, no_thread_leak):
+    from test_htex import running_htex
+
+    run = running_htex(tmp_path)
+    executor = next(run)
+    try:
+        assert remote_double(5).result(timeout=60) == 10
+        block_log = os.path.join(executor.run_dir, "htex", "block-0.log")
+    finally:
+        next(run, None)
+    text = open(block_log).read()
+    assert " INFO pervade-pool[" in text and "DEBUG" not in text, text
+
+
+def test_pool_rejects_an_unknown_log_level():
+    import subprocess
+
+    from pervade.executors import pool_binary
+
+    done = subprocess.run([pool_binary(), "--address", "127.0.0.1:1", "--log-level", "chatty"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "--log-level must be debug, info, warning or error" in done.stderr
