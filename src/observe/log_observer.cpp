@@ -47,12 +47,6 @@ int state_level(TaskState s) {
 // Parsl counts tries from 0; the engine's try_id is 1 for the first try (0: not launched yet).
 std::uint32_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : try_id - 1; }
 
-// Seconds and microseconds since the epoch: Python's %(created)f without formatting a double.
-std::pair<std::int64_t, std::int64_t> created(EventTime t) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  return {us / 1000000, us % 1000000};
-}
-
 void append_json_string(fmt::memory_buffer& out, std::string_view s) {
   out.push_back('"');
   for (char c : s) {
@@ -73,25 +67,45 @@ void append_json_string(fmt::memory_buffer& out, std::string_view s) {
 }
 
 // Python's asctime with datefmt "%Y-%m-%d %H:%M:%S" (local time), cached per second: the
-// writer formats many records per second.
+// writer formats many records per second. With `tail`, the text that follows it in every
+// line of this process (" MainProcess-42 engine-0 ").
 class AscTime {
  public:
-  std::string_view operator()(EventTime t) {
+  explicit AscTime(std::string tail = {}) : tail_(std::move(tail)) {}
+  std::string_view operator()(EventTime t) { return update(t).substr(0, size_); }
+  std::string_view with_tail(EventTime t) { return update(t); }
+
+ private:
+  std::string_view update(EventTime t) {
     const std::time_t s = std::chrono::system_clock::to_time_t(t);
     if (s != second_) {
       std::tm tm{};
       localtime_r(&s, &tm);
-      size_ = std::strftime(text_, sizeof text_, "%Y-%m-%d %H:%M:%S", &tm);
+      char text[32];
+      size_ = std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+      text_.assign(text, size_);
+      text_ += tail_;
       second_ = s;
     }
-    return {text_, size_};
+    return text_;
   }
 
- private:
+  std::string tail_;
   std::time_t second_ = -1;
-  char text_[32] = {};
+  std::string text_;
   std::size_t size_ = 0;
 };
+
+// Appends what Python's "%(created)f" gives: seconds, a dot, six digits of microseconds.
+void append_created(fmt::memory_buffer& out, EventTime t) {
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+  const fmt::format_int seconds(us / 1000000);
+  out.append(std::string_view(seconds.data(), seconds.size()));
+  char fraction[7] = {'.'};
+  for (int i = 6, rest = static_cast<int>(us % 1000000); i > 0; --i, rest /= 10)
+    fraction[i] = static_cast<char>('0' + rest % 10);
+  out.append(std::string_view(fraction, sizeof fraction));
+}
 
 }  // namespace
 
@@ -385,7 +399,7 @@ void LogObserver::write_batch(Batch& batch) {
   fmt::memory_buffer out;
   fmt::memory_buffer message;
   std::vector<LogEntry> forward;
-  AscTime asctime;
+  AscTime asctime(fmt::format(" {}-{} engine-0 ", options_.process_name, pid_));
   const std::string_view arena = batch.arena;
   auto json = [&](std::string_view s) { append_json_string(out, s); };
   for (const Pending& p : batch.records) {
@@ -406,18 +420,30 @@ void LogObserver::write_batch(Batch& batch) {
     if (fd_ >= 0 && p.level >= options_.level) {
       if (options_.format == LogObserverOptions::Format::text) {
         // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
-        const auto [sec, usec] = created(p.time);
-        fmt::format_to(fmt::appender(out), FMT_COMPILE("{}.{:06} {} {}-{} engine-0 {}:0 {} {}: {}"), sec, usec,
-                       asctime(p.time), options_.process_name, pid_, d.logger, d.function, level_name(p.level), msg);
-        for (int i = 0; i < d.count; ++i)
-          if (d.extras[i].key != "parsl.dfk")
-            fmt::format_to(fmt::appender(out), FMT_COMPILE(" {}={}"), d.extras[i].key, d.extras[i].value);
+        // Appended piece by piece: this is the default log's hot loop.
+        append_created(out, p.time);
+        out.push_back(' ');
+        out.append(asctime.with_tail(p.time));
+        out.append(d.logger);
+        out.append(std::string_view(":0 "));
+        out.append(d.function);
+        out.push_back(' ');
+        out.append(level_name(p.level));
+        out.append(std::string_view(": "));
+        out.append(msg);
+        for (int i = 0; i < d.count; ++i) {
+          if (d.extras[i].key == "parsl.dfk") continue;
+          out.push_back(' ');
+          out.append(d.extras[i].key);
+          out.push_back('=');
+          out.append(d.extras[i].value);
+        }
         out.push_back('\n');
       } else {
         // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
-        const auto [sec, usec] = created(p.time);
-        fmt::format_to(fmt::appender(out), FMT_COMPILE("{{\"created\": {}.{:06}, \"process\": {}, \"processName\": "),
-                       sec, usec, pid_);
+        out.append(std::string_view("{\"created\": "));
+        append_created(out, p.time);
+        fmt::format_to(fmt::appender(out), FMT_COMPILE(", \"process\": {}, \"processName\": "), pid_);
         json(options_.process_name);
         out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
         json(d.logger);
