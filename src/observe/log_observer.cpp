@@ -159,7 +159,10 @@ LogObserver::Pending* LogObserver::add(Kind kind, int level, EventTime time) {
 }
 
 void LogObserver::committed() {
-  if (pending_.records.size() == kWakeAt) wake_.notify_one();
+  // The first record wakes an idle writer (which then lets a batch gather); a full batch wakes
+  // it early. Other records cost no system call.
+  const std::size_t n = pending_.records.size();
+  if (n == 1 || n == kWakeAt) wake_.notify_one();
 }
 
 void LogObserver::on_workflow(const WorkflowEvent& e) {
@@ -271,6 +274,9 @@ void LogObserver::run() {
     bool last;
     {
       std::unique_lock lock(mutex_);
+      // Idle until something is recorded (no timer ticking in an idle run), then up to one
+      // flush interval for the batch to gather.
+      wake_.wait(lock, [&] { return stopping_ || flush_asked_ || !pending_.records.empty() || dropped_ > 0; });
       wake_.wait_for(lock, options_.flush_interval, [&] {
         return stopping_ || flush_asked_ || pending_.records.size() >= kWakeAt;
       });
