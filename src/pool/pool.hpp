@@ -45,6 +45,7 @@ struct PoolOptions {
   std::string ipc_url;
   std::string host_id;
   std::string log_file;  // empty: stderr
+  int log_level = 20;  // --log-level: Python's numbers (10 debug, 20 info, 30 warning, 40 error)
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;

@@ -281,6 +281,8 @@ class HighThroughputExecutor(ParslExecutor):
             args += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
+            args += ["--log-level", "debug"]
         return args
 
     def pool_command(self, block_id: str) -> str:
