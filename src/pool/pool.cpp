@@ -60,6 +60,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -128,7 +129,7 @@ class Logger {
  public:
   bool open(const std::string& path, std::string* error) {
     if (path.empty()) return true;
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
       return false;
@@ -1811,6 +1812,9 @@ options:
                                accepts a connection; otherwise --address is used
   --host-id ID                 the interchange's host (boot id and network namespace)
   --log FILE                   log to FILE (default: stderr)
+  --log-limit BYTES            stdout and stderr (the block log, with the tasks' output):
+                               a file past BYTES is renamed to NAME.1 and started afresh,
+                               so at most twice BYTES are kept (default: 16 MiB; 0: no cap)
   --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
                                  block          worker i: CPUs [i*P, (i+1)*P) of the pool's
                                                 CPUs, P = max(1, CPUs / workers)
@@ -1935,7 +1939,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
-        "--ipc", "--host-id",
+        "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
@@ -1986,6 +1990,12 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.curve_client_keys_file = value;
     } else if (arg == "--log") {
       o.log_file = value;
+    } else if (arg == "--log-limit") {
+      char* end = nullptr;
+      errno = 0;
+      o.log_limit = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || !std::isdigit(static_cast<unsigned char>(value[0])) || *end || errno)
+        return fail("--log-limit must be a number of bytes");
     } else if (arg == "--ipc") {
       if (value.rfind("ipc://", 0) != 0 || value.size() == 6) return fail("--ipc must be ipc://PATH");
       o.ipc_url = value;
@@ -2043,6 +2053,9 @@ int run_pool(PoolOptions options) {
     std::fprintf(stderr, "pervade-pool: signalfd: %s\n", os_error(errno).c_str());
     return kExitError;
   }
+
+  // Before any worker starts: they inherit the capped outputs.
+  OutputCap output(options.log_limit);
 
   std::string error;
   if (!logger().open(options.log_file, &error)) {

@@ -2,7 +2,12 @@
 // bytes and malformed messages must neither crash it nor disturb a registered pool's work.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <random>
@@ -164,6 +169,61 @@ TEST_F(InterchangeTest, WrongVersionIsRefusedWithAReason) {
   ASSERT_NE(refused, nullptr);
   EXPECT_NE(refused->reason.find("3.8.10"), std::string::npos);
   EXPECT_TRUE(ix->pools().empty());
+}
+
+// A flood of TCP connections that never say a word (no key, no handshake) is capped: past
+// max_tcp_connections each new one is closed at once, so they cannot fill the process's
+// descriptor table; once they are gone a pool registers as usual.
+TEST(InterchangeFlood, ConnectionsPastTheCapAreClosed) {
+  InterchangeConfig cfg;
+  cfg.port_min = 57100;
+  cfg.port_max = 57999;
+  cfg.dispatcher.python_version = "3.11.7";
+  cfg.max_tcp_connections = 20;
+  Interchange ix(cfg, [](std::vector<Completed>&&) {}, [](const PoolEvent&) {});
+
+  constexpr int kFlood = 100;
+  std::vector<int> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(ix.port()));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    flood.push_back(fd);
+  }
+  // Count the connections the interchange closed (their end of the stream, or a reset): all
+  // but the cap, and not one of those it kept.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::vector<bool> closed(kFlood, false);
+  int n_closed = 0;
+  while (n_closed < kFlood - 20 && std::chrono::steady_clock::now() < deadline) {
+    std::vector<pollfd> fds;
+    for (int fd : flood) fds.push_back({fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 100);
+    for (int i = 0; i < kFlood; ++i) {
+      if (closed[i] || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[64];
+      const ssize_t got = ::recv(flood[i], buf, sizeof buf, MSG_DONTWAIT);
+      if (got == 0 || (got < 0 && errno != EAGAIN)) {
+        closed[i] = true;
+        ++n_closed;
+      }
+    }
+  }
+  EXPECT_EQ(n_closed, kFlood - 20) << "connections past the cap of 20 must be closed";
+  for (int fd : flood) ::close(fd);
+
+  zmq::context_t context{1};
+  zmq::socket_t pool(context, zmq::socket_type::dealer);
+  pool.set(zmq::sockopt::linger, 0);
+  pool.set(zmq::sockopt::routing_id, "after");
+  pool.connect(ix.url());
+  InterchangeTest::send(pool, InterchangeTest::register_message("after"));
+  auto reply = InterchangeTest::receive(pool);
+  ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
 }
 
 // Pools on the driver's host connect to a Unix socket in a 0700 directory (no CurveZMQ);

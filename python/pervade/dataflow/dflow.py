@@ -59,13 +59,30 @@ def executor_labels(executors):
 
 
 def make_rundir(path: str) -> str:
-    """Creates <path>/NNN, the next free number, and returns its absolute path."""
+    """Creates <path>/NNN, the next free number, readable by this user only (0700: it will
+    hold logs with task output, keys and pickled results), and returns its absolute path.
+
+    mkdir is the atomic step: a program started at the same moment in the same run_dir that
+    takes the number first makes this one try the next."""
     os.makedirs(path, exist_ok=True)
     numbers = [int(os.path.basename(p)) for p in glob.glob(os.path.join(path, "[0-9]*[0-9]"))
                if os.path.basename(p).isdigit()]
-    run = os.path.join(path, "{0:03}".format(max(numbers) + 1 if numbers else 0))
-    os.makedirs(run)
-    return os.path.abspath(run)
+    number = max(numbers) + 1 if numbers else 0
+    while True:
+        run = os.path.join(path, "{0:03}".format(number))
+        try:
+            os.mkdir(run, 0o700)
+        except FileExistsError:
+            number += 1
+            continue
+        os.chmod(run, 0o700)  # whatever the umask
+        return os.path.abspath(run)
+
+
+def _private_log_handler(path: str) -> logging.FileHandler:
+    """A FileHandler on a file of mode 0600 (the log names tasks, arguments and errors)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    return logging.FileHandler(path)
 
 
 class DataFlowKernel:
@@ -80,7 +97,7 @@ class DataFlowKernel:
         self.run_dir = make_rundir(self.config.run_dir)
         self._log_handler = None
         if self.config.initialize_logging:
-            self._log_handler = logging.FileHandler(os.path.join(self.run_dir, "pervade.log"))
+            self._log_handler = _private_log_handler(os.path.join(self.run_dir, "pervade.log"))
             self._log_handler.setFormatter(logging.Formatter(
                 "%(asctime)s %(name)s:%(lineno)d %(threadName)s %(levelname)s: %(message)s"))
             logger.addHandler(self._log_handler)
