@@ -264,7 +264,9 @@ void MemoStore::load(const std::string& given) {
 void MemoStore::open_for_writing() {
   const std::string path = file_in(config_.dir);
   std::error_code ec;
-  if (!create_private_directories(config_.dir, ec)) throw ConfigurationError(fmt::format("cannot create the checkpoint directory {}: {}", config_.dir, ec.message()));
+  if (!create_private_directories(config_.dir, ec))
+    throw ConfigurationError(
+        fmt::format("cannot create the checkpoint directory {}: {}", config_.dir, ec.message()));
   if (!std::filesystem::exists(path, ec)) {
     // Made complete under another name, then renamed: a run killed while creating it leaves no
     // half-made tasks.db that would stop the next run from loading its checkpoints.

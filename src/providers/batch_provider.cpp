@@ -166,7 +166,8 @@ std::string BatchProvider::submit(const std::string& command, int tasks_per_node
   const BatchJobFiles f = files_for(job_name, log_path);
   const std::vector<File> files = job_files(f, tasks_per_node, body(command, tasks_per_node, f));
   std::error_code ec;
-  if (!detail::create_private_directories(f.script_dir, ec)) throw Error(fmt::format("{} provider: cannot create script_dir '{}': {}", label(), f.script_dir, ec.message()));
+  if (!detail::create_private_directories(f.script_dir, ec))
+    throw Error(fmt::format("{} provider: cannot create script_dir '{}': {}", label(), f.script_dir, ec.message()));
   if (!log_path.empty()) detail::create_private_directories(fs::path(f.stdout_path).parent_path(), ec);
   for (const auto& [path, content] : files) {
     if (!detail::write_private_file(path, content, ec))

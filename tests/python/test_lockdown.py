@@ -349,3 +349,17 @@ def test_a_task_printing_40_mb_leaves_a_capped_rotated_block_log(tmp_path, no_th
         text = f.read()
     assert "the last line" in text
     assert "exiting with status" in text, "the pool's own last words arrive after the task output"
+
+
+# ------------------------------------------------------------------ encrypted=False
+
+@pytest.mark.parametrize("address,loud", [("127.0.0.1", False), ("*", True)])
+def test_unencrypted_tcp_is_announced(tmp_path, no_thread_leak, caplog, recwarn, address, loud):
+    executor = HighThroughputExecutor(label="htex", address=address, encrypted=False,
+                                      worker_port_range=(56000, 57000), provider=LocalProvider(init_blocks=0))
+    dfk = parsl.load(parsl.Config(executors=[executor], run_dir=str(tmp_path / "runinfo"), strategy="none"))
+    dfk.cleanup()
+    parsl.clear()
+    assert any("encrypted=False" in r.getMessage() and "run code" in r.getMessage() for r in caplog.records)
+    runtime = [w for w in recwarn.list if issubclass(w.category, RuntimeWarning) and "encrypted=False" in str(w.message)]
+    assert bool(runtime) == loud

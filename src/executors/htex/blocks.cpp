@@ -94,7 +94,8 @@ void BlockManager::start(int port, const std::string& ipc_url) {
     port_ = port;
     ipc_url_ = ipc_url;
     std::error_code ec;
-    if (!detail::create_private_directories(log_dir_, ec)) throw Error(fmt::format("cannot create the run directory '{}': {}", log_dir_, ec.message()));
+    if (!detail::create_private_directories(log_dir_, ec))
+      throw Error(fmt::format("cannot create the run directory '{}': {}", log_dir_, ec.message()));
     if (!public_key_.empty()) {
       // One file per interchange (the port is unique on this host while it listens), so that
       // two programs sharing a run_dir and a label do not overwrite each other's key.
