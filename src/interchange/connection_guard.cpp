@@ -13,9 +13,10 @@ namespace pervade::interchange {
 long raise_fd_limit() {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
-  if (limit.rlim_cur < limit.rlim_max) {
+  const rlim_t target = std::min<rlim_t>(limit.rlim_max, kFdLimitTarget);
+  if (limit.rlim_cur < target) {
     rlimit raised = limit;
-    raised.rlim_cur = limit.rlim_max;
+    raised.rlim_cur = target;
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
   }
   // RLIM_INFINITY (or absurd values) still cannot exceed the kernel's nr_open: any big value

@@ -9,7 +9,11 @@
 
 namespace pervade::interchange {
 
-// Raises this process's soft RLIMIT_NOFILE to its hard limit; returns the soft limit in force.
+// Raises this process's soft RLIMIT_NOFILE towards kFdLimitTarget (at most the hard limit,
+// never lowering it); returns the soft limit in force. Not higher: the processes it starts
+// (pools, workers, the tasks' programs) inherit it, and some programs close every possible
+// descriptor one by one.
+constexpr long kFdLimitTarget = 1L << 16;
 long raise_fd_limit();
 
 class ConnectionGuard {

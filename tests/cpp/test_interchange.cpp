@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <random>
 #include <zmq.hpp>
 
+#include "interchange/connection_guard.hpp"
 #include "interchange/interchange.hpp"
 
 using namespace pervade;
@@ -224,6 +226,22 @@ TEST(InterchangeFlood, ConnectionsPastTheCapAreClosed) {
   InterchangeTest::send(pool, InterchangeTest::register_message("after"));
   auto reply = InterchangeTest::receive(pool);
   ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+}
+
+TEST(InterchangeFlood, TheSoftDescriptorLimitIsRaisedAndTheCapKeepsAReserve) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit low = before;
+  low.rlim_cur = std::min<rlim_t>(before.rlim_max, 512);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  const long limit = raise_fd_limit();
+  rlimit now{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  EXPECT_EQ(now.rlim_cur, std::min<rlim_t>(before.rlim_max, kFdLimitTarget));
+  EXPECT_EQ(static_cast<rlim_t>(limit), now.rlim_cur);
+  EXPECT_EQ(ConnectionGuard::cap_for(1024), 1024u - 256u);
+  EXPECT_EQ(ConnectionGuard::cap_for(65536), 65536u - 8192u);
 }
 
 // Pools on the driver's host connect to a Unix socket in a 0700 directory (no CurveZMQ);
