@@ -34,7 +34,7 @@ BAD_HTEX_VALUES = [
     ("same_host_ipc", "false"), ("encrypted", 0), ("worker_debug", "no"), ("follow_dependencies", None),
     ("available_accelerators", -1), ("available_accelerators", "0,1"),
     ("prefetch_capacity", "3"), ("prefetch_capacity", 10**12), ("prefetch_capacity", -1), ("prefetch_capacity", 2.0),
-    ("short_task_prefetch", 10**12),
+    ("short_task_prefetch", 10**12), ("address", 127001), ("address", ""), ("python", 3),
 ]
 
 

@@ -223,6 +223,10 @@ class HighThroughputExecutor(ParslExecutor):
         low, high = worker_port_range
         _check_int("worker_port_range low", low, 1, 65535)
         _check_int("worker_port_range high", high, low, 65535)
+        if not isinstance(address, str) or not address:
+            raise ConfigurationError(f"address must be a non-empty str (an interface address, or '*'), got {address!r}")
+        if python is not None and (not isinstance(python, str) or not python):
+            raise ConfigurationError(f"python must be the path of an interpreter (a str) or None, got {python!r}")
         self.label = label
         self.provider = provider if provider is not None else LocalProvider()
         self.address = address
