@@ -228,6 +228,32 @@ TEST(InterchangeFlood, ConnectionsPastTheCapAreClosed) {
   ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
 }
 
+// The monitor reports descriptor numbers after the fact; one reused meanwhile by anything but
+// a connection accepted on the interchange's port (a pipe, another socket) is never touched.
+TEST(InterchangeFlood, TheGuardClosesOnlyConnectionsAcceptedOnItsPort) {
+  ConnectionGuard guard(/*port=*/1, /*cap=*/2);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1000);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1001);
+  EXPECT_EQ(guard.open(), 2u);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const int other = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(other, 0);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, p[0]);  // over the cap, but a pipe
+  guard.on_event(ZMQ_EVENT_ACCEPTED, other);  // over the cap, but not bound to port 1
+  EXPECT_EQ(guard.closed(), 0u);
+  EXPECT_EQ(::write(p[1], "x", 1), 1);
+  char c = 0;
+  EXPECT_EQ(::read(p[0], &c, 1), 1);
+  guard.on_event(ZMQ_EVENT_DISCONNECTED, 1000);
+  EXPECT_EQ(guard.open(), 1u);
+  guard.on_event(ZMQ_EVENT_CONNECTED, 1002);  // other events change nothing
+  EXPECT_EQ(guard.open(), 1u);
+  ::close(p[0]);
+  ::close(p[1]);
+  ::close(other);
+}
+
 TEST(InterchangeFlood, TheSoftDescriptorLimitIsRaisedAndTheCapKeepsAReserve) {
   rlimit before{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
