@@ -115,7 +115,7 @@ LogObserver::LogObserver(LogObserverOptions options)
                           options_.path.empty() ? log_level::kOff : options_.level)),
       pid_(static_cast<int>(::getpid())) {
   if (!options_.path.empty()) {
-    fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "cannot open log file " + options_.path);
   }
   writer_ = std::thread([this] { run(); });

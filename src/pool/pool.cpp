@@ -60,6 +60,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -128,7 +129,7 @@ class Logger {
  public:
   bool open(const std::string& path, std::string* error) {
     if (path.empty()) return true;
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
       return false;
@@ -1826,6 +1827,9 @@ options:
   --log FILE                   log to FILE (default: stderr)
   --log-level LEVEL            debug, info (default), warning or error: the pool's lines below
                                it are not written; the workers log at the same level
+  --log-limit BYTES            stdout and stderr (the block log, with the tasks' output):
+                               a file past BYTES is renamed to NAME.1 and started afresh,
+                               so at most twice BYTES are kept (default: 16 MiB; 0: no cap)
   --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
                                  block          worker i: CPUs [i*P, (i+1)*P) of the pool's
                                                 CPUs, P = max(1, CPUs / workers)
@@ -1950,7 +1954,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
-        "--log-level", "--ipc", "--host-id",
+        "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
@@ -2006,6 +2010,12 @@ ParseResult parse_command_line(int argc, char** argv) {
       const auto* level = std::find_if(std::begin(kLevels), std::end(kLevels), [&](auto& l) { return value == l.first; });
       if (level == std::end(kLevels)) return fail("--log-level must be debug, info, warning or error");
       o.log_level = level->second;
+    } else if (arg == "--log-limit") {
+      char* end = nullptr;
+      errno = 0;
+      o.log_limit = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || !std::isdigit(static_cast<unsigned char>(value[0])) || *end || errno)
+        return fail("--log-limit must be a number of bytes");
     } else if (arg == "--ipc") {
       if (value.rfind("ipc://", 0) != 0 || value.size() == 6) return fail("--ipc must be ipc://PATH");
       o.ipc_url = value;
@@ -2063,6 +2073,9 @@ int run_pool(PoolOptions options) {
     std::fprintf(stderr, "pervade-pool: signalfd: %s\n", os_error(errno).c_str());
     return kExitError;
   }
+
+  // Before any worker starts: they inherit the capped outputs.
+  OutputCap output(options.log_limit);
 
   std::string error;
   logger().set_level(options.log_level);

@@ -62,13 +62,24 @@ def executor_labels(executors):
 
 
 def make_rundir(path: str) -> str:
-    """Creates <path>/NNN, the next free number, and returns its absolute path."""
+    """Creates <path>/NNN, the next free number, readable by this user only (0700: it will
+    hold logs with task output, keys and pickled results), and returns its absolute path.
+
+    mkdir is the atomic step: a program started at the same moment in the same run_dir that
+    takes the number first makes this one try the next."""
     os.makedirs(path, exist_ok=True)
     numbers = [int(os.path.basename(p)) for p in glob.glob(os.path.join(path, "[0-9]*[0-9]"))
                if os.path.basename(p).isdigit()]
-    run = os.path.join(path, "{0:03}".format(max(numbers) + 1 if numbers else 0))
-    os.makedirs(run)
-    return os.path.abspath(run)
+    number = max(numbers) + 1 if numbers else 0
+    while True:
+        run = os.path.join(path, "{0:03}".format(number))
+        try:
+            os.mkdir(run, 0o700)
+        except FileExistsError:
+            number += 1
+            continue
+        os.chmod(run, 0o700)  # whatever the umask
+        return os.path.abspath(run)
 
 
 class DataFlowKernel:
