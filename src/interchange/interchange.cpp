@@ -140,15 +140,17 @@ struct Interchange::Impl {
     const int first = config.port ? config.port : config.port_min;
     const int last = config.port ? config.port : config.port_max;
     std::string error;
-    for (int p = first; p <= last; ++p) {
+    for (int p = first; p <= last && port == 0; ++p) {
       try {
         router.bind("tcp://" + host + ":" + std::to_string(p));
         port = p;
-        watch_tcp_connections();
-        return;
       } catch (const zmq::error_t& e) {
         error = e.what();
       }
+    }
+    if (port != 0) {
+      watch_tcp_connections();
+      return;
     }
     throw Error("interchange: cannot bind tcp://" + host + " on a port in " + std::to_string(first) + "-" +
                 std::to_string(last) + ": " + error);

@@ -82,6 +82,12 @@ std::string regular_file_path(int fd) {
   return path;
 }
 
+// A terminal or /dev/null: nothing is kept, nothing to cap (a person may be reading it).
+bool keeps_nothing(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) != 0 || S_ISCHR(st.st_mode);
+}
+
 bool same_file(int a, int b) {
   struct stat sa {}, sb {};
   return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
@@ -128,7 +134,8 @@ OutputCap::OutputCap(std::uint64_t limit) {
   im->limit = limit;
   const bool joined = same_file(STDOUT_FILENO, STDERR_FILENO);
   for (int target : {STDOUT_FILENO, STDERR_FILENO}) {
-    if (target == STDERR_FILENO && joined) {
+    if (keeps_nothing(target)) continue;
+    if (target == STDERR_FILENO && joined && !im->sinks.empty()) {
       im->sinks.front().targets.push_back(target);
       continue;
     }
@@ -142,6 +149,7 @@ OutputCap::OutputCap(std::uint64_t limit) {
     if (::fstat(copy, &st) == 0 && S_ISREG(st.st_mode)) s.size = static_cast<std::uint64_t>(st.st_size);
     im->sinks.push_back(std::move(s));
   }
+  if (im->sinks.empty()) return;
   std::vector<Fd> write_ends;
   for (auto& s : im->sinks) {
     int p[2];

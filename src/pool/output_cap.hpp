@@ -4,7 +4,8 @@
 // in the run directory. The pool's stdout and stderr become pipes that one thread copies to
 // the original files; a file that reaches the limit is rotated (renamed to NAME.1, replacing
 // an older one, and started afresh), so at most twice the limit is kept, with the latest
-// output. An output that is not a regular file with a name keeps its first `limit` bytes.
+// output. An output that is not a regular file with a name (a pipe, a socket) keeps its first
+// `limit` bytes; a terminal or /dev/null is left alone.
 // Made and finished by run_pool's thread only.
 #include <cstdint>
 #include <memory>

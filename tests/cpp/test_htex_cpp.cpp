@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -241,6 +242,21 @@ TEST(LocalProvider, BadOptionsAreConfigurationErrors) {
   EXPECT_THROW(LocalProvider(ProviderOptions{.nodes_per_block = 0}), ConfigurationError);
   EXPECT_THROW(LocalProvider(ProviderOptions{.init_blocks = -1}), ConfigurationError);
   EXPECT_THROW(LocalProvider({}, -1s), ConfigurationError);
+}
+
+TEST(HighThroughputExecutor, OutOfRangeOptionsAreConfigurationErrors) {
+  auto with = [](auto change) {
+    HtexOptions o;
+    change(o);
+    return o;
+  };
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = -1; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = 70000; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.heartbeat_period = NAN; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.heartbeat_threshold = INFINITY; })),
+               ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.prefetch_capacity = -1; })), ConfigurationError);
+  EXPECT_NO_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = 65535; })));
 }
 
 TEST(JobState, NamesAreParsls) {

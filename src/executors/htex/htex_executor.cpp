@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
@@ -318,10 +319,17 @@ struct HighThroughputExecutor::Impl {
 
 HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     : Executor(options.label), impl_(std::make_unique<Impl>()) {
-  if (options.heartbeat_period <= 0 || options.heartbeat_threshold <= 0)
-    throw ConfigurationError("HighThroughputExecutor heartbeat_period and heartbeat_threshold must be positive");
+  // NaN fails every comparison: written so that it fails these checks too.
+  if (!(options.heartbeat_period > 0 && std::isfinite(options.heartbeat_period)) ||
+      !(options.heartbeat_threshold > 0 && std::isfinite(options.heartbeat_threshold)))
+    throw ConfigurationError("HighThroughputExecutor heartbeat_period and heartbeat_threshold must be finite and > 0");
   if (options.port_min > options.port_max || options.port_min < 1 || options.port_max > 65535)
     throw ConfigurationError("HighThroughputExecutor worker_port_range must be a valid port range");
+  // libzmq would wrap -1 or 70000 to some other port.
+  if (options.worker_port < 0 || options.worker_port > 65535)
+    throw ConfigurationError("HighThroughputExecutor worker_port must be from 1 to 65535 (0: from the range)");
+  if (options.prefetch_capacity < 0 || options.short_task_prefetch < 0)
+    throw ConfigurationError("HighThroughputExecutor prefetch_capacity and short_task_prefetch must be >= 0");
   impl_->options = std::move(options);
   // Checks the block options and makes the per-run CurveZMQ keys (into options) if needed.
   if (impl_->options.provider) {
