@@ -75,10 +75,6 @@ struct Interchange::Impl {
   static void configure(zmq::socket_t& s) {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::router_mandatory, 0);
-    // A pool that reconnects (its connection dropped) is routed on its new connection at once;
-    // without this the ROUTER drops the new connection's messages while it still holds the old
-    // one, and the pool would be lost for its silence (docs/protocol.md, "Liveness").
-    s.set(zmq::sockopt::router_handover, 1);
     // No high-water mark: past it a ROUTER drops messages silently, and a dropped TASKS or
     // RESULTS message is lost work. What is queued is bounded anyway: tasks go out only up to
     // each pool's capacity, and pools send results only for tasks they hold.
