@@ -51,6 +51,8 @@ class Interchange {
   void cancel(std::vector<std::uint64_t> task_ids);  // see Dispatcher::cancel
   bool hold(const std::string& pool_id, bool held);
   bool drain(const std::string& pool_id);
+  // See Dispatcher::lose_block: for a block whose process the provider saw end.
+  std::size_t lose_block(const std::string& block_id, const std::string& reason);
   std::vector<PoolInfo> pools();
   std::size_t outstanding();  // queued + in flight
   // Sends SHUTDOWN to every pool and joins the thread. Idempotent.

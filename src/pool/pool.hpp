@@ -21,7 +21,7 @@ enum ExitStatus : int {
   kExitUsage = 2,           // bad command line
   kExitRefused = 3,         // the interchange answered REFUSED (the reason is logged)
   kExitNoAnswer = 4,        // no answer to REGISTER within the heartbeat threshold
-  kExitBrokenWorkers = 5,   // workers keep dying before READY (broken Python environment)
+  kExitBrokenWorkers = 5,   // workers keep dying before READY (broken Python environment); once registered, FAILED is sent first
   kExitSignalBase = 128,    // killed by SIGTERM/SIGINT/SIGHUP: 128 + signal number, after cleanup
 };
 

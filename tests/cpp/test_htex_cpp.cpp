@@ -580,6 +580,19 @@ TEST_F(HtexCpp, MissingPoolBinaryIsAConfigurationError) {
   ::unsetenv("PERVADE_POOL_BINARY");
 }
 
+TEST_F(HtexCpp, NoInitialBlockAndNoneAllowedIsAConfigurationError) {
+  auto o = options();
+  o.provider = std::make_shared<LocalProvider>(ProviderOptions{.init_blocks = 0, .min_blocks = 0, .max_blocks = 0});
+  try {
+    HighThroughputExecutor htex{o};
+    FAIL() << "an executor that can never start a block was accepted";
+  } catch (const ConfigurationError& e) {
+    EXPECT_NE(std::string(e.what()).find("init_blocks=0 and max_blocks=0"), std::string::npos) << e.what();
+  }
+  o.init_blocks = 1;  // the executor's own init_blocks replaces the provider's
+  EXPECT_NO_THROW(HighThroughputExecutor{o});
+}
+
 TEST_F(HtexCpp, WithoutAProviderNoBlocksAreStarted) {
   auto o = options();
   o.provider = nullptr;

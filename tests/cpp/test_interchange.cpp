@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <random>
 #include <zmq.hpp>
 
@@ -339,10 +340,69 @@ TEST(InterchangeSameHost, UnixSocketBesideTcp) {
     ASSERT_EQ(got.done.size(), 1u);
     EXPECT_EQ(got.done[0].task_id, 7u);
   }
+  // A pool on the Unix socket that dies is lost as soon as over TCP (the heartbeat threshold
+  // is 120 s here).
+  t.task_id = 8;
+  t.buffers.clear();
+  ix.submit({t});
+  m = InterchangeTest::receive(local);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  local.close();
+  const auto lost_by = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < lost_by) {
+    std::lock_guard lock(got.mutex);
+    if (got.done.size() == 2) break;
+  }
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 2u) << "the pool on the Unix socket was not lost when its connection closed";
+    EXPECT_EQ(got.done[1].task_id, 8u);
+    EXPECT_TRUE(got.done[1].manager_lost);
+  }
   ix.stop();
   EXPECT_FALSE(std::filesystem::exists(sock));
   EXPECT_FALSE(std::filesystem::exists(sock.parent_path()));
   std::filesystem::remove_all(base);
+}
+
+// A pool killed (its connection closes) is lost after the short grace period, not after the
+// heartbeat threshold (30 s here, longer than wait_done waits); the pool beside it, which stays
+// connected, keeps its task. (A pool that reconnects in time: DispatcherTest.)
+TEST_F(InterchangeTest, APoolWhoseConnectionClosesIsLostSoon) {
+  auto stays = dealer("stays");
+  auto gone = dealer("gone");
+  for (auto* s : {&stays, &gone}) {
+    send(*s, register_message(s == &stays ? "stays" : "gone"));
+    auto reply = receive(*s);
+    ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+  }
+  std::vector<interchange::DispatchTask> tasks(2);
+  for (std::uint64_t i = 0; i < 2; ++i) {
+    tasks[i].task_id = i + 1;
+    tasks[i].kind = protocol::kKindShell;
+    tasks[i].payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  }
+  ix->submit(std::move(tasks));
+  std::map<std::string, std::uint64_t> held;
+  for (auto* s : {&stays, &gone}) {
+    auto m = receive(*s);
+    ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+    held[s == &stays ? "stays" : "gone"] = std::get<protocol::Tasks>(*m).tasks.at(0).task_id;
+  }
+  gone.close();
+  ASSERT_TRUE(wait_done(1)) << "the closed pool was not lost before the heartbeat threshold";
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 1u) << got.done.back().payload;
+    EXPECT_EQ(got.done[0].task_id, held["gone"]);
+    EXPECT_TRUE(got.done[0].manager_lost);
+    EXPECT_NE(got.done[0].payload.find("pool gone on localhost (block 0) closed its connection"), std::string::npos)
+        << got.done[0].payload;
+  }
+  const auto pools = ix->pools();
+  ASSERT_EQ(pools.size(), 1u);
+  EXPECT_EQ(pools[0].pool_id, "stays");
+  EXPECT_EQ(pools[0].in_flight, 1u);
 }
 
 TEST_F(InterchangeTest, StopSendsShutdownToPools) {

@@ -45,6 +45,9 @@ struct HighThroughputExecutor::Impl {
   std::unordered_set<std::string> sent_functions;  // under functions_mutex
   std::vector<std::string> refusals;                // under flight_mutex
   std::unordered_set<std::string> connected_blocks;  // under flight_mutex: blocks a pool registered from
+  std::unordered_set<std::string> worked_blocks;     // under flight_mutex: blocks a pool sent results from
+  // Under flight_mutex: blocks whose pool reported that it cannot run tasks (FAILED) -> why.
+  std::unordered_map<std::string, std::string> broken_blocks;
   std::string failure;                               // under queue_mutex: why the executor failed
 
   // Scaling (with a provider): a thread of its own, because provider calls block (a batch
@@ -185,6 +188,12 @@ struct HighThroughputExecutor::Impl {
     } else if (e.kind == interchange::PoolEvent::registered) {
       std::lock_guard lock(flight_mutex);
       connected_blocks.insert(e.block_id);
+    } else if (e.kind == interchange::PoolEvent::working) {
+      std::lock_guard lock(flight_mutex);
+      worked_blocks.insert(e.block_id);
+    } else if (e.kind == interchange::PoolEvent::failed) {
+      std::lock_guard lock(flight_mutex);
+      broken_blocks.try_emplace(e.block_id, e.detail);
     }
   }
 
@@ -216,7 +225,17 @@ struct HighThroughputExecutor::Impl {
     detail::StrategySnapshot snap;
     snap.now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
     const std::vector<BlockStatus> states = blocks->blocks();
-    const std::vector<interchange::PoolInfo> pools = interchange->pools();
+    std::vector<interchange::PoolInfo> pools = interchange->pools();
+    // A block whose process ended has no live pool, whatever the heartbeats say: its pools are
+    // lost now (their tasks fail with ManagerLost and retry), not after heartbeat_threshold.
+    for (const auto& b : states) {
+      if (!is_terminal(b.status.state)) continue;
+      if (std::none_of(pools.begin(), pools.end(), [&](const auto& p) { return p.block_id == b.block_id; })) continue;
+      interchange->lose_block(b.block_id, fmt::format("ended: the provider reports the block {}{}",
+                                                      to_string(b.status.state),
+                                                      b.status.message.empty() ? "" : ": " + b.status.message));
+      std::erase_if(pools, [&](const auto& p) { return p.block_id == b.block_id; });
+    }
     {
       std::scoped_lock lock(queue_mutex, flight_mutex);
       snap.outstanding = in_flight.size() + queue.size();
@@ -225,6 +244,8 @@ struct HighThroughputExecutor::Impl {
         bs.block_id = b.block_id;
         bs.status = b.status;
         bs.ever_connected = connected_blocks.contains(b.block_id);
+        bs.worked = worked_blocks.contains(b.block_id);
+        if (auto broken = broken_blocks.find(b.block_id); broken != broken_blocks.end()) bs.broken = broken->second;
         bs.idle_seconds = -1;
         snap.blocks.push_back(std::move(bs));
       }
@@ -337,6 +358,13 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     if (!(o.strategy_period > 0))
       throw ConfigurationError("HighThroughputExecutor strategy_period must be positive");
     const ProviderOptions& p = o.provider->options();
+    // No block at start and none allowed later: every task would wait forever.
+    const int init_blocks = o.init_blocks >= 0 ? o.init_blocks : p.init_blocks;
+    if (init_blocks == 0 && p.max_blocks == 0)
+      throw ConfigurationError(fmt::format(
+          "HighThroughputExecutor '{}': init_blocks=0 and max_blocks=0 start no block, so no task could ever run; "
+          "set init_blocks or max_blocks to at least 1",
+          o.label));
     impl_->strategy = std::make_unique<detail::Strategy>(detail::StrategyConfig{
         detail::parse_strategy(o.strategy), p.min_blocks, p.max_blocks, p.parallelism, o.max_idletime,
         p.nodes_per_block, o.max_failed_blocks});
