@@ -53,7 +53,7 @@ bench-htex: python
 	$(PYTHON) benchmarks/compare_htex.py
 
 # Parsl's own user-facing tests run against pervade through `pervade run` (docs/compat.md): installs
-# Parsl from PyPI into compat/.venv; not part of `make test`. COMPAT_ARGS: e.g. --modes threads --parsl.
+# Parsl from PyPI into compat/.venv; not part of `make test`. COMPAT_ARGS: e.g. --modes threads --engines pervade,parsl.
 compat: python
 	$(PYTHON) compat/run.py $(COMPAT_ARGS)
 

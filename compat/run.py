@@ -1,7 +1,7 @@
 """`make compat`: Parsl's own user-facing tests, from the Parsl package installed from PyPI, run
 against pervade through `pervade run`'s import mapping (docs/compat.md).
 
-    python compat/run.py [--modes threads,htex,local] [--folders test_python_apps,...] [--parsl]
+    python compat/run.py [--modes threads,htex,local] [--folders test_python_apps,...] [--engines pervade,parsl]
 
 Parsl (with the test folders inside its package) and the tests' dependencies go into their
 own virtual environment, compat/.venv (made on first use, reused while its imports work). The
@@ -12,9 +12,11 @@ file, after the venv's own packages. Each folder runs in its own pytest process,
     htex     --config parsl/tests/configs/htex_local.py     (Parsl's local HTEX config)
     local    --config local                                 (each test module's own local_config)
 
---parsl runs the same tests on Parsl itself (no mapping), the baseline the target is measured
-against. A test that hangs is stopped by pytest-timeout (--test-timeout s), recorded as failed,
-and the folder goes on without it. Prints passed/failed/skipped per folder and mode, and writes
+--engines parsl runs the same tests on Parsl itself (no mapping), the baseline the target is
+measured against (the share of the tests passing on Parsl that pass on pervade is printed when
+both engines' results are there). A test that hangs is stopped by pytest-timeout (--test-timeout s)
+or, when that cannot act, by killing the run; it is recorded as failed and the folder goes on
+without it. Prints passed/failed/skipped per folder and mode, and writes
 every outcome to compat/results/<engine>-<mode>.json.
 """
 
@@ -23,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,8 +36,10 @@ sys.path.insert(0, str(HERE.parent / "benchmarks"))
 from peers import BenchError, ensure_peers, log, run  # noqa: E402  (the venv and process helpers)
 
 PARSL_VERSION = "2026.10.26"
+# Parsl and its tests' dependencies, and pervade's own (pyproject.toml) for the pervade made visible there.
 PACKAGES = {"parsl": f"parsl[monitoring]=={PARSL_VERSION}", "pytest": "pytest>=7.4,<8",
-            "pytest_timeout": "pytest-timeout", "pandas": "pandas"}
+            "pytest_timeout": "pytest-timeout", "pandas": "pandas", "cloudpickle": "cloudpickle>=2.0",
+            "msgpack": "msgpack>=1.0"}
 FOLDERS = ["test_python_apps", "test_bash_apps", "test_checkpointing", "test_docs", "test_error_handling",
            "test_regression", "test_staging", "test_threads", "test_shutdown", "test_monitoring", "test_scaling"]
 MODES = {"threads": "configs/local_threads.py", "htex": "configs/htex_local.py", "local": "local"}
@@ -54,30 +60,37 @@ def link_pervade(python: Path) -> None:
     (site_packages(python) / PTH).write_text(str(Path(pervade.__file__).resolve().parent.parent) + "\n")
 
 
+OUTCOMES = ("passed", "failed", "teardown_error", "skipped")
+
+
 def outcomes(record: Path) -> tuple[dict, str | None, bool]:
-    """From a record file: ({nodeid: (outcome, message)}, the test running when it ended, finished?)."""
-    results, running, finished = {}, None, False
-    if not record.exists():
-        return results, running, finished
-    for line in record.read_text().splitlines():
-        r = json.loads(line)
-        if r["when"] == "finish":
-            finished = True
-            continue
-        if r["when"] == "start":
-            running = r["nodeid"]
-            continue
-        node, outcome = r["nodeid"], r["outcome"]
-        previous = results.get(node, ("passed", ""))
-        if r["when"] in ("setup", "call", "collect") and outcome == "skipped":
-            results[node] = ("skipped", r["message"])
-        elif outcome == "failed":
-            if previous[0] != "failed":  # the first failure says most
-                results[node] = ("failed" if not r["xfail"] else "skipped", r["message"])
-        elif node not in results:
-            results[node] = (outcome, r["message"])
-        if r["when"] == "teardown" and running == node:
-            running = None
+    """From a record file: ({nodeid: (outcome, message)}, the test running when it ended, finished?).
+    The outcome is one of OUTCOMES: a test whose collection, setup or call failed has failed (an
+    xfail counts as skipped); one that passed but whose teardown failed (Parsl's conftest checks
+    there that no task is left) is a teardown_error."""
+    phases: dict = {}
+    running, finished = None, False
+    if record.exists():
+        for line in record.read_text().splitlines():
+            r = json.loads(line)
+            if r["when"] == "finish":
+                finished = True
+            elif r["when"] == "start":
+                running = r["nodeid"]
+            else:
+                phases.setdefault(r["nodeid"], {}).setdefault(r["when"], r)
+                if r["when"] == "teardown" and r["nodeid"] == running:
+                    running = None
+    results = {}
+    for node, p in phases.items():
+        first_bad = next((p[w] for w in ("collect", "setup", "call") if w in p and p[w]["outcome"] != "passed"), None)
+        if first_bad is not None:
+            skipped = first_bad["outcome"] == "skipped" or first_bad["xfail"]
+            results[node] = ("skipped" if skipped else "failed", first_bad["message"])
+        elif "teardown" in p and p["teardown"]["outcome"] == "failed":
+            results[node] = ("teardown_error", p["teardown"]["message"])
+        else:
+            results[node] = ("passed", "")
     return results, running, finished
 
 
@@ -94,35 +107,79 @@ def run_folder(python: Path, tests: Path, folder: str, mode: str, pervade: bool,
     for attempt in range(50):  # each attempt gets past at least one hung test
         prefix = [str(python), "-m", "pervade", "run", "--parsl-tests", "-m", "pytest"] if pervade else [
             str(python), "-m", "pytest"]
-        cmd = prefix + [str(tests / folder), "--config", config, "-p", "record", "-o", "addopts=", "-q",
-                        "-p", "no:cacheprovider", "-k", "not cleannet",
+        cmd = prefix + [str(tests / folder), "--config", config, "-p", "record", "-c", str(HERE / "pytest.ini"),
+                        "--rootdir", str(tests), "-q",
+                        "-p", "no:cacheprovider", "-k", "not cleannet", "--continue-on-collection-errors",
                         f"--timeout={test_timeout:g}", "--timeout-method=thread"]
         for node in deselect:
             cmd += ["--deselect", node]
-        try:
-            _, output = run(cmd, timeout=folder_timeout, cwd=work, env=env)
-            with (work / f"{folder}.log").open("a") as f:
-                f.write(output)
-        except BenchError as e:
-            log(f"[compat] {folder} ({mode}): {e}")
+        if not run_watched(cmd, work, env, work / f"{folder}.log", record, test_timeout + 60, folder_timeout):
+            log(f"[compat] {folder} ({mode}): no progress for {test_timeout + 60:g} s, stopped")
         results, running, finished = outcomes(record)
         if finished:
             break
         if running is None or running in deselect:
             log(f"[compat] {folder} ({mode}) stopped outside a test; giving up on the rest")
             break
-        results[running] = ("failed", f"hung: no outcome within {test_timeout:g} s (pytest-timeout stopped the run)")
+        results[running] = ("failed", f"hung: no outcome within {test_timeout:g} s (the run was stopped)")
         deselect = sorted(set(deselect) | set(results))
         with record.open("a") as f:  # keep the verdict for the next pass of outcomes()
-            f.write(json.dumps({"nodeid": running, "when": "call", "outcome": "failed", "xfail": False,
+            f.write(json.dumps({"nodeid": running, "when": "collect", "outcome": "failed", "xfail": False,
                                 "message": results[running][1]}) + "\n")
     return results
 
 
+def run_watched(cmd, cwd: Path, env: dict, log_path: Path, record: Path, stall: float, limit: float) -> bool:
+    """Runs cmd (output appended to log_path) until it exits; kills it, and every process it
+    started, once `record` has not grown for `stall` seconds (pytest-timeout cannot fire while
+    the main thread holds the GIL in a hang) or after `limit`. False if it had to be killed."""
+    marker = f"{time.monotonic_ns()}-{os.getpid()}"
+    with log_path.open("a") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env, PERVADE_COMPAT_RUN=marker), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    started = last_progress = time.monotonic()
+    size = -1
+    while True:
+        try:
+            proc.wait(timeout=2)
+            left = kill_marked(marker)
+            if left:
+                log(f"[compat] {left} processes outlived the pytest run {log_path.name}: killed")
+            return True
+        except subprocess.TimeoutExpired:
+            pass
+        now_size = record.stat().st_size if record.exists() else 0
+        if now_size != size:
+            size, last_progress = now_size, time.monotonic()
+        if time.monotonic() - last_progress > stall or time.monotonic() - started > limit:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_marked(marker)  # pools and workers run in sessions of their own
+    return False
+
+
+def kill_marked(marker: str) -> int:
+    """SIGKILLs every process whose environment has PERVADE_COMPAT_RUN=marker; how many."""
+    needle = f"PERVADE_COMPAT_RUN={marker}".encode()
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed += 1
+        except OSError:
+            continue
+    return killed
+
+
 def summarize(results: dict) -> dict:
-    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     for outcome, _ in results.values():
-        counts[outcome if outcome in counts else "failed"] += 1
+        counts[outcome] += 1
     return counts
 
 
@@ -130,7 +187,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--folders", default=",".join(FOLDERS))
-    parser.add_argument("--parsl", action="store_true", help="also run the tests on Parsl itself (the baseline)")
+    parser.add_argument("--engines", default="pervade",
+                        help="pervade, parsl (the same tests on Parsl itself: the baseline), or pervade,parsl")
     parser.add_argument("--venv", type=Path, default=HERE / ".venv")
     parser.add_argument("--test-timeout", type=float, default=120, help="seconds one test may take")
     parser.add_argument("--folder-timeout", type=float, default=1800, help="seconds one folder run may take")
@@ -145,7 +203,7 @@ def main(argv=None) -> int:
     except BenchError as e:
         log(f"[compat] {e}")
         return 1
-    engines = ["pervade"] + (["parsl"] if options.parsl else [])
+    engines = options.engines.split(",")
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     table = []
@@ -161,21 +219,37 @@ def main(argv=None) -> int:
                 all_results.update(results)
                 c = summarize(results)
                 table.append((engine, mode, folder, c))
-                log(f"[compat] {engine:7} {mode:7} {folder:20} passed {c['passed']:4} failed {c['failed']:4} "
-                    f"skipped {c['skipped']:4}  ({time.monotonic() - started:.0f} s)")
+                log(f"[compat] {engine:7} {mode:7} {folder:20} " + " ".join(f"{k} {c[k]:4}" for k in OUTCOMES)
+                    + f"  ({time.monotonic() - started:.0f} s)")
             (out_dir / f"{engine}-{mode}.json").write_text(json.dumps(
                 {"parsl": versions.get("parsl"), "date": time.strftime("%Y-%m-%d"),
                  "results": {k: list(v) for k, v in sorted(all_results.items())}}, indent=1))
     print(f"\nParsl {versions.get('parsl')} user-facing tests (compat/results/*.json has every outcome)\n")
-    print(f"{'engine':8} {'mode':8} {'folder':22} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    print(f"{'engine':8} {'mode':8} {'folder':22} " + " ".join(f"{k:>14}" for k in OUTCOMES))
     for engine, mode, folder, c in table:
-        print(f"{engine:8} {mode:8} {folder:22} {c['passed']:7} {c['failed']:7} {c['skipped']:8}")
+        print(f"{engine:8} {mode:8} {folder:22} " + " ".join(f"{c[k]:14}" for k in OUTCOMES))
     for engine in engines:
         for mode in modes:
-            total = {k: sum(c[k] for e, m, _, c in table if e == engine and m == mode) for k in ("passed", "failed",
-                                                                                               "skipped")}
-            print(f"{engine:8} {mode:8} {'all':22} {total['passed']:7} {total['failed']:7} {total['skipped']:8}")
+            total = {k: sum(c[k] for e, m, _, c in table if e == engine and m == mode) for k in OUTCOMES}
+            print(f"{engine:8} {mode:8} {'all':22} " + " ".join(f"{total[k]:14}" for k in OUTCOMES))
+    print_against_parsl(modes, out_dir)
     return 0
+
+
+def print_against_parsl(modes, out_dir: Path) -> None:
+    """The target's measure: of the tests that pass on Parsl, how many pass on pervade (from the
+    results of this run or an earlier one)."""
+    print("\ntests passing on Parsl that pass on pervade")
+    for mode in modes:
+        if not all((out_dir / f"{e}-{mode}.json").exists() for e in ("parsl", "pervade")):
+            print(f"{mode:8} (no results for both: make compat COMPAT_ARGS=--engines=pervade,parsl)")
+            continue
+        parsl = json.loads((out_dir / f"parsl-{mode}.json").read_text())["results"]
+        pervade = json.loads((out_dir / f"pervade-{mode}.json").read_text())["results"]
+        passing = [n for n, (o, _) in parsl.items() if o == "passed"]
+        both = [n for n in passing if pervade.get(n, ["missing"])[0] == "passed"]
+        share = 100 * len(both) / len(passing) if passing else 100
+        print(f"{mode:8} {len(both)} of {len(passing)} ({share:.1f}%)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ LAYOUT = {
     "app.app": ["python_app", "bash_app", "join_app", "AUTO_LOGNAME"],
     "app.errors": ["AppException", "AppBadFormatting", "BashExitFailure", "AppTimeout", "BashAppNoReturn",
                    "MissingOutputs", "BadStdStreamFile"],
-    "app.python": ["PythonApp"],
+    "app.python": ["PythonApp", "timeout"],
     "app.bash": ["BashApp"],
     "app.futures": ["DataFuture"],
     "config": ["Config"],
@@ -112,6 +112,24 @@ def test_parsl_pool_executor_leaves_a_given_kernel_running(dfk):
     with ParslPoolExecutor(dfk=dfk) as pool:
         assert pool.submit(len, "abc").result() == 3
     assert pervade.dfk() is dfk
+
+
+def test_timeout_interrupts_a_long_call_only():
+    import threading
+    import time
+    from pervade.app.python import timeout
+
+    def spin(stop):
+        while not stop.is_set():  # bytecode keeps running: the asynchronous exception lands
+            pass
+
+    with pytest.raises(pervade.AppTimeout):
+        timeout(spin, 0.05)(threading.Event())
+    done = threading.Event()
+    assert timeout(lambda: 7, 0.05)() == 7
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:  # the cancelled timer must not fire later in this thread
+        done.wait(0.01)
 
 
 def test_version_is_in_one_place():
