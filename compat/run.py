@@ -102,7 +102,9 @@ def run_folder(python: Path, tests: Path, folder: str, mode: str, pervade: bool,
     record.unlink(missing_ok=True)
     deselect: list[str] = []
     results: dict = {}
-    env = dict(os.environ, COMPAT_RECORD=str(record), PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1")
+    # The venv's bin first, as if activated: Parsl starts its interchange and workers by command name.
+    env = dict(os.environ, COMPAT_RECORD=str(record), PYTHONPATH=str(HERE), PYTHONDONTWRITEBYTECODE="1",
+               PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("PERVADE_PARSL_IMPORTS", None)
     for attempt in range(50):  # each attempt gets past at least one hung test
         prefix = [str(python), "-m", "pervade", "run", "--parsl-tests", "-m", "pytest"] if pervade else [
