@@ -11,7 +11,7 @@ import os
 import runpy
 import sys
 
-USAGE = __doc__.split("\n\n", 1)[1].rstrip() + "\n"
+USAGE = "usage:\n" + __doc__.split("\n\n", 1)[1].rstrip()
 RUN_USAGE = """usage: pervade run [--parsl-tests] script.py [args...]
        pervade run [--parsl-tests] -m module [args...]
 
