@@ -178,6 +178,16 @@ def kill_marked(marker: str) -> int:
     return killed
 
 
+def save_results(path: Path, folders, results: dict, parsl_version) -> None:
+    """Writes the outcomes of `folders` into path, keeping those of other folders from earlier
+    runs (a run of some folders does not lose the rest)."""
+    kept = json.loads(path.read_text())["results"] if path.exists() else {}
+    kept = {k: v for k, v in kept.items() if k.split("/", 1)[0] not in folders}
+    kept.update({k: list(v) for k, v in results.items()})
+    path.write_text(json.dumps({"parsl": parsl_version, "date": time.strftime("%Y-%m-%d"),
+                                "results": dict(sorted(kept.items()))}, indent=1))
+
+
 def summarize(results: dict) -> dict:
     counts = dict.fromkeys(OUTCOMES, 0)
     for outcome, _ in results.values():
@@ -223,9 +233,7 @@ def main(argv=None) -> int:
                 table.append((engine, mode, folder, c))
                 log(f"[compat] {engine:7} {mode:7} {folder:20} " + " ".join(f"{k} {c[k]:4}" for k in OUTCOMES)
                     + f"  ({time.monotonic() - started:.0f} s)")
-            (out_dir / f"{engine}-{mode}.json").write_text(json.dumps(
-                {"parsl": versions.get("parsl"), "date": time.strftime("%Y-%m-%d"),
-                 "results": {k: list(v) for k, v in sorted(all_results.items())}}, indent=1))
+            save_results(out_dir / f"{engine}-{mode}.json", folders, all_results, versions.get("parsl"))
     print(f"\nParsl {versions.get('parsl')} user-facing tests (compat/results/*.json has every outcome)\n")
     print(f"{'engine':8} {'mode':8} {'folder':22} " + " ".join(f"{k:>14}" for k in OUTCOMES))
     for engine, mode, folder, c in table:

@@ -48,3 +48,10 @@ def test_a_killed_run_names_the_test_it_was_in(tmp_path):
     results, running, finished = compat_run.outcomes(record)
     assert not finished and running == "b"
     assert results["a"] == ("passed", "")
+
+
+def test_saving_some_folders_keeps_the_others(tmp_path):
+    path = tmp_path / "pervade-threads.json"
+    compat_run.save_results(path, ["f1", "f2"], {"f1/t.py::a": ("passed", ""), "f2/t.py::b": ("failed", "x")}, "1")
+    compat_run.save_results(path, ["f2"], {"f2/t.py::c": ("passed", "")}, "1")
+    assert json.loads(path.read_text())["results"] == {"f1/t.py::a": ["passed", ""], "f2/t.py::c": ["passed", ""]}
