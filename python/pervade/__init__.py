@@ -31,9 +31,9 @@ from .log_utils import set_file_logger, set_stream_logger
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
 from .progress import progress
 from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
+from .version import VERSION
 
-__version__ = "0.1.0"
-VERSION = __version__
+__version__ = VERSION
 
 __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",

@@ -30,6 +30,7 @@ import sys
 
 import msgpack
 
+from . import parsl_imports
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_value)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
@@ -383,6 +384,8 @@ def main(argv=None) -> int:
     _die_with_parent()
     _keep_big_buffers_on_the_heap()
     _set_environment(options.rank, options.pool_id, options.block_id)
+    # A driver run by `pervade run` maps parsl imports to pervade; tasks' modules need it here too.
+    parsl_imports.install_from_environment()
     try:
         connection = _Connection(options.fd)
     except OSError as e:

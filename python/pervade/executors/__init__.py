@@ -175,8 +175,11 @@ class HighThroughputExecutor(ParslExecutor):
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
                  short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
-                 same_host_ipc: bool = True,
-                 **unused):
+                 same_host_ipc: bool = True, launch_cmd: str | None = None, interchange_launch_cmd=None,
+                 loopback_address: str = "127.0.0.1", interchange_port_range: tuple = (55000, 56000),
+                 storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
+                 poll_period: int = 10, address_probe_timeout: int | None = None,
+                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None):
         from ..providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -247,6 +250,20 @@ class HighThroughputExecutor(ParslExecutor):
         self.block_error_handler = block_error_handler
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
+        # Parsl's options for its Python interchange and process layout: accepted and stored so
+        # that Parsl configs load, without effect here (docs/python.md).
+        self.launch_cmd = launch_cmd
+        self.interchange_launch_cmd = interchange_launch_cmd
+        self.loopback_address = loopback_address
+        self.interchange_port_range = interchange_port_range
+        self.storage_access = storage_access
+        self.working_dir = working_dir
+        self.drain_period = drain_period
+        self.poll_period = poll_period
+        self.address_probe_timeout = address_probe_timeout
+        self.worker_logdir_root = worker_logdir_root
+        self.manager_selector = manager_selector
+        self.remote_monitoring_radio = remote_monitoring_radio
         self._native = None
 
     def _native_executor(self):
