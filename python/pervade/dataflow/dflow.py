@@ -93,33 +93,37 @@ class DataFlowKernel:
         self.config = config if config is not None else Config()
         self.run_dir = make_rundir(self.config.run_dir)
         self._undo_logging = self._initialize_logging(self.config.initialize_logging)
-        self.executors = {e.label: e for e in self.config.executors}
-        # Labels of executors that run tasks in other processes: apps that can only go there are
-        # serialized at the call, so unpicklable arguments fail at once, in the caller.
-        self._remote_labels = {e.label for e in self.config.executors if getattr(e, "remote", False)}
-        self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
-        for e in self.config.executors:
-            e.run_dir = self.run_dir
-            # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
-            e.strategy, e.strategy_period, e.max_idletime = (
-                self.config.strategy, self.config.strategy_period, self.config.max_idletime)
-        natives = [e._native_executor() for e in self.config.executors]
-        memo = self.config._memo
-        self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
-        # May raise BadCheckpoint (a checkpoint file that cannot be read).
         try:
-            self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
-                                          self.config.internal_tasks_max_threads,
-                                          memo.native_options(self.run_dir, self.config.run_dir),
-                                          max_unfinished_tasks=self.config.max_unfinished_tasks or 0,
-                                          observers=[self._log_observer] if self._log_observer else [])
-        except BaseException:
+            self._start(self.config)
+        except BaseException:  # a bad executor option, BadCheckpoint: the log threads stop too
             self._undo_logging()
             raise
         self._lock = threading.Lock()
         self.cleanup_called = False
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
+
+    def _start(self, config: Config) -> None:
+        """Makes the executors and the engine's kernel (__init__'s part that may fail)."""
+        self.executors = {e.label: e for e in config.executors}
+        # Labels of executors that run tasks in other processes: apps that can only go there are
+        # serialized at the call, so unpicklable arguments fail at once, in the caller.
+        self._remote_labels = {e.label for e in config.executors if getattr(e, "remote", False)}
+        self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
+        for e in config.executors:
+            e.run_dir = self.run_dir
+            # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
+            e.strategy, e.strategy_period, e.max_idletime = (
+                config.strategy, config.strategy_period, config.max_idletime)
+        natives = [e._native_executor() for e in config.executors]
+        memo = config._memo
+        self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        # May raise BadCheckpoint (a checkpoint file that cannot be read).
+        self._kernel = _native.Kernel(natives, config.retries, config.retry_handler,
+                                      config.internal_tasks_max_threads,
+                                      memo.native_options(self.run_dir, config.run_dir),
+                                      max_unfinished_tasks=config.max_unfinished_tasks or 0,
+                                      observers=[self._log_observer] if self._log_observer else [])
 
     def _initialize_logging(self, setting):
         """Sets up this run's logging as Config(initialize_logging=) says (docs/logging.md) and
