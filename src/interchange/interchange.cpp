@@ -24,6 +24,7 @@ namespace pervade::interchange {
 
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
+constexpr int kListenBacklog = 65535;
 }
 
 struct Interchange::Impl {
@@ -58,6 +59,11 @@ struct Interchange::Impl {
     // each pool's capacity, and pools send results only for tasks they hold.
     s.set(zmq::sockopt::sndhwm, 0);
     s.set(zmq::sockopt::rcvhwm, 0);
+    // Thousands of pools connect at once when a big allocation starts: with ZeroMQ's default
+    // listen backlog (100) the kernel drops their SYNs and TCP retries after 1, 3, 7, 15 s...,
+    // which made registering 3,000 simulated pools take 24 s instead of about 2 (BENCHMARKS.md,
+    // "One interchange, many pools"). The kernel caps it at net.core.somaxconn.
+    s.set(zmq::sockopt::backlog, kListenBacklog);
   }
 
   // The same-host socket: <ipc_dir>/ipc-XXXXXX/sock, the directory made by mkdtemp (mode
