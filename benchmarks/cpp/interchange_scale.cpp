@@ -13,7 +13,10 @@
 // workers that answer a task at once (--service-ms 0, one RESULTS message per TASKS message)
 // or after the service time, W at a time. A connection costs a child two descriptors and the
 // driver one, so the benchmark raises RLIMIT_NOFILE (to the kernel's nr_open as root, else to
-// the hard limit) in the driver and the children, and reports the limit it got.
+// the hard limit) in the driver and the children, and reports the limit it got. Each child
+// opens its connections in waves of --connect-wave (default 500), the next once the previous
+// registered or after a second: 10,000 connections at once overflow the listen queue
+// (net.core.somaxconn, 4096 here) and TCP then retries after 1, 3, 7, 15... s.
 //
 // Phases, each measured on its own:
 //   dispatcher  the Dispatcher alone (no sockets): bytes per registered pool and per queued task
@@ -82,6 +85,7 @@ struct Options {
   double service_ms = 0;
   bool json = false;
   int pools_per_process = 2500;
+  int connect_wave = 500;
   double heartbeat_period = 30;
   double heartbeat_threshold = 120;
   double idle_s = 0;
@@ -100,7 +104,7 @@ struct Options {
   std::fprintf(stderr,
                "interchange_scale: %s\n"
                "usage: interchange_scale [--pools N] [--workers-per-pool W] [--tasks T] [--service-ms S] [--json]\n"
-               "         [--pools-per-process P] [--heartbeat-period S] [--heartbeat-threshold S] [--idle-s S]\n"
+               "         [--pools-per-process P] [--connect-wave C] [--heartbeat-period S] [--heartbeat-threshold S] [--idle-s S]\n"
                "         [--lose-pools K] [--misbehave register-twice|bogus-results|vanish|heartbeat-flood]\n"
                "         [--timeout-s S]\n",
                why.c_str());
@@ -124,6 +128,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--tasks") o.tasks = std::stol(v);
       else if (a == "--service-ms") o.service_ms = std::stod(v);
       else if (a == "--pools-per-process") o.pools_per_process = std::stoi(v);
+      else if (a == "--connect-wave") o.connect_wave = std::stoi(v);
       else if (a == "--heartbeat-period") o.heartbeat_period = std::stod(v);
       else if (a == "--heartbeat-threshold") o.heartbeat_threshold = std::stod(v);
       else if (a == "--idle-s") o.idle_s = std::stod(v);
@@ -143,7 +148,7 @@ Options parse(int argc, char** argv) {
   if (!o.misbehave.empty() && o.misbehave != "register-twice" && o.misbehave != "bogus-results" &&
       o.misbehave != "vanish" && o.misbehave != "heartbeat-flood")
     usage("unknown --misbehave mode " + o.misbehave);
-  if (o.pools < 1 || o.workers < 1 || o.tasks < 1 || o.pools_per_process < 1 || o.heartbeat_period <= 0 ||
+  if (o.pools < 1 || o.workers < 1 || o.tasks < 1 || o.pools_per_process < 1 || o.connect_wave < 1 || o.heartbeat_period <= 0 ||
       o.heartbeat_threshold <= 0 || o.service_ms < 0)
     usage("counts must be >= 1, times > 0");
   return o;
@@ -201,14 +206,21 @@ class PoolProcess {
   explicit PoolProcess(const Options& o) : o_(o) {
     context_.set(zmq::ctxopt::max_sockets, 2 * o.count + 64);
     epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-    for (int i = 0; i < o.count; ++i) open(o.first + i, "p" + std::to_string(o.first + i), "", false);
   }
 
   int run() {
     const bool flood = o_.misbehave == "heartbeat-flood";
     std::vector<epoll_event> ready(1024);
     auto next_sweep = Clock::now();
-    while (live_ > 0) {
+    auto next_wave = Clock::now();
+    while (live_ > 0 || opened_ < o_.count) {
+      // Connections open in waves: a wave once the previous one registered (or a second
+      // passed), so that the connections waiting to be accepted stay within the listen backlog.
+      if (opened_ < o_.count && (answered_ >= opened_ || Clock::now() >= next_wave)) {
+        for (int end = std::min(o_.count, opened_ + o_.connect_wave); opened_ < end; ++opened_)
+          open(o_.first + opened_, "p" + std::to_string(o_.first + opened_), "", false);
+        next_wave = Clock::now() + 1s;
+      }
       if (::getppid() == 1) return 1;  // the driver is gone
       int timeout = 100;
       if (!timers_.empty())
@@ -365,11 +377,13 @@ class PoolProcess {
     if (auto* reg = std::get_if<protocol::Registered>(&m)) {
       if (p.registered) return;
       p.registered = true;
+      answered_ += !p.twin;
       p.period = reg->heartbeat_period;
       // register-twice: every other pool gets a twin claiming its pool id, once it holds it.
       if (o_.misbehave == "register-twice" && !p.twin && index_[i] % 2 == 0)
         open(index_[i], "twin-" + p.identity, p.pool_id, true);
     } else if (std::holds_alternative<protocol::Refused>(m)) {
+      answered_ += !p.registered && !p.twin;
       if (!p.registered) close(p);  // a refused twin; a pool's own second REGISTER changes nothing
     } else if (std::holds_alternative<protocol::Shutdown>(m)) {
       close(p);
@@ -431,6 +445,8 @@ class PoolProcess {
   std::vector<std::size_t> sent_;   // pools sent to since their socket was last read
   std::priority_queue<Timer, std::vector<Timer>, std::greater<>> timers_;
   int live_ = 0;
+  int opened_ = 0;    // pools opened so far (twins not counted)
+  int answered_ = 0;  // of those, registered or refused
   bool sent_half_greeting_ = false;
 };
 
@@ -476,7 +492,8 @@ Child spawn_pools(const Options& o, const std::string& url, int first, int count
                                    std::to_string(first), "--count", std::to_string(count),
                                    "--workers-per-pool", std::to_string(o.workers), "--service-ms",
                                    fmt::format("{}", o.service_ms), "--vanish-every", std::to_string(vanish_every),
-                                   "--vanish-after", std::to_string(vanish_after)};
+                                   "--vanish-after", std::to_string(vanish_after), "--connect-wave",
+                                   std::to_string(o.connect_wave)};
   if (!o.misbehave.empty()) args.insert(args.end(), {"--misbehave", o.misbehave});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
