@@ -32,7 +32,7 @@
 // Misbehaving pools (--misbehave): register-twice (every pool sends REGISTER twice, and every
 // other pool gets a twin connection that registers with the same pool id), bogus-results
 // (each TASKS is also answered with results for tasks the pool never got), vanish (a tenth of
-// the pools, or --lose-pools, disappear halfway through their share of the work, leaving a
+// the pools, or --lose-pools, disappear when their first tasks arrive, holding them and leaving a
 // multipart message half sent, and a raw TCP connection sends half a ZeroMQ greeting), and
 // heartbeat-flood (every pool sends heartbeats without pause). The run fails (exit status 1)
 // unless every task completes exactly once.
@@ -96,8 +96,7 @@ struct Options {
   std::string url;
   int first = 0;
   int count = 0;
-  int vanish_every = 0;  // pools whose index is a multiple vanish (0: none)
-  long vanish_after = 0;  // ... once they completed this many tasks
+  int vanish_every = 0;  // pools whose index is a multiple vanish on their first TASKS (0: none)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -139,7 +138,6 @@ Options parse(int argc, char** argv) {
       else if (a == "--first") o.first = std::stoi(v);
       else if (a == "--count") o.count = std::stoi(v);
       else if (a == "--vanish-every") o.vanish_every = std::stoi(v);
-      else if (a == "--vanish-after") o.vanish_after = std::stol(v);
       else usage("unknown option " + a);
     } catch (const std::logic_error&) {
       usage("bad value for " + a + ": " + v);
@@ -151,6 +149,8 @@ Options parse(int argc, char** argv) {
   if (o.pools < 1 || o.workers < 1 || o.tasks < 1 || o.pools_per_process < 1 || o.connect_wave < 1 || o.heartbeat_period <= 0 ||
       o.heartbeat_threshold <= 0 || o.service_ms < 0)
     usage("counts must be >= 1, times > 0");
+  if (o.heartbeat_threshold <= o.heartbeat_period)
+    usage("--heartbeat-threshold must exceed --heartbeat-period, or every quiet pool is lost");
   return o;
 }
 
@@ -189,7 +189,6 @@ struct SimPool {
   int busy = 0;
   std::deque<std::uint64_t> waiting;
   std::vector<std::uint64_t> finished;  // results to send this round
-  long completed = 0;
   Clock::time_point last_sent{};
   double period = 30;
 };
@@ -388,7 +387,7 @@ class PoolProcess {
     } else if (std::holds_alternative<protocol::Shutdown>(m)) {
       close(p);
     } else if (auto* tasks = std::get_if<protocol::Tasks>(&m)) {
-      if (o_.vanish_every > 0 && !p.twin && index_[i] % o_.vanish_every == 0 && p.completed >= o_.vanish_after) {
+      if (o_.vanish_every > 0 && !p.twin && index_[i] % o_.vanish_every == 0) {
         vanish(p);
         return;
       }
@@ -429,7 +428,6 @@ class PoolProcess {
       if (!p.alive || p.finished.empty()) continue;
       protocol::Results r;
       for (auto id : p.finished) r.results.push_back({id, protocol::kStatusOk, {}});
-      p.completed += static_cast<long>(p.finished.size());
       p.finished.clear();
       send(p, r, now);
     }
@@ -483,7 +481,7 @@ struct Child {
   int out = -1;  // its stdout
 };
 
-Child spawn_pools(const Options& o, const std::string& url, int first, int count, int vanish_every, long vanish_after) {
+Child spawn_pools(const Options& o, const std::string& url, int first, int count, int vanish_every) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   ::fcntl(pipe_fds[0], F_SETPIPE_SZ, 1 << 20);
@@ -491,8 +489,7 @@ Child spawn_pools(const Options& o, const std::string& url, int first, int count
                                    "--url",           url,         "--first",
                                    std::to_string(first), "--count", std::to_string(count),
                                    "--workers-per-pool", std::to_string(o.workers), "--service-ms",
-                                   fmt::format("{}", o.service_ms), "--vanish-every", std::to_string(vanish_every),
-                                   "--vanish-after", std::to_string(vanish_after), "--connect-wave",
+                                   fmt::format("{}", o.service_ms), "--vanish-every", std::to_string(vanish_every), "--connect-wave",
                                    std::to_string(o.connect_wave)};
   if (!o.misbehave.empty()) args.insert(args.end(), {"--misbehave", o.misbehave});
   std::vector<char*> argv;
@@ -673,12 +670,11 @@ int run_driver(const Options& o) {
   int lose = o.lose_pools >= 0 ? o.lose_pools : (o.misbehave == "vanish" ? std::max(1, o.pools / 10) : 0);
   lose = std::min(lose, o.pools);
   const int vanish_every = lose > 0 ? o.pools / lose : 0;
-  const long vanish_after = lose > 0 ? std::max<long>(1, o.tasks / o.pools / 2) : 0;
   const long rss_before_pools = rss_bytes();
   const auto register_start = Clock::now();
   std::vector<Child> children;
   for (int first = 0; first < o.pools; first += o.pools_per_process)
-    children.push_back(spawn_pools(o, ix.url(), first, std::min(o.pools_per_process, o.pools - first), vanish_every, vanish_after));
+    children.push_back(spawn_pools(o, ix.url(), first, std::min(o.pools_per_process, o.pools - first), vanish_every));
   auto stop_children = [&] {
     for (auto& c : children) ::kill(c.pid, SIGTERM);
     for (auto& c : children) ::waitpid(c.pid, nullptr, 0);
