@@ -89,6 +89,7 @@ struct Options {
   double heartbeat_period = 30;
   double heartbeat_threshold = 120;
   double idle_s = 0;
+  int short_task_prefetch = 16;  // the dispatcher's (HtexOptions::short_task_prefetch)
   int lose_pools = -1;  // -1: none, or a tenth with --misbehave vanish
   std::string misbehave;
   double timeout_s = 600;
@@ -104,7 +105,7 @@ struct Options {
                "interchange_scale: %s\n"
                "usage: interchange_scale [--pools N] [--workers-per-pool W] [--tasks T] [--service-ms S] [--json]\n"
                "         [--pools-per-process P] [--connect-wave C] [--heartbeat-period S] [--heartbeat-threshold S] [--idle-s S]\n"
-               "         [--lose-pools K] [--misbehave register-twice|bogus-results|vanish|heartbeat-flood]\n"
+               "         [--short-task-prefetch N] [--lose-pools K] [--misbehave register-twice|bogus-results|vanish|heartbeat-flood]\n"
                "         [--timeout-s S]\n",
                why.c_str());
   std::exit(2);
@@ -131,6 +132,7 @@ Options parse(int argc, char** argv) {
       else if (a == "--heartbeat-period") o.heartbeat_period = std::stod(v);
       else if (a == "--heartbeat-threshold") o.heartbeat_threshold = std::stod(v);
       else if (a == "--idle-s") o.idle_s = std::stod(v);
+      else if (a == "--short-task-prefetch") o.short_task_prefetch = std::stoi(v);
       else if (a == "--lose-pools") o.lose_pools = std::stoi(v);
       else if (a == "--misbehave") o.misbehave = v;
       else if (a == "--timeout-s") o.timeout_s = std::stod(v);
@@ -574,6 +576,7 @@ int run_driver(const Options& o) {
   cfg.port_max = 56999;
   cfg.dispatcher.heartbeat_period = o.heartbeat_period;
   cfg.dispatcher.heartbeat_threshold = o.heartbeat_threshold;
+  cfg.dispatcher.short_task_prefetch = o.short_task_prefetch;
   interchange::Interchange ix(
       cfg,
       [&](std::vector<interchange::Completed>&& done) {
@@ -760,6 +763,7 @@ int run_driver(const Options& o) {
   field("tasks", o.tasks);
   field("service_ms", o.service_ms);
   field("misbehave", fmt::format("\"{}\"", o.misbehave));
+  field("short_task_prefetch", o.short_task_prefetch);
   field("processes", children.size());
   field("fd_limit", static_cast<unsigned long>(fd_limit));
   field("tasks_per_s", fmt::format("{:.1f}", static_cast<double>(o.tasks) / elapsed));

@@ -25,6 +25,7 @@ namespace pervade::interchange {
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
 constexpr int kListenBacklog = 65535;
+constexpr int kMessagesPerRound = 4096;  // see receive_all()
 }
 
 struct Interchange::Impl {
@@ -124,9 +125,12 @@ struct Interchange::Impl {
                 std::to_string(last) + ": " + error);
   }
 
-  // Everything waiting on one socket, without blocking.
+  // What is waiting on one socket, without blocking, up to kMessagesPerRound: with thousands of
+  // pools the messages can arrive as fast as they are handled, and a loop that drained the
+  // socket would put off heartbeats, loss detection and the commands (submissions) for as long
+  // as that lasts (10,000 pools noticed lost pools 10 s late). What is left is read next round.
   void receive_all(zmq::socket_t& socket) {
-    while (true) {
+    for (int n = 0; n < kMessagesPerRound; ++n) {
       zmq::message_t identity, body;
       if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
       bool complete = identity.more() && socket.recv(body, zmq::recv_flags::none);
