@@ -687,6 +687,11 @@ int run_driver(const Options& o) {
     return 1;
   }
   const double register_s = std::chrono::duration<double>(Clock::now() - register_start).count();
+  std::size_t lost_before_run = 0;
+  {
+    std::lock_guard lock(s.mutex);
+    lost_before_run = s.lost_at_ns.size();
+  }
   const double rss_per_pool = static_cast<double>(rss_bytes() - rss_before_pools) / o.pools;
 
   // ---- idle: heartbeats only.
@@ -784,6 +789,8 @@ int run_driver(const Options& o) {
   field("heartbeat_cpu_fraction_at_30s",
         fmt::format("{:.5f}", heartbeat_cpu_us_per_pool_period < 0 ? -1.0 : heartbeat_cpu_us_per_pool_period * o.pools / 30 / 1e6));
   field("pools_vanished", vanished);
+  field("pools_lost", s.lost_at_ns.size());
+  field("pools_lost_before_run", lost_before_run);
   field("manager_lost", s.manager_lost);
   field("notice_lost_max_s", fmt::format("{:.3f}", notice_lost_max_s));
   field("refused", s.refused);
