@@ -1,10 +1,12 @@
-"""The `pervade` command: `pervade perf ...` (see pervade.perf)."""
+"""The `pervade` command: `pervade perf ...` (see pervade.perf); `pervade dashboard|status|top ...`
+(see pervade.dashboard)."""
 
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: pervade perf [options]   (pervade perf --help for the options)"
+USAGE = ("usage: pervade perf [options] | dashboard [RUN_DIR|monitoring.db] | status RUN_DIR | top RUN_DIR\n"
+         "       (pervade COMMAND --help for the options)")
 
 
 def main(argv=None) -> int:
@@ -15,6 +17,9 @@ def main(argv=None) -> int:
     if argv[0] == "perf":
         from . import perf
         return perf.main(argv[1:])
+    if argv[0] in ("dashboard", "status", "top"):
+        from . import dashboard
+        return dashboard.COMMANDS[argv[0]](argv[1:])
     print(f"pervade: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
     return 2
 

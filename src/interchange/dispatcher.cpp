@@ -149,8 +149,9 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
              major_minor(r.python_version) != major_minor(config_.python_version)) {
     reason = "pool " + r.pool_id + " runs Python " + r.python_version + " but the driver runs Python " +
              config_.python_version + ": pickled tasks need the same Python major.minor";
-  } else if (r.worker_count < 1) {
-    reason = "pool " + r.pool_id + " registered with " + std::to_string(r.worker_count) + " workers";
+  } else if (r.worker_count < 1 || r.worker_count > kMaxWorkerCount) {
+    reason = "pool " + r.pool_id + " registered with " + std::to_string(r.worker_count) + " workers (1 to " +
+             std::to_string(kMaxWorkerCount) + " allowed)";
   } else if (pools_.contains(identity)) {
     reason = "pool identity " + identity + " is already registered";
   }

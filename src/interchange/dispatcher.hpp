@@ -29,6 +29,10 @@ namespace pervade::interchange {
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 
+// The most workers a registering pool may announce: a pool's capacity (workers + prefetch) is
+// counted in ints, and no node runs more worker processes than this.
+constexpr int kMaxWorkerCount = 1 << 16;
+
 struct DispatchTask {
   std::uint64_t task_id = 0;
   int kind = protocol::kKindPython;

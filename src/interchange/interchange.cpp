@@ -17,7 +17,9 @@
 #include <unordered_map>
 #include <zmq.hpp>
 
+#include "interchange/connection_guard.hpp"
 #include "pervade/errors.hpp"
+#include "util/private_files.hpp"
 #include "util/thread_name.hpp"
 
 namespace pervade::interchange {
@@ -26,7 +28,11 @@ namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
 constexpr int kListenBacklog = 65535;
 constexpr int kMessagesPerRound = 4096;  // see receive_all()
-}
+// A TCP peer that has not finished the ZMTP (and CurveZMQ) handshake after this long is
+// disconnected (libzmq's default: 30 s). A pool needs a few round trips.
+constexpr int kHandshakeTimeoutMs = 10000;
+constexpr const char* kTcpMonitorEndpoint = "inproc://pervade-interchange-tcp-monitor";
+}  // namespace
 
 struct Interchange::Impl {
   InterchangeConfig config;
@@ -42,6 +48,9 @@ struct Interchange::Impl {
   // Which socket each pool's messages come in on, to answer it on the same one.
   std::unordered_map<std::string, zmq::socket_t*> route;
   int port = 0;
+  // Connections accepted and closed on the TCP socket, as its monitor reports them.
+  zmq::socket_t tcp_monitor;
+  std::optional<ConnectionGuard> guard;
   int wake_fd = -1;
   Dispatcher dispatcher;
   std::mutex mutex;
@@ -74,7 +83,7 @@ struct Interchange::Impl {
     constexpr std::size_t kMaxPath = sizeof(sockaddr_un{}.sun_path) - 1;
     const std::string name = "/sock";
     std::error_code ec;
-    std::filesystem::create_directories(config.ipc_dir, ec);
+    detail::create_private_directories(config.ipc_dir, ec);
     std::string tmpl = config.ipc_dir + "/ipc-XXXXXX";
     if (tmpl.size() + name.size() > kMaxPath) {
       const char* tmp = std::getenv("TMPDIR");
@@ -96,6 +105,31 @@ struct Interchange::Impl {
     }
   }
 
+  void watch_tcp_connections() {
+    const long fd_limit = raise_fd_limit();
+    guard.emplace(port, config.max_tcp_connections ? config.max_tcp_connections : ConnectionGuard::cap_for(fd_limit));
+    if (zmq_socket_monitor(router.handle(), kTcpMonitorEndpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0)
+      throw Error(std::string("interchange: cannot monitor its TCP socket: ") + zmq_strerror(zmq_errno()));
+    tcp_monitor = zmq::socket_t(context, zmq::socket_type::pair);
+    tcp_monitor.set(zmq::sockopt::rcvhwm, 0);  // no event dropped, however many connections come at once
+    tcp_monitor.connect(kTcpMonitorEndpoint);
+  }
+
+  // Monitor events: a 6-byte frame (16-bit event, 32-bit value) and the endpoint.
+  void read_tcp_monitor() {
+    while (true) {
+      zmq::message_t event, endpoint;
+      if (!tcp_monitor.recv(event, zmq::recv_flags::dontwait)) return;
+      if (event.more()) (void)tcp_monitor.recv(endpoint, zmq::recv_flags::none);
+      if (event.size() < 6) continue;
+      std::uint16_t id;
+      std::int32_t value;
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&value, static_cast<const char*>(event.data()) + sizeof id, sizeof value);
+      guard->on_event(id, value);
+    }
+  }
+
   void remove_local_files() {
     if (!ipc_path.empty()) ::unlink(ipc_path.c_str());
     if (!ipc_dir.empty()) ::rmdir(ipc_dir.c_str());
@@ -103,6 +137,7 @@ struct Interchange::Impl {
 
   void bind() {
     configure(router);
+    router.set(zmq::sockopt::handshake_ivl, kHandshakeTimeoutMs);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {
       router.set(zmq::sockopt::curve_server, 1);
@@ -116,6 +151,7 @@ struct Interchange::Impl {
       try {
         router.bind("tcp://" + host + ":" + std::to_string(p));
         port = p;
+        watch_tcp_connections();
         return;
       } catch (const zmq::error_t& e) {
         error = e.what();
@@ -161,8 +197,10 @@ struct Interchange::Impl {
         timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
       zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, wake_fd, ZMQ_POLLIN, 0},
+                                 {tcp_monitor.handle(), 0, ZMQ_POLLIN, 0},
                                  {local.handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, local ? 3 : 2, std::chrono::milliseconds(timeout_ms));
+      zmq::poll(items, local ? 4 : 3, std::chrono::milliseconds(timeout_ms));
+      if (items[2].revents & ZMQ_POLLIN) read_tcp_monitor();
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t n;
         if (::read(wake_fd, &n, sizeof n) < 0) {
@@ -308,6 +346,7 @@ void Interchange::stop() {
     impl_->post([](Dispatcher&, TimePoint) {});
     if (impl_->thread.joinable()) impl_->thread.join();
     // Closing the context joins ZeroMQ's own I/O threads: nothing is left running after stop().
+    impl_->tcp_monitor.close();
     impl_->router.close();
     if (impl_->local) impl_->local.close();
     impl_->context.close();

@@ -27,6 +27,10 @@ struct InterchangeConfig {
   // Set: also listen, without CurveZMQ, on a Unix socket (ipc://) in a new directory of mode
   // 0700 made in this one, for pools on this host (docs/htex.md, "Security"). Removed by stop().
   std::string ipc_dir;
+  // TCP connections open at once, at most (docs/htex.md, "Threat model"); 0: all the
+  // descriptors this process may have (its soft RLIMIT_NOFILE, raised at start by
+  // raise_fd_limit) but a reserve, ConnectionGuard::cap_for.
+  std::size_t max_tcp_connections = 0;
 };
 
 class Interchange {

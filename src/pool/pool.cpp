@@ -60,6 +60,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -128,7 +129,7 @@ class Logger {
  public:
   bool open(const std::string& path, std::string* error) {
     if (path.empty()) return true;
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
       return false;
@@ -142,6 +143,10 @@ class Logger {
     file_ = f;
     return true;
   }
+
+  // Lines below `level` (Python's level numbers) are not written.
+  void set_level(int level) { level_ = level; }
+  bool enabled(int level) const { return level >= level_; }
 
   void write(const char* level, const std::string& message) {
     const auto now = std::chrono::system_clock::now();
@@ -160,6 +165,7 @@ class Logger {
  private:
   std::mutex mu_;
   FILE* file_ = stderr;
+  int level_ = 20;
 };
 
 Logger& logger() {
@@ -167,13 +173,18 @@ Logger& logger() {
   return instance;
 }
 
+// Each checks the level before formatting: a debug line costs one branch when it is off.
+template <typename... Args>
+void log_debug(fmt::format_string<Args...> f, Args&&... args) {
+  if (logger().enabled(10)) logger().write("DEBUG", fmt::format(f, std::forward<Args>(args)...));
+}
 template <typename... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {
-  logger().write("INFO", fmt::format(f, std::forward<Args>(args)...));
+  if (logger().enabled(20)) logger().write("INFO", fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void log_warn(fmt::format_string<Args...> f, Args&&... args) {
-  logger().write("WARNING", fmt::format(f, std::forward<Args>(args)...));
+  if (logger().enabled(30)) logger().write("WARNING", fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void log_error(fmt::format_string<Args...> f, Args&&... args) {
@@ -1087,6 +1098,7 @@ class Pool {
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed, go back to the driver as not started).
   void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {}) {
+    log_debug("task {} finished with status {}", task_id, status);
     if (!followers_.empty())
       release_followers(task_id, succeeded.value_or(status == proto::kStatusOk) ? &payload : nullptr);
     results_.push_back(proto::TaskResult{task_id, status, std::move(payload)});
@@ -1172,6 +1184,7 @@ class Pool {
   }
 
   void accept_tasks(proto::Tasks& tasks) {
+    log_debug("received {} tasks", tasks.tasks.size());
     for (proto::Task& t : tasks.tasks) {
       if (draining_) {
         reject(t.task_id, fmt::format("pool {} is draining and accepts no more tasks", o_.pool_id));
@@ -1303,7 +1316,7 @@ class Pool {
     }
     std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
                                   "--rank",  std::to_string(w.rank), "--pool-id", o_.pool_id, "--block-id",
-                                  o_.block_id};
+                                  o_.block_id, "--log-level", std::to_string(o_.log_level)};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -1600,6 +1613,7 @@ class Pool {
   }
 
   void send_task(Worker& w, proto::Task&& t) {
+    log_debug("task {} to worker {}", t.task_id, w.rank);
     const bool second = !w.tasks.empty();
     if (second) w.waiting.push_back(t);  // small (kPipelineMaxBytes): the copy is cheap
     proto::WorkerTask wt;
@@ -1811,6 +1825,11 @@ options:
                                accepts a connection; otherwise --address is used
   --host-id ID                 the interchange's host (boot id and network namespace)
   --log FILE                   log to FILE (default: stderr)
+  --log-level LEVEL            debug, info (default), warning or error: the pool's lines below
+                               it are not written; the workers log at the same level
+  --log-limit BYTES            stdout and stderr (the block log, with the tasks' output):
+                               a file past BYTES is renamed to NAME.1 and started afresh,
+                               so at most twice BYTES are kept (default: 16 MiB; 0: no cap)
   --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
                                  block          worker i: CPUs [i*P, (i+1)*P) of the pool's
                                                 CPUs, P = max(1, CPUs / workers)
@@ -1935,7 +1954,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
-        "--ipc", "--host-id",
+        "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
@@ -1986,6 +2005,17 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.curve_client_keys_file = value;
     } else if (arg == "--log") {
       o.log_file = value;
+    } else if (arg == "--log-level") {
+      static const std::pair<const char*, int> kLevels[] = {{"debug", 10}, {"info", 20}, {"warning", 30}, {"error", 40}};
+      const auto* level = std::find_if(std::begin(kLevels), std::end(kLevels), [&](auto& l) { return value == l.first; });
+      if (level == std::end(kLevels)) return fail("--log-level must be debug, info, warning or error");
+      o.log_level = level->second;
+    } else if (arg == "--log-limit") {
+      char* end = nullptr;
+      errno = 0;
+      o.log_limit = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || !std::isdigit(static_cast<unsigned char>(value[0])) || *end || errno)
+        return fail("--log-limit must be a number of bytes");
     } else if (arg == "--ipc") {
       if (value.rfind("ipc://", 0) != 0 || value.size() == 6) return fail("--ipc must be ipc://PATH");
       o.ipc_url = value;
@@ -2044,7 +2074,11 @@ int run_pool(PoolOptions options) {
     return kExitError;
   }
 
+  // Before any worker starts: they inherit the capped outputs.
+  OutputCap output(options.log_limit);
+
   std::string error;
+  logger().set_level(options.log_level);
   if (!logger().open(options.log_file, &error)) {
     std::fprintf(stderr, "pervade-pool: %s\n", error.c_str());
     return kExitUsage;

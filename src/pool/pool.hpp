@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "pool/output_cap.hpp"
 #include "pool/resources.hpp"
 
 namespace pervade::pool {
@@ -45,6 +46,8 @@ struct PoolOptions {
   std::string ipc_url;
   std::string host_id;
   std::string log_file;  // empty: stderr
+  int log_level = 20;  // --log-level: Python's numbers (10 debug, 20 info, 30 warning, 40 error)
+  std::uint64_t log_limit = kDefaultLogLimit;  // bytes of stdout/stderr per file; 0: no cap (output_cap.hpp)
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;

@@ -241,6 +241,22 @@ TEST_F(DispatcherTest, VersionMismatchIsRefusedWithBothVersions) {
   EXPECT_TRUE(std::holds_alternative<protocol::Refused>(out[0].second));
 }
 
+TEST_F(DispatcherTest, AbsurdWorkerCountsAreRefusedNamingTheRange) {
+  for (int workers : {0, -1, kMaxWorkerCount + 1, 2147483647}) {
+    const std::string id = "pool" + std::to_string(workers);
+    register_pool(id, workers);
+    auto out = d.take_outbox();
+    ASSERT_EQ(out.size(), 1u) << workers;
+    auto* refused = std::get_if<protocol::Refused>(&out[0].second);
+    ASSERT_NE(refused, nullptr) << workers << " workers were accepted";
+    EXPECT_NE(refused->reason.find(std::to_string(workers)), std::string::npos) << refused->reason;
+    EXPECT_NE(refused->reason.find(std::to_string(kMaxWorkerCount)), std::string::npos) << refused->reason;
+  }
+  EXPECT_TRUE(d.pools(now).empty());
+  register_pool("largest", kMaxWorkerCount);
+  EXPECT_EQ(d.pools(now).size(), 1u);
+}
+
 TEST_F(DispatcherTest, ShellPoolsWithoutPythonAreAccepted) {
   register_pool("native", 2, 0, "");
   EXPECT_EQ(d.pools(now).size(), 1u);

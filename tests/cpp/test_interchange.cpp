@@ -2,12 +2,19 @@
 // bytes and malformed messages must neither crash it nor disturb a registered pool's work.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <random>
 #include <zmq.hpp>
 
+#include "interchange/connection_guard.hpp"
 #include "interchange/interchange.hpp"
 
 using namespace pervade;
@@ -164,6 +171,103 @@ TEST_F(InterchangeTest, WrongVersionIsRefusedWithAReason) {
   ASSERT_NE(refused, nullptr);
   EXPECT_NE(refused->reason.find("3.8.10"), std::string::npos);
   EXPECT_TRUE(ix->pools().empty());
+}
+
+// A flood of TCP connections that never say a word (no key, no handshake) is capped: past
+// max_tcp_connections each new one is closed at once, so they cannot fill the process's
+// descriptor table; once they are gone a pool registers as usual.
+TEST(InterchangeFlood, ConnectionsPastTheCapAreClosed) {
+  InterchangeConfig cfg;
+  cfg.port_min = 57100;
+  cfg.port_max = 57999;
+  cfg.dispatcher.python_version = "3.11.7";
+  cfg.max_tcp_connections = 20;
+  Interchange ix(cfg, [](std::vector<Completed>&&) {}, [](const PoolEvent&) {});
+
+  constexpr int kFlood = 100;
+  std::vector<int> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(ix.port()));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    flood.push_back(fd);
+  }
+  // Count the connections the interchange closed (their end of the stream, or a reset): all
+  // but the cap, and not one of those it kept.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::vector<bool> closed(kFlood, false);
+  int n_closed = 0;
+  while (n_closed < kFlood - 20 && std::chrono::steady_clock::now() < deadline) {
+    std::vector<pollfd> fds;
+    for (int fd : flood) fds.push_back({fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 100);
+    for (int i = 0; i < kFlood; ++i) {
+      if (closed[i] || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[64];
+      const ssize_t got = ::recv(flood[i], buf, sizeof buf, MSG_DONTWAIT);
+      if (got == 0 || (got < 0 && errno != EAGAIN)) {
+        closed[i] = true;
+        ++n_closed;
+      }
+    }
+  }
+  EXPECT_EQ(n_closed, kFlood - 20) << "connections past the cap of 20 must be closed";
+  for (int fd : flood) ::close(fd);
+
+  zmq::context_t context{1};
+  zmq::socket_t pool(context, zmq::socket_type::dealer);
+  pool.set(zmq::sockopt::linger, 0);
+  pool.set(zmq::sockopt::routing_id, "after");
+  pool.connect(ix.url());
+  InterchangeTest::send(pool, InterchangeTest::register_message("after"));
+  auto reply = InterchangeTest::receive(pool);
+  ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+}
+
+// The monitor reports descriptor numbers after the fact; one reused meanwhile by anything but
+// a connection accepted on the interchange's port (a pipe, another socket) is never touched.
+TEST(InterchangeFlood, TheGuardClosesOnlyConnectionsAcceptedOnItsPort) {
+  ConnectionGuard guard(/*port=*/1, /*cap=*/2);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1000);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1001);
+  EXPECT_EQ(guard.open(), 2u);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const int other = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(other, 0);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, p[0]);  // over the cap, but a pipe
+  guard.on_event(ZMQ_EVENT_ACCEPTED, other);  // over the cap, but not bound to port 1
+  EXPECT_EQ(guard.closed(), 0u);
+  EXPECT_EQ(::write(p[1], "x", 1), 1);
+  char c = 0;
+  EXPECT_EQ(::read(p[0], &c, 1), 1);
+  guard.on_event(ZMQ_EVENT_DISCONNECTED, 1000);
+  EXPECT_EQ(guard.open(), 1u);
+  guard.on_event(ZMQ_EVENT_CONNECTED, 1002);  // other events change nothing
+  EXPECT_EQ(guard.open(), 1u);
+  ::close(p[0]);
+  ::close(p[1]);
+  ::close(other);
+}
+
+TEST(InterchangeFlood, TheSoftDescriptorLimitIsRaisedAndTheCapKeepsAReserve) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit low = before;
+  low.rlim_cur = std::min<rlim_t>(before.rlim_max, 512);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  const long limit = raise_fd_limit();
+  rlimit now{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  EXPECT_EQ(now.rlim_cur, std::min<rlim_t>(before.rlim_max, kFdLimitTarget));
+  EXPECT_EQ(static_cast<rlim_t>(limit), now.rlim_cur);
+  EXPECT_EQ(ConnectionGuard::cap_for(1024), 1024u - 256u);
+  EXPECT_EQ(ConnectionGuard::cap_for(65536), 65536u - 8192u);
 }
 
 // Pools on the driver's host connect to a Unix socket in a 0700 directory (no CurveZMQ);

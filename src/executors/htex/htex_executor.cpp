@@ -1,7 +1,9 @@
 #include "pervade/htex_executor.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <fstream>
@@ -276,7 +278,11 @@ struct HighThroughputExecutor::Impl {
     if (block_id.empty()) return "";
     const std::string path = blocks->log_path(block_id);
     std::ifstream in(path, std::ios::binary);
-    if (!in) return "";
+    if (!in) {
+      // Out of descriptors, say: the reason must not vanish with the log.
+      const int err = errno;
+      return err == ENOENT ? "" : fmt::format("\n(cannot read the block log {}: {})", path, std::strerror(err));
+    }
     in.seekg(0, std::ios::end);
     const std::streamoff size = in.tellg();
     constexpr std::streamoff kTail = 2000;
