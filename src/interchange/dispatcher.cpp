@@ -60,6 +60,7 @@ void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
   protocol::Tasks batch;
   add_to_batch(p->second, std::move(task), batch, now);
   send(p->second, std::move(batch), now);
+  update_open(p->second);
 }
 
 void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now) {
@@ -132,6 +133,7 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   Pool& pool = it->second;
   pool.last_heard = now;
   pool.disconnected_at.reset();  // it is connected (again)
+  by_heard_.splice(by_heard_.end(), by_heard_, pool.by_heard);
   if (auto* results = std::get_if<protocol::Results>(&message)) {
     on_results(pool, *results, now);
   } else if (std::holds_alternative<protocol::Drained>(message)) {
@@ -172,7 +174,12 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   pool.last_heard = now;
   pool.idle_since = now;
   auto [it, inserted] = pools_.emplace(identity, std::move(pool));
-  send(it->second, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
+  Pool& added = it->second;
+  added.by_heard = by_heard_.insert(by_heard_.end(), &added);
+  added.by_sent = by_sent_.insert(by_sent_.end(), &added);
+  by_pool_id_.emplace(r.pool_id, &added);
+  send(added, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
+  update_open(added);
   events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}});
 }
 
@@ -211,6 +218,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
   }
   pool.short_tasks = all_short;
   if (pool.in_flight.empty()) pool.idle_since = now;
+  update_open(pool);
 }
 
 std::size_t Dispatcher::capacity(const Pool& p) const {
@@ -225,48 +233,77 @@ std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::ta
   return std::exchange(outbox_, {});
 }
 
+void Dispatcher::update_open(Pool& pool) {
+  const bool open = !pool.held && !pool.draining && capacity(pool) > 0;
+  if (open && pool.open_slot == Pool::kClosed) {
+    pool.open_slot = open_.size();
+    open_.push_back(&pool);
+  } else if (!open && pool.open_slot != Pool::kClosed) {
+    close(pool);
+  }
+}
+
+void Dispatcher::close(Pool& pool) {
+  if (pool.open_slot == Pool::kClosed) return;
+  Pool* last = open_.back();
+  open_[pool.open_slot] = last;
+  last->open_slot = pool.open_slot;
+  open_.pop_back();
+  pool.open_slot = Pool::kClosed;
+}
+
 void Dispatcher::dispatch(TimePoint now) {
-  if (queue_.empty()) return;
-  std::vector<Pool*> open;
-  for (auto& [id, pool] : pools_)
-    if (!pool.held && !pool.draining && capacity(pool) > 0) open.push_back(&pool);
-  if (open.empty()) return;
-  // Randomized order spreads load when several pools have room; each pool then takes up to
-  // its free capacity, in one TASKS message.
-  std::shuffle(open.begin(), open.end(), rng_);
-  for (Pool* pool : open) {
-    if (queue_.empty()) break;
+  // A random pool among those with room spreads load over pools; each takes up to its free
+  // capacity, in one TASKS message, and is then full (or the queue is empty): the cost is the
+  // tasks sent plus the pools that take them, whatever the number of pools.
+  while (!queue_.empty() && !open_.empty()) {
+    Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
-    for (std::size_t n = capacity(*pool); n > 0 && !queue_.empty(); --n) {
+    for (std::size_t n = capacity(pool); n > 0 && !queue_.empty(); --n) {
       auto node = queue_.extract(queue_.begin());
       queued_.erase(node.mapped().task_id);
-      add_to_batch(*pool, std::move(node.mapped()), batch, now);
+      add_to_batch(pool, std::move(node.mapped()), batch, now);
     }
-    if (!batch.tasks.empty()) send(*pool, std::move(batch), now);
+    if (!batch.tasks.empty()) send(pool, std::move(batch), now);
+    update_open(pool);
   }
 }
 
 void Dispatcher::send(Pool& pool, protocol::InterchangeMessage m, TimePoint now) {
-  pool.last_sent = now;
+  if (now > pool.last_sent) {  // (drain() sends without moving the next heartbeat)
+    pool.last_sent = now;
+    by_sent_.splice(by_sent_.end(), by_sent_, pool.by_sent);
+  }
   outbox_.emplace_back(pool.identity, std::move(m));
 }
 
 void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   auto it = pools_.find(identity);
   if (it == pools_.end()) return;
-  for (const auto& [id, sent] : it->second.in_flight) {
+  Pool& pool = it->second;
+  for (const auto& [id, sent] : pool.in_flight) {
     owner_.erase(id);
-    if (it->second.waiting_followers.contains(id))
+    if (pool.waiting_followers.contains(id))
       completed_.push_back(Completed{id, protocol::kStatusNotStarted, reason, false});
     else
       completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }
+  close(pool);
+  by_heard_.erase(pool.by_heard);
+  by_sent_.erase(pool.by_sent);
+  for (auto [p, end] = by_pool_id_.equal_range(pool.info.pool_id); p != end; ++p)
+    if (p->second == &pool) {
+      by_pool_id_.erase(p);
+      break;
+    }
   pools_.erase(it);
 }
 
 void Dispatcher::disconnected(const std::string& identity, TimePoint now) {
   auto it = pools_.find(identity);
-  if (it != pools_.end() && !it->second.disconnected_at) it->second.disconnected_at = now;
+  if (it == pools_.end() || it->second.disconnected_at) return;
+  it->second.disconnected_at = now;
+  disconnects_.emplace_back(now, identity);
 }
 
 std::size_t Dispatcher::lose_block(const std::string& block_id, const std::string& reason) {
@@ -286,49 +323,58 @@ void Dispatcher::give_up(const std::string& identity, const std::string& why) {
 }
 
 void Dispatcher::tick(TimePoint now) {
-  std::vector<std::pair<std::string, std::string>> lost;
-  for (auto& [id, pool] : pools_) {
-    if (now - pool.last_heard >= duration(config_.heartbeat_threshold)) {
-      lost.emplace_back(id, "sent nothing for " + fmt::format("{}", config_.heartbeat_threshold) + " s");
-    } else if (pool.disconnected_at && now - *pool.disconnected_at >= duration(config_.disconnect_grace)) {
-      lost.emplace_back(id, "closed its connection and did not come back within " +
-                                fmt::format("{}", config_.disconnect_grace) + " s");
-    } else if (now - pool.last_sent >= duration(config_.heartbeat_period)) {
-      send(pool, protocol::Heartbeat{}, now);
-    }
+  // The lists are ordered by time: only the pools at their front can be due.
+  const auto threshold = duration(config_.heartbeat_threshold);
+  while (!by_heard_.empty() && now - by_heard_.front()->last_heard >= threshold)
+    give_up(std::string(by_heard_.front()->identity),
+            "sent nothing for " + fmt::format("{}", config_.heartbeat_threshold) + " s");
+  // Disconnections come in time order; an entry whose pool came back (or is gone) is stale.
+  const auto grace = duration(config_.disconnect_grace);
+  while (!disconnects_.empty() && now - disconnects_.front().first >= grace) {
+    auto [when, identity] = std::move(disconnects_.front());
+    disconnects_.pop_front();
+    auto it = pools_.find(identity);
+    if (it != pools_.end() && it->second.disconnected_at == when)
+      give_up(identity, "closed its connection and did not come back within " +
+                            fmt::format("{}", config_.disconnect_grace) + " s");
   }
-  for (const auto& [id, why] : lost) give_up(id, why);
+  // Each heartbeat moves its pool to the back: at most one per pool per tick.
+  const auto period = duration(config_.heartbeat_period);
+  auto next = by_sent_.begin();
+  for (std::size_t n = by_sent_.size(); n > 0 && now - (*next)->last_sent >= period; --n) {
+    Pool& pool = **next++;
+    send(pool, protocol::Heartbeat{}, now);
+  }
   now_ = now;
 }
 
 TimePoint Dispatcher::next_deadline() const {
   TimePoint next = TimePoint::max();
-  for (const auto& [id, pool] : pools_) {
-    next = std::min(next, pool.last_heard + duration(config_.heartbeat_threshold));
-    next = std::min(next, pool.last_sent + duration(config_.heartbeat_period));
-    if (pool.disconnected_at) next = std::min(next, *pool.disconnected_at + duration(config_.disconnect_grace));
-  }
+  if (!pools_.empty())
+    next = std::min(by_heard_.front()->last_heard + duration(config_.heartbeat_threshold),
+                    by_sent_.front()->last_sent + duration(config_.heartbeat_period));
+  if (!disconnects_.empty()) next = std::min(next, disconnects_.front().first + duration(config_.disconnect_grace));
   return next;
 }
 
 bool Dispatcher::hold(const std::string& pool_id, bool held) {
-  bool found = false;
-  for (auto& [id, pool] : pools_)
-    if (pool.info.pool_id == pool_id) {
-      pool.held = held;
-      found = true;
-    }
+  auto [p, end] = by_pool_id_.equal_range(pool_id);
+  const bool found = p != end;
+  for (; p != end; ++p) {
+    p->second->held = held;
+    update_open(*p->second);
+  }
   return found;
 }
 
 bool Dispatcher::drain(const std::string& pool_id) {
-  for (auto& [id, pool] : pools_) {
-    if (pool.info.pool_id != pool_id) continue;
-    pool.draining = true;
-    send(pool, protocol::Drain{}, pool.last_sent);
-    return true;
-  }
-  return false;
+  auto p = by_pool_id_.find(pool_id);
+  if (p == by_pool_id_.end()) return false;
+  Pool& pool = *p->second;
+  pool.draining = true;
+  close(pool);
+  send(pool, protocol::Drain{}, pool.last_sent);
+  return true;
 }
 
 void Dispatcher::cancel(std::uint64_t task_id) {

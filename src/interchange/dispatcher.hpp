@@ -3,9 +3,16 @@
 // tasks, and which functions each pool has seen. No sockets and no clock of its own: the
 // ZeroMQ shell (interchange.cpp) feeds it messages and the time, and sends what it returns.
 // Unit tests drive it directly. Single-threaded: only the interchange thread calls it.
+//
+// Every per-task and per-message step costs O(1) or O(log n) in the number of pools and queued
+// tasks (one interchange holds 10,000 pools; docs/htex.md, "How far one interchange goes"):
+// pools with free capacity are kept in a set to pick from at random, and pools are kept in two
+// lists ordered by when they were last heard from and last sent to, so heartbeats and
+// expiry look only at the pools that are due. The times given must not go backwards.
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <map>
 #include <optional>
 #include <random>
@@ -129,6 +136,8 @@ class Dispatcher {
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
 
  private:
+  struct Pool;
+  using PoolList = std::list<Pool*>;
   struct Pool {
     std::string identity;
     protocol::Register info;
@@ -146,6 +155,10 @@ class Dispatcher {
     std::optional<TimePoint> disconnected_at;  // its connection closed then, and it has sent nothing since
     bool held = false;
     bool draining = false;
+    static constexpr std::size_t kClosed = static_cast<std::size_t>(-1);
+    std::size_t open_slot = kClosed;  // its index in open_, or kClosed
+    PoolList::iterator by_heard;      // its place in by_heard_
+    PoolList::iterator by_sent;       // its place in by_sent_
   };
   struct Queued {
     int priority;
@@ -170,9 +183,20 @@ class Dispatcher {
   void give_up(const std::string& identity, const std::string& why);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
+  // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
+  void update_open(Pool& pool);
+  void close(Pool& pool);
 
   DispatcherConfig config_;
-  std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity
+  std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity (nodes: stable addresses)
+  std::unordered_multimap<std::string, Pool*> by_pool_id_;  // for hold() and drain()
+  // Pools not held or draining and with free capacity, in no order (a random one is taken).
+  std::vector<Pool*> open_;
+  // Every pool, least recently heard from first / least recently sent to first.
+  PoolList by_heard_;
+  PoolList by_sent_;
+  // (when, identity) of each disconnected() call, in time order; checked by tick() after disconnect_grace.
+  std::deque<std::pair<TimePoint, std::string>> disconnects_;
   std::map<Queued, DispatchTask> queue_;                   // ordered: priority, then FIFO
   std::unordered_map<std::uint64_t, Queued> queued_;       // task id -> its key in queue_
   std::uint64_t sequence_ = 0;

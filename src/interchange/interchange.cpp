@@ -27,6 +27,8 @@ namespace pervade::interchange {
 
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
+constexpr int kListenBacklog = 65535;
+constexpr int kMessagesPerRound = 4096;  // see receive_all()
 // A TCP peer that has not finished the ZMTP (and CurveZMQ) handshake after this long is
 // disconnected (libzmq's default: 30 s). A pool needs a few round trips.
 constexpr int kHandshakeTimeoutMs = 10000;
@@ -87,6 +89,11 @@ struct Interchange::Impl {
     // each pool's capacity, and pools send results only for tasks they hold.
     s.set(zmq::sockopt::sndhwm, 0);
     s.set(zmq::sockopt::rcvhwm, 0);
+    // Thousands of pools connect at once when a big allocation starts: with ZeroMQ's default
+    // listen backlog (100) the kernel drops their SYNs and TCP retries after 1, 3, 7, 15 s...,
+    // which made registering 3,000 simulated pools take 24 s instead of about 2 (BENCHMARKS.md,
+    // "One interchange, many pools"). The kernel caps it at net.core.somaxconn.
+    s.set(zmq::sockopt::backlog, kListenBacklog);
   }
 
   // The same-host socket: <ipc_dir>/ipc-XXXXXX/sock, the directory made by mkdtemp (mode
@@ -217,9 +224,12 @@ struct Interchange::Impl {
     });
   }
 
-  // Everything waiting on one socket, without blocking.
+  // What is waiting on one socket, without blocking, up to kMessagesPerRound: with thousands of
+  // pools the messages can arrive as fast as they are handled, and a loop that drained the
+  // socket would put off heartbeats, loss detection and the commands (submissions) for as long
+  // as that lasts (10,000 pools noticed lost pools 10 s late). What is left is read next round.
   void receive_all(zmq::socket_t& socket) {
-    while (true) {
+    for (int n = 0; n < kMessagesPerRound; ++n) {
       zmq::message_t identity, body;
       if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
       bool complete = identity.more() && socket.recv(body, zmq::recv_flags::none);
