@@ -288,6 +288,7 @@ void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exc
   assert(!t.done());
   t.value_ = std::move(value);
   t.error_ = std::move(error);
+  t.time_returned_ = std::chrono::system_clock::now();
   set_state(t, state);
   (after_commit ? committing_ : finishing_).push_back(t.shared_from_this());
 }

@@ -143,7 +143,7 @@ def test_id_for_memo_hook_for_a_user_type(dfk, tmp_path):
         pass
 
     with pytest.raises(ValueError, match="unknown type for memoization"):
-        norm(Unknown(), ran)
+        norm(Unknown(), ran).result(timeout=T)  # on the future, as in Parsl
 
     @id_for_memo.register(Point)
     def _(p, output_ref=False):
