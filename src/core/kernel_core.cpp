@@ -279,6 +279,8 @@ void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
     }
     launch(t);
   } else {
+    if (options_.memo && !t.spec_.memo_key.empty())
+      options_.memo->record_failure(to_memo_key(t.spec_.memo_key), error);
     finish(t, TaskState::failed, {}, std::move(error));
   }
 }
@@ -307,9 +309,15 @@ void KernelCore::launch_or_recall(TaskRecord& t) {
     });
     return;
   }
-  if (const std::string* bytes = options_.memo->find(to_memo_key(t.spec_.memo_key)); bytes && !closed_) {
+  const MemoKey key = to_memo_key(t.spec_.memo_key);
+  if (const std::string* bytes = options_.memo->find(key); bytes && !closed_) {
     leave_table(t);
     finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr);
+    return;
+  }
+  if (const std::exception_ptr* error = options_.memo->find_failure(key); error && !closed_) {
+    leave_table(t);
+    finish(t, TaskState::failed, {}, *error);  // not retried: each try would recall the same failure
     return;
   }
   launch(t);

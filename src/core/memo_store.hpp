@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -49,6 +50,10 @@ class MemoStore {
   const std::string* find(const MemoKey& key) const;
   // Adds a result to the table and, when checkpointing, to the records of the next write.
   void record(const MemoKey& key, std::string bytes);
+  // As Parsl, a task that failed is memoized too, in memory only (never checkpointed): a later
+  // call with its key fails with the same exception, unless a result for the key is stored.
+  const std::exception_ptr* find_failure(const MemoKey& key) const;
+  void record_failure(const MemoKey& key, std::exception_ptr error);
   // Writes the records gathered since the last write in one transaction; returns how many.
   // An I/O error is reported on stderr once and checkpointing stops (the results stay in the
   // in-memory table): losing a checkpoint must not fail the tasks that produced it.
@@ -71,6 +76,7 @@ class MemoStore {
 
   CheckpointConfig config_;
   std::unordered_map<MemoKey, std::string, MemoKeyHash> table_;
+  std::unordered_map<MemoKey, std::exception_ptr, MemoKeyHash> failures_;
   std::vector<MemoKey> unwritten_;  // keys whose bytes are in table_ but not yet in the file
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;

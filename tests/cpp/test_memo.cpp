@@ -279,17 +279,27 @@ TEST_F(MemoKernelTest, SameKeyLaterIsMemoDoneWithoutRunning) {
   EXPECT_EQ(other->state(), TaskState::launched);
 }
 
-TEST_F(MemoKernelTest, FailuresAndUnserializableResultsAreNotRecorded) {
-  make(config("000"));
+TEST_F(MemoKernelTest, FailuresAreRecalledInMemoryAndNeverCheckpointed) {
+  make(config("000", CheckpointMode::task_exit));
   submit(key_bytes(1));
-  complete_next(Outcome::failure(std::make_exception_ptr(std::runtime_error("boom"))));
+  auto boom = std::make_exception_ptr(std::runtime_error("boom"));
+  complete_next(Outcome::failure(boom));
   core->flush();
   submit(key_bytes(2));
-  complete_next(Outcome::success(7));  // no bytes
+  complete_next(Outcome::success(7));  // no bytes: not recorded
   core->flush();
   EXPECT_EQ(store->size(), 0u);
-  submit(key_bytes(1));
+  auto again = submit(key_bytes(1));  // as Parsl: the same failure, without running
+  EXPECT_TRUE(ex->launched.empty());
+  EXPECT_EQ(again->state(), TaskState::failed);
+  EXPECT_EQ(again->error(), boom);
+  submit(key_bytes(2));
   EXPECT_EQ(ex->launched.size(), 1u);  // runs again
+  core.reset();
+  make(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  const auto launched = ex->launched.size();
+  submit(key_bytes(1));
+  EXPECT_EQ(ex->launched.size(), launched + 1);  // the failure was not in the checkpoint
 }
 
 TEST_F(MemoKernelTest, RestartAnswersFromTheCheckpoint) {

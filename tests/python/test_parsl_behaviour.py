@@ -127,6 +127,36 @@ def test_raising_id_for_memo_handler_is_on_the_future_after_dependencies(dfk):
         fut.result(timeout=T)
 
 
+@python_app(cache=True)
+def fails_with_uuid():
+    import uuid
+    raise RuntimeError(str(uuid.uuid4()))
+
+
+@python_app(cache=False)
+def fails_uncached():
+    raise RuntimeError("again")
+
+
+def test_exceptions_are_memoized_only_with_cache(dfk):
+    first = fails_with_uuid().exception(timeout=T)
+    assert fails_with_uuid().exception(timeout=T) is first
+    recalled = fails_with_uuid()
+    recalled.exception(timeout=T)
+    assert recalled.task_record["status"] == States.failed
+    plain = fails_uncached().exception(timeout=T)
+    assert fails_uncached().exception(timeout=T) is not plain
+
+
+def test_memoized_exceptions_are_not_checkpointed(make_config):
+    with parsl.load(make_config(memoizer=parsl.BasicMemoizer(checkpoint_mode="task_exit"))) as dfk:
+        checkpoint = [os.path.join(dfk.run_dir, "checkpoint")]
+        first = fails_with_uuid().exception(timeout=T)
+    with parsl.load(make_config(memoizer=parsl.BasicMemoizer(checkpoint_files=checkpoint))):
+        again = fails_with_uuid().exception(timeout=T)
+    assert again.args[0] != first.args[0]
+
+
 # ---------------------------------------------------------------- DependencyError
 
 
