@@ -417,7 +417,10 @@ class Interrupted(Exception):
     pass
 
 
-def test_signal_handlers_run_while_waiting_for_tasks(dfk):
+def interrupted_while(wait, dfk):
+    """Runs wait() while a task blocks and another thread sends SIGUSR1 to the main thread until
+    its handler (which raises Interrupted) has run, or 10 s passed; then frees the task. Returns
+    the blocked task's future."""
     import signal
 
     raised = []
@@ -434,7 +437,6 @@ def test_signal_handlers_run_while_waiting_for_tasks(dfk):
     stop = threading.Event()
 
     def send():
-        # Until the waiting main thread has run the handler (or 10 s passed), then free the task.
         main = threading.main_thread().ident
         for _ in range(200):
             if stop.wait(0.05):
@@ -448,10 +450,23 @@ def test_signal_handlers_run_while_waiting_for_tasks(dfk):
     sender.start()
     try:
         with pytest.raises(Interrupted):
-            dfk.wait_for_current_tasks()
+            wait()
         assert not gave_up.is_set(), "the handler ran only after the wait ended"
     finally:
         stop.set()
         sender.join()
         signal.signal(signal.SIGUSR1, previous)
-    blocked.result(timeout=T)
+    return blocked
+
+
+def test_signal_handlers_run_while_waiting_for_tasks(dfk):
+    blocked = interrupted_while(dfk.wait_for_current_tasks, dfk)
+    assert blocked.result(timeout=T) is None
+
+
+def test_signal_handlers_run_while_cleaning_up(dfk):
+    blocked = interrupted_while(dfk.cleanup, dfk)
+    assert dfk.cleanup_called
+    dfk.cleanup()  # waits for the engine's cleanup, which went on, and finishes it
+    assert DataFlowKernelLoader._dfk is None
+    assert isinstance(blocked.exception(timeout=T), parsl.DataFlowKernelClosed)  # stopped by cleanup

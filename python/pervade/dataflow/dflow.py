@@ -132,7 +132,8 @@ class DataFlowKernel:
         self.memoizer = memo
         memo._dfk = self  # for memoizer.checkpoint()
         self._lock = threading.Lock()
-        self.cleanup_called = False
+        self.cleanup_called = False  # set when cleanup() starts
+        self._cleaned_up = False  # set when it has finished
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
 
@@ -265,13 +266,22 @@ class DataFlowKernel:
 
     def cleanup(self) -> None:
         """Stops the kernel: tasks not yet launched fail with DataFlowKernelClosed, running ones
-        finish, all engine threads are joined. Idempotent."""
+        finish, all engine threads are joined. Idempotent. A signal handler that raises (Ctrl-C)
+        interrupts the wait; the engine's cleanup goes on, and calling cleanup() again waits
+        for it and finishes the job."""
         with self._lock:
-            if self.cleanup_called:
+            if self._cleaned_up:
                 return
-            self.cleanup_called = True
-        logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
-        self._shutdown_engine()
+            first = not self.cleanup_called
+            self.cleanup_called = True  # no more submissions
+        if first:
+            logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
+        self._kernel.cleanup()
+        with self._lock:
+            if self._cleaned_up:
+                return
+            self._cleaned_up = True
+        self._shutdown_executors()
         atexit.unregister(self.atexit_cleanup)
         if DataFlowKernelLoader._dfk is self:
             DataFlowKernelLoader.clear()
@@ -279,9 +289,8 @@ class DataFlowKernel:
             logger.removeHandler(self._log_handler)
             self._log_handler.close()
 
-    def _shutdown_engine(self) -> None:
-        self._kernel.cleanup()
-        for e in self.config.executors:  # then what the executors started outside the engine (blocks)
+    def _shutdown_executors(self) -> None:
+        for e in self.config.executors:  # what the executors started outside the engine (blocks)
             try:
                 e.shutdown()
             except Exception:  # noqa: BLE001 - keep stopping the others
@@ -289,7 +298,7 @@ class DataFlowKernel:
 
     def atexit_cleanup(self) -> None:
         # Unlike Parsl, clean up at exit: no engine thread may outlive the interpreter.
-        if not self.cleanup_called:
+        if not self._cleaned_up:
             logger.warning("Python is exiting with a DataFlowKernel still running; cleaning up")
             self.cleanup()
 
