@@ -62,6 +62,11 @@ def test_wrong_exit_mode_is_typeguards_error(run_dir):
         parsl.Config(exit_mode="wrongmode", run_dir=run_dir)
 
 
+def test_load_checks_its_argument_with_typeguard():
+    with pytest.raises(typeguard.TypeCheckError):
+        parsl.load("config.py")
+
+
 def test_exit_skip_leaves_the_kernel_loaded(make_config):
     ev = threading.Event()
     try:
@@ -307,6 +312,16 @@ def test_states_have_parsls_values():
         "fail_retryable": 8, "memo_done": 9, "joining": 10, "running_ended": 11}
     assert str(States.exec_done) == "States.exec_done"
     assert States.failed in FINAL_STATES and States.launched not in FINAL_STATES
+
+
+def test_job_status_has_parsls_text():
+    from pervade.providers import JobState, JobStatus
+    assert str(JobState.RUNNING) == "JobState.RUNNING"
+    status = JobStatus(JobState.FAILED, "no nodes")
+    assert str(status) == "JobState.FAILED (no nodes)" and status.status_name == "FAILED"
+    assert repr(status) == (f"<pervade.providers.JobStatus object at {hex(id(status))}, "
+                            "state=JobState.FAILED message=no nodes>")
+    assert str(JobStatus(JobState.PENDING)) == "JobState.PENDING"
 
 
 def test_tasks_hold_unfinished_task_records(dfk):

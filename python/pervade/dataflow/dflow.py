@@ -9,6 +9,9 @@ import os
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, wait
+from typing import Optional
+
+import typeguard
 
 from .. import _native, memoization, serialize
 from ..config import Config
@@ -354,6 +357,7 @@ class DataFlowKernelLoader:
 
     @classmethod
     def load(cls, config: Config | None = None) -> DataFlowKernel:
+        typeguard.check_type(config, Optional[Config])  # as Parsl's typechecked load()
         if cls._dfk is not None:
             raise ConfigurationError("Config has already been loaded")
         cls._dfk = DataFlowKernel(config if config is not None else Config())
