@@ -812,9 +812,11 @@ CheckpointConfig checkpoint_config(nb::handle options) {
 class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
-         nb::object checkpoint, std::size_t max_unfinished_tasks, nb::dict tasks, bool garbage_collect)
+         nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers,
+         nb::dict tasks, bool garbage_collect)
       : tasks_(std::move(tasks)), garbage_collect_(garbage_collect) {
     Config cfg;
+    for (auto* o : observers) cfg.observers.push_back(o->ptr);
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
@@ -1162,6 +1164,7 @@ NB_MODULE(_native, m) {
   });
 
   pervade::bindings::bind_providers(m);
+  pervade::bindings::bind_log_observer(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
   // starts its blocks through `provider` once the interchange listens, with python_workers pools
@@ -1204,9 +1207,10 @@ NB_MODULE(_native, m) {
       nb::arg("max_threads"), nb::arg("label"));
 
   nb::class_<Kernel>(m, "Kernel")
-      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t, nb::dict, bool>(),
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
+                    std::vector<bindings::ObserverHandle*>, nb::dict, bool>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
-           nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("tasks"),
+           nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
            nb::arg("garbage_collect"))
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),

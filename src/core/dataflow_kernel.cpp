@@ -310,6 +310,7 @@ void DataFlowKernel::cleanup() {
   if (im.memo) write_checkpoint();  // dfk_exit, and what periodic/manual modes have not written yet
   im.push(StopEvent{});
   im.reactor.join();
+  if (im.memo) im.memo->close();  // the reactor is gone: this thread is the store's only user
   im.cleaned_up = true;
 }
 

@@ -35,6 +35,7 @@ constexpr int kRegister = 1;
 constexpr int kPoolHeartbeat = 2;
 constexpr int kResults = 3;
 constexpr int kDrained = 4;
+constexpr int kFailed = 5;
 constexpr int kRegistered = 101;
 constexpr int kRefused = 102;
 constexpr int kTasks = 103;
@@ -294,6 +295,7 @@ const char* link1_name(std::int64_t t) {
     case kPoolHeartbeat: return "HEARTBEAT";
     case kResults: return "RESULTS";
     case kDrained: return "DRAINED";
+    case kFailed: return "FAILED";
     case kRegistered: return "REGISTERED";
     case kRefused: return "REFUSED";
     case kTasks: return "TASKS";
@@ -484,6 +486,11 @@ Bytes encode(const PoolMessage& m) {
                    }
                  },
                  [&](const Drained&) { pack_empty(pk, kDrained); },
+                 [&](const Failed& f) {
+                   pk.pack_array(2);
+                   pk.pack_int(kFailed);
+                   pack_str(pk, f.reason);
+                 },
              },
              m);
   return std::move(s.out);
@@ -599,6 +606,10 @@ std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t siz
       case kDrained:
         fields(o, "DRAINED", 0);
         return Drained{};
+      case kFailed: {
+        const auto& a = fields(o, "FAILED", 1);
+        return Failed{get_str(at(a, 1), Where{"FAILED"}, 1)};
+      }
       default:
         unexpected_type(type, link1_name(type), "pool -> interchange");
     }

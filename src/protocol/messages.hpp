@@ -10,7 +10,8 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 4;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers
+constexpr int kProtocolVersion = 5;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+                                     // 5: FAILED
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -36,6 +37,11 @@ struct Results {
   std::vector<TaskResult> results;
 };
 struct Drained {};
+// The pool cannot run tasks (its workers cannot start) and is exiting; reason names the
+// interpreter and quotes what it printed.
+struct Failed {
+  std::string reason;
+};
 
 // ---------------------------------------------------------------- interchange -> pool
 struct Registered {
@@ -104,7 +110,7 @@ constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
 
-using PoolMessage = std::variant<Register, Heartbeat, Results, Drained>;
+using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Failed>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
 using ToWorker = std::variant<WorkerTask, WorkerExit>;
 using FromWorker = std::variant<WorkerReady, WorkerResult>;

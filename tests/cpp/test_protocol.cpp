@@ -287,6 +287,16 @@ TEST(ProtocolTest, EmptyMessagesRoundTrip) {
   EXPECT_TRUE(std::holds_alternative<WorkerExit>(only(dto(encode(ToWorker{WorkerExit{}})))));
 }
 
+TEST(ProtocolTest, FailedRoundTripsWithItsReason) {
+  const std::string reason = "interpreter '/no/python': No such file or directory\n\xc3\xa9";
+  const auto out = std::get<Failed>(only(dpool(encode(PoolMessage{Failed{reason}}))));
+  EXPECT_EQ(out.reason, reason);
+  EXPECT_EQ(encode(PoolMessage{Failed{"x"}}), "\x92\x05\xa1x"s);  // [5, "x"]
+  std::string error;
+  EXPECT_FALSE(decode_pool_message("\x91\x05", 2, &error));  // FAILED without its reason
+  EXPECT_NE(error.find("FAILED"), std::string::npos) << error;
+}
+
 TEST(ProtocolTest, ResultsRoundTrip) {
   Results in;
   in.results.push_back({0, kStatusOk, kBinary});
