@@ -312,7 +312,10 @@ void KernelCore::launch_or_recall(TaskRecord& t) {
   const MemoKey key = to_memo_key(t.spec_.memo_key);
   if (const std::string* bytes = options_.memo->find(key); bytes && !closed_) {
     leave_table(t);
-    finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr);
+    options_.memo->record_recalled(key);
+    // task_exit: as a result just computed, the future completes once it is in this run's file.
+    finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr,
+           options_.memo->mode() == CheckpointMode::task_exit && options_.memo->has_unwritten());
     return;
   }
   if (const std::exception_ptr* error = options_.memo->find_failure(key); error && !closed_) {

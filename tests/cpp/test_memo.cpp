@@ -405,6 +405,23 @@ TEST_F(MemoKernelTest, RestartAnswersFromTheCheckpoint) {
   EXPECT_TRUE(ex->launched.empty());
 }
 
+TEST_F(MemoKernelTest, RecalledResultsGoIntoThisRunsCheckpoint) {
+  make(config("000"));
+  submit(key_bytes(1));
+  complete_next(value_with_bytes("r1"));
+  core->flush();
+  core.reset();
+  make(config("001", CheckpointMode::task_exit, {checkpoint_dir("000")}));
+  EXPECT_EQ(submit(key_bytes(1))->state(), TaskState::memo_done);
+  EXPECT_EQ(submit(key_bytes(1))->state(), TaskState::memo_done);  // written once
+  core->flush();
+  core.reset();
+  detail::MemoStore reader(config("002", CheckpointMode::none, {checkpoint_dir("001")}));
+  ASSERT_NE(reader.find(key_of(1)), nullptr);  // the last run's checkpoint alone has it
+  EXPECT_EQ(*reader.find(key_of(1)), "r1");
+  EXPECT_EQ(reader.size(), 1u);
+}
+
 TEST_F(MemoKernelTest, KeyAskedOfTheBodyOnceDependenciesAreDone) {
   make(config("000", CheckpointMode::none));
   store->record(key_of(5), "five");

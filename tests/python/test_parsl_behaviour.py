@@ -162,6 +162,23 @@ def test_memoized_exceptions_are_not_checkpointed(make_config):
     assert again.args[0] != first.args[0]
 
 
+def test_last_checkpoint_holds_results_recalled_from_earlier_runs(make_config, run_dir):
+    # Parsl's test_get_last_checkpoint: a result two runs old is still found from the last one.
+    @python_app(cache=True)
+    def uuid_app(x):
+        import uuid
+        return uuid.uuid4()
+
+    def run(files):
+        memoizer = parsl.BasicMemoizer(checkpoint_mode="task_exit", checkpoint_files=files)
+        with parsl.load(make_config(memoizer=memoizer)):
+            return uuid_app("p").result(timeout=T)
+
+    first = run([])
+    assert run(parsl.get_last_checkpoint(run_dir)) == first
+    assert run(parsl.get_last_checkpoint(run_dir)) == first
+
+
 # ---------------------------------------------------------------- DependencyError
 
 

@@ -113,7 +113,8 @@ class AppBase:
 
     def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
         if dfk.config.std_autopath is not None:
-            return dfk.config.std_autopath({"id": task_id, "func_name": self.__name__, "kwargs": kwargs}, name)
+            record = {"id": task_id, "func_name": self.__name__, "kwargs": kwargs, "try_id": 0}  # at submission
+            return dfk.config.std_autopath(record, name)
         label = kwargs.get("label")
         filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), self.__name__,
                                             "" if label is None else "_" + str(label), name)
