@@ -5,7 +5,7 @@ PYTHON ?= python3
 BUILD_DIR ?= build
 # Debian packages the build needs (checked with dpkg, installed only when missing).
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel
-PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest
+PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat clean
 
@@ -17,7 +17,7 @@ deps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
-	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest" 2>/dev/null || \
+	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES)
 
 # The C++ library, its GoogleTest suite and the C++ benchmark.

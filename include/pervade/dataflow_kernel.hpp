@@ -87,6 +87,8 @@ class DataFlowKernel {
 
   // Blocks until every submitted task is final.
   void wait_for_current_tasks();
+  // The same for at most `timeout`; true if every submitted task is final.
+  bool wait_for_current_tasks(std::chrono::duration<double> timeout);
   // Tasks not yet running fail with DataFlowKernelClosed; running tasks are interrupted where
   // possible (shell commands' process groups are killed) and waited for; executors are shut
   // down and all kernel threads joined. Idempotent.
@@ -112,6 +114,8 @@ class DataFlowKernel {
   std::size_t checkpoint();
 
   std::size_t outstanding_tasks() const;  // submitted and not yet final
+  // How many tasks are in state `s` now (Parsl's dfk.task_state_counts). Any thread.
+  std::int64_t tasks_in_state(TaskState s) const;
   std::vector<std::string> executor_labels() const;
   ExecutorPtr executor(const std::string& label) const;
 

@@ -2,6 +2,7 @@
 // The public error hierarchy. Each class is mirrored by a Python exception with Parsl's name.
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -14,6 +15,14 @@ namespace pervade {
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  // A front end's object for this error (the Python bindings: its Python exception), made
+  // once, so that every future and DependencyError holding this error shows the same object.
+  // Only that front end reads and writes it, under its own lock (the GIL).
+  const std::shared_ptr<void>& front_end_object() const { return front_end_object_; }
+  void set_front_end_object(std::shared_ptr<void> object) const { front_end_object_ = std::move(object); }
+
+ private:
+  mutable std::shared_ptr<void> front_end_object_;
 };
 
 // Bad configuration or misuse of the API (unknown executor label, load twice, ...).

@@ -148,7 +148,8 @@ struct TaskSpec {
 
 class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
  public:
-  TaskRecord(TaskId id, TaskSpec spec) : id_(id), spec_(std::move(spec)) {}
+  TaskRecord(TaskId id, TaskSpec spec)
+      : id_(id), time_invoked_(std::chrono::system_clock::now()), spec_(std::move(spec)) {}
   TaskRecord(const TaskRecord&) = delete;
   TaskRecord& operator=(const TaskRecord&) = delete;
 
@@ -159,6 +160,13 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   const std::any& value() const { return value_; }
   const std::exception_ptr& error() const { return error_; }
   const std::string& func_name() const { return spec_.func_name; }
+  // The body until the task is final (then released). Reactor thread only (retry handlers).
+  const std::shared_ptr<TaskBody>& body() const { return spec_.body; }
+  const std::string& memo_key() const { return spec_.memo_key; }  // empty: not memoized (yet)
+  // Wall-clock times of submission (the record's creation) and of reaching a final state
+  // (epoch 0 until then).
+  std::chrono::system_clock::time_point time_invoked() const { return time_invoked_; }
+  std::chrono::system_clock::time_point time_returned() const { return time_returned_; }
   const std::string& executor_label() const { return executor_label_; }
   int fail_count() const { return fail_count_; }
   double fail_cost() const { return fail_cost_; }
@@ -192,6 +200,8 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   std::atomic<std::uint64_t> executor_tag_{0};
   int fail_count_ = 0;
   double fail_cost_ = 0;
+  std::chrono::system_clock::time_point time_invoked_;
+  std::chrono::system_clock::time_point time_returned_{};
   std::any value_;
   std::exception_ptr error_;
   std::string executor_label_;

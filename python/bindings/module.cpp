@@ -203,11 +203,29 @@ std::string describe_task(const std::exception_ptr& err, TaskId id) {
 }
 
 
+nb::object translate_error(const std::exception_ptr& e);
+
+// The Python exception for an engine error, made once per error and kept on it: a future's
+// exception(), every DependencyError naming it and its __cause__ are then the same object
+// (a pool's exception is unpickled once).
 nb::object exception_to_python(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const PythonError& p) {
     return nb::borrow(p.exception());
+  } catch (const Error& err) {
+    if (const auto& made = err.front_end_object()) return nb::borrow(static_cast<PyValue*>(made.get())->ref.get());
+    nb::object exc = translate_error(e);
+    err.set_front_end_object(std::make_shared<PyValue>(PyValue{PyRef::borrow(exc.ptr())}));
+    return exc;
+  } catch (...) {
+    return translate_error(e);
+  }
+}
+
+nb::object translate_error(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
   } catch (const RemoteTaskError& r) {
     return serialize_module().attr("deserialize_exception")(as_bytes(r.payload()));
   } catch (const WorkerLost& w) {
@@ -280,10 +298,20 @@ nb::object result_to_python(const std::any& v) {
 
 // ---------------------------------------------------------------- tasks
 
+// Seconds since the epoch, or None for a time not reached yet.
+std::optional<double> epoch_seconds(std::chrono::system_clock::time_point t) {
+  if (t == std::chrono::system_clock::time_point{}) return std::nullopt;
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+class PyTask;
+
+// A task as Python holds it. `py` is the Python app's body (absent for external tasks).
 class TaskHandle {
  public:
-  explicit TaskHandle(TaskRecordPtr r) : record(std::move(r)) {}
+  explicit TaskHandle(TaskRecordPtr r, std::shared_ptr<PyTask> task = {}) : record(std::move(r)), py(std::move(task)) {}
   TaskRecordPtr record;
+  std::shared_ptr<PyTask> py;
 };
 
 // Returned by a join app's runner: the kernel then waits for these tasks.
@@ -353,6 +381,18 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   void complete_cancelled();
   void inject_stop(StopReason reason);
 
+  // Listed in the kernel's `tasks` dict under `key` until final (dropped then when `drop`).
+  void track(PyObject* tasks, PyRef key, bool drop) {
+    tasks_ = tasks;
+    key_ = std::move(key);
+    drop_when_final_ = drop;
+  }
+  // GIL held. The call, until the task is final (then None).
+  PyObject* func() const { return func_.get(); }
+  PyObject* args() const { return args_.get(); }
+  PyObject* kwargs() const { return kwargs_.get(); }
+  PyObject* future() const { return future_.get(); }
+
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
   // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
   // runs again, so unlike a walltime stop this one is never reset.
@@ -362,6 +402,10 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   CompletionThread* completions_;
   PyRef func_, args_, kwargs_, plan_, future_;
   PyRef key_fn_;         // memoized calls with futures: () -> key, called once the futures are done
+  PyObject* tasks_ = nullptr;  // the kernel's dict of tasks (borrowed: the kernel outlives completion)
+  PyRef key_;                  // this task's id in it
+  bool drop_when_final_ = true;
+  void untrack();
   bool memoized_;        // the result is pickled on the worker thread for the memo table
   std::optional<RemoteTask> encoded_;  // the call, when pickled at submit (remote-only apps); no inputs
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
@@ -519,11 +563,15 @@ class CompletionThread {
   // Blocks (without the GIL) until every item queued so far has been delivered to Python.
   // A task is queued here before the kernel counts it finished, so after
   // DataFlowKernel::wait_for_current_tasks this means every future is done.
-  void wait_delivered() {
-    if (std::this_thread::get_id() == thread_.get_id()) return;  // from a done-callback
+  // With a timeout: true if delivered.
+  bool wait_delivered(std::chrono::duration<double> timeout) {
+    if (std::this_thread::get_id() == thread_.get_id()) return true;  // from a done-callback
     std::unique_lock lock(mutex_);
-    const std::uint64_t target = pushed_;
-    delivered_cv_.wait(lock, [&] { return delivered_ >= target || stopped_; });
+    if (!delivery_target_) delivery_target_ = pushed_;
+    if (!delivered_cv_.wait_for(lock, timeout, [&] { return delivered_ >= *delivery_target_ || stopped_; }))
+      return false;
+    delivery_target_.reset();
+    return true;
   }
   // Back-pressure on delivery: waits up to `timeout` until fewer than `limit` finished tasks
   // await their Python futures; true if so. Never from this thread (it would wait for itself).
@@ -618,6 +666,7 @@ class CompletionThread {
   std::vector<Item> queue_;
   std::uint64_t pushed_ = 0;
   std::uint64_t delivered_ = 0;
+  std::optional<std::uint64_t> delivery_target_;  // of the wait_delivered in progress, across its slices
   std::atomic<std::uint64_t> backlog_{0};  // pushed_ - delivered_, read without the lock
   bool sleeping_ = false;
   bool stopping_ = false;
@@ -671,6 +720,7 @@ void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_state = PyUnicode_InternFromString("_state");
   static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
   if (record.state() == TaskState::cancelled) return complete_cancelled();
+  untrack();  // as Parsl wipes the record before it completes the future
   PyObject* fut = future_.get();
   bool ok = true;
   try {
@@ -714,9 +764,17 @@ void PyTask::complete(const TaskRecord& record) {
 // callbacks only once. The references go with this PyTask when the completion batch drops it.
 void PyTask::complete_cancelled() {
   static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
+  untrack();
   PyObject* r = PyObject_CallMethodNoArgs(future_.get(), s_cancelled);
   if (!r) PyErr_WriteUnraisable(future_.get());
   Py_XDECREF(r);
+}
+
+// Parsl's garbage_collect: a final task leaves dfk.tasks. GIL held.
+void PyTask::untrack() {
+  if (!tasks_ || !key_ || !drop_when_final_) return;
+  if (PyDict_DelItem(tasks_, key_.get()) != 0) PyErr_Clear();  // not there: nothing to drop
+  key_.reset();
 }
 
 // ---------------------------------------------------------------- the kernel object
@@ -754,7 +812,9 @@ CheckpointConfig checkpoint_config(nb::handle options) {
 class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
-         nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers) {
+         nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers,
+         nb::dict tasks, bool garbage_collect)
+      : tasks_(std::move(tasks)), garbage_collect_(garbage_collect) {
     Config cfg;
     for (auto* o : observers) cfg.observers.push_back(o->ptr);
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
@@ -768,15 +828,13 @@ class Kernel {
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
         nb::gil_scoped_acquire gil;
         try {
-          nb::dict record;
-          record["id"] = t.id().value;
-          record["func_name"] = t.func_name();
-          record["fail_count"] = t.fail_count();
-          record["fail_cost"] = t.fail_cost();
-          record["executor"] = t.executor_label();
-          record["try_id"] = t.try_id() == 0 ? 0 : t.try_id() - 1;  // Parsl counts tries from 0
-          record["status"] = std::string(to_string(t.state()));
-          nb::object cost = nb::borrow(handler->get())(exception_to_python(e), record);
+          // The task record Parsl passes (its keys), with this failure in fail_history.
+          auto* task = dynamic_cast<PyTask*>(t.body().get());
+          if (!task || !task->future()) throw std::logic_error("retry_handler: the task has no Python future");
+          nb::object exc = exception_to_python(e);
+          nb::object record = nb::borrow(task->future()).attr("task_record");
+          nb::cast<nb::list>(record["fail_history"]).append(nb::repr(exc));
+          nb::object cost = nb::borrow(handler->get())(exc, record);
           double value;
           if (!nb::try_cast<double>(cost, value)) {
             std::string got = nb::cast<std::string>(nb::repr(cost));
@@ -795,6 +853,7 @@ class Kernel {
 
   ~Kernel() {
     nb::gil_scoped_release release;
+    if (cleanup_thread_.joinable()) cleanup_thread_.join();
     shutdown();
   }
 
@@ -833,8 +892,14 @@ class Kernel {
       bool was = set_engine_thread(true);
       ~NoWait() { set_engine_thread(was); }
     } no_wait;
-    if (reserved_id >= 0) return TaskHandle(dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)}));
-    return TaskHandle(dfk_->submit(std::move(spec)));
+    TaskRecordPtr record = reserved_id >= 0 ? dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)})
+                                            : dfk_->submit(std::move(spec));
+    // Listed in dfk.tasks while it is not final. The GIL is held, so the completion thread
+    // cannot have completed (and unlisted) it yet.
+    PyRef key = PyRef::steal(PyLong_FromUnsignedLongLong(record->id().value));
+    if (!key || PyDict_SetItem(tasks_.ptr(), key.get(), future.ptr()) != 0) throw nb::python_error();
+    task->track(tasks_.ptr(), std::move(key), garbage_collect_);
+    return TaskHandle(std::move(record), std::move(task));
   }
 
   // Back-pressure: waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets
@@ -866,27 +931,65 @@ class Kernel {
 
   TaskHandle create_external(const std::string& name) { return TaskHandle(dfk_->create_external(name)); }
 
-  void complete_external(TaskHandle& task, nb::handle value, nb::handle exception) {
+  // description: how a DependencyError names the failed future (its repr when it failed).
+  void complete_external(TaskHandle& task, nb::handle value, nb::handle exception, const std::string& description) {
     Outcome out;
     if (!exception.is_none()) {
       std::string text = nb::cast<std::string>(nb::str(exception));
-      out = Outcome::failure(std::make_exception_ptr(
-          PythonError(PyRef::borrow(exception.ptr()), std::move(text), task.record->func_name())));
+      out = Outcome::failure(std::make_exception_ptr(PythonError(
+          PyRef::borrow(exception.ptr()), std::move(text), description.empty() ? task.record->func_name() : description)));
     } else {
       out = Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::borrow(value.ptr())}));
     }
     dfk_->complete_external(task.record, std::move(out));
   }
 
-  void wait_for_current_tasks() {
-    nb::gil_scoped_release release;
-    dfk_->wait_for_current_tasks();
-    completions_.wait_delivered();
+  // Waits in slices without the GIL, so that Ctrl-C and Python signal handlers run meanwhile
+  // (a handler that raises ends the wait with its exception).
+  template <class Done>
+  void wait_interruptibly(Done done) {
+    for (;;) {
+      bool finished;
+      {
+        nb::gil_scoped_release release;
+        finished = done(std::chrono::milliseconds(100));
+      }
+      if (finished) return;
+      if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    }
   }
 
+  void wait_for_current_tasks() {
+    wait_interruptibly([&](auto slice) { return dfk_->wait_for_current_tasks(slice); });
+    wait_interruptibly([&](auto slice) { return completions_.wait_delivered(slice); });
+  }
+
+  // Runs the engine's cleanup on its own thread and waits for it interruptibly; an interrupted
+  // cleanup goes on in the background and the kernel's destructor waits for it.
   void cleanup() {
-    nb::gil_scoped_release release;
-    shutdown();
+    {
+      std::lock_guard lock(cleanup_mutex_);
+      if (!cleanup_thread_.joinable())
+        cleanup_thread_ = std::thread([this] {
+          detail::name_this_thread("pv-cleanup");
+          shutdown();
+          std::lock_guard done(cleanup_mutex_);
+          cleaned_up_ = true;
+          cleaned_up_cv_.notify_all();
+        });
+    }
+    wait_interruptibly([&](auto slice) {
+      std::unique_lock lock(cleanup_mutex_);
+      return cleaned_up_cv_.wait_for(lock, slice, [&] { return cleaned_up_; });
+    });
+  }
+
+  // Parsl's task_state_counts: state number -> tasks in that state now (states with tasks).
+  nb::dict task_state_counts() const {
+    nb::dict out;
+    for (int s = static_cast<int>(TaskState::pending); s <= static_cast<int>(TaskState::cancelled); ++s)
+      if (const auto n = dfk_->tasks_in_state(static_cast<TaskState>(s)); n > 0) out[nb::int_(s)] = n;
+    return out;
   }
 
   std::size_t outstanding() const { return dfk_->outstanding_tasks(); }
@@ -903,9 +1006,15 @@ class Kernel {
     completions_.stop();
   }
 
+  nb::dict tasks_;  // dfk.tasks: id -> AppFuture of each task not yet final (all, without garbage_collect)
+  bool garbage_collect_;
   CompletionThread completions_;
   std::unique_ptr<DataFlowKernel> dfk_;
   std::uint64_t max_unfinished_ = 0;
+  std::mutex cleanup_mutex_;
+  std::condition_variable cleaned_up_cv_;
+  bool cleaned_up_ = false;
+  std::thread cleanup_thread_;
 };
 
 // ---------------------------------------------------------------- shell commands for bash apps
@@ -963,7 +1072,30 @@ NB_MODULE(_native, m) {
       .def_prop_ro("fail_cost", [](const TaskHandle& t) { return t.record->fail_cost(); })
       .def_prop_ro("try_id", [](const TaskHandle& t) { return t.record->try_id() == 0 ? 0u : t.record->try_id() - 1; })
       .def_prop_ro("executor", [](const TaskHandle& t) { return t.record->executor_label(); })
-      .def_prop_ro("func_name", [](const TaskHandle& t) { return t.record->func_name(); });
+      .def_prop_ro("func_name", [](const TaskHandle& t) { return t.record->func_name(); })
+      .def_prop_ro("state_number", [](const TaskHandle& t) { return static_cast<int>(t.record->state()); })
+      .def_prop_ro("time_invoked", [](const TaskHandle& t) { return epoch_seconds(t.record->time_invoked()); })
+      .def_prop_ro("time_returned", [](const TaskHandle& t) { return epoch_seconds(t.record->time_returned()); })
+      .def_prop_ro("hashsum",
+                   [](const TaskHandle& t) -> std::optional<std::string> {
+                     // As in Parsl, known once launched (a key made from the inputs' values is
+                     // written on the reactor before it leaves pending).
+                     const TaskState state = t.record->state();
+                     if (state == TaskState::pending || state == TaskState::unsched) return std::nullopt;
+                     const std::string& key = t.record->memo_key();
+                     if (key.empty()) return std::nullopt;
+                     static const char* hex = "0123456789abcdef";
+                     std::string out;
+                     for (unsigned char c : key) out += {hex[c >> 4], hex[c & 15]};
+                     return out;
+                   })
+      // The call (func, args, kwargs) while the task is not final; None after.
+      .def_prop_ro("call", [](const TaskHandle& t) -> nb::object {
+        PyTask* task = t.py.get();  // its fields are written under the GIL only, as here
+        if (!task || !task->func()) return nb::none();
+        return nb::make_tuple(nb::borrow(task->func()), nb::borrow(task->args()),
+                              task->kwargs() ? nb::borrow(task->kwargs()) : nb::none());
+      });
 
   nb::class_<JoinRequest>(m, "JoinRequest")
       .def("__init__", [](JoinRequest* self, std::vector<TaskHandle*> tasks, bool as_list) {
@@ -1076,10 +1208,10 @@ NB_MODULE(_native, m) {
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
-                    std::vector<bindings::ObserverHandle*>>(),
+                    std::vector<bindings::ObserverHandle*>, nb::dict, bool>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
-           nb::arg("checkpoint").none() = nb::none(), nb::arg("max_unfinished_tasks") = 0,
-           nb::arg("observers") = std::vector<bindings::ObserverHandle*>{})
+           nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
+           nb::arg("garbage_collect"))
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
@@ -1088,7 +1220,8 @@ NB_MODULE(_native, m) {
       .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)
       .def("complete_external", &Kernel::complete_external, nb::arg("task"), nb::arg("value").none(),
-           nb::arg("exception").none())
+           nb::arg("exception").none(), nb::arg("description") = "")
+      .def("task_state_counts", &Kernel::task_state_counts)
       .def("wait_for_current_tasks", &Kernel::wait_for_current_tasks)
       .def("cleanup", &Kernel::cleanup)
       .def("checkpoint", &Kernel::checkpoint)

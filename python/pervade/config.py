@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Literal, Optional, Union
+
+import typeguard
 
 from .errors import ConfigurationError
 from .executors import ParslExecutor, ThreadPoolExecutor
 from .logconfigs.base import LogConfig
 
-_EXIT_MODES = ("cleanup", "skip", "wait")
 _CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
 
 
@@ -72,8 +73,8 @@ class Config:
                 ", ".join(f"label={label!r}" for label in duplicates)))
         if "_parsl_internal" in labels:
             raise ConfigurationError("the executor label '_parsl_internal' is reserved")
-        if exit_mode not in _EXIT_MODES:
-            raise ConfigurationError(f"exit_mode must be one of {_EXIT_MODES}, got {exit_mode!r}")
+        # Parsl's Config is typeguard-checked: a wrong mode is typeguard's TypeCheckError.
+        typeguard.check_type(exit_mode, Literal["cleanup", "skip", "wait"])
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
         if retry_handler is not None and not callable(retry_handler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import pickle
 import threading
 from concurrent.futures import Future, InvalidStateError
@@ -9,6 +10,10 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 
 
 _MISSING = object()
+
+
+def _datetime(seconds):
+    return None if seconds is None else datetime.datetime.fromtimestamp(seconds)
 
 
 class PickledResult:
@@ -62,13 +67,13 @@ class AppFuture(Future):
     _stdout = None
     _stderr = None
 
-    def __init__(self, dfk, func_name: str, stdout=None, stderr=None):
+    def __init__(self, dfk, func, stdout=None, stderr=None):
         # Future.__init__ without the Condition (and without writing the class defaults).
         self._state = PENDING
         self._waiters = []
         self._done_callbacks = []
         self._dfk = dfk
-        self._func_name = func_name
+        self._func = func  # task_record["func"] (the app's function)
         self._handle = None  # the engine's task, set right after submission
         if stdout is not None:
             self._stdout = stdout
@@ -96,10 +101,30 @@ class AppFuture(Future):
 
     @property
     def task_record(self) -> dict:
+        """The task's record with Parsl's keys, made from the engine's record when asked (a new
+        dict each time). args, kwargs and depends (the futures among the arguments, at the top
+        level and in inputs=) are known until the task is final."""
+        from .dataflow.states import States  # not at the top: pervade.dataflow imports this module
+
         h = self._handle
-        return {"id": h.id, "func_name": h.func_name, "status": h.state, "fail_count": h.fail_count,
-                "fail_cost": h.fail_cost, "try_id": h.try_id, "executor": h.executor, "app_fu": self,
-                "dfk": self._dfk}
+        _, args, kwargs = h.call or (None, None, None)
+        kwargs = kwargs or {}
+        depends = [a for a in (*(args or ()), *kwargs.values(), *kwargs.get("inputs", ())) if isinstance(a, Future)]
+        # Not yet taken in by the kernel's thread (-1) is pending, as in Parsl from submission on.
+        status = States(max(h.state_number, States.pending))
+        exception = self._exception if self._state == FINISHED else None
+        return {
+            "id": h.id, "func": self._func, "func_name": h.func_name, "args": args, "kwargs": kwargs,
+            "depends": depends, "dfk": self._dfk, "executor": h.executor, "app_fu": self, "exec_fu": None,
+            "status": States.launched if status in (States.running, States.running_ended) else status,
+            "try_id": h.try_id, "fail_count": h.fail_count, "fail_cost": h.fail_cost,
+            "fail_history": [] if exception is None else [repr(exception)],
+            "from_memo": status == States.memo_done, "hashsum": h.hashsum, "memoize": h.hashsum is not None,
+            "ignore_for_cache": [], "join": False, "joins": None,
+            "time_invoked": _datetime(h.time_invoked), "time_returned": _datetime(h.time_returned),
+            "try_time_launched": None, "try_time_returned": None,
+            "resource_specification": kwargs.get("parsl_resource_specification", {}),
+        }
 
     def set_result(self, result) -> None:
         self._finish(result, None)
@@ -148,7 +173,8 @@ class AppFuture(Future):
         return value
 
     def __reduce_ex__(self, protocol):
-        raise TypeError(f"an AppFuture cannot be pickled ({self._func_name} task): pass it as an argument of an app, "
+        name = getattr(self._func, "__name__", self._func)
+        raise TypeError(f"an AppFuture cannot be pickled ({name} task): pass it as an argument of an app, "
                         "or pass its result()")
 
     def cancel(self) -> bool:

@@ -18,7 +18,7 @@ import os
 import pickle
 import types
 from concurrent.futures import Future
-from functools import lru_cache, singledispatch
+from functools import lru_cache, partial, singledispatch
 from typing import Optional, Sequence
 
 from .errors import ConfigurationError
@@ -211,11 +211,36 @@ def make_key(func, args, kwargs, ignore_for_cache=()) -> bytes:
 def memo_for_call(func, args, kwargs, ignore_for_cache=()):
     """What the engine gets for a memoized call: the key now when every argument has a value
     (the common case), else a function that makes it once the futures are done (the engine calls
-    it then, on its completion thread)."""
+    it then, on its completion thread).
+
+    A key that cannot be made (an argument id_for_memo does not know, or a handler that raises)
+    fails the task, not the call, as in Parsl: the function then raises that error once the
+    dependencies are done."""
     try:
         return make_key(func, args, kwargs, ignore_for_cache)
     except _NotReady:
-        return lambda: make_key(func, args, kwargs, ignore_for_cache)
+        return lambda: make_key(func, *_with_values(args, kwargs), ignore_for_cache)
+    except Exception as error:  # noqa: BLE001 - reported on the future
+        return partial(_raise, error)
+
+
+def _raise(error):
+    raise error
+
+
+def _with_values(args, kwargs):
+    """args and kwargs with each future that is an argument or an item of inputs= replaced by
+    its value, so that a call made with a future has the key of the same call made with its
+    value (and takes the same fast path in make_key)."""
+    def value(v):
+        return v.result() if isinstance(v, Future) else v
+
+    args = tuple(map(value, args))
+    if kwargs:
+        kwargs = {k: value(v) for k, v in kwargs.items()}
+        if isinstance(kwargs.get("inputs"), (list, tuple)):
+            kwargs["inputs"] = type(kwargs["inputs"])(map(value, kwargs["inputs"]))
+    return args, kwargs
 
 
 def not_memoizable(value, error) -> None:
@@ -256,6 +281,15 @@ class BasicMemoizer:
         self.period_seconds = _period_seconds(checkpoint_period) if checkpoint_period is not None else 0.0
         if checkpoint_mode == "periodic" and checkpoint_period is None:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")
+
+    _dfk = None  # the kernel using these settings (set when it starts)
+
+    def checkpoint(self) -> int:
+        """Writes the memoized results not yet in this run's checkpoint; returns how many (as
+        dfk.checkpoint(); Parsl's dfk.memoizer.checkpoint())."""
+        if self._dfk is None:
+            raise ConfigurationError("this memoizer is not used by a loaded DataFlowKernel")
+        return self._dfk.checkpoint()
 
     def native_options(self, run_dir: str, config_run_dir: str):
         """(memoize, mode, period seconds, this run's checkpoint dir, files to load) for the engine."""

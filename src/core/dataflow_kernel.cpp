@@ -284,6 +284,15 @@ void DataFlowKernel::wait_for_current_tasks() {
   im.idle_cv.wait(lock, [&] { return im.unfinished.load() <= 0; });
 }
 
+bool DataFlowKernel::wait_for_current_tasks(std::chrono::duration<double> timeout) {
+  auto& im = *impl_;
+  if (t_reactor_of == &im) throw Error("wait_for_current_tasks() called from the kernel's own thread");
+  std::unique_lock lock(im.idle_mutex);
+  return im.idle_cv.wait_for(lock, timeout, [&] { return im.unfinished.load() <= 0; });
+}
+
+std::int64_t DataFlowKernel::tasks_in_state(TaskState s) const { return impl_->core->tasks_in_state(s); }
+
 void DataFlowKernel::cleanup() {
   auto& im = *impl_;
   if (t_reactor_of == &im) throw Error("cleanup() called from the kernel's own thread");

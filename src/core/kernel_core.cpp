@@ -279,6 +279,8 @@ void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
     }
     launch(t);
   } else {
+    if (options_.memo && !t.spec_.memo_key.empty())
+      options_.memo->record_failure(to_memo_key(t.spec_.memo_key), error);
     finish(t, TaskState::failed, {}, std::move(error));
   }
 }
@@ -288,6 +290,7 @@ void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exc
   assert(!t.done());
   t.value_ = std::move(value);
   t.error_ = std::move(error);
+  t.time_returned_ = std::chrono::system_clock::now();
   set_state(t, state);
   (after_commit ? committing_ : finishing_).push_back(t.shared_from_this());
 }
@@ -306,9 +309,18 @@ void KernelCore::launch_or_recall(TaskRecord& t) {
     });
     return;
   }
-  if (const std::string* bytes = options_.memo->find(to_memo_key(t.spec_.memo_key)); bytes && !closed_) {
+  const MemoKey key = to_memo_key(t.spec_.memo_key);
+  if (const std::string* bytes = options_.memo->find(key); bytes && !closed_) {
     leave_table(t);
-    finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr);
+    options_.memo->record_recalled(key);
+    // task_exit: as a result just computed, the future completes once it is in this run's file.
+    finish(t, TaskState::memo_done, RemoteBytes{*bytes}, nullptr,
+           options_.memo->mode() == CheckpointMode::task_exit && options_.memo->has_unwritten());
+    return;
+  }
+  if (const std::exception_ptr* error = options_.memo->find_failure(key); error && !closed_) {
+    leave_table(t);
+    finish(t, TaskState::failed, {}, *error);  // not retried: each try would recall the same failure
     return;
   }
   launch(t);

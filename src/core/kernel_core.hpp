@@ -2,6 +2,8 @@
 // The dataflow kernel's state machine: task table, dependency counting, launches, retries,
 // joins, walltime timers. Single-threaded: only the DataFlowKernel's reactor thread (or a
 // unit test driving it with fake executors and a fake clock) may call it.
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <limits>
@@ -65,6 +67,11 @@ class KernelCore {
   std::size_t checkpoint();
 
   std::size_t live_tasks() const { return live_; }
+  // How many tasks are in state s now (Parsl's task_state_counts). A try that an executor
+  // marked running or running_ended counts as launched, the state the kernel gave it. Any thread.
+  std::int64_t tasks_in_state(TaskState s) const {
+    return state_counts_[static_cast<std::size_t>(s) + 1].load(std::memory_order_relaxed);
+  }
   bool has_executor(const std::string& label) const;
 
  private:
@@ -89,7 +96,17 @@ class KernelCore {
   void drain_finished();
   void finish_join(TaskRecord& t);
   std::size_t pick_executor(const TaskRecord& t);
-  static void set_state(TaskRecord& t, TaskState s) { t.state_.store(s, std::memory_order_release); }
+  static TaskState counted(TaskState s) {
+    return s == TaskState::running || s == TaskState::running_ended ? TaskState::launched : s;
+  }
+  void set_state(TaskRecord& t, TaskState s) {
+    const TaskState old = t.state_.load(std::memory_order_relaxed);
+    if (old != TaskState::unsched)
+      state_counts_[static_cast<std::size_t>(counted(old)) + 1].fetch_sub(1, std::memory_order_relaxed);
+    state_counts_[static_cast<std::size_t>(s) + 1].fetch_add(1, std::memory_order_relaxed);
+    t.state_.store(s, std::memory_order_release);
+  }
+  std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(TaskState::cancelled) + 2> state_counts_{};
 
   KernelOptions options_;
   std::vector<ExecutorPtr> executors_;

@@ -320,7 +320,24 @@ const std::string* MemoStore::find(const MemoKey& key) const {
 
 void MemoStore::record(const MemoKey& key, std::string bytes) {
   table_.insert_or_assign(key, std::move(bytes));
-  if (db_ && !broken_) unwritten_.push_back(key);
+  if (db_ && !broken_) {
+    unwritten_.push_back(key);
+    in_this_run_.insert(key);
+  }
+  failures_.erase(key);
+}
+
+void MemoStore::record_recalled(const MemoKey& key) {
+  if (db_ && !broken_ && in_this_run_.insert(key).second) unwritten_.push_back(key);
+}
+
+const std::exception_ptr* MemoStore::find_failure(const MemoKey& key) const {
+  auto it = failures_.find(key);
+  return it == failures_.end() ? nullptr : &it->second;
+}
+
+void MemoStore::record_failure(const MemoKey& key, std::exception_ptr error) {
+  failures_.insert_or_assign(key, std::move(error));
 }
 
 std::size_t MemoStore::write() {

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "pervade/dataflow_kernel.hpp"
@@ -49,6 +51,13 @@ class MemoStore {
   const std::string* find(const MemoKey& key) const;
   // Adds a result to the table and, when checkpointing, to the records of the next write.
   void record(const MemoKey& key, std::string bytes);
+  // As Parsl, a task that failed is memoized too, in memory only (never checkpointed): a later
+  // call with its key fails with the same exception, unless a result for the key is stored.
+  const std::exception_ptr* find_failure(const MemoKey& key) const;
+  // A stored result a task was answered with goes into this run's checkpoint too (as Parsl
+  // writes every memo hit), so the last run's checkpoint alone holds every result it used.
+  void record_recalled(const MemoKey& key);
+  void record_failure(const MemoKey& key, std::exception_ptr error);
   // Writes the records gathered since the last write in one transaction; returns how many.
   // An I/O error is reported on stderr once and checkpointing stops (the results stay in the
   // in-memory table): losing a checkpoint must not fail the tasks that produced it.
@@ -76,7 +85,9 @@ class MemoStore {
 
   CheckpointConfig config_;
   std::unordered_map<MemoKey, std::string, MemoKeyHash> table_;
+  std::unordered_map<MemoKey, std::exception_ptr, MemoKeyHash> failures_;
   std::vector<MemoKey> unwritten_;  // keys whose bytes are in table_ but not yet in the file
+  std::unordered_set<MemoKey, MemoKeyHash> in_this_run_;  // keys this run's file has or will have
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
   bool broken_ = false;

@@ -53,6 +53,23 @@ TEST(DataFlowKernel, ExceptionTravelsThroughFutureAndDependents) {
   EXPECT_EQ(dep.state(), TaskState::dep_fail);
 }
 
+TEST(DataFlowKernel, CountsTasksPerStateAndTimesThem) {
+  DataFlowKernel dfk;
+  auto bad = dfk.submit([]() -> int { throw std::invalid_argument("no good"); });
+  auto dep = dfk.submit([](int v) { return v + 1; }, bad);
+  auto dep2 = dfk.submit([](int v) { return v + 1; }, dep);
+  auto good = dfk.submit([] { return 1; });
+  EXPECT_NE(good.record()->time_invoked(), std::chrono::system_clock::time_point{});  // from submission on
+  dfk.wait_for_current_tasks();
+  EXPECT_EQ(dfk.tasks_in_state(TaskState::failed), 1);
+  EXPECT_EQ(dfk.tasks_in_state(TaskState::dep_fail), 2);
+  EXPECT_EQ(dfk.tasks_in_state(TaskState::exec_done), 1);
+  for (auto s : {TaskState::pending, TaskState::launched, TaskState::running, TaskState::fail_retryable})
+    EXPECT_EQ(dfk.tasks_in_state(s), 0) << static_cast<int>(s);
+  EXPECT_LE(good.record()->time_invoked(), good.record()->time_returned());
+  EXPECT_TRUE(dfk.wait_for_current_tasks(0s));
+}
+
 TEST(DataFlowKernel, RetriesEventuallySucceed) {
   std::atomic<int> calls{0};
   DataFlowKernel dfk(Config{.retries = 3});

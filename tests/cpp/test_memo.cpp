@@ -371,17 +371,27 @@ TEST_F(MemoKernelTest, SameKeyLaterIsMemoDoneWithoutRunning) {
   EXPECT_EQ(other->state(), TaskState::launched);
 }
 
-TEST_F(MemoKernelTest, FailuresAndUnserializableResultsAreNotRecorded) {
-  make(config("000"));
+TEST_F(MemoKernelTest, FailuresAreRecalledInMemoryAndNeverCheckpointed) {
+  make(config("000", CheckpointMode::task_exit));
   submit(key_bytes(1));
-  complete_next(Outcome::failure(std::make_exception_ptr(std::runtime_error("boom"))));
+  auto boom = std::make_exception_ptr(std::runtime_error("boom"));
+  complete_next(Outcome::failure(boom));
   core->flush();
   submit(key_bytes(2));
-  complete_next(Outcome::success(7));  // no bytes
+  complete_next(Outcome::success(7));  // no bytes: not recorded
   core->flush();
   EXPECT_EQ(store->size(), 0u);
-  submit(key_bytes(1));
+  auto again = submit(key_bytes(1));  // as Parsl: the same failure, without running
+  EXPECT_TRUE(ex->launched.empty());
+  EXPECT_EQ(again->state(), TaskState::failed);
+  EXPECT_EQ(again->error(), boom);
+  submit(key_bytes(2));
   EXPECT_EQ(ex->launched.size(), 1u);  // runs again
+  core.reset();
+  make(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  const auto launched = ex->launched.size();
+  submit(key_bytes(1));
+  EXPECT_EQ(ex->launched.size(), launched + 1);  // the failure was not in the checkpoint
 }
 
 TEST_F(MemoKernelTest, RestartAnswersFromTheCheckpoint) {
@@ -393,6 +403,23 @@ TEST_F(MemoKernelTest, RestartAnswersFromTheCheckpoint) {
   make(config("001", CheckpointMode::task_exit, {checkpoint_dir("000")}));
   for (int i = 0; i < 3; ++i) EXPECT_EQ(submit(key_bytes(i))->state(), TaskState::memo_done);
   EXPECT_TRUE(ex->launched.empty());
+}
+
+TEST_F(MemoKernelTest, RecalledResultsGoIntoThisRunsCheckpoint) {
+  make(config("000"));
+  submit(key_bytes(1));
+  complete_next(value_with_bytes("r1"));
+  core->flush();
+  core.reset();
+  make(config("001", CheckpointMode::task_exit, {checkpoint_dir("000")}));
+  EXPECT_EQ(submit(key_bytes(1))->state(), TaskState::memo_done);
+  EXPECT_EQ(submit(key_bytes(1))->state(), TaskState::memo_done);  // written once
+  core->flush();
+  core.reset();
+  detail::MemoStore reader(config("002", CheckpointMode::none, {checkpoint_dir("001")}));
+  ASSERT_NE(reader.find(key_of(1)), nullptr);  // the last run's checkpoint alone has it
+  EXPECT_EQ(*reader.find(key_of(1)), "r1");
+  EXPECT_EQ(reader.size(), 1u);
 }
 
 TEST_F(MemoKernelTest, KeyAskedOfTheBodyOnceDependenciesAreDone) {

@@ -12,6 +12,7 @@ from test_htex import htex, sleep_then, where  # noqa: F401 - htex is a fixture
 
 import pervade as parsl
 from pervade import bash_app, join_app, python_app
+from pervade.dataflow.states import States
 
 T = 60
 
@@ -61,7 +62,7 @@ def assert_cancelled(fut):
     with pytest.raises(concurrent.futures.CancelledError):
         fut.exception(timeout=T)
     assert fut.task_status() == "cancelled"
-    assert fut.task_record["status"] == "cancelled"
+    assert fut.task_record["status"] == States.cancelled
 
 
 def test_cancel_pending_task(load):

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import typeguard
 
 import pervade as parsl
 from pervade import bash_app, python_app
@@ -117,7 +118,8 @@ def test_reserved_internal_label(run_dir):
 
 
 def test_invalid_exit_mode(run_dir):
-    with pytest.raises(parsl.ConfigurationError):
+    # Parsl's Config is checked by typeguard: its TypeCheckError, as there.
+    with pytest.raises(typeguard.TypeCheckError):
         parsl.Config(exit_mode="sometimes", run_dir=run_dir)
 
 
@@ -154,22 +156,29 @@ def test_empty_executors_means_default(make_config):
     assert [e.label for e in cfg.executors] == ["threads"]
 
 
-@pytest.mark.parametrize("spec", [5, 0, -2, ("a", "w", "x"), ("a",), ("/tmp/x", "r"), ("/tmp/x", "rw"), 1.5, "",
-                                  ["/tmp/x"]])
-def test_invalid_stdout_spec_at_call_time(dfk, spec):
-    with pytest.raises(parsl.BadStdStreamFile):
-        echo("x", stdout=spec)
-    with pytest.raises(parsl.BadStdStreamFile):
-        echo("x", stderr=spec)
+@pytest.mark.parametrize("spec", [5, 0, -2, ("a", "w", "x"), ("a",), 1.5, ["/tmp/x"], ("a", None)])
+def test_wrongly_typed_stdout_spec_fails_the_future(dfk, spec):
+    # As Parsl: checked where the command runs, with typeguard's TypeCheckError.
+    with pytest.raises(typeguard.TypeCheckError):
+        echo("x", stdout=spec).result(timeout=T)
+    with pytest.raises(typeguard.TypeCheckError):
+        echo("x", stderr=spec).result(timeout=T)
 
 
-def test_invalid_stdout_spec_python_app(dfk):
+@pytest.mark.parametrize("spec", ["", ("{tmp}/x", "rw"), ("{tmp}/x", "badmode")])
+def test_unusable_stdout_spec_value_fails_the_future(dfk, tmp_path, spec):
+    spec = tuple(s.format(tmp=tmp_path) for s in spec) if isinstance(spec, tuple) else spec
+    with pytest.raises(parsl.BadStdStreamFile):
+        echo("x", stdout=spec).result(timeout=T)
+
+
+def test_python_app_stdout_spec_is_not_checked(dfk):
+    # Parsl only opens stdout/stderr for bash apps: a Python app gets the value as given.
     @python_app
     def with_stdout(stdout=None):
         return stdout
 
-    with pytest.raises(parsl.BadStdStreamFile):
-        with_stdout(stdout=("a", "b", "c"))
+    assert with_stdout(stdout=("a", "b", "c")).result(timeout=T) == ("a", "b", "c")
 
 
 def test_unopenable_stdout_fails_the_future(dfk):

@@ -170,11 +170,11 @@ def test_calls_without_futures_still_work(htex):
     assert echo(1, [2.5, "x"], k={"a": (1,)}).result(timeout=T) == ((1, [2.5, "x"]), {"k": {"a": (1,)}})
 
 
-def test_unpicklable_nested_argument_fails_at_the_call(htex):
+def test_unpicklable_nested_argument_fails_the_future(htex):
     with pytest.raises(TypeError, match="cannot serialize the arguments of echo"):
-        echo([{"lock": threading.Lock()}])
+        echo([{"lock": threading.Lock()}]).result(timeout=T)
     with pytest.raises(TypeError, match="cannot serialize the arguments of echo"):
-        echo([add(1, 2), threading.Lock()])
+        echo([add(1, 2), threading.Lock()]).result(timeout=T)
 
 
 @python_app(executors=["threads", "htex"])

@@ -7,6 +7,9 @@ import inspect
 import math
 import os
 from concurrent.futures import Future
+from typing import Tuple, Union
+
+import typeguard
 
 from .. import _native, memoization
 from ..data import DataFuture, File
@@ -17,32 +20,34 @@ from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashE
 
 AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs
 _RESERVED = ("stdout", "stderr", "walltime", "parsl_resource_specification", "outputs", "inputs")
-_STREAM_MODES = {"a": True, "a+": True, "w": False, "w+": False}
 # Keyword arguments that need work at call time; parsl_resource_specification does not.
 _SPECIAL = frozenset(("stdout", "stderr", "walltime", "outputs", "inputs"))
 
 
-def _std_spec(name: str, spec):
-    """Validates a stdout/stderr spec at call time; returns (path, append) or None."""
+@typeguard.typechecked
+def _std_path_mode(name: str,
+                   spec: Union[os.PathLike, str, Tuple[str, str], Tuple[os.PathLike, str]]) -> Tuple[str, str]:
+    """(path, open mode) of a bash app's stdout=/stderr= spec, as Parsl reads it on the worker:
+    a wrong type is typeguard's TypeCheckError."""
+    path, mode = (spec, "a+") if isinstance(spec, (str, os.PathLike)) else spec
+    path = os.fspath(path)  # a str, or bytes from a PathLike
+    return (path.decode() if isinstance(path, bytes) else path), mode
+
+
+def _open_std_stream(name: str, spec):
+    """Opens (and so creates or truncates) the file of a stdout=/stderr= spec as Parsl does,
+    then closes it: the command appends to it. Returns the path, or None without a spec."""
     if spec is None:
         return None
-    mode = "a"
-    if isinstance(spec, tuple):
-        if len(spec) != 2:
-            raise BadStdStreamFile(f"std descriptor {name} has incorrect tuple length {len(spec)}")
-        spec, mode = spec
-        if mode not in _STREAM_MODES:
-            raise BadStdStreamFile(f"{name} mode {mode!r} is not one of {sorted(_STREAM_MODES)}")
-    elif isinstance(spec, File):
-        mode = "w"
-    if isinstance(spec, bytes):
-        spec = spec.decode()
-    if not isinstance(spec, (str, os.PathLike)) or isinstance(spec, bool):
-        raise BadStdStreamFile(f"{name} must be a path, a (path, mode) tuple or AUTO_LOGNAME, got {spec!r}")
-    path = os.fspath(spec)
-    if not path:
-        raise BadStdStreamFile(f"{name} path is empty")
-    return path, _STREAM_MODES[mode]
+    path, mode = (os.fspath(spec), "w") if isinstance(spec, File) else _std_path_mode(name, spec)
+    try:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        open(path, mode).close()
+    except Exception as e:  # noqa: BLE001 - any reason the file cannot be used, as Parsl reports it
+        raise BadStdStreamFile(path) from e
+    return path
 
 
 class AppBase:
@@ -70,7 +75,8 @@ class AppBase:
         self._required_reserved = [k for k, v in self.kwargs.items() if v is inspect.Parameter.empty]
 
     def _prepare(self, args, kwargs):
-        """Merges defaults, validates reserved keywords; returns (dfk, kwargs, streams, reserved_id, memo)."""
+        """Merges defaults, validates reserved keywords; returns (dfk, kwargs, reserved_id, memo).
+        stdout/stderr specs are checked where the task runs (bash apps), as in Parsl."""
         dfk = self.data_flow_kernel or DataFlowKernelLoader.dfk()
         merged = {**self.kwargs, **kwargs} if self.kwargs else kwargs
         if self._required_reserved:
@@ -78,20 +84,14 @@ class AppBase:
                 if merged.get(key) is inspect.Parameter.empty:
                     del merged[key]
         reserved_id = -1
-        streams = {}
         ignore = self.ignore_for_cache
-        if "stdout" in merged or "stderr" in merged:
-            for name in ("stdout", "stderr"):
-                spec = merged.get(name)
-                if spec is None:
-                    continue
-                if isinstance(spec, int) and not isinstance(spec, bool) and spec == AUTO_LOGNAME:
-                    ignore = ignore + [name]  # a per-task path: the same call would never match
-                    if reserved_id < 0:
-                        reserved_id = dfk.reserve_task_id()
-                    spec = self._auto_logname(dfk, reserved_id, name, merged)
-                    merged[name] = spec
-                streams[name] = _std_spec(name, spec)
+        for name in ("stdout", "stderr"):
+            spec = merged.get(name)
+            if type(spec) is int and spec == AUTO_LOGNAME:
+                ignore = ignore + [name]  # a per-task path: the same call would never match
+                if reserved_id < 0:
+                    reserved_id = dfk.reserve_task_id()
+                merged[name] = self._auto_logname(dfk, reserved_id, name, merged)
         outputs = merged.get("outputs")
         if outputs is not None:
             if not isinstance(outputs, (list, tuple)) or not all(isinstance(f, File) for f in outputs):
@@ -103,7 +103,7 @@ class AppBase:
         if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
                                      or not 0 < walltime < math.inf):
             raise ValueError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
-        return dfk, merged, streams, reserved_id, self._memo(dfk, args, merged, ignore)
+        return dfk, merged, reserved_id, self._memo(dfk, args, merged, ignore)
 
     def _memo(self, dfk, args, kwargs, ignore):
         """The call's memo key (or a maker of it, with futures among the arguments), or None."""
@@ -113,7 +113,8 @@ class AppBase:
 
     def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
         if dfk.config.std_autopath is not None:
-            return dfk.config.std_autopath({"id": task_id, "func_name": self.__name__, "kwargs": kwargs}, name)
+            record = {"id": task_id, "func_name": self.__name__, "kwargs": kwargs, "try_id": 0}  # at submission
+            return dfk.config.std_autopath(record, name)
         label = kwargs.get("label")
         filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), self.__name__,
                                             "" if label is None else "_" + str(label), name)
@@ -148,8 +149,10 @@ class PythonApp(AppBase):
             if self.cache and dfk._memoize:
                 memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache)
             return dfk._submit_task(self.func, args, kwargs, self._labels, self.__name__, None, -1, None, None, memo)
-        dfk, kwargs, _, reserved_id, memo = self._prepare(args, kwargs)
-        body = functools.partial(_run_join, self.func, dfk) if self.join else self.func
+        dfk, kwargs, reserved_id, memo = self._prepare(args, kwargs)
+        # A join's body keeps the app's names, as Parsl's wrappers do (task_record["func"]).
+        body = functools.update_wrapper(functools.partial(_run_join, self.func, dfk), self.func) if self.join \
+            else self.func
         return self._submit(dfk, body, args, kwargs, reserved_id, memo)
 
 
@@ -164,13 +167,14 @@ class BashApp(AppBase):
             pass
 
     def __call__(self, *args, **kwargs):
-        dfk, kwargs, streams, reserved_id, memo = self._prepare(args, kwargs)
-        body = functools.partial(_run_bash, self.func, self.__name__, streams.get("stdout"), streams.get("stderr"))
+        dfk, kwargs, reserved_id, memo = self._prepare(args, kwargs)
+        body = functools.update_wrapper(functools.partial(_run_bash, self.func, self.__name__), self.func)
         return self._submit(dfk, body, args, kwargs, reserved_id, memo)
 
 
-def _run_bash(func, name, stdout, stderr, /, *args, **kwargs):
-    """Runs on a worker: asks the body for the command line, runs it, checks outputs."""
+def _run_bash(func, name, /, *args, **kwargs):
+    """Runs on a worker: asks the body for the command line, opens its stdout/stderr, runs it,
+    checks outputs."""
     try:
         command = func(*args, **kwargs)
     except AttributeError as e:
@@ -182,30 +186,19 @@ def _run_bash(func, name, stdout, stderr, /, *args, **kwargs):
         raise BashAppNoReturn(f"bash_app '{name}' returned None: its body must return the command line as a str")
     if not isinstance(command, str):
         raise TypeError(f"bash_app '{name}' must return the command line as a str, got {type(command).__name__}")
-    if stderr is not None:
-        _write_header(stderr, command)
-    # stderr already holds the header written above, so the command appends to it.
-    code = _native.run_shell(command, stdout[0] if stdout else "", stdout[1] if stdout else True,
-                             stderr[0] if stderr else "", True, float(kwargs.get("walltime") or 0))
+    stdout = _open_std_stream("stdout", kwargs.get("stdout"))
+    stderr = _open_std_stream("stderr", kwargs.get("stderr"))
+    if stderr is not None:  # Parsl writes the command line at the top of the stderr file
+        with open(stderr, "a") as f:
+            f.write(f"--> executable follows <--\n{command}\n--> end executable <--\n")
+    # The files were opened (created, or truncated for "w" modes) above: the command appends.
+    code = _native.run_shell(command, stdout or "", True, stderr or "", True, float(kwargs.get("walltime") or 0))
     if code != 0:
         raise BashExitFailure(name, code)
     missing = [f for f in kwargs.get("outputs") or () if not os.path.exists(f.filepath)]
     if missing:
         raise MissingOutputs(f"Missing outputs from app {name}", missing)
     return 0
-
-
-def _write_header(stderr, command):
-    """Parsl writes the command line at the top of the stderr file; so do we."""
-    path, append = stderr
-    try:
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(path, "a" if append else "w") as f:
-            f.write(f"--> executable follows <--\n{command}\n--> end executable <--\n")
-    except OSError as e:
-        raise BadStdStreamFile(f"{path}: {e}") from e
 
 
 def _run_join(func, dfk, *args, **kwargs):

@@ -8,7 +8,11 @@ import logging
 import os
 import pathlib
 import threading
-from concurrent.futures import Future
+from collections.abc import Mapping
+from concurrent.futures import Future, wait
+from typing import Optional
+
+import typeguard
 
 from .. import _native, logging_engine, memoization, serialize
 from ..config import Config
@@ -17,20 +21,38 @@ from ..errors import ConfigurationError, NoDataFlowKernelError
 from ..futures import AppFuture
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
 from ..logconfigs.file import FileLogging
+from .states import States
 
 logger = logging.getLogger(__name__)
 
 _NO_VALUE = object()  # plan entry: use the dependency's value
 
 
+class Unwrap:
+    """Plan entry of an argument in which a Config's dependency_resolver found futures: once they
+    are done, the argument is replaced by resolver.traverse_to_unwrap(argument)."""
+
+    __slots__ = ("unwrap", "value", "futures")
+
+    def __init__(self, unwrap, value, futures):
+        self.unwrap, self.value, self.futures = unwrap, value, futures
+
+    def __call__(self):
+        # The kernel runs a task once its dependencies are final in the engine; their Python
+        # futures are completed by the completion thread, which may not have got to them yet.
+        wait(self.futures)
+        return self.unwrap(self.value)
+
+
 def apply_plan(args, kwargs, plan, value_for):
     """Copies of args and kwargs with each planned position (a dependency's place: positional,
-    keyword, or in `inputs`) set to value_for(index, replacement)."""
+    keyword, or in `inputs`) set to value_for(index, replacement), or to the unwrapped argument
+    for an Unwrap entry."""
     args = list(args)
     kwargs = dict(kwargs) if kwargs else {}
     inputs = list(kwargs["inputs"]) if "inputs" in kwargs else None
     for kind, key, index, replacement in plan:
-        value = value_for(index, replacement)
+        value = replacement() if type(replacement) is Unwrap else value_for(index, replacement)
         if kind == 0:
             args[key] = value
         elif kind == 1:
@@ -99,7 +121,8 @@ class DataFlowKernel:
             self._undo_logging()
             raise
         self._lock = threading.Lock()
-        self.cleanup_called = False
+        self.cleanup_called = False  # set when cleanup() starts
+        self._cleaned_up = False  # set when it has finished
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
 
@@ -118,12 +141,21 @@ class DataFlowKernel:
         natives = [e._native_executor() for e in config.executors]
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        # None: pervade's own search (Parsl's shallow one on threads; any depth for pool-only
+        # apps); a resolver given in the Config decides alone, on every executor.
+        self.dependency_resolver = config.dependency_resolver
+        # id -> AppFuture of each task not yet final (every task without garbage_collect): the
+        # engine lists and unlists them; dfk.tasks shows their records.
+        self._task_futures = {}
         # May raise BadCheckpoint (a checkpoint file that cannot be read).
         self._kernel = _native.Kernel(natives, config.retries, config.retry_handler,
                                       config.internal_tasks_max_threads,
                                       memo.native_options(self.run_dir, config.run_dir),
                                       max_unfinished_tasks=config.max_unfinished_tasks or 0,
-                                      observers=[self._log_observer] if self._log_observer else [])
+                                      observers=[self._log_observer] if self._log_observer else [],
+                                      tasks=self._task_futures, garbage_collect=bool(config.garbage_collect))
+        self.memoizer = memo
+        memo._dfk = self  # for memoizer.checkpoint()
 
     def _initialize_logging(self, setting):
         """Sets up this run's logging as Config(initialize_logging=) says (docs/logging.md) and
@@ -171,33 +203,63 @@ class DataFlowKernel:
         """The apps' path (positional, no checks the app already made): kept lean, it runs per call."""
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
-        fut = AppFuture(self, name, stdout, stderr)
+        fut = AppFuture(self, func, stdout, stderr)
         deps = plan = encoded = None
-        if self._remote_labels and (self._all_remote if labels is None
-                                    else all(label in self._remote_labels for label in labels)):
-            # Only pools can run it: pickled now (unpicklable arguments fail here, in the caller),
-            # and every future met while pickling, at any depth, is a dependency.
-            encoded, futures = serialize.encode_call_finding_futures(func, args, kwargs, name)
-            if futures:
-                deps = [self._dependency_handle(f) for f in futures]
-            args, kwargs = (), None  # the payload has them; the task never runs in this process
+        if self.dependency_resolver is not None:
+            deps, plan = self._resolve_dependencies(args, kwargs)
         else:
-            # As Parsl: futures as positional or keyword arguments and in inputs=.
-            for i, a in enumerate(args):
-                if isinstance(a, Future):
-                    deps, plan = self._add_dependency(deps, plan, a, 0, i)
-            if kwargs:
-                for k, v in kwargs.items():
-                    if isinstance(v, Future):
-                        deps, plan = self._add_dependency(deps, plan, v, 1, k)
-                inputs = kwargs.get("inputs")
-                if inputs:
-                    for i, v in enumerate(inputs):
+            if self._remote_labels and (self._all_remote if labels is None
+                                        else all(label in self._remote_labels for label in labels)):
+                # Only pools can run it: pickled now, and every future met while pickling, at any
+                # depth, is a dependency. Arguments that cannot be pickled fail the future instead
+                # (as in Parsl): the call is then encoded at launch, where that error is reported.
+                try:
+                    encoded, futures = serialize.encode_call_finding_futures(func, args, kwargs, name)
+                except TypeError:
+                    pass
+                else:
+                    if futures:
+                        deps = [self._dependency_handle(f) for f in futures]
+                    args, kwargs = (), None  # the payload has them; the task never runs in this process
+            if encoded is None:
+                # As Parsl: futures as positional or keyword arguments and in inputs=.
+                for i, a in enumerate(args):
+                    if isinstance(a, Future):
+                        deps, plan = self._add_dependency(deps, plan, a, 0, i)
+                if kwargs:
+                    for k, v in kwargs.items():
                         if isinstance(v, Future):
-                            deps, plan = self._add_dependency(deps, plan, v, 2, i)
+                            deps, plan = self._add_dependency(deps, plan, v, 1, k)
+                    inputs = kwargs.get("inputs")
+                    if inputs:
+                        for i, v in enumerate(inputs):
+                            if isinstance(v, Future):
+                                deps, plan = self._add_dependency(deps, plan, v, 2, i)
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
                                           reserved_id, encoded, memo)
         return fut
+
+    def _resolve_dependencies(self, args, kwargs):
+        """(deps, plan) as the Config's dependency_resolver finds them: in each positional and
+        keyword argument and each item of inputs=, as Parsl searches."""
+        deps = plan = None
+        gather, unwrap = self.dependency_resolver.traverse_to_gather, self.dependency_resolver.traverse_to_unwrap
+        places = [(0, i, a) for i, a in enumerate(args)]
+        if kwargs:
+            places += [(1, k, v) for k, v in kwargs.items()]
+            places += [(2, i, v) for i, v in enumerate(kwargs.get("inputs") or ())]
+        for kind, key, value in places:
+            futures = gather(value)
+            if not futures:
+                continue
+            if len(futures) == 1 and futures[0] is value:  # the argument is the future: its value
+                deps, plan = self._add_dependency(deps, plan, value, kind, key)
+                continue
+            if deps is None:
+                deps, plan = [], []
+            plan.append((kind, key, -1, Unwrap(unwrap, value, futures)))
+            deps.extend(self._dependency_handle(f) for f in futures)
+        return deps, plan
 
     def _add_dependency(self, deps, plan, future, kind, key):
         if deps is None:
@@ -229,7 +291,8 @@ class DataFlowKernel:
             try:
                 value = f.result()
             except BaseException as exc:  # noqa: BLE001 - handed to the kernel as the failure
-                kernel.complete_external(handle, None, exc)
+                # Named by its repr now, as failed (Parsl renders it when the dependent fails).
+                kernel.complete_external(handle, None, exc, repr(f))
             else:
                 kernel.complete_external(handle, value, None)
 
@@ -252,22 +315,30 @@ class DataFlowKernel:
 
     def cleanup(self) -> None:
         """Stops the kernel: tasks not yet launched fail with DataFlowKernelClosed, running ones
-        finish, all engine threads are joined. Idempotent."""
+        finish, all engine threads are joined. Idempotent. A signal handler that raises (Ctrl-C)
+        interrupts the wait; the engine's cleanup goes on, and calling cleanup() again waits
+        for it and finishes the job."""
         with self._lock:
-            if self.cleanup_called:
+            if self._cleaned_up:
                 return
-            self.cleanup_called = True
-        logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
-        self._shutdown_engine()
+            first = not self.cleanup_called
+            self.cleanup_called = True  # no more submissions
+        if first:
+            logger.info("DataFlowKernel cleanup: %d tasks outstanding", self._kernel.outstanding)
+        self._kernel.cleanup()
+        with self._lock:
+            if self._cleaned_up:
+                return
+            self._cleaned_up = True
+        self._shutdown_executors()
         atexit.unregister(self.atexit_cleanup)
         if DataFlowKernelLoader._dfk is self:
             DataFlowKernelLoader.clear()
         logger.info("DFK cleanup complete")
         self._undo_logging()
 
-    def _shutdown_engine(self) -> None:
-        self._kernel.cleanup()
-        for e in self.config.executors:  # then what the executors started outside the engine (blocks)
+    def _shutdown_executors(self) -> None:
+        for e in self.config.executors:  # what the executors started outside the engine (blocks)
             try:
                 e.shutdown()
             except Exception:  # noqa: BLE001 - keep stopping the others
@@ -275,13 +346,25 @@ class DataFlowKernel:
 
     def atexit_cleanup(self) -> None:
         # Unlike Parsl, clean up at exit: no engine thread may outlive the interpreter.
-        if not self.cleanup_called:
+        if not self._cleaned_up:
             logger.warning("Python is exiting with a DataFlowKernel still running; cleaning up")
             self.cleanup()
 
     @property
     def outstanding_tasks(self) -> int:
         return self._kernel.outstanding
+
+    @property
+    def tasks(self) -> Mapping:
+        """Parsl's dfk.tasks: task id -> task record (AppFuture.task_record) of each task not yet
+        final; with Config(garbage_collect=False), of every task."""
+        return TaskRecords(self._task_futures)
+
+    @property
+    def task_state_counts(self) -> dict:
+        """Parsl's dfk.task_state_counts: States member -> how many tasks are in that state now."""
+        counts = self._kernel.task_state_counts()
+        return {state: counts.get(state.value, 0) for state in States}
 
     def __enter__(self):
         return self
@@ -296,6 +379,22 @@ class DataFlowKernel:
         return None
 
 
+class TaskRecords(Mapping):
+    """A read-only view of a kernel's tasks: each record is made when it is looked up."""
+
+    def __init__(self, futures: dict):
+        self._futures = futures
+
+    def __getitem__(self, task_id):
+        return self._futures[task_id].task_record
+
+    def __iter__(self):
+        return iter(list(self._futures))  # a snapshot: tasks finish meanwhile
+
+    def __len__(self):
+        return len(self._futures)
+
+
 class DataFlowKernelLoader:
     """Holds the global DataFlowKernel used by apps that were not given one."""
 
@@ -303,8 +402,9 @@ class DataFlowKernelLoader:
 
     @classmethod
     def load(cls, config: Config | None = None) -> DataFlowKernel:
+        typeguard.check_type(config, Optional[Config])  # as Parsl's typechecked load()
         if cls._dfk is not None:
-            raise ConfigurationError("Config has already been loaded: call clear() (or cleanup()) before loading again")
+            raise ConfigurationError("Config has already been loaded")
         cls._dfk = DataFlowKernel(config if config is not None else Config())
         return cls._dfk
 
@@ -315,8 +415,7 @@ class DataFlowKernelLoader:
     @classmethod
     def dfk(cls) -> DataFlowKernel:
         if cls._dfk is None:
-            raise NoDataFlowKernelError(
-                "Must first load config: call pervade.load(config) (parsl.load) before calling an app")
+            raise NoDataFlowKernelError("Must first load config")
         return cls._dfk
 
     @classmethod

@@ -42,6 +42,9 @@ class JobState(enum.IntEnum):
         return self in (JobState.CANCELLED, JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT,
                         JobState.MISSING, JobState.SCALED_IN)
 
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"  # Parsl's text
+
 
 class JobStatus:
     """State of one job, with the scheduler's message and (once it ended) its exit code."""
@@ -56,9 +59,17 @@ class JobStatus:
     def terminal(self) -> bool:
         return self.state.terminal
 
+    @property
+    def status_name(self) -> str:
+        return self.state.name
+
+    # Parsl's repr and str (an empty message counts as none).
     def __repr__(self) -> str:
-        extra = f", exit_code={self.exit_code}" if self.exit_code is not None else ""
-        return f"JobStatus({self.state.name}{extra}, {self.message!r})"
+        extra = f"state={self.state} message={self.message}" if self.message else f"state={self.state}"
+        return f"<{type(self).__module__}.{type(self).__qualname__} object at {hex(id(self))}, {extra}>"
+
+    def __str__(self) -> str:
+        return f"{self.state} ({self.message})" if self.message else f"{self.state}"
 
 
 def _check_blocks(owner: str, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout):
