@@ -105,3 +105,18 @@ def test_many_big_results_at_once(htex):
     for k, future in enumerate(futures):
         assert future.result(timeout=T) == expected(2 * MB, seed=k)
     assert os.getpid()  # the driver is still here: nothing crashed on the way
+
+
+@python_app(executors=["htex"], cache=True)
+def cached(size):
+    return b"c" * size
+
+
+def test_a_big_result_is_not_memoized_and_its_call_runs_again(htex):
+    # docs/python.md, "Differences from Parsl": out-of-band buffers are not in the memo table.
+    assert cached(10).result(timeout=T) == b"c" * 10
+    small = cached(10)
+    assert small.result(timeout=T) == b"c" * 10 and small.task_status() == "memo_done"
+    assert cached(MB).result(timeout=T) == b"c" * MB
+    big = cached(MB)
+    assert big.result(timeout=T) == b"c" * MB and big.task_status() == "exec_done"
