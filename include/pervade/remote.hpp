@@ -39,6 +39,9 @@ struct RemoteTask {
 // decoded only where a value is needed (a Python future).
 struct RemoteBytes {
   std::string bytes;
+  // A big result's out-of-band buffers (pickle protocol 5), in the ZeroMQ frames they arrived
+  // in; `bytes` alone cannot be unpickled then. Empty for most results.
+  std::vector<SharedBuffer> buffers = {};
 };
 
 // The task raised on the worker; payload is the serialized (exception, traceback text).

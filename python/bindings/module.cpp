@@ -11,6 +11,7 @@
 //  * Python references held by engine objects are dropped without the GIL by deferring the
 //    decref to the next thread that holds it.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
@@ -266,10 +267,28 @@ nb::object describe_failures(const PropagatedError::Failures& failed) {
   return out;
 }
 
+// Read-only memoryviews over a big result's out-of-band buffers (the ZeroMQ frames they
+// arrived in, not copied), each keeping its frame alive as long as the view or what unpickling
+// made of it lives.
+nb::list buffer_views(const std::vector<SharedBuffer>& buffers) {
+  nb::list out;
+  for (const SharedBuffer& b : buffers) {
+    auto* owner = new SharedBuffer(b);
+    nb::capsule keep(owner, [](void* p) noexcept { delete static_cast<SharedBuffer*>(p); });
+    const std::size_t shape[1] = {b.size};
+    nb::ndarray<nb::memview, nb::ro, std::uint8_t, nb::ndim<1>> view(b.data, 1, shape, keep);
+    out.append(nb::cast(view));
+  }
+  return out;
+}
+
 nb::object to_python(const std::any& v) {
   if (!v.has_value()) return nb::none();
   if (const auto* p = std::any_cast<PyValuePtr>(&v)) return nb::borrow((*p)->ref.get());
-  if (const auto* r = std::any_cast<RemoteBytes>(&v)) return serialize_module().attr("deserialize")(as_bytes(r->bytes));
+  if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
+    if (r->buffers.empty()) return serialize_module().attr("deserialize")(as_bytes(r->bytes));
+    return serialize_module().attr("deserialize")(as_bytes(r->bytes), buffer_views(r->buffers));
+  }
   if (const auto* l = std::any_cast<ValueList>(&v)) {
     nb::list out;
     for (const auto& item : l->values) out.append(to_python(item));
@@ -291,7 +310,8 @@ nb::object result_to_python(const std::any& v) {
   static PyObject* pickled = nullptr;  // leaked on purpose, as the modules above
   if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
     if (!pickled) pickled = nb::object(nb::module_::import_("pervade.futures").attr("PickledResult")).release().ptr();
-    return nb::borrow(pickled)(as_bytes(r->bytes));
+    if (r->buffers.empty()) return nb::borrow(pickled)(as_bytes(r->bytes));
+    return nb::borrow(pickled)(as_bytes(r->bytes), buffer_views(r->buffers));
   }
   return to_python(v);
 }
@@ -480,11 +500,15 @@ std::string serialize_for_memo(PyObject* result) {
 // Runs on the HighThroughputExecutor's encoder thread: pickles the call once, and forwards
 // dependency results that came from pools as the bytes they arrived as.
 // An input a follower waits for is left empty: its pool fills it in.
+// A big result with out-of-band buffers is not forwarded as bytes: inputs have no buffers, so
+// encode_remote() pickles its value again, in band (docs/htex.md, "Big results").
 bool PyTask::encode_remote_now(const TaskContext& ctx, RemoteTask* out) {
   if (!encoded_) return false;
-  for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
-    if (ctx.dependency_done(i) && !std::any_cast<RemoteBytes>(&ctx.dependency(i)))
-      return false;  // a local value: pickling needs the GIL
+  for (std::size_t i = 0; i < ctx.dependency_count(); ++i) {
+    if (!ctx.dependency_done(i)) continue;
+    const auto* remote = std::any_cast<RemoteBytes>(&ctx.dependency(i));
+    if (!remote || !remote->buffers.empty()) return false;  // pickling needs the GIL
+  }
   *out = *encoded_;  // a copy: a retry sends the same bytes (the arguments are not kept)
   for (std::size_t i = 0; i < ctx.dependency_count(); ++i)
     out->inputs.push_back(ctx.dependency_done(i) ? std::any_cast<const RemoteBytes&>(ctx.dependency(i)).bytes
@@ -500,7 +524,7 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
     std::vector<std::string> inputs;
     for (std::size_t i = 0; i < ctx.dependency_count(); ++i) {
       const std::any& v = ctx.dependency(i);
-      if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
+      if (const auto* r = std::any_cast<RemoteBytes>(&v); r && r->buffers.empty()) {
         inputs.push_back(r->bytes);
       } else {
         nb::bytes b = nb::cast<nb::bytes>(serialize.attr("serialize_value")(to_python(v)));

@@ -21,17 +21,18 @@ class PickledResult:
     this, and result() unpickles it on first use: a result that only feeds remote dependents is
     forwarded as bytes and never unpickled in the driver."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, buffers=None):
         self.data = data
+        self.buffers = buffers  # a big result's out-of-band buffers: memoryviews over its frames
 
     def load(self):
         state = self.__dict__
-        data = self.data  # read before the value: a loader stores the value, then drops data
+        data, buffers = self.data, self.buffers  # read before the value: a loader stores it, then drops these
         value = state.get("value", _MISSING)
         if value is _MISSING:
             # Two threads may load at once: dict.setdefault is atomic, the first value stored wins.
-            value = state.setdefault("value", pickle.loads(data))
-            self.data = None
+            value = state.setdefault("value", pickle.loads(data, buffers=buffers))
+            self.data = self.buffers = None
         return value
 
 

@@ -504,8 +504,18 @@ def serialize_value(value) -> bytes:
     return _dumps(value)
 
 
-def deserialize(data):
-    return pickle.loads(data)
+def serialize_result(value):
+    """A task's return value on a worker: (pickle bytes, out-of-band buffers). A bytes,
+    bytearray or C-contiguous memoryview of at least 64 KiB goes out of band, as a big argument
+    does (its buffer travels as a frame of its own); other values have no buffers."""
+    if type(value) in _BUFFER_TYPES and _goes_out_of_band(value):
+        buffers = []
+        return pickle.dumps(_OutOfBand(value), protocol=PROTOCOL, buffer_callback=_collector(buffers)), buffers
+    return _dumps(value), ()
+
+
+def deserialize(data, buffers=None):
+    return pickle.loads(data, buffers=buffers)
 
 
 def _loadable(data: bytes) -> bool:

@@ -5,7 +5,8 @@
 Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
 msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
 answers each TASK [1, task_id, fn_hash, fn, payload, inputs, after, buffer_sizes] (the raw
-bytes of the out-of-band buffers follow the frame) with RESULT [3, task_id, status, payload].
+bytes of the out-of-band buffers follow the frame) with RESULT [3, task_id, status, payload,
+buffer_sizes] (a big bytes-like result's buffer follows it the same way).
 A TASK with `after` pairs [input, task_id] is a follower: input `input` is the value of this
 worker's previous task `task_id`, still in memory; if that task did not succeed here (or its
 value was not kept), the follower is answered with status 4 (not started). EXIT [4] or the end
@@ -31,14 +32,14 @@ import sys
 import msgpack
 
 from . import parsl_imports
-from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_value)
+from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
 logger = logging.getLogger("pervade.worker")
 
 TASK, READY, RESULT, EXIT = 1, 2, 3, 4
 SUCCESS, FAILED, NOT_STARTED = 0, 1, 4
-_KEEP_VALUE_BELOW = 1 << 24  # results up to this pickled size stay in memory for a follower
+_KEEP_VALUE_BELOW = 1 << 24  # results up to this pickled size (buffers included) stay in memory for a follower
 EXIT_OK, EXIT_PROTOCOL = 0, 2
 
 _HEADER = struct.Struct("<I")
@@ -155,7 +156,8 @@ class _Connection:
                 raise ProtocolError(f"connection closed in the middle of a frame ({length - left} of {length} bytes)")
         return b"".join(pieces)
 
-    def write(self, message) -> None:
+    def write(self, message, buffers=()) -> None:
+        """One frame, then the raw bytes of its out-of-band buffers (sent from their memory)."""
         body = self._packer.pack(message)
         header = _HEADER.pack(len(body))
         if len(body) < _SMALL_FRAME:
@@ -163,6 +165,8 @@ class _Connection:
         else:
             self.sock.sendall(header)
             self.sock.sendall(body)
+        for buffer in buffers:
+            self.sock.sendall(buffer)
 
     def close(self) -> None:
         self.sock.close()
@@ -225,13 +229,17 @@ class Worker:
                             self.last = None
                             if fn is not None:
                                 self._keep_function(fn_hash, fn)  # later tasks carry only the hash
-                            write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed on this worker"])
+                            write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed on this worker", []])
                             continue
                     self.last = None
-                    status, result = run(task_id, fn_hash, fn, payload, inputs, buffers)
+                    status, result, result_buffers = run(task_id, fn_hash, fn, payload, inputs, buffers)
                     del buffers
                     _flush_std_streams()
-                    write([RESULT, task_id, status, result])
+                    if result_buffers:
+                        write([RESULT, task_id, status, result, [b.nbytes for b in result_buffers]], result_buffers)
+                        del result_buffers
+                    else:
+                        write([RESULT, task_id, status, result, []])
                 elif kind == EXIT:
                     return EXIT_OK
                 else:
@@ -277,7 +285,8 @@ class Worker:
         return fn
 
     def run(self, task_id, fn_hash, fn_bytes, payload, inputs, buffers=()):
-        """Runs one task; returns (status, payload bytes). Never raises for the task's sake."""
+        """Runs one task; returns (status, payload bytes, out-of-band buffers of the payload).
+        Never raises for the task's sake."""
         fn = None
         try:
             fn = self.functions.get(fn_hash)
@@ -289,9 +298,9 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
                 raise
-            return FAILED, serialize_exception(e, format_traceback(e, _task_frames(e.__traceback__)))
+            return FAILED, serialize_exception(e, format_traceback(e, _task_frames(e.__traceback__))), ()
         try:
-            data = serialize_value(result)
+            data, result_buffers = serialize_result(result)
         except BaseException as e:  # noqa: BLE001 - reported as the task's failure
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -299,10 +308,10 @@ class Worker:
             error = TypeError(f"the result of task {task_id} ({name}) could not be pickled: it is a "
                               f"{type(result).__qualname__} object, and pickling failed with "
                               f"{type(e).__name__}: {e}")
-            return FAILED, serialize_exception(error, format_traceback(e))
-        if len(data) < _KEEP_VALUE_BELOW:
+            return FAILED, serialize_exception(error, format_traceback(e)), ()
+        if (len(data) + sum(b.nbytes for b in result_buffers) if result_buffers else len(data)) < _KEEP_VALUE_BELOW:
             self.last = (task_id, result)
-        return SUCCESS, data
+        return SUCCESS, data, result_buffers
 
 
 def _task_frames(tb):

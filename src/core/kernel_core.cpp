@@ -347,9 +347,11 @@ void KernelCore::finish_success(TaskRecord& t, Outcome& out) {
   MemoStore* memo = options_.memo;
   if (!memo || t.spec_.memo_key.empty()) return finish(t, TaskState::exec_done, std::move(out.value), nullptr);
   // Results that arrived from a pool are already bytes; a local body serialized its own.
+  // A result with out-of-band buffers (a big bytes-like value) is not memoized: its bytes
+  // alone do not unpickle (docs/htex.md, "Big results").
   std::string bytes;
   if (const auto* remote = std::any_cast<RemoteBytes>(&out.value))
-    bytes = remote->bytes;
+    bytes = remote->buffers.empty() ? remote->bytes : std::string();
   else
     bytes = std::move(out.serialized);
   if (bytes.empty()) return finish(t, TaskState::exec_done, std::move(out.value), nullptr);

@@ -208,7 +208,8 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     pool.in_flight.erase(it);
     owner_.erase(result.task_id);
     remember_owner(result.task_id, pool.identity);
-    completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
+    completed_.push_back(
+        Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
   }
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {

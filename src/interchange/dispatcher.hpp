@@ -69,6 +69,7 @@ struct Completed {
   int status = protocol::kStatusOk;
   protocol::Bytes payload;
   bool manager_lost = false;  // the pool holding it was lost; payload is the reason
+  std::vector<protocol::SharedBuffer> buffers = {};  // the result's out-of-band buffers (its frames)
 };
 
 struct PoolEvent {

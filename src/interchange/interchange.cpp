@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <system_error>
 #include <thread>
@@ -230,23 +231,26 @@ struct Interchange::Impl {
   // as that lasts (10,000 pools noticed lost pools 10 s late). What is left is read next round.
   void receive_all(zmq::socket_t& socket) {
     for (int n = 0; n < kMessagesPerRound; ++n) {
-      zmq::message_t identity, body;
+      zmq::message_t identity;
+      auto body = std::make_shared<zmq::message_t>();
       if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
-      bool complete = identity.more() && socket.recv(body, zmq::recv_flags::none);
-      // Any extra frames belong to a broken peer: consume them.
-      for (bool more = complete && body.more(); more;) {
-        zmq::message_t extra;
-        if (!socket.recv(extra, zmq::recv_flags::none)) break;
-        more = extra.more();
-        complete = false;
-      }
+      bool complete = identity.more() && socket.recv(*body, zmq::recv_flags::none);
       if (!complete) continue;
+      // The frames after the body are the out-of-band buffers of its results: they stay in
+      // ZeroMQ's messages, which the results share up to the Python value (no copy).
+      std::vector<protocol::SharedBuffer> frames{{body, static_cast<const char*>(body->data()), body->size()}};
+      for (bool more = body->more(); more;) {
+        auto extra = std::make_shared<zmq::message_t>();
+        if (!socket.recv(*extra, zmq::recv_flags::none)) break;  // the rest of a message is always there
+        more = extra->more();
+        frames.push_back({extra, static_cast<const char*>(extra->data()), extra->size()});
+      }
       std::string error;
-      auto decoded = protocol::decode_pool_message(static_cast<const char*>(body.data()), body.size(), &error);
+      auto decoded = protocol::decode_pool_message(frames, &error);
       if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
       std::string id = identity.to_string();
       route[id] = &socket;
-      if (const int fd = zmq_msg_get(body.handle(), ZMQ_SRCFD); fd >= 0)
+      if (const int fd = zmq_msg_get(body->handle(), ZMQ_SRCFD); fd >= 0)
         note_link(fd, id, !std::holds_alternative<protocol::Results>(*decoded));
       dispatcher.on_message(id, std::move(*decoded), Clock::now());
     }

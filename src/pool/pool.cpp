@@ -602,6 +602,15 @@ struct Worker {
   std::uint64_t last_task = 0;
   std::optional<proto::Bytes> last_value;  // when that task succeeded with a small result
   OutQueue out;  // bytes not yet written to the socket
+  // A RESULT whose out-of-band buffers are being read, straight into the ZeroMQ messages that
+  // carry them on to the interchange: buffers[next] has `filled` bytes (those before it are
+  // complete; a buffer has data once its message is allocated).
+  struct IncomingResult {
+    proto::WorkerResult result;
+    std::size_t next = 0;
+    std::size_t filled = 0;
+  };
+  std::optional<IncomingResult> incoming;
 };
 
 template <class... Ts>
@@ -1003,21 +1012,40 @@ class Pool {
 
   // ---------------------------------------------------------------- interchange link
   void send_to_interchange(const proto::PoolMessage& m) {
-    outq_.push_back(proto::encode(m));
+    outq_.push_back(Outgoing{proto::encode(m), proto::out_of_band_frames(m)});
     flush_outq();
   }
 
   void flush_outq() {
     while (!outq_.empty()) {
-      zmq::message_t msg(outq_.front().data(), outq_.front().size());
+      const Outgoing& o = outq_.front();
+      zmq::message_t msg(o.body.data(), o.body.size());
       zmq::send_result_t r;
       try {
-        r = dealer_.send(msg, zmq::send_flags::dontwait);
+        r = dealer_.send(msg, o.frames.empty() ? zmq::send_flags::dontwait
+                                               : zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
       }
       if (!r) return;  // high-water mark: wait for POLLOUT
+      // ZeroMQ took the first frame, so it takes the rest of the message (the high-water mark
+      // counts whole messages). The buffers are sent from the messages they were read into.
+      for (std::size_t i = 0; i < o.frames.size(); ++i) {
+        auto* shared = new proto::SharedBuffer(o.frames[i]);
+        zmq::message_t frame(
+            const_cast<char*>(shared->data), shared->size,
+            [](void*, void* owner) { delete static_cast<proto::SharedBuffer*>(owner); }, shared);
+        const auto flags = i + 1 < o.frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+        while (true) {
+          try {
+            (void)dealer_.send(frame, flags);
+            break;
+          } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+          }
+        }
+      }
       outq_.pop_front();
       last_send_ = Clock::now();
     }
@@ -1135,11 +1163,15 @@ class Pool {
 
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed, go back to the driver as not started).
-  void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {}) {
+  // A value with out-of-band buffers is not held here (its payload alone is not the value): the
+  // followers held for it go back as not started.
+  void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {},
+              std::vector<proto::SharedBuffer> buffers = {}) {
     log_debug("task {} finished with status {}", task_id, status);
     if (!followers_.empty())
-      release_followers(task_id, succeeded.value_or(status == proto::kStatusOk) ? &payload : nullptr);
-    results_.push_back(proto::TaskResult{task_id, status, std::move(payload)});
+      release_followers(task_id,
+                        succeeded.value_or(status == proto::kStatusOk) && buffers.empty() ? &payload : nullptr);
+    results_.push_back(proto::TaskResult{task_id, status, std::move(payload), std::move(buffers)});
   }
 
   // ---------------------------------------------------------------- followers
@@ -1190,7 +1222,8 @@ class Pool {
       proto::Task& t = *it;
       follower_of_.erase(t.task_id);
       if (!value) {
-        report(t.task_id, proto::kStatusNotStarted, fmt::format("task {} it follows did not succeed", task_id));
+        report(t.task_id, proto::kStatusNotStarted,
+               fmt::format("task {} it follows did not succeed, or its value has out-of-band buffers", task_id));
         continue;
       }
       std::erase_if(t.after, [&](const proto::After& a) {
@@ -1393,6 +1426,7 @@ class Pool {
     w.pid = pid;
     w.fd = std::move(ours);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
+    w.incoming.reset();
     w.ready = false;
     w.dying = false;
     w.kill_reason.clear();
@@ -1518,33 +1552,86 @@ class Pool {
   void read_worker(Worker& w) {
     char buf[65536];
     while (w.fd.valid()) {
+      if (w.incoming) {
+        if (!read_result_buffers(w)) return;
+        parse_frames(w);
+        continue;
+      }
       const ssize_t n = ::recv(w.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
       if (n > 0) {
         w.reader.feed(buf, static_cast<std::size_t>(n));
-        while (w.fd.valid()) {
-          proto::Bytes body;
-          bool broken = false;
-          if (!w.reader.next(&body, &broken)) {
-            if (broken) kill_worker(w, "sent a frame longer than the limit (malformed length prefix)");
-            break;
-          }
-          on_worker_frame(w, body);
-        }
+        parse_frames(w);
         continue;
       }
-      if (n == 0 || errno == ECONNRESET) {  // ECONNRESET: it closed with unread data
-        // End of the connection: the worker is most likely exiting (reaped on SIGCHLD, with
-        // its own exit status); if it lingers, it is killed after kEofGrace.
-        w.fd.reset();
-        w.out.clear();
-        if (!w.dying) w.kill_at = Clock::now() + kEofGrace;
+      if (!recv_again(w, n)) return;
+    }
+  }
+
+  // The complete frames the reader holds, up to a RESULT whose buffers are still to be read.
+  void parse_frames(Worker& w) {
+    while (w.fd.valid() && !w.incoming) {
+      proto::Bytes body;
+      bool broken = false;
+      if (!w.reader.next(&body, &broken)) {
+        if (broken) kill_worker(w, "sent a frame longer than the limit (malformed length prefix)");
         return;
       }
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      kill_worker(w, fmt::format("reading its socket failed: {}", os_error(errno)));
-      return;
+      on_worker_frame(w, body);
     }
+  }
+
+  // After a recv() from the worker's socket that gave n <= 0: true to call it again (EINTR).
+  bool recv_again(Worker& w, ssize_t n) {
+    if (n == 0 || errno == ECONNRESET) {  // ECONNRESET: it closed with unread data
+      // End of the connection: the worker is most likely exiting (reaped on SIGCHLD, with
+      // its own exit status); if it lingers, it is killed after kEofGrace.
+      w.fd.reset();
+      w.out.clear();
+      if (!w.dying) w.kill_at = Clock::now() + kEofGrace;
+      return false;
+    }
+    if (errno == EINTR) return true;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    kill_worker(w, fmt::format("reading its socket failed: {}", os_error(errno)));
+    return false;
+  }
+
+  // The raw bytes of w.incoming's buffers: what the frame reader holds first, then straight
+  // from the socket into each buffer's ZeroMQ message (the only copy the pool makes). True
+  // when the result is complete (and reported) or recv() is to be called again.
+  bool read_result_buffers(Worker& w) {
+    Worker::IncomingResult& in = *w.incoming;
+    while (in.next < in.result.buffers.size()) {
+      proto::SharedBuffer& b = in.result.buffers[in.next];
+      if (!b.owner) {
+        std::shared_ptr<zmq::message_t> message;
+        try {
+          message = std::make_shared<zmq::message_t>(b.size);
+        } catch (const std::exception& e) {  // std::bad_alloc, or zmq::error_t (ENOMEM)
+          kill_worker(w, fmt::format("announced a result buffer of {} bytes, which cannot be allocated: {}", b.size,
+                                     e.what()));
+          return false;
+        }
+        b.data = static_cast<const char*>(message->data());
+        b.owner = std::move(message);
+      }
+      char* into = const_cast<char*>(b.data) + in.filled;  // the message is ours until it is sent
+      std::size_t got = w.reader.take_raw(into, b.size - in.filled);
+      if (got == 0 && in.filled < b.size) {
+        const ssize_t n = ::recv(w.fd.get(), into, b.size - in.filled, MSG_DONTWAIT);
+        if (n <= 0) return recv_again(w, n);
+        got = static_cast<std::size_t>(n);
+      }
+      in.filled += got;
+      if (in.filled == b.size) {
+        ++in.next;
+        in.filled = 0;
+      }
+    }
+    proto::WorkerResult result = std::move(in.result);
+    w.incoming.reset();
+    finish_result(w, std::move(result));
+    return true;
   }
 
   void on_worker_frame(Worker& w, const proto::Bytes& body) {
@@ -1571,12 +1658,19 @@ class Pool {
       kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
       return;
     }
+    if (result.buffers.empty())
+      finish_result(w, std::move(result));
+    else
+      w.incoming = Worker::IncomingResult{std::move(result)};  // finished by read_result_buffers()
+  }
+
+  void finish_result(Worker& w, proto::WorkerResult result) {
     w.last_task = result.task_id;
-    if (result.status == proto::kStatusOk && result.payload.size() <= kPipelineMaxBytes)
+    if (result.status == proto::kStatusOk && result.buffers.empty() && result.payload.size() <= kPipelineMaxBytes)
       w.last_value = result.payload;
     else
       w.last_value.reset();
-    report(result.task_id, result.status, std::move(result.payload));
+    report(result.task_id, result.status, std::move(result.payload), {}, std::move(result.buffers));
     w.tasks.pop_front();
     if (!w.waiting.empty()) w.waiting.pop_front();  // started now
     const auto now = Clock::now();
@@ -1806,7 +1900,12 @@ class Pool {
   zmq::socket_t monitor_;  // events of dealer_ (connected, disconnected)
   std::optional<Clock::time_point> disconnected_at_;  // the connection closed and is not back
   int linger_ms_ = 0;
-  std::deque<proto::Bytes> outq_;
+  // Messages for the interchange that ZeroMQ did not take yet: the first frame, then the others.
+  struct Outgoing {
+    proto::Bytes body;
+    std::vector<proto::SharedBuffer> frames;
+  };
+  std::deque<Outgoing> outq_;
   Clock::time_point last_recv_, last_send_;
 
   std::vector<Worker> workers_;

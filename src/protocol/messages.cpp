@@ -19,6 +19,7 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -376,11 +377,12 @@ Results decode_results(const object& o) {
   r.results.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"RESULTS", "result", i};
-    const auto& item = get_record(at(list, i), w, 3);
+    const auto& item = get_record(at(list, i), w, 4);
     TaskResult t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.status = get_int(at(item, 1), w, 1);
     t.payload = get_bin(at(item, 2), w, 2);
+    t.buffers = get_buffer_sizes(at(item, 3), w, 3);
     r.results.push_back(std::move(t));
   }
   return r;
@@ -479,10 +481,11 @@ Bytes encode(const PoolMessage& m) {
                    pk.pack_int(kResults);
                    pack_array_header(pk, r.results.size());
                    for (const auto& t : r.results) {
-                     pk.pack_array(3);
+                     pk.pack_array(4);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.status);
                      pack_bin(pk, t.payload);
+                     pack_buffer_sizes(pk, t.buffers);
                    }
                  },
                  [&](const Drained&) { pack_empty(pk, kDrained); },
@@ -578,11 +581,12 @@ Bytes encode(const FromWorker& m) {
                  },
                  [&](const WorkerResult& r) {
                    s.out.reserve(24 + r.payload.size());
-                   pk.pack_array(4);
+                   pk.pack_array(5);
                    pk.pack_int(kWorkerResult);
                    pk.pack_uint64(r.task_id);
                    pk.pack_int(r.status);
                    pack_bin(pk, r.payload);
+                   pack_buffer_sizes(pk, r.buffers);
                  },
              },
              m);
@@ -590,36 +594,89 @@ Bytes encode(const FromWorker& m) {
 }
 
 // ================================================================================ decoders
-std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error) {
-  return guarded<PoolMessage>(error, [&]() -> PoolMessage {
-    const auto handle = unpack_one(data, size);
-    const object& o = handle.get();
-    const std::int64_t type = message_type(o);
-    switch (type) {
-      case kRegister:
-        return decode_register(o);
-      case kPoolHeartbeat:
-        fields(o, "HEARTBEAT", 0);
-        return Heartbeat{};
-      case kResults:
-        return decode_results(o);
-      case kDrained:
-        fields(o, "DRAINED", 0);
-        return Drained{};
-      case kFailed: {
-        const auto& a = fields(o, "FAILED", 1);
-        return Failed{get_str(at(a, 1), Where{"FAILED"}, 1)};
-      }
-      default:
-        unexpected_type(type, link1_name(type), "pool -> interchange");
+namespace {
+
+// One frame of the pool -> interchange link (throws DecodeError).
+PoolMessage decode_pool_frame(const char* data, std::size_t size) {
+  const auto handle = unpack_one(data, size);
+  const object& o = handle.get();
+  const std::int64_t type = message_type(o);
+  switch (type) {
+    case kRegister:
+      return decode_register(o);
+    case kPoolHeartbeat:
+      fields(o, "HEARTBEAT", 0);
+      return Heartbeat{};
+    case kResults:
+      return decode_results(o);
+    case kDrained:
+      fields(o, "DRAINED", 0);
+      return Drained{};
+    case kFailed: {
+      const auto& a = fields(o, "FAILED", 1);
+      return Failed{get_str(at(a, 1), Where{"FAILED"}, 1)};
     }
+    default:
+      unexpected_type(type, link1_name(type), "pool -> interchange");
+  }
+}
+
+// Gives each item's announced buffers (sizes only so far) the frames after the first, in order,
+// each exactly as long as announced (throws DecodeError).
+template <class Item>
+void attach_frames(std::vector<Item>& items, const std::vector<SharedBuffer>& frames, const char* msg,
+                   const char* item) {
+  std::size_t next = 1;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    for (SharedBuffer& b : items[i].buffers) {
+      if (next >= frames.size())
+        fail(std::string(msg) + " " + item + " " + std::to_string(i) +
+             " announces more out-of-band buffers than the " + std::to_string(frames.size() - 1) +
+             " frames that follow");
+      if (frames[next].size != b.size)
+        fail(std::string(msg) + " " + item + " " + std::to_string(i) + ": out-of-band frame " +
+             std::to_string(next) + " has " + std::to_string(frames[next].size) + " bytes, the " + item +
+             " announces " + std::to_string(b.size));
+      b = frames[next++];
+    }
+  }
+  if (next != frames.size())
+    fail(std::to_string(frames.size() - next) + " frames more than the message's out-of-band buffers");
+}
+
+template <class Item>
+void append_buffers(const std::vector<Item>& items, std::vector<SharedBuffer>* out) {
+  for (const auto& t : items) out->insert(out->end(), t.buffers.begin(), t.buffers.end());
+}
+
+}  // namespace
+
+std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error) {
+  return decode_pool_message(std::vector<SharedBuffer>{SharedBuffer{nullptr, data, size}}, error);
+}
+
+std::optional<PoolMessage> decode_pool_message(const std::vector<SharedBuffer>& frames, std::string* error) {
+  return guarded<PoolMessage>(error, [&]() -> PoolMessage {
+    if (frames.empty()) fail("no frame");
+    PoolMessage m = decode_pool_frame(frames[0].data, frames[0].size);
+    auto* results = std::get_if<Results>(&m);
+    if (results)
+      attach_frames(results->results, frames, "RESULTS", "result");
+    else if (frames.size() > 1)
+      fail(std::to_string(frames.size() - 1) + " frames more than the message's out-of-band buffers");
+    return m;
   });
+}
+
+std::vector<SharedBuffer> out_of_band_frames(const PoolMessage& m) {
+  std::vector<SharedBuffer> out;
+  if (const auto* results = std::get_if<Results>(&m)) append_buffers(results->results, &out);
+  return out;
 }
 
 std::vector<SharedBuffer> out_of_band_frames(const InterchangeMessage& m) {
   std::vector<SharedBuffer> out;
-  if (const auto* tasks = std::get_if<Tasks>(&m))
-    for (const auto& t : tasks->tasks) out.insert(out.end(), t.buffers.begin(), t.buffers.end());
+  if (const auto* tasks = std::get_if<Tasks>(&m)) append_buffers(tasks->tasks, &out);
   return out;
 }
 
@@ -632,23 +689,10 @@ std::optional<InterchangeMessage> decode_interchange_message(const std::vector<S
   return guarded<InterchangeMessage>(error, [&]() -> InterchangeMessage {
     if (frames.empty()) fail("no frame");
     InterchangeMessage m = decode_interchange_frame(frames[0].data, frames[0].size);
-    // The frames after the first are the tasks' buffers, in order, each exactly as announced.
-    std::size_t next = 1;
-    if (auto* tasks = std::get_if<Tasks>(&m)) {
-      for (std::size_t i = 0; i < tasks->tasks.size(); ++i) {
-        for (SharedBuffer& b : tasks->tasks[i].buffers) {
-          if (next >= frames.size())
-            fail("TASKS task " + std::to_string(i) + " announces more out-of-band buffers than the " +
-                 std::to_string(frames.size() - 1) + " frames that follow");
-          if (frames[next].size != b.size)
-            fail("TASKS task " + std::to_string(i) + ": out-of-band frame " + std::to_string(next) + " has " +
-                 std::to_string(frames[next].size) + " bytes, the task announces " + std::to_string(b.size));
-          b = frames[next++];
-        }
-      }
-    }
-    if (next != frames.size())
-      fail(std::to_string(frames.size() - next) + " frames more than the message's out-of-band buffers");
+    if (auto* tasks = std::get_if<Tasks>(&m))
+      attach_frames(tasks->tasks, frames, "TASKS", "task");
+    else if (frames.size() > 1)
+      fail(std::to_string(frames.size() - 1) + " frames more than the message's out-of-band buffers");
     return m;
   });
 }
@@ -696,12 +740,13 @@ std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size,
         return r;
       }
       case kWorkerResult: {
-        const auto& a = fields(o, "RESULT", 3);
+        const auto& a = fields(o, "RESULT", 4);
         const Where w{"RESULT"};
         WorkerResult r;
         r.task_id = get_uint(at(a, 1), w, 1);
         r.status = get_int(at(a, 2), w, 2);
         r.payload = get_bin(at(a, 3), w, 3);
+        r.buffers = get_buffer_sizes(at(a, 4), w, 4);
         return r;
       }
       default:
@@ -766,6 +811,18 @@ Bytes frame(const Bytes& body) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   out += body;
   return out;
+}
+
+std::size_t FrameReader::take_raw(char* dst, std::size_t size) {
+  const std::size_t n = std::min(size, buffer_.size() - offset_);
+  if (n == 0) return 0;
+  std::memcpy(dst, buffer_.data() + offset_, n);
+  offset_ += n;
+  if (offset_ == buffer_.size()) {
+    buffer_.clear();
+    offset_ = 0;
+  }
+  return n;
 }
 
 bool FrameReader::next(Bytes* out, bool* broken) {

@@ -10,8 +10,8 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 5;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
-                                     // 5: FAILED
+constexpr int kProtocolVersion = 6;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+                                     // 5: FAILED; 6: out-of-band buffers of results
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -32,6 +32,9 @@ struct TaskResult {
   std::uint64_t task_id = 0;
   int status = 0;  // kStatus*
   Bytes payload;
+  // Out-of-band buffers of the pickled result: their sizes are in the message, their bytes are
+  // the frames that follow RESULTS (docs/protocol.md).
+  std::vector<SharedBuffer> buffers = {};
 };
 struct Results {
   std::vector<TaskResult> results;
@@ -99,6 +102,9 @@ struct WorkerResult {
   std::uint64_t task_id = 0;
   int status = 0;
   Bytes payload;
+  // The frame carries their sizes; the raw bytes follow the frame on the link. Decoded: sizes
+  // only (data == nullptr).
+  std::vector<SharedBuffer> buffers = {};
 };
 struct WorkerExit {};
 
@@ -122,13 +128,18 @@ Bytes encode(const InterchangeMessage& m);
 Bytes encode(const ToWorker& m);
 Bytes encode(const FromWorker& m);
 
-// The frames that follow an interchange message's first one: the out-of-band buffers of its
-// tasks, task by task, in order (empty for other messages).
+// The frames that follow a message's first one: the out-of-band buffers of its tasks (TASKS) or
+// results (RESULTS), one after the other, in order (empty for other messages).
 std::vector<SharedBuffer> out_of_band_frames(const InterchangeMessage& m);
+std::vector<SharedBuffer> out_of_band_frames(const PoolMessage& m);
 
 // Decoders never throw: malformed or unknown input gives std::nullopt (with the reason in
 // *error when given).
+// A one-frame message (one without out-of-band buffers).
 std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t size, std::string* error = nullptr);
+// frames[0] is the message, the rest the out-of-band buffers of its results, exactly as many and
+// as long as they announce; the results then share them.
+std::optional<PoolMessage> decode_pool_message(const std::vector<SharedBuffer>& frames, std::string* error = nullptr);
 // frames[0] is the message, the rest its out-of-band buffers (out_of_band_frames): they must be
 // exactly as many, and as long, as its tasks announce; the tasks then share them.
 std::optional<InterchangeMessage> decode_interchange_message(const std::vector<SharedBuffer>& frames,
@@ -164,6 +175,9 @@ class FrameReader {
   // Moves the next complete frame body into *out; false if none is complete yet.
   // Sets *broken if the length prefix exceeds max_frame.
   bool next(Bytes* out, bool* broken);
+  // Moves up to `size` buffered bytes that are not a frame (the raw bytes of out-of-band
+  // buffers that follow one) to dst; returns how many.
+  std::size_t take_raw(char* dst, std::size_t size);
 
  private:
   std::size_t max_frame_;

@@ -415,12 +415,18 @@ class FakeInterchange {
     std::vector<zmq::message_t> frames;
     if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return std::nullopt;
     Incoming in;
-    if (frames.size() != 2) {
-      in.error = "expected 2 frames, got " + std::to_string(frames.size());
+    if (frames.size() < 2) {
+      in.error = "expected at least 2 frames, got " + std::to_string(frames.size());
       return in;
     }
     in.identity = frames[0].to_string();
-    in.message = proto::decode_pool_message(static_cast<const char*>(frames[1].data()), frames[1].size(), &in.error);
+    // The frames after the message are its results' out-of-band buffers, which keep them.
+    std::vector<proto::SharedBuffer> body;
+    for (std::size_t i = 1; i < frames.size(); ++i) {
+      auto frame = std::make_shared<zmq::message_t>(std::move(frames[i]));
+      body.push_back({frame, static_cast<const char*>(frame->data()), frame->size()});
+    }
+    in.message = proto::decode_pool_message(body, &in.error);
     if (identity_.empty()) identity_ = in.identity;
     return in;
   }
@@ -1662,6 +1668,51 @@ TEST_F(ProcessPoolTest, OutOfBandBuffersReachTheWorkers) {
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(python_unpickle_repr(after[9].payload), "3");
   EXPECT_NE(log_text().find("ignoring a malformed message"), std::string::npos);
+  ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
+  expect_no_live_descendants();
+}
+
+// A big bytes-like result comes back out of band: the worker writes its bytes after the RESULT
+// frame, and the pool sends them as a frame after RESULTS.
+TEST_F(ProcessPoolTest, BigResultsComeBackAsFramesAfterResults) {
+  REQUIRE_PYTHON_WORKER();
+  const Fn mul = pickled_function("operator", "mul");
+  const Fn make_bytearray = pickled_function("builtins", "bytearray");
+  ASSERT_FALSE(mul.bytes.empty());
+  ASSERT_FALSE(make_bytearray.bytes.empty());
+  ASSERT_TRUE(start_registered({"--python", "python3", "--workers", "2"}));
+  // Several at once: two workers, and results that may arrive in one RESULTS message.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(1, mul, true, pickled_call("(b'ab', 3 << 20)")),
+                                               python_task(2, mul, false, pickled_call("(b'cd', 10)")),
+                                               python_task(3, make_bytearray, true, pickled_call("(1 << 20,)")),
+                                               python_task(4, mul, false, pickled_call("(b'e', 65536)")),
+                                               python_task(5, mul, false, pickled_call("(b'f', 40 << 20)"))})});
+  auto got = ix_.results(5, kPythonDeadline);
+  ASSERT_EQ(got.size(), 5u) << log_text();
+  for (std::uint64_t id = 1; id <= 5; ++id) EXPECT_EQ(got[id].status, proto::kStatusOk) << got[id].payload;
+  auto repeated = [](const std::string& unit, std::size_t times) {
+    std::string out;
+    out.reserve(unit.size() * times);
+    for (std::size_t i = 0; i < times; ++i) out += unit;
+    return out;
+  };
+  ASSERT_EQ(got[1].buffers.size(), 1u);
+  EXPECT_TRUE(got[1].buffers[0].view() == repeated("ab", std::size_t{3} << 20));
+  EXPECT_NE(got[1].payload.find("_rebuild_buffer"), std::string::npos) << "rebuilt from its buffer";
+  EXPECT_TRUE(got[2].buffers.empty()) << "a small result stays in its payload";
+  EXPECT_EQ(python_unpickle_repr(got[2].payload), "b'" + repeated("cd", 10) + "'");
+  ASSERT_EQ(got[3].buffers.size(), 1u);
+  EXPECT_TRUE(got[3].buffers[0].view() == std::string(std::size_t{1} << 20, '\0'));
+  ASSERT_EQ(got[4].buffers.size(), 1u);  // exactly 64 KiB
+  EXPECT_TRUE(got[4].buffers[0].view() == std::string(65536, 'e'));
+  ASSERT_EQ(got[5].buffers.size(), 1u);
+  EXPECT_TRUE(got[5].buffers[0].view() == std::string(std::size_t{40} << 20, 'f'));
+  // The link to the worker is still in step: the next task runs normally.
+  ix_.send(proto::InterchangeMessage{tasks_of({python_task(6, mul, false, pickled_call("(b'g', 2)"))})});
+  auto after = ix_.results(1, kPythonDeadline);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(python_unpickle_repr(after[6].payload), "b'gg'");
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();

@@ -459,6 +459,58 @@ TEST(ProtocolTest, OutOfBandBuffersTravelAsTheFramesAfterTasks) {
   EXPECT_EQ(wt.buffers[1].size, 0u);
 }
 
+// RESULTS with out-of-band buffers (big results): the frames after the message are the results'
+// buffers, in order, shared by the decoded results; RESULT on the worker link carries the sizes.
+TEST(ProtocolTest, OutOfBandBuffersTravelAsTheFramesAfterResults) {
+  TaskResult a{1, kStatusOk, "pa", {shared(big_bytes(1 << 20)), shared("")}}, b{2, kStatusException, "pb"},
+      c{3, kStatusOk, "pc", {shared("tail")}};
+  const PoolMessage m{Results{{a, b, c}}};
+  std::vector<SharedBuffer> frames = out_of_band_frames(m);
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[0].data, a.buffers[0].data) << "the frames are the results' own bytes, not copies";
+  const std::string first = encode(m);
+  frames.insert(frames.begin(), SharedBuffer{nullptr, first.data(), first.size()});
+  std::string error;
+  auto out = decode_pool_message(frames, &error);
+  ASSERT_TRUE(out) << error;
+  const auto& results = std::get<Results>(*out).results;
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_EQ(results[0].payload, "pa");
+  ASSERT_EQ(results[0].buffers.size(), 2u);
+  EXPECT_EQ(results[0].buffers[0].data, frames[1].data);
+  EXPECT_EQ(results[0].buffers[0].view(), a.buffers[0].view());
+  EXPECT_EQ(results[0].buffers[1].size, 0u);
+  EXPECT_TRUE(results[1].buffers.empty());
+  ASSERT_EQ(results[2].buffers.size(), 1u);
+  EXPECT_EQ(results[2].buffers[0].view(), "tail");
+  EXPECT_TRUE(out_of_band_frames(PoolMessage{Heartbeat{}}).empty());
+
+  auto missing = frames;
+  missing.pop_back();
+  EXPECT_FALSE(decode_pool_message(missing, &error));
+  EXPECT_NE(error.find("RESULTS result 2 announces more out-of-band buffers"), std::string::npos) << error;
+  auto extra = frames;
+  extra.push_back(shared("x"));
+  EXPECT_FALSE(decode_pool_message(extra, &error));
+  EXPECT_NE(error.find("frames more"), std::string::npos) << error;
+  auto wrong_size = frames;
+  wrong_size[3] = shared("tai");
+  EXPECT_FALSE(decode_pool_message(wrong_size, &error));
+  EXPECT_NE(error.find("announces 4"), std::string::npos) << error;
+  EXPECT_FALSE(decode_pool_message(std::vector<SharedBuffer>{}, &error));
+  EXPECT_FALSE(dpool(first, &error)) << "one frame alone cannot carry results that announce buffers";
+  const std::string hb = encode(PoolMessage{Heartbeat{}});
+  EXPECT_FALSE(decode_pool_message({SharedBuffer{nullptr, hb.data(), hb.size()}, shared("x")}, &error));
+  EXPECT_TRUE(decode_pool_message({SharedBuffer{nullptr, hb.data(), hb.size()}}, &error));
+
+  const auto wr = std::get<WorkerResult>(only(dfrom(encode(FromWorker{WorkerResult{4, kStatusOk, "p", a.buffers}}))));
+  EXPECT_EQ(wr.payload, "p");
+  ASSERT_EQ(wr.buffers.size(), 2u);
+  EXPECT_EQ(wr.buffers[0].size, std::size_t{1} << 20);
+  EXPECT_EQ(wr.buffers[0].data, nullptr);
+  EXPECT_EQ(wr.buffers[1].size, 0u);
+}
+
 TEST(ProtocolTest, ShellPayloadAndExitCodeRoundTrip) {
   const ShellPayload in{"echo 'a b' > /dev/null; exit 3", "/tmp/out \xc3\xa9.txt", false, "", true, 2.5};
   const auto enc = encode_shell_payload(in);
@@ -510,7 +562,7 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(InterchangeMessage{Shutdown{}}), "\x91\x6a"s);
   EXPECT_EQ(encode(ToWorker{WorkerExit{}}), "\x91\x04"s);
   EXPECT_EQ(encode(PoolMessage{Results{{{UINT64_MAX, 1, kBinary}}}}),
-            pack(A({I(3), A({A({U(UINT64_MAX), I(1), B(kBinary)})})})));
+            pack(A({I(3), A({A({U(UINT64_MAX), I(1), B(kBinary), A({})})})})));
   // Float fields are msgpack float 64 even when integral (msgpack-c's pack_double would write 30).
   EXPECT_EQ(encode(InterchangeMessage{Registered{30, 120}}), pack(A({I(101), Val::flt(30), Val::flt(120)})));
   EXPECT_EQ(encode_shell_payload({"ls", "o", true, "e", true, 0}),
@@ -538,7 +590,11 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(ToWorker{WorkerTask{3, "h", std::nullopt, "p", {}, {}, {shared("abcd")}}}),
             pack(A({I(1), U(3), B("h"), Val::nil(), B("p"), A({}), A({}), A({U(4)})})));
   EXPECT_EQ(encode(FromWorker{WorkerReady{0, 99}}), pack(A({I(2), I(0), I(99)})));
-  EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost")})));
+  EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost"), A({})})));
+  EXPECT_EQ(encode(FromWorker{WorkerResult{8, 0, "p", {shared("abcd")}}}),
+            pack(A({I(3), U(8), I(0), B("p"), A({U(4)})})));
+  EXPECT_EQ(encode(PoolMessage{Results{{{7, 0, "p", {shared("ab"), shared("")}}}}}),
+            pack(A({I(3), A({A({U(7), I(0), B("p"), A({U(2), U(0)})})})})));
 }
 
 TEST(ProtocolTest, DecodesOtherWaysOfWritingTheSameValues) {
@@ -633,8 +689,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dfrom, pack(A({I(2), I(0)})));
   reject(dfrom, pack(A({I(3), U(1), I(0)})));
   // Records inside lists.
-  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x")}), A({U(1), I(0)})})}))),
-            "RESULTS result 1: expected array of 3");
+  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({})}), A({U(1), I(0), B("x")})})}))),
+            "RESULTS result 1: expected array of 4");
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
             "TASKS task 0: expected array of 8");
@@ -654,10 +710,11 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dpool, pack(A({I(1), S("1"), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0)})));
 
   // RESULTS: negative task id, str payload, nil payload.
-  reject(dpool, pack(A({I(3), A({A({I(-1), I(0), B("x")})})})));
-  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), S("x")})})}))),
+  reject(dpool, pack(A({I(3), A({A({I(-1), I(0), B("x"), A({})})})})));
+  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), S("x"), A({})})})}))),
             "field 2 of RESULTS result 0: expected bin");  // str for bin
-  reject(dpool, pack(A({I(3), A({A({U(1), I(0), Val::nil()})})})));
+  reject(dpool, pack(A({I(3), A({A({U(1), I(0), Val::nil(), A({})})})})));
+  reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({I(-1)})})})})));  // a negative buffer size
   reject(dpool, pack(A({I(3), B("not a list")})));
 
   // REGISTERED / REFUSED.
@@ -712,8 +769,9 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil()})));
   reject(dfrom, pack(A({I(2), S("0"), I(1)})));
   reject(dfrom, pack(A({I(2), I(0), U(1ull << 40)})));
-  reject(dfrom, pack(A({I(3), U(1), I(0), S("x")})));
-  reject(dfrom, pack(A({I(3), Val::flt(1), I(0), B("x")})));
+  reject(dfrom, pack(A({I(3), U(1), I(0), S("x"), A({})})));
+  reject(dfrom, pack(A({I(3), Val::flt(1), I(0), B("x"), A({})})));
+  reject(dfrom, pack(A({I(3), U(1), I(0), B("x"), B("not sizes")})));
 }
 
 TEST(ProtocolTest, RejectsTrailingBytes) {

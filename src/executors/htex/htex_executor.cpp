@@ -168,7 +168,7 @@ struct HighThroughputExecutor::Impl {
       if (c.manager_lost) {
         outcome = Outcome::failure(std::make_exception_ptr(ManagerLost(c.payload)));
       } else if (c.status == protocol::kStatusOk) {
-        outcome = Outcome::success(RemoteBytes{std::move(c.payload)});
+        outcome = Outcome::success(RemoteBytes{std::move(c.payload), std::move(c.buffers)});
       } else if (c.status == protocol::kStatusNotStarted) {
         outcome = Outcome::not_started_yet();
       } else if (c.status == protocol::kStatusException) {
