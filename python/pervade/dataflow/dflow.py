@@ -7,6 +7,7 @@ import glob
 import logging
 import os
 import threading
+import uuid
 from concurrent.futures import Future
 
 from .. import _native, memoization, serialize
@@ -77,7 +78,11 @@ class DataFlowKernel:
 
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else Config()
+        self.monitoring = self.config.monitoring
+        if self.monitoring is not None:
+            self.monitoring.database_path(self.config.run_dir)  # a bad logging_endpoint fails before any directory is made
         self.run_dir = make_rundir(self.config.run_dir)
+        self.run_id = str(uuid.uuid4())
         self._log_handler = None
         if self.config.initialize_logging:
             self._log_handler = logging.FileHandler(os.path.join(self.run_dir, "pervade.log"))
@@ -96,13 +101,16 @@ class DataFlowKernel:
             e.strategy, e.strategy_period, e.max_idletime = (
                 self.config.strategy, self.config.strategy_period, self.config.max_idletime)
         natives = [e._native_executor() for e in self.config.executors]
+        # The monitoring database is written by the engine (docs/monitoring.md).
+        observers = [self.monitoring.native_observer(self.config.run_dir)] if self.monitoring is not None else []
         memo = self.config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
         # May raise BadCheckpoint (a checkpoint file that cannot be read).
         self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
                                       self.config.internal_tasks_max_threads,
                                       memo.native_options(self.run_dir, self.config.run_dir),
-                                      max_unfinished_tasks=self.config.max_unfinished_tasks or 0)
+                                      max_unfinished_tasks=self.config.max_unfinished_tasks or 0,
+                                      observers=observers, run_id=self.run_id, run_dir=self.run_dir)
         self._lock = threading.Lock()
         self.cleanup_called = False
         atexit.register(self.atexit_cleanup)
