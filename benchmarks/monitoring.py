@@ -61,7 +61,8 @@ if spec["executor"] == "htex":
                                 provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
 else:
     ex = ThreadPoolExecutor(label="threads", max_threads=2)
-mon = MonitoringHub(resource_monitoring_interval=30) if spec["monitoring"] else None
+mon = MonitoringHub(resource_monitoring_enabled=spec.get("resources", True),
+                    resource_monitoring_interval=30) if spec["monitoring"] else None
 run_dir = spec["run_dir"]
 parsl.load(parsl.Config(executors=[ex], run_dir=run_dir, monitoring=mon, initialize_logging=False,
                         usage_tracking=0))

@@ -137,7 +137,9 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
     events_.push_back({PoolEvent::drained, identity, pool.info.pool_id, pool.info.block_id, {}});
     lose(identity, "pool " + pool.info.pool_id + " drained and exited");
   }
-  // Heartbeat: last_heard is all it carries.
+  // Heartbeat: last_heard is all it carries, and observers are told.
+  if (config_.report_places && std::holds_alternative<protocol::Heartbeat>(message))
+    events_.push_back({PoolEvent::heartbeat, identity, pool.info.pool_id, pool.info.block_id, {}});
 }
 
 void Dispatcher::on_register(const std::string& identity, const protocol::Register& r, TimePoint now) {

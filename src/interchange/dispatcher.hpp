@@ -45,7 +45,8 @@ struct DispatcherConfig {
   // microseconds, and is off as soon as tasks take longer, so long tasks keep the load balance
   // of prefetch_capacity alone. 0 disables it.
   int short_task_prefetch = 16;
-  // Completed::pool_id is filled (observers want each try's pool: TryEvent); off, no copy is made.
+  // For observers: Completed::pool_id is filled (each try's pool: TryEvent) and each pool
+  // heartbeat is an event (the node table); off, no copy is made and no event.
   bool report_places = false;
   // Told to pools in REGISTERED: seconds between resource samples of their tasks (0: first and
   // last only); < 0: pools sample nothing.
@@ -68,7 +69,7 @@ struct Completed {
 };
 
 struct PoolEvent {
-  enum Kind { registered, refused, lost, drained } kind;
+  enum Kind { registered, refused, lost, drained, heartbeat } kind;  // heartbeat: only with report_places
   std::string identity;
   std::string pool_id;
   std::string block_id;

@@ -29,7 +29,7 @@ struct ProcUsage {
 bool read_usage(pid_t pid, pid_t tid, ProcUsage* out);
 // The process and all its descendants, summed (a task's worker and what it started).
 bool read_tree_usage(pid_t pid, ProcUsage* out);
-// This process's thread that calls it.
+// The calling thread (getrusage: one system call); rss is the process's peak.
 ProcUsage this_thread_usage();
 // CPU and memory only, from an open /proc/<pid>/stat (read again from its start): the cheap
 // sample of a process taken at each task's start and end, one pread and no open.

@@ -10,6 +10,7 @@
 #include "fake_executor.hpp"
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/future.hpp"
+#include "interchange/dispatcher.hpp"
 #include "pervade/remote.hpp"
 
 using namespace pervade;
@@ -213,3 +214,73 @@ TEST(DataFlowKernelEvents, WorkflowAndExecutorThreadEvents) {
 }
 
 }  // namespace
+
+// The dispatcher's part of the events: with report_places it names each result's pool, turns
+// heartbeats into events, asks pools for resource samples and passes their USAGE on; without,
+// none of that.
+namespace {
+namespace ix = pervade::interchange;
+
+std::vector<ix::PoolEvent::Kind> kinds(std::vector<ix::PoolEvent> events) {
+  std::vector<ix::PoolEvent::Kind> out;
+  for (const auto& e : events) out.push_back(e.kind);
+  return out;
+}
+
+// Pool "a" registers, runs task 41 and reports it; returns what REGISTERED asked of it.
+double run_pool(ix::Dispatcher& d, ix::TimePoint now) {
+  protocol::Register r;
+  r.pervade_version = "0.1.0";
+  r.python_version = "3.11.2";
+  r.pool_id = "pool-a";
+  r.block_id = "3";
+  r.hostname = "node7";
+  r.worker_count = 2;
+  r.cpu_count = 8;
+  r.total_memory = 1 << 30;
+  d.on_message("a", r, now);
+  ix::DispatchTask t;
+  t.task_id = 41;
+  t.fn_hash = "h";
+  d.submit(std::move(t), now);
+  double asked = -2;
+  for (auto& [to, m] : d.take_outbox())
+    if (auto* reg = std::get_if<protocol::Registered>(&m)) asked = reg->resource_interval;
+  d.on_message("a", protocol::Heartbeat{}, now);
+  d.on_message("a", protocol::Usage{{protocol::UsageSample{41, 5, 100, 0, 0.5, 0.1, 1, 2, 3, 4, 5, 6, true, false}}},
+               now);
+  d.on_message("a", protocol::Results{{protocol::TaskResult{41, protocol::kStatusOk, "r"}}}, now);
+  return asked;
+}
+}  // namespace
+
+TEST(DispatcherEvents, ObservedDispatcherReportsPlacesHeartbeatsAndUsage) {
+  ix::DispatcherConfig cfg{10, 30, "0.1.0", "3.11.7", 7, 0};
+  cfg.report_places = true;
+  cfg.resource_interval = 2.5;
+  ix::Dispatcher d(cfg);
+  ix::TimePoint now{};
+  EXPECT_EQ(run_pool(d, now), 2.5);
+  auto events = d.take_events();
+  EXPECT_EQ(kinds(events), (std::vector<ix::PoolEvent::Kind>{ix::PoolEvent::registered, ix::PoolEvent::heartbeat}));
+  EXPECT_EQ(events[0].hostname, "node7");
+  EXPECT_EQ(events[0].cpu_count, 8);
+  EXPECT_EQ(events[0].total_memory, 1u << 30);
+  const auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].pool_id, "pool-a");
+  const auto usage = d.take_usage();
+  ASSERT_EQ(usage.size(), 1u);
+  EXPECT_EQ(usage[0].pool_id, "pool-a");
+  EXPECT_EQ(usage[0].samples.at(0).task_id, 41u);
+}
+
+TEST(DispatcherEvents, UnobservedDispatcherAddsNothing) {
+  ix::Dispatcher d(ix::DispatcherConfig{10, 30, "0.1.0", "3.11.7", 7, 0});
+  ix::TimePoint now{};
+  EXPECT_LT(run_pool(d, now), 0);  // REGISTERED asks for no samples
+  EXPECT_EQ(kinds(d.take_events()), std::vector<ix::PoolEvent::Kind>{ix::PoolEvent::registered});
+  const auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].pool_id.empty());
+}

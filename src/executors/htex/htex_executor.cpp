@@ -182,17 +182,14 @@ struct HighThroughputExecutor::Impl {
 
   // Observers: which pool, block and host ran a try (TryEvent), and pools joining and leaving
   // (PoolEvent). Interchange thread only, as `places`.
-  struct Place {
-    std::string block, hostname;
-  };
-  std::unordered_map<std::string, Place> places;  // by pool id, while observed
+  std::unordered_map<std::string, interchange::PoolEvent> places;  // pools' registrations, by pool id, while observed
   double resource_interval = 0;                    // what pools were asked for (set at start)
 
   void report_place(const TaskRecord& task, std::uint32_t try_id, const std::string& pool_id) {
     const auto it = places.find(pool_id);
     if (it == places.end()) return;
     owner->observers().attempt(TryEvent{std::chrono::system_clock::now(), task.id(), try_id, options.label,
-                                        it->second.block, pool_id, it->second.hostname});
+                                        it->second.block_id, pool_id, it->second.hostname});
   }
 
   // Pools' samples of the tasks they run (resource monitoring on), for the tries still in flight.
@@ -228,32 +225,27 @@ struct HighThroughputExecutor::Impl {
   }
 
   void report_pool(const interchange::PoolEvent& e) {
+    if (e.kind == interchange::PoolEvent::refused) return;  // never joined
+    if (e.kind == interchange::PoolEvent::registered) places[e.pool_id] = e;
+    const auto it = places.find(e.pool_id);
+    if (it == places.end()) return;
+    const interchange::PoolEvent& joined = it->second;  // what the pool said of itself
     PoolEvent out{};
-    out.kind = PoolEvent::Kind::joined;
+    out.kind = e.kind == interchange::PoolEvent::registered  ? PoolEvent::Kind::joined
+               : e.kind == interchange::PoolEvent::heartbeat ? PoolEvent::Kind::heartbeat
+                                                             : PoolEvent::Kind::left;
     out.time = std::chrono::system_clock::now();
     out.executor = options.label;
     out.pool = e.pool_id;
-    out.block = e.block_id;
-    if (e.kind == interchange::PoolEvent::registered) {
-      places[e.pool_id] = Place{e.block_id, e.hostname};
-      out.hostname = e.hostname;
-      out.worker_count = e.worker_count;
-      out.python_version = e.python_version;
-      out.cpu_count = e.cpu_count;
-      out.total_memory = e.total_memory;
-    } else if (e.kind == interchange::PoolEvent::lost || e.kind == interchange::PoolEvent::drained) {
-      const auto it = places.find(e.pool_id);
-      if (it == places.end()) return;
-      out.kind = PoolEvent::Kind::left;
-      out.hostname = it->second.hostname;
-      out.reason = e.detail;
-      owner->observers().pool(out);
-      places.erase(it);
-      return;
-    } else {
-      return;  // refused: never joined
-    }
+    out.block = joined.block_id;
+    out.hostname = joined.hostname;
+    out.worker_count = joined.worker_count;
+    out.cpu_count = joined.cpu_count;
+    out.total_memory = joined.total_memory;
+    out.python_version = joined.python_version;
+    if (out.kind == PoolEvent::Kind::left) out.reason = e.detail;
     owner->observers().pool(out);
+    if (out.kind == PoolEvent::Kind::left) places.erase(it);
   }
 
   void on_event(const interchange::PoolEvent& e) {

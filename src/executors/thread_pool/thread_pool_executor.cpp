@@ -154,7 +154,8 @@ struct ThreadPoolExecutor::Impl {
             start = detail::this_thread_usage();
             {
               std::lock_guard slot_lock(slots[index].mutex);
-              slots[index].tid = static_cast<pid_t>(::syscall(SYS_gettid));
+              static thread_local const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+              slots[index].tid = tid;
               slots[index].start = start;
             }
             report_sample(task, launch.try_id, start.since(start), true, false);
