@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -386,7 +387,7 @@ class MonitoringDb final : public Observer {
   }
 
   void write_loop() {
-    std::vector<Record> batch;
+    std::deque<Record> batch;
     const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.commit_interval);
     for (;;) {
       bool stopping;
@@ -478,7 +479,7 @@ class MonitoringDb final : public Observer {
   };
 
   // One transaction per batch. A failure is reported once; its batch is lost, later ones are tried.
-  void write(std::vector<Record>& batch) {
+  void write(std::deque<Record>& batch) {
     try {
       stmts_->begin.run();
       for (auto& r : batch) std::visit([&](auto& rec) { apply(rec); }, r);
@@ -738,7 +739,9 @@ class MonitoringDb final : public Observer {
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::vector<Record> buffer_;  // under mutex_
+  // Under mutex_. A deque: it grows in chunks, never moving what it holds, while the writer
+  // lags behind a fast run (a vector would copy all of it at each doubling, on the emitting thread).
+  std::deque<Record> buffer_;
   bool stop_ = false;           // under mutex_
   std::thread writer_;
 
