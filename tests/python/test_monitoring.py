@@ -213,3 +213,37 @@ def test_sigkill_of_the_driver_keeps_what_was_committed(tmp_path):
     assert one(db, "SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL") == done
     assert one(db, "SELECT count(*) FROM try WHERE task_try_time_returned IS NOT NULL") == done
     assert one(db, "SELECT time_completed FROM workflow") is None
+
+
+def test_ctrl_c_loses_nothing(tmp_path):
+    """SIGINT (Ctrl-C) while the script waits: KeyboardInterrupt, exit cleanup, every row and the end written."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(textwrap.dedent(f"""
+        import threading
+        import pervade as parsl
+        from pervade.monitoring import MonitoringHub
+
+        @parsl.python_app
+        def inc(x):
+            return x + 1
+
+        parsl.load(parsl.Config(run_dir={str(tmp_path / 'runinfo')!r}, monitoring=MonitoringHub()))
+        [f.result() for f in [inc(i) for i in range(300)]]
+        print("done", flush=True)
+        threading.Event().wait()  # until Ctrl-C
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "done"
+        proc.send_signal(2)
+        _, err = proc.communicate(timeout=T)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    assert "KeyboardInterrupt" in err
+    db = str(tmp_path / "runinfo" / "monitoring.db")
+    assert one(db, "SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL") == 300
+    assert one(db, "SELECT count(*) FROM status WHERE task_status_name='exec_done'") == 300
+    assert one(db, "SELECT time_completed FROM workflow") is not None
