@@ -61,6 +61,8 @@ struct TaskEvent {
   double fail_cost = 0;
   std::string_view error;       // failed/dep_fail/fail_retryable: the error's text
   bool memoized = false;        // the task has a memo key (submitted)
+  std::string_view stdout_path; // submitted: where its stdout/stderr go ("" if not named)
+  std::string_view stderr_path;
 };
 
 // A try of a task reached a place (executor, block, pool, host): the HighThroughputExecutor

@@ -144,6 +144,12 @@ struct TaskSpec {
   // key is there, and its successful result is recorded. Empty: not memoized.
   std::string memo_key;
   bool memo_key_later = false;  // the key is asked of the body once the dependencies are done
+  // For observers (the monitoring database's task_stdout/task_stderr): where the task's
+  // standard output and error go, when the app names them (bash apps' stdout=/stderr=).
+  struct StdStreams {
+    std::string stdout_path, stderr_path;
+  };
+  std::shared_ptr<const StdStreams> std_streams;  // null: none named
 };
 
 class TaskRecord : public std::enable_shared_from_this<TaskRecord> {

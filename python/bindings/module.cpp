@@ -810,7 +810,7 @@ class Kernel {
 
   TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
                     nb::handle executors, const std::string& name, double walltime, nb::handle future,
-                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo) {
+                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo, nb::handle std_streams) {
     // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
     const bool memoized = !memo.is_none();
     const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
@@ -832,6 +832,11 @@ class Kernel {
     spec.listener = task;
     spec.func_name = name;
     spec.walltime = std::chrono::duration<double>(walltime);
+    if (!std_streams.is_none()) {  // (stdout path, stderr path), for observers
+      auto t = nb::borrow<nb::tuple>(std_streams);
+      spec.std_streams = std::make_shared<const TaskSpec::StdStreams>(
+          TaskSpec::StdStreams{nb::cast<std::string>(t[0]), nb::cast<std::string>(t[1])});
+    }
     if (!deps.is_none())
       for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
     if (!executors.is_none())
@@ -1107,7 +1112,7 @@ NB_MODULE(_native, m) {
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
-           nb::arg("memo").none() = nb::none())
+           nb::arg("memo").none() = nb::none(), nb::arg("std_streams").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
       .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)

@@ -515,6 +515,10 @@ void KernelCore::report_submitted(const TaskRecord& t) {
   e.state = TaskState::pending;
   e.func_name = t.spec_.func_name;
   e.memoized = !t.spec_.memo_key.empty() || t.spec_.memo_key_later;
+  if (const auto& streams = t.spec_.std_streams) {
+    e.stdout_path = streams->stdout_path;
+    e.stderr_path = streams->stderr_path;
+  }
   obs.task(e);
   e.kind = TaskEvent::Kind::dependency;
   for (const auto& dep : t.spec_.dependencies) {

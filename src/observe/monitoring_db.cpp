@@ -154,6 +154,7 @@ struct TaskRec {
   int fail_count;
   double fail_cost;
   bool memoized;
+  std::string stdout_path, stderr_path;  // submitted
 };
 struct TryRec {
   EventTime time;
@@ -316,7 +317,7 @@ class MonitoringDb final : public Observer {
     else if (e.kind == TaskEvent::Kind::state)
       text = e.state == TaskState::launched ? e.executor : e.error;
     push(TaskRec{e.kind, e.time, e.task.value, e.try_id, e.state, std::string(text), e.dependency.value, e.fail_count,
-                 e.fail_cost, e.memoized});
+                 e.fail_cost, e.memoized, std::string(e.stdout_path), std::string(e.stderr_path)});
   }
 
   void on_try(const TryEvent& e) override {
@@ -412,7 +413,7 @@ class MonitoringDb final : public Observer {
   // ---- rows
 
   struct TaskRow {
-    std::string func_name, depends, invoked;
+    std::string func_name, depends, invoked, stdout_path, stderr_path;
     std::optional<std::string> returned;
     bool memoized = false;
     int fail_count = 0;
@@ -440,7 +441,7 @@ class MonitoringDb final : public Observer {
                "INSERT OR REPLACE INTO task (task_id, run_id, task_depends, task_func_name, task_memoize, task_hashsum, "
                "task_inputs, task_outputs, task_stdin, task_stdout, task_stderr, task_time_invoked, task_time_returned, "
                "task_fail_count, task_fail_cost) VALUES ",
-               "(?,?,?,?,?,NULL,'None','None',NULL,'','',?,?,?,?)", 9),
+               "(?,?,?,?,?,NULL,'None','None',NULL,?,?,?,?,?,?)", 11),
           task_returned(db,
                         "UPDATE task SET task_time_returned=?, task_fail_count=?, task_fail_cost=? WHERE task_id=? AND run_id=?"),
           task_depends(db,
@@ -547,6 +548,8 @@ class MonitoringDb final : public Observer {
       row.func_name = std::move(e.text);
       row.invoked = time_(e.time);
       row.memoized = e.memoized;
+      row.stdout_path = std::move(e.stdout_path);
+      row.stderr_path = std::move(e.stderr_path);
       TryRow& attempt = tries_[TryKey{e.task, 0}];
       attempt.executor.clear();
       status(id, e.state, e.time, 0);
@@ -710,10 +713,12 @@ class MonitoringDb final : public Observer {
         s.bind_static(b + 3, row.depends);
       s.bind_static(b + 4, row.func_name)
           .bind(b + 5, std::int64_t{row.memoized})
-          .bind_static(b + 6, row.invoked)
-          .bind(b + 7, row.returned)
-          .bind(b + 8, std::int64_t{row.fail_count})
-          .bind(b + 9, row.fail_cost);
+          .bind_static(b + 6, row.stdout_path)
+          .bind_static(b + 7, row.stderr_path)
+          .bind_static(b + 8, row.invoked)
+          .bind(b + 9, row.returned)
+          .bind(b + 10, std::int64_t{row.fail_count})
+          .bind(b + 11, row.fail_cost);
     });
     tasks_.clear();
     stmts_->attempt.insert(tries_.begin(), tries_.end(), [&](Statement& s, int b, const auto& entry) {

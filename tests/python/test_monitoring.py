@@ -116,6 +116,24 @@ def test_default_workflow_name_is_the_script_and_version_the_start(load, run_dir
     assert len(version) == 19  # "2026-12-01 23:05:01"
 
 
+@parsl.bash_app(executors=["threads"])
+def shout(stdout=None, stderr=None):
+    return "echo hi; echo oops >&2; exit 3"
+
+
+def test_bash_app_streams_are_in_the_task_table(load, run_dir, tmp_path):
+    out, err = str(tmp_path / "out.txt"), str(tmp_path / "err.txt")
+    dfk = load(monitoring=MonitoringHub(), executors=[parsl.ThreadPoolExecutor(label="threads")])
+    with pytest.raises(parsl.BashExitFailure):
+        shout(stdout=out, stderr=(err, "w")).result(timeout=T)
+    double(1).result(timeout=T)
+    dfk.cleanup()
+    db = os.path.join(run_dir, "monitoring.db")
+    assert rows(db, "SELECT task_stdout, task_stderr FROM task WHERE task_id=0") == [(out, err)]
+    assert rows(db, "SELECT task_stdout, task_stderr FROM task WHERE task_id=1") == [("", "")]
+    assert "exit code 3" in one(db, "SELECT task_fail_history FROM try WHERE task_id=0")
+
+
 def test_sqlite_endpoint_is_used(load, tmp_path):
     path = tmp_path / "elsewhere" / "mon.db"
     dfk = load(monitoring=MonitoringHub(logging_endpoint=f"sqlite:///{path}"))

@@ -59,6 +59,20 @@ def executor_labels(executors):
     raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
 
 
+def _stream_path(spec) -> str:
+    """The file a stdout=/stderr= spec names, as Parsl's monitoring records it ("" for none)."""
+    if spec is None:
+        return ""
+    if isinstance(spec, File):
+        return spec.url
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    try:
+        return os.fspath(spec)
+    except TypeError:  # never fail a submission over what monitoring records
+        return str(spec)
+
+
 def make_rundir(path: str) -> str:
     """Creates <path>/NNN, the next free number, and returns its absolute path."""
     os.makedirs(path, exist_ok=True)
@@ -157,8 +171,11 @@ class DataFlowKernel:
                     for i, v in enumerate(inputs):
                         if isinstance(v, Future):
                             deps, plan = self._add_dependency(deps, plan, v, 2, i)
+        streams = None
+        if (stdout is not None or stderr is not None) and self.monitoring is not None:
+            streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id, encoded, memo)
+                                          reserved_id, encoded, memo, streams)
         return fut
 
     def _add_dependency(self, deps, plan, future, kind, key):
