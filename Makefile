@@ -8,7 +8,7 @@ BUILD_DIR ?= build
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz
 PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest
 
-.PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex clean
+.PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat clean
 
 all: build python
 
@@ -53,5 +53,10 @@ bench: build python
 bench-htex: python
 	$(PYTHON) benchmarks/compare_htex.py
 
+# Parsl's own user-facing tests run against pervade through `pervade run` (docs/compat.md): installs
+# Parsl from PyPI into compat/.venv; not part of `make test`. COMPAT_ARGS: e.g. --modes threads --engines pervade,parsl.
+compat: python
+	$(PYTHON) compat/run.py $(COMPAT_ARGS)
+
 clean:
-	rm -rf $(BUILD_DIR) runinfo
+	rm -rf $(BUILD_DIR) runinfo compat/work

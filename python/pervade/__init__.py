@@ -27,16 +27,18 @@ from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, MpiEx
 from .providers import (CondorProvider, GridEngineProvider, LocalProvider, LSFProvider, PBSProProvider,
                         SlurmProvider, TorqueProvider)
 from .futures import AppFuture
+from .log_utils import set_file_logger, set_stream_logger
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
+from .progress import progress
 from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
+from .version import VERSION
 
-__version__ = "0.1.0"
-VERSION = __version__
+__version__ = VERSION
 
 __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
     "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
-    "BasicMemoizer", "get_all_checkpoints", "get_last_checkpoint", "id_for_memo",
+    "set_stream_logger", "set_file_logger", "BasicMemoizer", "get_all_checkpoints", "get_last_checkpoint", "id_for_memo",
     "ThreadPoolExecutor", "HighThroughputExecutor", "LocalProvider", "SlurmProvider", "PBSProProvider", "TorqueProvider",
     "LSFProvider", "GridEngineProvider", "CondorProvider", "SimpleLauncher", "SingleNodeLauncher", "WrappedLauncher",
     "SrunLauncher", "SrunMPILauncher", "AprunLauncher", "JsrunLauncher", "MpiExecLauncher", "MpiRunLauncher",
@@ -45,4 +47,5 @@ __all__ = [
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",
     "TaskCancelled",
+    "progress",
 ]

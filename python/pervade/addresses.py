@@ -28,7 +28,7 @@ import struct
 import urllib.error
 import urllib.request
 
-logger = logging.getLogger("pervade.addresses")
+logger = logging.getLogger(__name__)
 
 SIOCGIFADDR = 0x8915  # Linux <linux/sockios.h>: an interface's IPv4 address
 IFNAMSIZ = 16  # interface names have at most 15 bytes and a NUL

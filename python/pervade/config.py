@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
 from .errors import ConfigurationError
 from .executors import ParslExecutor, ThreadPoolExecutor
+from .logconfigs.base import LogConfig
 
 _EXIT_MODES = ("cleanup", "skip", "wait")
 _CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
@@ -34,7 +35,11 @@ class Config:
         run by the engine never wait (they could deadlock), so they may pass the limit.
         None (default): no limit, as in Parsl.
     garbage_collect: accepted for compatibility; finished task records are always freed.
-    initialize_logging: write <run_dir>/pervade.log.
+    initialize_logging: True (default): the engine writes every task event at DEBUG and above,
+        with pervade's Python records, to <run_dir>/pervade.log; False: no log file; or a
+        pervade.logconfigs LogConfig: FileLogging(level=, format_string=) (pervade.log),
+        JSONLogging(level=) (pervade.jsonlog, one JSON object a line), NoopLogging(), or your
+        own. pervade never sets the level of the root or the "pervade" logger (docs/logging.md).
     memoizer: a pervade.memoization.BasicMemoizer (checkpoint_mode, checkpoint_files,
         checkpoint_period, memoize), as in current Parsl; default: memoization in memory only.
     app_cache, checkpoint_files, checkpoint_mode, checkpoint_period: the same settings the way
@@ -52,7 +57,8 @@ class Config:
                  retries: int = 0, retry_handler: Optional[Callable] = None, run_dir: str = "runinfo",
                  std_autopath: Optional[Callable] = None, strategy: Optional[str] = "simple",
                  strategy_period: float = 5, max_idletime: float = 120.0, monitoring=None, usage_tracking: int = 0,
-                 project_name: Optional[str] = None, initialize_logging: bool = True, app_cache: bool = True,
+                 project_name: Optional[str] = None, initialize_logging: Union[bool, LogConfig] = True,
+                 app_cache: bool = True,
                  checkpoint_files=None, checkpoint_mode=None, checkpoint_period=None,
                  max_unfinished_tasks: Optional[int] = None):
         executors = list(executors) if executors else [ThreadPoolExecutor()]
@@ -75,6 +81,9 @@ class Config:
         if not isinstance(internal_tasks_max_threads, int) or internal_tasks_max_threads < 1:
             raise ConfigurationError(f"internal_tasks_max_threads must be an int >= 1, got {internal_tasks_max_threads!r}")
         check_max_unfinished_tasks(max_unfinished_tasks)
+        if not isinstance(initialize_logging, (bool, LogConfig)):
+            raise ConfigurationError("initialize_logging must be True, False or a pervade.logconfigs LogConfig, "
+                                     f"got {initialize_logging!r}")
         if usage_tracking not in (0, 1, 2, 3):
             raise ConfigurationError(f"Usage Tracking values must be 0, 1, 2, or 3 and not {usage_tracking}")
         if strategy is None:

@@ -19,6 +19,8 @@ class File:
         if not isinstance(url, (str, os.PathLike)):
             raise TypeError(f"File() takes a str or os.PathLike, got {type(url).__name__}")
         self.url = str(url) if isinstance(url, str) else os.fspath(url)
+        if not self.url:
+            raise ValueError("File() needs a path or URL, got an empty one")
         parsed = urlparse(self.url)
         self.scheme = parsed.scheme or "file"
         self.netloc = parsed.netloc

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 from .errors import ConfigurationError
 
-logger = logging.getLogger("pervade")
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_MODES = ("task_exit", "periodic", "dfk_exit", "manual")
 KEY_SIZE = 32  # bytes of a key: the engine's kMemoKeySize

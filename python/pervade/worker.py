@@ -1,6 +1,6 @@
 """A Python worker of pervade-pool: runs Python tasks one at a time.
 
-    python -m pervade.worker --fd N --rank R [--pool-id ID] [--block-id ID]
+    python -m pervade.worker --fd N --rank R [--pool-id ID] [--block-id ID] [--log-level L]
 
 Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
 msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
@@ -9,15 +9,18 @@ bytes of the out-of-band buffers follow the frame) with RESULT [3, task_id, stat
 A TASK with `after` pairs [input, task_id] is a follower: input `input` is the value of this
 worker's previous task `task_id`, still in memory; if that task did not succeed here (or its
 value was not kept), the follower is answered with status 4 (not started). EXIT [4] or the end
-of the connection: exit status 0. A frame that is not one of these messages: a line on stderr
-and exit status 2.
+of the connection: exit status 0. A frame that is not one of these messages: an error in the
+log and exit status 2.
 
-Nothing is written to stdout (it belongs to the tasks); stderr only on errors.
+Nothing is written to stdout (it belongs to the tasks). The worker logs to stderr at --log-level
+(a number, Python's levels; default WARNING: stderr only on errors); pervade-pool passes its own
+level (docs/logging.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import pickle
 import signal
@@ -27,7 +30,11 @@ import sys
 
 import msgpack
 
+from . import parsl_imports
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_value)
+
+# Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
+logger = logging.getLogger("pervade.worker")
 
 TASK, READY, RESULT, EXIT = 1, 2, 3, 4
 SUCCESS, FAILED, NOT_STARTED = 0, 1, 4
@@ -230,8 +237,7 @@ class Worker:
                 else:
                     raise ProtocolError(f"unknown message type {kind} (expected TASK={TASK} or EXIT={EXIT})")
         except ProtocolError as e:
-            print(f"pervade.worker rank {self.rank} pid {os.getpid()}: protocol error: {e}", file=sys.stderr,
-                  flush=True)
+            logger.error("worker rank %d pid %d: protocol error: %s", self.rank, os.getpid(), e)
             return EXIT_PROTOCOL
         except (BrokenPipeError, ConnectionResetError):
             return EXIT_OK  # the pool is gone
@@ -356,25 +362,43 @@ def _keep_big_buffers_on_the_heap() -> None:
         pass  # not glibc: only slower
 
 
+def _log_to_stderr(level: int) -> None:
+    """This process is pervade's own: its "pervade" logger writes to stderr at the pool's level."""
+    from .log_utils import DEFAULT_FORMAT
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    package = logging.getLogger("pervade")
+    package.addHandler(handler)
+    package.setLevel(level)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pervade.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="the inherited socket to the pool")
     parser.add_argument("--rank", type=int, required=True, help="this worker's rank within its pool")
     parser.add_argument("--pool-id", default=None)
     parser.add_argument("--block-id", default=None)
+    parser.add_argument("--log-level", type=int, default=logging.WARNING)
     options = parser.parse_args(argv)
+    _log_to_stderr(options.log_level)
     _die_with_parent()
     _keep_big_buffers_on_the_heap()
     _set_environment(options.rank, options.pool_id, options.block_id)
+    # A driver run by `pervade run` maps parsl imports to pervade; tasks' modules need it here too.
+    parsl_imports.install_from_environment()
     try:
         connection = _Connection(options.fd)
     except OSError as e:
-        print(f"pervade.worker rank {options.rank}: cannot use fd {options.fd}: {e}", file=sys.stderr, flush=True)
+        logger.error("worker rank %d: cannot use fd %d: %s", options.rank, options.fd, e)
         return EXIT_PROTOCOL
+    logger.info("worker rank %d pid %d of pool %s (block %s) started", options.rank, os.getpid(), options.pool_id,
+                options.block_id)
     try:
-        return Worker(connection, options.rank).serve()
+        status = Worker(connection, options.rank).serve()
     finally:
         connection.close()
+    logger.info("worker rank %d exiting with status %d", options.rank, status)
+    return status
 
 
 if __name__ == "__main__":

@@ -339,6 +339,7 @@ void DataFlowKernel::cleanup() {
   if (im.memo) write_checkpoint();  // dfk_exit, and what periodic/manual modes have not written yet
   im.push(StopEvent{});
   im.reactor.join();
+  if (im.memo) im.memo->close();  // the reactor is gone: this thread is the store's only user
   if (im.observers->active()) {
     // After the executors and the reactor stopped: nothing reports after this.
     WorkflowEvent ended = im.workflow_event(WorkflowEvent::Kind::ended);

@@ -3,17 +3,26 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "pervade/errors.hpp"
+#include "util/private_files.hpp"
 
 namespace pervade::detail {
 
 namespace {
 
 constexpr int kApplicationId = 0x70766d6f;  // "pvmo": tells our checkpoints from other SQLite files
-constexpr int kFormatVersion = 1;
+// 2: a closed checkpoint is in rollback-journal mode, so a file still in WAL mode whose -wal
+// file is missing has lost results. Format 1 files stayed in WAL mode when closed.
+constexpr int kFormatVersion = 2;
+constexpr int kOldestFormat = 1;
 
 // A checksum per record: SQLite checks its pages' structure, not the bytes inside a blob.
 std::int64_t checksum(const unsigned char* key, const std::string& value) {
@@ -56,6 +65,93 @@ int pragma_int(sqlite3* db, const char* sql) {
   return value;
 }
 
+// Byte 18 of a SQLite file's header is 2 while the database is in WAL mode.
+bool header_says_wal(const std::string& path) {
+  unsigned char header[20] = {};
+  std::FILE* f = std::fopen(path.c_str(), "rbe");
+  const bool read = f && std::fread(header, 1, sizeof header, f) == sizeof header;
+  if (f) std::fclose(f);
+  return read && header[18] == 2;
+}
+
+std::uint32_t big_endian_32(const unsigned char* p) {
+  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
+}
+
+std::uint32_t little_endian_32(const unsigned char* p) {
+  return std::uint32_t{p[3]} << 24 | std::uint32_t{p[2]} << 16 | std::uint32_t{p[1]} << 8 | p[0];
+}
+
+// SQLite's WAL checksum (its file format documentation, "Checksum Algorithm"): pairs of 32-bit
+// words, in the byte order the log's magic number names, summed into (s0, s1).
+void wal_checksum(bool big_endian, const unsigned char* p, std::size_t n, std::uint32_t& s0, std::uint32_t& s1) {
+  for (std::size_t i = 0; i + 8 <= n; i += 8) {
+    const std::uint32_t x0 = big_endian ? big_endian_32(p + i) : little_endian_32(p + i);
+    const std::uint32_t x1 = big_endian ? big_endian_32(p + i + 4) : little_endian_32(p + i + 4);
+    s0 += x0 + s1;
+    s1 += x1 + s0;
+  }
+}
+
+// Why a write-ahead log cannot be trusted, or "" when it can. SQLite reads a WAL up to its
+// first frame with a wrong checksum and silently ignores the rest, which would drop committed
+// results without a word. A transaction cut short by a kill only ever ends the log; a bad frame
+// followed by frames of the same log generation (the same salts) is damage.
+std::string wal_damage(const std::string& wal) {
+  std::FILE* f = std::fopen(wal.c_str(), "rbe");
+  if (!f) return std::string("cannot be read: ") + std::strerror(errno);
+  struct Close {
+    std::FILE* f;
+    ~Close() { std::fclose(f); }
+  } closer{f};
+  unsigned char header[32];
+  const std::size_t got = std::fread(header, 1, sizeof header, f);
+  if (got == 0) return "";  // emptied by a checkpoint: nothing to replay
+  if (got < sizeof header) return "its header is cut short";
+  const std::uint32_t magic = big_endian_32(header);
+  const std::uint32_t page_size = big_endian_32(header + 8);
+  if ((magic & ~1U) != 0x377f0682U || page_size < 512 || page_size > 65536 || (page_size & (page_size - 1)))
+    return "its header is damaged (not a SQLite write-ahead log)";
+  const bool big_endian = magic & 1U;
+  std::uint32_t s0 = 0, s1 = 0;
+  wal_checksum(big_endian, header, 24, s0, s1);
+  if (s0 != big_endian_32(header + 24) || s1 != big_endian_32(header + 28)) return "its header fails its checksum";
+  std::vector<unsigned char> frame(24 + page_size);
+  bool chain_intact = true;
+  for (std::size_t index = 1;; ++index) {
+    if (std::fread(frame.data(), 1, frame.size(), f) != frame.size()) return "";
+    const bool this_generation = std::memcmp(frame.data() + 8, header + 16, 8) == 0;
+    if (!chain_intact) {
+      if (this_generation)
+        return fmt::format("a frame before frame {} fails its checksum and the committed transactions after it "
+                           "would be lost",
+                           index);
+      continue;
+    }
+    std::uint32_t t0 = s0, t1 = s1;
+    wal_checksum(big_endian, frame.data(), 8, t0, t1);
+    wal_checksum(big_endian, frame.data() + 24, page_size, t0, t1);
+    if (this_generation && t0 == big_endian_32(frame.data() + 16) && t1 == big_endian_32(frame.data() + 20)) {
+      s0 = t0;
+      s1 = t1;
+    } else {
+      chain_intact = false;  // the end of the log, unless frames of this generation follow
+    }
+  }
+}
+
+// A path as the file part of a SQLite URI.
+std::string uri_path(const std::string& path) {
+  std::string out;
+  for (char c : path) {
+    if (c == '%' || c == '?' || c == '#')
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    else
+      out += c;
+  }
+  return out;
+}
+
 }  // namespace
 
 MemoKey to_memo_key(const std::string& bytes) {
@@ -76,9 +172,22 @@ MemoStore::MemoStore(const CheckpointConfig& config) : config_(config) {
   }
 }
 
-MemoStore::~MemoStore() {
+MemoStore::~MemoStore() { close(); }
+
+void MemoStore::close() {
+  if (!db_) return;
   sqlite3_finalize(insert_);
+  insert_ = nullptr;
+  // Back to rollback-journal mode: SQLite folds the WAL into tasks.db and removes it, and the
+  // header says so (a reader then knows that no -wal file belongs to it).
+  char* err = nullptr;
+  if (sqlite3_exec(db_, "PRAGMA journal_mode=DELETE", nullptr, nullptr, &err) != SQLITE_OK) {
+    std::fprintf(stderr, "pervade: closing the checkpoint %s: %s (keep its -wal file with it)\n",
+                 file_in(config_.dir).c_str(), err ? err : sqlite3_errmsg(db_));
+    sqlite3_free(err);
+  }
   sqlite3_close(db_);
+  db_ = nullptr;
 }
 
 void MemoStore::load(const std::string& given) {
@@ -99,15 +208,33 @@ void MemoStore::load(const std::string& given) {
   auto fail = [&](const std::string& why) {
     return BadCheckpoint(fmt::format("Failed to load checkpoint: {}: {}", path, why));
   };
-  // Read-write: a checkpoint left by a killed run has committed transactions in its WAL file,
-  // which SQLite replays (up to the last complete one) when it opens the database.
-  if (sqlite3_open_v2(path.c_str(), &d.db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
-    throw fail(d.db ? sqlite3_errmsg(d.db) : "cannot open");
+  // Read-only, so loading never changes a checkpoint and works on read-only storage. A file
+  // with a -wal file beside it (its run was killed, or still runs) is read with its log, which
+  // SQLite replays up to the last complete transaction; any other is opened as immutable
+  // (nothing written, not even lock files).
+  const std::string wal = path + "-wal";
+  const bool has_wal = std::filesystem::exists(wal, ec);
+  if (has_wal) {
+    if (std::string why = wal_damage(wal); !why.empty()) throw fail(fmt::format("its write-ahead log {} {}", wal, why));
+  }
+  const std::string uri = "file:" + uri_path(path) + (has_wal ? "?mode=ro" : "?mode=ro&immutable=1");
+  if (sqlite3_open_v2(uri.c_str(), &d.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) != SQLITE_OK)
+    throw fail(fmt::format("{}{}", d.db ? sqlite3_errmsg(d.db) : "cannot open",
+                           has_wal ? " (reading its write-ahead log on read-only storage also needs its -shm file: "
+                                     "copy the checkpoint directory to writable storage)"
+                                   : ""));
   try {
     if (pragma_int(d.db, "PRAGMA application_id") != kApplicationId)
       throw fail("not a pervade checkpoint (wrong SQLite application_id)");
-    if (int v = pragma_int(d.db, "PRAGMA user_version"); v != kFormatVersion)
-      throw fail(fmt::format("checkpoint format {} is not supported (this pervade reads format {})", v, kFormatVersion));
+    const int v = pragma_int(d.db, "PRAGMA user_version");
+    if (v < kOldestFormat || v > kFormatVersion)
+      throw fail(fmt::format("checkpoint format {} is not supported (this pervade reads formats {} to {})", v,
+                             kOldestFormat, kFormatVersion));
+    if (v >= 2 && !has_wal && header_says_wal(path))
+      throw fail(fmt::format("its write-ahead log {} is missing: the run that wrote it did not close it (it was "
+                             "killed or still runs), and the results it committed since its last SQLite checkpoint "
+                             "are in that file; copy tasks.db together with tasks.db-wal",
+                             wal));
   } catch (const BadCheckpoint&) {
     throw;
   } catch (const Error& e) {
@@ -137,8 +264,9 @@ void MemoStore::load(const std::string& given) {
 void MemoStore::open_for_writing() {
   const std::string path = file_in(config_.dir);
   std::error_code ec;
-  std::filesystem::create_directories(config_.dir, ec);
-  if (ec) throw ConfigurationError(fmt::format("cannot create the checkpoint directory {}: {}", config_.dir, ec.message()));
+  if (!create_private_directories(config_.dir, ec))
+    throw ConfigurationError(
+        fmt::format("cannot create the checkpoint directory {}: {}", config_.dir, ec.message()));
   if (!std::filesystem::exists(path, ec)) {
     // Made complete under another name, then renamed: a run killed while creating it leaves no
     // half-made tasks.db that would stop the next run from loading its checkpoints.
@@ -152,9 +280,12 @@ void MemoStore::open_for_writing() {
     throw ConfigurationError(fmt::format("cannot open the checkpoint {}: {}", path, db_ ? sqlite3_errmsg(db_) : "?"));
   try {
     // WAL + synchronous=OFF: COMMIT is a write() to the WAL, no fsync. The data is then in the
-    // operating system, so a killed process loses nothing committed (a power cut may).
+    // operating system, so a killed process loses nothing committed (a power cut may). The
+    // WAL mode is recorded in tasks.db's header until close() turns it back.
     exec(db_, "PRAGMA journal_mode=WAL");
     exec(db_, "PRAGMA synchronous=OFF");
+    // The first read makes the -wal file: from now on a file in WAL mode without one has lost it.
+    pragma_int(db_, "PRAGMA user_version");
   } catch (const Error& e) {
     throw ConfigurationError(fmt::format("cannot open the checkpoint {}: {}", path, e.what()));
   }
@@ -164,11 +295,15 @@ void MemoStore::open_for_writing() {
 }
 
 void MemoStore::create_file(const std::string& path) {
+  // Made empty with mode 0600 first: SQLite keeps an existing file's mode, and gives it to the
+  // -wal and -shm files too. Results are pickles: unpickling another user's runs code.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, std::strerror(errno)));
+  ::close(fd);
   Db d;
-  if (sqlite3_open_v2(path.c_str(), &d.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+  if (sqlite3_open_v2(path.c_str(), &d.db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
     throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, d.db ? sqlite3_errmsg(d.db) : "?"));
   try {
-    exec(d.db, "PRAGMA journal_mode=WAL");  // persistent: stored in the file's header
     exec(d.db, fmt::format("PRAGMA application_id={}", kApplicationId).c_str());
     exec(d.db, fmt::format("PRAGMA user_version={}", kFormatVersion).c_str());
     // A rowid table without an index on key: appends stay cheap; a reader keeps the last record.
@@ -176,7 +311,6 @@ void MemoStore::create_file(const std::string& path) {
   } catch (const Error& e) {
     throw ConfigurationError(fmt::format("cannot create the checkpoint {}: {}", path, e.what()));
   }
-  // Closing the last connection folds the WAL into the file and removes it, before the rename.
 }
 
 const std::string* MemoStore::find(const MemoKey& key) const {

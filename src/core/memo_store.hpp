@@ -54,6 +54,10 @@ class MemoStore {
   // in-memory table): losing a checkpoint must not fail the tasks that produced it.
   std::size_t write();
   bool has_unwritten() const { return !unwritten_.empty(); }
+  // Ends checkpointing (also done by the destructor): folds the write-ahead log into tasks.db
+  // and leaves it in rollback-journal mode, so that the file alone holds every result and a
+  // reader can open it without writing (docs/checkpoints.md). Call write() first.
+  void close();
 
   CheckpointMode mode() const { return config_.mode; }
   std::size_t size() const { return table_.size(); }
@@ -68,6 +72,7 @@ class MemoStore {
   void load(const std::string& path);
   void open_for_writing();
   static void create_file(const std::string& path);
+  sqlite3* open_to_read(const std::string& path);
 
   CheckpointConfig config_;
   std::unordered_map<MemoKey, std::string, MemoKeyHash> table_;

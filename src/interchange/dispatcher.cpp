@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 namespace pervade::interchange {
 
 namespace {
@@ -129,6 +131,7 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   }
   Pool& pool = it->second;
   pool.last_heard = now;
+  pool.disconnected_at.reset();  // it is connected (again)
   if (auto* results = std::get_if<protocol::Results>(&message)) {
     on_results(pool, *results, now);
   } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
@@ -136,6 +139,11 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   } else if (std::holds_alternative<protocol::Drained>(message)) {
     events_.push_back({PoolEvent::drained, identity, pool.info.pool_id, pool.info.block_id, {}});
     lose(identity, "pool " + pool.info.pool_id + " drained and exited");
+  } else if (auto* failed = std::get_if<protocol::Failed>(&message)) {
+    const std::string reason = "pool " + pool.info.pool_id + " on " + pool.info.hostname + " (block " +
+                               pool.info.block_id + ") cannot run tasks: " + failed->reason;
+    events_.push_back({PoolEvent::failed, identity, pool.info.pool_id, pool.info.block_id, reason});
+    lose(identity, reason);
   }
   // Heartbeat: last_heard is all it carries, and observers are told.
   if (config_.report_places && std::holds_alternative<protocol::Heartbeat>(message))
@@ -151,8 +159,9 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
              major_minor(r.python_version) != major_minor(config_.python_version)) {
     reason = "pool " + r.pool_id + " runs Python " + r.python_version + " but the driver runs Python " +
              config_.python_version + ": pickled tasks need the same Python major.minor";
-  } else if (r.worker_count < 1) {
-    reason = "pool " + r.pool_id + " registered with " + std::to_string(r.worker_count) + " workers";
+  } else if (r.worker_count < 1 || r.worker_count > kMaxWorkerCount) {
+    reason = "pool " + r.pool_id + " registered with " + std::to_string(r.worker_count) + " workers (1 to " +
+             std::to_string(kMaxWorkerCount) + " allowed)";
   } else if (pools_.contains(identity)) {
     reason = "pool identity " + identity + " is already registered";
   }
@@ -181,6 +190,10 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
   std::size_t known = 0;
   for (const auto& result : r.results) known += pool.in_flight.count(result.task_id);
   if (known == 0) return;
+  if (!pool.working) {
+    pool.working = true;
+    events_.push_back({PoolEvent::working, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
+  }
   const TimePoint previous = std::exchange(pool.last_result, now);
   const auto paced = (now - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
   bool all_short = true;
@@ -258,23 +271,40 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   pools_.erase(it);
 }
 
-void Dispatcher::tick(TimePoint now) {
+void Dispatcher::disconnected(const std::string& identity, TimePoint now) {
+  auto it = pools_.find(identity);
+  if (it != pools_.end() && !it->second.disconnected_at) it->second.disconnected_at = now;
+}
+
+std::size_t Dispatcher::lose_block(const std::string& block_id, const std::string& reason) {
   std::vector<std::string> lost;
+  for (const auto& [id, pool] : pools_)
+    if (pool.info.block_id == block_id) lost.push_back(id);
+  for (const auto& id : lost) give_up(id, reason);
+  return lost.size();
+}
+
+void Dispatcher::give_up(const std::string& identity, const std::string& why) {
+  const Pool& pool = pools_.at(identity);
+  const std::string reason =
+      "pool " + pool.info.pool_id + " on " + pool.info.hostname + " (block " + pool.info.block_id + ") " + why;
+  events_.push_back({PoolEvent::lost, identity, pool.info.pool_id, pool.info.block_id, reason});
+  lose(identity, reason);
+}
+
+void Dispatcher::tick(TimePoint now) {
+  std::vector<std::pair<std::string, std::string>> lost;
   for (auto& [id, pool] : pools_) {
     if (now - pool.last_heard >= duration(config_.heartbeat_threshold)) {
-      lost.push_back(id);
+      lost.emplace_back(id, "sent nothing for " + fmt::format("{}", config_.heartbeat_threshold) + " s");
+    } else if (pool.disconnected_at && now - *pool.disconnected_at >= duration(config_.disconnect_grace)) {
+      lost.emplace_back(id, "closed its connection and did not come back within " +
+                                fmt::format("{}", config_.disconnect_grace) + " s");
     } else if (now - pool.last_sent >= duration(config_.heartbeat_period)) {
       send(pool, protocol::Heartbeat{}, now);
     }
   }
-  for (const auto& id : lost) {
-    const Pool& pool = pools_.at(id);
-    const std::string reason = "pool " + pool.info.pool_id + " on " + pool.info.hostname + " (block " +
-                               pool.info.block_id + ") sent nothing for " +
-                               std::to_string(config_.heartbeat_threshold) + " s";
-    events_.push_back({PoolEvent::lost, id, pool.info.pool_id, pool.info.block_id, reason});
-    lose(id, reason);
-  }
+  for (const auto& [id, why] : lost) give_up(id, why);
   now_ = now;
 }
 
@@ -283,6 +313,7 @@ TimePoint Dispatcher::next_deadline() const {
   for (const auto& [id, pool] : pools_) {
     next = std::min(next, pool.last_heard + duration(config_.heartbeat_threshold));
     next = std::min(next, pool.last_sent + duration(config_.heartbeat_period));
+    if (pool.disconnected_at) next = std::min(next, *pool.disconnected_at + duration(config_.disconnect_grace));
   }
   return next;
 }

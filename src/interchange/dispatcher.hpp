@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -21,6 +22,10 @@ namespace pervade::interchange {
 
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
+
+// The most workers a registering pool may announce: a pool's capacity (workers + prefetch) is
+// counted in ints, and no node runs more worker processes than this.
+constexpr int kMaxWorkerCount = 1 << 16;
 
 struct DispatchTask {
   std::uint64_t task_id = 0;
@@ -45,6 +50,10 @@ struct DispatcherConfig {
   // microseconds, and is off as soon as tasks take longer, so long tasks keep the load balance
   // of prefetch_capacity alone. 0 disables it.
   int short_task_prefetch = 16;
+  // Seconds a pool whose connection closed (disconnected()) has to come back, i.e. send any
+  // message, before it is lost: a killed pool's tasks fail (and retry) after this, not after
+  // heartbeat_threshold.
+  double disconnect_grace = 1;
   // For observers: Completed::pool_id is filled (each try's pool: TryEvent) and each pool
   // heartbeat is an event (the node table); off, no copy is made and no event.
   bool report_places = false;
@@ -69,11 +78,14 @@ struct Completed {
 };
 
 struct PoolEvent {
-  enum Kind { registered, refused, lost, drained, heartbeat } kind;  // heartbeat: only with report_places
+  // failed: the pool reported that it cannot run tasks (FAILED) and is exiting.
+  // working: the pool sent its first results (it runs tasks: its block works).
+  // heartbeat: the pool sent a heartbeat (only with DispatcherConfig::report_places).
+  enum Kind { registered, refused, lost, drained, failed, working, heartbeat } kind;
   std::string identity;
   std::string pool_id;
   std::string block_id;
-  std::string detail;  // refused/lost: the reason
+  std::string detail;  // refused/lost/failed: the reason
   // registered: what the pool said of itself (for observers' PoolEvent)
   std::string hostname{};
   std::string python_version{};
@@ -105,7 +117,14 @@ class Dispatcher {
   // kStatusNotStarted (the executor then launches it the ordinary way).
   void submit(DispatchTask task, TimePoint now);
   void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
-  // Heartbeats out, lost pools detected.
+  // The pool's connection closed (ZeroMQ's socket monitor): it is lost unless it sends a message
+  // within disconnect_grace. Unknown identities: ignored.
+  void disconnected(const std::string& identity, TimePoint now);
+  // Every pool of this block is lost at once (its process is gone, says the provider); their
+  // tasks fail with ManagerLost and `reason`. Returns how many pools that was.
+  std::size_t lose_block(const std::string& block_id, const std::string& reason);
+  // Heartbeats out, lost pools detected (silent for heartbeat_threshold, or disconnected for
+  // disconnect_grace).
   void tick(TimePoint now);
   // Stop sending tasks to a pool (hold), or also ask it to finish and exit (drain).
   bool hold(const std::string& pool_id, bool held);
@@ -138,12 +157,14 @@ class Dispatcher {
     // Followers sent here whose input has not come back yet -> the task they wait for. If the
     // pool is lost, these never started.
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
+    bool working = false;      // it has sent results (PoolEvent::working was reported)
     bool short_tasks = false;  // its latest results came back within kShortTask
     TimePoint last_result{};   // when its latest results came back
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;
     TimePoint idle_since;
+    std::optional<TimePoint> disconnected_at;  // its connection closed then, and it has sent nothing since
     bool held = false;
     bool draining = false;
   };
@@ -166,6 +187,8 @@ class Dispatcher {
   void release_held(std::uint64_t task_id, const std::string& why);
   void remember_owner(std::uint64_t task_id, const std::string& identity);
   void lose(const std::string& identity, const std::string& reason);
+  // lose() with a lost event, for pools given up on by the interchange.
+  void give_up(const std::string& identity, const std::string& why);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
 

@@ -3,6 +3,7 @@
 #include "interchange/interchange.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -17,14 +18,19 @@
 #include <unordered_map>
 #include <zmq.hpp>
 
+#include "interchange/connection_guard.hpp"
 #include "pervade/errors.hpp"
+#include "util/private_files.hpp"
 #include "util/thread_name.hpp"
 
 namespace pervade::interchange {
 
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
-}
+// A TCP peer that has not finished the ZMTP (and CurveZMQ) handshake after this long is
+// disconnected (libzmq's default: 30 s). A pool needs a few round trips.
+constexpr int kHandshakeTimeoutMs = 10000;
+}  // namespace
 
 struct Interchange::Impl {
   InterchangeConfig config;
@@ -40,7 +46,30 @@ struct Interchange::Impl {
   std::string ipc_path;  // the socket file in it
   // Which socket each pool's messages come in on, to answer it on the same one.
   std::unordered_map<std::string, zmq::socket_t*> route;
+  // ZeroMQ's socket monitors of both sockets report a connection that closes (a pool killed,
+  // its host gone) as the descriptor it had; each message says which descriptor it came in on
+  // (ZMQ_SRCFD), so links tells whose connection that was. A descriptor number may be reused
+  // by a new connection before the event is read: the socket's inode tells them apart.
+  zmq::socket_t router_monitor;
+  zmq::socket_t local_monitor;
+  struct Link {
+    std::string identity;
+    ino_t inode = 0;
+  };
+  std::unordered_map<int, Link> links;  // descriptor -> the pool whose messages came in on it
+  // Pool identity -> the connection (descriptor, inode) of its latest REGISTER or HEARTBEAT.
+  std::unordered_map<std::string, std::pair<int, ino_t>> latest;
+  // Closed connections not yet confirmed closed: libzmq reports the event just before it closes
+  // the descriptor, and an event may be of an earlier connection on a reused number.
+  struct Closed {
+    int fd;
+    Link link;
+    TimePoint when;
+  };
+  std::vector<Closed> closed;
   int port = 0;
+  // Caps the TCP connections; fed the ACCEPTED and DISCONNECTED events of router_monitor.
+  std::optional<ConnectionGuard> guard;
   int wake_fd = -1;
   Dispatcher dispatcher;
   std::mutex mutex;
@@ -68,7 +97,7 @@ struct Interchange::Impl {
     constexpr std::size_t kMaxPath = sizeof(sockaddr_un{}.sun_path) - 1;
     const std::string name = "/sock";
     std::error_code ec;
-    std::filesystem::create_directories(config.ipc_dir, ec);
+    detail::create_private_directories(config.ipc_dir, ec);
     std::string tmpl = config.ipc_dir + "/ipc-XXXXXX";
     if (tmpl.size() + name.size() > kMaxPath) {
       const char* tmp = std::getenv("TMPDIR");
@@ -90,6 +119,13 @@ struct Interchange::Impl {
     }
   }
 
+  void watch_tcp_connections() {
+    const long fd_limit = raise_fd_limit();
+    guard.emplace(port, config.max_tcp_connections ? config.max_tcp_connections : ConnectionGuard::cap_for(fd_limit));
+    // libzmq keeps one monitor per socket: this one serves the guard and lost-pool detection.
+    router_monitor = monitor(router, "tcp", ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
+  }
+
   void remove_local_files() {
     if (!ipc_path.empty()) ::unlink(ipc_path.c_str());
     if (!ipc_dir.empty()) ::rmdir(ipc_dir.c_str());
@@ -97,6 +133,7 @@ struct Interchange::Impl {
 
   void bind() {
     configure(router);
+    router.set(zmq::sockopt::handshake_ivl, kHandshakeTimeoutMs);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {
       router.set(zmq::sockopt::curve_server, 1);
@@ -106,17 +143,79 @@ struct Interchange::Impl {
     const int first = config.port ? config.port : config.port_min;
     const int last = config.port ? config.port : config.port_max;
     std::string error;
-    for (int p = first; p <= last; ++p) {
+    for (int p = first; p <= last && port == 0; ++p) {
       try {
         router.bind("tcp://" + host + ":" + std::to_string(p));
         port = p;
-        return;
       } catch (const zmq::error_t& e) {
         error = e.what();
       }
     }
+    if (port != 0) {
+      watch_tcp_connections();
+      return;
+    }
     throw Error("interchange: cannot bind tcp://" + host + " on a port in " + std::to_string(first) + "-" +
                 std::to_string(last) + ": " + error);
+  }
+
+  // A PAIR socket that receives the `events` of `socket`.
+  zmq::socket_t monitor(zmq::socket_t& socket, const std::string& name, int events) {
+    const std::string endpoint = "inproc://pervade-monitor-" + name;
+    if (zmq_socket_monitor(socket.handle(), endpoint.c_str(), events) != 0)
+      throw Error(std::string("interchange: cannot monitor its socket: ") + zmq_strerror(zmq_errno()));
+    zmq::socket_t pair(context, zmq::socket_type::pair);
+    pair.set(zmq::sockopt::linger, 0);
+    pair.set(zmq::sockopt::rcvhwm, 0);  // no event dropped, however many connections come at once
+    pair.connect(endpoint);
+    return pair;
+  }
+
+  // `fresh`: the message may be the first of a new connection on a reused descriptor number
+  // (REGISTER, or the HEARTBEAT a pool sends when it reconnects), so the inode is read again.
+  void note_link(int fd, const std::string& identity, bool fresh) {
+    Link& link = links[fd];
+    if (link.identity == identity && !fresh) return;
+    struct stat st {};
+    link = Link{identity, ::fstat(fd, &st) == 0 ? st.st_ino : 0};
+    latest[identity] = {fd, link.inode};
+  }
+
+  // Monitor events: two frames, (uint16 event, uint32 value: the descriptor) then the endpoint.
+  void read_monitor(zmq::socket_t& monitor_socket, TimePoint now) {
+    for (;;) {
+      zmq::message_t event, endpoint;
+      if (!monitor_socket.recv(event, zmq::recv_flags::dontwait)) return;
+      if (event.more()) (void)monitor_socket.recv(endpoint, zmq::recv_flags::none);
+      if (event.size() < 6) continue;
+      std::uint16_t id;
+      std::uint32_t fd;
+      std::memcpy(&id, event.data(), sizeof id);
+      std::memcpy(&fd, static_cast<const char*>(event.data()) + sizeof id, sizeof fd);
+      if (guard && &monitor_socket == &router_monitor) guard->on_event(id, static_cast<std::int32_t>(fd));
+      if (id != ZMQ_EVENT_DISCONNECTED) continue;
+      auto link = links.find(static_cast<int>(fd));
+      if (link != links.end()) closed.push_back(Closed{link->first, link->second, now});
+    }
+  }
+
+  // A connection is closed once its descriptor is closed or is another socket; one still open
+  // after kStaleEvent was not the connection the event was about. A pool whose latest message
+  // came in on another connection (even on the same descriptor number) is already back.
+  void confirm_closed(TimePoint now) {
+    constexpr auto kStaleEvent = std::chrono::milliseconds(500);
+    std::erase_if(closed, [&](const Closed& c) {
+      struct stat st {};
+      if (::fstat(c.fd, &st) == 0 && st.st_ino == c.link.inode) return now - c.when >= kStaleEvent;
+      auto link = links.find(c.fd);
+      if (link != links.end() && link->second.inode == c.link.inode) links.erase(link);
+      auto now_on = latest.find(c.link.identity);
+      if (now_on != latest.end() && now_on->second == std::pair{c.fd, c.link.inode}) {
+        latest.erase(now_on);
+        dispatcher.disconnected(c.link.identity, c.when);
+      }
+      return true;
+    });
   }
 
   // Everything waiting on one socket, without blocking.
@@ -138,6 +237,8 @@ struct Interchange::Impl {
       if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
       std::string id = identity.to_string();
       route[id] = &socket;
+      if (const int fd = zmq_msg_get(body.handle(), ZMQ_SRCFD); fd >= 0)
+        note_link(fd, id, !std::holds_alternative<protocol::Results>(*decoded));
       dispatcher.on_message(id, std::move(*decoded), Clock::now());
     }
   }
@@ -150,10 +251,13 @@ struct Interchange::Impl {
       long timeout_ms = -1;
       if (deadline != TimePoint::max())
         timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
+      if (!closed.empty()) timeout_ms = timeout_ms < 0 ? 10 : std::min<long>(timeout_ms, 10);
       zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, wake_fd, ZMQ_POLLIN, 0},
-                                 {local.handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, local ? 3 : 2, std::chrono::milliseconds(timeout_ms));
+                                 {router_monitor.handle(), 0, ZMQ_POLLIN, 0},
+                                 {local.handle(), 0, ZMQ_POLLIN, 0},
+                                 {local_monitor.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, local ? 5 : 3, std::chrono::milliseconds(timeout_ms));
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t n;
         if (::read(wake_fd, &n, sizeof n) < 0) {
@@ -168,6 +272,11 @@ struct Interchange::Impl {
       pending.clear();
       receive_all(router);
       if (local) receive_all(local);
+      // After the messages: a message read above came in on a connection whose descriptor the
+      // links now hold, so its later close is attributed to the right pool.
+      read_monitor(router_monitor, Clock::now());
+      if (local) read_monitor(local_monitor, Clock::now());
+      if (!closed.empty()) confirm_closed(Clock::now());
       dispatcher.tick(Clock::now());
       flush();
       if (stopping.load()) {
@@ -241,7 +350,10 @@ Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, Eve
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl_->wake_fd < 0) throw Error("interchange: eventfd failed");
   impl_->bind();
-  if (!impl_->config.ipc_dir.empty()) impl_->bind_local();
+  if (!impl_->config.ipc_dir.empty()) {
+    impl_->bind_local();
+    impl_->local_monitor = impl_->monitor(impl_->local, "ipc", ZMQ_EVENT_DISCONNECTED);
+  }
   Impl* raw = impl_.get();
   impl_->thread = std::thread([raw] {
     detail::name_this_thread("pv-interchange");
@@ -289,6 +401,11 @@ bool Interchange::drain(const std::string& pool_id) {
   return impl_->ask<bool>([pool_id](Dispatcher& d, TimePoint) { return d.drain(pool_id); });
 }
 
+std::size_t Interchange::lose_block(const std::string& block_id, const std::string& reason) {
+  return impl_->ask<std::size_t>(
+      [block_id, reason](Dispatcher& d, TimePoint) { return d.lose_block(block_id, reason); });
+}
+
 std::vector<PoolInfo> Interchange::pools() {
   return impl_->ask<std::vector<PoolInfo>>([](Dispatcher& d, TimePoint now) { return d.pools(now); });
 }
@@ -303,8 +420,14 @@ void Interchange::stop() {
     impl_->post([](Dispatcher&, TimePoint) {});
     if (impl_->thread.joinable()) impl_->thread.join();
     // Closing the context joins ZeroMQ's own I/O threads: nothing is left running after stop().
+    zmq_socket_monitor(impl_->router.handle(), nullptr, 0);
+    impl_->router_monitor.close();
     impl_->router.close();
-    if (impl_->local) impl_->local.close();
+    if (impl_->local) {
+      zmq_socket_monitor(impl_->local.handle(), nullptr, 0);
+      impl_->local_monitor.close();
+      impl_->local.close();
+    }
     impl_->context.close();
     impl_->remove_local_files();
   });

@@ -27,6 +27,10 @@ struct InterchangeConfig {
   // Set: also listen, without CurveZMQ, on a Unix socket (ipc://) in a new directory of mode
   // 0700 made in this one, for pools on this host (docs/htex.md, "Security"). Removed by stop().
   std::string ipc_dir;
+  // TCP connections open at once, at most (docs/htex.md, "Threat model"); 0: all the
+  // descriptors this process may have (its soft RLIMIT_NOFILE, raised at start by
+  // raise_fd_limit) but a reserve, ConnectionGuard::cap_for.
+  std::size_t max_tcp_connections = 0;
 };
 
 class Interchange {
@@ -49,6 +53,8 @@ class Interchange {
   void cancel(std::vector<std::uint64_t> task_ids);  // see Dispatcher::cancel
   bool hold(const std::string& pool_id, bool held);
   bool drain(const std::string& pool_id);
+  // See Dispatcher::lose_block: for a block whose process the provider saw end.
+  std::size_t lose_block(const std::string& block_id, const std::string& reason);
   std::vector<PoolInfo> pools();
   std::size_t outstanding();  // queued + in flight
   // Sends SHUTDOWN to every pool and joins the thread. Idempotent.

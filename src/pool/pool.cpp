@@ -21,7 +21,8 @@
 //   reaped, its task (if any) answered with status 2 (kStatusWorkerLost) and the text of what
 //   the pool saw, and a replacement with the same rank is started. A worker may hold a second,
 //   not yet started task (see dispatch()); that one goes back to the pool's queue. kMaxStartFailures deaths in
-//   a row without READY mean the Python environment is broken: exit kExitBrokenWorkers.
+//   a row without READY mean the Python environment is broken: the pool tells the interchange
+//   (FAILED, with what the interpreter prints) and exits kExitBrokenWorkers.
 // * Writes to workers are non-blocking with a per-worker output buffer (POLLOUT while it is not
 //   empty), so a stuck worker cannot stall the pool. Messages to the interchange are sent with
 //   ZMQ_DONTWAIT; what does not fit under the high-water mark waits in a queue for POLLOUT.
@@ -60,6 +61,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -112,7 +114,7 @@ constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
 constexpr std::size_t kPipelineMaxDepth = 16;
 constexpr int kWorkerSocketBuffer = 4 << 20;  // SO_SNDBUF of the worker sockets
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
-constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED
+constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED or FAILED
 constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
 // A worker whose socket reached EOF is normally exiting; it is given this long to do so (and
 // be reported with its own exit status) before the pool kills it.
@@ -129,7 +131,7 @@ class Logger {
  public:
   bool open(const std::string& path, std::string* error) {
     if (path.empty()) return true;
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
       *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
       return false;
@@ -143,6 +145,10 @@ class Logger {
     file_ = f;
     return true;
   }
+
+  // Lines below `level` (Python's level numbers) are not written.
+  void set_level(int level) { level_ = level; }
+  bool enabled(int level) const { return level >= level_; }
 
   void write(const char* level, const std::string& message) {
     const auto now = std::chrono::system_clock::now();
@@ -161,6 +167,7 @@ class Logger {
  private:
   std::mutex mu_;
   FILE* file_ = stderr;
+  int level_ = 20;
 };
 
 Logger& logger() {
@@ -168,13 +175,18 @@ Logger& logger() {
   return instance;
 }
 
+// Each checks the level before formatting: a debug line costs one branch when it is off.
+template <typename... Args>
+void log_debug(fmt::format_string<Args...> f, Args&&... args) {
+  if (logger().enabled(10)) logger().write("DEBUG", fmt::format(f, std::forward<Args>(args)...));
+}
 template <typename... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {
-  logger().write("INFO", fmt::format(f, std::forward<Args>(args)...));
+  if (logger().enabled(20)) logger().write("INFO", fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void log_warn(fmt::format_string<Args...> f, Args&&... args) {
-  logger().write("WARNING", fmt::format(f, std::forward<Args>(args)...));
+  if (logger().enabled(30)) logger().write("WARNING", fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void log_error(fmt::format_string<Args...> f, Args&&... args) {
@@ -261,8 +273,12 @@ Clock::duration seconds(double s) {
 using detail::SpawnAttr;
 using detail::SpawnFileActions;
 
-// Asks the interpreter for its version: `python -c 'import platform;print(platform.python_version())'`.
-std::optional<std::string> query_python_version(const std::string& python, std::string* error) {
+// Runs `python -c prog` with its stdout and stderr into one pipe, for at most 60 s. Returns
+// its wait status and sets *output to the last 4 KiB it printed; nullopt (and *error) when it
+// could not be started or did not finish in time.
+std::optional<int> run_python(const std::string& python, const std::string& prog, std::string* output,
+                              std::string* error) {
+  constexpr std::size_t kKeep = 4096;
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) {
     *error = fmt::format("pipe2: {}", os_error(errno));
@@ -276,20 +292,22 @@ std::optional<std::string> query_python_version(const std::string& python, std::
   }
   SpawnFileActions fa;
   posix_spawn_file_actions_adddup2(&fa.fa, wr.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&fa.fa, wr.get(), STDERR_FILENO);
   SpawnAttr attr;
   if (int rc = detail::reset_child_signals(attr, POSIX_SPAWN_SETPGROUP)) {
     *error = fmt::format("posix_spawnattr: {}", os_error(rc));
     return std::nullopt;
   }
-  std::string prog = "import platform;print(platform.python_version())";
-  std::vector<char*> argv{const_cast<char*>(python.c_str()), const_cast<char*>("-c"), prog.data(), nullptr};
+  std::string code = prog;
+  std::vector<char*> argv{const_cast<char*>(python.c_str()), const_cast<char*>("-c"), code.data(), nullptr};
   pid_t pid = 0;
   if (int rc = posix_spawnp(&pid, python.c_str(), &fa.fa, &attr.attr, argv.data(), environ)) {
-    *error = fmt::format("cannot start '{}': {}", python, os_error(rc));
+    *error = fmt::format("cannot run '{}': {}", python, os_error(rc));
     return std::nullopt;
   }
   wr.reset();
-  std::string out;
+  std::string& out = *output;
+  out.clear();
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   bool timed_out = false;
   for (;;) {
@@ -306,26 +324,54 @@ std::optional<std::string> query_python_version(const std::string& python, std::
     const ssize_t n = ::read(rd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    if (out.size() < 4096) out.append(buf, static_cast<std::size_t>(n));
+    out.append(buf, static_cast<std::size_t>(n));
+    if (out.size() > 2 * kKeep) out.erase(0, out.size() - kKeep);
   }
+  if (out.size() > kKeep) out.erase(0, out.size() - kKeep);
   if (timed_out) ::kill(-pid, SIGKILL);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (timed_out) {
-    *error = fmt::format("'{}' did not answer within 60 s", python);
+    *error = fmt::format("'{}' did not finish within 60 s", python);
     return std::nullopt;
   }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    *error = fmt::format("'{} -c \"{}\"' {}", python, prog, describe_wait_status(status));
+  return status;
+}
+
+// Asks the interpreter for its version: `python -c 'import platform;print(platform.python_version())'`.
+std::optional<std::string> query_python_version(const std::string& python, std::string* error) {
+  const std::string prog = "import platform;print(platform.python_version())";
+  std::string out;
+  const std::optional<int> status = run_python(python, prog, &out, error);
+  if (!status) return std::nullopt;
+  if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+    *error = fmt::format("'{} -c \"{}\"' {}: {}", python, prog, describe_wait_status(*status), trim(out));
     return std::nullopt;
   }
+  // The version is the last line (a warning may come first on stderr).
   out = trim(out);
+  out.erase(0, out.find_last_of('\n') == std::string::npos ? 0 : out.find_last_of('\n') + 1);
   if (out.empty() || !std::isdigit(static_cast<unsigned char>(out[0]))) {
     *error = fmt::format("'{}' printed an unexpected version '{}'", python, out);
     return std::nullopt;
   }
   return out;
+}
+
+// Why workers cannot start with this interpreter, for the FAILED message: what
+// `python -c 'import pervade.worker'` says (the traceback of a missing or broken pervade), or
+// that the interpreter cannot run at all.
+std::string diagnose_worker_interpreter(const std::string& python) {
+  const std::string prog = "import pervade.worker";
+  std::string out, error;
+  const std::optional<int> status = run_python(python, prog, &out, &error);
+  if (!status) return error;
+  out = trim(out);
+  if (WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
+    return fmt::format("'{}' imports pervade.worker, but its workers died before they were ready{}", python,
+                       out.empty() ? "" : ": " + out);
+  return fmt::format("'{} -c \"{}\"' {}{}", python, prog, describe_wait_status(*status), out.empty() ? "" : ":\n" + out);
 }
 
 std::string read_key_line(const std::string& path, int line_no, std::string* error) {
@@ -960,6 +1006,9 @@ class Pool {
       } else if (id == ZMQ_EVENT_CONNECTED && disconnected_at_) {
         disconnected_at_.reset();
         log_info("connected to the interchange again");
+        // The interchange saw the connection close too: a message now tells it this pool is
+        // back before its grace period ends (docs/protocol.md, "Liveness").
+        if (outq_.empty()) send_to_interchange(proto::PoolMessage{proto::Heartbeat{}});
       }
     }
   }
@@ -1150,6 +1199,7 @@ class Pool {
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed, go back to the driver as not started).
   void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {}) {
+    log_debug("task {} finished with status {}", task_id, status);
     if (!followers_.empty())
       release_followers(task_id, succeeded.value_or(status == proto::kStatusOk) ? &payload : nullptr);
     results_.push_back(proto::TaskResult{task_id, status, std::move(payload)});
@@ -1235,6 +1285,7 @@ class Pool {
   }
 
   void accept_tasks(proto::Tasks& tasks) {
+    log_debug("received {} tasks", tasks.tasks.size());
     for (proto::Task& t : tasks.tasks) {
       if (draining_) {
         reject(t.task_id, fmt::format("pool {} is draining and accepts no more tasks", o_.pool_id));
@@ -1325,10 +1376,16 @@ class Pool {
     }
   }
 
+  // The interchange is told (FAILED), so that it fails this pool's tasks at once with the reason
+  // and the executor counts the block as failed instead of replacing it forever.
   void fail_broken_environment(const std::string& last) {
-    log_error("{} workers in a row failed before becoming ready (last: {}); the Python environment is "
-              "broken (interpreter '{}', module pervade.worker); exiting",
-              consecutive_start_failures_, last, o_.python);
+    const std::string reason =
+        fmt::format("its workers cannot start with the Python interpreter '{}': {} in a row failed before becoming "
+                    "ready (last: {}); {}",
+                    o_.python, consecutive_start_failures_, last, diagnose_worker_interpreter(o_.python));
+    log_error("{}; exiting", reason);
+    send_to_interchange(proto::PoolMessage{proto::Failed{reason}});
+    linger_ms_ = static_cast<int>(kDrainLinger.count());
     exit_status_ = kExitBrokenWorkers;
   }
 
@@ -1366,7 +1423,7 @@ class Pool {
     }
     std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
                                   "--rank",  std::to_string(w.rank), "--pool-id", o_.pool_id, "--block-id",
-                                  o_.block_id};
+                                  o_.block_id, "--log-level", std::to_string(o_.log_level)};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -1666,6 +1723,7 @@ class Pool {
   }
 
   void send_task(Worker& w, proto::Task&& t) {
+    log_debug("task {} to worker {}", t.task_id, w.rank);
     const bool second = !w.tasks.empty();
     if (second) w.waiting.push_back(t);  // small (kPipelineMaxBytes): the copy is cheap
     proto::WorkerTask wt;
@@ -1882,6 +1940,11 @@ options:
                                accepts a connection; otherwise --address is used
   --host-id ID                 the interchange's host (boot id and network namespace)
   --log FILE                   log to FILE (default: stderr)
+  --log-level LEVEL            debug, info (default), warning or error: the pool's lines below
+                               it are not written; the workers log at the same level
+  --log-limit BYTES            stdout and stderr (the block log, with the tasks' output):
+                               a file past BYTES is renamed to NAME.1 and started afresh,
+                               so at most twice BYTES are kept (default: 16 MiB; 0: no cap)
   --cpu-affinity MODE          pin workers to CPUs (default: none); MODE is one of
                                  block          worker i: CPUs [i*P, (i+1)*P) of the pool's
                                                 CPUs, P = max(1, CPUs / workers)
@@ -2006,7 +2069,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
-        "--ipc", "--host-id",
+        "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
@@ -2057,6 +2120,17 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.curve_client_keys_file = value;
     } else if (arg == "--log") {
       o.log_file = value;
+    } else if (arg == "--log-level") {
+      static const std::pair<const char*, int> kLevels[] = {{"debug", 10}, {"info", 20}, {"warning", 30}, {"error", 40}};
+      const auto* level = std::find_if(std::begin(kLevels), std::end(kLevels), [&](auto& l) { return value == l.first; });
+      if (level == std::end(kLevels)) return fail("--log-level must be debug, info, warning or error");
+      o.log_level = level->second;
+    } else if (arg == "--log-limit") {
+      char* end = nullptr;
+      errno = 0;
+      o.log_limit = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || !std::isdigit(static_cast<unsigned char>(value[0])) || *end || errno)
+        return fail("--log-limit must be a number of bytes");
     } else if (arg == "--ipc") {
       if (value.rfind("ipc://", 0) != 0 || value.size() == 6) return fail("--ipc must be ipc://PATH");
       o.ipc_url = value;
@@ -2115,7 +2189,11 @@ int run_pool(PoolOptions options) {
     return kExitError;
   }
 
+  // Before any worker starts: they inherit the capped outputs.
+  OutputCap output(options.log_limit);
+
   std::string error;
+  logger().set_level(options.log_level);
   if (!logger().open(options.log_file, &error)) {
     std::fprintf(stderr, "pervade-pool: %s\n", error.c_str());
     return kExitUsage;

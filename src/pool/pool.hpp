@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "pool/output_cap.hpp"
 #include "pool/resources.hpp"
 
 namespace pervade::pool {
@@ -20,7 +21,7 @@ enum ExitStatus : int {
   kExitUsage = 2,           // bad command line
   kExitRefused = 3,         // the interchange answered REFUSED (the reason is logged)
   kExitNoAnswer = 4,        // no answer to REGISTER within the heartbeat threshold
-  kExitBrokenWorkers = 5,   // workers keep dying before READY (broken Python environment)
+  kExitBrokenWorkers = 5,   // workers keep dying before READY (broken Python environment); once registered, FAILED is sent first
   kExitSignalBase = 128,    // killed by SIGTERM/SIGINT/SIGHUP: 128 + signal number, after cleanup
 };
 
@@ -45,6 +46,8 @@ struct PoolOptions {
   std::string ipc_url;
   std::string host_id;
   std::string log_file;  // empty: stderr
+  int log_level = 20;  // --log-level: Python's numbers (10 debug, 20 info, 30 warning, 40 error)
+  std::uint64_t log_limit = kDefaultLogLimit;  // bytes of stdout/stderr per file; 0: no cap (output_cap.hpp)
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;

@@ -36,7 +36,8 @@ constexpr int kRegister = 1;
 constexpr int kPoolHeartbeat = 2;
 constexpr int kResults = 3;
 constexpr int kDrained = 4;
-constexpr int kUsage = 5;
+constexpr int kFailed = 5;
+constexpr int kUsage = 6;
 constexpr int kRegistered = 101;
 constexpr int kRefused = 102;
 constexpr int kTasks = 103;
@@ -296,6 +297,7 @@ const char* link1_name(std::int64_t t) {
     case kPoolHeartbeat: return "HEARTBEAT";
     case kResults: return "RESULTS";
     case kDrained: return "DRAINED";
+    case kFailed: return "FAILED";
     case kUsage: return "USAGE";
     case kRegistered: return "REGISTERED";
     case kRefused: return "REFUSED";
@@ -521,6 +523,11 @@ Bytes encode(const PoolMessage& m) {
                    }
                  },
                  [&](const Drained&) { pack_empty(pk, kDrained); },
+                 [&](const Failed& f) {
+                   pk.pack_array(2);
+                   pk.pack_int(kFailed);
+                   pack_str(pk, f.reason);
+                 },
                  [&](const Usage& u) {
                    pk.pack_array(2);
                    pk.pack_int(kUsage);
@@ -658,6 +665,10 @@ std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t siz
       case kDrained:
         fields(o, "DRAINED", 0);
         return Drained{};
+      case kFailed: {
+        const auto& a = fields(o, "FAILED", 1);
+        return Failed{get_str(at(a, 1), Where{"FAILED"}, 1)};
+      }
       case kUsage:
         return decode_usage(o);
       default:

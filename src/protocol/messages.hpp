@@ -10,8 +10,8 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 5;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
-                                     // 5: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
+constexpr int kProtocolVersion = 6;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+                                     // 5: FAILED; 6: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -39,6 +39,11 @@ struct Results {
   std::vector<TaskResult> results;
 };
 struct Drained {};
+// The pool cannot run tasks (its workers cannot start) and is exiting; reason names the
+// interpreter and quotes what it printed.
+struct Failed {
+  std::string reason;
+};
 // Resource samples of tasks running on Python workers (resource monitoring on: REGISTERED's
 // resource_interval >= 0): the worker process and, in periodic samples, its descendants.
 struct UsageSample {
@@ -130,7 +135,7 @@ constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
 
-using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Usage>;
+using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Failed, Usage>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
 using ToWorker = std::variant<WorkerTask, WorkerExit>;
 using FromWorker = std::variant<WorkerReady, WorkerResult>;

@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <regex>
 #include <unordered_map>
@@ -26,6 +25,7 @@
 
 #include "pervade/errors.hpp"
 #include "providers/scheduler_command.hpp"
+#include "util/private_files.hpp"
 
 namespace pervade {
 
@@ -166,14 +166,12 @@ std::string BatchProvider::submit(const std::string& command, int tasks_per_node
   const BatchJobFiles f = files_for(job_name, log_path);
   const std::vector<File> files = job_files(f, tasks_per_node, body(command, tasks_per_node, f));
   std::error_code ec;
-  fs::create_directories(f.script_dir, ec);
-  if (ec) throw Error(fmt::format("{} provider: cannot create script_dir '{}': {}", label(), f.script_dir, ec.message()));
-  if (!log_path.empty()) fs::create_directories(fs::path(f.stdout_path).parent_path(), ec);
+  if (!detail::create_private_directories(f.script_dir, ec))
+    throw Error(fmt::format("{} provider: cannot create script_dir '{}': {}", label(), f.script_dir, ec.message()));
+  if (!log_path.empty()) detail::create_private_directories(fs::path(f.stdout_path).parent_path(), ec);
   for (const auto& [path, content] : files) {
-    std::ofstream file(path, std::ios::trunc);
-    file << content;
-    file.close();
-    if (!file) throw Error(fmt::format("{} provider: cannot write job script '{}'", label(), path));
+    if (!detail::write_private_file(path, content, ec))
+      throw Error(fmt::format("{} provider: cannot write job script '{}': {}", label(), path, ec.message()));
   }
   const std::string& script = files.front().first;
   const std::vector<std::string> argv = submit_command(script);

@@ -52,6 +52,7 @@
 
 #include "pervade/errors.hpp"
 #include "util/fd.hpp"
+#include "util/private_files.hpp"
 #include "util/process.hpp"
 #include "util/spawn.hpp"
 #include "util/thread_name.hpp"
@@ -127,12 +128,12 @@ Fd open_log(const std::string& path) {
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) {
     std::error_code ec;
-    fs::create_directories(parent, ec);
-    if (ec) throw Error(fmt::format("cannot create the directory of block log '{}': {}", path, ec.message()));
+    if (!detail::create_private_directories(parent, ec))
+      throw Error(fmt::format("cannot create the directory of block log '{}': {}", path, ec.message()));
   }
   int fd;
   do {
-    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) throw Error(fmt::format("cannot open block log '{}': {}", path, os_error(errno)));
   Fd owned(fd);

@@ -41,9 +41,10 @@ int ms_until(Clock::time_point deadline) {
   return static_cast<int>(std::clamp<long long>(ms, 0, INT_MAX));
 }
 
-std::pair<Fd, Fd> make_pipe() {
+// The reason names the command: out of descriptors, say, every command fails here.
+std::pair<Fd, Fd> make_pipe(const std::string& line) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(fmt::format("pipe2 failed: {}", os_error(errno)));
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw Error(fmt::format("cannot run '{}': pipe2: {}", line, os_error(errno)));
   return {Fd(fds[0]), Fd(fds[1])};
 }
 
@@ -70,8 +71,8 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::dur
                           const std::string& stdin_path) {
   if (argv.empty()) throw Error("run_command: empty command");
   const std::string line = command_line(argv);
-  auto [out_r, out_w] = make_pipe();
-  auto [err_r, err_w] = make_pipe();
+  auto [out_r, out_w] = make_pipe(line);
+  auto [err_r, err_w] = make_pipe(line);
 
   SpawnFileActions fa;
   check_spawn(posix_spawn_file_actions_addopen(&fa.fa, 0, stdin_path.empty() ? "/dev/null" : stdin_path.c_str(),

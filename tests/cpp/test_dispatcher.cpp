@@ -241,6 +241,22 @@ TEST_F(DispatcherTest, VersionMismatchIsRefusedWithBothVersions) {
   EXPECT_TRUE(std::holds_alternative<protocol::Refused>(out[0].second));
 }
 
+TEST_F(DispatcherTest, AbsurdWorkerCountsAreRefusedNamingTheRange) {
+  for (int workers : {0, -1, kMaxWorkerCount + 1, 2147483647}) {
+    const std::string id = "pool" + std::to_string(workers);
+    register_pool(id, workers);
+    auto out = d.take_outbox();
+    ASSERT_EQ(out.size(), 1u) << workers;
+    auto* refused = std::get_if<protocol::Refused>(&out[0].second);
+    ASSERT_NE(refused, nullptr) << workers << " workers were accepted";
+    EXPECT_NE(refused->reason.find(std::to_string(workers)), std::string::npos) << refused->reason;
+    EXPECT_NE(refused->reason.find(std::to_string(kMaxWorkerCount)), std::string::npos) << refused->reason;
+  }
+  EXPECT_TRUE(d.pools(now).empty());
+  register_pool("largest", kMaxWorkerCount);
+  EXPECT_EQ(d.pools(now).size(), 1u);
+}
+
 TEST_F(DispatcherTest, ShellPoolsWithoutPythonAreAccepted) {
   register_pool("native", 2, 0, "");
   EXPECT_EQ(d.pools(now).size(), 1u);
@@ -296,6 +312,111 @@ TEST_F(DispatcherTest, HoldAndDrain) {
   d.on_message("a", protocol::Drained{}, now);
   EXPECT_TRUE(d.pools(now).empty());
   EXPECT_FALSE(d.drain("nope"));
+}
+
+TEST_F(DispatcherTest, APoolWhoseConnectionClosedIsLostAfterTheGraceUnlessItComesBack) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  d.take_outbox();
+  d.take_events();
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  d.take_outbox();
+  d.disconnected("a", now);
+  d.disconnected("b", now);
+  d.disconnected("nobody", now);  // not a pool: ignored
+  EXPECT_EQ(d.next_deadline(), now + 1s) << "the grace period is the next thing to do";
+  now += 500ms;
+  d.on_message("b", protocol::Heartbeat{}, now);  // b reconnected
+  d.tick(now);
+  EXPECT_TRUE(d.take_completed().empty());
+  now += 500ms;
+  d.tick(now);
+  auto lost = d.take_completed();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_TRUE(lost[0].manager_lost);
+  EXPECT_NE(lost[0].payload.find("pool a on localhost (block 0) closed its connection and did not come back within 1 s"),
+            std::string::npos)
+      << lost[0].payload;
+  auto events = d.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, PoolEvent::lost);
+  EXPECT_EQ(events[0].pool_id, "a");
+  ASSERT_EQ(d.pools(now).size(), 1u);
+  EXPECT_EQ(d.pools(now)[0].pool_id, "b");
+  now += 10s;
+  d.tick(now);
+  EXPECT_TRUE(d.take_completed().empty()) << "b came back: only its heartbeat threshold (30 s) applies";
+}
+
+TEST_F(DispatcherTest, LoseBlockLosesEveryPoolOfThatBlockAtOnce) {
+  register_pool("a", 1);
+  register_pool("b", 1);
+  protocol::Register other;
+  other.pool_id = "c";
+  other.block_id = "7";
+  other.hostname = "localhost";
+  other.worker_count = 1;
+  d.on_message("c", other, now);
+  d.take_outbox();
+  d.take_events();
+  for (std::uint64_t i = 0; i < 3; ++i) d.submit(task(i), now);
+  d.take_outbox();
+  EXPECT_EQ(d.lose_block("0", "ended: its process is gone"), 2u);
+  auto lost = d.take_completed();
+  ASSERT_EQ(lost.size(), 2u);
+  for (const auto& c : lost) {
+    EXPECT_TRUE(c.manager_lost);
+    EXPECT_NE(c.payload.find("(block 0) ended: its process is gone"), std::string::npos) << c.payload;
+  }
+  EXPECT_EQ(d.take_events().size(), 2u);
+  ASSERT_EQ(d.pools(now).size(), 1u);
+  EXPECT_EQ(d.pools(now)[0].block_id, "7");
+  EXPECT_EQ(d.lose_block("0", "again"), 0u);
+}
+
+TEST_F(DispatcherTest, APoolIsReportedWorkingOnceWithItsFirstResults) {
+  register_pool("a", 1);
+  d.take_outbox();
+  d.take_events();
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0}));
+  d.on_message("a", protocol::Heartbeat{}, now);
+  EXPECT_TRUE(d.take_events().empty()) << "registered and alive is not yet working";
+  result("a", 0);
+  auto events = d.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, PoolEvent::working);
+  EXPECT_EQ(events[0].block_id, "0");
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{1}));
+  result("a", 1);
+  EXPECT_TRUE(d.take_events().empty());
+}
+
+TEST_F(DispatcherTest, FailedPoolIsGoneAndItsTasksFailAtOnceWithItsReason) {
+  register_pool("a", 2);
+  d.take_outbox();
+  d.take_events();
+  d.submit(task(0), now);
+  d.submit(task(1), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0, 1}));
+  d.on_message("a", protocol::Failed{"interpreter '/no/python': No such file or directory"}, now);
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 2u);
+  for (const auto& c : done) {
+    EXPECT_TRUE(c.manager_lost);
+    EXPECT_NE(c.payload.find("interpreter '/no/python': No such file"), std::string::npos) << c.payload;
+    EXPECT_NE(c.payload.find("block 0"), std::string::npos) << c.payload;
+  }
+  auto events = d.take_events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, PoolEvent::failed);
+  EXPECT_EQ(events[0].block_id, "0");
+  EXPECT_TRUE(d.pools(now).empty());
+  EXPECT_EQ(d.in_flight(), 0u);
+  d.submit(task(2), now);
+  EXPECT_TRUE(sent_to("a").empty()) << "nothing goes to a pool that failed";
 }
 
 TEST_F(DispatcherTest, CancelDropsQueuedTasksAndAsksThePoolForSentOnes) {

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -241,6 +242,21 @@ TEST(LocalProvider, BadOptionsAreConfigurationErrors) {
   EXPECT_THROW(LocalProvider(ProviderOptions{.nodes_per_block = 0}), ConfigurationError);
   EXPECT_THROW(LocalProvider(ProviderOptions{.init_blocks = -1}), ConfigurationError);
   EXPECT_THROW(LocalProvider({}, -1s), ConfigurationError);
+}
+
+TEST(HighThroughputExecutor, OutOfRangeOptionsAreConfigurationErrors) {
+  auto with = [](auto change) {
+    HtexOptions o;
+    change(o);
+    return o;
+  };
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = -1; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = 70000; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.heartbeat_period = NAN; })), ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.heartbeat_threshold = INFINITY; })),
+               ConfigurationError);
+  EXPECT_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.prefetch_capacity = -1; })), ConfigurationError);
+  EXPECT_NO_THROW(HighThroughputExecutor(with([](HtexOptions& o) { o.worker_port = 65535; })));
 }
 
 TEST(JobState, NamesAreParsls) {
@@ -562,6 +578,19 @@ TEST_F(HtexCpp, MissingPoolBinaryIsAConfigurationError) {
   ::setenv("PERVADE_POOL_BINARY", (dir / "no-such-pervade-pool").string().c_str(), 1);
   EXPECT_THROW(HighThroughputExecutor{o}, ConfigurationError);
   ::unsetenv("PERVADE_POOL_BINARY");
+}
+
+TEST_F(HtexCpp, NoInitialBlockAndNoneAllowedIsAConfigurationError) {
+  auto o = options();
+  o.provider = std::make_shared<LocalProvider>(ProviderOptions{.init_blocks = 0, .min_blocks = 0, .max_blocks = 0});
+  try {
+    HighThroughputExecutor htex{o};
+    FAIL() << "an executor that can never start a block was accepted";
+  } catch (const ConfigurationError& e) {
+    EXPECT_NE(std::string(e.what()).find("init_blocks=0 and max_blocks=0"), std::string::npos) << e.what();
+  }
+  o.init_blocks = 1;  // the executor's own init_blocks replaces the provider's
+  EXPECT_NO_THROW(HighThroughputExecutor{o});
 }
 
 TEST_F(HtexCpp, WithoutAProviderNoBlocksAreStarted) {

@@ -2,12 +2,20 @@
 // bytes and malformed messages must neither crash it nor disturb a registered pool's work.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <random>
 #include <zmq.hpp>
 
+#include "interchange/connection_guard.hpp"
 #include "interchange/interchange.hpp"
 
 using namespace pervade;
@@ -166,6 +174,103 @@ TEST_F(InterchangeTest, WrongVersionIsRefusedWithAReason) {
   EXPECT_TRUE(ix->pools().empty());
 }
 
+// A flood of TCP connections that never say a word (no key, no handshake) is capped: past
+// max_tcp_connections each new one is closed at once, so they cannot fill the process's
+// descriptor table; once they are gone a pool registers as usual.
+TEST(InterchangeFlood, ConnectionsPastTheCapAreClosed) {
+  InterchangeConfig cfg;
+  cfg.port_min = 57100;
+  cfg.port_max = 57999;
+  cfg.dispatcher.python_version = "3.11.7";
+  cfg.max_tcp_connections = 20;
+  Interchange ix(cfg, [](std::vector<Completed>&&) {}, [](const PoolEvent&) {});
+
+  constexpr int kFlood = 100;
+  std::vector<int> flood;
+  for (int i = 0; i < kFlood; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(ix.port()));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    flood.push_back(fd);
+  }
+  // Count the connections the interchange closed (their end of the stream, or a reset): all
+  // but the cap, and not one of those it kept.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::vector<bool> closed(kFlood, false);
+  int n_closed = 0;
+  while (n_closed < kFlood - 20 && std::chrono::steady_clock::now() < deadline) {
+    std::vector<pollfd> fds;
+    for (int fd : flood) fds.push_back({fd, POLLIN, 0});
+    ::poll(fds.data(), fds.size(), 100);
+    for (int i = 0; i < kFlood; ++i) {
+      if (closed[i] || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[64];
+      const ssize_t got = ::recv(flood[i], buf, sizeof buf, MSG_DONTWAIT);
+      if (got == 0 || (got < 0 && errno != EAGAIN)) {
+        closed[i] = true;
+        ++n_closed;
+      }
+    }
+  }
+  EXPECT_EQ(n_closed, kFlood - 20) << "connections past the cap of 20 must be closed";
+  for (int fd : flood) ::close(fd);
+
+  zmq::context_t context{1};
+  zmq::socket_t pool(context, zmq::socket_type::dealer);
+  pool.set(zmq::sockopt::linger, 0);
+  pool.set(zmq::sockopt::routing_id, "after");
+  pool.connect(ix.url());
+  InterchangeTest::send(pool, InterchangeTest::register_message("after"));
+  auto reply = InterchangeTest::receive(pool);
+  ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+}
+
+// The monitor reports descriptor numbers after the fact; one reused meanwhile by anything but
+// a connection accepted on the interchange's port (a pipe, another socket) is never touched.
+TEST(InterchangeFlood, TheGuardClosesOnlyConnectionsAcceptedOnItsPort) {
+  ConnectionGuard guard(/*port=*/1, /*cap=*/2);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1000);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, 1001);
+  EXPECT_EQ(guard.open(), 2u);
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  const int other = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(other, 0);
+  guard.on_event(ZMQ_EVENT_ACCEPTED, p[0]);  // over the cap, but a pipe
+  guard.on_event(ZMQ_EVENT_ACCEPTED, other);  // over the cap, but not bound to port 1
+  EXPECT_EQ(guard.closed(), 0u);
+  EXPECT_EQ(::write(p[1], "x", 1), 1);
+  char c = 0;
+  EXPECT_EQ(::read(p[0], &c, 1), 1);
+  guard.on_event(ZMQ_EVENT_DISCONNECTED, 1000);
+  EXPECT_EQ(guard.open(), 1u);
+  guard.on_event(ZMQ_EVENT_CONNECTED, 1002);  // other events change nothing
+  EXPECT_EQ(guard.open(), 1u);
+  ::close(p[0]);
+  ::close(p[1]);
+  ::close(other);
+}
+
+TEST(InterchangeFlood, TheSoftDescriptorLimitIsRaisedAndTheCapKeepsAReserve) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  rlimit low = before;
+  low.rlim_cur = std::min<rlim_t>(before.rlim_max, 512);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  const long limit = raise_fd_limit();
+  rlimit now{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+  ::setrlimit(RLIMIT_NOFILE, &before);
+  EXPECT_EQ(now.rlim_cur, std::min<rlim_t>(before.rlim_max, kFdLimitTarget));
+  EXPECT_EQ(static_cast<rlim_t>(limit), now.rlim_cur);
+  EXPECT_EQ(ConnectionGuard::cap_for(1024), 1024u - 256u);
+  EXPECT_EQ(ConnectionGuard::cap_for(65536), 65536u - 8192u);
+}
+
 // Pools on the driver's host connect to a Unix socket in a 0700 directory (no CurveZMQ);
 // pools on TCP keep working beside them; each is answered on its own socket; big buffers
 // arrive as frames after TASKS; stop() removes the socket and its directory.
@@ -235,10 +340,69 @@ TEST(InterchangeSameHost, UnixSocketBesideTcp) {
     ASSERT_EQ(got.done.size(), 1u);
     EXPECT_EQ(got.done[0].task_id, 7u);
   }
+  // A pool on the Unix socket that dies is lost as soon as over TCP (the heartbeat threshold
+  // is 120 s here).
+  t.task_id = 8;
+  t.buffers.clear();
+  ix.submit({t});
+  m = InterchangeTest::receive(local);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  local.close();
+  const auto lost_by = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < lost_by) {
+    std::lock_guard lock(got.mutex);
+    if (got.done.size() == 2) break;
+  }
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 2u) << "the pool on the Unix socket was not lost when its connection closed";
+    EXPECT_EQ(got.done[1].task_id, 8u);
+    EXPECT_TRUE(got.done[1].manager_lost);
+  }
   ix.stop();
   EXPECT_FALSE(std::filesystem::exists(sock));
   EXPECT_FALSE(std::filesystem::exists(sock.parent_path()));
   std::filesystem::remove_all(base);
+}
+
+// A pool killed (its connection closes) is lost after the short grace period, not after the
+// heartbeat threshold (30 s here, longer than wait_done waits); the pool beside it, which stays
+// connected, keeps its task. (A pool that reconnects in time: DispatcherTest.)
+TEST_F(InterchangeTest, APoolWhoseConnectionClosesIsLostSoon) {
+  auto stays = dealer("stays");
+  auto gone = dealer("gone");
+  for (auto* s : {&stays, &gone}) {
+    send(*s, register_message(s == &stays ? "stays" : "gone"));
+    auto reply = receive(*s);
+    ASSERT_TRUE(reply && std::holds_alternative<protocol::Registered>(*reply));
+  }
+  std::vector<interchange::DispatchTask> tasks(2);
+  for (std::uint64_t i = 0; i < 2; ++i) {
+    tasks[i].task_id = i + 1;
+    tasks[i].kind = protocol::kKindShell;
+    tasks[i].payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  }
+  ix->submit(std::move(tasks));
+  std::map<std::string, std::uint64_t> held;
+  for (auto* s : {&stays, &gone}) {
+    auto m = receive(*s);
+    ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+    held[s == &stays ? "stays" : "gone"] = std::get<protocol::Tasks>(*m).tasks.at(0).task_id;
+  }
+  gone.close();
+  ASSERT_TRUE(wait_done(1)) << "the closed pool was not lost before the heartbeat threshold";
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 1u) << got.done.back().payload;
+    EXPECT_EQ(got.done[0].task_id, held["gone"]);
+    EXPECT_TRUE(got.done[0].manager_lost);
+    EXPECT_NE(got.done[0].payload.find("pool gone on localhost (block 0) closed its connection"), std::string::npos)
+        << got.done[0].payload;
+  }
+  const auto pools = ix->pools();
+  ASSERT_EQ(pools.size(), 1u);
+  EXPECT_EQ(pools[0].pool_id, "stays");
+  EXPECT_EQ(pools[0].in_flight, 1u);
 }
 
 TEST_F(InterchangeTest, StopSendsShutdownToPools) {

@@ -8,6 +8,10 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/kernel_core.hpp"
 #include "fake_executor.hpp"
@@ -190,6 +194,94 @@ TEST_F(MemoTest, ForeignSqliteFileIsRejected) {
   ASSERT_EQ(sqlite3_exec(raw, "CREATE TABLE t(x)", nullptr, nullptr, nullptr), SQLITE_OK);
   sqlite3_close(raw);
   EXPECT_THROW(detail::MemoStore(config("001", CheckpointMode::none, {path})), BadCheckpoint);
+}
+
+// ---- what a closed, a killed and a damaged checkpoint look like on disk
+
+namespace {
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A run killed after `batches` transactions of 100 records each (records 0 .. 100*batches-1):
+// the child process leaves without closing its store, as a SIGKILL would.
+void write_and_die(const CheckpointConfig& config, int batches) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    detail::MemoStore store(config);
+    for (int b = 0; b < batches; ++b) {
+      for (int i = b * 100; i < (b + 1) * 100; ++i) store.record(key_of(i), std::string(200, 'a' + i % 26));
+      store.write();
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+}  // namespace
+
+TEST_F(MemoTest, AClosedCheckpointIsOneSelfContainedPrivateFile) {
+  write_records(500);
+  EXPECT_FALSE(fs::exists(db("000") + "-wal"));
+  EXPECT_EQ(fs::status(db("000")).permissions(), fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(fs::status(checkpoint_dir("000")).permissions(), fs::perms::owner_all);
+  // A copy of tasks.db alone holds every result.
+  const fs::path copy = dir_ / "copy" / "tasks.db";
+  fs::create_directories(copy.parent_path());
+  fs::copy_file(db("000"), copy);
+  detail::MemoStore reader(config("001", CheckpointMode::none, {copy.string()}));
+  EXPECT_EQ(reader.size(), 500u);
+  // Loading wrote nothing next to it (immutable: no -wal, -shm or journal).
+  EXPECT_EQ(std::distance(fs::directory_iterator(copy.parent_path()), fs::directory_iterator()), 1);
+}
+
+TEST_F(MemoTest, AKilledRunsCheckpointLoadsWithItsWalAndLoadingChangesNothing) {
+  write_and_die(config("000"), 3);
+  ASSERT_TRUE(fs::exists(db("000") + "-wal"));
+  const std::string before_db = file_bytes(db("000")), before_wal = file_bytes(db("000") + "-wal");
+  detail::MemoStore reader(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+  EXPECT_EQ(reader.size(), 300u);
+  EXPECT_EQ(file_bytes(db("000")), before_db);
+  EXPECT_EQ(file_bytes(db("000") + "-wal"), before_wal);
+}
+
+TEST_F(MemoTest, AKilledRunsCheckpointWithoutItsWalIsBadCheckpoint) {
+  write_and_die(config("000"), 3);
+  const fs::path copy = dir_ / "copy" / "tasks.db";  // tasks.db copied without tasks.db-wal
+  fs::create_directories(copy.parent_path());
+  fs::copy_file(db("000"), copy);
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {copy.string()}));
+    FAIL() << "no error: the results in the missing WAL were lost silently";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(copy.string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("write-ahead log"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(MemoTest, ADamagedWalIsBadCheckpointNamingIt) {
+  write_and_die(config("000"), 3);
+  const std::string wal = db("000") + "-wal";
+  const auto size = fs::file_size(wal);
+  ASSERT_GT(size, 3 * 4096u);
+  {
+    // One byte of an early frame's page changed: SQLite alone would stop reading there and
+    // drop every later transaction without a word.
+    std::fstream f(wal, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(32 + 24 + 100);
+    f.put('\x5a' ^ file_bytes(wal)[32 + 24 + 100]);
+  }
+  try {
+    detail::MemoStore store(config("001", CheckpointMode::none, {checkpoint_dir("000")}));
+    FAIL() << "no error";
+  } catch (const BadCheckpoint& e) {
+    EXPECT_NE(std::string(e.what()).find(wal), std::string::npos) << e.what();
+  }
 }
 
 // ---- the kernel with a memo store

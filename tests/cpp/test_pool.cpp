@@ -1264,11 +1264,39 @@ TEST_F(ProcessPoolTest, GarbageFromTheInterchangeIsIgnored) {
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
 }
 
-TEST_F(ProcessPoolTest, WorkersThatCannotStartMakeThePoolExitWith5) {
+TEST_F(ProcessPoolTest, WorkersThatCannotStartMakeThePoolReportFailedAndExitWith5) {
   // /bin/false "is" the interpreter: every worker exits at once without READY.
   ASSERT_TRUE(start_registered({"--python", "/bin/false", "--python-version", "3.11.7", "--workers", "2"}));
+  auto failed = ix_.expect<proto::Failed>(kDeadline);
+  ASSERT_TRUE(failed) << log_text();
+  EXPECT_NE(failed->reason.find("interpreter '/bin/false'"), std::string::npos) << failed->reason;
+  EXPECT_NE(failed->reason.find("exited with status 1"), std::string::npos) << failed->reason;
   EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
-  EXPECT_NE(log_text().find("broken"), std::string::npos) << log_text();
+  EXPECT_NE(log_text().find("cannot start"), std::string::npos) << log_text();
+  expect_no_live_descendants();
+}
+
+TEST_F(ProcessPoolTest, AnInterpreterThatDoesNotExistIsNamedInFailed) {
+  const std::string missing = (dir_ / "no-such-python").string();
+  ASSERT_TRUE(start_registered({"--python", missing, "--python-version", "3.11.7", "--workers", "1"}));
+  auto failed = ix_.expect<proto::Failed>(kDeadline);
+  ASSERT_TRUE(failed) << log_text();
+  EXPECT_NE(failed->reason.find("'" + missing + "'"), std::string::npos) << failed->reason;
+  EXPECT_NE(failed->reason.find("No such file or directory"), std::string::npos) << failed->reason;
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
+}
+
+TEST_F(ProcessPoolTest, FailedQuotesWhatTheInterpreterPrintsOnImportingTheWorker) {
+  // An interpreter without pervade: it says so on stderr and exits 1, for workers and probe alike.
+  const fs::path python = dir_ / "python-without-pervade";
+  std::ofstream(python) << "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'pervade'\" >&2\nexit 1\n";
+  fs::permissions(python, fs::perms::owner_all);
+  ASSERT_TRUE(start_registered({"--python", python.string(), "--python-version", "3.11.7", "--workers", "1"}));
+  auto failed = ix_.expect<proto::Failed>(kDeadline);
+  ASSERT_TRUE(failed) << log_text();
+  EXPECT_NE(failed->reason.find("interpreter '" + python.string() + "'"), std::string::npos) << failed->reason;
+  EXPECT_NE(failed->reason.find("No module named 'pervade'"), std::string::npos) << failed->reason;
+  EXPECT_EQ(pool_.wait_exit(kDeadline), 5);
   expect_no_live_descendants();
 }
 

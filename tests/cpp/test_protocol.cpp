@@ -300,6 +300,16 @@ TEST(ProtocolTest, EmptyMessagesRoundTrip) {
   EXPECT_TRUE(std::holds_alternative<WorkerExit>(only(dto(encode(ToWorker{WorkerExit{}})))));
 }
 
+TEST(ProtocolTest, FailedRoundTripsWithItsReason) {
+  const std::string reason = "interpreter '/no/python': No such file or directory\n\xc3\xa9";
+  const auto out = std::get<Failed>(only(dpool(encode(PoolMessage{Failed{reason}}))));
+  EXPECT_EQ(out.reason, reason);
+  EXPECT_EQ(encode(PoolMessage{Failed{"x"}}), "\x92\x05\xa1x"s);  // [5, "x"]
+  std::string error;
+  EXPECT_FALSE(decode_pool_message("\x91\x05", 2, &error));  // FAILED without its reason
+  EXPECT_NE(error.find("FAILED"), std::string::npos) << error;
+}
+
 TEST(ProtocolTest, ResultsRoundTrip) {
   Results in;
   in.results.push_back({0, kStatusOk, kBinary});
@@ -518,7 +528,7 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(InterchangeMessage{Registered{30, 120}}), pack(A({I(101), Val::flt(30), Val::flt(120), Val::flt(-1)})));
   UsageSample u{7, 1700000000000000, 42, 2, 1.5, 0.25, 1000, 2000, 3, 4, 5, 6, true, false};
   EXPECT_EQ(encode(PoolMessage{Usage{{u}}}),
-            pack(A({I(5), A({A({U(7), U(1700000000000000), I(42), I(2), Val::flt(1.5), Val::flt(0.25), U(1000), U(2000),
+            pack(A({I(6), A({A({U(7), U(1700000000000000), I(42), I(2), Val::flt(1.5), Val::flt(0.25), U(1000), U(2000),
                                U(3), U(4), U(5), U(6), I(1)})})})));
   EXPECT_EQ(encode_shell_payload({"ls", "o", true, "e", true, 0}),
             pack(A({S("ls"), S("o"), Val::boolean(true), S("e"), Val::boolean(true), Val::flt(0)})));
@@ -628,7 +638,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 10
   reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(0)})));
   EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 10 fields, got 0");
-  reject(dpool, pack(A({I(5), A({A({U(7)})})})));  // a USAGE sample of 1 field, not 13
+  reject(dpool, pack(A({I(6), A({A({U(7)})})})));  // a USAGE sample of 1 field, not 13
   reject(dic, pack(A({I(101), Val::flt(1)})));
   reject(dic, pack(A({I(102)})));
   reject(dic, pack(A({I(102), S("a"), S("b")})));

@@ -24,6 +24,7 @@ BlockSnapshot block(std::string id, JobState state = JobState::running, int pool
   b.status.message = std::move(message);
   b.pools = pools;
   b.ever_connected = pools > 0;
+  b.worked = pools > 0;
   b.in_flight = in_flight;
   b.idle_seconds = in_flight > 0 ? 0 : idle;
   return b;
@@ -188,7 +189,33 @@ TEST(Strategy, BlocksFailingInARowFailTheExecutorWithTheProvidersMessage) {
   EXPECT_TRUE(s.decide(snap(3, 5, {failed("0"), failed("1"), failed("2")})).empty());
 }
 
-TEST(Strategy, ABlockThatConnectsResetsTheFailureCount) {
+TEST(Strategy, BlocksWhosePoolsCannotStartWorkersCountAsFailedAlthoughTheyConnected) {
+  Strategy s(config(StrategyKind::simple, 0, 1));
+  auto broken = [](std::string id, JobState state) {
+    BlockSnapshot b = block(std::move(id), state, 0, 0, 0, "exit code 5");
+    b.ever_connected = true;  // its pool registered, then reported FAILED
+    b.worked = false;
+    b.broken = "pool p cannot run tasks: interpreter '/no/python'";
+    return b;
+  };
+  auto d = s.decide(snap(0, 5, {broken("0", JobState::failed)}));
+  EXPECT_FALSE(d.fail);
+  EXPECT_EQ(d.start, 1);
+  // Block 1's pool registered and has not reported yet: no proof that the block works.
+  BlockSnapshot registered = block("1", JobState::running, 1);
+  registered.worked = false;
+  EXPECT_FALSE(s.decide(snap(0.5, 5, {broken("0", JobState::failed), registered})).fail);
+  d = s.decide(snap(1, 5, {broken("0", JobState::failed), broken("1", JobState::failed), block("2", JobState::pending, 0)}));
+  EXPECT_FALSE(d.fail);
+  EXPECT_EQ(d.start, 0);  // max_blocks 1
+  d = s.decide(snap(2, 5, {broken("0", JobState::failed), broken("1", JobState::failed), broken("2", JobState::failed)}));
+  ASSERT_TRUE(d.fail);
+  EXPECT_NE(d.fail->find("3 blocks in a row failed"), std::string::npos) << *d.fail;
+  EXPECT_NE(d.fail->find("interpreter '/no/python'"), std::string::npos) << *d.fail;
+  EXPECT_EQ(d.start, 0);
+}
+
+TEST(Strategy, ABlockWhosePoolsRunTasksResetsTheFailureCount) {
   Strategy s(config(StrategyKind::simple, 0, 5));
   auto failed = [](std::string id) { return block(std::move(id), JobState::failed, 0, 0, 0, "exit code 1"); };
   s.decide(snap(0, 5, {failed("0"), failed("1")}));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 from concurrent.futures import Future
 
@@ -100,8 +101,8 @@ class AppBase:
             raise TypeError(f"inputs= must be a list, got {inputs!r}")
         walltime = merged.get("walltime")
         if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
-                                     or walltime <= 0):
-            raise ValueError(f"walltime must be a positive number of seconds, got {walltime!r}")
+                                     or not 0 < walltime < math.inf):
+            raise ValueError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
         return dfk, merged, streams, reserved_id, self._memo(dfk, args, merged, ignore)
 
     def _memo(self, dfk, args, kwargs, ignore):

@@ -6,17 +6,20 @@ import atexit
 import glob
 import logging
 import os
+import pathlib
 import threading
 import uuid
 from concurrent.futures import Future
 
-from .. import _native, memoization, serialize
+from .. import _native, logging_engine, memoization, serialize
 from ..config import Config
 from ..data import DataFuture, File
 from ..errors import ConfigurationError, NoDataFlowKernelError
 from ..futures import AppFuture
+from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
+from ..logconfigs.file import FileLogging
 
-logger = logging.getLogger("pervade")
+logger = logging.getLogger(__name__)
 
 _NO_VALUE = object()  # plan entry: use the dependency's value
 
@@ -74,13 +77,24 @@ def _stream_path(spec) -> str:
 
 
 def make_rundir(path: str) -> str:
-    """Creates <path>/NNN, the next free number, and returns its absolute path."""
+    """Creates <path>/NNN, the next free number, readable by this user only (0700: it will
+    hold logs with task output, keys and pickled results), and returns its absolute path.
+
+    mkdir is the atomic step: a program started at the same moment in the same run_dir that
+    takes the number first makes this one try the next."""
     os.makedirs(path, exist_ok=True)
     numbers = [int(os.path.basename(p)) for p in glob.glob(os.path.join(path, "[0-9]*[0-9]"))
                if os.path.basename(p).isdigit()]
-    run = os.path.join(path, "{0:03}".format(max(numbers) + 1 if numbers else 0))
-    os.makedirs(run)
-    return os.path.abspath(run)
+    number = max(numbers) + 1 if numbers else 0
+    while True:
+        run = os.path.join(path, "{0:03}".format(number))
+        try:
+            os.mkdir(run, 0o700)
+        except FileExistsError:
+            number += 1
+            continue
+        os.chmod(run, 0o700)  # whatever the umask
+        return os.path.abspath(run)
 
 
 class DataFlowKernel:
@@ -97,38 +111,70 @@ class DataFlowKernel:
             self.monitoring.database_path(self.config.run_dir)  # a bad logging_endpoint fails before any directory is made
         self.run_dir = make_rundir(self.config.run_dir)
         self.run_id = str(uuid.uuid4())
-        self._log_handler = None
-        if self.config.initialize_logging:
-            self._log_handler = logging.FileHandler(os.path.join(self.run_dir, "pervade.log"))
-            self._log_handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(name)s:%(lineno)d %(threadName)s %(levelname)s: %(message)s"))
-            logger.addHandler(self._log_handler)
-            logger.setLevel(logging.DEBUG)
-        self.executors = {e.label: e for e in self.config.executors}
-        # Labels of executors that run tasks in other processes: apps that can only go there are
-        # serialized at the call, so unpicklable arguments fail at once, in the caller.
-        self._remote_labels = {e.label for e in self.config.executors if getattr(e, "remote", False)}
-        self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
-        for e in self.config.executors:
-            e.run_dir = self.run_dir
-            # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
-            e.strategy, e.strategy_period, e.max_idletime = (
-                self.config.strategy, self.config.strategy_period, self.config.max_idletime)
-        natives = [e._native_executor() for e in self.config.executors]
-        # The monitoring database is written by the engine (docs/monitoring.md).
-        observers = [self.monitoring.native_observer(self.config.run_dir)] if self.monitoring is not None else []
-        memo = self.config._memo
-        self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
-        # May raise BadCheckpoint (a checkpoint file that cannot be read).
-        self._kernel = _native.Kernel(natives, self.config.retries, self.config.retry_handler,
-                                      self.config.internal_tasks_max_threads,
-                                      memo.native_options(self.run_dir, self.config.run_dir),
-                                      max_unfinished_tasks=self.config.max_unfinished_tasks or 0,
-                                      observers=observers, run_id=self.run_id, run_dir=self.run_dir)
+        self._undo_logging = self._initialize_logging(self.config.initialize_logging)
+        try:
+            self._start(self.config)
+        except BaseException:  # a bad executor option, BadCheckpoint: the log threads stop too
+            self._undo_logging()
+            raise
         self._lock = threading.Lock()
         self.cleanup_called = False
         atexit.register(self.atexit_cleanup)
         logger.info("DataFlowKernel started: run_dir=%s executors=%s", self.run_dir, list(self.executors))
+
+    def _start(self, config: Config) -> None:
+        """Makes the executors and the engine's kernel (__init__'s part that may fail)."""
+        self.executors = {e.label: e for e in config.executors}
+        # Labels of executors that run tasks in other processes: apps that can only go there are
+        # serialized at the call, so unpicklable arguments fail at once, in the caller.
+        self._remote_labels = {e.label for e in config.executors if getattr(e, "remote", False)}
+        self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
+        for e in config.executors:
+            e.run_dir = self.run_dir
+            # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
+            e.strategy, e.strategy_period, e.max_idletime = (
+                config.strategy, config.strategy_period, config.max_idletime)
+        natives = [e._native_executor() for e in config.executors]
+        observers = [self._log_observer] if self._log_observer else []
+        if self.monitoring is not None:  # the monitoring database is written by the engine (docs/monitoring.md)
+            observers.append(self.monitoring.native_observer(config.run_dir))
+        memo = config._memo
+        self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        # May raise BadCheckpoint (a checkpoint file that cannot be read).
+        self._kernel = _native.Kernel(natives, config.retries, config.retry_handler,
+                                      config.internal_tasks_max_threads,
+                                      memo.native_options(self.run_dir, config.run_dir),
+                                      max_unfinished_tasks=config.max_unfinished_tasks or 0,
+                                      observers=observers, run_id=self.run_id, run_dir=self.run_dir)
+
+    def _initialize_logging(self, setting):
+        """Sets up this run's logging as Config(initialize_logging=) says (docs/logging.md) and
+        picks the observer the engine logs to (self._log_observer, None: none). Returns the undo."""
+        log_dir = pathlib.Path(self.run_dir)
+        undo = None
+        if setting is True:
+            # As Parsl: a FileLogging of this kernel's own, at DEBUG, into run_dir/NNN/pervade.log.
+            log_config = FileLogging(level=logging.DEBUG)
+            undo = log_config.initialize_logging(log_dir=log_dir, log_name="pervade")
+        elif setting is False:
+            log_config = None
+        else:
+            log_config = setting
+            oneshot_initialize_logging(log_config=setting, log_dir=log_dir, log_name="pervade")
+            undo = lambda: oneshot_uninitialize_logging(log_config=setting)  # noqa: E731
+        self._log_observer = getattr(log_config, "engine_observer", None)
+        forwarding = None
+        if self._log_observer is None:
+            # No engine log file: the engine still hands its records to Python loggers that want them.
+            self._log_observer = forwarding = logging_engine.forwarding_observer()
+
+        def undo_all() -> None:
+            if forwarding is not None:
+                forwarding.stop()
+            if undo is not None:
+                undo()
+
+        return undo_all
 
     # ------------------------------------------------------------------ submission
 
@@ -241,9 +287,8 @@ class DataFlowKernel:
         atexit.unregister(self.atexit_cleanup)
         if DataFlowKernelLoader._dfk is self:
             DataFlowKernelLoader.clear()
-        if self._log_handler is not None:
-            logger.removeHandler(self._log_handler)
-            self._log_handler.close()
+        logger.info("DFK cleanup complete")
+        self._undo_logging()
 
     def _shutdown_engine(self) -> None:
         self._kernel.cleanup()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
 import os
 import platform
 import re
 import shlex
 import sys
+import warnings
 
 from .. import _native
 from ..errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 
 class ParslExecutor:
@@ -96,6 +101,17 @@ def check_cpu_affinity(spec) -> str:
                              f"list:<cpus>:<cpus>... (e.g. list:0,1:2-3), got {spec!r}")
 
 
+# Prefetch counts are C ints in the engine (tasks per pool, per worker); beyond this they mean
+# nothing but an overflow.
+_MAX_PREFETCH = 1_000_000
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    """ConfigurationError unless value is an int (not a bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an int from {low} to {high}, got {value!r}")
+
+
 def _local_node() -> tuple:
     """(CPUs, GiB available) of this machine, as pervade-pool counts them (PARSL_CORES and
     PARSL_MEMORY_GB override)."""
@@ -159,8 +175,11 @@ class HighThroughputExecutor(ParslExecutor):
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
                  short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
-                 same_host_ipc: bool = True,
-                 **unused):
+                 same_host_ipc: bool = True, launch_cmd: str | None = None, interchange_launch_cmd=None,
+                 loopback_address: str = "127.0.0.1", interchange_port_range: tuple = (55000, 56000),
+                 storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
+                 poll_period: int = 10, address_probe_timeout: int | None = None,
+                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None):
         from ..providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -179,22 +198,38 @@ class HighThroughputExecutor(ParslExecutor):
                 mem_per_worker, bool) or not (0 <= mem_per_worker < math.inf)):
             raise ConfigurationError(f"mem_per_worker must be a number of GB >= 0 or None, got {mem_per_worker!r}")
         if isinstance(available_accelerators, int) and not isinstance(available_accelerators, bool):
+            if available_accelerators < 0:
+                raise ConfigurationError(f"available_accelerators must be a count >= 0 or a list of device ids, "
+                                         f"got {available_accelerators!r}")
             available_accelerators = [str(i) for i in range(available_accelerators)]  # Parsl: N -> "0".."N-1"
+        elif isinstance(available_accelerators, (str, bytes)) or not isinstance(available_accelerators, (list, tuple)):
+            raise ConfigurationError(f"available_accelerators must be a count >= 0 or a list of device ids, "
+                                     f"got {available_accelerators!r}")
         cpu_affinity = check_cpu_affinity(cpu_affinity)
-        if prefetch_capacity < 0:
-            raise ConfigurationError(f"prefetch_capacity must be >= 0, got {prefetch_capacity!r}")
-        if not isinstance(short_task_prefetch, int) or short_task_prefetch < 0:
-            raise ConfigurationError(f"short_task_prefetch must be an int >= 0, got {short_task_prefetch!r}")
-        if not isinstance(follow_dependencies, bool):
-            raise ConfigurationError(f"follow_dependencies must be True or False, got {follow_dependencies!r}")
+        _check_int("prefetch_capacity", prefetch_capacity, 0, _MAX_PREFETCH)
+        _check_int("short_task_prefetch", short_task_prefetch, 0, _MAX_PREFETCH)
+        for name, value in (("follow_dependencies", follow_dependencies), ("encrypted", encrypted),
+                            ("same_host_ipc", same_host_ipc), ("worker_debug", worker_debug)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{name} must be True or False, got {value!r}")
         if not isinstance(block_error_handler, bool):
             raise ConfigurationError("block_error_handler must be True or False (custom handlers are not supported), "
                                      f"got {block_error_handler!r}")
-        if heartbeat_period <= 0 or heartbeat_threshold <= 0:
-            raise ConfigurationError("heartbeat_period and heartbeat_threshold must be > 0")
+        for name, value in (("heartbeat_period", heartbeat_period), ("heartbeat_threshold", heartbeat_threshold)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigurationError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        if worker_port is not None:
+            _check_int("worker_port", worker_port, 1, 65535)
+        if not isinstance(worker_port_range, (list, tuple)) or len(worker_port_range) != 2:
+            raise ConfigurationError(f"worker_port_range must be (low, high) with 1 <= low <= high <= 65535, "
+                                     f"got {worker_port_range!r}")
         low, high = worker_port_range
-        if not (0 < low <= high < 65536):
-            raise ConfigurationError(f"worker_port_range must be (low, high) ports, got {worker_port_range!r}")
+        _check_int("worker_port_range low", low, 1, 65535)
+        _check_int("worker_port_range high", high, low, 65535)
+        if not isinstance(address, str) or not address:
+            raise ConfigurationError(f"address must be a non-empty str (an interface address, or '*'), got {address!r}")
+        if python is not None and (not isinstance(python, str) or not python):
+            raise ConfigurationError(f"python must be the path of an interpreter (a str) or None, got {python!r}")
         self.label = label
         self.provider = provider if provider is not None else LocalProvider()
         self.address = address
@@ -214,13 +249,28 @@ class HighThroughputExecutor(ParslExecutor):
         self.encrypted = encrypted
         self.block_error_handler = block_error_handler
         self.follow_dependencies = follow_dependencies
-        self.same_host_ipc = bool(same_host_ipc)
+        self.same_host_ipc = same_host_ipc
+        # Parsl's options for its Python interchange and process layout: accepted and stored so
+        # that Parsl configs load, without effect here (docs/python.md).
+        self.launch_cmd = launch_cmd
+        self.interchange_launch_cmd = interchange_launch_cmd
+        self.loopback_address = loopback_address
+        self.interchange_port_range = interchange_port_range
+        self.storage_access = storage_access
+        self.working_dir = working_dir
+        self.drain_period = drain_period
+        self.poll_period = poll_period
+        self.address_probe_timeout = address_probe_timeout
+        self.worker_logdir_root = worker_logdir_root
+        self.manager_selector = manager_selector
+        self.remote_monitoring_radio = remote_monitoring_radio
         self._native = None
 
     def _native_executor(self):
         # The engine starts the provider's init_blocks blocks once the interchange listens, and
         # cancels them at shutdown; with `encrypted` it makes the run's key pair and writes the
         # public key for the pools (<run_dir>/<label>/server-<port>.key).
+        self._warn_if_unencrypted()
         o = _native.HtexOptions()
         o.label, o.address = self.label, self.address
         o.worker_port = self.worker_port or 0
@@ -244,6 +294,26 @@ class HighThroughputExecutor(ParslExecutor):
         o.expected_workers_per_node = self.workers_per_node
         self._native = _native.htex_executor(o)
         return self._native
+
+    def _warn_if_unencrypted(self) -> None:
+        """encrypted=False on TCP: whoever can connect to the port can register a pool, receive
+        the tasks and send back a forged result, which the driver unpickles, i.e. runs code as
+        this user (docs/htex.md, "Threat model"). Loud beyond loopback, logged on loopback
+        (where only users of this host can connect)."""
+        if self.encrypted:
+            return
+        try:
+            loopback = self.address == "localhost" or ipaddress.ip_address(self.address).is_loopback
+        except ValueError:  # "*", a host name, an interface name: reachable from elsewhere
+            loopback = False
+        message = (f"HighThroughputExecutor {self.label!r}: encrypted=False, the interchange listens on "
+                   f"unencrypted TCP at {self.address!r}. Anyone who can connect to it can run code in this "
+                   "driver and in the workers (docs/htex.md, Threat model).")
+        if loopback:
+            logger.warning("%s Here: every user of this host.", message)
+        else:
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     @property
     def workers_per_node(self) -> int:
@@ -281,6 +351,8 @@ class HighThroughputExecutor(ParslExecutor):
             args += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
+            args += ["--log-level", "debug"]
         return args
 
     def pool_command(self, block_id: str) -> str:

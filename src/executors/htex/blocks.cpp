@@ -12,12 +12,14 @@
 #include <string_view>
 #include <system_error>
 #include <tuple>
+#include <typeinfo>
 
 #include <fmt/format.h>
 #include <zmq.h>
 
 #include "pervade/errors.hpp"
 #include "pervade/launchers.hpp"
+#include "util/private_files.hpp"
 #include "util/same_host.hpp"
 
 // Where `cmake --install` puts pervade-pool, and where the build tree has it (CMakeLists.txt).
@@ -92,8 +94,8 @@ void BlockManager::start(int port, const std::string& ipc_url) {
     port_ = port;
     ipc_url_ = ipc_url;
     std::error_code ec;
-    std::filesystem::create_directories(log_dir_, ec);
-    if (ec) throw Error(fmt::format("cannot create the run directory '{}': {}", log_dir_, ec.message()));
+    if (!detail::create_private_directories(log_dir_, ec))
+      throw Error(fmt::format("cannot create the run directory '{}': {}", log_dir_, ec.message()));
     if (!public_key_.empty()) {
       // One file per interchange (the port is unique on this host while it listens), so that
       // two programs sharing a run_dir and a label do not overwrite each other's key.
@@ -171,7 +173,8 @@ std::vector<std::string> BlockManager::scale_out(int count, bool record_failures
     } catch (const std::exception& e) {
       if (!record_failures) throw;
       block.status.state = JobState::failed;
-      block.status.message = fmt::format("the provider could not submit it: {}", e.what());
+      const std::string why = *e.what() ? e.what() : fmt::format("no reason given ({})", typeid(e).name());
+      block.status.message = fmt::format("the provider could not submit it: {}", why);
     }
     report(block.block_id, block.job_id, block.status);
     blocks_.push_back(std::move(block));

@@ -1,7 +1,10 @@
 #include "pervade/htex_executor.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <fstream>
@@ -43,6 +46,9 @@ struct HighThroughputExecutor::Impl {
   std::unordered_set<std::string> sent_functions;  // under functions_mutex
   std::vector<std::string> refusals;                // under flight_mutex
   std::unordered_set<std::string> connected_blocks;  // under flight_mutex: blocks a pool registered from
+  std::unordered_set<std::string> worked_blocks;     // under flight_mutex: blocks a pool sent results from
+  // Under flight_mutex: blocks whose pool reported that it cannot run tasks (FAILED) -> why.
+  std::unordered_map<std::string, std::string> broken_blocks;
   std::string failure;                               // under queue_mutex: why the executor failed
 
   // Scaling (with a provider): a thread of its own, because provider calls block (a batch
@@ -225,7 +231,9 @@ struct HighThroughputExecutor::Impl {
   }
 
   void report_pool(const interchange::PoolEvent& e) {
-    if (e.kind == interchange::PoolEvent::refused) return;  // never joined
+    using K = interchange::PoolEvent;
+    // refused: never joined; failed, working: the pool's own state (a failed pool is lost next).
+    if (e.kind == K::refused || e.kind == K::failed || e.kind == K::working) return;
     if (e.kind == interchange::PoolEvent::registered) places[e.pool_id] = e;
     const auto it = places.find(e.pool_id);
     if (it == places.end()) return;
@@ -256,6 +264,12 @@ struct HighThroughputExecutor::Impl {
     } else if (e.kind == interchange::PoolEvent::registered) {
       std::lock_guard lock(flight_mutex);
       connected_blocks.insert(e.block_id);
+    } else if (e.kind == interchange::PoolEvent::working) {
+      std::lock_guard lock(flight_mutex);
+      worked_blocks.insert(e.block_id);
+    } else if (e.kind == interchange::PoolEvent::failed) {
+      std::lock_guard lock(flight_mutex);
+      broken_blocks.try_emplace(e.block_id, e.detail);
     }
   }
 
@@ -287,7 +301,17 @@ struct HighThroughputExecutor::Impl {
     detail::StrategySnapshot snap;
     snap.now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
     const std::vector<BlockStatus> states = blocks->blocks();
-    const std::vector<interchange::PoolInfo> pools = interchange->pools();
+    std::vector<interchange::PoolInfo> pools = interchange->pools();
+    // A block whose process ended has no live pool, whatever the heartbeats say: its pools are
+    // lost now (their tasks fail with ManagerLost and retry), not after heartbeat_threshold.
+    for (const auto& b : states) {
+      if (!is_terminal(b.status.state)) continue;
+      if (std::none_of(pools.begin(), pools.end(), [&](const auto& p) { return p.block_id == b.block_id; })) continue;
+      interchange->lose_block(b.block_id, fmt::format("ended: the provider reports the block {}{}",
+                                                      to_string(b.status.state),
+                                                      b.status.message.empty() ? "" : ": " + b.status.message));
+      std::erase_if(pools, [&](const auto& p) { return p.block_id == b.block_id; });
+    }
     {
       std::scoped_lock lock(queue_mutex, flight_mutex);
       snap.outstanding = in_flight.size() + queue.size();
@@ -296,6 +320,8 @@ struct HighThroughputExecutor::Impl {
         bs.block_id = b.block_id;
         bs.status = b.status;
         bs.ever_connected = connected_blocks.contains(b.block_id);
+        bs.worked = worked_blocks.contains(b.block_id);
+        if (auto broken = broken_blocks.find(b.block_id); broken != broken_blocks.end()) bs.broken = broken->second;
         bs.idle_seconds = -1;
         snap.blocks.push_back(std::move(bs));
       }
@@ -350,7 +376,11 @@ struct HighThroughputExecutor::Impl {
     if (block_id.empty()) return "";
     const std::string path = blocks->log_path(block_id);
     std::ifstream in(path, std::ios::binary);
-    if (!in) return "";
+    if (!in) {
+      // Out of descriptors, say: the reason must not vanish with the log.
+      const int err = errno;
+      return err == ENOENT ? "" : fmt::format("\n(cannot read the block log {}: {})", path, std::strerror(err));
+    }
     in.seekg(0, std::ios::end);
     const std::streamoff size = in.tellg();
     constexpr std::streamoff kTail = 2000;
@@ -386,10 +416,17 @@ struct HighThroughputExecutor::Impl {
 
 HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     : Executor(options.label), impl_(std::make_unique<Impl>()) {
-  if (options.heartbeat_period <= 0 || options.heartbeat_threshold <= 0)
-    throw ConfigurationError("HighThroughputExecutor heartbeat_period and heartbeat_threshold must be positive");
+  // NaN fails every comparison: written so that it fails these checks too.
+  if (!(options.heartbeat_period > 0 && std::isfinite(options.heartbeat_period)) ||
+      !(options.heartbeat_threshold > 0 && std::isfinite(options.heartbeat_threshold)))
+    throw ConfigurationError("HighThroughputExecutor heartbeat_period and heartbeat_threshold must be finite and > 0");
   if (options.port_min > options.port_max || options.port_min < 1 || options.port_max > 65535)
     throw ConfigurationError("HighThroughputExecutor worker_port_range must be a valid port range");
+  // libzmq would wrap -1 or 70000 to some other port.
+  if (options.worker_port < 0 || options.worker_port > 65535)
+    throw ConfigurationError("HighThroughputExecutor worker_port must be from 1 to 65535 (0: from the range)");
+  if (options.prefetch_capacity < 0 || options.short_task_prefetch < 0)
+    throw ConfigurationError("HighThroughputExecutor prefetch_capacity and short_task_prefetch must be >= 0");
   impl_->options = std::move(options);
   // Checks the block options and makes the per-run CurveZMQ keys (into options) if needed.
   if (impl_->options.provider) {
@@ -397,6 +434,13 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     if (!(o.strategy_period > 0))
       throw ConfigurationError("HighThroughputExecutor strategy_period must be positive");
     const ProviderOptions& p = o.provider->options();
+    // No block at start and none allowed later: every task would wait forever.
+    const int init_blocks = o.init_blocks >= 0 ? o.init_blocks : p.init_blocks;
+    if (init_blocks == 0 && p.max_blocks == 0)
+      throw ConfigurationError(fmt::format(
+          "HighThroughputExecutor '{}': init_blocks=0 and max_blocks=0 start no block, so no task could ever run; "
+          "set init_blocks or max_blocks to at least 1",
+          o.label));
     impl_->strategy = std::make_unique<detail::Strategy>(detail::StrategyConfig{
         detail::parse_strategy(o.strategy), p.min_blocks, p.max_blocks, p.parallelism, o.max_idletime,
         p.nodes_per_block, o.max_failed_blocks});

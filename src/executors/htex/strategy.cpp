@@ -44,23 +44,25 @@ namespace {
 std::string describe_end(const BlockSnapshot& b) {
   std::string text = fmt::format("block {} {}", b.block_id, to_string(b.status.state));
   if (!b.status.message.empty()) text += ": " + b.status.message;
+  if (!b.broken.empty()) text += "; " + b.broken;
   return text;
 }
 }  // namespace
 
 void Strategy::account_failures(const StrategySnapshot& s, StrategyDecisions& d) {
   for (const auto& b : s.blocks) {
-    if (b.ever_connected && !connected_.contains(b.block_id)) {
-      connected_.insert(b.block_id);  // the block command works: earlier failures were passing
-      failures_in_row_ = 0;
-    }
+    // Registering is not enough: a pool registers before its workers start, and may then report
+    // that they cannot (broken). Results show that the block works.
+    if (b.worked && worked_.insert(b.block_id).second)
+      failures_in_row_ = 0;  // the block command works: earlier failures were passing
     if (!is_terminal(b.status.state) || !ended_.insert(b.block_id).second || retiring_.contains(b.block_id)) continue;
     last_end_ = describe_end(b);
     last_ended_block_ = b.block_id;
-    if (!b.ever_connected) ++failures_in_row_;
+    if (!b.ever_connected || !b.broken.empty()) ++failures_in_row_;
   }
   if (config_.max_failed_blocks > 0 && failures_in_row_ >= config_.max_failed_blocks) {
-    d.fail = fmt::format("{} blocks in a row ended before any of their pools connected; the last: {}",
+    d.fail = fmt::format("{} blocks in a row failed (ended before any of their pools connected, or their pools "
+                         "could not start workers); the last: {}",
                          failures_in_row_, last_end_);
     d.failed_block = last_ended_block_;
   }

@@ -40,8 +40,9 @@ struct StrategyConfig {
   double parallelism = 1;
   double max_idletime = 120;  // seconds
   int nodes_per_block = 1;
-  // Blocks in a row that end before any of their pools connected: that many fail the
-  // executor. 0: never (the strategy keeps replacing them).
+  // Blocks in a row that end before any of their pools connected, or whose pools reported
+  // that they cannot run tasks (their workers cannot start): that many fail the executor.
+  // 0: never (the strategy keeps replacing them).
   int max_failed_blocks = 3;
 };
 
@@ -49,6 +50,8 @@ struct BlockSnapshot {
   std::string block_id;
   JobStatus status;              // the provider's view
   bool ever_connected = false;   // a pool of this block registered at some point
+  bool worked = false;           // a pool of this block sent results at some point
+  std::string broken;            // set: a pool of it reported it cannot run tasks (FAILED), why
   int pools = 0;                 // pools of this block connected now
   std::size_t in_flight = 0;     // tasks on them
   double idle_seconds = 0;       // the shortest idle time of its pools (0 if any is busy)
@@ -100,8 +103,8 @@ class Strategy {
   std::set<std::string> retiring_;            // drained or cancelled by us
   std::set<std::string> cancel_sent_;         // retiring blocks already cancelled
   std::set<std::string> ended_;               // terminal blocks already accounted for
-  std::set<std::string> connected_;           // blocks seen with a connected pool
-  int failures_in_row_ = 0;                   // blocks ended without connecting, since one did
+  std::set<std::string> worked_;              // blocks seen with a pool that sent results
+  int failures_in_row_ = 0;                   // blocks ended without working, since one did
   std::string last_end_;                      // how the latest block that ended by itself ended
   std::string last_ended_block_;
   std::optional<double> idle_since_;  // simple: when outstanding last became 0

@@ -1,0 +1,1 @@
+"""Parsl's parsl.data_provider: File (files.py)."""

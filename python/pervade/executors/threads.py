@@ -1,0 +1,5 @@
+"""Parsl's parsl.executors.threads: ThreadPoolExecutor (defined in pervade.executors)."""
+
+from . import ThreadPoolExecutor
+
+__all__ = ["ThreadPoolExecutor"]

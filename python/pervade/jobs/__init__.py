@@ -1,0 +1,1 @@
+"""Parsl's parsl.jobs: the states of blocks (states.py)."""

@@ -1,0 +1,3 @@
+"""Log configurations for Config(initialize_logging=...) (Parsl's parsl.logconfigs): a
+LogConfig decides how a run's logging is set up. FileLogging (file.py), JSONLogging (json.py)
+and NoopLogging (noop.py) are pervade's; users may subclass LogConfig (base.py)."""

@@ -1,0 +1,1 @@
+"""Parsl's parsl.providers.grid_engine package (grid_engine.py)."""

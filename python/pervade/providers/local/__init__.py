@@ -1,0 +1,1 @@
+"""Parsl's parsl.providers.local package (local.py)."""

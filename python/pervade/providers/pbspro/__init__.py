@@ -1,0 +1,1 @@
+"""Parsl's parsl.providers.pbspro package (pbspro.py)."""

@@ -1,0 +1,1 @@
+"""Parsl's parsl.providers.slurm package (slurm.py)."""
