@@ -144,6 +144,12 @@ struct TaskSpec {
   // key is there, and its successful result is recorded. Empty: not memoized.
   std::string memo_key;
   bool memo_key_later = false;  // the key is asked of the body once the dependencies are done
+  // For observers (the monitoring database's task_stdout/task_stderr): where the task's
+  // standard output and error go, when the app names them (bash apps' stdout=/stderr=).
+  struct StdStreams {
+    std::string stdout_path, stderr_path;
+  };
+  std::shared_ptr<const StdStreams> std_streams;  // null: none named
 };
 
 class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
@@ -184,13 +190,16 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   bool wait_for(std::chrono::duration<double> timeout) const;
 
   // Executor threads report progress with these (launched -> running -> running_ended).
-  // They only advance the state of the try that is current; stale tries are ignored.
-  void mark_running(std::uint32_t try_id) { advance(try_id, TaskState::launched, TaskState::running); }
-  void mark_running_ended(std::uint32_t try_id) { advance(try_id, TaskState::running, TaskState::running_ended); }
+  // They only advance the state of the try that is current; stale tries are ignored. True if
+  // the state changed (Executor::report_running tells observers only then).
+  bool mark_running(std::uint32_t try_id) { return advance(try_id, TaskState::launched, TaskState::running); }
+  bool mark_running_ended(std::uint32_t try_id) {
+    return advance(try_id, TaskState::running, TaskState::running_ended);
+  }
 
  private:
   friend class detail::KernelCore;
-  void advance(std::uint32_t try_id, TaskState from, TaskState to);
+  bool advance(std::uint32_t try_id, TaskState from, TaskState to);
   void notify_done();  // reactor: after the final state, value and error are written
 
   TaskId id_;

@@ -837,10 +837,12 @@ class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
          nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers,
-         nb::dict tasks, bool garbage_collect)
+         nb::dict tasks, bool garbage_collect, std::string run_id, std::string run_dir)
       : tasks_(std::move(tasks)), garbage_collect_(garbage_collect) {
     Config cfg;
     for (auto* o : observers) cfg.observers.push_back(o->ptr);
+    cfg.run_id = std::move(run_id);
+    cfg.run_dir = std::move(run_dir);
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
@@ -883,7 +885,7 @@ class Kernel {
 
   TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
                     nb::handle executors, const std::string& name, double walltime, nb::handle future,
-                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo) {
+                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo, nb::handle std_streams) {
     // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
     const bool memoized = !memo.is_none();
     const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
@@ -905,6 +907,11 @@ class Kernel {
     spec.listener = task;
     spec.func_name = name;
     spec.walltime = std::chrono::duration<double>(walltime);
+    if (!std_streams.is_none()) {  // (stdout path, stderr path), for observers
+      auto t = nb::borrow<nb::tuple>(std_streams);
+      spec.std_streams = std::make_shared<const TaskSpec::StdStreams>(
+          TaskSpec::StdStreams{nb::cast<std::string>(t[0]), nb::cast<std::string>(t[1])});
+    }
     if (!deps.is_none())
       for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
     if (!executors.is_none())
@@ -1230,16 +1237,30 @@ NB_MODULE(_native, m) {
       },
       nb::arg("max_threads"), nb::arg("label"));
 
+  m.def(
+      "monitoring_db",
+      [](const std::string& path, const std::string& workflow_name, const std::string& workflow_version,
+         bool resource_monitoring_enabled, double resource_monitoring_interval) {
+        MonitoringOptions o;
+        o.workflow_name = workflow_name;
+        o.workflow_version = workflow_version;
+        o.resource_monitoring_enabled = resource_monitoring_enabled;
+        o.resource_monitoring_interval = resource_monitoring_interval;
+        return bindings::ObserverHandle{make_monitoring_db(path, std::move(o))};
+      },
+      nb::arg("path"), nb::arg("workflow_name"), nb::arg("workflow_version"), nb::arg("resource_monitoring_enabled"),
+      nb::arg("resource_monitoring_interval"));
+
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
-                    std::vector<bindings::ObserverHandle*>, nb::dict, bool>(),
+                    std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
            nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
-           nb::arg("garbage_collect"))
+           nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "")
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
-           nb::arg("memo").none() = nb::none())
+           nb::arg("memo").none() = nb::none(), nb::arg("std_streams").none() = nb::none())
       .def("reserve_id", &Kernel::reserve_id)
       .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)

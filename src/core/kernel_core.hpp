@@ -35,6 +35,8 @@ struct KernelOptions {
   // Delivers a key asked of a body (TaskBody::request_memo_key) back to the core, which takes
   // it in memo_key_ready. Called on any thread.
   std::function<void(const TaskRecordPtr&, std::string, std::exception_ptr)> post_memo_key;
+  // Told of every task's submission, dependencies and state changes (never null).
+  ObserversPtr observers = std::make_shared<const Observers>();
 };
 
 class KernelCore {
@@ -72,6 +74,10 @@ class KernelCore {
   std::int64_t tasks_in_state(TaskState s) const {
     return state_counts_[static_cast<std::size_t>(s) + 1].load(std::memory_order_relaxed);
   }
+  // Final tasks so far, as the workflow table counts them: succeeded (exec_done, memo_done) and
+  // failed (failed, dep_fail, cancelled).
+  int tasks_completed() const { return tasks_completed_; }
+  int tasks_failed() const { return tasks_failed_; }
   bool has_executor(const std::string& label) const;
 
  private:
@@ -99,16 +105,24 @@ class KernelCore {
   static TaskState counted(TaskState s) {
     return s == TaskState::running || s == TaskState::running_ended ? TaskState::launched : s;
   }
-  void set_state(TaskRecord& t, TaskState s) {
+  // Every state change goes through here: it keeps the per-state counts, and observers cost one
+  // predictable branch when there are none.
+  void set_state(TaskRecord& t, TaskState s, const std::exception_ptr& error = nullptr) {
     const TaskState old = t.state_.load(std::memory_order_relaxed);
     if (old != TaskState::unsched)
       state_counts_[static_cast<std::size_t>(counted(old)) + 1].fetch_sub(1, std::memory_order_relaxed);
     state_counts_[static_cast<std::size_t>(s) + 1].fetch_add(1, std::memory_order_relaxed);
     t.state_.store(s, std::memory_order_release);
+    if (observed_) report_state(t, s, error);
   }
   std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(TaskState::cancelled) + 2> state_counts_{};
+  void report_state(const TaskRecord& t, TaskState s, const std::exception_ptr& error);
+  void report_submitted(const TaskRecord& t);
 
   KernelOptions options_;
+  const bool observed_;  // options_.observers->active(), fixed before the first task
+  int tasks_completed_ = 0;
+  int tasks_failed_ = 0;
   std::vector<ExecutorPtr> executors_;
   std::unordered_map<std::string, std::size_t> by_label_;
   std::vector<std::size_t> user_executors_;

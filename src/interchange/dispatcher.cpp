@@ -136,6 +136,8 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   by_heard_.splice(by_heard_.end(), by_heard_, pool.by_heard);
   if (auto* results = std::get_if<protocol::Results>(&message)) {
     on_results(pool, *results, now);
+  } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
+    usage_.push_back(PoolUsage{pool.info.pool_id, std::move(usage->samples)});
   } else if (std::holds_alternative<protocol::Drained>(message)) {
     events_.push_back({PoolEvent::drained, identity, pool.info.pool_id, pool.info.block_id, {}});
     lose(identity, "pool " + pool.info.pool_id + " drained and exited");
@@ -145,7 +147,9 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
     events_.push_back({PoolEvent::failed, identity, pool.info.pool_id, pool.info.block_id, reason});
     lose(identity, reason);
   }
-  // Heartbeat: last_heard is all it carries.
+  // Heartbeat: last_heard is all it carries, and observers are told.
+  if (config_.report_places && std::holds_alternative<protocol::Heartbeat>(message))
+    events_.push_back({PoolEvent::heartbeat, identity, pool.info.pool_id, pool.info.block_id, {}});
 }
 
 void Dispatcher::on_register(const std::string& identity, const protocol::Register& r, TimePoint now) {
@@ -178,9 +182,11 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   added.by_heard = by_heard_.insert(by_heard_.end(), &added);
   added.by_sent = by_sent_.insert(by_sent_.end(), &added);
   by_pool_id_.emplace(r.pool_id, &added);
-  send(added, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
+  send(added, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold, config_.resource_interval},
+       now);
   update_open(added);
-  events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}});
+  events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}, r.hostname, r.python_version,
+                     r.worker_count, r.cpu_count, r.total_memory});
 }
 
 void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
@@ -210,6 +216,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     remember_owner(result.task_id, pool.identity);
     completed_.push_back(
         Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
+    if (config_.report_places) completed_.back().pool_id = pool.info.pool_id;
   }
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {

@@ -61,6 +61,18 @@ struct DispatcherConfig {
   // message, before it is lost: a killed pool's tasks fail (and retry) after this, not after
   // heartbeat_threshold.
   double disconnect_grace = 1;
+  // For observers: Completed::pool_id is filled (each try's pool: TryEvent) and each pool
+  // heartbeat is an event (the node table); off, no copy is made and no event.
+  bool report_places = false;
+  // Told to pools in REGISTERED: seconds between resource samples of their tasks (0: first and
+  // last only); < 0: pools sample nothing.
+  double resource_interval = -1;
+};
+
+// Resource samples a pool sent (USAGE), for the executor.
+struct PoolUsage {
+  std::string pool_id;
+  std::vector<protocol::UsageSample> samples;
 };
 
 // A finished (or lost) task, for the executor.
@@ -70,16 +82,24 @@ struct Completed {
   protocol::Bytes payload;
   bool manager_lost = false;  // the pool holding it was lost; payload is the reason
   std::vector<protocol::SharedBuffer> buffers = {};  // the result's out-of-band buffers (its frames)
+  std::string pool_id{};      // the pool that ran it (with DispatcherConfig::report_places)
 };
 
 struct PoolEvent {
   // failed: the pool reported that it cannot run tasks (FAILED) and is exiting.
   // working: the pool sent its first results (it runs tasks: its block works).
-  enum Kind { registered, refused, lost, drained, failed, working } kind;
+  // heartbeat: the pool sent a heartbeat (only with DispatcherConfig::report_places).
+  enum Kind { registered, refused, lost, drained, failed, working, heartbeat } kind;
   std::string identity;
   std::string pool_id;
   std::string block_id;
   std::string detail;  // refused/lost/failed: the reason
+  // registered: what the pool said of itself (for observers' PoolEvent)
+  std::string hostname{};
+  std::string python_version{};
+  int worker_count = 0;
+  int cpu_count = 0;
+  std::uint64_t total_memory = 0;
 };
 
 struct PoolInfo {
@@ -135,6 +155,7 @@ class Dispatcher {
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox();
   std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
+  std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
 
  private:
   struct Pool;
@@ -213,6 +234,7 @@ class Dispatcher {
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;
+  std::vector<PoolUsage> usage_;
   std::mt19937 rng_;
   TimePoint now_{};  // the time of the latest input, for take_outbox()'s dispatch
 };

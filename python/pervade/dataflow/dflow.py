@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import threading
+import uuid
 from collections.abc import Mapping
 from concurrent.futures import Future, wait
 from typing import Optional
@@ -83,6 +84,20 @@ def executor_labels(executors):
     raise ConfigurationError(f"executors must be 'all' or a list of labels, got {executors!r}")
 
 
+def _stream_path(spec) -> str:
+    """The file a stdout=/stderr= spec names, as Parsl's monitoring records it ("" for none)."""
+    if spec is None:
+        return ""
+    if isinstance(spec, File):
+        return spec.url
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    try:
+        return os.fspath(spec)
+    except TypeError:  # never fail a submission over what monitoring records
+        return str(spec)
+
+
 def make_rundir(path: str) -> str:
     """Creates <path>/NNN, the next free number, readable by this user only (0700: it will
     hold logs with task output, keys and pickled results), and returns its absolute path.
@@ -113,7 +128,11 @@ class DataFlowKernel:
 
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else Config()
+        self.monitoring = self.config.monitoring
+        if self.monitoring is not None:
+            self.monitoring.database_path(self.config.run_dir)  # a bad logging_endpoint fails before any directory is made
         self.run_dir = make_rundir(self.config.run_dir)
+        self.run_id = str(uuid.uuid4())
         self._undo_logging = self._initialize_logging(self.config.initialize_logging)
         try:
             self._start(self.config)
@@ -139,6 +158,9 @@ class DataFlowKernel:
             e.strategy, e.strategy_period, e.max_idletime = (
                 config.strategy, config.strategy_period, config.max_idletime)
         natives = [e._native_executor() for e in config.executors]
+        observers = [self._log_observer] if self._log_observer else []
+        if self.monitoring is not None:  # the monitoring database is written by the engine (docs/monitoring.md)
+            observers.append(self.monitoring.native_observer(config.run_dir))
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
         # None: pervade's own search (Parsl's shallow one on threads; any depth for pool-only
@@ -152,7 +174,7 @@ class DataFlowKernel:
                                       config.internal_tasks_max_threads,
                                       memo.native_options(self.run_dir, config.run_dir),
                                       max_unfinished_tasks=config.max_unfinished_tasks or 0,
-                                      observers=[self._log_observer] if self._log_observer else [],
+                                      observers=observers, run_id=self.run_id, run_dir=self.run_dir,
                                       tasks=self._task_futures, garbage_collect=bool(config.garbage_collect))
         self.memoizer = memo
         memo._dfk = self  # for memoizer.checkpoint()
@@ -235,8 +257,11 @@ class DataFlowKernel:
                         for i, v in enumerate(inputs):
                             if isinstance(v, Future):
                                 deps, plan = self._add_dependency(deps, plan, v, 2, i)
+        streams = None
+        if (stdout is not None or stderr is not None) and self.monitoring is not None:
+            streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
         fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id, encoded, memo)
+                                          reserved_id, encoded, memo, streams)
         return fut
 
     def _resolve_dependencies(self, args, kwargs):
