@@ -76,7 +76,7 @@ void KernelCore::submit(const TaskRecordPtr& task) {
   TaskRecord& t = *task;
   t.live_ = true;
   ++live_;
-  t.state_.store(TaskState::pending, std::memory_order_release);
+  count_state(t, TaskState::pending);
   if (observed_) report_submitted(t);
   for (const auto& dep : t.spec_.dependencies) {
     if (dep->done()) {
@@ -138,7 +138,7 @@ void KernelCore::leave_table(TaskRecord& t) {
 void KernelCore::add_external(const TaskRecordPtr& task) {
   // Not a task of this workflow (Parsl does not monitor outside futures either): no event.
   task->external_ = true;
-  task->state_.store(TaskState::launched, std::memory_order_release);
+  count_state(*task, TaskState::launched);
 }
 
 void KernelCore::deps_ready(TaskRecord& t) {

@@ -108,12 +108,16 @@ class KernelCore {
   // Every state change goes through here: it keeps the per-state counts, and observers cost one
   // predictable branch when there are none.
   void set_state(TaskRecord& t, TaskState s, const std::exception_ptr& error = nullptr) {
+    count_state(t, s);
+    if (observed_) report_state(t, s, error);
+  }
+  // The same without an event (a submission is reported whole; external futures are not tasks).
+  void count_state(TaskRecord& t, TaskState s) {
     const TaskState old = t.state_.load(std::memory_order_relaxed);
     if (old != TaskState::unsched)
       state_counts_[static_cast<std::size_t>(counted(old)) + 1].fetch_sub(1, std::memory_order_relaxed);
     state_counts_[static_cast<std::size_t>(s) + 1].fetch_add(1, std::memory_order_relaxed);
     t.state_.store(s, std::memory_order_release);
-    if (observed_) report_state(t, s, error);
   }
   std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(TaskState::cancelled) + 2> state_counts_{};
   void report_state(const TaskRecord& t, TaskState s, const std::exception_ptr& error);
