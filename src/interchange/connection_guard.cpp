@@ -24,9 +24,10 @@ long raise_fd_limit() {
   return limit.rlim_cur == RLIM_INFINITY ? (1L << 20) : static_cast<long>(std::min<rlim_t>(limit.rlim_cur, 1L << 30));
 }
 
+long ConnectionGuard::reserve_for(long fd_limit) { return std::max(kMinReserve, fd_limit / 8); }
+
 std::size_t ConnectionGuard::cap_for(long fd_limit) {
-  const long reserve = std::max(kMinReserve, fd_limit / 8);
-  return static_cast<std::size_t>(std::max(16L, fd_limit - reserve));
+  return static_cast<std::size_t>(std::max(16L, fd_limit - reserve_for(fd_limit)));
 }
 
 bool ConnectionGuard::accepted_here(int fd) const {

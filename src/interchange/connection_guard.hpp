@@ -22,6 +22,8 @@ class ConnectionGuard {
   static constexpr long kMinReserve = 256;
   // The cap for a process allowed fd_limit descriptors: all but max(kMinReserve, 1/8) of them.
   static std::size_t cap_for(long fd_limit);
+  // The descriptors kept out of the cap: max(kMinReserve, fd_limit / 8).
+  static long reserve_for(long fd_limit);
 
   // port: the interchange's TCP port (a descriptor whose local port it is was accepted there).
   ConnectionGuard(int port, std::size_t cap) : port_(port), cap_(cap) {}

@@ -28,7 +28,6 @@ namespace pervade::interchange {
 
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
-constexpr int kListenBacklog = 65535;
 constexpr int kMessagesPerRound = 4096;  // see receive_all()
 // A TCP peer that has not finished the ZMTP (and CurveZMQ) handshake after this long is
 // disconnected (libzmq's default: 30 s). A pool needs a few round trips.
@@ -91,11 +90,6 @@ struct Interchange::Impl {
     // each pool's capacity, and pools send results only for tasks they hold.
     s.set(zmq::sockopt::sndhwm, 0);
     s.set(zmq::sockopt::rcvhwm, 0);
-    // Thousands of pools connect at once when a big allocation starts: with ZeroMQ's default
-    // listen backlog (100) the kernel drops their SYNs and TCP retries after 1, 3, 7, 15 s...,
-    // which made registering 3,000 simulated pools take 24 s instead of about 2 (BENCHMARKS.md,
-    // "One interchange, many pools"). The kernel caps it at net.core.somaxconn.
-    s.set(zmq::sockopt::backlog, kListenBacklog);
   }
 
   // The same-host socket: <ipc_dir>/ipc-XXXXXX/sock, the directory made by mkdtemp (mode
@@ -127,8 +121,7 @@ struct Interchange::Impl {
     }
   }
 
-  void watch_tcp_connections() {
-    const long fd_limit = raise_fd_limit();
+  void watch_tcp_connections(long fd_limit) {
     guard.emplace(port, config.max_tcp_connections ? config.max_tcp_connections : ConnectionGuard::cap_for(fd_limit));
     // libzmq keeps one monitor per socket: this one serves the guard and lost-pool detection.
     router_monitor = monitor(router, "tcp", ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED);
@@ -141,6 +134,14 @@ struct Interchange::Impl {
 
   void bind() {
     configure(router);
+    // Thousands of pools connect at once when a big allocation starts: with ZeroMQ's default
+    // listen backlog (100) the kernel drops their SYNs and TCP retries after 1, 3, 7, 15 s...,
+    // which made registering 3,000 simulated pools take 24 s instead of about 2 (BENCHMARKS.md,
+    // "One interchange, many pools"). But libzmq accepts whatever waits there in one burst,
+    // before the connection guard hears of it: the backlog stays within half the descriptors
+    // kept in reserve, so a flood cannot take them all (1,024 descriptors: 128; 65,536: 4,096).
+    const long fd_limit = raise_fd_limit();
+    router.set(zmq::sockopt::backlog, static_cast<int>(std::min<long>(65535, ConnectionGuard::reserve_for(fd_limit) / 2)));
     router.set(zmq::sockopt::handshake_ivl, kHandshakeTimeoutMs);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {
@@ -160,7 +161,7 @@ struct Interchange::Impl {
       }
     }
     if (port != 0) {
-      watch_tcp_connections();
+      watch_tcp_connections(fd_limit);
       return;
     }
     throw Error("interchange: cannot bind tcp://" + host + " on a port in " + std::to_string(first) + "-" +
