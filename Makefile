@@ -3,8 +3,9 @@
 
 PYTHON ?= python3
 BUILD_DIR ?= build
-# Debian packages the build needs (checked with dpkg, installed only when missing).
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel
+# Debian packages the build and tests need (checked with dpkg, installed only when missing);
+# graphviz: parsl-visualize draws its DAG pages with dot (tests/python/test_monitoring_visualize.py).
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz
 PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex clean

@@ -58,6 +58,10 @@ struct Config {
   // Told of every event of this kernel and its executors (observer.hpp): logging, monitoring
   // and users' hooks.
   std::vector<ObserverPtr> observers;
+  // Names this run in WorkflowEvent (the monitoring database's run_id and rundir). Empty run_id:
+  // a random UUID is made.
+  std::string run_id;
+  std::string run_dir;
 };
 
 class DataFlowKernel {
@@ -112,6 +116,7 @@ class DataFlowKernel {
   std::size_t checkpoint();
 
   std::size_t outstanding_tasks() const;  // submitted and not yet final
+  const std::string& run_id() const;      // Config::run_id, or the UUID made for this run
   std::vector<std::string> executor_labels() const;
   ExecutorPtr executor(const std::string& label) const;
 

@@ -62,6 +62,10 @@ class Executor {
   // placed on pools and hosts, blocks, pools, resource samples). Never null; may be inactive.
   void set_observers(ObserversPtr observers) { observers_ = std::move(observers); }
   const Observers& observers() const { return *observers_; }
+  // Executor threads: advance a try to running / running_ended (TaskRecord::mark_running) and
+  // tell the observers when it did. Costs one branch more than mark_running without observers.
+  void report_running(TaskRecord& task, std::uint32_t try_id) const;
+  void report_running_ended(TaskRecord& task, std::uint32_t try_id) const;
 
  private:
   std::string label_;

@@ -19,6 +19,7 @@
 //   pervade::Config cfg;
 //   auto failures = std::make_shared<Failures>();
 //   cfg.observers.push_back(failures);
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -134,6 +135,10 @@ class Observer {
   virtual void on_resource(const ResourceSample&) {}
   // Called once when the kernel is cleaned up, after the last event: flush and close.
   virtual void close() {}
+  // Resource sampling this observer wants (on_resource): seconds between samples of each
+  // running task (0: only a first and a last sample), or nullopt for none. Asked once, before
+  // the kernel starts.
+  virtual std::optional<double> resource_interval() const { return std::nullopt; }
 };
 
 using ObserverPtr = std::shared_ptr<Observer>;
@@ -144,8 +149,13 @@ using ObserverPtr = std::shared_ptr<Observer>;
 class Observers {
  public:
   Observers() = default;
-  explicit Observers(std::vector<ObserverPtr> list) : list_(std::move(list)) {}
+  explicit Observers(std::vector<ObserverPtr> list) : list_(std::move(list)) {
+    for (const auto& o : list_)
+      if (auto i = o->resource_interval()) resource_interval_ = std::min(resource_interval_.value_or(*i), *i);
+  }
   bool active() const { return !list_.empty(); }
+  // The shortest resource interval an observer asked for; nullopt: executors sample nothing.
+  std::optional<double> resource_interval() const { return resource_interval_; }
   void workflow(const WorkflowEvent& e) const { for (auto& o : list_) o->on_workflow(e); }
   void task(const TaskEvent& e) const { for (auto& o : list_) o->on_task(e); }
   void attempt(const TryEvent& e) const { for (auto& o : list_) o->on_try(e); }
@@ -156,6 +166,7 @@ class Observers {
 
  private:
   std::vector<ObserverPtr> list_;
+  std::optional<double> resource_interval_;
 };
 
 using ObserversPtr = std::shared_ptr<const Observers>;

@@ -16,6 +16,7 @@
 #include "pervade/htex_executor.hpp"  // link pervade::htex to use it
 #include "pervade/ids.hpp"
 #include "pervade/launchers.hpp"
+#include "pervade/monitoring.hpp"
 #include "pervade/provider.hpp"
 #include "pervade/shell.hpp"
 #include "pervade/state.hpp"

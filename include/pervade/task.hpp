@@ -176,13 +176,16 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   bool wait_for(std::chrono::duration<double> timeout) const;
 
   // Executor threads report progress with these (launched -> running -> running_ended).
-  // They only advance the state of the try that is current; stale tries are ignored.
-  void mark_running(std::uint32_t try_id) { advance(try_id, TaskState::launched, TaskState::running); }
-  void mark_running_ended(std::uint32_t try_id) { advance(try_id, TaskState::running, TaskState::running_ended); }
+  // They only advance the state of the try that is current; stale tries are ignored. True if
+  // the state changed (Executor::report_running tells observers only then).
+  bool mark_running(std::uint32_t try_id) { return advance(try_id, TaskState::launched, TaskState::running); }
+  bool mark_running_ended(std::uint32_t try_id) {
+    return advance(try_id, TaskState::running, TaskState::running_ended);
+  }
 
  private:
   friend class detail::KernelCore;
-  void advance(std::uint32_t try_id, TaskState from, TaskState to);
+  bool advance(std::uint32_t try_id, TaskState from, TaskState to);
   void notify_done();  // reactor: after the final state, value and error are written
 
   TaskId id_;

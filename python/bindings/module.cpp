@@ -731,6 +731,10 @@ class Executor_ {
   }
 };
 
+// An engine observer (observer.hpp) made on the Python side, e.g. the monitoring database writer;
+// handed to Kernel(observers=...). Opaque to Python; bound as _native.Observer (log_observer.cpp).
+using Observer_ = bindings::ObserverHandle;
+
 // pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files).
 CheckpointConfig checkpoint_config(nb::handle options) {
   auto t = nb::cast<nb::tuple>(options);
@@ -754,9 +758,12 @@ CheckpointConfig checkpoint_config(nb::handle options) {
 class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
-         nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers) {
+         nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<Observer_*> observers, std::string run_id,
+         std::string run_dir) {
     Config cfg;
     for (auto* o : observers) cfg.observers.push_back(o->ptr);
+    cfg.run_id = std::move(run_id);
+    cfg.run_dir = std::move(run_dir);
     if (!checkpoint.is_none()) cfg.checkpoint = checkpoint_config(checkpoint);
     for (auto* e : executors) cfg.executors.push_back(e->ptr);
     cfg.retries = retries;
@@ -1074,12 +1081,26 @@ NB_MODULE(_native, m) {
       },
       nb::arg("max_threads"), nb::arg("label"));
 
+  m.def(
+      "monitoring_db",
+      [](const std::string& path, const std::string& workflow_name, const std::string& workflow_version,
+         bool resource_monitoring_enabled, double resource_monitoring_interval) {
+        MonitoringOptions o;
+        o.workflow_name = workflow_name;
+        o.workflow_version = workflow_version;
+        o.resource_monitoring_enabled = resource_monitoring_enabled;
+        o.resource_monitoring_interval = resource_monitoring_interval;
+        return Observer_{make_monitoring_db(path, std::move(o))};
+      },
+      nb::arg("path"), nb::arg("workflow_name"), nb::arg("workflow_version"), nb::arg("resource_monitoring_enabled"),
+      nb::arg("resource_monitoring_interval"));
+
   nb::class_<Kernel>(m, "Kernel")
-      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
-                    std::vector<bindings::ObserverHandle*>>(),
+      .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t, std::vector<Observer_*>,
+                    std::string, std::string>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
            nb::arg("checkpoint").none() = nb::none(), nb::arg("max_unfinished_tasks") = 0,
-           nb::arg("observers") = std::vector<bindings::ObserverHandle*>{})
+           nb::arg("observers") = std::vector<Observer_*>{}, nb::arg("run_id") = "", nb::arg("run_dir") = "")
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),

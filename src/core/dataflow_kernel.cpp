@@ -8,8 +8,11 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 #include <variant>
+
+#include <fmt/format.h>
 
 #include "core/kernel_core.hpp"
 #include "util/spin_wait.hpp"
@@ -50,10 +53,28 @@ using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent
                            MemoKeyEvent, CheckpointEvent, StopEvent>;
 
 thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
+
+// A random (version 4) UUID, as Parsl names its runs.
+std::string make_uuid() {
+  std::random_device rd;
+  std::uint8_t b[16];
+  for (auto& x : b) x = static_cast<std::uint8_t>(rd());
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  std::string s;
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += fmt::format("{:02x}", b[i]);
+  }
+  return s;
+}
 }  // namespace
 
 struct DataFlowKernel::Impl final : CompletionSink {
   std::vector<ExecutorPtr> executors;
+  ObserversPtr observers;
+  std::string run_id;
+  std::string run_dir;
   std::unique_ptr<detail::MemoStore> memo;  // before core, which uses it
   std::unique_ptr<detail::KernelCore> core;
   std::thread reactor;
@@ -79,6 +100,15 @@ struct DataFlowKernel::Impl final : CompletionSink {
   std::mutex capacity_mutex;
   std::condition_variable capacity_cv;
   std::atomic<int> capacity_waiters{0};
+
+  WorkflowEvent workflow_event(WorkflowEvent::Kind kind) const {
+    WorkflowEvent e{};
+    e.kind = kind;
+    e.time = std::chrono::system_clock::now();
+    e.run_id = run_id;
+    e.run_dir = run_dir;
+    return e;
+  }
 
   bool at_capacity() const { return max_unfinished > 0 && unfinished.load() >= max_unfinished; }
 
@@ -211,6 +241,10 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   opts.retry_handler = std::move(config.retry_handler);
   im.max_unfinished = static_cast<std::int64_t>(
       std::min<std::size_t>(config.max_unfinished_tasks, std::numeric_limits<std::int64_t>::max()));
+  im.observers = std::make_shared<const Observers>(std::move(config.observers));
+  im.run_id = config.run_id.empty() ? make_uuid() : std::move(config.run_id);
+  im.run_dir = std::move(config.run_dir);
+  opts.observers = im.observers;
   Impl* raw = &im;
   opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
   if (config.checkpoint.memoize) {
@@ -221,7 +255,11 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
     };
   }
   im.core = std::make_unique<detail::KernelCore>(std::move(opts), im.executors);
-  for (auto& ex : im.executors) ex->start(im);
+  if (im.observers->active()) im.observers->workflow(im.workflow_event(WorkflowEvent::Kind::started));
+  for (auto& ex : im.executors) {
+    ex->set_observers(im.observers);
+    ex->start(im);
+  }
   im.reactor = std::thread([raw] {
     detail::name_this_thread("pv-reactor");
     raw->run_reactor();
@@ -302,6 +340,14 @@ void DataFlowKernel::cleanup() {
   im.push(StopEvent{});
   im.reactor.join();
   if (im.memo) im.memo->close();  // the reactor is gone: this thread is the store's only user
+  if (im.observers->active()) {
+    // After the executors and the reactor stopped: nothing reports after this.
+    WorkflowEvent ended = im.workflow_event(WorkflowEvent::Kind::ended);
+    ended.tasks_completed = im.core->tasks_completed();
+    ended.tasks_failed = im.core->tasks_failed();
+    im.observers->workflow(ended);
+    im.observers->close();
+  }
   im.cleaned_up = true;
 }
 
@@ -345,6 +391,8 @@ bool DataFlowKernel::closed() const { return impl_->closed.load(); }
 std::size_t DataFlowKernel::outstanding_tasks() const {
   return static_cast<std::size_t>(std::max<std::int64_t>(0, impl_->unfinished.load()));
 }
+
+const std::string& DataFlowKernel::run_id() const { return impl_->run_id; }
 
 std::vector<std::string> DataFlowKernel::executor_labels() const {
   std::vector<std::string> labels;

@@ -14,10 +14,54 @@ namespace {
 bool is_launched(TaskState s) {
   return s == TaskState::launched || s == TaskState::running || s == TaskState::running_ended;
 }
+
+// The last line of the remote traceback ("ValueError: bad input") of a task that raised on a
+// pool worker, read without Python: the payload is the pickle of (exception, traceback text)
+// (pervade.serialize.serialize_exception), so the text is the pickle's last string, just
+// before MEMOIZE, TUPLE2, MEMOIZE, STOP. Empty if the layout is not that.
+std::string remote_error_summary(const std::string& pickle) {
+  std::size_t end = pickle.size();
+  for (const int op : {0x2e, 0x94, 0x86, 0x94}) {  // STOP, MEMOIZE, TUPLE2, MEMOIZE, from the end
+    if (end > 0 && static_cast<unsigned char>(pickle[end - 1]) == static_cast<unsigned char>(op)) --end;
+  }
+  std::string_view text;
+  for (std::size_t p = end; p-- > 0 && end - p < (std::size_t{1} << 20);) {
+    const auto op = static_cast<unsigned char>(pickle[p]);
+    if (op == 0x8c && p + 2 <= end && static_cast<unsigned char>(pickle[p + 1]) == end - p - 2) {
+      text = std::string_view(pickle).substr(p + 2, end - p - 2);  // SHORT_BINUNICODE
+      break;
+    }
+    if (op == 'X' && p + 5 <= end) {  // BINUNICODE, 4-byte little-endian length
+      std::uint32_t n = 0;
+      for (int i = 3; i >= 0; --i) n = n << 8 | static_cast<unsigned char>(pickle[p + 1 + i]);
+      if (n == end - p - 5) {
+        text = std::string_view(pickle).substr(p + 5, n);
+        break;
+      }
+    }
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  const auto nl = text.rfind('\n');
+  return std::string(nl == std::string_view::npos ? text : text.substr(nl + 1));
+}
+
+std::string error_text(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const RemoteTaskError& remote) {
+    std::string summary = remote_error_summary(remote.payload());
+    if (!summary.empty()) return summary;
+  } catch (...) {
+  }
+  return describe(error);
+}
 }  // namespace
 
 KernelCore::KernelCore(KernelOptions options, std::vector<ExecutorPtr> executors)
-    : options_(std::move(options)), executors_(std::move(executors)), outbox_(executors_.size()) {
+    : options_(std::move(options)),
+      observed_(options_.observers->active()),
+      executors_(std::move(executors)),
+      outbox_(executors_.size()) {
   if (!options_.now) options_.now = [] { return std::chrono::steady_clock::now(); };
   for (std::size_t i = 0; i < executors_.size(); ++i) {
     by_label_.emplace(executors_[i]->label(), i);
@@ -32,7 +76,8 @@ void KernelCore::submit(const TaskRecordPtr& task) {
   TaskRecord& t = *task;
   t.live_ = true;
   ++live_;
-  set_state(t, TaskState::pending);
+  t.state_.store(TaskState::pending, std::memory_order_release);
+  if (observed_) report_submitted(t);
   for (const auto& dep : t.spec_.dependencies) {
     if (dep->done()) {
       if (is_failure(dep->state())) t.failed_deps_.emplace_back(dep->error(), dep->id());
@@ -91,8 +136,9 @@ void KernelCore::leave_table(TaskRecord& t) {
 }
 
 void KernelCore::add_external(const TaskRecordPtr& task) {
+  // Not a task of this workflow (Parsl does not monitor outside futures either): no event.
   task->external_ = true;
-  set_state(*task, TaskState::launched);
+  task->state_.store(TaskState::launched, std::memory_order_release);
 }
 
 void KernelCore::deps_ready(TaskRecord& t) {
@@ -271,7 +317,7 @@ void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
   }
   t.fail_cost_ += cost;
   if (t.fail_cost_ <= options_.retries) {
-    set_state(t, TaskState::fail_retryable);
+    set_state(t, TaskState::fail_retryable, error);
     if (t.pending_deps_ > 0) {  // a follower that failed before its input's completion arrived here
       t.follower_ = false;
       wait_in_table(t);
@@ -288,7 +334,7 @@ void KernelCore::finish(TaskRecord& t, TaskState state, std::any value, std::exc
   assert(!t.done());
   t.value_ = std::move(value);
   t.error_ = std::move(error);
-  set_state(t, state);
+  set_state(t, state, t.error_);
   (after_commit ? committing_ : finishing_).push_back(t.shared_from_this());
 }
 
@@ -391,6 +437,7 @@ void KernelCore::drain_finished() {
     if (t.live_) {
       t.live_ = false;
       --live_;
+      ++(failed ? tasks_failed_ : tasks_completed_);
       if (options_.on_final) options_.on_final(task);
     }
   }
@@ -455,6 +502,46 @@ void KernelCore::withdraw(const TaskRecordPtr& task, std::uint32_t try_id, StopR
     pending.erase(it);  // never handed over
   else
     executors_[ex]->cancel(task, try_id, reason);
+}
+
+// ---- observers
+
+void KernelCore::report_submitted(const TaskRecord& t) {
+  const Observers& obs = *options_.observers;
+  TaskEvent e{};
+  e.kind = TaskEvent::Kind::submitted;
+  e.time = std::chrono::system_clock::now();
+  e.task = t.id();
+  e.state = TaskState::pending;
+  e.func_name = t.spec_.func_name;
+  e.memoized = !t.spec_.memo_key.empty() || t.spec_.memo_key_later;
+  obs.task(e);
+  e.kind = TaskEvent::Kind::dependency;
+  for (const auto& dep : t.spec_.dependencies) {
+    if (dep->external_) continue;  // not a task of this workflow
+    e.dependency = dep->id();
+    obs.task(e);
+  }
+}
+
+void KernelCore::report_state(const TaskRecord& t, TaskState s, const std::exception_ptr& error) {
+  if (t.external_) return;
+  TaskEvent e{};
+  e.kind = TaskEvent::Kind::state;
+  e.time = std::chrono::system_clock::now();
+  e.task = t.id();
+  e.try_id = t.try_id_.load(std::memory_order_relaxed);
+  e.state = s;
+  e.func_name = t.spec_.func_name;
+  e.executor = t.executor_label_;
+  e.fail_count = t.fail_count_;
+  e.fail_cost = t.fail_cost_;
+  std::string text;
+  if (error) {
+    text = error_text(error);
+    e.error = text;
+  }
+  options_.observers->task(e);
 }
 
 void KernelCore::close() {

@@ -33,6 +33,8 @@ struct KernelOptions {
   // Delivers a key asked of a body (TaskBody::request_memo_key) back to the core, which takes
   // it in memo_key_ready. Called on any thread.
   std::function<void(const TaskRecordPtr&, std::string, std::exception_ptr)> post_memo_key;
+  // Told of every task's submission, dependencies and state changes (never null).
+  ObserversPtr observers = std::make_shared<const Observers>();
 };
 
 class KernelCore {
@@ -65,6 +67,10 @@ class KernelCore {
   std::size_t checkpoint();
 
   std::size_t live_tasks() const { return live_; }
+  // Final tasks so far, as the workflow table counts them: succeeded (exec_done, memo_done) and
+  // failed (failed, dep_fail, cancelled).
+  int tasks_completed() const { return tasks_completed_; }
+  int tasks_failed() const { return tasks_failed_; }
   bool has_executor(const std::string& label) const;
 
  private:
@@ -89,9 +95,18 @@ class KernelCore {
   void drain_finished();
   void finish_join(TaskRecord& t);
   std::size_t pick_executor(const TaskRecord& t);
-  static void set_state(TaskRecord& t, TaskState s) { t.state_.store(s, std::memory_order_release); }
+  // Every state change goes through here: observers cost one predictable branch when there are none.
+  void set_state(TaskRecord& t, TaskState s, const std::exception_ptr& error = nullptr) {
+    t.state_.store(s, std::memory_order_release);
+    if (observed_) report_state(t, s, error);
+  }
+  void report_state(const TaskRecord& t, TaskState s, const std::exception_ptr& error);
+  void report_submitted(const TaskRecord& t);
 
   KernelOptions options_;
+  const bool observed_;  // options_.observers->active(), fixed before the first task
+  int tasks_completed_ = 0;
+  int tasks_failed_ = 0;
   std::vector<ExecutorPtr> executors_;
   std::unordered_map<std::string, std::size_t> by_label_;
   std::vector<std::size_t> user_executors_;

@@ -78,10 +78,33 @@ void release_thread_resources() {
   if (auto hook = std::exchange(t_release_hook, nullptr)) hook();
 }
 
-void TaskRecord::advance(std::uint32_t try_id, TaskState from, TaskState to) {
+bool TaskRecord::advance(std::uint32_t try_id, TaskState from, TaskState to) {
   // try_id_ is written by the reactor before the launch is handed over, so this read is ordered.
-  if (try_id != try_id_.load(std::memory_order_acquire)) return;
-  state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+  if (try_id != try_id_.load(std::memory_order_acquire)) return false;
+  return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel);
+}
+
+namespace {
+void report_state(const Observers& observers, const TaskRecord& task, std::uint32_t try_id, TaskState state) {
+  TaskEvent e{};
+  e.kind = TaskEvent::Kind::state;
+  e.time = std::chrono::system_clock::now();
+  e.task = task.id();
+  e.try_id = try_id;
+  e.state = state;
+  e.func_name = task.func_name();
+  e.executor = task.executor_label();  // written before the launch was handed over: safe to read
+  observers.task(e);
+}
+}  // namespace
+
+void Executor::report_running(TaskRecord& task, std::uint32_t try_id) const {
+  if (task.mark_running(try_id) && observers_->active()) report_state(*observers_, task, try_id, TaskState::running);
+}
+
+void Executor::report_running_ended(TaskRecord& task, std::uint32_t try_id) const {
+  if (task.mark_running_ended(try_id) && observers_->active())
+    report_state(*observers_, task, try_id, TaskState::running_ended);
 }
 
 }  // namespace pervade

@@ -131,6 +131,8 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   pool.last_heard = now;
   if (auto* results = std::get_if<protocol::Results>(&message)) {
     on_results(pool, *results, now);
+  } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
+    usage_.push_back(PoolUsage{pool.info.pool_id, std::move(usage->samples)});
   } else if (std::holds_alternative<protocol::Drained>(message)) {
     events_.push_back({PoolEvent::drained, identity, pool.info.pool_id, pool.info.block_id, {}});
     lose(identity, "pool " + pool.info.pool_id + " drained and exited");
@@ -164,8 +166,10 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   pool.last_heard = now;
   pool.idle_since = now;
   auto [it, inserted] = pools_.emplace(identity, std::move(pool));
-  send(it->second, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold}, now);
-  events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}});
+  send(it->second, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold, config_.resource_interval},
+       now);
+  events_.push_back({PoolEvent::registered, identity, r.pool_id, r.block_id, {}, r.hostname, r.python_version,
+                     r.worker_count, r.cpu_count, r.total_memory});
 }
 
 void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
@@ -190,6 +194,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     owner_.erase(result.task_id);
     remember_owner(result.task_id, pool.identity);
     completed_.push_back(Completed{result.task_id, result.status, std::move(result.payload), false});
+    if (config_.report_places) completed_.back().pool_id = pool.info.pool_id;
   }
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {

@@ -49,6 +49,17 @@ struct DispatcherConfig {
   // microseconds, and is off as soon as tasks take longer, so long tasks keep the load balance
   // of prefetch_capacity alone. 0 disables it.
   int short_task_prefetch = 16;
+  // Completed::pool_id is filled (observers want each try's pool: TryEvent); off, no copy is made.
+  bool report_places = false;
+  // Told to pools in REGISTERED: seconds between resource samples of their tasks (0: first and
+  // last only); < 0: pools sample nothing.
+  double resource_interval = -1;
+};
+
+// Resource samples a pool sent (USAGE), for the executor.
+struct PoolUsage {
+  std::string pool_id;
+  std::vector<protocol::UsageSample> samples;
 };
 
 // A finished (or lost) task, for the executor.
@@ -57,6 +68,7 @@ struct Completed {
   int status = protocol::kStatusOk;
   protocol::Bytes payload;
   bool manager_lost = false;  // the pool holding it was lost; payload is the reason
+  std::string pool_id{};      // the pool that ran it (with DispatcherConfig::report_places)
 };
 
 struct PoolEvent {
@@ -65,6 +77,12 @@ struct PoolEvent {
   std::string pool_id;
   std::string block_id;
   std::string detail;  // refused/lost: the reason
+  // registered: what the pool said of itself (for observers' PoolEvent)
+  std::string hostname{};
+  std::string python_version{};
+  int worker_count = 0;
+  int cpu_count = 0;
+  std::uint64_t total_memory = 0;
 };
 
 struct PoolInfo {
@@ -113,6 +131,7 @@ class Dispatcher {
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox();
   std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
+  std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
 
  private:
   struct Pool {
@@ -170,6 +189,7 @@ class Dispatcher {
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;
+  std::vector<PoolUsage> usage_;
   std::mt19937 rng_;
   TimePoint now_{};  // the time of the latest input, for take_outbox()'s dispatch
 };

@@ -36,6 +36,7 @@ struct Interchange::Impl {
   InterchangeConfig config;
   CompletedFn on_completed;
   EventFn on_event;
+  UsageFn on_usage;
   zmq::context_t context{1};
   zmq::socket_t router{context, zmq::socket_type::router};
   // Pools on this host: the same ROUTER role on a Unix socket, without CurveZMQ (the
@@ -241,6 +242,9 @@ struct Interchange::Impl {
         // A pool that vanished: its heartbeat timeout will clean up.
       }
     }
+    // Samples first: a task's last sample comes before its result, which ends the try.
+    auto usage = dispatcher.take_usage();
+    if (!usage.empty() && on_usage) on_usage(std::move(usage));
     auto done = dispatcher.take_completed();
     if (!done.empty()) on_completed(std::move(done));
     for (const auto& e : dispatcher.take_events()) on_event(e);
@@ -267,10 +271,11 @@ struct Interchange::Impl {
   }
 };
 
-Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event)
+Interchange::Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event, UsageFn on_usage)
     : impl_(std::make_unique<Impl>(std::move(config))) {
   impl_->on_completed = std::move(on_completed);
   impl_->on_event = std::move(on_event);
+  impl_->on_usage = std::move(on_usage);
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl_->wake_fd < 0) throw Error("interchange: eventfd failed");
   impl_->bind();

@@ -37,9 +37,11 @@ class Interchange {
  public:
   using CompletedFn = std::function<void(std::vector<Completed>&&)>;
   using EventFn = std::function<void(const PoolEvent&)>;
+  using UsageFn = std::function<void(std::vector<PoolUsage>&&)>;
 
   // Binds (throws pervade::Error naming the address if no port can be bound) and starts the thread.
-  Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event);
+  // on_usage (may be empty) gets pools' resource samples, before the results that follow them.
+  Interchange(InterchangeConfig config, CompletedFn on_completed, EventFn on_event, UsageFn on_usage = {});
   ~Interchange();  // stop()
 
   int port() const;

@@ -81,6 +81,7 @@
 #include <fmt/format.h>
 #include <zmq.hpp>
 
+#include "observe/proc_usage.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/shell.hpp"
 #include "protocol/messages.hpp"
@@ -567,6 +568,10 @@ struct Worker {
   std::uint64_t last_task = 0;
   std::optional<proto::Bytes> last_value;  // when that task succeeded with a small result
   OutQueue out;  // bytes not yet written to the socket
+  // Resource sampling: its /proc/<pid>/stat, open while the process lives, and its usage when
+  // tasks.front() started.
+  Fd stat_fd;
+  detail::ProcUsage usage_start;
 };
 
 template <class... Ts>
@@ -786,6 +791,8 @@ class Pool {
     r.hostname = hostname_;
     r.worker_count = worker_count_;
     r.prefetch = o_.prefetch;
+    r.cpu_count = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+    r.total_memory = static_cast<std::uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     send_to_interchange(proto::PoolMessage{std::move(r)});
     const auto deadline = Clock::now() + seconds(threshold_);
     for (;;) {
@@ -832,6 +839,12 @@ class Pool {
       threshold_ = reg.heartbeat_threshold;
     else
       log_warn("ignoring invalid heartbeat threshold {}", reg.heartbeat_threshold);
+    if (reg.resource_interval >= 0 && std::isfinite(reg.resource_interval)) {
+      sample_interval_ = reg.resource_interval;
+      if (sample_interval_ > 0) next_sample_ = Clock::now() + seconds(sample_interval_);
+      log_info("resource monitoring on: tasks on Python workers sampled every {} s and at their start and end",
+               sample_interval_);
+    }
   }
 
   // zmq::poll that treats EINTR as "nothing happened". Returns false then.
@@ -852,6 +865,7 @@ class Pool {
     std::vector<std::size_t> item_worker;
     while (!exit_status_) {
       dispatch();
+      flush_usage();  // before the results: a task's last sample must reach the driver first
       flush_results();
       flush_outq();
       if (draining_ && drain_complete()) {
@@ -865,6 +879,7 @@ class Pool {
       const auto now = Clock::now();
       auto next = std::min(last_send_ + seconds(period_), last_recv_ + seconds(threshold_));
       if (disconnected_at_) next = std::min(next, *disconnected_at_ + disconnect_grace());
+      next = std::min(next, next_sample_);
       for (const Worker& w : workers_)
         if (w.kill_at && !w.dying) next = std::min(next, *w.kill_at);
       items.clear();
@@ -926,6 +941,10 @@ class Pool {
       }
       if (after - last_send_ >= seconds(period_) && outq_.empty())
         send_to_interchange(proto::PoolMessage{proto::Heartbeat{}});
+      if (after >= next_sample_) {
+        for (Worker& w : workers_) sample(w, /*first=*/false, /*last=*/false);
+        next_sample_ = after + seconds(sample_interval_);
+      }
     }
     return *exit_status_;
   }
@@ -983,6 +1002,50 @@ class Pool {
       outq_.pop_front();
       last_send_ = Clock::now();
     }
+  }
+
+  void flush_usage() {
+    if (usage_.empty()) return;
+    proto::Usage batch;
+    batch.samples = std::move(usage_);
+    usage_.clear();
+    send_to_interchange(proto::PoolMessage{std::move(batch)});
+  }
+
+  // One sample of the task a worker runs (tasks.front()): at its start and end the worker
+  // process alone, from its open stat file (cheap: this is per task); periodic samples add its
+  // descendants and read context switches and I/O too. Counters are since the task started.
+  void sample(Worker& w, bool first, bool last) {
+    if (sample_interval_ < 0 || w.pid <= 0 || w.tasks.empty()) return;
+    if (!w.stat_fd.valid()) {
+      const int fd = ::open(fmt::format("/proc/{}/stat", w.pid).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return;
+      w.stat_fd = Fd(fd);
+    }
+    detail::ProcUsage now;
+    const bool periodic = !first && !last;
+    if (!(periodic ? detail::read_tree_usage(w.pid, &now) : detail::read_stat_fd(w.stat_fd.get(), &now))) return;
+    if (first) w.usage_start = now;
+    const detail::ProcUsage used = now.since(w.usage_start);
+    proto::UsageSample s;
+    s.task_id = w.tasks.front();
+    s.time_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+    s.pid = static_cast<int>(w.pid);
+    s.children = std::max(0, now.processes - 1);
+    s.cpu_user = used.cpu_user;
+    s.cpu_system = used.cpu_system;
+    s.rss = used.rss;
+    s.vms = used.vms;
+    if (periodic) {  // counters the cheap samples do not read
+      s.read_bytes = used.read_bytes;
+      s.write_bytes = used.write_bytes;
+      s.ctx_voluntary = used.ctx_voluntary;
+      s.ctx_involuntary = used.ctx_involuntary;
+    }
+    s.first = first;
+    s.last = last;
+    usage_.push_back(s);
   }
 
   void flush_results() {
@@ -1347,6 +1410,7 @@ class Pool {
     }
     theirs.reset();
     w.pid = pid;
+    w.stat_fd = Fd();  // the previous process's
     w.fd = std::move(ours);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
     w.ready = false;
@@ -1527,6 +1591,7 @@ class Pool {
       kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
       return;
     }
+    sample(w, /*first=*/false, /*last=*/true);
     w.last_task = result.task_id;
     if (result.status == proto::kStatusOk && result.payload.size() <= kPipelineMaxBytes)
       w.last_value = result.payload;
@@ -1538,6 +1603,7 @@ class Pool {
     const auto now = Clock::now();
     w.last_run = now - w.started;
     w.started = now;  // the queued task, if any, starts now
+    sample(w, /*first=*/true, /*last=*/false);
     cancelled_on_workers_.erase(result.task_id);  // cancelled, but it finished before it could be stopped
   }
 
@@ -1626,6 +1692,7 @@ class Pool {
     wt.buffers = std::move(t.buffers);
     if (!second) w.started = Clock::now();
     w.tasks.push_back(t.task_id);
+    if (!second) sample(w, /*first=*/true, /*last=*/false);
     // Small tasks are only queued in w.out here: dispatch() writes each worker's share at once.
     send_to_worker(w, proto::ToWorker{std::move(wt)}, /*defer_small=*/true);
   }
@@ -1773,6 +1840,10 @@ class Pool {
   std::unordered_map<proto::Bytes, proto::Bytes> fns_;
   std::vector<proto::TaskResult> results_;
   std::unique_ptr<ShellRunner> shell_;
+  // Resource sampling (REGISTERED's resource_interval >= 0; off by default, then no cost).
+  double sample_interval_ = -1;
+  Clock::time_point next_sample_ = Clock::time_point::max();
+  std::vector<proto::UsageSample> usage_;  // sent in USAGE before the next RESULTS
 
   bool draining_ = false;
   bool stopping_ = false;

@@ -19,6 +19,7 @@
 
 #include <msgpack.hpp>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +36,7 @@ constexpr int kRegister = 1;
 constexpr int kPoolHeartbeat = 2;
 constexpr int kResults = 3;
 constexpr int kDrained = 4;
+constexpr int kUsage = 5;
 constexpr int kRegistered = 101;
 constexpr int kRefused = 102;
 constexpr int kTasks = 103;
@@ -294,6 +296,7 @@ const char* link1_name(std::int64_t t) {
     case kPoolHeartbeat: return "HEARTBEAT";
     case kResults: return "RESULTS";
     case kDrained: return "DRAINED";
+    case kUsage: return "USAGE";
     case kRegistered: return "REGISTERED";
     case kRefused: return "REFUSED";
     case kTasks: return "TASKS";
@@ -339,7 +342,7 @@ Register decode_register(const object& o) {
   const auto& a = o.via.array;
   const Where w{"REGISTER"};
   Register r;
-  if (a.size < 2) fail("REGISTER: expected 8 fields, got " + std::to_string(a.size - 1));
+  if (a.size < 2) fail("REGISTER: expected 10 fields, got " + std::to_string(a.size - 1));
   r.protocol_version = get_int(at(a, 1), w, 1);
   if (r.protocol_version != kProtocolVersion) {
     // Another protocol version may lay REGISTER out differently. Keep whatever still reads
@@ -356,7 +359,7 @@ Register decode_register(const object& o) {
     r.hostname = str_or_empty(6);
     return r;
   }
-  fields(o, "REGISTER", 8);
+  fields(o, "REGISTER", 10);
   r.pervade_version = get_str(at(a, 2), w, 2);
   r.python_version = get_str(at(a, 3), w, 3);
   r.pool_id = get_str(at(a, 4), w, 4);
@@ -364,7 +367,38 @@ Register decode_register(const object& o) {
   r.hostname = get_str(at(a, 6), w, 6);
   r.worker_count = get_int(at(a, 7), w, 7);
   r.prefetch = get_int(at(a, 8), w, 8);
+  r.cpu_count = get_int(at(a, 9), w, 9);
+  r.total_memory = get_uint(at(a, 10), w, 10);
   return r;
+}
+
+Usage decode_usage(const object& o) {
+  const auto& a = fields(o, "USAGE", 1);
+  const auto& list = get_array(at(a, 1), Where{"USAGE"}, 1);
+  Usage u;
+  u.samples.reserve(list.size);
+  for (std::size_t i = 0; i < list.size; ++i) {
+    const Where w{"USAGE", "sample", i};
+    const auto& item = get_record(at(list, i), w, 13);
+    UsageSample s;
+    s.task_id = get_uint(at(item, 0), w, 0);
+    s.time_us = static_cast<std::int64_t>(get_uint(at(item, 1), w, 1));
+    s.pid = get_int(at(item, 2), w, 2);
+    s.children = get_int(at(item, 3), w, 3);
+    s.cpu_user = get_float(at(item, 4), w, 4);
+    s.cpu_system = get_float(at(item, 5), w, 5);
+    s.rss = get_uint(at(item, 6), w, 6);
+    s.vms = get_uint(at(item, 7), w, 7);
+    s.read_bytes = get_uint(at(item, 8), w, 8);
+    s.write_bytes = get_uint(at(item, 9), w, 9);
+    s.ctx_voluntary = get_uint(at(item, 10), w, 10);
+    s.ctx_involuntary = get_uint(at(item, 11), w, 11);
+    const int flags = get_int(at(item, 12), w, 12);
+    s.first = flags & 1;
+    s.last = flags & 2;
+    u.samples.push_back(s);
+  }
+  return u;
 }
 
 Results decode_results(const object& o) {
@@ -413,11 +447,12 @@ InterchangeMessage decode_interchange_frame(const char* data, std::size_t size) 
   const std::int64_t type = message_type(o);
   switch (type) {
     case kRegistered: {
-      const auto& a = fields(o, "REGISTERED", 2);
+      const auto& a = fields(o, "REGISTERED", 3);
       const Where w{"REGISTERED"};
       Registered r;
       r.heartbeat_period = get_float(at(a, 1), w, 1);
       r.heartbeat_threshold = get_float(at(a, 2), w, 2);
+      r.resource_interval = get_float(at(a, 3), w, 3);
       return r;
     }
     case kRefused: {
@@ -457,7 +492,7 @@ Bytes encode(const PoolMessage& m) {
   Packer pk(s);
   std::visit(Overloaded{
                  [&](const Register& r) {
-                   pk.pack_array(9);
+                   pk.pack_array(11);
                    pk.pack_int(kRegister);
                    pk.pack_int(r.protocol_version);
                    pack_str(pk, r.pervade_version);
@@ -467,6 +502,8 @@ Bytes encode(const PoolMessage& m) {
                    pack_str(pk, r.hostname);
                    pk.pack_int(r.worker_count);
                    pk.pack_int(r.prefetch);
+                   pk.pack_int(r.cpu_count);
+                   pk.pack_uint64(r.total_memory);
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kPoolHeartbeat); },
                  [&](const Results& r) {
@@ -484,6 +521,27 @@ Bytes encode(const PoolMessage& m) {
                    }
                  },
                  [&](const Drained&) { pack_empty(pk, kDrained); },
+                 [&](const Usage& u) {
+                   pk.pack_array(2);
+                   pk.pack_int(kUsage);
+                   pack_array_header(pk, u.samples.size());
+                   for (const auto& x : u.samples) {
+                     pk.pack_array(13);
+                     pk.pack_uint64(x.task_id);
+                     pk.pack_uint64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, x.time_us)));
+                     pk.pack_int(x.pid);
+                     pk.pack_int(x.children);
+                     pack_float64(s, x.cpu_user);
+                     pack_float64(s, x.cpu_system);
+                     pk.pack_uint64(x.rss);
+                     pk.pack_uint64(x.vms);
+                     pk.pack_uint64(x.read_bytes);
+                     pk.pack_uint64(x.write_bytes);
+                     pk.pack_uint64(x.ctx_voluntary);
+                     pk.pack_uint64(x.ctx_involuntary);
+                     pk.pack_int((x.first ? 1 : 0) | (x.last ? 2 : 0));
+                   }
+                 },
              },
              m);
   return std::move(s.out);
@@ -494,10 +552,11 @@ Bytes encode(const InterchangeMessage& m) {
   Packer pk(s);
   std::visit(Overloaded{
                  [&](const Registered& r) {
-                   pk.pack_array(3);
+                   pk.pack_array(4);
                    pk.pack_int(kRegistered);
                    pack_float64(s, r.heartbeat_period);
                    pack_float64(s, r.heartbeat_threshold);
+                   pack_float64(s, r.resource_interval);
                  },
                  [&](const Refused& r) {
                    pk.pack_array(2);
@@ -599,6 +658,8 @@ std::optional<PoolMessage> decode_pool_message(const char* data, std::size_t siz
       case kDrained:
         fields(o, "DRAINED", 0);
         return Drained{};
+      case kUsage:
+        return decode_usage(o);
       default:
         unexpected_type(type, link1_name(type), "pool -> interchange");
     }

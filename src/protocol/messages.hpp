@@ -10,7 +10,8 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 4;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers
+constexpr int kProtocolVersion = 5;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+                                     // 5: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -25,6 +26,8 @@ struct Register {
   std::string hostname;
   int worker_count = 0;
   int prefetch = 0;
+  int cpu_count = 0;               // the node's CPUs (for the monitoring node table)
+  std::uint64_t total_memory = 0;  // the node's memory, bytes
 };
 struct Heartbeat {};
 struct TaskResult {
@@ -36,11 +39,34 @@ struct Results {
   std::vector<TaskResult> results;
 };
 struct Drained {};
+// Resource samples of tasks running on Python workers (resource monitoring on: REGISTERED's
+// resource_interval >= 0): the worker process and, in periodic samples, its descendants.
+struct UsageSample {
+  std::uint64_t task_id = 0;
+  std::int64_t time_us = 0;  // wall clock, microseconds since the Unix epoch
+  int pid = 0;
+  int children = 0;
+  double cpu_user = 0;  // seconds since the task started
+  double cpu_system = 0;
+  std::uint64_t rss = 0;  // bytes, now
+  std::uint64_t vms = 0;
+  std::uint64_t read_bytes = 0;  // since the task started
+  std::uint64_t write_bytes = 0;
+  std::uint64_t ctx_voluntary = 0;
+  std::uint64_t ctx_involuntary = 0;
+  bool first = false;  // the task's first sample (at its start)
+  bool last = false;   // its last (at its end)
+  bool operator==(const UsageSample&) const = default;
+};
+struct Usage {
+  std::vector<UsageSample> samples;
+};
 
 // ---------------------------------------------------------------- interchange -> pool
 struct Registered {
   double heartbeat_period = 30;
   double heartbeat_threshold = 120;
+  double resource_interval = -1;  // < 0: no resource sampling; 0: first and last samples only
 };
 struct Refused {
   std::string reason;
@@ -104,7 +130,7 @@ constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
 
-using PoolMessage = std::variant<Register, Heartbeat, Results, Drained>;
+using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Usage>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
 using ToWorker = std::variant<WorkerTask, WorkerExit>;
 using FromWorker = std::variant<WorkerReady, WorkerResult>;

@@ -168,6 +168,8 @@ Register sample_register() {
   r.hostname = "node12.cluster.example.org";
   r.worker_count = 48;
   r.prefetch = 3;
+  r.cpu_count = 64;
+  r.total_memory = std::uint64_t{1} << 37;
   return r;
 }
 
@@ -247,6 +249,15 @@ void decode_everything(const std::string& b) {
 }
 
 // ================================================================ round trips
+TEST(ProtocolTest, UsageRoundTrip) {
+  UsageSample a{1, 2, 3, 0, 0.5, 0.125, 10, 20, 30, 40, 50, 60, false, true};
+  UsageSample b{UINT64_MAX, 1700000000123456, 99, 7, 123.0, 4.5, UINT64_MAX, 1, 0, 0, 0, 0, true, true};
+  const auto out = std::get<Usage>(only(dpool(encode(PoolMessage{Usage{{a, b}}}))));
+  ASSERT_EQ(out.samples.size(), 2u);
+  EXPECT_EQ(out.samples[0], a);
+  EXPECT_EQ(out.samples[1], b);
+}
+
 TEST(ProtocolTest, RegisterRoundTrip) {
   const Register in = sample_register();
   const auto out = std::get<Register>(only(dpool(encode(PoolMessage{in}))));
@@ -258,6 +269,8 @@ TEST(ProtocolTest, RegisterRoundTrip) {
   EXPECT_EQ(out.hostname, in.hostname);
   EXPECT_EQ(out.worker_count, 48);
   EXPECT_EQ(out.prefetch, 3);
+  EXPECT_EQ(out.cpu_count, 64);
+  EXPECT_EQ(out.total_memory, std::uint64_t{1} << 37);
 
   Register no_python = in;  // a pool without Python workers; extreme ints
   no_python.python_version = "";
@@ -492,7 +505,7 @@ TEST(ProtocolTest, ShellPayloadAndExitCodeRejectMalformed) {
 TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Register r = sample_register();
   EXPECT_EQ(encode(PoolMessage{r}), pack(A({I(1), I(kProtocolVersion), S(r.pervade_version), S(r.python_version), S(r.pool_id),
-                                           S(r.block_id), S(r.hostname), I(48), I(3)})));
+                                           S(r.block_id), S(r.hostname), I(48), I(3), I(64), U(std::uint64_t{1} << 37)})));
   EXPECT_EQ(encode(PoolMessage{Heartbeat{}}), "\x91\x02"s);
   EXPECT_EQ(encode(PoolMessage{Drained{}}), "\x91\x04"s);
   EXPECT_EQ(encode(InterchangeMessage{Heartbeat{}}), "\x91\x68"s);  // 104
@@ -502,7 +515,11 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(PoolMessage{Results{{{UINT64_MAX, 1, kBinary}}}}),
             pack(A({I(3), A({A({U(UINT64_MAX), I(1), B(kBinary)})})})));
   // Float fields are msgpack float 64 even when integral (msgpack-c's pack_double would write 30).
-  EXPECT_EQ(encode(InterchangeMessage{Registered{30, 120}}), pack(A({I(101), Val::flt(30), Val::flt(120)})));
+  EXPECT_EQ(encode(InterchangeMessage{Registered{30, 120}}), pack(A({I(101), Val::flt(30), Val::flt(120), Val::flt(-1)})));
+  UsageSample u{7, 1700000000000000, 42, 2, 1.5, 0.25, 1000, 2000, 3, 4, 5, 6, true, false};
+  EXPECT_EQ(encode(PoolMessage{Usage{{u}}}),
+            pack(A({I(5), A({A({U(7), U(1700000000000000), I(42), I(2), Val::flt(1.5), Val::flt(0.25), U(1000), U(2000),
+                               U(3), U(4), U(5), U(6), I(1)})})})));
   EXPECT_EQ(encode_shell_payload({"ls", "o", true, "e", true, 0}),
             pack(A({S("ls"), S("o"), Val::boolean(true), S("e"), Val::boolean(true), Val::flt(0)})));
   const auto neg_zero = std::get<Registered>(only(dic(encode(InterchangeMessage{Registered{-0.0, 1}}))));
@@ -537,11 +554,12 @@ TEST(ProtocolTest, DecodesOtherWaysOfWritingTheSameValues) {
   const auto ready = std::get<WorkerReady>(only(dfrom(wide_ready)));
   EXPECT_EQ(ready.rank, 5);
   EXPECT_EQ(ready.pid, 7);
-  const auto reg = std::get<Registered>(only(dic(pack(A({I(101), I(30), U(120)})))));
+  const auto reg = std::get<Registered>(only(dic(pack(A({I(101), I(30), U(120), I(-1)})))));
   EXPECT_EQ(reg.heartbeat_period, 30);
   EXPECT_EQ(reg.heartbeat_threshold, 120);
+  EXPECT_EQ(reg.resource_interval, -1);
   // A float32.
-  const auto reg32 = std::get<Registered>(only(dic(pack(A({I(101), Val::raw("\xca\x3f\xc0\x00\x00"s), I(1)})))));
+  const auto reg32 = std::get<Registered>(only(dic(pack(A({I(101), Val::raw("\xca\x3f\xc0\x00\x00"s), I(1), I(0)})))));
   EXPECT_EQ(reg32.heartbeat_period, 1.5);
   // array16 header for a short array.
   EXPECT_TRUE(std::holds_alternative<Heartbeat>(only(dpool("\xdc\x00\x01\x02"s))));
@@ -607,9 +625,10 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dpool, pack(A({I(4), Val::nil()})));
   reject(dpool, pack(A({I(3)})));
   reject(dpool, pack(A({I(3), A({}), A({})})));
-  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 8
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 10
   reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(0)})));
-  EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 8 fields, got 0");
+  EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 10 fields, got 0");
+  reject(dpool, pack(A({I(5), A({A({U(7)})})})));  // a USAGE sample of 1 field, not 13
   reject(dic, pack(A({I(101), Val::flt(1)})));
   reject(dic, pack(A({I(102)})));
   reject(dic, pack(A({I(102), S("a"), S("b")})));
@@ -632,7 +651,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
   const auto reg = [](Val f2, Val f7) {
-    return pack(A({I(1), I(kProtocolVersion), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0)}));
+    return pack(A({I(1), I(kProtocolVersion), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0), I(8), U(1)}));
   };
   EXPECT_TRUE(dpool(reg(S("0.1"), I(4))));
   EXPECT_EQ(reject(dpool, reg(B("0.1"), I(4))), "field 2 of REGISTER: expected str");  // bin for str

@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import threading
+import uuid
 from concurrent.futures import Future
 
 from .. import _native, logging_engine, memoization, serialize
@@ -91,8 +92,11 @@ class DataFlowKernel:
 
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else Config()
+        self.monitoring = self.config.monitoring
+        if self.monitoring is not None:
+            self.monitoring.database_path(self.config.run_dir)  # a bad logging_endpoint fails before any directory is made
         self.run_dir = make_rundir(self.config.run_dir)
-        self._undo_logging = self._initialize_logging(self.config.initialize_logging)
+        self.run_id = str(uuid.uuid4())
         self.executors = {e.label: e for e in self.config.executors}
         # Labels of executors that run tasks in other processes: apps that can only go there are
         # serialized at the call, so unpicklable arguments fail at once, in the caller.
@@ -104,6 +108,12 @@ class DataFlowKernel:
             e.strategy, e.strategy_period, e.max_idletime = (
                 self.config.strategy, self.config.strategy_period, self.config.max_idletime)
         natives = [e._native_executor() for e in self.config.executors]
+        # The monitoring database is written by the engine (docs/monitoring.md).
+        observers = [self.monitoring.native_observer(self.config.run_dir)] if self.monitoring is not None else []
+        # Set up last before the kernel: nothing that may fail comes between it and its undo.
+        self._undo_logging = self._initialize_logging(self.config.initialize_logging)
+        if self._log_observer is not None:
+            observers.append(self._log_observer)
         memo = self.config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
         # May raise BadCheckpoint (a checkpoint file that cannot be read).
@@ -112,7 +122,7 @@ class DataFlowKernel:
                                           self.config.internal_tasks_max_threads,
                                           memo.native_options(self.run_dir, self.config.run_dir),
                                           max_unfinished_tasks=self.config.max_unfinished_tasks or 0,
-                                          observers=[self._log_observer] if self._log_observer else [])
+                                          observers=observers, run_id=self.run_id, run_dir=self.run_dir)
         except BaseException:
             self._undo_logging()
             raise

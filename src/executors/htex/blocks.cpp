@@ -176,6 +176,7 @@ std::vector<std::string> BlockManager::scale_out(int count, bool record_failures
       const std::string why = *e.what() ? e.what() : fmt::format("no reason given ({})", typeid(e).name());
       block.status.message = fmt::format("the provider could not submit it: {}", why);
     }
+    report(block.block_id, block.job_id, block.status);
     blocks_.push_back(std::move(block));
     started.push_back(block_id);
   }
@@ -221,13 +222,21 @@ std::vector<BlockStatus> BlockManager::blocks() {
       const auto i = static_cast<std::size_t>(it - jobs.begin());
       if (i < states.size()) {
         std::string log = b.status.log_path;
+        const JobState before = b.status.state;
         b.status = states[i];
         if (b.status.log_path.empty()) b.status.log_path = log;
+        if (b.status.state != before) report(b.block_id, b.job_id, b.status);
       }
     }
     out.push_back(BlockStatus{b.block_id, b.job_id, b.status});
   }
   return out;
+}
+
+void BlockManager::report(const std::string& block_id, const std::string& job_id, const JobStatus& status) const {
+  if (!observers_ || !observers_->active()) return;
+  observers_->block(
+      BlockEvent{std::chrono::system_clock::now(), label_, block_id, job_id, to_string(status.state), status.message});
 }
 
 std::string BlockManager::log_path(const std::string& block_id) const {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "pervade/htex_executor.hpp"
+#include "pervade/observer.hpp"
 #include "pervade/provider.hpp"
 
 namespace pervade::detail {
@@ -34,6 +35,9 @@ class BlockManager {
   // empty): writes the server key file, starts the initial blocks (HtexOptions::init_blocks,
   // else the provider's). Throws pervade::Error.
   void start(int port, const std::string& ipc_url = "");
+  // Where block state changes are reported (BlockEvent): the executor's observers, which
+  // outlive this manager. Call before start().
+  void set_observers(const Observers* observers) { observers_ = observers; }
   // Where the interchange's same-host socket goes (<run_dir>/<label>).
   const std::string& run_dir() const { return log_dir_; }
   // The command a block runs on each of its nodes.
@@ -55,6 +59,7 @@ class BlockManager {
 
  private:
   std::string pool_command_locked(const std::string& block_id) const;
+  void report(const std::string& block_id, const std::string& job_id, const JobStatus& status) const;
 
   std::shared_ptr<Provider> provider_;
   std::string label_;
@@ -66,6 +71,7 @@ class BlockManager {
   int workers_per_node_;
   int prefetch_;
   bool python_workers_;
+  const Observers* observers_ = nullptr;
   std::vector<std::string> pool_args_;
   double heartbeat_period_;
   double heartbeat_threshold_;

@@ -25,6 +25,7 @@ namespace pervade {
 
 struct HighThroughputExecutor::Impl {
   HtexOptions options;
+  const Executor* owner = nullptr;  // reports to its observers
   CompletionSink* sink = nullptr;
   std::unique_ptr<interchange::Interchange> interchange;
   std::unique_ptr<detail::BlockManager> blocks;  // only with options.provider
@@ -146,7 +147,7 @@ struct HighThroughputExecutor::Impl {
     launch.inputs.clear();
     t.task_id = next_wire_id++;
     launch.task->set_executor_tag(t.task_id);
-    if (t.after.empty()) launch.task->mark_running(launch.try_id);  // a follower runs once its input is there
+    if (t.after.empty()) owner->report_running(*launch.task, launch.try_id);  // a follower runs once its input is there
     in_flight.emplace(t.task_id, std::move(launch));
     return t;
   }
@@ -172,12 +173,93 @@ struct HighThroughputExecutor::Impl {
       } else {
         outcome = Outcome::failure(std::make_exception_ptr(WorkerLost(c.payload)));
       }
+      if (!c.pool_id.empty()) {  // observed (DispatcherConfig::report_places): the try ran on that pool
+        report_place(*launch.task, launch.try_id, c.pool_id);
+        owner->report_running_ended(*launch.task, launch.try_id);
+      }
       out.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
     }
     if (!out.empty()) sink->post(std::move(out));
   }
 
+  // Observers: which pool, block and host ran a try (TryEvent), and pools joining and leaving
+  // (PoolEvent). Interchange thread only, as `places`.
+  struct Place {
+    std::string block, hostname;
+  };
+  std::unordered_map<std::string, Place> places;  // by pool id, while observed
+  double resource_interval = 0;                    // what pools were asked for (set at start)
+
+  void report_place(const TaskRecord& task, std::uint32_t try_id, const std::string& pool_id) {
+    const auto it = places.find(pool_id);
+    if (it == places.end()) return;
+    owner->observers().attempt(TryEvent{std::chrono::system_clock::now(), task.id(), try_id, options.label,
+                                        it->second.block, pool_id, it->second.hostname});
+  }
+
+  // Pools' samples of the tasks they run (resource monitoring on), for the tries still in flight.
+  void on_usage(std::vector<interchange::PoolUsage>&& usage) {
+    std::lock_guard lock(flight_mutex);
+    for (const auto& u : usage) {
+      const auto place = places.find(u.pool_id);
+      for (const auto& x : u.samples) {
+        auto it = in_flight.find(x.task_id);
+        if (it == in_flight.end()) continue;
+        ResourceSample s{};
+        s.time = EventTime{std::chrono::microseconds(x.time_us)};
+        s.task = it->second.task->id();
+        s.try_id = it->second.try_id;
+        s.executor = options.label;
+        if (place != places.end()) s.hostname = place->second.hostname;
+        s.pid = x.pid;
+        s.children = x.children;
+        s.cpu_user = x.cpu_user;
+        s.cpu_system = x.cpu_system;
+        s.rss = x.rss;
+        s.vms = x.vms;
+        s.read_bytes = x.read_bytes;
+        s.write_bytes = x.write_bytes;
+        s.ctx_voluntary = x.ctx_voluntary;
+        s.ctx_involuntary = x.ctx_involuntary;
+        s.interval = resource_interval;
+        s.first = x.first;
+        s.last = x.last;
+        owner->observers().resource(s);
+      }
+    }
+  }
+
+  void report_pool(const interchange::PoolEvent& e) {
+    PoolEvent out{};
+    out.kind = PoolEvent::Kind::joined;
+    out.time = std::chrono::system_clock::now();
+    out.executor = options.label;
+    out.pool = e.pool_id;
+    out.block = e.block_id;
+    if (e.kind == interchange::PoolEvent::registered) {
+      places[e.pool_id] = Place{e.block_id, e.hostname};
+      out.hostname = e.hostname;
+      out.worker_count = e.worker_count;
+      out.python_version = e.python_version;
+      out.cpu_count = e.cpu_count;
+      out.total_memory = e.total_memory;
+    } else if (e.kind == interchange::PoolEvent::lost || e.kind == interchange::PoolEvent::drained) {
+      const auto it = places.find(e.pool_id);
+      if (it == places.end()) return;
+      out.kind = PoolEvent::Kind::left;
+      out.hostname = it->second.hostname;
+      out.reason = e.detail;
+      owner->observers().pool(out);
+      places.erase(it);
+      return;
+    } else {
+      return;  // refused: never joined
+    }
+    owner->observers().pool(out);
+  }
+
   void on_event(const interchange::PoolEvent& e) {
+    if (owner->observers().active()) report_pool(e);
     if (e.kind == interchange::PoolEvent::refused) {
       std::lock_guard lock(flight_mutex);
       refusals.push_back(e.detail);
@@ -342,6 +424,7 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   auto& im = *impl_;
   if (im.sink) throw ConfigurationError("executor '" + label() + "' is already in use by a DataFlowKernel");
   im.sink = &sink;
+  im.owner = this;
   interchange::InterchangeConfig cfg;
   cfg.address = im.options.address;
   cfg.port = im.options.worker_port;
@@ -352,19 +435,26 @@ void HighThroughputExecutor::start(CompletionSink& sink) {
   cfg.dispatcher.python_version = im.options.python_version;
   cfg.dispatcher.short_task_prefetch = im.options.short_task_prefetch;
   cfg.dispatcher.pervade_version = PERVADE_VERSION;
+  cfg.dispatcher.report_places = observers().active();
+  if (auto interval = observers().resource_interval()) {  // pools sample only when asked
+    cfg.dispatcher.resource_interval = *interval;
+    im.resource_interval = *interval;
+  }
   if (!im.options.curve_public_key.empty() && !im.options.curve_secret_key.empty())
     cfg.curve = interchange::CurveKeys{im.options.curve_public_key, im.options.curve_secret_key};
   if (im.blocks && im.options.same_host_ipc) cfg.ipc_dir = im.blocks->run_dir();
   Impl* raw = impl_.get();
   im.interchange = std::make_unique<interchange::Interchange>(
       std::move(cfg), [raw](std::vector<interchange::Completed>&& d) { raw->on_completed(std::move(d)); },
-      [raw](const interchange::PoolEvent& e) { raw->on_event(e); });
+      [raw](const interchange::PoolEvent& e) { raw->on_event(e); },
+      [raw](std::vector<interchange::PoolUsage>&& u) { raw->on_usage(std::move(u)); });
   im.encoder = std::thread([raw] {
     detail::name_this_thread("pv-encoder");
     raw->encode_loop();
   });
   if (im.blocks) {
     try {
+      im.blocks->set_observers(&observers());
       im.blocks->start(im.interchange->port(), im.interchange->ipc_url());  // the interchange listens: start the pools
     } catch (...) {
       shutdown();

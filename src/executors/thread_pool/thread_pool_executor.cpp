@@ -8,6 +8,10 @@
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#include "observe/proc_usage.hpp"
 #include "pervade/errors.hpp"
 #include "util/spin_wait.hpp"
 #include "util/thread_name.hpp"
@@ -23,6 +27,7 @@ constexpr auto kReportAfter = std::chrono::microseconds(500);
 
 struct ThreadPoolExecutor::Impl {
   int max_threads;
+  const Executor* owner = nullptr;  // reports running/running_ended to its observers
   CompletionSink* sink = nullptr;
   std::vector<std::thread> threads;
 
@@ -40,6 +45,8 @@ struct ThreadPoolExecutor::Impl {
     const TaskRecord* task = nullptr;
     std::uint32_t try_id = 0;
     TaskBody* body = nullptr;
+    pid_t tid = 0;               // resource sampling: the thread running the task
+    detail::ProcUsage start{};   // and its usage when the task started
     void set(const TaskRecord* t, std::uint32_t id, TaskBody* b) {
       std::lock_guard lock(mutex);
       task = t;
@@ -48,6 +55,53 @@ struct ThreadPoolExecutor::Impl {
     }
   };
   std::unique_ptr<Slot[]> slots;
+
+  // Resource sampling, only when an observer asks for it (Observers::resource_interval): the
+  // thread running a task is read from /proc at the task's start and end, and every
+  // interval by the sampler thread. CPU, I/O and context switches count from the task's start;
+  // memory is the process's (the task shares it).
+  bool sampling = false;
+  double sample_interval = 0;
+  std::thread sampler;
+  std::mutex sampler_mutex;
+  std::condition_variable sampler_cv;
+  bool sampler_stop = false;  // under sampler_mutex
+
+  void report_sample(const TaskRecord& task, std::uint32_t try_id, const detail::ProcUsage& used, bool first,
+                     bool last) const {
+    ResourceSample s{};
+    s.time = std::chrono::system_clock::now();
+    s.task = task.id();
+    s.try_id = try_id;
+    s.executor = owner->label();
+    s.pid = static_cast<int>(::getpid());
+    s.cpu_user = used.cpu_user;
+    s.cpu_system = used.cpu_system;
+    s.rss = used.rss;
+    s.vms = used.vms;
+    s.read_bytes = used.read_bytes;
+    s.write_bytes = used.write_bytes;
+    s.ctx_voluntary = used.ctx_voluntary;
+    s.ctx_involuntary = used.ctx_involuntary;
+    s.interval = sample_interval;
+    s.first = first;
+    s.last = last;
+    owner->observers().resource(s);
+  }
+
+  void sample_loop() {
+    const auto period = std::chrono::duration<double>(sample_interval);
+    std::unique_lock lock(sampler_mutex);
+    while (!sampler_cv.wait_for(lock, period, [&] { return sampler_stop; })) {
+      for (int i = 0; i < max_threads; ++i) {
+        auto& slot = slots[i];
+        std::lock_guard slot_lock(slot.mutex);  // the task stays alive while it is in its slot
+        detail::ProcUsage now;
+        if (slot.task && slot.tid && detail::read_usage(::getpid(), slot.tid, &now))
+          report_sample(*slot.task, slot.try_id, now.since(slot.start), false, false);
+      }
+    }
+  }
 
   static Completion closed_completion(Launch& l) {
     return Completion{std::move(l.task), l.try_id,
@@ -94,14 +148,29 @@ struct ThreadPoolExecutor::Impl {
           slots[index].set(nullptr, 0, nullptr);
           outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
         } else {
-          task.mark_running(launch.try_id);
+          owner->report_running(task, launch.try_id);
+          detail::ProcUsage start;
+          if (sampling) {
+            start = detail::this_thread_usage();
+            {
+              std::lock_guard slot_lock(slots[index].mutex);
+              slots[index].tid = static_cast<pid_t>(::syscall(SYS_gettid));
+              slots[index].start = start;
+            }
+            report_sample(task, launch.try_id, start.since(start), true, false);
+          }
           TaskContext ctx(task, launch.try_id, launch.inputs);
           try {
             outcome = launch.body->run(ctx);
           } catch (...) {
             outcome = Outcome::failure(std::current_exception());
           }
-          task.mark_running_ended(launch.try_id);
+          owner->report_running_ended(task, launch.try_id);
+          if (sampling) {
+            report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+            std::lock_guard slot_lock(slots[index].mutex);
+            slots[index].tid = 0;
+          }
           slots[index].set(nullptr, 0, nullptr);
         }
         launch.body.reset();
@@ -140,12 +209,22 @@ void ThreadPoolExecutor::start(CompletionSink& sink) {
   std::lock_guard lock(im.mutex);
   if (im.sink) throw ConfigurationError("executor '" + label() + "' is already in use by a DataFlowKernel");
   im.sink = &sink;
+  im.owner = this;
+  if (auto interval = observers().resource_interval()) {
+    im.sampling = true;
+    im.sample_interval = *interval;
+  }
   im.slots = std::make_unique<Impl::Slot[]>(im.max_threads);
   im.threads.reserve(im.max_threads);
   for (int i = 0; i < im.max_threads; ++i)
     im.threads.emplace_back([this, i] {
       detail::name_this_thread("pv-thread-" + std::to_string(i));
       impl_->worker(static_cast<std::size_t>(i));
+    });
+  if (im.sampling && im.sample_interval > 0)
+    im.sampler = std::thread([this] {
+      detail::name_this_thread("pv-sampler");
+      impl_->sample_loop();
     });
 }
 
@@ -206,6 +285,14 @@ void ThreadPoolExecutor::shutdown() {
   }
   for (auto& t : im.threads)
     if (t.joinable()) t.join();
+  if (im.sampler.joinable()) {
+    {
+      std::lock_guard lock(im.sampler_mutex);
+      im.sampler_stop = true;
+    }
+    im.sampler_cv.notify_all();
+    im.sampler.join();
+  }
   std::lock_guard lock(im.mutex);
   im.stopped = true;
 }

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""What monitoring costs: no-op throughput with the monitoring database off and on, pervade vs
+Parsl with MonitoringHub, and the row counts of a 1,000,000-task run.
+
+    python3 benchmarks/monitoring.py                 # everything (Parsl from benchmarks/.venv-peers)
+    python3 benchmarks/monitoring.py --quick         # small N, one repeat, 20,000-task count run
+    python3 benchmarks/monitoring.py --no-parsl      # pervade only (no PyPI needed)
+    python3 benchmarks/monitoring.py --million 0     # skip the count run
+
+Every measurement is a fresh subprocess running DRIVER below: `import pervade as parsl` (this
+interpreter) or `import parsl` (the peers' venv, made by peers.py with `parsl[monitoring]`).
+The executor is HighThroughputExecutor(label="htex", max_workers_per_node=2,
+provider=LocalProvider(init_blocks=1)) or ThreadPoolExecutor(max_threads=2); monitoring is
+MonitoringHub(resource_monitoring_interval=30) (Parsl's default, resource monitoring on) with
+the database in a fresh run_dir. Each process first waits for one task, then a warm-up batch of
+200, then times --tasks no-op tasks (submit all, then result() of each): tasks/s = N / time.
+Repeats alternate off/on; the table shows the median. After a monitored run the driver also
+counts the database's task rows (it must equal the tasks submitted).
+
+The count run submits --million no-op tasks on the thread pool with monitoring on, in batches of
+50,000 (bounded memory), cleans up, and checks: task rows == tasks, try rows == tasks, status
+rows == 5 per task (pending, launched, running, running_ended, exec_done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import peers
+from peers import BenchError, log
+
+DRIVER = r'''
+import json, os, sqlite3, sys, time
+spec = json.loads(sys.argv[1])
+if spec["framework"] == "parsl":
+    import parsl
+    from parsl.monitoring import MonitoringHub
+    from parsl.providers import LocalProvider
+    from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
+else:
+    import pervade as parsl
+    from pervade.monitoring import MonitoringHub
+    from pervade import LocalProvider, HighThroughputExecutor, ThreadPoolExecutor
+
+@parsl.python_app
+def noop():
+    return 7
+
+if spec["executor"] == "htex":
+    ex = HighThroughputExecutor(label="htex", max_workers_per_node=2, address="127.0.0.1",
+                                provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
+else:
+    ex = ThreadPoolExecutor(label="threads", max_threads=2)
+mon = MonitoringHub(resource_monitoring_interval=30) if spec["monitoring"] else None
+run_dir = spec["run_dir"]
+parsl.load(parsl.Config(executors=[ex], run_dir=run_dir, monitoring=mon, initialize_logging=False,
+                        usage_tracking=0))
+noop().result()
+[f.result() for f in [noop() for _ in range(200)]]
+n = spec["tasks"]
+batch = spec.get("batch") or n
+start = time.perf_counter()
+done = 0
+while done < n:
+    k = min(batch, n - done)
+    futures = [noop() for _ in range(k)]
+    for f in futures:
+        assert f.result() == 7
+    done += k
+elapsed = time.perf_counter() - start
+parsl.dfk().cleanup()
+out = {"tasks_per_second": n / elapsed, "seconds": elapsed}
+if spec["monitoring"]:
+    with sqlite3.connect(os.path.join(run_dir, "monitoring.db")) as db:
+        out["task_rows"] = db.execute("SELECT count(*) FROM task").fetchone()[0]
+        out["try_rows"] = db.execute("SELECT count(*) FROM try").fetchone()[0]
+        out["status_rows"] = db.execute("SELECT count(*) FROM status").fetchone()[0]
+        out["status_by_name"] = dict(db.execute("SELECT task_status_name, count(*) FROM status GROUP BY 1"))
+print("RESULT " + json.dumps(out))
+'''
+
+
+def measure(python: str, spec: dict, timeout: float, env=None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="pervade-mon-bench-") as tmp:
+        spec = dict(spec, run_dir=os.path.join(tmp, "runinfo"))
+        code, out = peers.run([python, "-c", DRIVER, json.dumps(spec)], timeout=timeout, cwd=tmp, env=env)
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise BenchError(f"{spec['framework']} run failed (exit {code}):\n{peers.tail(out)}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--tasks", type=int, help="timed no-op tasks per run (default 20000; --quick 3000)")
+    p.add_argument("--parsl-tasks", type=int, help="timed tasks for Parsl runs (default 3000; --quick 1000)")
+    p.add_argument("--repeats", type=int, help="runs per configuration (default 3; --quick 1)")
+    p.add_argument("--million", type=int, help="tasks of the count run (default 1000000; --quick 20000; 0: skip)")
+    p.add_argument("--no-parsl", action="store_true", help="skip Parsl (no PyPI needed)")
+    p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
+    p.add_argument("--timeout", type=float, default=1800)
+    args = p.parse_args(argv)
+    tasks = args.tasks or (3000 if args.quick else 20000)
+    parsl_tasks = args.parsl_tasks or (1000 if args.quick else 3000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    million = (20000 if args.quick else 1_000_000) if args.million is None else args.million
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+
+    rows = []
+    try:
+        configs = [("pervade", "htex"), ("pervade", "threads")]
+        pythons = {"pervade": sys.executable}
+        env = None
+        if not args.no_parsl:
+            venv_python, versions = peers.ensure_peers(args.venv.resolve(),
+                                                       {"parsl": "parsl[monitoring]", "sqlalchemy": "parsl[monitoring]"},
+                                                       args.timeout)
+            pythons["parsl"] = str(venv_python)
+            configs.append(("parsl", "htex"))
+            print(f"parsl {versions['parsl']} from {args.venv}")
+        for framework, executor in configs:
+            results = {False: [], True: []}
+            n = parsl_tasks if framework == "parsl" else tasks
+            if framework == "parsl":  # Parsl finds process_worker_pool.py on PATH
+                env = dict(os.environ, PATH=f"{Path(pythons['parsl']).parent}:{os.environ['PATH']}")
+            for r in range(repeats):
+                for monitoring in ((False, True) if r % 2 == 0 else (True, False)):
+                    res = measure(pythons[framework], {"framework": framework, "executor": executor,
+                                                       "monitoring": monitoring, "tasks": n},
+                                  args.timeout, env if framework == "parsl" else None)
+                    log(f"{framework} {executor} monitoring={'on' if monitoring else 'off'}: "
+                        f"{res['tasks_per_second']:.0f} tasks/s")
+                    if monitoring and res["task_rows"] != n + 201:
+                        raise BenchError(f"{framework}: {res['task_rows']} task rows for {n + 201} tasks")
+                    results[monitoring].append(res["tasks_per_second"])
+            off, on = statistics.median(results[False]), statistics.median(results[True])
+            rows.append((framework, executor, n, off, on))
+        if million:
+            res = measure(sys.executable, {"framework": "pervade", "executor": "threads", "monitoring": True,
+                                           "tasks": million, "batch": 50000}, args.timeout * 4)
+            total = million + 201
+            ok = (res["task_rows"] == total and res["try_rows"] == total and res["status_rows"] == 5 * total)
+            print(f"\ncount run: {million} timed + 201 warm-up tasks, monitoring on, threads: "
+                  f"{res['tasks_per_second']:.0f} tasks/s; task rows {res['task_rows']}, try rows {res['try_rows']}, "
+                  f"status rows {res['status_rows']} {res['status_by_name']} -> {'OK' if ok else 'MISMATCH'}")
+            if not ok:
+                return 1
+    except BenchError as e:
+        print(f"monitoring benchmark: error: {e}", file=sys.stderr)
+        return 1
+
+    print(f"\n| framework | executor | tasks | monitoring off (tasks/s) | on (tasks/s) | on/off |")
+    print("|---|---|---:|---:|---:|---:|")
+    for framework, executor, n, off, on in rows:
+        print(f"| {framework} | {executor} | {n} | {off:,.0f} | {on:,.0f} | {on / off:.2f} |")
+    pv = {e: on for f, e, n, off, on in rows if f == "pervade"}
+    pa = {e: on for f, e, n, off, on in rows if f == "parsl"}
+    if "htex" in pv and "htex" in pa:
+        print(f"\npervade/Parsl, HTEX with monitoring on: {pv['htex'] / pa['htex']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,700 @@
+// The monitoring database writer (pervade/monitoring.hpp). Emitting threads only copy events
+// into a buffer under a short lock; the writer thread swaps the buffer out, turns it into rows
+// and commits them in one transaction. Rows of tasks and tries that begin in a batch are built
+// in memory and inserted once, complete: a short task costs one task row, one try row and its
+// status rows, with no UPDATE. Later changes to rows of earlier batches are UPDATEs.
+#include "pervade/monitoring.hpp"
+
+#include <pwd.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "pervade/errors.hpp"
+#include "util/thread_name.hpp"
+
+namespace pervade {
+namespace {
+
+// The tables exactly as Parsl's SQLAlchemy models create them in SQLite
+// (parsl/monitoring/db_manager.py), so that a database either made is read by the other's tools.
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS workflow (
+	run_id TEXT NOT NULL,
+	workflow_name TEXT,
+	workflow_version TEXT,
+	time_began DATETIME NOT NULL,
+	time_completed DATETIME,
+	host TEXT NOT NULL,
+	user TEXT NOT NULL,
+	rundir TEXT NOT NULL,
+	tasks_failed_count INTEGER NOT NULL,
+	tasks_completed_count INTEGER NOT NULL,
+	PRIMARY KEY (run_id)
+);
+CREATE TABLE IF NOT EXISTS status (
+	task_id INTEGER NOT NULL,
+	task_status_name TEXT NOT NULL,
+	timestamp DATETIME NOT NULL,
+	run_id TEXT NOT NULL,
+	try_id INTEGER NOT NULL,
+	PRIMARY KEY (task_id, run_id, task_status_name, timestamp),
+	FOREIGN KEY(run_id) REFERENCES workflow (run_id)
+);
+CREATE TABLE IF NOT EXISTS task (
+	task_id INTEGER NOT NULL,
+	run_id TEXT NOT NULL,
+	task_depends TEXT,
+	task_func_name TEXT NOT NULL,
+	task_memoize TEXT NOT NULL,
+	task_hashsum TEXT,
+	task_inputs TEXT,
+	task_outputs TEXT,
+	task_stdin TEXT,
+	task_stdout TEXT,
+	task_stderr TEXT,
+	task_time_invoked DATETIME,
+	task_time_returned DATETIME,
+	task_fail_count INTEGER NOT NULL,
+	task_fail_cost FLOAT NOT NULL,
+	PRIMARY KEY (task_id, run_id)
+);
+CREATE INDEX IF NOT EXISTS ix_task_task_hashsum ON task (task_hashsum);
+CREATE TABLE IF NOT EXISTS try (
+	try_id INTEGER NOT NULL,
+	task_id INTEGER NOT NULL,
+	run_id TEXT NOT NULL,
+	block_id TEXT,
+	hostname TEXT,
+	task_executor TEXT NOT NULL,
+	task_try_time_launched DATETIME,
+	task_try_time_running DATETIME,
+	task_try_time_returned DATETIME,
+	task_fail_history TEXT,
+	task_joins TEXT,
+	PRIMARY KEY (try_id, task_id, run_id)
+);
+CREATE TABLE IF NOT EXISTS node (
+	id INTEGER NOT NULL,
+	run_id TEXT NOT NULL,
+	hostname TEXT NOT NULL,
+	uid TEXT NOT NULL,
+	block_id TEXT NOT NULL,
+	cpu_count INTEGER NOT NULL,
+	total_memory BIGINT NOT NULL,
+	active BOOLEAN NOT NULL,
+	worker_count INTEGER NOT NULL,
+	python_v TEXT NOT NULL,
+	timestamp DATETIME NOT NULL,
+	last_heartbeat DATETIME NOT NULL,
+	PRIMARY KEY (id)
+);
+CREATE TABLE IF NOT EXISTS block (
+	run_id TEXT NOT NULL,
+	executor_label TEXT NOT NULL,
+	block_id TEXT NOT NULL,
+	job_id TEXT,
+	timestamp DATETIME NOT NULL,
+	status TEXT NOT NULL,
+	PRIMARY KEY (run_id, block_id, executor_label, timestamp)
+);
+CREATE TABLE IF NOT EXISTS resource (
+	try_id INTEGER NOT NULL,
+	task_id INTEGER NOT NULL,
+	run_id TEXT NOT NULL,
+	timestamp DATETIME NOT NULL,
+	resource_monitoring_interval FLOAT,
+	psutil_process_pid INTEGER,
+	psutil_process_memory_percent FLOAT,
+	psutil_process_children_count FLOAT,
+	psutil_process_time_user FLOAT,
+	psutil_process_time_system FLOAT,
+	psutil_process_memory_virtual FLOAT,
+	psutil_process_memory_resident FLOAT,
+	psutil_process_disk_read FLOAT,
+	psutil_process_disk_write FLOAT,
+	psutil_process_status TEXT,
+	psutil_cpu_num TEXT,
+	psutil_process_num_ctx_switches_voluntary FLOAT,
+	psutil_process_num_ctx_switches_involuntary FLOAT,
+	PRIMARY KEY (try_id, task_id, run_id, timestamp),
+	FOREIGN KEY(run_id) REFERENCES workflow (run_id)
+);
+)sql";
+
+// Owned copies of the events (an event's strings live only during the call).
+struct WorkflowRec {
+  WorkflowEvent::Kind kind;
+  EventTime time;
+  std::string run_id, run_dir;
+  int completed, failed;
+};
+struct TaskRec {
+  TaskEvent::Kind kind;
+  EventTime time;
+  std::uint64_t task;
+  std::uint32_t try_id;
+  TaskState state;
+  std::string text;  // submitted: the app's name; launched: the executor; failures: the error
+  std::uint64_t dependency;
+  int fail_count;
+  double fail_cost;
+  bool memoized;
+};
+struct TryRec {
+  EventTime time;
+  std::uint64_t task;
+  std::uint32_t try_id;
+  std::string block, hostname;
+};
+struct BlockRec {
+  EventTime time;
+  std::string executor, block, job_id, status;
+};
+struct PoolRec {
+  PoolEvent::Kind kind;
+  EventTime time;
+  std::string pool, block, hostname, python_version;
+  int worker_count, cpu_count;
+  std::uint64_t total_memory;
+};
+using Record = std::variant<WorkflowRec, TaskRec, TryRec, BlockRec, PoolRec, ResourceSample>;
+
+// Parsl counts tries from 0; the kernel numbers them from 1 (0 before the first launch).
+std::int64_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : static_cast<std::int64_t>(try_id) - 1; }
+
+// SQLAlchemy's SQLite DATETIME text, in local time as Parsl's datetime.now(): "2026-12-01 23:05:01.123456".
+class TimeText {
+ public:
+  const std::string& operator()(EventTime t) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+    std::int64_t secs = us / 1000000, frac = us % 1000000;
+    if (frac < 0) frac += 1000000, --secs;
+    if (secs != cached_secs_) {  // localtime_r takes a lock and reads the zone: once a second
+      const std::time_t tt = static_cast<std::time_t>(secs);
+      std::tm tm{};
+      localtime_r(&tt, &tm);
+      prefix_ = fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                            tm.tm_hour, tm.tm_min, tm.tm_sec);
+      cached_secs_ = secs;
+    }
+    // prefix_ + "." + six digits, without a formatting call: this runs for every event.
+    text_.assign(prefix_);
+    char digits[7] = {'.', 0, 0, 0, 0, 0, 0};
+    for (int i = 6; i >= 1; --i, frac /= 10) digits[i] = static_cast<char>('0' + frac % 10);
+    text_.append(digits, 7);
+    return text_;
+  }
+
+ private:
+  std::int64_t cached_secs_ = -1;
+  std::string prefix_, text_;
+};
+
+class Statement {
+ public:
+  Statement(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
+      throw Error(fmt::format("monitoring database: {}: {}", sqlite3_errmsg(db), sql));
+  }
+  ~Statement() { sqlite3_finalize(stmt_); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  Statement& bind(int i, std::int64_t v) { return check(sqlite3_bind_int64(stmt_, i, v)); }
+  Statement& bind(int i, double v) { return check(sqlite3_bind_double(stmt_, i, v)); }
+  Statement& bind(int i, const std::string& v) {
+    return check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT));
+  }
+  Statement& bind(int i, const std::optional<std::string>& v) {
+    return v ? bind(i, *v) : check(sqlite3_bind_null(stmt_, i));
+  }
+  // Text that outlives the statement's next step (the run id, state names): not copied.
+  Statement& bind_static(int i, std::string_view v) {
+    return check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+  void run() {
+    const int rc = sqlite3_step(stmt_);
+    sqlite3_reset(stmt_);  // every parameter is bound again before the next step
+    if (rc != SQLITE_DONE) throw Error(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+  }
+
+ private:
+  Statement& check(int rc) {
+    if (rc != SQLITE_OK) throw Error(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+    return *this;
+  }
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+std::string this_user() {
+  if (const passwd* pw = getpwuid(getuid())) return pw->pw_name;
+  const char* u = std::getenv("USER");
+  return u ? u : "";
+}
+
+std::string this_host() {
+  char name[256] = {};
+  gethostname(name, sizeof name - 1);
+  return name;
+}
+
+class MonitoringDb final : public Observer {
+ public:
+  MonitoringDb(const std::string& path, MonitoringOptions options) : options_(std::move(options)), path_(path) {
+    open();
+    writer_ = std::thread([this] {
+      detail::name_this_thread("pv-monitor-db");
+      write_loop();
+    });
+  }
+
+  ~MonitoringDb() override {
+    close();
+    if (db_) sqlite3_close(db_);
+  }
+
+  void on_workflow(const WorkflowEvent& e) override {
+    push(WorkflowRec{e.kind, e.time, std::string(e.run_id), std::string(e.run_dir), e.tasks_completed, e.tasks_failed});
+  }
+
+  void on_task(const TaskEvent& e) override {
+    // Only what the writer needs: the name once (at submission), the executor at a launch, the error at a failure.
+    std::string_view text;
+    if (e.kind == TaskEvent::Kind::submitted)
+      text = e.func_name;
+    else if (e.kind == TaskEvent::Kind::state)
+      text = e.state == TaskState::launched ? e.executor : e.error;
+    push(TaskRec{e.kind, e.time, e.task.value, e.try_id, e.state, std::string(text), e.dependency.value, e.fail_count,
+                 e.fail_cost, e.memoized});
+  }
+
+  void on_try(const TryEvent& e) override {
+    push(TryRec{e.time, e.task.value, e.try_id, std::string(e.block), std::string(e.hostname)});
+  }
+
+  void on_block(const BlockEvent& e) override {
+    push(BlockRec{e.time, std::string(e.executor), std::string(e.block), std::string(e.job_id), std::string(e.status)});
+  }
+
+  void on_pool(const PoolEvent& e) override {
+    push(PoolRec{e.kind, e.time, std::string(e.pool), std::string(e.block), std::string(e.hostname),
+                 std::string(e.python_version), e.worker_count, e.cpu_count, e.total_memory});
+  }
+
+  void on_resource(const ResourceSample& e) override {
+    ResourceSample copy = e;
+    copy.executor = {};
+    copy.hostname = {};
+    push(copy);
+  }
+
+  std::optional<double> resource_interval() const override {
+    if (!options_.resource_monitoring_enabled) return std::nullopt;
+    return options_.resource_monitoring_interval;
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(mutex_);
+      if (stop_) return;
+      stop_ = true;
+    }
+    cv_.notify_one();
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  void push(Record&& r) {
+    std::lock_guard lock(mutex_);
+    buffer_.push_back(std::move(r));
+  }
+
+  void open() {
+    const auto fail = [&](const std::string& why) {
+      if (db_) sqlite3_close(db_);
+      db_ = nullptr;
+      return ConfigurationError(fmt::format("monitoring database '{}' cannot be used: {}", path_, why));
+    };
+    if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK)
+      throw fail(db_ ? sqlite3_errmsg(db_) : "cannot open");
+    sqlite3_busy_timeout(db_, 2000);
+    char* err = nullptr;
+    // WAL: readers (dashboards) never block the writer. synchronous=OFF: a committed batch is
+    // in the operating system once COMMIT returns, so it survives the process being killed
+    // (not a power failure), with no fsync at all (as the checkpoint store, docs/checkpoints.md).
+    // A 64 MiB page cache keeps the status table's index in memory while rows pour in.
+    if (sqlite3_exec(db_, "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824;", nullptr, nullptr, &err) != SQLITE_OK ||
+        sqlite3_exec(db_, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string why = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      throw fail(why);
+    }
+    stmts_ = std::make_unique<Statements>(db_);
+  }
+
+  void write_loop() {
+    std::vector<Record> batch;
+    const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.commit_interval);
+    for (;;) {
+      bool stopping;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait_for(lock, period, [&] { return stop_; });
+        stopping = stop_;
+        batch.swap(buffer_);
+      }
+      if (!batch.empty()) write(batch);
+      batch.clear();
+      if (stopping) {
+        std::lock_guard lock(mutex_);
+        if (buffer_.empty()) break;  // events pushed while stopping are written next round
+      }
+    }
+    if (lost_ > 0)
+      std::fprintf(stderr, "pervade: monitoring database %s: %zu events were not written (see the error above)\n",
+                   path_.c_str(), lost_);
+  }
+
+  // ---- rows
+
+  struct TaskRow {
+    std::string func_name, depends, invoked;
+    std::optional<std::string> returned;
+    bool memoized = false;
+    int fail_count = 0;
+    double fail_cost = 0;
+  };
+  struct TryRow {
+    std::string executor;
+    std::optional<std::string> block, hostname, launched, running, returned, fail_history;
+  };
+  using TryKey = std::pair<std::uint64_t, std::int64_t>;
+
+  struct Statements {
+    explicit Statements(sqlite3* db)
+        : begin(db, "BEGIN"),
+          commit(db, "COMMIT"),
+          workflow(db,
+                   "INSERT OR REPLACE INTO workflow (run_id, workflow_name, workflow_version, time_began, time_completed, "
+                   "host, user, rundir, tasks_failed_count, tasks_completed_count) VALUES (?,?,?,?,NULL,?,?,?,0,0)"),
+          workflow_counts(db, "UPDATE workflow SET tasks_failed_count=?, tasks_completed_count=? WHERE run_id=?"),
+          workflow_end(db,
+                       "UPDATE workflow SET time_completed=?, tasks_failed_count=?, tasks_completed_count=? WHERE run_id=?"),
+          status(db, "INSERT OR IGNORE INTO status (task_id, task_status_name, timestamp, run_id, try_id) VALUES (?,?,?,?,?)"),
+          task(db,
+               "INSERT OR REPLACE INTO task (task_id, run_id, task_depends, task_func_name, task_memoize, task_hashsum, "
+               "task_inputs, task_outputs, task_stdin, task_stdout, task_stderr, task_time_invoked, task_time_returned, "
+               "task_fail_count, task_fail_cost) VALUES (?,?,?,?,?,NULL,'None','None',NULL,'','',?,?,?,?)"),
+          task_returned(db,
+                        "UPDATE task SET task_time_returned=?, task_fail_count=?, task_fail_cost=? WHERE task_id=? AND run_id=?"),
+          task_depends(db,
+                       "UPDATE task SET task_depends = CASE WHEN task_depends IS NULL THEN ? ELSE task_depends || ',' || ? END "
+                       "WHERE task_id=? AND run_id=?"),
+          attempt(db,
+                  "INSERT OR REPLACE INTO try (try_id, task_id, run_id, block_id, hostname, task_executor, "
+                  "task_try_time_launched, task_try_time_running, task_try_time_returned, task_fail_history, task_joins) "
+                  "VALUES (?,?,?,?,?,?,?,?,?,?,NULL)"),
+          try_launched(db,
+                       "UPDATE try SET task_executor=?, task_try_time_launched=? WHERE try_id=? AND task_id=? AND run_id=?"),
+          try_running(db, "UPDATE try SET task_try_time_running=? WHERE try_id=? AND task_id=? AND run_id=?"),
+          try_returned(db,
+                       "UPDATE try SET task_try_time_returned=?, task_fail_history=COALESCE(?, task_fail_history) "
+                       "WHERE try_id=? AND task_id=? AND run_id=?"),
+          try_place(db, "UPDATE try SET block_id=?, hostname=? WHERE try_id=? AND task_id=? AND run_id=?"),
+          block(db,
+                "INSERT OR IGNORE INTO block (run_id, executor_label, block_id, job_id, timestamp, status) VALUES (?,?,?,?,?,?)"),
+          node(db,
+               "INSERT INTO node (run_id, hostname, uid, block_id, cpu_count, total_memory, active, worker_count, python_v, "
+               "timestamp, last_heartbeat) VALUES (?,?,?,?,?,?,?,?,?,?,?)"),
+          resource(db,
+                   "INSERT OR IGNORE INTO resource (try_id, task_id, run_id, timestamp, resource_monitoring_interval, "
+                   "psutil_process_pid, psutil_process_memory_percent, psutil_process_children_count, "
+                   "psutil_process_time_user, psutil_process_time_system, psutil_process_memory_virtual, "
+                   "psutil_process_memory_resident, psutil_process_disk_read, psutil_process_disk_write, "
+                   "psutil_process_status, psutil_cpu_num, psutil_process_num_ctx_switches_voluntary, "
+                   "psutil_process_num_ctx_switches_involuntary) VALUES (?,?,?,?,?,?,NULL,?,?,?,?,?,?,?,?,NULL,?,?)"),
+          rollback(db, "ROLLBACK") {}
+    Statement begin, commit, workflow, workflow_counts, workflow_end, status, task, task_returned, task_depends, attempt,
+        try_launched, try_running, try_returned, try_place, block, node, resource, rollback;
+  };
+
+  // One transaction per batch. A failure is reported once; its batch is lost, later ones are tried.
+  void write(std::vector<Record>& batch) {
+    try {
+      stmts_->begin.run();
+      for (auto& r : batch) std::visit([&](auto& rec) { apply(rec); }, r);
+      flush_rows();
+      if (!run_id_.empty() && counts_changed_) {
+        stmts_->workflow_counts.bind(1, std::int64_t{failed_}).bind(2, std::int64_t{completed_}).bind_static(3, run_id_).run();
+        counts_changed_ = false;
+      }
+      stmts_->commit.run();
+    } catch (const std::exception& e) {
+      tasks_.clear();
+      tries_.clear();
+      if (sqlite3_get_autocommit(db_) == 0) {
+        try {
+          stmts_->rollback.run();
+        } catch (const std::exception&) {
+          // Nothing more to do: the error below says the batch was lost.
+        }
+      }
+      lost_ += batch.size();
+      if (!reported_) {
+        reported_ = true;
+        std::fprintf(stderr,
+                     "pervade: ERROR: writing the monitoring database %s failed: %s. The workflow goes on; "
+                     "monitoring events are being lost.\n",
+                     path_.c_str(), e.what());
+      }
+    }
+  }
+
+  void apply(WorkflowRec& w) {
+    if (w.kind == WorkflowEvent::Kind::started) {
+      run_id_ = w.run_id;
+      std::string version = options_.workflow_version;
+      if (version.empty()) {
+        version = time_(w.time);
+        version.resize(19);  // to the second, as Parsl's default
+      }
+      stmts_->workflow.bind_static(1, run_id_)
+          .bind(2, options_.workflow_name.empty() ? std::string("unnamed") : options_.workflow_name)
+          .bind(3, version)
+          .bind(4, time_(w.time))
+          .bind(5, this_host())
+          .bind(6, this_user())
+          .bind(7, w.run_dir)
+          .run();
+    } else {
+      completed_ = w.completed;
+      failed_ = w.failed;
+      counts_changed_ = false;
+      stmts_->workflow_end.bind(1, time_(w.time))
+          .bind(2, std::int64_t{w.failed})
+          .bind(3, std::int64_t{w.completed})
+          .bind(4, w.run_id)
+          .run();
+    }
+  }
+
+  void apply(TaskRec& e) {
+    const auto id = static_cast<std::int64_t>(e.task);
+    if (e.kind == TaskEvent::Kind::submitted) {
+      TaskRow& row = tasks_[e.task];
+      row.func_name = std::move(e.text);
+      row.invoked = time_(e.time);
+      row.memoized = e.memoized;
+      TryRow& attempt = tries_[TryKey{e.task, 0}];
+      attempt.executor.clear();
+      status(id, e.state, e.time, 0);
+      return;
+    }
+    if (e.kind == TaskEvent::Kind::dependency) {
+      const std::string dep = std::to_string(e.dependency);
+      if (auto it = tasks_.find(e.task); it != tasks_.end()) {
+        TaskRow& row = it->second;
+        row.depends += row.depends.empty() ? dep : "," + dep;
+      } else {
+        stmts_->task_depends.bind(1, dep).bind(2, dep).bind(3, id).bind_static(4, run_id_).run();
+      }
+      return;
+    }
+    const std::int64_t attempt_id = parsl_try(e.try_id);
+    status(id, e.state, e.time, attempt_id);
+    const TryKey key{e.task, attempt_id};
+    auto attempt = tries_.find(key);
+    switch (e.state) {
+      case TaskState::launched:
+        if (attempt == tries_.end() && attempt_id > 0) attempt = tries_.emplace(key, TryRow{}).first;  // a retry
+        if (attempt != tries_.end()) {
+          attempt->second.executor = std::move(e.text);
+          attempt->second.launched = time_(e.time);
+        } else {
+          stmts_->try_launched.bind(1, e.text).bind(2, time_(e.time)).bind(3, attempt_id).bind(4, id).bind_static(5, run_id_).run();
+        }
+        break;
+      case TaskState::running:
+        if (attempt != tries_.end())
+          attempt->second.running = time_(e.time);
+        else
+          stmts_->try_running.bind(1, time_(e.time)).bind(2, attempt_id).bind(3, id).bind_static(4, run_id_).run();
+        break;
+      case TaskState::fail_retryable:
+      case TaskState::exec_done:
+      case TaskState::failed:
+      case TaskState::dep_fail:
+      case TaskState::memo_done:
+      case TaskState::cancelled: {
+        std::optional<std::string> history;
+        if (!e.text.empty()) history = std::move(e.text);
+        if (attempt != tries_.end()) {
+          attempt->second.returned = time_(e.time);
+          if (history) attempt->second.fail_history = history;
+        } else {
+          stmts_->try_returned.bind(1, time_(e.time))
+              .bind(2, history)
+              .bind(3, attempt_id)
+              .bind(4, id)
+              .bind_static(5, run_id_)
+              .run();
+        }
+        if (e.state == TaskState::fail_retryable) break;
+        ++(is_failure(e.state) ? failed_ : completed_);
+        counts_changed_ = true;
+        if (auto it = tasks_.find(e.task); it != tasks_.end()) {
+          it->second.returned = time_(e.time);
+          it->second.fail_count = e.fail_count;
+          it->second.fail_cost = e.fail_cost;
+        } else {
+          stmts_->task_returned.bind(1, time_(e.time))
+              .bind(2, std::int64_t{e.fail_count})
+              .bind(3, e.fail_cost)
+              .bind(4, id)
+              .bind_static(5, run_id_)
+              .run();
+        }
+        break;
+      }
+      default:
+        break;  // pending again, joining, running_ended: the status row says it all
+    }
+  }
+
+  void apply(TryRec& e) {
+    const TryKey key{e.task, parsl_try(e.try_id)};
+    std::optional<std::string> block, host;
+    if (!e.block.empty()) block = e.block;
+    if (!e.hostname.empty()) host = e.hostname;
+    if (auto it = tries_.find(key); it != tries_.end()) {
+      it->second.block = block;
+      it->second.hostname = host;
+    } else {
+      stmts_->try_place.bind(1, block).bind(2, host).bind(3, key.second).bind(4, static_cast<std::int64_t>(e.task))
+          .bind_static(5, run_id_)
+          .run();
+    }
+  }
+
+  void apply(BlockRec& e) {
+    std::optional<std::string> job;
+    if (!e.job_id.empty()) job = e.job_id;
+    stmts_->block.bind_static(1, run_id_).bind(2, e.executor).bind(3, e.block).bind(4, job).bind(5, time_(e.time)).bind(6, e.status).run();
+  }
+
+  void apply(PoolRec& e) {
+    const std::string t = time_(e.time);
+    stmts_->node.bind_static(1, run_id_)
+        .bind(2, e.hostname)
+        .bind(3, e.pool)
+        .bind(4, e.block)
+        .bind(5, std::int64_t{e.cpu_count})
+        .bind(6, static_cast<std::int64_t>(e.total_memory))
+        .bind(7, std::int64_t{e.kind != PoolEvent::Kind::left})
+        .bind(8, std::int64_t{e.worker_count})
+        .bind(9, e.python_version)
+        .bind(10, t)
+        .bind(11, t)
+        .run();
+  }
+
+  void apply(ResourceSample& e) {
+    stmts_->resource.bind(1, parsl_try(e.try_id))
+        .bind(2, static_cast<std::int64_t>(e.task.value))
+        .bind_static(3, run_id_)
+        .bind(4, time_(e.time))
+        .bind(5, e.interval)
+        .bind(6, std::int64_t{e.pid})
+        .bind(7, static_cast<double>(e.children))
+        .bind(8, e.cpu_user)
+        .bind(9, e.cpu_system)
+        .bind(10, static_cast<double>(e.vms))
+        .bind(11, static_cast<double>(e.rss))
+        .bind(12, static_cast<double>(e.read_bytes))
+        .bind(13, static_cast<double>(e.write_bytes))
+        .bind(14, std::string(e.last ? "finished" : "running"))
+        .bind(15, static_cast<double>(e.ctx_voluntary))
+        .bind(16, static_cast<double>(e.ctx_involuntary))
+        .run();
+  }
+
+  void status(std::int64_t task, TaskState state, EventTime time, std::int64_t attempt) {
+    stmts_->status.bind(1, task).bind_static(2, to_string(state)).bind(3, time_(time)).bind_static(4, run_id_).bind(5, attempt).run();
+  }
+
+  // The rows of tasks and tries that began in this batch, inserted whole.
+  void flush_rows() {
+    for (auto& [id, row] : tasks_) {
+      std::optional<std::string> depends;
+      if (!row.depends.empty()) depends = row.depends;
+      stmts_->task.bind(1, static_cast<std::int64_t>(id))
+          .bind_static(2, run_id_)
+          .bind(3, depends)
+          .bind(4, row.func_name)
+          .bind(5, std::int64_t{row.memoized})
+          .bind(6, row.invoked)
+          .bind(7, row.returned)
+          .bind(8, std::int64_t{row.fail_count})
+          .bind(9, row.fail_cost)
+          .run();
+    }
+    tasks_.clear();
+    for (auto& [key, row] : tries_) {
+      stmts_->attempt.bind(1, key.second)
+          .bind(2, static_cast<std::int64_t>(key.first))
+          .bind_static(3, run_id_)
+          .bind(4, row.block)
+          .bind(5, row.hostname)
+          .bind(6, row.executor)
+          .bind(7, row.launched)
+          .bind(8, row.running)
+          .bind(9, row.returned)
+          .bind(10, row.fail_history)
+          .run();
+    }
+    tries_.clear();
+  }
+
+  MonitoringOptions options_;
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::unique_ptr<Statements> stmts_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Record> buffer_;  // under mutex_
+  bool stop_ = false;           // under mutex_
+  std::thread writer_;
+
+  // Writer thread only.
+  std::string run_id_;
+  std::unordered_map<std::uint64_t, TaskRow> tasks_;
+  std::map<TryKey, TryRow> tries_;
+  int completed_ = 0, failed_ = 0;
+  bool counts_changed_ = false;
+  TimeText time_;
+  std::size_t lost_ = 0;
+  bool reported_ = false;
+};
+
+}  // namespace
+
+ObserverPtr make_monitoring_db(const std::string& path, MonitoringOptions options) {
+  return std::make_shared<MonitoringDb>(path, std::move(options));
+}
+
+}  // namespace pervade

@@ -1,0 +1,245 @@
+// The monitoring database writer against real SQLite files: Parsl's tables and row counts after
+// a run, a bad path, a locked database, and a driver killed with SIGKILL.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "pervade/dataflow_kernel.hpp"
+#include "pervade/errors.hpp"
+#include "pervade/future.hpp"
+#include "pervade/monitoring.hpp"
+
+using namespace pervade;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("pervade_mon_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// Read-only queries on the database a run wrote.
+class Db {
+ public:
+  explicit Db(const fs::path& path) {
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  ~Db() { sqlite3_close(db_); }
+  // The first column of the first row, as text ("" for NULL or no row).
+  std::string text(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr), SQLITE_OK) << sqlite3_errmsg(db_) << ": " << sql;
+    std::string out;
+    if (s && sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL)
+      out = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    return out;
+  }
+  long count(const std::string& sql) {
+    const std::string t = text(sql);
+    return t.empty() ? -1 : std::stol(t);
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+TEST(MonitoringDb, RunWritesParslTablesWithOneRowPerTaskAndTry) {
+  const fs::path dir = fresh_dir("run");
+  const fs::path path = dir / "monitoring.db";
+  std::string run_id;
+  {
+    MonitoringOptions mon;
+    mon.workflow_name = "unit";
+    Config cfg{.retries = 1};
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    cfg.run_dir = dir.string();
+    DataFlowKernel dfk(std::move(cfg));
+    run_id = dfk.run_id();
+    std::atomic<int> calls{0};
+    auto a = dfk.submit([] { return 1; });
+    auto b = dfk.submit([](int x) { return x + 1; }, a);
+    auto flaky = dfk.submit([&calls] {  // fails once, then succeeds on its retry
+      if (calls.fetch_add(1) == 0) throw std::runtime_error("flaky");
+      return 3;
+    });
+    auto bad = dfk.submit([]() -> int { throw std::runtime_error("always"); });
+    auto after_bad = dfk.submit([](int x) { return x; }, bad);
+    EXPECT_EQ(b.get(), 2);
+    EXPECT_EQ(flaky.get(), 3);
+    EXPECT_THROW(after_bad.get(), DependencyError);
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.text("SELECT run_id FROM workflow"), run_id);
+  EXPECT_EQ(db.text("SELECT workflow_name FROM workflow"), "unit");
+  EXPECT_EQ(db.text("SELECT rundir FROM workflow"), dir.string());
+  EXPECT_FALSE(db.text("SELECT time_completed FROM workflow").empty());
+  EXPECT_EQ(db.count("SELECT tasks_completed_count FROM workflow"), 3);
+  EXPECT_EQ(db.count("SELECT tasks_failed_count FROM workflow"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), 5);
+  EXPECT_EQ(db.text("SELECT task_depends FROM task WHERE task_id=1"), "0");
+  EXPECT_EQ(db.count("SELECT count(*) FROM task WHERE task_time_returned IS NULL"), 0);
+  // flaky and bad ran twice (retries=1), the dependent of bad never ran: one try row each.
+  EXPECT_EQ(db.count("SELECT count(*) FROM try"), 7);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_id=2"), 2);
+  EXPECT_EQ(db.text("SELECT task_executor FROM try WHERE task_id=2 AND try_id=1"), "threads");
+  EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=2 AND try_id=0"), "flaky");
+  EXPECT_FALSE(db.text("SELECT task_try_time_running FROM try WHERE task_id=0").empty());
+  EXPECT_EQ(db.count("SELECT task_fail_count FROM task WHERE task_id=3"), 2);
+  // Status rows: pending, launched, running, running_ended, exec_done for a, b; flaky once
+  // more (fail_retryable and a second try); bad fails twice; its dependent: pending, dep_fail.
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_id=0"), 5);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_id=2"), 9);
+  EXPECT_EQ(db.text("SELECT group_concat(task_status_name) FROM (SELECT task_status_name FROM status "
+                    "WHERE task_id=4 ORDER BY timestamp, rowid)"),
+            "pending,dep_fail");
+  EXPECT_EQ(db.text("PRAGMA journal_mode"), "wal");
+}
+
+// Resource sampling on the thread-pool executor: a first and a last sample per task (interval 0),
+// the last one counting the CPU the task's thread used.
+TEST(MonitoringDb, ThreadPoolTasksAreSampledAtStartAndEnd) {
+  const fs::path dir = fresh_dir("resource");
+  const fs::path path = dir / "monitoring.db";
+  {
+    MonitoringOptions mon;
+    mon.resource_monitoring_interval = 0;
+    Config cfg;
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    auto burn = dfk.submit([] {  // until this thread has used 50 ms of CPU
+      timespec t{};
+      double x = 0;
+      do {
+        for (int i = 0; i < 100000; ++i) x += i * 0.5;
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+      } while (t.tv_sec == 0 && t.tv_nsec < 50'000'000);
+      return x > 0;
+    });
+    EXPECT_TRUE(burn.get());
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM resource WHERE task_id=0 AND try_id=0"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM resource WHERE psutil_process_status='finished'"), 1);
+  const double cpu = std::stod(db.text("SELECT psutil_process_time_user + psutil_process_time_system FROM resource "
+                                       "WHERE psutil_process_status='finished'"));
+  EXPECT_GE(cpu, 0.03);
+  EXPECT_GT(db.count("SELECT psutil_process_memory_resident FROM resource LIMIT 1"), 0);
+}
+
+TEST(MonitoringDb, UnusablePathIsAConfigurationErrorNamingIt) {
+  try {
+    make_monitoring_db("/nonexistent_dir_for_pervade/monitoring.db");
+    FAIL() << "expected ConfigurationError";
+  } catch (const ConfigurationError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent_dir_for_pervade/monitoring.db"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MonitoringDb, LockedDatabaseIsReportedOnceAndTheWorkflowGoesOn) {
+  const fs::path dir = fresh_dir("locked");
+  const fs::path path = dir / "monitoring.db";
+  MonitoringOptions mon;
+  Config cfg;
+  cfg.observers.push_back(make_monitoring_db(path, mon));
+  // Another connection holds the write lock for the whole run.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  testing::internal::CaptureStderr();
+  {
+    DataFlowKernel dfk(std::move(cfg));
+    std::vector<Future<int>> futures;
+    for (int i = 0; i < 20; ++i) futures.push_back(dfk.submit([i] { return i; }));
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(futures[i].get(), i);
+    dfk.cleanup();
+  }
+  const std::string err = testing::internal::GetCapturedStderr();
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  const auto first = err.find("ERROR: writing the monitoring database");
+  ASSERT_NE(first, std::string::npos) << err;
+  EXPECT_EQ(err.find("ERROR: writing the monitoring database", first + 1), std::string::npos) << err;
+  EXPECT_NE(err.find("locked"), std::string::npos) << err;
+}
+
+// A driver killed with SIGKILL: what it had committed is there. The child runs tasks one after
+// another and reports each finished id on a pipe; the parent waits until the database shows a
+// finished task, kills the child, and checks that every task up to that one has its rows.
+TEST(MonitoringDb, EventsSurviveSigkillOfTheDriver) {
+  const fs::path dir = fresh_dir("kill");
+  const fs::path path = dir / "monitoring.db";
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    Config cfg;
+    cfg.observers.push_back(make_monitoring_db(path, {}));
+    DataFlowKernel dfk(std::move(cfg));
+    for (int i = 0;; ++i) {  // until killed
+      dfk.submit([i] { return i; }).get();
+      if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(1);
+    }
+  }
+  ::close(fds[1]);
+  struct KillOnExit {  // the child never outlives the test, whatever fails
+    pid_t pid;
+    ~KillOnExit() {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } guard{child};
+  int reported = -1;
+  ASSERT_EQ(::read(fds[0], &reported, sizeof reported), static_cast<ssize_t>(sizeof reported));
+  // Wait (bounded) until the database shows some task finished while the driver still runs.
+  long done_in_db = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(path)) {
+      Db db(path);
+      done_in_db = db.count("SELECT count(*) FROM status WHERE task_status_name='exec_done'");
+      if (done_in_db >= 10) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling interval
+  }
+  ASSERT_GE(done_in_db, 10) << "no committed events while the driver ran";
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  guard.pid = 0;
+  EXPECT_TRUE(WIFSIGNALED(status));
+  ::close(fds[0]);
+  Db db(path);
+  const long finished = db.count("SELECT count(*) FROM status WHERE task_status_name='exec_done'");
+  EXPECT_GE(finished, done_in_db);
+  // Every finished task has its task row, its try row and all its earlier status rows.
+  EXPECT_EQ(db.count("SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL"), finished);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_try_time_returned IS NOT NULL"), finished);
+  EXPECT_EQ(db.count("SELECT count(DISTINCT task_id) FROM status WHERE task_status_name='pending' AND task_id IN "
+                     "(SELECT task_id FROM status WHERE task_status_name='exec_done')"),
+            finished);
+  EXPECT_EQ(db.text("SELECT time_completed FROM workflow"), "");  // the run never ended
+}
+
+}  // namespace
