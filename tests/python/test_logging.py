@@ -211,19 +211,25 @@ def remote_double(x):
 
 
 def test_worker_debug_puts_pool_and_worker_lines_in_the_block_log(tmp_path, no_thread_leak):
-    from test_htex import running_htex
+    from conftest import pid_alive, wait_until
+    from test_htex import T, htex_config, pool_tree_pids
 
-    run = running_htex(tmp_path, worker_debug=True)
-    executor = next(run)
+    config = htex_config(tmp_path, worker_debug=True)
+    config.initialize_logging = FileLogging(level=logging.DEBUG)  # the tries' lines are DEBUG
+    kernel = parsl.load(config)
+    pids = []
     try:
+        executor = kernel.executors["htex"]
+        assert wait_until(lambda: len(executor.pools()) == 1, T), executor.refusals()
         futures = [remote_double(i) for i in range(3)]
-        assert [f.result(timeout=60) for f in futures] == [0, 2, 4]
-        block_log = os.path.join(executor.run_dir, "htex", "block-0.log")
-        engine_log = os.path.join(executor.run_dir, "pervade.log")
+        assert [f.result(timeout=T) for f in futures] == [0, 2, 4]
+        pids = pool_tree_pids()
     finally:
-        next(run, None)  # cleans up, checks no pool process is left
+        kernel.cleanup()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    block_log = os.path.join(kernel.run_dir, "htex", "block-0.log")
     # the engine's log says where each try ran
-    engine = open(engine_log).read()
+    engine = open(os.path.join(kernel.run_dir, "pervade.log")).read()
     for f in futures:
         assert re.search(rf"DEBUG: Task {f.tid} try 0 on executor htex: block 0, pool \S+, host \S+ parsl.task={f.tid} "
                          rf"parsl.try_id=0 parsl.executor=htex", engine), engine
@@ -267,7 +273,7 @@ def fail(x):
 
 
 def test_engine_writes_each_task_event_with_parsl_extras(make_config, no_thread_leak):
-    kernel = parsl.load(make_config())
+    kernel = parsl.load(make_config(initialize_logging=FileLogging(level=logging.DEBUG)))
     first = double(1)
     second = double(first)
     failed = fail(3)
@@ -290,6 +296,20 @@ def test_engine_writes_each_task_event_with_parsl_extras(make_config, no_thread_
         assert re.search(rf"DEBUG: Task {tid} changing state to exec_done parsl.task={tid} parsl.try_id=0", text)
     assert re.search(rf"ERROR: Task {c} changing state to failed \(fail_count 1\): .*no 3.* parsl.task={c}", text)
     assert re.search(r"INFO: DFK cleanup complete: 2 tasks completed, 1 failed", text)
+
+
+def test_default_log_has_the_run_and_failures_but_no_debug_lines(make_config, no_thread_leak):
+    kernel = parsl.load(make_config())
+    assert double(1).result() == 2
+    failed = fail(3)
+    with pytest.raises(ValueError):
+        failed.result()
+    kernel.cleanup()
+    text = open(os.path.join(kernel.run_dir, "pervade.log")).read()
+    assert f"INFO: Starting DataFlowKernel: run id {kernel.run_id}" in text
+    assert re.search(rf"ERROR: Task {failed.tid} changing state to failed \(fail_count 1\): .*no 3", text)
+    assert "INFO: DFK cleanup complete: 1 tasks completed, 1 failed" in text
+    assert " DEBUG: " not in text
 
 
 def test_engine_records_reach_python_handlers_that_want_them(make_config, no_thread_leak):
