@@ -36,8 +36,9 @@ class Config:
         run by the engine never wait (they could deadlock), so they may pass the limit.
         None (default): no limit, as in Parsl.
     garbage_collect: accepted for compatibility; finished task records are always freed.
-    initialize_logging: True (default): the engine writes every task event at DEBUG and above,
-        with pervade's Python records, to <run_dir>/pervade.log; False: no log file; or a
+    initialize_logging: True (default): the engine writes its records at INFO and above (the
+        run, failures, blocks, pools), with pervade's Python records, to <run_dir>/pervade.log;
+        FileLogging(level=logging.DEBUG) adds every task event; False: no log file; or a
         pervade.logconfigs LogConfig: FileLogging(level=, format_string=) (pervade.log),
         JSONLogging(level=) (pervade.jsonlog, one JSON object a line), NoopLogging(), or your
         own. pervade never sets the level of the root or the "pervade" logger (docs/logging.md).

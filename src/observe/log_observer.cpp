@@ -352,7 +352,7 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
       else if (text(2).empty())
         fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {}"), p.task, to_string(p.state));
       else
-        fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {} after {} failures: {}"), p.task, to_string(p.state), p.count_a, text(2));
+        fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {} (fail_count {}): {}"), p.task, to_string(p.state), p.count_a, text(2));
       task_extras(p.try_id != 0);
       d.add("parsl.app_name", text(0));
       if (!text(1).empty()) d.add("parsl.executor", text(1));

@@ -80,7 +80,7 @@ TEST_F(LogObserverTest, WritesTaskEventsWithParslExtras) {
     EXPECT_TRUE(contains(got[3], "update_task_state DEBUG: Task 7 try 0 launched on executor threads parsl.task=7 "
                                  "parsl.try_id=0 parsl.app_name=double parsl.executor=threads "
                                  "parsl.task_state=launched"));
-    EXPECT_TRUE(contains(got[4], "ERROR: Task 7 changing state to failed after 2 failures: ValueError: bad "
+    EXPECT_TRUE(contains(got[4], "ERROR: Task 7 changing state to failed (fail_count 2): ValueError: bad "
                                  "parsl.task=7 parsl.try_id=1"));
     // Parsl's layout: created, asctime, process, thread, logger:line, function, level.
     std::istringstream first(got[1]);

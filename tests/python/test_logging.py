@@ -211,20 +211,33 @@ def remote_double(x):
 
 
 def test_worker_debug_puts_pool_and_worker_lines_in_the_block_log(tmp_path, no_thread_leak):
-    from test_htex import running_htex
+    from conftest import pid_alive, wait_until
+    from test_htex import T, htex_config, pool_tree_pids
 
-    run = running_htex(tmp_path, worker_debug=True)
-    executor = next(run)
+    config = htex_config(tmp_path, worker_debug=True)
+    config.initialize_logging = FileLogging(level=logging.DEBUG)  # the tries' lines are DEBUG
+    kernel = parsl.load(config)
+    pids = []
     try:
-        assert [f.result(timeout=60) for f in [remote_double(i) for i in range(3)]] == [0, 2, 4]
-        block_log = os.path.join(executor.run_dir, "htex", "block-0.log")
+        executor = kernel.executors["htex"]
+        assert wait_until(lambda: len(executor.pools()) == 1, T), executor.refusals()
+        futures = [remote_double(i) for i in range(3)]
+        assert [f.result(timeout=T) for f in futures] == [0, 2, 4]
+        pids = pool_tree_pids()
     finally:
-        next(run, None)  # cleans up, checks no pool process is left
+        kernel.cleanup()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    block_log = os.path.join(kernel.run_dir, "htex", "block-0.log")
+    # the engine's log says where each try ran
+    engine = open(os.path.join(kernel.run_dir, "pervade.log")).read()
+    for f in futures:
+        assert re.search(rf"DEBUG: Task {f.tid} try 0 on executor htex: block 0, pool \S+, host \S+ parsl.task={f.tid} "
+                         rf"parsl.try_id=0 parsl.executor=htex", engine), engine
     text = open(block_log).read()
     assert re.search(r"DEBUG pervade-pool\[\d+\] task \d+ to worker \d", text), text
     assert re.search(r"DEBUG pervade-pool\[\d+\] task \d+ finished with status 0", text), text
-    # the workers' records, in Parsl's layout
-    assert re.search(r"pervade\.worker:\d+ main INFO: worker rank 0 pid \d+ of pool \S+ \(block 0\) started", text), text
+    # the records of the worker that ran them, in Parsl's layout (the other may not have started yet)
+    assert re.search(r"pervade\.worker:\d+ main INFO: worker rank \d pid \d+ of pool \S+ \(block 0\) started", text), text
 
 
 def test_pool_logs_at_info_by_default(tmp_path, no_thread_leak):
@@ -250,3 +263,92 @@ def test_pool_rejects_an_unknown_log_level():
                           text=True, timeout=60)
     assert done.returncode != 0
     assert "--log-level must be debug, info, warning or error" in done.stderr
+
+
+# -- the engine's events, end to end ----------------------------------------------------------
+
+@python_app
+def fail(x):
+    raise ValueError(f"no {x}")
+
+
+def test_engine_writes_each_task_event_with_parsl_extras(make_config, no_thread_leak):
+    kernel = parsl.load(make_config(initialize_logging=FileLogging(level=logging.DEBUG)))
+    first = double(1)
+    second = double(first)
+    failed = fail(3)
+    assert second.result() == 4
+    with pytest.raises(ValueError):
+        failed.result()
+    kernel.cleanup()
+    lines = open(os.path.join(kernel.run_dir, "pervade.log")).read().splitlines()
+    assert all(LINE.match(line) for line in lines), lines
+    text = "\n".join(lines)
+    a, b, c = first.tid, second.tid, failed.tid
+    assert f"INFO: Starting DataFlowKernel: run id {kernel.run_id}" in text
+    assert re.search(rf"DEBUG: Task {b} submitted for App double, initializing state to pending parsl.task={b} "
+                     rf"parsl.app_name=double", text)
+    assert re.search(rf"DEBUG: Task {b} waiting on task {a} parsl.task={b} parsl.app_name=double "
+                     rf"parsl.dependency_task={a}", text)
+    for tid in (a, b):
+        assert re.search(rf"DEBUG: Task {tid} try 0 launched on executor threads parsl.task={tid} parsl.try_id=0 "
+                         rf"parsl.app_name=double parsl.executor=threads parsl.task_state=launched", text)
+        assert re.search(rf"DEBUG: Task {tid} changing state to exec_done parsl.task={tid} parsl.try_id=0", text)
+    assert re.search(rf"ERROR: Task {c} changing state to failed \(fail_count 1\): .*no 3.* parsl.task={c}", text)
+    assert re.search(r"INFO: DFK cleanup complete: 2 tasks completed, 1 failed", text)
+
+
+def test_default_log_has_the_run_and_failures_but_no_debug_lines(make_config, no_thread_leak):
+    kernel = parsl.load(make_config())
+    assert double(1).result() == 2
+    failed = fail(3)
+    with pytest.raises(ValueError):
+        failed.result()
+    kernel.cleanup()
+    text = open(os.path.join(kernel.run_dir, "pervade.log")).read()
+    assert f"INFO: Starting DataFlowKernel: run id {kernel.run_id}" in text
+    assert re.search(rf"ERROR: Task {failed.tid} changing state to failed \(fail_count 1\): .*no 3", text)
+    assert "INFO: DFK cleanup complete: 1 tasks completed, 1 failed" in text
+    assert " DEBUG: " not in text
+
+
+def test_engine_records_reach_python_handlers_that_want_them(make_config, no_thread_leak):
+    got = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            got.append(record)
+
+    handler = Keep()
+    package = logging.getLogger("pervade")
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG)
+    try:
+        kernel = parsl.load(make_config(initialize_logging=False))
+        first = double(1)
+        second = double(first)
+        assert second.result() == 4
+        kernel.cleanup()
+    finally:
+        package.removeHandler(handler)
+        restore_level("pervade")
+    engine = [r for r in got if getattr(r, "pervade_engine", False)]
+    assert {r.name for r in engine} == {"pervade.dataflow.dflow"}
+    waiting = [r for r in engine if r.funcName == "submit" and hasattr(r, "parsl.dependency_task")]
+    assert len(waiting) == 1 and getattr(waiting[0], "parsl.dependency_task") == first.tid
+    launched = [r for r in engine if getattr(r, "parsl.task_state", None) == "launched"]
+    assert sorted(getattr(r, "parsl.task") for r in launched) == sorted([first.tid, second.tid])
+    assert all(getattr(r, "parsl.executor") == "threads" and getattr(r, "parsl.app_name") == "double"
+               for r in launched)
+
+
+def test_json_logging_has_the_engine_events(make_config, no_thread_leak):
+    kernel = parsl.load(make_config(initialize_logging=JSONLogging()))
+    fut = double(2)
+    assert fut.result() == 4
+    kernel.cleanup()
+    records = [json.loads(line) for line in open(os.path.join(kernel.run_dir, "pervade.jsonlog"))]
+    mine = [r for r in records if r.get("parsl.task") == str(fut.tid)]
+    states = [r.get("parsl.task_state") for r in mine]
+    assert "launched" in states and "exec_done" in states
+    assert all(r["parsl.dfk"] == kernel.run_id and r["name"] == "pervade.dataflow.dflow" for r in mine)

@@ -185,8 +185,9 @@ class DataFlowKernel:
         log_dir = pathlib.Path(self.run_dir)
         undo = None
         if setting is True:
-            # As Parsl: a FileLogging of this kernel's own, at DEBUG, into run_dir/NNN/pervade.log.
-            log_config = FileLogging(level=logging.DEBUG)
+            # A FileLogging of this kernel's own into run_dir/NNN/pervade.log, at INFO where Parsl's
+            # is at DEBUG: writing five DEBUG lines per task costs a no-op run 15-20% (docs/logging.md).
+            log_config = FileLogging(level=logging.INFO)
             undo = log_config.initialize_logging(log_dir=log_dir, log_name="pervade")
         elif setting is False:
             log_config = None
