@@ -15,7 +15,8 @@ from conftest import own_processes, wait_until
 from pervade.dashboard.db import Monitoring
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV = os.path.join(REPO, "build", "parsl-venv")
+# Shared with test_monitoring_visualize.py: one install of Parsl serves both.
+VENV = os.path.join(REPO, "build", "visualize-venv")
 
 SCRIPT = textwrap.dedent('''
     import sys
@@ -63,10 +64,10 @@ def parsl_run_dir(tmp_path_factory):
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", VENV], check=True, timeout=300)
     if subprocess.run([python, "-c", "import parsl.monitoring.db_manager"], capture_output=True).returncode != 0:
-        install = subprocess.run([python, "-m", "pip", "install", "-q", "parsl[monitoring]"], capture_output=True,
+        install = subprocess.run([python, "-m", "pip", "install", "-q", "parsl[monitoring,visualization]"], capture_output=True,
                                  text=True, timeout=900)
         if install.returncode != 0:
-            pytest.skip(f"SKIPPED LOUDLY: parsl[monitoring] could not be installed from PyPI: {install.stderr[-500:]}")
+            pytest.skip(f"SKIPPED LOUDLY: parsl[monitoring,visualization] could not be installed from PyPI: {install.stderr[-500:]}")
     work = tmp_path_factory.mktemp("parsl")
     script = work / "run.py"
     script.write_text(SCRIPT)
@@ -74,7 +75,7 @@ def parsl_run_dir(tmp_path_factory):
     env = {**os.environ, "PATH": f"{os.path.join(VENV, 'bin')}:{os.environ['PATH']}"}   # HTEX starts process_worker_pool.py
     done = subprocess.run([python, str(script), run_dir], capture_output=True, text=True, timeout=300, cwd=work, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert wait_until(lambda: not own_processes(b"parsl-venv"), 60), "Parsl left processes behind"
+    assert wait_until(lambda: not own_processes(b"visualize-venv"), 60), "Parsl left processes behind"
     return run_dir
 
 
