@@ -125,6 +125,20 @@ struct ResourceSample {
   bool first = false, last = false;
 };
 
+// Copies the usage counters into a sample from any struct that names them as ResourceSample
+// does (the pool's wire sample, the in-process reading).
+template <class Usage>
+void copy_usage(const Usage& u, ResourceSample& s) {
+  s.cpu_user = u.cpu_user;
+  s.cpu_system = u.cpu_system;
+  s.rss = u.rss;
+  s.vms = u.vms;
+  s.read_bytes = u.read_bytes;
+  s.write_bytes = u.write_bytes;
+  s.ctx_voluntary = u.ctx_voluntary;
+  s.ctx_involuntary = u.ctx_involuntary;
+}
+
 // Receives events; every method has an empty default so an observer overrides what it needs.
 class Observer {
  public:

@@ -214,14 +214,7 @@ struct HighThroughputExecutor::Impl {
         if (place != places.end()) s.hostname = place->second.hostname;
         s.pid = x.pid;
         s.children = x.children;
-        s.cpu_user = x.cpu_user;
-        s.cpu_system = x.cpu_system;
-        s.rss = x.rss;
-        s.vms = x.vms;
-        s.read_bytes = x.read_bytes;
-        s.write_bytes = x.write_bytes;
-        s.ctx_voluntary = x.ctx_voluntary;
-        s.ctx_involuntary = x.ctx_involuntary;
+        copy_usage(x, s);
         s.interval = resource_interval;
         s.first = x.first;
         s.last = x.last;

@@ -75,14 +75,7 @@ struct ThreadPoolExecutor::Impl {
     s.try_id = try_id;
     s.executor = owner->label();
     s.pid = static_cast<int>(::getpid());
-    s.cpu_user = used.cpu_user;
-    s.cpu_system = used.cpu_system;
-    s.rss = used.rss;
-    s.vms = used.vms;
-    s.read_bytes = used.read_bytes;
-    s.write_bytes = used.write_bytes;
-    s.ctx_voluntary = used.ctx_voluntary;
-    s.ctx_involuntary = used.ctx_involuntary;
+    copy_usage(used, s);
     s.interval = sample_interval;
     s.first = first;
     s.last = last;
