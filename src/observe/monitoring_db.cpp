@@ -5,6 +5,7 @@
 // status rows, with no UPDATE. Later changes to rows of earlier batches are UPDATEs.
 #include "pervade/monitoring.hpp"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -367,6 +368,9 @@ class MonitoringDb final : public Observer {
       db_ = nullptr;
       return ConfigurationError(fmt::format("monitoring database '{}' cannot be used: {}", path_, why));
     };
+    // Made 0600 before SQLite opens it (its -wal and -shm files take the database's mode): task
+    // names, errors and std paths are not for other local users. An existing database keeps its mode.
+    if (const int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
     if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr) !=
         SQLITE_OK)
       throw fail(db_ ? sqlite3_errmsg(db_) : "cannot open");

@@ -265,3 +265,20 @@ def test_ctrl_c_loses_nothing(tmp_path):
     assert one(db, "SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL") == 300
     assert one(db, "SELECT count(*) FROM status WHERE task_status_name='exec_done'") == 300
     assert one(db, "SELECT time_completed FROM workflow") is not None
+
+
+def test_the_database_is_private(tmp_path, no_thread_leak):
+    """monitoring.db and its WAL hold task names, errors and std paths: mode 0600, whatever the umask."""
+    run_dir = str(tmp_path / "runinfo")
+    old = os.umask(0o022)
+    try:
+        config = parsl.Config(executors=[parsl.ThreadPoolExecutor(label="threads", max_threads=1)], run_dir=run_dir,
+                              monitoring=MonitoringHub(resource_monitoring_enabled=False))
+        with parsl.load(config):
+            assert double(2).result(timeout=T) == 4
+            files = [f for f in os.listdir(run_dir) if f.startswith("monitoring.db")]
+            assert "monitoring.db" in files
+            for f in files:
+                assert os.stat(os.path.join(run_dir, f)).st_mode & 0o777 == 0o600, f
+    finally:
+        os.umask(old)
