@@ -40,6 +40,16 @@ def pool_pids():
     return pids
 
 
+def task_running_on_the_only_pool(executor, tmp_path):
+    """(future, pool pid) of a 600 s task that a worker of the executor's one pool has started."""
+    assert wait_until(lambda: len(executor.pools()) == 1, T)
+    pidfile = str(tmp_path / "worker.pid")
+    future = sleep_then(600, "never", pidfile=pidfile)
+    assert wait_until(lambda: os.path.exists(pidfile), T)
+    [pool] = pool_pids()
+    return future, pool
+
+
 @pytest.mark.parametrize("interpreter", ["missing", "without pervade"])
 def test_a_worker_interpreter_that_cannot_start_fails_tasks_at_once_and_stops_the_blocks(
         tmp_path, no_thread_leak, interpreter):
@@ -82,11 +92,7 @@ def test_a_pool_killed_with_sigkill_fails_its_tasks_long_before_the_heartbeat_th
                                  same_host_ipc=same_host_ipc))
     executor = dfk.executors["htex"]
     try:
-        assert wait_until(lambda: len(executor.pools()) == 1, T)
-        pidfile = str(tmp_path / "worker.pid")
-        future = sleep_then(600, "never", pidfile=pidfile)
-        assert wait_until(lambda: os.path.exists(pidfile), T)
-        [pool] = pool_pids()
+        future, pool = task_running_on_the_only_pool(executor, tmp_path)
         os.kill(pool, signal.SIGKILL)
         error = future.exception(timeout=T)
         assert isinstance(error, parsl.ManagerLost), repr(error)
@@ -104,11 +110,7 @@ def test_a_block_whose_process_ended_loses_its_pools_at_once(tmp_path, no_thread
     executor = dfk.executors["htex"]
     pool = 0
     try:
-        assert wait_until(lambda: len(executor.pools()) == 1, T)
-        pidfile = str(tmp_path / "worker.pid")
-        future = sleep_then(600, "never", pidfile=pidfile)
-        assert wait_until(lambda: os.path.exists(pidfile), T)
-        [pool] = pool_pids()
+        future, pool = task_running_on_the_only_pool(executor, tmp_path)
         os.kill(pool, signal.SIGSTOP)
         [job] = executor.blocks.values()  # LocalProvider: the block's bash (the strategy replaces it)
         os.kill(int(job), signal.SIGKILL)

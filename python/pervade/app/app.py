@@ -15,7 +15,7 @@ from .. import _native, memoization
 from ..data import DataFuture, File
 from ..dataflow.dflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from ..futures import AppFuture
-from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
+from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure,
                      MissingOutputs)
 
 AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs

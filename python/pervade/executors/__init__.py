@@ -8,7 +8,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import sys
 import warnings
 
