@@ -29,7 +29,7 @@ struct FetchResult {
   std::string error;  ///< why not, when !ok (the URL is the caller's to add)
   bool from_cache = false;   ///< delivered from the node cache, without a transfer
   std::uint64_t bytes = 0;   ///< size of the file
-  std::string sha256;        ///< hex digest of its content
+  std::string sha256;        ///< hex digest of its content, when a checksum was asked for
 };
 
 /// Fetches an http, https or ftp URL to `path`. The file appears under `path` only complete and

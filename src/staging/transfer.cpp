@@ -8,7 +8,9 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/evp.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -273,7 +275,8 @@ bool head(const std::string& url, const FetchOptions& o, Validators& v) {
   return true;
 }
 
-/// A body being received into a file: hashed, written, its progress reported now and then.
+/// A body being received into a file: written, hashed when a checksum asks for it, its progress
+/// reported now and then.
 struct Sink {
   int fd;
   Sha256* hash;
@@ -291,7 +294,7 @@ std::size_t on_data(char* data, std::size_t size, std::size_t n, void* user) {
     s->write_failed = true;
     return 0;  // makes curl stop with CURLE_WRITE_ERROR
   }
-  s->hash->update(data, len);
+  if (s->hash) s->hash->update(data, len);
   s->bytes += len;
   return len;
 }
@@ -310,13 +313,14 @@ int on_progress(void* user, curl_off_t total, curl_off_t now, curl_off_t, curl_o
   return 0;
 }
 
-/// Receives the URL into fd from byte `offset` on (what fd holds before it was hashed into
-/// `hash`); "" or the error. A server that ignores the range is asked again from the start.
-std::string receive(const std::string& url, const FetchOptions& o, int fd, std::uint64_t offset, Sha256& hash,
-                    std::uint64_t& bytes, bool& restarted) {
+/// Receives the URL into fd from byte `offset` on (what fd holds before was hashed into `hash`,
+/// when there is one); "" or the error. A server that ignores the range is asked again from the
+/// start.
+std::string receive(const std::string& url, const FetchOptions& o, int fd, std::uint64_t offset, Sha256* hash,
+                    std::uint64_t& bytes) {
   char errbuf[CURL_ERROR_SIZE];
   Curl c = make_handle(url, o, errbuf);
-  Sink sink{fd, &hash, 0, false, &o, &url, {}};
+  Sink sink{fd, hash, 0, false, &o, &url, {}};
   curl_easy_setopt(c.get(), CURLOPT_WRITEFUNCTION, on_data);
   curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(c.get(), CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -326,9 +330,8 @@ std::string receive(const std::string& url, const FetchOptions& o, int fd, std::
   CURLcode code = curl_easy_perform(c.get());
   if (code == CURLE_RANGE_ERROR && offset > 0) {  // no ranges here: start again
     if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) return errno_text("cannot truncate");
-    hash.reset();
-    restarted = true;
-    return receive(url, o, fd, 0, hash, bytes, restarted);
+    if (hash) hash->reset();
+    return receive(url, o, fd, 0, hash, bytes);
   }
   bytes = offset + sink.bytes;
   if (sink.write_failed) return errno_text("cannot write the file");
@@ -346,6 +349,7 @@ std::string deliver(int fd, const std::string& path) {
   if (!part.error().empty()) return part.error();
   struct stat st{};
   if (::fstat(fd, &st) != 0) return errno_text("cannot read the cache entry");
+  if (::ioctl(part.fd(), FICLONE, fd) == 0) return part.commit() ? "" : part.error();  // shares blocks (btrfs, xfs)
   loff_t in = 0;
   auto left = static_cast<std::uint64_t>(st.st_size);
   while (left > 0) {
@@ -435,15 +439,24 @@ FetchResult fetch_direct(const std::string& url, const std::string& path, const 
   if (!o.cache_dir.empty()) slot = take_slot(o);
   PartFile part(path);
   if (!part.error().empty()) return fail(part.error());
+  // Hashing costs a fifth of a loopback transfer's time: only when a checksum asks for it.
   Sha256 hash;
+  Sha256* h = o.checksum.empty() ? nullptr : &hash;
   FetchResult r;
-  bool restarted = false;
-  if (auto error = receive(url, o, part.fd(), 0, hash, r.bytes, restarted); !error.empty()) return fail(error);
-  r.sha256 = hash.hex();
-  if (!o.checksum.empty() && o.checksum != "sha256:" + r.sha256) return fail(checksum_error(o.checksum, r.sha256));
+  if (auto error = receive(url, o, part.fd(), 0, h, r.bytes); !error.empty()) return fail(error);
+  if (h) {
+    r.sha256 = hash.hex();
+    if (o.checksum != "sha256:" + r.sha256) return fail(checksum_error(o.checksum, r.sha256));
+  }
   if (!part.commit()) return fail(part.error());
   r.ok = true;
   return r;
+}
+
+/// Keeps an entry's digest beside it (<key>.sha256); a failure only costs hashing it again later.
+void store_digest(const std::string& entry, const std::string& hex) {
+  Fd digest(::open((entry + ".sha256").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (digest) write_all(digest.get(), hex.data(), hex.size());
 }
 
 std::string read_text(const std::string& path) {
@@ -477,7 +490,6 @@ FetchResult fetch(const std::string& url, const std::string& path, const FetchOp
     content = Fd(::open(entry.c_str(), O_RDONLY | O_CLOEXEC));
     if (content) {
       r.from_cache = true;
-      r.sha256 = read_text(entry + ".sha256");
       ::utimensat(AT_FDCWD, entry.c_str(), nullptr, 0);  // recently used
     } else {
       auto slot = take_slot(o);
@@ -486,26 +498,38 @@ FetchResult fetch(const std::string& url, const std::string& path, const FetchOp
       Fd part(::open(part_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
       if (!part) return fail(errno_text(fmt::format("cannot write {}", part_path)));
       Sha256 hash;
+      Sha256* h = o.checksum.empty() ? nullptr : &hash;
       std::uint64_t have = 0;
-      if (!hash_file(part.get(), hash, have) || ::lseek(part.get(), 0, SEEK_END) < 0) {
+      off_t end = ::lseek(part.get(), 0, SEEK_END);
+      if (end < 0 || (h && (!hash_file(part.get(), hash, have) || ::lseek(part.get(), 0, SEEK_END) < 0))) {
         return fail(errno_text(fmt::format("cannot read {}", part_path)));
       }
+      have = static_cast<std::uint64_t>(end);
       if (have > 0 && o.log) o.log(fmt::format("staging {}: resuming at byte {}", url, have));
-      bool restarted = false;
-      if (auto error = receive(url, o, part.get(), have, hash, r.bytes, restarted); !error.empty()) {
+      if (auto error = receive(url, o, part.get(), have, h, r.bytes); !error.empty()) {
         return fail(error);  // <key>.part stays for the retry to resume
       }
-      r.sha256 = hash.hex();
-      if (!o.checksum.empty() && o.checksum != "sha256:" + r.sha256) {
-        ::unlink(part_path.c_str());
-        return fail(checksum_error(o.checksum, r.sha256));
+      if (h) {
+        r.sha256 = hash.hex();
+        if (o.checksum != "sha256:" + r.sha256) {
+          ::unlink(part_path.c_str());
+          return fail(checksum_error(o.checksum, r.sha256));
+        }
+        store_digest(entry, r.sha256);
       }
-      Fd digest(::open((entry + ".sha256").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      if (!digest || !write_all(digest.get(), r.sha256.data(), r.sha256.size()) ||
-          ::rename(part_path.c_str(), entry.c_str()) != 0) {
-        return fail(errno_text(fmt::format("cannot store {}", entry)));
-      }
+      if (::rename(part_path.c_str(), entry.c_str()) != 0) return fail(errno_text(fmt::format("cannot store {}", entry)));
       content = std::move(part);
+    }
+    if (!o.checksum.empty() && r.sha256.empty()) {
+      // An entry fetched without a checksum: its digest is computed once and kept beside it.
+      r.sha256 = read_text(entry + ".sha256");
+      std::uint64_t size = 0;
+      Sha256 hash;
+      if (r.sha256.empty()) {
+        if (!hash_file(content.get(), hash, size)) return fail(errno_text(fmt::format("cannot read {}", entry)));
+        r.sha256 = hash.hex();
+        store_digest(entry, r.sha256);
+      }
     }
   }
   if (!r.from_cache) evict(o);

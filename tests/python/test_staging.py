@@ -10,6 +10,7 @@ import socket
 import zipfile
 
 import pytest
+from conftest import wait_until
 from staging_servers import FileServer, FtpServer, self_signed_certificate, tls_server_context
 
 import pervade as parsl
@@ -119,7 +120,7 @@ def test_http_separate_task_as_argument_keyword_and_input(load, http, tmp_path):
     assert read_keyword(x=File(url)).result(timeout=T) == BODY
     assert read_inputs(inputs=[File(url), File(url)]).result(timeout=T) == [BODY, BODY]
     assert (tmp_path / "work" / "unsorted.txt").read_bytes() == BODY
-    assert dfk.outstanding_tasks == 0
+    assert wait_until(lambda: dfk.outstanding_tasks == 0, T)  # no staging task left behind
     assert not no_partial_files(tmp_path)
 
 
@@ -202,6 +203,20 @@ def test_a_changed_file_is_fetched_again(load, http, tmp_path):
     http.files["/v.txt"] = b"version 2\n"  # a new ETag: a new cache entry
     assert read(File(url)).result(timeout=T) == b"version 2\n"
     assert http.gets["/v.txt"] == 2
+
+
+def test_checksum_of_a_cached_entry(load, http, tmp_path):
+    """An entry first fetched without a checksum is verified when a File with one asks for it."""
+    data = os.urandom(30_000)
+    url = http.add("/e.bin", data)
+    good = "sha256:" + hashlib.sha256(data).hexdigest()
+    bad = "sha256:" + hashlib.sha256(b"other").hexdigest()
+    load(executors=[threads(tmp_path)])
+    assert read(File(url)).result(timeout=T) == data
+    assert read(File(url, checksum=good)).result(timeout=T) == data
+    e = staging_error(read(File(url, checksum=bad)), "checksum mismatch")
+    assert bad in str(e) and good in str(e)
+    assert http.gets["/e.bin"] == 1
 
 
 def test_cache_size_limit_and_off(load, http, tmp_path, monkeypatch):
