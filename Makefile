@@ -6,7 +6,7 @@ BUILD_DIR ?= build
 # Debian packages the build and tests need (checked with dpkg, installed only when missing);
 # graphviz: parsl-visualize draws its DAG pages with dot (tests/python/test_monitoring_visualize.py);
 # libcurl4-openssl-dev, libssl-dev: staging's transfers (src/staging); rsync, openssh-server,
-# openssh-client: RSyncStaging over ssh to a test host (tests/python/test_staging_rsync.py).
+# openssh-client: RSyncStaging over ssh to a test host (tests/python/test_staging_hosts.py).
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz \
 	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client
 # pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py).

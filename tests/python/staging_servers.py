@@ -1,4 +1,4 @@
-"""Real file servers on loopback for the staging tests: HTTP, HTTPS (a self-signed certificate made
+"""Real file servers on loopback (or a test network's bridge) for the staging tests: HTTP, HTTPS (a self-signed certificate made
 for the test) and FTP (pyftpdlib). Each runs on threads of the test process, is started by a
 fixture and stopped (its threads joined) afterwards.
 
@@ -24,7 +24,7 @@ class FileServer:
     `fail_next[path] = n` answers the next n GETs with 500; `cut_next[path] = n` sends the next
     GET only n bytes of the body, then closes; `hang` paths never answer (until the server stops)."""
 
-    def __init__(self, tls_context: ssl.SSLContext | None = None):
+    def __init__(self, tls_context: ssl.SSLContext | None = None, address: str = "127.0.0.1"):
         self.files: dict = {}
         self.gets = collections.Counter()
         self.ranges = collections.defaultdict(list)
@@ -83,18 +83,18 @@ class FileServer:
                     return
                 self.wfile.write(data[start:])
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((address, 0), Handler)
         self.httpd.daemon_threads = False  # server_close() joins the request threads
         if tls_context is not None:
             self.httpd.socket = tls_context.wrap_socket(self.httpd.socket, server_side=True)
         self.scheme = "https" if tls_context is not None else "http"
-        self.port = self.httpd.server_address[1]
+        self.address, self.port = address, self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="test-file-server")
         self._thread.start()
 
     def url(self, path: str) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://{self.address}:{self.port}{path}"
 
     def add(self, path: str, data: bytes) -> str:
         """Serves data at path; returns its URL."""

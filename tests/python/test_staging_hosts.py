@@ -1,6 +1,9 @@
-"""RSyncStaging over ssh: an sshd started by the test on a network-namespace test host (host "a" of
-tests/python/cluster/netns.py) with keys made for the test; the task's node (this machine) pulls
-its input from that host and pushes its output back, as a worker node would from the submit host."""
+"""Staging with test hosts (network namespaces, tests/python/cluster/netns.py).
+
+RSyncStaging over ssh: an sshd started by the test on host "a" with keys made for the test; the
+task's node (this machine) pulls its input from that host and pushes its output back, as a worker
+node would from the submit host. Pools on hosts a and b stage their own tasks' inputs from a
+server on this machine, each through its own node cache."""
 
 import os
 import re
@@ -83,3 +86,60 @@ def test_rsync_bad_host_fails_the_task(load, ssh_host, tmp_path):
         upper(inputs=[File(str(source))], outputs=[File(str(tmp_path / "out.txt"))]).result(timeout=T)
     assert str(source) in str(e.value)
     assert not (tmp_path / "work" / "in.txt").exists()
+
+
+# ---------------------------------------------------------------------------------- pools on test hosts
+
+
+@python_app(executors=["htex"])
+def staged_on(f, barrier_dir, count):
+    """(hostname, sha256 of the staged file) once `count` tasks have started: with as many
+    workers in all, every pool runs its share."""
+    import hashlib
+    import socket
+    import time
+
+    open(os.path.join(barrier_dir, f"{socket.gethostname()}-{os.getpid()}"), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(barrier_dir)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(f, "rb") as fh:
+        return socket.gethostname(), hashlib.sha256(fh.read()).hexdigest()
+
+
+def test_pools_on_two_hosts_stage_their_own_inputs(hosts_network, tmp_path, monkeypatch, no_thread_leak):
+    """Pools on hosts a and b fetch an input from a server on this machine (over the test network)
+    for their own tasks; each host has its own node cache: one GET per host."""
+    import hashlib
+
+    import pervade as parsl
+    from cluster.pools import HostPools
+    from staging_servers import FileServer
+    from test_hosts import host_htex
+
+    from pervade.data_provider.http import HTTPInTaskStaging
+
+    server = FileServer(address=hosts_network.host_address)
+    data = os.urandom(100_000)
+    url = server.add("/input.bin", data)
+    ex = host_htex("htex", hosts_network.host_address, working_dir=str(tmp_path / "work"),
+                   storage_access=[HTTPInTaskStaging()])
+    dfk = parsl.load(parsl.Config(executors=[ex], run_dir=str(tmp_path / "runinfo")))
+    pools = HostPools(str(tmp_path / "pools"))
+    try:
+        for name in ("a", "b"):
+            monkeypatch.setenv("PERVADE_STAGING_CACHE", str(tmp_path / f"cache-{name}"))  # the pool's node cache
+            pools.start(hosts_network.host(name), ex, block_id=name)
+        assert wait_until(lambda: len(ex.pools()) == 2, T), ex.refusals()
+        barrier = tmp_path / "barrier"
+        barrier.mkdir()
+        results = [f.result(timeout=T) for f in [staged_on(File(url), str(barrier), 4) for _ in range(4)]]
+        assert sorted(results) == [("host-a", hashlib.sha256(data).hexdigest())] * 2 + \
+            [("host-b", hashlib.sha256(data).hexdigest())] * 2
+        assert server.gets["/input.bin"] == 2  # one transfer per host
+        dfk.cleanup()
+    finally:
+        parsl.clear()
+        left = pools.stop()
+        server.stop()
+        assert not left, f"processes left on the hosts: {left}"
