@@ -1233,10 +1233,11 @@ NB_MODULE(_native, m) {
 
   m.def(
       "thread_pool_executor",
-      [](int max_threads, const std::string& label) {
-        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label)};
+      [](int max_threads, const std::string& label, double shutdown_grace) {
+        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label,
+                                                              std::chrono::duration<double>(shutdown_grace))};
       },
-      nb::arg("max_threads"), nb::arg("label"));
+      nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
 
   m.def(
       "monitoring_db",
