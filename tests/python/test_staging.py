@@ -219,6 +219,18 @@ def test_checksum_of_a_cached_entry(load, http, tmp_path):
     assert http.gets["/e.bin"] == 1
 
 
+def test_a_task_writing_its_staged_file_does_not_poison_the_cache(load, http, tmp_path):
+    """The task that fetched gets the cache entry itself (no copy); writing to it drops the entry."""
+    data = os.urandom(50_000)
+    url = http.add("/w.bin", data)
+    load(executors=[threads(tmp_path)])
+    assert read(File(url)).result(timeout=T) == data
+    with open(tmp_path / "work" / "w.bin", "ab") as f:  # what a task may do to its input
+        f.write(b"changed")
+    assert read(File(url)).result(timeout=T) == data
+    assert http.gets["/w.bin"] == 2
+
+
 def test_cache_size_limit_and_off(load, http, tmp_path, monkeypatch):
     url = http.add("/big.bin", os.urandom(20_000))
     monkeypatch.setenv("PERVADE_STAGING_CACHE_GB", str(10_000 / 2**30))  # smaller than the file
