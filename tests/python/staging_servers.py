@@ -22,7 +22,8 @@ class FileServer:
     ranges (`Range: bytes=N-`). `gets[path]` counts the GET requests for each path (what the tests
     count transfers with), `ranges[path]` lists the first byte each GET asked for.
     `fail_next[path] = n` answers the next n GETs with 500; `cut_next[path] = n` sends the next
-    GET only n bytes of the body, then closes; `hang` paths never answer (until the server stops)."""
+    GET only n bytes of the body, then closes; `drip[path] = n` sends the body in n pieces, 50 ms
+    apart (a slow transfer); `hang` paths never answer (until the server stops)."""
 
     def __init__(self, tls_context: ssl.SSLContext | None = None, address: str = "127.0.0.1"):
         self.files: dict = {}
@@ -30,6 +31,7 @@ class FileServer:
         self.ranges = collections.defaultdict(list)
         self.fail_next = collections.Counter()
         self.cut_next: dict = {}
+        self.drip: dict = {}
         self.hang: set = set()
         self._stopping = threading.Event()
         server = self
@@ -76,6 +78,14 @@ class FileServer:
                 start = int(match.group(1)) if match else 0
                 server.ranges[path].append(start)
                 self._headers(data, start)
+                pieces = server.drip.get(path)
+                if pieces:
+                    step = -(-(len(data) - start) // pieces)
+                    for i in range(start, len(data), step):
+                        self.wfile.write(data[i:i + step])
+                        self.wfile.flush()
+                        server._stopping.wait(0.05)
+                    return
                 cut = server.cut_next.pop(path, None)
                 if cut is not None:
                     self.wfile.write(data[start:cut])

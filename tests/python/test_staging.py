@@ -231,6 +231,20 @@ def test_a_task_writing_its_staged_file_does_not_poison_the_cache(load, http, tm
     assert http.gets["/w.bin"] == 2
 
 
+def test_progress_of_a_long_transfer_is_logged(load, http, tmp_path, monkeypatch, caplog):
+    from pervade.data_provider import transfer
+
+    monkeypatch.setattr(transfer, "PROGRESS_INTERVAL", 0.05)
+    data = os.urandom(100_000)
+    url = http.add("/slow.bin", data)
+    http.drip["/slow.bin"] = 10  # about half a second
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])])
+    with caplog.at_level("INFO", logger="pervade.data_provider.transfer"):
+        assert read(File(url)).result(timeout=T) == data
+    lines = [r.getMessage() for r in caplog.records if r.name == "pervade.data_provider.transfer"]
+    assert any(line.startswith(f"staging {url}: ") and line.endswith(" of 100000 bytes") for line in lines), lines
+
+
 def test_cache_size_limit_and_off(load, http, tmp_path, monkeypatch):
     url = http.add("/big.bin", os.urandom(20_000))
     monkeypatch.setenv("PERVADE_STAGING_CACHE_GB", str(10_000 / 2**30))  # smaller than the file
