@@ -790,8 +790,8 @@ void PyTask::compute_memo_key(const MemoKeyReply& reply) {
 // goes through the Python method.
 void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_finish = PyUnicode_InternFromString("_finish");
-  static PyObject* s_condition = PyUnicode_InternFromString("_condition");
-  static PyObject* s_callbacks = PyUnicode_InternFromString("_done_callbacks");
+  static PyObject* s_cond = PyUnicode_InternFromString("_cond");
+  static PyObject* s_callbacks = PyUnicode_InternFromString("_callback_list");
   static PyObject* s_result = PyUnicode_InternFromString("_result");
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
@@ -802,15 +802,17 @@ void PyTask::complete(const TaskRecord& record) {
   bool ok = true;
   try {
     nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
-    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
-    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
-                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+    PyObject* cond = PyObject_GetAttr(fut, s_cond);
+    PyObject* callbacks = cond ? PyObject_GetAttr(fut, s_callbacks) : nullptr;
+    const bool fast = cond == Py_None && callbacks == Py_None;
+    Py_XDECREF(cond);
+    Py_XDECREF(callbacks);
+    PyErr_Clear();  // no such attributes: not an AppFuture, its _finish decides
     if (fast) {
       // The completion thread holds the GIL and runs no Python code here, so no waiter can
       // appear between these writes.
-      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-           PyDict_SetItem(dict, s_state, s_finished) == 0;
+      ok = PyObject_SetAttr(fut, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+           PyObject_SetAttr(fut, s_state, s_finished) == 0;
     } else {
       PyObject* none = Py_None;
       PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
@@ -818,7 +820,6 @@ void PyTask::complete(const TaskRecord& record) {
       ok = r != nullptr;
       Py_XDECREF(r);
     }
-    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
     ok = false;
