@@ -10,7 +10,7 @@ from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 
 
 _MISSING = object()
-_LAZY_LOCK = threading.Lock()  # makes an AppFuture's Condition and lists, once each
+_LAZY_LOCK = threading.Lock()  # makes an AppFuture's Condition and lists, and a PickledResult's value, once each
 
 
 def _datetime(seconds):
@@ -22,18 +22,23 @@ class PickledResult:
     this, and result() unpickles it on first use: a result that only feeds remote dependents is
     forwarded as bytes and never unpickled in the driver."""
 
+    __slots__ = ("data", "buffers", "value")  # no __dict__: one object for the garbage collector
+
     def __init__(self, data: bytes, buffers=None):
         self.data = data
-        self.buffers = buffers  # a big result's out-of-band buffers: memoryviews over its frames
+        self.buffers = buffers  # a big result's out-of-band buffers (pervade._native.buffer_views)
+        self.value = _MISSING
 
     def load(self):
-        state = self.__dict__
         data, buffers = self.data, self.buffers  # read before the value: a loader stores it, then drops these
-        value = state.get("value", _MISSING)
+        value = self.value
         if value is _MISSING:
-            # Two threads may load at once: dict.setdefault is atomic, the first value stored wins.
-            value = state.setdefault("value", pickle.loads(data, buffers=buffers))
-            self.data = self.buffers = None
+            loaded = pickle.loads(data, buffers=buffers)
+            with _LAZY_LOCK:  # two threads may load at once: the first value stored wins
+                value = self.value
+                if value is _MISSING:
+                    value = self.value = loaded
+                    self.data = self.buffers = None
         return value
 
 
