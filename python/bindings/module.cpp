@@ -1251,6 +1251,7 @@ NB_MODULE(_native, m) {
 
   pervade::bindings::bind_providers(m);
   pervade::bindings::bind_log_observer(m);
+  pervade::bindings::bind_staging(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
   // starts its blocks through `provider` once the interchange listens, with python_workers pools
