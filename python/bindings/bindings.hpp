@@ -15,5 +15,7 @@ struct ObserverHandle {
 };
 // LogObserver (log_observer.cpp).
 void bind_log_observer(nanobind::module_& m);
+// The monitoring database and call descriptions (monitoring.cpp).
+void bind_monitoring(nanobind::module_& m);
 
 }  // namespace pervade::bindings

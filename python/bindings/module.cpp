@@ -1196,6 +1196,7 @@ NB_MODULE(_native, m) {
 
   pervade::bindings::bind_providers(m);
   pervade::bindings::bind_log_observer(m);
+  pervade::bindings::bind_monitoring(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
   // starts its blocks through `provider` once the interchange listens, with python_workers pools
@@ -1236,20 +1237,6 @@ NB_MODULE(_native, m) {
         return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label)};
       },
       nb::arg("max_threads"), nb::arg("label"));
-
-  m.def(
-      "monitoring_db",
-      [](const std::string& path, const std::string& workflow_name, const std::string& workflow_version,
-         bool resource_monitoring_enabled, double resource_monitoring_interval) {
-        MonitoringOptions o;
-        o.workflow_name = workflow_name;
-        o.workflow_version = workflow_version;
-        o.resource_monitoring_enabled = resource_monitoring_enabled;
-        o.resource_monitoring_interval = resource_monitoring_interval;
-        return bindings::ObserverHandle{make_monitoring_db(path, std::move(o))};
-      },
-      nb::arg("path"), nb::arg("workflow_name"), nb::arg("workflow_version"), nb::arg("resource_monitoring_enabled"),
-      nb::arg("resource_monitoring_interval"));
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
