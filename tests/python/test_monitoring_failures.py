@@ -102,8 +102,9 @@ def test_json_logging_gives_a_json_database_manager_log(load):
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple"])
-def test_a_block_is_pending_then_scaled_in_at_cleanup(tmp_path, no_thread_leak, strategy):
-    # Parsl's test_htex_init_blocks_vs_monitoring: one PENDING and one SCALED_IN row for the block.
+def test_a_block_and_its_pool_are_recorded_until_shutdown(tmp_path, no_thread_leak, strategy):
+    # Parsl's test_htex_init_blocks_vs_monitoring: one PENDING and one SCALED_IN row for the block;
+    # and the pool's node rows end with it inactive.
     db = tmp_path / "monitoring.db"
     config = parsl.Config(
         run_dir=str(tmp_path), strategy=strategy, strategy_period=0.1,
@@ -117,6 +118,8 @@ def test_a_block_is_pending_then_scaled_in_at_cleanup(tmp_path, no_thread_leak, 
     with sqlite3.connect(db) as c:
         rows = c.execute("SELECT status FROM block WHERE block_id='0' AND run_id=? ORDER BY timestamp",
                          (run_id,)).fetchall()
+        nodes = c.execute("SELECT active FROM node WHERE run_id=? ORDER BY timestamp", (run_id,)).fetchall()
+    assert nodes[0] == (1,) and nodes[-1] == (0,), nodes
     statuses = [r[0] for r in rows]
     assert statuses.count("PENDING") == 1 and statuses.count("SCALED_IN") == 1, statuses
     assert statuses[0] == "PENDING" and statuses[-1] == "SCALED_IN", statuses
