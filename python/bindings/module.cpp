@@ -1252,6 +1252,7 @@ NB_MODULE(_native, m) {
   pervade::bindings::bind_providers(m);
   pervade::bindings::bind_log_observer(m);
   pervade::bindings::bind_staging(m);
+  pervade::bindings::bind_monitoring(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
   // starts its blocks through `provider` once the interchange listens, with python_workers pools
@@ -1293,20 +1294,6 @@ NB_MODULE(_native, m) {
                                                               std::chrono::duration<double>(shutdown_grace))};
       },
       nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
-
-  m.def(
-      "monitoring_db",
-      [](const std::string& path, const std::string& workflow_name, const std::string& workflow_version,
-         bool resource_monitoring_enabled, double resource_monitoring_interval) {
-        MonitoringOptions o;
-        o.workflow_name = workflow_name;
-        o.workflow_version = workflow_version;
-        o.resource_monitoring_enabled = resource_monitoring_enabled;
-        o.resource_monitoring_interval = resource_monitoring_interval;
-        return bindings::ObserverHandle{make_monitoring_db(path, std::move(o))};
-      },
-      nb::arg("path"), nb::arg("workflow_name"), nb::arg("workflow_version"), nb::arg("resource_monitoring_enabled"),
-      nb::arg("resource_monitoring_interval"));
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,

@@ -392,6 +392,12 @@ class HighThroughputExecutor(ParslExecutor):
         """The file pools read the interchange's public key from (None if unencrypted)."""
         return (self._native.server_key_file or None) if self._native else None
 
+    @property
+    def hub_zmq_port(self) -> int:
+        """Parsl's name for the port where this executor's monitoring messages arrive: pervade's
+        pools send theirs (resource samples, node facts) over the interchange's port."""
+        return self._started_native().port
+
     def _started_native(self):
         if self._native is None:
             raise ConfigurationError(f"executor {self.label!r} is not started: load a Config with it first")
