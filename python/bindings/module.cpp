@@ -21,6 +21,8 @@
 
 #include <Python.h>
 #include <pythread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <condition_variable>
@@ -276,12 +278,63 @@ nb::object describe_failures(const PropagatedError::Failures& failed) {
   return out;
 }
 
-// Read-only memoryviews over a big result's out-of-band buffers (the ZeroMQ frames they
-// arrived in, not copied), each keeping its frame alive as long as the view or what unpickling
-// made of it lives.
+// A big result's out-of-band buffers become bytes objects as they arrive
+// (set_result_buffer_hook), on the executor's thread: a pool app that returns 1 GB of bytes
+// costs the driver 1 GB, not the ZeroMQ frame plus its copy. Unpickling is then handed the bytes
+// object itself, which pervade.serialize's rebuild returns as the value: no copy at all.
+struct PyBytesOwner {  // the deleter that marks a SharedBuffer as owned by a bytes object
+  void operator()(const void* bytes) const { PyRef::steal(static_cast<PyObject*>(const_cast<void*>(bytes))); }
+};
+
+// memcpy that gives the source's pages back to the kernel as it goes (MADV_DONTNEED on the
+// pages it has copied), so the copy never holds both whole. Only for a source nobody reads again.
+void copy_releasing_source(char* to, const char* from, std::size_t n) {
+  constexpr std::size_t kChunk = std::size_t{32} << 20;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<std::uintptr_t>(from);
+  std::uintptr_t released = (start + page - 1) / page * page;  // whole pages inside the source only
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t k = std::min(kChunk, n - done);
+    std::memcpy(to + done, from + done, k);
+    done += k;
+    const std::uintptr_t end = (start + done) / page * page;
+    if (end > released) {
+      ::madvise(reinterpret_cast<void*>(released), end - released, MADV_DONTNEED);
+      released = end;
+    }
+  }
+}
+
+void adopt_result_buffers(std::vector<SharedBuffer>& buffers) {
+  for (SharedBuffer& b : buffers) {
+    if (std::get_deleter<PyBytesOwner>(b.owner)) continue;
+    PyObject* bytes;
+    {
+      nb::gil_scoped_acquire gil;
+      bytes = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(b.size));
+      if (!bytes) {  // no memory for it now: the value is unpickled from the frame later
+        PyErr_Clear();
+        continue;
+      }
+    }
+    if (b.owner.use_count() == 1)
+      copy_releasing_source(PyBytes_AS_STRING(bytes), b.data, b.size);
+    else
+      std::memcpy(PyBytes_AS_STRING(bytes), b.data, b.size);
+    b = SharedBuffer{std::shared_ptr<const void>(bytes, PyBytesOwner{}), PyBytes_AS_STRING(bytes), b.size};
+  }
+}
+
+// What unpickling gets for a big result's out-of-band buffers: the bytes objects they became,
+// or read-only memoryviews over the ZeroMQ frames they arrived in (not copied), each keeping its
+// frame alive as long as the view or what unpickling made of it lives.
 nb::list buffer_views(const std::vector<SharedBuffer>& buffers) {
   nb::list out;
   for (const SharedBuffer& b : buffers) {
+    if (std::get_deleter<PyBytesOwner>(b.owner)) {
+      out.append(nb::borrow(static_cast<PyObject*>(const_cast<void*>(b.owner.get()))));
+      continue;
+    }
     auto* owner = new SharedBuffer(b);
     nb::capsule keep(owner, [](void* p) noexcept { delete static_cast<SharedBuffer*>(p); });
     const std::size_t shape[1] = {b.size};
@@ -1127,6 +1180,7 @@ NB_MODULE(_native, m) {
   // Futures and kernels held by module globals at interpreter exit are normal in Python;
   // the engine itself is stopped by DataFlowKernel.cleanup (also registered with atexit).
   nb::set_leak_warnings(false);
+  set_result_buffer_hook(&adopt_result_buffers);
 
   nb::class_<TaskHandle>(m, "TaskHandle")
       .def_prop_ro("id", [](const TaskHandle& t) { return t.record->id().value; })
@@ -1329,10 +1383,11 @@ NB_MODULE(_native, m) {
 
   m.def(
       "thread_pool_executor",
-      [](int max_threads, const std::string& label) {
-        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label)};
+      [](int max_threads, const std::string& label, double shutdown_grace) {
+        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label,
+                                                              std::chrono::duration<double>(shutdown_grace))};
       },
-      nb::arg("max_threads"), nb::arg("label"));
+      nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
 
   m.def(
       "monitoring_db",

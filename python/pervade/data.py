@@ -6,6 +6,8 @@ import os
 from concurrent.futures import Future
 from urllib.parse import urlparse
 
+from .errors import ConfigurationError
+
 
 class File:
     """A file named by a path or URL; passed in `inputs=` / `outputs=` to chain apps through files.
@@ -20,7 +22,7 @@ class File:
             raise TypeError(f"File() takes a str or os.PathLike, got {type(url).__name__}")
         self.url = str(url) if isinstance(url, str) else os.fspath(url)
         if not self.url:
-            raise ValueError("File() needs a path or URL, got an empty one")
+            raise ConfigurationError("File() needs a non-empty path or URL, got ''")
         parsed = urlparse(self.url)
         self.scheme = parsed.scheme or "file"
         self.netloc = parsed.netloc

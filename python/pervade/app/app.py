@@ -15,7 +15,7 @@ from .. import _native, memoization
 from ..data import DataFuture, File
 from ..dataflow.dflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from ..futures import AppFuture
-from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure,
+from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
                      MissingOutputs)
 
 AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs
@@ -102,7 +102,7 @@ class AppBase:
         walltime = merged.get("walltime")
         if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
                                      or not 0 < walltime < math.inf):
-            raise ValueError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
+            raise ConfigurationError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
         return dfk, merged, reserved_id, self._memo(dfk, args, merged, ignore)
 
     def _memo(self, dfk, args, kwargs, ignore):

@@ -41,25 +41,37 @@ class ThreadPoolExecutor(ParslExecutor):
     Python code holds the GIL while it runs, so threads help apps that wait (I/O, sleep,
     subprocesses, bash apps) or release the GIL (NumPy). `thread_name_prefix`,
     `storage_access` and `working_dir` are accepted for Parsl compatibility and stored.
+
+    At cleanup, running apps are interrupted (DataFlowKernelClosed is raised in Python code, bash
+    commands are killed). One that cannot be interrupted (blocked in a C call, such as
+    `threading.Event().wait()`) is given up after `shutdown_grace` seconds (pervade's option;
+    Parsl waits forever): its future fails with DataFlowKernelClosed and its thread is left to
+    end with the process.
     """
 
     def __init__(self, label: str = "threads", max_threads: int | None = 2, thread_name_prefix: str | None = None,
-                 storage_access=None, working_dir: str | None = None, remote_monitoring_radio=None):
+                 storage_access=None, working_dir: str | None = None, remote_monitoring_radio=None,
+                 shutdown_grace: float = 10.0):
         if not isinstance(label, str) or not label:
             raise ConfigurationError(f"ThreadPoolExecutor label must be a non-empty str, got {label!r}")
         if max_threads is None:
             max_threads = min(32, (os.cpu_count() or 1) + 4)  # concurrent.futures' default
         if not isinstance(max_threads, int) or isinstance(max_threads, bool) or max_threads < 1:
             raise ConfigurationError(f"ThreadPoolExecutor max_threads must be an int >= 1, got {max_threads!r}")
+        if (isinstance(shutdown_grace, bool) or not isinstance(shutdown_grace, (int, float))
+                or not 0 <= shutdown_grace < math.inf):
+            raise ConfigurationError("ThreadPoolExecutor shutdown_grace must be a finite number of seconds >= 0, "
+                                     f"got {shutdown_grace!r}")
         self.label = label
         self.max_threads = max_threads
+        self.shutdown_grace = float(shutdown_grace)
         self.thread_name_prefix = thread_name_prefix or f"ThreadPoolExecutor-{label}"
         self.storage_access = storage_access
         self.working_dir = working_dir
         self.remote_monitoring_radio = remote_monitoring_radio
 
     def _native_executor(self):
-        return _native.thread_pool_executor(self.max_threads, self.label)
+        return _native.thread_pool_executor(self.max_threads, self.label, self.shutdown_grace)
 
     def __repr__(self) -> str:
         return f"ThreadPoolExecutor(label={self.label!r}, max_threads={self.max_threads})"

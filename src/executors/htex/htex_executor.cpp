@@ -161,7 +161,7 @@ struct HighThroughputExecutor::Impl {
   void on_completed(std::vector<interchange::Completed>&& done) {
     std::vector<Completion> out;
     out.reserve(done.size());
-    std::lock_guard lock(flight_mutex);
+    std::unique_lock lock(flight_mutex);
     for (auto& c : done) {
       auto it = in_flight.find(c.task_id);
       if (it == in_flight.end()) continue;
@@ -185,6 +185,10 @@ struct HighThroughputExecutor::Impl {
       }
       out.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
     }
+    lock.unlock();
+    if (const auto hook = result_buffer_hook())
+      for (auto& c : out)
+        if (auto* r = std::any_cast<RemoteBytes>(&c.outcome.value); r && !r->buffers.empty()) hook(r->buffers);
     if (!out.empty()) sink->post(std::move(out));
   }
 
