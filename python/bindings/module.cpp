@@ -14,6 +14,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -31,6 +32,7 @@
 #include <thread>
 
 #include "bindings.hpp"
+#include "executors/htex/strategy.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
@@ -144,6 +146,13 @@ bool interpreter_finalizing() {
   return _Py_IsFinalizing();
 #endif
 }
+
+}  // namespace
+
+void pervade::bindings::release_python_ref(PyObject* o) { PyRef::steal(o).reset(); }
+bool pervade::bindings::python_exiting() { return !Py_IsInitialized() || interpreter_finalizing(); }
+
+namespace {
 
 struct EngineThreadState {
   PyThreadState* state = nullptr;
@@ -447,6 +456,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) override;
   void task_final(const TaskRecordPtr& task) override;
   void request_memo_key(const TaskContext& ctx, MemoKeyReply reply) override;
+  void request_serialized(const std::any& value, SerializeReply reply) override;
 
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
@@ -664,6 +674,9 @@ class CompletionThread {
   void push_memo_key(std::shared_ptr<PyTask> task, TaskBody::MemoKeyReply reply) {
     push(Item{std::move(task), nullptr, false, StopReason::walltime, std::move(reply)});
   }
+  void push_serialize(std::any value, TaskBody::SerializeReply reply) {
+    push(Item{nullptr, nullptr, false, StopReason::walltime, {}, std::move(value), std::move(reply)});
+  }
 
   // Delivers everything queued so far, then ends the thread. Call without the GIL.
   void stop() {
@@ -683,6 +696,8 @@ class CompletionThread {
     bool interrupt;
     StopReason reason = StopReason::walltime;
     TaskBody::MemoKeyReply memo_key;  // set: compute the task's memo key
+    std::any value;                   // with serialized: pickle this value for the memo table
+    TaskBody::SerializeReply serialized;
   };
 
   void push(Item item) {
@@ -717,6 +732,8 @@ class CompletionThread {
           item.task->inject_stop(item.reason);
         else if (item.memo_key)
           item.task->compute_memo_key(item.memo_key);
+        else if (item.serialized)
+          item.serialized(serialize_for_memo(to_python(item.value).ptr()));
         else
           item.task->complete(*item.record);
       }
@@ -766,6 +783,12 @@ void PyTask::task_final(const TaskRecordPtr& task) { completions_->push_final(sh
 // thread, after the futures it depends on (queued there before) have been completed.
 void PyTask::request_memo_key(const TaskContext&, MemoKeyReply reply) {
   completions_->push_memo_key(shared_from_this(), std::move(reply));
+}
+
+// A memoized join's value is pickled on the completion thread, after the futures of the tasks
+// it joined (queued there before) were completed.
+void PyTask::request_serialized(const std::any& value, SerializeReply reply) {
+  completions_->push_serialize(value, std::move(reply));
 }
 
 void PyTask::compute_memo_key(const MemoKeyReply& reply) {
@@ -856,6 +879,16 @@ void PyTask::untrack() {
 }
 
 // ---------------------------------------------------------------- the kernel object
+
+// (block id, job id, state number, message, exit code or None, log path) per block: pervade.executors
+// makes JobStatus objects of them. GIL held.
+nb::list block_tuples(const std::vector<BlockStatus>& blocks) {
+  nb::list out;
+  for (const auto& b : blocks)
+    out.append(nb::make_tuple(b.block_id, b.job_id, static_cast<int>(b.status.state), b.status.message,
+                              b.status.exit_code, b.status.log_path));
+  return out;
+}
 
 class Executor_ {
  public:
@@ -1196,29 +1229,53 @@ NB_MODULE(_native, m) {
       .def_prop_ro("outstanding", [](const Executor_& e) { return e.htex().outstanding(); })
       .def("refusals", [](const Executor_& e) { return e.htex().refusals(); })
       .def("failure", [](const Executor_& e) { return e.htex().failure(); })
+      .def("fail",
+           [](Executor_& e, const std::string& reason) {
+             nb::gil_scoped_release release;  // cancels the blocks, maybe through Python provider methods
+             e.htex().fail(reason);
+           })
+      .def("connected_blocks",
+           [](const Executor_& e) {
+             nb::gil_scoped_release release;
+             return e.htex().connected_blocks();
+           })
       .def("hold", [](Executor_& e, const std::string& pool, bool held) { return e.htex().hold(pool, held); })
       .def("drain", [](Executor_& e, const std::string& pool) { return e.htex().drain(pool); })
-      .def("pool_command", [](const Executor_& e, const std::string& block) { return e.htex().pool_command(block); })
-      .def_prop_ro("server_key_file", [](const Executor_& e) { return e.htex().server_key_file(); })
+      // Without the GIL: the block manager's lock may be held by a thread that waits for the
+      // GIL (a provider or launcher written in Python, called while a block is submitted).
+      .def("pool_command",
+           [](const Executor_& e, const std::string& block) {
+             nb::gil_scoped_release release;
+             return e.htex().pool_command(block);
+           })
+      .def_prop_ro("server_key_file",
+                   [](const Executor_& e) {
+                     nb::gil_scoped_release release;
+                     return e.htex().server_key_file();
+                   })
       .def("scale_out",
            [](Executor_& e, int count) {
              nb::gil_scoped_release release;
              return e.htex().scale_out(count);
            })
-      .def("blocks",
-           [](const Executor_& e) {
-             std::vector<BlockStatus> blocks;
-             {
-               nb::gil_scoped_release release;
-               blocks = e.htex().blocks();
-             }
-             // (block id, job id, state number, message, exit code or None, log path)
-             nb::list out;
-             for (const auto& b : blocks)
-               out.append(nb::make_tuple(b.block_id, b.job_id, static_cast<int>(b.status.state), b.status.message,
-                                         b.status.exit_code, b.status.log_path));
-             return out;
-           })
+      .def(
+          "scale_in",
+          [](Executor_& e, int count, std::optional<double> max_idletime) {
+            nb::gil_scoped_release release;
+            return e.htex().scale_in(count, max_idletime);
+          },
+          nb::arg("count"), nb::arg("max_idletime").none())
+      .def(
+          "blocks",
+          [](const Executor_& e, bool poll) {
+            std::vector<BlockStatus> blocks;
+            {
+              nb::gil_scoped_release release;  // the provider may be Python's, called from here
+              blocks = poll ? e.htex().blocks() : e.htex().known_blocks();
+            }
+            return block_tuples(blocks);
+          },
+          nb::arg("poll") = true)
       .def("pools", [](const Executor_& e) {
         std::vector<PoolStatus> pools;
         {
@@ -1241,6 +1298,39 @@ NB_MODULE(_native, m) {
         }
         return out;
       });
+
+  // The engine's scaling decisions for pervade.jobs.strategy.Strategy (Parsl's class, which
+  // scripts drive by hand on executors they describe): blocks are (block id, JobState number);
+  // returns (blocks to start, block ids to scale in). The failure rule is the executor's, not this.
+  nb::class_<detail::Strategy>(m, "ScalingStrategy")
+      .def(
+          "__init__",
+          [](detail::Strategy* self, const std::string& kind, int min_blocks, int max_blocks, double parallelism,
+             double max_idletime, int nodes_per_block) {
+            new (self) detail::Strategy(detail::StrategyConfig{detail::parse_strategy(kind), min_blocks, max_blocks,
+                                                               parallelism, max_idletime, nodes_per_block, 0});
+          },
+          nb::arg("kind"), nb::arg("min_blocks"), nb::arg("max_blocks"), nb::arg("parallelism"),
+          nb::arg("max_idletime"), nb::arg("nodes_per_block"))
+      .def(
+          "decide",
+          [](detail::Strategy& strategy, double now, std::size_t outstanding, int workers_per_node,
+             const std::vector<std::pair<std::string, int>>& blocks) {
+            detail::StrategySnapshot snap;
+            snap.now = now;
+            snap.outstanding = outstanding;
+            snap.workers_per_node = workers_per_node;
+            for (const auto& [id, state] : blocks) {
+              detail::BlockSnapshot b;
+              b.block_id = id;
+              b.status.state = static_cast<JobState>(state);
+              snap.blocks.push_back(std::move(b));
+            }
+            detail::StrategyDecisions d = strategy.decide(snap);
+            d.cancel.insert(d.cancel.end(), d.drain.begin(), d.drain.end());
+            return std::make_pair(d.start, d.cancel);
+          },
+          nb::arg("now"), nb::arg("outstanding"), nb::arg("workers_per_node"), nb::arg("blocks"));
 
   m.def("curve_keypair", [] {
     char public_key[41], secret_key[41];
@@ -1281,7 +1371,14 @@ NB_MODULE(_native, m) {
       .def_rw("strategy_period", &HtexOptions::strategy_period)
       .def_rw("max_idletime", &HtexOptions::max_idletime)
       .def_rw("max_failed_blocks", &HtexOptions::max_failed_blocks)
-      .def_rw("expected_workers_per_node", &HtexOptions::expected_workers_per_node);
+      .def_rw("expected_workers_per_node", &HtexOptions::expected_workers_per_node)
+      // handler(block_tuples): called on the strategy thread every round (see HtexOptions).
+      .def("set_block_error_handler", [](HtexOptions& o, nb::object handler) {
+        auto owned = std::make_shared<bindings::OwnedPython>(handler);
+        o.block_error_handler = [owned](const std::vector<BlockStatus>& blocks) {
+          bindings::with_python([&] { owned->get()(block_tuples(blocks)); });
+        };
+      });
   m.def(
       "htex_executor",
       [](const HtexOptions& o) { return Executor_{std::make_shared<HighThroughputExecutor>(o)}; },

@@ -196,6 +196,7 @@ class DataFlowKernel:
             self._monitoring_observers = observers
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        self._memo_plugin = memo._plugin()  # a memoizer overriding check_memo is asked about each call
         # None: pervade's own search (Parsl's shallow one on threads; any depth for pool-only
         # apps); a resolver given in the Config decides alone, on every executor.
         self.dependency_resolver = config.dependency_resolver
@@ -249,7 +250,8 @@ class DataFlowKernel:
         """Submits func(*app_args, **app_kwargs) once its future arguments are done (Parsl's signature)."""
         memo = None
         if cache and self._memoize:
-            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or ())
+            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or (),
+                                             self._memo_plugin)
         return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
                                  func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr,
                                  memo)
