@@ -94,9 +94,36 @@ def _stream_path(spec) -> str:
     if isinstance(spec, tuple):
         spec = spec[0]
     try:
-        return os.fspath(spec)
+        path = os.fspath(spec)
     except TypeError:  # never fail a submission over what monitoring records
         return str(spec)
+    return path.decode() if isinstance(path, bytes) else path
+
+
+class _ResolvedInputs:
+    """Monitoring's task_inputs once the futures among a call's inputs= are done: Parsl records the
+    inputs with those futures replaced by their values (unless one failed: then it never does)."""
+
+    def __init__(self, observers, task_id: int, inputs, futures) -> None:
+        self._observers, self._task_id, self._inputs, self._futures = observers, task_id, inputs, futures
+        self._lock = threading.Lock()
+        self._waiting = len(futures)
+        for f in futures:
+            f.add_done_callback(self._done)
+
+    def _done(self, _future) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting:
+                return
+        if any(f.cancelled() or f.exception() is not None for f in self._futures):
+            return
+        try:
+            text = str([v.result() if isinstance(v, Future) else v for v in self._inputs])
+        except Exception:  # noqa: BLE001 - a value without a str(): monitoring keeps the first text
+            logger.debug("task %d: the inputs' values have no str()", self._task_id, exc_info=True)
+            return
+        _native.describe_task(self._observers, self._task_id, text, None)
 
 
 def make_rundir(path: str) -> str:
@@ -161,10 +188,15 @@ class DataFlowKernel:
                 config.strategy, config.strategy_period, config.max_idletime)
         natives = [e._native_executor() for e in config.executors]
         observers = [self._log_observer] if self._log_observer else []
+        # With monitoring on, the observers this front end describes calls to (task_inputs, task_outputs).
+        self._monitoring_observers = None
         if self.monitoring is not None:  # the monitoring database is written by the engine (docs/monitoring.md)
-            observers.append(self.monitoring.native_observer(config.run_dir))
+            observers.append(self.monitoring.native_observer(config.run_dir, self.run_dir, config.initialize_logging,
+                                                             self._log_observer))
+            self._monitoring_observers = observers
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        self._memo_plugin = memo._plugin()  # a memoizer overriding check_memo is asked about each call
         # None: pervade's own search (Parsl's shallow one on threads; any depth for pool-only
         # apps); a resolver given in the Config decides alone, on every executor.
         self.dependency_resolver = config.dependency_resolver
@@ -218,7 +250,8 @@ class DataFlowKernel:
         """Submits func(*app_args, **app_kwargs) once its future arguments are done (Parsl's signature)."""
         memo = None
         if cache and self._memoize:
-            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or ())
+            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or (),
+                                             self._memo_plugin)
         return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
                                  func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr,
                                  memo)
@@ -234,6 +267,7 @@ class DataFlowKernel:
             func, args, kwargs, labels, reserved_id = self.data_manager.stage_call(fut, func, args, kwargs, labels,
                                                                                    reserved_id)
             stdout, stderr = kwargs.get("stdout"), kwargs.get("stderr")
+        call_kwargs = kwargs  # the encoded path below drops kwargs
         deps = plan = encoded = None
         if self.dependency_resolver is not None:
             deps, plan = self._resolve_dependencies(args, kwargs)
@@ -275,7 +309,24 @@ class DataFlowKernel:
             if staged:  # its stage-out tasks wait on it
                 fut.set_exception(e)
             raise
+        if self._monitoring_observers is not None and call_kwargs and \
+                ("inputs" in call_kwargs or "outputs" in call_kwargs):
+            self._describe_call(fut.tid, call_kwargs.get("inputs"), call_kwargs.get("outputs"))
         return fut
+
+    def _describe_call(self, task_id: int, inputs, outputs) -> None:
+        """Monitoring's task_inputs and task_outputs, as Parsl writes them: str() of inputs= and
+        outputs=; the inputs again with the values of their futures once those are done."""
+        try:
+            inputs_text = None if inputs is None else str(inputs)
+            outputs_text = None if outputs is None else str(outputs)
+        except Exception:  # noqa: BLE001 - never fail a submission over what monitoring records
+            logger.debug("task %d: inputs= or outputs= has no str()", task_id, exc_info=True)
+            return
+        _native.describe_task(self._monitoring_observers, task_id, inputs_text, outputs_text)
+        futures = [v for v in inputs or () if isinstance(v, Future)]
+        if futures:
+            _ResolvedInputs(self._monitoring_observers, task_id, inputs, futures)
 
     def _resolve_dependencies(self, args, kwargs):
         """(deps, plan) as the Config's dependency_resolver finds them: in each positional and
