@@ -245,6 +245,19 @@ def test_progress_of_a_long_transfer_is_logged(load, http, tmp_path, monkeypatch
     assert any(line.startswith(f"staging {url}: ") and line.endswith(" of 100000 bytes") for line in lines), lines
 
 
+def test_transfers_at_once_per_node(load, http, tmp_path, monkeypatch):
+    """PERVADE_STAGING_PARALLEL=1: four tasks on four threads fetching four slow files take turns."""
+    monkeypatch.setenv("PERVADE_STAGING_PARALLEL", "1")
+    urls = []
+    for i in range(4):
+        urls.append(http.add(f"/p{i}.bin", os.urandom(20_000)))
+        http.drip[f"/p{i}.bin"] = 4
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])])
+    futs = [read(File(u)) for u in urls]
+    assert [f.result(timeout=T) for f in futs] == [http.files[f"/p{i}.bin"] for i in range(4)]
+    assert http.most_at_once == 1
+
+
 def test_cache_size_limit_and_off(load, http, tmp_path, monkeypatch):
     url = http.add("/big.bin", os.urandom(20_000))
     monkeypatch.setenv("PERVADE_STAGING_CACHE_GB", str(10_000 / 2**30))  # smaller than the file
