@@ -330,7 +330,11 @@ std::string receive(const std::string& url, const FetchOptions& o, int fd, std::
   curl_easy_setopt(c.get(), CURLOPT_NOPROGRESS, 0L);
   if (offset > 0) curl_easy_setopt(c.get(), CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(offset));
   CURLcode code = curl_easy_perform(c.get());
-  if (code == CURLE_RANGE_ERROR && offset > 0) {  // no ranges here: start again
+  long response = 0;
+  curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &response);
+  bool cannot_resume = code == CURLE_RANGE_ERROR || code == CURLE_BAD_DOWNLOAD_RESUME ||
+                       (code == CURLE_HTTP_RETURNED_ERROR && response == 416);
+  if (cannot_resume && offset > 0) {  // no ranges here, or the part is not a prefix: start again
     if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) return errno_text("cannot truncate");
     if (hash) hash->reset();
     return receive(url, o, fd, 0, hash, bytes);

@@ -23,7 +23,8 @@ class FileServer:
     count transfers with), `ranges[path]` lists the first byte each GET asked for, `most_at_once`
     is the most drip GETs (below) it was sending at the same time.
     `fail_next[path] = n` answers the next n GETs with 500; `cut_next[path] = n` sends the next
-    GET only n bytes of the body, then closes; `drip[path] = n` sends the body in n pieces, 50 ms
+    GET only n bytes of the body, then closes; paths in `no_ranges` ignore Range (the whole body,
+    200); `drip[path] = n` sends the body in n pieces, 50 ms
     apart (a slow transfer); `hang` paths never answer (until the server stops)."""
 
     def __init__(self, tls_context: ssl.SSLContext | None = None, address: str = "127.0.0.1"):
@@ -33,6 +34,7 @@ class FileServer:
         self.fail_next = collections.Counter()
         self.cut_next: dict = {}
         self.drip: dict = {}
+        self.no_ranges: set = set()
         self.hang: set = set()
         self.most_at_once = 0
         self._at_once = 0
@@ -86,6 +88,8 @@ class FileServer:
                 match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 start = int(match.group(1)) if match else 0
                 server.ranges[path].append(start)
+                if path in server.no_ranges:
+                    start = 0
                 self._headers(data, start)
                 pieces = server.drip.get(path)
                 if pieces:

@@ -281,6 +281,16 @@ def test_retry_resumes_an_interrupted_transfer(load, http, tmp_path):
     assert not no_partial_files(tmp_path / "work")
 
 
+def test_retry_without_ranges_starts_again(load, http, tmp_path):
+    data = os.urandom(300_000)
+    url = http.add("/whole.bin", data)
+    http.cut_next["/whole.bin"] = 100_000
+    http.no_ranges.add("/whole.bin")  # answers the resumed GET with the whole body
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])], retries=1)
+    assert read(File(url)).result(timeout=T) == data
+    assert http.ranges["/whole.bin"] == [0, 100_000, 0]
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 
