@@ -291,6 +291,41 @@ def test_retry_without_ranges_starts_again(load, http, tmp_path):
     assert http.ranges["/whole.bin"] == [0, 100_000, 0]
 
 
+PARSL_SCRIPT = """
+import sys
+import parsl
+from parsl import python_app
+from parsl.data_provider.files import File
+from parsl.configs.{config} import config
+
+@python_app
+def sort_lines(inputs=(), outputs=()):
+    with open(inputs[0]) as src, open(outputs[0], "w") as dst:
+        dst.writelines(sorted(src.readlines(), key=int))
+
+with parsl.load(config):
+    out = sort_lines(inputs=[File(sys.argv[1])], outputs=[File(sys.argv[2])])
+    out.outputs[0].result()
+print(open(sys.argv[2]).read().split()[:3])
+"""
+
+
+@pytest.mark.parametrize("config", ["local_threads", "htex_local"])
+def test_a_parsl_script_with_a_url_runs_unchanged(http, tmp_path, config):
+    """`pervade run` of a script written for Parsl (its own imports, its ready-made config)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(PARSL_SCRIPT.format(config=config))
+    url = http.add("/unsorted.txt", BODY)
+    done = subprocess.run([sys.executable, "-m", "pervade", "run", str(script), url, str(tmp_path / "sorted.txt")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['1', '2', '3']"
+    assert http.gets["/unsorted.txt"] == 1
+
+
 # ---------------------------------------------------------------------------------- bad input
 
 
