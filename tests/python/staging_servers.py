@@ -8,6 +8,7 @@ Who calls it: test fixtures, from the test's main thread.
 from __future__ import annotations
 
 import collections
+import io
 import hashlib
 import os
 import re
@@ -154,23 +155,55 @@ def tls_server_context(cert: str, key: str) -> ssl.SSLContext:
 
 class FtpServer:
     """pyftpdlib serving `root` read-only to anonymous users on loopback; `retrs` counts RETR
-    commands per file name."""
+    commands per file name, `rests` lists the REST offsets asked per file name, and
+    `cut_next[name] = n` makes the next RETR of that file stop after n bytes (the data
+    connection closes early, as a broken transfer)."""
 
     def __init__(self, root: str):
         from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.filesystems import AbstractedFS
         from pyftpdlib.handlers import FTPHandler
         from pyftpdlib.servers import ThreadedFTPServer
 
         authorizer = DummyAuthorizer()
         authorizer.add_anonymous(root)
         self.retrs = collections.Counter()
+        self.rests = collections.defaultdict(list)
+        self.cut_next = {}
         server = self
 
+        class CutFile(io.BytesIO):
+            """The first `n` bytes of a file, read as the file itself would be."""
+
+            def __init__(self, real, n):
+                super().__init__(real.read(n))
+                self.name = real.name
+                real.close()
+
+        class FileSystem(AbstractedFS):
+            def open(self, filename, mode):
+                f = super().open(filename, mode)
+                n = server.cut_next.pop(os.path.basename(filename), None)
+                return f if n is None else CutFile(f, n)
+
         class Handler(FTPHandler):
+            use_sendfile = False  # reads go through FileSystem.open's file object
+
             def on_file_sent(self, file):
                 server.retrs[os.path.basename(file)] += 1
 
+            def ftp_REST(self, line):
+                server.rests[self._last_rest_target].append(int(line))
+                return super().ftp_REST(line)
+
+            def ftp_SIZE(self, path):
+                self._last_rest_target = os.path.basename(path)
+                return super().ftp_SIZE(path)
+
+            _last_rest_target = ""
+
         Handler.authorizer = authorizer
+        Handler.abstracted_fs = FileSystem
         Handler.passive_ports = None
         self.ftpd = ThreadedFTPServer(("127.0.0.1", 0), Handler)
         self.port = self.ftpd.address[1]

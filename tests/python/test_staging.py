@@ -415,6 +415,17 @@ def test_ftp_in_task(load, ftp, tmp_path):
     assert read_inputs(inputs=[File(ftp.url("data.txt"))]).result(timeout=T) == [BODY]
 
 
+def test_ftp_retry_resumes_an_interrupted_transfer(load, ftp, tmp_path):
+    data = os.urandom(300_000)
+    (tmp_path / "ftproot" / "cut.bin").write_bytes(data)
+    ftp.cut_next["cut.bin"] = 100_000  # the first RETR stops after 100,000 bytes
+    load(executors=[threads(tmp_path, storage_access=[FTPInTaskStaging()])], retries=1)
+    assert read(File(ftp.url("cut.bin"))).result(timeout=T) == data
+    # The retry asked only for the rest (libcurl also sends REST 0, probing, before whole files).
+    assert [offset for offset in ftp.rests["cut.bin"] if offset] == [100_000]
+    assert not no_partial_files(tmp_path / "work")
+
+
 def test_ftp_missing_file(load, ftp, tmp_path):
     url = ftp.url("nothing.txt")
     load(executors=[threads(tmp_path)])
