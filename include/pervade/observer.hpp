@@ -46,9 +46,10 @@ struct WorkflowEvent {
   int tasks_failed = 0;      // ended: tasks that failed (failed, dep_fail, cancelled)
 };
 
-// A task was submitted, changed state, or (kind = dependency) was found to depend on another.
+// A task was submitted, changed state, or (kind = dependency) was found to depend on another;
+// kind = described: the front end describes the call (only task, time, inputs and outputs are set).
 struct TaskEvent {
-  enum class Kind : std::uint8_t { submitted, state, dependency };
+  enum class Kind : std::uint8_t { submitted, state, dependency, described };
   Kind kind;
   EventTime time;
   TaskId task;
@@ -63,6 +64,11 @@ struct TaskEvent {
   bool memoized = false;        // the task has a memo key (submitted)
   std::string_view stdout_path; // submitted: where its stdout/stderr go ("" if not named)
   std::string_view stderr_path;
+  std::string_view memo_key;    // state: the memo key (raw digest bytes) once known; "" if none
+  // described: the call's inputs= and outputs= as text (Parsl's task_inputs and task_outputs:
+  // Python's str() of them; "" leaves one unsaid). The Python front end sends them at submission
+  // and again with the futures among the inputs replaced by their values once those are done.
+  std::string_view inputs, outputs;
 };
 
 // A try of a task reached a place (executor, block, pool, host): the HighThroughputExecutor

@@ -813,8 +813,8 @@ void PyTask::compute_memo_key(const MemoKeyReply& reply) {
 // goes through the Python method.
 void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_finish = PyUnicode_InternFromString("_finish");
-  static PyObject* s_condition = PyUnicode_InternFromString("_condition");
-  static PyObject* s_callbacks = PyUnicode_InternFromString("_done_callbacks");
+  static PyObject* s_cond = PyUnicode_InternFromString("_cond");
+  static PyObject* s_callbacks = PyUnicode_InternFromString("_callback_list");
   static PyObject* s_result = PyUnicode_InternFromString("_result");
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
@@ -825,15 +825,17 @@ void PyTask::complete(const TaskRecord& record) {
   bool ok = true;
   try {
     nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
-    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
-    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
-                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+    PyObject* cond = PyObject_GetAttr(fut, s_cond);
+    PyObject* callbacks = cond ? PyObject_GetAttr(fut, s_callbacks) : nullptr;
+    const bool fast = cond == Py_None && callbacks == Py_None;
+    Py_XDECREF(cond);
+    Py_XDECREF(callbacks);
+    PyErr_Clear();  // no such attributes: not an AppFuture, its _finish decides
     if (fast) {
       // The completion thread holds the GIL and runs no Python code here, so no waiter can
       // appear between these writes.
-      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-           PyDict_SetItem(dict, s_state, s_finished) == 0;
+      ok = PyObject_SetAttr(fut, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+           PyObject_SetAttr(fut, s_state, s_finished) == 0;
     } else {
       PyObject* none = Py_None;
       PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
@@ -841,7 +843,6 @@ void PyTask::complete(const TaskRecord& record) {
       ok = r != nullptr;
       Py_XDECREF(r);
     }
-    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
     ok = false;
@@ -1340,6 +1341,8 @@ NB_MODULE(_native, m) {
 
   pervade::bindings::bind_providers(m);
   pervade::bindings::bind_log_observer(m);
+  pervade::bindings::bind_staging(m);
+  pervade::bindings::bind_monitoring(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
   // starts its blocks through `provider` once the interchange listens, with python_workers pools
@@ -1388,20 +1391,6 @@ NB_MODULE(_native, m) {
                                                               std::chrono::duration<double>(shutdown_grace))};
       },
       nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
-
-  m.def(
-      "monitoring_db",
-      [](const std::string& path, const std::string& workflow_name, const std::string& workflow_version,
-         bool resource_monitoring_enabled, double resource_monitoring_interval) {
-        MonitoringOptions o;
-        o.workflow_name = workflow_name;
-        o.workflow_version = workflow_version;
-        o.resource_monitoring_enabled = resource_monitoring_enabled;
-        o.resource_monitoring_interval = resource_monitoring_interval;
-        return bindings::ObserverHandle{make_monitoring_db(path, std::move(o))};
-      },
-      nb::arg("path"), nb::arg("workflow_name"), nb::arg("workflow_version"), nb::arg("resource_monitoring_enabled"),
-      nb::arg("resource_monitoring_interval"));
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,

@@ -588,6 +588,7 @@ void KernelCore::report_state(const TaskRecord& t, TaskState s, const std::excep
   e.executor = t.executor_label_;
   e.fail_count = t.fail_count_;
   e.fail_cost = t.fail_cost_;
+  e.memo_key = t.spec_.memo_key;
   std::string text;
   if (error) {
     text = error_text(error);

@@ -66,36 +66,6 @@ void append_json_string(fmt::memory_buffer& out, std::string_view s) {
   out.push_back('"');
 }
 
-// Python's asctime with datefmt "%Y-%m-%d %H:%M:%S" (local time), cached per second: the
-// writer formats many records per second. With `tail`, the text that follows it in every
-// line of this process (" MainProcess-42 engine-0 ").
-class AscTime {
- public:
-  explicit AscTime(std::string tail = {}) : tail_(std::move(tail)) {}
-  std::string_view operator()(EventTime t) { return update(t).substr(0, size_); }
-  std::string_view with_tail(EventTime t) { return update(t); }
-
- private:
-  std::string_view update(EventTime t) {
-    const std::time_t s = std::chrono::system_clock::to_time_t(t);
-    if (s != second_) {
-      std::tm tm{};
-      localtime_r(&s, &tm);
-      char text[32];
-      size_ = std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
-      text_.assign(text, size_);
-      text_ += tail_;
-      second_ = s;
-    }
-    return text_;
-  }
-
-  std::string tail_;
-  std::time_t second_ = -1;
-  std::string text_;
-  std::size_t size_ = 0;
-};
-
 // Appends what Python's "%(created)f" gives: seconds, a dot, six digits of microseconds.
 void append_created(fmt::memory_buffer& out, EventTime t) {
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -109,11 +79,83 @@ void append_created(fmt::memory_buffer& out, EventTime t) {
 
 }  // namespace
 
+std::string_view detail::AscTime::update(EventTime t) {
+  const std::time_t s = std::chrono::system_clock::to_time_t(t);
+  if (s != second_) {
+    std::tm tm{};
+    localtime_r(&s, &tm);
+    char text[32];
+    size_ = std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+    text_.assign(text, size_);
+    text_ += tail_;
+    second_ = s;
+  }
+  return text_;
+}
+
+LogFormatter::LogFormatter(LogObserverOptions::Format format, std::string_view process_name)
+    : format_(format),
+      process_name_(process_name),
+      pid_(static_cast<int>(::getpid())),
+      asctime_(fmt::format(" {}-{} engine-0 ", process_name, pid_)) {}
+
+void LogFormatter::append(fmt::memory_buffer& out, EventTime time, int level, std::string_view logger,
+                          std::string_view function, std::string_view message, std::span<const Extra> extras,
+                          std::string_view dfk) {
+  if (format_ == LogObserverOptions::Format::text) {
+    // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
+    // Appended piece by piece: this is the default log's hot loop.
+    append_created(out, time);
+    out.push_back(' ');
+    out.append(asctime_.with_tail(time));
+    out.append(logger);
+    out.append(std::string_view(":0 "));
+    out.append(function);
+    out.push_back(' ');
+    out.append(level_name(level));
+    out.append(std::string_view(": "));
+    out.append(message);
+    for (const Extra& e : extras) {
+      if (e.key == "parsl.dfk") continue;
+      out.push_back(' ');
+      out.append(e.key);
+      out.push_back('=');
+      out.append(e.value);
+    }
+    out.push_back('\n');
+    return;
+  }
+  // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
+  auto json = [&](std::string_view s) { append_json_string(out, s); };
+  out.append(std::string_view("{\"created\": "));
+  append_created(out, time);
+  fmt::format_to(fmt::appender(out), FMT_COMPILE(", \"process\": {}, \"processName\": "), pid_);
+  json(process_name_);
+  out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
+  json(logger);
+  out.append(std::string_view(", \"lineno\": 0, \"funcname\": "));
+  json(function);
+  fmt::format_to(fmt::appender(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(level));
+  json(message);
+  out.append(std::string_view(", \"formatted\": "));
+  json(message);
+  if (!dfk.empty()) {
+    out.append(std::string_view(", \"parsl.dfk\": "));
+    json(dfk);
+  }
+  for (const Extra& e : extras) {
+    out.append(std::string_view(", "));
+    json(e.key);
+    out.append(std::string_view(": "));
+    json(e.value);
+  }
+  out.append(std::string_view("}\n"));
+}
+
 LogObserver::LogObserver(LogObserverOptions options)
     : options_(std::move(options)),
       threshold_(std::min(options_.sink ? options_.forward_level : log_level::kOff,
-                          options_.path.empty() ? log_level::kOff : options_.level)),
-      pid_(static_cast<int>(::getpid())) {
+                          options_.path.empty() ? log_level::kOff : options_.level)) {
   if (!options_.path.empty()) {
     fd_ = ::open(options_.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "cannot open log file " + options_.path);
@@ -179,6 +221,7 @@ void LogObserver::on_workflow(const WorkflowEvent& e) {
 }
 
 void LogObserver::on_task(const TaskEvent& e) {
+  if (e.kind == TaskEvent::Kind::described) return;  // the monitoring database's, not a log line
   const int level = e.kind == TaskEvent::Kind::state ? state_level(e.state) : log_level::kDebug;
   if (!wanted(level)) return;  // the common case when only failures are wanted: no lock
   std::lock_guard lock(mutex_);
@@ -254,6 +297,17 @@ void LogObserver::write_line(std::string_view line) {
   Pending* p = add(Kind::line, log_level::kOff, std::chrono::system_clock::now());
   if (p == nullptr) return;
   p->text[0] = put(line);
+  committed();
+}
+
+void LogObserver::record(int level, std::string_view logger, std::string_view function, std::string_view message) {
+  if (!wanted(level)) return;
+  std::lock_guard lock(mutex_);
+  Pending* p = add(Kind::message, level, std::chrono::system_clock::now());
+  if (p == nullptr) return;
+  p->text[0] = put(logger);
+  p->text[1] = put(function);
+  p->text[2] = put(message);
   committed();
 }
 
@@ -393,6 +447,11 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
       if (!text(5).empty()) fmt::format_to(to_message, FMT_COMPILE(": {}"), text(5));
       d.add("parsl.executor", text(0));
       break;
+    case Kind::message:
+      d.logger = text(0);
+      d.function = text(1);
+      message.append(text(2));
+      break;
     case Kind::line:
       message.append(text(0));
       break;
@@ -405,9 +464,8 @@ void LogObserver::write_batch(Batch& batch) {
   fmt::memory_buffer out;
   fmt::memory_buffer message;
   std::vector<LogEntry> forward;
-  AscTime asctime(fmt::format(" {}-{} engine-0 ", options_.process_name, pid_));
+  LogFormatter format(options_.format, options_.process_name);
   const std::string_view arena = batch.arena;
-  auto json = [&](std::string_view s) { append_json_string(out, s); };
   for (const Pending& p : batch.records) {
     if (out.size() >= kChunk) {
       write_out({out.data(), out.size()});
@@ -422,56 +480,11 @@ void LogObserver::write_batch(Batch& batch) {
     Described d;
     describe(p, arena, message, d);
     const std::string_view msg(message.data(), message.size());
+    const bool workflow = p.kind == Kind::workflow_started || p.kind == Kind::workflow_ended;
     if (p.kind == Kind::workflow_started) run_id_ = std::string(d.extras[0].value);
-    if (fd_ >= 0 && p.level >= options_.level) {
-      if (options_.format == LogObserverOptions::Format::text) {
-        // Parsl's DEFAULT_FORMAT; the engine is thread "engine", the event kind its function.
-        // Appended piece by piece: this is the default log's hot loop.
-        append_created(out, p.time);
-        out.push_back(' ');
-        out.append(asctime.with_tail(p.time));
-        out.append(d.logger);
-        out.append(std::string_view(":0 "));
-        out.append(d.function);
-        out.push_back(' ');
-        out.append(level_name(p.level));
-        out.append(std::string_view(": "));
-        out.append(msg);
-        for (int i = 0; i < d.count; ++i) {
-          if (d.extras[i].key == "parsl.dfk") continue;
-          out.push_back(' ');
-          out.append(d.extras[i].key);
-          out.push_back('=');
-          out.append(d.extras[i].value);
-        }
-        out.push_back('\n');
-      } else {
-        // Parsl's JSONLogging keys; extras as strings, as Parsl writes them.
-        out.append(std::string_view("{\"created\": "));
-        append_created(out, p.time);
-        fmt::format_to(fmt::appender(out), FMT_COMPILE(", \"process\": {}, \"processName\": "), pid_);
-        json(options_.process_name);
-        out.append(std::string_view(", \"threadName\": \"engine\", \"thread\": 0, \"name\": "));
-        json(d.logger);
-        out.append(std::string_view(", \"lineno\": 0, \"funcname\": "));
-        json(d.function);
-        fmt::format_to(fmt::appender(out), ", \"levelname\": \"{}\", \"msg\": ", level_name(p.level));
-        json(msg);
-        out.append(std::string_view(", \"formatted\": "));
-        json(msg);
-        if (!run_id_.empty() && p.kind != Kind::workflow_started && p.kind != Kind::workflow_ended) {
-          out.append(std::string_view(", \"parsl.dfk\": "));
-          json(run_id_);
-        }
-        for (int i = 0; i < d.count; ++i) {
-          out.append(std::string_view(", "));
-          json(d.extras[i].key);
-          out.append(std::string_view(": "));
-          json(d.extras[i].value);
-        }
-        out.append(std::string_view("}\n"));
-      }
-    }
+    if (fd_ >= 0 && p.level >= options_.level)
+      format.append(out, p.time, p.level, d.logger, d.function, msg, {d.extras, static_cast<std::size_t>(d.count)},
+                    workflow ? std::string_view() : std::string_view(run_id_));
     if (options_.sink && p.level >= options_.forward_level) {
       LogEntry& e = forward.emplace_back(LogEntry{p.time, p.level, d.logger, d.function, std::string(msg), {}});
       for (int i = 0; i < d.count; ++i) e.extras.emplace_back(d.extras[i].key, std::string(d.extras[i].value));

@@ -7,10 +7,12 @@
 // event into a buffer under one short lock and return); one writer thread of its own formats
 // the records, writes the file and calls the sink. The sink runs on that writer thread only.
 #include <chrono>
+#include <ctime>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -54,6 +56,46 @@ struct LogObserverOptions {
   std::string process_name = "MainProcess";
 };
 
+namespace detail {
+// Python's asctime with datefmt "%Y-%m-%d %H:%M:%S" (local time), cached per second: a writer
+// formats many records per second. With `tail`, the text that follows it in every line of this
+// process (" MainProcess-42 engine-0 ").
+class AscTime {
+ public:
+  explicit AscTime(std::string tail = {}) : tail_(std::move(tail)) {}
+  std::string_view operator()(EventTime t) { return update(t).substr(0, size_); }
+  std::string_view with_tail(EventTime t) { return update(t); }
+
+ private:
+  std::string_view update(EventTime t);
+  std::string tail_;
+  std::time_t second_ = -1;
+  std::string text_;
+  std::size_t size_ = 0;
+};
+}  // namespace detail
+
+// Formats records in the engine log's layouts: a line of Parsl's DEFAULT_FORMAT (the engine is
+// thread "engine", line 0), or a JSON object with the keys of Parsl's JSONLogging. One per
+// writer thread (LogObserver's, the monitoring database's): not thread-safe.
+class LogFormatter {
+ public:
+  struct Extra {
+    std::string_view key, value;
+  };
+  LogFormatter(LogObserverOptions::Format format, std::string_view process_name);
+  // Appends one record and its newline to out. Extras are Parsl's ("parsl.task", ...), as text;
+  // dfk, when not "", is added to a JSON record as "parsl.dfk" (text lines leave the run id out).
+  void append(fmt::memory_buffer& out, EventTime time, int level, std::string_view logger, std::string_view function,
+              std::string_view message, std::span<const Extra> extras, std::string_view dfk = {});
+
+ private:
+  LogObserverOptions::Format format_;
+  std::string process_name_;
+  int pid_;
+  detail::AscTime asctime_;
+};
+
 class LogObserver final : public Observer {
  public:
   // Opens the file (throws std::system_error if it cannot) and starts the writer thread.
@@ -72,6 +114,9 @@ class LogObserver final : public Observer {
 
   // A line formatted elsewhere (Python records) goes into the file in order with the events.
   void write_line(std::string_view line);
+  // A record that is not an event (the monitoring database's troubles, say), formatted as the
+  // events are and forwarded to Python as they are.
+  void record(int level, std::string_view logger, std::string_view function, std::string_view message);
   // Blocks until everything recorded before the call is written and handed to the sink.
   void flush();
   // Writes what is left, ends the writer thread and closes the file; later events are ignored.
@@ -84,7 +129,7 @@ class LogObserver final : public Observer {
  private:
   enum class Kind : std::uint8_t {
     workflow_started, workflow_ended, task_submitted, task_state, task_dependency, attempt, block,
-    pool_joined, pool_heartbeat, pool_left, line
+    pool_joined, pool_heartbeat, pool_left, line, message
   };
   struct Text {  // a string copied into the arena
     std::uint32_t offset = 0, size = 0;
@@ -118,9 +163,7 @@ class LogObserver final : public Observer {
   // here), the message appended to a buffer.
   struct Described {
     std::string_view logger, function;
-    struct Extra {
-      std::string_view key, value;
-    } extras[6];
+    LogFormatter::Extra extras[6];
     int count = 0;
     char numbers[3][24];
     void add(std::string_view key, std::string_view value) { extras[count++] = {key, value}; }
@@ -132,7 +175,6 @@ class LogObserver final : public Observer {
   LogObserverOptions options_;
   int threshold_;
   int fd_ = -1;
-  int pid_;
   std::string run_id_;  // writer thread: from the workflow's start (JSON lines: parsl.dfk)
 
   std::mutex mutex_;

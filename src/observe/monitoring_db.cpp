@@ -5,6 +5,7 @@
 // status rows, with no UPDATE. Later changes to rows of earlier batches are UPDATEs.
 #include "pervade/monitoring.hpp"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <sqlite3.h>
@@ -13,6 +14,7 @@
 #include <condition_variable>
 #include <deque>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <mutex>
@@ -25,7 +27,9 @@
 
 #include <fmt/format.h>
 
+#include "observe/log_observer.hpp"
 #include "pervade/errors.hpp"
+#include "util/fd.hpp"
 #include "util/thread_name.hpp"
 
 namespace pervade {
@@ -174,7 +178,13 @@ struct PoolRec {
   int worker_count, cpu_count;
   std::uint64_t total_memory;
 };
-using Record = std::variant<WorkflowRec, TaskRec, TryRec, BlockRec, PoolRec, ResourceSample>;
+// What the front end says of a call (TaskEvent::Kind::described) and the memo key once the
+// kernel knows it: each field "" when this record leaves it as it is.
+struct DescribedRec {
+  std::uint64_t task;
+  std::string inputs, outputs, memo_key;
+};
+using Record = std::variant<WorkflowRec, TaskRec, DescribedRec, TryRec, BlockRec, PoolRec, ResourceSample>;
 
 // Parsl counts tries from 0; the kernel numbers them from 1 (0 before the first launch).
 std::int64_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : static_cast<std::int64_t>(try_id) - 1; }
@@ -207,11 +217,20 @@ class TimeText {
   std::string prefix_, text_;
 };
 
+// A failed SQLite call, with its result code: a locked database is waited out, not given up.
+struct SqliteError : Error {
+  SqliteError(int rc, const std::string& what) : Error(what), code(rc) {}
+  bool locked() const { return (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED; }
+  int code;
+};
+
+[[noreturn]] void throw_sqlite(sqlite3* db, int rc) { throw SqliteError(rc, sqlite3_errmsg(db)); }
+
 class Statement {
  public:
   Statement(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr) != SQLITE_OK)
-      throw Error(fmt::format("monitoring database: {}: {}", sqlite3_errmsg(db), sql));
+    if (const int rc = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); rc != SQLITE_OK)
+      throw SqliteError(rc, fmt::format("monitoring database: {}: {}", sqlite3_errmsg(db), sql));
   }
   ~Statement() { sqlite3_finalize(stmt_); }
   Statement(const Statement&) = delete;
@@ -231,12 +250,14 @@ class Statement {
   void run() {
     const int rc = sqlite3_step(stmt_);
     sqlite3_reset(stmt_);  // every parameter is bound again before the next step
-    if (rc != SQLITE_DONE) throw Error(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+    if (rc != SQLITE_DONE) throw_sqlite(sqlite3_db_handle(stmt_), rc);
   }
+  // Rows the last run() changed (an UPDATE of a row not written yet changes none).
+  int changes() const { return sqlite3_changes(sqlite3_db_handle(stmt_)); }
 
  private:
   Statement& check(int rc) {
-    if (rc != SQLITE_OK) throw Error(sqlite3_errmsg(sqlite3_db_handle(stmt_)));
+    if (rc != SQLITE_OK) throw_sqlite(sqlite3_db_handle(stmt_), rc);
     return *this;
   }
   sqlite3_stmt* stmt_ = nullptr;
@@ -293,8 +314,20 @@ std::string this_host() {
 
 class MonitoringDb final : public Observer {
  public:
-  MonitoringDb(const std::string& path, MonitoringOptions options) : options_(std::move(options)), path_(path) {
+  MonitoringDb(const std::string& path, MonitoringOptions options)
+      : options_(std::move(options)),
+        path_(path),
+        log_format_(options_.log_json ? LogObserverOptions::Format::json_lines : LogObserverOptions::Format::text,
+                    "MainProcess") {
+    if (!options_.log_path.empty()) {
+      log_fd_ = detail::Fd(::open(options_.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+      if (!log_fd_.valid())
+        throw ConfigurationError(fmt::format("monitoring database log '{}' cannot be opened: {}", options_.log_path,
+                                             std::strerror(errno)));
+    }
     open();
+    log(log_level::kInfo, "start",
+        fmt::format("Database manager started: writing {} at least every {} s", path_, options_.commit_interval.count()));
     writer_ = std::thread([this] {
       detail::name_this_thread("pv-monitor-db");
       write_loop();
@@ -311,6 +344,10 @@ class MonitoringDb final : public Observer {
   }
 
   void on_task(const TaskEvent& e) override {
+    if (e.kind == TaskEvent::Kind::described) {
+      push(DescribedRec{e.task.value, std::string(e.inputs), std::string(e.outputs), {}});
+      return;
+    }
     // Only what the writer needs: the name once (at submission), the executor at a launch, the error at a failure.
     std::string_view text;
     if (e.kind == TaskEvent::Kind::submitted)
@@ -319,6 +356,10 @@ class MonitoringDb final : public Observer {
       text = e.state == TaskState::launched ? e.executor : e.error;
     push(TaskRec{e.kind, e.time, e.task.value, e.try_id, e.state, std::string(text), e.dependency.value, e.fail_count,
                  e.fail_cost, e.memoized, std::string(e.stdout_path), std::string(e.stderr_path)});
+    // Parsl's task_hashsum: the key is known when the task leaves pending (first launch or memo hit).
+    if (!e.memo_key.empty() && e.kind == TaskEvent::Kind::state &&
+        (e.state == TaskState::memo_done || (e.state == TaskState::launched && e.try_id == 1)))
+      push(DescribedRec{e.task.value, {}, {}, std::string(e.memo_key)});
   }
 
   void on_try(const TryEvent& e) override {
@@ -391,20 +432,55 @@ class MonitoringDb final : public Observer {
     stmts_ = std::make_unique<Statements>(db_);
   }
 
+  // The writer's own log (options_.log_path), and troubles to options_.report too. Writer
+  // thread (or the constructor, before it starts).
+  void log(int level, std::string_view function, std::string_view message) {
+    if (log_fd_.valid() && level >= options_.log_level) {
+      fmt::memory_buffer out;
+      log_format_.append(out, std::chrono::system_clock::now(), level, "pervade.monitoring.db_manager", function,
+                         message, {}, run_id_);
+      for (std::string_view rest(out.data(), out.size()); !rest.empty();) {
+        const ssize_t n = ::write(log_fd_.get(), rest.data(), rest.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {  // the log is lost, not the database
+          log_fd_.reset();
+          break;
+        }
+        rest.remove_prefix(static_cast<std::size_t>(n));
+      }
+    }
+    if (level >= log_level::kWarning && options_.report) options_.report(level, message);
+  }
+
+  // Said once per kind of trouble on stderr too, as the log may be where nobody looks.
+  void trouble(int level, bool& said, const std::string& message) {
+    log(level, "write", message);
+    if (!said) std::fprintf(stderr, "pervade: %s: %s\n", level >= log_level::kError ? "ERROR" : "WARNING", message.c_str());
+    said = true;
+  }
+
   void write_loop() {
-    std::deque<Record> batch;
+    std::deque<Record> batch;  // events not written yet: this round's, and those a locked database held back
     const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.commit_interval);
+    std::optional<std::chrono::steady_clock::time_point> give_up_at;
     for (;;) {
       bool stopping;
       {
         std::unique_lock lock(mutex_);
         cv_.wait_for(lock, period, [&] { return stop_; });
         stopping = stop_;
-        batch.swap(buffer_);
+        if (batch.empty()) {
+          batch.swap(buffer_);
+        } else {
+          std::move(buffer_.begin(), buffer_.end(), std::back_inserter(batch));
+          buffer_.clear();
+        }
       }
-      if (!batch.empty()) write(batch);
-      batch.clear();
-      if (stopping) {
+      const auto now = std::chrono::steady_clock::now();
+      if (stopping && !give_up_at)
+        give_up_at = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.close_timeout);
+      if (!batch.empty() && write(batch, give_up_at && now >= *give_up_at)) batch.clear();
+      if (stopping && batch.empty()) {
         std::lock_guard lock(mutex_);
         if (buffer_.empty()) break;  // events pushed while stopping are written next round
       }
@@ -412,13 +488,16 @@ class MonitoringDb final : public Observer {
     if (lost_ > 0)
       std::fprintf(stderr, "pervade: monitoring database %s: %zu events were not written (see the error above)\n",
                    path_.c_str(), lost_);
+    log(lost_ > 0 ? log_level::kError : log_level::kInfo, "close",
+        fmt::format("Database manager closed: {} events written, {} lost", written_, lost_));
   }
 
   // ---- rows
 
   struct TaskRow {
     std::string func_name, depends, invoked, stdout_path, stderr_path;
-    std::optional<std::string> returned;
+    std::string inputs = "None", outputs = "None";  // Parsl's str(None) for a call without them
+    std::optional<std::string> returned, hashsum;
     bool memoized = false;
     int fail_count = 0;
     double fail_cost = 0;
@@ -445,9 +524,12 @@ class MonitoringDb final : public Observer {
                "INSERT OR REPLACE INTO task (task_id, run_id, task_depends, task_func_name, task_memoize, task_hashsum, "
                "task_inputs, task_outputs, task_stdin, task_stdout, task_stderr, task_time_invoked, task_time_returned, "
                "task_fail_count, task_fail_cost) VALUES ",
-               "(?,?,?,?,?,NULL,'None','None',NULL,?,?,?,?,?,?)", 11),
+               "(?,?,?,?,?,?,?,?,NULL,?,?,?,?,?,?)", 14),
           task_returned(db,
                         "UPDATE task SET task_time_returned=?, task_fail_count=?, task_fail_cost=? WHERE task_id=? AND run_id=?"),
+          task_described(db,
+                         "UPDATE task SET task_inputs=COALESCE(?, task_inputs), task_outputs=COALESCE(?, task_outputs), "
+                         "task_hashsum=COALESCE(?, task_hashsum) WHERE task_id=? AND run_id=?"),
           task_depends(db,
                        "UPDATE task SET task_depends = CASE WHEN task_depends IS NULL THEN ? ELSE task_depends || ',' || ? END "
                        "WHERE task_id=? AND run_id=?"),
@@ -478,16 +560,20 @@ class MonitoringDb final : public Observer {
           rollback(db, "ROLLBACK") {}
     Statement begin, commit, workflow, workflow_counts, workflow_end;
     BulkInsert status, task;
-    Statement task_returned, task_depends;
+    Statement task_returned, task_described, task_depends;
     BulkInsert attempt;
     Statement try_launched, try_running, try_returned, try_place, block, node, resource, rollback;
   };
 
-  // One transaction per batch. A failure is reported once; its batch is lost, later ones are tried.
-  void write(std::deque<Record>& batch) {
+  // One transaction per batch. Returns false when a locked database held it back (it is tried
+  // again with the next round's events) unless give_up; any other failure loses the batch.
+  bool write(std::deque<Record>& batch, bool give_up) {
+    const int completed = completed_, failed = failed_;
+    const bool counts_changed = counts_changed_;
+    const auto described_early = described_early_;  // almost always empty
     try {
       stmts_->begin.run();
-      for (auto& r : batch) std::visit([&](auto& rec) { apply(rec); }, r);
+      for (const auto& r : batch) std::visit([&](const auto& rec) { apply(rec); }, r);
       flush_rows();
       flush_statuses();
       if (!run_id_.empty() && counts_changed_) {
@@ -503,21 +589,42 @@ class MonitoringDb final : public Observer {
         try {
           stmts_->rollback.run();
         } catch (const std::exception&) {
-          // Nothing more to do: the error below says the batch was lost.
+          // Nothing more to do: the batch is tried again or reported lost below.
         }
       }
-      lost_ += batch.size();
-      if (!reported_) {
-        reported_ = true;
-        std::fprintf(stderr,
-                     "pervade: ERROR: writing the monitoring database %s failed: %s. The workflow goes on; "
-                     "monitoring events are being lost.\n",
-                     path_.c_str(), e.what());
+      completed_ = completed;  // the batch's counts are made again when it is tried again
+      failed_ = failed;
+      counts_changed_ = counts_changed;
+      described_early_ = described_early;
+      const auto* sqlite = dynamic_cast<const SqliteError*>(&e);
+      if (sqlite != nullptr && sqlite->locked() && !give_up) {
+        if (!held_)
+          trouble(log_level::kWarning, said_locked_,
+                  fmt::format("the monitoring database {} is locked by another connection ({}): {} events are held in "
+                              "memory and written when it is free. The workflow goes on.",
+                              path_, e.what(), batch.size()));
+        held_ = true;
+        return false;
       }
+      lost_ += batch.size();
+      trouble(log_level::kError, said_lost_,
+              fmt::format("writing the monitoring database {} failed: {}. The workflow goes on; {} monitoring events "
+                          "were lost.",
+                          path_, e.what(), batch.size()));
+      return true;
     }
+    if (held_) {
+      held_ = false;
+      log(log_level::kInfo, "write", fmt::format("the monitoring database {} is free again: {} events written", path_,
+                                                 batch.size()));
+    }
+    written_ += batch.size();
+    if (options_.log_level <= log_level::kDebug)
+      log(log_level::kDebug, "write", fmt::format("committed {} events", batch.size()));
+    return true;
   }
 
-  void apply(WorkflowRec& w) {
+  void apply(const WorkflowRec& w) {
     if (w.kind == WorkflowEvent::Kind::started) {
       run_id_ = w.run_id;
       std::string version = options_.workflow_version;
@@ -545,15 +652,19 @@ class MonitoringDb final : public Observer {
     }
   }
 
-  void apply(TaskRec& e) {
+  void apply(const TaskRec& e) {
     const auto id = static_cast<std::int64_t>(e.task);
     if (e.kind == TaskEvent::Kind::submitted) {
       TaskRow& row = tasks_[e.task];
-      row.func_name = std::move(e.text);
+      row.func_name = e.text;
       row.invoked = time_(e.time);
       row.memoized = e.memoized;
-      row.stdout_path = std::move(e.stdout_path);
-      row.stderr_path = std::move(e.stderr_path);
+      row.stdout_path = e.stdout_path;
+      row.stderr_path = e.stderr_path;
+      if (auto early = described_early_.find(e.task); early != described_early_.end()) {
+        describe(row, early->second);
+        described_early_.erase(early);
+      }
       TryRow& attempt = tries_[TryKey{e.task, 0}];
       attempt.executor.clear();
       status(id, e.state, e.time, 0);
@@ -577,7 +688,7 @@ class MonitoringDb final : public Observer {
       case TaskState::launched:
         if (attempt == tries_.end() && attempt_id > 0) attempt = tries_.emplace(key, TryRow{}).first;  // a retry
         if (attempt != tries_.end()) {
-          attempt->second.executor = std::move(e.text);
+          attempt->second.executor = e.text;
           attempt->second.launched = time_(e.time);
         } else {
           stmts_->try_launched.bind(1, e.text).bind(2, time_(e.time)).bind(3, attempt_id).bind(4, id).bind_static(5, run_id_).run();
@@ -596,7 +707,7 @@ class MonitoringDb final : public Observer {
       case TaskState::memo_done:
       case TaskState::cancelled: {
         std::optional<std::string> history;
-        if (!e.text.empty()) history = std::move(e.text);
+        if (!e.text.empty()) history = e.text;
         if (attempt != tries_.end()) {
           attempt->second.returned = time_(e.time);
           if (history) attempt->second.fail_history = history;
@@ -630,7 +741,44 @@ class MonitoringDb final : public Observer {
     }
   }
 
-  void apply(TryRec& e) {
+  static void describe(TaskRow& row, const DescribedRec& e) {
+    if (!e.inputs.empty()) row.inputs = e.inputs;
+    if (!e.outputs.empty()) row.outputs = e.outputs;
+    if (!e.memo_key.empty()) row.hashsum = hex(e.memo_key);
+  }
+
+  // The front end may describe a call before the kernel's thread reports its submission: such a
+  // description waits (described_early_) for the task's row.
+  void apply(const DescribedRec& e) {
+    if (auto it = tasks_.find(e.task); it != tasks_.end()) return describe(it->second, e);
+    const auto text = [](const std::string& s) { return s.empty() ? std::nullopt : std::optional<std::string>(s); };
+    stmts_->task_described.bind(1, text(e.inputs))
+        .bind(2, text(e.outputs))
+        .bind(3, e.memo_key.empty() ? std::nullopt : std::optional<std::string>(hex(e.memo_key)))
+        .bind(4, static_cast<std::int64_t>(e.task))
+        .bind_static(5, run_id_)
+        .run();
+    if (stmts_->task_described.changes() == 0) {
+      DescribedRec& early = described_early_.try_emplace(e.task, DescribedRec{e.task, {}, {}, {}}).first->second;
+      if (!e.inputs.empty()) early.inputs = e.inputs;
+      if (!e.outputs.empty()) early.outputs = e.outputs;
+      if (!e.memo_key.empty()) early.memo_key = e.memo_key;
+    }
+  }
+
+  // As the front end shows a memo key (TaskHandle.hashsum): lowercase hex.
+  static std::string hex(std::string_view bytes) {
+    static constexpr char kDigits[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(bytes.size() * 2);
+    for (const unsigned char c : bytes) {
+      out.push_back(kDigits[c >> 4]);
+      out.push_back(kDigits[c & 15]);
+    }
+    return out;
+  }
+
+  void apply(const TryRec& e) {
     const TryKey key{e.task, parsl_try(e.try_id)};
     std::optional<std::string> block, host;
     if (!e.block.empty()) block = e.block;
@@ -645,13 +793,13 @@ class MonitoringDb final : public Observer {
     }
   }
 
-  void apply(BlockRec& e) {
+  void apply(const BlockRec& e) {
     std::optional<std::string> job;
     if (!e.job_id.empty()) job = e.job_id;
     stmts_->block.bind_static(1, run_id_).bind(2, e.executor).bind(3, e.block).bind(4, job).bind(5, time_(e.time)).bind(6, e.status).run();
   }
 
-  void apply(PoolRec& e) {
+  void apply(const PoolRec& e) {
     const std::string t = time_(e.time);
     stmts_->node.bind_static(1, run_id_)
         .bind(2, e.hostname)
@@ -667,7 +815,7 @@ class MonitoringDb final : public Observer {
         .run();
   }
 
-  void apply(ResourceSample& e) {
+  void apply(const ResourceSample& e) {
     stmts_->resource.bind(1, parsl_try(e.try_id))
         .bind(2, static_cast<std::int64_t>(e.task.value))
         .bind_static(3, run_id_)
@@ -717,12 +865,15 @@ class MonitoringDb final : public Observer {
         s.bind_static(b + 3, row.depends);
       s.bind_static(b + 4, row.func_name)
           .bind(b + 5, std::int64_t{row.memoized})
-          .bind_static(b + 6, row.stdout_path)
-          .bind_static(b + 7, row.stderr_path)
-          .bind_static(b + 8, row.invoked)
-          .bind(b + 9, row.returned)
-          .bind(b + 10, std::int64_t{row.fail_count})
-          .bind(b + 11, row.fail_cost);
+          .bind(b + 6, row.hashsum)
+          .bind_static(b + 7, row.inputs)
+          .bind_static(b + 8, row.outputs)
+          .bind_static(b + 9, row.stdout_path)
+          .bind_static(b + 10, row.stderr_path)
+          .bind_static(b + 11, row.invoked)
+          .bind(b + 12, row.returned)
+          .bind(b + 13, std::int64_t{row.fail_count})
+          .bind(b + 14, row.fail_cost);
     });
     tasks_.clear();
     stmts_->attempt.insert(tries_.begin(), tries_.end(), [&](Statement& s, int b, const auto& entry) {
@@ -743,6 +894,8 @@ class MonitoringDb final : public Observer {
 
   MonitoringOptions options_;
   std::string path_;
+  LogFormatter log_format_;  // writer thread
+  detail::Fd log_fd_;
   sqlite3* db_ = nullptr;
   std::unique_ptr<Statements> stmts_;
 
@@ -758,12 +911,14 @@ class MonitoringDb final : public Observer {
   std::string run_id_;
   std::unordered_map<std::uint64_t, TaskRow> tasks_;
   std::map<TryKey, TryRow> tries_;
+  std::unordered_map<std::uint64_t, DescribedRec> described_early_;
   std::vector<StatusRow> statuses_;
   int completed_ = 0, failed_ = 0;
   bool counts_changed_ = false;
   TimeText time_;
-  std::size_t lost_ = 0;
-  bool reported_ = false;
+  std::size_t written_ = 0, lost_ = 0;  // events
+  bool held_ = false;                   // a locked database holds the current batch back
+  bool said_locked_ = false, said_lost_ = false;
 };
 
 }  // namespace

@@ -11,13 +11,20 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/future.hpp"
+#include "observe/log_observer.hpp"
 #include "pervade/monitoring.hpp"
 
 using namespace pervade;
@@ -153,13 +160,45 @@ TEST(MonitoringDb, UnusablePathIsAConfigurationErrorNamingIt) {
   }
 }
 
-TEST(MonitoringDb, LockedDatabaseIsReportedOnceAndTheWorkflowGoesOn) {
+// What the writer reports (MonitoringOptions::report), collected for a test.
+struct Reports {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::pair<int, std::string>> seen;
+  std::function<void(int, std::string_view)> sink() {
+    return [this](int level, std::string_view message) {
+      std::lock_guard lock(mutex);
+      seen.emplace_back(level, std::string(message));
+      changed.notify_all();
+    };
+  }
+  bool wait_for(int level, const std::string& text) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, std::chrono::seconds(60), [&] {
+      for (const auto& [l, m] : seen)
+        if (l == level && m.find(text) != std::string::npos) return true;
+      return false;
+    });
+  }
+};
+
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Another connection holds the write lock while tasks run: they finish all the same, the writer
+// says once that the database is locked (report, its log, stderr) and writes every event once
+// the lock is gone.
+TEST(MonitoringDb, LockedDatabaseHoldsEventsBackAndWritesThemWhenFree) {
   const fs::path dir = fresh_dir("locked");
   const fs::path path = dir / "monitoring.db";
+  Reports reports;
   MonitoringOptions mon;
+  mon.log_path = (dir / "database_manager.log").string();
+  mon.report = reports.sink();
   Config cfg;
   cfg.observers.push_back(make_monitoring_db(path, mon));
-  // Another connection holds the write lock for the whole run.
   sqlite3* other = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
@@ -168,16 +207,73 @@ TEST(MonitoringDb, LockedDatabaseIsReportedOnceAndTheWorkflowGoesOn) {
     DataFlowKernel dfk(std::move(cfg));
     std::vector<Future<int>> futures;
     for (int i = 0; i < 20; ++i) futures.push_back(dfk.submit([i] { return i; }));
-    for (int i = 0; i < 20; ++i) EXPECT_EQ(futures[i].get(), i);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(futures[i].get(), i);  // the workflow does not wait
+    EXPECT_TRUE(reports.wait_for(log_level::kWarning, "is locked by another connection"));
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    dfk.cleanup();
+  }
+  sqlite3_close(other);
+  const std::string err = testing::internal::GetCapturedStderr();
+  const auto first = err.find("WARNING: the monitoring database");
+  ASSERT_NE(first, std::string::npos) << err;
+  EXPECT_EQ(err.find("WARNING: the monitoring database", first + 1), std::string::npos) << err;
+  EXPECT_EQ(err.find("ERROR"), std::string::npos) << err;
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), 20);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_status_name='exec_done'"), 20);
+  EXPECT_NE(db.text("SELECT time_completed FROM workflow"), "");
+  const std::string log = file_text(dir / "database_manager.log");
+  EXPECT_NE(log.find("pervade.monitoring.db_manager:0 start INFO: Database manager started"), std::string::npos) << log;
+  EXPECT_NE(log.find("WARNING: the monitoring database"), std::string::npos) << log;
+  EXPECT_NE(log.find("is free again"), std::string::npos) << log;
+  EXPECT_NE(log.find("0 lost"), std::string::npos) << log;
+}
+
+// Still locked at cleanup: the writer gives the held events up after close_timeout, says so,
+// and cleanup() returns.
+TEST(MonitoringDb, DatabaseLockedPastCleanupLosesEventsLoudlyAndCleanupReturns) {
+  const fs::path dir = fresh_dir("locked_at_end");
+  const fs::path path = dir / "monitoring.db";
+  Reports reports;
+  MonitoringOptions mon;
+  mon.report = reports.sink();
+  mon.close_timeout = std::chrono::milliseconds(200);
+  Config cfg;
+  cfg.observers.push_back(make_monitoring_db(path, mon));
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  testing::internal::CaptureStderr();
+  {
+    DataFlowKernel dfk(std::move(cfg));
+    EXPECT_EQ(dfk.submit([] { return 5; }).get(), 5);
     dfk.cleanup();
   }
   const std::string err = testing::internal::GetCapturedStderr();
   sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
   sqlite3_close(other);
-  const auto first = err.find("ERROR: writing the monitoring database");
-  ASSERT_NE(first, std::string::npos) << err;
-  EXPECT_EQ(err.find("ERROR: writing the monitoring database", first + 1), std::string::npos) << err;
-  EXPECT_NE(err.find("locked"), std::string::npos) << err;
+  EXPECT_NE(err.find("events were not written"), std::string::npos) << err;
+  EXPECT_TRUE(reports.wait_for(log_level::kError, "monitoring events were lost"));
+}
+
+TEST(MonitoringDb, WriterLogsAsJsonLinesWithParslKeys) {
+  const fs::path dir = fresh_dir("jsonlog");
+  MonitoringOptions mon;
+  mon.log_path = (dir / "database_manager.jsonlog").string();
+  mon.log_json = true;
+  mon.log_level = log_level::kDebug;
+  Config cfg;
+  cfg.observers.push_back(make_monitoring_db(dir / "monitoring.db", mon));
+  {
+    DataFlowKernel dfk(std::move(cfg));
+    EXPECT_EQ(dfk.submit([] { return 5; }).get(), 5);
+    dfk.cleanup();
+  }
+  const std::string log = file_text(dir / "database_manager.jsonlog");
+  EXPECT_EQ(log.rfind("{\"created\": ", 0), 0u) << log;
+  EXPECT_NE(log.find("\"name\": \"pervade.monitoring.db_manager\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"levelname\": \"DEBUG\", \"msg\": \"committed "), std::string::npos) << log;
+  EXPECT_NE(log.find("\"parsl.dfk\": "), std::string::npos) << log;  // the run id, once it started
 }
 
 // A driver killed with SIGKILL: what it had committed is there. The child runs tasks one after

@@ -12,7 +12,7 @@ from typing import Tuple, Union
 import typeguard
 
 from .. import _native, memoization
-from ..data import DataFuture, File
+from ..data import File
 from ..dataflow.dflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from ..futures import AppFuture
 from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
@@ -123,9 +123,6 @@ class AppBase:
     def _submit(self, dfk, body, args, kwargs, reserved_id, memo=None):
         fut = dfk._submit_task(body, args, kwargs or None, self._labels, self.__name__, kwargs.get("walltime"),
                                reserved_id, kwargs.get("stdout"), kwargs.get("stderr"), memo)
-        outputs = kwargs.get("outputs")
-        if outputs:
-            fut._outputs = [DataFuture(fut, f, tid=fut.tid) for f in outputs]
         return fut
 
 

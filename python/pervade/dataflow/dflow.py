@@ -18,6 +18,7 @@ import typeguard
 from .. import _native, logging_engine, memoization, serialize
 from ..config import Config
 from ..data import DataFuture, File
+from ..data_provider.data_manager import DataManager, has_files
 from ..errors import ConfigurationError, NoDataFlowKernelError
 from ..futures import AppFuture
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
@@ -93,9 +94,36 @@ def _stream_path(spec) -> str:
     if isinstance(spec, tuple):
         spec = spec[0]
     try:
-        return os.fspath(spec)
+        path = os.fspath(spec)
     except TypeError:  # never fail a submission over what monitoring records
         return str(spec)
+    return path.decode() if isinstance(path, bytes) else path
+
+
+class _ResolvedInputs:
+    """Monitoring's task_inputs once the futures among a call's inputs= are done: Parsl records the
+    inputs with those futures replaced by their values (unless one failed: then it never does)."""
+
+    def __init__(self, observers, task_id: int, inputs, futures) -> None:
+        self._observers, self._task_id, self._inputs, self._futures = observers, task_id, inputs, futures
+        self._lock = threading.Lock()
+        self._waiting = len(futures)
+        for f in futures:
+            f.add_done_callback(self._done)
+
+    def _done(self, _future) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting:
+                return
+        if any(f.cancelled() or f.exception() is not None for f in self._futures):
+            return
+        try:
+            text = str([v.result() if isinstance(v, Future) else v for v in self._inputs])
+        except Exception:  # noqa: BLE001 - a value without a str(): monitoring keeps the first text
+            logger.debug("task %d: the inputs' values have no str()", self._task_id, exc_info=True)
+            return
+        _native.describe_task(self._observers, self._task_id, text, None)
 
 
 def make_rundir(path: str) -> str:
@@ -148,6 +176,7 @@ class DataFlowKernel:
     def _start(self, config: Config) -> None:
         """Makes the executors and the engine's kernel (__init__'s part that may fail)."""
         self.executors = {e.label: e for e in config.executors}
+        self.data_manager = DataManager(self)  # stages the Files of calls (docs/staging.md)
         # Labels of executors that run tasks in other processes: apps that can only go there are
         # serialized at the call, so unpicklable arguments fail at once, in the caller.
         self._remote_labels = {e.label for e in config.executors if getattr(e, "remote", False)}
@@ -159,8 +188,12 @@ class DataFlowKernel:
                 config.strategy, config.strategy_period, config.max_idletime)
         natives = [e._native_executor() for e in config.executors]
         observers = [self._log_observer] if self._log_observer else []
+        # With monitoring on, the observers this front end describes calls to (task_inputs, task_outputs).
+        self._monitoring_observers = None
         if self.monitoring is not None:  # the monitoring database is written by the engine (docs/monitoring.md)
-            observers.append(self.monitoring.native_observer(config.run_dir))
+            observers.append(self.monitoring.native_observer(config.run_dir, self.run_dir, config.initialize_logging,
+                                                             self._log_observer))
+            self._monitoring_observers = observers
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
         self._memo_plugin = memo._plugin()  # a memoizer overriding check_memo is asked about each call
@@ -229,6 +262,12 @@ class DataFlowKernel:
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
         fut = AppFuture(self, func, stdout, stderr)
+        staged = has_files(args, kwargs)
+        if staged:  # stage-in tasks or wrappers, the outputs' DataFutures (docs/staging.md)
+            func, args, kwargs, labels, reserved_id = self.data_manager.stage_call(fut, func, args, kwargs, labels,
+                                                                                   reserved_id)
+            stdout, stderr = kwargs.get("stdout"), kwargs.get("stderr")
+        call_kwargs = kwargs  # the encoded path below drops kwargs
         deps = plan = encoded = None
         if self.dependency_resolver is not None:
             deps, plan = self._resolve_dependencies(args, kwargs)
@@ -263,9 +302,31 @@ class DataFlowKernel:
         streams = None
         if (stdout is not None or stderr is not None) and self.monitoring is not None:
             streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
-        fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id, encoded, memo, streams)
+        try:
+            fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
+                                              reserved_id, encoded, memo, streams)
+        except BaseException as e:
+            if staged:  # its stage-out tasks wait on it
+                fut.set_exception(e)
+            raise
+        if self._monitoring_observers is not None and call_kwargs and \
+                ("inputs" in call_kwargs or "outputs" in call_kwargs):
+            self._describe_call(fut.tid, call_kwargs.get("inputs"), call_kwargs.get("outputs"))
         return fut
+
+    def _describe_call(self, task_id: int, inputs, outputs) -> None:
+        """Monitoring's task_inputs and task_outputs, as Parsl writes them: str() of inputs= and
+        outputs=; the inputs again with the values of their futures once those are done."""
+        try:
+            inputs_text = None if inputs is None else str(inputs)
+            outputs_text = None if outputs is None else str(outputs)
+        except Exception:  # noqa: BLE001 - never fail a submission over what monitoring records
+            logger.debug("task %d: inputs= or outputs= has no str()", task_id, exc_info=True)
+            return
+        _native.describe_task(self._monitoring_observers, task_id, inputs_text, outputs_text)
+        futures = [v for v in inputs or () if isinstance(v, Future)]
+        if futures:
+            _ResolvedInputs(self._monitoring_observers, task_id, inputs, futures)
 
     def _resolve_dependencies(self, args, kwargs):
         """(deps, plan) as the Config's dependency_resolver finds them: in each positional and
@@ -304,8 +365,9 @@ class DataFlowKernel:
         a DataFuture of one (the future's value is then its File), an external task otherwise."""
         if isinstance(future, DataFuture) and isinstance(future.parent, AppFuture) and future.parent._dfk is self:
             future = future.parent
-        if isinstance(future, AppFuture) and future._dfk is self:
+        if isinstance(future, AppFuture) and future._dfk is self and future._handle is not None:
             return future._handle
+        # Other futures, and an app's future that a stage-out task depends on before the app is submitted.
         return self._external(future)
 
     def _external(self, future: Future):

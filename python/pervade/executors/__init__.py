@@ -39,8 +39,9 @@ class ThreadPoolExecutor(ParslExecutor):
     >>> ThreadPoolExecutor(max_threads=4, label="local")
 
     Python code holds the GIL while it runs, so threads help apps that wait (I/O, sleep,
-    subprocesses, bash apps) or release the GIL (NumPy). `thread_name_prefix`,
-    `storage_access` and `working_dir` are accepted for Parsl compatibility and stored.
+    subprocesses, bash apps) or release the GIL (NumPy). `storage_access` (staging providers,
+    default_staging when None) and `working_dir` (where staged files go) are Parsl's
+    (docs/staging.md); `thread_name_prefix` is accepted for Parsl compatibility and stored.
 
     At cleanup, running apps are interrupted (DataFlowKernelClosed is raised in Python code, bash
     commands are killed). One that cannot be interrupted (blocked in a C call, such as
@@ -292,7 +293,8 @@ class HighThroughputExecutor(ParslExecutor):
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
         # Parsl's options for its Python interchange and process layout: accepted and stored so
-        # that Parsl configs load, without effect here (docs/python.md).
+        # that Parsl configs load, without effect here (docs/python.md); storage_access and
+        # working_dir are staging's (docs/staging.md).
         self.launch_cmd = launch_cmd
         self.interchange_launch_cmd = interchange_launch_cmd
         self.loopback_address = loopback_address
@@ -475,6 +477,12 @@ class HighThroughputExecutor(ParslExecutor):
     def server_key_file(self):
         """The file pools read the interchange's public key from (None if unencrypted)."""
         return (self._native.server_key_file or None) if self._native else None
+
+    @property
+    def hub_zmq_port(self) -> int:
+        """Parsl's name for the port where this executor's monitoring messages arrive: pervade's
+        pools send theirs (resource samples, node facts) over the interchange's port."""
+        return self._started_native().port
 
     def _started_native(self):
         if self._native is None:

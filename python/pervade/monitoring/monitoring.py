@@ -27,7 +27,8 @@ class MonitoringHub:
     logging_endpoint: where the database is: a "sqlite:///relative/path.db" or
         "sqlite:////absolute/path.db" URL (default: sqlite:///<Config.run_dir>/monitoring.db).
         Only SQLite is supported; anything else raises ConfigurationError at load().
-    monitoring_debug: accepted; the writer logs through the engine either way.
+    monitoring_debug: the writer's log (run_dir/NNN/database_manager.log) at DEBUG instead of INFO,
+        when Config(initialize_logging=) is True or False (a FileLogging or JSONLogging sets it).
     resource_monitoring_enabled: sample each running task's processes (CPU, memory, I/O,
         context switches) into the resource table, and node facts into the node table.
     resource_monitoring_interval: seconds between samples; 0: only a first and a last sample.
@@ -97,8 +98,23 @@ class MonitoringHub:
                 return os.path.basename(path)
         return "unnamed"
 
-    def native_observer(self, config_run_dir: str):
-        """The engine's database writer for this hub; ConfigurationError if the database is unusable."""
+    def log_file(self, run_dir: str, initialize_logging) -> Optional[tuple[str, bool, int]]:
+        """Where the writer logs, as Parsl's database manager: (path, JSON lines?, level), or None.
+        run_dir is the run's own (run_dir/NNN); initialize_logging the Config's."""
+        from ..logconfigs.file import FileLogging
+        from ..logconfigs.json import JSONLogging
+        if isinstance(initialize_logging, bool):
+            level = logging.DEBUG if self.monitoring_debug else logging.INFO
+            return os.path.join(run_dir, "database_manager.log"), False, level
+        if isinstance(initialize_logging, JSONLogging):
+            return os.path.join(run_dir, "database_manager.jsonlog"), True, initialize_logging.level
+        if isinstance(initialize_logging, FileLogging):
+            return os.path.join(run_dir, "database_manager.log"), False, initialize_logging.level
+        return None  # NoopLogging, or a LogConfig of the user's: nothing written by the engine
+
+    def native_observer(self, config_run_dir: str, run_dir: str = "", initialize_logging=True, run_log=None):
+        """The engine's database writer for this hub; ConfigurationError if the database is unusable.
+        It logs into run_dir (log_file) and reports its troubles to run_log (the run's LogObserver)."""
         from .. import _native
         path = self.database_path(config_run_dir)
         directory = os.path.dirname(path)
@@ -108,5 +124,8 @@ class MonitoringHub:
             except OSError as e:
                 raise ConfigurationError(f"MonitoringHub logging_endpoint {self.logging_endpoint or path!r}: "
                                          f"cannot create {directory!r}: {e}") from None
+        log_path, log_json, log_level = (self.log_file(run_dir, initialize_logging) if run_dir else None) \
+            or ("", False, logging.INFO)
         return _native.monitoring_db(path, self.resolved_workflow_name(), self.workflow_version or "",
-                                     self.resource_monitoring_enabled, self.resource_monitoring_interval)
+                                     self.resource_monitoring_enabled, self.resource_monitoring_interval,
+                                     log_path, log_json, log_level, run_log)

@@ -200,8 +200,17 @@ void BlockManager::cancel_all() {
     std::lock_guard lock(mutex_);
     if (cancelled_) return;
     cancelled_ = true;
-    for (const auto& b : blocks_)
-      if (!b.job_id.empty()) jobs.push_back(b.job_id);
+    for (auto& b : blocks_) {
+      if (b.job_id.empty()) continue;
+      jobs.push_back(b.job_id);
+      // As Parsl's shutdown (scale_in of every block): SCALED_IN from then on, whatever the
+      // provider later says of the job.
+      if (!is_terminal(b.status.state)) {
+        b.status.state = JobState::scaled_in;
+        b.status.message.clear();
+        report(b.block_id, b.job_id, b.status);
+      }
+    }
   }
   if (!jobs.empty()) provider_->cancel(jobs);
 }

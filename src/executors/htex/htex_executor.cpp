@@ -255,6 +255,15 @@ struct HighThroughputExecutor::Impl {
     if (out.kind == PoolEvent::Kind::left) places.erase(it);
   }
 
+  // The pools still joined when the interchange has stopped leave with the executor (Parsl's
+  // last node row, active 0). After the interchange thread is joined: `places` is this thread's.
+  void report_pools_left() {
+    if (!owner->observers().active()) return;
+    std::vector<interchange::PoolEvent> left;
+    for (const auto& [id, joined] : places) left.push_back(interchange::PoolEvent{interchange::PoolEvent::drained, {}, id});
+    for (const auto& e : left) report_pool(e);
+  }
+
   void on_event(const interchange::PoolEvent& e) {
     if (owner->observers().active()) report_pool(e);
     if (e.kind == interchange::PoolEvent::refused) {
@@ -625,6 +634,7 @@ void HighThroughputExecutor::shutdown() {
   if (im.strategy_thread.joinable()) im.strategy_thread.join();  // before the blocks go
   if (im.encoder.joinable()) im.encoder.join();
   if (im.interchange) im.interchange->stop();  // SHUTDOWN to every pool
+  im.report_pools_left();
   if (im.blocks) im.blocks->cancel_all();      // then stop their process trees
   {
     std::lock_guard lock(im.flight_mutex);
