@@ -4,9 +4,13 @@
 PYTHON ?= python3
 BUILD_DIR ?= build
 # Debian packages the build and tests need (checked with dpkg, installed only when missing);
-# graphviz: parsl-visualize draws its DAG pages with dot (tests/python/test_monitoring_visualize.py).
-APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz
-PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard
+# graphviz: parsl-visualize draws its DAG pages with dot (tests/python/test_monitoring_visualize.py);
+# libcurl4-openssl-dev, libssl-dev: staging's transfers (src/staging); rsync, openssh-server,
+# openssh-client: RSyncStaging over ssh to a test host (tests/python/test_staging_hosts.py).
+APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz \
+	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client
+# pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py).
+PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat clean
 
@@ -18,7 +22,7 @@ deps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
-	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard" 2>/dev/null || \
+	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES)
 
 # The C++ library, its GoogleTest suite and the C++ benchmark.

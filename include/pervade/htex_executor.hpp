@@ -10,7 +10,9 @@
 //   o.workers_per_node = 4;
 //   pervade::DataFlowKernel dfk(pervade::Config{.executors = {std::make_shared<pervade::HighThroughputExecutor>(o)}});
 //   dfk.submit(pervade::Shell{"hostname > host.txt"}).get();   // runs on the pool
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,13 @@
 #include "pervade/remote.hpp"
 
 namespace pervade {
+
+// A block started by the executor's provider.
+struct BlockStatus {
+  std::string block_id;
+  std::string job_id;  // the provider's
+  JobStatus status;
+};
 
 struct HtexOptions {
   std::string label = "htex";
@@ -51,6 +60,10 @@ struct HtexOptions {
   // tail of the block's log). 0: never give up. With "none", the executor also fails once
   // every block has ended, as nothing would replace them.
   int max_failed_blocks = 3;
+  // Parsl's block_error_handler: when set, the failure rule is this function's instead of
+  // max_failed_blocks. The strategy thread calls it every round with every block's state (after
+  // polling the provider); it may call fail(). Parsl's handlers are Python (pervade.jobs.error_handlers).
+  std::function<void(const std::vector<BlockStatus>&)> block_error_handler;
   // The workers the strategy counts per node before any pool has registered, when
   // workers_per_node is 0 (each pool picks its own count; the Python front end passes its
   // estimate). 0: the driver machine's CPU count. Once pools register, their count is used.
@@ -80,13 +93,6 @@ struct HtexOptions {
   // socket in a 0700 directory under <run_dir>/<label> instead of TCP (no CurveZMQ needed:
   // only this user can open it); pools elsewhere, or that cannot use it, use TCP as before.
   bool same_host_ipc = true;
-};
-
-// A block started by the executor's provider.
-struct BlockStatus {
-  std::string block_id;
-  std::string job_id;  // the provider's
-  JobStatus status;
 };
 
 struct PoolStatus {
@@ -127,12 +133,24 @@ class HighThroughputExecutor : public Executor {
   std::string pool_command(const std::string& block_id) const;
   // Every block started so far with its provider job and state (asks the provider).
   std::vector<BlockStatus> blocks() const;
+  // The same with the states the strategy last saw (no provider call): Parsl's status_facade.
+  std::vector<BlockStatus> known_blocks() const;
+  // Blocks from which a pool has registered at some point, in no particular order.
+  std::vector<std::string> connected_blocks() const;
   // Asks the provider for `count` more blocks; returns their block ids.
   std::vector<std::string> scale_out(int count);
+  // Scales in up to `count` blocks now (Parsl's scale_in): with max_idletime only blocks without
+  // tasks idle that long, else any, busy ones drained (they finish their tasks, then end).
+  // Returns their block ids. Blocks the strategy then needs (min_blocks) are started again.
+  std::vector<std::string> scale_in(int count, std::optional<double> max_idletime = std::nullopt);
   // The file the pools read the interchange's public key from ("" if unencrypted).
   std::string server_key_file() const;
   // Why the executor failed (see max_failed_blocks); "" while it works.
   std::string failure() const;
+  // Fails the executor for `reason` (Parsl's set_bad_state_and_fail_all): every outstanding and
+  // later task fails with ExecutorFailed, and the blocks are cancelled (this waits for them).
+  // Only the first reason counts.
+  void fail(const std::string& reason);
 
  private:
   struct Impl;

@@ -44,6 +44,14 @@ struct RemoteBytes {
   std::vector<SharedBuffer> buffers = {};
 };
 
+// A front end may take over a big result's buffers as they arrive: the Python binding moves
+// each into the bytes object its value will be, releasing the frame's pages as it copies, so a
+// 1 GB result costs the driver 1 GB, not 2. Called by executors on their own thread, before
+// the result is posted, while they hold its only reference; null: buffers stay as they came.
+using ResultBufferHook = void (*)(std::vector<SharedBuffer>& buffers);
+void set_result_buffer_hook(ResultBufferHook hook);
+ResultBufferHook result_buffer_hook();
+
 // The task raised on the worker; payload is the serialized (exception, traceback text).
 class RemoteTaskError : public Error {
  public:

@@ -122,6 +122,15 @@ class TaskBody {
     (void)ctx;
     reply({}, std::make_exception_ptr(std::logic_error("this task body cannot compute a memo key")));
   }
+  // A memoized join whose value is not bytes already (it came from this process): called on the
+  // reactor with that value once the join succeeded; must not block. The body serializes it
+  // elsewhere and calls reply(bytes) from any thread, exactly once; empty bytes: the value
+  // cannot be memoized (the join still succeeds with it).
+  using SerializeReply = std::function<void(std::string bytes)>;
+  virtual void request_serialized(const std::any& value, SerializeReply reply) {
+    (void)value;
+    reply({});
+  }
 };
 
 // Receives a task when it reaches a final state. Called on the reactor thread; must not block.

@@ -2,9 +2,51 @@
 // The parts of pervade._native defined outside module.cpp; NB_MODULE in module.cpp calls them.
 #include <nanobind/nanobind.h>
 
+#include <string>
+#include <utility>
+
+#include "pervade/errors.hpp"
 #include "pervade/observer.hpp"
 
 namespace pervade::bindings {
+
+// Drops a Python reference on any thread: at once with the GIL, else on the next thread that
+// holds it (module.cpp).
+void release_python_ref(PyObject* o);
+// The interpreter is shutting down: no thread may take the GIL any more (module.cpp).
+bool python_exiting();
+
+// A Python object owned by an engine object, which may be destroyed on any thread.
+class OwnedPython {
+ public:
+  explicit OwnedPython(nanobind::handle o) : obj_(o.inc_ref().ptr()) {}
+  OwnedPython(const OwnedPython&) = delete;
+  OwnedPython& operator=(const OwnedPython&) = delete;
+  ~OwnedPython() { release_python_ref(obj_); }
+  nanobind::handle get() const { return obj_; }
+
+ private:
+  PyObject* obj_;
+};
+
+// Runs f with the GIL from any thread (an engine thread calling user Python code off the hot
+// path: a provider's methods, a block error handler). Returns false without running it while
+// the interpreter exits. A Python exception leaves as pervade::Error with its text.
+template <class F>
+bool with_python(F&& f) {
+  if (python_exiting()) return false;
+  std::string error;
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  try {
+    f();
+  } catch (const std::exception& e) {  // nanobind::python_error among them: its text needs the GIL
+    error = e.what();
+    if (error.empty()) error = "a Python call of the engine failed";
+  }
+  PyGILState_Release(gil);
+  if (!error.empty()) throw Error(error);
+  return true;
+}
 
 // Provider, Launcher and their factories (providers.cpp).
 void bind_providers(nanobind::module_& m);
@@ -17,5 +59,8 @@ struct ObserverHandle {
 void bind_log_observer(nanobind::module_& m);
 // The monitoring database and call descriptions (monitoring.cpp).
 void bind_monitoring(nanobind::module_& m);
+
+// staging_fetch, the transfers of File staging (staging.cpp).
+void bind_staging(nanobind::module_& m);
 
 }  // namespace pervade::bindings

@@ -14,12 +14,15 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/function.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include <Python.h>
 #include <pythread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <condition_variable>
@@ -29,6 +32,7 @@
 #include <thread>
 
 #include "bindings.hpp"
+#include "executors/htex/strategy.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
@@ -142,6 +146,13 @@ bool interpreter_finalizing() {
   return _Py_IsFinalizing();
 #endif
 }
+
+}  // namespace
+
+void pervade::bindings::release_python_ref(PyObject* o) { PyRef::steal(o).reset(); }
+bool pervade::bindings::python_exiting() { return !Py_IsInitialized() || interpreter_finalizing(); }
+
+namespace {
 
 struct EngineThreadState {
   PyThreadState* state = nullptr;
@@ -267,12 +278,63 @@ nb::object describe_failures(const PropagatedError::Failures& failed) {
   return out;
 }
 
-// Read-only memoryviews over a big result's out-of-band buffers (the ZeroMQ frames they
-// arrived in, not copied), each keeping its frame alive as long as the view or what unpickling
-// made of it lives.
+// A big result's out-of-band buffers become bytes objects as they arrive
+// (set_result_buffer_hook), on the executor's thread: a pool app that returns 1 GB of bytes
+// costs the driver 1 GB, not the ZeroMQ frame plus its copy. Unpickling is then handed the bytes
+// object itself, which pervade.serialize's rebuild returns as the value: no copy at all.
+struct PyBytesOwner {  // the deleter that marks a SharedBuffer as owned by a bytes object
+  void operator()(const void* bytes) const { PyRef::steal(static_cast<PyObject*>(const_cast<void*>(bytes))); }
+};
+
+// memcpy that gives the source's pages back to the kernel as it goes (MADV_DONTNEED on the
+// pages it has copied), so the copy never holds both whole. Only for a source nobody reads again.
+void copy_releasing_source(char* to, const char* from, std::size_t n) {
+  constexpr std::size_t kChunk = std::size_t{32} << 20;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<std::uintptr_t>(from);
+  std::uintptr_t released = (start + page - 1) / page * page;  // whole pages inside the source only
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t k = std::min(kChunk, n - done);
+    std::memcpy(to + done, from + done, k);
+    done += k;
+    const std::uintptr_t end = (start + done) / page * page;
+    if (end > released) {
+      ::madvise(reinterpret_cast<void*>(released), end - released, MADV_DONTNEED);
+      released = end;
+    }
+  }
+}
+
+void adopt_result_buffers(std::vector<SharedBuffer>& buffers) {
+  for (SharedBuffer& b : buffers) {
+    if (std::get_deleter<PyBytesOwner>(b.owner)) continue;
+    PyObject* bytes;
+    {
+      nb::gil_scoped_acquire gil;
+      bytes = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(b.size));
+      if (!bytes) {  // no memory for it now: the value is unpickled from the frame later
+        PyErr_Clear();
+        continue;
+      }
+    }
+    if (b.owner.use_count() == 1)
+      copy_releasing_source(PyBytes_AS_STRING(bytes), b.data, b.size);
+    else
+      std::memcpy(PyBytes_AS_STRING(bytes), b.data, b.size);
+    b = SharedBuffer{std::shared_ptr<const void>(bytes, PyBytesOwner{}), PyBytes_AS_STRING(bytes), b.size};
+  }
+}
+
+// What unpickling gets for a big result's out-of-band buffers: the bytes objects they became,
+// or read-only memoryviews over the ZeroMQ frames they arrived in (not copied), each keeping its
+// frame alive as long as the view or what unpickling made of it lives.
 nb::list buffer_views(const std::vector<SharedBuffer>& buffers) {
   nb::list out;
   for (const SharedBuffer& b : buffers) {
+    if (std::get_deleter<PyBytesOwner>(b.owner)) {
+      out.append(nb::borrow(static_cast<PyObject*>(const_cast<void*>(b.owner.get()))));
+      continue;
+    }
     auto* owner = new SharedBuffer(b);
     nb::capsule keep(owner, [](void* p) noexcept { delete static_cast<SharedBuffer*>(p); });
     const std::size_t shape[1] = {b.size};
@@ -394,6 +456,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   bool encode_remote_now(const TaskContext& ctx, RemoteTask* out) override;
   void task_final(const TaskRecordPtr& task) override;
   void request_memo_key(const TaskContext& ctx, MemoKeyReply reply) override;
+  void request_serialized(const std::any& value, SerializeReply reply) override;
 
   // Called by the completion thread with the GIL.
   void complete(const TaskRecord& record);
@@ -611,6 +674,9 @@ class CompletionThread {
   void push_memo_key(std::shared_ptr<PyTask> task, TaskBody::MemoKeyReply reply) {
     push(Item{std::move(task), nullptr, false, StopReason::walltime, std::move(reply)});
   }
+  void push_serialize(std::any value, TaskBody::SerializeReply reply) {
+    push(Item{nullptr, nullptr, false, StopReason::walltime, {}, std::move(value), std::move(reply)});
+  }
 
   // Delivers everything queued so far, then ends the thread. Call without the GIL.
   void stop() {
@@ -630,6 +696,8 @@ class CompletionThread {
     bool interrupt;
     StopReason reason = StopReason::walltime;
     TaskBody::MemoKeyReply memo_key;  // set: compute the task's memo key
+    std::any value;                   // with serialized: pickle this value for the memo table
+    TaskBody::SerializeReply serialized;
   };
 
   void push(Item item) {
@@ -664,6 +732,8 @@ class CompletionThread {
           item.task->inject_stop(item.reason);
         else if (item.memo_key)
           item.task->compute_memo_key(item.memo_key);
+        else if (item.serialized)
+          item.serialized(serialize_for_memo(to_python(item.value).ptr()));
         else
           item.task->complete(*item.record);
       }
@@ -715,6 +785,12 @@ void PyTask::request_memo_key(const TaskContext&, MemoKeyReply reply) {
   completions_->push_memo_key(shared_from_this(), std::move(reply));
 }
 
+// A memoized join's value is pickled on the completion thread, after the futures of the tasks
+// it joined (queued there before) were completed.
+void PyTask::request_serialized(const std::any& value, SerializeReply reply) {
+  completions_->push_serialize(value, std::move(reply));
+}
+
 void PyTask::compute_memo_key(const MemoKeyReply& reply) {
   std::string key;
   std::exception_ptr error;
@@ -737,8 +813,8 @@ void PyTask::compute_memo_key(const MemoKeyReply& reply) {
 // goes through the Python method.
 void PyTask::complete(const TaskRecord& record) {
   static PyObject* s_finish = PyUnicode_InternFromString("_finish");
-  static PyObject* s_condition = PyUnicode_InternFromString("_condition");
-  static PyObject* s_callbacks = PyUnicode_InternFromString("_done_callbacks");
+  static PyObject* s_cond = PyUnicode_InternFromString("_cond");
+  static PyObject* s_callbacks = PyUnicode_InternFromString("_callback_list");
   static PyObject* s_result = PyUnicode_InternFromString("_result");
   static PyObject* s_exception = PyUnicode_InternFromString("_exception");
   static PyObject* s_state = PyUnicode_InternFromString("_state");
@@ -749,15 +825,17 @@ void PyTask::complete(const TaskRecord& record) {
   bool ok = true;
   try {
     nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-    PyObject* dict = PyObject_GenericGetDict(fut, nullptr);
-    PyObject* callbacks = dict ? PyDict_GetItemWithError(dict, s_callbacks) : nullptr;  // borrowed
-    const bool fast = dict && !PyDict_GetItemWithError(dict, s_condition) && callbacks && PyList_Check(callbacks) &&
-                      PyList_GET_SIZE(callbacks) == 0 && !PyErr_Occurred();
+    PyObject* cond = PyObject_GetAttr(fut, s_cond);
+    PyObject* callbacks = cond ? PyObject_GetAttr(fut, s_callbacks) : nullptr;
+    const bool fast = cond == Py_None && callbacks == Py_None;
+    Py_XDECREF(cond);
+    Py_XDECREF(callbacks);
+    PyErr_Clear();  // no such attributes: not an AppFuture, its _finish decides
     if (fast) {
       // The completion thread holds the GIL and runs no Python code here, so no waiter can
       // appear between these writes.
-      ok = PyDict_SetItem(dict, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-           PyDict_SetItem(dict, s_state, s_finished) == 0;
+      ok = PyObject_SetAttr(fut, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
+           PyObject_SetAttr(fut, s_state, s_finished) == 0;
     } else {
       PyObject* none = Py_None;
       PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
@@ -765,7 +843,6 @@ void PyTask::complete(const TaskRecord& record) {
       ok = r != nullptr;
       Py_XDECREF(r);
     }
-    Py_XDECREF(dict);
   } catch (nb::python_error& e) {
     e.restore();
     ok = false;
@@ -802,6 +879,16 @@ void PyTask::untrack() {
 }
 
 // ---------------------------------------------------------------- the kernel object
+
+// (block id, job id, state number, message, exit code or None, log path) per block: pervade.executors
+// makes JobStatus objects of them. GIL held.
+nb::list block_tuples(const std::vector<BlockStatus>& blocks) {
+  nb::list out;
+  for (const auto& b : blocks)
+    out.append(nb::make_tuple(b.block_id, b.job_id, static_cast<int>(b.status.state), b.status.message,
+                              b.status.exit_code, b.status.log_path));
+  return out;
+}
 
 class Executor_ {
  public:
@@ -1094,6 +1181,7 @@ NB_MODULE(_native, m) {
   // Futures and kernels held by module globals at interpreter exit are normal in Python;
   // the engine itself is stopped by DataFlowKernel.cleanup (also registered with atexit).
   nb::set_leak_warnings(false);
+  set_result_buffer_hook(&adopt_result_buffers);
 
   nb::class_<TaskHandle>(m, "TaskHandle")
       .def_prop_ro("id", [](const TaskHandle& t) { return t.record->id().value; })
@@ -1141,29 +1229,53 @@ NB_MODULE(_native, m) {
       .def_prop_ro("outstanding", [](const Executor_& e) { return e.htex().outstanding(); })
       .def("refusals", [](const Executor_& e) { return e.htex().refusals(); })
       .def("failure", [](const Executor_& e) { return e.htex().failure(); })
+      .def("fail",
+           [](Executor_& e, const std::string& reason) {
+             nb::gil_scoped_release release;  // cancels the blocks, maybe through Python provider methods
+             e.htex().fail(reason);
+           })
+      .def("connected_blocks",
+           [](const Executor_& e) {
+             nb::gil_scoped_release release;
+             return e.htex().connected_blocks();
+           })
       .def("hold", [](Executor_& e, const std::string& pool, bool held) { return e.htex().hold(pool, held); })
       .def("drain", [](Executor_& e, const std::string& pool) { return e.htex().drain(pool); })
-      .def("pool_command", [](const Executor_& e, const std::string& block) { return e.htex().pool_command(block); })
-      .def_prop_ro("server_key_file", [](const Executor_& e) { return e.htex().server_key_file(); })
+      // Without the GIL: the block manager's lock may be held by a thread that waits for the
+      // GIL (a provider or launcher written in Python, called while a block is submitted).
+      .def("pool_command",
+           [](const Executor_& e, const std::string& block) {
+             nb::gil_scoped_release release;
+             return e.htex().pool_command(block);
+           })
+      .def_prop_ro("server_key_file",
+                   [](const Executor_& e) {
+                     nb::gil_scoped_release release;
+                     return e.htex().server_key_file();
+                   })
       .def("scale_out",
            [](Executor_& e, int count) {
              nb::gil_scoped_release release;
              return e.htex().scale_out(count);
            })
-      .def("blocks",
-           [](const Executor_& e) {
-             std::vector<BlockStatus> blocks;
-             {
-               nb::gil_scoped_release release;
-               blocks = e.htex().blocks();
-             }
-             // (block id, job id, state number, message, exit code or None, log path)
-             nb::list out;
-             for (const auto& b : blocks)
-               out.append(nb::make_tuple(b.block_id, b.job_id, static_cast<int>(b.status.state), b.status.message,
-                                         b.status.exit_code, b.status.log_path));
-             return out;
-           })
+      .def(
+          "scale_in",
+          [](Executor_& e, int count, std::optional<double> max_idletime) {
+            nb::gil_scoped_release release;
+            return e.htex().scale_in(count, max_idletime);
+          },
+          nb::arg("count"), nb::arg("max_idletime").none())
+      .def(
+          "blocks",
+          [](const Executor_& e, bool poll) {
+            std::vector<BlockStatus> blocks;
+            {
+              nb::gil_scoped_release release;  // the provider may be Python's, called from here
+              blocks = poll ? e.htex().blocks() : e.htex().known_blocks();
+            }
+            return block_tuples(blocks);
+          },
+          nb::arg("poll") = true)
       .def("pools", [](const Executor_& e) {
         std::vector<PoolStatus> pools;
         {
@@ -1187,6 +1299,39 @@ NB_MODULE(_native, m) {
         return out;
       });
 
+  // The engine's scaling decisions for pervade.jobs.strategy.Strategy (Parsl's class, which
+  // scripts drive by hand on executors they describe): blocks are (block id, JobState number);
+  // returns (blocks to start, block ids to scale in). The failure rule is the executor's, not this.
+  nb::class_<detail::Strategy>(m, "ScalingStrategy")
+      .def(
+          "__init__",
+          [](detail::Strategy* self, const std::string& kind, int min_blocks, int max_blocks, double parallelism,
+             double max_idletime, int nodes_per_block) {
+            new (self) detail::Strategy(detail::StrategyConfig{detail::parse_strategy(kind), min_blocks, max_blocks,
+                                                               parallelism, max_idletime, nodes_per_block, 0});
+          },
+          nb::arg("kind"), nb::arg("min_blocks"), nb::arg("max_blocks"), nb::arg("parallelism"),
+          nb::arg("max_idletime"), nb::arg("nodes_per_block"))
+      .def(
+          "decide",
+          [](detail::Strategy& strategy, double now, std::size_t outstanding, int workers_per_node,
+             const std::vector<std::pair<std::string, int>>& blocks) {
+            detail::StrategySnapshot snap;
+            snap.now = now;
+            snap.outstanding = outstanding;
+            snap.workers_per_node = workers_per_node;
+            for (const auto& [id, state] : blocks) {
+              detail::BlockSnapshot b;
+              b.block_id = id;
+              b.status.state = static_cast<JobState>(state);
+              snap.blocks.push_back(std::move(b));
+            }
+            detail::StrategyDecisions d = strategy.decide(snap);
+            d.cancel.insert(d.cancel.end(), d.drain.begin(), d.drain.end());
+            return std::make_pair(d.start, d.cancel);
+          },
+          nb::arg("now"), nb::arg("outstanding"), nb::arg("workers_per_node"), nb::arg("blocks"));
+
   m.def("curve_keypair", [] {
     char public_key[41], secret_key[41];
     if (zmq_curve_keypair(public_key, secret_key) != 0)
@@ -1196,6 +1341,7 @@ NB_MODULE(_native, m) {
 
   pervade::bindings::bind_providers(m);
   pervade::bindings::bind_log_observer(m);
+  pervade::bindings::bind_staging(m);
   pervade::bindings::bind_monitoring(m);
 
   // The Python HighThroughputExecutor fills these options (the ones it uses); the executor then
@@ -1225,7 +1371,14 @@ NB_MODULE(_native, m) {
       .def_rw("strategy_period", &HtexOptions::strategy_period)
       .def_rw("max_idletime", &HtexOptions::max_idletime)
       .def_rw("max_failed_blocks", &HtexOptions::max_failed_blocks)
-      .def_rw("expected_workers_per_node", &HtexOptions::expected_workers_per_node);
+      .def_rw("expected_workers_per_node", &HtexOptions::expected_workers_per_node)
+      // handler(block_tuples): called on the strategy thread every round (see HtexOptions).
+      .def("set_block_error_handler", [](HtexOptions& o, nb::object handler) {
+        auto owned = std::make_shared<bindings::OwnedPython>(handler);
+        o.block_error_handler = [owned](const std::vector<BlockStatus>& blocks) {
+          bindings::with_python([&] { owned->get()(block_tuples(blocks)); });
+        };
+      });
   m.def(
       "htex_executor",
       [](const HtexOptions& o) { return Executor_{std::make_shared<HighThroughputExecutor>(o)}; },
@@ -1233,10 +1386,11 @@ NB_MODULE(_native, m) {
 
   m.def(
       "thread_pool_executor",
-      [](int max_threads, const std::string& label) {
-        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label)};
+      [](int max_threads, const std::string& label, double shutdown_grace) {
+        return Executor_{std::make_shared<ThreadPoolExecutor>(max_threads, label,
+                                                              std::chrono::duration<double>(shutdown_grace))};
       },
-      nb::arg("max_threads"), nb::arg("label"));
+      nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,

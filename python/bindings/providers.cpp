@@ -9,6 +9,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <fmt/format.h>
+
 #include "bindings.hpp"
 #include "pervade/batch_providers.hpp"
 #include "pervade/provider.hpp"
@@ -145,6 +147,86 @@ void bind_batch_providers(nb::module_& m) {
   });
 }
 
+// The launcher of a Python provider: wrap() calls the Python launcher, so that its attributes
+// count as they are when a block is submitted (Parsl reads them then; a script may change
+// WrappedLauncher.prepend between blocks) and Launcher subclasses with their own __call__ work.
+// While the interpreter exits, the native launcher made from the attributes at start wraps.
+class PythonLauncher final : public Launcher {
+ public:
+  PythonLauncher(nb::handle python, std::shared_ptr<Launcher> native) : python_(python), native_(std::move(native)) {}
+
+  std::string wrap(const std::string& command, int tasks_per_node, int nodes_per_block) const override {
+    std::string out;
+    if (!with_python([&] { out = nb::cast<std::string>(python_.get()(command, tasks_per_node, nodes_per_block)); }))
+      return native_->wrap(command, tasks_per_node, nodes_per_block);
+    return out;
+  }
+  std::string_view name() const override { return native_->name(); }
+
+ private:
+  OwnedPython python_;
+  std::shared_ptr<Launcher> native_;
+};
+
+// A provider whose Python class overrides submit, status or cancel (Parsl scripts subclass
+// LocalProvider to count or alter submissions): the engine's calls go through those methods,
+// with the GIL, on the thread that makes them (the strategy thread, cleanup). The overrides
+// usually end in the native provider (super().submit(...)). While the interpreter exits the
+// calls go to the native provider directly, so that blocks are still cancelled.
+class PythonProvider final : public Provider {
+ public:
+  PythonProvider(nb::handle python, std::shared_ptr<Provider> native)
+      : Provider(native->label(), native->options()), python_(python), native_(std::move(native)) {}
+
+  std::string submit(const std::string& command, int tasks_per_node, const std::string& job_name,
+                     const std::string& log_path) override {
+    std::string job_id;
+    if (!with_python([&] {
+          nb::object id = python_.get().attr("submit")(command, tasks_per_node, job_name, log_path);
+          if (id.is_none()) throw Error("the provider's submit() returned no job id");
+          job_id = nb::cast<std::string>(nb::str(id));
+        }))
+      return native_->submit(command, tasks_per_node, job_name, log_path);
+    return job_id;
+  }
+
+  std::vector<JobStatus> status(const std::vector<std::string>& job_ids) override {
+    std::vector<JobStatus> out;
+    if (!with_python([&] {
+          for (nb::handle s : python_.get().attr("status")(job_ids)) {
+            JobStatus j;
+            j.state = static_cast<JobState>(nb::cast<int>(s.attr("state")));
+            nb::object message = s.attr("message"), exit_code = s.attr("exit_code");
+            if (!message.is_none()) j.message = nb::cast<std::string>(nb::str(message));
+            if (!exit_code.is_none()) j.exit_code = nb::cast<int>(exit_code);
+            if (nb::hasattr(s, "log_path") && !s.attr("log_path").is_none())
+              j.log_path = nb::cast<std::string>(s.attr("log_path"));
+            out.push_back(std::move(j));
+          }
+        }))
+      return native_->status(job_ids);
+    if (out.size() != job_ids.size())
+      throw Error(fmt::format("the provider's status() gave {} states for {} jobs", out.size(), job_ids.size()));
+    return out;
+  }
+
+  std::vector<bool> cancel(const std::vector<std::string>& job_ids) override {
+    std::vector<bool> out;
+    if (!with_python([&] {
+          nb::object done = python_.get().attr("cancel")(job_ids);
+          if (!done.is_none())
+            for (nb::handle d : done) out.push_back(nb::cast<bool>(d));
+        }))
+      return native_->cancel(job_ids);
+    out.resize(job_ids.size(), true);  // Parsl's cancel may return nothing
+    return out;
+  }
+
+ private:
+  OwnedPython python_;
+  std::shared_ptr<Provider> native_;
+};
+
 }  // namespace
 
 void bind_providers(nb::module_& m) {
@@ -157,6 +239,12 @@ void bind_providers(nb::module_& m) {
       [](bool fail_on_any) -> std::shared_ptr<Launcher> { return std::make_shared<SingleNodeLauncher>(fail_on_any); },
       nb::arg("fail_on_any"));
   bind_launchers(m);
+  m.def(
+      "python_launcher",
+      [](nb::object python, std::shared_ptr<Launcher> native) -> std::shared_ptr<Launcher> {
+        return std::make_shared<PythonLauncher>(python, std::move(native));
+      },
+      nb::arg("python"), nb::arg("native"));
 
   nb::class_<Provider>(m, "Provider")
       .def_prop_ro("label", &Provider::label)
@@ -192,6 +280,12 @@ void bind_providers(nb::module_& m) {
           nb::arg("job_ids"));
 
   bind_batch_providers(m);
+  m.def(
+      "python_provider",
+      [](nb::object python, std::shared_ptr<Provider> native) -> std::shared_ptr<Provider> {
+        return std::make_shared<PythonProvider>(python, std::move(native));
+      },
+      nb::arg("python"), nb::arg("native"));
 
   m.def(
       "local_provider",

@@ -6,6 +6,8 @@ import os
 from concurrent.futures import Future
 from urllib.parse import urlparse
 
+from .errors import ConfigurationError
+
 
 class File:
     """A file named by a path or URL; passed in `inputs=` / `outputs=` to chain apps through files.
@@ -13,20 +15,25 @@ class File:
     >>> f = File("data/out.txt")
     >>> f.filepath, f.filename, f.scheme
     ('data/out.txt', 'out.txt', 'file')
+
+    A URL (http, https, ftp, zip, rsync through RSyncStaging, ...) is staged to a local path
+    by the executor's staging providers before the app runs (docs/staging.md). `checksum`
+    ("sha256:<hex>", pervade only) makes the transfer verify what it received.
     """
 
-    def __init__(self, url):
+    def __init__(self, url, checksum: str | None = None):
         if not isinstance(url, (str, os.PathLike)):
             raise TypeError(f"File() takes a str or os.PathLike, got {type(url).__name__}")
         self.url = str(url) if isinstance(url, str) else os.fspath(url)
         if not self.url:
-            raise ValueError("File() needs a path or URL, got an empty one")
+            raise ConfigurationError("File() needs a non-empty path or URL, got ''")
         parsed = urlparse(self.url)
         self.scheme = parsed.scheme or "file"
         self.netloc = parsed.netloc
         self.path = parsed.path
         self.filename = os.path.basename(self.path)
         self.local_path = None
+        self.checksum = check_checksum(checksum)
 
     @property
     def filepath(self) -> str:
@@ -37,7 +44,7 @@ class File:
         raise ValueError(f"No local_path set for {self!r}")
 
     def cleancopy(self) -> "File":
-        return File(self.url)
+        return File(self.url, self.checksum)
 
     def __str__(self) -> str:
         return self.filepath
@@ -49,6 +56,16 @@ class File:
         extra = f" local_path={self.local_path}" if self.local_path is not None else ""
         return (f"<{type(self).__name__} at 0x{id(self):x} url={self.url} scheme={self.scheme} "
                 f"netloc={self.netloc} path={self.path} filename={self.filename}{extra}>")
+
+
+def check_checksum(checksum):
+    """checksum as File() takes it: None or "sha256:" and 64 hex digits (returned in lower case)."""
+    if checksum is None:
+        return None
+    algorithm, _, digest = str(checksum).partition(":")
+    if algorithm.lower() != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise ValueError(f'File checksum must be "sha256:" and 64 hex digits, got {checksum!r}')
+    return "sha256:" + digest.lower()
 
 
 class DataFuture(Future):

@@ -208,14 +208,19 @@ def make_key(func, args, kwargs, ignore_for_cache=()) -> bytes:
     return hashlib.blake2b(b"".join(parts), digest_size=KEY_SIZE).digest()
 
 
-def memo_for_call(func, args, kwargs, ignore_for_cache=()):
+def memo_for_call(func, args, kwargs, ignore_for_cache=(), plugin=None):
     """What the engine gets for a memoized call: the key now when every argument has a value
     (the common case), else a function that makes it once the futures are done (the engine calls
     it then, on its completion thread).
 
     A key that cannot be made (an argument id_for_memo does not know, or a handler that raises)
     fails the task, not the call, as in Parsl: the function then raises that error once the
-    dependencies are done."""
+    dependencies are done.
+
+    plugin: a memoizer whose class overrides check_memo: it is asked about every call, once the
+    futures are done (see BasicMemoizer.check_memo)."""
+    if plugin is not None:
+        return partial(_ask_plugin, plugin, func, args, kwargs, ignore_for_cache)
     try:
         return make_key(func, args, kwargs, ignore_for_cache)
     except _NotReady:
@@ -226,6 +231,32 @@ def memo_for_call(func, args, kwargs, ignore_for_cache=()):
 
 def _raise(error):
     raise error
+
+
+class _MemoTable:
+    """What BasicMemoizer.check_memo answers: "the engine's memo table decides" (see there)."""
+
+    def __repr__(self) -> str:
+        return "<pervade memo table>"
+
+
+MEMO_TABLE = _MemoTable()
+
+
+def _ask_plugin(memoizer, func, args, kwargs, ignore_for_cache) -> bytes:
+    """The key of a call as a memoizer plug-in decides it (on the engine's completion thread,
+    once the futures among the arguments are done): b"" when check_memo says no (the call runs
+    and is not recorded)."""
+    args, kwargs = _with_values(args, kwargs)
+    record = {"id": None, "func": func, "func_name": getattr(func, "__name__", "app"), "args": args,
+              "kwargs": kwargs or {}, "memoize": True, "ignore_for_cache": list(ignore_for_cache), "hashsum": None}
+    answer = memoizer.check_memo(record)
+    if answer is None:
+        return b""
+    if answer is not MEMO_TABLE:
+        raise TypeError(f"{type(memoizer).__name__}.check_memo returned {answer!r}: in pervade the memo table is "
+                        "the engine's; return None (do not memoize this call) or super().check_memo(task)")
+    return bytes.fromhex(record["hashsum"])
 
 
 def _with_values(args, kwargs):
@@ -283,6 +314,25 @@ class BasicMemoizer:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")
 
     _dfk = None  # the kernel using these settings (set when it starts)
+
+    def check_memo(self, task) -> object:
+        """Parsl's plug-in point: a subclass that overrides this is asked about every call of a
+        cache=True app once its arguments have values; `task` is a task record with func,
+        func_name, args, kwargs (values), ignore_for_cache, memoize. Returning None runs the
+        call without the memo table (nothing recalled, nothing recorded); returning
+        super().check_memo(task) lets the engine's table answer it (recalled, or run and
+        recorded), and sets task["hashsum"]. Unlike Parsl's, this returns no Future (the table
+        lives in the engine): a plug-in can veto memoization but not supply results."""
+        if not self.memoize or not task.get("memoize", True):
+            task["hashsum"] = None
+            return None
+        key = make_key(task["func"], tuple(task["args"]), task["kwargs"], task.get("ignore_for_cache") or ())
+        task["hashsum"] = key.hex()
+        return MEMO_TABLE
+
+    def _plugin(self):
+        """self when a subclass overrides check_memo (apps must then ask it), else None."""
+        return self if type(self).check_memo is not BasicMemoizer.check_memo and self.memoize else None
 
     def checkpoint(self) -> int:
         """Writes the memoized results not yet in this run's checkpoint; returns how many (as

@@ -45,12 +45,16 @@ struct MemoKeyEvent {
   std::string key;
   std::exception_ptr error;
 };
+struct MemoValueEvent {
+  TaskRecordPtr task;
+  std::string bytes;
+};
 struct CheckpointEvent {
   std::promise<std::size_t>* done;
 };
 struct StopEvent {};
 using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, CancelEvent,
-                           MemoKeyEvent, CheckpointEvent, StopEvent>;
+                           MemoKeyEvent, MemoValueEvent, CheckpointEvent, StopEvent>;
 
 thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
 
@@ -201,6 +205,8 @@ struct DataFlowKernel::Impl final : CompletionSink {
                 e.done->set_value(core->cancel(e.task));
               } else if constexpr (std::is_same_v<E, MemoKeyEvent>) {
                 core->memo_key_ready(e.task, std::move(e.key), std::move(e.error));
+              } else if constexpr (std::is_same_v<E, MemoValueEvent>) {
+                core->memo_value_ready(e.task, std::move(e.bytes));
               } else if constexpr (std::is_same_v<E, CheckpointEvent>) {
                 e.done->set_value(core->checkpoint());
               } else if constexpr (std::is_same_v<E, CloseEvent>) {
@@ -252,6 +258,9 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
     opts.memo = im.memo.get();
     opts.post_memo_key = [raw](const TaskRecordPtr& task, std::string key, std::exception_ptr error) {
       raw->push(MemoKeyEvent{task, std::move(key), std::move(error)});
+    };
+    opts.post_serialized = [raw](const TaskRecordPtr& task, std::string bytes) {
+      raw->push(MemoValueEvent{task, std::move(bytes)});
     };
   }
   im.core = std::make_unique<detail::KernelCore>(std::move(opts), im.executors);

@@ -264,7 +264,7 @@ void KernelCore::complete(Completion&& done) {
   } else if (out.join) {
     set_state(t, TaskState::joining);
     t.spec_.dependencies = std::move(out.join_on);
-    t.spec_.body.reset();
+    if (t.spec_.memo_key.empty()) t.spec_.body.reset();  // a memoized join's body serializes its value
     t.pending_deps_ = 0;
     t.failed_deps_.clear();
     for (const auto& dep : t.spec_.dependencies) {
@@ -293,14 +293,46 @@ void KernelCore::finish_join(TaskRecord& t) {
     finish(t, TaskState::failed, {}, std::make_exception_ptr(JoinError(std::move(failed), t.id())));
     return;
   }
+  std::any value;
   if (t.join_as_list_) {
     ValueList list;
     list.values.reserve(t.spec_.dependencies.size());
     for (const auto& dep : t.spec_.dependencies) list.values.push_back(dep->value());
-    finish(t, TaskState::exec_done, std::move(list), nullptr);
+    value = std::move(list);
   } else {
-    finish(t, TaskState::exec_done, t.spec_.dependencies.at(0)->value(), nullptr);
+    value = t.spec_.dependencies.at(0)->value();
   }
+  if (options_.memo && !t.spec_.memo_key.empty()) return memoize_join(t, std::move(value));
+  finish(t, TaskState::exec_done, std::move(value), nullptr);
+}
+
+void KernelCore::memoize_join(TaskRecord& t, std::any value) {
+  const auto* remote = std::any_cast<RemoteBytes>(&value);
+  if (remote || !t.spec_.body || !options_.post_serialized) {
+    // Bytes from a pool are stored as they are (not with out-of-band buffers: see finish_success).
+    if (remote && remote->buffers.empty()) options_.memo->record(to_memo_key(t.spec_.memo_key), remote->bytes);
+    t.spec_.body.reset();
+    finish(t, TaskState::exec_done, std::move(value), nullptr,
+           options_.memo->mode() == CheckpointMode::task_exit && options_.memo->has_unwritten());
+    return;
+  }
+  // The value lives in this process: its bytes are made where Python runs. The join stays
+  // `joining` until they are back, so the memo table has it before anyone sees the result.
+  t.value_ = std::move(value);
+  auto body = std::move(t.spec_.body);
+  body->request_serialized(t.value_, [post = options_.post_serialized, task = t.shared_from_this()](std::string bytes) {
+    post(task, std::move(bytes));
+  });
+}
+
+void KernelCore::memo_value_ready(const TaskRecordPtr& task, std::string bytes) {
+  TaskRecord& t = *task;
+  if (t.done()) return;  // cancelled, or failed by close(), meanwhile
+  MemoStore* memo = options_.memo;
+  if (!bytes.empty()) memo->record(to_memo_key(t.spec_.memo_key), std::move(bytes));
+  finish(t, TaskState::exec_done, std::move(t.value_), nullptr,
+         memo->mode() == CheckpointMode::task_exit && memo->has_unwritten());
+  drain_finished();
 }
 
 void KernelCore::fail_try(TaskRecord& t, std::exception_ptr error) {
@@ -376,7 +408,9 @@ void KernelCore::memo_key_ready(const TaskRecordPtr& task, std::string key, std:
   TaskRecord& t = *task;
   if (t.done()) return;  // cancelled, or failed by close(), while the key was computed
   t.spec_.memo_key_later = false;
-  if (error || key.size() != kMemoKeySize) {
+  if (!error && key.empty()) {  // the body decided against memoizing this call (a memoizer plug-in)
+    launch(t);
+  } else if (error || key.size() != kMemoKeySize) {
     if (!error)
       error = std::make_exception_ptr(Error("memo key of task " + std::to_string(t.id().value) + " has " +
                                             std::to_string(key.size()) + " bytes, not " + std::to_string(kMemoKeySize)));

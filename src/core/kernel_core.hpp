@@ -35,6 +35,9 @@ struct KernelOptions {
   // Delivers a key asked of a body (TaskBody::request_memo_key) back to the core, which takes
   // it in memo_key_ready. Called on any thread.
   std::function<void(const TaskRecordPtr&, std::string, std::exception_ptr)> post_memo_key;
+  // Delivers the bytes of a memoized join's value asked of its body
+  // (TaskBody::request_serialized) back to the core (memo_value_ready). Called on any thread.
+  std::function<void(const TaskRecordPtr&, std::string)> post_serialized;
   // Told of every task's submission, dependencies and state changes (never null).
   ObserversPtr observers = std::make_shared<const Observers>();
 };
@@ -63,8 +66,12 @@ class KernelCore {
   // Hands the launches gathered since the last flush to their executors, in batches. First
   // writes the results memoized in this batch (task_exit mode), then completes their tasks.
   void flush();
-  // A key asked of a task's body arrived (or computing it failed, which fails the task).
+  // A key asked of a task's body arrived (or computing it failed, which fails the task). An
+  // empty key without error: the call is not memoized after all (a memoizer plug-in said so);
+  // it runs and is not recorded.
   void memo_key_ready(const TaskRecordPtr& task, std::string key, std::exception_ptr error);
+  // The bytes of a memoized join's value (empty: not memoizable): recorded, then the join finishes.
+  void memo_value_ready(const TaskRecordPtr& task, std::string bytes);
   // Writes the memoized results not yet in the checkpoint file; returns how many.
   std::size_t checkpoint();
 
@@ -101,6 +108,9 @@ class KernelCore {
   void commit_memoized();
   void drain_finished();
   void finish_join(TaskRecord& t);
+  // A memoized join succeeded with `value`: records it (asking the body for its bytes when it
+  // has none), then finishes the join.
+  void memoize_join(TaskRecord& t, std::any value);
   std::size_t pick_executor(const TaskRecord& t);
   static TaskState counted(TaskState s) {
     return s == TaskState::running || s == TaskState::running_ended ? TaskState::launched : s;

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "pervade/executor.hpp"
+#include "pervade/remote.hpp"
 
 #include <condition_variable>
 #include <mutex>
@@ -77,6 +78,13 @@ void set_thread_release_hook(void (*hook)()) { t_release_hook = hook; }
 void release_thread_resources() {
   if (auto hook = std::exchange(t_release_hook, nullptr)) hook();
 }
+
+namespace {
+std::atomic<ResultBufferHook> g_result_buffer_hook{nullptr};
+}  // namespace
+
+void set_result_buffer_hook(ResultBufferHook hook) { g_result_buffer_hook.store(hook); }
+ResultBufferHook result_buffer_hook() { return g_result_buffer_hook.load(std::memory_order_relaxed); }
 
 bool TaskRecord::advance(std::uint32_t try_id, TaskState from, TaskState to) {
   // try_id_ is written by the reactor before the launch is handed over, so this read is ordered.

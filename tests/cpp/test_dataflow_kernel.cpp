@@ -243,6 +243,46 @@ TEST(DataFlowKernel, CancelOfATryQueuedOnTheExecutorNeverRunsIt) {
   EXPECT_EQ(second->state(), TaskState::cancelled);
 }
 
+// A body that ignores interrupts until the test releases it, as Python code blocked in a C call.
+class DeafBody final : public TaskBody {
+ public:
+  Outcome run(TaskContext&) override {
+    running.store(true);
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return released; });
+    returned.store(true);
+    return Outcome::success(1);
+  }
+  void release() {
+    std::lock_guard lock(mutex);
+    released = true;
+    cv.notify_all();
+  }
+  std::atomic<bool> running{false}, returned{false};
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool released = false;
+};
+
+TEST(DataFlowKernel, CleanupAbandonsATryThatCannotBeInterruptedAfterTheGrace) {
+  auto body = std::make_shared<DeafBody>();
+  std::optional<DataFlowKernel> dfk(std::in_place,
+                                    Config{.executors = {std::make_shared<ThreadPoolExecutor>(2, "pool", 100ms)}});
+  auto stuck = submit_body(*dfk, body);
+  auto fine = dfk->submit([] { return 7; });
+  ASSERT_TRUE(fine.wait_for(30s));
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!body->running.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_TRUE(body->running.load());
+  dfk->cleanup();  // returns after the grace instead of waiting for the body
+  EXPECT_EQ(stuck->state(), TaskState::failed);
+  EXPECT_THROW(std::rethrow_exception(stuck->error()), DataFlowKernelClosed);
+  dfk.reset();     // the kernel and the executor are gone; the abandoned thread still runs
+  body->release();  // and returns into state it shares with nobody: nothing is posted or reported
+  while (!body->returned.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_TRUE(body->returned.load());
+}
+
 TEST(DataFlowKernel, SubmitWaitsWhileMaxUnfinishedTasksAreUnfinished) {
   DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(4, "pool")}, .max_unfinished_tasks = 2});
   std::vector<std::shared_ptr<StoppableBody>> bodies{std::make_shared<StoppableBody>(),

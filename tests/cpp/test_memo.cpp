@@ -290,7 +290,9 @@ class NoopBody : public TaskBody {
  public:
   Outcome run(TaskContext&) override { return Outcome::success({}); }
   void request_memo_key(const TaskContext&, MemoKeyReply reply) override { replies.push_back(std::move(reply)); }
+  void request_serialized(const std::any&, SerializeReply reply) override { serializing.push_back(std::move(reply)); }
   std::vector<MemoKeyReply> replies;
+  std::vector<SerializeReply> serializing;
 };
 
 using fakes::FakeExecutor;
@@ -303,6 +305,9 @@ class MemoKernelTest : public MemoTest {
     o.memo = store.get();
     o.post_memo_key = [this](const TaskRecordPtr& t, std::string key, std::exception_ptr e) {
       posted.push_back({t, std::move(key), std::move(e)});
+    };
+    o.post_serialized = [this](const TaskRecordPtr& t, std::string bytes) {
+      serialized.emplace_back(t, std::move(bytes));
     };
     core = std::make_unique<detail::KernelCore>(o, std::vector<ExecutorPtr>{ex});
   }
@@ -339,8 +344,52 @@ class MemoKernelTest : public MemoTest {
   std::unique_ptr<detail::MemoStore> store;
   std::unique_ptr<detail::KernelCore> core;
   std::vector<Posted> posted;
+  std::vector<std::pair<TaskRecordPtr, std::string>> serialized;
   std::uint64_t next_id = 0;
 };
+
+TEST_F(MemoKernelTest, AMemoizedJoinIsRecordedBeforeItFinishesAndRecalledLater) {
+  make(config("000", CheckpointMode::none));
+  auto join = submit(key_bytes(7));
+  auto inner = submit("");
+  complete_next(Outcome::join_tasks({inner}, false));
+  complete_next(Outcome::success(42));  // a value of this process: no bytes yet
+  core->flush();
+  EXPECT_EQ(join->state(), TaskState::joining);  // waits for its bytes
+  ASSERT_EQ(body->serializing.size(), 1u);
+  body->serializing[0]("forty-two");
+  ASSERT_EQ(serialized.size(), 1u);
+  core->memo_value_ready(serialized[0].first, serialized[0].second);
+  EXPECT_EQ(join->state(), TaskState::exec_done);
+  EXPECT_EQ(std::any_cast<int>(join->value()), 42);
+  auto again = submit(key_bytes(7));
+  EXPECT_TRUE(ex->launched.empty());
+  EXPECT_EQ(again->state(), TaskState::memo_done);
+  EXPECT_EQ(std::any_cast<RemoteBytes>(again->value()).bytes, "forty-two");
+}
+
+TEST_F(MemoKernelTest, AMemoizedJoinOfPoolBytesIsRecordedAtOnceAndUnpicklableValuesAreNot) {
+  make(config("000", CheckpointMode::none));
+  auto join = submit(key_bytes(8));
+  auto inner = submit("");
+  complete_next(Outcome::join_tasks({inner}, false));
+  complete_next(Outcome::success(RemoteBytes{"from-a-pool"}));
+  core->flush();
+  EXPECT_EQ(join->state(), TaskState::exec_done);
+  EXPECT_TRUE(body->serializing.empty());
+  ASSERT_NE(store->find(key_of(8)), nullptr);
+  EXPECT_EQ(*store->find(key_of(8)), "from-a-pool");
+  // A value that cannot be serialized (empty bytes): the join succeeds, nothing is recorded.
+  auto other = submit(key_bytes(9));
+  auto inner2 = submit("");
+  complete_next(Outcome::join_tasks({inner2}, false));
+  complete_next(Outcome::success(1));
+  core->flush();
+  body->serializing.at(0)("");
+  core->memo_value_ready(serialized.at(0).first, serialized.at(0).second);
+  EXPECT_EQ(other->state(), TaskState::exec_done);
+  EXPECT_EQ(store->find(key_of(9)), nullptr);
+}
 
 TEST_F(MemoKernelTest, TaskExitWritesBeforeTheTaskIsCompleted) {
   make(config("000"));

@@ -256,3 +256,28 @@ TEST(Strategy, BlocksItRetiredAreNoFailures) {
   EXPECT_TRUE(s.retiring("0"));
   EXPECT_FALSE(s.decide(snap(1, 0, {block("0", JobState::cancelled, 0)})).fail);
 }
+
+TEST(Strategy, ScaleInNowTakesIdleBlocksOnlyWithMaxIdletime) {
+  Strategy s(config(StrategyKind::none, 0, 4));
+  std::vector<BlockSnapshot> blocks{block("0", JobState::running, 1, 2), block("1", JobState::running, 1, 0, 30),
+                                    block("2", JobState::running, 1, 0, 5), block("3", JobState::pending, 0)};
+  EXPECT_TRUE(s.decide(snap(0, 2, blocks)).empty());  // "3" is first seen now
+  // With max_idletime: never a busy block, nor one idle for less; never-connected first.
+  auto d = s.scale_in_now(snap(20, 2, blocks), 3, 10.0);
+  EXPECT_EQ(d.cancel, std::vector<std::string>{"3"});
+  EXPECT_EQ(d.drain, std::vector<std::string>{"1"});
+  EXPECT_TRUE(s.retiring("1") && s.retiring("3"));
+  // Without: any block, busy ones too (drained: their tasks finish first); retired ones not again.
+  d = s.scale_in_now(snap(21, 2, blocks), 5, std::nullopt);
+  EXPECT_TRUE(d.cancel.empty());
+  EXPECT_EQ(d.drain, (std::vector<std::string>{"2", "0"}));  // the idle one first
+}
+
+TEST(Strategy, BlocksScaledInFromOutsideAreNoFailures) {
+  StrategyConfig c = config(StrategyKind::simple, 0, 2);
+  c.max_failed_blocks = 1;
+  Strategy s(c);
+  EXPECT_EQ(s.scale_in_now(snap(0, 0, {block("0", JobState::pending, 0)}), 1, std::nullopt).cancel,
+            std::vector<std::string>{"0"});
+  EXPECT_FALSE(s.decide(snap(1, 0, {block("0", JobState::cancelled, 0)})).fail);
+}

@@ -89,6 +89,19 @@ def test_a_big_result_feeds_a_dependent_task(htex):
     assert digest(produced).result(timeout=T) == ("bytes", 5 * MB, hashlib.sha1(data).hexdigest())
 
 
+def test_a_big_bytes_result_is_one_object_however_often_it_is_decoded(htex):
+    """The driver moves a big result's frame into a bytes object as it arrives (releasing the
+    frame's pages as it copies): every later use must still see the whole value."""
+    produced = make("bytes", 20 * MB, seed=11)
+    data = expected(20 * MB, seed=11)
+    digest_of_data = ("bytes", 20 * MB, hashlib.sha1(data).hexdigest())
+    assert digest(produced).result(timeout=T) == digest_of_data  # decoded in the driver for the pool
+    first = produced.result(timeout=T)
+    assert first == data
+    assert produced.result(timeout=T) is first
+    assert digest(produced).result(timeout=T) == digest_of_data
+
+
 def test_a_chain_of_big_values_computes_the_right_values(htex):
     # Called ahead of their inputs: followers on the pool, whose inputs are big results.
     for size in (MB, 20 * MB):

@@ -359,3 +359,52 @@ def test_two_kernels_exchange_futures(make_config, no_thread_leak):
     finally:
         first.cleanup()
         second.cleanup()
+
+
+def test_cleanup_abandons_a_task_that_cannot_be_interrupted(load):
+    """A task blocked in a C call (Event.wait() without timeout) cannot be interrupted: cleanup()
+    gives up on it after shutdown_grace instead of hanging, and fails its future. The abandoned
+    thread ends on its own once its call returns (no_thread_leak checks it is gone)."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    @python_app
+    def uninterruptible():
+        started.set()
+        gate.wait()
+        return "finished"
+
+    kernel = load(executors=[parsl.ThreadPoolExecutor(max_threads=2, shutdown_grace=0.2)])
+    stuck = uninterruptible()
+    assert started.wait(T)
+    cleaner = threading.Thread(target=kernel.cleanup)
+    cleaner.start()
+    cleaner.join(T)
+    try:
+        assert not cleaner.is_alive(), "cleanup() hung on an uninterruptible task"
+        with pytest.raises(parsl.DataFlowKernelClosed, match="abandoned"):
+            stuck.result(timeout=0)
+    finally:
+        gate.set()  # the abandoned thread returns into an executor that touches nothing more
+
+
+def test_quick_result_does_not_wait_for_a_long_task_after_it(load):
+    """One thread takes several queued tasks at once: a finished task's result is delivered while
+    the next one still runs, and the tasks behind a long one go to the other threads."""
+    load(executors=[parsl.ThreadPoolExecutor(max_threads=2)])
+    gate = threading.Event()
+    try:
+        # Submitted together: the first thread's share holds quick tasks before and after a long one.
+        futures = [ident(i) for i in range(10)] + [gated(gate, "long")] + [ident(i) for i in range(10, 40)]
+        quick = futures[:10] + futures[11:]
+        assert [f.result(timeout=T) for f in quick] == list(range(40))
+        assert not futures[10].done()
+    finally:
+        gate.set()
+    assert futures[10].result(timeout=T) == "long"
+
+
+@pytest.mark.parametrize("grace", [-1, float("nan"), float("inf"), True, "1"])
+def test_shutdown_grace_is_checked(grace):
+    with pytest.raises(parsl.ConfigurationError, match="shutdown_grace"):
+        parsl.ThreadPoolExecutor(shutdown_grace=grace)

@@ -60,12 +60,12 @@ def test_non_finite_walltime_fails_at_the_call(load, walltime):
     def f(walltime=1):
         return 1
 
-    with pytest.raises(ValueError, match="walltime"):
+    with pytest.raises(parsl.ConfigurationError, match="walltime"):
         f(walltime=walltime)
 
 
 def test_an_empty_file_is_refused():
-    with pytest.raises(ValueError, match="File"):
+    with pytest.raises(parsl.ConfigurationError, match="File"):
         File("")
 
 

@@ -291,3 +291,110 @@ def test_memo_hits_on_the_high_throughput_executor(tmp_path, no_thread_leak):
         dfk.cleanup()
         parsl.clear()
         assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+
+
+@python_app
+def fresh_token(tag):
+    import uuid
+
+    return f"{tag}-{uuid.uuid4()}"
+
+
+@parsl.join_app(cache=True)
+def joined_token(tag, ran):
+    record_run(ran, f"join-{tag}")
+    return fresh_token(tag)
+
+
+@parsl.join_app(cache=True)
+def joined_tokens(tag):
+    return [fresh_token(tag), fresh_token(tag)]
+
+
+@pytest.mark.parametrize("checkpoint_mode", [None, "task_exit"])
+def test_join_apps_are_memoized(load, tmp_path, checkpoint_mode):
+    ran_file = str(tmp_path / "ran.txt")
+    load(memoizer=parsl.BasicMemoizer(checkpoint_mode=checkpoint_mode))
+    first = joined_token("a", ran_file)
+    token = first.result(timeout=T)
+    again = joined_token("a", ran_file)
+    assert again.result(timeout=T) == token and again.task_status() == "memo_done"
+    assert joined_token("b", ran_file).result(timeout=T) != token
+    assert runs(ran_file) == ["join-a", "join-b"]  # the memoized call ran neither the join nor its task
+    tokens = joined_tokens("c").result(timeout=T)
+    assert joined_tokens("c").result(timeout=T) == tokens and len(set(tokens)) == 2
+
+
+def test_memoized_join_apps_on_a_pool(tmp_path, no_thread_leak):
+    from test_htex import htex_config
+
+    @parsl.join_app(cache=True)
+    def pool_token(tag):
+        return remote_token(tag)
+
+    dfk = parsl.load(htex_config(tmp_path))
+    try:
+        token = pool_token("p").result(timeout=T)
+        assert pool_token("p").result(timeout=T) == token
+    finally:
+        dfk.cleanup()
+
+
+@python_app(executors=["htex"])
+def remote_token(tag):
+    import uuid
+
+    return f"{tag}-{uuid.uuid4()}"
+
+
+class NotSevenMemoizer(parsl.BasicMemoizer):
+    """Parsl's plug-in pattern: veto some calls, let the table answer the others."""
+
+    asked = []
+
+    def check_memo(self, task):
+        self.asked.append((task["func_name"], tuple(task["args"])))
+        if task["args"][0] == 7:
+            return None
+        answer = super().check_memo(task)
+        assert task["hashsum"] and len(task["hashsum"]) == 64
+        return answer
+
+
+@python_app(cache=True)
+def token(x):
+    import uuid
+
+    return f"{x}-{uuid.uuid4()}"
+
+
+def test_memoizer_plugin_vetoes_calls(load):
+    from pervade.dataflow.taskrecord import TaskRecord  # noqa: F401 - Parsl's type, importable
+
+    load(memoizer=NotSevenMemoizer())
+    first = token(0).result(timeout=T)
+    assert token(0).result(timeout=T) == first
+    assert token(value_of(0)).result(timeout=T) == first  # asked once the future has its value
+    sevens = {token(7).result(timeout=T) for _ in range(3)}
+    assert len(sevens) == 3, "a vetoed call is neither recalled nor recorded"
+    assert ("token", (0,)) in NotSevenMemoizer.asked and ("token", (7,)) in NotSevenMemoizer.asked
+
+
+@python_app
+def value_of(x):
+    return x
+
+
+class ResultSupplyingMemoizer(parsl.BasicMemoizer):
+    def check_memo(self, task):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result("made up")
+        return f
+
+
+def test_memoizer_plugin_cannot_supply_results(load):
+    load(memoizer=ResultSupplyingMemoizer())
+    with pytest.raises(TypeError, match="the memo table is the engine's"):
+        token(1).result(timeout=T)

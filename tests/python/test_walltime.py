@@ -64,5 +64,5 @@ def test_timeouts_are_retried(load):
 
 @pytest.mark.parametrize("bad", [0, -1, "1", True])
 def test_invalid_walltime(dfk, bad):
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(parsl.ConfigurationError, match="walltime"):
         quick(1, walltime=bad)

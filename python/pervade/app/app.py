@@ -12,10 +12,10 @@ from typing import Tuple, Union
 import typeguard
 
 from .. import _native, memoization
-from ..data import DataFuture, File
+from ..data import File
 from ..dataflow.dflow import DataFlowKernel, DataFlowKernelLoader, executor_labels
 from ..futures import AppFuture
-from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure,
+from ..errors import (AppBadFormatting, BadStdStreamFile, BashAppNoReturn, BashExitFailure, ConfigurationError,
                      MissingOutputs)
 
 AUTO_LOGNAME = -1  # stdout=/stderr= value: a file per task under <run_dir>/task_logs
@@ -102,14 +102,14 @@ class AppBase:
         walltime = merged.get("walltime")
         if walltime is not None and (isinstance(walltime, bool) or not isinstance(walltime, (int, float))
                                      or not 0 < walltime < math.inf):
-            raise ValueError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
+            raise ConfigurationError(f"walltime must be a finite number of seconds > 0, got {walltime!r}")
         return dfk, merged, reserved_id, self._memo(dfk, args, merged, ignore)
 
     def _memo(self, dfk, args, kwargs, ignore):
         """The call's memo key (or a maker of it, with futures among the arguments), or None."""
         if not self.cache or not dfk._memoize:
             return None
-        return memoization.memo_for_call(self.func, args, kwargs, ignore)
+        return memoization.memo_for_call(self.func, args, kwargs, ignore, dfk._memo_plugin)
 
     def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
         if dfk.config.std_autopath is not None:
@@ -123,9 +123,6 @@ class AppBase:
     def _submit(self, dfk, body, args, kwargs, reserved_id, memo=None):
         fut = dfk._submit_task(body, args, kwargs or None, self._labels, self.__name__, kwargs.get("walltime"),
                                reserved_id, kwargs.get("stdout"), kwargs.get("stderr"), memo)
-        outputs = kwargs.get("outputs")
-        if outputs:
-            fut._outputs = [DataFuture(fut, f, tid=fut.tid) for f in outputs]
         return fut
 
 
@@ -133,10 +130,6 @@ class PythonApp(AppBase):
     def __init__(self, func, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None, join=False):
         super().__init__(func, data_flow_kernel, ["_parsl_internal"] if join else executors, cache, ignore_for_cache)
         self.join = join
-        # A join's value is that of the tasks it waits for, which memoize themselves; the join
-        # itself is not memoized (its result is not bytes the engine could store).
-        if join:
-            self.cache = False
 
     def __call__(self, *args, **kwargs):
         if not self.join and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
@@ -147,7 +140,7 @@ class PythonApp(AppBase):
             kwargs = {**self.kwargs, **kwargs} if self.kwargs else kwargs or None
             memo = None
             if self.cache and dfk._memoize:
-                memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache)
+                memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache, dfk._memo_plugin)
             return dfk._submit_task(self.func, args, kwargs, self._labels, self.__name__, None, -1, None, None, memo)
         dfk, kwargs, reserved_id, memo = self._prepare(args, kwargs)
         # A join's body keeps the app's names, as Parsl's wrappers do (task_record["func"]).

@@ -18,6 +18,7 @@ import typeguard
 from .. import _native, logging_engine, memoization, serialize
 from ..config import Config
 from ..data import DataFuture, File
+from ..data_provider.data_manager import DataManager, has_files
 from ..errors import ConfigurationError, NoDataFlowKernelError
 from ..futures import AppFuture
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
@@ -175,6 +176,7 @@ class DataFlowKernel:
     def _start(self, config: Config) -> None:
         """Makes the executors and the engine's kernel (__init__'s part that may fail)."""
         self.executors = {e.label: e for e in config.executors}
+        self.data_manager = DataManager(self)  # stages the Files of calls (docs/staging.md)
         # Labels of executors that run tasks in other processes: apps that can only go there are
         # serialized at the call, so unpicklable arguments fail at once, in the caller.
         self._remote_labels = {e.label for e in config.executors if getattr(e, "remote", False)}
@@ -194,6 +196,7 @@ class DataFlowKernel:
             self._monitoring_observers = observers
         memo = config._memo
         self._memoize = bool(memo.memoize)  # apps with cache=True compute keys only then
+        self._memo_plugin = memo._plugin()  # a memoizer overriding check_memo is asked about each call
         # None: pervade's own search (Parsl's shallow one on threads; any depth for pool-only
         # apps); a resolver given in the Config decides alone, on every executor.
         self.dependency_resolver = config.dependency_resolver
@@ -247,7 +250,8 @@ class DataFlowKernel:
         """Submits func(*app_args, **app_kwargs) once its future arguments are done (Parsl's signature)."""
         memo = None
         if cache and self._memoize:
-            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or ())
+            memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or (),
+                                             self._memo_plugin)
         return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
                                  func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr,
                                  memo)
@@ -258,6 +262,11 @@ class DataFlowKernel:
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
         fut = AppFuture(self, func, stdout, stderr)
+        staged = has_files(args, kwargs)
+        if staged:  # stage-in tasks or wrappers, the outputs' DataFutures (docs/staging.md)
+            func, args, kwargs, labels, reserved_id = self.data_manager.stage_call(fut, func, args, kwargs, labels,
+                                                                                   reserved_id)
+            stdout, stderr = kwargs.get("stdout"), kwargs.get("stderr")
         call_kwargs = kwargs  # the encoded path below drops kwargs
         deps = plan = encoded = None
         if self.dependency_resolver is not None:
@@ -293,8 +302,13 @@ class DataFlowKernel:
         streams = None
         if (stdout is not None or stderr is not None) and self.monitoring is not None:
             streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
-        fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                          reserved_id, encoded, memo, streams)
+        try:
+            fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
+                                              reserved_id, encoded, memo, streams)
+        except BaseException as e:
+            if staged:  # its stage-out tasks wait on it
+                fut.set_exception(e)
+            raise
         if self._monitoring_observers is not None and call_kwargs and \
                 ("inputs" in call_kwargs or "outputs" in call_kwargs):
             self._describe_call(fut.tid, call_kwargs.get("inputs"), call_kwargs.get("outputs"))
@@ -351,8 +365,9 @@ class DataFlowKernel:
         a DataFuture of one (the future's value is then its File), an external task otherwise."""
         if isinstance(future, DataFuture) and isinstance(future.parent, AppFuture) and future.parent._dfk is self:
             future = future.parent
-        if isinstance(future, AppFuture) and future._dfk is self:
+        if isinstance(future, AppFuture) and future._dfk is self and future._handle is not None:
             return future._handle
+        # Other futures, and an app's future that a stage-out task depends on before the app is submitted.
         return self._external(future)
 
     def _external(self, future: Future):

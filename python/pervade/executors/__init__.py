@@ -10,9 +10,11 @@ import platform
 import re
 import sys
 import warnings
+import weakref
 
 from .. import _native
 from ..errors import ConfigurationError
+from ..jobs.error_handlers import noop_error_handler
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +39,40 @@ class ThreadPoolExecutor(ParslExecutor):
     >>> ThreadPoolExecutor(max_threads=4, label="local")
 
     Python code holds the GIL while it runs, so threads help apps that wait (I/O, sleep,
-    subprocesses, bash apps) or release the GIL (NumPy). `thread_name_prefix`,
-    `storage_access` and `working_dir` are accepted for Parsl compatibility and stored.
+    subprocesses, bash apps) or release the GIL (NumPy). `storage_access` (staging providers,
+    default_staging when None) and `working_dir` (where staged files go) are Parsl's
+    (docs/staging.md); `thread_name_prefix` is accepted for Parsl compatibility and stored.
+
+    At cleanup, running apps are interrupted (DataFlowKernelClosed is raised in Python code, bash
+    commands are killed). One that cannot be interrupted (blocked in a C call, such as
+    `threading.Event().wait()`) is given up after `shutdown_grace` seconds (pervade's option;
+    Parsl waits forever): its future fails with DataFlowKernelClosed and its thread is left to
+    end with the process.
     """
 
     def __init__(self, label: str = "threads", max_threads: int | None = 2, thread_name_prefix: str | None = None,
-                 storage_access=None, working_dir: str | None = None, remote_monitoring_radio=None):
+                 storage_access=None, working_dir: str | None = None, remote_monitoring_radio=None,
+                 shutdown_grace: float = 10.0):
         if not isinstance(label, str) or not label:
             raise ConfigurationError(f"ThreadPoolExecutor label must be a non-empty str, got {label!r}")
         if max_threads is None:
             max_threads = min(32, (os.cpu_count() or 1) + 4)  # concurrent.futures' default
         if not isinstance(max_threads, int) or isinstance(max_threads, bool) or max_threads < 1:
             raise ConfigurationError(f"ThreadPoolExecutor max_threads must be an int >= 1, got {max_threads!r}")
+        if (isinstance(shutdown_grace, bool) or not isinstance(shutdown_grace, (int, float))
+                or not 0 <= shutdown_grace < math.inf):
+            raise ConfigurationError("ThreadPoolExecutor shutdown_grace must be a finite number of seconds >= 0, "
+                                     f"got {shutdown_grace!r}")
         self.label = label
         self.max_threads = max_threads
+        self.shutdown_grace = float(shutdown_grace)
         self.thread_name_prefix = thread_name_prefix or f"ThreadPoolExecutor-{label}"
         self.storage_access = storage_access
         self.working_dir = working_dir
         self.remote_monitoring_radio = remote_monitoring_radio
 
     def _native_executor(self):
-        return _native.thread_pool_executor(self.max_threads, self.label)
+        return _native.thread_pool_executor(self.max_threads, self.label, self.shutdown_grace)
 
     def __repr__(self) -> str:
         return f"ThreadPoolExecutor(label={self.label!r}, max_threads={self.max_threads})"
@@ -133,6 +148,31 @@ def _local_node() -> tuple:
     return cpus, None
 
 
+def _block_statuses(tuples) -> dict:
+    """Block id -> JobStatus from the engine's (block id, job id, state, message, exit code, log)."""
+    from ..providers import JobStatus
+
+    return {b[0]: JobStatus(*b[2:]) for b in tuples}
+
+
+def _engine_block_errors(executor):
+    """What the engine's strategy thread calls with the blocks' states each round: the executor's
+    handle_errors. Holds the executor weakly (the engine is owned by it); a handler that raises
+    is logged, and the executor keeps working, as in Parsl."""
+    ref = weakref.ref(executor)
+
+    def handle(tuples) -> None:
+        executor = ref()
+        if executor is None:
+            return
+        try:
+            executor.handle_errors(_block_statuses(tuples))
+        except Exception:
+            logger.exception("block error handler of executor %r failed", executor.label)
+
+    return handle
+
+
 class HighThroughputExecutor(ParslExecutor):
     """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
 
@@ -173,7 +213,7 @@ class HighThroughputExecutor(ParslExecutor):
                  mem_per_worker: float | None = None, available_accelerators=(), prefetch_capacity: int = 0,
                  heartbeat_period: float = 30, heartbeat_threshold: float = 120, cpu_affinity: str = "none",
                  python: str | None = None, worker_debug: bool = False, encrypted: bool = True,
-                 short_task_prefetch: int = 16, block_error_handler: bool = True, follow_dependencies: bool = True,
+                 short_task_prefetch: int = 16, block_error_handler=True, follow_dependencies: bool = True,
                  same_host_ipc: bool = True, launch_cmd: str | None = None, interchange_launch_cmd=None,
                  loopback_address: str = "127.0.0.1", interchange_port_range: tuple = (55000, 56000),
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
@@ -211,8 +251,8 @@ class HighThroughputExecutor(ParslExecutor):
                             ("same_host_ipc", same_host_ipc), ("worker_debug", worker_debug)):
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {value!r}")
-        if not isinstance(block_error_handler, bool):
-            raise ConfigurationError("block_error_handler must be True or False (custom handlers are not supported), "
+        if not isinstance(block_error_handler, bool) and not callable(block_error_handler):
+            raise ConfigurationError("block_error_handler must be True, False or a function (executor, status), "
                                      f"got {block_error_handler!r}")
         for name, value in (("heartbeat_period", heartbeat_period), ("heartbeat_threshold", heartbeat_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -246,11 +286,15 @@ class HighThroughputExecutor(ParslExecutor):
         self.python = python or sys.executable
         self.worker_debug = worker_debug
         self.encrypted = encrypted
-        self.block_error_handler = block_error_handler
+        # True: the engine's rule (docs/scaling.md); False: Parsl's noop_error_handler; or a
+        # function(executor, {block_id: JobStatus}) such as pervade.jobs.error_handlers'.
+        self.block_error_handler = noop_error_handler if block_error_handler is False else block_error_handler
+        self._executor_exception = None  # set by set_bad_state_and_fail_all
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
         # Parsl's options for its Python interchange and process layout: accepted and stored so
-        # that Parsl configs load, without effect here (docs/python.md).
+        # that Parsl configs load, without effect here (docs/python.md); storage_access and
+        # working_dir are staging's (docs/staging.md).
         self.launch_cmd = launch_cmd
         self.interchange_launch_cmd = interchange_launch_cmd
         self.loopback_address = loopback_address
@@ -280,7 +324,7 @@ class HighThroughputExecutor(ParslExecutor):
         o.short_task_prefetch = self.short_task_prefetch
         o.follow_dependencies = self.follow_dependencies
         o.same_host_ipc = self.same_host_ipc
-        o.provider = self.provider._native_provider()
+        o.provider = self.provider._engine_provider()
         o.prefetch_capacity = self.prefetch_capacity
         o.python_workers = True
         o.pool_args = self._pool_args()
@@ -289,7 +333,9 @@ class HighThroughputExecutor(ParslExecutor):
         o.strategy = getattr(self, "strategy", "simple")
         o.strategy_period = float(getattr(self, "strategy_period", 5))
         o.max_idletime = float(getattr(self, "max_idletime", 120))
-        o.max_failed_blocks = 3 if self.block_error_handler else 0
+        o.max_failed_blocks = 3 if self.block_error_handler is True else 0
+        if callable(self.block_error_handler) and self.block_error_handler is not noop_error_handler:
+            o.set_block_error_handler(_engine_block_errors(self))
         o.expected_workers_per_node = self.workers_per_node
         self._native = _native.htex_executor(o)
         return self._native
@@ -369,9 +415,63 @@ class HighThroughputExecutor(ParslExecutor):
 
     def block_status(self) -> dict:
         """Block id -> JobStatus (asks the provider, one batched call)."""
-        from ..providers import JobStatus
+        return _block_statuses(self._native.blocks()) if self._native else {}
 
-        return {b[0]: JobStatus(*b[2:]) for b in self._native.blocks()} if self._native else {}
+    # Parsl's interface of an executor with blocks (parsl.executors.status_handling), with its
+    # meanings; the engine keeps the blocks and scales them (docs/scaling.md).
+
+    def status(self) -> dict:
+        """Block id -> JobStatus of every block started so far (asks the provider)."""
+        return self.block_status()
+
+    @property
+    def status_facade(self) -> dict:
+        """Block id -> JobStatus as the executor's strategy last saw it (no provider call)."""
+        return _block_statuses(self._native.blocks(poll=False)) if self._native else {}
+
+    @property
+    def status_polling_interval(self) -> float:
+        return self.provider.status_polling_interval
+
+    def scale_out_facade(self, n: int) -> list:
+        """Starts `n` more blocks; returns their block ids."""
+        return self.start_blocks(n)
+
+    def scale_in(self, blocks: int, max_idletime: float | None = None) -> list:
+        """Scales in up to `blocks` blocks now; returns their ids. With `max_idletime` only
+        blocks without tasks whose pools have been idle that long; else any block. Unlike
+        Parsl's, no task is lost: a busy block is drained (its pools finish their tasks and
+        exit), then cancelled."""
+        return self._started_native().scale_in(blocks, max_idletime)
+
+    def scale_in_facade(self, n: int, max_idletime: float | None = None) -> list:
+        return self.scale_in(n, max_idletime=max_idletime)
+
+    def connected_blocks(self) -> list:
+        """Ids of the blocks from which a pool has registered at some point."""
+        return self._native.connected_blocks() if self._native else []
+
+    def connected_managers(self) -> list:
+        """One dict per connected pool (Parsl's "manager"), with Parsl's keys: manager, block_id,
+        hostname, worker_count, tasks, idle_duration, active (not held), draining."""
+        return [{"manager": p["pool_id"], "block_id": p["block_id"], "hostname": p["hostname"],
+                 "worker_count": p["worker_count"], "tasks": p["tasks"], "idle_duration": p["idle_seconds"],
+                 "active": not p["held"], "draining": p["draining"]} for p in self.pools()]
+
+    def handle_errors(self, status: dict) -> None:
+        """Applies the block error handler to the blocks' states (the strategy thread calls this
+        after each poll when the handler is a function; True is the engine's own rule)."""
+        if callable(self.block_error_handler):
+            self.block_error_handler(self, status)
+
+    def set_bad_state_and_fail_all(self, exception: Exception) -> None:
+        """Fails the executor: every outstanding and later task on it fails with
+        BadStateException naming `exception`, and its blocks are cancelled."""
+        logger.error("executor %r fails: %s", self.label, exception)
+        if self._executor_exception is None:
+            self._executor_exception = exception
+        if self._native is not None:
+            self._native.fail(f"{type(exception).__name__}: {exception}")
 
     @property
     def server_key_file(self):
@@ -405,13 +505,16 @@ class HighThroughputExecutor(ParslExecutor):
     @property
     def bad_state_is_set(self) -> bool:
         """True once the executor has failed (its blocks kept failing, docs/scaling.md)."""
-        return bool(self._native and self._native.failure())
+        return self._executor_exception is not None or bool(self._native and self._native.failure())
 
     @property
     def executor_exception(self):
-        """The BadStateException its tasks fail with, once bad_state_is_set (else None)."""
+        """Why the executor failed, once bad_state_is_set (else None): the exception given to
+        set_bad_state_and_fail_all, or the BadStateException its tasks fail with."""
         from ..errors import BadStateException
 
+        if self._executor_exception is not None:
+            return self._executor_exception
         return BadStateException(self.label, self._native.failure()) if self.bad_state_is_set else None
 
     def refusals(self) -> list:

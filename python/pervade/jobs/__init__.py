@@ -1,1 +1,2 @@
-"""Parsl's parsl.jobs: the states of blocks (states.py)."""
+"""Parsl's parsl.jobs: the states of blocks (states.py), block error handlers (error_handlers.py),
+the Strategy class (strategy.py) and their error (errors.py)."""

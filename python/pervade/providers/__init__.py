@@ -127,7 +127,9 @@ class ExecutionProvider:
         o.max_blocks = self.max_blocks
         o.parallelism = float(self.parallelism)
         o.worker_init = self.worker_init
-        o.launcher = self.launcher._native_launcher()
+        # Through Python, so that the launcher's attributes count as they are when each block is
+        # submitted (as in Parsl).
+        o.launcher = _native.python_launcher(self.launcher, self.launcher._native_launcher())
         o.cmd_timeout = float(self.cmd_timeout)
         o.script_dir = getattr(self, "script_dir", None) or ""
         return o
@@ -140,6 +142,16 @@ class ExecutionProvider:
         if self._native is None:
             self._native = self._make_native()
         return self._native
+
+    def _engine_provider(self):
+        """The provider the executor's engine calls: the native one, or, when this class
+        overrides submit, status or cancel (a subclass counting its jobs, say), a native wrapper
+        that calls those methods (with the GIL, on the engine's strategy thread)."""
+        native = self._native_provider()
+        cls = type(self)
+        if any(getattr(cls, name) is not getattr(ExecutionProvider, name) for name in ("submit", "status", "cancel")):
+            return _native.python_provider(self, native)
+        return native
 
     def submit(self, command: str, tasks_per_node: int, job_name: str = "pervade.block", log_path: str = "") -> str:
         """Starts a block running `command`; returns its job id."""

@@ -243,6 +243,13 @@ std::vector<BlockStatus> BlockManager::blocks() {
   return out;
 }
 
+std::vector<BlockStatus> BlockManager::known() const {
+  std::lock_guard lock(mutex_);
+  std::vector<BlockStatus> out;
+  for (const auto& b : blocks_) out.push_back(BlockStatus{b.block_id, b.job_id, b.status});
+  return out;
+}
+
 void BlockManager::report(const std::string& block_id, const std::string& job_id, const JobStatus& status) const {
   if (!observers_ || !observers_->active()) return;
   observers_->block(

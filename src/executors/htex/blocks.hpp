@@ -53,6 +53,8 @@ class BlockManager {
   // Every block with its state: one provider status call for the blocks not yet ended (the
   // state of an ended block does not change, so it is kept).
   std::vector<BlockStatus> blocks();
+  // Every block with the state blocks() last saw (no provider call).
+  std::vector<BlockStatus> known() const;
   // The block's log file (its stdout and stderr).
   std::string log_path(const std::string& block_id) const;
   std::string server_key_file() const;

@@ -59,7 +59,9 @@ struct HighThroughputExecutor::Impl {
   std::mutex strategy_mutex;
   std::condition_variable strategy_cv;
   bool strategy_stop = false;  // under strategy_mutex
-  int workers_seen = 0;        // strategy thread only: the most workers a pool registered with
+  int workers_seen = 0;        // under round_mutex: the most workers a pool registered with
+  // One decision at a time: the strategy's rounds and scale_in() from users' threads.
+  std::mutex round_mutex;
 
   static Completion fail(Launch& l, std::exception_ptr e) {
     return Completion{std::move(l.task), l.try_id, Outcome::failure(std::move(e))};
@@ -159,7 +161,7 @@ struct HighThroughputExecutor::Impl {
   void on_completed(std::vector<interchange::Completed>&& done) {
     std::vector<Completion> out;
     out.reserve(done.size());
-    std::lock_guard lock(flight_mutex);
+    std::unique_lock lock(flight_mutex);
     for (auto& c : done) {
       auto it = in_flight.find(c.task_id);
       if (it == in_flight.end()) continue;
@@ -183,6 +185,10 @@ struct HighThroughputExecutor::Impl {
       }
       out.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
     }
+    lock.unlock();
+    if (const auto hook = result_buffer_hook())
+      for (auto& c : out)
+        if (auto* r = std::any_cast<RemoteBytes>(&c.outcome.value); r && !r->buffers.empty()) hook(r->buffers);
     if (!out.empty()) sink->post(std::move(out));
   }
 
@@ -300,10 +306,46 @@ struct HighThroughputExecutor::Impl {
 
   // One round of the strategy; false once the executor has failed (nothing more to do).
   bool run_strategy() {
+    {
+      std::lock_guard lock(queue_mutex);
+      if (!failure.empty()) return false;  // failed by fail(): nothing more to scale
+    }
+    const std::vector<BlockStatus> states = blocks->blocks();
+    if (options.block_error_handler) {  // the user's failure rule instead of the strategy's
+      options.block_error_handler(states);
+      std::lock_guard lock(queue_mutex);
+      if (!failure.empty()) return false;
+    }
+    std::lock_guard round(round_mutex);
+    std::vector<interchange::PoolInfo> pools;
+    const detail::StrategySnapshot snap = snapshot(states, pools);
+    const detail::StrategyDecisions d = strategy->decide(snap);
+    if (d.fail) {
+      fail_executor(*d.fail + log_tail(d.failed_block));
+      return false;
+    }
+    carry_out(d, pools);
+    return true;
+  }
+
+  // Scales in blocks now (HighThroughputExecutor::scale_in); returns their ids.
+  std::vector<std::string> scale_in(int count, std::optional<double> max_idletime) {
+    const std::vector<BlockStatus> states = blocks->blocks();
+    std::lock_guard round(round_mutex);
+    std::vector<interchange::PoolInfo> pools;
+    const detail::StrategyDecisions d = strategy->scale_in_now(snapshot(states, pools), count, max_idletime);
+    carry_out(d, pools);
+    std::vector<std::string> ids = d.drain;
+    ids.insert(ids.end(), d.cancel.begin(), d.cancel.end());
+    return ids;
+  }
+
+  // What the strategy decides from: the blocks' states, their pools (returned in `pools`:
+  // the live ones), the tasks. Under round_mutex.
+  detail::StrategySnapshot snapshot(const std::vector<BlockStatus>& states, std::vector<interchange::PoolInfo>& pools) {
     detail::StrategySnapshot snap;
     snap.now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-    const std::vector<BlockStatus> states = blocks->blocks();
-    std::vector<interchange::PoolInfo> pools = interchange->pools();
+    pools = interchange->pools();
     // A block whose process ended has no live pool, whatever the heartbeats say: its pools are
     // lost now (their tasks fail with ManagerLost and retry), not after heartbeat_threshold.
     for (const auto& b : states) {
@@ -347,12 +389,11 @@ struct HighThroughputExecutor::Impl {
                             : options.expected_workers_per_node > 0
                                 ? options.expected_workers_per_node
                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return snap;
+  }
 
-    const detail::StrategyDecisions d = strategy->decide(snap);
-    if (d.fail) {
-      fail_executor(*d.fail + log_tail(d.failed_block));
-      return false;
-    }
+  // Drains, cancels and starts blocks as decided. Under round_mutex.
+  void carry_out(const detail::StrategyDecisions& d, const std::vector<interchange::PoolInfo>& pools) {
     for (const auto& block_id : d.drain)
       for (const auto& p : pools)
         if (p.block_id == block_id) interchange->drain(p.pool_id);
@@ -370,7 +411,6 @@ struct HighThroughputExecutor::Impl {
       blocks->cancel(cancel);
     }
     if (d.start > 0) blocks->scale_out(d.start, /*record_failures=*/true);
-    return true;
   }
 
   // "\n<last lines of the block's log>", or "" if it has none.
@@ -401,6 +441,7 @@ struct HighThroughputExecutor::Impl {
     const auto error = std::make_exception_ptr(ExecutorFailed(options.label, reason));
     {
       std::scoped_lock lock(queue_mutex, flight_mutex);
+      if (!failure.empty()) return;  // failed already: the first reason stands
       failure = reason;
       for (auto& l : queue) failed.push_back(fail(l, error));
       queue.clear();
@@ -412,7 +453,7 @@ struct HighThroughputExecutor::Impl {
     }
     if (!wire_ids.empty()) interchange->cancel(std::move(wire_ids));
     if (!failed.empty()) sink->post(std::move(failed));
-    blocks->cancel_all();
+    if (blocks) blocks->cancel_all();
   }
 };
 
@@ -445,7 +486,7 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
           o.label));
     impl_->strategy = std::make_unique<detail::Strategy>(detail::StrategyConfig{
         detail::parse_strategy(o.strategy), p.min_blocks, p.max_blocks, p.parallelism, o.max_idletime,
-        p.nodes_per_block, o.max_failed_blocks});
+        p.nodes_per_block, o.block_error_handler ? 0 : o.max_failed_blocks});
     impl_->blocks = std::make_unique<detail::BlockManager>(o);
   }
 }
@@ -646,6 +687,21 @@ std::vector<BlockStatus> HighThroughputExecutor::blocks() const {
   return impl_->blocks ? impl_->blocks->blocks() : std::vector<BlockStatus>{};
 }
 
+std::vector<BlockStatus> HighThroughputExecutor::known_blocks() const {
+  return impl_->blocks ? impl_->blocks->known() : std::vector<BlockStatus>{};
+}
+
+std::vector<std::string> HighThroughputExecutor::connected_blocks() const {
+  std::lock_guard lock(impl_->flight_mutex);
+  return {impl_->connected_blocks.begin(), impl_->connected_blocks.end()};
+}
+
+std::vector<std::string> HighThroughputExecutor::scale_in(int count, std::optional<double> max_idletime) {
+  if (!impl_->blocks || !impl_->interchange)
+    throw ConfigurationError("executor '" + label() + "' has no provider or is not started: it has no blocks");
+  return impl_->scale_in(count, max_idletime);
+}
+
 std::vector<std::string> HighThroughputExecutor::scale_out(int count) {
   if (!impl_->blocks) throw ConfigurationError("executor '" + label() + "' has no provider: it starts no blocks");
   return impl_->blocks->scale_out(count);
@@ -654,6 +710,16 @@ std::vector<std::string> HighThroughputExecutor::scale_out(int count) {
 std::string HighThroughputExecutor::failure() const {
   std::lock_guard lock(impl_->queue_mutex);
   return impl_->failure;
+}
+
+void HighThroughputExecutor::fail(const std::string& reason) {
+  auto& im = *impl_;
+  if (!im.sink) {  // not started: nothing runs yet, later tasks fail at submit
+    std::lock_guard lock(im.queue_mutex);
+    if (im.failure.empty()) im.failure = reason;
+    return;
+  }
+  im.fail_executor(reason);
 }
 
 std::string HighThroughputExecutor::server_key_file() const {

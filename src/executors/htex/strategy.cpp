@@ -101,6 +101,20 @@ void Strategy::scale_in(std::vector<Candidate> candidates, int count, double min
   }
 }
 
+StrategyDecisions Strategy::scale_in_now(const StrategySnapshot& s, int count, std::optional<double> max_idletime) {
+  StrategyDecisions d;
+  std::vector<Candidate> candidates;
+  for (const auto& b : s.blocks) {
+    first_seen_.try_emplace(b.block_id, s.now);
+    if (is_terminal(b.status.state) || retiring_.contains(b.block_id)) continue;
+    if (max_idletime && b.in_flight > 0) continue;
+    candidates.push_back(
+        Candidate{b.block_id, b.pools > 0, b.pools > 0 ? b.idle_seconds : s.now - first_seen_[b.block_id]});
+  }
+  scale_in(std::move(candidates), count, max_idletime.value_or(0), d);
+  return d;
+}
+
 StrategyDecisions Strategy::decide(const StrategySnapshot& s) {
   StrategyDecisions d;
   if (failed_) return d;

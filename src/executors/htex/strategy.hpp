@@ -81,6 +81,11 @@ class Strategy {
   explicit Strategy(StrategyConfig config);
 
   StrategyDecisions decide(const StrategySnapshot& snapshot);
+  // Scales in up to `count` active blocks now, asked from outside the rounds (Parsl's
+  // executor.scale_in): with max_idletime only blocks without tasks whose pools have been idle
+  // that long, else any block (busy ones are drained, so they finish their tasks first). The
+  // chosen blocks are in the decisions' drain and cancel lists.
+  StrategyDecisions scale_in_now(const StrategySnapshot& snapshot, int count, std::optional<double> max_idletime);
 
   const StrategyConfig& config() const { return config_; }
   // Blocks this strategy has drained or cancelled (their end is no failure).

@@ -1,6 +1,8 @@
 #include "pervade/thread_pool_executor.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <iterator>
 #include <chrono>
 #include <condition_variable>
 #include <atomic>
@@ -8,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include <fmt/format.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 
@@ -19,14 +22,19 @@
 namespace pervade {
 
 namespace {
-// A worker takes a share of the queue at once (fewer lock round trips for tiny tasks) but
-// reports completions as soon as a task has run for a while, so long tasks are not delayed.
+// A worker takes a share of the queue at once (fewer lock round trips for tiny tasks) and posts
+// the completions of tiny tasks together. While one of its tasks runs longer than kFlushAfter,
+// the flusher thread posts the completions it holds and puts the rest of its share back on the
+// queue for the other threads: a quick task never waits for a long one that ran before it.
 constexpr std::size_t kMaxBatch = 64;
 constexpr auto kReportAfter = std::chrono::microseconds(500);
+constexpr auto kFlushAfter = std::chrono::milliseconds(2);
+using Clock = std::chrono::steady_clock;
 }  // namespace
 
 struct ThreadPoolExecutor::Impl {
   int max_threads;
+  std::chrono::duration<double> shutdown_grace;
   const Executor* owner = nullptr;  // reports running/running_ended to its observers
   CompletionSink* sink = nullptr;
   std::vector<std::thread> threads;
@@ -38,23 +46,37 @@ struct ThreadPoolExecutor::Impl {
   std::atomic<std::size_t> queued{0};  // queue.size(), readable without the lock
   std::atomic<bool> stopping{false};
   bool stopped = false;
-  // What each thread is running, so cancel() can interrupt it. One lock per thread keeps
-  // this off the queue's lock.
+  int exited = 0;                        // worker threads that returned (under mutex)
+  std::condition_variable exited_cv;
+  // Each thread's share of the queue, what it is running and the completions it has not posted
+  // yet, under one lock per thread (off the queue's lock): cancel() interrupts the running try,
+  // the flusher posts held completions, and shutdown() takes over a thread stuck in a task.
   struct Slot {
     std::mutex mutex;
+    std::vector<Launch> batch;   // taken from the queue, not started; batch[next..] remain
+    std::size_t next = 0;
     const TaskRecord* task = nullptr;
     std::uint32_t try_id = 0;
     TaskBody* body = nullptr;
     pid_t tid = 0;               // resource sampling: the thread running the task
     detail::ProcUsage start{};   // and its usage when the task started
-    void set(const TaskRecord* t, std::uint32_t id, TaskBody* b) {
-      std::lock_guard lock(mutex);
-      task = t;
-      try_id = id;
-      body = b;
-    }
+    std::vector<Completion> done;  // not posted yet; the oldest finished at done_since
+    Clock::time_point done_since{};
+    Clock::time_point started{};   // of the running task, when it started with something held
+    bool exited = false;
+    bool abandoned = false;      // shutdown() gave up on this thread: it touches nothing more
   };
   std::unique_ptr<Slot[]> slots;
+
+  // The flusher sleeps until a thread starts a task while it holds completions or unstarted
+  // launches (armed), then posts the completions that have waited kFlushAfter and requeues the
+  // launches held behind a task that has run that long.
+  std::thread flusher;
+  std::mutex flush_mutex;
+  std::condition_variable flush_cv;
+  bool flush_armed = false;  // under flush_mutex
+  std::atomic<bool> flush_wanted{false};
+  bool flush_stop = false;   // under flush_mutex
 
   // Resource sampling, only when an observer asks for it (Observers::resource_interval): the
   // thread running a task is read from /proc at the task's start and end, and every
@@ -96,102 +118,239 @@ struct ThreadPoolExecutor::Impl {
     }
   }
 
+  void flush_loop() {
+    std::unique_lock lock(flush_mutex);
+    for (;;) {
+      flush_cv.wait(lock, [&] { return flush_armed || flush_stop; });
+      if (flush_stop) return;
+      flush_cv.wait_for(lock, kFlushAfter, [&] { return flush_stop; });
+      flush_armed = false;
+      flush_wanted.store(false, std::memory_order_relaxed);
+      lock.unlock();
+      std::vector<Completion> due;
+      std::vector<Launch> requeue;
+      const auto now = Clock::now();
+      bool pending = false;
+      for (int i = 0; i < max_threads; ++i) {
+        auto& slot = slots[i];
+        std::lock_guard slot_lock(slot.mutex);
+        if (slot.abandoned) continue;
+        if (!slot.done.empty()) {
+          if (now - slot.done_since >= kFlushAfter) {
+            std::move(slot.done.begin(), slot.done.end(), std::back_inserter(due));
+            slot.done.clear();
+          } else {
+            pending = true;
+          }
+        }
+        if (slot.task && slot.next < slot.batch.size()) {
+          if (now - slot.started >= kFlushAfter) {
+            std::move(slot.batch.begin() + static_cast<std::ptrdiff_t>(slot.next), slot.batch.end(),
+                      std::back_inserter(requeue));
+            slot.next = slot.batch.size();
+          } else {
+            pending = true;
+          }
+        }
+      }
+      if (!requeue.empty()) {
+        {
+          std::lock_guard queue_lock(mutex);
+          if (stopping) {
+            for (auto& l : requeue) due.push_back(closed_completion(l));
+          } else {
+            queue.insert(queue.begin(), std::make_move_iterator(requeue.begin()),
+                         std::make_move_iterator(requeue.end()));
+            queued.store(queue.size(), std::memory_order_release);
+          }
+        }
+        cv.notify_all();
+      }
+      if (!due.empty()) sink->post(std::move(due));
+      lock.lock();
+      if (pending) flush_armed = true;
+    }
+  }
+
+  // A worker that starts a task while it holds completions or launches asks the flusher to watch; one
+  // atomic load per task while the flusher is already watching.
+  void want_flush() {
+    if (flush_wanted.load(std::memory_order_relaxed)) return;
+    flush_wanted.store(true, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(flush_mutex);
+      flush_armed = true;
+    }
+    flush_cv.notify_one();
+  }
+
   static Completion closed_completion(Launch& l) {
     return Completion{std::move(l.task), l.try_id,
                       Outcome::failure(std::make_exception_ptr(
                           DataFlowKernelClosed("the executor was shut down before the task started")))};
   }
 
+  // Takes a share of the queue into the thread's slot; false when stopping and nothing is left.
+  bool take_share(Slot& slot) {
+    std::vector<Launch> taken;
+    {
+      std::unique_lock lock(mutex);
+      while (queue.empty() && !stopping) {
+        ++sleeping;
+        cv.wait(lock);
+        --sleeping;
+      }
+      if (queue.empty()) return false;  // stopping and nothing left
+      const std::size_t share =
+          std::clamp<std::size_t>(queue.size() / static_cast<std::size_t>(max_threads), 1, kMaxBatch);
+      taken.reserve(share);
+      for (std::size_t i = 0; i < share; ++i) {
+        taken.push_back(std::move(queue.front()));
+        queue.pop_front();
+      }
+      queued.store(queue.size(), std::memory_order_release);
+      // Others may take the rest.
+      if (!queue.empty() && sleeping > 0) cv.notify_one();
+    }
+    std::lock_guard lock(slot.mutex);
+    slot.batch = std::move(taken);
+    slot.next = 0;
+    return true;
+  }
+
+  // Runs one launch of the slot's batch; false when the slot was abandoned meanwhile (then this
+  // thread must return at once, touching nothing of the executor's owner or sink).
+  bool run_next(Slot& slot) {
+    Launch launch;
+    bool holding;
+    {
+      std::lock_guard lock(slot.mutex);
+      launch = std::move(slot.batch[slot.next++]);
+      holding = !slot.done.empty() || slot.next < slot.batch.size();
+      if (holding) slot.started = Clock::now();
+      // Published before the check: the kernel makes a task final before it asks for the try
+      // to be stopped, so either cancel() finds this slot or this thread sees the task final.
+      slot.task = launch.task.get();
+      slot.try_id = launch.try_id;
+      slot.body = launch.body.get();
+    }
+    TaskRecord& task = *launch.task;
+    Outcome outcome;
+    if (stopping.load()) {
+      outcome = closed_completion(launch).outcome;
+    } else if (task.try_id() != launch.try_id || task.done()) {
+      // The kernel already gave up on this try (walltime, cancel): do not run it.
+      outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
+    } else {
+      if (holding) want_flush();
+      owner->report_running(task, launch.try_id);
+      detail::ProcUsage start;
+      if (sampling) {
+        start = detail::this_thread_usage();
+        {
+          std::lock_guard slot_lock(slot.mutex);
+          static thread_local const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+          slot.tid = tid;
+          slot.start = start;
+        }
+        report_sample(task, launch.try_id, start.since(start), true, false);
+      }
+      TaskContext ctx(task, launch.try_id, launch.inputs);
+      try {
+        outcome = launch.body->run(ctx);
+      } catch (...) {
+        outcome = Outcome::failure(std::current_exception());
+      }
+      {
+        std::lock_guard lock(slot.mutex);
+        if (slot.abandoned) {
+          release_thread_resources();
+          return false;
+        }
+      }
+      owner->report_running_ended(task, launch.try_id);
+      if (sampling) report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+    }
+    launch.body.reset();
+    launch.inputs.clear();
+    std::vector<Completion> due;
+    {
+      std::lock_guard lock(slot.mutex);
+      slot.task = nullptr;
+      slot.body = nullptr;
+      slot.tid = 0;
+      const auto now = Clock::now();
+      if (slot.done.empty()) slot.done_since = now;
+      slot.done.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
+      if (slot.next == slot.batch.size() || now - slot.done_since > kReportAfter) due.swap(slot.done);
+    }
+    if (!due.empty()) {
+      if (slot.next == slot.batch.size()) release_thread_resources();
+      sink->post(std::move(due));
+    }
+    return true;
+  }
+
   void worker(std::size_t index) {
     set_engine_thread(true);
-    std::vector<Launch> batch;
-    std::vector<Completion> done;
-    for (;;) {
-      detail::spin_briefly([&] { return queued.load(std::memory_order_acquire) > 0 || stopping.load(); });
-      {
-        std::unique_lock lock(mutex);
-        while (queue.empty() && !stopping) {
-          ++sleeping;
-          cv.wait(lock);
-          --sleeping;
+    Slot& slot = slots[index];
+    while (take_share(slot)) {
+      for (;;) {
+        {
+          std::lock_guard lock(slot.mutex);
+          if (slot.next == slot.batch.size()) break;
         }
-        if (queue.empty()) return;  // stopping and nothing left
-        const std::size_t share = std::clamp<std::size_t>(queue.size() / static_cast<std::size_t>(max_threads), 1, kMaxBatch);
-        for (std::size_t i = 0; i < share; ++i) {
-          batch.push_back(std::move(queue.front()));
-          queue.pop_front();
-        }
-        queued.store(queue.size(), std::memory_order_release);
-        // Others may take the rest.
-        if (!queue.empty() && sleeping > 0) cv.notify_one();
+        if (!run_next(slot)) return;  // abandoned by shutdown()
       }
-      auto since_report = std::chrono::steady_clock::now();
-      for (auto& launch : batch) {
-        TaskRecord& task = *launch.task;
-        if (stopping.load()) {
-          done.push_back(closed_completion(launch));
-          continue;
-        }
-        Outcome outcome;
-        // Published before the check: the kernel makes a task final before it asks for the try
-        // to be stopped, so either cancel() finds this slot or this thread sees the task final.
-        slots[index].set(&task, launch.try_id, launch.body.get());
-        if (task.try_id() != launch.try_id || task.done()) {
-          // The kernel already gave up on this try (walltime, cancel): do not run it.
-          slots[index].set(nullptr, 0, nullptr);
-          outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
-        } else {
-          owner->report_running(task, launch.try_id);
-          detail::ProcUsage start;
-          if (sampling) {
-            start = detail::this_thread_usage();
-            {
-              std::lock_guard slot_lock(slots[index].mutex);
-              static thread_local const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-              slots[index].tid = tid;
-              slots[index].start = start;
-            }
-            report_sample(task, launch.try_id, start.since(start), true, false);
-          }
-          TaskContext ctx(task, launch.try_id, launch.inputs);
-          try {
-            outcome = launch.body->run(ctx);
-          } catch (...) {
-            outcome = Outcome::failure(std::current_exception());
-          }
-          owner->report_running_ended(task, launch.try_id);
-          if (sampling) {
-            report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
-            std::lock_guard slot_lock(slots[index].mutex);
-            slots[index].tid = 0;
-          }
-          slots[index].set(nullptr, 0, nullptr);
-        }
-        launch.body.reset();
-        launch.inputs.clear();
-        done.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
-        const auto now = std::chrono::steady_clock::now();
-        if (now - since_report > kReportAfter) {
-          sink->post(std::move(done));
-          done.clear();
-          since_report = now;
-        }
-      }
-      batch.clear();
       release_thread_resources();
-      if (!done.empty()) {
-        sink->post(std::move(done));
-        done.clear();
+    }
+    {
+      std::lock_guard lock(slot.mutex);
+      slot.exited = true;
+    }
+    std::lock_guard lock(mutex);
+    ++exited;
+    exited_cv.notify_all();
+  }
+
+  // shutdown() after the grace period: the tries still running are failed, the rest of the
+  // stuck threads' shares refused and their held completions posted; those threads are left
+  // to finish or to die with the process, and touch nothing of ours when they return.
+  void abandon_stuck_threads() {
+    std::vector<Completion> out;
+    for (int i = 0; i < max_threads; ++i) {
+      auto& slot = slots[i];
+      std::lock_guard lock(slot.mutex);
+      if (slot.exited) continue;
+      slot.abandoned = true;
+      std::move(slot.done.begin(), slot.done.end(), std::back_inserter(out));
+      slot.done.clear();
+      for (std::size_t k = slot.next; k < slot.batch.size(); ++k) out.push_back(closed_completion(slot.batch[k]));
+      slot.next = slot.batch.size();
+      if (slot.task) {
+        out.push_back(Completion{
+            std::const_pointer_cast<TaskRecord>(slot.task->shared_from_this()), slot.try_id,
+            Outcome::failure(std::make_exception_ptr(DataFlowKernelClosed(
+                fmt::format("the task was still running {:g} s after the executor began to shut down and could "
+                            "not be interrupted: its thread was abandoned",
+                            shutdown_grace.count()))))});
+        slot.task = nullptr;
+        slot.body = nullptr;
       }
     }
+    if (!out.empty()) sink->post(std::move(out));
   }
 };
 
-ThreadPoolExecutor::ThreadPoolExecutor(int max_threads, std::string label)
-    : Executor(std::move(label)), impl_(std::make_unique<Impl>()) {
+ThreadPoolExecutor::ThreadPoolExecutor(int max_threads, std::string label, std::chrono::duration<double> shutdown_grace)
+    : Executor(std::move(label)), impl_(std::make_shared<Impl>()) {
   if (max_threads < 1)
     throw ConfigurationError("ThreadPoolExecutor(max_threads=" + std::to_string(max_threads) + "): must be >= 1");
+  if (!(shutdown_grace.count() >= 0) || !std::isfinite(shutdown_grace.count()))
+    throw ConfigurationError(fmt::format("ThreadPoolExecutor(shutdown_grace={}): must be a finite number of seconds >= 0",
+                                         shutdown_grace.count()));
   impl_->max_threads = max_threads;
+  impl_->shutdown_grace = shutdown_grace;
 }
 
 ThreadPoolExecutor::~ThreadPoolExecutor() { shutdown(); }
@@ -210,11 +369,16 @@ void ThreadPoolExecutor::start(CompletionSink& sink) {
   }
   im.slots = std::make_unique<Impl::Slot[]>(im.max_threads);
   im.threads.reserve(im.max_threads);
+  // The threads share the state: one abandoned by shutdown() may outlive this executor.
   for (int i = 0; i < im.max_threads; ++i)
-    im.threads.emplace_back([this, i] {
+    im.threads.emplace_back([impl = impl_, i] {
       detail::name_this_thread("pv-thread-" + std::to_string(i));
-      impl_->worker(static_cast<std::size_t>(i));
+      impl->worker(static_cast<std::size_t>(i));
     });
+  im.flusher = std::thread([this] {
+    detail::name_this_thread("pv-flush");
+    impl_->flush_loop();
+  });
   if (im.sampling && im.sample_interval > 0)
     im.sampler = std::thread([this] {
       detail::name_this_thread("pv-sampler");
@@ -269,16 +433,36 @@ void ThreadPoolExecutor::shutdown() {
   if (!refused.empty()) im.sink->post(std::move(refused));
   im.cv.notify_all();
   // Running tries are stopped where they can be (their processes killed, Python code
-  // interrupted); plain C++ callables run to their end.
-  if (im.slots) {
-    for (int i = 0; i < im.max_threads; ++i) {
-      auto& slot = im.slots[i];
-      std::lock_guard lock(slot.mutex);
-      if (slot.body) slot.body->interrupt(StopReason::shutdown);
-    }
+  // interrupted); plain C++ callables run to their end. A try that cannot be stopped (Python
+  // blocked in an uninterruptible call) is given up after the grace period: cleanup never hangs.
+  for (int i = 0; i < im.max_threads; ++i) {
+    auto& slot = im.slots[i];
+    std::lock_guard lock(slot.mutex);
+    if (slot.body) slot.body->interrupt(StopReason::shutdown);
   }
-  for (auto& t : im.threads)
-    if (t.joinable()) t.join();
+  bool all_exited;
+  {
+    std::unique_lock lock(im.mutex);
+    all_exited = im.exited_cv.wait_for(lock, im.shutdown_grace, [&] { return im.exited == im.max_threads; });
+  }
+  if (!all_exited) im.abandon_stuck_threads();
+  for (int i = 0; i < im.max_threads; ++i) {
+    bool exited;
+    {
+      std::lock_guard lock(im.slots[i].mutex);
+      exited = im.slots[i].exited;
+    }
+    if (exited)
+      im.threads[i].join();
+    else
+      im.threads[i].detach();
+  }
+  {
+    std::lock_guard lock(im.flush_mutex);
+    im.flush_stop = true;
+  }
+  im.flush_cv.notify_all();
+  im.flusher.join();
   if (im.sampler.joinable()) {
     {
       std::lock_guard lock(im.sampler_mutex);

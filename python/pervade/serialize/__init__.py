@@ -43,9 +43,10 @@ from concurrent.futures import Future
 
 import cloudpickle
 
-from .data import DataFuture
-from .errors import RemoteError
-from .futures import AppFuture
+from ..data import DataFuture
+from ..errors import RemoteError
+from ..futures import AppFuture
+from .errors import SerializationError
 
 PROTOCOL = 5
 _MAIN = b"__main__"
@@ -116,7 +117,7 @@ def serialize_function(fn) -> tuple[bytes, bytes]:
         data = _dumps_function(fn)
     except Exception as e:  # noqa: BLE001 - re-raised with the function's name
         name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-        raise TypeError(f"cannot serialize the function {name}: {e}") from e
+        raise SerializationError(name, f"cannot serialize the function {name}: {e}") from e
     digest = hashlib.sha1(data).digest()
     if isinstance(fn, _CACHEABLE):
         try:
@@ -425,13 +426,13 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
     pickled; the message names the app.
     """
     if plan:
-        from .dataflow.dflow import _NO_VALUE, apply_plan
+        from ..dataflow.dflow import _NO_VALUE, apply_plan
         args, kwargs = apply_plan(args, kwargs, plan, lambda index, replacement: _Dependency(
             index, None if replacement is _NO_VALUE else replacement))
     try:
         return _dumps_call((tuple(args), kwargs or None), False, buffers=buffers)[0]
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
-        raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
+        raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
 
 
 def _priority(kwargs, name):
@@ -482,7 +483,7 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
     try:
         payload, futures = _dumps_call((args, kwargs), True, has_future, buffers)
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
-        raise TypeError(f"cannot serialize the arguments of {name}: {e}") from e
+        raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
     return (fn_hash, fn_bytes, payload, priority, buffers), futures or None
 
 
