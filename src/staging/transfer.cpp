@@ -140,6 +140,16 @@ bool make_dirs(const std::string& dir, mode_t mode) {
   return ::mkdir(dir.c_str(), mode) == 0 || errno == EEXIST;
 }
 
+/// The process's umask (read once: umask(2) can only be read by setting it).
+mode_t current_umask() {
+  static const mode_t mask = [] {
+    mode_t m = ::umask(0);
+    ::umask(m);
+    return m;
+  }();
+  return mask;
+}
+
 /// A file under a temporary name beside `path`, renamed to it by commit(), removed otherwise.
 class PartFile {
  public:
@@ -177,14 +187,6 @@ class PartFile {
   }
 
  private:
-  static mode_t current_umask() {
-    static const mode_t mask = [] {
-      mode_t m = ::umask(0);
-      ::umask(m);
-      return m;
-    }();
-    return mask;
-  }
   std::string path_, temp_, error_;
   Fd fd_;
 };
@@ -328,7 +330,11 @@ std::string receive(const std::string& url, const FetchOptions& o, int fd, std::
   curl_easy_setopt(c.get(), CURLOPT_NOPROGRESS, 0L);
   if (offset > 0) curl_easy_setopt(c.get(), CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(offset));
   CURLcode code = curl_easy_perform(c.get());
-  if (code == CURLE_RANGE_ERROR && offset > 0) {  // no ranges here: start again
+  long response = 0;
+  curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &response);
+  bool cannot_resume = code == CURLE_RANGE_ERROR || code == CURLE_BAD_DOWNLOAD_RESUME ||
+                       (code == CURLE_HTTP_RETURNED_ERROR && response == 416);
+  if (cannot_resume && offset > 0) {  // no ranges here, or the part is not a prefix: start again
     if (::ftruncate(fd, 0) != 0 || ::lseek(fd, 0, SEEK_SET) != 0) return errno_text("cannot truncate");
     if (hash) hash->reset();
     return receive(url, o, fd, 0, hash, bytes);
@@ -343,8 +349,9 @@ std::string checksum_error(const std::string& expected, const std::string& hex) 
   return fmt::format("checksum mismatch: expected {}, received sha256:{}", expected, hex);
 }
 
-/// Copies what fd holds to `path` (temporary name, then rename).
-std::string deliver(int fd, const std::string& path) {
+/// Copies what fd holds to `path` (temporary name, then rename); `unchanged`, when given, must still
+/// hold once the copy is complete (else the copy may be torn: nothing is renamed into place).
+std::string deliver(int fd, const std::string& path, const std::function<bool()>& unchanged = {}) {
   PartFile part(path);
   if (!part.error().empty()) return part.error();
   struct stat st{};
@@ -369,7 +376,36 @@ std::string deliver(int fd, const std::string& path) {
     }
     left -= static_cast<std::uint64_t>(n);
   }
+  if (unchanged && !unchanged()) return "the cache entry changed while it was copied";
   return part.commit() ? "" : part.error();
+}
+
+/// Puts the entry itself (a hard link: no copy) under `path`; false when the file systems differ
+/// or links are refused (the caller copies then).
+bool deliver_link(const std::string& entry, const std::string& path) {
+  std::string dir = directory_of(path);
+  if (!make_dirs(dir, 0777)) return false;
+  static thread_local std::minstd_rand pick{static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(
+      std::chrono::steady_clock::now().time_since_epoch().count())};
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    std::string temp = fmt::format("{}/.{}.{:08x}.part", dir, base_of(path), pick());
+    if (::link(entry.c_str(), temp.c_str()) == 0) {
+      bool moved = ::rename(temp.c_str(), path.c_str()) == 0;
+      ::unlink(temp.c_str());  // left there when path already was a link to the entry
+      return moved;
+    }
+    if (errno != EEXIST) return false;
+  }
+  return false;
+}
+
+/// "size mtime": what an entry looked like when stored. The file a download was delivered to is
+/// the entry itself (a hard link); a task that writes to it changes the entry's mtime, and the
+/// entry is then dropped instead of being served.
+std::string stamp_of(int fd) {
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return "?";
+  return fmt::format("{} {}.{:09}", st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
 }
 
 /// Blocks until one of the node's max_parallel transfer slots is free; holds it while alive.
@@ -385,7 +421,12 @@ std::unique_ptr<FileLock> take_slot(const FetchOptions& o) {
   return FileLock::take(fmt::format("{}/{}", dir, pick() % static_cast<unsigned>(n)), true);
 }
 
-/// Removes least recently used entries until the cache holds at most cache_limit bytes.
+void drop_entry(const std::string& entry) {
+  for (const char* suffix : {"", ".sha256", ".stamp"}) ::unlink((entry + suffix).c_str());
+}
+
+/// Removes least recently used entries (by access time, which the cache sets when it serves one)
+/// until the cache holds at most cache_limit bytes.
 void evict(const FetchOptions& o) {
   struct Entry {
     std::string name;
@@ -400,7 +441,7 @@ void evict(const FetchOptions& o) {
       if (name.size() != 64 || name.find('.') != std::string::npos) continue;  // entries are bare keys
       struct stat st{};
       if (::stat((o.cache_dir + "/" + name).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-      entries.push_back({name, static_cast<std::uint64_t>(st.st_size), st.st_mtim});
+      entries.push_back({name, static_cast<std::uint64_t>(st.st_size), st.st_atim});
       total += static_cast<std::uint64_t>(st.st_size);
     }
     ::closedir(d);
@@ -412,8 +453,7 @@ void evict(const FetchOptions& o) {
     if (total <= o.cache_limit) break;
     std::string path = o.cache_dir + "/" + e.name;
     // Readers hold the entry open: unlinking it under them is safe.
-    ::unlink(path.c_str());
-    ::unlink((path + ".sha256").c_str());
+    drop_entry(path);
     total -= e.size;
     if (o.log) o.log(fmt::format("staging cache: evicted {} ({} bytes)", e.name, e.size));
   }
@@ -453,12 +493,6 @@ FetchResult fetch_direct(const std::string& url, const std::string& path, const 
   return r;
 }
 
-/// Keeps an entry's digest beside it (<key>.sha256); a failure only costs hashing it again later.
-void store_digest(const std::string& entry, const std::string& hex) {
-  Fd digest(::open((entry + ".sha256").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (digest) write_all(digest.get(), hex.data(), hex.size());
-}
-
 std::string read_text(const std::string& path) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return "";
@@ -467,30 +501,40 @@ std::string read_text(const std::string& path) {
   return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : "";
 }
 
-}  // namespace
+/// Writes a small sidecar file of an entry; a failure only costs recomputing it (or refetching) later.
+void write_text(const std::string& path, const std::string& text) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd) write_all(fd.get(), text.data(), text.size());
+}
 
-FetchResult fetch(const std::string& url, const std::string& path, const FetchOptions& o) {
-  if (o.cache_dir.empty()) return fetch_direct(url, path, o);
-  if (!private_dir(o.cache_dir)) {
-    if (o.log) o.log(fmt::format("staging cache {} is not a directory of this user's only: not used", o.cache_dir));
-    FetchOptions uncached = o;
-    uncached.cache_dir.clear();
-    return fetch_direct(url, path, uncached);
-  }
+/// Keeps an entry's digest beside it (<key>.sha256).
+void store_digest(const std::string& entry, const std::string& hex) { write_text(entry + ".sha256", hex); }
+
+/// fetch() through the node cache; an entry that changes while it is copied out is dropped and
+/// fetched again once (`second`).
+FetchResult fetch_cached(const std::string& url, const std::string& path, const FetchOptions& o, bool second) {
   Validators v;
   if (!head(url, o, v) || !v.usable()) return fetch_direct(url, path, o);  // nothing to key a cache entry by
   const std::string key = sha256_of(fmt::format("{}\n{}\n{}\n{}", url, v.etag, v.modified, v.size));
   const std::string entry = o.cache_dir + "/" + key;
   FetchResult r;
   Fd content;
+  std::string stamp;  // the entry's, as stored
   {
     // One transfer of a key per node: the others wait here, then find the entry.
     auto lock = FileLock::take(entry + ".lock", true);
     if (!lock) return fail(errno_text(fmt::format("cannot lock the cache entry {}", entry)));
     content = Fd(::open(entry.c_str(), O_RDONLY | O_CLOEXEC));
+    stamp = read_text(entry + ".stamp");
+    if (content && stamp_of(content.get()) != stamp) {
+      if (o.log) o.log(fmt::format("staging {}: the cached copy was written to since it was stored: fetching again", url));
+      drop_entry(entry);
+      content = Fd();
+    }
     if (content) {
       r.from_cache = true;
-      ::utimensat(AT_FDCWD, entry.c_str(), nullptr, 0);  // recently used
+      const struct timespec used[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+      ::futimens(content.get(), used);
     } else {
       auto slot = take_slot(o);
       // A transfer interrupted earlier left <key>.part: resume it (same validators, same content).
@@ -517,8 +561,13 @@ FetchResult fetch(const std::string& url, const std::string& path, const FetchOp
         }
         store_digest(entry, r.sha256);
       }
-      if (::rename(part_path.c_str(), entry.c_str()) != 0) return fail(errno_text(fmt::format("cannot store {}", entry)));
+      // The mode the task's file gets (it is delivered as a link to the entry; the directory is private).
+      if (::fchmod(part.get(), 0666 & ~current_umask()) != 0 || ::rename(part_path.c_str(), entry.c_str()) != 0) {
+        return fail(errno_text(fmt::format("cannot store {}", entry)));
+      }
       content = std::move(part);
+      stamp = stamp_of(content.get());
+      write_text(entry + ".stamp", stamp);
     }
     if (!o.checksum.empty() && r.sha256.empty()) {
       // An entry fetched without a checksum: its digest is computed once and kept beside it.
@@ -536,9 +585,32 @@ FetchResult fetch(const std::string& url, const std::string& path, const FetchOp
   if (!o.checksum.empty() && o.checksum != "sha256:" + r.sha256) return fail(checksum_error(o.checksum, r.sha256));
   struct stat st{};
   if (::fstat(content.get(), &st) == 0) r.bytes = static_cast<std::uint64_t>(st.st_size);
-  if (auto error = deliver(content.get(), path); !error.empty()) return fail(error);
+  // The task that fetched gets the entry itself (no copy); the others a copy, which must not be
+  // torn by that task writing to its file meanwhile.
+  if (!r.from_cache && deliver_link(entry, path)) {
+    r.ok = true;
+    return r;
+  }
+  int fd = content.get();
+  if (auto error = deliver(fd, path, [&] { return stamp_of(fd) == stamp; }); !error.empty()) {
+    if (!second && stamp_of(fd) != stamp) return fetch_cached(url, path, o, true);
+    return fail(error);
+  }
   r.ok = true;
   return r;
+}
+
+}  // namespace
+
+FetchResult fetch(const std::string& url, const std::string& path, const FetchOptions& o) {
+  if (o.cache_dir.empty()) return fetch_direct(url, path, o);
+  if (!private_dir(o.cache_dir)) {
+    if (o.log) o.log(fmt::format("staging cache {} is not a directory of this user's only: not used", o.cache_dir));
+    FetchOptions uncached = o;
+    uncached.cache_dir.clear();
+    return fetch_direct(url, path, uncached);
+  }
+  return fetch_cached(url, path, o, false);
 }
 
 }  // namespace pervade::staging

@@ -20,9 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FileServer:
     """An HTTP(S) server of in-memory files: `files[path] = bytes`, with an ETag, HEAD and byte
     ranges (`Range: bytes=N-`). `gets[path]` counts the GET requests for each path (what the tests
-    count transfers with), `ranges[path]` lists the first byte each GET asked for.
+    count transfers with), `ranges[path]` lists the first byte each GET asked for, `most_at_once`
+    is the most drip GETs (below) it was sending at the same time.
     `fail_next[path] = n` answers the next n GETs with 500; `cut_next[path] = n` sends the next
-    GET only n bytes of the body, then closes; `hang` paths never answer (until the server stops)."""
+    GET only n bytes of the body, then closes; paths in `no_ranges` ignore Range (the whole body,
+    200); `drip[path] = n` sends the body in n pieces, 50 ms
+    apart (a slow transfer); `hang` paths never answer (until the server stops)."""
 
     def __init__(self, tls_context: ssl.SSLContext | None = None, address: str = "127.0.0.1"):
         self.files: dict = {}
@@ -30,7 +33,12 @@ class FileServer:
         self.ranges = collections.defaultdict(list)
         self.fail_next = collections.Counter()
         self.cut_next: dict = {}
+        self.drip: dict = {}
+        self.no_ranges: set = set()
         self.hang: set = set()
+        self.most_at_once = 0
+        self._at_once = 0
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
         server = self
 
@@ -58,6 +66,11 @@ class FileServer:
                     return
                 self._headers(data)
 
+            def _sending(self, change: int) -> None:
+                with server._lock:
+                    server._at_once += change
+                    server.most_at_once = max(server.most_at_once, server._at_once)
+
             def do_GET(self):
                 path = self.path.split("?")[0]
                 server.gets[path] += 1
@@ -75,7 +88,23 @@ class FileServer:
                 match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 start = int(match.group(1)) if match else 0
                 server.ranges[path].append(start)
+                if path in server.no_ranges:
+                    start = 0
                 self._headers(data, start)
+                pieces = server.drip.get(path)
+                if pieces:
+                    # Counted as sending until its last piece goes out: the client cannot have the
+                    # whole body (and start another GET) before that.
+                    self._sending(+1)
+                    step = -(-(len(data) - start) // pieces)
+                    for i in range(start, len(data), step):
+                        if i > start:
+                            server._stopping.wait(0.05)
+                        if i + step >= len(data):
+                            self._sending(-1)
+                        self.wfile.write(data[i:i + step])
+                        self.wfile.flush()
+                    return
                 cut = server.cut_next.pop(path, None)
                 if cut is not None:
                     self.wfile.write(data[start:cut])

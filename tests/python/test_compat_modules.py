@@ -25,6 +25,14 @@ LAYOUT = {
     "dataflow.futures": ["AppFuture"],
     "dataflow.memoization": ["BasicMemoizer", "id_for_memo"],
     "data_provider.files": ["File"],
+    "data_provider.staging": ["Staging"],
+    "data_provider.data_manager": ["DataManager", "default_staging"],
+    "data_provider.file_noop": ["NoOpFileStaging"],
+    "data_provider.http": ["HTTPSeparateTaskStaging", "HTTPInTaskStaging"],
+    "data_provider.ftp": ["FTPSeparateTaskStaging", "FTPInTaskStaging"],
+    "data_provider.zip": ["ZipFileStaging", "ZipAuthorityError", "zip_path_split"],
+    "data_provider.rsync": ["RSyncStaging"],
+    "data_provider.globus": ["GlobusStaging"],
     "executors": ["ThreadPoolExecutor", "HighThroughputExecutor"],
     "executors.base": [],
     "executors.threads": ["ThreadPoolExecutor"],
@@ -149,6 +157,9 @@ def test_representation_mixin():
         repr(Foo(1))
 
 
+from pervade.data_provider.globus import GlobusStaging  # noqa: E402
+from pervade.data_provider.rsync import RSyncStaging  # noqa: E402
+
 # Parsl's (2026.10.26) option names for each class pervade has.
 PARSL_OPTIONS = {
     pervade.Config: "executors memoizer dependency_resolver exit_mode garbage_collect internal_tasks_max_threads "
@@ -189,6 +200,8 @@ PARSL_OPTIONS = {
     pervade.GnuParallelLauncher: "debug",
     pervade.MpiExecLauncher: "debug bind_cmd overrides",
     pervade.MpiRunLauncher: "debug bash_location overrides",
+    RSyncStaging: "hostname",
+    GlobusStaging: "endpoint_uuid endpoint_path local_path",
 }
 
 

@@ -105,9 +105,10 @@ def test_inputs_and_outputs_are_written_as_parsl_writes_them(monitored, tmp_path
     def inputs_outputs(future):
         return rows(db, f"SELECT task_inputs, task_outputs FROM task WHERE task_id={future.tid}")[0]
 
-    # Parsl hands the task a copy of each output File (for staging): its repr, but another address.
-    inputs, outputs = inputs_outputs(plain)
-    assert (inputs, re.sub("0x[0-9a-f]+", "", outputs)) == ("[1, 'a']", re.sub("0x[0-9a-f]+", "", str([out])))
+    # The task gets a staged copy of each output File (as in Parsl): the same repr but its own address.
+    recorded_inputs, recorded_outputs = inputs_outputs(plain)
+    assert (recorded_inputs, re.sub(" at 0x[0-9a-f]+", "", recorded_outputs)) == \
+        ("[1, 'a']", re.sub(" at 0x[0-9a-f]+", "", str([out])))
     assert inputs_outputs(waits) == ("[31337]", "None")  # with the future's value, once known
     assert inputs_outputs(chained) == ("[2, 7]", "None")
     assert inputs_outputs(none) == ("None", "None")

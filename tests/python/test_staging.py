@@ -219,6 +219,45 @@ def test_checksum_of_a_cached_entry(load, http, tmp_path):
     assert http.gets["/e.bin"] == 1
 
 
+def test_a_task_writing_its_staged_file_does_not_poison_the_cache(load, http, tmp_path):
+    """The task that fetched gets the cache entry itself (no copy); writing to it drops the entry."""
+    data = os.urandom(50_000)
+    url = http.add("/w.bin", data)
+    load(executors=[threads(tmp_path)])
+    assert read(File(url)).result(timeout=T) == data
+    with open(tmp_path / "work" / "w.bin", "ab") as f:  # what a task may do to its input
+        f.write(b"changed")
+    assert read(File(url)).result(timeout=T) == data
+    assert http.gets["/w.bin"] == 2
+
+
+def test_progress_of_a_long_transfer_is_logged(load, http, tmp_path, monkeypatch, caplog):
+    from pervade.data_provider import transfer
+
+    monkeypatch.setattr(transfer, "PROGRESS_INTERVAL", 0.05)
+    data = os.urandom(100_000)
+    url = http.add("/slow.bin", data)
+    http.drip["/slow.bin"] = 10  # about half a second
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])])
+    with caplog.at_level("INFO", logger="pervade.data_provider.transfer"):
+        assert read(File(url)).result(timeout=T) == data
+    lines = [r.getMessage() for r in caplog.records if r.name == "pervade.data_provider.transfer"]
+    assert any(line.startswith(f"staging {url}: ") and line.endswith(" of 100000 bytes") for line in lines), lines
+
+
+def test_transfers_at_once_per_node(load, http, tmp_path, monkeypatch):
+    """PERVADE_STAGING_PARALLEL=1: four tasks on four threads fetching four slow files take turns."""
+    monkeypatch.setenv("PERVADE_STAGING_PARALLEL", "1")
+    urls = []
+    for i in range(4):
+        urls.append(http.add(f"/p{i}.bin", os.urandom(20_000)))
+        http.drip[f"/p{i}.bin"] = 4
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])])
+    futs = [read(File(u)) for u in urls]
+    assert [f.result(timeout=T) for f in futs] == [http.files[f"/p{i}.bin"] for i in range(4)]
+    assert http.most_at_once == 1
+
+
 def test_cache_size_limit_and_off(load, http, tmp_path, monkeypatch):
     url = http.add("/big.bin", os.urandom(20_000))
     monkeypatch.setenv("PERVADE_STAGING_CACHE_GB", str(10_000 / 2**30))  # smaller than the file
@@ -240,6 +279,51 @@ def test_retry_resumes_an_interrupted_transfer(load, http, tmp_path):
     assert read(File(url)).result(timeout=T) == data
     assert http.ranges["/cut.bin"] == [0, 100_000]  # the retry asked only for the rest
     assert not no_partial_files(tmp_path / "work")
+
+
+def test_retry_without_ranges_starts_again(load, http, tmp_path):
+    data = os.urandom(300_000)
+    url = http.add("/whole.bin", data)
+    http.cut_next["/whole.bin"] = 100_000
+    http.no_ranges.add("/whole.bin")  # answers the resumed GET with the whole body
+    load(executors=[threads(tmp_path, storage_access=[HTTPInTaskStaging()])], retries=1)
+    assert read(File(url)).result(timeout=T) == data
+    assert http.ranges["/whole.bin"] == [0, 100_000, 0]
+
+
+PARSL_SCRIPT = """
+import sys
+import parsl
+from parsl import python_app
+from parsl.data_provider.files import File
+from parsl.configs.{config} import config
+
+@python_app
+def sort_lines(inputs=(), outputs=()):
+    with open(inputs[0]) as src, open(outputs[0], "w") as dst:
+        dst.writelines(sorted(src.readlines(), key=int))
+
+with parsl.load(config):
+    out = sort_lines(inputs=[File(sys.argv[1])], outputs=[File(sys.argv[2])])
+    out.outputs[0].result()
+print(open(sys.argv[2]).read().split()[:3])
+"""
+
+
+@pytest.mark.parametrize("config", ["local_threads", "htex_local"])
+def test_a_parsl_script_with_a_url_runs_unchanged(http, tmp_path, config):
+    """`pervade run` of a script written for Parsl (its own imports, its ready-made config)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(PARSL_SCRIPT.format(config=config))
+    url = http.add("/unsorted.txt", BODY)
+    done = subprocess.run([sys.executable, "-m", "pervade", "run", str(script), url, str(tmp_path / "sorted.txt")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['1', '2', '3']"
+    assert http.gets["/unsorted.txt"] == 1
 
 
 # ---------------------------------------------------------------------------------- bad input
