@@ -1,6 +1,6 @@
 """A Python worker of pervade-pool: runs Python tasks one at a time.
 
-    python -m pervade.worker --fd N --rank R [--pool-id ID] [--block-id ID] [--log-level L]
+    python -m pervade.worker --fd N --rank R [--pool-id ID] [--block-id ID] [--log-level L] [--log-file F]
 
 Talks to the pool over the inherited socket N (one end of a socketpair) with length-prefixed
 msgpack frames (docs/protocol.md, "Pool ⇄ worker"): sends READY [2, rank, pid] at start, then
@@ -371,13 +371,22 @@ def _keep_big_buffers_on_the_heap() -> None:
         pass  # not glibc: only slower
 
 
-def _log_to_stderr(level: int) -> None:
-    """This process is pervade's own: its "pervade" logger writes to stderr at the pool's level."""
+def _log_to_stderr(level: int, log_file: str | None) -> None:
+    """This process is pervade's own: its "pervade" logger writes to stderr (the block's log) at
+    the pool's level, and to log_file too (this worker's file in the block's log directory)."""
     from .log_utils import DEFAULT_FORMAT
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(DEFAULT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    formatter = logging.Formatter(DEFAULT_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     package = logging.getLogger("pervade")
-    package.addHandler(handler)
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        try:  # private, as everything under a run_dir (0600)
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            handlers.append(logging.StreamHandler(os.fdopen(fd, "a", buffering=1)))
+        except OSError as e:
+            print(f"pervade worker: cannot open {log_file}: {e}; logging to stderr only", file=sys.stderr)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        package.addHandler(handler)
     package.setLevel(level)
 
 
@@ -388,8 +397,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pool-id", default=None)
     parser.add_argument("--block-id", default=None)
     parser.add_argument("--log-level", type=int, default=logging.WARNING)
+    parser.add_argument("--log-file", default=None, help="also log to this file")
     options = parser.parse_args(argv)
-    _log_to_stderr(options.log_level)
+    _log_to_stderr(options.log_level, options.log_file)
     _die_with_parent()
     _keep_big_buffers_on_the_heap()
     _set_environment(options.rank, options.pool_id, options.block_id)

@@ -30,6 +30,7 @@
 //   pool's parent are made close-on-exec at start, so a worker gets exactly 0, 1, 2 and its
 //   socket on fd 3.
 #include "util/fd.hpp"
+#include "util/private_files.hpp"
 #include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "util/same_host.hpp"
@@ -65,6 +66,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -146,6 +148,20 @@ class Logger {
     return true;
   }
 
+  // Every line also goes to `path` (appended): the pool's own file in its block's log directory.
+  bool add_copy(const std::string& path, std::string* error) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    FILE* f = fd < 0 ? nullptr : ::fdopen(fd, "a");
+    if (f == nullptr) {
+      *error = fmt::format("cannot open log file '{}': {}", path, os_error(errno));
+      if (fd >= 0) ::close(fd);
+      return false;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    copy_ = f;
+    return true;
+  }
+
   // Lines below `level` (Python's level numbers) are not written.
   void set_level(int level) { level_ = level; }
   bool enabled(int level) const { return level >= level_; }
@@ -159,14 +175,18 @@ class Logger {
     char stamp[32];
     std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
     std::lock_guard<std::mutex> lock(mu_);
-    std::fprintf(file_, "%s.%03d %s pervade-pool[%d] %s\n", stamp, static_cast<int>(ms), level,
-                 static_cast<int>(::getpid()), message.c_str());
-    std::fflush(file_);
+    for (FILE* f : {file_, copy_}) {
+      if (f == nullptr) continue;
+      std::fprintf(f, "%s.%03d %s pervade-pool[%d] %s\n", stamp, static_cast<int>(ms), level,
+                   static_cast<int>(::getpid()), message.c_str());
+      std::fflush(f);
+    }
   }
 
  private:
   std::mutex mu_;
   FILE* file_ = stderr;
+  FILE* copy_ = nullptr;
   int level_ = 20;
 };
 
@@ -663,10 +683,25 @@ class Pool {
 
  private:
   // ---------------------------------------------------------------- setup
+  // --log-dir: this pool's directory there. Without it (a host that does not share the driver's
+  // file system may refuse) the lines still go to the block's log.
+  void open_log_dir() {
+    if (o_.log_dir.empty()) return;
+    const std::filesystem::path dir = std::filesystem::path(o_.log_dir) / o_.pool_id;
+    std::error_code ec;
+    std::string error;
+    if (!detail::create_private_directories(dir, ec))
+      error = fmt::format("cannot create log directory '{}': {}", dir.string(), ec.message());
+    else if (logger().add_copy((dir / "pool.log").string(), &error))
+      worker_log_dir_ = dir.string();
+    if (!error.empty()) log_warn("{}; logging to the block's log only", error);
+  }
+
   // Returns an exit status, or -1 to go on.
   int setup() {
     hostname_ = host_name();
     if (o_.pool_id.empty()) o_.pool_id = fmt::format("{}-{}", hostname_, ::getpid());
+    open_log_dir();
 
     std::string error;
     if (int status = plan_workers_on_this_node(); status >= 0) return status;
@@ -1457,6 +1492,8 @@ class Pool {
     std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
                                   "--rank",  std::to_string(w.rank), "--pool-id", o_.pool_id, "--block-id",
                                   o_.block_id, "--log-level", std::to_string(o_.log_level)};
+    if (!worker_log_dir_.empty())
+      args.insert(args.end(), {"--log-file", worker_log_dir_ + "/worker_" + std::to_string(w.rank) + ".log"});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -1954,6 +1991,7 @@ class Pool {
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
   std::string hostname_;
+  std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too
   std::string endpoint_;
   bool ipv6_ = false;
   bool same_host_ = false;  // connected to the interchange's same-host (ipc://) socket
@@ -2039,6 +2077,8 @@ options:
                                accepts a connection; otherwise --address is used
   --host-id ID                 the interchange's host (boot id and network namespace)
   --log FILE                   log to FILE (default: stderr)
+  --log-dir DIR                also write the pool's lines to DIR/<pool id>/pool.log and each
+                               worker's records to DIR/<pool id>/worker_<rank>.log
   --log-level LEVEL            debug, info (default), warning or error: the pool's lines below
                                it are not written; the workers log at the same level
   --log-limit BYTES            stdout and stderr (the block log, with the tasks' output):
@@ -2167,7 +2207,7 @@ ParseResult parse_command_line(int argc, char** argv) {
     }
     static const char* const kValued[] = {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
-        "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log",
+        "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log", "--log-dir",
         "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
@@ -2219,6 +2259,8 @@ ParseResult parse_command_line(int argc, char** argv) {
       o.curve_client_keys_file = value;
     } else if (arg == "--log") {
       o.log_file = value;
+    } else if (arg == "--log-dir") {
+      o.log_dir = value;
     } else if (arg == "--log-level") {
       static const std::pair<const char*, int> kLevels[] = {{"debug", 10}, {"info", 20}, {"warning", 30}, {"error", 40}};
       const auto* level = std::find_if(std::begin(kLevels), std::end(kLevels), [&](auto& l) { return value == l.first; });

@@ -46,6 +46,9 @@ struct PoolOptions {
   std::string ipc_url;
   std::string host_id;
   std::string log_file;  // empty: stderr
+  // --log-dir: the block's log directory; the pool's lines and each worker's records are also
+  // written to <log_dir>/<pool id>/pool.log and worker_<rank>.log (as Parsl's block-N/<manager>/)
+  std::string log_dir;
   int log_level = 20;  // --log-level: Python's numbers (10 debug, 20 info, 30 warning, 40 error)
   std::uint64_t log_limit = kDefaultLogLimit;  // bytes of stdout/stderr per file; 0: no cap (output_cap.hpp)
   std::string cpu_affinity = "none";  // as given on the command line

@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import re
+import stat
 
 import pytest
 
 import pervade as parsl
-from pervade import logging_engine, python_app
+from pervade import LocalProvider, logging_engine, python_app
 from pervade.logconfigs.base import LogConfig
 from pervade.logconfigs.file import FileLogging
 from pervade.logconfigs.json import JSONLogging
@@ -238,6 +239,45 @@ def test_worker_debug_puts_pool_and_worker_lines_in_the_block_log(tmp_path, no_t
     assert re.search(r"DEBUG pervade-pool\[\d+\] task \d+ finished with status 0", text), text
     # the records of the worker that ran them, in Parsl's layout (the other may not have started yet)
     assert re.search(r"pervade\.worker:\d+ main INFO: worker rank \d pid \d+ of pool \S+ \(block 0\) started", text), text
+
+
+def test_each_block_has_a_directory_with_its_pools_and_workers_logs(tmp_path, no_thread_leak):
+    # As Parsl's <run_dir>/<label>/block-N/<manager id>/: pool.log and worker_<rank>.log.
+    from conftest import pid_alive, wait_until
+    from test_htex import T, htex_config, pool_tree_pids
+
+    kernel = parsl.load(htex_config(tmp_path, max_workers_per_node=1, provider=LocalProvider(init_blocks=2)))
+    pids = []
+    try:
+        executor = kernel.executors["htex"]
+        assert wait_until(lambda: len(executor.pools()) == 2, T), executor.refusals()
+        assert [remote_double(i).result(timeout=T) for i in range(4)] == [0, 2, 4, 6]
+        pools = {p["block_id"]: p["pool_id"] for p in executor.pools()}
+
+        def worker_log(block, pool):
+            path = os.path.join(kernel.run_dir, "htex", f"block-{block}", pool, "worker_0.log")
+            return open(path).read() if os.path.exists(path) else ""
+
+        # A pool registers before its worker has started; one that ran no task may still be starting it.
+        assert wait_until(lambda: all(" started" in worker_log(b, p) for b, p in pools.items()), T)
+        pids = pool_tree_pids()
+    finally:
+        kernel.cleanup()
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "pool processes left behind"
+    assert sorted(pools) == ["0", "1"]
+    for block, pool in pools.items():
+        directory = os.path.join(kernel.run_dir, "htex", f"block-{block}", pool)
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        assert sorted(os.listdir(directory)) == ["pool.log", "worker_0.log"]
+        for name in os.listdir(directory):
+            assert stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode) == 0o600
+        pool_log = open(os.path.join(directory, "pool.log")).read()
+        assert re.search(rf"INFO pervade-pool\[\d+\] pool {pool} \(block {block}\) on ", pool_log), pool_log
+        assert "registered with the interchange" in pool_log
+        text = worker_log(block, pool)
+        assert "worker rank 0 pid" in text and f"of pool {pool} (block {block}) started" in text
+    # The block's own log (the job's output) keeps every line, for the executor's error messages.
+    assert "registered with the interchange" in open(os.path.join(kernel.run_dir, "htex", "block-1.log")).read()
 
 
 def test_pool_logs_at_info_by_default(tmp_path, no_thread_leak):

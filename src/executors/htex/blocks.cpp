@@ -131,7 +131,8 @@ std::string BlockManager::pool_command_locked(const std::string& block_id) const
   }
   parts.insert(parts.end(), {"--prefetch", std::to_string(prefetch_), "--heartbeat-period",
                              fmt::format("{}", heartbeat_period_), "--heartbeat-threshold",
-                             fmt::format("{}", heartbeat_threshold_)});
+                             fmt::format("{}", heartbeat_threshold_), "--log-dir",
+                             (std::filesystem::path(log_dir_) / fmt::format("block-{}", block_id)).string()});
   parts.insert(parts.end(), pool_args_.begin(), pool_args_.end());
   if (!key_file_.empty()) {
     parts.push_back("--curve-server-key");
