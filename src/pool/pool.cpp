@@ -584,7 +584,8 @@ class Pool {
     if (int status = setup(); status >= 0) return status;
     if (int status = register_with_interchange(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
-    core_ = PoolCore(PoolCoreConfig{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python});
+    core_ = PoolCore(PoolCoreConfig{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
+                                    o_.affinity.mode != AffinityMode::kNone});
     if (!o_.no_python) {
       workers_.resize(static_cast<std::size_t>(worker_count_));
       for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
@@ -771,6 +772,12 @@ class Pool {
     }
     worker_count_ = plan.count;
     worker_cpus_ = std::move(plan.cpus);
+    // What tasks that ask for cores, memory or gpus share (PoolCore admits them against it).
+    node_capacity_.cpus = node->cpus;
+    const double memory_gb = node->mem_available_gb.value_or(
+        static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1 << 30));
+    node_capacity_.memory_mb = static_cast<std::uint64_t>(memory_gb * 1024);
+    node_capacity_.accelerators = o_.accelerators;
     log_info("{}{}", plan.reason,
              o_.affinity.mode == AffinityMode::kNone ? "" : fmt::format("; --cpu-affinity {}", o_.cpu_affinity));
     return -1;
@@ -1670,6 +1677,7 @@ class Pool {
   int signal_fd_;
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
+  NodeCapacity node_capacity_;
   std::string hostname_;
   std::string endpoint_;
   bool ipv6_ = false;

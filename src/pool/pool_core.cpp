@@ -39,6 +39,15 @@ void put_input(proto::Task& t, const proto::After& a, const proto::Bytes& value)
 
 PoolCore::PoolCore(PoolCoreConfig config) : config_(std::move(config)) {
   slots_.resize(static_cast<std::size_t>(std::max(0, config_.workers)));
+  for (NodeCapacity& n : config_.nodes) nodes_.emplace_back(std::move(n));
+  node_slots_.resize(std::max<std::size_t>(nodes_.size(), 1));
+  node_idle_.assign(node_slots_.size(), 0);
+  for (std::size_t r = 0; r < slots_.size(); ++r) {
+    const int node = r < config_.slot_node.size() ? config_.slot_node[r] : 0;
+    slots_[r].node = node;
+    node_slots_[static_cast<std::size_t>(node)].push_back(static_cast<int>(r));
+  }
+  for (std::size_t n = 0; n < nodes_.size(); ++n) by_free_cores_.emplace(nodes_[n].free_cores(), static_cast<int>(n));
 }
 
 // ---------------------------------------------------------------- the interchange
@@ -66,6 +75,17 @@ void PoolCore::accept(proto::Tasks& tasks) {
       refuse(t.task_id, fmt::format("pool {} does not know task kind {}", config_.pool_id, t.kind));
       continue;
     }
+    if (!t.resources.empty()) {
+      if (t.kind != proto::kKindPython) {
+        refuse(t.task_id, "cores, memory and gpus are for Python tasks; shell commands run on the pool's threads");
+        continue;
+      }
+      if (std::none_of(nodes_.begin(), nodes_.end(), [&](const NodeLedger& n) { return n.could_hold(t.resources); })) {
+        refuse(t.task_id, fmt::format("the task asks for {}, more than any node of pool {} has (the largest: {})",
+                                      describe(t.resources), config_.pool_id, largest_node()));
+        continue;
+      }
+    }
     if (t.after.empty())
       start_task(std::move(t));
     else
@@ -77,9 +97,15 @@ void PoolCore::accept(proto::Tasks& tasks) {
 // stopped once the shell has read what the worker sent (the task it really runs is known only
 // then): stop_if_cancelled().
 CancelOutcome PoolCore::cancel(std::uint64_t id, int* rank) {
-  auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
-  if (q != queue_.end()) {
+  auto is_it = [&](const proto::Task& t) { return t.task_id == id; };
+  if (auto q = std::find_if(queue_.begin(), queue_.end(), is_it); q != queue_.end()) {
     queue_.erase(q);
+    report(id, proto::kStatusCancelled, "cancelled before it started", false);
+    return CancelOutcome::answered;
+  }
+  if (auto q = std::find_if(resource_queue_.begin(), resource_queue_.end(), is_it); q != resource_queue_.end()) {
+    if (q == resource_queue_.begin()) head_passes_ = 0;
+    resource_queue_.erase(q);
     report(id, proto::kStatusCancelled, "cancelled before it started", false);
     return CancelOutcome::answered;
   }
@@ -101,7 +127,9 @@ CancelOutcome PoolCore::cancel(std::uint64_t id, int* rank) {
 }
 
 bool PoolCore::drained() const {
-  if (!queue_.empty() || !followers_.empty() || !results_.empty() || !shell_tasks_.empty()) return false;
+  if (!queue_.empty() || !resource_queue_.empty() || !followers_.empty() || !results_.empty() ||
+      !shell_tasks_.empty())
+    return false;
   return std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.tasks.empty(); });
 }
 
@@ -122,8 +150,9 @@ void PoolCore::report(std::uint64_t task_id, int status, proto::Bytes payload, b
 // has in memory, docs/protocol.md).
 bool PoolCore::holds(std::uint64_t task_id) const {
   if (follower_of_.contains(task_id) || shell_tasks_.contains(task_id)) return true;
-  for (const proto::Task& t : queue_)
-    if (t.task_id == task_id) return true;
+  for (const auto* q : {&queue_, &resource_queue_})
+    for (const proto::Task& t : *q)
+      if (t.task_id == task_id) return true;
   for (const Slot& s : slots_)
     if (std::find(s.tasks.begin(), s.tasks.end(), task_id) != s.tasks.end()) return true;
   return false;
@@ -187,6 +216,11 @@ void PoolCore::start_task(proto::Task&& t, bool front) {
   if (t.kind == proto::kKindShell) {
     shell_tasks_.insert(t.task_id);
     shell_starts_.push_back(ShellStart{t.task_id, std::move(t.payload)});
+  } else if (!t.resources.empty()) {
+    if (front)
+      resource_queue_.push_front(std::move(t));
+    else
+      resource_queue_.push_back(std::move(t));
   } else if (front) {
     queue_.push_front(std::move(t));
   } else {
@@ -210,11 +244,29 @@ void PoolCore::worker_started(int rank) {
   s.cancelled.reset();
   s.last_run = Clock::duration::max();
   s.fns_sent.clear();
+  update_idle(s);
 }
 
-void PoolCore::worker_ready(int rank) { slots_[static_cast<std::size_t>(rank)].ready = true; }
+void PoolCore::worker_ready(int rank) {
+  Slot& s = slots_[static_cast<std::size_t>(rank)];
+  s.ready = true;
+  update_idle(s);
+}
 
-void PoolCore::worker_unavailable(int rank) { slots_[static_cast<std::size_t>(rank)].available = false; }
+void PoolCore::worker_unavailable(int rank) {
+  Slot& s = slots_[static_cast<std::size_t>(rank)];
+  s.available = false;
+  update_idle(s);
+}
+
+void PoolCore::update_idle(Slot& s) {
+  const bool idle = takes_tasks(s) && s.tasks.empty();
+  if (idle == s.counted_idle) return;
+  s.counted_idle = idle;
+  const int d = idle ? 1 : -1;
+  node_idle_[static_cast<std::size_t>(s.node)] += d;
+  idle_ += d;
+}
 
 bool PoolCore::expects_result(int rank, std::uint64_t task_id) const {
   const Slot& s = slots_[static_cast<std::size_t>(rank)];
@@ -241,6 +293,8 @@ void PoolCore::worker_result(int rank, proto::WorkerResult&& result, TimePoint n
   if (!s.waiting.empty()) s.waiting.pop_front();  // started now
   s.last_run = now - s.started;
   s.started = now;  // the task it held next, if any, starts now
+  release_grant(s);
+  update_idle(s);
 }
 
 std::optional<std::string> PoolCore::stop_if_cancelled(int rank) {
@@ -248,6 +302,7 @@ std::optional<std::string> PoolCore::stop_if_cancelled(int rank) {
   if (s.tasks.empty() || s.cancelled || !cancelled_on_workers_.erase(s.tasks.front())) return std::nullopt;
   s.cancelled = s.tasks.front();
   s.available = false;
+  update_idle(s);
   return fmt::format("its task {} was cancelled", s.tasks.front());
 }
 
@@ -280,6 +335,8 @@ DeathOutcome PoolCore::worker_died(int rank, const std::string& who, const std::
   s.tasks.clear();
   s.cancelled.reset();
   s.alive = s.ready = s.available = false;
+  release_grant(s);
+  update_idle(s);
   return outcome;
 }
 
@@ -297,6 +354,7 @@ DeathOutcome PoolCore::worker_died(int rank, const std::string& who, const std::
 // task, whatever the task's length: it cannot start anywhere before that task ends.
 void PoolCore::dispatch(TimePoint now) {
   send_followers(now);
+  if (!resource_queue_.empty()) place_resource_tasks(now);
   std::size_t deepest = 0;
   for (Slot& s : slots_) {
     s.fill_to = fill_to(s);
@@ -318,7 +376,7 @@ void PoolCore::dispatch(TimePoint now) {
 
 // How many tasks the worker should hold after this dispatch (the first of them runs).
 std::size_t PoolCore::fill_to(const Slot& s) const {
-  if (!takes_tasks(s)) return 0;
+  if (!takes_tasks(s) || s.grant) return 0;  // a task with resources has its worker alone
   if (s.last_run > kPipelineBelow) return 1;
   const auto last = std::max<Clock::duration>(s.last_run, std::chrono::microseconds(1));
   const std::size_t most =
@@ -333,8 +391,9 @@ void PoolCore::send_followers(TimePoint now) {
     if (!takes_tasks(s) || s.tasks.size() != 1) continue;
     auto f = followers_.find(s.tasks.front());
     if (f == followers_.end()) continue;
-    auto it = std::find_if(f->second.begin(), f->second.end(),
-                           [](const proto::Task& t) { return t.after.size() == 1 && t.kind == proto::kKindPython; });
+    auto it = std::find_if(f->second.begin(), f->second.end(), [](const proto::Task& t) {
+      return t.after.size() == 1 && t.kind == proto::kKindPython && t.resources.empty();
+    });
     if (it == f->second.end()) continue;
     proto::Task t = std::move(*it);
     f->second.erase(it);
@@ -361,6 +420,70 @@ void PoolCore::send_task(int rank, proto::Task&& t, TimePoint now) {
   wt.buffers = std::move(t.buffers);
   if (starts) s.started = now;
   s.tasks.push_back(t.task_id);
+  update_idle(s);
+}
+
+// ---------------------------------------------------------------- resources
+// Oldest first onto idle workers of nodes that have the resources free; a task that does not
+// fit yet lets later ones pass it, at most kMaxPasses times (kMaxPasses in pool_core.hpp).
+void PoolCore::place_resource_tasks(TimePoint now) {
+  bool head_waits = false;
+  std::size_t skipped = 0;
+  for (auto it = resource_queue_.begin(); it != resource_queue_.end() && idle_ > 0 && skipped < kMaxScan;) {
+    if (head_waits && head_passes_ >= kMaxPasses) break;
+    const int node = find_node(it->resources);
+    if (node < 0) {
+      head_waits = head_waits || it == resource_queue_.begin();
+      ++it;
+      ++skipped;
+      continue;
+    }
+    const auto& ranks = node_slots_[static_cast<std::size_t>(node)];
+    const int rank = *std::find_if(ranks.begin(), ranks.end(), [&](int r) {
+      return slots_[static_cast<std::size_t>(r)].counted_idle;
+    });
+    NodeLedger& ledger = nodes_[static_cast<std::size_t>(node)];
+    by_free_cores_.erase({ledger.free_cores(), node});
+    Grant grant = ledger.take(it->resources);
+    by_free_cores_.emplace(ledger.free_cores(), node);
+    if (it == resource_queue_.begin())
+      head_passes_ = 0;
+    else
+      ++head_passes_;
+    proto::Task t = std::move(*it);
+    it = resource_queue_.erase(it);
+    send_task(rank, std::move(t), now);
+    proto::WorkerTask& wt = sends_.back().task;
+    if (config_.pin_task_cpus) wt.cpus = grant.cpus;
+    wt.accelerators = grant.accelerators;
+    slots_[static_cast<std::size_t>(rank)].grant = std::move(grant);
+  }
+}
+
+// The node with an idle worker and the fewest free cores that still fit the request.
+int PoolCore::find_node(const ResourceRequest& r) const {
+  for (auto i = by_free_cores_.lower_bound({r.cores, -1}); i != by_free_cores_.end(); ++i) {
+    const auto n = static_cast<std::size_t>(i->second);
+    if (node_idle_[n] > 0 && nodes_[n].fits_now(r)) return i->second;
+  }
+  return -1;
+}
+
+void PoolCore::release_grant(Slot& s) {
+  if (!s.grant) return;
+  NodeLedger& ledger = nodes_[static_cast<std::size_t>(s.node)];
+  by_free_cores_.erase({ledger.free_cores(), s.node});
+  ledger.give_back(std::move(*s.grant));
+  by_free_cores_.emplace(ledger.free_cores(), s.node);
+  s.grant.reset();
+}
+
+std::string PoolCore::largest_node() const {
+  if (nodes_.empty()) return "no node: the pool was started without resources";
+  auto most = std::max_element(nodes_.begin(), nodes_.end(), [](const NodeLedger& a, const NodeLedger& b) {
+    return a.total().cores < b.total().cores;
+  });
+  return describe(most->total());
 }
 
 }  // namespace pervade::pool

@@ -12,11 +12,13 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
+#include "pool/node_ledger.hpp"
 #include "protocol/messages.hpp"
 
 namespace pervade::pool {
@@ -34,11 +36,23 @@ constexpr auto kPipelineBelow = std::chrono::milliseconds(10);
 constexpr std::size_t kPipelineMaxBytes = 64 * 1024;
 constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
 constexpr std::size_t kPipelineMaxDepth = 16;
+// Tasks that asked for resources (cores, memory, gpus) start in arrival order, except that a
+// later one may start while the oldest waiting does not fit yet; after kMaxPasses such starts,
+// none may pass it any more, so it runs once running tasks give back enough (docs/htex.md,
+// "Resources"). A dispatch skips at most kMaxScan of them that do not fit, so a long queue of
+// such tasks costs little per round.
+constexpr std::size_t kMaxPasses = 64;
+constexpr std::size_t kMaxScan = 256;
 
 struct PoolCoreConfig {
   std::string pool_id;   // for the texts of refused tasks
   int workers = 0;       // worker slots, ranks 0..workers-1 (0 with --no-python)
   bool python = true;    // false (--no-python): Python tasks are refused
+  // The nodes that tasks asking for resources are placed on, and each worker slot's node
+  // (empty: all on node 0). No nodes: such tasks are refused.
+  std::vector<NodeCapacity> nodes;
+  std::vector<int> slot_node;
+  bool pin_task_cpus = false;  // --cpu-affinity: a task that asked for cores runs on its own CPUs
 };
 
 // A task for the shell to write to worker `rank`. `starts`: the worker has nothing else, so it
@@ -120,8 +134,8 @@ class PoolCore {
   std::vector<protocol::TaskResult>& results() { return results_; }
 
   // Tasks wait for a worker here (queued, or followers held): dispatch() has something to do.
-  bool has_waiting() const { return !queue_.empty() || !followers_.empty(); }
-  std::size_t queued() const { return queue_.size(); }
+  bool has_waiting() const { return !queue_.empty() || !followers_.empty() || !resource_queue_.empty(); }
+  std::size_t queued() const { return queue_.size() + resource_queue_.size(); }
 
  private:
   struct Slot {
@@ -137,12 +151,21 @@ class PoolCore {
     TimePoint started{};                      // when tasks.front() started
     Clock::duration last_run = Clock::duration::max();  // how long its last task took
     std::unordered_set<protocol::Bytes> fns_sent;
+    int node = 0;
+    bool counted_idle = false;  // counted in node_idle_
+    std::optional<Grant> grant;  // what the task it runs asked for (resources)
     // Its latest result, for a follower that arrives after the task it follows finished here.
     std::uint64_t last_task = 0;
     std::optional<protocol::Bytes> last_value;  // when that task succeeded with a small result
   };
 
   static bool takes_tasks(const Slot& s) { return s.alive && s.ready && s.available; }
+  // After anything that may change whether the slot is idle (ready, nothing held).
+  void update_idle(Slot& s);
+  void place_resource_tasks(TimePoint now);
+  int find_node(const ResourceRequest& r) const;
+  void release_grant(Slot& s);
+  std::string largest_node() const;
   std::size_t fill_to(const Slot& s) const;
   void refuse(std::uint64_t task_id, std::string why);
   // Every result leaves through here: the followers held for that task get its value (or, if
@@ -159,6 +182,13 @@ class PoolCore {
   PoolCoreConfig config_;
   std::vector<Slot> slots_;
   std::deque<protocol::Task> queue_;
+  std::deque<protocol::Task> resource_queue_;  // tasks that asked for resources, oldest first
+  std::size_t head_passes_ = 0;                // tasks started ahead of resource_queue_.front()
+  std::vector<NodeLedger> nodes_;
+  std::vector<std::vector<int>> node_slots_;   // ranks per node
+  std::vector<int> node_idle_;                 // idle workers per node
+  int idle_ = 0;                               // idle workers in all
+  std::set<std::pair<int, int>> by_free_cores_;  // (free cores, node) of every node
   std::unordered_set<std::uint64_t> cancelled_on_workers_;  // cancelled while held by a worker, not yet stopped
   std::unordered_map<std::uint64_t, std::vector<protocol::Task>> followers_;  // held, by the task they follow
   std::unordered_map<std::uint64_t, std::uint64_t> follower_of_;           // held follower -> that task

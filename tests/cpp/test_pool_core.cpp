@@ -2,9 +2,11 @@
 // or dead; time is a variable. No processes, no sockets, no sleeps.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "pool/node_ledger.hpp"
 #include "pool/pool_core.hpp"
 
 using namespace pervade;
@@ -369,6 +371,175 @@ TEST_F(PoolCoreTest, RefusalsNameTheReason) {
   EXPECT_EQ(last_payloads, (std::vector<std::string>{"pool pool-a never received the function with hash 68",
                                                      "pool pool-a does not know task kind 7",
                                                      "pool pool-a is draining and accepts no more tasks"}));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(NodeLedgerTest, GrantsTheLowestFreeCpusAndFirstFreeAcceleratorsAndTakesThemBack) {
+  NodeLedger node(NodeCapacity{{3, 0, 2, 1}, 1000, {"a", "b", "c"}});
+  EXPECT_TRUE(node.could_hold(ResourceRequest{4, 1000, 3}));
+  EXPECT_FALSE(node.could_hold(ResourceRequest{5, 0, 0}));
+  EXPECT_FALSE(node.could_hold(ResourceRequest{1, 1001, 0}));
+  EXPECT_FALSE(node.could_hold(ResourceRequest{1, 0, 4}));
+  Grant g1 = node.take(ResourceRequest{2, 600, 2});
+  EXPECT_EQ(g1.cpus, (std::vector<int>{0, 1}));
+  EXPECT_EQ(g1.accelerators, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(node.fits_now(ResourceRequest{1, 500, 0}));  // memory
+  EXPECT_FALSE(node.fits_now(ResourceRequest{3, 0, 0}));    // cores
+  EXPECT_FALSE(node.fits_now(ResourceRequest{0, 0, 2}));    // GPUs
+  Grant g2 = node.take(ResourceRequest{1, 400, 1});
+  EXPECT_EQ(g2.cpus, (std::vector<int>{2}));
+  EXPECT_EQ(g2.accelerators, (std::vector<std::string>{"c"}));
+  node.give_back(std::move(g1));
+  Grant g3 = node.take(ResourceRequest{3, 0, 2});
+  EXPECT_EQ(g3.cpus, (std::vector<int>{0, 1, 3}));
+  EXPECT_EQ(g3.accelerators, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(describe(ResourceRequest{1, 20, 1}), "1 core, 20 MB, 1 GPU");
+}
+
+}  // namespace
+
+namespace {
+
+// A pool of `workers` workers on one node with 4 CPUs (0-3), 1000 MB and accelerators a, b.
+class PoolCoreResourcesTest : public ::testing::Test {
+ protected:
+  explicit PoolCoreResourcesTest(int workers = 4)
+      : core(PoolCoreConfig{"p", workers, true, {NodeCapacity{{0, 1, 2, 3}, 1000, {"a", "b"}}}, {}, true}) {
+    for (int r = 0; r < workers; ++r) {
+      core.worker_started(r);
+      core.worker_ready(r);
+    }
+  }
+
+  void submit(std::uint64_t id, protocol::Resources r) {
+    protocol::Task t;
+    t.task_id = id;
+    t.kind = protocol::kKindPython;
+    t.fn_hash = "h";
+    if (id == 1) t.fn = "fn";
+    t.payload = "p";
+    t.resources = r;
+    protocol::Tasks m{{t}};
+    core.accept(m);
+  }
+
+  std::vector<protocol::WorkerTask> dispatch() {
+    core.dispatch(now);
+    std::vector<protocol::WorkerTask> out;
+    for (auto& s : core.sends()) {
+      out.push_back(s.task);
+      rank_of[s.task.task_id] = s.rank;
+    }
+    core.sends().clear();
+    return out;
+  }
+
+  void finish(std::uint64_t id) {
+    const int rank = rank_of.at(id);
+    ASSERT_TRUE(core.expects_result(rank, id));
+    core.worker_result(rank, protocol::WorkerResult{id, protocol::kStatusOk, "v"}, now += 20ms);
+  }
+
+  PoolCore core;
+  TimePoint now{};
+  std::map<std::uint64_t, int> rank_of;
+};
+
+TEST_F(PoolCoreResourcesTest, ATaskStartsOnlyWhenItsNodeHasAllItAsksForAndGetsItsOwnCpusAndAccelerators) {
+  submit(1, {3, 600, 1});
+  submit(2, {2, 100, 0});  // 1 core left: waits
+  submit(3, {1, 500, 0});  // memory: 400 MB left: waits
+  submit(4, {1, 100, 1});  // fits
+  auto sent = dispatch();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].task_id, 1u);
+  EXPECT_EQ(sent[0].cpus, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(sent[0].accelerators, (std::vector<std::string>{"a"}));
+  EXPECT_EQ(sent[1].task_id, 4u);
+  EXPECT_EQ(sent[1].cpus, (std::vector<int>{3}));
+  EXPECT_EQ(sent[1].accelerators, (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(dispatch().empty());
+  finish(1);  // gives back 0-2, 600 MB, a
+  sent = dispatch();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].task_id, 2u);
+  EXPECT_EQ(sent[0].cpus, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(sent[0].accelerators.empty());
+  EXPECT_EQ(sent[1].task_id, 3u);
+  EXPECT_EQ(sent[1].cpus, (std::vector<int>{2}));
+}
+
+TEST_F(PoolCoreResourcesTest, ATaskNoNodeCanHoldFailsAtOnceNamingItsRequestAndTheLargestNode) {
+  submit(1, {8, 0, 0});
+  ASSERT_EQ(core.results().size(), 1u);
+  EXPECT_EQ(core.results()[0].payload,
+            "the task asks for 8 cores, 0 MB, 0 GPUs, more than any node of pool p has (the largest: 4 cores, "
+            "1000 MB, 2 GPUs)");
+  EXPECT_EQ(core.queued(), 0u);
+}
+
+TEST_F(PoolCoreResourcesTest, ADeadWorkerOrACancelGivesItsResourcesBack) {
+  submit(1, {4, 0, 0});
+  submit(2, {4, 0, 0});
+  submit(3, {4, 0, 0});
+  ASSERT_EQ(dispatch().size(), 1u);
+  int rank = -1;
+  EXPECT_EQ(core.cancel(3, &rank), CancelOutcome::answered);
+  core.worker_unavailable(rank_of.at(1));
+  core.worker_died(rank_of.at(1), "worker 0 (pid 1) died with signal 9", "");
+  auto sent = dispatch();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].task_id, 2u);
+  EXPECT_EQ(sent[0].cpus, (std::vector<int>{0, 1, 2, 3}));
+}
+
+TEST_F(PoolCoreResourcesTest, SmallTasksPassABigOneThatDoesNotFitButOnlyAFewTimes) {
+  submit(1, {1, 0, 0});
+  ASSERT_EQ(dispatch().size(), 1u);
+  submit(2, {4, 0, 0});  // the big one: 3 cores free
+  for (std::uint64_t id = 3; id < 200; ++id) submit(id, {1, 0, 0});
+  std::vector<std::uint64_t> running{1};
+  std::size_t passed = 0;
+  bool big_started = false;
+  for (int round = 0; round < 400 && !big_started; ++round) {
+    for (const auto& t : dispatch()) {
+      if (t.task_id == 2) {
+        big_started = true;
+        EXPECT_TRUE(running.empty());
+        EXPECT_EQ(t.cpus, (std::vector<int>{0, 1, 2, 3}));
+      } else {
+        ++passed;
+        running.push_back(t.task_id);
+      }
+    }
+    if (!running.empty()) {
+      finish(running.front());
+      running.erase(running.begin());
+    }
+  }
+  EXPECT_TRUE(big_started);
+  EXPECT_EQ(passed, kMaxPasses);
+  finish(2);
+  EXPECT_EQ(dispatch().size(), 4u);  // the small ones again
+}
+
+TEST_F(PoolCoreResourcesTest, OrdinaryTasksDoNotCountAndWaitingResourceTasksGetIdleWorkersFirst) {
+  protocol::Task plain;
+  plain.task_id = 1;
+  plain.kind = protocol::kKindPython;
+  plain.fn_hash = "h";
+  plain.fn = "fn";
+  protocol::Tasks m{{plain}};
+  core.accept(m);
+  submit(2, {4, 1000, 2});
+  auto sent = dispatch();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].task_id, 2u);  // placed first
+  EXPECT_EQ(sent[1].task_id, 1u);
+  EXPECT_TRUE(sent[1].cpus.empty());
 }
 
 }  // namespace
