@@ -13,6 +13,7 @@ import warnings
 
 from .. import _native
 from ..errors import ConfigurationError
+from ..serialize import validate_resource_spec
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +294,12 @@ class HighThroughputExecutor(ParslExecutor):
         o.expected_workers_per_node = self.workers_per_node
         self._native = _native.htex_executor(o)
         return self._native
+
+    def validate_resource_spec(self, resource_specification: dict) -> None:
+        """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
+        raise InvalidResourceSpecification (each task's spec is checked when it is encoded)."""
+        if resource_specification:
+            validate_resource_spec(resource_specification)
 
     def _warn_if_unencrypted(self) -> None:
         """encrypted=False on TCP: whoever can connect to the port can register a pool, receive
