@@ -13,7 +13,6 @@ import warnings
 
 from .. import _native
 from ..errors import ConfigurationError
-from ..serialize import validate_resource_spec
 
 logger = logging.getLogger(__name__)
 
@@ -299,6 +298,7 @@ class HighThroughputExecutor(ParslExecutor):
         """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
         raise InvalidResourceSpecification (each task's spec is checked when it is encoded)."""
         if resource_specification:
+            from ..serialize import validate_resource_spec
             validate_resource_spec(resource_specification)
 
     def _warn_if_unencrypted(self) -> None:
