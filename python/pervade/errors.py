@@ -156,6 +156,21 @@ class BadStateException(ExecutorError):
         return (type(self), (self.executor, self.reason))
 
 
+class InvalidResourceSpecification(ExecutorError):
+    """parsl_resource_specification has keys the executor does not take (as Parsl raises it:
+    a HighThroughputExecutor takes `priority` only). invalid_keys: the set of those keys."""
+
+    def __init__(self, invalid_keys, message: str = ""):
+        self.invalid_keys = invalid_keys
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"Invalid Resource Specification Supplied: {self.invalid_keys}. {self.message}"
+
+    def __reduce__(self):
+        return (type(self), (self.invalid_keys, self.message))
+
+
 class RemoteError(ParslError):
     """A task raised an exception on a worker that could not be sent back as itself (it could
     not be pickled, or not unpickled here). Keeps the remote type name, message and traceback.

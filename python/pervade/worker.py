@@ -174,9 +174,9 @@ class _Connection:
 
 def _check_task(message):
     """Validates a TASK message; returns its fields."""
-    if len(message) != 8:
-        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 7")
-    _, task_id, fn_hash, fn, payload, inputs, after, buffer_sizes = message
+    if len(message) != 9:
+        raise ProtocolError(f"TASK has {len(message) - 1} fields, expected 8")
+    _, task_id, fn_hash, fn, payload, inputs, after, buffer_sizes, placement = message
     # msgpack gives exact ints, bytes (bin) and lists: exact type checks suffice (and a bool is not an int).
     if type(task_id) is not int or task_id < 0:
         raise ProtocolError(f"TASK task_id is not an unsigned integer: {task_id!r:.100}")
@@ -190,7 +190,17 @@ def _check_task(message):
     if type(buffer_sizes) is not list or (buffer_sizes and not all(
             type(n) is int and n >= 0 for n in buffer_sizes)):
         raise ProtocolError(f"TASK {task_id}: buffer sizes must be an array of unsigned integers")
-    return task_id, fn_hash, fn, payload, inputs, after, buffer_sizes
+    if placement is not None and not (
+            type(placement) is list and len(placement) == 2 and type(placement[0]) is list
+            and type(placement[1]) is list and all(type(c) is int and c >= 0 for c in placement[0])
+            and all(type(a) is str for a in placement[1])):
+        raise ProtocolError(f"TASK {task_id}: placement must be nil or [[cpu, ...], [accelerator id, ...]]")
+    return task_id, fn_hash, fn, payload, inputs, after, buffer_sizes, placement
+
+
+# What a task that was given accelerators of its own sees them through (as the pool sets them
+# for a worker pinned to one accelerator).
+_ACCELERATOR_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
 
 
 class _FunctionLoadFailed:
@@ -220,7 +230,7 @@ class Worker:
                     return EXIT_OK
                 kind = message[0]
                 if kind == TASK:
-                    task_id, fn_hash, fn, payload, inputs, after, buffer_sizes = _check_task(message)
+                    task_id, fn_hash, fn, payload, inputs, after, buffer_sizes, placement = _check_task(message)
                     # The bytes of its out-of-band buffers follow the frame: read them in any case.
                     buffers = [self.connection.read_buffer(n) for n in buffer_sizes] if buffer_sizes else ()
                     if after:
@@ -232,7 +242,11 @@ class Worker:
                             write([RESULT, task_id, NOT_STARTED, b"the task it follows did not succeed on this worker", []])
                             continue
                     self.last = None
-                    status, result, result_buffers = run(task_id, fn_hash, fn, payload, inputs, buffers)
+                    if placement is None:
+                        status, result, result_buffers = run(task_id, fn_hash, fn, payload, inputs, buffers)
+                    else:
+                        status, result, result_buffers = self._run_placed(placement, task_id, fn_hash, fn, payload,
+                                                                          inputs, buffers)
                     del buffers
                     _flush_std_streams()
                     if result_buffers:
@@ -249,6 +263,31 @@ class Worker:
             return EXIT_PROTOCOL
         except (BrokenPipeError, ConnectionResetError):
             return EXIT_OK  # the pool is gone
+
+    def _run_placed(self, placement, *task):
+        """Runs a task that asked for resources on the CPUs and accelerators the pool gave it
+        (docs/htex.md, "Resources"), then gives the worker its own back."""
+        cpus, accelerators = placement
+        saved_env = {name: os.environ.get(name) for name in _ACCELERATOR_VARIABLES}
+        saved_cpus = os.sched_getaffinity(0) if cpus else None
+        try:
+            if cpus:
+                try:
+                    os.sched_setaffinity(0, cpus)
+                except OSError as e:
+                    logger.warning("task %d: cannot run on CPUs %s: %s", task[0], cpus, e)
+            if accelerators:
+                for name in _ACCELERATOR_VARIABLES:
+                    os.environ[name] = ",".join(accelerators)
+            return self.run(*task)
+        finally:
+            if saved_cpus is not None:
+                os.sched_setaffinity(0, saved_cpus)
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def _follow(self, after, inputs):
         """The inputs of a follower, with the previous task's value put in; None if it is not here."""

@@ -35,6 +35,7 @@
 #include "util/process.hpp"
 #include "util/same_host.hpp"
 #include "pool/pool.hpp"
+#include "pool/pool_core.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -100,20 +101,8 @@ namespace pervade::pool {
 namespace {
 
 namespace proto = pervade::protocol;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxStartFailures = 5;
-// A worker gets a second task to hold only if its last one ran shorter than this and the
-// second is no bigger than that (it is copied, to be requeued if the worker dies).
-constexpr auto kPipelineBelow = std::chrono::milliseconds(10);
-constexpr std::size_t kPipelineMaxBytes = 64 * 1024;
-// Beyond that second task, a worker whose tasks take microseconds gets more, as long as what it
-// holds adds up to at most kPipelineBudget of its recent task time (and kPipelineMaxDepth
-// tasks): it then never waits for the pool between tasks, and reads many of them per recv.
-// Tasks of a millisecond or more keep the depth of 2, so the load balance between workers is
-// what it was.
-constexpr auto kPipelineBudget = std::chrono::microseconds(1000);
-constexpr std::size_t kPipelineMaxDepth = 16;
 constexpr int kWorkerSocketBuffer = 4 << 20;  // SO_SNDBUF of the worker sockets
 constexpr auto kKillGrace = std::chrono::seconds(2);  // SIGTERM -> SIGKILL
 constexpr auto kDrainLinger = std::chrono::milliseconds(2000);  // to deliver DRAINED or FAILED
@@ -255,17 +244,6 @@ std::string trim(std::string s) {
   if (b == std::string::npos) return {};
   const auto e = s.find_last_not_of(ws);
   return s.substr(b, e - b + 1);
-}
-
-std::string hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
 }
 
 std::string describe_wait_status(int status) {
@@ -438,7 +416,6 @@ class ShellRunner {
     {
       std::lock_guard<std::mutex> lock(mu_);
       queue_.push_back(Job{task_id, std::move(payload)});
-      ++outstanding_;
     }
     cv_.notify_one();
   }
@@ -446,7 +423,6 @@ class ShellRunner {
   // Results finished since the last call.
   void take(std::vector<proto::TaskResult>* out) {
     std::lock_guard<std::mutex> lock(mu_);
-    outstanding_ -= results_.size();
     for (auto& r : results_) out->push_back(std::move(r));
     results_.clear();
   }
@@ -473,19 +449,6 @@ class ShellRunner {
       [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
     }
     return found;
-  }
-
-  // The task is queued or running here.
-  bool holds(std::uint64_t task_id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return running_.contains(task_id) ||
-           std::any_of(queue_.begin(), queue_.end(), [&](const Job& j) { return j.task_id == task_id; });
-  }
-
-  // Submitted tasks whose results have not been taken yet.
-  std::size_t outstanding() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return outstanding_;
   }
 
   // Drops queued tasks, kills running commands (their process groups) and joins the threads.
@@ -566,7 +529,6 @@ class ShellRunner {
   std::deque<Job> queue_;
   std::unordered_map<std::uint64_t, std::shared_ptr<ShellInterrupt>> running_;
   std::vector<proto::TaskResult> results_;
-  std::size_t outstanding_ = 0;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
@@ -601,27 +563,15 @@ struct OutQueue {
   }
 };
 
+// A worker's process and socket; which tasks it holds is PoolCore's (by the same rank).
 struct Worker {
   int rank = 0;
   pid_t pid = -1;  // -1: no process
   Fd fd;           // our end of the socketpair
   proto::FrameReader reader{kMaxWorkerFrame};
-  bool ready = false;  // READY received
-  bool dying = false;  // killed by the pool (or its socket closed); waiting to be reaped
+  bool dying = false;  // killed by the pool; waiting to be reaped
   std::string kill_reason;
-  // Tasks sent to it, in order: the first is running, the others (short tasks only) wait in
-  // its socket so that each starts the moment the one before ends (see dispatch()).
-  std::deque<std::uint64_t> tasks;
-  std::deque<proto::Task> waiting;  // copies of tasks[1..], put back in the queue if it dies
-  std::size_t fill_to = 0;          // dispatch(): how many tasks it should hold
-  std::optional<std::uint64_t> cancelled;  // killed to stop this task (cancelled)
-  Clock::time_point started;                 // when tasks.front() was sent or became first
-  Clock::duration last_run = Clock::duration::max();  // how long its last task took
   std::optional<Clock::time_point> kill_at;  // its socket hit EOF: kill it then unless it exited
-  std::unordered_set<proto::Bytes> fns_sent;
-  // Its latest result, for a follower that arrives after the task it follows finished here.
-  std::uint64_t last_task = 0;
-  std::optional<proto::Bytes> last_value;  // when that task succeeded with a small result
   OutQueue out;  // bytes not yet written to the socket
   // A RESULT whose out-of-band buffers are being read, straight into the ZeroMQ messages that
   // carry them on to the interchange: buffers[next] has `filled` bytes (those before it are
@@ -633,7 +583,7 @@ struct Worker {
   };
   std::optional<IncomingResult> incoming;
   // Resource sampling: its /proc/<pid>/stat, open while the process lives, and its usage when
-  // tasks.front() started.
+  // its running task started.
   Fd stat_fd;
   detail::ProcUsage usage_start;
 };
@@ -654,6 +604,8 @@ class Pool {
     if (int status = setup(); status >= 0) return status;
     if (int status = register_with_interchange(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
+    core_ = PoolCore(PoolCoreConfig{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
+                                    o_.affinity.mode != AffinityMode::kNone});
     if (!o_.no_python) {
       workers_.resize(static_cast<std::size_t>(worker_count_));
       for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
@@ -855,6 +807,12 @@ class Pool {
     }
     worker_count_ = plan.count;
     worker_cpus_ = std::move(plan.cpus);
+    // What tasks that ask for cores, memory or gpus share (PoolCore admits them against it).
+    node_capacity_.cpus = node->cpus;
+    const double memory_gb = node->mem_available_gb.value_or(
+        static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1 << 30));
+    node_capacity_.memory_mb = static_cast<std::uint64_t>(memory_gb * 1024);
+    node_capacity_.accelerators = o_.accelerators;
     log_info("{}{}", plan.reason,
              o_.affinity.mode == AffinityMode::kNone ? "" : fmt::format("; --cpu-affinity {}", o_.cpu_affinity));
     return -1;
@@ -947,7 +905,7 @@ class Pool {
       flush_usage();  // before the results: a task's last sample must reach the driver first
       flush_results();
       flush_outq();
-      if (draining_ && drain_complete()) {
+      if (core_.draining() && core_.drained() && outq_.empty()) {
         send_to_interchange(proto::PoolMessage{proto::Drained{}});
         flush_outq();
         linger_ms_ = static_cast<int>(kDrainLinger.count());
@@ -984,7 +942,7 @@ class Pool {
         if (items[k].revents & ZMQ_POLLOUT) flush_worker(w);
         if (w.fd.valid() && (items[k].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
           read_worker(w);
-          if (!cancelled_on_workers_.empty()) stop_cancelled_front(w);
+          if (core_.cancels_pending()) stop_if_cancelled(w);
         }
       }
       if (items[1].revents) handle_signals();
@@ -1000,7 +958,7 @@ class Pool {
         // must not start.
         const auto code = proto::decode_exit_code(r.payload.data(), r.payload.size());
         const bool succeeded = r.status == proto::kStatusOk && code == 0;
-        report(r.task_id, r.status, std::move(r.payload), succeeded);
+        core_.shell_result(std::move(r), succeeded);
       }
       read_from_interchange();
       if (exit_status_) break;
@@ -1057,13 +1015,6 @@ class Pool {
     }
   }
 
-  bool drain_complete() {
-    if (!queue_.empty() || !followers_.empty() || !results_.empty() || !outq_.empty()) return false;
-    for (const Worker& w : workers_)
-      if (!w.tasks.empty()) return false;
-    return shell_->outstanding() == 0;
-  }
-
   // ---------------------------------------------------------------- interchange link
   void send_to_interchange(const proto::PoolMessage& m) {
     outq_.push_back(Outgoing{proto::encode(m), proto::out_of_band_frames(m)});
@@ -1113,11 +1064,13 @@ class Pool {
     send_to_interchange(proto::PoolMessage{std::move(batch)});
   }
 
-  // One sample of the task a worker runs (tasks.front()): at its start and end the worker
+  // One sample of the task a worker runs: at its start and end the worker
   // process alone, from its open stat file (cheap: this is per task); periodic samples add its
   // descendants and read context switches and I/O too. Counters are since the task started.
   void sample(Worker& w, bool first, bool last) {
-    if (sample_interval_ < 0 || w.pid <= 0 || w.tasks.empty()) return;
+    if (sample_interval_ < 0 || w.pid <= 0) return;
+    const std::optional<std::uint64_t> task = core_.running(w.rank);
+    if (!task) return;
     if (!w.stat_fd.valid()) {
       const int fd = ::open(fmt::format("/proc/{}/stat", w.pid).c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return;
@@ -1129,7 +1082,7 @@ class Pool {
     if (first) w.usage_start = now;
     const detail::ProcUsage used = now.since(w.usage_start);
     proto::UsageSample s;
-    s.task_id = w.tasks.front();
+    s.task_id = *task;
     s.time_us = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::system_clock::now().time_since_epoch()).count();
     s.pid = static_cast<int>(w.pid);
@@ -1149,11 +1102,19 @@ class Pool {
     usage_.push_back(s);
   }
 
+  // Every result leaves through here (PoolCore::results()).
   void flush_results() {
-    if (results_.empty()) return;
+    std::vector<proto::TaskResult>& results = core_.results();
+    if (results.empty()) return;
+    for (const proto::TaskResult& r : results) {
+      if (r.status == proto::kStatusWorkerLost)
+        log_warn("task {}: {}", r.task_id, r.payload);
+      else
+        log_debug("task {} finished with status {}", r.task_id, r.status);
+    }
     proto::Results batch;
-    batch.results = std::move(results_);
-    results_.clear();
+    batch.results = std::move(results);
+    results.clear();
     send_to_interchange(proto::PoolMessage{std::move(batch)});
   }
 
@@ -1199,11 +1160,14 @@ class Pool {
                        log_error("the interchange refused this pool: {}", refused.reason);
                        exit_status_ = kExitRefused;
                      },
-                     [&](proto::Tasks& tasks) { accept_tasks(tasks); },
+                     [&](proto::Tasks& tasks) {
+                       log_debug("received {} tasks", tasks.tasks.size());
+                       core_.accept(tasks);
+                     },
                      [&](proto::Heartbeat&) {},
                      [&](proto::Drain&) {
-                       if (!draining_) log_info("DRAIN: finishing the tasks held, accepting no more");
-                       draining_ = true;
+                       if (!core_.draining()) log_info("DRAIN: finishing the tasks held, accepting no more");
+                       core_.drain();
                      },
                      [&](proto::Shutdown&) {
                        log_info("SHUTDOWN: stopping the workers and exiting");
@@ -1217,176 +1181,35 @@ class Pool {
     }
   }
 
-  // CANCEL: a task still queued here is answered at once; a running one has its worker killed
-  // (with whatever the task started) and replaced; one waiting in a worker's socket is
-  // stopped the moment it starts (stop_cancelled_front).
+  // CANCEL: a task still waiting here is answered at once (PoolCore); a running one has its
+  // worker killed (with whatever the task started) and replaced; one waiting in a worker's
+  // socket is stopped the moment it starts (stop_if_cancelled after each read).
   void cancel(std::uint64_t id) {
-    auto q = std::find_if(queue_.begin(), queue_.end(), [&](const proto::Task& t) { return t.task_id == id; });
-    if (q != queue_.end()) {
-      queue_.erase(q);
-      report(id, proto::kStatusCancelled, "cancelled before it started");
-      return;
+    int rank = -1;
+    switch (core_.cancel(id, &rank)) {
+      case CancelOutcome::answered:
+        return;
+      case CancelOutcome::on_worker: {
+        // The worker may have finished tasks whose results are still in its socket: the task it
+        // runs now is known only once they are read.
+        Worker& w = workers_[static_cast<std::size_t>(rank)];
+        if (w.fd.valid()) read_worker(w);
+        stop_if_cancelled(w);
+        return;
+      }
+      case CancelOutcome::on_shell:
+        if (shell_->cancel(id)) return;
+        break;  // it finished: its result is on the way
+      case CancelOutcome::not_here:
+        break;
     }
-    if (auto f = follower_of_.find(id); f != follower_of_.end()) {
-      std::erase_if(followers_[f->second], [&](const proto::Task& t) { return t.task_id == id; });
-      if (followers_[f->second].empty()) followers_.erase(f->second);
-      follower_of_.erase(f);
-      report(id, proto::kStatusCancelled, "cancelled before it started");
-      return;
-    }
-    for (Worker& w : workers_) {
-      if (w.tasks.empty() || w.dying || std::find(w.tasks.begin(), w.tasks.end(), id) == w.tasks.end()) continue;
-      cancelled_on_workers_.insert(id);
-      // The worker may have finished tasks whose results are still in its socket: the task it
-      // runs now is known only once they are read.
-      if (w.fd.valid()) read_worker(w);
-      stop_cancelled_front(w);
-      return;
-    }
-    if (!shell_->cancel(id)) log_info("CANCEL of task {}: not here (finished already)", id);
+    log_info("CANCEL of task {}: not here (finished already)", id);
   }
 
   // Kills the worker (and what its task started) if the task it runs was cancelled; call with its
   // socket read up to now. A cancelled task that finished first simply returns its result.
-  void stop_cancelled_front(Worker& w) {
-    if (w.dying || w.tasks.empty() || !cancelled_on_workers_.erase(w.tasks.front())) return;
-    w.cancelled = w.tasks.front();
-    kill_worker(w, fmt::format("its task {} was cancelled", w.tasks.front()));
-  }
-
-  void reject(std::uint64_t task_id, std::string why) {
-    log_warn("task {}: {}", task_id, why);
-    report(task_id, proto::kStatusWorkerLost, std::move(why));
-  }
-
-  // Every result leaves through here: the followers held for that task get its value (or, if
-  // it failed, go back to the driver as not started).
-  // A value with out-of-band buffers is not held here (its payload alone is not the value): the
-  // followers held for it go back as not started.
-  void report(std::uint64_t task_id, int status, proto::Bytes payload, std::optional<bool> succeeded = {},
-              std::vector<proto::SharedBuffer> buffers = {}) {
-    log_debug("task {} finished with status {}", task_id, status);
-    if (!followers_.empty())
-      release_followers(task_id,
-                        succeeded.value_or(status == proto::kStatusOk) && buffers.empty() ? &payload : nullptr);
-    results_.push_back(proto::TaskResult{task_id, status, std::move(payload), std::move(buffers)});
-  }
-
-  // ---------------------------------------------------------------- followers
-  // A follower waits here for the task it follows (its `after`), which runs or ran on this
-  // pool. It never occupies a worker before its input exists: it is held in followers_, or sent
-  // to the worker running that task as the one it holds next (that worker then uses the value
-  // it still has in memory, docs/protocol.md).
-  bool holds(std::uint64_t task_id) {
-    if (follower_of_.contains(task_id)) return true;
-    for (const proto::Task& t : queue_)
-      if (t.task_id == task_id) return true;
-    for (const Worker& w : workers_)
-      if (std::find(w.tasks.begin(), w.tasks.end(), task_id) != w.tasks.end()) return true;
-    return shell_->holds(task_id);
-  }
-
-  void accept_follower(proto::Task&& t) {
-    while (!t.after.empty()) {
-      const proto::After a = t.after.front();
-      if (t.kind == proto::kKindPython && a.input >= t.inputs.size()) {
-        report(t.task_id, proto::kStatusException, fmt::format("follower names input {} of {}", a.input, t.inputs.size()));
-        return;
-      }
-      if (holds(a.task_id)) {
-        follower_of_.emplace(t.task_id, a.task_id);
-        followers_[a.task_id].push_back(std::move(t));
-        return;
-      }
-      // Finished already: its worker may still have its result.
-      auto w = std::find_if(workers_.begin(), workers_.end(), [&](const Worker& w) { return w.last_task == a.task_id; });
-      if (w == workers_.end() || !w->last_value) {
-        report(t.task_id, proto::kStatusNotStarted, fmt::format("task {} it follows is not on pool {}", a.task_id, o_.pool_id));
-        return;
-      }
-      put_input(t, a, *w->last_value);
-      t.after.erase(t.after.begin());
-    }
-    start_task(std::move(t));
-  }
-
-  void release_followers(std::uint64_t task_id, const proto::Bytes* value) {
-    auto f = followers_.find(task_id);
-    if (f == followers_.end()) return;
-    std::vector<proto::Task> released = std::move(f->second);
-    followers_.erase(f);
-    // In reverse, each pushed to the front of the queue: they start next, in arrival order.
-    for (auto it = released.rbegin(); it != released.rend(); ++it) {
-      proto::Task& t = *it;
-      follower_of_.erase(t.task_id);
-      if (!value) {
-        report(t.task_id, proto::kStatusNotStarted,
-               fmt::format("task {} it follows did not succeed, or its value has out-of-band buffers", task_id));
-        continue;
-      }
-      std::erase_if(t.after, [&](const proto::After& a) {
-        if (a.task_id != task_id) return false;
-        put_input(t, a, *value);
-        return true;
-      });
-      if (t.after.empty())
-        start_task(std::move(t), /*front=*/true);
-      else
-        accept_follower(std::move(t));
-    }
-  }
-
-  // A shell command has no inputs: for it, `after` only orders.
-  static void put_input(proto::Task& t, const proto::After& a, const proto::Bytes& value) {
-    if (a.input < t.inputs.size()) t.inputs[a.input] = value;
-  }
-
-  // A task whose inputs are all there: shell commands go to the shell runner, Python calls
-  // to the queue for the workers.
-  void start_task(proto::Task&& t, bool front = false) {
-    if (t.kind == proto::kKindShell)
-      shell_->submit(t.task_id, std::move(t.payload));
-    else if (front)
-      queue_.push_front(std::move(t));
-    else
-      queue_.push_back(std::move(t));
-  }
-
-  void accept_tasks(proto::Tasks& tasks) {
-    log_debug("received {} tasks", tasks.tasks.size());
-    for (proto::Task& t : tasks.tasks) {
-      if (draining_) {
-        reject(t.task_id, fmt::format("pool {} is draining and accepts no more tasks", o_.pool_id));
-        continue;
-      }
-      if (t.kind == proto::kKindShell) {
-        if (t.after.empty())
-          start_task(std::move(t));
-        else
-          accept_follower(std::move(t));
-        continue;
-      }
-      if (t.kind != proto::kKindPython) {
-        reject(t.task_id, fmt::format("pool {} does not know task kind {}", o_.pool_id, t.kind));
-        continue;
-      }
-      if (o_.no_python) {
-        reject(t.task_id, fmt::format("pool {} runs no Python workers (--no-python)", o_.pool_id));
-        continue;
-      }
-      if (t.fn) {
-        fns_[t.fn_hash] = std::move(*t.fn);
-        t.fn.reset();
-      }
-      if (fns_.find(t.fn_hash) == fns_.end()) {
-        reject(t.task_id, fmt::format("pool {} never received the function with hash {}", o_.pool_id, hex(t.fn_hash)));
-        continue;
-      }
-      if (t.after.empty())
-        start_task(std::move(t));
-      else
-        accept_follower(std::move(t));
-    }
+  void stop_if_cancelled(Worker& w) {
+    if (std::optional<std::string> why = core_.stop_if_cancelled(w.rank)) kill_worker(w, std::move(*why));
   }
 
   // ---------------------------------------------------------------- workers
@@ -1528,15 +1351,11 @@ class Pool {
     w.fd = std::move(ours);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
     w.incoming.reset();
-    w.ready = false;
     w.dying = false;
     w.kill_reason.clear();
-    w.tasks.clear();
-    w.waiting.clear();
-    w.last_run = Clock::duration::max();
     w.kill_at.reset();
-    w.fns_sent.clear();
     w.out.clear();
+    core_.worker_started(w.rank);
     log_info("started worker {} (pid {}){}", w.rank, w.pid, cpu_list.empty() ? "" : " on CPUs " + cpu_list);
     return true;
   }
@@ -1556,6 +1375,7 @@ class Pool {
   void kill_worker(Worker& w, std::string reason) {
     if (w.dying || w.pid <= 0) return;
     w.dying = true;
+    core_.worker_unavailable(w.rank);
     w.kill_reason = std::move(reason);
     if (!stopping_) log_warn("worker {} (pid {}): {}; killing it", w.rank, w.pid, w.kill_reason);
     ::kill(-w.pid, SIGKILL);
@@ -1688,6 +1508,7 @@ class Pool {
       // its own exit status); if it lingers, it is killed after kEofGrace.
       w.fd.reset();
       w.out.clear();
+      core_.worker_unavailable(w.rank);
       if (!w.dying) w.kill_at = Clock::now() + kEofGrace;
       return false;
     }
@@ -1743,19 +1564,19 @@ class Pool {
       return;
     }
     if (auto* ready = std::get_if<proto::WorkerReady>(&*m)) {
-      if (w.ready) {
+      if (core_.is_ready(w.rank)) {
         kill_worker(w, "sent READY twice");
         return;
       }
       if (ready->rank != w.rank)
         log_warn("worker {} (pid {}) announced rank {}", w.rank, w.pid, ready->rank);
-      w.ready = true;
+      core_.worker_ready(w.rank);
       consecutive_start_failures_ = 0;
       log_info("worker {} (pid {}) is ready", w.rank, w.pid);
       return;
     }
     auto& result = std::get<proto::WorkerResult>(*m);
-    if (!w.ready || w.tasks.empty() || w.tasks.front() != result.task_id) {
+    if (!core_.expects_result(w.rank, result.task_id)) {
       kill_worker(w, fmt::format("sent a result for task {}, which it was not running", result.task_id));
       return;
     }
@@ -1767,111 +1588,30 @@ class Pool {
   }
 
   void finish_result(Worker& w, proto::WorkerResult result) {
-    w.last_task = result.task_id;
-    if (result.status == proto::kStatusOk && result.buffers.empty() && result.payload.size() <= kPipelineMaxBytes)
-      w.last_value = result.payload;
-    else
-      w.last_value.reset();
-    report(result.task_id, result.status, std::move(result.payload), {}, std::move(result.buffers));
-    w.tasks.pop_front();
-    if (!w.waiting.empty()) w.waiting.pop_front();  // started now
-    const auto now = Clock::now();
-    w.last_run = now - w.started;
-    w.started = now;  // the queued task, if any, starts now
-    sample(w, /*first=*/true, /*last=*/false);
-    cancelled_on_workers_.erase(result.task_id);  // cancelled, but it finished before it could be stopped
+    core_.worker_result(w.rank, std::move(result), Clock::now());
+    sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now
   }
 
-  // Idle workers get a task first. Then a worker whose last task was short gets a second one
-  // to keep in its socket: it starts it without waiting for the pool to see the first result
-  // (two cross-CPU wake-ups per task, most of a no-op task's cost), and a worker whose tasks
-  // take microseconds gets more (kPipelineBudget). A worker that ran a long task gets no
-  // second one, so a task never waits long behind another while a worker idles. Round by
-  // round (one more task per worker), so that workers share a short queue evenly.
-  // A worker that holds more than half of its pipeline is not topped up yet: it gets its tasks
-  // several at a time, in one write, rather than one write (and one wake-up) per result.
-  //
-  // First, a worker running a task that has a follower held here gets that follower as its
-  // next task, whatever the task's length: it cannot start anywhere before that task ends.
+  // PoolCore decides which worker gets which task (pool_core.cpp); this writes them. Small
+  // tasks only join each worker's output here, so that each worker gets its share in one write.
+  // Shell commands the core started (arrived, or followers whose input just finished) go to the
+  // runner.
   void dispatch() {
     if (exit_status_) return;
-    send_followers();
-    std::size_t deepest = 0;
-    for (Worker& w : workers_) {
-      w.fill_to = fill_to(w);
-      deepest = std::max(deepest, w.fill_to);
+    for (ShellStart& s : core_.shell_starts()) shell_->submit(s.task_id, std::move(s.payload));
+    core_.shell_starts().clear();
+    if (!core_.has_waiting()) return;
+    core_.dispatch(Clock::now());
+    for (WorkerSend& s : core_.sends()) {
+      Worker& w = workers_[static_cast<std::size_t>(s.rank)];
+      log_debug("task {} to worker {}", s.task.task_id, s.rank);
+      if (s.starts) sample(w, /*first=*/true, /*last=*/false);
+      if (!w.dying) send_to_worker(w, proto::ToWorker{std::move(s.task)}, /*defer_small=*/true);
     }
-    for (std::size_t depth = 1; depth <= deepest && !queue_.empty(); ++depth) {
-      for (Worker& w : workers_) {
-        if (queue_.empty()) break;
-        if (w.tasks.size() >= depth || depth > w.fill_to) continue;
-        if (depth >= 2 && size_of(queue_.front()) > kPipelineMaxBytes) continue;
-        proto::Task t = std::move(queue_.front());
-        queue_.pop_front();
-        send_task(w, std::move(t));
-      }
-      if (depth == 1) send_followers();  // the tasks just sent may have followers
-    }
+    core_.sends().clear();
     for (Worker& w : workers_)
       if (!w.out.empty()) flush_worker(w);
   }
-
-  // How many tasks worker `w` should hold after this dispatch (the first of them runs).
-  static std::size_t fill_to(const Worker& w) {
-    if (!takes_tasks(w)) return 0;
-    if (w.last_run > kPipelineBelow) return 1;
-    const auto last = std::max<Clock::duration>(w.last_run, std::chrono::microseconds(1));
-    const std::size_t most =
-        std::clamp<std::size_t>(static_cast<std::size_t>(kPipelineBudget / last) + 1, 2, kPipelineMaxDepth);
-    return w.tasks.size() >= 2 && w.tasks.size() * 2 > most ? w.tasks.size() : most;
-  }
-
-  void send_followers() {
-    if (followers_.empty()) return;
-    for (Worker& w : workers_) {
-      if (!takes_tasks(w) || w.tasks.size() != 1) continue;
-      auto f = followers_.find(w.tasks.front());
-      if (f == followers_.end()) continue;
-      auto it = std::find_if(f->second.begin(), f->second.end(),
-                             [](const proto::Task& t) { return t.after.size() == 1 && t.kind == proto::kKindPython; });
-      if (it == f->second.end()) continue;
-      proto::Task t = std::move(*it);
-      f->second.erase(it);
-      if (f->second.empty()) followers_.erase(f);
-      follower_of_.erase(t.task_id);
-      send_task(w, std::move(t));
-    }
-  }
-
-  static bool takes_tasks(const Worker& w) { return w.pid > 0 && w.ready && !w.dying && w.fd.valid(); }
-
-  // What holding the task as a worker's second costs: its copy (w.waiting). Out-of-band
-  // buffers are shared, not copied, so a task with a big argument may wait in a worker too.
-  static std::size_t size_of(const proto::Task& t) {
-    std::size_t n = t.payload.size();
-    for (const auto& i : t.inputs) n += i.size();
-    return n;
-  }
-
-  void send_task(Worker& w, proto::Task&& t) {
-    log_debug("task {} to worker {}", t.task_id, w.rank);
-    const bool second = !w.tasks.empty();
-    if (second) w.waiting.push_back(t);  // small (kPipelineMaxBytes): the copy is cheap
-    proto::WorkerTask wt;
-    wt.task_id = t.task_id;
-    if (w.fns_sent.insert(t.fn_hash).second) wt.fn = fns_.at(t.fn_hash);
-    wt.fn_hash = std::move(t.fn_hash);
-    wt.payload = std::move(t.payload);
-    wt.inputs = std::move(t.inputs);
-    wt.after = std::move(t.after);
-    wt.buffers = std::move(t.buffers);
-    if (!second) w.started = Clock::now();
-    w.tasks.push_back(t.task_id);
-    if (!second) sample(w, /*first=*/true, /*last=*/false);
-    // Small tasks are only queued in w.out here: dispatch() writes each worker's share at once.
-    send_to_worker(w, proto::ToWorker{std::move(wt)}, /*defer_small=*/true);
-  }
-
 
   // Kills what is left of the worker's group and reaps it. Returns the wait status (or -1).
   static int kill_and_reap(pid_t pid) {
@@ -1891,42 +1631,26 @@ class Pool {
       const pid_t pid = w.pid;
       const int status = kill_and_reap(pid);
       const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
-      const bool start_failure = !w.ready;
-      const bool front_cancelled = !w.tasks.empty() && (cancelled_on_workers_.erase(w.tasks.front()) > 0 ||
-                                                        w.cancelled == w.tasks.front());
-      if (front_cancelled) {
-        log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
-        report(w.tasks.front(), proto::kStatusCancelled, w.kill_reason);
-      } else if (!w.tasks.empty()) {
-        std::string text = fmt::format("worker {} (pid {}) {} while running task {}", w.rank, pid, how, w.tasks.front());
-        if (!w.kill_reason.empty()) text += fmt::format(" (the pool killed it: {})", w.kill_reason);
-        reject(w.tasks.front(), std::move(text));
-      } else {
-        log_warn("worker {} (pid {}) {}{}", w.rank, pid, how,
-                 w.kill_reason.empty() ? "" : fmt::format(" (the pool killed it: {})", w.kill_reason));
+      const std::string who = fmt::format("worker {} (pid {}) {}", w.rank, pid, how);
+      const bool start_failure = !core_.is_ready(w.rank);
+      switch (core_.worker_died(w.rank, who, w.kill_reason)) {
+        case DeathOutcome::cancelled:
+          log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
+          break;
+        case DeathOutcome::lost:
+          break;  // flush_results() logs the task's failure
+        case DeathOutcome::idle:
+          log_warn("{}{}", who, w.kill_reason.empty() ? "" : fmt::format(" (the pool killed it: {})", w.kill_reason));
+          break;
       }
       w.pid = -1;
       w.fd.reset();
-      // Tasks waiting in the dead worker's socket had not started: they go back to the front of
-      // the queue, in their order. A follower there waited for the task that just died with it.
-      for (auto t = w.waiting.rbegin(); t != w.waiting.rend(); ++t) {
-        if (cancelled_on_workers_.erase(t->task_id))
-          report(t->task_id, proto::kStatusCancelled, "cancelled before it started");
-        else if (!t->after.empty())
-          report(t->task_id, proto::kStatusNotStarted, "the task it follows died with its worker");
-        else
-          queue_.push_front(std::move(*t));
-      }
-      w.waiting.clear();
-      w.tasks.clear();
-      w.cancelled.reset();
       w.dying = false;
-      w.ready = false;
       w.kill_at.reset();
       w.out.clear();
       if (exit_status_ || stopping_) continue;
       if (start_failure && ++consecutive_start_failures_ >= kMaxStartFailures) {
-        fail_broken_environment(fmt::format("worker {} (pid {}) {}", w.rank, pid, how));
+        fail_broken_environment(who);
         continue;
       }
       start_worker(w);
@@ -1955,7 +1679,7 @@ class Pool {
     for (Worker& w : workers_) {
       if (w.pid <= 0) continue;
       any = true;
-      if (w.fd.valid() && w.ready && !w.dying && w.out.empty())
+      if (w.fd.valid() && core_.is_ready(w.rank) && !w.dying && w.out.empty())
         send_to_worker(w, proto::ToWorker{proto::WorkerExit{}});
       ::kill(-w.pid, SIGTERM);
     }
@@ -1990,6 +1714,7 @@ class Pool {
   int signal_fd_;
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
+  NodeCapacity node_capacity_;
   std::string hostname_;
   std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too
   std::string endpoint_;
@@ -2013,20 +1738,14 @@ class Pool {
   std::deque<Outgoing> outq_;
   Clock::time_point last_recv_, last_send_;
 
-  std::vector<Worker> workers_;
-  std::deque<proto::Task> queue_;
-  std::unordered_set<std::uint64_t> cancelled_on_workers_;  // cancelled while held by a worker, not yet stopped
-  std::unordered_map<std::uint64_t, std::vector<proto::Task>> followers_;  // held, by the task they follow
-  std::unordered_map<std::uint64_t, std::uint64_t> follower_of_;           // held follower -> that task
-  std::unordered_map<proto::Bytes, proto::Bytes> fns_;
-  std::vector<proto::TaskResult> results_;
+  std::vector<Worker> workers_;  // by rank, as PoolCore's slots
+  PoolCore core_{PoolCoreConfig{}};
   std::unique_ptr<ShellRunner> shell_;
   // Resource sampling (REGISTERED's resource_interval >= 0; off by default, then no cost).
   double sample_interval_ = -1;
   Clock::time_point next_sample_ = Clock::time_point::max();
   std::vector<proto::UsageSample> usage_;  // sent in USAGE before the next RESULTS
 
-  bool draining_ = false;
   bool stopping_ = false;
   bool torn_down_ = false;
   int consecutive_start_failures_ = 0;

@@ -95,8 +95,29 @@ void pack_bins(Packer& pk, const std::vector<Bytes>& v) {
   pack_array_header(pk, v.size());
   for (const auto& b : v) pack_bin(pk, b);
 }
-// Always a float 64. msgpack-c's pack_double writes integral values as msgpack integers (and
-// -0.0 as 0), but the doc's float fields are floats on the wire.
+void pack_resources(Packer& pk, const Resources& r) {
+  if (r.empty()) {
+    pk.pack_nil();
+    return;
+  }
+  pk.pack_array(3);
+  pk.pack_int(r.cores);
+  pk.pack_uint64(r.memory_mb);
+  pk.pack_int(r.gpus);
+}
+
+void pack_placement(Packer& pk, const std::vector<int>& cpus, const std::vector<std::string>& accelerators) {
+  if (cpus.empty() && accelerators.empty()) {
+    pk.pack_nil();
+    return;
+  }
+  pk.pack_array(2);
+  pk.pack_array(static_cast<std::uint32_t>(cpus.size()));
+  for (int c : cpus) pk.pack_int(c);
+  pk.pack_array(static_cast<std::uint32_t>(accelerators.size()));
+  for (const auto& a : accelerators) pack_str(pk, a);
+}
+
 void pack_after(Packer& pk, const std::vector<After>& after) {
   pack_array_header(pk, after.size());
   for (const auto& a : after) {
@@ -106,6 +127,8 @@ void pack_after(Packer& pk, const std::vector<After>& after) {
   }
 }
 
+// Always a float 64. msgpack-c's pack_double writes integral values as msgpack integers (and
+// -0.0 as 0), but the doc's float fields are floats on the wire.
 void pack_float64(StringStream& s, double d) {
   std::uint64_t bits;
   std::memcpy(&bits, &d, sizeof bits);
@@ -232,6 +255,32 @@ std::vector<SharedBuffer> get_buffer_sizes(const object& o, const Where& w, std:
     out[i].size = at(a, i).via.u64;
   }
   return out;
+}
+// nil (an ordinary task) or [cores, memory_mb, gpus].
+Resources get_resources(const object& o, const Where& w, std::size_t f) {
+  if (o.type == mtype::NIL) return {};
+  const auto& a = get_array(o, w, f);
+  if (a.size != 3) fail(describe(w, f) + ": expected [cores, memory_mb, gpus]");
+  Resources r;
+  r.cores = get_int(at(a, 0), w, f);
+  r.memory_mb = get_uint(at(a, 1), w, f);
+  r.gpus = get_int(at(a, 2), w, f);
+  if (r.cores < 0 || r.gpus < 0) fail(describe(w, f) + ": negative cores or gpus");
+  return r;
+}
+// nil (the worker's own) or [[cpu...], [accelerator id...]].
+void get_placement(const object& o, const Where& w, std::size_t f, std::vector<int>* cpus,
+                   std::vector<std::string>* accelerators) {
+  if (o.type == mtype::NIL) return;
+  const auto& a = get_array(o, w, f);
+  if (a.size != 2) fail(describe(w, f) + ": expected [cpus, accelerators]");
+  const auto& c = get_array(at(a, 0), w, f);
+  for (std::size_t i = 0; i < c.size; ++i) {
+    cpus->push_back(get_int(at(c, i), w, f));
+    if (cpus->back() < 0) fail(describe(w, f) + ": negative CPU number");
+  }
+  const auto& g = get_array(at(a, 1), w, f);
+  for (std::size_t i = 0; i < g.size; ++i) accelerators->push_back(get_str(at(g, i), w, f));
 }
 std::vector<Bytes> get_bins(const object& o, const Where& w, std::size_t f) {
   const auto& a = get_array(o, w, f);
@@ -428,7 +477,7 @@ Tasks decode_tasks(const object& o) {
   r.tasks.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"TASKS", "task", i};
-    const auto& item = get_record(at(list, i), w, 8);
+    const auto& item = get_record(at(list, i), w, 9);
     Task t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.kind = get_int(at(item, 1), w, 1);
@@ -438,6 +487,7 @@ Tasks decode_tasks(const object& o) {
     t.inputs = get_bins(at(item, 5), w, 5);
     t.after = get_after(at(item, 6), w, 6);
     t.buffers = get_buffer_sizes(at(item, 7), w, 7);
+    t.resources = get_resources(at(item, 8), w, 8);
     r.tasks.push_back(std::move(t));
   }
   return r;
@@ -580,7 +630,7 @@ Bytes encode(const InterchangeMessage& m) {
                    pk.pack_int(kTasks);
                    pack_array_header(pk, r.tasks.size());
                    for (const auto& t : r.tasks) {
-                     pk.pack_array(8);
+                     pk.pack_array(9);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.kind);
                      pack_bin(pk, t.fn_hash);
@@ -589,6 +639,7 @@ Bytes encode(const InterchangeMessage& m) {
                      pack_bins(pk, t.inputs);
                      pack_after(pk, t.after);
                      pack_buffer_sizes(pk, t.buffers);
+                     pack_resources(pk, t.resources);
                    }
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
@@ -611,7 +662,7 @@ Bytes encode(const ToWorker& m) {
   std::visit(Overloaded{
                  [&](const WorkerTask& t) {
                    s.out.reserve(task_size_hint(t.fn_hash, t.fn, t.payload, t.inputs));
-                   pk.pack_array(8);
+                   pk.pack_array(9);
                    pk.pack_int(kWorkerTask);
                    pk.pack_uint64(t.task_id);
                    pack_bin(pk, t.fn_hash);
@@ -620,6 +671,7 @@ Bytes encode(const ToWorker& m) {
                    pack_bins(pk, t.inputs);
                    pack_after(pk, t.after);
                    pack_buffer_sizes(pk, t.buffers);
+                   pack_placement(pk, t.cpus, t.accelerators);
                  },
                  [&](const WorkerExit&) { pack_empty(pk, kWorkerExit); },
              },
@@ -764,7 +816,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
     const std::int64_t type = message_type(o);
     switch (type) {
       case kWorkerTask: {
-        const auto& a = fields(o, "TASK", 7);
+        const auto& a = fields(o, "TASK", 8);
         const Where w{"TASK"};
         WorkerTask t;
         t.task_id = get_uint(at(a, 1), w, 1);
@@ -774,6 +826,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
         t.inputs = get_bins(at(a, 5), w, 5);
         t.after = get_after(at(a, 6), w, 6);
         t.buffers = get_buffer_sizes(at(a, 7), w, 7);
+        get_placement(at(a, 8), w, 8, &t.cpus, &t.accelerators);
         return t;
       }
       case kWorkerExit:

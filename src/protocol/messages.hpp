@@ -10,9 +10,10 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 7;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+constexpr int kProtocolVersion = 8;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
                                      // 5: FAILED; 6: out-of-band buffers of results;
                                      // 7: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
+                                     // 8: a task's resources (TASKS), its CPUs and accelerators (TASK)
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -87,6 +88,15 @@ struct After {
   std::uint64_t task_id = 0;
   bool operator==(const After&) const = default;
 };
+// parsl_resource_specification's cores, memory (MB) and gpus (docs/htex.md, "Resources"); all
+// zero: an ordinary task, which needs a worker only.
+struct Resources {
+  int cores = 0;
+  std::uint64_t memory_mb = 0;
+  int gpus = 0;
+  bool empty() const { return cores == 0 && memory_mb == 0 && gpus == 0; }
+  bool operator==(const Resources&) const = default;
+};
 struct Task {
   std::uint64_t task_id = 0;
   int kind = 0;  // kKind*
@@ -95,6 +105,7 @@ struct Task {
   Bytes payload;
   std::vector<Bytes> inputs;  // an input named in `after` is empty here
   std::vector<After> after;   // empty: an ordinary task
+  Resources resources;
   // Out-of-band buffers of the payload. On the wire the task carries their sizes, and the
   // bytes follow the TASKS message as frames of their own (docs/protocol.md).
   std::vector<SharedBuffer> buffers;
@@ -119,6 +130,10 @@ struct WorkerTask {
   // The frame carries their sizes; the raw bytes follow the frame on the link. Decoded: sizes
   // only (data == nullptr).
   std::vector<SharedBuffer> buffers;
+  // A task that asked for resources runs on these CPUs (when the pool pins: --cpu-affinity) and
+  // sees only these accelerators; empty: the worker's own.
+  std::vector<int> cpus;
+  std::vector<std::string> accelerators;
 };
 struct WorkerReady {
   int rank = 0;

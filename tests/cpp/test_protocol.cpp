@@ -590,22 +590,34 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Task with = sample_task(300, true), without = sample_task(70000, false);
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{with, without}}}),
             pack(A({I(103), A({A({U(300), I(0), B(with.fn_hash), B(*with.fn), B(with.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({})}),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), Val::nil()}),
                                A({U(70000), I(0), B(without.fn_hash), Val::nil(), B(without.payload),
                                   A({B(kBinary), B(""), B("\x00"s)}),
-                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})}), A({})})})})));
+                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})}), A({}), Val::nil()})})})));
   // Out-of-band buffers: only their sizes are in the message.
   Task oob = sample_task(1, true);
   oob.buffers = {shared("abc"), shared(std::string(70000, 'x'))};
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{oob}}}),
             pack(A({I(103), A({A({U(1), I(0), B(oob.fn_hash), B(*oob.fn), B(oob.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({U(3), U(70000)})})})})));
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({U(3), U(70000)}), Val::nil()})})})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{1, "h", std::nullopt, "p", {"i"}}}),
-            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({}), A({})})));
+            pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({}), A({}), Val::nil()})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{2, "h", std::nullopt, "p", {""}, {{0, 1}}}}),
-            pack(A({I(1), U(2), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(1)})}), A({})})));
+            pack(A({I(1), U(2), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), U(1)})}), A({}), Val::nil()})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{3, "h", std::nullopt, "p", {}, {}, {shared("abcd")}}}),
-            pack(A({I(1), U(3), B("h"), Val::nil(), B("p"), A({}), A({}), A({U(4)})})));
+            pack(A({I(1), U(3), B("h"), Val::nil(), B("p"), A({}), A({}), A({U(4)}), Val::nil()})));
+  // A task's resources, and a worker task's own CPUs and accelerators.
+  Task sized = sample_task(5, false);
+  sized.after.clear();
+  sized.resources = Resources{4, 2000, 1};
+  EXPECT_EQ(encode(InterchangeMessage{Tasks{{sized}}}),
+            pack(A({I(103), A({A({U(5), I(0), B(sized.fn_hash), Val::nil(), B(sized.payload),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), A({I(4), U(2000), I(1)})})})})));
+  WorkerTask placed{4, "h", std::nullopt, "p", {}};
+  placed.cpus = {2, 3};
+  placed.accelerators = {"1"};
+  EXPECT_EQ(encode(ToWorker{placed}), pack(A({I(1), U(4), B("h"), Val::nil(), B("p"), A({}), A({}), A({}),
+                                              A({A({I(2), I(3)}), A({S("1")})})})));
   EXPECT_EQ(encode(FromWorker{WorkerReady{0, 99}}), pack(A({I(2), I(0), I(99)})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost"), A({})})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 0, "p", {shared("abcd")}}}),
@@ -702,8 +714,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dic, pack(A({I(104), I(0)})));
   reject(dic, pack(A({I(105), I(0)})));
   reject(dic, pack(A({I(106), I(0)})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(), A({})})));
   reject(dto, pack(A({I(4), I(4)})));
   reject(dfrom, pack(A({I(2), I(0)})));
   reject(dfrom, pack(A({I(3), U(1), I(0)})));
@@ -712,7 +724,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
             "RESULTS result 1: expected array of 4");
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
-            "TASKS task 0: expected array of 8");
+            "TASKS task 0: expected array of 9");
 }
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
@@ -743,9 +755,9 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
 
   // TASKS: each field of a task record.
   const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs, Val after = A({}),
-                       Val buffers = A({})) {
+                       Val buffers = A({}), Val resources = Val::nil()) {
     return pack(A({I(103), A({A({std::move(id), std::move(kind), std::move(hash), std::move(fn), std::move(payload),
-                                 std::move(inputs), std::move(after), std::move(buffers)})})}));
+                                 std::move(inputs), std::move(after), std::move(buffers), std::move(resources)})})}));
   };
   EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}))));
   EXPECT_TRUE(dic(task(U(1), I(1), B("h"), B("f"), B("p"), A({B("i")}))));
@@ -776,16 +788,26 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   EXPECT_EQ(reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({I(-1)}))),
             "field 7 of TASKS task 0, element 0: expected uint");
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({B("3")})));
+  // Resources: nil or [cores, memory_mb, gpus], none negative.
+  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0), I(2)}))));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(-1), U(0), I(0)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), I(-5), I(0)})));
 
   // Worker link.
-  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({}), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({}), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({}), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()}), A({}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})}), A({})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({S("1")})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), S("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), S("f"), B("p"), A({}), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), S("p"), A({}), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({Val::nil()}), A({}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})}), A({}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({S("1")}), Val::nil()})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil(), Val::nil()})));
+  // Placement: nil or [[cpu >= 0, ...], [accelerator id (str), ...]].
+  EXPECT_TRUE(dto(pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(0)}), A({S("a")})})}))));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({})})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(-1)}), A({})})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({}), A({I(0)})})})));
   reject(dfrom, pack(A({I(2), S("0"), I(1)})));
   reject(dfrom, pack(A({I(2), I(0), U(1ull << 40)})));
   reject(dfrom, pack(A({I(3), U(1), I(0), S("x"), A({})})));

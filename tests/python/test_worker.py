@@ -184,7 +184,7 @@ class Pool:
 
     # tasks
     def submit(self, task_id, fn, args=(), kwargs=None, plan=None, inputs=(), send_fn=None, payload=None, after=(),
-               buffers=None):
+               buffers=None, placement=None):
         fn_hash, fn_bytes = serialize_function(fn)
         if send_fn is None:
             send_fn = fn_hash not in self.sent
@@ -194,7 +194,7 @@ class Pool:
             payload = serialize_payload(args, kwargs, plan, name=getattr(fn, "__name__", "fn"), buffers=buffers)
         buffers = [bytes(b) for b in buffers or ()]
         self.send([TASK, task_id, fn_hash, fn_bytes if send_fn else None, payload, list(inputs),
-                   [list(a) for a in after], [len(b) for b in buffers]])
+                   [list(a) for a in after], [len(b) for b in buffers], placement])
         for b in buffers:  # the raw bytes of the out-of-band buffers follow the frame
             self.sock.sendall(b)
 
@@ -308,17 +308,19 @@ def test_end_of_connection_ends_the_worker_with_status_0(pool):
     (msgpack.packb([READY, 0, 1]), "unknown message type 2"),
     (msgpack.packb([TASK, 1, b"h"]), "TASK has 2 fields"),
     (msgpack.packb([TASK, 1, b"h", None, b"", [], []]), "TASK has 6 fields"),
-    (msgpack.packb([TASK, 1, "not bin", None, b"", [], [], []]), "must be bin"),
-    (msgpack.packb([TASK, -1, b"h", None, b"", [], [], []]), "unsigned"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [1], [], []]), "array of bin"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0]], []]), "after must be"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0, -1]], []]), "after must be"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], None, []]), "after must be"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [-1]]), "buffer sizes"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], b"\x01"]), "buffer sizes"),
+    (msgpack.packb([TASK, 1, "not bin", None, b"", [], [], [], None]), "must be bin"),
+    (msgpack.packb([TASK, -1, b"h", None, b"", [], [], [], None]), "unsigned"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [1], [], [], None]), "array of bin"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0]], [], None]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [[0, -1]], [], None]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], None, [], None]), "after must be"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [-1], None]), "buffer sizes"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], b"\x01", None]), "buffer sizes"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[-1], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], [1]]]), "placement"),
 ], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
         "short-task", "no-buffers", "str-hash", "negative-id", "int-input", "short-after", "negative-after",
-        "nil-after", "negative-size", "bin-sizes"])
+        "nil-after", "negative-size", "bin-sizes", "negative-cpu", "int-accelerator"])
 def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
     pool.send_raw(body)
     assert pool.wait() == 2
@@ -335,7 +337,7 @@ def test_a_frame_cut_short_ends_the_worker_with_status_2(pool):
 
 def test_an_out_of_band_buffer_cut_short_ends_the_worker_with_status_2(pool):
     fn_hash, fn_bytes = serialize_function(len)
-    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((b"x",), None, None), [], [], [1000]])
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((b"x",), None, None), [], [], [1000], None])
     pool.sock.sendall(b"y" * 10)
     pool.sock.shutdown(socket.SHUT_WR)
     assert pool.wait() == 2
@@ -450,7 +452,7 @@ def test_function_is_sent_once_then_only_its_hash(pool):
 
 
 def test_unknown_hash_without_function_is_an_error_result(pool):
-    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), [], [], []])
+    pool.send([TASK, 1, b"\x01" * 20, None, serialize_payload((), None, None), [], [], [], None])
     status, payload = pool.result(1)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -465,10 +467,10 @@ def test_function_that_cannot_be_loaded_fails_each_of_its_tasks(pool, monkeypatc
     monkeypatch.setitem(sys.modules, "no_such_mod_", module)  # here, not on the worker
     fn_hash, fn_bytes = serialize_function(module.fn)
     assert b"no_such_mod_" in fn_bytes and len(fn_bytes) < 100
-    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), [], [], []])
+    pool.send([TASK, 1, fn_hash, fn_bytes, serialize_payload((), None, None), [], [], [], None])
     status, payload = pool.result(1)
     assert status == 1 and isinstance(deserialize_exception(payload), ModuleNotFoundError)
-    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), [], [], []])
+    pool.send([TASK, 2, fn_hash, None, serialize_payload((), None, None), [], [], [], None])
     status, payload = pool.result(2)
     assert status == 1
     exc = deserialize_exception(payload)
@@ -616,7 +618,7 @@ def test_tasks_sent_in_one_write_are_answered_in_order(pool):
     frames = b""
     for i in range(5):
         body = msgpack.packb([TASK, 100 + i, fn_hash, fn_bytes if i == 0 else None,
-                              serialize_payload((i, 10), None, None, "add"), [], [], []], use_bin_type=True)
+                              serialize_payload((i, 10), None, None, "add"), [], [], [], None], use_bin_type=True)
         frames += struct.pack("<I", len(body)) + body
     pool.sock.sendall(frames[:-3])
     pool.sock.sendall(frames[-3:])
@@ -883,3 +885,22 @@ def test_a_follower_of_a_failed_or_other_task_is_not_started(pool):
     submit_follower(pool, 6, is_made_here, of_task=5)
     status, payload = pool.result(6)
     assert status == 0 and deserialize(payload) is True
+
+
+def _placement_seen():
+    import os
+    return sorted(os.sched_getaffinity(0)), os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("ZE_AFFINITY_MASK")
+
+
+def test_a_placed_task_runs_on_its_cpus_with_its_accelerators_and_the_worker_gets_its_own_back(pool):
+    pool.submit(1, _placement_seen)
+    status, payload = pool.result(1)
+    assert status == 0
+    own = deserialize(payload)
+    cpu = own[0][-1]
+    pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"]])
+    status, payload = pool.result(2)
+    assert status == 0 and deserialize(payload) == ([cpu], "7,8", "7,8")
+    pool.submit(3, _placement_seen)
+    status, payload = pool.result(3)
+    assert status == 0 and deserialize(payload) == own

@@ -340,6 +340,13 @@ class HighThroughputExecutor(ParslExecutor):
         self._native = _native.htex_executor(o)
         return self._native
 
+    def validate_resource_spec(self, resource_specification: dict) -> None:
+        """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
+        raise InvalidResourceSpecification (each task's spec is checked when it is encoded)."""
+        if resource_specification:
+            from ..serialize import validate_resource_spec
+            validate_resource_spec(resource_specification)
+
     def _warn_if_unencrypted(self) -> None:
         """encrypted=False on TCP: whoever can connect to the port can register a pool, receive
         the tasks and send back a forged result, which the driver unpickles, i.e. runs code as

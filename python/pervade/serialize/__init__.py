@@ -435,9 +435,28 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
 
 
+# What a HighThroughputExecutor takes in parsl_resource_specification, as in Parsl. (Its pools
+# can admit tasks by cores, memory and gpus, docs/htex.md "Resources", but the driver does not
+# carry those keys to them yet: they are refused rather than silently ignored.)
+HTEX_RESOURCE_KEYS = frozenset({"priority"})
+
+
+def validate_resource_spec(spec) -> None:
+    """Raises InvalidResourceSpecification when spec (a dict) has keys a HighThroughputExecutor
+    does not take."""
+    invalid = set(spec) - HTEX_RESOURCE_KEYS
+    if invalid:
+        from .errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification(
+            invalid, "Task resource specification only accepts these types of resources: "
+            + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
+
+
 def _priority(kwargs, name):
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
+        if isinstance(spec, dict) and spec:
+            validate_resource_spec(spec)
         if isinstance(spec, dict) and spec.get("priority") is not None:
             priority = spec["priority"]
             if not isinstance(priority, int) or isinstance(priority, bool):
