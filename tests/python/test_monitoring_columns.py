@@ -4,25 +4,16 @@ memoization, and the blocks' states, each read from a real run's database."""
 
 import os
 import re
-import sqlite3
 from concurrent.futures import Future
 
 import pytest
+from test_monitoring import one, rows
 
 import pervade as parsl
 from pervade import File, python_app
 from pervade.monitoring import MonitoringHub
 
 T = 60
-
-
-def rows(db, sql):
-    with sqlite3.connect(db) as c:
-        return c.execute(sql).fetchall()
-
-
-def one(db, sql):
-    return rows(db, sql)[0][0]
 
 
 @python_app(cache=True)
