@@ -283,6 +283,26 @@ TEST(DataFlowKernel, CleanupAbandonsATryThatCannotBeInterruptedAfterTheGrace) {
   EXPECT_TRUE(body->returned.load());
 }
 
+TEST(DataFlowKernel, CleanupWithTasksInTheThreadsSharesEndsEveryTask) {
+  // Threads take shares of the queue; cleanup() right after a burst refuses what they have not
+  // started. Every task must end, each with its own record (a refused one once lost its record).
+  std::vector<Future<int>> futures;
+  {
+    DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(2, "pool")}});
+    auto work = [](int v) {  // long enough that cleanup() finds threads half way through their shares
+      volatile int x = 0;
+      for (int k = 0; k < 20000; ++k) x = x + k;
+      return v;
+    };
+    for (int i = 0; i < 20000; ++i) futures.push_back(dfk.submit(work, i));
+    dfk.cleanup();
+  }
+  for (auto& f : futures) {
+    ASSERT_TRUE(f.wait_for(0s));
+    EXPECT_TRUE(f.state() == TaskState::exec_done || f.state() == TaskState::failed) << to_string(f.state());
+  }
+}
+
 TEST(DataFlowKernel, SubmitWaitsWhileMaxUnfinishedTasksAreUnfinished) {
   DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(4, "pool")}, .max_unfinished_tasks = 2});
   std::vector<std::shared_ptr<StoppableBody>> bodies{std::make_shared<StoppableBody>(),

@@ -446,7 +446,7 @@ def validate_resource_spec(spec) -> None:
     does not take."""
     invalid = set(spec) - HTEX_RESOURCE_KEYS
     if invalid:
-        from .errors import InvalidResourceSpecification
+        from ..errors import InvalidResourceSpecification
         raise InvalidResourceSpecification(
             invalid, "Task resource specification only accepts these types of resources: "
             + ", ".join(sorted(HTEX_RESOURCE_KEYS)))

@@ -184,11 +184,11 @@ struct ThreadPoolExecutor::Impl {
     flush_cv.notify_one();
   }
 
-  static Completion closed_completion(Launch& l) {
-    return Completion{std::move(l.task), l.try_id,
-                      Outcome::failure(std::make_exception_ptr(
-                          DataFlowKernelClosed("the executor was shut down before the task started")))};
+  static Outcome closed_outcome() {
+    return Outcome::failure(
+        std::make_exception_ptr(DataFlowKernelClosed("the executor was shut down before the task started")));
   }
+  static Completion closed_completion(Launch& l) { return Completion{std::move(l.task), l.try_id, closed_outcome()}; }
 
   // Takes a share of the queue into the thread's slot; false when stopping and nothing is left.
   bool take_share(Slot& slot) {
@@ -237,7 +237,7 @@ struct ThreadPoolExecutor::Impl {
     TaskRecord& task = *launch.task;
     Outcome outcome;
     if (stopping.load()) {
-      outcome = closed_completion(launch).outcome;
+      outcome = closed_outcome();
     } else if (task.try_id() != launch.try_id || task.done()) {
       // The kernel already gave up on this try (walltime, cancel): do not run it.
       outcome = Outcome::failure(std::make_exception_ptr(AppTimeout("try abandoned before it started")));
