@@ -50,6 +50,32 @@ def deferred_getattr(o, name):
     return getattr(o, name)
 
 
+class _MadeOnFirstUse:
+    """A class attribute whose first read on an instance makes its value with make(), once even
+    when threads race (under _LAZY_LOCK), and stores it both under `private` (which the class
+    defaults to None, so code can test whether it exists without making it) and on the instance
+    under the public name, which shadows this descriptor from then on."""
+
+    __slots__ = ("private", "make", "public")
+
+    def __init__(self, private: str, make):
+        self.private, self.make = private, make
+
+    def __set_name__(self, owner, name):
+        self.public = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        with _LAZY_LOCK:
+            value = getattr(obj, self.private)
+            if value is None:
+                value = self.make()
+                setattr(obj, self.private, value)
+            setattr(obj, self.public, value)
+        return value
+
+
 class AppFuture(Future):
     """The result of an app call. Works with concurrent.futures.wait / as_completed.
 
@@ -143,35 +169,12 @@ class AppFuture(Future):
     def set_exception(self, exception) -> None:
         self._finish(None, exception)
 
-    @property
-    def _condition(self):
-        condition = self._cond
-        if condition is None:
-            with _LAZY_LOCK:  # two first waiters get the same Condition
-                condition = self._cond
-                if condition is None:
-                    condition = self._cond = threading.Condition()
-        return condition
-
-    @property
-    def _waiters(self):
-        waiters = self._waiter_list
-        if waiters is None:
-            with _LAZY_LOCK:
-                waiters = self._waiter_list
-                if waiters is None:
-                    waiters = self._waiter_list = []
-        return waiters
-
-    @property
-    def _done_callbacks(self):
-        callbacks = self._callback_list
-        if callbacks is None:
-            with _LAZY_LOCK:
-                callbacks = self._callback_list
-                if callbacks is None:
-                    callbacks = self._callback_list = []
-        return callbacks
+    # Future's own methods (and concurrent.futures.wait / as_completed) use these three names;
+    # the first use makes the object and puts it on the instance, where later uses find it as
+    # any attribute.
+    _condition = _MadeOnFirstUse("_cond", threading.Condition)
+    _waiters = _MadeOnFirstUse("_waiter_list", list)
+    _done_callbacks = _MadeOnFirstUse("_callback_list", list)
 
     def _invoke_callbacks(self) -> None:
         callbacks = self._callback_list
