@@ -464,11 +464,16 @@ def test_zip_many_writers_to_one_archive(load, tmp_path):
         assert z.read("f5.txt") == b"0\n1\n2\n3\n4\n"
 
 
-def test_zip_missing_member(load, tmp_path):
+def one_member_zip(tmp_path):
+    """An archive holding here.txt."""
     archive = tmp_path / "in.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("here.txt", "x")
-    url = f"zip:{archive}/not-here.txt"
+    return archive
+
+
+def test_zip_missing_member(load, tmp_path):
+    url = f"zip:{one_member_zip(tmp_path)}/not-here.txt"
     load(executors=[threads(tmp_path)])
     e = staging_error(read(File(url)), "no member")
     assert url in str(e)
@@ -476,10 +481,7 @@ def test_zip_missing_member(load, tmp_path):
 
 
 def test_zip_member_outside_the_archive(load, tmp_path):
-    archive = tmp_path / "in.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        z.writestr("here.txt", "x")
-    url = f"zip:{archive}/../../etc/passwd"
+    url = f"zip:{one_member_zip(tmp_path)}/../../etc/passwd"
     load(executors=[threads(tmp_path)])
     e = staging_error(read(File(url)), "not a file path inside the archive")
     assert url in str(e)
