@@ -62,7 +62,7 @@ struct ThreadPoolExecutor::Impl {
     detail::ProcUsage start{};   // and its usage when the task started
     std::vector<Completion> done;  // not posted yet; the oldest finished at done_since
     Clock::time_point done_since{};
-    Clock::time_point started{};   // of the running task, when it started with something held
+    Clock::time_point started{};   // when the running task began: the share's take or the last task's end
     bool exited = false;
     bool abandoned = false;      // shutdown() gave up on this thread: it touches nothing more
   };
@@ -212,9 +212,11 @@ struct ThreadPoolExecutor::Impl {
       // Others may take the rest.
       if (!queue.empty() && sleeping > 0) cv.notify_one();
     }
+    const auto now = Clock::now();
     std::lock_guard lock(slot.mutex);
     slot.batch = std::move(taken);
     slot.next = 0;
+    slot.started = now;
     return true;
   }
 
@@ -227,7 +229,6 @@ struct ThreadPoolExecutor::Impl {
       std::lock_guard lock(slot.mutex);
       launch = std::move(slot.batch[slot.next++]);
       holding = !slot.done.empty() || slot.next < slot.batch.size();
-      if (holding) slot.started = Clock::now();
       // Published before the check: the kernel makes a task final before it asks for the try
       // to be stopped, so either cancel() finds this slot or this thread sees the task final.
       slot.task = launch.task.get();
@@ -236,6 +237,8 @@ struct ThreadPoolExecutor::Impl {
     }
     TaskRecord& task = *launch.task;
     Outcome outcome;
+    bool ran = false;
+    detail::ProcUsage start;
     if (stopping.load()) {
       outcome = closed_outcome();
     } else if (task.try_id() != launch.try_id || task.done()) {
@@ -244,7 +247,6 @@ struct ThreadPoolExecutor::Impl {
     } else {
       if (holding) want_flush();
       owner->report_running(task, launch.try_id);
-      detail::ProcUsage start;
       if (sampling) {
         start = detail::this_thread_usage();
         {
@@ -261,31 +263,41 @@ struct ThreadPoolExecutor::Impl {
       } catch (...) {
         outcome = Outcome::failure(std::current_exception());
       }
-      {
-        std::lock_guard lock(slot.mutex);
-        if (slot.abandoned) {
-          release_thread_resources();
-          return false;
-        }
-      }
-      owner->report_running_ended(task, launch.try_id);
-      if (sampling) report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+      ran = true;
     }
+    std::vector<Completion> due;
+    bool abandoned, last_of_share = false;
+    {
+      // One lock for the end of the try: shutdown() abandons a slot under it, so past the check
+      // the executor (owner, observers, sink) is still there for what follows.
+      std::lock_guard lock(slot.mutex);
+      abandoned = slot.abandoned;  // then shutdown() already failed this try: touch nothing more
+      if (!abandoned) {
+        if (ran) {
+          owner->report_running_ended(task, launch.try_id);
+          if (sampling) report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+        }
+        slot.task = nullptr;
+        slot.body = nullptr;
+        slot.tid = 0;
+        const auto now = Clock::now();
+        slot.started = now;  // the next task of the share starts now
+        if (slot.done.empty()) slot.done_since = now;
+        slot.done.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
+        last_of_share = slot.next == slot.batch.size();
+        if (last_of_share || now - slot.done_since > kReportAfter) due.swap(slot.done);
+      }
+    }
+    // Dropped once the slot no longer names the body (cancel() may interrupt it until then), and
+    // outside the lock: dropping a body may run arbitrary code (Python's __del__).
     launch.body.reset();
     launch.inputs.clear();
-    std::vector<Completion> due;
-    {
-      std::lock_guard lock(slot.mutex);
-      slot.task = nullptr;
-      slot.body = nullptr;
-      slot.tid = 0;
-      const auto now = Clock::now();
-      if (slot.done.empty()) slot.done_since = now;
-      slot.done.push_back(Completion{std::move(launch.task), launch.try_id, std::move(outcome)});
-      if (slot.next == slot.batch.size() || now - slot.done_since > kReportAfter) due.swap(slot.done);
+    if (abandoned) {
+      release_thread_resources();
+      return false;
     }
     if (!due.empty()) {
-      if (slot.next == slot.batch.size()) release_thread_resources();
+      if (last_of_share) release_thread_resources();
       sink->post(std::move(due));
     }
     return true;
