@@ -90,8 +90,8 @@ class AppFuture(Future):
     only when something first waits on it or adds a callback (most futures of a large fan-out
     are completed before anyone looks): that halves the cost of an app call, and a future is
     then one object for Python's garbage collector instead of four (with 100,000 futures alive
-    its full collections took a third of the time). Future's own methods find them through the
-    properties below; completion checks for the Condition again after publishing the state, so
+    its full collections took a third of the time). Future's own methods find them under their
+    usual names (_MadeOnFirstUse, below); completion checks for the Condition again after publishing the state, so
     a waiter that arrives meanwhile is always woken. Nothing here reads `__dict__`, which would
     give every future a dict of its own.
     """
@@ -177,8 +177,7 @@ class AppFuture(Future):
     _done_callbacks = _MadeOnFirstUse("_callback_list", list)
 
     def _invoke_callbacks(self) -> None:
-        callbacks = self._callback_list
-        if callbacks:
+        if self._callback_list:  # none: nothing to run, and no list made for it
             Future._invoke_callbacks(self)
 
     def _finish(self, result, exception) -> None:
