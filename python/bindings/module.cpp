@@ -264,6 +264,8 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
+  } catch (const UnknownExecutor& u) {
+    return nb::module_::import_("builtins").attr("ValueError")(u.what());
   } catch (const std::exception& x) {
     return errors_module().attr("ParslError")(x.what());
   } catch (...) {
