@@ -8,11 +8,11 @@ BUILD_DIR ?= build
 # libcurl4-openssl-dev, libssl-dev: staging's transfers (src/staging); rsync, openssh-server,
 # openssh-client: RSyncStaging over ssh to a test host (tests/python/test_staging_hosts.py).
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz \
-	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client
+	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client git
 # pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py).
 PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib
 
-.PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat clean
+.PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat compat-tutorial clean
 
 all: build python
 
@@ -62,5 +62,12 @@ bench-htex: python
 compat: python
 	$(PYTHON) compat/run.py $(COMPAT_ARGS)
 
+# Parsl's tutorial notebooks, cell by cell, on Parsl and on pervade (docs/compat.md); clones
+# github.com/Parsl/parsl-tutorial into TUTORIAL when it is not there. TUTORIAL_ARGS: e.g. --venv DIR.
+TUTORIAL ?= compat/parsl-tutorial
+compat-tutorial: python
+	test -d $(TUTORIAL) || git clone --depth 1 https://github.com/Parsl/parsl-tutorial $(TUTORIAL)
+	$(PYTHON) compat/tutorial.py --tutorial $(TUTORIAL) $(TUTORIAL_ARGS)
+
 clean:
-	rm -rf $(BUILD_DIR) runinfo compat/work
+	rm -rf $(BUILD_DIR) runinfo compat/work compat/parsl-tutorial

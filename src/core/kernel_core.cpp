@@ -200,17 +200,25 @@ void KernelCore::launch(TaskRecord& t, bool follower) {
   t.executor_label_ = executors_[ex]->label();
   t.try_id_.fetch_add(1, std::memory_order_release);
   set_state(t, TaskState::launched);
-  if (t.spec_.walltime.count() > 0) {
-    auto deadline = options_.now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(t.spec_.walltime);
-    auto it = timers_.emplace(deadline, Timer{t.shared_from_this(), t.try_id_});
-    auto [slot, fresh] = timer_of_.try_emplace(&t, it);
-    if (!fresh) {
-      timers_.erase(slot->second);
-      slot->second = it;
-    }
-  }
+  if (t.spec_.walltime.count() > 0 && executors_[ex]->walltime_clock() == WalltimeClock::from_launch) start_walltime(t);
   outbox_[ex].push_back(Launch{t.shared_from_this(), t.try_id_, t.spec_.body, t.spec_.dependencies, follower});
   if (!t.dependents_.empty()) launch_waiting_followers(t);
+}
+
+void KernelCore::start_walltime(TaskRecord& t) {
+  auto deadline = options_.now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(t.spec_.walltime);
+  auto it = timers_.emplace(deadline, Timer{t.shared_from_this(), t.try_id_});
+  auto [slot, fresh] = timer_of_.try_emplace(&t, it);
+  if (!fresh) {
+    timers_.erase(slot->second);
+    slot->second = it;
+  }
+}
+
+void KernelCore::try_started(const TaskRecordPtr& task, std::uint32_t try_id) {
+  TaskRecord& t = *task;
+  // A stale report (the try already failed, was retried or cancelled) starts no clock.
+  if (t.try_id_ == try_id && is_launched(t.state()) && t.spec_.walltime.count() > 0) start_walltime(t);
 }
 
 void KernelCore::launch_waiting_followers(TaskRecord& t) {

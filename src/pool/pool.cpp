@@ -511,9 +511,15 @@ class ShellRunner {
     cmd.walltime = std::chrono::duration<double>(std::isfinite(p->walltime) ? p->walltime : 0.0);
     try {
       const ShellResult res = run_shell(cmd, interrupt);
-      if (res.timed_out)
+      if (res.timed_out) {
+        // The driver leaves walltime to the pool (its clock starts here, when the command starts):
+        // the text tells the task body to fail the try with AppTimeout.
         log_info("shell task {} exceeded its walltime of {} s; its process group was killed", job.task_id,
                  p->walltime);
+        r.status = proto::kStatusException;
+        r.payload = fmt::format("{}{} s", proto::kShellWalltimeExceeded, p->walltime);
+        return r;
+      }
       r.status = proto::kStatusOk;
       r.payload = proto::encode_exit_code(res.exit_code);
     } catch (const std::exception& e) {
