@@ -119,6 +119,63 @@ TEST(MonitoringDb, RunWritesParslTablesWithOneRowPerTaskAndTry) {
   EXPECT_EQ(db.text("PRAGMA journal_mode"), "wal");
 }
 
+// A task whose rows were committed in an earlier batch is completed by UPDATEs gathered per row:
+// the task blocks until the database shows it running, then fails once and succeeds on its retry.
+TEST(MonitoringDb, RowsOfEarlierBatchesAreCompletedInLaterOnes) {
+  const fs::path dir = fresh_dir("later");
+  const fs::path path = dir / "monitoring.db";
+  {
+    MonitoringOptions mon;
+    mon.commit_interval = std::chrono::milliseconds(10);
+    Config cfg{.retries = 1};
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+    std::atomic<int> calls{0};
+    auto flaky = dfk.submit([&] {
+      if (calls.fetch_add(1) == 0) {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return released; })) return -1;
+        throw std::runtime_error("flaky");
+      }
+      return 3;
+    });
+    bool committed = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!committed && std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(path))
+        committed = Db(path).count("SELECT count(*) FROM status WHERE task_id=0 AND task_status_name='running'") == 1;
+      if (!committed) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling interval
+    }
+    EXPECT_TRUE(committed) << "the running task's rows were never committed";
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+    EXPECT_EQ(flaky.get(), 3);
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), 1);
+  EXPECT_FALSE(db.text("SELECT task_time_returned FROM task WHERE task_id=0").empty());
+  EXPECT_EQ(db.count("SELECT task_fail_count FROM task WHERE task_id=0"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_id=0"), 2);
+  for (const char* attempt : {"0", "1"}) {
+    const std::string where = std::string(" FROM try WHERE task_id=0 AND try_id=") + attempt;
+    EXPECT_EQ(db.text("SELECT task_executor" + where), "threads") << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_launched" + where).empty()) << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_running" + where).empty()) << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_returned" + where).empty()) << attempt;
+  }
+  EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=0 AND try_id=0"), "flaky");
+  EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=0 AND try_id=1"), "");
+  EXPECT_EQ(db.count("SELECT tasks_completed_count FROM workflow"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_id=0"), 9);
+}
+
 // Resource sampling on the thread-pool executor: a first and a last sample per task (interval 0),
 // the last one counting the CPU the task's thread used.
 TEST(MonitoringDb, ThreadPoolTasksAreSampledAtStartAndEnd) {
