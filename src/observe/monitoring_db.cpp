@@ -78,7 +78,6 @@ CREATE TABLE IF NOT EXISTS task (
 	task_fail_cost FLOAT NOT NULL,
 	PRIMARY KEY (task_id, run_id)
 );
-CREATE INDEX IF NOT EXISTS ix_task_task_hashsum ON task (task_hashsum);
 CREATE TABLE IF NOT EXISTS try (
 	try_id INTEGER NOT NULL,
 	task_id INTEGER NOT NULL,
@@ -140,6 +139,11 @@ CREATE TABLE IF NOT EXISTS resource (
 	FOREIGN KEY(run_id) REFERENCES workflow (run_id)
 );
 )sql";
+
+// Parsl's one secondary index. On a database this writer creates it is made when the writer
+// closes (one sort, instead of an index entry per task while the run goes: nobody looks tasks up
+// by hashsum during a run); on an existing database, at once.
+constexpr const char* kHashsumIndex = "CREATE INDEX IF NOT EXISTS ix_task_task_hashsum ON task (task_hashsum);";
 
 // Owned copies of the events (an event's strings live only during the call).
 struct WorkflowRec {
@@ -506,8 +510,22 @@ class MonitoringDb final : public Observer {
     // A 64 MiB page cache keeps the status table's index in memory while rows pour in; 16 KiB
     // pages (new files) and a checkpoint every 10000 pages (160 MiB of WAL) mean fewer, larger
     // writes: together with BulkInsert, 3/4 of the writer's CPU per task of the first version.
-    if (sqlite3_exec(db_, "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA wal_autocheckpoint=10000;", nullptr, nullptr, &err) != SQLITE_OK ||
-        sqlite3_exec(db_, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
+    const auto has_task_table = [&] {
+      sqlite3_stmt* s = nullptr;
+      bool found = false;
+      if (sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='task'", -1, &s, nullptr) ==
+          SQLITE_OK)
+        found = sqlite3_step(s) == SQLITE_ROW;
+      sqlite3_finalize(s);
+      return found;
+    };
+    const auto exec = [&](const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, &err) == SQLITE_OK; };
+    bool ok = exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA wal_autocheckpoint=10000;");
+    if (ok) {
+      index_at_close_ = !has_task_table();
+      ok = exec(kSchema) && (index_at_close_ || exec(kHashsumIndex));
+    }
+    if (!ok) {
       std::string why = err ? err : sqlite3_errmsg(db_);
       sqlite3_free(err);
       throw fail(why);
@@ -567,6 +585,12 @@ class MonitoringDb final : public Observer {
     if (lost_ > 0)
       std::fprintf(stderr, "pervade: monitoring database %s: %zu events were not written (see the error above)\n",
                    path_.c_str(), lost_);
+    if (index_at_close_) {
+      char* err = nullptr;
+      if (sqlite3_exec(db_, kHashsumIndex, nullptr, nullptr, &err) != SQLITE_OK)
+        log(log_level::kError, "close", fmt::format("the index ix_task_task_hashsum was not made: {}", err ? err : "?"));
+      sqlite3_free(err);
+    }
     log(lost_ > 0 ? log_level::kError : log_level::kInfo, "close",
         fmt::format("Database manager closed: {} events written, {} lost", written_, lost_));
   }
@@ -1008,6 +1032,7 @@ class MonitoringDb final : public Observer {
   LogFormatter log_format_;  // writer thread
   detail::Fd log_fd_;
   sqlite3* db_ = nullptr;
+  bool index_at_close_ = false;  // kHashsumIndex: this writer made the tables
   std::unique_ptr<Statements> stmts_;
 
   std::mutex mutex_;

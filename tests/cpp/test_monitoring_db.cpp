@@ -120,6 +120,8 @@ TEST(MonitoringDb, RunWritesParslTablesWithOneRowPerTaskAndTry) {
                     "WHERE task_id=4 ORDER BY timestamp, rowid)"),
             "pending,dep_fail");
   EXPECT_EQ(db.text("PRAGMA journal_mode"), "wal");
+  // Parsl's index, made when the writer closed (it made the tables).
+  EXPECT_EQ(db.count("SELECT count(*) FROM sqlite_master WHERE type='index' AND name='ix_task_task_hashsum'"), 1);
 }
 
 // A task whose rows were committed in an earlier batch is completed by UPDATEs gathered per row:
