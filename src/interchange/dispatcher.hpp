@@ -190,12 +190,13 @@ class Dispatcher {
     PoolList::iterator by_sent;       // its place in by_sent_
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
-  // buffers) and without its priority (its bucket's key), so that a queued task costs the driver
+  // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
   // under 200 bytes (BENCHMARKS.md, "One interchange, many pools"). Followers are never queued.
   struct QueuedTask {
     struct Extras {
       std::vector<protocol::Bytes> inputs;
       std::vector<protocol::SharedBuffer> buffers;
+      protocol::MpiRequest mpi;
     };
     std::uint64_t task_id = 0;
     int kind = protocol::kKindPython;
