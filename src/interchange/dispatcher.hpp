@@ -90,8 +90,9 @@ struct Completed {
 struct PoolEvent {
   // failed: the pool reported that it cannot run tasks (FAILED) and is exiting.
   // working: the pool sent its first results (it runs tasks: its block works).
-  // heartbeat: the pool sent a heartbeat (only with DispatcherConfig::report_places).
-  enum Kind { registered, refused, lost, drained, failed, working, heartbeat } kind;
+  // heartbeat: the pool sent a heartbeat; busy: it got a task while it held none; idle: its
+  // last task came back (these three only with DispatcherConfig::report_places).
+  enum Kind { registered, refused, lost, drained, failed, working, heartbeat, busy, idle } kind;
   std::string identity;
   std::string pool_id;
   std::string block_id;
