@@ -156,7 +156,9 @@ def plot_anywhere(results_path: str, path: str, results: list[dict]) -> None:
         if not PLOT_PYTHON.exists():
             logger.error("no matplotlib: make %s (see this script's docstring) for the plot", PLOT_PYTHON.parent.parent)
             return
-        subprocess.run([str(PLOT_PYTHON), __file__, "--plot-only", results_path, "--plot", path], check=True)
+        # (Its --plot-only prints the table again: the caller has printed it.)
+        subprocess.run([str(PLOT_PYTHON), __file__, "--plot-only", results_path, "--plot", path], check=True,
+                       stdout=subprocess.DEVNULL)
         return
     plot(results, path)
 
