@@ -125,6 +125,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.inputs = std::move(t.inputs);
   out.after = std::move(t.after);
   out.buffers = std::move(t.buffers);
+  out.mpi = std::move(t.mpi);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
   pool.in_flight.emplace(id, now);

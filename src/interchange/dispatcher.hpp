@@ -45,6 +45,7 @@ struct DispatchTask {
   // A follower: waits on the pool of the task named here (its input) instead of in the queue.
   std::vector<protocol::After> after;
   std::vector<protocol::SharedBuffer> buffers;  // out-of-band, sent as frames of their own
+  protocol::MpiRequest mpi;                     // MPI mode (docs/mpi.md): the nodes it needs
 };
 
 struct DispatcherConfig {
