@@ -26,7 +26,7 @@ std::string major_minor(const std::string& v) {
 }  // namespace
 
 // A field added to DispatchTask must be carried through the queue: submit() and pop_queued().
-static_assert(sizeof(DispatchTask) == 160, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
+static_assert(sizeof(DispatchTask) == 208, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
 
 Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
 
@@ -46,8 +46,9 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
   q.kind = task.kind;
   q.fn_hash = std::move(task.fn_hash);
   q.payload = std::move(task.payload);
-  if (!task.inputs.empty() || !task.buffers.empty())
-    q.extras = std::make_unique<QueuedTask::Extras>(QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers)});
+  if (!task.inputs.empty() || !task.buffers.empty() || !task.mpi.empty())
+    q.extras = std::make_unique<QueuedTask::Extras>(
+        QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers), std::move(task.mpi)});
   queued_.emplace(q.task_id, &q);
   now_ = now;
 }
@@ -72,6 +73,7 @@ DispatchTask Dispatcher::pop_queued() {
     if (q.extras) {
       t.inputs = std::move(q.extras->inputs);
       t.buffers = std::move(q.extras->buffers);
+      t.mpi = std::move(q.extras->mpi);
     }
     return t;
   }

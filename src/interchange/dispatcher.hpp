@@ -190,19 +190,20 @@ class Dispatcher {
     PoolList::iterator by_sent;       // its place in by_sent_
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
-  // buffers) and without its priority (its bucket's key), so that a queued task costs the driver
+  // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
   // under 200 bytes (BENCHMARKS.md, "One interchange, many pools"). Followers are never queued.
   struct QueuedTask {
     struct Extras {
       std::vector<protocol::Bytes> inputs;
       std::vector<protocol::SharedBuffer> buffers;
+      protocol::MpiRequest mpi;
     };
     std::uint64_t task_id = 0;
     int kind = protocol::kKindPython;
     bool cancelled = false;  // left in its bucket (emptied) until it reaches the front
     protocol::Bytes fn_hash;
     protocol::Bytes payload;
-    std::unique_ptr<Extras> extras;  // null when it has neither
+    std::unique_ptr<Extras> extras;  // null when it has none of them
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
