@@ -204,7 +204,7 @@ class Dispatcher {
     bool cancelled = false;  // left in its bucket (emptied) until it reaches the front
     protocol::Bytes fn_hash;
     protocol::Bytes payload;
-    std::unique_ptr<Extras> extras;  // null when it has neither
+    std::unique_ptr<Extras> extras;  // null when it has none of them
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
