@@ -568,6 +568,10 @@ class MPIExecutor(HighThroughputExecutor):
 
     >>> MPIExecutor(max_workers_per_block=4, mpi_launcher="srun",
     ...             provider=SlurmProvider(nodes_per_block=8, launcher=SimpleLauncher()))
+
+    Parameters: `label` ("MPIExecutor"), `provider` (its launcher must be a SimpleLauncher),
+    `max_workers_per_block` (1: tasks running at once per block), `mpi_launcher` ("mpiexec"), and
+    the HighThroughputExecutor's others except those that size workers on a node.
     """
 
     def __init__(self, label: str = "MPIExecutor", provider=None, launch_cmd: str | None = None,
