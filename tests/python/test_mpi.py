@@ -163,3 +163,19 @@ def test_a_launcher_missing_on_the_block_fails_the_executor_with_the_reason(tmp_
     with parsl.load(mpi_config(tmp_path, pbs_nodes, launcher="aprun")):  # no aprun on this machine
         with pytest.raises(Exception, match=r"'aprun' \(mpi_launcher\) is not on the PATH"):
             parsl_variables(parsl_resource_specification={"num_nodes": 1}).result(timeout=T)
+
+
+def test_an_explicit_host_list_names_the_nodes_and_their_cores(tmp_path):
+    with pytest.raises(parsl.errors.ConfigurationError, match="mpi_hosts"):
+        HighThroughputExecutor(mpi_hosts=["a"])
+    for bad in ("a,b", [], ["a:2", "b"], ["a:0"], ["a b"]):
+        with pytest.raises(parsl.errors.ConfigurationError, match="mpi_hosts"):
+            MPIExecutor(mpi_hosts=bad)
+    config = parsl.Config(executors=[MPIExecutor(label="mpi", max_workers_per_block=2, mpi_hosts=["h1:2", "h2:2"])],
+                          run_dir=str(tmp_path / "runinfo"))
+    with parsl.load(config):
+        env = parsl_variables(parsl_resource_specification={"num_nodes": 2, "ranks_per_node": 2}).result(timeout=T)
+        assert env["PARSL_MPI_NODELIST"] == "h1,h2"
+        with pytest.raises(InvalidResourceSpecification) as e:  # the list says 2 cores per host
+            parsl_variables(parsl_resource_specification={"ranks_per_node": 3}).result(timeout=T)
+        assert e.value.invalid_keys == {"ranks_per_node"}
