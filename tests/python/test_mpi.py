@@ -3,6 +3,7 @@ keys, and the variables each task sees, with pools whose block's nodes come from
 (as Parsl's own tests do). Real MPI programs on the Slurm test cluster: test_mpi_cluster.py."""
 
 import pytest
+from conftest import pid_alive, wait_until
 
 import pervade as parsl
 from pervade import HighThroughputExecutor, LocalProvider, MPIExecutor, SimpleLauncher, bash_app, python_app
@@ -140,7 +141,6 @@ def test_running_tasks_never_share_nodes_and_bad_requests_fail_naming_the_key(tm
     with parsl.load(mpi_config(tmp_path, pbs_nodes)):
         a = hold_nodes(str(gate), parsl_resource_specification={"num_nodes": 2})
         b = hold_nodes(str(gate), parsl_resource_specification={"num_nodes": 2})
-        from conftest import wait_until
         assert wait_until(lambda: len(list(gate.iterdir())) == 2, T)
         (gate / "go").touch()
         nodes_a, nodes_b = a.result(timeout=T), b.result(timeout=T)
@@ -157,6 +157,24 @@ def test_running_tasks_never_share_nodes_and_bad_requests_fail_naming_the_key(tm
         with pytest.raises(InvalidResourceSpecification, match="not in MPI mode") as e:
             parsl_variables(parsl_resource_specification={"num_nodes": 1}).result(timeout=T)
         assert e.value.invalid_keys == {"num_nodes"}
+
+
+@bash_app
+def launched(pidfile, parsl_resource_specification=None):
+    # Stands for an MPI launcher and its ranks: the shell's and a child's pids, written once both exist.
+    return f"sleep 600 & echo $$ $! > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; wait"
+
+
+def test_a_cancelled_mpi_task_is_stopped_with_its_processes_and_its_nodes_are_free_again(tmp_path, pbs_nodes):
+    pidfile = tmp_path / "pids"
+    with parsl.load(mpi_config(tmp_path, pbs_nodes, workers=1)):
+        fut = launched(str(pidfile), parsl_resource_specification={"num_nodes": 4})
+        assert wait_until(pidfile.exists, T)
+        pids = [int(p) for p in pidfile.read_text().split()]
+        assert fut.cancel() is True
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "the task's processes survived"
+        env = parsl_variables(parsl_resource_specification={"num_nodes": 4}).result(timeout=T)
+        assert env["PARSL_MPI_NODELIST"] == "node1,node2,node3,node4"
 
 
 def test_a_launcher_missing_on_the_block_fails_the_executor_with_the_reason(tmp_path, pbs_nodes):

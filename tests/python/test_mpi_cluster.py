@@ -83,20 +83,39 @@ def mpi_block(slurm, programs, tmp_path):
         (pool_pids(slurm), mpi_pids(slurm, programs))
 
 
-def mpi_pids(cluster, programs) -> list:
-    """Ranks and MPI launcher processes left on the cluster's nodes."""
-    marks = (str(programs).encode(), b"hydra_pmi_proxy", b"mpiexec")
-    left = []
+def pids_running(cluster, *marks) -> list:
+    """Processes on the cluster's nodes whose command line holds one of `marks`."""
+    found = []
     for node in cluster.nodes:
         for pid in node.pids():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
+                    cmdline = f.read().replace(b"\0", b" ")
             except OSError:
                 continue
-            if any(m in cmdline for m in marks):
-                left.append(pid)
-    return left
+            if any(m.encode() in cmdline for m in marks):
+                found.append(pid)
+    return found
+
+
+def sleeping(cluster, seconds: str) -> list:
+    """(node, pid) of the `sleep <seconds>` processes (ranks) on the cluster's nodes."""
+    found = []
+    for node in cluster.nodes:
+        for pid in node.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"sleep") and argv[1:2] == [seconds.encode()]:
+                found.append((node.name, pid))
+    return found
+
+
+def mpi_pids(cluster, programs) -> list:
+    """Ranks and MPI launcher processes left on the cluster's nodes."""
+    return pids_running(cluster, str(programs), "hydra_pmi_proxy", "mpiexec")
 
 
 @parsl.bash_app(executors=["mpi"])
@@ -177,3 +196,11 @@ def test_two_mpi_tasks_run_side_by_side_on_disjoint_nodes_among_single_core_task
     with pytest.raises(InvalidResourceSpecification) as e:
         run_mpi("true", parsl_resource_specification={"num_nodes": 1, "ranks_per_node": 3}).result(timeout=T)
     assert e.value.invalid_keys == {"ranks_per_node"}
+    # Cancelled while its ranks run: they stop on every node (the pool kills the launcher, srun
+    # ends the step), and the nodes are free again.
+    seconds = str(hash(str(tmp_path)) % 1000 + 1000)  # marks this test's ranks
+    running = run_mpi(f"$PARSL_MPI_PREFIX sleep {seconds}", parsl_resource_specification={**spec, "num_nodes": 3})
+    assert wait_until(lambda: len(sleeping(slurm, seconds)) == 6, T), sleeping(slurm, seconds)
+    assert running.cancel() is True
+    assert wait_until(lambda: not pids_running(slurm, f"sleep {seconds}"), T), pids_running(slurm, f"sleep {seconds}")
+    assert run_mpi("true", parsl_resource_specification={**spec, "num_nodes": 3}).result(timeout=T) == 0
