@@ -121,6 +121,9 @@ class HighThroughputExecutor : public Executor {
   void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override;
   void shutdown() override;
   bool accepts_followers() const override;
+  // Only the pool knows when a try starts: it times shell commands itself (run_shell), and the
+  // Python worker times a function called with walltime= (as Parsl's timeout wrapper does).
+  WalltimeClock walltime_clock() const override { return WalltimeClock::where_it_runs; }
 
   // Valid after start().
   std::string url() const;

@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -33,6 +34,7 @@
 
 #include "bindings.hpp"
 #include "executors/htex/strategy.hpp"
+#include "observe/log_observer.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
@@ -268,6 +270,8 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
+  } catch (const UnknownExecutor& u) {
+    return nb::module_::import_("builtins").attr("ValueError")(u.what());
   } catch (const std::exception& x) {
     return errors_module().attr("ParslError")(x.what());
   } catch (...) {
@@ -661,6 +665,15 @@ class CompletionThread {
   }) {}
   ~CompletionThread() { stop(); }
 
+  // Before any task: the engine's records that this log hands to Python handlers reach them
+  // before the futures they describe complete (a failed task's ERROR record, and with
+  // every_batch each batch's records: the engine's loggers were enabled below WARNING). Without
+  // a failure in a batch this costs one look at each item and no flush.
+  void deliver_logs_first(std::shared_ptr<LogObserver> log, bool every_batch) {
+    log_ = std::move(log);
+    log_every_batch_ = every_batch;
+  }
+
   void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {
     push(Item{std::move(task), std::move(record), false, StopReason::walltime});
   }
@@ -744,6 +757,10 @@ class CompletionThread {
         batch.swap(queue_);
       }
       const std::size_t count = batch.size();
+      if (log_ && (log_every_batch_ || std::any_of(batch.begin(), batch.end(), [](const Item& i) {
+                     return i.record && i.record->error();
+                   })))
+        log_->flush();  // without the GIL: the log's writer takes it to hand the records over
       hold_gil();
       for (auto& item : batch) {
         if (item.interrupt)
@@ -780,6 +797,8 @@ class CompletionThread {
   std::uint64_t delivered_ = 0;
   std::optional<std::uint64_t> delivery_target_;  // of the wait_delivered in progress, across its slices
   std::atomic<std::uint64_t> backlog_{0};  // pushed_ - delivered_, read without the lock
+  std::shared_ptr<LogObserver> log_;        // deliver_logs_first; set before the thread sees a task
+  bool log_every_batch_ = false;
   bool sleeping_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -942,8 +961,11 @@ class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
          nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers,
-         nb::dict tasks, bool garbage_collect, std::string run_id, std::string run_dir)
+         nb::dict tasks, bool garbage_collect, std::string run_id, std::string run_dir,
+         bindings::ObserverHandle* log_barrier, bool log_every_batch)
       : tasks_(std::move(tasks)), garbage_collect_(garbage_collect) {
+    if (log_barrier)
+      completions_.deliver_logs_first(std::dynamic_pointer_cast<LogObserver>(log_barrier->ptr), log_every_batch);
     Config cfg;
     for (auto* o : observers) cfg.observers.push_back(o->ptr);
     cfg.run_id = std::move(run_id);
@@ -1413,10 +1435,12 @@ NB_MODULE(_native, m) {
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
-                    std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string>(),
+                    std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string,
+                    bindings::ObserverHandle*, bool>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
            nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
-           nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "")
+           nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "",
+           nb::arg("log_barrier").none() = nb::none(), nb::arg("log_every_batch") = false)
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),

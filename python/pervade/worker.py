@@ -32,6 +32,7 @@ import sys
 import msgpack
 
 from . import parsl_imports
+from .app.python import timeout
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
@@ -341,7 +342,14 @@ class Worker:
                 fn = self._function(fn_hash, fn_bytes)
             # The dependencies' values (inputs) go where the payload refers to them, at any depth.
             args, kwargs = load_call(payload, inputs, buffers) if inputs or buffers else _loads(payload)
-            result = fn(*args, **kwargs) if kwargs else fn(*args)
+            if not kwargs:
+                result = fn(*args)
+            elif kwargs.get("walltime"):
+                # Counted from here, where the task starts, as Parsl's timeout wrapper does: the
+                # executor leaves walltime to the pool (a task queued there has not started).
+                result = timeout(fn, kwargs["walltime"])(*args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
                 raise

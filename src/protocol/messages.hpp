@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -217,6 +218,9 @@ struct ShellPayload {
   bool stderr_append = true;
   double walltime = 0;
 };
+// A shell command that ran past its walltime comes back with kStatusException and this text,
+// followed by the walltime ("exceeded its walltime of 2 s").
+inline constexpr std::string_view kShellWalltimeExceeded = "exceeded its walltime of ";
 Bytes encode_shell_payload(const ShellPayload& p);
 std::optional<ShellPayload> decode_shell_payload(const char* data, std::size_t size);
 Bytes encode_exit_code(int code);

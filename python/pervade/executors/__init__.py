@@ -33,6 +33,20 @@ class ParslExecutor:
         """The kernel shuts its executors down in cleanup(); nothing to do by hand."""
 
 
+def _monitoring_radio(executor: str, radio, default=None):
+    """An executor's `remote_monitoring_radio`: a radio configuration (Parsl's or a subclass), kept
+    for the user to read back; pervade's monitoring travels its own way whatever the radio
+    (pervade.monitoring.radios)."""
+    from ..monitoring.radios import RadioConfig
+
+    if radio is None:
+        return default
+    if not isinstance(radio, RadioConfig):
+        raise ConfigurationError(f"{executor} remote_monitoring_radio must be a RadioConfig "
+                                 f"(pervade.monitoring.radios) or None, got {radio!r}")
+    return radio
+
+
 class ThreadPoolExecutor(ParslExecutor):
     """Runs apps on threads of this process.
 
@@ -69,7 +83,7 @@ class ThreadPoolExecutor(ParslExecutor):
         self.thread_name_prefix = thread_name_prefix or f"ThreadPoolExecutor-{label}"
         self.storage_access = storage_access
         self.working_dir = working_dir
-        self.remote_monitoring_radio = remote_monitoring_radio
+        self.remote_monitoring_radio = _monitoring_radio("ThreadPoolExecutor", remote_monitoring_radio)
 
     def _native_executor(self):
         return _native.thread_pool_executor(self.max_threads, self.label, self.shutdown_grace)
@@ -200,7 +214,12 @@ def _engine_block_errors(executor):
     return handle
 
 
-class HighThroughputExecutor(ParslExecutor):
+class BlockProviderExecutor(ParslExecutor):
+    """Parsl's base class of the executors whose workers come in blocks from a provider (in
+    pervade: the HighThroughputExecutor); `isinstance` checks on it hold."""
+
+
+class HighThroughputExecutor(BlockProviderExecutor):
     """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
 
     >>> HighThroughputExecutor(label="htex", max_workers_per_node=4,
@@ -247,6 +266,7 @@ class HighThroughputExecutor(ParslExecutor):
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
                  enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None):
+        from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -342,7 +362,7 @@ class HighThroughputExecutor(ParslExecutor):
         self.address_probe_timeout = address_probe_timeout
         self.worker_logdir_root = worker_logdir_root
         self.manager_selector = manager_selector
-        self.remote_monitoring_radio = remote_monitoring_radio
+        self.remote_monitoring_radio = _monitoring_radio("HighThroughputExecutor", remote_monitoring_radio, HTEXRadio())
         self._native = None
 
     def _native_executor(self):
