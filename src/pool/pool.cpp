@@ -111,6 +111,10 @@ constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
 // A worker whose socket reached EOF is normally exiting; it is given this long to do so (and
 // be reported with its own exit status) before the pool kills it.
 constexpr auto kEofGrace = std::chrono::seconds(1);
+// A killed worker's bash command gets SIGTERM, then SIGKILL this much later: launchers such as
+// srun and mpiexec stop their ranks on other nodes only when they are asked to (SIGKILL would
+// leave them running there).
+constexpr auto kCommandStopGrace = std::chrono::seconds(3);
 // A closed connection to the interchange (its process died) ends the pool after this long
 // without a reconnection (or the heartbeat threshold, if shorter).
 constexpr auto kDisconnectGrace = std::chrono::seconds(5);
@@ -946,6 +950,7 @@ class Pool {
       next = std::min(next, next_sample_);
       for (const Worker& w : workers_)
         if (w.kill_at && !w.dying) next = std::min(next, *w.kill_at);
+      for (const auto& g : stopping_commands_) next = std::min(next, g.second);
       items.clear();
       item_worker.clear();
       items.push_back(
@@ -999,6 +1004,7 @@ class Pool {
       for (Worker& w : workers_)
         if (w.kill_at && !w.dying && w.pid > 0 && *w.kill_at <= after)
           kill_worker(w, "it closed its connection to the pool but did not exit");
+      kill_stopped_commands(after);
       if (after - last_recv_ >= seconds(threshold_)) {
         log_warn("interchange gone: no message from it for {} s; exiting", threshold_);
         return kExitOk;
@@ -1299,6 +1305,38 @@ class Pool {
     }
   }
 
+  // A bash app's command runs in a process group of its own (run_shell starts it in a new
+  // session), which killing its worker's group does not reach; left running, a cancelled MPI
+  // task's launcher and ranks would go on using nodes that the next task is given. Those of the
+  // worker's children that lead a group get SIGTERM now and SIGKILL after kCommandStopGrace
+  // (kill_stopped_commands; a group id is not reused within seconds).
+  void stop_commands_of(pid_t worker) {
+    for (pid_t child : children_of(worker)) {
+      if (::getpgid(child) != child) continue;
+      ::kill(-child, SIGTERM);
+      stopping_commands_.emplace_back(child, Clock::now() + kCommandStopGrace);
+    }
+  }
+
+  void kill_stopped_commands(Clock::time_point now) {
+    std::erase_if(stopping_commands_, [&](const std::pair<pid_t, Clock::time_point>& g) {
+      if (g.second > now) return false;
+      ::kill(-g.first, SIGKILL);
+      return true;
+    });
+  }
+
+  // The direct children of `pid` (its threads' /proc children lists).
+  static std::vector<pid_t> children_of(pid_t pid) {
+    std::vector<pid_t> out;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+      std::ifstream in(task.path() / "children");
+      for (pid_t child; in >> child;) out.push_back(child);
+    }
+    return out;
+  }
+
   // MPI mode without its launcher on PATH could run no MPI task: the interchange is told (FAILED)
   // so that the executor fails with the reason instead of its tasks failing one by one.
   int check_mpi_launcher() {
@@ -1433,13 +1471,15 @@ class Pool {
     return set;
   }
 
-  // Kills the worker's process group; it is reaped (and its task answered) on SIGCHLD.
+  // Kills the worker's process group; it is reaped (and its task answered) on SIGCHLD. Its bash
+  // command is stopped too (stop_commands_of).
   void kill_worker(Worker& w, std::string reason) {
     if (w.dying || w.pid <= 0) return;
     w.dying = true;
     core_.worker_unavailable(w.rank);
     w.kill_reason = std::move(reason);
     if (!stopping_) log_warn("worker {} (pid {}): {}; killing it", w.rank, w.pid, w.kill_reason);
+    stop_commands_of(w.pid);
     ::kill(-w.pid, SIGKILL);
     ::kill(w.pid, SIGKILL);
     w.fd.reset();
@@ -1744,9 +1784,13 @@ class Pool {
       any = true;
       if (w.fd.valid() && core_.is_ready(w.rank) && !w.dying && w.out.empty())
         send_to_worker(w, proto::ToWorker{proto::WorkerExit{}});
+      if (!has_exited(w.pid)) stop_commands_of(w.pid);
       ::kill(-w.pid, SIGTERM);
     }
-    if (!any) return;
+    if (!any) {
+      kill_stopped_commands(Clock::time_point::max());
+      return;
+    }
     const auto deadline = Clock::now() + kKillGrace;
     for (;;) {
       bool all_exited = true;
@@ -1771,6 +1815,7 @@ class Pool {
       w.pid = -1;
       w.fd.reset();
     }
+    kill_stopped_commands(Clock::time_point::max());
   }
 
   PoolOptions o_;
@@ -1778,6 +1823,7 @@ class Pool {
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
   std::optional<MpiBlock> mpi_block_;          // MPI mode: the block's nodes, until PoolCore takes them
+  std::vector<std::pair<pid_t, Clock::time_point>> stopping_commands_;  // bash commands' groups, SIGKILL then
   NodeCapacity node_capacity_;
   std::string hostname_;
   std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too

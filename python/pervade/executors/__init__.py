@@ -173,6 +173,22 @@ def _check_mpi_mode(provider, mpi_launcher) -> None:
         raise ValueError(f"mpi_launcher set to:{mpi_launcher} must be set to one of {VALID_LAUNCHERS}")
 
 
+_MPI_HOST = re.compile(r"^[^,:\s]+(:[1-9]\d{0,8})?$")
+
+
+def _check_mpi_hosts(hosts, mpi_mode: bool):
+    """mpi_hosts: None, or a list of "host" or "host:cores" (cores for all or none), MPI mode only."""
+    if hosts is None:
+        return None
+    if not mpi_mode:
+        raise ConfigurationError("mpi_hosts is for MPI mode (MPIExecutor, or enable_mpi_mode=True)")
+    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)) or not hosts or not all(
+            isinstance(h, str) and _MPI_HOST.match(h) for h in hosts) or len({":" in h for h in hosts}) > 1:
+        raise ConfigurationError(f"mpi_hosts must be a non-empty list of 'host' or 'host:cores' (cores for all "
+                                 f"hosts or none), got {hosts!r}")
+    return list(hosts)
+
+
 def _block_statuses(tuples) -> dict:
     """Block id -> JobStatus from the engine's (block id, job id, state, message, exit code, log)."""
     from ..providers import JobStatus
@@ -249,7 +265,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
-                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec"):
+                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -306,6 +322,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
             raise ConfigurationError(f"enable_mpi_mode must be True or False, got {enable_mpi_mode!r}")
         if enable_mpi_mode:
             _check_mpi_mode(provider, mpi_launcher)
+        self.mpi_hosts = _check_mpi_hosts(mpi_hosts, enable_mpi_mode)
         self.enable_mpi_mode = enable_mpi_mode
         self.mpi_launcher = mpi_launcher
         self.label = label
@@ -448,6 +465,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
             args += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        if self.mpi_hosts:  # MPI mode's block nodes, instead of the scheduler's (docs/mpi.md)
+            args += ["--mpi-hosts", ",".join(self.mpi_hosts)]
         if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
             args += ["--log-level", "debug"]
         return args
@@ -588,6 +607,12 @@ class MPIExecutor(HighThroughputExecutor):
 
     >>> MPIExecutor(max_workers_per_block=4, mpi_launcher="srun",
     ...             provider=SlurmProvider(nodes_per_block=8, launcher=SimpleLauncher()))
+
+    Parameters: `label` ("MPIExecutor"), `provider` (its launcher must be a SimpleLauncher),
+    `max_workers_per_block` (1: tasks running at once per block), `mpi_launcher` ("mpiexec"),
+    `mpi_hosts` (None: the block's nodes come from Slurm or PBS; or a list of "host" or
+    "host:cores", the nodes of every block), and the HighThroughputExecutor's others except those
+    that size workers on a node.
     """
 
     def __init__(self, label: str = "MPIExecutor", provider=None, launch_cmd: str | None = None,
@@ -599,7 +624,8 @@ class MPIExecutor(HighThroughputExecutor):
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, mpi_launcher: str = "mpiexec", block_error_handler=True,
                  encrypted: bool = True, remote_monitoring_radio=None, python: str | None = None,
-                 short_task_prefetch: int = 16, follow_dependencies: bool = True, same_host_ipc: bool = True):
+                 short_task_prefetch: int = 16, follow_dependencies: bool = True, same_host_ipc: bool = True,
+                 mpi_hosts=None):
         from ..providers import LocalProvider
 
         provider = provider if provider is not None else LocalProvider(launcher=_simple_launcher())
@@ -615,7 +641,7 @@ class MPIExecutor(HighThroughputExecutor):
             worker_logdir_root=worker_logdir_root, block_error_handler=block_error_handler, encrypted=encrypted,
             remote_monitoring_radio=remote_monitoring_radio, python=python, short_task_prefetch=short_task_prefetch,
             follow_dependencies=follow_dependencies, same_host_ipc=same_host_ipc, enable_mpi_mode=True,
-            mpi_launcher=mpi_launcher)
+            mpi_launcher=mpi_launcher, mpi_hosts=mpi_hosts)
         self.max_workers_per_block = max_workers_per_block
 
 
