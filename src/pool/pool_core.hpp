@@ -53,6 +53,9 @@ struct PoolCoreConfig {
   std::vector<NodeCapacity> nodes;
   std::vector<int> slot_node;
   bool pin_task_cpus = false;  // --cpu-affinity: a task that asked for cores runs on its own CPUs
+  // When the pool stops running tasks (its block's walltime less the grace): a task declaring a
+  // running_time that would end later is not started. max(): the block has no known end.
+  TimePoint stop_tasks_at = TimePoint::max();
 };
 
 // A task for the shell to write to worker `rank`. `starts`: the worker has nothing else, so it
@@ -164,6 +167,8 @@ class PoolCore {
   void update_idle(Slot& s);
   void place_resource_tasks(TimePoint now);
   int find_node(const ResourceRequest& r) const;
+  bool too_late(const protocol::Task& t, TimePoint now);
+  std::optional<protocol::Task> next_startable(TimePoint now);
   void release_grant(Slot& s);
   std::string largest_node() const;
   std::size_t fill_to(const Slot& s) const;

@@ -10,15 +10,30 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 8;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+constexpr int kProtocolVersion = 9;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
                                      // 5: FAILED; 6: out-of-band buffers of results;
                                      // 7: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
                                      // 8: a task's resources (TASKS), its CPUs and accelerators (TASK)
+                                     // 9: a pool's capacity and block end in REGISTER, running_time in TASKS
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
 
 // ---------------------------------------------------------------- pool -> interchange
+// parsl_resource_specification's cores, memory (MB), gpus and running_time (seconds)
+// (docs/htex.md, "Resources"); all zero: an ordinary task, which needs a worker only. A pool's
+// capacity (REGISTER) uses the first three: what its largest node offers such tasks.
+struct Resources {
+  int cores = 0;
+  std::uint64_t memory_mb = 0;
+  int gpus = 0;
+  double running_time = 0;  // > 0: the task declares it ends within this many seconds
+  // Whether it asks a node for cores, memory or gpus (running_time alone does not).
+  bool wants_node() const { return cores != 0 || memory_mb != 0 || gpus != 0; }
+  bool empty() const { return !wants_node() && running_time == 0; }
+  bool operator==(const Resources&) const = default;
+};
+
 struct Register {
   int protocol_version = kProtocolVersion;
   std::string pervade_version;
@@ -30,6 +45,9 @@ struct Register {
   int prefetch = 0;
   int cpu_count = 0;               // the node's CPUs (for the monitoring node table)
   std::uint64_t total_memory = 0;  // the node's memory, bytes
+  Resources capacity;              // what tasks asking for resources may use on its largest node
+  double walltime = 0;             // seconds its block runs in all (0: no end known)
+  double ends_in = 0;              // seconds until its block ends, when it registers (0: no end known)
 };
 struct Heartbeat {};
 struct TaskResult {
@@ -87,15 +105,6 @@ struct After {
   std::uint32_t input = 0;
   std::uint64_t task_id = 0;
   bool operator==(const After&) const = default;
-};
-// parsl_resource_specification's cores, memory (MB) and gpus (docs/htex.md, "Resources"); all
-// zero: an ordinary task, which needs a worker only.
-struct Resources {
-  int cores = 0;
-  std::uint64_t memory_mb = 0;
-  int gpus = 0;
-  bool empty() const { return cores == 0 && memory_mb == 0 && gpus == 0; }
-  bool operator==(const Resources&) const = default;
 };
 struct Task {
   std::uint64_t task_id = 0;
