@@ -2,6 +2,7 @@
 // Tasks that run in other processes (HighThroughputExecutor pools): what a body hands over to
 // be sent, and what comes back. Payloads produced by Python stay opaque bytes here.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +31,12 @@ struct RemoteTask {
   std::string payload;
   std::vector<std::string> inputs;  // serialized values of the dependencies
   int priority = 0;
+  // parsl_resource_specification's cores, memory (MB), gpus and running_time (seconds); all
+  // zero: a task that needs a worker only (docs/htex.md, "Resources").
+  int cores = 0;
+  std::uint64_t memory_mb = 0;
+  int gpus = 0;
+  double running_time = 0;
   // Big arguments pickled out of band (pickle protocol 5 buffers), in the payload's order:
   // they travel as separate frames, never copied into a message (shared by the task's tries).
   std::vector<SharedBuffer> buffers;
@@ -66,6 +73,18 @@ class RemoteTaskError : public Error {
 class WorkerLost : public Error {
  public:
   using Error::Error;
+};
+
+// No pool of the executor can ever hold what the task asks for (its cores, memory, gpus or
+// running_time): `keys` are those beyond the largest pool. Python: InvalidResourceSpecification.
+class ResourcesUnavailable : public Error {
+ public:
+  ResourcesUnavailable(std::vector<std::string> keys, std::string message)
+      : Error(std::move(message)), keys_(std::move(keys)) {}
+  const std::vector<std::string>& keys() const { return keys_; }
+
+ private:
+  std::vector<std::string> keys_;
 };
 
 // The pool holding the task stopped answering (heartbeat threshold) or went away.

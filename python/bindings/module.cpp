@@ -244,6 +244,10 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("WorkerLost")(nb::none(), nb::none(), w.what());
   } catch (const ManagerLost& m) {
     return errors_module().attr("ManagerLost")(nb::none(), nb::none(), m.what());
+  } catch (const ResourcesUnavailable& r) {
+    nb::set keys;
+    for (const auto& k : r.keys()) keys.add(nb::str(k.c_str()));
+    return errors_module().attr("InvalidResourceSpecification")(keys, r.what());
   } catch (const ExecutorFailed& f) {
     return errors_module().attr("BadStateException")(f.label(), f.reason());
   } catch (const DependencyError& d) {
@@ -433,6 +437,17 @@ std::vector<SharedBuffer> copy_buffers(nb::handle buffers) {
   return out;
 }
 
+// parsl_resource_specification's (cores, memory, gpus, running_time), checked by
+// pervade.serialize; None: the task asks for none of them.
+void set_resources(RemoteTask& t, nb::handle spec) {
+  if (spec.is_none()) return;
+  auto r = nb::borrow<nb::tuple>(spec);
+  t.cores = nb::cast<int>(r[0]);
+  t.memory_mb = nb::cast<std::uint64_t>(r[1]);
+  t.gpus = nb::cast<int>(r[2]);
+  t.running_time = nb::cast<double>(r[3]);
+}
+
 // A Python app call: the callable, its arguments, and the future to complete.
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
@@ -445,8 +460,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
       nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
                 payload = nb::cast<nb::bytes>(parts[2]);
       encoded_ = RemoteTask{0, std::string(hash.c_str(), hash.size()), std::string(fn.c_str(), fn.size()),
-                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3]),
-                            copy_buffers(parts[4])};
+                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3])};
+      encoded_->buffers = copy_buffers(parts[4]);
+      set_resources(*encoded_, parts[5]);
     }
   }
 
@@ -608,6 +624,7 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
       out->payload.assign(payload.c_str(), payload.size());
       out->priority = nb::cast<int>(parts[3]);
       out->buffers = copy_buffers(parts[4]);
+      set_resources(*out, parts[5]);
     }
     out->inputs = std::move(inputs);
     return true;

@@ -81,8 +81,14 @@ void PoolCore::accept(proto::Tasks& tasks) {
         continue;
       }
       if (std::none_of(nodes_.begin(), nodes_.end(), [&](const NodeLedger& n) { return n.could_hold(t.resources); })) {
-        refuse(t.task_id, fmt::format("the task asks for {}, more than any node of pool {} has (the largest: {})",
-                                      describe(t.resources), config_.pool_id, largest_node()));
+        const ResourceRequest largest = largest_node();
+        report(t.task_id, proto::kStatusUnsatisfiable,
+               proto::unsatisfiable_payload(
+                   t.resources, largest,
+                   fmt::format("the task asks for {}, more than any node of pool {} has (the largest: {})",
+                               describe(t.resources), config_.pool_id,
+                               nodes_.empty() ? "no node: the pool was started without resources" : describe(largest))),
+               false);
         continue;
       }
     }
@@ -507,12 +513,11 @@ void PoolCore::release_grant(Slot& s) {
   s.grant.reset();
 }
 
-std::string PoolCore::largest_node() const {
-  if (nodes_.empty()) return "no node: the pool was started without resources";
+ResourceRequest PoolCore::largest_node() const {
   auto most = std::max_element(nodes_.begin(), nodes_.end(), [](const NodeLedger& a, const NodeLedger& b) {
     return a.total().cores < b.total().cores;
   });
-  return describe(most->total());
+  return most == nodes_.end() ? ResourceRequest{} : most->total();
 }
 
 }  // namespace pervade::pool

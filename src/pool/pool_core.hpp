@@ -170,7 +170,7 @@ class PoolCore {
   bool too_late(const protocol::Task& t, TimePoint now);
   std::optional<protocol::Task> next_startable(TimePoint now);
   void release_grant(Slot& s);
-  std::string largest_node() const;
+  ResourceRequest largest_node() const;  // what the biggest node offers (nothing without nodes)
   std::size_t fill_to(const Slot& s) const;
   void refuse(std::uint64_t task_id, std::string why);
   // Every result leaves through here: the followers held for that task get its value (or, if

@@ -547,6 +547,20 @@ InterchangeMessage decode_interchange_frame(const char* data, std::size_t size) 
 
 }  // namespace
 
+Bytes unsatisfiable_payload(const Resources& request, const Resources& largest, const std::string& text) {
+  std::string keys;
+  auto add = [&](bool beyond, const char* key) {
+    if (!beyond) return;
+    if (!keys.empty()) keys += ',';
+    keys += key;
+  };
+  add(request.cores > largest.cores, "cores");
+  add(request.memory_mb > largest.memory_mb, "memory");
+  add(request.gpus > largest.gpus, "gpus");
+  add(largest.running_time > 0 && request.running_time > largest.running_time, "running_time");
+  return keys + '\n' + text;
+}
+
 // ================================================================================ encoders
 Bytes encode(const PoolMessage& m) {
   StringStream s;

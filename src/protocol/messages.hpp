@@ -46,8 +46,10 @@ struct Register {
   int cpu_count = 0;               // the node's CPUs (for the monitoring node table)
   std::uint64_t total_memory = 0;  // the node's memory, bytes
   Resources capacity;              // what tasks asking for resources may use on its largest node
-  double walltime = 0;             // seconds its block runs in all (0: no end known)
-  double ends_in = 0;              // seconds until its block ends, when it registers (0: no end known)
+  // Walltime-aware blocks: seconds the pool runs tasks in all (its block's walltime less the
+  // grace), and from now; 0: no end known.
+  double walltime = 0;
+  double ends_in = 0;
 };
 struct Heartbeat {};
 struct TaskResult {
@@ -165,6 +167,7 @@ constexpr int kStatusException = 1;
 constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
+constexpr int kStatusUnsatisfiable = 5;  // no pool can ever hold what it asks for: unsatisfiable_payload()
 
 using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Failed, Usage>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
@@ -199,6 +202,11 @@ std::optional<InterchangeMessage> decode_interchange_message(const char* data, s
                                                              std::string* error = nullptr);
 std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error = nullptr);
 std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size, std::string* error = nullptr);
+
+// Status 5's payload: the resource-spec keys of `request` that exceed `largest` (the biggest
+// capacity on offer; its running_time is the longest time a block runs, 0: no end),
+// comma-separated, then a newline and `text` (docs/protocol.md).
+Bytes unsatisfiable_payload(const Resources& request, const Resources& largest, const std::string& text);
 
 // Shell task payloads (kind 1).
 struct ShellPayload {

@@ -218,7 +218,8 @@ class HighThroughputExecutor(ParslExecutor):
                  loopback_address: str = "127.0.0.1", interchange_port_range: tuple = (55000, 56000),
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
                  poll_period: int = 10, address_probe_timeout: int | None = None,
-                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None):
+                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
+                 walltime_grace: float = 30):
         from ..providers import LocalProvider
 
         if not isinstance(label, str) or not label:
@@ -257,6 +258,9 @@ class HighThroughputExecutor(ParslExecutor):
         for name, value in (("heartbeat_period", heartbeat_period), ("heartbeat_threshold", heartbeat_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        if isinstance(walltime_grace, bool) or not isinstance(walltime_grace, (int, float)) or \
+                not 0 <= walltime_grace < math.inf:
+            raise ConfigurationError(f"walltime_grace must be a finite number of seconds >= 0, got {walltime_grace!r}")
         if worker_port is not None:
             _check_int("worker_port", worker_port, 1, 65535)
         if not isinstance(worker_port_range, (list, tuple)) or len(worker_port_range) != 2:
@@ -292,6 +296,8 @@ class HighThroughputExecutor(ParslExecutor):
         self._executor_exception = None  # set by set_bad_state_and_fail_all
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
+        # Before its block's walltime ends a pool SIGTERMs its tasks and is drained (docs/htex.md).
+        self.walltime_grace = walltime_grace
         # Parsl's options for its Python interchange and process layout: accepted and stored so
         # that Parsl configs load, without effect here (docs/python.md); storage_access and
         # working_dir are staging's (docs/staging.md).
@@ -341,8 +347,10 @@ class HighThroughputExecutor(ParslExecutor):
         return self._native
 
     def validate_resource_spec(self, resource_specification: dict) -> None:
-        """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
-        raise InvalidResourceSpecification (each task's spec is checked when it is encoded)."""
+        """Parsl's check of a task's parsl_resource_specification: keys other than `priority` and
+        pervade's `cores`, `memory`, `gpus` and `running_time`, and values that are not positive
+        numbers, raise InvalidResourceSpecification naming the key (each task's spec is checked
+        when it is encoded)."""
         if resource_specification:
             from ..serialize import validate_resource_spec
             validate_resource_spec(resource_specification)
@@ -405,6 +413,11 @@ class HighThroughputExecutor(ParslExecutor):
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
         if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
             args += ["--log-level", "debug"]
+        walltime = getattr(self.provider, "walltime", None)
+        if walltime:  # "HH:MM:SS": when the block's job ends (docs/htex.md, "Walltime-aware blocks")
+            hours, minutes, secs = (int(part) for part in walltime.split(":"))
+            args += ["--walltime", str(hours * 3600 + minutes * 60 + secs),
+                     "--walltime-grace", str(float(self.walltime_grace))]
         return args
 
     def pool_command(self, block_id: str) -> str:

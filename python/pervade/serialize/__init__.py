@@ -435,58 +435,87 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
 
 
-# What a HighThroughputExecutor takes in parsl_resource_specification, as in Parsl. (Its pools
-# can admit tasks by cores, memory and gpus, docs/htex.md "Resources", but the driver does not
-# carry those keys to them yet: they are refused rather than silently ignored.)
-HTEX_RESOURCE_KEYS = frozenset({"priority"})
+# What a HighThroughputExecutor takes in parsl_resource_specification: Parsl's `priority`, and
+# beyond Parsl `cores`, `memory` (MB), `gpus` and `running_time` (seconds), which its pools admit
+# tasks by (docs/htex.md, "Resources").
+HTEX_RESOURCE_KEYS = frozenset({"priority", "cores", "memory", "gpus", "running_time"})
+_INT32_MAX = 2**31 - 1
+_NO_SPEC = (0, None)
 
 
-def validate_resource_spec(spec) -> None:
-    """Raises InvalidResourceSpecification when spec (a dict) has keys a HighThroughputExecutor
-    does not take."""
+def _spec_error(key, message):
+    from ..errors import InvalidResourceSpecification
+    return InvalidResourceSpecification({key}, message)
+
+
+def _count(spec, key, limit=_INT32_MAX):
+    value = spec.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise _spec_error(key, f"parsl_resource_specification['{key}'] must be an int from 1 to {limit}, got {value!r}")
+    return value
+
+
+def validate_resource_spec(spec) -> tuple:
+    """Checks a parsl_resource_specification for a HighThroughputExecutor and returns
+    (priority, resources): resources is None, or (cores, memory MB, gpus, running_time s) when
+    the task asks for any of them. Raises InvalidResourceSpecification naming the key when a key
+    is unknown or a value is not a positive number (None counts as absent)."""
     invalid = set(spec) - HTEX_RESOURCE_KEYS
     if invalid:
         from ..errors import InvalidResourceSpecification
         raise InvalidResourceSpecification(
             invalid, "Task resource specification only accepts these types of resources: "
             + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
+    priority = spec.get("priority")
+    if priority is None:
+        priority = 0
+    elif not isinstance(priority, int) or isinstance(priority, bool) or not -2**31 <= priority <= _INT32_MAX:
+        raise _spec_error("priority", f"parsl_resource_specification['priority'] must be a 32-bit int, got {priority!r}")
+    cores, memory, gpus = _count(spec, "cores"), _count(spec, "memory", 2**63), _count(spec, "gpus")
+    running_time = spec.get("running_time")
+    if running_time is None:
+        running_time = 0.0
+    elif isinstance(running_time, bool) or not isinstance(running_time, (int, float)) \
+            or not 0 < running_time <= 1e9:
+        raise _spec_error("running_time", "parsl_resource_specification['running_time'] must be a number of seconds "
+                          f"> 0 (at most 1e9), got {running_time!r}")
+    if not (cores or memory or gpus or running_time):
+        return priority, None
+    return priority, (cores, memory, gpus, float(running_time))
 
 
-def _priority(kwargs, name):
+def _resource_spec(kwargs):
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
         if isinstance(spec, dict) and spec:
-            validate_resource_spec(spec)
-        if isinstance(spec, dict) and spec.get("priority") is not None:
-            priority = spec["priority"]
-            if not isinstance(priority, int) or isinstance(priority, bool):
-                raise TypeError(f"parsl_resource_specification priority of {name} must be an int, got {priority!r}")
-            return priority
-    return 0
+            return validate_resource_spec(spec)
+    return _NO_SPEC
 
 
 def encode_call(fn, args, kwargs, plan, name: str = "app"):
     """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority,
-    out-of-band buffers of the payload).
+    out-of-band buffers of the payload, resources).
 
-    priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
-    how it orders tasks is up to the executor.
+    priority and resources come from parsl_resource_specification (validate_resource_spec);
+    how they order and place tasks is up to the executor.
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority = _priority(kwargs, name)
+    priority, resources = _resource_spec(kwargs)
     buffers = []
-    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers
+    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers, resources
 
 
 def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
     """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority, out-of-band
-    buffers), futures).
+    buffers, resources), futures).
 
     futures: the futures found at any depth of args and kwargs, each once, in input order (None
     when there are none); in the payload each is a reference to its input.
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority = _priority(kwargs, name)
+    priority, resources = _resource_spec(kwargs)
     has_future = False
     for a in args:
         if isinstance(a, Future):
@@ -503,7 +532,7 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
         payload, futures = _dumps_call((args, kwargs), True, has_future, buffers)
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
-    return (fn_hash, fn_bytes, payload, priority, buffers), futures or None
+    return (fn_hash, fn_bytes, payload, priority, buffers, resources), futures or None
 
 
 def load_call(payload: bytes, inputs=(), buffers=()):

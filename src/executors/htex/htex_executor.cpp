@@ -24,6 +24,21 @@
 
 namespace pervade {
 
+namespace {
+// A status 5 payload (docs/protocol.md): the keys beyond the largest pool, a newline, the message.
+ResourcesUnavailable unsatisfiable(const std::string& payload) {
+  const auto newline = payload.find('\n');
+  std::vector<std::string> keys;
+  const std::string list = payload.substr(0, newline);
+  for (std::size_t start = 0; start < list.size();) {
+    const auto comma = std::min(list.find(',', start), list.size());
+    keys.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return ResourcesUnavailable(std::move(keys), newline == std::string::npos ? payload : payload.substr(newline + 1));
+}
+}  // namespace
+
 struct HighThroughputExecutor::Impl {
   HtexOptions options;
   const Executor* owner = nullptr;  // reports to its observers
@@ -140,6 +155,7 @@ struct HighThroughputExecutor::Impl {
     t.inputs = std::move(remote.inputs);
     t.priority = remote.priority;
     t.buffers = std::move(remote.buffers);
+    t.resources = protocol::Resources{remote.cores, remote.memory_mb, remote.gpus, remote.running_time};
     std::lock_guard lock(flight_mutex);
     if (!failure.empty()) {
       refused.push_back(fail(launch, std::make_exception_ptr(ExecutorFailed(options.label, failure))));
@@ -174,6 +190,8 @@ struct HighThroughputExecutor::Impl {
         outcome = Outcome::success(RemoteBytes{std::move(c.payload), std::move(c.buffers)});
       } else if (c.status == protocol::kStatusNotStarted) {
         outcome = Outcome::not_started_yet();
+      } else if (c.status == protocol::kStatusUnsatisfiable) {
+        outcome = Outcome::failure(std::make_exception_ptr(unsatisfiable(c.payload)));
       } else if (c.status == protocol::kStatusException) {
         outcome = Outcome::failure(std::make_exception_ptr(RemoteTaskError(std::move(c.payload))));
       } else {
