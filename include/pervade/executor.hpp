@@ -36,6 +36,17 @@ class CompletionSink {
  public:
   virtual ~CompletionSink() = default;
   virtual void post(std::vector<Completion>&& done) = 0;  // thread-safe
+  // A try with a walltime started running on an executor whose clock is WalltimeClock::from_start
+  // (Executor::report_running calls it): its walltime counts from now. Thread-safe.
+  virtual void started(const TaskRecordPtr& /*task*/, std::uint32_t /*try_id*/) {}
+};
+
+// Where a try's walltime is counted from, as Parsl counts it: from when the task starts running,
+// not from its launch (a task queued behind busy workers does not time out in the queue).
+enum class WalltimeClock {
+  from_launch,   // the kernel's timer starts at the launch (an executor that runs tries at once)
+  from_start,    // the kernel's timer starts when the executor reports the try running
+  where_it_runs  // the executor enforces walltime where the task runs (a pool); the kernel times nothing
 };
 
 class Executor {
@@ -58,18 +69,24 @@ class Executor {
   // True if this executor takes followers (Launch::follower). The kernel launches a task as a
   // follower only when its one unfinished dependency is a launched task of this executor.
   virtual bool accepts_followers() const { return false; }
+  virtual WalltimeClock walltime_clock() const { return WalltimeClock::from_launch; }
   // Called once by the kernel before start(): where this executor reports its events (tries
   // placed on pools and hosts, blocks, pools, resource samples). Never null; may be inactive.
   void set_observers(ObserversPtr observers) { observers_ = std::move(observers); }
   const Observers& observers() const { return *observers_; }
+  // Called once by the kernel before start() when walltime_clock() is from_start: where
+  // report_running says that a try with a walltime started.
+  void set_start_sink(CompletionSink* sink) { start_sink_ = sink; }
   // Executor threads: advance a try to running / running_ended (TaskRecord::mark_running) and
-  // tell the observers when it did. Costs one branch more than mark_running without observers.
+  // tell the observers (and, for a try with a walltime, the start sink) when it did. Costs one
+  // branch more than mark_running without observers and walltime.
   void report_running(TaskRecord& task, std::uint32_t try_id) const;
   void report_running_ended(TaskRecord& task, std::uint32_t try_id) const;
 
  private:
   std::string label_;
   ObserversPtr observers_ = std::make_shared<const Observers>();
+  CompletionSink* start_sink_ = nullptr;
 };
 
 using ExecutorPtr = std::shared_ptr<Executor>;

@@ -31,15 +31,22 @@ struct RemoteTask {
   std::string payload;
   std::vector<std::string> inputs;  // serialized values of the dependencies
   int priority = 0;
+  // Big arguments pickled out of band (pickle protocol 5 buffers), in the payload's order:
+  // they travel as separate frames, never copied into a message (shared by the task's tries).
+  std::vector<SharedBuffer> buffers;
+  // parsl_resource_specification's MPI keys (docs/mpi.md), completed by the front end;
+  // num_nodes 0: the call had none. ranks_per_node 0: whole nodes.
+  int num_nodes = 0;
+  int ranks_per_node = 0;
+  int num_ranks = 0;
+  std::string launcher_options;
+  bool has_resource_spec = false;  // the call had a non-empty parsl_resource_specification
   // parsl_resource_specification's cores, memory (MB), gpus and running_time (seconds); all
   // zero: a task that needs a worker only (docs/htex.md, "Resources").
   int cores = 0;
   std::uint64_t memory_mb = 0;
   int gpus = 0;
   double running_time = 0;
-  // Big arguments pickled out of band (pickle protocol 5 buffers), in the payload's order:
-  // they travel as separate frames, never copied into a message (shared by the task's tries).
-  std::vector<SharedBuffer> buffers;
 };
 
 // A result that arrived from a pool, still serialized: forwarded as is to remote dependents,
@@ -75,16 +82,16 @@ class WorkerLost : public Error {
   using Error::Error;
 };
 
-// No pool of the executor can ever hold what the task asks for (its cores, memory, gpus or
-// running_time): `keys` are those beyond the largest pool. Python: InvalidResourceSpecification.
-class ResourcesUnavailable : public Error {
+// The task's parsl_resource_specification cannot be met by its executor (a key it does not take,
+// a missing spec in MPI mode, more nodes than a block has). Python: InvalidResourceSpecification.
+class InvalidResourceSpecification : public Error {
  public:
-  ResourcesUnavailable(std::vector<std::string> keys, std::string message)
-      : Error(std::move(message)), keys_(std::move(keys)) {}
-  const std::vector<std::string>& keys() const { return keys_; }
+  InvalidResourceSpecification(std::string key, const std::string& message)
+      : Error(message), key_(std::move(key)) {}
+  const std::string& key() const { return key_; }  // empty: the spec as a whole
 
  private:
-  std::vector<std::string> keys_;
+  std::string key_;
 };
 
 // The pool holding the task stopped answering (heartbeat threshold) or went away.

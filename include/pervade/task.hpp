@@ -183,6 +183,7 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   std::chrono::system_clock::time_point time_invoked() const { return time_invoked_; }
   std::chrono::system_clock::time_point time_returned() const { return time_returned_; }
   const std::string& executor_label() const { return executor_label_; }
+  std::chrono::duration<double> walltime() const { return spec_.walltime; }  // 0: none
   int fail_count() const { return fail_count_; }
   double fail_cost() const { return fail_cost_; }
   std::uint32_t try_id() const { return try_id_.load(std::memory_order_acquire); }

@@ -23,6 +23,8 @@ class ThreadPoolExecutor : public Executor {
   void submit(std::span<Launch> launches) override;
   void cancel(const TaskRecordPtr& task, std::uint32_t try_id, StopReason reason) override;
   void shutdown() override;
+  // A try queued behind busy threads has not started: its walltime counts once a thread runs it.
+  WalltimeClock walltime_clock() const override { return WalltimeClock::from_start; }
 
  private:
   struct Impl;

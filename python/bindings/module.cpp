@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -33,6 +34,7 @@
 
 #include "bindings.hpp"
 #include "executors/htex/strategy.hpp"
+#include "observe/log_observer.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/remote.hpp"
@@ -244,12 +246,16 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("WorkerLost")(nb::none(), nb::none(), w.what());
   } catch (const ManagerLost& m) {
     return errors_module().attr("ManagerLost")(nb::none(), nb::none(), m.what());
-  } catch (const ResourcesUnavailable& r) {
-    nb::set keys;
-    for (const auto& k : r.keys()) keys.add(nb::str(k.c_str()));
-    return errors_module().attr("InvalidResourceSpecification")(keys, r.what());
   } catch (const ExecutorFailed& f) {
     return errors_module().attr("BadStateException")(f.label(), f.reason());
+  } catch (const InvalidResourceSpecification& r) {
+    nb::set keys;  // key: one, or several separated by commas
+    for (std::size_t start = 0; start < r.key().size();) {
+      const std::size_t comma = std::min(r.key().find(',', start), r.key().size());
+      keys.add(nb::str(r.key().substr(start, comma - start).c_str()));
+      start = comma + 1;
+    }
+    return errors_module().attr("InvalidResourceSpecification")(keys, r.what());
   } catch (const DependencyError& d) {
     return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
   } catch (const JoinError& j) {
@@ -268,6 +274,8 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
+  } catch (const UnknownExecutor& u) {
+    return nb::module_::import_("builtins").attr("ValueError")(u.what());
   } catch (const std::exception& x) {
     return errors_module().attr("ParslError")(x.what());
   } catch (...) {
@@ -437,15 +445,21 @@ std::vector<SharedBuffer> copy_buffers(nb::handle buffers) {
   return out;
 }
 
-// parsl_resource_specification's (cores, memory, gpus, running_time), checked by
-// pervade.serialize; None: the task asks for none of them.
-void set_resources(RemoteTask& t, nb::handle spec) {
-  if (spec.is_none()) return;
-  auto r = nb::borrow<nb::tuple>(spec);
-  t.cores = nb::cast<int>(r[0]);
-  t.memory_mb = nb::cast<std::uint64_t>(r[1]);
-  t.gpus = nb::cast<int>(r[2]);
-  t.running_time = nb::cast<double>(r[3]);
+// The resource request of an encoded call (pervade.serialize.encode_call's last item): None
+// (no parsl_resource_specification) or (num_nodes, ranks_per_node, num_ranks, launcher_options,
+// cores, memory, gpus, running_time).
+void set_resource_request(nb::handle request, RemoteTask* out) {
+  if (request.is_none()) return;
+  auto r = nb::borrow<nb::tuple>(request);
+  out->has_resource_spec = true;
+  out->num_nodes = nb::cast<int>(r[0]);
+  out->ranks_per_node = nb::cast<int>(r[1]);
+  out->num_ranks = nb::cast<int>(r[2]);
+  out->launcher_options = nb::cast<std::string>(r[3]);
+  out->cores = nb::cast<int>(r[4]);
+  out->memory_mb = nb::cast<std::uint64_t>(r[5]);
+  out->gpus = nb::cast<int>(r[6]);
+  out->running_time = nb::cast<double>(r[7]);
 }
 
 // A Python app call: the callable, its arguments, and the future to complete.
@@ -460,9 +474,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
       nb::bytes hash = nb::cast<nb::bytes>(parts[0]), fn = nb::cast<nb::bytes>(parts[1]),
                 payload = nb::cast<nb::bytes>(parts[2]);
       encoded_ = RemoteTask{0, std::string(hash.c_str(), hash.size()), std::string(fn.c_str(), fn.size()),
-                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3])};
-      encoded_->buffers = copy_buffers(parts[4]);
-      set_resources(*encoded_, parts[5]);
+                            std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3]),
+                            copy_buffers(parts[4])};
+      set_resource_request(parts[5], &*encoded_);
     }
   }
 
@@ -624,7 +638,7 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
       out->payload.assign(payload.c_str(), payload.size());
       out->priority = nb::cast<int>(parts[3]);
       out->buffers = copy_buffers(parts[4]);
-      set_resources(*out, parts[5]);
+      set_resource_request(parts[5], out);
     }
     out->inputs = std::move(inputs);
     return true;
@@ -659,6 +673,15 @@ class CompletionThread {
     loop();
   }) {}
   ~CompletionThread() { stop(); }
+
+  // Before any task: the engine's records that this log hands to Python handlers reach them
+  // before the futures they describe complete (a failed task's ERROR record, and with
+  // every_batch each batch's records: the engine's loggers were enabled below WARNING). Without
+  // a failure in a batch this costs one look at each item and no flush.
+  void deliver_logs_first(std::shared_ptr<LogObserver> log, bool every_batch) {
+    log_ = std::move(log);
+    log_every_batch_ = every_batch;
+  }
 
   void push_final(std::shared_ptr<PyTask> task, TaskRecordPtr record) {
     push(Item{std::move(task), std::move(record), false, StopReason::walltime});
@@ -743,6 +766,10 @@ class CompletionThread {
         batch.swap(queue_);
       }
       const std::size_t count = batch.size();
+      if (log_ && (log_every_batch_ || std::any_of(batch.begin(), batch.end(), [](const Item& i) {
+                     return i.record && i.record->error();
+                   })))
+        log_->flush();  // without the GIL: the log's writer takes it to hand the records over
       hold_gil();
       for (auto& item : batch) {
         if (item.interrupt)
@@ -779,6 +806,8 @@ class CompletionThread {
   std::uint64_t delivered_ = 0;
   std::optional<std::uint64_t> delivery_target_;  // of the wait_delivered in progress, across its slices
   std::atomic<std::uint64_t> backlog_{0};  // pushed_ - delivered_, read without the lock
+  std::shared_ptr<LogObserver> log_;        // deliver_logs_first; set before the thread sees a task
+  bool log_every_batch_ = false;
   bool sleeping_ = false;
   bool stopping_ = false;
   bool stopped_ = false;
@@ -941,8 +970,11 @@ class Kernel {
  public:
   Kernel(std::vector<Executor_*> executors, int retries, nb::object retry_handler, int internal_threads,
          nb::object checkpoint, std::size_t max_unfinished_tasks, std::vector<bindings::ObserverHandle*> observers,
-         nb::dict tasks, bool garbage_collect, std::string run_id, std::string run_dir)
+         nb::dict tasks, bool garbage_collect, std::string run_id, std::string run_dir,
+         bindings::ObserverHandle* log_barrier, bool log_every_batch)
       : tasks_(std::move(tasks)), garbage_collect_(garbage_collect) {
+    if (log_barrier)
+      completions_.deliver_logs_first(std::dynamic_pointer_cast<LogObserver>(log_barrier->ptr), log_every_batch);
     Config cfg;
     for (auto* o : observers) cfg.observers.push_back(o->ptr);
     cfg.run_id = std::move(run_id);
@@ -1378,6 +1410,7 @@ NB_MODULE(_native, m) {
       .def_rw("short_task_prefetch", &HtexOptions::short_task_prefetch)
       .def_rw("follow_dependencies", &HtexOptions::follow_dependencies)
       .def_rw("same_host_ipc", &HtexOptions::same_host_ipc)
+      .def_rw("mpi_launcher", &HtexOptions::mpi_launcher)
       .def_rw("provider", &HtexOptions::provider)
       .def_rw("prefetch_capacity", &HtexOptions::prefetch_capacity)
       .def_rw("python_workers", &HtexOptions::python_workers)
@@ -1411,10 +1444,12 @@ NB_MODULE(_native, m) {
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
-                    std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string>(),
+                    std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string,
+                    bindings::ObserverHandle*, bool>(),
            nb::arg("executors"), nb::arg("retries"), nb::arg("retry_handler").none(), nb::arg("internal_threads"),
            nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
-           nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "")
+           nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "",
+           nb::arg("log_barrier").none() = nb::none(), nb::arg("log_every_batch") = false)
       .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
            nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
            nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),

@@ -32,6 +32,7 @@ import sys
 import msgpack
 
 from . import parsl_imports
+from .app.python import timeout
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
@@ -191,10 +192,14 @@ def _check_task(message):
             type(n) is int and n >= 0 for n in buffer_sizes)):
         raise ProtocolError(f"TASK {task_id}: buffer sizes must be an array of unsigned integers")
     if placement is not None and not (
-            type(placement) is list and len(placement) == 2 and type(placement[0]) is list
-            and type(placement[1]) is list and all(type(c) is int and c >= 0 for c in placement[0])
-            and all(type(a) is str for a in placement[1])):
-        raise ProtocolError(f"TASK {task_id}: placement must be nil or [[cpu, ...], [accelerator id, ...]]")
+            type(placement) is list and len(placement) == 3 and type(placement[0]) is list
+            and type(placement[1]) is list and type(placement[2]) is list
+            and all(type(c) is int and c >= 0 for c in placement[0])
+            and all(type(a) is str for a in placement[1])
+            and all(type(v) is list and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
+                    for v in placement[2])):
+        raise ProtocolError(f"TASK {task_id}: placement must be nil or [[cpu, ...], [accelerator id, ...], "
+                            "[[name, value], ...]]")
     return task_id, fn_hash, fn, payload, inputs, after, buffer_sizes, placement
 
 
@@ -266,9 +271,11 @@ class Worker:
 
     def _run_placed(self, placement, *task):
         """Runs a task that asked for resources on the CPUs and accelerators the pool gave it
-        (docs/htex.md, "Resources"), then gives the worker its own back."""
-        cpus, accelerators = placement
-        saved_env = {name: os.environ.get(name) for name in _ACCELERATOR_VARIABLES}
+        (docs/htex.md, "Resources"), with the variables it gave it (an MPI task's nodes and
+        launch prefixes, docs/mpi.md), then gives the worker its own back."""
+        cpus, accelerators, variables = placement
+        names = (*_ACCELERATOR_VARIABLES, *(name for name, _ in variables)) if variables else _ACCELERATOR_VARIABLES
+        saved_env = {name: os.environ.get(name) for name in names}
         saved_cpus = os.sched_getaffinity(0) if cpus else None
         try:
             if cpus:
@@ -279,6 +286,8 @@ class Worker:
             if accelerators:
                 for name in _ACCELERATOR_VARIABLES:
                     os.environ[name] = ",".join(accelerators)
+            for name, value in variables:
+                os.environ[name] = value
             return self.run(*task)
         finally:
             if saved_cpus is not None:
@@ -333,7 +342,14 @@ class Worker:
                 fn = self._function(fn_hash, fn_bytes)
             # The dependencies' values (inputs) go where the payload refers to them, at any depth.
             args, kwargs = load_call(payload, inputs, buffers) if inputs or buffers else _loads(payload)
-            result = fn(*args, **kwargs) if kwargs else fn(*args)
+            if not kwargs:
+                result = fn(*args)
+            elif kwargs.get("walltime"):
+                # Counted from here, where the task starts, as Parsl's timeout wrapper does: the
+                # executor leaves walltime to the pool (a task queued there has not started).
+                result = timeout(fn, kwargs["walltime"])(*args, **kwargs)
+            else:
+                result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
             if isinstance(e, KeyboardInterrupt):
                 raise

@@ -52,9 +52,13 @@ struct MemoValueEvent {
 struct CheckpointEvent {
   std::promise<std::size_t>* done;
 };
+struct StartedEvent {  // a try with a walltime started running (WalltimeClock::from_start)
+  TaskRecordPtr task;
+  std::uint32_t try_id;
+};
 struct StopEvent {};
 using Event = std::variant<SubmitEvent, Completion, ExternalEvent, CallbackEvent, CloseEvent, CancelEvent,
-                           MemoKeyEvent, MemoValueEvent, CheckpointEvent, StopEvent>;
+                           MemoKeyEvent, MemoValueEvent, CheckpointEvent, StartedEvent, StopEvent>;
 
 thread_local const void* t_reactor_of = nullptr;  // which kernel's reactor runs on this thread
 
@@ -158,6 +162,8 @@ struct DataFlowKernel::Impl final : CompletionSink {
     if (wake) inbox_cv.notify_one();
   }
 
+  void started(const TaskRecordPtr& task, std::uint32_t try_id) override { push(StartedEvent{task, try_id}); }
+
   void task_final() {
     const std::int64_t left = unfinished.fetch_sub(1) - 1;
     if (capacity_waiters.load() > 0 && left < max_unfinished) wake_capacity_waiters();
@@ -207,6 +213,8 @@ struct DataFlowKernel::Impl final : CompletionSink {
                 core->memo_key_ready(e.task, std::move(e.key), std::move(e.error));
               } else if constexpr (std::is_same_v<E, MemoValueEvent>) {
                 core->memo_value_ready(e.task, std::move(e.bytes));
+              } else if constexpr (std::is_same_v<E, StartedEvent>) {
+                core->try_started(e.task, e.try_id);
               } else if constexpr (std::is_same_v<E, CheckpointEvent>) {
                 e.done->set_value(core->checkpoint());
               } else if constexpr (std::is_same_v<E, CloseEvent>) {
@@ -267,6 +275,7 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   if (im.observers->active()) im.observers->workflow(im.workflow_event(WorkflowEvent::Kind::started));
   for (auto& ex : im.executors) {
     ex->set_observers(im.observers);
+    if (ex->walltime_clock() == WalltimeClock::from_start) ex->set_start_sink(&im);
     ex->start(im);
   }
   im.reactor = std::thread([raw] {
@@ -291,14 +300,6 @@ TaskRecordPtr DataFlowKernel::submit(TaskSpec spec, TaskId id) {
   auto& im = *impl_;
   im.wait_capacity(std::nullopt);
   if (im.closed.load()) throw DataFlowKernelClosed("cannot submit: the DataFlowKernel has been cleaned up");
-  for (const auto& label : spec.executors) {
-    if (!im.core->has_executor(label)) {
-      std::string known;
-      for (const auto& l : executor_labels()) known += (known.empty() ? "" : ", ") + l;
-      throw ConfigurationError("task " + spec.func_name + " requested unknown executor '" + label +
-                               "'; configured executors: " + known);
-    }
-  }
   if (!spec.body) throw ConfigurationError("task " + spec.func_name + " has no body");
   for (const auto& dep : spec.dependencies)
     if (!dep) throw ConfigurationError("task " + spec.func_name + " has a null dependency");

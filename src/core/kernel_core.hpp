@@ -55,6 +55,9 @@ class KernelCore {
   void add_callback(const TaskRecordPtr& task, std::function<void(const TaskRecordPtr&)> fn);
   // Fails tries whose walltime expired by `now` with AppTimeout and asks their executor to stop them.
   void fire_timers(TimePoint now);
+  // A try reported running by an executor whose walltime clock is from_start: its walltime
+  // counts from now (ignored when that try is no longer the task's current one).
+  void try_started(const TaskRecordPtr& task, std::uint32_t try_id);
   std::optional<TimePoint> next_deadline() const;
   // Makes a task that is not final `cancelled` with TaskCancelled (its dependents get
   // DependencyError); a launch not yet handed over is dropped, a try on an executor is stopped
@@ -85,11 +88,12 @@ class KernelCore {
   // failed (failed, dep_fail, cancelled).
   int tasks_completed() const { return tasks_completed_; }
   int tasks_failed() const { return tasks_failed_; }
-  bool has_executor(const std::string& label) const;
 
  private:
   void deps_ready(TaskRecord& t);
   void launch(TaskRecord& t, bool follower = false);
+  // Arms the current try's walltime timer, counting from now.
+  void start_walltime(TaskRecord& t);
   // Followers: a task whose one unfinished dependency runs on an executor that accepts
   // followers is launched right away, to wait there for that input (a chain of tasks then
   // runs back to back on a pool). True if t may follow; that dependency is then marked as followed.

@@ -107,7 +107,9 @@ void report_state(const Observers& observers, const TaskRecord& task, std::uint3
 }  // namespace
 
 void Executor::report_running(TaskRecord& task, std::uint32_t try_id) const {
-  if (task.mark_running(try_id) && observers_->active()) report_state(*observers_, task, try_id, TaskState::running);
+  if (!task.mark_running(try_id)) return;
+  if (observers_->active()) report_state(*observers_, task, try_id, TaskState::running);
+  if (start_sink_ && task.walltime().count() > 0) start_sink_->started(task.shared_from_this(), try_id);
 }
 
 void Executor::report_running_ended(TaskRecord& task, std::uint32_t try_id) const {

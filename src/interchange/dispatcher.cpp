@@ -10,6 +10,9 @@ namespace pervade::interchange {
 namespace {
 constexpr auto kShortTask = std::chrono::milliseconds(10);  // see DispatcherConfig::short_task_prefetch
 constexpr std::size_t kRecentOwners = 4096;                  // see Dispatcher::recent_owner_
+// Cancelled tasks left in the queue's buckets before they are swept out (when they also
+// outnumber the live ones): sweeping costs the queue's length, so it is done rarely.
+constexpr std::size_t kCancelledToSweep = 4096;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -22,6 +25,10 @@ std::string major_minor(const std::string& v) {
   return second == std::string::npos ? v : v.substr(0, second);
 }
 }  // namespace
+
+// A field added to DispatchTask must be carried through the queue: submit() and pop_queued().
+// (resources and mpi are not: tasks that have them are queued whole, in placed_queue_.)
+static_assert(sizeof(DispatchTask) == 240, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
 
 Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
 
@@ -36,18 +43,60 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
     return;
   }
   now_ = now;
-  if (!task.resources.empty() && !shapes_.empty() && !could_hold(task.resources)) {
-    fail_unsatisfiable(task.task_id, task.resources);
+  if (!task.resources.empty() || !task.mpi.empty()) {
+    submit_placed(std::move(task));
     return;
   }
-  const Queued key{task.priority, sequence_++};
-  queued_.emplace(task.task_id, key);
-  (task.resources.empty() ? queue_ : sized_queue_).emplace(key, std::move(task));
+  if (queued_.contains(task.task_id)) return;  // queued already (submitted twice)
+  QueuedTask& q = queue_[task.priority].emplace_back();
+  q.task_id = task.task_id;
+  q.kind = task.kind;
+  q.fn_hash = std::move(task.fn_hash);
+  q.payload = std::move(task.payload);
+  if (!task.inputs.empty() || !task.buffers.empty())
+    q.extras = std::make_unique<QueuedTask::Extras>(QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers)});
+  queued_.emplace(q.task_id, &q);
+}
+
+DispatchTask Dispatcher::pop_queued() {
+  for (;;) {
+    auto bucket = queue_.begin();
+    QueuedTask q = std::move(bucket->second.front());
+    DispatchTask t;
+    t.priority = bucket->first;
+    bucket->second.pop_front();
+    if (bucket->second.empty()) queue_.erase(bucket);
+    if (q.cancelled) {
+      --cancelled_in_queue_;
+      continue;
+    }
+    queued_.erase(q.task_id);
+    t.task_id = q.task_id;
+    t.kind = q.kind;
+    t.fn_hash = std::move(q.fn_hash);
+    t.payload = std::move(q.payload);
+    if (q.extras) {
+      t.inputs = std::move(q.extras->inputs);
+      t.buffers = std::move(q.extras->buffers);
+    }
+    return t;
+  }
+}
+
+void Dispatcher::drop_cancelled() {
+  for (auto bucket = queue_.begin(); bucket != queue_.end();) {
+    std::deque<QueuedTask> live;
+    for (auto& q : bucket->second)
+      if (!q.cancelled) queued_[q.task_id] = &live.emplace_back(std::move(q));
+    bucket->second.swap(live);
+    bucket = bucket->second.empty() ? queue_.erase(bucket) : std::next(bucket);
+  }
+  cancelled_in_queue_ = 0;
 }
 
 void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
   const std::uint64_t input = task.after.front().task_id;  // the kernel makes followers of one input
-  if (queued_.contains(input) || held_by_.contains(input)) {
+  if (queued_.contains(input) || placed_ids_.contains(input) || held_by_.contains(input)) {
     held_by_.emplace(task.task_id, input);
     held_[input].push_back(std::move(task));
     return;
@@ -83,6 +132,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.after = std::move(t.after);
   out.buffers = std::move(t.buffers);
   out.resources = t.resources;
+  out.mpi = std::move(t.mpi);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
   pool.in_flight.emplace(id, now);
@@ -243,8 +293,8 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
   return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
 }
 
-std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox() {
-  dispatch(now_);
+std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox(std::size_t max_tasks) {
+  dispatch(now_, max_tasks);
   return std::exchange(outbox_, {});
 }
 
@@ -269,19 +319,17 @@ void Dispatcher::close(Pool& pool) {
   pool.open_slot = Pool::kClosed;
 }
 
-void Dispatcher::dispatch(TimePoint now) {
+void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
   // A random pool among those with room spreads load over pools; each takes up to its free
   // capacity, in one TASKS message, and is then full (or the queue is empty): the cost is the
   // tasks sent plus the pools that take them, whatever the number of pools.
-  if (!sized_queue_.empty()) dispatch_sized(now);
-  while (!queue_.empty() && !open_.empty()) {
+  if (!placed_queue_.empty()) dispatch_placed(now);
+  while (max_tasks > 0 && !queued_.empty() && !open_.empty()) {
     Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
-    for (std::size_t n = capacity(pool); n > 0 && !queue_.empty(); --n) {
-      auto node = queue_.extract(queue_.begin());
-      queued_.erase(node.mapped().task_id);
-      add_to_batch(pool, std::move(node.mapped()), batch, now);
-    }
+    const std::size_t take = std::min(capacity(pool), max_tasks);
+    max_tasks -= take;
+    for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch, now);
     if (!batch.tasks.empty()) send(pool, std::move(batch), now);
     update_open(pool);
   }
@@ -408,10 +456,18 @@ void Dispatcher::drain_pool(Pool& pool) {
 }
 
 void Dispatcher::cancel(std::uint64_t task_id) {
+  if (auto p = placed_ids_.find(task_id); p != placed_ids_.end()) {
+    placed_queue_.erase(p->second);
+    placed_ids_.erase(p);
+    completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
+    release_held(task_id, "the task it follows was cancelled");
+    return;
+  }
   if (auto q = queued_.find(task_id); q != queued_.end()) {
-    queue_.erase(q->second);
-    sized_queue_.erase(q->second);
+    *q->second = QueuedTask{};  // its bytes are freed now; the slot when it reaches the front
+    q->second->cancelled = true;
     queued_.erase(q);
+    if (++cancelled_in_queue_ >= kCancelledToSweep && cancelled_in_queue_ > queued_.size()) drop_cancelled();
     completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
     release_held(task_id, "the task it follows was cancelled");
     return;
@@ -495,7 +551,7 @@ bool Dispatcher::could_hold(const protocol::Resources& r) const {
   return std::any_of(shapes_.begin(), shapes_.end(), [&](const auto& s) { return covers(s.first.capacity, r); });
 }
 
-Dispatcher::Pool* Dispatcher::pick_sized(const protocol::Resources& r, TimePoint now) const {
+Dispatcher::Pool* Dispatcher::pick_placed(const protocol::Resources& r, TimePoint now) const {
   for (const auto& [shape, group] : shapes_) {
     if (group.open.empty() || !covers(shape.capacity, r)) continue;
     const auto& [stops_at, pool] = *group.open.rbegin();
@@ -532,21 +588,34 @@ void Dispatcher::fail_unsatisfiable(std::uint64_t task_id, const protocol::Resou
       most.cores, most.memory_mb, most.gpus,
       most.running_time > 0 ? fmt::format("; blocks run tasks for {} s", most.running_time) : "");
   completed_.push_back(
-      Completed{task_id, protocol::kStatusUnsatisfiable, protocol::unsatisfiable_payload(r, most, text), false});
+      Completed{task_id, protocol::kStatusInvalid, protocol::unsatisfiable_payload(r, most, text), false});
   release_held(task_id, "the task it follows cannot run on any pool");
 }
 
-void Dispatcher::dispatch_sized(TimePoint now) {
+// Tasks that ask for resources or MPI nodes keep all their fields here (the compact queue has no
+// room for them), in priority then submission order.
+void Dispatcher::submit_placed(DispatchTask&& task) {
+  if (placed_ids_.contains(task.task_id)) return;  // queued already (submitted twice)
+  if (!shapes_.empty() && !could_hold(task.resources)) {
+    fail_unsatisfiable(task.task_id, task.resources);
+    return;
+  }
+  const std::pair<int, std::uint64_t> key{task.priority, placed_sequence_++};
+  placed_ids_.emplace(task.task_id, key);
+  placed_queue_.emplace(key, std::move(task));
+}
+
+void Dispatcher::dispatch_placed(TimePoint now) {
   constexpr std::size_t kMaxScan = 256;  // tasks that fit no open pool looked at per round
   std::map<Pool*, protocol::Tasks> batches;
   std::size_t skipped = 0;
-  for (auto it = sized_queue_.begin(); it != sized_queue_.end() && skipped < kMaxScan && !open_.empty();) {
+  for (auto it = placed_queue_.begin(); it != placed_queue_.end() && skipped < kMaxScan && !open_.empty();) {
     const protocol::Resources& r = it->second.resources;
     const std::uint64_t id = it->second.task_id;
     Pool* pool = nullptr;
     if (!could_hold(r)) {
       fail_unsatisfiable(id, r);
-    } else if ((pool = pick_sized(r, now)) != nullptr) {
+    } else if ((pool = pick_placed(r, now)) != nullptr) {
       add_to_batch(*pool, std::move(it->second), batches[pool], now);
       update_open(*pool);
     } else {
@@ -554,8 +623,8 @@ void Dispatcher::dispatch_sized(TimePoint now) {
       ++skipped;
       continue;
     }
-    queued_.erase(id);
-    it = sized_queue_.erase(it);
+    placed_ids_.erase(id);
+    it = placed_queue_.erase(it);
   }
   for (auto& [pool, batch] : batches) send(*pool, std::move(batch), now);
 }

@@ -14,6 +14,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -47,6 +48,7 @@ struct DispatchTask {
   std::vector<protocol::SharedBuffer> buffers;  // out-of-band, sent as frames of their own
   // cores, memory, gpus, running_time: sent only to pools that can hold it (docs/htex.md, "Resources").
   protocol::Resources resources;
+  protocol::MpiRequest mpi;                     // MPI mode (docs/mpi.md): the nodes it needs
 };
 
 struct DispatcherConfig {
@@ -150,15 +152,20 @@ class Dispatcher {
   std::optional<protocol::Resources> largest_pool() const;
 
   std::vector<PoolInfo> pools(TimePoint now) const;
-  std::size_t queued() const { return queue_.size() + sized_queue_.size() + held_by_.size(); }
+  std::size_t queued() const { return queued_.size() + placed_ids_.size() + held_by_.size(); }
   std::size_t in_flight() const;
   // The earliest time tick() has work to do.
   TimePoint next_deadline() const;
 
-  // Outputs, taken by the shell after each call. take_outbox() first hands queued tasks to
-  // pools with free capacity: dispatching once per round of input (not per submitted task
-  // or per RESULTS message) is what makes TASKS messages carry many tasks.
-  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox();
+  // Outputs, taken by the shell after each call. take_outbox() first hands up to max_tasks
+  // queued tasks to pools with free capacity: dispatching once per round of input (not per
+  // submitted task or per RESULTS message) is what makes TASKS messages carry many tasks, and
+  // the bound keeps a round short when a million tasks wait (the shell's loss checks run
+  // between rounds).
+  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox(
+      std::size_t max_tasks = static_cast<std::size_t>(-1));
+  // Queued tasks and a pool with room for them: take_outbox() would send tasks.
+  bool can_dispatch() const { return !queued_.empty() && !open_.empty(); }
   std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
   std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
@@ -205,17 +212,29 @@ class Dispatcher {
     bool shape_open = false;              // in shape->open
     TimePoint stops_at = TimePoint::max();  // it stops running tasks then (its block ends): drained
   };
-  struct Queued {
-    int priority;
-    std::uint64_t sequence;
-    bool operator<(const Queued& o) const {
-      return priority != o.priority ? priority < o.priority : sequence < o.sequence;
-    }
+  // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
+  // buffers) and without its priority (its bucket's key), so that a queued task costs the driver
+  // under 200 bytes (BENCHMARKS.md, "One interchange, many pools"). Followers are never queued.
+  struct QueuedTask {
+    struct Extras {
+      std::vector<protocol::Bytes> inputs;
+      std::vector<protocol::SharedBuffer> buffers;
+    };
+    std::uint64_t task_id = 0;
+    int kind = protocol::kKindPython;
+    bool cancelled = false;  // left in its bucket (emptied) until it reaches the front
+    protocol::Bytes fn_hash;
+    protocol::Bytes payload;
+    std::unique_ptr<Extras> extras;  // null when it has neither
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
   void on_results(Pool& pool, protocol::Results& r, TimePoint now);
-  void dispatch(TimePoint now);
+  void dispatch(TimePoint now, std::size_t max_tasks);
+  // The first live task of the queue, taken out (the queue must hold one).
+  DispatchTask pop_queued();
+  // Removes cancelled tasks from the buckets (they hold no bytes, but a slot each).
+  void drop_cancelled();
   void submit_follower(DispatchTask task, TimePoint now);
   // Adds a task to a batch for the pool, then the followers held for it (depth first).
   void add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now);
@@ -231,13 +250,14 @@ class Dispatcher {
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
   void close(Pool& pool);
-  // Tasks that ask for resources (dispatcher.cpp, "Resources").
+  // Tasks that ask for resources or MPI nodes (dispatcher.cpp, "Resources").
+  void submit_placed(DispatchTask&& task);
   void add_shape(Pool& pool, TimePoint now);
   void remove_shape(Pool& pool);
   void set_shape_open(Pool& pool, bool open);
-  Pool* pick_sized(const protocol::Resources& r, TimePoint now) const;
+  Pool* pick_placed(const protocol::Resources& r, TimePoint now) const;
   bool could_hold(const protocol::Resources& r) const;
-  void dispatch_sized(TimePoint now);
+  void dispatch_placed(TimePoint now);
   void fail_unsatisfiable(std::uint64_t task_id, const protocol::Resources& r);
   void drain_pool(Pool& pool);
 
@@ -251,12 +271,18 @@ class Dispatcher {
   PoolList by_sent_;
   // (when, identity) of each disconnected() call, in time order; checked by tick() after disconnect_grace.
   std::deque<std::pair<TimePoint, std::string>> disconnects_;
-  std::map<Queued, DispatchTask> queue_;                   // ordered: priority, then FIFO
-  std::map<Queued, DispatchTask> sized_queue_;             // tasks asking for resources, the same order
-  std::map<Shape, ShapeGroup> shapes_;                     // of the registered pools
-  std::set<std::pair<TimePoint, Pool*>> ending_;           // pools whose blocks end, by when they stop
-  std::unordered_map<std::uint64_t, Queued> queued_;       // task id -> its key in queue_
-  std::uint64_t sequence_ = 0;
+  // Queued tasks by priority (smaller first), each bucket in submission order. A deque keeps
+  // the addresses of its elements when tasks are added at its back or taken from its front.
+  std::map<int, std::deque<QueuedTask>> queue_;
+  std::unordered_map<std::uint64_t, QueuedTask*> queued_;  // the live queued tasks by id
+  std::size_t cancelled_in_queue_ = 0;
+  // Tasks that ask for resources (cores, memory, gpus, running_time) or MPI nodes, whole, by
+  // (priority, submission order); the shapes of the registered pools; pools whose blocks end.
+  std::map<std::pair<int, std::uint64_t>, DispatchTask> placed_queue_;
+  std::unordered_map<std::uint64_t, std::pair<int, std::uint64_t>> placed_ids_;
+  std::uint64_t placed_sequence_ = 0;
+  std::map<Shape, ShapeGroup> shapes_;
+  std::set<std::pair<TimePoint, Pool*>> ending_;  // by when they stop running tasks
   std::unordered_map<std::string, protocol::Bytes> functions_;
   // Followers of tasks still queued here (or themselves held), by the task they follow.
   std::unordered_map<std::uint64_t, std::vector<DispatchTask>> held_;

@@ -34,6 +34,7 @@
 #include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "util/same_host.hpp"
+#include "pool/mpi_discovery.hpp"
 #include "pool/pool.hpp"
 #include "pool/pool_core.hpp"
 
@@ -511,9 +512,15 @@ class ShellRunner {
     cmd.walltime = std::chrono::duration<double>(std::isfinite(p->walltime) ? p->walltime : 0.0);
     try {
       const ShellResult res = run_shell(cmd, interrupt);
-      if (res.timed_out)
+      if (res.timed_out) {
+        // The driver leaves walltime to the pool (its clock starts here, when the command starts):
+        // the text tells the task body to fail the try with AppTimeout.
         log_info("shell task {} exceeded its walltime of {} s; its process group was killed", job.task_id,
                  p->walltime);
+        r.status = proto::kStatusException;
+        r.payload = fmt::format("{}{} s", proto::kShellWalltimeExceeded, p->walltime);
+        return r;
+      }
       r.status = proto::kStatusOk;
       r.payload = proto::encode_exit_code(res.exit_code);
     } catch (const std::exception& e) {
@@ -603,9 +610,10 @@ class Pool {
   int run() {
     if (int status = setup(); status >= 0) return status;
     if (int status = register_with_interchange(); status >= 0) return status;
+    if (int status = check_mpi_launcher(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
     PoolCoreConfig core{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
-                        o_.affinity.mode != AffinityMode::kNone};
+                        o_.affinity.mode != AffinityMode::kNone, std::move(mpi_block_)};
     core.stop_tasks_at = stop_tasks_at_;
     core_ = PoolCore(std::move(core));
     if (!o_.no_python) {
@@ -822,6 +830,23 @@ class Pool {
     node_capacity_.accelerators = o_.accelerators;
     log_info("{}{}", plan.reason,
              o_.affinity.mode == AffinityMode::kNone ? "" : fmt::format("; --cpu-affinity {}", o_.cpu_affinity));
+    return discover_mpi_nodes(static_cast<int>(node->cpus.size()));
+  }
+
+  // MPI mode: the block's nodes, once (docs/mpi.md). A block whose nodes cannot be found cannot
+  // run MPI tasks: the pool exits with the reason in its log (the block fails).
+  int discover_mpi_nodes(int own_cores) {
+    if (o_.mpi_launcher.empty()) return -1;
+    std::string how, error;
+    mpi_block_ = discover_mpi_block(o_.mpi_launcher, o_.mpi_hosts, own_cores, &how, &error);
+    if (!mpi_block_) {
+      log_error("{}", error);
+      return kExitUsage;
+    }
+    std::string nodes;
+    for (const MpiNode& n : mpi_block_->nodes) nodes += fmt::format("{}{}:{}", nodes.empty() ? "" : ",", n.name, n.cores);
+    log_info("MPI mode ({}): {} nodes from {}: {} (cores {})", o_.mpi_launcher, mpi_block_->nodes.size(), how, nodes,
+             mpi_block_->cores_known ? "as the scheduler says" : "guessed from this node's CPUs");
     return -1;
   }
 
@@ -1288,6 +1313,35 @@ class Pool {
     }
   }
 
+  // MPI mode without its launcher on PATH could run no MPI task: the interchange is told (FAILED)
+  // so that the executor fails with the reason instead of its tasks failing one by one.
+  int check_mpi_launcher() {
+    if (o_.mpi_launcher.empty() || on_path(o_.mpi_launcher)) return -1;
+    const std::string reason = fmt::format(
+        "MPI mode: the launcher '{}' (mpi_launcher) is not on the PATH of pool {} on host {}: install it, or make "
+        "it reachable in the provider's worker_init (e.g. module load)",
+        o_.mpi_launcher, o_.pool_id, hostname_);
+    log_error("{}; exiting", reason);
+    send_to_interchange(proto::PoolMessage{proto::Failed{reason}});
+    linger_ms_ = static_cast<int>(kDrainLinger.count());
+    return kExitBrokenWorkers;
+  }
+
+  static bool on_path(const std::string& program) {
+    const char* path = std::getenv("PATH");
+    std::string dirs = path ? path : "/usr/bin:/bin";
+    std::size_t start = 0;
+    while (start <= dirs.size()) {
+      const auto colon = dirs.find(':', start);
+      std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      if (dir.empty()) dir = ".";
+      if (::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    return false;
+  }
+
   // The interchange is told (FAILED), so that it fails this pool's tasks at once with the reason
   // and the executor counts the block as failed instead of replacing it forever.
   void fail_broken_environment(const std::string& last) {
@@ -1750,6 +1804,7 @@ class Pool {
   int signal_fd_;
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
+  std::optional<MpiBlock> mpi_block_;          // MPI mode: the block's nodes, until PoolCore takes them
   NodeCapacity node_capacity_;
   std::string hostname_;
   std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too
@@ -1856,6 +1911,11 @@ options:
   --available-accelerators A,B,...
                                pin worker i to accelerator i (CUDA_VISIBLE_DEVICES etc.);
                                at most one worker per accelerator
+  --mpi-launcher L             MPI mode: mpiexec, srun or aprun, the launcher PARSL_MPI_PREFIX
+                               names; MPI tasks get nodes of the block (docs/mpi.md)
+  --mpi-hosts H,H:C,...        MPI mode: the block's nodes (HOST or HOST:CORES, cores for all
+                               or none); default: SLURM_NODELIST (scontrol show hostnames) or
+                               PBS_NODEFILE
   --walltime S                 the block's job ends S seconds after the pool starts: the
                                pool exits then (default: 0, no end)
   --walltime-grace S           seconds before that end when running tasks get SIGTERM, tasks
@@ -1974,7 +2034,7 @@ ParseResult parse_command_line(int argc, char** argv) {
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log", "--log-dir",
         "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker",
-        "--walltime", "--walltime-grace"};
+        "--mpi-launcher", "--mpi-hosts", "--walltime", "--walltime-grace"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
     std::string value;
@@ -2065,11 +2125,20 @@ ParseResult parse_command_line(int argc, char** argv) {
         start = comma + 1;
       }
       if (o.accelerators.empty()) return fail("--available-accelerators needs at least one accelerator");
+    } else if (arg == "--mpi-launcher") {
+      if (value != "mpiexec" && value != "srun" && value != "aprun")
+        return fail(fmt::format("--mpi-launcher must be mpiexec, srun or aprun, got '{}'", value));
+      o.mpi_launcher = value;
+    } else if (arg == "--mpi-hosts") {
+      std::string error;
+      if (!parse_mpi_hosts(value, &error)) return fail(error);
+      o.mpi_hosts = value;
     } else {
       return fail(fmt::format("unknown option '{}'", arg));
     }
   }
   if (o.address.empty()) return fail("--address HOST:PORT is required");
+  if (!o.mpi_hosts.empty() && o.mpi_launcher.empty()) return fail("--mpi-hosts needs --mpi-launcher");
   if (o.workers > 0 && bounded)
     return fail("--workers N is an exact worker count; it cannot be combined with --max-workers, "
                 "--cores-per-worker or --mem-per-worker");

@@ -54,6 +54,10 @@ struct PoolOptions {
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;
+  // MPI mode (docs/mpi.md): "mpiexec", "srun" or "aprun" (empty: off), and --mpi-hosts (empty:
+  // the block's nodes come from Slurm or PBS).
+  std::string mpi_launcher;
+  std::string mpi_hosts;
   // Walltime-aware blocks (docs/htex.md): the block's job ends `walltime` seconds after the pool
   // starts (0: no end known). `walltime_grace` seconds before that the pool SIGTERMs its running
   // tasks, starts no task whose running_time would end later, and the interchange drains it.

@@ -23,7 +23,9 @@ class FakeExecutor : public Executor {
   }
   void shutdown() override {}
   bool accepts_followers() const override { return followers; }
+  WalltimeClock walltime_clock() const override { return clock; }
   bool followers = false;  // accepts_followers()
+  WalltimeClock clock = WalltimeClock::from_launch;  // walltime_clock()
   std::deque<Launch> launched;
   std::vector<std::pair<TaskId, std::uint32_t>> cancelled;
   std::vector<StopReason> reasons;  // why each cancel() was made

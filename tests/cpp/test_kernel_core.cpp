@@ -249,6 +249,56 @@ TEST_F(KernelCoreTest, WalltimeExpiryFailsWithAppTimeoutAndCancelsTheTry) {
   EXPECT_EQ(t->state(), TaskState::failed);
 }
 
+TEST_F(KernelCoreTest, WalltimeCountsFromTheStartOnAnExecutorThatReportsIt) {
+  a->clock = WalltimeClock::from_start;
+  make();
+  auto t = submit({}, {"a"}, 2.0);
+  clock.advance(10s);  // queued behind busy workers: no clock runs yet
+  core->fire_timers(clock.t);
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_FALSE(core->next_deadline());
+  core->try_started(t, t->try_id());
+  clock.advance(1s);
+  core->fire_timers(clock.t);
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_EQ(core->next_deadline(), clock.t + 1s);
+  clock.advance(1s);
+  core->fire_timers(clock.t);
+  EXPECT_EQ(t->state(), TaskState::failed);
+  EXPECT_THROW(std::rethrow_exception(t->error()), AppTimeout);
+  ASSERT_EQ(a->reasons.size(), 1u);
+  EXPECT_EQ(a->reasons[0], StopReason::walltime);
+}
+
+TEST_F(KernelCoreTest, AStaleStartReportStartsNoClock) {
+  a->clock = WalltimeClock::from_start;
+  make(/*retries=*/1);
+  auto t = submit({}, {"a"}, 2.0);
+  const std::uint32_t first = t->try_id();
+  finish_next(*a, Outcome::failure(boom()));  // retried: a second try is launched
+  core->try_started(t, first);                // the first try's report arrives late
+  EXPECT_FALSE(core->next_deadline());
+  core->try_started(t, t->try_id());
+  EXPECT_EQ(core->next_deadline(), clock.t + 2s);
+  finish_next(*a, Outcome::success(1));
+  core->try_started(t, t->try_id());  // after the end: nothing
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+  core->fire_timers(clock.t + 10s);
+  EXPECT_EQ(t->state(), TaskState::exec_done);
+}
+
+TEST_F(KernelCoreTest, AnExecutorThatTimesTriesWhereTheyRunGetsNoKernelTimer) {
+  a->clock = WalltimeClock::where_it_runs;
+  make();
+  auto t = submit({}, {"a"}, 2.0);
+  EXPECT_FALSE(core->next_deadline());
+  core->fire_timers(clock.t + 10s);
+  EXPECT_EQ(t->state(), TaskState::launched);
+  EXPECT_TRUE(a->cancelled.empty());
+  finish_next(*a, Outcome::failure(std::make_exception_ptr(AppTimeout("timed out on the pool"))));
+  EXPECT_THROW(std::rethrow_exception(t->error()), AppTimeout);
+}
+
 TEST_F(KernelCoreTest, CancelFailsAWaitingTaskAndItsDependents) {
   make();
   auto head = submit();

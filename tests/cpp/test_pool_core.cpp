@@ -475,7 +475,7 @@ TEST_F(PoolCoreResourcesTest, ATaskStartsOnlyWhenItsNodeHasAllItAsksForAndGetsIt
 TEST_F(PoolCoreResourcesTest, ATaskNoNodeCanHoldFailsAtOnceNamingItsRequestAndTheLargestNode) {
   submit(1, {8, 0, 0});
   ASSERT_EQ(core.results().size(), 1u);
-  EXPECT_EQ(core.results()[0].status, protocol::kStatusUnsatisfiable);
+  EXPECT_EQ(core.results()[0].status, protocol::kStatusInvalid);
   EXPECT_EQ(core.results()[0].payload,
             "cores\nthe task asks for 8 cores, 0 MB, 0 GPUs, more than any node of pool p has (the largest: 4 cores, "
             "1000 MB, 2 GPUs)");

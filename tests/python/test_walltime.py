@@ -1,11 +1,12 @@
-"""python_app walltime: a busy task is stopped with AppTimeout and its worker is freed."""
+"""walltime: a busy task is stopped with AppTimeout and its worker is freed; the clock starts when
+the task starts running (Parsl's semantics), on threads and on HTEX pools."""
 
 import time
 
 import pytest
 
 import pervade as parsl
-from pervade import python_app
+from pervade import bash_app, python_app
 
 T = 30
 
@@ -66,3 +67,48 @@ def test_timeouts_are_retried(load):
 def test_invalid_walltime(dfk, bad):
     with pytest.raises(parsl.ConfigurationError, match="walltime"):
         quick(1, walltime=bad)
+
+
+# Parsl's semantics: walltime counts from when the task starts running, not from its launch; a
+# task queued behind a busy worker does not time out in the queue.
+
+@python_app
+def hold(seconds):
+    import time
+    time.sleep(seconds)  # the workload: keeps the only worker busy longer than the next task's walltime
+    return "held"
+
+
+@bash_app
+def sleeper(seconds, walltime=None):
+    return f"sleep {seconds}"
+
+
+def test_threads_walltime_counts_from_the_start(load):
+    load(executors=[parsl.ThreadPoolExecutor(max_threads=1)])
+    busy = hold(2)
+    queued = quick(5, walltime=0.5)  # waits 2 s for the thread, then runs in no time
+    assert queued.result(timeout=T) == 5
+    assert busy.result(timeout=T) == "held"
+    with pytest.raises(parsl.AppTimeout):  # one that runs too long still times out
+        spin(walltime=0.5).result(timeout=T)
+
+
+@pytest.fixture
+def one_worker_htex(tmp_path, no_thread_leak):
+    from test_htex import running_htex
+    yield from running_htex(tmp_path, max_workers_per_node=1, retries=0)
+
+
+def test_htex_walltime_counts_from_the_start_on_the_worker(one_worker_htex):
+    busy = hold(2)
+    queued = quick(5, walltime=0.5)  # sent to the pool at once; waits there for the worker
+    queued_shell = sleeper(0, walltime=0.5)
+    assert queued.result(timeout=T) == 5
+    assert queued_shell.result(timeout=T) == 0
+    assert busy.result(timeout=T) == "held"
+    with pytest.raises(parsl.AppTimeout):  # the worker stops a function that runs too long
+        spin(walltime=0.5).result(timeout=T)
+    with pytest.raises(parsl.AppTimeout):  # and the pool a command
+        sleeper(30, walltime=0.5).result(timeout=T)
+    assert quick(7).result(timeout=T) == 7  # the worker is free again

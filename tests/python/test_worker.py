@@ -316,11 +316,14 @@ def test_end_of_connection_ends_the_worker_with_status_0(pool):
     (msgpack.packb([TASK, 1, b"h", None, b"", [], None, [], None]), "after must be"),
     (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [-1], None]), "buffer sizes"),
     (msgpack.packb([TASK, 1, b"h", None, b"", [], [], b"\x01", None]), "buffer sizes"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[-1], []]]), "placement"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], [1]]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[-1], [], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], [1], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[], [], [["A"]]]]), "placement"),
 ], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
         "short-task", "no-buffers", "str-hash", "negative-id", "int-input", "short-after", "negative-after",
-        "nil-after", "negative-size", "bin-sizes", "negative-cpu", "int-accelerator"])
+        "nil-after", "negative-size", "bin-sizes", "negative-cpu", "int-accelerator", "two-part-placement",
+        "bad-variable"])
 def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
     pool.send_raw(body)
     assert pool.wait() == 2
@@ -821,16 +824,16 @@ def test_lost_errors_have_parsls_messages_and_pickle():
 
 
 
-def test_encode_call_gives_hash_function_payload_priority_and_resources():
-    fn_hash, fn_bytes, payload, priority, buffers, resources = encode_call(add, (1,), {"b": 2}, None, "add")
-    assert buffers == [] and resources is None
+def test_encode_call_gives_hash_function_payload_priority_and_request():
+    fn_hash, fn_bytes, payload, priority, buffers, request = encode_call(add, (1,), {"b": 2}, None, "add")
+    assert buffers == [] and request is None
     assert (fn_hash, fn_bytes) == serialize_function(add)
     assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
-    assert encode_call(add, (), spec, None, "add")[3:6:2] == (7, None)
+    assert encode_call(add, (), spec, None, "add")[3:] == (7, [], (0, 0, 0, "", 0, 0, 0, 0.0))
     spec = {"parsl_resource_specification": {"cores": 2, "memory": 500, "running_time": 3}}
-    assert encode_call(add, (), spec, None, "add")[5] == (2, 500, 0, 3.0)
-    with pytest.raises(InvalidResourceSpecification, match=r"\['priority'\] must be a 32-bit int"):
+    assert encode_call(add, (), spec, None, "add")[5] == (0, 0, 0, "", 2, 500, 0, 3.0)
+    with pytest.raises(TypeError, match="priority of add must be an int"):
         encode_call(add, (), {"parsl_resource_specification": {"priority": "high"}}, None, "add")
 
 
@@ -900,9 +903,28 @@ def test_a_placed_task_runs_on_its_cpus_with_its_accelerators_and_the_worker_get
     assert status == 0
     own = deserialize(payload)
     cpu = own[0][-1]
-    pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"]])
+    pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"], []])
     status, payload = pool.result(2)
     assert status == 0 and deserialize(payload) == ([cpu], "7,8", "7,8")
     pool.submit(3, _placement_seen)
+    status, payload = pool.result(3)
+    assert status == 0 and deserialize(payload) == own
+
+
+def _mpi_variables():
+    import os
+    return {k: v for k, v in os.environ.items() if k.startswith("PARSL_") and k != "PARSL_WORKER_RANK"
+            and not k.startswith("PARSL_WORKER_")}
+
+
+def test_a_task_runs_with_the_variables_the_pool_gave_it_and_the_worker_gets_its_own_back(pool):
+    pool.submit(1, _mpi_variables)
+    status, payload = pool.result(1)
+    assert status == 0
+    own = deserialize(payload)
+    pool.submit(2, _mpi_variables, placement=[[], [], [["PARSL_NUM_NODES", "2"], ["PARSL_MPI_NODELIST", "a,b"]]])
+    status, payload = pool.result(2)
+    assert status == 0 and deserialize(payload) == {**own, "PARSL_NUM_NODES": "2", "PARSL_MPI_NODELIST": "a,b"}
+    pool.submit(3, _mpi_variables)
     status, payload = pool.result(3)
     assert status == 0 and deserialize(payload) == own

@@ -175,10 +175,8 @@ def _run_bash(func, name, /, *args, **kwargs):
             f"Bash app '{name}' did not return a value, or returned None - with this exception: {e}") from e
     except IndexError as e:
         raise AppBadFormatting(f"App formatting failed for app '{name}' with IndexError: {e}") from e
-    if command is None:
-        raise BashAppNoReturn(f"bash_app '{name}' returned None: its body must return the command line as a str")
-    if not isinstance(command, str):
-        raise TypeError(f"bash_app '{name}' must return the command line as a str, got {type(command).__name__}")
+    if not isinstance(command, str):  # None too: ValueError, as in Parsl
+        raise ValueError(f"bash_app '{name}' must return its command line as a str, got {type(command)}")
     stdout = _open_std_stream("stdout", kwargs.get("stdout"))
     stderr = _open_std_stream("stderr", kwargs.get("stderr"))
     if stderr is not None:  # Parsl writes the command line at the top of the stderr file

@@ -14,8 +14,9 @@ __all__ = ["PythonApp", "timeout"]
 
 def timeout(f, seconds: float):
     """`f` wrapped so that a call still running after `seconds` gets AppTimeout raised in its
-    thread (at its next bytecode, as Parsl's). pervade's own `walltime=` does not use this (the
-    engine times tries); it is here for code that calls Parsl's helper directly."""
+    thread (at its next bytecode, as Parsl's). pervade's HighThroughputExecutor workers time a
+    call with `walltime=` with it; on threads the engine times the try (it can also stop shell
+    commands)."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):

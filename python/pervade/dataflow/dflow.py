@@ -209,7 +209,9 @@ class DataFlowKernel:
                                       memo.native_options(self.run_dir, config.run_dir),
                                       max_unfinished_tasks=config.max_unfinished_tasks or 0,
                                       observers=observers, run_id=self.run_id, run_dir=self.run_dir,
-                                      tasks=self._task_futures, garbage_collect=bool(config.garbage_collect))
+                                      tasks=self._task_futures, garbage_collect=bool(config.garbage_collect),
+                                      log_barrier=self._log_observer,
+                                      log_every_batch=logging_engine.forward_level() < logging.WARNING)
         self.memoizer = memo
         memo._dfk = self  # for memoizer.checkpoint()
 

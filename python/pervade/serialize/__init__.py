@@ -436,86 +436,122 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
 
 
 # What a HighThroughputExecutor takes in parsl_resource_specification: Parsl's `priority`, and
-# beyond Parsl `cores`, `memory` (MB), `gpus` and `running_time` (seconds), which its pools admit
-# tasks by (docs/htex.md, "Resources").
+# beyond Parsl `cores`, `memory` (MB), `gpus` and `running_time` (seconds), by which its pools
+# admit tasks (docs/htex.md, "Resources").
 HTEX_RESOURCE_KEYS = frozenset({"priority", "cores", "memory", "gpus", "running_time"})
-_INT32_MAX = 2**31 - 1
-_NO_SPEC = (0, None)
+# What an executor in MPI mode takes (docs/mpi.md): Parsl's four keys, and priority.
+MPI_RESOURCE_KEYS = frozenset({"num_nodes", "ranks_per_node", "num_ranks", "launcher_options"})
 
 
-def _spec_error(key, message):
-    from ..errors import InvalidResourceSpecification
-    return InvalidResourceSpecification({key}, message)
-
-
-def _count(spec, key, limit=_INT32_MAX):
+def _count(spec, key):
+    """spec[key] as an int >= 1 (an int, or a str of one, as Parsl takes them); None if absent."""
     value = spec.get(key)
     if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
-        raise _spec_error(key, f"parsl_resource_specification['{key}'] must be an int from 1 to {limit}, got {value!r}")
-    return value
+        return None
+    try:
+        n = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        n = None
+    if n is None or not 1 <= n < 2**63 or (n >= 2**31 and key != "memory"):
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({key}, f"{key} must be an integer >= 1, got {value!r}")
+    return n
 
 
-def validate_resource_spec(spec) -> tuple:
-    """Checks a parsl_resource_specification for a HighThroughputExecutor and returns
-    (priority, resources): resources is None, or (cores, memory MB, gpus, running_time s) when
-    the task asks for any of them. Raises InvalidResourceSpecification naming the key when a key
-    is unknown or a value is not a positive number (None counts as absent)."""
+def node_request(spec):
+    """What a checked spec asks of a node: (cores, memory MB, gpus, running_time s), zeros for
+    absent keys. Raises InvalidResourceSpecification naming a key whose value is not a positive
+    number."""
+    running_time = spec.get("running_time")
+    if running_time is None:
+        running_time = 0.0
+    elif isinstance(running_time, bool) or not isinstance(running_time, (int, float)) or not 0 < running_time <= 1e9:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"running_time"}, "running_time must be a number of seconds > 0 "
+                                                              f"(at most 1e9), got {running_time!r}")
+    return (_count(spec, "cores") or 0, _count(spec, "memory") or 0, _count(spec, "gpus") or 0, float(running_time))
+
+
+def validate_resource_spec(spec) -> None:
+    """Raises InvalidResourceSpecification, naming the keys, when spec (a dict) has keys a
+    HighThroughputExecutor does not take or values that are not positive numbers."""
     invalid = set(spec) - HTEX_RESOURCE_KEYS
     if invalid:
         from ..errors import InvalidResourceSpecification
         raise InvalidResourceSpecification(
             invalid, "Task resource specification only accepts these types of resources: "
             + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
-    priority = spec.get("priority")
-    if priority is None:
-        priority = 0
-    elif not isinstance(priority, int) or isinstance(priority, bool) or not -2**31 <= priority <= _INT32_MAX:
-        raise _spec_error("priority", f"parsl_resource_specification['priority'] must be a 32-bit int, got {priority!r}")
-    cores, memory, gpus = _count(spec, "cores"), _count(spec, "memory", 2**63), _count(spec, "gpus")
-    running_time = spec.get("running_time")
-    if running_time is None:
-        running_time = 0.0
-    elif isinstance(running_time, bool) or not isinstance(running_time, (int, float)) \
-            or not 0 < running_time <= 1e9:
-        raise _spec_error("running_time", "parsl_resource_specification['running_time'] must be a number of seconds "
-                          f"> 0 (at most 1e9), got {running_time!r}")
-    if not (cores or memory or gpus or running_time):
-        return priority, None
-    return priority, (cores, memory, gpus, float(running_time))
+    node_request(spec)
 
 
-def _resource_spec(kwargs):
+def mpi_request(spec):
+    """The MPI part of a checked spec: (num_nodes, ranks_per_node, num_ranks, launcher_options),
+    completed as docs/mpi.md says (num_nodes 0: no MPI keys; ranks_per_node 0: whole nodes).
+    Raises InvalidResourceSpecification naming a bad key."""
+    options = spec.get("launcher_options", "")
+    if not isinstance(options, str):
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"launcher_options"}, f"launcher_options must be a str, got {options!r}")
+    nodes, per_node, ranks = _count(spec, "num_nodes"), _count(spec, "ranks_per_node"), _count(spec, "num_ranks")
+    if nodes is None and per_node is None and ranks is None:
+        return 0, 0, 0, options
+    nodes = nodes or 1
+    if per_node is None and ranks is not None:
+        per_node = -(-ranks // nodes)
+    elif ranks is None and per_node is not None:
+        ranks = nodes * per_node
+    elif per_node is not None and ranks > nodes * per_node:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"num_ranks"}, f"num_ranks {ranks} is more than num_nodes {nodes} x "
+                                                          f"ranks_per_node {per_node}")
+    return nodes, per_node or 0, ranks or 0, options
+
+
+def _resource_request(kwargs, name):
+    """(priority, request) of a call: request is None without a parsl_resource_specification,
+    else mpi_request() + node_request() of it (which executor takes which keys is the executor's
+    to check)."""
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
         if isinstance(spec, dict) and spec:
-            return validate_resource_spec(spec)
-    return _NO_SPEC
+            invalid = set(spec) - HTEX_RESOURCE_KEYS - MPI_RESOURCE_KEYS
+            if invalid:
+                from ..errors import InvalidResourceSpecification
+                raise InvalidResourceSpecification(
+                    invalid, "Task resource specification only accepts these types of resources: "
+                    + ", ".join(sorted(HTEX_RESOURCE_KEYS | MPI_RESOURCE_KEYS)))
+            priority = spec.get("priority")
+            if priority is None:
+                priority = 0
+            elif not isinstance(priority, int) or isinstance(priority, bool):
+                raise TypeError(f"parsl_resource_specification priority of {name} must be an int, got {priority!r}")
+            return priority, mpi_request(spec) + node_request(spec)
+    return 0, None
 
 
 def encode_call(fn, args, kwargs, plan, name: str = "app"):
     """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority,
-    out-of-band buffers of the payload, resources).
+    out-of-band buffers of the payload, resource request).
 
-    priority and resources come from parsl_resource_specification (validate_resource_spec);
-    how they order and place tasks is up to the executor.
+    priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
+    how it orders tasks is up to the executor. The request is None without a spec, else its MPI
+    keys (mpi_request()) followed by what it asks of a node (node_request()).
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority, resources = _resource_spec(kwargs)
+    priority, request = _resource_request(kwargs, name)
     buffers = []
-    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers, resources
+    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers, request
 
 
 def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
     """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority, out-of-band
-    buffers, resources), futures).
+    buffers, resource request), futures).
 
     futures: the futures found at any depth of args and kwargs, each once, in input order (None
     when there are none); in the payload each is a reference to its input.
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority, resources = _resource_spec(kwargs)
+    priority, request = _resource_request(kwargs, name)
     has_future = False
     for a in args:
         if isinstance(a, Future):
@@ -532,7 +568,7 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
         payload, futures = _dumps_call((args, kwargs), True, has_future, buffers)
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
-    return (fn_hash, fn_bytes, payload, priority, buffers, resources), futures or None
+    return (fn_hash, fn_bytes, payload, priority, buffers, request), futures or None
 
 
 def load_call(payload: bytes, inputs=(), buffers=()):

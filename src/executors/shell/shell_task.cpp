@@ -49,6 +49,8 @@ class ShellBody final : public TaskBody {
         const std::string& text = e.payload();
         if (text.rfind("cannot open stdout file", 0) == 0 || text.rfind("cannot open stderr file", 0) == 0)
           out.error = std::make_exception_ptr(BadStdStreamFile(text));
+        else if (text.starts_with(protocol::kShellWalltimeExceeded))
+          out.error = std::make_exception_ptr(AppTimeout("shell task " + name_ + " " + text));
         else
           out.error = std::make_exception_ptr(Error("shell task " + name_ + " could not run on its pool: " + text));
       } catch (...) {
