@@ -27,7 +27,7 @@ std::string major_minor(const std::string& v) {
 }  // namespace
 
 // A field added to DispatchTask must be carried through the queue: submit() and pop_queued().
-// (resources and mpi are not: tasks that have them are queued whole, in placed_queue_.)
+// (resources are not: tasks that ask for them are queued whole, in placed_queue_.)
 static_assert(sizeof(DispatchTask) == 240, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
 
 Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
@@ -43,7 +43,7 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
     return;
   }
   now_ = now;
-  if (!task.resources.empty() || !task.mpi.empty()) {
+  if (!task.resources.empty()) {
     submit_placed(std::move(task));
     return;
   }
@@ -53,8 +53,9 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
   q.kind = task.kind;
   q.fn_hash = std::move(task.fn_hash);
   q.payload = std::move(task.payload);
-  if (!task.inputs.empty() || !task.buffers.empty())
-    q.extras = std::make_unique<QueuedTask::Extras>(QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers)});
+  if (!task.inputs.empty() || !task.buffers.empty() || !task.mpi.empty())
+    q.extras = std::make_unique<QueuedTask::Extras>(
+        QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers), std::move(task.mpi)});
   queued_.emplace(q.task_id, &q);
 }
 
@@ -78,6 +79,7 @@ DispatchTask Dispatcher::pop_queued() {
     if (q.extras) {
       t.inputs = std::move(q.extras->inputs);
       t.buffers = std::move(q.extras->buffers);
+      t.mpi = std::move(q.extras->mpi);
     }
     return t;
   }
@@ -592,8 +594,8 @@ void Dispatcher::fail_unsatisfiable(std::uint64_t task_id, const protocol::Resou
   release_held(task_id, "the task it follows cannot run on any pool");
 }
 
-// Tasks that ask for resources or MPI nodes keep all their fields here (the compact queue has no
-// room for them), in priority then submission order.
+// Tasks that ask for resources keep all their fields here (the compact queue has no room for
+// them), in priority then submission order.
 void Dispatcher::submit_placed(DispatchTask&& task) {
   if (placed_ids_.contains(task.task_id)) return;  // queued already (submitted twice)
   if (!shapes_.empty() && !could_hold(task.resources)) {

@@ -213,12 +213,13 @@ class Dispatcher {
     TimePoint stops_at = TimePoint::max();  // it stops running tasks then (its block ends): drained
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
-  // buffers) and without its priority (its bucket's key), so that a queued task costs the driver
+  // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
   // under 200 bytes (BENCHMARKS.md, "One interchange, many pools"). Followers are never queued.
   struct QueuedTask {
     struct Extras {
       std::vector<protocol::Bytes> inputs;
       std::vector<protocol::SharedBuffer> buffers;
+      protocol::MpiRequest mpi;
     };
     std::uint64_t task_id = 0;
     int kind = protocol::kKindPython;
@@ -250,7 +251,7 @@ class Dispatcher {
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
   void close(Pool& pool);
-  // Tasks that ask for resources or MPI nodes (dispatcher.cpp, "Resources").
+  // Tasks that ask for resources (dispatcher.cpp, "Resources").
   void submit_placed(DispatchTask&& task);
   void add_shape(Pool& pool, TimePoint now);
   void remove_shape(Pool& pool);
@@ -276,7 +277,7 @@ class Dispatcher {
   std::map<int, std::deque<QueuedTask>> queue_;
   std::unordered_map<std::uint64_t, QueuedTask*> queued_;  // the live queued tasks by id
   std::size_t cancelled_in_queue_ = 0;
-  // Tasks that ask for resources (cores, memory, gpus, running_time) or MPI nodes, whole, by
+  // Tasks that ask for resources (cores, memory, gpus, running_time), whole, by
   // (priority, submission order); the shapes of the registered pools; pools whose blocks end.
   std::map<std::pair<int, std::uint64_t>, DispatchTask> placed_queue_;
   std::unordered_map<std::uint64_t, std::pair<int, std::uint64_t>> placed_ids_;

@@ -589,10 +589,12 @@ struct Worker {
     std::size_t filled = 0;
   };
   std::optional<IncomingResult> incoming;
-  // Resource sampling: its /proc/<pid>/stat, open while the process lives, and its usage when
-  // its running task started.
+  // Resource sampling: its /proc/<pid>/stat, open while the process lives, its usage when its
+  // running task started, and the reading of the last sample of its previous task, which is the
+  // first of the task it holds next (one /proc read per task less in a busy pool).
   Fd stat_fd;
   detail::ProcUsage usage_start;
+  std::optional<detail::ProcUsage> end_reading;
 };
 
 template <class... Ts>
@@ -1124,7 +1126,12 @@ class Pool {
     }
     detail::ProcUsage now;
     const bool periodic = !first && !last;
-    if (!(periodic ? detail::read_tree_usage(w.pid, &now) : detail::read_stat_fd(w.stat_fd.get(), &now))) return;
+    if (first && w.end_reading) {
+      now = *w.end_reading;
+    } else if (!(periodic ? detail::read_tree_usage(w.pid, &now) : detail::read_stat_fd(w.stat_fd.get(), &now))) {
+      return;
+    }
+    if (last) w.end_reading = now;
     if (first) w.usage_start = now;
     const detail::ProcUsage used = now.since(w.usage_start);
     proto::UsageSample s;
@@ -1423,6 +1430,7 @@ class Pool {
     theirs.reset();
     w.pid = pid;
     w.stat_fd = Fd();  // the previous process's
+    w.end_reading.reset();
     w.fd = std::move(ours);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
     w.incoming.reset();
@@ -1679,7 +1687,8 @@ class Pool {
 
   void finish_result(Worker& w, proto::WorkerResult result) {
     core_.worker_result(w.rank, std::move(result), Clock::now());
-    sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now
+    sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now: w.end_reading
+    w.end_reading.reset();  // a task sent to it later, idle, is read afresh
   }
 
   // PoolCore decides which worker gets which task (pool_core.cpp); this writes them. Small
