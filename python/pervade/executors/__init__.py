@@ -265,7 +265,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
-                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None):
+                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None,
+                 walltime_grace: float = 30):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -305,6 +306,9 @@ class HighThroughputExecutor(BlockProviderExecutor):
         for name, value in (("heartbeat_period", heartbeat_period), ("heartbeat_threshold", heartbeat_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        if isinstance(walltime_grace, bool) or not isinstance(walltime_grace, (int, float)) or \
+                not 0 <= walltime_grace < math.inf:
+            raise ConfigurationError(f"walltime_grace must be a finite number of seconds >= 0, got {walltime_grace!r}")
         if worker_port is not None:
             _check_int("worker_port", worker_port, 1, 65535)
         if not isinstance(worker_port_range, (list, tuple)) or len(worker_port_range) != 2:
@@ -348,6 +352,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
         self._executor_exception = None  # set by set_bad_state_and_fail_all
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
+        # Before its block's walltime ends a pool SIGTERMs its tasks and is drained (docs/htex.md).
+        self.walltime_grace = walltime_grace
         # Parsl's options for its Python interchange and process layout: accepted and stored so
         # that Parsl configs load, without effect here (docs/python.md); storage_access and
         # working_dir are staging's (docs/staging.md).
@@ -398,10 +404,11 @@ class HighThroughputExecutor(BlockProviderExecutor):
         return self._native
 
     def validate_resource_spec(self, resource_specification: dict) -> None:
-        """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
-        raise InvalidResourceSpecification (each task's spec is checked when it is encoded). In
-        MPI mode Parsl's MPI rules (docs/mpi.md): a spec is required, with keys num_nodes,
-        ranks_per_node, num_ranks, launcher_options (and priority)."""
+        """Parsl's check of a task's parsl_resource_specification: keys other than `priority` and
+        pervade's `cores`, `memory`, `gpus` and `running_time`, and values that are not positive
+        numbers, raise InvalidResourceSpecification naming the key (each task's spec is checked
+        when it is encoded). In MPI mode Parsl's MPI rules (docs/mpi.md): a spec is required, with
+        keys num_nodes, ranks_per_node, num_ranks, launcher_options (and the keys above)."""
         if self.enable_mpi_mode:
             from .high_throughput.mpi_prefix_composer import validate_resource_spec
             validate_resource_spec(resource_specification)
@@ -469,6 +476,11 @@ class HighThroughputExecutor(BlockProviderExecutor):
             args += ["--mpi-hosts", ",".join(self.mpi_hosts)]
         if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
             args += ["--log-level", "debug"]
+        walltime = getattr(self.provider, "walltime", None)
+        if walltime:  # "HH:MM:SS": when the block's job ends (docs/htex.md, "Walltime-aware blocks")
+            hours, minutes, secs = (int(part) for part in walltime.split(":"))
+            args += ["--walltime", str(hours * 3600 + minutes * 60 + secs),
+                     "--walltime-grace", str(float(self.walltime_grace))]
         return args
 
     def pool_command(self, block_id: str) -> str:
