@@ -16,10 +16,12 @@ table; exits 1 if a cell differs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,21 +53,28 @@ def run_notebook(python: Path, tutorial: Path, notebook: str, engine: str) -> di
     runner = str(HERE / "tutorial_cells.py")
     cmd = [str(python), "-m", "pervade", "run", runner] if engine == "pervade" else [str(python), runner]
     env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}")  # Parsl's interchange.py
-    try:
-        proc = subprocess.run([*cmd, notebook, skip], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=CELL_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        (work / "stderr.txt").write_text(e.stderr or "")
+    # Output to files, in a process group of its own: a notebook that leaves a process behind (Parsl's
+    # interchange outlives parsl.clear()) neither holds our pipes open nor outlives the run.
+    with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([*cmd, notebook, skip], cwd=work, env=env, stdout=out, stderr=err,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=CELL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        timed_out = proc.wait() == -signal.SIGKILL
+    if timed_out:
         return {"error": f"timed out after {CELL_TIMEOUT} s"}
-    (work / "stderr.txt").write_text(proc.stderr)
     cells = {}
-    for line in proc.stdout.splitlines():
+    for line in (work / "stdout.txt").read_text().splitlines():
         if line.startswith("{"):
             r = json.loads(line)
             r["output"] = re.sub(r"0x[0-9a-f]+", "0x?", r["output"].replace(str(work), "<work>"))
             cells[r["cell"]] = r
     if proc.returncode != 0:
-        return {"cells": cells, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+        return {"cells": cells, "error": f"exit {proc.returncode}: {(work / 'stderr.txt').read_text().strip()[-500:]}"}
     return {"cells": cells}
 
 

@@ -28,11 +28,13 @@ import signal
 import socket
 import struct
 import sys
+import threading
 
 import msgpack
 
 from . import parsl_imports
 from .app.python import timeout
+from .errors import AppTimeout
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
@@ -339,7 +341,7 @@ class Worker:
             elif kwargs.get("walltime"):
                 # Counted from here, where the task starts, as Parsl's timeout wrapper does: the
                 # executor leaves walltime to the pool (a task queued there has not started).
-                result = timeout(fn, kwargs["walltime"])(*args, **kwargs)
+                result = _call_with_walltime(self.connection, task_id, fn, args, kwargs, kwargs["walltime"])
             else:
                 result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
@@ -359,6 +361,38 @@ class Worker:
         if (len(data) + sum(b.nbytes for b in result_buffers) if result_buffers else len(data)) < _KEEP_VALUE_BELOW:
             self.last = (task_id, result)
         return SUCCESS, data, result_buffers
+
+
+_WALLTIME_GRACE = 1.0  # seconds past its walltime for a function to take AppTimeout
+
+
+def _call_with_walltime(connection, task_id, fn, args, kwargs, seconds):
+    """fn(*args, **kwargs) under Parsl's timeout: AppTimeout is raised in it at its next bytecode.
+    A function blocked in C code (time.sleep, a socket) cannot take it: past the grace the
+    watchdog reports the task timed out itself and ends this worker, which the pool replaces, so
+    that the future still fails (design rule 7)."""
+    lock = threading.Lock()
+    finished = False
+
+    def give_up():
+        with lock:
+            if finished:
+                return
+            error = AppTimeout(f"task {task_id} exceeded its walltime of {seconds} s and did not stop "
+                               f"within {_WALLTIME_GRACE} s more (blocked outside Python code?): its worker was ended")
+            _flush_std_streams()
+            connection.write([RESULT, task_id, FAILED, serialize_exception(error, ""), []])
+            os._exit(EXIT_OK)
+
+    watchdog = threading.Timer(seconds + _WALLTIME_GRACE, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return timeout(fn, seconds)(*args, **kwargs)
+    finally:
+        with lock:
+            finished = True
+        watchdog.cancel()
 
 
 def _task_frames(tb):
