@@ -7,10 +7,13 @@ BUILD_DIR ?= build
 # graphviz: parsl-visualize draws its DAG pages with dot (tests/python/test_monitoring_visualize.py);
 # libcurl4-openssl-dev, libssl-dev: staging's transfers (src/staging); rsync, openssh-server,
 # openssh-client: RSyncStaging over ssh to a test host (tests/python/test_staging_hosts.py).
+# mpich, libmpich-dev: real MPI programs in the MPI tests (tests/python/test_mpi_cluster.py).
 APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev libzmq3-dev cppzmq-dev libsqlite3-dev parallel graphviz \
-	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client git
-# pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py).
-PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib
+	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client git mpich libmpich-dev
+# pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py). mpi4py: an
+# MPI app in Python (tests/python/test_mpi_cluster.py), built from source against MPICH (--no-binary:
+# its wheels need a libmpi.so.12 that Debian names libmpich.so.12).
+PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib mpi4py
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat compat-tutorial clean
 
@@ -22,8 +25,8 @@ deps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
-	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib" 2>/dev/null || \
-	  $(PYTHON) -m pip install -q $(PY_PACKAGES)
+	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib, mpi4py" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --no-binary mpi4py $(PY_PACKAGES)
 
 # The C++ library, its GoogleTest suite and the C++ benchmark.
 build: deps

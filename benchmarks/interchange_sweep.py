@@ -90,12 +90,15 @@ def run(args: argparse.Namespace) -> list[dict]:
             continue
         cmd = command(point, Path(args.binary), args.idle_s)
         logger.info("running %s", " ".join(cmd))
+        load_before = os.getloadavg()[0]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             logger.error("point %s failed (%d): %s", point, proc.returncode, proc.stderr.strip()[-2000:])
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        r["load_average"] = round(os.getloadavg()[0], 1)
+        # The machine's 1-minute load average before and after the point: other work on the
+        # same cores moves wall-clock figures (tasks/s, latency, register_s) far more than CPU/task.
+        r["load_average"] = f"{load_before:.1f}–{os.getloadavg()[0]:.1f}"
         results.append(r)
         with results_path.open("a") as f:
             f.write(json.dumps(r) + "\n")
@@ -106,7 +109,9 @@ def table(results: list[dict]) -> str:
     cols = [("pools", "pools"), ("workers_per_pool", "workers/pool"), ("service_ms", "service ms"),
             ("tasks", "tasks"), ("tasks_per_s", "tasks/s"), ("latency_p50_us", "p50 µs"),
             ("latency_p99_us", "p99 µs"), ("cpu_per_task_us", "ix CPU/task µs"), ("register_s", "register s"),
-            ("driver_rss_per_pool_bytes", "RSS/pool B"), ("driver_rss_per_queued_task_bytes", "RSS/queued task B"),
+            ("driver_rss_per_pool_bytes", "RSS/pool B"), ("dispatcher_bytes_per_pool", "ours/pool B"),
+            ("zeromq_bytes_per_pool", "ZeroMQ/pool B"), ("kernel_socket_bytes_per_pool", "kernel sockets/pool B"),
+            ("driver_rss_per_queued_task_bytes", "RSS/queued task B"),
             ("heartbeat_cpu_fraction_at_30s", "heartbeat CPU @30 s"), ("load_average", "load")]
     lines = ["| " + " | ".join(title for _, title in cols) + " |", "|" + "---|" * len(cols)]
     for r in results:

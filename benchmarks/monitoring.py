@@ -6,6 +6,7 @@ Parsl with MonitoringHub, and the row counts of a 1,000,000-task run.
     python3 benchmarks/monitoring.py --quick         # small N, one repeat, 20,000-task count run
     python3 benchmarks/monitoring.py --no-parsl      # pervade only (no PyPI needed)
     python3 benchmarks/monitoring.py --million 0     # skip the count run
+    python3 benchmarks/monitoring.py --executors htex  # pervade's HTEX only
 
 Every measurement is a fresh subprocess running DRIVER below: `import pervade as parsl` (this
 interpreter) or `import parsl` (the peers' venv, made by peers.py with `parsl[monitoring]`).
@@ -14,7 +15,10 @@ provider=LocalProvider(init_blocks=1)) or ThreadPoolExecutor(max_threads=2); mon
 MonitoringHub(resource_monitoring_interval=30) (Parsl's default, resource monitoring on) with
 the database in a fresh run_dir. Each process first waits for one task, then a warm-up batch of
 200, then times --tasks no-op tasks (submit all, then result() of each): tasks/s = N / time.
-Repeats alternate off/on; the table shows the median. After a monitored run the driver also
+Repeats alternate off/on; the table shows the median. Each run also reports the driver's CPU
+time per timed task, from the start of the timed tasks to the end of cleanup() (all its threads:
+engine, interchange, and the monitoring writer, which may finish its rows in cleanup()), steadier
+than throughput on a shared machine. After a monitored run the driver also
 counts the database's task rows (it must equal the tasks submitted).
 
 The count run submits --million no-op tasks on the thread pool with monitoring on, in batches of
@@ -70,7 +74,7 @@ noop().result()
 [f.result() for f in [noop() for _ in range(200)]]
 n = spec["tasks"]
 batch = spec.get("batch") or n
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 done = 0
 while done < n:
     k = min(batch, n - done)
@@ -80,7 +84,8 @@ while done < n:
     done += k
 elapsed = time.perf_counter() - start
 parsl.dfk().cleanup()
-out = {"tasks_per_second": n / elapsed, "seconds": elapsed}
+driver_cpu = time.process_time() - cpu_start  # with cleanup: a writer behind the run catches up there
+out = {"tasks_per_second": n / elapsed, "seconds": elapsed, "driver_cpu_us_per_task": driver_cpu / n * 1e6}
 if spec["monitoring"]:
     with sqlite3.connect(os.path.join(run_dir, "monitoring.db")) as db:
         out["task_rows"] = db.execute("SELECT count(*) FROM task").fetchone()[0]
@@ -109,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, help="runs per configuration (default 3; --quick 1)")
     p.add_argument("--million", type=int, help="tasks of the count run (default 1000000; --quick 20000; 0: skip)")
     p.add_argument("--no-parsl", action="store_true", help="skip Parsl (no PyPI needed)")
+    p.add_argument("--executors", default="htex,threads", help="pervade's executors to measure (default htex,threads)")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
 
     rows = []
     try:
-        configs = [("pervade", "htex"), ("pervade", "threads")]
+        configs = [("pervade", e) for e in args.executors.split(",")]
         pythons = {"pervade": sys.executable}
         env = None
         if not args.no_parsl:
@@ -132,6 +138,7 @@ def main(argv=None) -> int:
             print(f"parsl {versions['parsl']} from {args.venv}")
         for framework, executor in configs:
             results = {False: [], True: []}
+            cpu = {False: [], True: []}
             n = parsl_tasks if framework == "parsl" else tasks
             if framework == "parsl":  # Parsl finds process_worker_pool.py on PATH
                 env = dict(os.environ, PATH=f"{Path(pythons['parsl']).parent}:{os.environ['PATH']}")
@@ -141,12 +148,14 @@ def main(argv=None) -> int:
                                                        "monitoring": monitoring, "tasks": n},
                                   args.timeout, env if framework == "parsl" else None)
                     log(f"{framework} {executor} monitoring={'on' if monitoring else 'off'}: "
-                        f"{res['tasks_per_second']:.0f} tasks/s")
+                        f"{res['tasks_per_second']:.0f} tasks/s, driver CPU {res['driver_cpu_us_per_task']:.1f} us/task "
+                        f"(load average {os.getloadavg()[0]:.1f})")
                     if monitoring and res["task_rows"] != n + 201:
                         raise BenchError(f"{framework}: {res['task_rows']} task rows for {n + 201} tasks")
                     results[monitoring].append(res["tasks_per_second"])
+                    cpu[monitoring].append(res["driver_cpu_us_per_task"])
             off, on = statistics.median(results[False]), statistics.median(results[True])
-            rows.append((framework, executor, n, off, on))
+            rows.append((framework, executor, n, off, on, statistics.median(cpu[False]), statistics.median(cpu[True])))
         if million:
             res = measure(sys.executable, {"framework": "pervade", "executor": "threads", "monitoring": True,
                                            "tasks": million, "batch": 50000}, args.timeout * 4)
@@ -161,12 +170,13 @@ def main(argv=None) -> int:
         print(f"monitoring benchmark: error: {e}", file=sys.stderr)
         return 1
 
-    print(f"\n| framework | executor | tasks | monitoring off (tasks/s) | on (tasks/s) | on/off |")
-    print("|---|---|---:|---:|---:|---:|")
-    for framework, executor, n, off, on in rows:
-        print(f"| {framework} | {executor} | {n} | {off:,.0f} | {on:,.0f} | {on / off:.2f} |")
-    pv = {e: on for f, e, n, off, on in rows if f == "pervade"}
-    pa = {e: on for f, e, n, off, on in rows if f == "parsl"}
+    print(f"\n| framework | executor | tasks | monitoring off (tasks/s) | on (tasks/s) | on/off "
+          f"| driver CPU off (µs/task) | on |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for framework, executor, n, off, on, cpu_off, cpu_on in rows:
+        print(f"| {framework} | {executor} | {n} | {off:,.0f} | {on:,.0f} | {on / off:.2f} | {cpu_off:.1f} | {cpu_on:.1f} |")
+    pv = {e: on for f, e, n, off, on, *_ in rows if f == "pervade"}
+    pa = {e: on for f, e, n, off, on, *_ in rows if f == "parsl"}
     if "htex" in pv and "htex" in pa:
         print(f"\npervade/Parsl, HTEX with monitoring on: {pv['htex'] / pa['htex']:.1f}x")
     return 0

@@ -19,10 +19,13 @@
 // (net.core.somaxconn, 4096 here) and TCP then retries after 1, 3, 7, 15... s.
 //
 // Phases, each measured on its own:
-//   dispatcher  the Dispatcher alone (no sockets): bytes per registered pool and per queued task
+//   dispatcher  the Dispatcher alone (no sockets): heap bytes (malloc's count, not pages) per
+//               registered pool and per queued task
 //   queue       min(tasks, 1,000,000) tasks queued in the interchange with no pool yet: the
 //               driver's RSS per queued task, then every one cancelled (CPU per cancel)
-//   register    the children start and all pools register: register_s, RSS per pool
+//   register    the children start and all pools register: register_s, and the driver's memory
+//               per pool: RSS; heap (ours, the dispatcher's above, and ZeroMQ's: the rest);
+//               kernel socket buffers of the interchange's connections (`ss -tm`: r + w + f)
 //   idle        --idle-s seconds of heartbeats only: interchange CPU per heartbeat exchange,
 //               and what that is at the default 30 s period for this many pools
 //   run         all tasks submitted at once (in chunks of 10,000), each completing exactly
@@ -49,6 +52,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -459,6 +463,38 @@ long rss_bytes() {
   return resident * ::sysconf(_SC_PAGESIZE);
 }
 
+// Bytes allocated with malloc (by this process's code and libzmq's) and not freed.
+long heap_bytes() {
+  const struct mallinfo2 m = ::mallinfo2();
+  return static_cast<long>(m.uordblks + m.hblkhd);
+}
+
+// Bytes the kernel holds for the established TCP connections on this local port (received and
+// queued to send, and reserved: skmem's r, w and f, from `ss -tm`), or -1 without ss.
+long kernel_socket_bytes(int port) {
+  const std::string command = fmt::format("ss -tmnH state established '( sport = :{} )' 2>/dev/null", port);
+  FILE* ss = ::popen(command.c_str(), "r");
+  if (!ss) return -1;
+  std::string text;
+  char buf[65536];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, ss)) > 0;) text.append(buf, n);
+  if (::pclose(ss) != 0) return -1;
+  long total = 0;
+  for (std::size_t pos = 0; (pos = text.find("skmem:(", pos)) != std::string::npos;) {
+    pos += 7;
+    const std::size_t end = text.find(')', pos);
+    std::string fields = text.substr(pos, end - pos);
+    for (std::size_t f = 0; f < fields.size();) {
+      const std::size_t comma = std::min(fields.find(',', f), fields.size());
+      const std::string item = fields.substr(f, comma - f);
+      if (!item.empty() && (item[0] == 'r' || item[0] == 'w' || item[0] == 'f') && std::isdigit(static_cast<unsigned char>(item[1])))
+        total += std::stol(item.substr(1));
+      f = comma + 1;
+    }
+  }
+  return total;
+}
+
 // The CPU time of one thread of this process (a per-thread CPU clock made from its tid, as
 // glibc's pthread_getcpuclockid does).
 double thread_cpu_s(pid_t tid) {
@@ -536,8 +572,7 @@ int run_driver(const Options& o) {
   double dispatcher_bytes_per_pool = 0, dispatcher_bytes_per_queued_task = 0;
   {
     const long queued = std::min<long>(o.tasks, 1'000'000);
-    malloc_trim(0);
-    const long before = rss_bytes();
+    const long before = heap_bytes();
     auto d = std::make_unique<interchange::Dispatcher>(interchange::DispatcherConfig{});
     const auto now = interchange::Clock::now();
     for (int i = 0; i < o.pools; ++i) {
@@ -549,7 +584,7 @@ int run_driver(const Options& o) {
       d->on_message(r.pool_id, r, now);
       d->take_outbox();  // nothing queued: only REGISTERED messages, dropped
     }
-    const long with_pools = rss_bytes();
+    const long with_pools = heap_bytes();
     dispatcher_bytes_per_pool = static_cast<double>(with_pools - before) / o.pools;
     // Queued with every pool held, so that they stay in the queue.
     for (int i = 0; i < o.pools; ++i) d->hold("p" + std::to_string(i), true);
@@ -561,7 +596,7 @@ int run_driver(const Options& o) {
       d->submit(std::move(t), now);
     }
     d->take_outbox();
-    dispatcher_bytes_per_queued_task = static_cast<double>(rss_bytes() - with_pools) / queued;
+    dispatcher_bytes_per_queued_task = static_cast<double>(heap_bytes() - with_pools) / queued;
   }
   malloc_trim(0);
 
@@ -644,6 +679,10 @@ int run_driver(const Options& o) {
   const long rss_empty = rss_bytes();
   {
     std::vector<interchange::DispatchTask> batch;
+    // Reserved: a vector doubling to 160 MB frees chunks that raise glibc's dynamic mmap
+    // threshold (to 21 MB), after which freed memory stays resident; that cost 84 bytes per
+    // queued task of RSS that were this benchmark's, not the interchange's.
+    batch.reserve(static_cast<std::size_t>(queued));
     for (long id = 0; id < queued; ++id) {
       interchange::DispatchTask t;
       t.task_id = static_cast<std::uint64_t>(id) + (1ULL << 40);  // not the run's ids
@@ -674,6 +713,7 @@ int run_driver(const Options& o) {
   lose = std::min(lose, o.pools);
   const int vanish_every = lose > 0 ? o.pools / lose : 0;
   const long rss_before_pools = rss_bytes();
+  const long heap_before_pools = heap_bytes();
   const auto register_start = Clock::now();
   std::vector<Child> children;
   for (int first = 0; first < o.pools; first += o.pools_per_process)
@@ -693,6 +733,9 @@ int run_driver(const Options& o) {
     lost_before_run = s.lost_at_ns.size();
   }
   const double rss_per_pool = static_cast<double>(rss_bytes() - rss_before_pools) / o.pools;
+  const double heap_per_pool = static_cast<double>(heap_bytes() - heap_before_pools) / o.pools;
+  const long kernel_bytes = kernel_socket_bytes(ix.port());
+  const double kernel_per_pool = kernel_bytes < 0 ? -1.0 : static_cast<double>(kernel_bytes) / o.pools;
 
   // ---- idle: heartbeats only.
   double heartbeat_cpu_fraction = -1, heartbeat_cpu_us_per_pool_period = -1;
@@ -777,6 +820,11 @@ int run_driver(const Options& o) {
   field("cpu_per_task_us", fmt::format("{:.3f}", run_cpu * 1e6 / static_cast<double>(o.tasks)));
   field("register_s", fmt::format("{:.3f}", register_s));
   field("driver_rss_per_pool_bytes", fmt::format("{:.0f}", rss_per_pool));
+  // The driver's heap per pool is ours (the dispatcher's state; the shell's maps add about 250
+  // bytes, counted with ZeroMQ's) and ZeroMQ's (its pipes, encoder and decoder buffers, ...).
+  field("driver_heap_per_pool_bytes", fmt::format("{:.0f}", heap_per_pool));
+  field("zeromq_bytes_per_pool", fmt::format("{:.0f}", heap_per_pool - dispatcher_bytes_per_pool));
+  field("kernel_socket_bytes_per_pool", fmt::format("{:.0f}", kernel_per_pool));
   field("driver_rss_per_worker_bytes", fmt::format("{:.1f}", rss_per_pool / o.workers));
   field("driver_rss_per_queued_task_bytes", fmt::format("{:.1f}", rss_per_queued_task));
   field("dispatcher_bytes_per_pool", fmt::format("{:.0f}", dispatcher_bytes_per_pool));

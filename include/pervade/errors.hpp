@@ -111,6 +111,13 @@ class DataFlowKernelClosed : public Error {
 };
 
 // The task was cancelled (DataFlowKernel::cancel) before it finished.
+// A task names an executor label the kernel does not have. As in Parsl, the task fails with it
+// when it would be launched (Python: ValueError), not at the call.
+class UnknownExecutor : public Error {
+ public:
+  using Error::Error;
+};
+
 class TaskCancelled : public Error {
  public:
   using Error::Error;

@@ -93,6 +93,10 @@ struct HtexOptions {
   // socket in a 0700 directory under <run_dir>/<label> instead of TCP (no CurveZMQ needed:
   // only this user can open it); pools elsewhere, or that cannot use it, use TCP as before.
   bool same_host_ipc = true;
+  // MPI mode (docs/mpi.md): "mpiexec", "srun" or "aprun"; empty: off. Pools get --mpi-launcher,
+  // find their block's nodes and give each MPI task nodes of its own; every task must then have
+  // a parsl_resource_specification, as in Parsl. Off: tasks with MPI keys are refused.
+  std::string mpi_launcher;
 };
 
 struct PoolStatus {

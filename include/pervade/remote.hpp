@@ -33,6 +33,13 @@ struct RemoteTask {
   // Big arguments pickled out of band (pickle protocol 5 buffers), in the payload's order:
   // they travel as separate frames, never copied into a message (shared by the task's tries).
   std::vector<SharedBuffer> buffers;
+  // parsl_resource_specification's MPI keys (docs/mpi.md), completed by the front end;
+  // num_nodes 0: the call had none. ranks_per_node 0: whole nodes.
+  int num_nodes = 0;
+  int ranks_per_node = 0;
+  int num_ranks = 0;
+  std::string launcher_options;
+  bool has_resource_spec = false;  // the call had a non-empty parsl_resource_specification
 };
 
 // A result that arrived from a pool, still serialized: forwarded as is to remote dependents,
@@ -66,6 +73,18 @@ class RemoteTaskError : public Error {
 class WorkerLost : public Error {
  public:
   using Error::Error;
+};
+
+// The task's parsl_resource_specification cannot be met by its executor (a key it does not take,
+// a missing spec in MPI mode, more nodes than a block has). Python: InvalidResourceSpecification.
+class InvalidResourceSpecification : public Error {
+ public:
+  InvalidResourceSpecification(std::string key, const std::string& message)
+      : Error(message), key_(std::move(key)) {}
+  const std::string& key() const { return key_; }  // empty: the spec as a whole
+
+ private:
+  std::string key_;
 };
 
 // The pool holding the task stopped answering (heartbeat threshold) or went away.

@@ -248,6 +248,10 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("ManagerLost")(nb::none(), nb::none(), m.what());
   } catch (const ExecutorFailed& f) {
     return errors_module().attr("BadStateException")(f.label(), f.reason());
+  } catch (const InvalidResourceSpecification& r) {
+    nb::set keys;
+    if (!r.key().empty()) keys.add(nb::str(r.key().c_str()));
+    return errors_module().attr("InvalidResourceSpecification")(keys, r.what());
   } catch (const DependencyError& d) {
     return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
   } catch (const JoinError& j) {
@@ -266,6 +270,8 @@ nb::object translate_error(const std::exception_ptr& e) {
     return errors_module().attr("TaskCancelled")(c.what());
   } catch (const ConfigurationError& c) {
     return errors_module().attr("ConfigurationError")(c.what());
+  } catch (const UnknownExecutor& u) {
+    return nb::module_::import_("builtins").attr("ValueError")(u.what());
   } catch (const std::exception& x) {
     return errors_module().attr("ParslError")(x.what());
   } catch (...) {
@@ -435,6 +441,18 @@ std::vector<SharedBuffer> copy_buffers(nb::handle buffers) {
   return out;
 }
 
+// The resource request of an encoded call (pervade.serialize.encode_call's last item): None
+// (no parsl_resource_specification) or (num_nodes, ranks_per_node, num_ranks, launcher_options).
+void set_resource_request(nb::handle request, RemoteTask* out) {
+  if (request.is_none()) return;
+  auto r = nb::borrow<nb::tuple>(request);
+  out->has_resource_spec = true;
+  out->num_nodes = nb::cast<int>(r[0]);
+  out->ranks_per_node = nb::cast<int>(r[1]);
+  out->num_ranks = nb::cast<int>(r[2]);
+  out->launcher_options = nb::cast<std::string>(r[3]);
+}
+
 // A Python app call: the callable, its arguments, and the future to complete.
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
@@ -449,6 +467,7 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
       encoded_ = RemoteTask{0, std::string(hash.c_str(), hash.size()), std::string(fn.c_str(), fn.size()),
                             std::string(payload.c_str(), payload.size()), {}, nb::cast<int>(parts[3]),
                             copy_buffers(parts[4])};
+      set_resource_request(parts[5], &*encoded_);
     }
   }
 
@@ -610,6 +629,7 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
       out->payload.assign(payload.c_str(), payload.size());
       out->priority = nb::cast<int>(parts[3]);
       out->buffers = copy_buffers(parts[4]);
+      set_resource_request(parts[5], out);
     }
     out->inputs = std::move(inputs);
     return true;
@@ -1381,6 +1401,7 @@ NB_MODULE(_native, m) {
       .def_rw("short_task_prefetch", &HtexOptions::short_task_prefetch)
       .def_rw("follow_dependencies", &HtexOptions::follow_dependencies)
       .def_rw("same_host_ipc", &HtexOptions::same_host_ipc)
+      .def_rw("mpi_launcher", &HtexOptions::mpi_launcher)
       .def_rw("provider", &HtexOptions::provider)
       .def_rw("prefetch_capacity", &HtexOptions::prefetch_capacity)
       .def_rw("python_workers", &HtexOptions::python_workers)

@@ -14,6 +14,7 @@
 #include "bindings.hpp"
 #include "pervade/batch_providers.hpp"
 #include "pervade/provider.hpp"
+#include "pool/mpi_nodes.hpp"
 
 namespace nb = nanobind;
 using namespace pervade;
@@ -23,6 +24,13 @@ namespace {
 
 // The launchers beyond Simple/SingleNode: one factory each, parameters as in Parsl.
 void bind_launchers(nb::module_& m) {
+  // MPI mode's launch prefixes, as pools compose them (src/pool/mpi_nodes.hpp; docs/mpi.md).
+  m.def("mpiexec_prefix", &pool::mpiexec_prefix, nb::arg("num_ranks"), nb::arg("ranks_per_node"), nb::arg("hosts"),
+        nb::arg("options"));
+  m.def("srun_prefix", &pool::srun_prefix, nb::arg("num_ranks"), nb::arg("ranks_per_node"), nb::arg("num_nodes"),
+        nb::arg("hosts"), nb::arg("options"));
+  m.def("aprun_prefix", &pool::aprun_prefix, nb::arg("num_ranks"), nb::arg("ranks_per_node"), nb::arg("hosts"),
+        nb::arg("options"));
   using L = std::shared_ptr<Launcher>;
   m.def("wrapped_launcher", [](const std::string& prepend) -> L { return std::make_shared<WrappedLauncher>(prepend); },
         nb::arg("prepend"));

@@ -11,7 +11,7 @@ class ParslError(Exception):
 
 
 class ConfigurationError(ParslError):
-    """A configuration or API misuse: duplicate labels, load() twice, an unknown executor label."""
+    """A configuration or API misuse: duplicate labels, load() twice, a bad option."""
 
 
 class NoDataFlowKernelError(ParslError):

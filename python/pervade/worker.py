@@ -194,10 +194,14 @@ def _check_task(message):
             type(n) is int and n >= 0 for n in buffer_sizes)):
         raise ProtocolError(f"TASK {task_id}: buffer sizes must be an array of unsigned integers")
     if placement is not None and not (
-            type(placement) is list and len(placement) == 2 and type(placement[0]) is list
-            and type(placement[1]) is list and all(type(c) is int and c >= 0 for c in placement[0])
-            and all(type(a) is str for a in placement[1])):
-        raise ProtocolError(f"TASK {task_id}: placement must be nil or [[cpu, ...], [accelerator id, ...]]")
+            type(placement) is list and len(placement) == 3 and type(placement[0]) is list
+            and type(placement[1]) is list and type(placement[2]) is list
+            and all(type(c) is int and c >= 0 for c in placement[0])
+            and all(type(a) is str for a in placement[1])
+            and all(type(v) is list and len(v) == 2 and type(v[0]) is str and type(v[1]) is str
+                    for v in placement[2])):
+        raise ProtocolError(f"TASK {task_id}: placement must be nil or [[cpu, ...], [accelerator id, ...], "
+                            "[[name, value], ...]]")
     return task_id, fn_hash, fn, payload, inputs, after, buffer_sizes, placement
 
 
@@ -269,9 +273,11 @@ class Worker:
 
     def _run_placed(self, placement, *task):
         """Runs a task that asked for resources on the CPUs and accelerators the pool gave it
-        (docs/htex.md, "Resources"), then gives the worker its own back."""
-        cpus, accelerators = placement
-        saved_env = {name: os.environ.get(name) for name in _ACCELERATOR_VARIABLES}
+        (docs/htex.md, "Resources"), with the variables it gave it (an MPI task's nodes and
+        launch prefixes, docs/mpi.md), then gives the worker its own back."""
+        cpus, accelerators, variables = placement
+        names = (*_ACCELERATOR_VARIABLES, *(name for name, _ in variables)) if variables else _ACCELERATOR_VARIABLES
+        saved_env = {name: os.environ.get(name) for name in names}
         saved_cpus = os.sched_getaffinity(0) if cpus else None
         try:
             if cpus:
@@ -282,6 +288,8 @@ class Worker:
             if accelerators:
                 for name in _ACCELERATOR_VARIABLES:
                     os.environ[name] = ",".join(accelerators)
+            for name, value in variables:
+                os.environ[name] = value
             return self.run(*task)
         finally:
             if saved_cpus is not None:

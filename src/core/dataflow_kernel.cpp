@@ -300,14 +300,6 @@ TaskRecordPtr DataFlowKernel::submit(TaskSpec spec, TaskId id) {
   auto& im = *impl_;
   im.wait_capacity(std::nullopt);
   if (im.closed.load()) throw DataFlowKernelClosed("cannot submit: the DataFlowKernel has been cleaned up");
-  for (const auto& label : spec.executors) {
-    if (!im.core->has_executor(label)) {
-      std::string known;
-      for (const auto& l : executor_labels()) known += (known.empty() ? "" : ", ") + l;
-      throw ConfigurationError("task " + spec.func_name + " requested unknown executor '" + label +
-                               "'; configured executors: " + known);
-    }
-  }
   if (!spec.body) throw ConfigurationError("task " + spec.func_name + " has no body");
   for (const auto& dep : spec.dependencies)
     if (!dep) throw ConfigurationError("task " + spec.func_name + " has a null dependency");

@@ -70,7 +70,6 @@ KernelCore::KernelCore(KernelOptions options, std::vector<ExecutorPtr> executors
   if (options_.memo) options_.memo->schedule_next(options_.now());
 }
 
-bool KernelCore::has_executor(const std::string& label) const { return by_label_.contains(label); }
 
 void KernelCore::submit(const TaskRecordPtr& task) {
   TaskRecord& t = *task;
@@ -104,9 +103,11 @@ bool KernelCore::may_follow(const TaskRecord& t) {
   // The executor must be the one the task would run on anyway, and that of its input.
   std::size_t ex;
   const auto& labels = t.spec_.executors;
-  if (labels.size() == 1)
-    ex = by_label_.at(labels[0]);
-  else if (labels.empty() && user_executors_.size() == 1)
+  if (labels.size() == 1) {
+    const auto it = by_label_.find(labels[0]);
+    if (it == by_label_.end()) return false;  // launch() fails it with UnknownExecutor
+    ex = it->second;
+  } else if (labels.empty() && user_executors_.size() == 1)
     ex = user_executors_[0];
   else
     return false;
@@ -184,6 +185,17 @@ void KernelCore::launch(TaskRecord& t, bool follower) {
     return;
   }
   leave_table(t);
+  for (const auto& label : t.spec_.executors) {
+    if (!by_label_.contains(label)) {
+      std::string known;
+      for (const auto& e : executors_) known += (known.empty() ? "" : ", ") + e->label();
+      finish(t, TaskState::failed, {},
+             std::make_exception_ptr(UnknownExecutor("task " + std::to_string(t.id().value) + " (" +
+                                                     t.spec_.func_name + ") requested unknown executor '" +
+                                                     label + "'; configured executors: " + known)));
+      return;
+    }
+  }
   const std::size_t ex = pick_executor(t);
   t.executor_label_ = executors_[ex]->label();
   t.try_id_.fetch_add(1, std::memory_order_release);

@@ -88,7 +88,6 @@ class KernelCore {
   // failed (failed, dep_fail, cancelled).
   int tasks_completed() const { return tasks_completed_; }
   int tasks_failed() const { return tasks_failed_; }
-  bool has_executor(const std::string& label) const;
 
  private:
   void deps_ready(TaskRecord& t);

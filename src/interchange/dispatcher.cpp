@@ -9,6 +9,9 @@ namespace pervade::interchange {
 namespace {
 constexpr auto kShortTask = std::chrono::milliseconds(10);  // see DispatcherConfig::short_task_prefetch
 constexpr std::size_t kRecentOwners = 4096;                  // see Dispatcher::recent_owner_
+// Cancelled tasks left in the queue's buckets before they are swept out (when they also
+// outnumber the live ones): sweeping costs the queue's length, so it is done rarely.
+constexpr std::size_t kCancelledToSweep = 4096;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
@@ -22,6 +25,9 @@ std::string major_minor(const std::string& v) {
 }
 }  // namespace
 
+// A field added to DispatchTask must be carried through the queue: submit() and pop_queued().
+static_assert(sizeof(DispatchTask) == 208, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
+
 Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
 
 void Dispatcher::add_function(const protocol::Bytes& hash, protocol::Bytes fn) {
@@ -34,10 +40,54 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
     submit_follower(std::move(task), now);
     return;
   }
-  const Queued key{task.priority, sequence_++};
-  queued_.emplace(task.task_id, key);
-  queue_.emplace(key, std::move(task));
+  if (queued_.contains(task.task_id)) return;  // queued already (submitted twice)
+  QueuedTask& q = queue_[task.priority].emplace_back();
+  q.task_id = task.task_id;
+  q.kind = task.kind;
+  q.fn_hash = std::move(task.fn_hash);
+  q.payload = std::move(task.payload);
+  if (!task.inputs.empty() || !task.buffers.empty() || !task.mpi.empty())
+    q.extras = std::make_unique<QueuedTask::Extras>(
+        QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers), std::move(task.mpi)});
+  queued_.emplace(q.task_id, &q);
   now_ = now;
+}
+
+DispatchTask Dispatcher::pop_queued() {
+  for (;;) {
+    auto bucket = queue_.begin();
+    QueuedTask q = std::move(bucket->second.front());
+    DispatchTask t;
+    t.priority = bucket->first;
+    bucket->second.pop_front();
+    if (bucket->second.empty()) queue_.erase(bucket);
+    if (q.cancelled) {
+      --cancelled_in_queue_;
+      continue;
+    }
+    queued_.erase(q.task_id);
+    t.task_id = q.task_id;
+    t.kind = q.kind;
+    t.fn_hash = std::move(q.fn_hash);
+    t.payload = std::move(q.payload);
+    if (q.extras) {
+      t.inputs = std::move(q.extras->inputs);
+      t.buffers = std::move(q.extras->buffers);
+      t.mpi = std::move(q.extras->mpi);
+    }
+    return t;
+  }
+}
+
+void Dispatcher::drop_cancelled() {
+  for (auto bucket = queue_.begin(); bucket != queue_.end();) {
+    std::deque<QueuedTask> live;
+    for (auto& q : bucket->second)
+      if (!q.cancelled) queued_[q.task_id] = &live.emplace_back(std::move(q));
+    bucket->second.swap(live);
+    bucket = bucket->second.empty() ? queue_.erase(bucket) : std::next(bucket);
+  }
+  cancelled_in_queue_ = 0;
 }
 
 void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
@@ -77,6 +127,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.inputs = std::move(t.inputs);
   out.after = std::move(t.after);
   out.buffers = std::move(t.buffers);
+  out.mpi = std::move(t.mpi);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
   pool.in_flight.emplace(id, now);
@@ -236,8 +287,8 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
   return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
 }
 
-std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox() {
-  dispatch(now_);
+std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox(std::size_t max_tasks) {
+  dispatch(now_, max_tasks);
   return std::exchange(outbox_, {});
 }
 
@@ -260,18 +311,16 @@ void Dispatcher::close(Pool& pool) {
   pool.open_slot = Pool::kClosed;
 }
 
-void Dispatcher::dispatch(TimePoint now) {
+void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
   // A random pool among those with room spreads load over pools; each takes up to its free
   // capacity, in one TASKS message, and is then full (or the queue is empty): the cost is the
   // tasks sent plus the pools that take them, whatever the number of pools.
-  while (!queue_.empty() && !open_.empty()) {
+  while (max_tasks > 0 && !queued_.empty() && !open_.empty()) {
     Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
-    for (std::size_t n = capacity(pool); n > 0 && !queue_.empty(); --n) {
-      auto node = queue_.extract(queue_.begin());
-      queued_.erase(node.mapped().task_id);
-      add_to_batch(pool, std::move(node.mapped()), batch, now);
-    }
+    const std::size_t take = std::min(capacity(pool), max_tasks);
+    max_tasks -= take;
+    for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch, now);
     if (!batch.tasks.empty()) send(pool, std::move(batch), now);
     update_open(pool);
   }
@@ -387,8 +436,10 @@ bool Dispatcher::drain(const std::string& pool_id) {
 
 void Dispatcher::cancel(std::uint64_t task_id) {
   if (auto q = queued_.find(task_id); q != queued_.end()) {
-    queue_.erase(q->second);
+    *q->second = QueuedTask{};  // its bytes are freed now; the slot when it reaches the front
+    q->second->cancelled = true;
     queued_.erase(q);
+    if (++cancelled_in_queue_ >= kCancelledToSweep && cancelled_in_queue_ > queued_.size()) drop_cancelled();
     completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
     release_held(task_id, "the task it follows was cancelled");
     return;

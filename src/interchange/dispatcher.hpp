@@ -14,6 +14,7 @@
 #include <deque>
 #include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -44,6 +45,7 @@ struct DispatchTask {
   // A follower: waits on the pool of the task named here (its input) instead of in the queue.
   std::vector<protocol::After> after;
   std::vector<protocol::SharedBuffer> buffers;  // out-of-band, sent as frames of their own
+  protocol::MpiRequest mpi;                     // MPI mode (docs/mpi.md): the nodes it needs
 };
 
 struct DispatcherConfig {
@@ -144,15 +146,20 @@ class Dispatcher {
   void shutdown_all();
 
   std::vector<PoolInfo> pools(TimePoint now) const;
-  std::size_t queued() const { return queue_.size() + held_by_.size(); }
+  std::size_t queued() const { return queued_.size() + held_by_.size(); }
   std::size_t in_flight() const;
   // The earliest time tick() has work to do.
   TimePoint next_deadline() const;
 
-  // Outputs, taken by the shell after each call. take_outbox() first hands queued tasks to
-  // pools with free capacity: dispatching once per round of input (not per submitted task
-  // or per RESULTS message) is what makes TASKS messages carry many tasks.
-  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox();
+  // Outputs, taken by the shell after each call. take_outbox() first hands up to max_tasks
+  // queued tasks to pools with free capacity: dispatching once per round of input (not per
+  // submitted task or per RESULTS message) is what makes TASKS messages carry many tasks, and
+  // the bound keeps a round short when a million tasks wait (the shell's loss checks run
+  // between rounds).
+  std::vector<std::pair<std::string, protocol::InterchangeMessage>> take_outbox(
+      std::size_t max_tasks = static_cast<std::size_t>(-1));
+  // Queued tasks and a pool with room for them: take_outbox() would send tasks.
+  bool can_dispatch() const { return !queued_.empty() && !open_.empty(); }
   std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
   std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
@@ -182,17 +189,30 @@ class Dispatcher {
     PoolList::iterator by_heard;      // its place in by_heard_
     PoolList::iterator by_sent;       // its place in by_sent_
   };
-  struct Queued {
-    int priority;
-    std::uint64_t sequence;
-    bool operator<(const Queued& o) const {
-      return priority != o.priority ? priority < o.priority : sequence < o.sequence;
-    }
+  // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
+  // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
+  // under 200 bytes (BENCHMARKS.md, "One interchange, many pools"). Followers are never queued.
+  struct QueuedTask {
+    struct Extras {
+      std::vector<protocol::Bytes> inputs;
+      std::vector<protocol::SharedBuffer> buffers;
+      protocol::MpiRequest mpi;
+    };
+    std::uint64_t task_id = 0;
+    int kind = protocol::kKindPython;
+    bool cancelled = false;  // left in its bucket (emptied) until it reaches the front
+    protocol::Bytes fn_hash;
+    protocol::Bytes payload;
+    std::unique_ptr<Extras> extras;  // null when it has neither
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
   void on_results(Pool& pool, protocol::Results& r, TimePoint now);
-  void dispatch(TimePoint now);
+  void dispatch(TimePoint now, std::size_t max_tasks);
+  // The first live task of the queue, taken out (the queue must hold one).
+  DispatchTask pop_queued();
+  // Removes cancelled tasks from the buckets (they hold no bytes, but a slot each).
+  void drop_cancelled();
   void submit_follower(DispatchTask task, TimePoint now);
   // Adds a task to a batch for the pool, then the followers held for it (depth first).
   void add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now);
@@ -219,9 +239,11 @@ class Dispatcher {
   PoolList by_sent_;
   // (when, identity) of each disconnected() call, in time order; checked by tick() after disconnect_grace.
   std::deque<std::pair<TimePoint, std::string>> disconnects_;
-  std::map<Queued, DispatchTask> queue_;                   // ordered: priority, then FIFO
-  std::unordered_map<std::uint64_t, Queued> queued_;       // task id -> its key in queue_
-  std::uint64_t sequence_ = 0;
+  // Queued tasks by priority (smaller first), each bucket in submission order. A deque keeps
+  // the addresses of its elements when tasks are added at its back or taken from its front.
+  std::map<int, std::deque<QueuedTask>> queue_;
+  std::unordered_map<std::uint64_t, QueuedTask*> queued_;  // the live queued tasks by id
+  std::size_t cancelled_in_queue_ = 0;
   std::unordered_map<std::string, protocol::Bytes> functions_;
   // Followers of tasks still queued here (or themselves held), by the task they follow.
   std::unordered_map<std::uint64_t, std::vector<DispatchTask>> held_;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <memory>
@@ -28,7 +29,17 @@ namespace pervade::interchange {
 
 namespace {
 using Command = std::function<void(Dispatcher&, TimePoint)>;
-constexpr int kMessagesPerRound = 4096;  // see receive_all()
+// The work of one round of the loop is bounded, so that loss checks and heartbeats (tick())
+// run within a fraction of a second however much is queued: at most kMessagesPerRound
+// messages read from each socket (receive_all()), kCommandsPerRound commands run (submit() and
+// cancel() post at most kTasksPerCommand tasks each) and kTasksPerRound tasks sent. A million
+// tasks submitted at once were otherwise taken and sent in one round of seconds, and pools
+// lost meanwhile were noticed that much late (BENCHMARKS.md, "One interchange, many pools").
+// A round that leaves work behind is followed by another at once.
+constexpr int kMessagesPerRound = 4096;
+constexpr std::size_t kTasksPerCommand = 4096;
+constexpr std::size_t kCommandsPerRound = 16;
+constexpr std::size_t kTasksPerRound = kCommandsPerRound * kTasksPerCommand;
 // A TCP peer that has not finished the ZMTP (and CurveZMQ) handshake after this long is
 // disconnected (libzmq's default: 30 s). A pool needs a few round trips.
 constexpr int kHandshakeTimeoutMs = 10000;
@@ -259,7 +270,7 @@ struct Interchange::Impl {
   }
 
   void run(TimePoint) {
-    std::vector<Command> pending;
+    std::deque<Command> pending;  // taken from commands, not yet run (kCommandsPerRound a round)
     while (true) {
       const TimePoint now = Clock::now();
       const auto deadline = dispatcher.next_deadline();
@@ -267,6 +278,7 @@ struct Interchange::Impl {
       if (deadline != TimePoint::max())
         timeout_ms = std::max<long>(0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1);
       if (!closed.empty()) timeout_ms = timeout_ms < 0 ? 10 : std::min<long>(timeout_ms, 10);
+      if (!pending.empty() || dispatcher.can_dispatch()) timeout_ms = 0;  // the last round left work
       zmq::pollitem_t items[] = {{router.handle(), 0, ZMQ_POLLIN, 0},
                                  {nullptr, wake_fd, ZMQ_POLLIN, 0},
                                  {router_monitor.handle(), 0, ZMQ_POLLIN, 0},
@@ -281,10 +293,13 @@ struct Interchange::Impl {
       }
       {
         std::lock_guard lock(mutex);
-        pending.swap(commands);
+        std::move(commands.begin(), commands.end(), std::back_inserter(pending));
+        commands.clear();
       }
-      for (auto& c : pending) c(dispatcher, Clock::now());
-      pending.clear();
+      for (std::size_t n = 0; n < kCommandsPerRound && !pending.empty(); ++n) {
+        pending.front()(dispatcher, Clock::now());
+        pending.pop_front();
+      }
       receive_all(router);
       if (local) receive_all(local);
       // After the messages: a message read above came in on a connection whose descriptor the
@@ -295,6 +310,7 @@ struct Interchange::Impl {
       dispatcher.tick(Clock::now());
       flush();
       if (stopping.load()) {
+        for (auto& c : pending) c(dispatcher, Clock::now());  // answers every ask()
         dispatcher.shutdown_all();
         flush();
         return;
@@ -303,7 +319,7 @@ struct Interchange::Impl {
   }
 
   void flush() {
-    for (auto& [identity, message] : dispatcher.take_outbox()) {
+    for (auto& [identity, message] : dispatcher.take_outbox(kTasksPerRound)) {
       auto r = route.find(identity);
       zmq::socket_t& socket = r != route.end() ? *r->second : router;
       // Zero-copy: ZeroMQ takes the encoded bytes (TASKS can be megabytes) and frees them;
@@ -337,9 +353,16 @@ struct Interchange::Impl {
   }
 
   void post(Command c) {
+    std::vector<Command> one;
+    one.push_back(std::move(c));
+    post(std::move(one));
+  }
+
+  void post(std::vector<Command> cs) {
+    if (cs.empty()) return;
     {
       std::lock_guard lock(mutex);
-      commands.push_back(std::move(c));
+      std::move(cs.begin(), cs.end(), std::back_inserter(commands));
     }
     const std::uint64_t one = 1;
     if (::write(wake_fd, &one, sizeof one) < 0) {
@@ -397,15 +420,26 @@ void Interchange::add_function(const std::string& hash, std::string fn) {
 
 void Interchange::submit(std::vector<DispatchTask> tasks) {
   auto shared = std::make_shared<std::vector<DispatchTask>>(std::move(tasks));
-  impl_->post([shared](Dispatcher& d, TimePoint now) {
-    for (auto& t : *shared) d.submit(std::move(t), now);
-  });
+  std::vector<Command> chunks;
+  for (std::size_t first = 0; first < shared->size(); first += kTasksPerCommand) {
+    const std::size_t last = std::min(shared->size(), first + kTasksPerCommand);
+    chunks.push_back([shared, first, last](Dispatcher& d, TimePoint now) {
+      for (std::size_t i = first; i < last; ++i) d.submit(std::move((*shared)[i]), now);
+    });
+  }
+  impl_->post(std::move(chunks));
 }
 
 void Interchange::cancel(std::vector<std::uint64_t> task_ids) {
-  impl_->post([ids = std::move(task_ids)](Dispatcher& d, TimePoint) {
-    for (std::uint64_t id : ids) d.cancel(id);
-  });
+  auto shared = std::make_shared<std::vector<std::uint64_t>>(std::move(task_ids));
+  std::vector<Command> chunks;
+  for (std::size_t first = 0; first < shared->size(); first += kTasksPerCommand) {
+    const std::size_t last = std::min(shared->size(), first + kTasksPerCommand);
+    chunks.push_back([shared, first, last](Dispatcher& d, TimePoint) {
+      for (std::size_t i = first; i < last; ++i) d.cancel((*shared)[i]);
+    });
+  }
+  impl_->post(std::move(chunks));
 }
 
 bool Interchange::hold(const std::string& pool_id, bool held) {

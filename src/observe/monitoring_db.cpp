@@ -2,7 +2,8 @@
 // into a buffer under a short lock; the writer thread swaps the buffer out, turns it into rows
 // and commits them in one transaction. Rows of tasks and tries that begin in a batch are built
 // in memory and inserted once, complete: a short task costs one task row, one try row and its
-// status rows, with no UPDATE. Later changes to rows of earlier batches are UPDATEs.
+// status rows, with no UPDATE. Later changes to rows of earlier batches are gathered into one
+// UPDATE per row and batch.
 #include "pervade/monitoring.hpp"
 
 #include <errno.h>
@@ -11,12 +12,11 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <array>
 #include <condition_variable>
-#include <deque>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -78,7 +78,6 @@ CREATE TABLE IF NOT EXISTS task (
 	task_fail_cost FLOAT NOT NULL,
 	PRIMARY KEY (task_id, run_id)
 );
-CREATE INDEX IF NOT EXISTS ix_task_task_hashsum ON task (task_hashsum);
 CREATE TABLE IF NOT EXISTS try (
 	try_id INTEGER NOT NULL,
 	task_id INTEGER NOT NULL,
@@ -141,6 +140,11 @@ CREATE TABLE IF NOT EXISTS resource (
 );
 )sql";
 
+// Parsl's one secondary index. On a database this writer creates it is made when the writer
+// closes (one sort, instead of an index entry per task while the run goes: nobody looks tasks up
+// by hashsum during a run); on an existing database, at once.
+constexpr const char* kHashsumIndex = "CREATE INDEX IF NOT EXISTS ix_task_task_hashsum ON task (task_hashsum);";
+
 // Owned copies of the events (an event's strings live only during the call).
 struct WorkflowRec {
   WorkflowEvent::Kind kind;
@@ -190,9 +194,16 @@ using Record = std::variant<WorkflowRec, TaskRec, DescribedRec, TryRec, BlockRec
 std::int64_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : static_cast<std::int64_t>(try_id) - 1; }
 
 // SQLAlchemy's SQLite DATETIME text, in local time as Parsl's datetime.now(): "2026-12-01 23:05:01.123456".
+// Held inline in the rows: a heap string per timestamp was a tenth of the writer's CPU.
+struct Stamp {
+  static constexpr std::size_t kSize = 26;
+  std::array<char, kSize> text;
+  std::string_view view() const { return {text.data(), kSize}; }
+};
+
 class TimeText {
  public:
-  const std::string& operator()(EventTime t) {
+  Stamp operator()(EventTime t) {
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
     std::int64_t secs = us / 1000000, frac = us % 1000000;
     if (frac < 0) frac += 1000000, --secs;
@@ -205,16 +216,16 @@ class TimeText {
       cached_secs_ = secs;
     }
     // prefix_ + "." + six digits, without a formatting call: this runs for every event.
-    text_.assign(prefix_);
-    char digits[7] = {'.', 0, 0, 0, 0, 0, 0};
-    for (int i = 6; i >= 1; --i, frac /= 10) digits[i] = static_cast<char>('0' + frac % 10);
-    text_.append(digits, 7);
-    return text_;
+    Stamp out;
+    std::memcpy(out.text.data(), prefix_.data(), 19);
+    out.text[19] = '.';
+    for (std::size_t i = Stamp::kSize - 1; i >= 20; --i, frac /= 10) out.text[i] = static_cast<char>('0' + frac % 10);
+    return out;
   }
 
  private:
   std::int64_t cached_secs_ = -1;
-  std::string prefix_, text_;
+  std::string prefix_;  // "YYYY-MM-DD HH:MM:SS"
 };
 
 // A failed SQLite call, with its result code: a locked database is waited out, not given up.
@@ -243,10 +254,20 @@ class Statement {
   Statement& bind(int i, const std::optional<std::string>& v) {
     return v ? bind(i, *v) : check(sqlite3_bind_null(stmt_, i));
   }
-  // Text that outlives the statement's next step (the run id, state names): not copied.
+  // Text that outlives the statement's next step (the run id, state names, the rows of a batch):
+  // not copied. SQLite copies other text (SQLITE_TRANSIENT) with a malloc per value.
   Statement& bind_static(int i, std::string_view v) {
-    return check(sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+    // A default string_view's null data() would bind NULL, not "".
+    return check(sqlite3_bind_text(stmt_, i, v.data() ? v.data() : "", static_cast<int>(v.size()), SQLITE_STATIC));
   }
+  Statement& bind_static(int i, const Stamp& v) { return bind_static(i, v.view()); }
+  Statement& bind_null(int i) { return check(sqlite3_bind_null(stmt_, i)); }
+  template <class T>
+  Statement& bind_static(int i, const std::optional<T>& v) {
+    return v ? bind_static(i, *v) : bind_null(i);
+  }
+  // "" is NULL.
+  Statement& bind_static_or_null(int i, std::string_view v) { return v.empty() ? bind_null(i) : bind_static(i, v); }
   void run() {
     const int rc = sqlite3_step(stmt_);
     sqlite3_reset(stmt_);  // every parameter is bound again before the next step
@@ -298,6 +319,32 @@ class BulkInsert {
   }
   Statement one_, many_;
   int params_;
+};
+
+// The rows begun in one batch, in the order they began (task ids ascending, as the tables' indexes
+// like them), found by key. Cleared at the end of each batch; its storage is kept.
+template <class Key, class Row, class Hash = std::hash<Key>>
+class BatchRows {
+ public:
+  Row* find(const Key& key) {
+    const auto it = at_.find(key);
+    return it == at_.end() ? nullptr : &rows_[it->second].second;
+  }
+  Row& operator[](const Key& key) {
+    const auto [it, fresh] = at_.try_emplace(key, rows_.size());
+    if (fresh) rows_.emplace_back(key, Row{});
+    return rows_[it->second].second;
+  }
+  auto begin() const { return rows_.begin(); }
+  auto end() const { return rows_.end(); }
+  void clear() {
+    rows_.clear();
+    at_.clear();
+  }
+
+ private:
+  std::vector<std::pair<Key, Row>> rows_;
+  std::unordered_map<Key, std::size_t, Hash> at_;
 };
 
 std::string this_user() {
@@ -398,9 +445,49 @@ class MonitoringDb final : public Observer {
   }
 
  private:
+  // Events wait in fixed-size chunks: emitting threads fill the newest, the writer takes them all
+  // and gives the emptied ones back. A steady run allocates nothing per event (a deque allocated
+  // a node every two events, freed on the other thread), and a writer lagging behind a fast run
+  // never makes an emitting thread move what is already buffered (as a vector's growth would).
+  struct Chunk {
+    static constexpr std::size_t kSize = 2048;
+    std::array<Record, kSize> records;
+    std::size_t size = 0;
+  };
+  using Chunks = std::vector<std::unique_ptr<Chunk>>;
+  static constexpr std::size_t kSpareChunks = 16;  // kept for reuse (a few MB); more are freed
+
   void push(Record&& r) {
     std::lock_guard lock(mutex_);
-    buffer_.push_back(std::move(r));
+    if (buffer_.empty() || buffer_.back()->size == Chunk::kSize) {
+      if (spare_.empty()) {
+        buffer_.push_back(std::make_unique<Chunk>());
+      } else {
+        buffer_.push_back(std::move(spare_.back()));
+        spare_.pop_back();
+      }
+    }
+    Chunk& chunk = *buffer_.back();
+    chunk.records[chunk.size++] = std::move(r);  // the record it replaces frees its strings here
+  }
+
+  // Writer thread: the written (or lost) chunks go back for reuse.
+  void recycle(Chunks& chunks) {
+    {
+      std::lock_guard lock(mutex_);
+      for (auto& chunk : chunks) {
+        if (spare_.size() == kSpareChunks) break;
+        chunk->size = 0;
+        spare_.push_back(std::move(chunk));
+      }
+    }
+    chunks.clear();  // frees the chunks not kept, outside the lock
+  }
+
+  static std::size_t events(const Chunks& chunks) {
+    std::size_t n = 0;
+    for (const auto& chunk : chunks) n += chunk->size;
+    return n;
   }
 
   void open() {
@@ -423,8 +510,22 @@ class MonitoringDb final : public Observer {
     // A 64 MiB page cache keeps the status table's index in memory while rows pour in; 16 KiB
     // pages (new files) and a checkpoint every 10000 pages (160 MiB of WAL) mean fewer, larger
     // writes: together with BulkInsert, 3/4 of the writer's CPU per task of the first version.
-    if (sqlite3_exec(db_, "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA wal_autocheckpoint=10000;", nullptr, nullptr, &err) != SQLITE_OK ||
-        sqlite3_exec(db_, kSchema, nullptr, nullptr, &err) != SQLITE_OK) {
+    const auto has_task_table = [&] {
+      sqlite3_stmt* s = nullptr;
+      bool found = false;
+      if (sqlite3_prepare_v2(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='task'", -1, &s, nullptr) ==
+          SQLITE_OK)
+        found = sqlite3_step(s) == SQLITE_ROW;
+      sqlite3_finalize(s);
+      return found;
+    };
+    const auto exec = [&](const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, &err) == SQLITE_OK; };
+    bool ok = exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536; PRAGMA mmap_size=1073741824; PRAGMA wal_autocheckpoint=10000;");
+    if (ok) {
+      index_at_close_ = !has_task_table();
+      ok = exec(kSchema) && (index_at_close_ || exec(kHashsumIndex));
+    }
+    if (!ok) {
       std::string why = err ? err : sqlite3_errmsg(db_);
       sqlite3_free(err);
       throw fail(why);
@@ -460,7 +561,7 @@ class MonitoringDb final : public Observer {
   }
 
   void write_loop() {
-    std::deque<Record> batch;  // events not written yet: this round's, and those a locked database held back
+    Chunks batch;  // events not written yet: this round's, and those a locked database held back
     const auto period = std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.commit_interval);
     std::optional<std::chrono::steady_clock::time_point> give_up_at;
     for (;;) {
@@ -469,17 +570,13 @@ class MonitoringDb final : public Observer {
         std::unique_lock lock(mutex_);
         cv_.wait_for(lock, period, [&] { return stop_; });
         stopping = stop_;
-        if (batch.empty()) {
-          batch.swap(buffer_);
-        } else {
-          std::move(buffer_.begin(), buffer_.end(), std::back_inserter(batch));
-          buffer_.clear();
-        }
+        std::move(buffer_.begin(), buffer_.end(), std::back_inserter(batch));
+        buffer_.clear();
       }
       const auto now = std::chrono::steady_clock::now();
       if (stopping && !give_up_at)
         give_up_at = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.close_timeout);
-      if (!batch.empty() && write(batch, give_up_at && now >= *give_up_at)) batch.clear();
+      if (!batch.empty() && write(batch, give_up_at && now >= *give_up_at)) recycle(batch);
       if (stopping && batch.empty()) {
         std::lock_guard lock(mutex_);
         if (buffer_.empty()) break;  // events pushed while stopping are written next round
@@ -488,25 +585,40 @@ class MonitoringDb final : public Observer {
     if (lost_ > 0)
       std::fprintf(stderr, "pervade: monitoring database %s: %zu events were not written (see the error above)\n",
                    path_.c_str(), lost_);
+    if (index_at_close_) {
+      char* err = nullptr;
+      if (sqlite3_exec(db_, kHashsumIndex, nullptr, nullptr, &err) != SQLITE_OK)
+        log(log_level::kError, "close", fmt::format("the index ix_task_task_hashsum was not made: {}", err ? err : "?"));
+      sqlite3_free(err);
+    }
     log(lost_ > 0 ? log_level::kError : log_level::kInfo, "close",
         fmt::format("Database manager closed: {} events written, {} lost", written_, lost_));
   }
 
   // ---- rows
 
+  // Bound to the statements without copies (Statement::bind_static): they live until flushed, at
+  // the end of their batch. Views are of the batch's records, which live as long.
   struct TaskRow {
-    std::string func_name, depends, invoked, stdout_path, stderr_path;
+    std::string_view func_name, stdout_path, stderr_path;
+    std::string depends;
     std::string inputs = "None", outputs = "None";  // Parsl's str(None) for a call without them
-    std::optional<std::string> returned, hashsum;
+    Stamp invoked;
+    std::optional<Stamp> returned;
+    std::optional<std::string> hashsum;
     bool memoized = false;
     int fail_count = 0;
     double fail_cost = 0;
   };
   struct TryRow {
-    std::string executor;
-    std::optional<std::string> block, hostname, launched, running, returned, fail_history;
+    std::string_view executor, block, hostname;  // "" is NULL for block and hostname
+    std::optional<Stamp> launched, running, returned;
+    std::optional<std::string> fail_history;
   };
-  using TryKey = std::pair<std::uint64_t, std::int64_t>;
+  using TryKey = std::pair<std::uint64_t, std::int64_t>;  // task, Parsl's try id
+  struct TryKeyHash {
+    std::size_t operator()(const TryKey& k) const { return std::hash<std::uint64_t>{}(k.first * 64 + static_cast<std::uint64_t>(k.second)); }
+  };
 
   struct Statements {
     explicit Statements(sqlite3* db)
@@ -520,13 +632,22 @@ class MonitoringDb final : public Observer {
                        "UPDATE workflow SET time_completed=?, tasks_failed_count=?, tasks_completed_count=? WHERE run_id=?"),
           status(db, "INSERT OR IGNORE INTO status (task_id, task_status_name, timestamp, run_id, try_id) VALUES ",
                  "(?,?,?,?,?)", 5),
+          // OR IGNORE (not REPLACE, whose NOT NULL conflicts abort): a multi-row INSERT that may
+          // abort makes SQLite journal every page it changes into a temporary file first.
           task(db,
-               "INSERT OR REPLACE INTO task (task_id, run_id, task_depends, task_func_name, task_memoize, task_hashsum, "
+               "INSERT OR IGNORE INTO task (task_id, run_id, task_depends, task_func_name, task_memoize, task_hashsum, "
                "task_inputs, task_outputs, task_stdin, task_stdout, task_stderr, task_time_invoked, task_time_returned, "
                "task_fail_count, task_fail_cost) VALUES ",
                "(?,?,?,?,?,?,?,?,NULL,?,?,?,?,?,?)", 14),
           task_returned(db,
                         "UPDATE task SET task_time_returned=?, task_fail_count=?, task_fail_cost=? WHERE task_id=? AND run_id=?"),
+          try_changed(db,
+                      "UPDATE try SET task_executor=COALESCE(?, task_executor), "
+                      "task_try_time_launched=COALESCE(?, task_try_time_launched), "
+                      "task_try_time_running=COALESCE(?, task_try_time_running), "
+                      "task_try_time_returned=COALESCE(?, task_try_time_returned), "
+                      "task_fail_history=COALESCE(?, task_fail_history), block_id=COALESCE(?, block_id), "
+                      "hostname=COALESCE(?, hostname) WHERE try_id=? AND task_id=? AND run_id=?"),
           task_described(db,
                          "UPDATE task SET task_inputs=COALESCE(?, task_inputs), task_outputs=COALESCE(?, task_outputs), "
                          "task_hashsum=COALESCE(?, task_hashsum) WHERE task_id=? AND run_id=?"),
@@ -534,17 +655,10 @@ class MonitoringDb final : public Observer {
                        "UPDATE task SET task_depends = CASE WHEN task_depends IS NULL THEN ? ELSE task_depends || ',' || ? END "
                        "WHERE task_id=? AND run_id=?"),
           attempt(db,
-                  "INSERT OR REPLACE INTO try (try_id, task_id, run_id, block_id, hostname, task_executor, "
+                  "INSERT OR IGNORE INTO try (try_id, task_id, run_id, block_id, hostname, task_executor, "
                   "task_try_time_launched, task_try_time_running, task_try_time_returned, task_fail_history, task_joins) "
                   "VALUES ",
                   "(?,?,?,?,?,?,?,?,?,?,NULL)", 10),
-          try_launched(db,
-                       "UPDATE try SET task_executor=?, task_try_time_launched=? WHERE try_id=? AND task_id=? AND run_id=?"),
-          try_running(db, "UPDATE try SET task_try_time_running=? WHERE try_id=? AND task_id=? AND run_id=?"),
-          try_returned(db,
-                       "UPDATE try SET task_try_time_returned=?, task_fail_history=COALESCE(?, task_fail_history) "
-                       "WHERE try_id=? AND task_id=? AND run_id=?"),
-          try_place(db, "UPDATE try SET block_id=?, hostname=? WHERE try_id=? AND task_id=? AND run_id=?"),
           block(db,
                 "INSERT OR IGNORE INTO block (run_id, executor_label, block_id, job_id, timestamp, status) VALUES (?,?,?,?,?,?)"),
           node(db,
@@ -556,26 +670,33 @@ class MonitoringDb final : public Observer {
                    "psutil_process_time_user, psutil_process_time_system, psutil_process_memory_virtual, "
                    "psutil_process_memory_resident, psutil_process_disk_read, psutil_process_disk_write, "
                    "psutil_process_status, psutil_cpu_num, psutil_process_num_ctx_switches_voluntary, "
-                   "psutil_process_num_ctx_switches_involuntary) VALUES (?,?,?,?,?,?,NULL,?,?,?,?,?,?,?,?,NULL,?,?)"),
+                   "psutil_process_num_ctx_switches_involuntary) VALUES ",
+                   "(?,?,?,?,?,?,NULL,?,?,?,?,?,?,?,?,NULL,?,?)", 16),
           rollback(db, "ROLLBACK") {}
     Statement begin, commit, workflow, workflow_counts, workflow_end;
     BulkInsert status, task;
-    Statement task_returned, task_described, task_depends;
+    Statement task_returned, try_changed, task_described, task_depends;
     BulkInsert attempt;
-    Statement try_launched, try_running, try_returned, try_place, block, node, resource, rollback;
+    Statement block, node;
+    BulkInsert resource;
+    Statement rollback;
   };
 
   // One transaction per batch. Returns false when a locked database held it back (it is tried
   // again with the next round's events) unless give_up; any other failure loses the batch.
-  bool write(std::deque<Record>& batch, bool give_up) {
+  bool write(const Chunks& batch, bool give_up) {
+    const std::size_t batch_events = events(batch);
     const int completed = completed_, failed = failed_;
     const bool counts_changed = counts_changed_;
     const auto described_early = described_early_;  // almost always empty
     try {
       stmts_->begin.run();
-      for (const auto& r : batch) std::visit([&](const auto& rec) { apply(rec); }, r);
+      for (const auto& chunk : batch)
+        for (std::size_t i = 0; i < chunk->size; ++i) std::visit([&](const auto& rec) { apply(rec); }, chunk->records[i]);
       flush_rows();
+      flush_updates();
       flush_statuses();
+      flush_resources();
       if (!run_id_.empty() && counts_changed_) {
         stmts_->workflow_counts.bind(1, std::int64_t{failed_}).bind(2, std::int64_t{completed_}).bind_static(3, run_id_).run();
         counts_changed_ = false;
@@ -584,7 +705,10 @@ class MonitoringDb final : public Observer {
     } catch (const std::exception& e) {
       tasks_.clear();
       tries_.clear();
+      try_updates_.clear();
+      task_returns_.clear();
       statuses_.clear();
+      resources_.clear();
       if (sqlite3_get_autocommit(db_) == 0) {
         try {
           stmts_->rollback.run();
@@ -602,25 +726,25 @@ class MonitoringDb final : public Observer {
           trouble(log_level::kWarning, said_locked_,
                   fmt::format("the monitoring database {} is locked by another connection ({}): {} events are held in "
                               "memory and written when it is free. The workflow goes on.",
-                              path_, e.what(), batch.size()));
+                              path_, e.what(), batch_events));
         held_ = true;
         return false;
       }
-      lost_ += batch.size();
+      lost_ += batch_events;
       trouble(log_level::kError, said_lost_,
               fmt::format("writing the monitoring database {} failed: {}. The workflow goes on; {} monitoring events "
                           "were lost.",
-                          path_, e.what(), batch.size()));
+                          path_, e.what(), batch_events));
       return true;
     }
     if (held_) {
       held_ = false;
       log(log_level::kInfo, "write", fmt::format("the monitoring database {} is free again: {} events written", path_,
-                                                 batch.size()));
+                                                 batch_events));
     }
-    written_ += batch.size();
+    written_ += batch_events;
     if (options_.log_level <= log_level::kDebug)
-      log(log_level::kDebug, "write", fmt::format("committed {} events", batch.size()));
+      log(log_level::kDebug, "write", fmt::format("committed {} events", batch_events));
     return true;
   }
 
@@ -629,13 +753,12 @@ class MonitoringDb final : public Observer {
       run_id_ = w.run_id;
       std::string version = options_.workflow_version;
       if (version.empty()) {
-        version = time_(w.time);
-        version.resize(19);  // to the second, as Parsl's default
+        version = time_(w.time).view().substr(0, 19);  // to the second, as Parsl's default
       }
       stmts_->workflow.bind_static(1, run_id_)
           .bind(2, options_.workflow_name.empty() ? std::string("unnamed") : options_.workflow_name)
           .bind(3, version)
-          .bind(4, time_(w.time))
+          .bind_static(4, time_(w.time))
           .bind(5, this_host())
           .bind(6, this_user())
           .bind(7, w.run_dir)
@@ -644,7 +767,7 @@ class MonitoringDb final : public Observer {
       completed_ = w.completed;
       failed_ = w.failed;
       counts_changed_ = false;
-      stmts_->workflow_end.bind(1, time_(w.time))
+      stmts_->workflow_end.bind_static(1, time_(w.time))
           .bind(2, std::int64_t{w.failed})
           .bind(3, std::int64_t{w.completed})
           .bind(4, w.run_id)
@@ -666,15 +789,14 @@ class MonitoringDb final : public Observer {
         described_early_.erase(early);
       }
       TryRow& attempt = tries_[TryKey{e.task, 0}];
-      attempt.executor.clear();
+      attempt.executor = {};
       status(id, e.state, e.time, 0);
       return;
     }
     if (e.kind == TaskEvent::Kind::dependency) {
       const std::string dep = std::to_string(e.dependency);
-      if (auto it = tasks_.find(e.task); it != tasks_.end()) {
-        TaskRow& row = it->second;
-        row.depends += row.depends.empty() ? dep : "," + dep;
+      if (TaskRow* row = tasks_.find(e.task)) {
+        row->depends += row->depends.empty() ? dep : "," + dep;
       } else {
         stmts_->task_depends.bind(1, dep).bind(2, dep).bind(3, id).bind_static(4, run_id_).run();
       }
@@ -683,22 +805,19 @@ class MonitoringDb final : public Observer {
     const std::int64_t attempt_id = parsl_try(e.try_id);
     status(id, e.state, e.time, attempt_id);
     const TryKey key{e.task, attempt_id};
-    auto attempt = tries_.find(key);
+    // A try begun in an earlier batch gets its changes gathered, one UPDATE at the batch's end.
+    TryRow* attempt = tries_.find(key);
+    if (!attempt && e.state == TaskState::launched && attempt_id > 0) attempt = &tries_[key];  // a retry
+    const auto changed = [&]() -> TryRow& { return attempt ? *attempt : try_updates_[key]; };
     switch (e.state) {
-      case TaskState::launched:
-        if (attempt == tries_.end() && attempt_id > 0) attempt = tries_.emplace(key, TryRow{}).first;  // a retry
-        if (attempt != tries_.end()) {
-          attempt->second.executor = e.text;
-          attempt->second.launched = time_(e.time);
-        } else {
-          stmts_->try_launched.bind(1, e.text).bind(2, time_(e.time)).bind(3, attempt_id).bind(4, id).bind_static(5, run_id_).run();
-        }
+      case TaskState::launched: {
+        TryRow& row = changed();
+        row.executor = e.text;
+        row.launched = time_(e.time);
         break;
+      }
       case TaskState::running:
-        if (attempt != tries_.end())
-          attempt->second.running = time_(e.time);
-        else
-          stmts_->try_running.bind(1, time_(e.time)).bind(2, attempt_id).bind(3, id).bind_static(4, run_id_).run();
+        changed().running = time_(e.time);
         break;
       case TaskState::fail_retryable:
       case TaskState::exec_done:
@@ -706,33 +825,18 @@ class MonitoringDb final : public Observer {
       case TaskState::dep_fail:
       case TaskState::memo_done:
       case TaskState::cancelled: {
-        std::optional<std::string> history;
-        if (!e.text.empty()) history = e.text;
-        if (attempt != tries_.end()) {
-          attempt->second.returned = time_(e.time);
-          if (history) attempt->second.fail_history = history;
-        } else {
-          stmts_->try_returned.bind(1, time_(e.time))
-              .bind(2, history)
-              .bind(3, attempt_id)
-              .bind(4, id)
-              .bind_static(5, run_id_)
-              .run();
-        }
+        TryRow& row = changed();
+        row.returned = time_(e.time);
+        if (!e.text.empty()) row.fail_history = e.text;
         if (e.state == TaskState::fail_retryable) break;
         ++(is_failure(e.state) ? failed_ : completed_);
         counts_changed_ = true;
-        if (auto it = tasks_.find(e.task); it != tasks_.end()) {
-          it->second.returned = time_(e.time);
-          it->second.fail_count = e.fail_count;
-          it->second.fail_cost = e.fail_cost;
+        if (TaskRow* task = tasks_.find(e.task)) {
+          task->returned = time_(e.time);
+          task->fail_count = e.fail_count;
+          task->fail_cost = e.fail_cost;
         } else {
-          stmts_->task_returned.bind(1, time_(e.time))
-              .bind(2, std::int64_t{e.fail_count})
-              .bind(3, e.fail_cost)
-              .bind(4, id)
-              .bind_static(5, run_id_)
-              .run();
+          task_returns_.push_back(TaskReturn{e.task, time_(e.time), e.fail_count, e.fail_cost});
         }
         break;
       }
@@ -750,7 +854,7 @@ class MonitoringDb final : public Observer {
   // The front end may describe a call before the kernel's thread reports its submission: such a
   // description waits (described_early_) for the task's row.
   void apply(const DescribedRec& e) {
-    if (auto it = tasks_.find(e.task); it != tasks_.end()) return describe(it->second, e);
+    if (TaskRow* row = tasks_.find(e.task)) return describe(*row, e);
     const auto text = [](const std::string& s) { return s.empty() ? std::nullopt : std::optional<std::string>(s); };
     stmts_->task_described.bind(1, text(e.inputs))
         .bind(2, text(e.outputs))
@@ -780,27 +884,20 @@ class MonitoringDb final : public Observer {
 
   void apply(const TryRec& e) {
     const TryKey key{e.task, parsl_try(e.try_id)};
-    std::optional<std::string> block, host;
-    if (!e.block.empty()) block = e.block;
-    if (!e.hostname.empty()) host = e.hostname;
-    if (auto it = tries_.find(key); it != tries_.end()) {
-      it->second.block = block;
-      it->second.hostname = host;
-    } else {
-      stmts_->try_place.bind(1, block).bind(2, host).bind(3, key.second).bind(4, static_cast<std::int64_t>(e.task))
-          .bind_static(5, run_id_)
-          .run();
-    }
+    TryRow* row = tries_.find(key);
+    if (!row) row = &try_updates_[key];
+    row->block = e.block;
+    row->hostname = e.hostname;
   }
 
   void apply(const BlockRec& e) {
     std::optional<std::string> job;
     if (!e.job_id.empty()) job = e.job_id;
-    stmts_->block.bind_static(1, run_id_).bind(2, e.executor).bind(3, e.block).bind(4, job).bind(5, time_(e.time)).bind(6, e.status).run();
+    stmts_->block.bind_static(1, run_id_).bind(2, e.executor).bind(3, e.block).bind(4, job).bind_static(5, time_(e.time)).bind(6, e.status).run();
   }
 
   void apply(const PoolRec& e) {
-    const std::string t = time_(e.time);
+    const Stamp t = time_(e.time);
     stmts_->node.bind_static(1, run_id_)
         .bind(2, e.hostname)
         .bind(3, e.pool)
@@ -810,29 +907,38 @@ class MonitoringDb final : public Observer {
         .bind(7, std::int64_t{e.kind != PoolEvent::Kind::left})
         .bind(8, std::int64_t{e.worker_count})
         .bind(9, e.python_version)
-        .bind(10, t)
-        .bind(11, t)
+        .bind_static(10, t)
+        .bind_static(11, t)
         .run();
   }
 
-  void apply(const ResourceSample& e) {
-    stmts_->resource.bind(1, parsl_try(e.try_id))
-        .bind(2, static_cast<std::int64_t>(e.task.value))
-        .bind_static(3, run_id_)
-        .bind(4, time_(e.time))
-        .bind(5, e.interval)
-        .bind(6, std::int64_t{e.pid})
-        .bind(7, static_cast<double>(e.children))
-        .bind(8, e.cpu_user)
-        .bind(9, e.cpu_system)
-        .bind(10, static_cast<double>(e.vms))
-        .bind(11, static_cast<double>(e.rss))
-        .bind(12, static_cast<double>(e.read_bytes))
-        .bind(13, static_cast<double>(e.write_bytes))
-        .bind(14, std::string(e.last ? "finished" : "running"))
-        .bind(15, static_cast<double>(e.ctx_voluntary))
-        .bind(16, static_cast<double>(e.ctx_involuntary))
-        .run();
+  // Resource samples (two per task on a pool: its first and last) are inserted together too.
+  struct ResourceRow {
+    const ResourceSample* sample;  // in the batch's records
+    Stamp time;
+  };
+  void apply(const ResourceSample& e) { resources_.push_back(ResourceRow{&e, time_(e.time)}); }
+  void flush_resources() {
+    stmts_->resource.insert(resources_.begin(), resources_.end(), [&](Statement& s, int b, const ResourceRow& r) {
+      const ResourceSample& e = *r.sample;
+      s.bind(b + 1, parsl_try(e.try_id))
+          .bind(b + 2, static_cast<std::int64_t>(e.task.value))
+          .bind_static(b + 3, run_id_)
+          .bind_static(b + 4, r.time)
+          .bind(b + 5, e.interval)
+          .bind(b + 6, std::int64_t{e.pid})
+          .bind(b + 7, static_cast<double>(e.children))
+          .bind(b + 8, e.cpu_user)
+          .bind(b + 9, e.cpu_system)
+          .bind(b + 10, static_cast<double>(e.vms))
+          .bind(b + 11, static_cast<double>(e.rss))
+          .bind(b + 12, static_cast<double>(e.read_bytes))
+          .bind(b + 13, static_cast<double>(e.write_bytes))
+          .bind_static(b + 14, e.last ? "finished" : "running")
+          .bind(b + 15, static_cast<double>(e.ctx_voluntary))
+          .bind(b + 16, static_cast<double>(e.ctx_involuntary));
+    });
+    resources_.clear();
   }
 
   // Status rows, the most numerous (one per state change), are gathered during a batch and
@@ -840,7 +946,7 @@ class MonitoringDb final : public Observer {
   struct StatusRow {
     std::int64_t task;
     TaskState state;
-    std::string time;
+    Stamp time;
     std::int64_t attempt;
   };
   void status(std::int64_t task, TaskState state, EventTime time, std::int64_t attempt) {
@@ -859,19 +965,16 @@ class MonitoringDb final : public Observer {
     stmts_->task.insert(tasks_.begin(), tasks_.end(), [&](Statement& s, int b, const auto& entry) {
       const auto& [id, row] = entry;
       s.bind(b + 1, static_cast<std::int64_t>(id)).bind_static(b + 2, run_id_);
-      if (row.depends.empty())
-        s.bind(b + 3, std::optional<std::string>{});
-      else
-        s.bind_static(b + 3, row.depends);
-      s.bind_static(b + 4, row.func_name)
+      s.bind_static_or_null(b + 3, row.depends)
+          .bind_static(b + 4, row.func_name)
           .bind(b + 5, std::int64_t{row.memoized})
-          .bind(b + 6, row.hashsum)
+          .bind_static(b + 6, row.hashsum)
           .bind_static(b + 7, row.inputs)
           .bind_static(b + 8, row.outputs)
           .bind_static(b + 9, row.stdout_path)
           .bind_static(b + 10, row.stderr_path)
           .bind_static(b + 11, row.invoked)
-          .bind(b + 12, row.returned)
+          .bind_static(b + 12, row.returned)
           .bind(b + 13, std::int64_t{row.fail_count})
           .bind(b + 14, row.fail_cost);
     });
@@ -881,15 +984,47 @@ class MonitoringDb final : public Observer {
       s.bind(b + 1, key.second)
           .bind(b + 2, static_cast<std::int64_t>(key.first))
           .bind_static(b + 3, run_id_)
-          .bind(b + 4, row.block)
-          .bind(b + 5, row.hostname)
+          .bind_static_or_null(b + 4, row.block)
+          .bind_static_or_null(b + 5, row.hostname)
           .bind_static(b + 6, row.executor)
-          .bind(b + 7, row.launched)
-          .bind(b + 8, row.running)
-          .bind(b + 9, row.returned)
-          .bind(b + 10, row.fail_history);
+          .bind_static(b + 7, row.launched)
+          .bind_static(b + 8, row.running)
+          .bind_static(b + 9, row.returned)
+          .bind_static(b + 10, row.fail_history);
     });
     tries_.clear();
+  }
+
+  // Changes to rows of earlier batches: one UPDATE per row (a try's launch, start, place and end,
+  // when they come in one batch, are one statement).
+  struct TaskReturn {
+    std::uint64_t task;
+    Stamp returned;
+    int fail_count;
+    double fail_cost;
+  };
+  void flush_updates() {
+    for (const auto& [key, row] : try_updates_)
+      stmts_->try_changed.bind_static_or_null(1, row.executor)
+          .bind_static(2, row.launched)
+          .bind_static(3, row.running)
+          .bind_static(4, row.returned)
+          .bind_static(5, row.fail_history)
+          .bind_static_or_null(6, row.block)
+          .bind_static_or_null(7, row.hostname)
+          .bind(8, key.second)
+          .bind(9, static_cast<std::int64_t>(key.first))
+          .bind_static(10, run_id_)
+          .run();
+    try_updates_.clear();
+    for (const TaskReturn& r : task_returns_)
+      stmts_->task_returned.bind_static(1, r.returned)
+          .bind(2, std::int64_t{r.fail_count})
+          .bind(3, r.fail_cost)
+          .bind(4, static_cast<std::int64_t>(r.task))
+          .bind_static(5, run_id_)
+          .run();
+    task_returns_.clear();
   }
 
   MonitoringOptions options_;
@@ -897,22 +1032,24 @@ class MonitoringDb final : public Observer {
   LogFormatter log_format_;  // writer thread
   detail::Fd log_fd_;
   sqlite3* db_ = nullptr;
+  bool index_at_close_ = false;  // kHashsumIndex: this writer made the tables
   std::unique_ptr<Statements> stmts_;
 
   std::mutex mutex_;
   std::condition_variable cv_;
-  // Under mutex_. A deque: it grows in chunks, never moving what it holds, while the writer
-  // lags behind a fast run (a vector would copy all of it at each doubling, on the emitting thread).
-  std::deque<Record> buffer_;
+  Chunks buffer_, spare_;       // under mutex_ (push)
   bool stop_ = false;           // under mutex_
   std::thread writer_;
 
   // Writer thread only.
   std::string run_id_;
-  std::unordered_map<std::uint64_t, TaskRow> tasks_;
-  std::map<TryKey, TryRow> tries_;
+  BatchRows<std::uint64_t, TaskRow> tasks_;
+  BatchRows<TryKey, TryRow, TryKeyHash> tries_;
+  BatchRows<TryKey, TryRow, TryKeyHash> try_updates_;  // "" and nullopt: unchanged
+  std::vector<TaskReturn> task_returns_;
   std::unordered_map<std::uint64_t, DescribedRec> described_early_;
   std::vector<StatusRow> statuses_;
+  std::vector<ResourceRow> resources_;
   int completed_ = 0, failed_ = 0;
   bool counts_changed_ = false;
   TimeText time_;

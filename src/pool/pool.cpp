@@ -34,6 +34,7 @@
 #include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "util/same_host.hpp"
+#include "pool/mpi_discovery.hpp"
 #include "pool/pool.hpp"
 #include "pool/pool_core.hpp"
 
@@ -588,10 +589,12 @@ struct Worker {
     std::size_t filled = 0;
   };
   std::optional<IncomingResult> incoming;
-  // Resource sampling: its /proc/<pid>/stat, open while the process lives, and its usage when
-  // its running task started.
+  // Resource sampling: its /proc/<pid>/stat, open while the process lives, its usage when its
+  // running task started, and the reading of the last sample of its previous task, which is the
+  // first of the task it holds next (one /proc read per task less in a busy pool).
   Fd stat_fd;
   detail::ProcUsage usage_start;
+  std::optional<detail::ProcUsage> end_reading;
 };
 
 template <class... Ts>
@@ -609,9 +612,10 @@ class Pool {
   int run() {
     if (int status = setup(); status >= 0) return status;
     if (int status = register_with_interchange(); status >= 0) return status;
+    if (int status = check_mpi_launcher(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
     core_ = PoolCore(PoolCoreConfig{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
-                                    o_.affinity.mode != AffinityMode::kNone});
+                                    o_.affinity.mode != AffinityMode::kNone, std::move(mpi_block_)});
     if (!o_.no_python) {
       workers_.resize(static_cast<std::size_t>(worker_count_));
       for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
@@ -821,6 +825,23 @@ class Pool {
     node_capacity_.accelerators = o_.accelerators;
     log_info("{}{}", plan.reason,
              o_.affinity.mode == AffinityMode::kNone ? "" : fmt::format("; --cpu-affinity {}", o_.cpu_affinity));
+    return discover_mpi_nodes(static_cast<int>(node->cpus.size()));
+  }
+
+  // MPI mode: the block's nodes, once (docs/mpi.md). A block whose nodes cannot be found cannot
+  // run MPI tasks: the pool exits with the reason in its log (the block fails).
+  int discover_mpi_nodes(int own_cores) {
+    if (o_.mpi_launcher.empty()) return -1;
+    std::string how, error;
+    mpi_block_ = discover_mpi_block(o_.mpi_launcher, o_.mpi_hosts, own_cores, &how, &error);
+    if (!mpi_block_) {
+      log_error("{}", error);
+      return kExitUsage;
+    }
+    std::string nodes;
+    for (const MpiNode& n : mpi_block_->nodes) nodes += fmt::format("{}{}:{}", nodes.empty() ? "" : ",", n.name, n.cores);
+    log_info("MPI mode ({}): {} nodes from {}: {} (cores {})", o_.mpi_launcher, mpi_block_->nodes.size(), how, nodes,
+             mpi_block_->cores_known ? "as the scheduler says" : "guessed from this node's CPUs");
     return -1;
   }
 
@@ -1084,7 +1105,12 @@ class Pool {
     }
     detail::ProcUsage now;
     const bool periodic = !first && !last;
-    if (!(periodic ? detail::read_tree_usage(w.pid, &now) : detail::read_stat_fd(w.stat_fd.get(), &now))) return;
+    if (first && w.end_reading) {
+      now = *w.end_reading;
+    } else if (!(periodic ? detail::read_tree_usage(w.pid, &now) : detail::read_stat_fd(w.stat_fd.get(), &now))) {
+      return;
+    }
+    if (last) w.end_reading = now;
     if (first) w.usage_start = now;
     const detail::ProcUsage used = now.since(w.usage_start);
     proto::UsageSample s;
@@ -1273,6 +1299,35 @@ class Pool {
     }
   }
 
+  // MPI mode without its launcher on PATH could run no MPI task: the interchange is told (FAILED)
+  // so that the executor fails with the reason instead of its tasks failing one by one.
+  int check_mpi_launcher() {
+    if (o_.mpi_launcher.empty() || on_path(o_.mpi_launcher)) return -1;
+    const std::string reason = fmt::format(
+        "MPI mode: the launcher '{}' (mpi_launcher) is not on the PATH of pool {} on host {}: install it, or make "
+        "it reachable in the provider's worker_init (e.g. module load)",
+        o_.mpi_launcher, o_.pool_id, hostname_);
+    log_error("{}; exiting", reason);
+    send_to_interchange(proto::PoolMessage{proto::Failed{reason}});
+    linger_ms_ = static_cast<int>(kDrainLinger.count());
+    return kExitBrokenWorkers;
+  }
+
+  static bool on_path(const std::string& program) {
+    const char* path = std::getenv("PATH");
+    std::string dirs = path ? path : "/usr/bin:/bin";
+    std::size_t start = 0;
+    while (start <= dirs.size()) {
+      const auto colon = dirs.find(':', start);
+      std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      if (dir.empty()) dir = ".";
+      if (::access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    return false;
+  }
+
   // The interchange is told (FAILED), so that it fails this pool's tasks at once with the reason
   // and the executor counts the block as failed instead of replacing it forever.
   void fail_broken_environment(const std::string& last) {
@@ -1354,6 +1409,7 @@ class Pool {
     theirs.reset();
     w.pid = pid;
     w.stat_fd = Fd();  // the previous process's
+    w.end_reading.reset();
     w.fd = std::move(ours);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
     w.incoming.reset();
@@ -1595,7 +1651,8 @@ class Pool {
 
   void finish_result(Worker& w, proto::WorkerResult result) {
     core_.worker_result(w.rank, std::move(result), Clock::now());
-    sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now
+    sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now: w.end_reading
+    w.end_reading.reset();  // a task sent to it later, idle, is read afresh
   }
 
   // PoolCore decides which worker gets which task (pool_core.cpp); this writes them. Small
@@ -1720,6 +1777,7 @@ class Pool {
   int signal_fd_;
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
+  std::optional<MpiBlock> mpi_block_;          // MPI mode: the block's nodes, until PoolCore takes them
   NodeCapacity node_capacity_;
   std::string hostname_;
   std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too
@@ -1822,6 +1880,11 @@ options:
   --available-accelerators A,B,...
                                pin worker i to accelerator i (CUDA_VISIBLE_DEVICES etc.);
                                at most one worker per accelerator
+  --mpi-launcher L             MPI mode: mpiexec, srun or aprun, the launcher PARSL_MPI_PREFIX
+                               names; MPI tasks get nodes of the block (docs/mpi.md)
+  --mpi-hosts H,H:C,...        MPI mode: the block's nodes (HOST or HOST:CORES, cores for all
+                               or none); default: SLURM_NODELIST (scontrol show hostnames) or
+                               PBS_NODEFILE
   -h, --help                   show this help
 
 workers: without --workers the pool starts min(--max-workers, CPUs / --cores-per-worker,
@@ -1934,7 +1997,8 @@ ParseResult parse_command_line(int argc, char** argv) {
         "--address", "--pool-id", "--block-id", "--workers", "--prefetch", "--python", "--python-version",
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log", "--log-dir",
         "--log-level", "--log-limit", "--ipc", "--host-id",
-        "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker"};
+        "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker",
+        "--mpi-launcher", "--mpi-hosts"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
     std::string value;
@@ -2019,11 +2083,20 @@ ParseResult parse_command_line(int argc, char** argv) {
         start = comma + 1;
       }
       if (o.accelerators.empty()) return fail("--available-accelerators needs at least one accelerator");
+    } else if (arg == "--mpi-launcher") {
+      if (value != "mpiexec" && value != "srun" && value != "aprun")
+        return fail(fmt::format("--mpi-launcher must be mpiexec, srun or aprun, got '{}'", value));
+      o.mpi_launcher = value;
+    } else if (arg == "--mpi-hosts") {
+      std::string error;
+      if (!parse_mpi_hosts(value, &error)) return fail(error);
+      o.mpi_hosts = value;
     } else {
       return fail(fmt::format("unknown option '{}'", arg));
     }
   }
   if (o.address.empty()) return fail("--address HOST:PORT is required");
+  if (!o.mpi_hosts.empty() && o.mpi_launcher.empty()) return fail("--mpi-hosts needs --mpi-launcher");
   if (o.workers > 0 && bounded)
     return fail("--workers N is an exact worker count; it cannot be combined with --max-workers, "
                 "--cores-per-worker or --mem-per-worker");

@@ -54,6 +54,10 @@ struct PoolOptions {
   std::string cpu_affinity = "none";  // as given on the command line
   CpuAffinity affinity;               // parsed
   std::vector<std::string> accelerators;
+  // MPI mode (docs/mpi.md): "mpiexec", "srun" or "aprun" (empty: off), and --mpi-hosts (empty:
+  // the block's nodes come from Slurm or PBS).
+  std::string mpi_launcher;
+  std::string mpi_hosts;
 };
 
 struct ParseResult {

@@ -48,6 +48,7 @@ PoolCore::PoolCore(PoolCoreConfig config) : config_(std::move(config)) {
     node_slots_[static_cast<std::size_t>(node)].push_back(static_cast<int>(r));
   }
   for (std::size_t n = 0; n < nodes_.size(); ++n) by_free_cores_.emplace(nodes_[n].free_cores(), static_cast<int>(n));
+  if (config_.mpi) mpi_.emplace(std::move(*config_.mpi));
 }
 
 // ---------------------------------------------------------------- the interchange
@@ -74,6 +75,21 @@ void PoolCore::accept(proto::Tasks& tasks) {
     } else if (t.kind != proto::kKindShell) {
       refuse(t.task_id, fmt::format("pool {} does not know task kind {}", config_.pool_id, t.kind));
       continue;
+    }
+    if (!t.mpi.empty()) {
+      if (!mpi_) {
+        refuse_invalid(t.task_id, "num_nodes",
+                       fmt::format("pool {} is not in MPI mode (use MPIExecutor or enable_mpi_mode=True)", config_.pool_id));
+        continue;
+      }
+      if (t.kind != proto::kKindPython) {
+        refuse_invalid(t.task_id, "num_nodes", "MPI requests are for apps (Python tasks), not the pool's shell commands");
+        continue;
+      }
+      if (auto misfit = mpi_->never_fits(t.mpi)) {
+        refuse_invalid(t.task_id, misfit->key, fmt::format("{} (pool {})", misfit->why, config_.pool_id));
+        continue;
+      }
     }
     if (!t.resources.empty()) {
       if (t.kind != proto::kKindPython) {
@@ -109,6 +125,12 @@ CancelOutcome PoolCore::cancel(std::uint64_t id, int* rank) {
     report(id, proto::kStatusCancelled, "cancelled before it started", false);
     return CancelOutcome::answered;
   }
+  if (auto q = std::find_if(mpi_queue_.begin(), mpi_queue_.end(), is_it); q != mpi_queue_.end()) {
+    if (q == mpi_queue_.begin()) mpi_head_passes_ = 0;
+    mpi_queue_.erase(q);
+    report(id, proto::kStatusCancelled, "cancelled before it started", false);
+    return CancelOutcome::answered;
+  }
   if (auto f = follower_of_.find(id); f != follower_of_.end()) {
     std::erase_if(followers_[f->second], [&](const proto::Task& t) { return t.task_id == id; });
     if (followers_[f->second].empty()) followers_.erase(f->second);
@@ -127,7 +149,7 @@ CancelOutcome PoolCore::cancel(std::uint64_t id, int* rank) {
 }
 
 bool PoolCore::drained() const {
-  if (!queue_.empty() || !resource_queue_.empty() || !followers_.empty() || !results_.empty() ||
+  if (!queue_.empty() || !resource_queue_.empty() || !mpi_queue_.empty() || !followers_.empty() || !results_.empty() ||
       !shell_tasks_.empty())
     return false;
   return std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.tasks.empty(); });
@@ -135,6 +157,10 @@ bool PoolCore::drained() const {
 
 void PoolCore::refuse(std::uint64_t task_id, std::string why) {
   report(task_id, proto::kStatusWorkerLost, std::move(why), false);
+}
+
+void PoolCore::refuse_invalid(std::uint64_t task_id, const std::string& key, const std::string& why) {
+  report(task_id, proto::kStatusInvalid, key + "\n" + why, false);
 }
 
 void PoolCore::report(std::uint64_t task_id, int status, proto::Bytes payload, bool succeeded,
@@ -150,7 +176,7 @@ void PoolCore::report(std::uint64_t task_id, int status, proto::Bytes payload, b
 // has in memory, docs/protocol.md).
 bool PoolCore::holds(std::uint64_t task_id) const {
   if (follower_of_.contains(task_id) || shell_tasks_.contains(task_id)) return true;
-  for (const auto* q : {&queue_, &resource_queue_})
+  for (const auto* q : {&queue_, &resource_queue_, &mpi_queue_})
     for (const proto::Task& t : *q)
       if (t.task_id == task_id) return true;
   for (const Slot& s : slots_)
@@ -216,6 +242,11 @@ void PoolCore::start_task(proto::Task&& t, bool front) {
   if (t.kind == proto::kKindShell) {
     shell_tasks_.insert(t.task_id);
     shell_starts_.push_back(ShellStart{t.task_id, std::move(t.payload)});
+  } else if (!t.mpi.empty()) {
+    if (front)
+      mpi_queue_.push_front(std::move(t));
+    else
+      mpi_queue_.push_back(std::move(t));
   } else if (!t.resources.empty()) {
     if (front)
       resource_queue_.push_front(std::move(t));
@@ -355,6 +386,7 @@ DeathOutcome PoolCore::worker_died(int rank, const std::string& who, const std::
 void PoolCore::dispatch(TimePoint now) {
   send_followers(now);
   if (!resource_queue_.empty()) place_resource_tasks(now);
+  if (!mpi_queue_.empty()) place_mpi_tasks(now);
   std::size_t deepest = 0;
   for (Slot& s : slots_) {
     s.fill_to = fill_to(s);
@@ -376,7 +408,7 @@ void PoolCore::dispatch(TimePoint now) {
 
 // How many tasks the worker should hold after this dispatch (the first of them runs).
 std::size_t PoolCore::fill_to(const Slot& s) const {
-  if (!takes_tasks(s) || s.grant) return 0;  // a task with resources has its worker alone
+  if (!takes_tasks(s) || s.grant || s.mpi_grant) return 0;  // a task with resources has its worker alone
   if (s.last_run > kPipelineBelow) return 1;
   const auto last = std::max<Clock::duration>(s.last_run, std::chrono::microseconds(1));
   const std::size_t most =
@@ -392,7 +424,7 @@ void PoolCore::send_followers(TimePoint now) {
     auto f = followers_.find(s.tasks.front());
     if (f == followers_.end()) continue;
     auto it = std::find_if(f->second.begin(), f->second.end(), [](const proto::Task& t) {
-      return t.after.size() == 1 && t.kind == proto::kKindPython && t.resources.empty();
+      return t.after.size() == 1 && t.kind == proto::kKindPython && t.resources.empty() && t.mpi.empty();
     });
     if (it == f->second.end()) continue;
     proto::Task t = std::move(*it);
@@ -460,6 +492,36 @@ void PoolCore::place_resource_tasks(TimePoint now) {
   }
 }
 
+// ---------------------------------------------------------------- MPI mode
+// Oldest first onto idle workers (all on the pool's node: the task's program reaches its nodes
+// through the launch prefix), each with nodes of the block that have its cores free. As with
+// resources, a task that does not fit yet lets later ones pass it at most kMaxPasses times.
+void PoolCore::place_mpi_tasks(TimePoint now) {
+  bool head_waits = false;
+  std::size_t skipped = 0;
+  for (auto it = mpi_queue_.begin(); it != mpi_queue_.end() && idle_ > 0 && skipped < kMaxScan;) {
+    if (head_waits && mpi_head_passes_ >= kMaxPasses) break;
+    std::optional<MpiGrant> grant = mpi_->take(it->mpi);
+    if (!grant) {
+      head_waits = head_waits || it == mpi_queue_.begin();
+      ++it;
+      ++skipped;
+      continue;
+    }
+    const auto slot = std::find_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.counted_idle; });
+    if (it == mpi_queue_.begin())
+      mpi_head_passes_ = 0;
+    else
+      ++mpi_head_passes_;
+    proto::Task t = std::move(*it);
+    it = mpi_queue_.erase(it);
+    std::vector<std::pair<std::string, std::string>> env = mpi_->environment(t.mpi, *grant);
+    send_task(static_cast<int>(slot - slots_.begin()), std::move(t), now);
+    sends_.back().task.env = std::move(env);
+    slot->mpi_grant = std::move(grant);
+  }
+}
+
 // The node with an idle worker and the fewest free cores that still fit the request.
 int PoolCore::find_node(const ResourceRequest& r) const {
   for (auto i = by_free_cores_.lower_bound({r.cores, -1}); i != by_free_cores_.end(); ++i) {
@@ -470,6 +532,10 @@ int PoolCore::find_node(const ResourceRequest& r) const {
 }
 
 void PoolCore::release_grant(Slot& s) {
+  if (s.mpi_grant) {
+    mpi_->give_back(*s.mpi_grant);
+    s.mpi_grant.reset();
+  }
   if (!s.grant) return;
   NodeLedger& ledger = nodes_[static_cast<std::size_t>(s.node)];
   by_free_cores_.erase({ledger.free_cores(), s.node});

@@ -18,6 +18,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "pool/mpi_nodes.hpp"
 #include "pool/node_ledger.hpp"
 #include "protocol/messages.hpp"
 
@@ -53,6 +54,9 @@ struct PoolCoreConfig {
   std::vector<NodeCapacity> nodes;
   std::vector<int> slot_node;
   bool pin_task_cpus = false;  // --cpu-affinity: a task that asked for cores runs on its own CPUs
+  // MPI mode (--mpi-launcher): the block's nodes, which MPI tasks get (docs/mpi.md). Unset: MPI
+  // tasks are refused.
+  std::optional<MpiBlock> mpi;
 };
 
 // A task for the shell to write to worker `rank`. `starts`: the worker has nothing else, so it
@@ -134,8 +138,12 @@ class PoolCore {
   std::vector<protocol::TaskResult>& results() { return results_; }
 
   // Tasks wait for a worker here (queued, or followers held): dispatch() has something to do.
-  bool has_waiting() const { return !queue_.empty() || !followers_.empty() || !resource_queue_.empty(); }
-  std::size_t queued() const { return queue_.size() + resource_queue_.size(); }
+  bool has_waiting() const {
+    return !queue_.empty() || !followers_.empty() || !resource_queue_.empty() || !mpi_queue_.empty();
+  }
+  std::size_t queued() const { return queue_.size() + resource_queue_.size() + mpi_queue_.size(); }
+  // MPI mode: the block's nodes and their free cores (tests, logs).
+  const std::optional<MpiNodes>& mpi_nodes() const { return mpi_; }
 
  private:
   struct Slot {
@@ -154,6 +162,7 @@ class PoolCore {
     int node = 0;
     bool counted_idle = false;  // counted in node_idle_
     std::optional<Grant> grant;  // what the task it runs asked for (resources)
+    std::optional<MpiGrant> mpi_grant;  // the nodes of the MPI task it runs
     // Its latest result, for a follower that arrives after the task it follows finished here.
     std::uint64_t last_task = 0;
     std::optional<protocol::Bytes> last_value;  // when that task succeeded with a small result
@@ -168,6 +177,9 @@ class PoolCore {
   std::string largest_node() const;
   std::size_t fill_to(const Slot& s) const;
   void refuse(std::uint64_t task_id, std::string why);
+  // The task can never run here: InvalidResourceSpecification naming `key` in the driver.
+  void refuse_invalid(std::uint64_t task_id, const std::string& key, const std::string& why);
+  void place_mpi_tasks(TimePoint now);
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed or its value has out-of-band buffers, go back to the driver as not started).
   void report(std::uint64_t task_id, int status, protocol::Bytes payload, bool succeeded,
@@ -184,6 +196,9 @@ class PoolCore {
   std::deque<protocol::Task> queue_;
   std::deque<protocol::Task> resource_queue_;  // tasks that asked for resources, oldest first
   std::size_t head_passes_ = 0;                // tasks started ahead of resource_queue_.front()
+  std::optional<MpiNodes> mpi_;
+  std::deque<protocol::Task> mpi_queue_;       // MPI tasks, oldest first
+  std::size_t mpi_head_passes_ = 0;            // tasks started ahead of mpi_queue_.front()
   std::vector<NodeLedger> nodes_;
   std::vector<std::vector<int>> node_slots_;   // ranks per node
   std::vector<int> node_idle_;                 // idle workers per node

@@ -106,16 +106,34 @@ void pack_resources(Packer& pk, const Resources& r) {
   pk.pack_int(r.gpus);
 }
 
-void pack_placement(Packer& pk, const std::vector<int>& cpus, const std::vector<std::string>& accelerators) {
-  if (cpus.empty() && accelerators.empty()) {
+void pack_mpi(Packer& pk, const MpiRequest& r) {
+  if (r.empty()) {
     pk.pack_nil();
     return;
   }
-  pk.pack_array(2);
-  pk.pack_array(static_cast<std::uint32_t>(cpus.size()));
-  for (int c : cpus) pk.pack_int(c);
-  pk.pack_array(static_cast<std::uint32_t>(accelerators.size()));
-  for (const auto& a : accelerators) pack_str(pk, a);
+  pk.pack_array(4);
+  pk.pack_int(r.num_nodes);
+  pk.pack_int(r.ranks_per_node);
+  pk.pack_int(r.num_ranks);
+  pack_str(pk, r.launcher_options);
+}
+
+void pack_placement(Packer& pk, const WorkerTask& t) {
+  if (t.cpus.empty() && t.accelerators.empty() && t.env.empty()) {
+    pk.pack_nil();
+    return;
+  }
+  pk.pack_array(3);
+  pk.pack_array(static_cast<std::uint32_t>(t.cpus.size()));
+  for (int c : t.cpus) pk.pack_int(c);
+  pk.pack_array(static_cast<std::uint32_t>(t.accelerators.size()));
+  for (const auto& a : t.accelerators) pack_str(pk, a);
+  pk.pack_array(static_cast<std::uint32_t>(t.env.size()));
+  for (const auto& [name, value] : t.env) {
+    pk.pack_array(2);
+    pack_str(pk, name);
+    pack_str(pk, value);
+  }
 }
 
 void pack_after(Packer& pk, const std::vector<After>& after) {
@@ -268,19 +286,37 @@ Resources get_resources(const object& o, const Where& w, std::size_t f) {
   if (r.cores < 0 || r.gpus < 0) fail(describe(w, f) + ": negative cores or gpus");
   return r;
 }
-// nil (the worker's own) or [[cpu...], [accelerator id...]].
-void get_placement(const object& o, const Where& w, std::size_t f, std::vector<int>* cpus,
-                   std::vector<std::string>* accelerators) {
+// nil (an ordinary task) or [num_nodes, ranks_per_node, num_ranks, launcher_options].
+MpiRequest get_mpi(const object& o, const Where& w, std::size_t f) {
+  if (o.type == mtype::NIL) return {};
+  const auto& a = get_array(o, w, f);
+  if (a.size != 4) fail(describe(w, f) + ": expected [num_nodes, ranks_per_node, num_ranks, launcher_options]");
+  MpiRequest r;
+  r.num_nodes = get_int(at(a, 0), w, f);
+  r.ranks_per_node = get_int(at(a, 1), w, f);
+  r.num_ranks = get_int(at(a, 2), w, f);
+  r.launcher_options = get_str(at(a, 3), w, f);
+  if (r.num_nodes < 1 || r.ranks_per_node < 0 || r.num_ranks < 0)
+    fail(describe(w, f) + ": num_nodes must be >= 1, ranks_per_node and num_ranks >= 0");
+  return r;
+}
+// nil (the worker's own) or [[cpu...], [accelerator id...], [[name, value]...]].
+void get_placement(const object& o, const Where& w, std::size_t f, WorkerTask* t) {
   if (o.type == mtype::NIL) return;
   const auto& a = get_array(o, w, f);
-  if (a.size != 2) fail(describe(w, f) + ": expected [cpus, accelerators]");
+  if (a.size != 3) fail(describe(w, f) + ": expected [cpus, accelerators, environment]");
   const auto& c = get_array(at(a, 0), w, f);
   for (std::size_t i = 0; i < c.size; ++i) {
-    cpus->push_back(get_int(at(c, i), w, f));
-    if (cpus->back() < 0) fail(describe(w, f) + ": negative CPU number");
+    t->cpus.push_back(get_int(at(c, i), w, f));
+    if (t->cpus.back() < 0) fail(describe(w, f) + ": negative CPU number");
   }
   const auto& g = get_array(at(a, 1), w, f);
-  for (std::size_t i = 0; i < g.size; ++i) accelerators->push_back(get_str(at(g, i), w, f));
+  for (std::size_t i = 0; i < g.size; ++i) t->accelerators.push_back(get_str(at(g, i), w, f));
+  const auto& e = get_array(at(a, 2), w, f);
+  for (std::size_t i = 0; i < e.size; ++i) {
+    const auto& pair = get_record(at(e, i), Where{w.msg, "variable", i}, 2);
+    t->env.emplace_back(get_str(at(pair, 0), w, f), get_str(at(pair, 1), w, f));
+  }
 }
 std::vector<Bytes> get_bins(const object& o, const Where& w, std::size_t f) {
   const auto& a = get_array(o, w, f);
@@ -477,7 +513,7 @@ Tasks decode_tasks(const object& o) {
   r.tasks.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"TASKS", "task", i};
-    const auto& item = get_record(at(list, i), w, 9);
+    const auto& item = get_record(at(list, i), w, 10);
     Task t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.kind = get_int(at(item, 1), w, 1);
@@ -488,6 +524,7 @@ Tasks decode_tasks(const object& o) {
     t.after = get_after(at(item, 6), w, 6);
     t.buffers = get_buffer_sizes(at(item, 7), w, 7);
     t.resources = get_resources(at(item, 8), w, 8);
+    t.mpi = get_mpi(at(item, 9), w, 9);
     r.tasks.push_back(std::move(t));
   }
   return r;
@@ -630,7 +667,7 @@ Bytes encode(const InterchangeMessage& m) {
                    pk.pack_int(kTasks);
                    pack_array_header(pk, r.tasks.size());
                    for (const auto& t : r.tasks) {
-                     pk.pack_array(9);
+                     pk.pack_array(10);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.kind);
                      pack_bin(pk, t.fn_hash);
@@ -640,6 +677,7 @@ Bytes encode(const InterchangeMessage& m) {
                      pack_after(pk, t.after);
                      pack_buffer_sizes(pk, t.buffers);
                      pack_resources(pk, t.resources);
+                     pack_mpi(pk, t.mpi);
                    }
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kInterchangeHeartbeat); },
@@ -671,7 +709,7 @@ Bytes encode(const ToWorker& m) {
                    pack_bins(pk, t.inputs);
                    pack_after(pk, t.after);
                    pack_buffer_sizes(pk, t.buffers);
-                   pack_placement(pk, t.cpus, t.accelerators);
+                   pack_placement(pk, t);
                  },
                  [&](const WorkerExit&) { pack_empty(pk, kWorkerExit); },
              },
@@ -826,7 +864,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
         t.inputs = get_bins(at(a, 5), w, 5);
         t.after = get_after(at(a, 6), w, 6);
         t.buffers = get_buffer_sizes(at(a, 7), w, 7);
-        get_placement(at(a, 8), w, 8, &t.cpus, &t.accelerators);
+        get_placement(at(a, 8), w, 8, &t);
         return t;
       }
       case kWorkerExit:

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -11,10 +12,11 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 8;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+constexpr int kProtocolVersion = 9;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
                                      // 5: FAILED; 6: out-of-band buffers of results;
                                      // 7: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
                                      // 8: a task's resources (TASKS), its CPUs and accelerators (TASK)
+                                     // 9: a task's MPI request (TASKS), its environment (TASK), status 5
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -98,6 +100,16 @@ struct Resources {
   bool empty() const { return cores == 0 && memory_mb == 0 && gpus == 0; }
   bool operator==(const Resources&) const = default;
 };
+// parsl_resource_specification's MPI keys (docs/mpi.md), checked and completed by the driver;
+// num_nodes 0: not an MPI task. ranks_per_node 0: whole nodes (the task did not say).
+struct MpiRequest {
+  int num_nodes = 0;
+  int ranks_per_node = 0;
+  int num_ranks = 0;
+  std::string launcher_options;
+  bool empty() const { return num_nodes == 0; }
+  bool operator==(const MpiRequest&) const = default;
+};
 struct Task {
   std::uint64_t task_id = 0;
   int kind = 0;  // kKind*
@@ -110,6 +122,7 @@ struct Task {
   // Out-of-band buffers of the payload. On the wire the task carries their sizes, and the
   // bytes follow the TASKS message as frames of their own (docs/protocol.md).
   std::vector<SharedBuffer> buffers;
+  MpiRequest mpi;
 };
 struct Tasks {
   std::vector<Task> tasks;
@@ -135,6 +148,9 @@ struct WorkerTask {
   // sees only these accelerators; empty: the worker's own.
   std::vector<int> cpus;
   std::vector<std::string> accelerators;
+  // Variables the task runs with (an MPI task's nodes and launch prefixes, docs/mpi.md); the
+  // worker restores its own afterwards.
+  std::vector<std::pair<std::string, std::string>> env;
 };
 struct WorkerReady {
   int rank = 0;
@@ -157,6 +173,7 @@ constexpr int kStatusException = 1;
 constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
+constexpr int kStatusInvalid = 5;     // the task can never run on this pool: payload "<key>\n<why>" (InvalidResourceSpecification)
 
 using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Failed, Usage>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;

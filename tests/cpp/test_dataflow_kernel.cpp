@@ -82,12 +82,13 @@ TEST(DataFlowKernel, RetriesEventuallySucceed) {
   EXPECT_EQ(f.record()->fail_count(), 2);
 }
 
-TEST(DataFlowKernel, UnknownExecutorLabelIsRejectedAtSubmit) {
+TEST(DataFlowKernel, UnknownExecutorLabelFailsTheFutureAtLaunch) {
   DataFlowKernel dfk;
+  auto f = dfk.submit(AppOptions{.executors = {"gpu"}}, [] { return 1; });
   try {
-    dfk.submit(AppOptions{.executors = {"gpu"}}, [] { return 1; });
-    FAIL() << "expected ConfigurationError";
-  } catch (const ConfigurationError& e) {
+    f.get();
+    FAIL() << "expected UnknownExecutor";
+  } catch (const UnknownExecutor& e) {
     EXPECT_NE(std::string(e.what()).find("'gpu'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("threads"), std::string::npos) << e.what();
   }

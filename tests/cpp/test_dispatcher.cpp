@@ -2,7 +2,9 @@
 // messages; time is a variable. No sockets, no sleeps.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <numeric>
 #include <memory>
 
 #include "interchange/dispatcher.hpp"
@@ -441,6 +443,67 @@ TEST_F(DispatcherTest, CancelDropsQueuedTasksAndAsksThePoolForSentOnes) {
   EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{2}));
   d.cancel(99);  // unknown: nothing happens
   EXPECT_TRUE(d.take_outbox().empty());
+}
+
+TEST_F(DispatcherTest, QueuedTasksKeepTheirInputsAndBuffers) {
+  DispatchTask t = task(0);
+  t.inputs = {"in0", "in1"};
+  auto bytes = std::make_shared<std::string>("out-of-band");
+  t.buffers = {protocol::SharedBuffer{bytes, bytes->data(), bytes->size()}};
+  d.submit(std::move(t), now);
+  d.submit(task(1), now);  // one without either
+  register_pool("a", 2);
+  protocol::Tasks sent;
+  for (auto& [to, m] : d.take_outbox())
+    if (auto* tasks = std::get_if<protocol::Tasks>(&m)) sent = std::move(*tasks);
+  ASSERT_EQ(sent.tasks.size(), 2u);
+  EXPECT_EQ(sent.tasks[0].payload, "p0");
+  EXPECT_EQ(sent.tasks[0].inputs, (std::vector<protocol::Bytes>{"in0", "in1"}));
+  ASSERT_EQ(sent.tasks[0].buffers.size(), 1u);
+  EXPECT_EQ(sent.tasks[0].buffers[0].view(), "out-of-band");
+  EXPECT_EQ(sent.tasks[1].payload, "p1");
+  EXPECT_TRUE(sent.tasks[1].inputs.empty());
+  EXPECT_TRUE(sent.tasks[1].buffers.empty());
+}
+
+// Cancelled queued tasks are swept out of the queue once they are many: what is left still
+// goes out by priority, then in submission order, each task once.
+TEST_F(DispatcherTest, ManyCancelledQueuedTasksLeaveTheRestInOrder) {
+  constexpr std::uint64_t kTasks = 20'000;
+  for (std::uint64_t id = 0; id < kTasks; ++id) d.submit(task(id, static_cast<int>(id % 3)), now);
+  std::vector<std::uint64_t> expected;
+  for (std::uint64_t id = 0; id < kTasks; ++id)
+    if (id % 10 == 7) expected.push_back(id);
+    else d.cancel(id);
+  std::stable_sort(expected.begin(), expected.end(), [](auto a, auto b) { return a % 3 < b % 3; });
+  EXPECT_EQ(d.take_completed().size(), kTasks - expected.size());
+  EXPECT_EQ(d.queued(), expected.size());
+  register_pool("a", static_cast<int>(kTasks));
+  EXPECT_EQ(sent_to("a"), expected);
+  EXPECT_EQ(d.queued(), 0u);
+  EXPECT_FALSE(d.can_dispatch());
+}
+
+// take_outbox(max_tasks) sends no more than that; can_dispatch() says whether more would go.
+TEST_F(DispatcherTest, TakeOutboxSendsAtMostMaxTasks) {
+  register_pool("a", 100);
+  register_pool("b", 100);
+  d.take_outbox();
+  for (std::uint64_t id = 0; id < 150; ++id) d.submit(task(id), now);
+  std::vector<std::uint64_t> all;
+  for (std::size_t expected : {64u, 64u, 22u}) {
+    EXPECT_TRUE(d.can_dispatch());
+    std::size_t n = 0;
+    for (auto& [to, m] : d.take_outbox(64))
+      if (auto* t = std::get_if<protocol::Tasks>(&m))
+        for (auto& x : t->tasks) all.push_back(x.task_id), ++n;
+    EXPECT_EQ(n, expected);
+  }
+  EXPECT_FALSE(d.can_dispatch());
+  std::sort(all.begin(), all.end());
+  std::vector<std::uint64_t> ids(150);
+  std::iota(ids.begin(), ids.end(), 0);
+  EXPECT_EQ(all, ids);
 }
 
 TEST_F(DispatcherTest, PoolInfoReportsIdleTime) {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -403,6 +404,181 @@ TEST_F(InterchangeTest, APoolWhoseConnectionClosesIsLostSoon) {
   ASSERT_EQ(pools.size(), 1u);
   EXPECT_EQ(pools[0].pool_id, "stays");
   EXPECT_EQ(pools[0].in_flight, 1u);
+}
+
+// ---- misbehaving pools on real connections (the Dispatcher's own tests: test_dispatcher_scale)
+
+// A pool speaking ZMTP 3.0 by hand on a raw TCP connection (NULL mechanism, as a DEALER), so
+// that it can do what a ZeroMQ socket never does: stop in the middle of a frame.
+class RawPool {
+ public:
+  RawPool(int port, const std::string& identity) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    std::string greeting(64, '\0');
+    greeting[0] = '\xFF';
+    greeting[9] = '\x7F';
+    greeting[10] = 3;  // version 3.0
+    greeting.replace(12, 4, "NULL");
+    // Greetings both ways, then READY both ways (the interchange's: a short command frame).
+    write(greeting);
+    connected_ = connected_ && read(64).size() == 64;
+    std::string ready = std::string("\x05READY", 6) + property("Socket-Type", "DEALER") + property("Identity", identity);
+    write(std::string{'\x04', static_cast<char>(ready.size())} + ready);
+    const std::string header = read(2);
+    connected_ = connected_ && header.size() == 2 && header[0] == '\x04' &&
+                 read(static_cast<unsigned char>(header[1])).size() == static_cast<unsigned char>(header[1]);
+  }
+  ~RawPool() { close(); }
+  bool connected() const { return connected_; }
+  // One frame (`more`: another follows); `cut`: only that many bytes of its body are sent.
+  void frame(const std::string& body, bool more, std::size_t cut = std::string::npos) {
+    std::string header{static_cast<char>(more ? 0x03 : 0x02)};  // long frames: an 8-byte size
+    for (int shift = 56; shift >= 0; shift -= 8) header += static_cast<char>((body.size() >> shift) & 0xFF);
+    write(header + body.substr(0, cut));
+  }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  static std::string property(const std::string& name, const std::string& value) {
+    std::string p{static_cast<char>(name.size())};
+    p += name;
+    for (int shift = 24; shift >= 0; shift -= 8) p += static_cast<char>((value.size() >> shift) & 0xFF);
+    return p + value;
+  }
+  // `n` bytes, or fewer if the connection ends or 10 s pass.
+  std::string read(std::size_t n) {
+    std::string out;
+    while (connected_ && out.size() < n) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 10000) != 1) break;
+      char buf[256];
+      const ssize_t got = ::recv(fd_, buf, std::min(sizeof buf, n - out.size()), 0);
+      if (got <= 0) break;
+      out.append(buf, static_cast<std::size_t>(got));
+    }
+    return out;
+  }
+  void write(const std::string& bytes) {
+    if (!connected_) return;
+    for (std::size_t done = 0; done < bytes.size();) {
+      const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  int fd_;
+  bool connected_ = false;
+};
+
+// A pool that vanishes in the middle of a message (a whole first frame, then half of the
+// next) is lost once its connection is gone; the half message reaches no one, and the other
+// pool keeps working.
+TEST_F(InterchangeTest, APoolVanishingMidFrameIsLostAndTheOtherKeepsWorking) {
+  auto good = dealer("good");
+  send(good, register_message("good"));
+  ASSERT_TRUE(receive(good));
+  RawPool raw(ix->port(), "raw");
+  ASSERT_TRUE(raw.connected()) << "no ZMTP handshake with the interchange";
+  raw.frame(register_message("raw"), false);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (ix->pools().size() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(ix->pools().size(), 2u) << "the raw pool did not register";
+
+  std::vector<interchange::DispatchTask> tasks(2);
+  for (std::uint64_t i = 0; i < 2; ++i) {
+    tasks[i].task_id = i + 1;
+    tasks[i].kind = protocol::kKindShell;
+    tasks[i].payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  }
+  ix->submit(std::move(tasks));  // one each: both pools have one worker
+  auto m = receive(good);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  const std::uint64_t on_good = std::get<protocol::Tasks>(*m).tasks.at(0).task_id;
+  const std::string results =
+      protocol::encode(protocol::PoolMessage{protocol::Results{{{3 - on_good, 0, protocol::encode_exit_code(0)}}}});
+  raw.frame(results, true);
+  raw.frame(results, false, results.size() / 2);
+  raw.close();
+
+  ASSERT_TRUE(wait_done(1)) << "the vanished pool's task did not fail";
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 1u);
+    EXPECT_EQ(got.done[0].task_id, 3 - on_good);
+    EXPECT_TRUE(got.done[0].manager_lost) << "the half-sent results must not count";
+  }
+  send(good, protocol::encode(protocol::PoolMessage{protocol::Results{{{on_good, 0, protocol::encode_exit_code(0)}}}}));
+  ASSERT_TRUE(wait_done(2));
+  {
+    std::lock_guard lock(got.mutex);
+    EXPECT_EQ(got.done[1].task_id, on_good);
+    EXPECT_FALSE(got.done[1].manager_lost);
+  }
+  const auto pools = ix->pools();
+  ASSERT_EQ(pools.size(), 1u);
+  EXPECT_EQ(pools[0].pool_id, "good");
+}
+
+// A second connection with the identity of a registered pool cannot take its place: the
+// first goes on getting tasks and finishing them; there is still one pool.
+TEST_F(InterchangeTest, ASecondConnectionWithAnIdentityInUseDoesNotDisturbTheFirst) {
+  auto first = dealer("same");
+  send(first, register_message("same"));
+  ASSERT_TRUE(receive(first));
+  auto second = dealer("same");
+  send(second, register_message("same"));
+  send(second, protocol::encode(protocol::PoolMessage{protocol::Results{{{7, 0, protocol::encode_exit_code(0)}}}}));
+  for (std::uint64_t id : {7, 8}) {
+    interchange::DispatchTask t;
+    t.task_id = id;
+    t.kind = protocol::kKindShell;
+    t.payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+    ix->submit({t});
+    std::optional<protocol::InterchangeMessage> m;
+    do {
+      m = receive(first);
+    } while (m && !std::holds_alternative<protocol::Tasks>(*m));
+    ASSERT_TRUE(m) << "the first connection got no task " << id;
+    EXPECT_EQ(std::get<protocol::Tasks>(*m).tasks.at(0).task_id, id);
+    send(first, protocol::encode(protocol::PoolMessage{protocol::Results{{{id, 0, protocol::encode_exit_code(0)}}}}));
+    ASSERT_TRUE(wait_done(id - 6));
+  }
+  {
+    std::lock_guard lock(got.mutex);
+    ASSERT_EQ(got.done.size(), 2u) << "a task completed twice";
+    EXPECT_EQ(got.done[0].task_id, 7u);
+    EXPECT_EQ(got.done[1].task_id, 8u);
+  }
+  EXPECT_EQ(ix->pools().size(), 1u);
+}
+
+// Commands run in order across rounds: a submission larger than one round's share is whole
+// before a later command runs, and cancelling it all answers every task.
+TEST_F(InterchangeTest, ALargeSubmissionIsQueuedWholeBeforeLaterCommands) {
+  constexpr std::uint64_t kTasks = 200'000;
+  std::vector<interchange::DispatchTask> tasks(kTasks);
+  std::vector<std::uint64_t> ids(kTasks);
+  for (std::uint64_t i = 0; i < kTasks; ++i) {
+    tasks[i].task_id = ids[i] = i;
+    tasks[i].kind = protocol::kKindShell;
+    tasks[i].payload = "p";
+  }
+  ix->submit(std::move(tasks));
+  EXPECT_EQ(ix->outstanding(), kTasks);
+  ix->cancel(std::move(ids));
+  EXPECT_EQ(ix->outstanding(), 0u);
+  ASSERT_TRUE(wait_done(kTasks));
+  std::lock_guard lock(got.mutex);
+  EXPECT_EQ(got.done.size(), kTasks);
+  EXPECT_TRUE(std::all_of(got.done.begin(), got.done.end(),
+                          [](const Completed& c) { return c.status == protocol::kStatusCancelled; }));
 }
 
 TEST_F(InterchangeTest, StopSendsShutdownToPools) {

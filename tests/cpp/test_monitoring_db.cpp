@@ -24,6 +24,9 @@
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/future.hpp"
+#include "pervade/htex_executor.hpp"
+#include "pervade/provider.hpp"
+#include "pervade/shell.hpp"
 #include "observe/log_observer.hpp"
 #include "pervade/monitoring.hpp"
 
@@ -117,6 +120,109 @@ TEST(MonitoringDb, RunWritesParslTablesWithOneRowPerTaskAndTry) {
                     "WHERE task_id=4 ORDER BY timestamp, rowid)"),
             "pending,dep_fail");
   EXPECT_EQ(db.text("PRAGMA journal_mode"), "wal");
+  // Parsl's index, made when the writer closed (it made the tables).
+  EXPECT_EQ(db.count("SELECT count(*) FROM sqlite_master WHERE type='index' AND name='ix_task_task_hashsum'"), 1);
+}
+
+// A task whose rows were committed in an earlier batch is completed by UPDATEs gathered per row:
+// the task blocks until the database shows it running, then fails once and succeeds on its retry.
+TEST(MonitoringDb, RowsOfEarlierBatchesAreCompletedInLaterOnes) {
+  const fs::path dir = fresh_dir("later");
+  const fs::path path = dir / "monitoring.db";
+  {
+    MonitoringOptions mon;
+    mon.commit_interval = std::chrono::milliseconds(10);
+    Config cfg{.retries = 1};
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+    std::atomic<int> calls{0};
+    auto flaky = dfk.submit([&] {
+      if (calls.fetch_add(1) == 0) {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return released; })) return -1;
+        throw std::runtime_error("flaky");
+      }
+      return 3;
+    });
+    bool committed = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!committed && std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(path))
+        committed = Db(path).count("SELECT count(*) FROM status WHERE task_id=0 AND task_status_name='running'") == 1;
+      if (!committed) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling interval
+    }
+    EXPECT_TRUE(committed) << "the running task's rows were never committed";
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+    EXPECT_EQ(flaky.get(), 3);
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), 1);
+  EXPECT_FALSE(db.text("SELECT task_time_returned FROM task WHERE task_id=0").empty());
+  EXPECT_EQ(db.count("SELECT task_fail_count FROM task WHERE task_id=0"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_id=0"), 2);
+  for (const char* attempt : {"0", "1"}) {
+    const std::string where = std::string(" FROM try WHERE task_id=0 AND try_id=") + attempt;
+    EXPECT_EQ(db.text("SELECT task_executor" + where), "threads") << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_launched" + where).empty()) << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_running" + where).empty()) << attempt;
+    EXPECT_FALSE(db.text("SELECT task_try_time_returned" + where).empty()) << attempt;
+  }
+  EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=0 AND try_id=0"), "flaky");
+  EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=0 AND try_id=1"), "");
+  EXPECT_EQ(db.count("SELECT tasks_completed_count FROM workflow"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_id=0"), 9);
+}
+
+// The C++ API's HighThroughputExecutor (a LocalProvider block of the real pervade-pool running
+// shell commands) with the database: each try names its executor, block and host; the block's
+// states and the pool's joining and leaving are rows; the executor reports running_ended.
+// (Shell commands run by the pool itself are not resource-sampled: docs/monitoring.md.)
+TEST(MonitoringDb, HighThroughputExecutorFromCppRecordsTriesBlocksAndPools) {
+  const fs::path dir = fresh_dir("htex");
+  const fs::path path = dir / "monitoring.db";
+  {
+    HtexOptions o;
+    o.provider = std::make_shared<LocalProvider>();
+    o.workers_per_node = 2;
+    o.pool_binary = PERVADE_POOL_BINARY;
+    o.run_dir = (dir / "runinfo").string();
+    o.port_min = 58100;  // away from the Python tests' default range
+    o.port_max = 58999;
+    Config cfg{.executors = {std::make_shared<HighThroughputExecutor>(o)}};
+    cfg.observers.push_back(make_monitoring_db(path, {}));
+    DataFlowKernel dfk(std::move(cfg));
+    auto ok = dfk.submit(Shell{"true"});
+    auto bad = dfk.submit(Shell{"exit 3"});
+    EXPECT_EQ(ok.get(), 0);
+    EXPECT_THROW(bad.get(), BashExitFailure);
+    dfk.cleanup();
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_executor='htex' AND block_id='0' AND hostname='" +
+                     std::string(host) + "' AND task_try_time_returned IS NOT NULL"),
+            2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_status_name='running_ended'"), 2);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_status_name='failed'"), 1);
+  // Submitted with the provider's job id; cancelled at cleanup (the provider is polled every
+  // strategy period, which this short run does not reach).
+  EXPECT_EQ(db.count("SELECT count(*) FROM block WHERE executor_label='htex' AND block_id='0' AND status='PENDING' "
+                     "AND job_id IS NOT NULL"),
+            1);
+  EXPECT_EQ(db.text("SELECT status FROM block ORDER BY timestamp DESC LIMIT 1"), "SCALED_IN");
+  EXPECT_EQ(db.count("SELECT count(*) FROM node WHERE block_id='0' AND active=1 AND worker_count=2"), 1);
+  EXPECT_EQ(db.count("SELECT count(*) FROM node WHERE block_id='0' AND active=0"), 1);
+  EXPECT_FALSE(db.text("SELECT time_completed FROM workflow").empty());
 }
 
 // Resource sampling on the thread-pool executor: a first and a last sample per task (interval 0),

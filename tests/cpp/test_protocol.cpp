@@ -590,16 +590,16 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Task with = sample_task(300, true), without = sample_task(70000, false);
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{with, without}}}),
             pack(A({I(103), A({A({U(300), I(0), B(with.fn_hash), B(*with.fn), B(with.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), Val::nil()}),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), Val::nil(), Val::nil()}),
                                A({U(70000), I(0), B(without.fn_hash), Val::nil(), B(without.payload),
                                   A({B(kBinary), B(""), B("\x00"s)}),
-                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})}), A({}), Val::nil()})})})));
+                                  A({A({I(1), U(70001)}), A({I(0), U(UINT64_MAX)})}), A({}), Val::nil(), Val::nil()})})})));
   // Out-of-band buffers: only their sizes are in the message.
   Task oob = sample_task(1, true);
   oob.buffers = {shared("abc"), shared(std::string(70000, 'x'))};
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{oob}}}),
             pack(A({I(103), A({A({U(1), I(0), B(oob.fn_hash), B(*oob.fn), B(oob.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({U(3), U(70000)}), Val::nil()})})})));
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({U(3), U(70000)}), Val::nil(), Val::nil()})})})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{1, "h", std::nullopt, "p", {"i"}}}),
             pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("i")}), A({}), A({}), Val::nil()})));
   EXPECT_EQ(encode(ToWorker{WorkerTask{2, "h", std::nullopt, "p", {""}, {{0, 1}}}}),
@@ -612,12 +612,26 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   sized.resources = Resources{4, 2000, 1};
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{sized}}}),
             pack(A({I(103), A({A({U(5), I(0), B(sized.fn_hash), Val::nil(), B(sized.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), A({I(4), U(2000), I(1)})})})})));
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), A({I(4), U(2000), I(1)}), Val::nil()})})})));
+  // An MPI task's request, and the variables a worker task runs with.
+  Task mpi = sample_task(6, false);
+  mpi.after.clear();
+  mpi.mpi = MpiRequest{2, 3, 5, "--x"};
+  EXPECT_EQ(encode(InterchangeMessage{Tasks{{mpi}}}),
+            pack(A({I(103), A({A({U(6), I(0), B(mpi.fn_hash), Val::nil(), B(mpi.payload),
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), Val::nil(),
+                                  A({I(2), I(3), I(5), S("--x")})})})})));
+  EXPECT_EQ(std::get<Tasks>(only(dic(encode(InterchangeMessage{Tasks{{mpi}}})))).tasks[0].mpi, mpi.mpi);
+  WorkerTask with_env{7, "h", std::nullopt, "p", {}};
+  with_env.env = {{"PARSL_NUM_NODES", "2"}};
+  EXPECT_EQ(encode(ToWorker{with_env}), pack(A({I(1), U(7), B("h"), Val::nil(), B("p"), A({}), A({}), A({}),
+                                                A({A({}), A({}), A({A({S("PARSL_NUM_NODES"), S("2")})})})})));
+  EXPECT_EQ(std::get<WorkerTask>(only(dto(encode(ToWorker{with_env})))).env, with_env.env);
   WorkerTask placed{4, "h", std::nullopt, "p", {}};
   placed.cpus = {2, 3};
   placed.accelerators = {"1"};
   EXPECT_EQ(encode(ToWorker{placed}), pack(A({I(1), U(4), B("h"), Val::nil(), B("p"), A({}), A({}), A({}),
-                                              A({A({I(2), I(3)}), A({S("1")})})})));
+                                              A({A({I(2), I(3)}), A({S("1")}), A({})})})));
   EXPECT_EQ(encode(FromWorker{WorkerReady{0, 99}}), pack(A({I(2), I(0), I(99)})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 2, "lost"}}), pack(A({I(3), U(8), I(2), B("lost"), A({})})));
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 0, "p", {shared("abcd")}}}),
@@ -724,7 +738,7 @@ TEST(ProtocolTest, RejectsWrongArity) {
             "RESULTS result 1: expected array of 4");
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
-            "TASKS task 0: expected array of 9");
+            "TASKS task 0: expected array of 10");
 }
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
@@ -755,9 +769,10 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
 
   // TASKS: each field of a task record.
   const auto task = [](Val id, Val kind, Val hash, Val fn, Val payload, Val inputs, Val after = A({}),
-                       Val buffers = A({}), Val resources = Val::nil()) {
+                       Val buffers = A({}), Val resources = Val::nil(), Val mpi = Val::nil()) {
     return pack(A({I(103), A({A({std::move(id), std::move(kind), std::move(hash), std::move(fn), std::move(payload),
-                                 std::move(inputs), std::move(after), std::move(buffers), std::move(resources)})})}));
+                                 std::move(inputs), std::move(after), std::move(buffers), std::move(resources),
+                                 std::move(mpi)})})}));
   };
   EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}))));
   EXPECT_TRUE(dic(task(U(1), I(1), B("h"), B("f"), B("p"), A({B("i")}))));
@@ -793,6 +808,12 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0)})));
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(-1), U(0), I(0)})));
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), I(-5), I(0)})));
+  // MPI: nil or [num_nodes >= 1, ranks_per_node >= 0, num_ranks >= 0, launcher_options].
+  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(),
+                       A({I(1), I(0), I(0), S("")}))));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(), A({I(0), I(1), I(1), S("")})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(), A({I(1), I(1), I(1)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(), A({I(1), I(1), I(1), I(2)})));
 
   // Worker link.
   reject(dto, pack(A({I(1), I(-1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil()})));
@@ -803,11 +824,14 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({B("")}), A({A({I(0), S("x")})}), A({}), Val::nil()})));
   reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({S("1")}), Val::nil()})));
   reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), Val::nil(), Val::nil()})));
-  // Placement: nil or [[cpu >= 0, ...], [accelerator id (str), ...]].
-  EXPECT_TRUE(dto(pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(0)}), A({S("a")})})}))));
+  // Placement: nil or [[cpu >= 0, ...], [accelerator id (str), ...], [[name, value], ...]].
+  EXPECT_TRUE(dto(pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}),
+                          A({A({I(0)}), A({S("a")}), A({})})}))));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(0)}), A({S("a")})})})));
   reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({})})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(-1)}), A({})})})));
-  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({}), A({I(0)})})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({I(-1)}), A({}), A({})})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({}), A({I(0)}), A({})})})));
+  reject(dto, pack(A({I(1), U(1), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({A({}), A({}), A({A({S("x")})})})})));
   reject(dfrom, pack(A({I(2), S("0"), I(1)})));
   reject(dfrom, pack(A({I(2), I(0), U(1ull << 40)})));
   reject(dfrom, pack(A({I(3), U(1), I(0), S("x"), A({})})));

@@ -73,15 +73,16 @@ def test_load_default_config(tmp_path, monkeypatch, no_thread_leak):
         kernel.cleanup()
 
 
-def test_unknown_executor_label(load):
+def test_unknown_executor_label_fails_the_future_with_value_error(load):
+    """As in Parsl: the call returns a future, which fails when the task would be launched."""
     load(executors=[parsl.ThreadPoolExecutor(label="alpha"), parsl.ThreadPoolExecutor(label="beta")])
 
     @python_app(executors=["nope"])
     def pinned():
         return 1
 
-    with pytest.raises(parsl.ConfigurationError) as info:
-        pinned()
+    with pytest.raises(ValueError) as info:
+        pinned().result(timeout=T)
     message = str(info.value)
     assert "nope" in message
     assert "alpha" in message and "beta" in message
@@ -89,8 +90,8 @@ def test_unknown_executor_label(load):
     assert ident(2).result(timeout=T) == 2
 
 
-def test_unknown_executor_label_with_pending_dependency(load):
-    """A submission refused for its label must not leave an orphan dependency behind."""
+def test_unknown_executor_label_waits_for_its_dependencies(load):
+    """Parsl launches, and so fails, the task only once its dependencies are done."""
     from concurrent.futures import Future
 
     load()
@@ -100,9 +101,11 @@ def test_unknown_executor_label_with_pending_dependency(load):
         return x
 
     pending = Future()
-    with pytest.raises(parsl.ConfigurationError):
-        pinned(pending)
+    future = pinned(pending)
+    assert not future.done()
     pending.set_result(1)
+    with pytest.raises(ValueError, match="nope"):
+        future.result(timeout=T)
     parsl.wait_for_current_tasks()
 
 

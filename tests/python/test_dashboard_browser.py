@@ -1,9 +1,10 @@
-"""The dashboard in a real headless Chromium while a workflow runs: the numbers on the page
-change as the run goes, lie within the database's counts at the time of the load, equal them
-once the run is over, and screenshots are saved.
+"""The dashboard in a real headless Chromium while a real pervade workflow runs (a ThreadPoolExecutor
+with MonitoringHub, in its own process): the numbers on the pages equal the database's while the
+run goes, change as it goes on, equal them once it is over, and screenshots are saved.
 
-Until the engine's monitoring writer is merged, a synthetic.LiveRun thread appends the run's
-rows to the database as that writer would.
+The workflow runs three phases of tasks (a tenth of them fail); the tasks of phases 2 and 3 wait
+for a gate file the test creates, so the run holds still at known points while the pages load:
+the counts on the page must then equal the database's exactly, with tasks in the executor.
 """
 
 import os
@@ -17,11 +18,36 @@ import sys
 import pytest
 
 from conftest import wait_until
-from pervade.dashboard import synthetic
 
-RUN = "live-run-0000"
-TASKS = 300
-RATE = 40.0   # tasks submitted per second: the run lasts about 8 s
+PHASE = 40      # tasks per phase
+THREADS = 4
+
+WORKFLOW = r'''
+import os, sys, time
+import pervade as parsl
+from pervade.monitoring import MonitoringHub
+
+run_dir, gates, phase, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+@parsl.python_app
+def work(i, gate):
+    import os, time
+    deadline = time.monotonic() + 120   # never hang the test's run if the gate never opens
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if i % 10 == 3:
+        raise ValueError(f"task {i} fails on purpose")
+    return i
+
+parsl.load(parsl.Config(executors=[parsl.ThreadPoolExecutor(label="threads", max_threads=threads)], run_dir=run_dir,
+                        monitoring=MonitoringHub(workflow_name="browser-live", resource_monitoring_interval=1)))
+for p in range(3):
+    gate = os.path.join(gates, f"gate{p}") if p else None
+    futures = [work(p * phase + i, gate) for i in range(phase)]
+    for f in futures:
+        f.exception()
+parsl.dfk().cleanup()
+'''
 
 
 def chromium() -> str:
@@ -61,75 +87,91 @@ def count(dom: str, state: str) -> int:
     return int(match.group(1))
 
 
-def finished_in_db(path: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM status WHERE task_status_name IN ('exec_done','failed')").fetchone()[0]
+def query(path: str, sql: str):
+    if not os.path.exists(path):
+        return None
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        return conn.execute(sql).fetchone()[0]
 
 
-def tasks_in_db(path: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM task").fetchone()[0]
+def final_in_db(path: str, state: str) -> int:
+    return query(path, f"SELECT count(*) FROM status WHERE task_status_name='{state}'") or 0
+
+
+def held_at(path: str, phase: int) -> bool:
+    """The run is held at the gate of `phase`: every earlier task is final, every task of the
+    phase is launched, THREADS of them run, and the rows of all this are committed."""
+    first = phase * PHASE
+    return (final_in_db(path, "exec_done") + final_in_db(path, "failed") == first
+            and query(path, f"SELECT count(*) FROM status WHERE task_id >= {first} "
+                            "AND task_status_name='launched'") == PHASE
+            and query(path, f"SELECT count(*) FROM status WHERE task_id >= {first} "
+                            "AND task_status_name='running'") == THREADS)
 
 
 @pytest.fixture
-def dashboard(tmp_path):
-    """(url, db path) of `pervade dashboard` (a real process) on a database being written."""
-    path = str(tmp_path / "runinfo" / "monitoring.db")
-    os.makedirs(os.path.dirname(path))
-    run = synthetic.LiveRun(path, TASKS, rate=RATE, run_id=RUN)
-    run.start()
-    process = None
+def live_run(tmp_path):
+    """(dashboard url, db path, gates dir, workflow process) for a real workflow being run."""
+    run_dir, gates = tmp_path / "runinfo", tmp_path / "gates"
+    gates.mkdir()
+    path = str(run_dir / "monitoring.db")
+    workflow = subprocess.Popen([sys.executable, "-c", WORKFLOW, str(run_dir), str(gates), str(PHASE), str(THREADS)],
+                                cwd=tmp_path, start_new_session=True)
+    dashboard = None
     try:
-        assert run.started.wait(30)
-        assert wait_until(lambda: tasks_in_db(path) > 0, 30)
-        process = subprocess.Popen([sys.executable, "-m", "pervade", "dashboard", os.path.dirname(path), "--port", "0"],
-                                   stdout=subprocess.PIPE, text=True)
+        assert wait_until(lambda: workflow.poll() is not None or query(path, "SELECT count(*) FROM workflow"), 60)
+        assert workflow.poll() is None, "the workflow ended before its run was in the database"
+        dashboard = subprocess.Popen([sys.executable, "-m", "pervade", "dashboard", str(run_dir), "--port", "0"],
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
         url = None
-        for line in process.stdout:
+        for line in dashboard.stdout:
             match = re.search(r"on (http://127\.0\.0\.1:\d+/)", line)
             if match:
                 url = match.group(1)
                 break
         assert url, "the dashboard did not say where it listens"
-        yield url, path, run
+        yield url, path, gates, workflow
     finally:
-        run.stop()
-        if process is not None:
-            process.terminate()
-            process.wait(30)
-    assert run.error is None
+        for process in (dashboard, workflow):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            if process is not None:
+                process.wait(30)
 
 
-def test_pages_follow_a_running_workflow(dashboard, tmp_path):
-    url, path, run = dashboard
+def test_pages_follow_a_running_workflow(live_run, tmp_path):
+    url, path, gates, workflow = live_run
     browser = chromium()
     profile = str(tmp_path / "chromium-profile")
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    run_id = query(path, "SELECT run_id FROM workflow")
+    overview = f"{url}run/{run_id}/"
 
-    assert wait_until(lambda: finished_in_db(path) >= 20, 30)
-    before = finished_in_db(path)
-    dom = load_page(browser, f"{url}run/{RUN}/", str(shots / "overview-running.png"), profile)
-    after = finished_in_db(path)
-    first = count(dom, "exec_done") + count(dom, "failed")
-    assert before <= first <= after
-    assert 'http-equiv="refresh" content="2"' in dom   # a running workflow reloads itself every 2 s
-    assert 0 < count(dom, "tasks") <= TASKS
+    seen = []
+    for phase in (1, 2):   # the run held at the gate of phase 1, then of phase 2
+        assert wait_until(lambda: held_at(path, phase), 60), f"the run never held at phase {phase}"
+        dom = load_page(browser, overview, str(shots / f"overview-phase{phase}.png"), profile)
+        assert 'http-equiv="refresh" content="2"' in dom   # a running workflow reloads itself every 2 s
+        assert count(dom, "tasks") == (phase + 1) * PHASE == query(path, "SELECT count(*) FROM task")
+        assert count(dom, "exec_done") == final_in_db(path, "exec_done")
+        assert count(dom, "failed") == final_in_db(path, "failed") > 0
+        assert count(dom, "running") == THREADS
+        assert count(dom, "pending") + count(dom, "launched") + count(dom, "running") == PHASE
+        seen.append(count(dom, "exec_done"))
+        if phase == 2:
+            dom = load_page(browser, f"{url}run/{run_id}/tasks", str(shots / "tasks-running.png"), profile)
+            assert dom.count("<rect") >= 2 * PHASE   # the task stream draws the tries done so far
+        (gates / f"gate{phase}").touch()
+    assert seen[0] < seen[1]   # the numbers changed as the run went on
 
-    assert wait_until(lambda: finished_in_db(path) > after + 20, 30)
-    dom = load_page(browser, f"{url}run/{RUN}/tasks", str(shots / "tasks-running.png"), profile)
-    assert dom.count("<rect") > 20   # the task stream draws the tries done so far
-
-    run.join(60)
-    assert not run.is_alive()
-    final = load_page(browser, f"{url}run/{RUN}/", str(shots / "overview-finished.png"), profile)
-    with sqlite3.connect(path) as conn:
-        states = dict(conn.execute("SELECT task_status_name, count(*) FROM status GROUP BY 1").fetchall())
-    assert count(final, "tasks") == TASKS
-    assert count(final, "exec_done") == states["exec_done"] > first
-    assert count(final, "failed") == states["failed"] > 0
-    assert count(final, "running") == count(final, "pending") == 0
+    assert workflow.wait(120) == 0
+    final = load_page(browser, overview, str(shots / "overview-finished.png"), profile)
     assert 'http-equiv="refresh"' not in final
-    for name in ("overview-running.png", "tasks-running.png", "overview-finished.png"):
+    assert count(final, "tasks") == 3 * PHASE
+    assert count(final, "exec_done") == final_in_db(path, "exec_done") == 3 * PHASE * 9 // 10 > seen[1]
+    assert count(final, "failed") == final_in_db(path, "failed") == 3 * PHASE // 10
+    assert count(final, "running") == count(final, "pending") == count(final, "launched") == 0
+    for name in ("overview-phase1.png", "overview-phase2.png", "tasks-running.png", "overview-finished.png"):
         assert (shots / name).stat().st_size > 10_000, name
     print(f"screenshots in {shots}")

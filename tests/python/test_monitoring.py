@@ -107,6 +107,38 @@ def test_threads_and_htex_run_writes_parsl_tables(tmp_path, no_thread_leak):
     assert status == "PENDING" and job
 
 
+@python_app(executors=["htex"])
+def burn(cpu_seconds):
+    import time
+    start = time.process_time()
+    while time.process_time() - start < cpu_seconds:
+        pass
+    return True
+
+
+def test_back_to_back_pool_tasks_each_have_a_first_and_a_last_sample(tmp_path, no_thread_leak):
+    # One worker runs them one after the other (the pool starts each as the previous one ends,
+    # from the same reading of the worker's counters): every task gets both samples, and the
+    # CPU a task burns is its own, not its neighbours'.
+    run_dir = str(tmp_path / "runinfo")
+    config = parsl.Config(
+        executors=[HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
+                                          provider=LocalProvider(init_blocks=1))],
+        run_dir=run_dir, monitoring=MonitoringHub(resource_monitoring_interval=30))
+    dfk = parsl.load(config)
+    futures = [on_pool(i) for i in range(20)] + [burn(0.2)] + [on_pool(i) for i in range(20)]
+    assert all(f.result(timeout=T) for f in futures)
+    dfk.cleanup()
+    db = os.path.join(run_dir, "monitoring.db")
+    kinds = rows(db, "SELECT task_id, group_concat(psutil_process_status) FROM "
+                     "(SELECT task_id, psutil_process_status FROM resource ORDER BY task_id, timestamp, rowid) GROUP BY 1")
+    assert kinds == [(i, "running,finished") for i in range(41)]
+    cpu = dict(rows(db, "SELECT task_id, psutil_process_time_user + psutil_process_time_system FROM resource "
+                        "WHERE psutil_process_status='finished'"))
+    assert cpu[20] >= 0.15
+    assert cpu[21] < 0.15 and cpu[19] < 0.15
+
+
 def test_default_workflow_name_is_the_script_and_version_the_start(load, run_dir):
     dfk = load(monitoring=MonitoringHub())
     dfk.cleanup()

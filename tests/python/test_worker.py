@@ -201,7 +201,7 @@ class Pool:
     def run_found(self, task_id, fn, args=(), kwargs=None, values=None):
         """Encodes fn(*args, **kwargs) as at submission (futures found at any depth), sends it with
         values[future] as each found future's input; returns (status, payload)."""
-        (fn_hash, _, payload, _, buffers), futures = encode_call_finding_futures(fn, args, kwargs, fn.__name__)
+        (fn_hash, _, payload, _, buffers, _), futures = encode_call_finding_futures(fn, args, kwargs, fn.__name__)
         inputs = [serialize_value(values[id(f)]) for f in futures or ()]
         self.submit(task_id, fn, payload=payload, inputs=inputs, buffers=buffers)
         return self.result(task_id)
@@ -316,11 +316,14 @@ def test_end_of_connection_ends_the_worker_with_status_0(pool):
     (msgpack.packb([TASK, 1, b"h", None, b"", [], None, [], None]), "after must be"),
     (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [-1], None]), "buffer sizes"),
     (msgpack.packb([TASK, 1, b"h", None, b"", [], [], b"\x01", None]), "buffer sizes"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[-1], []]]), "placement"),
-    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], [1]]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[-1], [], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], [1], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[0], []]]), "placement"),
+    (msgpack.packb([TASK, 1, b"h", None, b"", [], [], [], [[], [], [["A"]]]]), "placement"),
 ], ids=["bad-byte", "empty", "extra-data", "map", "empty-array", "str-type", "unknown-type", "ready-type",
         "short-task", "no-buffers", "str-hash", "negative-id", "int-input", "short-after", "negative-after",
-        "nil-after", "negative-size", "bin-sizes", "negative-cpu", "int-accelerator"])
+        "nil-after", "negative-size", "bin-sizes", "negative-cpu", "int-accelerator", "two-part-placement",
+        "bad-variable"])
 def test_a_broken_frame_ends_the_worker_with_status_2(pool, body, complaint):
     pool.send_raw(body)
     assert pool.wait() == 2
@@ -374,7 +377,7 @@ def _expected(*values):
 @pytest.mark.parametrize("size", [64 * 1024, 1 << 20, 50 << 20])
 def test_big_bytes_travel_out_of_band_and_arrive_intact(pool, size):
     data = os.urandom(1024) * (size // 1024)
-    (_, _, payload, _, buffers), _ = encode_call_finding_futures(describe_argument, (data,), None, "d")
+    (_, _, payload, _, buffers, _), _ = encode_call_finding_futures(describe_argument, (data,), None, "d")
     assert len(buffers) == 1 and buffers[0].nbytes == size, "the bytes went out of band"
     assert len(payload) < 1024, "and not into the payload"
     assert pool.run_found(1, describe_argument, (data,), values={}) == (0, serialize_value(_expected(data)))
@@ -406,7 +409,7 @@ def test_every_kind_of_big_buffer_arrives_as_what_was_passed(pool):
 def test_big_buffers_beside_futures_go_out_of_band_too(pool):
     data = b"z" * (1 << 20)
     a = AppFuture(None, "producer")
-    (_, _, payload, _, buffers), futures = encode_call_finding_futures(add, (data, [a]), None, "add")
+    (_, _, payload, _, buffers, _), futures = encode_call_finding_futures(add, (data, [a]), None, "add")
     assert futures == [a] and len(buffers) == 1 and len(payload) < 1024
     status, value = pool.run_found(1, describe_argument, (data, [a]), values={id(a): 5})
     assert status == 0
@@ -527,7 +530,7 @@ def test_futures_in_sets_and_object_attributes_are_found(pool):
 
 def test_the_same_future_twice_is_one_input_and_one_object():
     a = Future()
-    (_, _, payload, _, _), futures = encode_call_finding_futures(same_object, (a, [a]), None, "same_object")
+    (_, _, payload, _, _, _), futures = encode_call_finding_futures(same_object, (a, [a]), None, "same_object")
     assert futures == [a]
     args, _ = load_call(payload, [serialize_value([1, 2])])
     assert args[0] is args[1][0] and args[0] == [1, 2]
@@ -551,12 +554,12 @@ def test_futures_are_found_by_the_cloudpickle_fallback(pool):
 
 
 def test_calls_without_futures_are_plain_pickles():
-    (_, _, payload, _, _), futures = encode_call_finding_futures(add, (1, [2.5, "x"]), {"b": (3,)}, "add")
+    (_, _, payload, _, _, _), futures = encode_call_finding_futures(add, (1, [2.5, "x"]), {"b": (3,)}, "add")
     assert futures is None and payload == pickle.dumps(((1, [2.5, "x"]), {"b": (3,)}), protocol=5)
 
 
 def test_a_future_that_pickles_itself_is_an_ordinary_argument(pool):
-    (_, _, payload, _, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
+    (_, _, payload, _, _, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
     assert futures is None
     pool.submit(1, tag_of, payload=payload)
     assert deserialize(pool.result(1)[1]) == "mine"
@@ -574,7 +577,7 @@ def test_a_nested_future_of_an_app_encoded_at_launch_is_a_type_error():
 
 def test_an_input_that_cannot_be_unpickled_fails_the_task(pool):
     a = Future()
-    (_, _, payload, _, _), _ = encode_call_finding_futures(identity, ([a],), None, "identity")
+    (_, _, payload, _, _, _), _ = encode_call_finding_futures(identity, ([a],), None, "identity")
     pool.submit(1, identity, payload=payload, inputs=[b"not a pickle"])
     status, result = pool.result(1)
     assert status == 1 and isinstance(deserialize_exception(result), pickle.UnpicklingError)
@@ -591,7 +594,7 @@ class PicklesACallWhilePickled:
         self.inner = inner
 
     def __reduce__(self):
-        (_, _, payload, _, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
+        (_, _, payload, _, _, _), futures = encode_call_finding_futures(add, (self.inner, 1), None, "add")
         return bytes, (payload,)
 
 
@@ -599,7 +602,7 @@ def test_the_call_pickler_is_clean_after_a_failure_and_on_re_entry():
     a, b = Future(), Future()
     with pytest.raises(TypeError, match="cannot serialize the arguments of add"):
         encode_call_finding_futures(add, (a, [threading.Lock()]), None, "add")
-    (_, _, payload, _, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
+    (_, _, payload, _, _, _), futures = encode_call_finding_futures(add, (a, PicklesACallWhilePickled(b)), None, "add")
     assert futures == [a]
     first, inner_payload = load_call(payload, [serialize_value(1)])[0]
     assert first == 1 and load_call(inner_payload, [serialize_value(2)]) == ((2, 1), None)
@@ -822,12 +825,12 @@ def test_lost_errors_have_parsls_messages_and_pickle():
 
 
 def test_encode_call_gives_hash_function_payload_and_priority():
-    fn_hash, fn_bytes, payload, priority, buffers = encode_call(add, (1,), {"b": 2}, None, "add")
+    fn_hash, fn_bytes, payload, priority, buffers, request = encode_call(add, (1,), {"b": 2}, None, "add")
     assert buffers == []
     assert (fn_hash, fn_bytes) == serialize_function(add)
     assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
-    assert encode_call(add, (), spec, None, "add")[3] == 7
+    assert encode_call(add, (), spec, None, "add")[3:] == (7, [], (0, 0, 0, ""))
     with pytest.raises(TypeError, match="priority of add must be an int"):
         encode_call(add, (), {"parsl_resource_specification": {"priority": "high"}}, None, "add")
 
@@ -855,7 +858,7 @@ def raise_value_error():
 
 
 def submit_follower(pool, task_id, fn, of_task):
-    (fn_hash, _, payload, _, _), futures = encode_call_finding_futures(fn, (Future(),), None, fn.__name__)
+    (fn_hash, _, payload, _, _, _), futures = encode_call_finding_futures(fn, (Future(),), None, fn.__name__)
     assert len(futures) == 1
     pool.submit(task_id, fn, payload=payload, inputs=[b""], after=[(0, of_task)])
 
@@ -866,7 +869,7 @@ def test_a_follower_gets_the_value_of_the_previous_task_in_memory(pool):
     status, payload = pool.result(2)
     assert status == 0 and deserialize(payload) is True
     # The same value sent as bytes is a copy: the follower above really used the one in memory.
-    (fn_hash, _, payload, _, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
+    (fn_hash, _, payload, _, _, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
     pool.submit(3, is_made_here, payload=payload, inputs=[serialize_value(Box())])
     status, payload = pool.result(3)
     assert status == 0 and deserialize(payload) is False
@@ -898,9 +901,28 @@ def test_a_placed_task_runs_on_its_cpus_with_its_accelerators_and_the_worker_get
     assert status == 0
     own = deserialize(payload)
     cpu = own[0][-1]
-    pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"]])
+    pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"], []])
     status, payload = pool.result(2)
     assert status == 0 and deserialize(payload) == ([cpu], "7,8", "7,8")
     pool.submit(3, _placement_seen)
+    status, payload = pool.result(3)
+    assert status == 0 and deserialize(payload) == own
+
+
+def _mpi_variables():
+    import os
+    return {k: v for k, v in os.environ.items() if k.startswith("PARSL_") and k != "PARSL_WORKER_RANK"
+            and not k.startswith("PARSL_WORKER_")}
+
+
+def test_a_task_runs_with_the_variables_the_pool_gave_it_and_the_worker_gets_its_own_back(pool):
+    pool.submit(1, _mpi_variables)
+    status, payload = pool.result(1)
+    assert status == 0
+    own = deserialize(payload)
+    pool.submit(2, _mpi_variables, placement=[[], [], [["PARSL_NUM_NODES", "2"], ["PARSL_MPI_NODELIST", "a,b"]]])
+    status, payload = pool.result(2)
+    assert status == 0 and deserialize(payload) == {**own, "PARSL_NUM_NODES": "2", "PARSL_MPI_NODELIST": "a,b"}
+    pool.submit(3, _mpi_variables)
     status, payload = pool.result(3)
     assert status == 0 and deserialize(payload) == own

@@ -162,6 +162,17 @@ def _local_node() -> tuple:
     return cpus, None
 
 
+def _check_mpi_mode(provider, mpi_launcher) -> None:
+    """Parsl's checks of MPI mode: one pool per block (SimpleLauncher), a launcher it knows."""
+    from ..launchers import SimpleLauncher
+    from .high_throughput.mpi_prefix_composer import VALID_LAUNCHERS
+
+    if not isinstance(getattr(provider, "launcher", None), SimpleLauncher):
+        raise TypeError("mpi_mode requires the provider to be configured to use a SimpleLauncher")
+    if mpi_launcher not in VALID_LAUNCHERS:
+        raise ValueError(f"mpi_launcher set to:{mpi_launcher} must be set to one of {VALID_LAUNCHERS}")
+
+
 def _block_statuses(tuples) -> dict:
     """Block id -> JobStatus from the engine's (block id, job id, state, message, exit code, log)."""
     from ..providers import JobStatus
@@ -237,7 +248,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  loopback_address: str = "127.0.0.1", interchange_port_range: tuple = (55000, 56000),
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
                  poll_period: int = 10, address_probe_timeout: int | None = None,
-                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None):
+                 worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
+                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec"):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -289,8 +301,15 @@ class HighThroughputExecutor(BlockProviderExecutor):
             raise ConfigurationError(f"address must be a non-empty str (an interface address, or '*'), got {address!r}")
         if python is not None and (not isinstance(python, str) or not python):
             raise ConfigurationError(f"python must be the path of an interpreter (a str) or None, got {python!r}")
+        provider = provider if provider is not None else LocalProvider()
+        if not isinstance(enable_mpi_mode, bool):
+            raise ConfigurationError(f"enable_mpi_mode must be True or False, got {enable_mpi_mode!r}")
+        if enable_mpi_mode:
+            _check_mpi_mode(provider, mpi_launcher)
+        self.enable_mpi_mode = enable_mpi_mode
+        self.mpi_launcher = mpi_launcher
         self.label = label
-        self.provider = provider if provider is not None else LocalProvider()
+        self.provider = provider
         self.address = address
         self.worker_port = worker_port
         self.worker_port_range = (low, high)
@@ -357,13 +376,19 @@ class HighThroughputExecutor(BlockProviderExecutor):
         if callable(self.block_error_handler) and self.block_error_handler is not noop_error_handler:
             o.set_block_error_handler(_engine_block_errors(self))
         o.expected_workers_per_node = self.workers_per_node
+        o.mpi_launcher = self.mpi_launcher if self.enable_mpi_mode else ""
         self._native = _native.htex_executor(o)
         return self._native
 
     def validate_resource_spec(self, resource_specification: dict) -> None:
         """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
-        raise InvalidResourceSpecification (each task's spec is checked when it is encoded)."""
-        if resource_specification:
+        raise InvalidResourceSpecification (each task's spec is checked when it is encoded). In
+        MPI mode Parsl's MPI rules (docs/mpi.md): a spec is required, with keys num_nodes,
+        ranks_per_node, num_ranks, launcher_options (and priority)."""
+        if self.enable_mpi_mode:
+            from .high_throughput.mpi_prefix_composer import validate_resource_spec
+            validate_resource_spec(resource_specification)
+        elif resource_specification:
             from ..serialize import validate_resource_spec
             validate_resource_spec(resource_specification)
 
@@ -548,4 +573,52 @@ class HighThroughputExecutor(BlockProviderExecutor):
         return self._native.refusals() if self._native else []
 
     def __repr__(self) -> str:
-        return f"HighThroughputExecutor(label={self.label!r}, provider={self.provider!r})"
+        return f"{type(self).__name__}(label={self.label!r}, provider={self.provider!r})"
+
+
+class MPIExecutor(HighThroughputExecutor):
+    """A HighThroughputExecutor in MPI mode (Parsl's MPIExecutor, docs/mpi.md): one pool per block,
+    on the block's first node (the provider must use a SimpleLauncher), with
+    `max_workers_per_block` workers. The pool finds the block's nodes (Slurm, PBS, or
+    pervade-pool --mpi-hosts) and gives each task that asks for them (`parsl_resource_specification`
+    with `num_nodes`, `ranks_per_node`, `num_ranks`, `launcher_options`) nodes of its own, several
+    tasks sharing a node while their ranks fit its cores; the task runs with $PARSL_MPI_PREFIX
+    (`mpi_launcher`: "mpiexec", "srun" or "aprun") and Parsl's other PARSL_* variables.
+    Every task must have a parsl_resource_specification (InvalidResourceSpecification otherwise).
+
+    >>> MPIExecutor(max_workers_per_block=4, mpi_launcher="srun",
+    ...             provider=SlurmProvider(nodes_per_block=8, launcher=SimpleLauncher()))
+    """
+
+    def __init__(self, label: str = "MPIExecutor", provider=None, launch_cmd: str | None = None,
+                 interchange_launch_cmd=None, address: str = "127.0.0.1", loopback_address: str = "127.0.0.1",
+                 worker_port: int | None = None, worker_port_range: tuple = (54000, 55000),
+                 interchange_port_range: tuple = (55000, 56000), storage_access=None, working_dir: str | None = None,
+                 worker_debug: bool = False, max_workers_per_block: int = 1, prefetch_capacity: int = 0,
+                 heartbeat_threshold: float = 120, heartbeat_period: float = 30, drain_period: int | None = None,
+                 poll_period: int = 10, address_probe_timeout: int | None = None,
+                 worker_logdir_root: str | None = None, mpi_launcher: str = "mpiexec", block_error_handler=True,
+                 encrypted: bool = True, remote_monitoring_radio=None, python: str | None = None,
+                 short_task_prefetch: int = 16, follow_dependencies: bool = True, same_host_ipc: bool = True):
+        from ..providers import LocalProvider
+
+        provider = provider if provider is not None else LocalProvider(launcher=_simple_launcher())
+        _check_int("max_workers_per_block", max_workers_per_block, 1, 65536)
+        super().__init__(
+            label=label, provider=provider, launch_cmd=launch_cmd, interchange_launch_cmd=interchange_launch_cmd,
+            address=address, loopback_address=loopback_address, worker_port=worker_port,
+            worker_port_range=worker_port_range, interchange_port_range=interchange_port_range,
+            storage_access=storage_access, working_dir=working_dir, worker_debug=worker_debug,
+            max_workers_per_node=max_workers_per_block, cores_per_worker=1e-9, prefetch_capacity=prefetch_capacity,
+            heartbeat_threshold=heartbeat_threshold, heartbeat_period=heartbeat_period, drain_period=drain_period,
+            poll_period=poll_period, address_probe_timeout=address_probe_timeout,
+            worker_logdir_root=worker_logdir_root, block_error_handler=block_error_handler, encrypted=encrypted,
+            remote_monitoring_radio=remote_monitoring_radio, python=python, short_task_prefetch=short_task_prefetch,
+            follow_dependencies=follow_dependencies, same_host_ipc=same_host_ipc, enable_mpi_mode=True,
+            mpi_launcher=mpi_launcher)
+        self.max_workers_per_block = max_workers_per_block
+
+
+def _simple_launcher():
+    from ..launchers import SimpleLauncher
+    return SimpleLauncher()

@@ -439,6 +439,8 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
 # can admit tasks by cores, memory and gpus, docs/htex.md "Resources", but the driver does not
 # carry those keys to them yet: they are refused rather than silently ignored.)
 HTEX_RESOURCE_KEYS = frozenset({"priority"})
+# What an executor in MPI mode takes (docs/mpi.md): Parsl's four keys, and priority.
+MPI_RESOURCE_KEYS = frozenset({"num_nodes", "ranks_per_node", "num_ranks", "launcher_options"})
 
 
 def validate_resource_spec(spec) -> None:
@@ -452,41 +454,88 @@ def validate_resource_spec(spec) -> None:
             + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
 
 
-def _priority(kwargs, name):
+def _count(spec, key):
+    """spec[key] as an int >= 1 (an int, or a str of one, as Parsl takes them); None if absent."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    try:
+        n = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({key}, f"{key} must be an integer >= 1, got {value!r}")
+    return n
+
+
+def mpi_request(spec):
+    """The MPI part of a checked spec: (num_nodes, ranks_per_node, num_ranks, launcher_options),
+    completed as docs/mpi.md says (num_nodes 0: no MPI keys; ranks_per_node 0: whole nodes).
+    Raises InvalidResourceSpecification naming a bad key."""
+    options = spec.get("launcher_options", "")
+    if not isinstance(options, str):
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"launcher_options"}, f"launcher_options must be a str, got {options!r}")
+    nodes, per_node, ranks = _count(spec, "num_nodes"), _count(spec, "ranks_per_node"), _count(spec, "num_ranks")
+    if nodes is None and per_node is None and ranks is None:
+        return 0, 0, 0, options
+    nodes = nodes or 1
+    if per_node is None and ranks is not None:
+        per_node = -(-ranks // nodes)
+    elif ranks is None and per_node is not None:
+        ranks = nodes * per_node
+    elif per_node is not None and ranks > nodes * per_node:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"num_ranks"}, f"num_ranks {ranks} is more than num_nodes {nodes} x "
+                                                          f"ranks_per_node {per_node}")
+    return nodes, per_node or 0, ranks or 0, options
+
+
+def _resource_request(kwargs, name):
+    """(priority, request) of a call: request is None without a parsl_resource_specification,
+    else mpi_request() of it (which executor takes which keys is the executor's to check)."""
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
         if isinstance(spec, dict) and spec:
-            validate_resource_spec(spec)
-        if isinstance(spec, dict) and spec.get("priority") is not None:
-            priority = spec["priority"]
-            if not isinstance(priority, int) or isinstance(priority, bool):
+            invalid = set(spec) - HTEX_RESOURCE_KEYS - MPI_RESOURCE_KEYS
+            if invalid:
+                from ..errors import InvalidResourceSpecification
+                raise InvalidResourceSpecification(
+                    invalid, "Task resource specification only accepts these types of resources: "
+                    + ", ".join(sorted(HTEX_RESOURCE_KEYS | MPI_RESOURCE_KEYS)))
+            priority = spec.get("priority")
+            if priority is None:
+                priority = 0
+            elif not isinstance(priority, int) or isinstance(priority, bool):
                 raise TypeError(f"parsl_resource_specification priority of {name} must be an int, got {priority!r}")
-            return priority
-    return 0
+            return priority, mpi_request(spec)
+    return 0, None
 
 
 def encode_call(fn, args, kwargs, plan, name: str = "app"):
     """One Python task for a pool, encoded at launch: (fn_hash, fn bytes, payload, priority,
-    out-of-band buffers of the payload).
+    out-of-band buffers of the payload, resource request).
 
     priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
-    how it orders tasks is up to the executor.
+    how it orders tasks is up to the executor. The request is None without a spec, else its MPI
+    keys (mpi_request()).
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority = _priority(kwargs, name)
+    priority, request = _resource_request(kwargs, name)
     buffers = []
-    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers
+    return fn_hash, fn_bytes, serialize_payload(args, kwargs, plan, name, buffers), priority, buffers, request
 
 
 def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
     """Encodes a call at submission: ((fn_hash, fn bytes, payload, priority, out-of-band
-    buffers), futures).
+    buffers, resource request), futures).
 
     futures: the futures found at any depth of args and kwargs, each once, in input order (None
     when there are none); in the payload each is a reference to its input.
     """
     fn_hash, fn_bytes = serialize_function(fn)
-    priority = _priority(kwargs, name)
+    priority, request = _resource_request(kwargs, name)
     has_future = False
     for a in args:
         if isinstance(a, Future):
@@ -503,7 +552,7 @@ def encode_call_finding_futures(fn, args, kwargs, name: str = "app"):
         payload, futures = _dumps_call((args, kwargs), True, has_future, buffers)
     except Exception as e:  # noqa: BLE001 - reported to the caller with the app's name
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
-    return (fn_hash, fn_bytes, payload, priority, buffers), futures or None
+    return (fn_hash, fn_bytes, payload, priority, buffers, request), futures or None
 
 
 def load_call(payload: bytes, inputs=(), buffers=()):

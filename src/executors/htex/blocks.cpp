@@ -75,6 +75,7 @@ BlockManager::BlockManager(HtexOptions& o)
       pool_args_(o.pool_args),
       heartbeat_period_(o.heartbeat_period),
       heartbeat_threshold_(o.heartbeat_threshold) {
+  if (!o.mpi_launcher.empty()) pool_args_.insert(pool_args_.end(), {"--mpi-launcher", o.mpi_launcher});
   if (o.workers_per_node < 0)
     throw ConfigurationError(fmt::format("HighThroughputExecutor workers_per_node must be >= 0, got {}", o.workers_per_node));
   if (o.prefetch_capacity < 0)

@@ -128,7 +128,27 @@ struct HighThroughputExecutor::Impl {
     return true;
   }
 
+  // Parsl's rules for parsl_resource_specification (docs/mpi.md): in MPI mode every call needs
+  // one; elsewhere MPI keys are refused. Null when the task may go.
+  std::exception_ptr invalid_spec(const RemoteTask& r) const {
+    if (options.mpi_launcher.empty()) {
+      if (r.num_nodes > 0)
+        return std::make_exception_ptr(InvalidResourceSpecification(
+            "num_nodes", fmt::format("executor {} is not in MPI mode: num_nodes, ranks_per_node, num_ranks and "
+                                     "launcher_options are for an MPIExecutor (or enable_mpi_mode=True)",
+                                     options.label)));
+    } else if (!r.has_resource_spec && r.kind == 0) {  // shell commands (C++ API) take no spec
+      return std::make_exception_ptr(InvalidResourceSpecification(
+          "", "MPI mode requires optional parsl_resource_specification keyword argument to be configured"));
+    }
+    return nullptr;
+  }
+
   std::optional<interchange::DispatchTask> to_wire(Launch& launch, RemoteTask&& remote, std::vector<Completion>& refused) {
+    if (auto invalid = invalid_spec(remote)) {
+      refused.push_back(fail(launch, std::move(invalid)));
+      return std::nullopt;
+    }
     if (!remote.fn_hash.empty()) {
       std::lock_guard lock(functions_mutex);
       if (sent_functions.insert(remote.fn_hash).second) interchange->add_function(remote.fn_hash, std::move(remote.fn));
@@ -140,6 +160,8 @@ struct HighThroughputExecutor::Impl {
     t.inputs = std::move(remote.inputs);
     t.priority = remote.priority;
     t.buffers = std::move(remote.buffers);
+    t.mpi = protocol::MpiRequest{remote.num_nodes, remote.ranks_per_node, remote.num_ranks,
+                                 std::move(remote.launcher_options)};
     std::lock_guard lock(flight_mutex);
     if (!failure.empty()) {
       refused.push_back(fail(launch, std::make_exception_ptr(ExecutorFailed(options.label, failure))));
@@ -176,6 +198,10 @@ struct HighThroughputExecutor::Impl {
         outcome = Outcome::not_started_yet();
       } else if (c.status == protocol::kStatusException) {
         outcome = Outcome::failure(std::make_exception_ptr(RemoteTaskError(std::move(c.payload))));
+      } else if (c.status == protocol::kStatusInvalid) {  // "<key>\n<why>": the pool can never run it
+        const auto newline = c.payload.find('\n');
+        outcome = Outcome::failure(std::make_exception_ptr(InvalidResourceSpecification(
+            c.payload.substr(0, newline), newline == std::string::npos ? c.payload : c.payload.substr(newline + 1))));
       } else {
         outcome = Outcome::failure(std::make_exception_ptr(WorkerLost(c.payload)));
       }
