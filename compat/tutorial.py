@@ -10,7 +10,7 @@ fresh copy of it under compat/work/tutorial/<engine>/ (that directory and object
 masked in the outputs). Cells whose output is random (random numbers, process ids, times,
 versions) are compared with every number masked; a cell that fails is compared by the type of
 its exception (pervade's messages may say more). Writes compat/results/tutorial.json and prints a
-table; exits 1 if a cell differs.
+table; exits 1 if a cell differs other than the known differences (KNOWN_DIFFERENCES).
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ RANDOM = {
     "1-parsl-introduction.ipynb": {0, 12, 13, 14, 16, 20},
     "2-parsl-advanced-features.ipynb": {2, 3, 4, 11, 13, 14, 15, 16},
     "3-parsl-workflows.ipynb": {0, 1, 2, 3},
+}
+# Cells that differ on purpose (docs/compat.md, "Parsl's tutorial"): not counted as failures.
+KNOWN_DIFFERENCES = {
+    "1-parsl-introduction.ipynb": {9: "DataFuture's class is pervade.data.DataFuture under both names"},
+    "2-parsl-advanced-features.ipynb": {6: "pervade keeps Config(checkpoint_mode=), which Parsl removed",
+                                        7: "pervade keeps Config(checkpoint_files=), which Parsl removed"},
 }
 CELL_TIMEOUT = 900  # seconds for a whole notebook
 
@@ -116,13 +122,15 @@ def main(argv=None) -> int:
             else:
                 norm = masked if i in RANDOM[notebook] else str
             same = a["outcome"] == b["outcome"] and norm(a["output"]) == norm(b["output"])
-            differ += not same
-            why = EXCLUDED[notebook].get(i, "")
+            known = KNOWN_DIFFERENCES.get(notebook, {}).get(i, "")
+            differ += not same and not known
+            why = EXCLUDED[notebook].get(i, "") or (known if not same else "")
             print(f"{notebook:34} {i:4}  {a['outcome']:8} {b['outcome']:8} {'yes' if same else 'NO'}  {why}")
             report.setdefault(notebook, {})[i] = {"parsl": a, "pervade": b, "same": same, "excluded": why}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "tutorial.json").write_text(json.dumps(report, indent=1))
-    print(f"\n{differ} cells differ (compat/results/tutorial.json has both outputs of every cell)")
+    print(f"\n{differ} cells differ, not counting the known differences (compat/results/tutorial.json has "
+          "both outputs of every cell)")
     return 1 if differ else 0
 
 
