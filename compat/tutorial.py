@@ -24,11 +24,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import PACKAGES, BenchError, ensure_peers, link_pervade, log  # noqa: E402
+from run import PACKAGES, BenchError, ensure_peers, kill_marked, link_pervade, log  # noqa: E402
 
 # notebook -> {code cell index: why it is not run}
 EXCLUDED = {
@@ -58,9 +59,13 @@ def run_notebook(python: Path, tutorial: Path, notebook: str, engine: str) -> di
     skip = ",".join(str(i) for i in EXCLUDED.get(notebook, {}))
     runner = str(HERE / "tutorial_cells.py")
     cmd = [str(python), "-m", "pervade", "run", runner] if engine == "pervade" else [str(python), runner]
-    env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}")  # Parsl's interchange.py
-    # Output to files, in a process group of its own: a notebook that leaves a process behind (Parsl's
-    # interchange outlives parsl.clear()) neither holds our pipes open nor outlives the run.
+    # Parsl's interchange.py must be on PATH. The marker finds every process the notebook started.
+    marker = f"tutorial-{time.monotonic_ns()}-{os.getpid()}"
+    env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PERVADE_COMPAT_RUN=marker)
+    # Output to files, in a process group of its own: a notebook that leaves processes behind
+    # (parsl.clear() stops none of Parsl's: interchange, blocks, their workers) neither holds our
+    # pipes open nor outlives the run.
     with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
         proc = subprocess.Popen([*cmd, notebook, skip], cwd=work, env=env, stdout=out, stderr=err,
                                 start_new_session=True)
@@ -71,6 +76,9 @@ def run_notebook(python: Path, tutorial: Path, notebook: str, engine: str) -> di
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         timed_out = proc.wait() == -signal.SIGKILL
+        left = kill_marked(marker)  # blocks run in sessions of their own
+        if left:
+            log(f"[tutorial] {notebook} on {engine}: {left} processes left behind, killed")
     if timed_out:
         return {"error": f"timed out after {CELL_TIMEOUT} s"}
     cells = {}
