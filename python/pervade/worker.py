@@ -28,12 +28,10 @@ import signal
 import socket
 import struct
 import sys
-import threading
 
 import msgpack
 
 from . import parsl_imports
-from .app.python import timeout
 from .errors import AppTimeout
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
@@ -219,6 +217,24 @@ class _FunctionLoadFailed:
         self.text = text
 
 
+def _call_with_walltime(fn, seconds, args, kwargs):
+    """fn(*args, **kwargs), with AppTimeout raised in it once it has run `seconds`. A SIGALRM
+    timer (tasks run in the worker's main thread) rather than Parsl's asynchronous exception: the
+    exception comes at the same point of Python code, and a function blocked in a system call
+    (sleep, a socket, a lock) is woken by the signal and stopped too, instead of running on."""
+
+    def expired(signum, frame):
+        raise AppTimeout(f"Function {getattr(fn, '__name__', 'app')} exceeded its walltime of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Worker:
     def __init__(self, connection: _Connection, rank: int):
         self.connection = connection
@@ -349,7 +365,7 @@ class Worker:
             elif kwargs.get("walltime"):
                 # Counted from here, where the task starts, as Parsl's timeout wrapper does: the
                 # executor leaves walltime to the pool (a task queued there has not started).
-                result = _call_with_walltime(self.connection, task_id, fn, args, kwargs, kwargs["walltime"])
+                result = _call_with_walltime(fn, kwargs["walltime"], args, kwargs)
             else:
                 result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure
@@ -369,38 +385,6 @@ class Worker:
         if (len(data) + sum(b.nbytes for b in result_buffers) if result_buffers else len(data)) < _KEEP_VALUE_BELOW:
             self.last = (task_id, result)
         return SUCCESS, data, result_buffers
-
-
-_WALLTIME_GRACE = 1.0  # seconds past its walltime for a function to take AppTimeout
-
-
-def _call_with_walltime(connection, task_id, fn, args, kwargs, seconds):
-    """fn(*args, **kwargs) under Parsl's timeout: AppTimeout is raised in it at its next bytecode.
-    A function blocked in C code (time.sleep, a socket) cannot take it: past the grace the
-    watchdog reports the task timed out itself and ends this worker, which the pool replaces, so
-    that the future still fails (design rule 7)."""
-    lock = threading.Lock()
-    finished = False
-
-    def give_up():
-        with lock:
-            if finished:
-                return
-            error = AppTimeout(f"task {task_id} exceeded its walltime of {seconds} s and did not stop "
-                               f"within {_WALLTIME_GRACE} s more (blocked outside Python code?): its worker was ended")
-            _flush_std_streams()
-            connection.write([RESULT, task_id, FAILED, serialize_exception(error, ""), []])
-            os._exit(EXIT_OK)
-
-    watchdog = threading.Timer(seconds + _WALLTIME_GRACE, give_up)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        return timeout(fn, seconds)(*args, **kwargs)
-    finally:
-        with lock:
-            finished = True
-        watchdog.cancel()
 
 
 def _task_frames(tb):
