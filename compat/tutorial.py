@@ -10,23 +10,26 @@ fresh copy of it under compat/work/tutorial/<engine>/ (that directory and object
 masked in the outputs). Cells whose output is random (random numbers, process ids, times,
 versions) are compared with every number masked; a cell that fails is compared by the type of
 its exception (pervade's messages may say more). Writes compat/results/tutorial.json and prints a
-table; exits 1 if a cell differs.
+table; exits 1 if a cell differs other than the known differences (KNOWN_DIFFERENCES).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import PACKAGES, BenchError, ensure_peers, link_pervade, log  # noqa: E402
+from run import PACKAGES, BenchError, ensure_peers, kill_marked, link_pervade, log  # noqa: E402
 
 # notebook -> {code cell index: why it is not run}
 EXCLUDED = {
@@ -40,6 +43,12 @@ RANDOM = {
     "2-parsl-advanced-features.ipynb": {2, 3, 4, 11, 13, 14, 15, 16},
     "3-parsl-workflows.ipynb": {0, 1, 2, 3},
 }
+# Cells that differ on purpose (docs/compat.md, "Parsl's tutorial"): not counted as failures.
+KNOWN_DIFFERENCES = {
+    "1-parsl-introduction.ipynb": {9: "DataFuture's class is pervade.data.DataFuture under both names"},
+    "2-parsl-advanced-features.ipynb": {6: "pervade keeps Config(checkpoint_mode=), which Parsl removed",
+                                        7: "pervade keeps Config(checkpoint_files=), which Parsl removed"},
+}
 CELL_TIMEOUT = 900  # seconds for a whole notebook
 
 
@@ -50,22 +59,36 @@ def run_notebook(python: Path, tutorial: Path, notebook: str, engine: str) -> di
     skip = ",".join(str(i) for i in EXCLUDED.get(notebook, {}))
     runner = str(HERE / "tutorial_cells.py")
     cmd = [str(python), "-m", "pervade", "run", runner] if engine == "pervade" else [str(python), runner]
-    env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}")  # Parsl's interchange.py
-    try:
-        proc = subprocess.run([*cmd, notebook, skip], cwd=work, env=env, capture_output=True, text=True,
-                              timeout=CELL_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        (work / "stderr.txt").write_text(e.stderr or "")
+    # Parsl's interchange.py must be on PATH. The marker finds every process the notebook started.
+    marker = f"tutorial-{time.monotonic_ns()}-{os.getpid()}"
+    env = dict(os.environ, PATH=f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               PERVADE_COMPAT_RUN=marker)
+    # Output to files, in a process group of its own: a notebook that leaves processes behind
+    # (parsl.clear() stops none of Parsl's: interchange, blocks, their workers) neither holds our
+    # pipes open nor outlives the run.
+    with open(work / "stdout.txt", "w") as out, open(work / "stderr.txt", "w") as err:
+        proc = subprocess.Popen([*cmd, notebook, skip], cwd=work, env=env, stdout=out, stderr=err,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=CELL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        timed_out = proc.wait() == -signal.SIGKILL
+        left = kill_marked(marker)  # blocks run in sessions of their own
+        if left:
+            log(f"[tutorial] {notebook} on {engine}: {left} processes left behind, killed")
+    if timed_out:
         return {"error": f"timed out after {CELL_TIMEOUT} s"}
-    (work / "stderr.txt").write_text(proc.stderr)
     cells = {}
-    for line in proc.stdout.splitlines():
+    for line in (work / "stdout.txt").read_text().splitlines():
         if line.startswith("{"):
             r = json.loads(line)
             r["output"] = re.sub(r"0x[0-9a-f]+", "0x?", r["output"].replace(str(work), "<work>"))
             cells[r["cell"]] = r
     if proc.returncode != 0:
-        return {"cells": cells, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
+        return {"cells": cells, "error": f"exit {proc.returncode}: {(work / 'stderr.txt').read_text().strip()[-500:]}"}
     return {"cells": cells}
 
 
@@ -107,13 +130,15 @@ def main(argv=None) -> int:
             else:
                 norm = masked if i in RANDOM[notebook] else str
             same = a["outcome"] == b["outcome"] and norm(a["output"]) == norm(b["output"])
-            differ += not same
-            why = EXCLUDED[notebook].get(i, "")
+            known = KNOWN_DIFFERENCES.get(notebook, {}).get(i, "")
+            differ += not same and not known
+            why = EXCLUDED[notebook].get(i, "") or (known if not same else "")
             print(f"{notebook:34} {i:4}  {a['outcome']:8} {b['outcome']:8} {'yes' if same else 'NO'}  {why}")
             report.setdefault(notebook, {})[i] = {"parsl": a, "pervade": b, "same": same, "excluded": why}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "tutorial.json").write_text(json.dumps(report, indent=1))
-    print(f"\n{differ} cells differ (compat/results/tutorial.json has both outputs of every cell)")
+    print(f"\n{differ} cells differ, not counting the known differences (compat/results/tutorial.json has "
+          "both outputs of every cell)")
     return 1 if differ else 0
 
 

@@ -28,7 +28,9 @@ def updated(source: str) -> str:
 def main() -> int:
     notebook, skip = sys.argv[1], {int(i) for i in sys.argv[2].split(",") if i}
     cells = [c for c in json.load(open(notebook))["cells"] if c["cell_type"] == "code"]
-    namespace = {"__name__": "__main__"}
+    # The cells' names live in __main__, as in a notebook's kernel: functions defined there are
+    # pickled by value for workers (Parsl's serializers and pervade's do that only for __main__).
+    namespace = vars(sys.modules["__main__"])
     report = sys.stdout
     for i, cell in enumerate(cells):
         if i in skip:
