@@ -4,6 +4,7 @@
     python3 benchmarks/interchange_sweep.py --quick              # a few small points (minutes)
     python3 benchmarks/interchange_sweep.py                      # the whole sweep (a quiet machine, an hour or more)
     python3 benchmarks/interchange_sweep.py --pools 1 10 100 1000 10000 --workers 100 --service-ms 0 --tasks 200000
+    python3 benchmarks/interchange_sweep.py --pools 1000 10000 --workers 100 --service-ms 0 --idle-s 3   # + heartbeat cost
     python3 benchmarks/interchange_sweep.py --plot-only results.jsonl
 
 Points: pools 1, 10, 100, 1,000, 10,000 x workers per pool 1, 10, 100 x service 0, 1, 100 ms,
@@ -66,7 +67,8 @@ def command(point: dict, binary: Path, idle_s: float) -> list[str]:
            "--tasks", str(point["tasks"]), "--service-ms", str(point["service_ms"]), "--json"]
     if idle_s > 0:
         # Heartbeats every second for the idle window: enough exchanges to measure their cost,
-        # which the binary also scales to the default 30 s period.
+        # which the binary also scales to the default 30 s period. The period holds for the
+        # run too, whose CPU per task then includes 30 times the default heartbeat traffic.
         cmd += ["--heartbeat-period", "1", "--idle-s", str(idle_s)]
     return cmd
 
@@ -156,7 +158,9 @@ def plot_anywhere(results_path: str, path: str, results: list[dict]) -> None:
         if not PLOT_PYTHON.exists():
             logger.error("no matplotlib: make %s (see this script's docstring) for the plot", PLOT_PYTHON.parent.parent)
             return
-        subprocess.run([str(PLOT_PYTHON), __file__, "--plot-only", results_path, "--plot", path], check=True)
+        # (Its --plot-only prints the table again: the caller has printed it.)
+        subprocess.run([str(PLOT_PYTHON), __file__, "--plot-only", results_path, "--plot", path], check=True,
+                       stdout=subprocess.DEVNULL)
         return
     plot(results, path)
 
@@ -172,7 +176,11 @@ def main() -> int:
     p.add_argument("--tasks", type=int, help="this many tasks at every point")
     p.add_argument("--results", default="interchange_sweep.jsonl", help="JSON lines, one per point (appended)")
     p.add_argument("--resume", action="store_true", help="skip points already in --results")
-    p.add_argument("--idle-s", type=float, default=3, help="seconds of heartbeats only per point (0: skip)")
+    p.add_argument("--idle-s", type=float, default=0,
+                   help="also measure heartbeat cost: this many seconds of heartbeats only per point, with "
+                        "heartbeat_period 1 s for the whole point (0, the default: the default period, 30 s). "
+                        "At 10,000 pools the 1 s period's heartbeats cost most of the interchange's CPU "
+                        "per task during the run")
     p.add_argument("--plot", default=str(ROOT / "docs" / "interchange_scale.png"))
     p.add_argument("--plot-only", metavar="RESULTS", help="plot (and tabulate) these results without running")
     args = p.parse_args()

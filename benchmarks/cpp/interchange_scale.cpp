@@ -3,7 +3,7 @@
 //
 //   build/benchmarks/cpp/interchange_scale --pools 1000 --workers-per-pool 100 --tasks 1000000 --service-ms 0 --json
 //   build/benchmarks/cpp/interchange_scale --pools 10000 --workers-per-pool 100 --tasks 1000000 --lose-pools 1000 --heartbeat-threshold 5 --json
-//   build/benchmarks/cpp/interchange_scale --pools 8 --tasks 2000 --misbehave vanish --heartbeat-threshold 2
+//   build/benchmarks/cpp/interchange_scale --pools 8 --tasks 2000 --misbehave vanish --heartbeat-period 0.5 --heartbeat-threshold 2
 //
 // The driver (this process) runs a real Interchange (src/interchange: the ROUTER socket and the
 // Dispatcher on their thread) and drives tasks through it directly, without Python or a

@@ -24,7 +24,7 @@ struct MonitoringOptions {
   std::string workflow_name;     // "" : "unnamed"
   std::string workflow_version;  // "" : the time the workflow began, to the second (as Parsl)
   // Executors sample each running task's processes (resource table) every interval seconds,
-  // plus a first and a last sample; 0: only the first and last. Off: no sampling at all.
+  // plus a first and a last sample. Off, or an interval of 0 (Parsl's meaning): no sampling at all.
   bool resource_monitoring_enabled = true;
   double resource_monitoring_interval = 30;
   // How often the writer commits. Status rows older than this are committed; the task and try

@@ -93,9 +93,11 @@ struct BlockEvent {
   std::string_view message;     // why (failed blocks), else ""
 };
 
-// A pool (one per node and block) joined, sent a heartbeat, or left an executor.
+// A pool (one per node and block) joined, sent a heartbeat, got a task while it held none (busy),
+// saw its last task come back (idle), or left an executor. As Parsl's node rows: Parsl writes one
+// when a manager registers, is sent tasks, returns results and leaves.
 struct PoolEvent {
-  enum class Kind : std::uint8_t { joined, heartbeat, left };
+  enum class Kind : std::uint8_t { joined, heartbeat, busy, idle, left };
   Kind kind;
   EventTime time;
   std::string_view executor;

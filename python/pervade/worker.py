@@ -32,7 +32,7 @@ import sys
 import msgpack
 
 from . import parsl_imports
-from .app.python import timeout
+from .errors import AppTimeout
 from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
@@ -217,6 +217,24 @@ class _FunctionLoadFailed:
         self.text = text
 
 
+def _call_with_walltime(fn, seconds, args, kwargs):
+    """fn(*args, **kwargs), with AppTimeout raised in it once it has run `seconds`. A SIGALRM
+    timer (tasks run in the worker's main thread) rather than Parsl's asynchronous exception: the
+    exception comes at the same point of Python code, and a function blocked in a system call
+    (sleep, a socket, a lock) is woken by the signal and stopped too, instead of running on."""
+
+    def expired(signum, frame):
+        raise AppTimeout(f"Function {getattr(fn, '__name__', 'app')} exceeded its walltime of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class Worker:
     def __init__(self, connection: _Connection, rank: int):
         self.connection = connection
@@ -347,7 +365,7 @@ class Worker:
             elif kwargs.get("walltime"):
                 # Counted from here, where the task starts, as Parsl's timeout wrapper does: the
                 # executor leaves walltime to the pool (a task queued there has not started).
-                result = timeout(fn, kwargs["walltime"])(*args, **kwargs)
+                result = _call_with_walltime(fn, kwargs["walltime"], args, kwargs)
             else:
                 result = fn(*args, **kwargs)
         except BaseException as e:  # noqa: BLE001 - SystemExit too: a task's sys.exit() is its failure

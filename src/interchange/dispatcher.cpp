@@ -130,6 +130,8 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.mpi = std::move(t.mpi);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
+  if (config_.report_places && pool.in_flight.empty())
+    events_.push_back({PoolEvent::busy, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
   pool.in_flight.emplace(id, now);
   owner_[id] = pool.identity;
   batch.tasks.push_back(std::move(out));
@@ -276,7 +278,11 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     });
   }
   pool.short_tasks = all_short;
-  if (pool.in_flight.empty()) pool.idle_since = now;
+  if (pool.in_flight.empty()) {
+    pool.idle_since = now;
+    if (config_.report_places)
+      events_.push_back({PoolEvent::idle, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
+  }
   update_open(pool);
 }
 

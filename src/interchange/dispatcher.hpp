@@ -90,8 +90,9 @@ struct Completed {
 struct PoolEvent {
   // failed: the pool reported that it cannot run tasks (FAILED) and is exiting.
   // working: the pool sent its first results (it runs tasks: its block works).
-  // heartbeat: the pool sent a heartbeat (only with DispatcherConfig::report_places).
-  enum Kind { registered, refused, lost, drained, failed, working, heartbeat } kind;
+  // heartbeat: the pool sent a heartbeat; busy: it got a task while it held none; idle: its
+  // last task came back (these three only with DispatcherConfig::report_places).
+  enum Kind { registered, refused, lost, drained, failed, working, heartbeat, busy, idle } kind;
   std::string identity;
   std::string pool_id;
   std::string block_id;
@@ -203,7 +204,7 @@ class Dispatcher {
     bool cancelled = false;  // left in its bucket (emptied) until it reaches the front
     protocol::Bytes fn_hash;
     protocol::Bytes payload;
-    std::unique_ptr<Extras> extras;  // null when it has neither
+    std::unique_ptr<Extras> extras;  // null when it has none of them
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);

@@ -270,6 +270,7 @@ void LogObserver::on_block(const BlockEvent& e) {
 }
 
 void LogObserver::on_pool(const PoolEvent& e) {
+  if (e.kind == PoolEvent::Kind::busy || e.kind == PoolEvent::Kind::idle) return;  // the database's, not the log's
   const Kind kind = e.kind == PoolEvent::Kind::joined      ? Kind::pool_joined
                     : e.kind == PoolEvent::Kind::heartbeat ? Kind::pool_heartbeat
                                                            : Kind::pool_left;

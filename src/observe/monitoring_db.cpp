@@ -431,7 +431,9 @@ class MonitoringDb final : public Observer {
   }
 
   std::optional<double> resource_interval() const override {
-    if (!options_.resource_monitoring_enabled) return std::nullopt;
+    // An interval of 0 turns sampling off, as in Parsl (its monitor wrapper samples only when
+    // the interval is positive).
+    if (!options_.resource_monitoring_enabled || options_.resource_monitoring_interval <= 0) return std::nullopt;
     return options_.resource_monitoring_interval;
   }
 

@@ -445,9 +445,10 @@ TEST_F(DispatcherTest, CancelDropsQueuedTasksAndAsksThePoolForSentOnes) {
   EXPECT_TRUE(d.take_outbox().empty());
 }
 
-TEST_F(DispatcherTest, QueuedTasksKeepTheirInputsAndBuffers) {
+TEST_F(DispatcherTest, QueuedTasksKeepTheirInputsBuffersAndMpiRequest) {
   DispatchTask t = task(0);
   t.inputs = {"in0", "in1"};
+  t.mpi = protocol::MpiRequest{2, 4, 8, "--bind-to core"};
   auto bytes = std::make_shared<std::string>("out-of-band");
   t.buffers = {protocol::SharedBuffer{bytes, bytes->data(), bytes->size()}};
   d.submit(std::move(t), now);
@@ -461,7 +462,9 @@ TEST_F(DispatcherTest, QueuedTasksKeepTheirInputsAndBuffers) {
   EXPECT_EQ(sent.tasks[0].inputs, (std::vector<protocol::Bytes>{"in0", "in1"}));
   ASSERT_EQ(sent.tasks[0].buffers.size(), 1u);
   EXPECT_EQ(sent.tasks[0].buffers[0].view(), "out-of-band");
+  EXPECT_EQ(sent.tasks[0].mpi, (protocol::MpiRequest{2, 4, 8, "--bind-to core"}));
   EXPECT_EQ(sent.tasks[1].payload, "p1");
+  EXPECT_TRUE(sent.tasks[1].mpi.empty());
   EXPECT_TRUE(sent.tasks[1].inputs.empty());
   EXPECT_TRUE(sent.tasks[1].buffers.empty());
 }

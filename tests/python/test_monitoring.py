@@ -139,6 +139,21 @@ def test_back_to_back_pool_tasks_each_have_a_first_and_a_last_sample(tmp_path, n
     assert cpu[21] < 0.15 and cpu[19] < 0.15
 
 
+def test_an_interval_of_0_samples_nothing_as_in_parsl(tmp_path, no_thread_leak):
+    run_dir = str(tmp_path / "runinfo")
+    config = parsl.Config(
+        executors=[parsl.ThreadPoolExecutor(label="threads", max_threads=2),
+                   HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
+                                          provider=LocalProvider(init_blocks=1))],
+        run_dir=run_dir, monitoring=MonitoringHub(resource_monitoring_interval=0))
+    dfk = parsl.load(config)
+    assert [double(1).result(timeout=T), on_pool(1).result(timeout=T)] == [2, 2]
+    dfk.cleanup()
+    db = os.path.join(run_dir, "monitoring.db")
+    assert one(db, "SELECT count(*) FROM try") == 2
+    assert one(db, "SELECT count(*) FROM resource") == 0
+
+
 def test_default_workflow_name_is_the_script_and_version_the_start(load, run_dir):
     dfk = load(monitoring=MonitoringHub())
     dfk.cleanup()

@@ -14,9 +14,10 @@ __all__ = ["PythonApp", "timeout"]
 
 def timeout(f, seconds: float):
     """`f` wrapped so that a call still running after `seconds` gets AppTimeout raised in its
-    thread (at its next bytecode, as Parsl's). pervade's HighThroughputExecutor workers time a
-    call with `walltime=` with it; on threads the engine times the try (it can also stop shell
-    commands)."""
+    thread (at its next bytecode, as Parsl's), for code that calls Parsl's helper directly.
+    pervade's own `walltime=` does not use it: on threads the engine times the try, and the
+    HighThroughputExecutor's workers use a timer signal (pervade.worker), which also stops a call
+    blocked in a system call."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):

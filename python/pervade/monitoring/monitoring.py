@@ -31,7 +31,8 @@ class MonitoringHub:
         when Config(initialize_logging=) is True or False (a FileLogging or JSONLogging sets it).
     resource_monitoring_enabled: sample each running task's processes (CPU, memory, I/O,
         context switches) into the resource table, and node facts into the node table.
-    resource_monitoring_interval: seconds between samples; 0: only a first and a last sample.
+    resource_monitoring_interval: seconds between samples, besides a first and a last one; 0: no
+        sampling (as in Parsl).
     hub_address, hub_port, hub_port_range: deprecated in Parsl and unused: accepted with a
         DeprecationWarning.
     """

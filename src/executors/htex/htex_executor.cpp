@@ -264,9 +264,11 @@ struct HighThroughputExecutor::Impl {
     if (it == places.end()) return;
     const interchange::PoolEvent& joined = it->second;  // what the pool said of itself
     PoolEvent out{};
-    out.kind = e.kind == interchange::PoolEvent::registered  ? PoolEvent::Kind::joined
-               : e.kind == interchange::PoolEvent::heartbeat ? PoolEvent::Kind::heartbeat
-                                                             : PoolEvent::Kind::left;
+    out.kind = e.kind == K::registered  ? PoolEvent::Kind::joined
+               : e.kind == K::heartbeat ? PoolEvent::Kind::heartbeat
+               : e.kind == K::busy      ? PoolEvent::Kind::busy
+               : e.kind == K::idle      ? PoolEvent::Kind::idle
+                                        : PoolEvent::Kind::left;
     out.time = std::chrono::system_clock::now();
     out.executor = options.label;
     out.pool = e.pool_id;
