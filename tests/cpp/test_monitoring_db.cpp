@@ -405,6 +405,65 @@ TEST(MonitoringDb, LockedDatabaseHoldsEventsBackAndWritesThemWhenFree) {
   EXPECT_NE(log.find("0 lost"), std::string::npos) << log;
 }
 
+// Rows of unfinished tasks held in memory when the database gets locked: the batches that fail
+// leave them as they were, and once the lock is gone every task has its complete rows, once.
+TEST(MonitoringDb, RowsHeldForUnfinishedTasksOutlastALockedDatabase) {
+  const fs::path dir = fresh_dir("held_locked");
+  const fs::path path = dir / "monitoring.db";
+  constexpr int kTasks = 4;
+  Reports reports;
+  MonitoringOptions mon;
+  mon.commit_interval = std::chrono::milliseconds(200);  // rows held up to 0.6 s
+  mon.report = reports.sink();
+  Config cfg;
+  cfg.executors.push_back(std::make_shared<ThreadPoolExecutor>(kTasks, "threads"));
+  cfg.observers.push_back(make_monitoring_db(path, mon));
+  sqlite3* other = nullptr;
+  testing::internal::CaptureStderr();
+  {
+    DataFlowKernel dfk(std::move(cfg));
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+    std::vector<Future<int>> futures;
+    for (int i = 0; i < kTasks; ++i)
+      futures.push_back(dfk.submit([&, i] {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return released; })) return -1;
+        return i;
+      }));
+    long running = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (running < kTasks && std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(path)) running = Db(path).count("SELECT count(*) FROM status WHERE task_status_name='running'");
+      if (running < kTasks) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling interval
+    }
+    ASSERT_EQ(running, kTasks);
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+    for (int i = 0; i < kTasks; ++i) EXPECT_EQ(futures[i].get(), i);
+    EXPECT_TRUE(reports.wait_for(log_level::kWarning, "is locked by another connection"));
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    dfk.cleanup();
+  }
+  sqlite3_close(other);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("ERROR"), std::string::npos) << err;
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL AND task_func_name != ''"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_executor='threads' AND task_try_time_launched IS NOT NULL "
+                     "AND task_try_time_running IS NOT NULL AND task_try_time_returned IS NOT NULL"),
+            kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status"), 5 * kTasks);
+}
+
 // Still locked at cleanup: the writer gives the held events up after close_timeout, says so,
 // and cleanup() returns.
 TEST(MonitoringDb, DatabaseLockedPastCleanupLosesEventsLoudlyAndCleanupReturns) {
