@@ -12,7 +12,8 @@ APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev
 	libcurl4-openssl-dev libssl-dev rsync openssh-server openssh-client git mpich libmpich-dev
 # pyftpdlib: the FTP server of the staging tests (tests/python/staging_servers.py). mpi4py: an
 # MPI app in Python (tests/python/test_mpi_cluster.py), built from source against MPICH (--no-binary:
-# its wheels need a libmpi.so.12 that Debian names libmpich.so.12).
+# its wheels need a libmpi.so.12 that Debian names libmpich.so.12; -O0: its one big C file then
+# compiles in a fraction of the time, and the tests need no speed from it).
 PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib mpi4py
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat compat-tutorial clean
@@ -26,7 +27,7 @@ deps:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib, mpi4py" 2>/dev/null || \
-	  $(PYTHON) -m pip install -q --no-binary mpi4py $(PY_PACKAGES)
+	  CFLAGS="-O0 -g0" $(PYTHON) -m pip install -q --no-binary mpi4py $(PY_PACKAGES)
 
 # The C++ library, its GoogleTest suite and the C++ benchmark.
 build: deps

@@ -2,6 +2,7 @@
 // Tasks that run in other processes (HighThroughputExecutor pools): what a body hands over to
 // be sent, and what comes back. Payloads produced by Python stay opaque bytes here.
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,6 +41,12 @@ struct RemoteTask {
   int num_ranks = 0;
   std::string launcher_options;
   bool has_resource_spec = false;  // the call had a non-empty parsl_resource_specification
+  // parsl_resource_specification's cores, memory (MB), gpus and running_time (seconds); all
+  // zero: a task that needs a worker only (docs/htex.md, "Resources").
+  int cores = 0;
+  std::uint64_t memory_mb = 0;
+  int gpus = 0;
+  double running_time = 0;
 };
 
 // A result that arrived from a pool, still serialized: forwarded as is to remote dependents,

@@ -249,8 +249,12 @@ nb::object translate_error(const std::exception_ptr& e) {
   } catch (const ExecutorFailed& f) {
     return errors_module().attr("BadStateException")(f.label(), f.reason());
   } catch (const InvalidResourceSpecification& r) {
-    nb::set keys;
-    if (!r.key().empty()) keys.add(nb::str(r.key().c_str()));
+    nb::set keys;  // key: one, or several separated by commas
+    for (std::size_t start = 0; start < r.key().size();) {
+      const std::size_t comma = std::min(r.key().find(',', start), r.key().size());
+      keys.add(nb::str(r.key().substr(start, comma - start).c_str()));
+      start = comma + 1;
+    }
     return errors_module().attr("InvalidResourceSpecification")(keys, r.what());
   } catch (const DependencyError& d) {
     return errors_module().attr("DependencyError")(describe_failures(d.dependent_exceptions()), d.task_id().value);
@@ -442,7 +446,8 @@ std::vector<SharedBuffer> copy_buffers(nb::handle buffers) {
 }
 
 // The resource request of an encoded call (pervade.serialize.encode_call's last item): None
-// (no parsl_resource_specification) or (num_nodes, ranks_per_node, num_ranks, launcher_options).
+// (no parsl_resource_specification) or (num_nodes, ranks_per_node, num_ranks, launcher_options,
+// cores, memory, gpus, running_time).
 void set_resource_request(nb::handle request, RemoteTask* out) {
   if (request.is_none()) return;
   auto r = nb::borrow<nb::tuple>(request);
@@ -451,6 +456,10 @@ void set_resource_request(nb::handle request, RemoteTask* out) {
   out->ranks_per_node = nb::cast<int>(r[1]);
   out->num_ranks = nb::cast<int>(r[2]);
   out->launcher_options = nb::cast<std::string>(r[3]);
+  out->cores = nb::cast<int>(r[4]);
+  out->memory_mb = nb::cast<std::uint64_t>(r[5]);
+  out->gpus = nb::cast<int>(r[6]);
+  out->running_time = nb::cast<double>(r[7]);
 }
 
 // A Python app call: the callable, its arguments, and the future to complete.

@@ -157,8 +157,9 @@ class BadStateException(ExecutorError):
 
 
 class InvalidResourceSpecification(ExecutorError):
-    """parsl_resource_specification has keys the executor does not take (as Parsl raises it:
-    a HighThroughputExecutor takes `priority` only). invalid_keys: the set of those keys."""
+    """parsl_resource_specification has keys the executor does not take (as Parsl raises it),
+    values it cannot take, or asks for more than any pool of the executor offers (pervade's
+    `cores`, `memory`, `gpus`, `running_time`: docs/htex.md). invalid_keys: the set of those keys."""
 
     def __init__(self, invalid_keys, message: str = ""):
         self.invalid_keys = invalid_keys

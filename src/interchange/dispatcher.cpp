@@ -1,6 +1,7 @@
 #include "interchange/dispatcher.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -26,7 +27,8 @@ std::string major_minor(const std::string& v) {
 }  // namespace
 
 // A field added to DispatchTask must be carried through the queue: submit() and pop_queued().
-static_assert(sizeof(DispatchTask) == 208, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
+// (resources are not: tasks that ask for them are queued whole, in placed_queue_.)
+static_assert(sizeof(DispatchTask) == 240, "DispatchTask changed: carry the new field through Dispatcher::QueuedTask");
 
 Dispatcher::Dispatcher(DispatcherConfig config) : config_(std::move(config)), rng_(config_.seed) {}
 
@@ -40,6 +42,11 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
     submit_follower(std::move(task), now);
     return;
   }
+  now_ = now;
+  if (!task.resources.empty()) {
+    submit_placed(std::move(task));
+    return;
+  }
   if (queued_.contains(task.task_id)) return;  // queued already (submitted twice)
   QueuedTask& q = queue_[task.priority].emplace_back();
   q.task_id = task.task_id;
@@ -50,7 +57,6 @@ void Dispatcher::submit(DispatchTask task, TimePoint now) {
     q.extras = std::make_unique<QueuedTask::Extras>(
         QueuedTask::Extras{std::move(task.inputs), std::move(task.buffers), std::move(task.mpi)});
   queued_.emplace(q.task_id, &q);
-  now_ = now;
 }
 
 DispatchTask Dispatcher::pop_queued() {
@@ -92,7 +98,7 @@ void Dispatcher::drop_cancelled() {
 
 void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
   const std::uint64_t input = task.after.front().task_id;  // the kernel makes followers of one input
-  if (queued_.contains(input) || held_by_.contains(input)) {
+  if (queued_.contains(input) || placed_ids_.contains(input) || held_by_.contains(input)) {
     held_by_.emplace(task.task_id, input);
     held_[input].push_back(std::move(task));
     return;
@@ -127,6 +133,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.inputs = std::move(t.inputs);
   out.after = std::move(t.after);
   out.buffers = std::move(t.buffers);
+  out.resources = t.resources;
   out.mpi = std::move(t.mpi);
   if (!out.after.empty() && owner_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
@@ -235,6 +242,7 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   added.by_heard = by_heard_.insert(by_heard_.end(), &added);
   added.by_sent = by_sent_.insert(by_sent_.end(), &added);
   by_pool_id_.emplace(r.pool_id, &added);
+  add_shape(added, now);
   send(added, protocol::Registered{config_.heartbeat_period, config_.heartbeat_threshold, config_.resource_interval},
        now);
   update_open(added);
@@ -300,6 +308,7 @@ std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::ta
 
 void Dispatcher::update_open(Pool& pool) {
   const bool open = !pool.held && !pool.draining && capacity(pool) > 0;
+  set_shape_open(pool, open);
   if (open && pool.open_slot == Pool::kClosed) {
     pool.open_slot = open_.size();
     open_.push_back(&pool);
@@ -309,6 +318,7 @@ void Dispatcher::update_open(Pool& pool) {
 }
 
 void Dispatcher::close(Pool& pool) {
+  set_shape_open(pool, false);
   if (pool.open_slot == Pool::kClosed) return;
   Pool* last = open_.back();
   open_[pool.open_slot] = last;
@@ -321,6 +331,7 @@ void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
   // A random pool among those with room spreads load over pools; each takes up to its free
   // capacity, in one TASKS message, and is then full (or the queue is empty): the cost is the
   // tasks sent plus the pools that take them, whatever the number of pools.
+  if (!placed_queue_.empty()) dispatch_placed(now);
   while (max_tasks > 0 && !queued_.empty() && !open_.empty()) {
     Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
@@ -352,6 +363,7 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
       completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }
   close(pool);
+  remove_shape(pool);
   by_heard_.erase(pool.by_heard);
   by_sent_.erase(pool.by_sent);
   for (auto [p, end] = by_pool_id_.equal_range(pool.info.pool_id); p != end; ++p)
@@ -401,6 +413,12 @@ void Dispatcher::tick(TimePoint now) {
       give_up(identity, "closed its connection and did not come back within " +
                             fmt::format("{}", config_.disconnect_grace) + " s");
   }
+  // Pools whose blocks end soon stop getting tasks and finish what they run.
+  while (!ending_.empty() && ending_.begin()->first <= now) {
+    Pool& pool = *ending_.begin()->second;
+    ending_.erase(ending_.begin());
+    drain_pool(pool);
+  }
   // Each heartbeat moves its pool to the back: at most one per pool per tick.
   const auto period = duration(config_.heartbeat_period);
   auto next = by_sent_.begin();
@@ -417,6 +435,7 @@ TimePoint Dispatcher::next_deadline() const {
     next = std::min(by_heard_.front()->last_heard + duration(config_.heartbeat_threshold),
                     by_sent_.front()->last_sent + duration(config_.heartbeat_period));
   if (!disconnects_.empty()) next = std::min(next, disconnects_.front().first + duration(config_.disconnect_grace));
+  if (!ending_.empty()) next = std::min(next, ending_.begin()->first);
   return next;
 }
 
@@ -433,14 +452,25 @@ bool Dispatcher::hold(const std::string& pool_id, bool held) {
 bool Dispatcher::drain(const std::string& pool_id) {
   auto p = by_pool_id_.find(pool_id);
   if (p == by_pool_id_.end()) return false;
-  Pool& pool = *p->second;
-  pool.draining = true;
-  close(pool);
-  send(pool, protocol::Drain{}, pool.last_sent);
+  drain_pool(*p->second);
   return true;
 }
 
+void Dispatcher::drain_pool(Pool& pool) {
+  if (pool.draining) return;
+  pool.draining = true;
+  close(pool);
+  send(pool, protocol::Drain{}, pool.last_sent);
+}
+
 void Dispatcher::cancel(std::uint64_t task_id) {
+  if (auto p = placed_ids_.find(task_id); p != placed_ids_.end()) {
+    placed_queue_.erase(p->second);
+    placed_ids_.erase(p);
+    completed_.push_back(Completed{task_id, protocol::kStatusCancelled, "cancelled before it was sent to a pool", false});
+    release_held(task_id, "the task it follows was cancelled");
+    return;
+  }
   if (auto q = queued_.find(task_id); q != queued_.end()) {
     *q->second = QueuedTask{};  // its bytes are freed now; the slot when it reaches the front
     q->second->cancelled = true;
@@ -480,5 +510,131 @@ std::vector<PoolInfo> Dispatcher::pools(TimePoint now) const {
 }
 
 std::size_t Dispatcher::in_flight() const { return owner_.size(); }
+
+// ---------------------------------------------------------------- Resources
+// A task asking for cores, memory, gpus or a running_time goes only to a pool that can hold it:
+// one whose capacity (its largest node) covers the request and that stops running tasks (its
+// block's end less the grace) late enough for the running_time. Pools are grouped by shape;
+// within a shape the open pool that runs longest is taken. Such tasks wait while no open pool
+// fits; once pools are registered and none of their shapes could ever hold one (the provider's
+// blocks are of the same shapes), it fails at once naming its request and the largest pool.
+void Dispatcher::add_shape(Pool& pool, TimePoint now) {
+  Shape shape{pool.info.capacity};
+  shape.capacity.running_time = pool.info.walltime > 0 ? pool.info.walltime : 0;
+  pool.shape = &shapes_[shape];
+  ++pool.shape->pools;
+  if (pool.info.ends_in > 0 && std::isfinite(pool.info.ends_in)) {
+    pool.stops_at = now + duration(pool.info.ends_in);
+    ending_.emplace(pool.stops_at, &pool);
+  }
+}
+
+void Dispatcher::remove_shape(Pool& pool) {
+  ending_.erase({pool.stops_at, &pool});
+  if (--pool.shape->pools > 0) return;
+  for (auto it = shapes_.begin(); it != shapes_.end(); ++it)
+    if (&it->second == pool.shape) {
+      shapes_.erase(it);
+      break;
+    }
+}
+
+void Dispatcher::set_shape_open(Pool& pool, bool open) {
+  if (!pool.shape || open == pool.shape_open) return;
+  pool.shape_open = open;
+  if (open)
+    pool.shape->open.emplace(pool.stops_at, &pool);
+  else
+    pool.shape->open.erase({pool.stops_at, &pool});
+}
+
+namespace {
+bool covers(const protocol::Resources& capacity, const protocol::Resources& r) {
+  return r.cores <= capacity.cores && r.memory_mb <= capacity.memory_mb && r.gpus <= capacity.gpus &&
+         (capacity.running_time == 0 || r.running_time <= capacity.running_time);
+}
+}  // namespace
+
+bool Dispatcher::could_hold(const protocol::Resources& r) const {
+  return std::any_of(shapes_.begin(), shapes_.end(), [&](const auto& s) { return covers(s.first.capacity, r); });
+}
+
+Dispatcher::Pool* Dispatcher::pick_placed(const protocol::Resources& r, TimePoint now) const {
+  for (const auto& [shape, group] : shapes_) {
+    if (group.open.empty() || !covers(shape.capacity, r)) continue;
+    const auto& [stops_at, pool] = *group.open.rbegin();
+    if (r.running_time > 0 && (stops_at <= now || seconds(stops_at - now) < r.running_time)) continue;
+    return pool;
+  }
+  return nullptr;
+}
+
+std::optional<protocol::Resources> Dispatcher::largest_pool() const {
+  if (shapes_.empty()) return std::nullopt;
+  protocol::Resources most;
+  bool endless = false;  // a block without an end runs any task
+  for (const auto& [shape, group] : shapes_) {
+    const auto& c = shape.capacity;
+    if (std::tie(c.cores, c.memory_mb, c.gpus) > std::tie(most.cores, most.memory_mb, most.gpus)) {
+      most.cores = c.cores;
+      most.memory_mb = c.memory_mb;
+      most.gpus = c.gpus;
+    }
+    endless = endless || c.running_time == 0;
+    most.running_time = std::max(most.running_time, c.running_time);
+  }
+  if (endless) most.running_time = 0;
+  return most;
+}
+
+void Dispatcher::fail_unsatisfiable(std::uint64_t task_id, const protocol::Resources& r) {
+  const protocol::Resources most = *largest_pool();
+  const std::string text = fmt::format(
+      "the task asks for {} cores, {} MB, {} GPUs{}, more than any pool of this executor has (the largest: {} cores, "
+      "{} MB, {} GPUs{})",
+      r.cores, r.memory_mb, r.gpus, r.running_time > 0 ? fmt::format(" and a running_time of {} s", r.running_time) : "",
+      most.cores, most.memory_mb, most.gpus,
+      most.running_time > 0 ? fmt::format("; blocks run tasks for {} s", most.running_time) : "");
+  completed_.push_back(
+      Completed{task_id, protocol::kStatusInvalid, protocol::unsatisfiable_payload(r, most, text), false});
+  release_held(task_id, "the task it follows cannot run on any pool");
+}
+
+// Tasks that ask for resources keep all their fields here (the compact queue has no room for
+// them), in priority then submission order.
+void Dispatcher::submit_placed(DispatchTask&& task) {
+  if (placed_ids_.contains(task.task_id)) return;  // queued already (submitted twice)
+  if (!shapes_.empty() && !could_hold(task.resources)) {
+    fail_unsatisfiable(task.task_id, task.resources);
+    return;
+  }
+  const std::pair<int, std::uint64_t> key{task.priority, placed_sequence_++};
+  placed_ids_.emplace(task.task_id, key);
+  placed_queue_.emplace(key, std::move(task));
+}
+
+void Dispatcher::dispatch_placed(TimePoint now) {
+  constexpr std::size_t kMaxScan = 256;  // tasks that fit no open pool looked at per round
+  std::map<Pool*, protocol::Tasks> batches;
+  std::size_t skipped = 0;
+  for (auto it = placed_queue_.begin(); it != placed_queue_.end() && skipped < kMaxScan && !open_.empty();) {
+    const protocol::Resources& r = it->second.resources;
+    const std::uint64_t id = it->second.task_id;
+    Pool* pool = nullptr;
+    if (!could_hold(r)) {
+      fail_unsatisfiable(id, r);
+    } else if ((pool = pick_placed(r, now)) != nullptr) {
+      add_to_batch(*pool, std::move(it->second), batches[pool], now);
+      update_open(*pool);
+    } else {
+      ++it;
+      ++skipped;
+      continue;
+    }
+    placed_ids_.erase(id);
+    it = placed_queue_.erase(it);
+  }
+  for (auto& [pool, batch] : batches) send(*pool, std::move(batch), now);
+}
 
 }  // namespace pervade::interchange

@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -45,6 +46,8 @@ struct DispatchTask {
   // A follower: waits on the pool of the task named here (its input) instead of in the queue.
   std::vector<protocol::After> after;
   std::vector<protocol::SharedBuffer> buffers;  // out-of-band, sent as frames of their own
+  // cores, memory, gpus, running_time: sent only to pools that can hold it (docs/htex.md, "Resources").
+  protocol::Resources resources;
   protocol::MpiRequest mpi;                     // MPI mode (docs/mpi.md): the nodes it needs
 };
 
@@ -145,9 +148,12 @@ class Dispatcher {
   void cancel(std::uint64_t task_id);
   // Send SHUTDOWN to every pool (interchange stopping).
   void shutdown_all();
+  // The largest capacity a registered pool offers tasks that ask for resources, and the longest
+  // time a block runs (0: no end); nullopt without pools. For messages and tests.
+  std::optional<protocol::Resources> largest_pool() const;
 
   std::vector<PoolInfo> pools(TimePoint now) const;
-  std::size_t queued() const { return queued_.size() + held_by_.size(); }
+  std::size_t queued() const { return queued_.size() + placed_ids_.size() + held_by_.size(); }
   std::size_t in_flight() const;
   // The earliest time tick() has work to do.
   TimePoint next_deadline() const;
@@ -168,6 +174,20 @@ class Dispatcher {
  private:
   struct Pool;
   using PoolList = std::list<Pool*>;
+  // Pools that offer the same capacity to tasks asking for resources (cores, memory, gpus and
+  // the time their blocks run): an executor's blocks have one or a few shapes, so placing such a
+  // task looks at each shape once, not at each pool.
+  struct Shape {
+    protocol::Resources capacity;  // running_time: the block's walltime less the grace (0: no end)
+    bool operator<(const Shape& o) const {
+      return std::tie(capacity.cores, capacity.memory_mb, capacity.gpus, capacity.running_time) <
+             std::tie(o.capacity.cores, o.capacity.memory_mb, o.capacity.gpus, o.capacity.running_time);
+    }
+  };
+  struct ShapeGroup {
+    std::size_t pools = 0;
+    std::set<std::pair<TimePoint, Pool*>> open;  // its open pools, by when they stop running tasks
+  };
   struct Pool {
     std::string identity;
     protocol::Register info;
@@ -189,6 +209,9 @@ class Dispatcher {
     std::size_t open_slot = kClosed;  // its index in open_, or kClosed
     PoolList::iterator by_heard;      // its place in by_heard_
     PoolList::iterator by_sent;       // its place in by_sent_
+    ShapeGroup* shape = nullptr;
+    bool shape_open = false;              // in shape->open
+    TimePoint stops_at = TimePoint::max();  // it stops running tasks then (its block ends): drained
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
   // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
@@ -229,6 +252,16 @@ class Dispatcher {
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
   void close(Pool& pool);
+  // Tasks that ask for resources (dispatcher.cpp, "Resources").
+  void submit_placed(DispatchTask&& task);
+  void add_shape(Pool& pool, TimePoint now);
+  void remove_shape(Pool& pool);
+  void set_shape_open(Pool& pool, bool open);
+  Pool* pick_placed(const protocol::Resources& r, TimePoint now) const;
+  bool could_hold(const protocol::Resources& r) const;
+  void dispatch_placed(TimePoint now);
+  void fail_unsatisfiable(std::uint64_t task_id, const protocol::Resources& r);
+  void drain_pool(Pool& pool);
 
   DispatcherConfig config_;
   std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity (nodes: stable addresses)
@@ -245,6 +278,13 @@ class Dispatcher {
   std::map<int, std::deque<QueuedTask>> queue_;
   std::unordered_map<std::uint64_t, QueuedTask*> queued_;  // the live queued tasks by id
   std::size_t cancelled_in_queue_ = 0;
+  // Tasks that ask for resources (cores, memory, gpus, running_time), whole, by
+  // (priority, submission order); the shapes of the registered pools; pools whose blocks end.
+  std::map<std::pair<int, std::uint64_t>, DispatchTask> placed_queue_;
+  std::unordered_map<std::uint64_t, std::pair<int, std::uint64_t>> placed_ids_;
+  std::uint64_t placed_sequence_ = 0;
+  std::map<Shape, ShapeGroup> shapes_;
+  std::set<std::pair<TimePoint, Pool*>> ending_;  // by when they stop running tasks
   std::unordered_map<std::string, protocol::Bytes> functions_;
   // Followers of tasks still queued here (or themselves held), by the task they follow.
   std::unordered_map<std::uint64_t, std::vector<DispatchTask>> held_;

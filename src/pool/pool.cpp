@@ -111,6 +111,10 @@ constexpr std::size_t kMaxWorkerFrame = std::size_t{1} << 31;
 // A worker whose socket reached EOF is normally exiting; it is given this long to do so (and
 // be reported with its own exit status) before the pool kills it.
 constexpr auto kEofGrace = std::chrono::seconds(1);
+// A killed worker's bash command gets SIGTERM, then SIGKILL this much later: launchers such as
+// srun and mpiexec stop their ranks on other nodes only when they are asked to (SIGKILL would
+// leave them running there).
+constexpr auto kCommandStopGrace = std::chrono::seconds(3);
 // A closed connection to the interchange (its process died) ends the pool after this long
 // without a reconnection (or the heartbeat threshold, if shorter).
 constexpr auto kDisconnectGrace = std::chrono::seconds(5);
@@ -614,8 +618,10 @@ class Pool {
     if (int status = register_with_interchange(); status >= 0) return status;
     if (int status = check_mpi_launcher(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
-    core_ = PoolCore(PoolCoreConfig{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
-                                    o_.affinity.mode != AffinityMode::kNone, std::move(mpi_block_)});
+    PoolCoreConfig core{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
+                        o_.affinity.mode != AffinityMode::kNone, std::move(mpi_block_)};
+    core.stop_tasks_at = stop_tasks_at_;
+    core_ = PoolCore(std::move(core));
     if (!o_.no_python) {
       workers_.resize(static_cast<std::size_t>(worker_count_));
       for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
@@ -661,6 +667,11 @@ class Pool {
 
   // Returns an exit status, or -1 to go on.
   int setup() {
+    if (o_.walltime > 0) {  // the block's job started about now
+      const auto start = Clock::now();
+      block_end_ = start + seconds(o_.walltime);
+      stop_tasks_at_ = start + seconds(std::max(0.0, o_.walltime - o_.walltime_grace));
+    }
     hostname_ = host_name();
     if (o_.pool_id.empty()) o_.pool_id = fmt::format("{}-{}", hostname_, ::getpid());
     open_log_dir();
@@ -857,6 +868,14 @@ class Pool {
     r.prefetch = o_.prefetch;
     r.cpu_count = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
     r.total_memory = static_cast<std::uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    if (!o_.no_python)  // tasks that ask for resources are Python tasks
+      r.capacity = proto::Resources{static_cast<int>(node_capacity_.cpus.size()), node_capacity_.memory_mb,
+                                    static_cast<int>(node_capacity_.accelerators.size())};
+    if (o_.walltime > 0) {
+      r.walltime = std::max(1e-3, o_.walltime - o_.walltime_grace);
+      // At least a little: an ends_in of 0 would mean "no end".
+      r.ends_in = std::max(1e-3, std::chrono::duration<double>(stop_tasks_at_ - Clock::now()).count());
+    }
     send_to_interchange(proto::PoolMessage{std::move(r)});
     const auto deadline = Clock::now() + seconds(threshold_);
     for (;;) {
@@ -944,8 +963,10 @@ class Pool {
       auto next = std::min(last_send_ + seconds(period_), last_recv_ + seconds(threshold_));
       if (disconnected_at_) next = std::min(next, *disconnected_at_ + disconnect_grace());
       next = std::min(next, next_sample_);
+      next = std::min(next, terminated_ ? block_end_ : stop_tasks_at_);
       for (const Worker& w : workers_)
         if (w.kill_at && !w.dying) next = std::min(next, *w.kill_at);
+      for (const auto& g : stopping_commands_) next = std::min(next, g.second);
       items.clear();
       item_worker.clear();
       items.push_back(
@@ -999,8 +1020,14 @@ class Pool {
       for (Worker& w : workers_)
         if (w.kill_at && !w.dying && w.pid > 0 && *w.kill_at <= after)
           kill_worker(w, "it closed its connection to the pool but did not exit");
+      kill_stopped_commands(after);
       if (after - last_recv_ >= seconds(threshold_)) {
         log_warn("interchange gone: no message from it for {} s; exiting", threshold_);
+        return kExitOk;
+      }
+      if (!terminated_ && after >= stop_tasks_at_) terminate_tasks();
+      if (after >= block_end_) {
+        log_warn("the block's walltime of {} s is over; exiting", o_.walltime);
         return kExitOk;
       }
       if (after - last_send_ >= seconds(period_) && outq_.empty())
@@ -1299,6 +1326,38 @@ class Pool {
     }
   }
 
+  // A bash app's command runs in a process group of its own (run_shell starts it in a new
+  // session), which killing its worker's group does not reach; left running, a cancelled MPI
+  // task's launcher and ranks would go on using nodes that the next task is given. Those of the
+  // worker's children that lead a group get SIGTERM now and SIGKILL after kCommandStopGrace
+  // (kill_stopped_commands; a group id is not reused within seconds).
+  void stop_commands_of(pid_t worker) {
+    for (pid_t child : children_of(worker)) {
+      if (::getpgid(child) != child) continue;
+      ::kill(-child, SIGTERM);
+      stopping_commands_.emplace_back(child, Clock::now() + kCommandStopGrace);
+    }
+  }
+
+  void kill_stopped_commands(Clock::time_point now) {
+    std::erase_if(stopping_commands_, [&](const std::pair<pid_t, Clock::time_point>& g) {
+      if (g.second > now) return false;
+      ::kill(-g.first, SIGKILL);
+      return true;
+    });
+  }
+
+  // The direct children of `pid` (its threads' /proc children lists).
+  static std::vector<pid_t> children_of(pid_t pid) {
+    std::vector<pid_t> out;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+      std::ifstream in(task.path() / "children");
+      for (pid_t child; in >> child;) out.push_back(child);
+    }
+    return out;
+  }
+
   // MPI mode without its launcher on PATH could run no MPI task: the interchange is told (FAILED)
   // so that the executor fails with the reason instead of its tasks failing one by one.
   int check_mpi_launcher() {
@@ -1433,13 +1492,30 @@ class Pool {
     return set;
   }
 
-  // Kills the worker's process group; it is reaped (and its task answered) on SIGCHLD.
+  // walltime_grace before the block's end: running tasks get SIGTERM (their worker's process
+  // group: the worker and what the task started), so they can save their state (parsl#3674). The
+  // interchange drains the pool at the same time (REGISTER's ends_in); no task with a
+  // running_time starts any more (PoolCore).
+  void terminate_tasks() {
+    terminated_ = true;
+    log_warn("the block ends in {} s (walltime {} s): sending SIGTERM to running tasks", o_.walltime_grace,
+             o_.walltime);
+    for (Worker& w : workers_) {
+      if (w.pid <= 0 || w.dying || !core_.running(w.rank)) continue;
+      w.kill_reason = fmt::format("SIGTERM: its block's walltime ends in {} s", o_.walltime_grace);
+      ::kill(-w.pid, SIGTERM);
+    }
+  }
+
+  // Kills the worker's process group; it is reaped (and its task answered) on SIGCHLD. Its bash
+  // command is stopped too (stop_commands_of).
   void kill_worker(Worker& w, std::string reason) {
     if (w.dying || w.pid <= 0) return;
     w.dying = true;
     core_.worker_unavailable(w.rank);
     w.kill_reason = std::move(reason);
     if (!stopping_) log_warn("worker {} (pid {}): {}; killing it", w.rank, w.pid, w.kill_reason);
+    stop_commands_of(w.pid);
     ::kill(-w.pid, SIGKILL);
     ::kill(w.pid, SIGKILL);
     w.fd.reset();
@@ -1744,9 +1820,13 @@ class Pool {
       any = true;
       if (w.fd.valid() && core_.is_ready(w.rank) && !w.dying && w.out.empty())
         send_to_worker(w, proto::ToWorker{proto::WorkerExit{}});
+      if (!has_exited(w.pid)) stop_commands_of(w.pid);
       ::kill(-w.pid, SIGTERM);
     }
-    if (!any) return;
+    if (!any) {
+      kill_stopped_commands(Clock::time_point::max());
+      return;
+    }
     const auto deadline = Clock::now() + kKillGrace;
     for (;;) {
       bool all_exited = true;
@@ -1771,6 +1851,7 @@ class Pool {
       w.pid = -1;
       w.fd.reset();
     }
+    kill_stopped_commands(Clock::time_point::max());
   }
 
   PoolOptions o_;
@@ -1778,6 +1859,7 @@ class Pool {
   int worker_count_ = 1;
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
   std::optional<MpiBlock> mpi_block_;          // MPI mode: the block's nodes, until PoolCore takes them
+  std::vector<std::pair<pid_t, Clock::time_point>> stopping_commands_;  // bash commands' groups, SIGKILL then
   NodeCapacity node_capacity_;
   std::string hostname_;
   std::string worker_log_dir_;  // --log-dir/<pool id> when it could be made: workers log there too
@@ -1787,6 +1869,10 @@ class Pool {
   std::string python_version_;
   double period_ = 30;
   double threshold_ = 120;
+  // --walltime: when the pool stops running tasks (SIGTERM to those that run) and when it exits.
+  Clock::time_point stop_tasks_at_ = Clock::time_point::max();
+  Clock::time_point block_end_ = Clock::time_point::max();
+  bool terminated_ = false;  // terminate_tasks() ran
 
   Fd wake_fd_;
   zmq::context_t ctx_;
@@ -1885,6 +1971,11 @@ options:
   --mpi-hosts H,H:C,...        MPI mode: the block's nodes (HOST or HOST:CORES, cores for all
                                or none); default: SLURM_NODELIST (scontrol show hostnames) or
                                PBS_NODEFILE
+  --walltime S                 the block's job ends S seconds after the pool starts: the
+                               pool exits then (default: 0, no end)
+  --walltime-grace S           seconds before that end when running tasks get SIGTERM, tasks
+                               whose running_time would end later are not started, and the
+                               interchange drains the pool (default: 30)
   -h, --help                   show this help
 
 workers: without --workers the pool starts min(--max-workers, CPUs / --cores-per-worker,
@@ -1998,7 +2089,7 @@ ParseResult parse_command_line(int argc, char** argv) {
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log", "--log-dir",
         "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker",
-        "--mpi-launcher", "--mpi-hosts"};
+        "--mpi-launcher", "--mpi-hosts", "--walltime", "--walltime-grace"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
     std::string value;
@@ -2025,6 +2116,12 @@ ParseResult parse_command_line(int argc, char** argv) {
       if (!parse_double(value, &o.cores_per_worker) || o.cores_per_worker <= 0)
         return fail(fmt::format("--cores-per-worker must be a number > 0, got '{}'", value));
       bounded = true;
+    } else if (arg == "--walltime") {
+      if (!parse_double(value, &o.walltime) || !(o.walltime >= 0) || !std::isfinite(o.walltime))
+        return fail(fmt::format("--walltime must be a number of seconds >= 0, got '{}'", value));
+    } else if (arg == "--walltime-grace") {
+      if (!parse_double(value, &o.walltime_grace) || !(o.walltime_grace >= 0) || !std::isfinite(o.walltime_grace))
+        return fail(fmt::format("--walltime-grace must be a number of seconds >= 0, got '{}'", value));
     } else if (arg == "--mem-per-worker") {
       if (!parse_double(value, &o.mem_per_worker) || o.mem_per_worker < 0)
         return fail(fmt::format("--mem-per-worker must be a number of GiB >= 0, got '{}'", value));

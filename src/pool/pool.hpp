@@ -58,6 +58,11 @@ struct PoolOptions {
   // the block's nodes come from Slurm or PBS).
   std::string mpi_launcher;
   std::string mpi_hosts;
+  // Walltime-aware blocks (docs/htex.md): the block's job ends `walltime` seconds after the pool
+  // starts (0: no end known). `walltime_grace` seconds before that the pool SIGTERMs its running
+  // tasks, starts no task whose running_time would end later, and the interchange drains it.
+  double walltime = 0;
+  double walltime_grace = 30;
 };
 
 struct ParseResult {

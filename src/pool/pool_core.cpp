@@ -91,14 +91,20 @@ void PoolCore::accept(proto::Tasks& tasks) {
         continue;
       }
     }
-    if (!t.resources.empty()) {
+    if (t.resources.wants_node()) {
       if (t.kind != proto::kKindPython) {
         refuse(t.task_id, "cores, memory and gpus are for Python tasks; shell commands run on the pool's threads");
         continue;
       }
       if (std::none_of(nodes_.begin(), nodes_.end(), [&](const NodeLedger& n) { return n.could_hold(t.resources); })) {
-        refuse(t.task_id, fmt::format("the task asks for {}, more than any node of pool {} has (the largest: {})",
-                                      describe(t.resources), config_.pool_id, largest_node()));
+        const ResourceRequest largest = largest_node();
+        report(t.task_id, proto::kStatusInvalid,
+               proto::unsatisfiable_payload(
+                   t.resources, largest,
+                   fmt::format("the task asks for {}, more than any node of pool {} has (the largest: {})",
+                               describe(t.resources), config_.pool_id,
+                               nodes_.empty() ? "no node: the pool was started without resources" : describe(largest))),
+               false);
         continue;
       }
     }
@@ -247,7 +253,7 @@ void PoolCore::start_task(proto::Task&& t, bool front) {
       mpi_queue_.push_front(std::move(t));
     else
       mpi_queue_.push_back(std::move(t));
-  } else if (!t.resources.empty()) {
+  } else if (t.resources.wants_node()) {
     if (front)
       resource_queue_.push_front(std::move(t));
     else
@@ -398,12 +404,22 @@ void PoolCore::dispatch(TimePoint now) {
       const Slot& s = slots_[r];
       if (s.tasks.size() >= depth || depth > s.fill_to) continue;
       if (depth >= 2 && size_of(queue_.front()) > kPipelineMaxBytes) continue;
-      proto::Task t = std::move(queue_.front());
-      queue_.pop_front();
-      send_task(static_cast<int>(r), std::move(t), now);
+      std::optional<proto::Task> t = next_startable(now);
+      if (!t) break;
+      send_task(static_cast<int>(r), std::move(*t), now);
     }
     if (depth == 1) send_followers(now);  // the tasks just sent may have followers
   }
+}
+
+// The front of the queue, past the tasks that could not end in time any more (answered).
+std::optional<proto::Task> PoolCore::next_startable(TimePoint now) {
+  while (!queue_.empty()) {
+    proto::Task t = std::move(queue_.front());
+    queue_.pop_front();
+    if (t.resources.running_time == 0 || !too_late(t, now)) return t;
+  }
+  return std::nullopt;
 }
 
 // How many tasks the worker should hold after this dispatch (the first of them runs).
@@ -424,7 +440,7 @@ void PoolCore::send_followers(TimePoint now) {
     auto f = followers_.find(s.tasks.front());
     if (f == followers_.end()) continue;
     auto it = std::find_if(f->second.begin(), f->second.end(), [](const proto::Task& t) {
-      return t.after.size() == 1 && t.kind == proto::kKindPython && t.resources.empty() && t.mpi.empty();
+      return t.after.size() == 1 && t.kind == proto::kKindPython && !t.resources.wants_node() && t.mpi.empty();
     });
     if (it == f->second.end()) continue;
     proto::Task t = std::move(*it);
@@ -456,6 +472,20 @@ void PoolCore::send_task(int rank, proto::Task&& t, TimePoint now) {
 }
 
 // ---------------------------------------------------------------- resources
+// A task that declares its running_time is not started when it could not end before the pool
+// stops running tasks (its block's end less the grace): it goes back to the driver not started,
+// which sends it to a pool with time left, or keeps it until a new block comes (docs/htex.md,
+// "Walltime-aware blocks"). Reported here; true if so.
+bool PoolCore::too_late(const proto::Task& t, TimePoint now) {
+  const double left = now < config_.stop_tasks_at ? std::chrono::duration<double>(config_.stop_tasks_at - now).count() : 0;
+  if (left >= t.resources.running_time) return false;
+  report(t.task_id, proto::kStatusNotStarted,
+         fmt::format("pool {} stops running tasks in {:.1f} s, before the task's running_time of {} s could end",
+                     config_.pool_id, left, t.resources.running_time),
+         false);
+  return true;
+}
+
 // Oldest first onto idle workers of nodes that have the resources free; a task that does not
 // fit yet lets later ones pass it, at most kMaxPasses times (kMaxPasses in pool_core.hpp).
 void PoolCore::place_resource_tasks(TimePoint now) {
@@ -463,6 +493,11 @@ void PoolCore::place_resource_tasks(TimePoint now) {
   std::size_t skipped = 0;
   for (auto it = resource_queue_.begin(); it != resource_queue_.end() && idle_ > 0 && skipped < kMaxScan;) {
     if (head_waits && head_passes_ >= kMaxPasses) break;
+    if (it->resources.running_time > 0 && too_late(*it, now)) {
+      if (it == resource_queue_.begin()) head_passes_ = 0;
+      it = resource_queue_.erase(it);
+      continue;
+    }
     const int node = find_node(it->resources);
     if (node < 0) {
       head_waits = head_waits || it == resource_queue_.begin();
@@ -544,12 +579,11 @@ void PoolCore::release_grant(Slot& s) {
   s.grant.reset();
 }
 
-std::string PoolCore::largest_node() const {
-  if (nodes_.empty()) return "no node: the pool was started without resources";
+ResourceRequest PoolCore::largest_node() const {
   auto most = std::max_element(nodes_.begin(), nodes_.end(), [](const NodeLedger& a, const NodeLedger& b) {
     return a.total().cores < b.total().cores;
   });
-  return describe(most->total());
+  return most == nodes_.end() ? ResourceRequest{} : most->total();
 }
 
 }  // namespace pervade::pool

@@ -57,6 +57,9 @@ struct PoolCoreConfig {
   // MPI mode (--mpi-launcher): the block's nodes, which MPI tasks get (docs/mpi.md). Unset: MPI
   // tasks are refused.
   std::optional<MpiBlock> mpi;
+  // When the pool stops running tasks (its block's walltime less the grace): a task declaring a
+  // running_time that would end later is not started. max(): the block has no known end.
+  TimePoint stop_tasks_at = TimePoint::max();
 };
 
 // A task for the shell to write to worker `rank`. `starts`: the worker has nothing else, so it
@@ -173,8 +176,10 @@ class PoolCore {
   void update_idle(Slot& s);
   void place_resource_tasks(TimePoint now);
   int find_node(const ResourceRequest& r) const;
+  bool too_late(const protocol::Task& t, TimePoint now);
+  std::optional<protocol::Task> next_startable(TimePoint now);
   void release_grant(Slot& s);
-  std::string largest_node() const;
+  ResourceRequest largest_node() const;  // what the biggest node offers (nothing without nodes)
   std::size_t fill_to(const Slot& s) const;
   void refuse(std::uint64_t task_id, std::string why);
   // The task can never run here: InvalidResourceSpecification naming `key` in the driver.

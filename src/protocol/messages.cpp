@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -95,17 +96,6 @@ void pack_bins(Packer& pk, const std::vector<Bytes>& v) {
   pack_array_header(pk, v.size());
   for (const auto& b : v) pack_bin(pk, b);
 }
-void pack_resources(Packer& pk, const Resources& r) {
-  if (r.empty()) {
-    pk.pack_nil();
-    return;
-  }
-  pk.pack_array(3);
-  pk.pack_int(r.cores);
-  pk.pack_uint64(r.memory_mb);
-  pk.pack_int(r.gpus);
-}
-
 void pack_mpi(Packer& pk, const MpiRequest& r) {
   if (r.empty()) {
     pk.pack_nil();
@@ -155,6 +145,19 @@ void pack_float64(StringStream& s, double d) {
   for (int i = 0; i < 8; ++i) buf[1 + i] = static_cast<char>((bits >> (8 * (7 - i))) & 0xff);
   s.write(buf, sizeof buf);
 }
+// nil for an ordinary task; else [cores, memory_mb, gpus, running_time].
+void pack_resources(Packer& pk, StringStream& s, const Resources& r) {
+  if (r.empty()) {
+    pk.pack_nil();
+    return;
+  }
+  pk.pack_array(4);
+  pk.pack_int(r.cores);
+  pk.pack_uint64(r.memory_mb);
+  pk.pack_int(r.gpus);
+  pack_float64(s, r.running_time);
+}
+
 void pack_empty(Packer& pk, int type) {
   pk.pack_array(1);
   pk.pack_int(type);
@@ -274,16 +277,18 @@ std::vector<SharedBuffer> get_buffer_sizes(const object& o, const Where& w, std:
   }
   return out;
 }
-// nil (an ordinary task) or [cores, memory_mb, gpus].
+// nil (an ordinary task) or [cores, memory_mb, gpus, running_time].
 Resources get_resources(const object& o, const Where& w, std::size_t f) {
   if (o.type == mtype::NIL) return {};
   const auto& a = get_array(o, w, f);
-  if (a.size != 3) fail(describe(w, f) + ": expected [cores, memory_mb, gpus]");
+  if (a.size != 4) fail(describe(w, f) + ": expected [cores, memory_mb, gpus, running_time]");
   Resources r;
   r.cores = get_int(at(a, 0), w, f);
   r.memory_mb = get_uint(at(a, 1), w, f);
   r.gpus = get_int(at(a, 2), w, f);
+  r.running_time = get_float(at(a, 3), w, f);
   if (r.cores < 0 || r.gpus < 0) fail(describe(w, f) + ": negative cores or gpus");
+  if (!(r.running_time >= 0) || !std::isfinite(r.running_time)) fail(describe(w, f) + ": running_time must be >= 0");
   return r;
 }
 // nil (an ordinary task) or [num_nodes, ranks_per_node, num_ranks, launcher_options].
@@ -429,7 +434,7 @@ Register decode_register(const object& o) {
   const auto& a = o.via.array;
   const Where w{"REGISTER"};
   Register r;
-  if (a.size < 2) fail("REGISTER: expected 10 fields, got " + std::to_string(a.size - 1));
+  if (a.size < 2) fail("REGISTER: expected 13 fields, got " + std::to_string(a.size - 1));
   r.protocol_version = get_int(at(a, 1), w, 1);
   if (r.protocol_version != kProtocolVersion) {
     // Another protocol version may lay REGISTER out differently. Keep whatever still reads
@@ -446,7 +451,7 @@ Register decode_register(const object& o) {
     r.hostname = str_or_empty(6);
     return r;
   }
-  fields(o, "REGISTER", 10);
+  fields(o, "REGISTER", 13);
   r.pervade_version = get_str(at(a, 2), w, 2);
   r.python_version = get_str(at(a, 3), w, 3);
   r.pool_id = get_str(at(a, 4), w, 4);
@@ -456,6 +461,9 @@ Register decode_register(const object& o) {
   r.prefetch = get_int(at(a, 8), w, 8);
   r.cpu_count = get_int(at(a, 9), w, 9);
   r.total_memory = get_uint(at(a, 10), w, 10);
+  r.capacity = get_resources(at(a, 11), w, 11);
+  r.walltime = get_float(at(a, 12), w, 12);
+  r.ends_in = get_float(at(a, 13), w, 13);
   return r;
 }
 
@@ -576,13 +584,27 @@ InterchangeMessage decode_interchange_frame(const char* data, std::size_t size) 
 
 }  // namespace
 
+Bytes unsatisfiable_payload(const Resources& request, const Resources& largest, const std::string& text) {
+  std::string keys;
+  auto add = [&](bool beyond, const char* key) {
+    if (!beyond) return;
+    if (!keys.empty()) keys += ',';
+    keys += key;
+  };
+  add(request.cores > largest.cores, "cores");
+  add(request.memory_mb > largest.memory_mb, "memory");
+  add(request.gpus > largest.gpus, "gpus");
+  add(largest.running_time > 0 && request.running_time > largest.running_time, "running_time");
+  return keys + '\n' + text;
+}
+
 // ================================================================================ encoders
 Bytes encode(const PoolMessage& m) {
   StringStream s;
   Packer pk(s);
   std::visit(Overloaded{
                  [&](const Register& r) {
-                   pk.pack_array(11);
+                   pk.pack_array(14);
                    pk.pack_int(kRegister);
                    pk.pack_int(r.protocol_version);
                    pack_str(pk, r.pervade_version);
@@ -594,6 +616,9 @@ Bytes encode(const PoolMessage& m) {
                    pk.pack_int(r.prefetch);
                    pk.pack_int(r.cpu_count);
                    pk.pack_uint64(r.total_memory);
+                   pack_resources(pk, s, r.capacity);
+                   pack_float64(s, r.walltime);
+                   pack_float64(s, r.ends_in);
                  },
                  [&](const Heartbeat&) { pack_empty(pk, kPoolHeartbeat); },
                  [&](const Results& r) {
@@ -676,7 +701,7 @@ Bytes encode(const InterchangeMessage& m) {
                      pack_bins(pk, t.inputs);
                      pack_after(pk, t.after);
                      pack_buffer_sizes(pk, t.buffers);
-                     pack_resources(pk, t.resources);
+                     pack_resources(pk, s, t.resources);
                      pack_mpi(pk, t.mpi);
                    }
                  },

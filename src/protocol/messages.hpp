@@ -12,16 +12,31 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 9;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+constexpr int kProtocolVersion = 10;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
                                      // 5: FAILED; 6: out-of-band buffers of results;
                                      // 7: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
                                      // 8: a task's resources (TASKS), its CPUs and accelerators (TASK)
                                      // 9: a task's MPI request (TASKS), its environment (TASK), status 5
+                                     // 10: a pool's capacity and block end in REGISTER, running_time in TASKS
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
 
 // ---------------------------------------------------------------- pool -> interchange
+// parsl_resource_specification's cores, memory (MB), gpus and running_time (seconds)
+// (docs/htex.md, "Resources"); all zero: an ordinary task, which needs a worker only. A pool's
+// capacity (REGISTER) uses the first three: what its largest node offers such tasks.
+struct Resources {
+  int cores = 0;
+  std::uint64_t memory_mb = 0;
+  int gpus = 0;
+  double running_time = 0;  // > 0: the task declares it ends within this many seconds
+  // Whether it asks a node for cores, memory or gpus (running_time alone does not).
+  bool wants_node() const { return cores != 0 || memory_mb != 0 || gpus != 0; }
+  bool empty() const { return !wants_node() && running_time == 0; }
+  bool operator==(const Resources&) const = default;
+};
+
 struct Register {
   int protocol_version = kProtocolVersion;
   std::string pervade_version;
@@ -33,6 +48,11 @@ struct Register {
   int prefetch = 0;
   int cpu_count = 0;               // the node's CPUs (for the monitoring node table)
   std::uint64_t total_memory = 0;  // the node's memory, bytes
+  Resources capacity;              // what tasks asking for resources may use on its largest node
+  // Walltime-aware blocks: seconds the pool runs tasks in all (its block's walltime less the
+  // grace), and from now; 0: no end known.
+  double walltime = 0;
+  double ends_in = 0;
 };
 struct Heartbeat {};
 struct TaskResult {
@@ -90,15 +110,6 @@ struct After {
   std::uint32_t input = 0;
   std::uint64_t task_id = 0;
   bool operator==(const After&) const = default;
-};
-// parsl_resource_specification's cores, memory (MB) and gpus (docs/htex.md, "Resources"); all
-// zero: an ordinary task, which needs a worker only.
-struct Resources {
-  int cores = 0;
-  std::uint64_t memory_mb = 0;
-  int gpus = 0;
-  bool empty() const { return cores == 0 && memory_mb == 0 && gpus == 0; }
-  bool operator==(const Resources&) const = default;
 };
 // parsl_resource_specification's MPI keys (docs/mpi.md), checked and completed by the driver;
 // num_nodes 0: not an MPI task. ranks_per_node 0: whole nodes (the task did not say).
@@ -173,7 +184,9 @@ constexpr int kStatusException = 1;
 constexpr int kStatusWorkerLost = 2;
 constexpr int kStatusCancelled = 3;
 constexpr int kStatusNotStarted = 4;  // a follower whose input did not reach it; the driver launches it again
-constexpr int kStatusInvalid = 5;     // the task can never run on this pool: payload "<key>\n<why>" (InvalidResourceSpecification)
+// The task can never run on this pool (or, from the interchange, on any pool):
+// payload "<key>[,<key>...]\n<why>" (InvalidResourceSpecification; unsatisfiable_payload()).
+constexpr int kStatusInvalid = 5;
 
 using PoolMessage = std::variant<Register, Heartbeat, Results, Drained, Failed, Usage>;
 using InterchangeMessage = std::variant<Registered, Refused, Tasks, Heartbeat, Drain, Shutdown, Cancel>;
@@ -208,6 +221,11 @@ std::optional<InterchangeMessage> decode_interchange_message(const char* data, s
                                                              std::string* error = nullptr);
 std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error = nullptr);
 std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size, std::string* error = nullptr);
+
+// Status 5's payload: the resource-spec keys of `request` that exceed `largest` (the biggest
+// capacity on offer; its running_time is the longest time a block runs, 0: no end),
+// comma-separated, then a newline and `text` (docs/protocol.md).
+Bytes unsatisfiable_payload(const Resources& request, const Resources& largest, const std::string& text);
 
 // Shell task payloads (kind 1).
 struct ShellPayload {

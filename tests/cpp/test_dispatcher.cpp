@@ -656,4 +656,127 @@ TEST_F(DispatcherTest, CancellingAQueuedTaskReturnsItsFollowersAsNotStarted) {
   EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{3}));
 }
 
+// ---------------------------------------------------------------- resources
+// Pools that announce what their largest node offers (REGISTER's capacity) and when their
+// blocks stop running tasks (ends_in / walltime).
+class DispatcherResourcesTest : public DispatcherTest {
+ protected:
+  void register_sized(const std::string& identity, int workers, protocol::Resources capacity, double walltime = 0,
+                      double ends_in = 0) {
+    protocol::Register r;
+    r.python_version = "3.11.2";
+    r.pool_id = identity;
+    r.worker_count = workers;
+    r.capacity = capacity;
+    r.walltime = walltime;
+    r.ends_in = ends_in;
+    d.on_message(identity, r, now);
+  }
+  DispatchTask sized(std::uint64_t id, protocol::Resources r) {
+    DispatchTask t = task(id);
+    t.resources = r;
+    return t;
+  }
+  // Completions by task id.
+  std::map<std::uint64_t, Completed> completed() {
+    std::map<std::uint64_t, Completed> out;
+    for (auto& c : d.take_completed()) out[c.task_id] = c;
+    return out;
+  }
+};
+
+TEST_F(DispatcherResourcesTest, ATaskGoesOnlyToPoolsThatCanHoldItAndCarriesItsRequest) {
+  register_sized("small", 4, {2, 4000, 0});
+  register_sized("gpu", 4, {8, 64000, 2});
+  d.take_outbox();
+  d.submit(sized(1, {4, 0, 0}), now);
+  d.submit(sized(2, {1, 0, 1}), now);
+  d.submit(sized(3, {0, 50000, 0}), now);
+  d.submit(task(4), now);  // an ordinary task: anywhere
+  std::map<std::string, std::vector<protocol::Task>> sent;
+  for (auto& [to, m] : d.take_outbox())
+    if (auto* t = std::get_if<protocol::Tasks>(&m))
+      for (auto& x : t->tasks) sent[to].push_back(x);
+  std::vector<std::uint64_t> on_gpu;
+  for (auto& t : sent["gpu"]) on_gpu.push_back(t.task_id);
+  std::sort(on_gpu.begin(), on_gpu.end());
+  on_gpu.erase(std::remove(on_gpu.begin(), on_gpu.end(), 4u), on_gpu.end());
+  EXPECT_EQ(on_gpu, (std::vector<std::uint64_t>{1, 2, 3}));
+  for (auto& t : sent["small"]) EXPECT_EQ(t.task_id, 4u);
+  for (auto& t : sent["gpu"])
+    if (t.task_id == 2) EXPECT_EQ(t.resources, (protocol::Resources{1, 0, 1}));
+  EXPECT_EQ(d.queued(), 0u);
+}
+
+TEST_F(DispatcherResourcesTest, ATaskWaitsForAPoolWithRoomThatCanHoldIt) {
+  register_sized("big", 1, {8, 0, 0});
+  register_sized("small", 4, {2, 0, 0});
+  d.take_outbox();
+  d.submit(sized(1, {4, 0, 0}), now);
+  d.submit(sized(2, {4, 0, 0}), now);  // "big" is full (one worker): 2 waits, though "small" has room
+  EXPECT_EQ(sent_to("big"), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(d.queued(), 1u);
+  EXPECT_TRUE(completed().empty());
+  result("big", 1);
+  EXPECT_EQ(sent_to("big"), (std::vector<std::uint64_t>{2}));
+}
+
+TEST_F(DispatcherResourcesTest, ATaskNoPoolCouldEverHoldFailsAtOnceNamingItsRequestAndTheLargestPool) {
+  d.submit(sized(1, {16, 0, 0}), now);  // no pool yet: it waits
+  EXPECT_TRUE(completed().empty());
+  register_sized("a", 2, {8, 31000, 0});
+  register_sized("b", 2, {4, 64000, 1});
+  d.take_outbox();  // a dispatch round
+  auto done = completed();
+  ASSERT_EQ(done.size(), 1u);  // once pools exist and none can hold it
+  EXPECT_EQ(done.at(1).status, protocol::kStatusInvalid);
+  EXPECT_EQ(done.at(1).payload,
+            "cores\nthe task asks for 16 cores, 0 MB, 0 GPUs, more than any pool of this executor has (the largest: "
+            "8 cores, 31000 MB, 0 GPUs)");
+  d.submit(sized(2, {1, 0, 2}), now);  // at submission, now that pools are known
+  done = completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done.at(2).payload.substr(0, 5), "gpus\n");
+  d.submit(sized(3, {8, 64000, 0}), now);  // each part fits some pool, but no pool holds all of it
+  EXPECT_EQ(completed().at(3).status, protocol::kStatusInvalid);
+  d.submit(sized(4, {4, 64000, 1}), now);
+  EXPECT_EQ(sent_to("b"), (std::vector<std::uint64_t>{4}));
+}
+
+TEST_F(DispatcherResourcesTest, ARunningTimeGoesToAPoolWhoseBlockRunsLongEnoughAndPoolsAreDrainedAtTheirEnd) {
+  register_sized("old", 2, {}, 100, 20);    // stops running tasks in 20 s
+  register_sized("young", 2, {}, 100, 90);  // in 90 s
+  d.take_outbox();
+  d.submit(sized(1, {0, 0, 0, 50}), now);
+  d.submit(sized(2, {0, 0, 0, 10}), now);
+  d.submit(sized(3, {0, 0, 0, 95}), now);  // longer than any pool has left: waits for a new block
+  d.submit(sized(4, {0, 0, 0, 101}), now);  // longer than blocks run: fails
+  auto out = d.take_outbox();
+  std::map<std::uint64_t, std::string> where;
+  for (auto& [to, m] : out)
+    if (auto* t = std::get_if<protocol::Tasks>(&m))
+      for (auto& x : t->tasks) where[x.task_id] = to;
+  EXPECT_EQ(where.at(1), "young");
+  EXPECT_FALSE(where.contains(3));
+  EXPECT_EQ(d.queued(), 1u);
+  auto done = completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done.at(4).payload.substr(0, 13), "running_time\n");
+  EXPECT_NE(done.at(4).payload.find("blocks run tasks for 100 s"), std::string::npos) << done.at(4).payload;
+  // At its end a pool is drained: it gets DRAIN and no more tasks.
+  EXPECT_EQ(d.next_deadline(), now + 10s);  // the heartbeat period comes first
+  now += 20s;
+  d.tick(now);
+  bool drained_old = false;
+  for (auto& [to, m] : d.take_outbox()) drained_old = drained_old || (to == "old" && std::holds_alternative<protocol::Drain>(m));
+  EXPECT_TRUE(drained_old);
+  d.submit(task(5), now);
+  d.submit(task(6), now);
+  EXPECT_TRUE(sent_to("old").empty());
+  // A new block with time enough takes the waiting task.
+  register_sized("new", 2, {}, 100, 100);
+  auto to_new = sent_to("new");
+  EXPECT_NE(std::find(to_new.begin(), to_new.end(), 3u), to_new.end());
+}
+
 }  // namespace

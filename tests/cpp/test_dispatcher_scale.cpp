@@ -307,4 +307,44 @@ TEST_F(DispatcherScaleTest, HeartbeatFloodDisturbsNothing) {
   EXPECT_EQ(out["quiet"].size(), 1u);
 }
 
+// Tasks that ask for resources among 10,000 pools of two shapes: each goes only to a pool whose
+// shape holds it, every pool of that shape fills up, and a freed slot takes the next one; the
+// cost per task does not grow with the pools (shapes, then an ordered set).
+TEST_F(DispatcherScaleTest, TasksAskingForResourcesGoOnlyToTheTenThousandPoolsThatCanHoldThem) {
+  std::set<std::string> big;
+  for (int i = 0; i < kPools; ++i) {
+    protocol::Register r;
+    r.pool_id = name(i);
+    r.worker_count = 2;
+    r.capacity = i % 2 ? protocol::Resources{64, 256000, 4} : protocol::Resources{8, 32000, 0};
+    if (i % 2) big.insert(name(i));
+    d.on_message(name(i), r, now);
+  }
+  d.take_outbox();
+  for (std::uint64_t id = 0; id < 3 * kPools / 2; ++id) {
+    DispatchTask t;
+    t.task_id = id;
+    t.kind = protocol::kKindPython;
+    t.payload = "p";
+    t.resources = protocol::Resources{16, 0, 1};
+    d.submit(std::move(t), now);
+  }
+  auto out = sent();
+  EXPECT_EQ(out.size(), big.size());  // every big pool, and no small one
+  std::size_t n = 0;
+  for (auto& [pool, ids] : out) {
+    ASSERT_TRUE(big.contains(pool)) << pool;
+    ASSERT_EQ(ids.size(), 2u);
+    n += ids.size();
+  }
+  EXPECT_EQ(n, static_cast<std::size_t>(kPools));
+  EXPECT_EQ(d.queued(), static_cast<std::size_t>(kPools / 2));
+  const auto& [pool, ids] = *out.begin();
+  answer(pool, {ids.front()});
+  auto next = sent();
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next.begin()->first, pool);
+  EXPECT_EQ(next.begin()->second, (std::vector<std::uint64_t>{static_cast<std::uint64_t>(kPools)}));
+}
+
 }  // namespace

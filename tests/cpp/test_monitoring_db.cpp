@@ -289,7 +289,8 @@ TEST(MonitoringDb, HighThroughputExecutorFromCppRecordsTriesBlocksAndPools) {
                      "AND job_id IS NOT NULL"),
             1);
   EXPECT_EQ(db.text("SELECT status FROM block ORDER BY timestamp DESC LIMIT 1"), "SCALED_IN");
-  // Active rows: the pool joining, then each time it turns busy (a task while it held none) and idle.
+  // Joined, then busy (a task sent while it held none) and idle (its last result back), once or
+  // twice for the two tasks: Parsl writes a row at registration, each dispatch and each result.
   EXPECT_GE(db.count("SELECT count(*) FROM node WHERE block_id='0' AND active=1 AND worker_count=2"), 3);
   EXPECT_EQ(db.count("SELECT count(*) FROM node WHERE block_id='0' AND active=0"), 1);
   EXPECT_FALSE(db.text("SELECT time_completed FROM workflow").empty());

@@ -883,6 +883,12 @@ TEST_F(ProcessPoolTest, BadResourceOptionsAreUsageErrors) {
   usage({"--workers", "1", "--cpu-affinity", "list:1023"}, "CPU 1023 (worker 0) is not one the pool may use");
   usage({"--cores-per-worker", "1"}, "PARSL_CORES='many' is not an integer", "PARSL_CORES=many");
   usage({"--cores-per-worker", "1"}, "PARSL_MEMORY_GB='-3' is not a number", "PARSL_MEMORY_GB=-3");
+  // MPI mode (docs/mpi.md): the launcher, the host list, and a block whose nodes nothing names.
+  usage({"--mpi-launcher", "mpirun"}, "--mpi-launcher must be mpiexec, srun or aprun, got 'mpirun'");
+  usage({"--mpi-launcher", "srun", "--mpi-hosts", "a:2,b"}, "a core count for all hosts or none");
+  usage({"--mpi-hosts", "a,b"}, "--mpi-hosts needs --mpi-launcher");
+  usage({"--mpi-launcher", "mpiexec"}, "MPI mode needs the block's nodes", "SLURM_NODELIST= SLURM_JOB_NODELIST= PBS_NODEFILE=");
+  usage({"--mpi-launcher", "mpiexec"}, "cannot read PBS_NODEFILE '/nonexistent'", "PBS_NODEFILE=/nonexistent");
 }
 
 TEST_F(ProcessPoolTest, PythonVersionOptionIsRegisteredAndRefusedExitsWith3) {

@@ -475,8 +475,9 @@ TEST_F(PoolCoreResourcesTest, ATaskStartsOnlyWhenItsNodeHasAllItAsksForAndGetsIt
 TEST_F(PoolCoreResourcesTest, ATaskNoNodeCanHoldFailsAtOnceNamingItsRequestAndTheLargestNode) {
   submit(1, {8, 0, 0});
   ASSERT_EQ(core.results().size(), 1u);
+  EXPECT_EQ(core.results()[0].status, protocol::kStatusInvalid);
   EXPECT_EQ(core.results()[0].payload,
-            "the task asks for 8 cores, 0 MB, 0 GPUs, more than any node of pool p has (the largest: 4 cores, "
+            "cores\nthe task asks for 8 cores, 0 MB, 0 GPUs, more than any node of pool p has (the largest: 4 cores, "
             "1000 MB, 2 GPUs)");
   EXPECT_EQ(core.queued(), 0u);
 }
@@ -540,6 +541,71 @@ TEST_F(PoolCoreResourcesTest, OrdinaryTasksDoNotCountAndWaitingResourceTasksGetI
   EXPECT_EQ(sent[0].task_id, 2u);  // placed first
   EXPECT_EQ(sent[1].task_id, 1u);
   EXPECT_TRUE(sent[1].cpus.empty());
+}
+
+}  // namespace
+
+namespace {
+
+// A pool whose block ends: it stops running tasks at `stop` (its walltime less the grace).
+class PoolCoreWalltimeTest : public PoolCoreTest {
+ protected:
+  PoolCoreWalltimeTest() {
+    PoolCoreConfig c{"pool-w", 3, true, {NodeCapacity{{0, 1}, 1000, {}}}};
+    c.stop_tasks_at = stop;
+    core = PoolCore(c);
+    ready_all(3);
+  }
+  static protocol::Task timed(std::uint64_t id, double running_time, int cores = 0) {
+    protocol::Task t = task(id);
+    t.resources.running_time = running_time;
+    t.resources.cores = cores;
+    return t;
+  }
+  std::map<std::uint64_t, protocol::TaskResult> results_by_id() {
+    std::map<std::uint64_t, protocol::TaskResult> out;
+    for (auto& r : core.results()) out[r.task_id] = r;
+    core.results().clear();
+    return out;
+  }
+  TimePoint stop = TimePoint{} + 100s;
+};
+
+TEST_F(PoolCoreWalltimeTest, ATaskThatCannotEndBeforeTheBlockDoesIsNotStartedAndGoesBackToTheDriver) {
+  now = TimePoint{} + 40s;
+  // 60 s left: 60 fits exactly, 61 does not, a task without a running_time always starts;
+  // the same holds for tasks that ask for cores.
+  submit({timed(1, 60), timed(2, 61), task(3), timed(4, 61, 1), timed(5, 30, 1)});
+  const auto sent = dispatch();
+  std::vector<std::uint64_t> ids;
+  for (auto [rank, id] : sent) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::uint64_t>{1, 3, 5}));
+  auto results = results_by_id();
+  ASSERT_EQ(results.size(), 2u);
+  for (std::uint64_t id : {2u, 4u}) {
+    EXPECT_EQ(results.at(id).status, protocol::kStatusNotStarted);
+    EXPECT_NE(results.at(id).payload.find("pool pool-w stops running tasks in 60.0 s"), std::string::npos)
+        << results.at(id).payload;
+  }
+  EXPECT_TRUE(core.queued() == 0);
+}
+
+TEST_F(PoolCoreWalltimeTest, TheCheckIsMadeWhenTheTaskWouldStartNotWhenItArrived) {
+  now = TimePoint{} + 10s;
+  submit({task(1), task(2), task(5), timed(3, 50)});  // three workers busy: 3 waits
+  EXPECT_EQ(dispatch().size(), 3u);
+  finish(0, protocol::kStatusOk, 45s);  // now 55 s: 45 s left, 3 cannot end in time any more
+  results();
+  EXPECT_TRUE(dispatch().empty());
+  auto r = results_by_id();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r.at(3).status, protocol::kStatusNotStarted);
+  // After the stop, a task with a running_time never starts.
+  now = stop + 1s;
+  submit({timed(4, 0.001)});
+  EXPECT_TRUE(dispatch().empty());
+  EXPECT_EQ(results_by_id().at(4).status, protocol::kStatusNotStarted);
 }
 
 }  // namespace

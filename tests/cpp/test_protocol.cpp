@@ -170,6 +170,9 @@ Register sample_register() {
   r.prefetch = 3;
   r.cpu_count = 64;
   r.total_memory = std::uint64_t{1} << 37;
+  r.capacity = Resources{64, 120000, 4};
+  r.walltime = 3600;
+  r.ends_in = 3599.5;
   return r;
 }
 
@@ -271,6 +274,9 @@ TEST(ProtocolTest, RegisterRoundTrip) {
   EXPECT_EQ(out.prefetch, 3);
   EXPECT_EQ(out.cpu_count, 64);
   EXPECT_EQ(out.total_memory, std::uint64_t{1} << 37);
+  EXPECT_EQ(out.capacity, (Resources{64, 120000, 4}));
+  EXPECT_EQ(out.walltime, 3600);
+  EXPECT_EQ(out.ends_in, 3599.5);
 
   Register no_python = in;  // a pool without Python workers; extreme ints
   no_python.python_version = "";
@@ -567,7 +573,8 @@ TEST(ProtocolTest, ShellPayloadAndExitCodeRejectMalformed) {
 TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   const Register r = sample_register();
   EXPECT_EQ(encode(PoolMessage{r}), pack(A({I(1), I(kProtocolVersion), S(r.pervade_version), S(r.python_version), S(r.pool_id),
-                                           S(r.block_id), S(r.hostname), I(48), I(3), I(64), U(std::uint64_t{1} << 37)})));
+                                           S(r.block_id), S(r.hostname), I(48), I(3), I(64), U(std::uint64_t{1} << 37),
+                                           A({I(64), U(120000), I(4), Val::flt(0)}), Val::flt(3600), Val::flt(3599.5)})));
   EXPECT_EQ(encode(PoolMessage{Heartbeat{}}), "\x91\x02"s);
   EXPECT_EQ(encode(PoolMessage{Drained{}}), "\x91\x04"s);
   EXPECT_EQ(encode(InterchangeMessage{Heartbeat{}}), "\x91\x68"s);  // 104
@@ -609,10 +616,13 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   // A task's resources, and a worker task's own CPUs and accelerators.
   Task sized = sample_task(5, false);
   sized.after.clear();
-  sized.resources = Resources{4, 2000, 1};
+  sized.resources = Resources{4, 2000, 1, 90};
   EXPECT_EQ(encode(InterchangeMessage{Tasks{{sized}}}),
             pack(A({I(103), A({A({U(5), I(0), B(sized.fn_hash), Val::nil(), B(sized.payload),
-                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}), A({I(4), U(2000), I(1)}), Val::nil()})})})));
+                                  A({B(kBinary), B(""), B("\x00"s)}), A({}), A({}),
+                                  A({I(4), U(2000), I(1), Val::flt(90)}), Val::nil()})})})));
+  EXPECT_EQ(std::get<Tasks>(only(dic(encode(InterchangeMessage{Tasks{{sized}}})))).tasks[0].resources,
+            (Resources{4, 2000, 1, 90}));
   // An MPI task's request, and the variables a worker task runs with.
   Task mpi = sample_task(6, false);
   mpi.after.clear();
@@ -717,9 +727,9 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dpool, pack(A({I(4), Val::nil()})));
   reject(dpool, pack(A({I(3)})));
   reject(dpool, pack(A({I(3), A({}), A({})})));
-  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 10
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1)})));  // 7 of 13
   reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(0)})));
-  EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 10 fields, got 0");
+  EXPECT_EQ(reject(dpool, pack(A({I(1)}))), "REGISTER: expected 13 fields, got 0");
   reject(dpool, pack(A({I(6), A({A({U(7)})})})));  // a USAGE sample of 1 field, not 13
   reject(dic, pack(A({I(101), Val::flt(1)})));
   reject(dic, pack(A({I(102)})));
@@ -743,7 +753,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
 
 TEST(ProtocolTest, RejectsWrongFieldTypes) {
   const auto reg = [](Val f2, Val f7) {
-    return pack(A({I(1), I(kProtocolVersion), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0), I(8), U(1)}));
+    return pack(A({I(1), I(kProtocolVersion), std::move(f2), S("3.11.7"), S("p"), S("b"), S("h"), std::move(f7), I(0), I(8), U(1), Val::nil(),
+                   Val::flt(0), I(0)}));
   };
   EXPECT_TRUE(dpool(reg(S("0.1"), I(4))));
   EXPECT_EQ(reject(dpool, reg(B("0.1"), I(4))), "field 2 of REGISTER: expected str");  // bin for str
@@ -803,11 +814,15 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   EXPECT_EQ(reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({I(-1)}))),
             "field 7 of TASKS task 0, element 0: expected uint");
   reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({B("3")})));
-  // Resources: nil or [cores, memory_mb, gpus], none negative.
-  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0), I(2)}))));
-  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0)})));
-  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(-1), U(0), I(0)})));
-  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), I(-5), I(0)})));
+  // Resources: nil or [cores, memory_mb, gpus, running_time], none negative.
+  EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0), I(2), I(0)}))));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0), I(2)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(-1), U(0), I(0), I(0)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), I(-5), I(0), I(0)})));
+  reject(dic, task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), A({I(1), U(0), I(0), Val::flt(-1)})));
+  // A REGISTER's capacity is a Resources too.
+  reject(dpool, pack(A({I(1), I(kProtocolVersion), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0), I(8), U(1),
+                        A({I(-1), U(0), I(0), I(0)}), Val::flt(0), Val::flt(0)})));
   // MPI: nil or [num_nodes >= 1, ranks_per_node >= 0, num_ranks >= 0, launcher_options].
   EXPECT_TRUE(dic(task(U(1), I(0), B("h"), Val::nil(), B("p"), A({}), A({}), A({}), Val::nil(),
                        A({I(1), I(0), I(0), S("")}))));

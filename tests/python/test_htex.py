@@ -153,8 +153,11 @@ def test_walltime_stops_the_task_on_its_worker(htex, tmp_path):
         fut.result(timeout=T)
     pid = int(open(pidfile).read())
     assert pid_alive(pid)
-    assert wait_until(lambda: where().result(timeout=T)[0] == pid, T), "the timed-out task still runs on its worker"
-    assert add(2, 3).result(timeout=T) == 5
+    # Two tasks at once on the two workers: each takes a worker of its own only if the timed-out
+    # one is free again (else both would run, one after the other, on the other worker).
+    pidfiles = [str(tmp_path / f"after-{i}.pid") for i in range(2)]
+    assert [f.result(timeout=T) for f in [sleep_then(2, i, pidfile=p) for i, p in enumerate(pidfiles)]] == [0, 1]
+    assert pid in {int(open(p).read()) for p in pidfiles}, "the timed-out task still runs on its worker"
 
 
 def test_killed_worker_gives_worker_lost(htex, tmp_path):

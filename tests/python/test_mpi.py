@@ -3,6 +3,7 @@ keys, and the variables each task sees, with pools whose block's nodes come from
 (as Parsl's own tests do). Real MPI programs on the Slurm test cluster: test_mpi_cluster.py."""
 
 import pytest
+from conftest import pid_alive, wait_until
 
 import pervade as parsl
 from pervade import HighThroughputExecutor, LocalProvider, MPIExecutor, SimpleLauncher, bash_app, python_app
@@ -140,7 +141,6 @@ def test_running_tasks_never_share_nodes_and_bad_requests_fail_naming_the_key(tm
     with parsl.load(mpi_config(tmp_path, pbs_nodes)):
         a = hold_nodes(str(gate), parsl_resource_specification={"num_nodes": 2})
         b = hold_nodes(str(gate), parsl_resource_specification={"num_nodes": 2})
-        from conftest import wait_until
         assert wait_until(lambda: len(list(gate.iterdir())) == 2, T)
         (gate / "go").touch()
         nodes_a, nodes_b = a.result(timeout=T), b.result(timeout=T)
@@ -159,7 +159,41 @@ def test_running_tasks_never_share_nodes_and_bad_requests_fail_naming_the_key(tm
         assert e.value.invalid_keys == {"num_nodes"}
 
 
+@bash_app
+def launched(pidfile, parsl_resource_specification=None):
+    # Stands for an MPI launcher and its ranks: the shell's and a child's pids, written once both exist.
+    return f"sleep 600 & echo $$ $! > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; wait"
+
+
+def test_a_cancelled_mpi_task_is_stopped_with_its_processes_and_its_nodes_are_free_again(tmp_path, pbs_nodes):
+    pidfile = tmp_path / "pids"
+    with parsl.load(mpi_config(tmp_path, pbs_nodes, workers=1)):
+        fut = launched(str(pidfile), parsl_resource_specification={"num_nodes": 4})
+        assert wait_until(pidfile.exists, T)
+        pids = [int(p) for p in pidfile.read_text().split()]
+        assert fut.cancel() is True
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids), T), "the task's processes survived"
+        env = parsl_variables(parsl_resource_specification={"num_nodes": 4}).result(timeout=T)
+        assert env["PARSL_MPI_NODELIST"] == "node1,node2,node3,node4"
+
+
 def test_a_launcher_missing_on_the_block_fails_the_executor_with_the_reason(tmp_path, pbs_nodes):
     with parsl.load(mpi_config(tmp_path, pbs_nodes, launcher="aprun")):  # no aprun on this machine
         with pytest.raises(Exception, match=r"'aprun' \(mpi_launcher\) is not on the PATH"):
             parsl_variables(parsl_resource_specification={"num_nodes": 1}).result(timeout=T)
+
+
+def test_an_explicit_host_list_names_the_nodes_and_their_cores(tmp_path):
+    with pytest.raises(parsl.errors.ConfigurationError, match="mpi_hosts"):
+        HighThroughputExecutor(mpi_hosts=["a"])
+    for bad in ("a,b", [], ["a:2", "b"], ["a:0"], ["a b"]):
+        with pytest.raises(parsl.errors.ConfigurationError, match="mpi_hosts"):
+            MPIExecutor(mpi_hosts=bad)
+    config = parsl.Config(executors=[MPIExecutor(label="mpi", max_workers_per_block=2, mpi_hosts=["h1:2", "h2:2"])],
+                          run_dir=str(tmp_path / "runinfo"))
+    with parsl.load(config):
+        env = parsl_variables(parsl_resource_specification={"num_nodes": 2, "ranks_per_node": 2}).result(timeout=T)
+        assert env["PARSL_MPI_NODELIST"] == "h1,h2"
+        with pytest.raises(InvalidResourceSpecification) as e:  # the list says 2 cores per host
+            parsl_variables(parsl_resource_specification={"ranks_per_node": 3}).result(timeout=T)
+        assert e.value.invalid_keys == {"ranks_per_node"}

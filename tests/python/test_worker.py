@@ -16,7 +16,7 @@ import pytest
 
 from pervade.data import DataFuture, File
 from pervade.dataflow.dflow import _NO_VALUE
-from pervade.errors import ManagerLost, ParslError, RemoteError, WorkerLost
+from pervade.errors import InvalidResourceSpecification, ManagerLost, ParslError, RemoteError, WorkerLost
 from pervade.futures import AppFuture, PickledResult
 from pervade.serialize import (deserialize, deserialize_exception, encode_call, encode_call_finding_futures,
                                load_call, serialize_exception, serialize_function, serialize_payload,
@@ -824,13 +824,15 @@ def test_lost_errors_have_parsls_messages_and_pickle():
 
 
 
-def test_encode_call_gives_hash_function_payload_and_priority():
+def test_encode_call_gives_hash_function_payload_priority_and_request():
     fn_hash, fn_bytes, payload, priority, buffers, request = encode_call(add, (1,), {"b": 2}, None, "add")
-    assert buffers == []
+    assert buffers == [] and request is None
     assert (fn_hash, fn_bytes) == serialize_function(add)
     assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
-    assert encode_call(add, (), spec, None, "add")[3:] == (7, [], (0, 0, 0, ""))
+    assert encode_call(add, (), spec, None, "add")[3:] == (7, [], (0, 0, 0, "", 0, 0, 0, 0.0))
+    spec = {"parsl_resource_specification": {"cores": 2, "memory": 500, "running_time": 3}}
+    assert encode_call(add, (), spec, None, "add")[5] == (0, 0, 0, "", 2, 500, 0, 3.0)
     with pytest.raises(TypeError, match="priority of add must be an int"):
         encode_call(add, (), {"parsl_resource_specification": {"priority": "high"}}, None, "add")
 

@@ -173,6 +173,22 @@ def _check_mpi_mode(provider, mpi_launcher) -> None:
         raise ValueError(f"mpi_launcher set to:{mpi_launcher} must be set to one of {VALID_LAUNCHERS}")
 
 
+_MPI_HOST = re.compile(r"^[^,:\s]+(:[1-9]\d{0,8})?$")
+
+
+def _check_mpi_hosts(hosts, mpi_mode: bool):
+    """mpi_hosts: None, or a list of "host" or "host:cores" (cores for all or none), MPI mode only."""
+    if hosts is None:
+        return None
+    if not mpi_mode:
+        raise ConfigurationError("mpi_hosts is for MPI mode (MPIExecutor, or enable_mpi_mode=True)")
+    if isinstance(hosts, str) or not isinstance(hosts, (list, tuple)) or not hosts or not all(
+            isinstance(h, str) and _MPI_HOST.match(h) for h in hosts) or len({":" in h for h in hosts}) > 1:
+        raise ConfigurationError(f"mpi_hosts must be a non-empty list of 'host' or 'host:cores' (cores for all "
+                                 f"hosts or none), got {hosts!r}")
+    return list(hosts)
+
+
 def _block_statuses(tuples) -> dict:
     """Block id -> JobStatus from the engine's (block id, job id, state, message, exit code, log)."""
     from ..providers import JobStatus
@@ -249,7 +265,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  storage_access=None, working_dir: str | None = None, drain_period: int | None = None,
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
-                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec"):
+                 enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None,
+                 walltime_grace: float = 30):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -289,6 +306,9 @@ class HighThroughputExecutor(BlockProviderExecutor):
         for name, value in (("heartbeat_period", heartbeat_period), ("heartbeat_threshold", heartbeat_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigurationError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        if isinstance(walltime_grace, bool) or not isinstance(walltime_grace, (int, float)) or \
+                not 0 <= walltime_grace < math.inf:
+            raise ConfigurationError(f"walltime_grace must be a finite number of seconds >= 0, got {walltime_grace!r}")
         if worker_port is not None:
             _check_int("worker_port", worker_port, 1, 65535)
         if not isinstance(worker_port_range, (list, tuple)) or len(worker_port_range) != 2:
@@ -306,6 +326,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
             raise ConfigurationError(f"enable_mpi_mode must be True or False, got {enable_mpi_mode!r}")
         if enable_mpi_mode:
             _check_mpi_mode(provider, mpi_launcher)
+        self.mpi_hosts = _check_mpi_hosts(mpi_hosts, enable_mpi_mode)
         self.enable_mpi_mode = enable_mpi_mode
         self.mpi_launcher = mpi_launcher
         self.label = label
@@ -331,6 +352,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
         self._executor_exception = None  # set by set_bad_state_and_fail_all
         self.follow_dependencies = follow_dependencies
         self.same_host_ipc = same_host_ipc
+        # Before its block's walltime ends a pool SIGTERMs its tasks and is drained (docs/htex.md).
+        self.walltime_grace = walltime_grace
         # Parsl's options for its Python interchange and process layout: accepted and stored so
         # that Parsl configs load, without effect here (docs/python.md); storage_access and
         # working_dir are staging's (docs/staging.md).
@@ -381,10 +404,11 @@ class HighThroughputExecutor(BlockProviderExecutor):
         return self._native
 
     def validate_resource_spec(self, resource_specification: dict) -> None:
-        """Parsl's check of a task's parsl_resource_specification: keys other than `priority`
-        raise InvalidResourceSpecification (each task's spec is checked when it is encoded). In
-        MPI mode Parsl's MPI rules (docs/mpi.md): a spec is required, with keys num_nodes,
-        ranks_per_node, num_ranks, launcher_options (and priority)."""
+        """Parsl's check of a task's parsl_resource_specification: keys other than `priority` and
+        pervade's `cores`, `memory`, `gpus` and `running_time`, and values that are not positive
+        numbers, raise InvalidResourceSpecification naming the key (each task's spec is checked
+        when it is encoded). In MPI mode Parsl's MPI rules (docs/mpi.md): a spec is required, with
+        keys num_nodes, ranks_per_node, num_ranks, launcher_options (and the keys above)."""
         if self.enable_mpi_mode:
             from .high_throughput.mpi_prefix_composer import validate_resource_spec
             validate_resource_spec(resource_specification)
@@ -448,8 +472,15 @@ class HighThroughputExecutor(BlockProviderExecutor):
             args += ["--cpu-affinity", self.cpu_affinity]
         if self.available_accelerators:
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
+        if self.mpi_hosts:  # MPI mode's block nodes, instead of the scheduler's (docs/mpi.md)
+            args += ["--mpi-hosts", ",".join(self.mpi_hosts)]
         if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
             args += ["--log-level", "debug"]
+        walltime = getattr(self.provider, "walltime", None)
+        if walltime:  # "HH:MM:SS": when the block's job ends (docs/htex.md, "Walltime-aware blocks")
+            hours, minutes, secs = (int(part) for part in walltime.split(":"))
+            args += ["--walltime", str(hours * 3600 + minutes * 60 + secs),
+                     "--walltime-grace", str(float(self.walltime_grace))]
         return args
 
     def pool_command(self, block_id: str) -> str:
@@ -588,6 +619,12 @@ class MPIExecutor(HighThroughputExecutor):
 
     >>> MPIExecutor(max_workers_per_block=4, mpi_launcher="srun",
     ...             provider=SlurmProvider(nodes_per_block=8, launcher=SimpleLauncher()))
+
+    Parameters: `label` ("MPIExecutor"), `provider` (its launcher must be a SimpleLauncher),
+    `max_workers_per_block` (1: tasks running at once per block), `mpi_launcher` ("mpiexec"),
+    `mpi_hosts` (None: the block's nodes come from Slurm or PBS; or a list of "host" or
+    "host:cores", the nodes of every block), and the HighThroughputExecutor's others except those
+    that size workers on a node.
     """
 
     def __init__(self, label: str = "MPIExecutor", provider=None, launch_cmd: str | None = None,
@@ -599,7 +636,8 @@ class MPIExecutor(HighThroughputExecutor):
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, mpi_launcher: str = "mpiexec", block_error_handler=True,
                  encrypted: bool = True, remote_monitoring_radio=None, python: str | None = None,
-                 short_task_prefetch: int = 16, follow_dependencies: bool = True, same_host_ipc: bool = True):
+                 short_task_prefetch: int = 16, follow_dependencies: bool = True, same_host_ipc: bool = True,
+                 mpi_hosts=None):
         from ..providers import LocalProvider
 
         provider = provider if provider is not None else LocalProvider(launcher=_simple_launcher())
@@ -615,7 +653,7 @@ class MPIExecutor(HighThroughputExecutor):
             worker_logdir_root=worker_logdir_root, block_error_handler=block_error_handler, encrypted=encrypted,
             remote_monitoring_radio=remote_monitoring_radio, python=python, short_task_prefetch=short_task_prefetch,
             follow_dependencies=follow_dependencies, same_host_ipc=same_host_ipc, enable_mpi_mode=True,
-            mpi_launcher=mpi_launcher)
+            mpi_launcher=mpi_launcher, mpi_hosts=mpi_hosts)
         self.max_workers_per_block = max_workers_per_block
 
 

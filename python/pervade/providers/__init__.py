@@ -178,17 +178,23 @@ class LocalProvider(ExecutionProvider):
     >>> LocalProvider(init_blocks=1, max_blocks=2, worker_init="source env.sh")
 
     `move_files` is accepted for Parsl compatibility (nothing to move on one machine).
+    `walltime` ("HH:MM:SS", beyond Parsl; None: no end): how long each block's pools run; they
+    end as a batch job's would, with the HighThroughputExecutor's walltime_grace
+    (docs/htex.md, "Walltime-aware blocks").
     """
 
     label = "local"
 
     def __init__(self, nodes_per_block: int = 1, launcher=None, init_blocks: int = 1, min_blocks: int = 0,
                  max_blocks: int = 1, worker_init: str = "", cmd_timeout: float = 30, parallelism: float = 1,
-                 move_files=None, cancel_grace: float = 5.0):
+                 move_files=None, cancel_grace: float = 5.0, walltime: str | None = None):
         super().__init__(nodes_per_block, launcher, init_blocks, min_blocks, max_blocks, worker_init, cmd_timeout,
                          parallelism)
         if not isinstance(cancel_grace, (int, float)) or not cancel_grace >= 0:
             raise ConfigurationError(f"LocalProvider cancel_grace must be a number of seconds >= 0, got {cancel_grace!r}")
+        if walltime is not None and (not isinstance(walltime, str) or not _WALLTIME.match(walltime)):
+            raise ConfigurationError(f"LocalProvider walltime must be None or a str 'HH:MM:SS', got {walltime!r}")
+        self.walltime = walltime
         self.move_files = move_files
         self.cancel_grace = float(cancel_grace)
 

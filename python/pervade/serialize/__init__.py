@@ -435,23 +435,12 @@ def serialize_payload(args, kwargs, plan, name: str = "app", buffers=None) -> by
         raise SerializationError(name, f"cannot serialize the arguments of {name}: {e}") from e
 
 
-# What a HighThroughputExecutor takes in parsl_resource_specification, as in Parsl. (Its pools
-# can admit tasks by cores, memory and gpus, docs/htex.md "Resources", but the driver does not
-# carry those keys to them yet: they are refused rather than silently ignored.)
-HTEX_RESOURCE_KEYS = frozenset({"priority"})
+# What a HighThroughputExecutor takes in parsl_resource_specification: Parsl's `priority`, and
+# beyond Parsl `cores`, `memory` (MB), `gpus` and `running_time` (seconds), by which its pools
+# admit tasks (docs/htex.md, "Resources").
+HTEX_RESOURCE_KEYS = frozenset({"priority", "cores", "memory", "gpus", "running_time"})
 # What an executor in MPI mode takes (docs/mpi.md): Parsl's four keys, and priority.
 MPI_RESOURCE_KEYS = frozenset({"num_nodes", "ranks_per_node", "num_ranks", "launcher_options"})
-
-
-def validate_resource_spec(spec) -> None:
-    """Raises InvalidResourceSpecification when spec (a dict) has keys a HighThroughputExecutor
-    does not take."""
-    invalid = set(spec) - HTEX_RESOURCE_KEYS
-    if invalid:
-        from ..errors import InvalidResourceSpecification
-        raise InvalidResourceSpecification(
-            invalid, "Task resource specification only accepts these types of resources: "
-            + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
 
 
 def _count(spec, key):
@@ -463,10 +452,36 @@ def _count(spec, key):
         n = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
     except ValueError:
         n = None
-    if n is None or n < 1:
+    if n is None or not 1 <= n < 2**63 or (n >= 2**31 and key != "memory"):
         from ..errors import InvalidResourceSpecification
         raise InvalidResourceSpecification({key}, f"{key} must be an integer >= 1, got {value!r}")
     return n
+
+
+def node_request(spec):
+    """What a checked spec asks of a node: (cores, memory MB, gpus, running_time s), zeros for
+    absent keys. Raises InvalidResourceSpecification naming a key whose value is not a positive
+    number."""
+    running_time = spec.get("running_time")
+    if running_time is None:
+        running_time = 0.0
+    elif isinstance(running_time, bool) or not isinstance(running_time, (int, float)) or not 0 < running_time <= 1e9:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification({"running_time"}, "running_time must be a number of seconds > 0 "
+                                                              f"(at most 1e9), got {running_time!r}")
+    return (_count(spec, "cores") or 0, _count(spec, "memory") or 0, _count(spec, "gpus") or 0, float(running_time))
+
+
+def validate_resource_spec(spec) -> None:
+    """Raises InvalidResourceSpecification, naming the keys, when spec (a dict) has keys a
+    HighThroughputExecutor does not take or values that are not positive numbers."""
+    invalid = set(spec) - HTEX_RESOURCE_KEYS
+    if invalid:
+        from ..errors import InvalidResourceSpecification
+        raise InvalidResourceSpecification(
+            invalid, "Task resource specification only accepts these types of resources: "
+            + ", ".join(sorted(HTEX_RESOURCE_KEYS)))
+    node_request(spec)
 
 
 def mpi_request(spec):
@@ -494,7 +509,8 @@ def mpi_request(spec):
 
 def _resource_request(kwargs, name):
     """(priority, request) of a call: request is None without a parsl_resource_specification,
-    else mpi_request() of it (which executor takes which keys is the executor's to check)."""
+    else mpi_request() + node_request() of it (which executor takes which keys is the executor's
+    to check)."""
     if kwargs:
         spec = kwargs.get("parsl_resource_specification")
         if isinstance(spec, dict) and spec:
@@ -509,7 +525,7 @@ def _resource_request(kwargs, name):
                 priority = 0
             elif not isinstance(priority, int) or isinstance(priority, bool):
                 raise TypeError(f"parsl_resource_specification priority of {name} must be an int, got {priority!r}")
-            return priority, mpi_request(spec)
+            return priority, mpi_request(spec) + node_request(spec)
     return 0, None
 
 
@@ -519,7 +535,7 @@ def encode_call(fn, args, kwargs, plan, name: str = "app"):
 
     priority is parsl_resource_specification["priority"] when the call has one (0 otherwise);
     how it orders tasks is up to the executor. The request is None without a spec, else its MPI
-    keys (mpi_request()).
+    keys (mpi_request()) followed by what it asks of a node (node_request()).
     """
     fn_hash, fn_bytes = serialize_function(fn)
     priority, request = _resource_request(kwargs, name)

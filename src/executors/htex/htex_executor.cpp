@@ -160,6 +160,7 @@ struct HighThroughputExecutor::Impl {
     t.inputs = std::move(remote.inputs);
     t.priority = remote.priority;
     t.buffers = std::move(remote.buffers);
+    t.resources = protocol::Resources{remote.cores, remote.memory_mb, remote.gpus, remote.running_time};
     t.mpi = protocol::MpiRequest{remote.num_nodes, remote.ranks_per_node, remote.num_ranks,
                                  std::move(remote.launcher_options)};
     std::lock_guard lock(flight_mutex);
