@@ -27,7 +27,9 @@ struct MonitoringOptions {
   // plus a first and a last sample. Off, or an interval of 0 (Parsl's meaning): no sampling at all.
   bool resource_monitoring_enabled = true;
   double resource_monitoring_interval = 30;
-  // Events older than this are committed (a driver killed with SIGKILL loses at most this much).
+  // How often the writer commits. Status rows older than this are committed; the task and try
+  // rows of unfinished tasks are held in memory (to be inserted complete) for at most 3 intervals.
+  // So a driver killed with SIGKILL loses events of the last ~3 intervals (plus a batch's write).
   std::chrono::duration<double> commit_interval{0.25};
   // The writer's own log, as Parsl's database_manager.log: "" for none. Text lines in Parsl's
   // layout, or JSON lines with the keys of Parsl's JSONLogging; records below log_level (Python's

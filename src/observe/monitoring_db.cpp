@@ -365,7 +365,8 @@ class MonitoringDb final : public Observer {
       : options_(std::move(options)),
         path_(path),
         log_format_(options_.log_json ? LogObserverOptions::Format::json_lines : LogObserverOptions::Format::text,
-                    "MainProcess") {
+                    "MainProcess"),
+        hold_for_(std::chrono::duration_cast<std::chrono::system_clock::duration>(3 * options_.commit_interval)) {
     if (!options_.log_path.empty()) {
       log_fd_ = detail::Fd(::open(options_.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
       if (!log_fd_.valid())
@@ -578,8 +579,10 @@ class MonitoringDb final : public Observer {
       const auto now = std::chrono::steady_clock::now();
       if (stopping && !give_up_at)
         give_up_at = now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.close_timeout);
-      if (!batch.empty() && write(batch, give_up_at && now >= *give_up_at)) recycle(batch);
-      if (stopping && batch.empty()) {
+      if ((!batch.empty() || !held_tasks_.empty() || !held_tries_.empty()) &&
+          write(batch, give_up_at && now >= *give_up_at, stopping))
+        recycle(batch);
+      if (stopping && batch.empty() && held_tasks_.empty() && held_tries_.empty()) {
         std::lock_guard lock(mutex_);
         if (buffer_.empty()) break;  // events pushed while stopping are written next round
       }
@@ -602,6 +605,7 @@ class MonitoringDb final : public Observer {
   // Bound to the statements without copies (Statement::bind_static): they live until flushed, at
   // the end of their batch. Views are of the batch's records, which live as long.
   struct TaskRow {
+    EventTime began;  // submitted
     std::string_view func_name, stdout_path, stderr_path;
     std::string depends;
     std::string inputs = "None", outputs = "None";  // Parsl's str(None) for a call without them
@@ -613,6 +617,7 @@ class MonitoringDb final : public Observer {
     double fail_cost = 0;
   };
   struct TryRow {
+    EventTime began;                             // the task's submission (try 0) or the retry's launch
     std::string_view executor, block, hostname;  // "" is NULL for block and hostname
     std::optional<Stamp> launched, running, returned;
     std::optional<std::string> fail_history;
@@ -686,8 +691,10 @@ class MonitoringDb final : public Observer {
 
   // One transaction per batch. Returns false when a locked database held it back (it is tried
   // again with the next round's events) unless give_up; any other failure loses the batch.
-  bool write(const Chunks& batch, bool give_up) {
+  bool write(const Chunks& batch, bool give_up, bool final) {
     const std::size_t batch_events = events(batch);
+    hold_until_ = final ? EventTime::min() : std::chrono::system_clock::now() - hold_for_;
+    take_held();
     const int completed = completed_, failed = failed_;
     const bool counts_changed = counts_changed_;
     const auto described_early = described_early_;  // almost always empty
@@ -704,9 +711,15 @@ class MonitoringDb final : public Observer {
         counts_changed_ = false;
       }
       stmts_->commit.run();
+      held_tasks_.swap(next_held_tasks_);
+      held_tries_.swap(next_held_tries_);
+      next_held_tasks_.clear();
+      next_held_tries_.clear();
     } catch (const std::exception& e) {
       tasks_.clear();
       tries_.clear();
+      next_held_tasks_.clear();  // held_tasks_ and held_tries_ are as before the batch
+      next_held_tries_.clear();
       try_updates_.clear();
       task_returns_.clear();
       statuses_.clear();
@@ -733,6 +746,10 @@ class MonitoringDb final : public Observer {
         return false;
       }
       lost_ += batch_events;
+      if (final) {  // nothing more will be tried: the held rows are lost with the batch
+        held_tasks_.clear();
+        held_tries_.clear();
+      }
       trouble(log_level::kError, said_lost_,
               fmt::format("writing the monitoring database {} failed: {}. The workflow goes on; {} monitoring events "
                           "were lost.",
@@ -746,7 +763,9 @@ class MonitoringDb final : public Observer {
     }
     written_ += batch_events;
     if (options_.log_level <= log_level::kDebug)
-      log(log_level::kDebug, "write", fmt::format("committed {} events", batch_events));
+      log(log_level::kDebug, "write",
+          fmt::format("committed {} events; {} unfinished tasks held for the next batch", batch_events,
+                      held_tasks_.size()));
     return true;
   }
 
@@ -781,6 +800,7 @@ class MonitoringDb final : public Observer {
     const auto id = static_cast<std::int64_t>(e.task);
     if (e.kind == TaskEvent::Kind::submitted) {
       TaskRow& row = tasks_[e.task];
+      row.began = e.time;
       row.func_name = e.text;
       row.invoked = time_(e.time);
       row.memoized = e.memoized;
@@ -791,7 +811,7 @@ class MonitoringDb final : public Observer {
         described_early_.erase(early);
       }
       TryRow& attempt = tries_[TryKey{e.task, 0}];
-      attempt.executor = {};
+      attempt.began = e.time;
       status(id, e.state, e.time, 0);
       return;
     }
@@ -809,7 +829,10 @@ class MonitoringDb final : public Observer {
     const TryKey key{e.task, attempt_id};
     // A try begun in an earlier batch gets its changes gathered, one UPDATE at the batch's end.
     TryRow* attempt = tries_.find(key);
-    if (!attempt && e.state == TaskState::launched && attempt_id > 0) attempt = &tries_[key];  // a retry
+    if (!attempt && e.state == TaskState::launched && attempt_id > 0) {  // a retry
+      attempt = &tries_[key];
+      attempt->began = e.time;
+    }
     const auto changed = [&]() -> TryRow& { return attempt ? *attempt : try_updates_[key]; };
     switch (e.state) {
       case TaskState::launched: {
@@ -962,10 +985,64 @@ class MonitoringDb final : public Observer {
     statuses_.clear();
   }
 
-  // The rows of tasks and tries that began in this batch, inserted whole.
+  // Rows of unfinished tasks and tries, held in memory from one batch to the next (with their own
+  // copies of the strings the batch's records held) until they finish or grow older than
+  // hold_for_: in a burst most tasks end a few batches after they begin, and a row inserted
+  // complete costs SQLite a fraction of a row inserted and then updated. The copies are made
+  // once per batch a row waits; a batch that fails leaves held_tasks_/held_tries_ as they were.
+  struct HeldTask {
+    std::uint64_t id;
+    TaskRow row;
+    std::string func_name, stdout_path, stderr_path;
+  };
+  struct HeldTry {
+    TryKey key;
+    TryRow row;
+    std::string executor, block, hostname;
+  };
+
+  // The held rows become rows of this batch (before its events), their text views the held copies.
+  void take_held() {
+    for (const HeldTask& h : held_tasks_) {
+      TaskRow& row = tasks_[h.id];
+      row = h.row;
+      row.func_name = h.func_name;
+      row.stdout_path = h.stdout_path;
+      row.stderr_path = h.stderr_path;
+    }
+    for (const HeldTry& h : held_tries_) {
+      TryRow& row = tries_[h.key];
+      row = h.row;
+      row.executor = h.executor;
+      row.block = h.block;
+      row.hostname = h.hostname;
+    }
+  }
+
+  // The rows of tasks and tries of this batch, inserted whole, but for those held for the next.
   void flush_rows() {
-    stmts_->task.insert(tasks_.begin(), tasks_.end(), [&](Statement& s, int b, const auto& entry) {
-      const auto& [id, row] = entry;
+    using TaskEntry = std::pair<std::uint64_t, TaskRow>;
+    using TryEntry = std::pair<TryKey, TryRow>;
+    ready_tasks_.clear();
+    for (const TaskEntry& entry : tasks_) {
+      const TaskRow& row = entry.second;
+      if (row.returned || row.began < hold_until_)
+        ready_tasks_.push_back(&entry);
+      else
+        next_held_tasks_.push_back(HeldTask{entry.first, row, std::string(row.func_name), std::string(row.stdout_path),
+                                            std::string(row.stderr_path)});
+    }
+    ready_tries_.clear();
+    for (const TryEntry& entry : tries_) {
+      const TryRow& row = entry.second;
+      if (row.returned || row.began < hold_until_)
+        ready_tries_.push_back(&entry);
+      else
+        next_held_tries_.push_back(
+            HeldTry{entry.first, row, std::string(row.executor), std::string(row.block), std::string(row.hostname)});
+    }
+    stmts_->task.insert(ready_tasks_.begin(), ready_tasks_.end(), [&](Statement& s, int b, const TaskEntry* entry) {
+      const auto& [id, row] = *entry;
       s.bind(b + 1, static_cast<std::int64_t>(id)).bind_static(b + 2, run_id_);
       s.bind_static_or_null(b + 3, row.depends)
           .bind_static(b + 4, row.func_name)
@@ -981,8 +1058,8 @@ class MonitoringDb final : public Observer {
           .bind(b + 14, row.fail_cost);
     });
     tasks_.clear();
-    stmts_->attempt.insert(tries_.begin(), tries_.end(), [&](Statement& s, int b, const auto& entry) {
-      const auto& [key, row] = entry;
+    stmts_->attempt.insert(ready_tries_.begin(), ready_tries_.end(), [&](Statement& s, int b, const TryEntry* entry) {
+      const auto& [key, row] = *entry;
       s.bind(b + 1, key.second)
           .bind(b + 2, static_cast<std::int64_t>(key.first))
           .bind_static(b + 3, run_id_)
@@ -1032,6 +1109,9 @@ class MonitoringDb final : public Observer {
   MonitoringOptions options_;
   std::string path_;
   LogFormatter log_format_;  // writer thread
+  // Rows of unfinished tasks wait at most this long (3 commit intervals): with the default
+  // interval every event is in the file within ~1 s (the kill -9 guarantee, docs/monitoring.md).
+  std::chrono::system_clock::duration hold_for_;
   detail::Fd log_fd_;
   sqlite3* db_ = nullptr;
   bool index_at_close_ = false;  // kHashsumIndex: this writer made the tables
@@ -1049,6 +1129,11 @@ class MonitoringDb final : public Observer {
   BatchRows<TryKey, TryRow, TryKeyHash> tries_;
   BatchRows<TryKey, TryRow, TryKeyHash> try_updates_;  // "" and nullopt: unchanged
   std::vector<TaskReturn> task_returns_;
+  EventTime hold_until_;                    // this batch: rows that began before are not held
+  std::vector<HeldTask> held_tasks_, next_held_tasks_;
+  std::vector<HeldTry> held_tries_, next_held_tries_;
+  std::vector<const std::pair<std::uint64_t, TaskRow>*> ready_tasks_;
+  std::vector<const std::pair<TryKey, TryRow>*> ready_tries_;
   std::unordered_map<std::uint64_t, DescribedRec> described_early_;
   std::vector<StatusRow> statuses_;
   std::vector<ResourceRow> resources_;

@@ -21,12 +21,15 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/future.hpp"
 #include "pervade/htex_executor.hpp"
 #include "pervade/provider.hpp"
 #include "pervade/shell.hpp"
+#include "pervade/thread_pool_executor.hpp"
 #include "observe/log_observer.hpp"
 #include "pervade/monitoring.hpp"
 
@@ -125,7 +128,8 @@ TEST(MonitoringDb, RunWritesParslTablesWithOneRowPerTaskAndTry) {
 }
 
 // A task whose rows were committed in an earlier batch is completed by UPDATEs gathered per row:
-// the task blocks until the database shows it running, then fails once and succeeds on its retry.
+// the task blocks until the database shows it running, with its task and try rows (an unfinished
+// task's rows are held back for at most 3 commit intervals), then fails once and succeeds on its retry.
 TEST(MonitoringDb, RowsOfEarlierBatchesAreCompletedInLaterOnes) {
   const fs::path dir = fresh_dir("later");
   const fs::path path = dir / "monitoring.db";
@@ -150,8 +154,12 @@ TEST(MonitoringDb, RowsOfEarlierBatchesAreCompletedInLaterOnes) {
     bool committed = false;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (!committed && std::chrono::steady_clock::now() < deadline) {
-      if (fs::exists(path))
-        committed = Db(path).count("SELECT count(*) FROM status WHERE task_id=0 AND task_status_name='running'") == 1;
+      if (fs::exists(path)) {
+        Db db(path);
+        committed = db.count("SELECT count(*) FROM status WHERE task_id=0 AND task_status_name='running'") == 1 &&
+                    db.count("SELECT count(*) FROM task WHERE task_id=0 AND task_time_returned IS NULL") == 1 &&
+                    db.count("SELECT count(*) FROM try WHERE task_id=0 AND task_try_time_returned IS NULL") == 1;
+      }
       if (!committed) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling interval
     }
     EXPECT_TRUE(committed) << "the running task's rows were never committed";
@@ -179,6 +187,67 @@ TEST(MonitoringDb, RowsOfEarlierBatchesAreCompletedInLaterOnes) {
   EXPECT_EQ(db.text("SELECT task_fail_history FROM try WHERE task_id=0 AND try_id=1"), "");
   EXPECT_EQ(db.count("SELECT tasks_completed_count FROM workflow"), 1);
   EXPECT_EQ(db.count("SELECT count(*) FROM status WHERE task_id=0"), 9);
+}
+
+// Tasks that end batches after they begin: their rows wait in memory (held) across batches, with
+// copies of their text, and are inserted complete. Each first try blocks until the database shows
+// every task running, then fails; the retries succeed. Whether a row was held, or inserted and
+// updated (a slow machine ages it out), every row must end complete and right.
+TEST(MonitoringDb, RowsOfTasksEndingInLaterBatchesAreWrittenComplete) {
+  const fs::path dir = fresh_dir("held");
+  const fs::path path = dir / "monitoring.db";
+  constexpr int kTasks = 20;
+  {
+    MonitoringOptions mon;
+    mon.commit_interval = std::chrono::milliseconds(100);
+    Config cfg{.retries = 1};
+    cfg.executors.push_back(std::make_shared<ThreadPoolExecutor>(kTasks, "threads"));
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+    std::vector<std::atomic<int>> calls(kTasks);
+    std::vector<Future<int>> futures;
+    for (int i = 0; i < kTasks; ++i)
+      futures.push_back(dfk.submit([&, i] {
+        if (calls[i].fetch_add(1) == 0) {
+          std::unique_lock lock(m);
+          if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return released; })) return -1;
+          throw std::runtime_error("flaky " + std::to_string(i));
+        }
+        return i;
+      }));
+    long running = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (running < kTasks && std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(path)) running = Db(path).count("SELECT count(*) FROM status WHERE task_status_name='running'");
+      if (running < kTasks) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling interval
+    }
+    EXPECT_EQ(running, kTasks) << "the tasks' running states were never committed";
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+    for (int i = 0; i < kTasks; ++i) EXPECT_EQ(futures[i].get(), i);
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL AND task_fail_count=1 AND "
+                     "task_func_name != '' AND task_time_invoked IS NOT NULL"),
+            kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try"), 2 * kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_executor='threads' AND task_try_time_launched IS NOT NULL "
+                     "AND task_try_time_running IS NOT NULL AND task_try_time_returned IS NOT NULL"),
+            2 * kTasks);
+  for (int i = 0; i < kTasks; ++i)
+    EXPECT_EQ(db.text(fmt::format("SELECT task_fail_history FROM try WHERE task_id={} AND try_id=0", i)),
+              fmt::format("flaky {}", i));
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE try_id=1 AND task_fail_history IS NULL"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status"), 9 * kTasks);
+  EXPECT_EQ(db.count("SELECT tasks_completed_count FROM workflow"), kTasks);
 }
 
 // The C++ API's HighThroughputExecutor (a LocalProvider block of the real pervade-pool running
@@ -335,6 +404,65 @@ TEST(MonitoringDb, LockedDatabaseHoldsEventsBackAndWritesThemWhenFree) {
   EXPECT_NE(log.find("WARNING: the monitoring database"), std::string::npos) << log;
   EXPECT_NE(log.find("is free again"), std::string::npos) << log;
   EXPECT_NE(log.find("0 lost"), std::string::npos) << log;
+}
+
+// Rows of unfinished tasks held in memory when the database gets locked: the batches that fail
+// leave them as they were, and once the lock is gone every task has its complete rows, once.
+TEST(MonitoringDb, RowsHeldForUnfinishedTasksOutlastALockedDatabase) {
+  const fs::path dir = fresh_dir("held_locked");
+  const fs::path path = dir / "monitoring.db";
+  constexpr int kTasks = 4;
+  Reports reports;
+  MonitoringOptions mon;
+  mon.commit_interval = std::chrono::milliseconds(200);  // rows held up to 0.6 s
+  mon.report = reports.sink();
+  Config cfg;
+  cfg.executors.push_back(std::make_shared<ThreadPoolExecutor>(kTasks, "threads"));
+  cfg.observers.push_back(make_monitoring_db(path, mon));
+  sqlite3* other = nullptr;
+  testing::internal::CaptureStderr();
+  {
+    DataFlowKernel dfk(std::move(cfg));
+    std::mutex m;
+    std::condition_variable cv;
+    bool released = false;
+    std::vector<Future<int>> futures;
+    for (int i = 0; i < kTasks; ++i)
+      futures.push_back(dfk.submit([&, i] {
+        std::unique_lock lock(m);
+        if (!cv.wait_for(lock, std::chrono::seconds(20), [&] { return released; })) return -1;
+        return i;
+      }));
+    long running = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (running < kTasks && std::chrono::steady_clock::now() < deadline) {
+      if (fs::exists(path)) running = Db(path).count("SELECT count(*) FROM status WHERE task_status_name='running'");
+      if (running < kTasks) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling interval
+    }
+    ASSERT_EQ(running, kTasks);
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+    {
+      std::lock_guard lock(m);
+      released = true;
+    }
+    cv.notify_all();
+    for (int i = 0; i < kTasks; ++i) EXPECT_EQ(futures[i].get(), i);
+    EXPECT_TRUE(reports.wait_for(log_level::kWarning, "is locked by another connection"));
+    sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+    dfk.cleanup();
+  }
+  sqlite3_close(other);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("ERROR"), std::string::npos) << err;
+  Db db(path);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM task WHERE task_time_returned IS NOT NULL AND task_func_name != ''"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try"), kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM try WHERE task_executor='threads' AND task_try_time_launched IS NOT NULL "
+                     "AND task_try_time_running IS NOT NULL AND task_try_time_returned IS NOT NULL"),
+            kTasks);
+  EXPECT_EQ(db.count("SELECT count(*) FROM status"), 5 * kTasks);
 }
 
 // Still locked at cleanup: the writer gives the held events up after close_timeout, says so,

@@ -88,10 +88,17 @@ def count(dom: str, state: str) -> int:
 
 
 def query(path: str, sql: str):
+    """The first value of `sql`'s first row; None while the database or its tables do not exist
+    yet (the writer makes the file, then the tables)."""
     if not os.path.exists(path):
         return None
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return conn.execute(sql).fetchone()[0]
+        try:
+            return conn.execute(sql).fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None
+            raise
 
 
 def final_in_db(path: str, state: str) -> int:
@@ -100,9 +107,11 @@ def final_in_db(path: str, state: str) -> int:
 
 def held_at(path: str, phase: int) -> bool:
     """The run is held at the gate of `phase`: every earlier task is final, every task of the
-    phase is launched, THREADS of them run, and the rows of all this are committed."""
+    phase is launched, THREADS of them run, and the rows of all this are committed (the task rows
+    of unfinished tasks may follow their status rows by up to 3 commit intervals)."""
     first = phase * PHASE
     return (final_in_db(path, "exec_done") + final_in_db(path, "failed") == first
+            and query(path, "SELECT count(*) FROM task") == first + PHASE
             and query(path, f"SELECT count(*) FROM status WHERE task_id >= {first} "
                             "AND task_status_name='launched'") == PHASE
             and query(path, f"SELECT count(*) FROM status WHERE task_id >= {first} "
