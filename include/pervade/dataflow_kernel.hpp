@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pervade/executor.hpp"
@@ -23,6 +24,10 @@ enum class CheckpointMode : std::uint8_t {
   dfk_exit,   // at cleanup()
   manual,     // at DataFlowKernel::checkpoint() (and at cleanup())
 };
+
+// The mode of Parsl's checkpoint_mode name ("task_exit", "periodic", "dfk_exit", "manual"; ""
+// for none). Throws ConfigurationError naming any other. Example: parse_checkpoint_mode("manual").
+CheckpointMode parse_checkpoint_mode(std::string_view name);
 
 // Size of a memo key: a digest of the function and its arguments made by the front end.
 inline constexpr std::size_t kMemoKeySize = 32;

@@ -949,17 +949,9 @@ class Executor_ {
 // pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files).
 CheckpointConfig checkpoint_config(nb::handle options) {
   auto t = nb::cast<nb::tuple>(options);
-  static const std::pair<const char*, CheckpointMode> modes[] = {
-      {"", CheckpointMode::none},           {"task_exit", CheckpointMode::task_exit},
-      {"periodic", CheckpointMode::periodic}, {"dfk_exit", CheckpointMode::dfk_exit},
-      {"manual", CheckpointMode::manual}};
   CheckpointConfig c;
   c.memoize = nb::cast<bool>(t[0]);
-  const auto mode = nb::cast<std::string>(t[1]);
-  bool known = false;
-  for (const auto& [name, m] : modes)
-    if (mode == name) c.mode = m, known = true;
-  if (!known) throw ConfigurationError("unknown checkpoint mode '" + mode + "'");
+  c.mode = parse_checkpoint_mode(nb::cast<std::string>(t[1]));
   c.period = std::chrono::duration<double>(nb::cast<double>(t[2]));
   c.dir = nb::cast<std::string>(t[3]);
   c.files = nb::cast<std::vector<std::string>>(t[4]);

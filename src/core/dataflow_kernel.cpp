@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 #include <variant>
 
 #include <fmt/format.h>
@@ -21,6 +22,18 @@
 #include "util/thread_name.hpp"
 
 namespace pervade {
+
+CheckpointMode parse_checkpoint_mode(std::string_view name) {
+  static constexpr std::pair<std::string_view, CheckpointMode> kModes[] = {
+      {"", CheckpointMode::none},
+      {"task_exit", CheckpointMode::task_exit},
+      {"periodic", CheckpointMode::periodic},
+      {"dfk_exit", CheckpointMode::dfk_exit},
+      {"manual", CheckpointMode::manual}};
+  for (const auto& [known, mode] : kModes)
+    if (name == known) return mode;
+  throw ConfigurationError(fmt::format("unknown checkpoint mode '{}'", name));
+}
 
 namespace {
 struct SubmitEvent {

@@ -16,6 +16,7 @@
 #include "core/kernel_core.hpp"
 #include "fake_executor.hpp"
 #include "core/memo_store.hpp"
+#include "pervade/dataflow_kernel.hpp"
 #include "pervade/errors.hpp"
 #include "pervade/remote.hpp"
 
@@ -66,6 +67,20 @@ class MemoTest : public ::testing::Test {
 
   fs::path dir_;
 };
+
+TEST(CheckpointMode, ParsesParslNamesAndRejectsOthers) {
+  EXPECT_EQ(parse_checkpoint_mode(""), CheckpointMode::none);
+  EXPECT_EQ(parse_checkpoint_mode("task_exit"), CheckpointMode::task_exit);
+  EXPECT_EQ(parse_checkpoint_mode("periodic"), CheckpointMode::periodic);
+  EXPECT_EQ(parse_checkpoint_mode("dfk_exit"), CheckpointMode::dfk_exit);
+  EXPECT_EQ(parse_checkpoint_mode("manual"), CheckpointMode::manual);
+  try {
+    parse_checkpoint_mode("Manual");
+    FAIL() << "a wrong name must throw";
+  } catch (const ConfigurationError& e) {
+    EXPECT_NE(std::string(e.what()).find("'Manual'"), std::string::npos) << e.what();
+  }
+}
 
 TEST_F(MemoTest, HitsAndMissesInMemory) {
   CheckpointConfig c;
