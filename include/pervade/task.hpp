@@ -83,6 +83,13 @@ enum class StopReason : std::uint8_t {
   cancelled, // DataFlowKernel::cancel: the task fails with TaskCancelled and is never run again
 };
 
+// The error a try stopped for `reason` fails with (AppTimeout, DataFlowKernelClosed or
+// TaskCancelled), carrying `message`.
+std::exception_ptr stop_error(StopReason reason, std::string message);
+// The error of a shell command whose process group was killed for `reason`; `command` names it
+// in the message. Example: command_stop_error(StopReason::walltime, "shell task hello").
+std::exception_ptr command_stop_error(StopReason reason, const std::string& command);
+
 // The work of one task. run() is called on an executor thread, once per try.
 class TaskBody {
  public:

@@ -542,7 +542,8 @@ Outcome PyTask::run(TaskContext& ctx) {
   if (cancel_requested.load()) {
     // Cancelled after the executor published this try but before the function started (the
     // completion thread found no running function to raise in).
-    PyErr_SetString(errors_module().attr("TaskCancelled").ptr(), "the task was cancelled before it started");
+    nb::object error = exception_to_python(stop_error(StopReason::cancelled, "the task was cancelled before it started"));
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
     result = nullptr;
   } else if (ctx.dependency_count() == 0) {
     result = PyObject_Call(func_.get(), args_.get(), kwargs_.get());
@@ -648,19 +649,12 @@ bool PyTask::encode_remote(const TaskContext& ctx, RemoteTask* out) {
   }
 }
 
-const char* stop_error_name(StopReason reason) {
-  switch (reason) {
-    case StopReason::walltime: return "AppTimeout";
-    case StopReason::shutdown: return "DataFlowKernelClosed";
-    case StopReason::cancelled: return "TaskCancelled";
-  }
-  return "ParslError";
-}
-
 void PyTask::inject_stop(StopReason reason) {
   if (running_ident_ == 0) return;
   interrupted_ = true;
-  PyThreadState_SetAsyncExc(running_ident_, errors_module().attr(stop_error_name(reason)).ptr());
+  // Raised asynchronously as a class: the kernel fails the try with its own error and text.
+  nb::object error = exception_to_python(stop_error(reason, ""));
+  PyThreadState_SetAsyncExc(running_ident_, reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())));
 }
 
 // ---------------------------------------------------------------- completion thread
@@ -1205,12 +1199,7 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
   }
   if (result.interrupted || result.timed_out) {
     const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stop_reason.load();
-    const char* text = reason == StopReason::shutdown    ? "the command was stopped (process group killed): the "
-                                                           "DataFlowKernel was cleaned up"
-                       : reason == StopReason::cancelled ? "the command was cancelled (process group killed)"
-                                                         : "the command exceeded its walltime (process group killed)";
-    PyErr_SetObject(errors_module().attr(stop_error_name(reason)).ptr(), nb::str(text).ptr());
-    throw nb::python_error();
+    std::rethrow_exception(command_stop_error(reason, "the command"));
   }
   return result.exit_code;
 }

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "pervade/errors.hpp"
 #include "pervade/executor.hpp"
 #include "pervade/remote.hpp"
 
@@ -115,6 +116,25 @@ void Executor::report_running(TaskRecord& task, std::uint32_t try_id) const {
 void Executor::report_running_ended(TaskRecord& task, std::uint32_t try_id) const {
   if (task.mark_running_ended(try_id) && observers_->active())
     report_state(*observers_, task, try_id, TaskState::running_ended);
+}
+
+std::exception_ptr stop_error(StopReason reason, std::string message) {
+  switch (reason) {
+    case StopReason::shutdown: return std::make_exception_ptr(DataFlowKernelClosed(std::move(message)));
+    case StopReason::cancelled: return std::make_exception_ptr(TaskCancelled(std::move(message)));
+    case StopReason::walltime: break;
+  }
+  return std::make_exception_ptr(AppTimeout(std::move(message)));
+}
+
+std::exception_ptr command_stop_error(StopReason reason, const std::string& command) {
+  switch (reason) {
+    case StopReason::shutdown:
+      return stop_error(reason, command + " was stopped (process group killed): the DataFlowKernel was cleaned up");
+    case StopReason::cancelled: return stop_error(reason, command + " was cancelled (process group killed)");
+    case StopReason::walltime: break;
+  }
+  return stop_error(reason, command + " exceeded its walltime (process group killed)");
 }
 
 }  // namespace pervade

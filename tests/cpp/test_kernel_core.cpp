@@ -81,6 +81,33 @@ class KernelCoreTest : public ::testing::Test {
   std::uint64_t next_id = 0;
 };
 
+// The error of a stopped try is chosen by the engine, so every front end reports it alike.
+template <class E>
+std::string stop_message(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const E& e) {
+    return e.what();
+  } catch (...) {
+  }
+  return "<another error type>";
+}
+
+TEST(StopError, EachReasonHasItsErrorType) {
+  EXPECT_EQ(stop_message<AppTimeout>(stop_error(StopReason::walltime, "late")), "late");
+  EXPECT_EQ(stop_message<DataFlowKernelClosed>(stop_error(StopReason::shutdown, "closed")), "closed");
+  EXPECT_EQ(stop_message<TaskCancelled>(stop_error(StopReason::cancelled, "gone")), "gone");
+}
+
+TEST(StopError, KilledCommandsNameTheCommandAndTheReason) {
+  EXPECT_EQ(stop_message<AppTimeout>(command_stop_error(StopReason::walltime, "shell task t")),
+            "shell task t exceeded its walltime (process group killed)");
+  EXPECT_EQ(stop_message<DataFlowKernelClosed>(command_stop_error(StopReason::shutdown, "shell task t")),
+            "shell task t was stopped (process group killed): the DataFlowKernel was cleaned up");
+  EXPECT_EQ(stop_message<TaskCancelled>(command_stop_error(StopReason::cancelled, "shell task t")),
+            "shell task t was cancelled (process group killed)");
+}
+
 TEST_F(KernelCoreTest, TaskWithoutDependenciesLaunchesAndCompletes) {
   make();
   auto t = submit();

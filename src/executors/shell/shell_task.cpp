@@ -80,13 +80,11 @@ class ShellBody final : public TaskBody {
       ShellResult r = run_shell(cmd_, &interrupt);
       current_.store(nullptr);
       if (r.interrupted || r.timed_out) {
-        if (reason_.load() == StopReason::shutdown)
-          return Outcome::failure(std::make_exception_ptr(DataFlowKernelClosed(
-              "shell task " + name_ + " was stopped (process group killed): the DataFlowKernel was cleaned up")));
-        if (cancelled_.load())
-          return Outcome::failure(std::make_exception_ptr(
-              TaskCancelled("shell task " + name_ + " was cancelled (process group killed)")));
-        return Outcome::failure(std::make_exception_ptr(AppTimeout("shell task " + name_ + " exceeded its walltime")));
+        // A cancellation stays even if a later interrupt (walltime) overwrote the reason.
+        const StopReason reason = reason_.load() == StopReason::shutdown ? StopReason::shutdown
+                                  : cancelled_.load()                    ? StopReason::cancelled
+                                                                         : StopReason::walltime;
+        return Outcome::failure(command_stop_error(reason, "shell task " + name_));
       }
       if (r.exit_code != 0) return Outcome::failure(std::make_exception_ptr(BashExitFailure(name_, r.exit_code)));
       return Outcome::success(0);
