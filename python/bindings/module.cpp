@@ -1219,7 +1219,7 @@ NB_MODULE(_native, m) {
       .def_prop_ro("done", [](const TaskHandle& t) { return t.record->done(); })
       .def_prop_ro("fail_count", [](const TaskHandle& t) { return t.record->fail_count(); })
       .def_prop_ro("fail_cost", [](const TaskHandle& t) { return t.record->fail_cost(); })
-      .def_prop_ro("try_id", [](const TaskHandle& t) { return t.record->try_id() == 0 ? 0u : t.record->try_id() - 1; })
+      .def_prop_ro("try_id", [](const TaskHandle& t) { return parsl_try_id(t.record->try_id()); })
       .def_prop_ro("executor", [](const TaskHandle& t) { return t.record->executor_label(); })
       .def_prop_ro("func_name", [](const TaskHandle& t) { return t.record->func_name(); })
       .def_prop_ro("state_number", [](const TaskHandle& t) { return static_cast<int>(t.record->state()); })

@@ -44,9 +44,6 @@ int state_level(TaskState s) {
   }
 }
 
-// Parsl counts tries from 0; the engine's try_id is 1 for the first try (0: not launched yet).
-std::uint32_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : try_id - 1; }
-
 void append_json_string(fmt::memory_buffer& out, std::string_view s) {
   out.push_back('"');
   for (char c : s) {
@@ -373,7 +370,7 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
   d.logger = kDataflowLogger;
   auto task_extras = [&](bool with_try) {
     d.add("parsl.task", d.number(0, p.task));
-    if (with_try) d.add("parsl.try_id", d.number(1, parsl_try(p.try_id)));
+    if (with_try) d.add("parsl.try_id", d.number(1, parsl_try_id(p.try_id)));
   };
   switch (p.kind) {
     case Kind::workflow_started:
@@ -403,7 +400,7 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
     case Kind::task_state:
       d.function = "update_task_state";
       if (p.state == TaskState::launched)
-        fmt::format_to(to_message, FMT_COMPILE("Task {} try {} launched on executor {}"), p.task, parsl_try(p.try_id), text(1));
+        fmt::format_to(to_message, FMT_COMPILE("Task {} try {} launched on executor {}"), p.task, parsl_try_id(p.try_id), text(1));
       else if (text(2).empty())
         fmt::format_to(to_message, FMT_COMPILE("Task {} changing state to {}"), p.task, to_string(p.state));
       else
@@ -415,7 +412,7 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
       break;
     case Kind::attempt:
       d.function = "launch_task";
-      fmt::format_to(to_message, FMT_COMPILE("Task {} try {} on executor {}: block {}, pool {}, host {}"), p.task, parsl_try(p.try_id), text(0), text(1),
+      fmt::format_to(to_message, FMT_COMPILE("Task {} try {} on executor {}: block {}, pool {}, host {}"), p.task, parsl_try_id(p.try_id), text(0), text(1),
           text(2), text(3));
       task_extras(true);
       d.add("parsl.executor", text(0));

@@ -190,9 +190,6 @@ struct DescribedRec {
 };
 using Record = std::variant<WorkflowRec, TaskRec, DescribedRec, TryRec, BlockRec, PoolRec, ResourceSample>;
 
-// Parsl counts tries from 0; the kernel numbers them from 1 (0 before the first launch).
-std::int64_t parsl_try(std::uint32_t try_id) { return try_id == 0 ? 0 : static_cast<std::int64_t>(try_id) - 1; }
-
 // SQLAlchemy's SQLite DATETIME text, in local time as Parsl's datetime.now(): "2026-12-01 23:05:01.123456".
 // Held inline in the rows: a heap string per timestamp was a tenth of the writer's CPU.
 struct Stamp {
@@ -824,7 +821,7 @@ class MonitoringDb final : public Observer {
       }
       return;
     }
-    const std::int64_t attempt_id = parsl_try(e.try_id);
+    const std::int64_t attempt_id = parsl_try_id(e.try_id);
     status(id, e.state, e.time, attempt_id);
     const TryKey key{e.task, attempt_id};
     // A try begun in an earlier batch gets its changes gathered, one UPDATE at the batch's end.
@@ -908,7 +905,7 @@ class MonitoringDb final : public Observer {
   }
 
   void apply(const TryRec& e) {
-    const TryKey key{e.task, parsl_try(e.try_id)};
+    const TryKey key{e.task, parsl_try_id(e.try_id)};
     TryRow* row = tries_.find(key);
     if (!row) row = &try_updates_[key];
     row->block = e.block;
@@ -946,7 +943,7 @@ class MonitoringDb final : public Observer {
   void flush_resources() {
     stmts_->resource.insert(resources_.begin(), resources_.end(), [&](Statement& s, int b, const ResourceRow& r) {
       const ResourceSample& e = *r.sample;
-      s.bind(b + 1, parsl_try(e.try_id))
+      s.bind(b + 1, std::int64_t{parsl_try_id(e.try_id)})
           .bind(b + 2, static_cast<std::int64_t>(e.task.value))
           .bind_static(b + 3, run_id_)
           .bind_static(b + 4, r.time)

@@ -93,6 +93,12 @@ std::string stop_message(const std::exception_ptr& error) {
   return "<another error type>";
 }
 
+TEST(TryNumbering, ParslCountsTriesFromZero) {
+  EXPECT_EQ(parsl_try_id(0), 0u);  // not launched yet
+  EXPECT_EQ(parsl_try_id(1), 0u);  // the first try
+  EXPECT_EQ(parsl_try_id(3), 2u);  // after two retries
+}
+
 TEST(StopError, EachReasonHasItsErrorType) {
   EXPECT_EQ(stop_message<AppTimeout>(stop_error(StopReason::walltime, "late")), "late");
   EXPECT_EQ(stop_message<DataFlowKernelClosed>(stop_error(StopReason::shutdown, "closed")), "closed");
