@@ -12,6 +12,7 @@
 #include "pool/mpi_discovery.hpp"
 #include "pool/mpi_nodes.hpp"
 #include "pool/pool_core.hpp"
+#include "pool_core_harness.hpp"
 #include "protocol/messages.hpp"
 
 using namespace pervade;
@@ -168,49 +169,17 @@ TEST(MpiDiscoveryTest, ABlocksNodesComeFromTheHostListOrPbsAndCoresAreGuessedWhe
 }
 
 // A pool of 3 workers in MPI mode over 3 nodes of 2 cores.
-class PoolCoreMpiTest : public ::testing::Test {
+class PoolCoreMpiTest : public ::testing::Test, public PoolCoreHarness {
  protected:
-  PoolCoreMpiTest() : core(PoolCoreConfig{"p", 3, true, {}, {}, false, block(3, 2)}) {
-    for (int r = 0; r < 3; ++r) {
-      core.worker_started(r);
-      core.worker_ready(r);
-    }
-  }
+  PoolCoreMpiTest() : PoolCoreHarness(PoolCoreConfig{"p", 3, true, {}, {}, false, block(3, 2)}) {}
 
   void submit(std::uint64_t id, MpiRequest mpi) {
-    protocol::Task t;
-    t.task_id = id;
-    t.kind = protocol::kKindPython;
-    t.fn_hash = "h";
-    if (!fn_sent_) t.fn = "fn";
-    fn_sent_ = true;
-    t.payload = "p";
+    protocol::Task t = python_task(id);
     t.mpi = std::move(mpi);
-    protocol::Tasks m{{t}};
-    core.accept(m);
-  }
-
-  std::vector<protocol::WorkerTask> dispatch() {
-    core.dispatch(now);
-    std::vector<protocol::WorkerTask> out;
-    for (auto& s : core.sends()) {
-      out.push_back(s.task);
-      rank_of[s.task.task_id] = s.rank;
-    }
-    core.sends().clear();
-    return out;
-  }
-
-  void finish(std::uint64_t id) {
-    core.worker_result(rank_of.at(id), protocol::WorkerResult{id, protocol::kStatusOk, "v"}, now += 20ms);
+    accept(std::move(t));
   }
 
   static std::string nodelist(const protocol::WorkerTask& t) { return as_map(t.env).at("PARSL_MPI_NODELIST"); }
-
-  PoolCore core;
-  TimePoint now{};
-  bool fn_sent_ = false;
-  std::map<std::uint64_t, int> rank_of;
 };
 
 TEST_F(PoolCoreMpiTest, MpiTasksGetDisjointNodesAndWaitUntilNodesAreFree) {

@@ -8,6 +8,7 @@
 
 #include "pool/node_ledger.hpp"
 #include "pool/pool_core.hpp"
+#include "pool_core_harness.hpp"
 
 using namespace pervade;
 using namespace pervade::pool;
@@ -404,48 +405,16 @@ TEST(NodeLedgerTest, GrantsTheLowestFreeCpusAndFirstFreeAcceleratorsAndTakesThem
 namespace {
 
 // A pool of `workers` workers on one node with 4 CPUs (0-3), 1000 MB and accelerators a, b.
-class PoolCoreResourcesTest : public ::testing::Test {
+class PoolCoreResourcesTest : public ::testing::Test, public PoolCoreHarness {
  protected:
   explicit PoolCoreResourcesTest(int workers = 4)
-      : core(PoolCoreConfig{"p", workers, true, {NodeCapacity{{0, 1, 2, 3}, 1000, {"a", "b"}}}, {}, true}) {
-    for (int r = 0; r < workers; ++r) {
-      core.worker_started(r);
-      core.worker_ready(r);
-    }
-  }
+      : PoolCoreHarness(PoolCoreConfig{"p", workers, true, {NodeCapacity{{0, 1, 2, 3}, 1000, {"a", "b"}}}, {}, true}) {}
 
   void submit(std::uint64_t id, protocol::Resources r) {
-    protocol::Task t;
-    t.task_id = id;
-    t.kind = protocol::kKindPython;
-    t.fn_hash = "h";
-    if (id == 1) t.fn = "fn";
-    t.payload = "p";
+    protocol::Task t = python_task(id);
     t.resources = r;
-    protocol::Tasks m{{t}};
-    core.accept(m);
+    accept(std::move(t));
   }
-
-  std::vector<protocol::WorkerTask> dispatch() {
-    core.dispatch(now);
-    std::vector<protocol::WorkerTask> out;
-    for (auto& s : core.sends()) {
-      out.push_back(s.task);
-      rank_of[s.task.task_id] = s.rank;
-    }
-    core.sends().clear();
-    return out;
-  }
-
-  void finish(std::uint64_t id) {
-    const int rank = rank_of.at(id);
-    ASSERT_TRUE(core.expects_result(rank, id));
-    core.worker_result(rank, protocol::WorkerResult{id, protocol::kStatusOk, "v"}, now += 20ms);
-  }
-
-  PoolCore core;
-  TimePoint now{};
-  std::map<std::uint64_t, int> rank_of;
 };
 
 TEST_F(PoolCoreResourcesTest, ATaskStartsOnlyWhenItsNodeHasAllItAsksForAndGetsItsOwnCpusAndAccelerators) {
