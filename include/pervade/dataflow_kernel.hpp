@@ -116,6 +116,13 @@ class DataFlowKernel {
   // unfinished or the kernel is closed; false on timeout. True at once without a limit or on an
   // engine thread. submit() waits the same way, without a timeout.
   bool wait_for_capacity(std::chrono::duration<double> timeout);
+  // For a front end that completes its futures on a thread of its own: true once fewer than
+  // `limit` final tasks await delivery there, waiting up to `timeout`. Back-pressure then bounds
+  // that queue too, so that a submitting loop cannot outrun the thread.
+  using BacklogBelow = std::function<bool(std::size_t limit, std::chrono::duration<double> timeout)>;
+  // Back-pressure for such a front end: wait_for_capacity(timeout), then its backlog below the
+  // limit. True at once without a limit or on an engine thread (no call of backlog_below).
+  bool wait_for_capacity(std::chrono::duration<double> timeout, const BacklogBelow& backlog_below);
   std::size_t waiting_submitters() const;  // threads waiting in submit()/wait_for_capacity() now
   bool closed() const;
   // Writes the memoized results not yet in this run's checkpoint file (manual mode; any mode

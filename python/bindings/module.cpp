@@ -970,7 +970,6 @@ class Kernel {
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
     cfg.max_unfinished_tasks = max_unfinished_tasks;
-    max_unfinished_ = max_unfinished_tasks;
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {
@@ -1055,19 +1054,16 @@ class Kernel {
     return TaskHandle(std::move(record), std::move(task));
   }
 
-  // Back-pressure: waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets
-  // through, until the kernel takes another task. Finished tasks whose futures the completion
-  // thread has not completed yet are bounded by the same limit: a loop holding the GIL would
-  // otherwise outrun that thread and queue them without bound.
+  // Back-pressure (the kernel's policy, over its tasks and the completion thread's backlog):
+  // waits without the GIL, in slices so that Ctrl-C (KeyboardInterrupt) gets through.
   void wait_for_capacity() {
     using namespace std::chrono_literals;
-    if (max_unfinished_ == 0 || is_engine_thread()) return;
-    if (dfk_->wait_for_capacity(0s) && completions_.wait_backlog_below(max_unfinished_, 0s)) return;
+    if (dfk_->wait_for_capacity(0s, backlog_below_)) return;
     for (;;) {
       bool ready;
       {
         nb::gil_scoped_release release;
-        ready = dfk_->wait_for_capacity(100ms) && completions_.wait_backlog_below(max_unfinished_, 100ms);
+        ready = dfk_->wait_for_capacity(100ms, backlog_below_);
       }
       if (ready) return;
       if (PyErr_CheckSignals() != 0) throw nb::python_error();
@@ -1163,7 +1159,9 @@ class Kernel {
   bool garbage_collect_;
   CompletionThread completions_;
   std::unique_ptr<DataFlowKernel> dfk_;
-  std::uint64_t max_unfinished_ = 0;
+  const DataFlowKernel::BacklogBelow backlog_below_ = [this](std::size_t limit, std::chrono::duration<double> timeout) {
+    return completions_.wait_backlog_below(limit, timeout);
+  };
   std::mutex cleanup_mutex_;
   std::condition_variable cleaned_up_cv_;
   bool cleaned_up_ = false;

@@ -414,6 +414,11 @@ bool DataFlowKernel::wait_for_capacity(std::chrono::duration<double> timeout) {
                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
 }
 
+bool DataFlowKernel::wait_for_capacity(std::chrono::duration<double> timeout, const BacklogBelow& backlog_below) {
+  if (impl_->max_unfinished == 0 || is_engine_thread()) return true;
+  return wait_for_capacity(timeout) && backlog_below(static_cast<std::size_t>(impl_->max_unfinished), timeout);
+}
+
 std::size_t DataFlowKernel::waiting_submitters() const {
   return static_cast<std::size_t>(std::max(0, impl_->capacity_waiters.load()));
 }

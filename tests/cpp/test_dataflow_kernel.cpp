@@ -328,6 +328,25 @@ TEST(DataFlowKernel, SubmitWaitsWhileMaxUnfinishedTasksAreUnfinished) {
   EXPECT_TRUE(dfk.wait_for_capacity(0s));
 }
 
+TEST(DataFlowKernel, BackPressureAlsoBoundsAFrontEndsDeliveryBacklog) {
+  std::vector<std::size_t> asked;  // the limits the front end was asked about
+  bool backlog_small = false;
+  const DataFlowKernel::BacklogBelow backlog_below = [&](std::size_t limit, std::chrono::duration<double>) {
+    asked.push_back(limit);
+    return backlog_small;
+  };
+  DataFlowKernel limited(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "pool")}, .max_unfinished_tasks = 3});
+  EXPECT_FALSE(limited.wait_for_capacity(0s, backlog_below)) << "the kernel has room but the backlog is full";
+  backlog_small = true;
+  EXPECT_TRUE(limited.wait_for_capacity(0s, backlog_below));
+  EXPECT_EQ(asked, (std::vector<std::size_t>{3, 3}));
+
+  DataFlowKernel unlimited(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "pool")}});
+  backlog_small = false;
+  EXPECT_TRUE(unlimited.wait_for_capacity(0s, backlog_below));
+  EXPECT_EQ(asked.size(), 2u) << "without a limit the backlog is not asked about";
+}
+
 TEST(DataFlowKernel, SubmitFromATaskBodyIsNotHeldBackByTheLimit) {
   // With a limit of 1 the outer task fills the kernel: a nested submit that waited would deadlock.
   DataFlowKernel dfk(Config{.max_unfinished_tasks = 1});
