@@ -125,17 +125,12 @@ CancelOutcome PoolCore::cancel(std::uint64_t id, int* rank) {
     report(id, proto::kStatusCancelled, "cancelled before it started", false);
     return CancelOutcome::answered;
   }
-  if (auto q = std::find_if(resource_queue_.begin(), resource_queue_.end(), is_it); q != resource_queue_.end()) {
-    if (q == resource_queue_.begin()) head_passes_ = 0;
-    resource_queue_.erase(q);
-    report(id, proto::kStatusCancelled, "cancelled before it started", false);
-    return CancelOutcome::answered;
-  }
-  if (auto q = std::find_if(mpi_queue_.begin(), mpi_queue_.end(), is_it); q != mpi_queue_.end()) {
-    if (q == mpi_queue_.begin()) mpi_head_passes_ = 0;
-    mpi_queue_.erase(q);
-    report(id, proto::kStatusCancelled, "cancelled before it started", false);
-    return CancelOutcome::answered;
+  for (auto [queue, passes] : {std::pair{&resource_queue_, &head_passes_}, std::pair{&mpi_queue_, &mpi_head_passes_}}) {
+    if (auto q = std::find_if(queue->begin(), queue->end(), is_it); q != queue->end()) {
+      leave_queue(*queue, *passes, q, false);
+      report(id, proto::kStatusCancelled, "cancelled before it started", false);
+      return CancelOutcome::answered;
+    }
   }
   if (auto f = follower_of_.find(id); f != follower_of_.end()) {
     std::erase_if(followers_[f->second], [&](const proto::Task& t) { return t.task_id == id; });
@@ -486,6 +481,15 @@ bool PoolCore::too_late(const proto::Task& t, TimePoint now) {
   return true;
 }
 
+std::deque<proto::Task>::iterator PoolCore::leave_queue(std::deque<proto::Task>& queue, std::size_t& head_passes,
+                                                       std::deque<proto::Task>::iterator it, bool started) {
+  if (it == queue.begin())
+    head_passes = 0;
+  else if (started)
+    ++head_passes;
+  return queue.erase(it);
+}
+
 // Oldest first onto idle workers of nodes that have the resources free; a task that does not
 // fit yet lets later ones pass it, at most kMaxPasses times (kMaxPasses in pool_core.hpp).
 void PoolCore::place_resource_tasks(TimePoint now) {
@@ -494,8 +498,7 @@ void PoolCore::place_resource_tasks(TimePoint now) {
   for (auto it = resource_queue_.begin(); it != resource_queue_.end() && idle_ > 0 && skipped < kMaxScan;) {
     if (head_waits && head_passes_ >= kMaxPasses) break;
     if (it->resources.running_time > 0 && too_late(*it, now)) {
-      if (it == resource_queue_.begin()) head_passes_ = 0;
-      it = resource_queue_.erase(it);
+      it = leave_queue(resource_queue_, head_passes_, it, false);
       continue;
     }
     const int node = find_node(it->resources);
@@ -513,12 +516,8 @@ void PoolCore::place_resource_tasks(TimePoint now) {
     by_free_cores_.erase({ledger.free_cores(), node});
     Grant grant = ledger.take(it->resources);
     by_free_cores_.emplace(ledger.free_cores(), node);
-    if (it == resource_queue_.begin())
-      head_passes_ = 0;
-    else
-      ++head_passes_;
     proto::Task t = std::move(*it);
-    it = resource_queue_.erase(it);
+    it = leave_queue(resource_queue_, head_passes_, it, true);
     send_task(rank, std::move(t), now);
     proto::WorkerTask& wt = sends_.back().task;
     if (config_.pin_task_cpus) wt.cpus = grant.cpus;
@@ -544,12 +543,8 @@ void PoolCore::place_mpi_tasks(TimePoint now) {
       continue;
     }
     const auto slot = std::find_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.counted_idle; });
-    if (it == mpi_queue_.begin())
-      mpi_head_passes_ = 0;
-    else
-      ++mpi_head_passes_;
     proto::Task t = std::move(*it);
-    it = mpi_queue_.erase(it);
+    it = leave_queue(mpi_queue_, mpi_head_passes_, it, true);
     std::vector<std::pair<std::string, std::string>> env = mpi_->environment(t.mpi, *grant);
     send_task(static_cast<int>(slot - slots_.begin()), std::move(t), now);
     sends_.back().task.env = std::move(env);

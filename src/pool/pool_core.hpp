@@ -175,6 +175,11 @@ class PoolCore {
   // After anything that may change whether the slot is idle (ready, nothing held).
   void update_idle(Slot& s);
   void place_resource_tasks(TimePoint now);
+  // `it` leaves a queue that tasks may pass (resource_queue_, mpi_queue_), `started` or not:
+  // counts a start ahead of the queue's oldest task in `head_passes` (kMaxPasses), and resets
+  // the count when the oldest itself leaves. Returns the next task.
+  static std::deque<protocol::Task>::iterator leave_queue(std::deque<protocol::Task>& queue, std::size_t& head_passes,
+                                                          std::deque<protocol::Task>::iterator it, bool started);
   int find_node(const ResourceRequest& r) const;
   bool too_late(const protocol::Task& t, TimePoint now);
   std::optional<protocol::Task> next_startable(TimePoint now);
