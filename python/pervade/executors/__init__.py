@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -11,6 +12,7 @@ import re
 import sys
 import warnings
 import weakref
+from concurrent.futures import Future
 
 from .. import _native
 from ..errors import ConfigurationError
@@ -20,17 +22,87 @@ logger = logging.getLogger(__name__)
 
 
 class ParslExecutor:
-    """Base class: an executor has a unique `label` and is started by a DataFlowKernel."""
+    """Base class of executors (Parsl's parsl.executors.base.ParslExecutor): an executor has a
+    unique `label` and is started by a DataFlowKernel.
+
+    pervade's own executors run in the engine. A subclass written in Python runs as in Parsl:
+
+    >>> class Immediate(ParslExecutor):
+    ...     label = "immediate"
+    ...     def submit(self, func, resource_specification, *args, **kwargs):
+    ...         future = concurrent.futures.Future()
+    ...         future.set_result(func(*args, **kwargs))
+    ...         return future
+    ...     def shutdown(self):
+    ...         pass
+
+    load() calls its start(); each try of a task is handed to submit() on a thread of the
+    executor's own, with the dependencies' values in place and the call's
+    parsl_resource_specification (or {}), and the returned concurrent.futures.Future's result or
+    exception is the try's; submit() raising fails the try with that exception; cleanup() calls
+    shutdown(). `shutdown_grace` (pervade only): the seconds cleanup() waits for shutdown() and the
+    futures of the tries still running, then fails those with DataFlowKernelClosed (docs/python.md).
+    """
 
     label: str = "undefined"
     run_dir: str = "."
+    run_id: str | None = None
     remote: bool = False  # runs tasks in other processes (their calls must pickle)
+    remote_monitoring_radio = None
+    monitoring_messages = None
+    shutdown_grace: float = 10.0
 
-    def _native_executor(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init__(self, *, monitoring_messages=None, run_dir: str = ".", run_id: str | None = None):
+        self.monitoring_messages = monitoring_messages
+        self.run_dir = os.path.abspath(run_dir)
+        self.run_id = run_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown()
+        return False
+
+    def start(self) -> None:
+        """Called by load(), before any task: start what the executor needs."""
+
+    def submit(self, func, resource_specification: dict, *args, **kwargs) -> Future:
+        """An executor written in Python runs func(*args, **kwargs) and returns a Future of it."""
+        raise NotImplementedError(f"{type(self).__name__} has no submit()")
 
     def shutdown(self) -> None:
-        """The kernel shuts its executors down in cleanup(); nothing to do by hand."""
+        """Called by cleanup(); pervade's own executors are shut down by the engine."""
+
+    def monitor_resources(self) -> bool:
+        return True
+
+    def _native_executor(self):
+        """The engine's side of an executor written in Python (pervade._native.python_executor)."""
+        from ..dataflow.dflow import submit_with_dependencies
+
+        if type(self).submit is ParslExecutor.submit:
+            raise TypeError(f"executor {self.label!r} ({type(self).__name__}) has no submit() method")
+        if (isinstance(self.shutdown_grace, bool) or not isinstance(self.shutdown_grace, (int, float))
+                or not 0 <= self.shutdown_grace < math.inf):
+            raise ConfigurationError(f"executor {self.label!r}: shutdown_grace must be a finite number of seconds "
+                                     f">= 0, got {self.shutdown_grace!r}")
+        return _native.python_executor(self.label, self.start, functools.partial(submit_with_dependencies, self),
+                                       functools.partial(_shutdown_from_engine, self), float(self.shutdown_grace))
+
+
+def written_in_python(executor: ParslExecutor) -> bool:
+    """True for an executor written in Python (whose start/submit/shutdown the engine calls)."""
+    return type(executor)._native_executor is ParslExecutor._native_executor
+
+
+def _shutdown_from_engine(executor: ParslExecutor) -> None:
+    """cleanup() shuts an executor written in Python down from the engine: like the others, one that
+    raises is logged."""
+    try:
+        executor.shutdown()
+    except Exception:  # noqa: BLE001 - the rest of cleanup goes on
+        logger.exception("shutting down executor %s failed", executor.label)
 
 
 def _monitoring_radio(executor: str, radio, default=None):
