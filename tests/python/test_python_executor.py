@@ -110,6 +110,20 @@ def test_submit_gets_the_resource_specification_as_in_parsl(load):
     assert pool.calls[0][2] == {"parsl_resource_specification": {"cores": 2}}  # still a keyword argument
 
 
+@python_app
+def add_all(pairs):
+    return sum(a + b for a, b in pairs)
+
+
+def test_a_dependency_resolver_finds_futures_for_the_executor(load):
+    from pervade.dataflow.dependency_resolvers import DEEP_DEPENDENCY_RESOLVER
+
+    pool = PoolExecutor()
+    load(executors=[pool], dependency_resolver=DEEP_DEPENDENCY_RESOLVER)
+    assert add_all([(add(1), 2), (3, add(4))]).result(timeout=T) == 10
+    assert pool.calls[-1][1] == ([(1, 2), (3, 4)],)
+
+
 class ImmediateExecutor(ParslExecutor):
     """Parsl's test_dependencies_deep executor: runs the task inside submit()."""
 
