@@ -327,6 +327,22 @@ def test_walltime_fails_the_try_and_cancels_its_future(load):
     assert wait_until(lambda: pending.futures[0].cancelled(), T)
 
 
+def test_task_records_while_the_executor_holds_the_task(load):
+    from pervade.dataflow.states import States
+
+    pending = PendingExecutor()
+    dfk = load(executors=[pending])
+    f = add(1)
+    assert wait_until(lambda: len(pending.futures) == 1, T)
+    record = dfk.tasks[f.tid]
+    assert (record["status"], record["executor"], record["func_name"]) == (States.launched, "pending", "add")
+    assert dfk.task_state_counts[States.launched] == 1
+    pending.futures[0].set_result(41)
+    assert f.result(timeout=T) == 41
+    assert wait_until(lambda: f.tid not in dfk.tasks, T)
+    assert f.task_record["status"] == States.exec_done
+
+
 def test_cancel_cancels_the_future(load):
     pending = PendingExecutor()
     load(executors=[pending])
