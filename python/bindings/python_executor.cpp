@@ -29,10 +29,13 @@ Outcome closed(const std::string& why) { return Outcome::failure(stop_error(Stop
 
 // What the executor, its launch thread and the done-callbacks share (the callbacks may outlive the
 // executor: a Python future keeps its callback). Every member is guarded by `mutex`, but the
-// Python callables, which are set once.
+// Python callables, which only the thread that starts the executor and then the launch thread use.
 struct State : std::enable_shared_from_this<State> {
   State(nb::handle start_fn, nb::handle submit_fn, nb::handle shutdown_fn, double grace)
-      : start(start_fn), submit(submit_fn), shutdown(shutdown_fn), grace(grace) {}
+      : start(std::make_unique<OwnedPython>(start_fn)),
+        submit(std::make_unique<OwnedPython>(submit_fn)),
+        shutdown(std::make_unique<OwnedPython>(shutdown_fn)),
+        grace(grace) {}
 
   using Key = std::pair<const TaskRecord*, std::uint32_t>;  // one try
   // A try taken by the launch thread and not reported yet.
@@ -42,7 +45,9 @@ struct State : std::enable_shared_from_this<State> {
     std::unique_ptr<OwnedPython> future;  // once the Python submit() returned it
   };
 
-  const OwnedPython start, submit, shutdown;
+  // Released once Python's shutdown() returned: they hold the Python executor, which may hold
+  // futures whose callbacks hold this State (a cycle Python's collector cannot see).
+  std::unique_ptr<OwnedPython> start, submit, shutdown;
   const std::chrono::duration<double> grace;
 
   std::mutex mutex;
@@ -98,10 +103,13 @@ void State::run() {
   if (!python_exiting()) {
     hold_engine_gil();
     try {
-      nb::borrow(shutdown.get())();
+      nb::borrow(shutdown->get())();
     } catch (nb::python_error& e) {  // pervade.executors logs it; this is a last resort
       e.discard_as_unraisable("pervade: shutting down an executor written in Python");
     }
+    start.reset();
+    submit.reset();
+    shutdown.reset();
     release_engine_gil();
   }
   std::lock_guard lock(mutex);
@@ -125,7 +133,7 @@ void State::launch(Launch& l) {
   try {
     TaskContext ctx(*l.task, l.try_id, l.inputs);
     nb::tuple call = python_call(*l.body, ctx);
-    nb::object future = nb::borrow(submit.get())(call[0], call[1], call[2], call[3], call[4]);
+    nb::object future = nb::borrow(submit->get())(call[0], call[1], call[2], call[3], call[4]);
     {
       std::lock_guard lock(mutex);
       auto it = entries.find(key);
@@ -206,7 +214,7 @@ class PythonExecutor final : public Executor {
   void start(CompletionSink& sink) override {
     {
       nb::gil_scoped_acquire gil;
-      nb::borrow(state_->start.get())();
+      nb::borrow(state_->start->get())();
     }
     std::lock_guard lock(state_->mutex);
     state_->sink = &sink;

@@ -4,10 +4,12 @@ calls shutdown() at cleanup. Retries, memoization, dependencies, joins and monit
 engine's, as for its own executors."""
 
 import concurrent.futures
+import gc
 import inspect
 import os
 import sqlite3
 import threading
+import weakref
 from concurrent.futures import Future
 
 import pytest
@@ -293,6 +295,20 @@ def test_cleanup_gives_up_on_a_shutdown_that_hangs(load):
             f.result(timeout=0)
     finally:
         unblock.set()  # the abandoned launch thread then ends (no_thread_leak waits for it)
+
+
+def test_the_executor_is_freed_after_cleanup(make_config, no_thread_leak):
+    # Its futures' callbacks hold the engine's side, which must then no longer hold the executor.
+    pending = PendingExecutor(shutdown_grace=0)
+    dfk = parsl.load(make_config(executors=[pending]))
+    f = add(1)
+    assert wait_until(lambda: len(pending.futures) == 1, T)
+    dfk.cleanup()
+    assert isinstance(f.exception(timeout=0), parsl.DataFlowKernelClosed)
+    executor = weakref.ref(pending)
+    del pending, dfk, f
+    gc.collect()
+    assert executor() is None
 
 
 def test_start_raising_fails_load(make_config, no_thread_leak):
