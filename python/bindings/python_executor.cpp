@@ -281,8 +281,8 @@ class PythonExecutor final : public Executor {
       std::vector<Completion> out;
       for (auto& [key, entry] : given_up)
         out.push_back(Completion{std::move(entry.task), key.second,
-                                 closed(fmt::format("the task was still running {:g} s after the executor {} began to "
-                                                    "shut down: it was given up",
+                                 closed(fmt::format("the task was still unfinished {:g} s after the executor '{}' began "
+                                                    "to shut down: it was given up",
                                                     s.grace.count(), label()))});
       s.sink->post(std::move(out));
     }
