@@ -382,6 +382,29 @@ def test_memoized_calls_are_answered_by_the_engine(load):
     assert again.task_record["from_memo"] and len(pool.calls) == 1
 
 
+@python_app(cache=True)
+def cube(x):
+    return x ** 3
+
+
+def test_checkpointed_results_are_not_submitted_again(make_config, run_dir, no_thread_leak):
+    from pervade import BasicMemoizer
+    from pervade.memoization import get_all_checkpoints
+
+    first = PoolExecutor()
+    dfk = parsl.load(make_config(executors=[first], memoizer=BasicMemoizer(checkpoint_mode="task_exit")))
+    assert [cube(i).result(timeout=T) for i in range(3)] == [0, 1, 8]
+    dfk.cleanup()
+    second = PoolExecutor()
+    dfk = parsl.load(make_config(executors=[second],
+                                 memoizer=BasicMemoizer(checkpoint_files=get_all_checkpoints(run_dir))))
+    try:
+        assert [cube(i).result(timeout=T) for i in range(4)] == [0, 1, 8, 27]
+        assert second.calls == [({}, (3,), {})]  # only the call the checkpoint did not have
+    finally:
+        dfk.cleanup()
+
+
 @join_app
 def fan_out(n):
     return [add(i) for i in range(n)]
