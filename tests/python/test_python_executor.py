@@ -247,6 +247,21 @@ def test_mixed_with_the_engines_thread_pool_in_one_config(load):
     assert {f.task_record["executor"] for f in anywhere} <= {"threads", "pool"}
 
 
+@python_app(executors=["htex"])
+def on_htex(x):
+    return {"from": "htex", "x": x}
+
+
+def test_values_cross_between_the_executor_and_a_pool(load):
+    from pervade import HighThroughputExecutor, LocalProvider
+
+    pool = PoolExecutor()
+    load(executors=[HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
+                                           provider=LocalProvider(init_blocks=1)), pool])
+    assert on_pool(on_htex(1)).result(timeout=60)[2] == {"from": "htex", "x": 1}  # a pool's bytes, decoded
+    assert on_htex(on_pool(2)).result(timeout=60)["x"][::2] == ("pool", 2)
+
+
 def test_cleanup_calls_shutdown_once_and_running_tries_finish(load):
     release = threading.Event()
 
