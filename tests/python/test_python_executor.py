@@ -345,6 +345,15 @@ def test_an_executor_without_submit_fails_load(make_config, no_thread_leak):
         parsl.load(make_config(executors=[NoSubmit()]))
 
 
+def test_a_subclass_of_an_engine_executor_cannot_override_submit():
+    class Logged(parsl.ThreadPoolExecutor):
+        def submit(self, func, resource_specification, *args, **kwargs):
+            raise AssertionError("never called")
+
+    with pytest.raises(parsl.ConfigurationError, match="Logged overrides submit.., which is never called"):
+        parsl.Config(executors=[Logged()])
+
+
 @python_app
 def idle(walltime=None):
     return "never submitted to a real system"
