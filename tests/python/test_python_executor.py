@@ -312,6 +312,26 @@ def test_cleanup_gives_up_on_a_shutdown_that_hangs(load):
         unblock.set()  # the abandoned launch thread then ends (no_thread_leak waits for it)
 
 
+def test_cleanup_gives_up_on_a_submit_that_hangs(load):
+    entered, unblock = threading.Event(), threading.Event()
+
+    class Stuck(PendingExecutor):
+        def submit(self, func, resource_specification, *args, **kwargs):
+            entered.set()
+            unblock.wait()
+            return super().submit(func, resource_specification, *args, **kwargs)
+
+    dfk = load(executors=[Stuck(shutdown_grace=0.2)])
+    futures = [add(i) for i in range(3)]  # the first blocks the launch thread; the others wait behind it
+    assert entered.wait(T)
+    try:
+        dfk.cleanup()
+        for f in futures:
+            assert isinstance(f.exception(timeout=0), parsl.DataFlowKernelClosed)
+    finally:
+        unblock.set()
+
+
 def test_the_executor_is_freed_after_cleanup(make_config, no_thread_leak):
     # Its futures' callbacks hold the engine's side, which must then no longer hold the executor.
     pending = PendingExecutor(shutdown_grace=0)
