@@ -347,10 +347,18 @@ using fakes::FakeExecutor;
 
 class MemoKernelTest : public MemoTest {
  protected:
+  // Counts of the checkpoint passes the kernel tells its observers of.
+  struct PassRecorder : Observer {
+    void on_workflow(const WorkflowEvent& e) override {
+      if (e.kind == WorkflowEvent::Kind::checkpointed) passes.push_back(e.checkpointed);
+    }
+    std::vector<std::size_t> passes;
+  };
   void make(CheckpointConfig c) {
     store = std::make_unique<detail::MemoStore>(c);
     detail::KernelOptions o;
     o.memo = store.get();
+    o.observers = std::make_shared<const Observers>(std::vector<ObserverPtr>{recorder});
     o.post_memo_key = [this](const TaskRecordPtr& t, std::string key, std::exception_ptr e) {
       posted.push_back({t, std::move(key), std::move(e)});
     };
@@ -390,6 +398,7 @@ class MemoKernelTest : public MemoTest {
   std::shared_ptr<FakeExecutor> ex = std::make_shared<FakeExecutor>("a");
   std::shared_ptr<NoopBody> body = std::make_shared<NoopBody>();
   std::unique_ptr<detail::MemoStore> store;
+  std::shared_ptr<PassRecorder> recorder = std::make_shared<PassRecorder>();
   std::unique_ptr<detail::KernelCore> core;
   std::vector<Posted> posted;
   std::vector<std::pair<TaskRecordPtr, std::string>> serialized;
@@ -549,6 +558,8 @@ TEST_F(MemoKernelTest, ManualModeWritesOnlyAtCheckpoint) {
     EXPECT_EQ(reader.size(), 0u);
   }
   EXPECT_EQ(core->checkpoint(), 1u);
+  EXPECT_EQ(core->checkpoint(), 0u);
+  EXPECT_EQ(recorder->passes, (std::vector<std::size_t>{1, 0})) << "each pass is told, with its count";
   detail::MemoStore reader(config("002", CheckpointMode::none, {checkpoint_dir("000")}));
   EXPECT_EQ(reader.size(), 1u);
 }

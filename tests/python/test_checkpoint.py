@@ -103,6 +103,17 @@ def test_periodic_writes_every_period(load):
     assert wait_until(lambda: rows(dfk) == 5, timeout=T)
 
 
+def test_each_pass_with_results_is_in_the_run_log_as_parsl_writes_it(load):
+    dfk = load(memoizer=BasicMemoizer(checkpoint_mode="manual"))
+    run_all(3)
+    assert dfk.checkpoint() == 3
+    assert dfk.checkpoint() == 0  # DEBUG: not in the log at its default level
+    dfk.cleanup()
+    lines = [line for line in open(os.path.join(dfk.run_dir, "parsl.log")) if "checkpoint" in line]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("INFO: Done checkpointing 3 tasks"), lines
+    float(lines[0].split(" ")[0])  # Parsl's layout starts with the time in seconds
+
+
 def test_periodic_needs_a_period(make_config):
     with pytest.raises(parsl.ConfigurationError, match="period"):
         make_config(checkpoint_mode="periodic")
