@@ -262,6 +262,31 @@ def test_values_cross_between_the_executor_and_a_pool(load):
     assert on_htex(on_pool(2)).result(timeout=60)["x"][::2] == ("pool", 2)
 
 
+@python_app
+def sometimes_fails(i):
+    if i % 7 == 0:
+        raise ValueError(i)
+    return i
+
+
+def test_many_tries_with_failures_retries_and_cancels_all_end(load):
+    pool = PoolExecutor(workers=4)
+    dfk = load(executors=[pool], retries=1)
+    futures = [sometimes_fails(i) for i in range(2000)]
+    cancelled = {i for i in range(0, 2000, 10) if futures[i].cancel()}
+    dfk.cleanup()  # with tries still queued, on the pool and completing meanwhile
+    assert all(f.done() for f in futures)
+    for i, f in enumerate(futures):
+        if f.cancelled():
+            assert i in cancelled
+        elif isinstance(f.exception(), ValueError):
+            assert i % 7 == 0 and f.task_record["fail_count"] == 2  # retried once
+        elif f.exception() is None:
+            assert f.result() == i
+        else:
+            assert isinstance(f.exception(), parsl.DataFlowKernelClosed)  # not launched before cleanup
+
+
 def test_cleanup_calls_shutdown_once_and_running_tries_finish(load):
     release = threading.Event()
 
