@@ -399,6 +399,12 @@ def test_a_subclass_of_an_engine_executor_cannot_override_submit():
         parsl.Config(executors=[Logged()])
 
 
+@pytest.mark.parametrize("grace", [-1, float("inf"), "10", True])
+def test_a_bad_shutdown_grace_fails_load(make_config, no_thread_leak, grace):
+    with pytest.raises(parsl.ConfigurationError, match="shutdown_grace must be a finite number of seconds >= 0"):
+        parsl.load(make_config(executors=[PendingExecutor(shutdown_grace=grace)]))
+
+
 @python_app
 def idle(walltime=None):
     return "never submitted to a real system"
