@@ -20,6 +20,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 
@@ -89,6 +90,7 @@ def install(parsl_tests: str | None = None) -> None:
     finder = installed()
     if finder is None:
         sys.meta_path.insert(0, ParslAliasFinder(parsl_tests))
+        _alias_parsl_logger()
     else:
         finder.parsl_tests = parsl_tests
     os.environ[ENV_ENABLED] = "1"
@@ -96,6 +98,17 @@ def install(parsl_tests: str | None = None) -> None:
         os.environ[ENV_TESTS] = parsl_tests
     else:
         os.environ.pop(ENV_TESTS, None)
+
+
+def _alias_parsl_logger() -> None:
+    """logging.getLogger("parsl") gives pervade's package logger, as `import parsl` gives the
+    package: a script's `getLogger("parsl").setLevel(...)` or handler then acts on pervade's
+    records, and the "parsl" records it logs itself reach set_stream_logger()'s handler. Loggers
+    made below it later ("parsl.x") are its children. Nothing is done if the logging module
+    already knows the name "parsl" (as a logger, or as the parent of one)."""
+    manager = logging.Logger.manager
+    if _PREFIX not in manager.loggerDict:
+        manager.loggerDict[_PREFIX] = logging.getLogger("pervade")
 
 
 def install_from_environment() -> None:

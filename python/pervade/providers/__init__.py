@@ -15,11 +15,12 @@ import math
 import re
 
 from .. import _native
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ParslError
 # The launchers live in pervade.launchers; importable from here too, as before.
 from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
                         WrappedLauncher)
+from .errors import SubmitException
 
 
 class JobState(enum.IntEnum):
@@ -154,8 +155,14 @@ class ExecutionProvider:
         return native
 
     def submit(self, command: str, tasks_per_node: int, job_name: str = "pervade.block", log_path: str = "") -> str:
-        """Starts a block running `command`; returns its job id."""
-        return self._native_provider().submit(command, tasks_per_node, job_name, log_path or "")
+        """Starts a block running `command`; returns its job id. SubmitException (Parsl's
+        parsl.providers.errors) says why a block could not be submitted."""
+        try:
+            return self._native_provider().submit(command, tasks_per_node, job_name, log_path or "")
+        except ConfigurationError:
+            raise
+        except ParslError as e:
+            raise SubmitException(job_name, str(e)) from e
 
     def status(self, job_ids) -> list:
         """A JobStatus for each job id, in order (unknown ids are MISSING)."""
