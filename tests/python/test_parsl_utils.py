@@ -159,3 +159,62 @@ def test_parsl_logger_is_pervades_under_pervade_run(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "['AAA', 'BBB']"
+
+
+# --- provider.execute_wait -------------------------------------------------------------------
+
+def fake_commands(tmp_path, monkeypatch, **scripts):
+    """Real executables on PATH standing in for a scheduler's client commands."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+class RecordingSlurm(SlurmProvider):
+    """Runs the scheduler's commands through execute_wait, as a Parsl subclass would (to run
+    them over ssh, say); here it records them and runs them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.commands = []
+
+    def execute_wait(self, cmd, timeout=None):
+        self.commands.append(cmd)
+        return super().execute_wait(cmd, timeout)
+
+
+def test_overridden_execute_wait_runs_every_scheduler_command(tmp_path, monkeypatch):
+    fake_commands(tmp_path, monkeypatch, sbatch='echo "Submitted batch job 42"', scancel="exit 0")
+    provider = RecordingSlurm(partition="debug")
+    provider.script_dir = str(tmp_path / "scripts")
+    assert provider.submit("true", 1, "block-0") == "42"
+    job = provider.resources["42"]
+    assert provider.commands == [f"sbatch {job['script_path']}"]
+    assert "#SBATCH --partition=debug" in open(job["script_path"]).read()
+    assert job["job_stdout_path"].endswith(".stdout") and job["job_stderr_path"].endswith(".stderr")
+    assert provider.cancel(["42"]) == [True]
+    assert provider.commands[-1] == "scancel 42"
+    assert provider.resources["42"]["status"].state.name == "CANCELLED"
+
+
+def test_execute_wait_set_on_the_provider_is_used(tmp_path):
+    # Parsl's own tests replace execute_wait on the instance with a mock.
+    from unittest import mock
+    from pervade.providers import PBSProProvider
+    provider = PBSProProvider(queue="debug")
+    provider.script_dir = tmp_path  # a path-like, as Parsl takes
+    provider.execute_wait = mock.Mock(return_value=(0, "1234.pbs01\n", ""))
+    assert provider.submit("true", tasks_per_node=1) == "1234.pbs01"
+    (cmd, timeout), _ = provider.execute_wait.call_args
+    assert cmd.startswith("qsub ") and timeout == provider.cmd_timeout
+
+
+def test_execute_wait_with_a_bad_answer_fails_the_submission(tmp_path):
+    provider = SlurmProvider()
+    provider.script_dir = str(tmp_path)
+    provider.execute_wait = lambda cmd, timeout=None: "Submitted batch job 7"
+    with pytest.raises(SubmitException, match=r"must return \(exit code, stdout, stderr\)"):
+        provider.submit("true", 1)

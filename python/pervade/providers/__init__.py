@@ -12,10 +12,13 @@ from __future__ import annotations
 import enum
 
 import math
+import os
 import re
+import weakref
 
 from .. import _native
 from ..errors import ConfigurationError, ParslError
+from ..utils import execute_wait as _execute_wait
 # The launchers live in pervade.launchers; importable from here too, as before.
 from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
@@ -132,7 +135,7 @@ class ExecutionProvider:
         # submitted (as in Parsl).
         o.launcher = _native.python_launcher(self.launcher, self.launcher._native_launcher())
         o.cmd_timeout = float(self.cmd_timeout)
-        o.script_dir = getattr(self, "script_dir", None) or ""
+        o.script_dir = os.fspath(getattr(self, "script_dir", None) or "")  # Parsl takes a path-like too
         return o
 
     def _make_native(self):  # pragma: no cover - abstract
@@ -257,10 +260,49 @@ class ClusterProvider(ExecutionProvider):
         """Builds a native object once to let the engine check the values (it runs nothing)."""
         self._make_native()
 
+    def _native_provider(self):
+        fresh = self._native is None
+        native = super()._native_provider()
+        if fresh and ("execute_wait" in vars(self) or type(self).execute_wait is not ClusterProvider.execute_wait):
+            # The engine's scheduler commands go through the overriding execute_wait. A weak
+            # reference: the native object must not keep its Python provider alive.
+            native.set_command_runner(_command_runner(weakref.ref(self)))
+        return native
+
+    def execute_wait(self, cmd: str, timeout: float | None = None) -> tuple[int, str, str]:
+        """Runs the shell command line `cmd` (default limit: cmd_timeout seconds): (exit code,
+        stdout, stderr). Override it (in a subclass, or on the provider before it is first used)
+        to run the scheduler's commands another way, e.g. over ssh: the engine then runs every
+        sbatch/squeue/scancel (qsub, ...) through it, as Parsl's providers do.
+
+        >>> class Remote(SlurmProvider):
+        ...     def execute_wait(self, cmd, timeout=None):
+        ...         return super().execute_wait(f"ssh login1 {shlex.quote(cmd)}", timeout)
+        """
+        return _execute_wait(cmd, self.cmd_timeout if timeout is None else timeout)
+
+    @property
+    def resources(self) -> dict:
+        """Parsl's job table: job id -> {"job_id", "status" (the last known JobStatus; no
+        scheduler call), "job_stdout_path", "job_stderr_path", "script_path"} for every job
+        submitted so far. A snapshot: changing it changes nothing."""
+        if self._native is None:
+            return {}
+        return {job_id: {"job_id": job_id, "status": JobStatus(*status), "job_stdout_path": stdout_path,
+                         "job_stderr_path": stderr_path, "script_path": script_path}
+                for job_id, stdout_path, stderr_path, script_path, status in self._native.jobs()}
+
     def job_script(self, command: str, tasks_per_node: int = 1, job_name: str = "pervade.block",
                    log_path: str = "") -> str:
         """The job script submit() would write for a block running `command` (nothing is run)."""
         return self._native_provider().job_script(command, tasks_per_node, job_name, log_path or "")
+
+
+def _command_runner(provider_ref):
+    def run(command_line: str, timeout: float):
+        provider = provider_ref()
+        return None if provider is None else tuple(provider.execute_wait(command_line, timeout))
+    return run
 
 
 class SlurmProvider(ClusterProvider):
