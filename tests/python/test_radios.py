@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import textwrap
 
 import pytest
 
@@ -20,6 +21,7 @@ from pervade.monitoring.radios.udp import UDPRadio
 from pervade.multiprocessing import SpawnEvent, SpawnProcess, SpawnQueue, join_terminate_close_proc
 
 from conftest import pid_alive, wait_until
+from test_compat_run import real_parsl, run  # noqa: F401  (real_parsl: a fixture)
 
 zmq = pytest.importorskip("zmq")
 
@@ -270,3 +272,62 @@ def test_router_start_error_names_its_reason():
     assert isinstance(MonitoringRouterStartError(), ParslError)
     assert str(MonitoringRouterStartError()) == "Monitoring router failed to start"
     assert str(MonitoringRouterStartError("x ended")) == "Monitoring router failed to start: x ended"
+# -- Parsl's module paths under `pervade run` --------------------------------------------------
+
+IMPORTS_SCRIPT = """
+    import parsl.curvezmq, parsl.multiprocessing, pervade
+    from parsl.monitoring.message_type import MessageType
+    from parsl.monitoring.radios.udp import UDPRadio
+    from parsl.monitoring.radios.udp_router import start_udp_receiver
+    from parsl.monitoring.radios.filesystem import FilesystemRadio
+    from parsl.monitoring.radios.zmq import ZMQRadioSender
+    from parsl.monitoring.radios.zmq_router import start_zmq_receiver
+    from parsl.monitoring.types import TaggedMonitoringMessage
+    from parsl.multiprocessing import SpawnQueue
+
+    if __name__ == "__main__":
+        import pervade.monitoring.radios.udp
+        assert UDPRadio is pervade.monitoring.radios.udp.UDPRadio
+        assert parsl.multiprocessing is pervade.multiprocessing
+        q = SpawnQueue()
+        radio = UDPRadio(address="127.0.0.1", atexit_timeout=0)
+        receiver = radio.create_receiver(run_dir="logs", resource_msgs=q)
+        radio.create_sender().send((MessageType.NODE_INFO, {"host": "a"}))
+        print(q.get(timeout=60))
+        receiver.shutdown()
+"""
+
+
+def test_parsl_module_paths_resolve_under_pervade_run(tmp_path):
+    script = tmp_path / "radios.py"
+    script.write_text(textwrap.dedent(IMPORTS_SCRIPT))
+    r = run(["run", str(script)], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(<MessageType.NODE_INFO: 3>, {'host': 'a'})"
+
+
+SPAWN_SCRIPT = """
+    import parsl
+    from parsl.multiprocessing import SpawnProcess, SpawnQueue
+
+    def report(q):
+        import parsl.tests.helper as h
+        q.put((parsl.__name__, h.KIND))
+
+    if __name__ == "__main__":
+        q = SpawnQueue()
+        p = SpawnProcess(target=report, args=(q,))
+        p.start()
+        print(q.get(timeout=60))
+        p.join()
+"""
+
+
+def test_spawn_children_map_parsl_too_even_beside_a_real_parsl(tmp_path, real_parsl):
+    # The child re-imports this script (`import parsl`) before anything else: the stand-in on its
+    # sys.path installs the mapping, ahead of the real Parsl on PYTHONPATH; parsl.tests stays real.
+    script = tmp_path / "spawner.py"
+    script.write_text(textwrap.dedent(SPAWN_SCRIPT))
+    r = run(["run", "--parsl-tests", str(script)], cwd=tmp_path, env_extra={"PYTHONPATH": str(real_parsl)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "('pervade', (False, 'pervade'))"
