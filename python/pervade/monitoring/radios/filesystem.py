@@ -13,7 +13,6 @@ message is lost.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import time
@@ -22,8 +21,6 @@ from multiprocessing.queues import Queue
 
 from .base import MonitoringRadioReceiver, MonitoringRadioSender, RadioConfig
 from .filesystem_router import FilesystemRadioReceiver, message_dirs, start_filesystem_receiver
-
-logger = logging.getLogger(__name__)
 
 
 class FilesystemRadio(RadioConfig):

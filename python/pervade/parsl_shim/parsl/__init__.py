@@ -13,6 +13,8 @@ import sys
 
 from pervade import parsl_imports
 
+if __name__ != "parsl":  # e.g. a tool walking pervade's packages
+    raise ImportError(f"{__name__} is pervade run's stand-in for `parsl` in spawned children, not for import")
 del sys.modules[__name__]  # this stand-in; install() refuses while a `parsl` is imported
 parsl_imports.install(os.environ.get(parsl_imports.ENV_TESTS) or None)
 # The import system returns what sys.modules holds under this name once this file has run.
