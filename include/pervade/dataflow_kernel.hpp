@@ -43,6 +43,10 @@ struct CheckpointConfig {
   std::chrono::duration<double> period{0};  // periodic mode
   std::string dir;                // this run's checkpoint directory (tasks.db is written inside)
   std::vector<std::string> files; // checkpoints loaded at start: directories holding tasks.db, or files
+  // Also append each checkpointed result to <dir>/tasks.pkl in Parsl's format (one pickled
+  // {'hash', 'exception', 'result'} per result), for tools that read Parsl's checkpoints. Only for
+  // values that are Python pickles (the Python front end's); tasks.db stays what is loaded.
+  bool parsl_pickle_copy = false;
 };
 
 template <class T>

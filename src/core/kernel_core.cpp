@@ -463,7 +463,7 @@ void KernelCore::finish_success(TaskRecord& t, Outcome& out) {
 
 void KernelCore::commit_memoized() {
   if (committing_.empty()) return;
-  options_.memo->write();  // one transaction for the whole batch (group commit)
+  write_checkpoint();  // one transaction for the whole batch (group commit)
   for (auto& t : committing_) finishing_.push_back(std::move(t));
   committing_.clear();
   drain_finished();
@@ -472,8 +472,18 @@ void KernelCore::commit_memoized() {
 std::size_t KernelCore::checkpoint() {
   if (!options_.memo) return 0;
   const bool committing = !committing_.empty();
-  const std::size_t n = options_.memo->write();
+  const std::size_t n = write_checkpoint();
   if (committing) commit_memoized();
+  return n;
+}
+
+std::size_t KernelCore::write_checkpoint() {
+  const std::size_t n = options_.memo->write();
+  if (observed_ && options_.memo->mode() != CheckpointMode::none) {
+    WorkflowEvent e{WorkflowEvent::Kind::checkpointed, std::chrono::system_clock::now(), {}, {}};
+    e.checkpointed = n;
+    options_.observers->workflow(e);
+  }
   return n;
 }
 
@@ -521,7 +531,7 @@ void KernelCore::add_callback(const TaskRecordPtr& task, std::function<void(cons
 
 void KernelCore::fire_timers(TimePoint now) {
   if (options_.memo && options_.memo->next_write() <= now) {
-    options_.memo->write();
+    write_checkpoint();
     options_.memo->schedule_next(now);
   }
   while (!timers_.empty() && timers_.begin()->first <= now) {

@@ -110,6 +110,8 @@ class KernelCore {
   void launch_or_recall(TaskRecord& t);
   void finish_success(TaskRecord& t, Outcome& out);
   void commit_memoized();
+  // One checkpoint pass (MemoStore::write), told to the observers: returns the results written.
+  std::size_t write_checkpoint();
   void drain_finished();
   void finish_join(TaskRecord& t);
   // A memoized join succeeded with `value`: records it (asking the body for its bytes when it
