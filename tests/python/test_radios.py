@@ -127,6 +127,15 @@ def test_udp_receiver_that_cannot_bind_fails_and_leaves_no_process(tmp_path):
     assert not [p for p in multiprocessing.active_children() if p.name == "Monitoring-UDP-Router-Process"]
 
 
+def test_receiver_process_that_dies_while_starting_is_an_error_at_once(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    # The process cannot even open its log under `run_dir`: it ends before it reports ready.
+    with pytest.raises(MonitoringRouterStartError, match="ended with exit code 1 before it was ready"):
+        FilesystemRadio().create_receiver(run_dir=str(not_a_dir), resource_msgs=SpawnQueue())
+    assert not [p for p in multiprocessing.active_children() if p.name == "Monitoring-Filesystem-Process"]
+
+
 def test_filesystem_messages_sent_before_shutdown_all_arrive_in_order(tmp_path):
     radio = FilesystemRadio()
     q = SpawnQueue()
