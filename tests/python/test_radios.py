@@ -178,7 +178,7 @@ def send_with_zmq(address, port, cert_dir, messages):
     sender = ZMQRadioSender(address, port, cert_dir=cert_dir)
     for m in messages:
         sender.send(m)
-    # Exiting destroys the context, which waits (LINGER) until the messages are sent.
+    sender.close()  # waits until they are sent
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "curve"])

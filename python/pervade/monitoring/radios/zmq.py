@@ -36,5 +36,12 @@ class ZMQRadioSender(MonitoringRadioSender):
     def send(self, message: object) -> None:
         self._hub_channel.send_pyobj(message)
 
+    def close(self, linger: int | None = None) -> None:
+        """Closes the socket and its context (pervade's addition; Parsl's sender has no close).
+        Messages still queued are sent first for up to `linger` ms (None: until they are sent);
+        a process that exits without closing may lose them."""
+        self._hub_channel.close(linger=linger)
+        self._context.term()
+
 
 __all__ = ["ZMQRadioSender"]
