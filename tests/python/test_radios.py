@@ -1,7 +1,9 @@
 """Parsl's monitoring radios as working APIs (pervade.monitoring.radios): a message sent through
-each radio arrives on the receiver's queue; the UDP receiver drops datagrams whose HMAC does not
-match; receiver processes are gone after shutdown(); join_terminate_close_proc ends a process
-that ignores SIGTERM. Real processes, sockets and files throughout."""
+each radio (UDP, filesystem, multiprocessing queue, ZeroMQ with and without CurveZMQ) arrives on
+the receiver's queue; the UDP receiver drops datagrams whose HMAC does not match; receiver
+processes are gone after shutdown(); join_terminate_close_proc ends a process that ignores
+SIGTERM; Parsl's module paths work under `pervade run`, in spawned children too. Real processes,
+sockets and files throughout."""
 
 import multiprocessing
 import os
@@ -53,7 +55,10 @@ def send_in_child(radio, messages):
 def run_child(target, *args):
     p = SpawnProcess(target=target, args=args)
     p.start()
-    join_terminate_close_proc(p, timeout=TIMEOUT)
+    p.join(TIMEOUT)
+    exitcode = p.exitcode
+    join_terminate_close_proc(p, timeout=5)
+    assert exitcode == 0, f"sender child ended with {exitcode}"
 
 
 @pytest.mark.parametrize("make_radio", [lambda: UDPRadio(address="localhost", atexit_timeout=0), FilesystemRadio],
