@@ -971,6 +971,7 @@ class Kernel {
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
     cfg.max_unfinished_tasks = max_unfinished_tasks;
+    cfg.cleanup_fails_external_waits = false;  // Parsl's: such a task stays unfinished
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {

@@ -1,6 +1,7 @@
 #include "core/kernel_core.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
@@ -631,8 +632,25 @@ void KernelCore::close() {
   closed_ = true;
   std::vector<TaskRecordPtr> waiting;
   for (const auto& [id, task] : waiting_) waiting.push_back(task);
+  // A dependency has a lower id than its dependents: one pass in id order finds every task that
+  // waits, directly or through others, for an external future not completed yet.
+  std::sort(waiting.begin(), waiting.end(), [](const auto& a, const auto& b) { return a->id().value < b->id().value; });
+  std::unordered_set<const TaskRecord*> left;
+  const auto waits_for_external = [&left](const TaskRecord& t) {
+    for (const auto& d : t.spec_.dependencies)
+      if (!d->done() && (d->external_ || left.contains(d.get()))) return true;
+    return false;
+  };
   for (const auto& task : waiting) {
     if (task->done()) continue;
+    if (!options_.close_fails_external_waits && waits_for_external(*task)) {
+      // Left unfinished, and no longer counted as live: cleanup() does not wait for it.
+      left.insert(task.get());
+      task->live_ = false;
+      --live_;
+      if (options_.on_final) options_.on_final(task);
+      continue;
+    }
     finish(*task, TaskState::failed, {},
            std::make_exception_ptr(DataFlowKernelClosed("task " + std::to_string(task->id().value) +
                                                         " was not run: the DataFlowKernel was cleaned up")));
