@@ -8,6 +8,9 @@ raises ModuleNotFoundError naming both; nothing is made up in its place. Nothing
 
 Processes pervade starts inherit the mapping through the environment: `install()` sets
 PERVADE_PARSL_IMPORTS=1 and `python -m pervade.worker` calls `install_from_environment()`.
+multiprocessing children started with spawn or forkserver (fresh interpreters that get the
+parent's sys.path, not its finder; the monitoring radios' receivers are such children) find
+pervade/parsl_shim first on sys.path: its `parsl` installs the mapping on the first parsl import.
 
 `parsl_tests` (PERVADE_PARSL_TESTS: the directory of a real Parsl package) keeps `parsl.tests`
 and its submodules as that Parsl's own files, run against pervade: how `make compat` runs
@@ -28,6 +31,7 @@ ENV_ENABLED = "PERVADE_PARSL_IMPORTS"
 ENV_TESTS = "PERVADE_PARSL_TESTS"
 _PREFIX = "parsl"
 _TESTS = "parsl.tests"
+_SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parsl_shim")
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -93,6 +97,9 @@ def install(parsl_tests: str | None = None) -> None:
         _alias_parsl_logger()
     else:
         finder.parsl_tests = parsl_tests
+    if _SHIM_DIR not in sys.path:
+        # Never reached here (the finder answers first); ahead of any real Parsl in a spawned child.
+        sys.path.insert(0, _SHIM_DIR)
     os.environ[ENV_ENABLED] = "1"
     if parsl_tests:
         os.environ[ENV_TESTS] = parsl_tests
