@@ -218,3 +218,15 @@ def test_execute_wait_with_a_bad_answer_fails_the_submission(tmp_path):
     provider.execute_wait = lambda cmd, timeout=None: "Submitted batch job 7"
     with pytest.raises(SubmitException, match=r"must return \(exit code, stdout, stderr\)"):
         provider.submit("true", 1)
+
+
+def test_job_status_without_a_message_has_none():
+    from pervade.providers import JobState, JobStatus, LocalProvider
+    assert JobStatus(JobState.PENDING).message is None
+    provider = LocalProvider(cancel_grace=1)
+    job = provider.submit("sleep 600", 1)
+    try:
+        status = provider.status([job])[0]
+        assert status.state == JobState.RUNNING and status.message is None, status
+    finally:
+        assert provider.cancel([job]) == [True]

@@ -51,11 +51,12 @@ class JobState(enum.IntEnum):
 
 
 class JobStatus:
-    """State of one job, with the scheduler's message and (once it ended) its exit code."""
+    """State of one job, with the scheduler's message (None when there is none, as in Parsl) and
+    (once it ended) its exit code."""
 
-    def __init__(self, state: JobState, message: str = "", exit_code=None, log_path: str = ""):
+    def __init__(self, state: JobState, message: str | None = None, exit_code=None, log_path: str = ""):
         self.state = JobState(state)
-        self.message = message
+        self.message = message or None  # the engine says "" for none
         self.exit_code = exit_code
         self.log_path = log_path
 
@@ -67,7 +68,7 @@ class JobStatus:
     def status_name(self) -> str:
         return self.state.name
 
-    # Parsl's repr and str (an empty message counts as none).
+    # Parsl's repr and str.
     def __repr__(self) -> str:
         extra = f"state={self.state} message={self.message}" if self.message else f"state={self.state}"
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {hex(id(self))}, {extra}>"
