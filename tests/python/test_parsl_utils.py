@@ -230,3 +230,17 @@ def test_job_status_without_a_message_has_none():
         assert status.state == JobState.RUNNING and status.message is None, status
     finally:
         assert provider.cancel([job]) == [True]
+
+
+def test_job_status_reads_the_jobs_output(tmp_path):
+    from pervade.providers import JobState, JobStatus
+    log = tmp_path / "block-0.log"
+    log.write_text("started\n" + "x" * 5000 + "\nlast words\n")
+    status = JobStatus(JobState.FAILED, "exit code 3", 3, str(log))
+    assert status.stdout_path == status.stderr_path == str(log)
+    assert status.stdout == log.read_text()
+    summary = status.stderr_summary
+    assert summary.startswith("started\n") and summary.endswith("last words\n") and "\n...\n" in summary
+    assert len(summary) <= JobStatus.SUMMARY_TRUNCATION_THRESHOLD + 5
+    assert JobStatus(JobState.FAILED, stdout_path=str(tmp_path / "missing")).stdout is None
+    assert JobStatus(JobState.PENDING).stdout_summary is None

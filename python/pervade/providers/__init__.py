@@ -51,14 +51,41 @@ class JobState(enum.IntEnum):
 
 
 class JobStatus:
-    """State of one job, with the scheduler's message (None when there is none, as in Parsl) and
-    (once it ended) its exit code."""
+    """State of one job, with the scheduler's message (None when there is none, as in Parsl),
+    (once it ended) its exit code, and where its output goes.
 
-    def __init__(self, state: JobState, message: str | None = None, exit_code=None, log_path: str = ""):
+    `log_path` is the job's log: its stdout and stderr both, for pervade's blocks. Parsl's
+    `stdout_path` and `stderr_path` default to it; `stdout`, `stderr` (the whole file) and
+    `stdout_summary`, `stderr_summary` (its first and last KiB when longer than 2 KiB) read them,
+    None when there is no such file.
+    """
+
+    SUMMARY_TRUNCATION_THRESHOLD = 2048  # Parsl's name
+
+    def __init__(self, state: JobState, message: str | None = None, exit_code=None, log_path: str = "",
+                 stdout_path: str | None = None, stderr_path: str | None = None):
         self.state = JobState(state)
         self.message = message or None  # the engine says "" for none
         self.exit_code = exit_code
         self.log_path = log_path
+        self.stdout_path = stdout_path or log_path or None
+        self.stderr_path = stderr_path or log_path or None
+
+    @property
+    def stdout(self) -> str | None:
+        return _read_text(self.stdout_path)
+
+    @property
+    def stderr(self) -> str | None:
+        return _read_text(self.stderr_path)
+
+    @property
+    def stdout_summary(self) -> str | None:
+        return _read_text(self.stdout_path, self.SUMMARY_TRUNCATION_THRESHOLD)
+
+    @property
+    def stderr_summary(self) -> str | None:
+        return _read_text(self.stderr_path, self.SUMMARY_TRUNCATION_THRESHOLD)
 
     @property
     def terminal(self) -> bool:
@@ -75,6 +102,25 @@ class JobStatus:
 
     def __str__(self) -> str:
         return f"{self.state} ({self.message})" if self.message else f"{self.state}"
+
+
+def _read_text(path: str | None, limit: int | None = None) -> str | None:
+    """The text of the file at `path` (None if there is none or it cannot be read); with a
+    `limit`, a longer file gives its first and last limit/2 bytes around a "..." line."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if limit is None or size <= limit:
+                data = f.read()
+            else:
+                head = f.read(limit // 2)
+                f.seek(size - limit // 2)
+                data = head + b"\n...\n" + f.read()
+    except OSError:
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def _check_blocks(owner: str, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout):
