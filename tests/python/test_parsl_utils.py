@@ -187,7 +187,8 @@ class RecordingSlurm(SlurmProvider):
 
 
 def test_overridden_execute_wait_runs_every_scheduler_command(tmp_path, monkeypatch):
-    fake_commands(tmp_path, monkeypatch, sbatch='echo "Submitted batch job 42"', scancel="exit 0")
+    fake_commands(tmp_path, monkeypatch, sbatch='echo "Submitted batch job 42"', sacct="exit 1",
+                  squeue='echo "42 PD"', scancel="exit 0")
     provider = RecordingSlurm(partition="debug")
     provider.script_dir = str(tmp_path / "scripts")
     assert provider.submit("true", 1, "block-0") == "42"
@@ -195,6 +196,8 @@ def test_overridden_execute_wait_runs_every_scheduler_command(tmp_path, monkeypa
     assert provider.commands == [f"sbatch {job['script_path']}"]
     assert "#SBATCH --partition=debug" in open(job["script_path"]).read()
     assert job["job_stdout_path"].endswith(".stdout") and job["job_stderr_path"].endswith(".stderr")
+    status = provider.status(["42"])[0]
+    assert (status.stdout_path, status.stderr_path) == (job["job_stdout_path"], job["job_stderr_path"])
     assert provider.cancel(["42"]) == [True]
     assert provider.commands[-1] == "scancel 42"
     assert provider.resources["42"]["status"].state.name == "CANCELLED"

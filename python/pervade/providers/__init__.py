@@ -216,7 +216,16 @@ class ExecutionProvider:
 
     def status(self, job_ids) -> list:
         """A JobStatus for each job id, in order (unknown ids are MISSING)."""
-        return [JobStatus(*s) for s in self._native_provider().status(list(job_ids))]
+        job_ids = list(job_ids)
+        native = self._native_provider()
+        statuses = [JobStatus(*s) for s in native.status(job_ids)]
+        if isinstance(native, _native.BatchProvider):
+            # A batch job submitted without a block log has a file per stream.
+            files = {job_id: (out, err) for job_id, out, err, _, _ in native.jobs()}
+            for job_id, s in zip(job_ids, statuses):
+                if job_id in files:
+                    s.stdout_path, s.stderr_path = files[job_id]
+        return statuses
 
     def cancel(self, job_ids) -> list:
         """Stops the jobs; True for each one that is known and no longer runs."""
@@ -335,8 +344,9 @@ class ClusterProvider(ExecutionProvider):
         submitted so far. A snapshot: changing it changes nothing."""
         if self._native is None:
             return {}
-        return {job_id: {"job_id": job_id, "status": JobStatus(*status), "job_stdout_path": stdout_path,
-                         "job_stderr_path": stderr_path, "script_path": script_path}
+        return {job_id: {"job_id": job_id,
+                         "status": JobStatus(*status, stdout_path=stdout_path, stderr_path=stderr_path),
+                         "job_stdout_path": stdout_path, "job_stderr_path": stderr_path, "script_path": script_path}
                 for job_id, stdout_path, stderr_path, script_path, status in self._native.jobs()}
 
     def job_script(self, command: str, tasks_per_node: int = 1, job_name: str = "pervade.block",
