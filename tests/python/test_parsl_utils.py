@@ -221,6 +221,9 @@ def test_execute_wait_with_a_bad_answer_fails_the_submission(tmp_path):
     provider.execute_wait = lambda cmd, timeout=None: "Submitted batch job 7"
     with pytest.raises(SubmitException, match=r"must return \(exit code, stdout, stderr\)"):
         provider.submit("true", 1)
+    provider.execute_wait = lambda cmd, timeout=None: None
+    with pytest.raises(SubmitException, match=r"returned None, not \(exit code, stdout, stderr\)"):
+        provider.submit("true", 1)
 
 
 def test_job_status_without_a_message_has_none():

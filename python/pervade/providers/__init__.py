@@ -356,9 +356,16 @@ class ClusterProvider(ExecutionProvider):
 
 
 def _command_runner(provider_ref):
+    """The engine's runner of a provider's scheduler commands: its execute_wait. None (the
+    provider is gone) lets the engine spawn the command itself."""
     def run(command_line: str, timeout: float):
         provider = provider_ref()
-        return None if provider is None else tuple(provider.execute_wait(command_line, timeout))
+        if provider is None:
+            return None
+        result = provider.execute_wait(command_line, timeout)
+        if result is None:  # not "spawn it yourself": the override forgot to return
+            raise TypeError(f"execute_wait({command_line!r}) returned None, not (exit code, stdout, stderr)")
+        return result
     return run
 
 
