@@ -34,8 +34,6 @@ namespace {
 
 using detail::Fd;
 
-constexpr auto kMinNap = std::chrono::microseconds(20);
-constexpr auto kMaxNap = std::chrono::microseconds(1000);
 constexpr std::size_t kChunk = 1 << 20;
 constexpr int kSocketBuffer = 4 << 20;
 constexpr auto kKillGrace = std::chrono::seconds(2);         // SIGTERM -> SIGKILL when stopping
@@ -55,7 +53,7 @@ class Agent {
 
   AgentExit run() {
     hello();
-    auto nap = kMinNap;
+    Nap nap;
     std::vector<pollfd> fds;
     std::vector<int> fd_worker;
     last_heard_ = last_sent_ = Clock::now();
@@ -99,9 +97,7 @@ class Agent {
         fds.push_back({w.fd.get(), static_cast<short>(POLLIN | (w.out_offset < w.out.size() ? POLLOUT : 0)), 0});
         fd_worker.push_back(static_cast<int>(i));
       }
-      nap = busy ? std::chrono::microseconds(0)
-                 : std::min<std::chrono::microseconds>(kMaxNap, std::max<std::chrono::microseconds>(kMinNap, nap * 2));
-      const timespec ts{0, static_cast<long>(std::chrono::nanoseconds(nap).count())};
+      const timespec ts = nap.next(busy);
       ::ppoll(fds.data(), fds.size(), &ts, nullptr);
     }
     stop_workers();

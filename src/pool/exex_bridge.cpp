@@ -2,15 +2,12 @@
 //
 // The bridge thread cannot sleep in MPI (nothing wakes a thread blocked in MPI when a socket
 // becomes readable, and a blocking call on a dead peer would end the process), so it polls:
-// ppoll() over the sockets with a timeout of 0 while messages flow, growing to kMaxNap when
-// they stop. A busy block then sees no added latency, an idle one costs about a thousand
-// wake-ups a second.
+// ppoll() over the sockets, for as long as Nap (exex_link.hpp) says.
 #include "pool/exex_bridge.hpp"
 
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,8 +21,6 @@ namespace pervade::pool::exex {
 
 namespace {
 
-constexpr auto kMinNap = std::chrono::microseconds(20);
-constexpr auto kMaxNap = std::chrono::microseconds(1000);
 constexpr std::size_t kChunk = 1 << 20;           // bytes read from a worker's stream at once
 constexpr int kSocketBuffer = 4 << 20;            // as the pool's own worker sockets
 constexpr std::size_t kMessagesPerRound = 256;    // MPI messages handled before looking at the sockets
@@ -284,7 +279,7 @@ void Bridge::lose_rank(int rank, const std::string& why) {
       slot_lost_[static_cast<std::size_t>(first + i)] = true;
       if (exited_[static_cast<std::size_t>(first + i)]) continue;  // not running
     }
-    end_slot(first + i, fmt::format("was lost with its node: {} {}", where(first + i), why));
+    end_slot(first + i, fmt::format("was lost with its rank: {}", why));
   }
   std::lock_guard lock(mu_);
   ++lost_ranks_;
@@ -294,7 +289,7 @@ void Bridge::lose_rank(int rank, const std::string& why) {
 void Bridge::run() {
   std::vector<pollfd> fds;
   std::vector<int> fd_slot;
-  auto nap = kMinNap;
+  Nap nap;
   bool stop_sent = false;
   for (;;) {
     bool busy = false;
@@ -353,9 +348,7 @@ void Bridge::run() {
       fds.push_back({s.fd.get(), static_cast<short>(POLLIN | (s.out_offset < s.out.size() ? POLLOUT : 0)), 0});
       fd_slot.push_back(static_cast<int>(i));
     }
-    nap = busy ? std::chrono::microseconds(0) : std::min<std::chrono::microseconds>(
-                                                    kMaxNap, std::max<std::chrono::microseconds>(kMinNap, nap * 2));
-    const timespec ts{0, static_cast<long>(std::chrono::nanoseconds(nap).count())};
+    const timespec ts = nap.next(busy);
     if (::ppoll(fds.data(), fds.size(), &ts, nullptr) > 0 && fds[0].revents) {
       std::uint64_t v;
       [[maybe_unused]] ssize_t n = ::read(bridge_wake_.get(), &v, sizeof v);

@@ -8,12 +8,32 @@
 // rank 0's bridge thread) calls it.
 #include <mpi.h>
 
+#include <time.h>
+
+#include <chrono>
 #include <deque>
 #include <optional>
 #include <string>
 #include <utility>
 
 namespace pervade::pool::exex {
+
+// How long a rank's polling loop sleeps in ppoll() before it looks for MPI messages again:
+// nothing wakes a thread when an MPI message arrives, so the loops poll. While messages flow it
+// does not sleep at all (a nap of even 50 us per round cost 40% of the no-op throughput,
+// BENCHMARKS.md); when they stop, the nap doubles from 10 us up to kIdle, so an idle rank wakes
+// about a thousand times a second.
+class Nap {
+ public:
+  static constexpr std::chrono::microseconds kIdle{1000};
+  timespec next(bool busy) {
+    nap_ = busy ? std::chrono::microseconds(0) : std::min(kIdle, std::max(std::chrono::microseconds(10), nap_ * 2));
+    return timespec{0, static_cast<long>(std::chrono::nanoseconds(nap_).count())};
+  }
+
+ private:
+  std::chrono::microseconds nap_{0};
+};
 
 class RankLink {
  public:

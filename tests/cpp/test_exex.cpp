@@ -99,11 +99,11 @@ TEST(ExexPoolCore, ALostRanksTasksFailWithWorkerLostAndTheOthersGoOn) {
   // restart them.
   std::set<std::uint64_t> lost;
   for (int slot : {4, 5}) {
-    EXPECT_EQ(h.core.worker_died(slot, "worker (rank 2 on node3) was lost with its node", ""), DeathOutcome::lost);
+    EXPECT_EQ(h.core.worker_died(slot, "worker (rank 2 on node3) was lost with its rank: no message from it for 3 s", ""), DeathOutcome::lost);
   }
   for (const auto& r : h.core.results()) {
     EXPECT_EQ(r.status, protocol::kStatusWorkerLost);
-    EXPECT_NE(r.payload.find("was lost with its node"), std::string::npos);
+    EXPECT_NE(r.payload.find("was lost with its rank"), std::string::npos);
     lost.insert(r.task_id);
   }
   h.core.results().clear();

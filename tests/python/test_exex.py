@@ -63,7 +63,8 @@ def test_pool_mode_is_checked():
     assert parsl.HighThroughputExecutor().pool_mode == "node"
 
 
-def test_one_pool_for_two_ranks_on_this_host(tmp_path):
+def test_one_pool_for_two_ranks_on_this_host(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERVADE_SCRIPT_DIR", str(tmp_path))  # MpiExecLauncher's host file
     executor = parsl.HighThroughputExecutor(
         label="exex", pool_mode="mpi", max_workers_per_node=2, heartbeat_period=0.5, heartbeat_threshold=5,
         provider=parsl.LocalProvider(nodes_per_block=2, init_blocks=1, launcher=parsl.MpiExecLauncher()))
@@ -80,3 +81,74 @@ def test_one_pool_for_two_ranks_on_this_host(tmp_path):
         dfk.cleanup()
         parsl.clear()
     assert wait_until(lambda: not exex_pids(), T), exex_pids()
+
+
+def agent_pid(node):
+    """The pervade-exex-pool rank running on `node` (a test cluster host)."""
+    for pid in node.pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/pervade-exex-pool"):
+            return pid
+    return None
+
+
+def left_on_nodes(cluster) -> list:
+    """Ranks, workers and srun steps still on the cluster's nodes."""
+    marks = (b"pervade-exex-pool", b"pervade.worker", b"slurmstepd: [")
+    found = []
+    for node in cluster.nodes:
+        for pid in node.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if any(m in cmdline for m in marks):
+                found.append((node.name, pid, cmdline[:80]))
+    return found
+
+
+def test_a_block_of_three_nodes_over_mpi_on_the_slurm_cluster(slurm, tmp_path):
+    """srun starts one rank per node; tasks land on every node; a killed rank's tasks fail with
+    WorkerLost while the other nodes go on; cleanup() leaves nothing on any node."""
+    executor = parsl.HighThroughputExecutor(
+        label="exex", address=slurm.interchange_address, pool_mode="mpi", max_workers_per_node=2,
+        heartbeat_period=0.5, heartbeat_threshold=3,
+        provider=parsl.SlurmProvider(partition=slurm.partition, nodes_per_block=3, init_blocks=1, cmd_timeout=30,
+                                     walltime="00:10:00", launcher=parsl.SrunLauncher(overrides="--mpi=pmi2")))
+    dfk = parsl.load(parsl.Config(executors=[executor], run_dir=str(tmp_path / "runinfo")))
+    try:
+        assert wait_until(lambda: len(executor.pools()) == 1, T), (executor.block_status(), executor.refusals())
+        pool = executor.pools()[0]
+        assert pool["worker_count"] == 6  # one pool for the three nodes' workers
+        inodes = {n.name: n.inode for n in slurm.nodes}
+        futures = run_gated(tmp_path / "gate", 6)
+        (tmp_path / "gate" / "go").touch()
+        placed = [f.result(timeout=T) for f in futures]
+        assert sorted(host for host, _, _ in placed) == sorted(slurm.node_names * 2)
+        assert all(inodes[host] == inode for host, inode, _ in placed)  # run in that node's namespace
+
+        # A rank other than 0 is killed while its two workers run tasks.
+        victim = next(n for n in slurm.nodes if n.name != pool["hostname"])
+        futures = run_gated(tmp_path / "gate2", 6)
+        os.kill(agent_pid(victim), signal.SIGKILL)
+        (tmp_path / "gate2" / "go").touch()
+        lost, done = [], []
+        for f in futures:
+            try:
+                done.append(f.result(timeout=T)[0])
+            except WorkerLost as e:
+                lost.append(str(e))
+        assert len(lost) == 2 and all(victim.name in text for text in lost), lost
+        assert sorted(done) == sorted(n for n in slurm.node_names * 2 if n != victim.name)
+        # The other nodes go on.
+        assert [f.result(timeout=T) for f in [double(i) for i in range(50)]] == [2 * i for i in range(50)]
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+    assert wait_until(lambda: not slurm.active_jobs(), T), slurm.active_jobs()
+    assert wait_until(lambda: not left_on_nodes(slurm), T), left_on_nodes(slurm)

@@ -250,7 +250,9 @@ class BlockProviderExecutor(ParslExecutor):
 
 
 class HighThroughputExecutor(BlockProviderExecutor):
-    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
+    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block
+    (or, with `pool_mode="mpi"`, one pervade-exex-pool per block, an MPI job whose rank 0 alone
+    talks to the interchange: docs/mpi.md, "One pool per block").
 
     >>> HighThroughputExecutor(label="htex", max_workers_per_node=4,
     ...                        provider=LocalProvider(init_blocks=1))
