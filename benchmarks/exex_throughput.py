@@ -31,6 +31,7 @@ def run_once(parsl, cluster, mode: str, args, work: str, n: int) -> float:
     launcher = parsl.SrunLauncher(overrides="--mpi=pmi2" if mode == "mpi" else "")
     executor = parsl.HighThroughputExecutor(
         label=f"{mode}{n}", address=cluster.interchange_address, pool_mode=mode, max_workers_per_node=args.workers,
+        short_task_prefetch=args.short_task_prefetch,
         provider=parsl.SlurmProvider(partition=cluster.partition, nodes_per_block=args.nodes, init_blocks=1,
                                      cmd_timeout=30, walltime="00:30:00", launcher=launcher))
     app = parsl.python_app(noop, executors=[executor.label])
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="workers per node")
+    parser.add_argument("--short-task-prefetch", type=int, default=16, help="the executor's, for both modes")
     parser.add_argument("--modes", default="node,mpi", help="which pool modes to run (e.g. mpi alone, to profile it)")
     args = parser.parse_args()
 

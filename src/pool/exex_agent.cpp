@@ -72,6 +72,7 @@ class Agent {
         if (fds[k].revents & POLLOUT) write(w);
         if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) busy = read(fd_worker[k]) || busy;
       }
+      flush();  // one message for all the workers' bytes of this round
       if (!fds.empty() && fds[0].revents) {
         if (!read_signals()) break;
         reap();
@@ -115,7 +116,14 @@ class Agent {
   void log(const std::string& text) { log_line(link_.rank(), text); }
 
   void send(const Message& m) {
+    flush();  // the workers' bytes read before it go first
     link_.send(0, encode(m));
+    last_sent_ = Clock::now();
+  }
+
+  void flush() {
+    if (batch_.empty()) return;
+    link_.send(0, batch_.take());
     last_sent_ = Clock::now();
   }
 
@@ -162,17 +170,23 @@ class Agent {
       return;
     }
     if (m->type == Type::alive) return;
+    if (m->type == Type::data) {
+      std::string_view rest = m->data, piece;
+      std::uint32_t index = 0;
+      bool malformed = false;
+      while (next_piece(&rest, &index, &piece, &malformed)) {
+        if (index >= workers_.size() || !workers_[index].fd.valid()) continue;
+        workers_[index].out.append(piece);
+        write(workers_[index]);
+      }
+      if (malformed) log("ignoring the rest of a malformed data message from rank 0");
+      return;
+    }
     if (m->slot >= workers_.size()) return;
     Worker& w = workers_[m->slot];
     switch (m->type) {
       case Type::start:
         start(m->slot, *m);
-        break;
-      case Type::data:
-        if (w.fd.valid()) {
-          w.out.append(m->data);
-          write(w);
-        }
         break;
       case Type::signal:
         if (w.pid > 0) signal_worker(w, static_cast<int>(m->a), m->b == 1);
@@ -295,15 +309,10 @@ class Agent {
   // Forwards what the worker wrote to rank 0; true if there was something.
   bool read(int index) {
     Worker& w = workers_[static_cast<std::size_t>(index)];
-    static std::string buffer(kChunk, '\0');
-    const ssize_t n = ::recv(w.fd.get(), buffer.data(), kChunk, MSG_DONTWAIT);
-    if (n > 0) {
-      std::string message = data_header(static_cast<std::uint32_t>(index));
-      message.append(buffer.data(), static_cast<std::size_t>(n));
-      link_.send(0, std::move(message));
-      last_sent_ = Clock::now();
-      return true;
-    }
+    const long n = batch_.append(static_cast<std::uint32_t>(index), kChunk, [&](char* into) {
+      return static_cast<long>(::recv(w.fd.get(), into, kChunk, MSG_DONTWAIT));
+    });
+    if (n > 0) return true;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
     w.fd.reset();  // end of its stream: it is exiting
     return false;
@@ -369,6 +378,7 @@ class Agent {
   Liveness liveness_;
   int signal_fd_;
   std::vector<Worker> workers_;
+  DataBatch batch_;  // this round's bytes of the workers, for rank 0
   std::vector<std::pair<pid_t, Clock::time_point>> stopping_commands_;
   Clock::time_point last_heard_, last_sent_;
   bool stop_asked_ = false;

@@ -84,6 +84,7 @@ Bridge::Bridge(RankLink& link, Liveness liveness) : link_(link), liveness_(liven
   last_heard_.assign(static_cast<std::size_t>(ranks), now);
   last_sent_.assign(static_cast<std::size_t>(ranks), now);
   rank_lost_.assign(static_cast<std::size_t>(ranks), false);
+  batches_.resize(static_cast<std::size_t>(ranks));
   bridge_wake_ = detail::Fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!bridge_wake_.valid()) throw std::runtime_error("eventfd failed");
   thread_ = std::thread([this] { run(); });
@@ -159,7 +160,15 @@ bool Bridge::stop(Clock::duration timeout) {
 }
 
 void Bridge::send(int rank, const Message& m) {
+  flush(rank);  // the workers' bytes read before it go first
   link_.send(rank, encode(m));
+  last_sent_[static_cast<std::size_t>(rank)] = Clock::now();
+}
+
+void Bridge::flush(int rank) {
+  DataBatch& b = batches_[static_cast<std::size_t>(rank)];
+  if (b.empty()) return;
+  link_.send(rank, b.take());
   last_sent_[static_cast<std::size_t>(rank)] = Clock::now();
 }
 
@@ -214,17 +223,9 @@ void Bridge::write_slot(Slot& s) {
 bool Bridge::read_slot(int slot) {
   Slot& s = slots_[static_cast<std::size_t>(slot)];
   if (!s.fd.valid()) return false;
-  static thread_local std::string buffer(kChunk, '\0');
-  const ssize_t n = ::recv(s.fd.get(), buffer.data(), kChunk, MSG_DONTWAIT);
-  if (n > 0) {
-    if (!rank_lost_[static_cast<std::size_t>(s.rank)]) {
-      std::string message = data_header(s.index);
-      message.append(buffer.data(), static_cast<std::size_t>(n));
-      link_.send(s.rank, std::move(message));
-      last_sent_[static_cast<std::size_t>(s.rank)] = Clock::now();
-    }
-    return true;
-  }
+  const long n = batches_[static_cast<std::size_t>(s.rank)].append(
+      s.index, kChunk, [&](char* into) { return static_cast<long>(::recv(s.fd.get(), into, kChunk, MSG_DONTWAIT)); });
+  if (n > 0) return true;
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
   // The pool closed its end: it killed the worker (a signal follows) or is stopping. Its exit
   // still comes from its rank.
@@ -246,13 +247,20 @@ void Bridge::on_message(int from, std::string bytes) {
   const bool has_slot = m->slot < static_cast<std::uint32_t>(node.workers);
   const int slot = first_slot_[static_cast<std::size_t>(from)] + static_cast<int>(m->slot);
   switch (m->type) {
-    case Type::data:
-      if (has_slot && slots_[static_cast<std::size_t>(slot)].fd.valid()) {
-        Slot& s = slots_[static_cast<std::size_t>(slot)];
-        s.out.append(m->data);
+    case Type::data: {
+      std::string_view rest = m->data, piece;
+      std::uint32_t index = 0;
+      bool malformed = false;
+      while (next_piece(&rest, &index, &piece, &malformed)) {
+        if (index >= static_cast<std::uint32_t>(node.workers)) continue;
+        Slot& s = slots_[static_cast<std::size_t>(first_slot_[static_cast<std::size_t>(from)] + static_cast<int>(index))];
+        if (!s.fd.valid()) continue;
+        s.out.append(piece);
         write_slot(s);
       }
+      if (malformed) log_line(0, fmt::format("ignoring the rest of a malformed data message from rank {}", from));
       break;
+    }
     case Type::exited:
       if (has_slot && m->strings.size() == 1) end_slot(slot, m->strings[0]);
       break;
@@ -269,6 +277,7 @@ void Bridge::on_message(int from, std::string bytes) {
 
 void Bridge::lose_rank(int rank, const std::string& why) {
   rank_lost_[static_cast<std::size_t>(rank)] = true;
+  batches_[static_cast<std::size_t>(rank)].take();
   link_.forget(rank);
   log_line(0, fmt::format("rank {} on {} is lost: {}; its workers' tasks fail with WorkerLost, the other ranks go on",
                           rank, nodes_[static_cast<std::size_t>(rank - 1)].host, why));
@@ -325,6 +334,8 @@ void Bridge::run() {
       if (fds[k].revents & POLLOUT) write_slot(s);
       if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) busy = read_slot(fd_slot[k]) || busy;
     }
+    for (int r = 1; r < link_.size(); ++r)  // one message per rank for all its workers' bytes
+      if (!rank_lost_[static_cast<std::size_t>(r)]) flush(r);
     link_.progress();
     const auto now = Clock::now();
     for (int r = 1; r < link_.size() && !stop_sent; ++r) {  // stopping: stop() has its own deadline

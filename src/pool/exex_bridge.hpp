@@ -78,6 +78,7 @@ class Bridge final : public RemoteWorkers {
   void end_slot(int slot, std::string how);  // reported once its bytes are written
   void lose_rank(int rank, const std::string& why);
   void send(int rank, const Message& m);
+  void flush(int rank);  // batches_[rank], if anything
   void wake_pool();
 
   RankLink& link_;
@@ -87,6 +88,7 @@ class Bridge final : public RemoteWorkers {
   std::vector<Slot> slots_;      // the bridge thread's
   std::vector<Clock::time_point> last_heard_, last_sent_;  // by rank
   std::vector<bool> rank_lost_;
+  std::vector<DataBatch> batches_;  // by rank: this round's bytes for its workers
   int wake_fd_ = -1;
   detail::Fd bridge_wake_;  // eventfd: commands for the bridge thread
 

@@ -1,6 +1,6 @@
 // Messages between the ranks of pervade-exex-pool: see exex_wire.hpp. Little-endian fixed-size
-// header (type, slot, a, b, c, string count), then each string as (u32 length, bytes), then
-// the data bytes.
+// header (type, slot, a, b, c, string count), then each string as (u32 length, bytes); a data
+// message then has its pieces, each (u32 slot, u32 length, bytes).
 #include "pool/exex_wire.hpp"
 
 #include <cstring>
@@ -26,7 +26,7 @@ bool get(std::string_view& in, T* v) {
 
 std::string header(const Message& m) {
   std::string out;
-  out.reserve(kDataHeaderSize);
+  out.reserve(kHeaderSize);
   put(out, static_cast<std::uint8_t>(m.type));
   put(out, m.slot);
   put(out, m.a);
@@ -48,11 +48,23 @@ std::string encode(const Message& m) {
   return out;
 }
 
-std::string data_header(std::uint32_t slot) {
-  Message m;
-  m.type = Type::data;
-  m.slot = slot;
-  return header(m);
+std::string DataBatch::take() {
+  std::string out;
+  out.swap(bytes_);
+  return out;
+}
+
+bool next_piece(std::string_view* rest, std::uint32_t* slot, std::string_view* bytes, bool* malformed) {
+  *malformed = false;
+  if (rest->empty()) return false;
+  std::uint32_t len = 0;
+  if (!get(*rest, slot) || !get(*rest, &len) || len > rest->size()) {
+    *malformed = true;
+    return false;
+  }
+  *bytes = rest->substr(0, len);
+  rest->remove_prefix(len);
+  return true;
 }
 
 std::optional<Message> decode(std::string_view in) {

@@ -15,7 +15,7 @@ enum class Type : std::uint8_t {
   hello = 1,  // rank k -> 0 at start: a = workers, b = CPUs, c = memory MB, strings = {host}
   start,      // 0 -> k: start worker `slot`; strings = argv, then the variables (b of them, "K=V") set over k's environment
   started,    // k -> 0: a = its pid
-  data,       // both ways: bytes of worker `slot`'s stream (after the header)
+  data,       // both ways: pieces of workers' streams, after the header (see DataBatch)
   signal,     // 0 -> k: a = signal to the worker's process group; b = 1: stop its bash commands too
   exited,     // k -> 0: worker `slot` ended; strings = {how}
   alive,      // both ways, every heartbeat period without other messages
@@ -28,15 +28,57 @@ struct Message {
   std::uint32_t slot = 0;  // the worker's index on its rank
   std::int64_t a = 0, b = 0, c = 0;
   std::vector<std::string> strings;
-  std::string_view data;  // type data: the stream's bytes (points into the decoded buffer)
+  std::string_view data;  // type data: the pieces (points into the decoded buffer)
 };
 
-// A whole message. Data messages are better built with data_header() + the bytes.
 std::string encode(const Message& m);
-// The header of a data message for `slot`, to which the stream's bytes are appended.
-std::string data_header(std::uint32_t slot);
-constexpr std::size_t kDataHeaderSize = 1 + 4 + 3 * 8 + 4;
-// nullopt when `bytes` is not a well-formed message.
+constexpr std::size_t kHeaderSize = 1 + 4 + 3 * 8 + 4;  // of a message without strings
+// nullopt when `bytes` is not a well-formed message (a data message's pieces are checked by
+// next_piece()).
 std::optional<Message> decode(std::string_view bytes);
+
+// A data message being built: what each worker's stream gave in one round of a rank's loop, so
+// that the round costs one MPI message per peer however many workers it read.
+class DataBatch {
+ public:
+  // Appends `size` bytes of worker `slot`'s stream, read straight into the message by `read`
+  // (called with where to write; returns how many it wrote, <= size, or < 0). Returns that.
+  template <typename Read>
+  long append(std::uint32_t slot, std::size_t size, Read&& read);
+  bool empty() const { return bytes_.empty(); }
+  // The message (and a fresh, empty batch).
+  std::string take();
+
+ private:
+  std::string bytes_;
+};
+
+// The next piece of a data message's `rest` (Message::data): false at the end, or, with
+// *malformed set, when the rest is not a well-formed piece.
+bool next_piece(std::string_view* rest, std::uint32_t* slot, std::string_view* bytes, bool* malformed);
+
+template <typename Read>
+long DataBatch::append(std::uint32_t slot, std::size_t size, Read&& read) {
+  if (bytes_.empty()) {
+    Message m;
+    m.type = Type::data;
+    bytes_ = encode(m);
+  }
+  const std::size_t at = bytes_.size();
+  bytes_.resize(at + 8 + size);
+  const long n = read(bytes_.data() + at + 8);
+  if (n <= 0) {
+    bytes_.resize(at);
+    if (at == kHeaderSize) bytes_.clear();
+    return n;
+  }
+  const auto len = static_cast<std::uint32_t>(n);
+  for (int i = 0; i < 4; ++i) {
+    bytes_[at + i] = static_cast<char>((slot >> (8 * i)) & 0xff);
+    bytes_[at + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xff);
+  }
+  bytes_.resize(at + 8 + len);
+  return n;
+}
 
 }  // namespace pervade::pool::exex

@@ -3,6 +3,7 @@
 // before it, a lost rank's workers dying with WorkerLost while the other nodes go on.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <string>
 
@@ -40,15 +41,41 @@ TEST(ExexWire, MessagesRoundTrip) {
   EXPECT_EQ(back->strings, hello.strings);
 }
 
-TEST(ExexWire, DataCarriesTheStreamsBytesUnchanged) {
-  std::string bytes("\0\1frame\xff", 8);
-  std::string message = exex::data_header(9) + bytes;
-  EXPECT_EQ(exex::data_header(9).size(), exex::kDataHeaderSize);
+TEST(ExexWire, ADataBatchCarriesSeveralStreamsBytesUnchanged) {
+  exex::DataBatch batch;
+  const std::string a("\0\1frame\xff", 8), b = "second worker";
+  auto from = [](const std::string& s) {
+    return [&s](char* into) {
+      std::copy(s.begin(), s.end(), into);
+      return static_cast<long>(s.size());
+    };
+  };
+  EXPECT_EQ(batch.append(9, 4096, from(a)), 8);
+  EXPECT_EQ(batch.append(2, 4096, [](char*) { return -1L; }), -1);  // a failed read adds nothing
+  EXPECT_EQ(batch.append(2, 4096, from(b)), static_cast<long>(b.size()));
+  const std::string message = batch.take();
+  EXPECT_TRUE(batch.empty());
   auto m = exex::decode(message);
   ASSERT_TRUE(m);
   EXPECT_EQ(m->type, exex::Type::data);
-  EXPECT_EQ(m->slot, 9u);
-  EXPECT_EQ(std::string(m->data), bytes);
+  std::string_view rest = m->data, piece;
+  std::uint32_t slot = 0;
+  bool malformed = false;
+  ASSERT_TRUE(exex::next_piece(&rest, &slot, &piece, &malformed));
+  EXPECT_EQ(slot, 9u);
+  EXPECT_EQ(std::string(piece), a);
+  ASSERT_TRUE(exex::next_piece(&rest, &slot, &piece, &malformed));
+  EXPECT_EQ(slot, 2u);
+  EXPECT_EQ(std::string(piece), b);
+  EXPECT_FALSE(exex::next_piece(&rest, &slot, &piece, &malformed));
+  EXPECT_FALSE(malformed);
+  // A piece longer than what is left is malformed.
+  std::string_view cut = std::string_view(m->data).substr(0, 10);
+  EXPECT_FALSE(exex::next_piece(&cut, &slot, &piece, &malformed));
+  EXPECT_TRUE(malformed);
+  // Nothing read: no message.
+  EXPECT_EQ(batch.append(1, 10, [](char*) { return 0L; }), 0);
+  EXPECT_TRUE(batch.empty());
 }
 
 TEST(ExexWire, MalformedMessagesAreRejected) {
@@ -63,7 +90,7 @@ TEST(ExexWire, MalformedMessagesAreRejected) {
   bad_type[0] = 42;
   EXPECT_FALSE(exex::decode(bad_type));
   std::string huge_count = good;
-  huge_count[exex::kDataHeaderSize - 1] = '\x7f';  // a string count no message could hold
+  huge_count[exex::kHeaderSize - 1] = '\x7f';  // a string count no message could hold
   EXPECT_FALSE(exex::decode(huge_count));
 }
 
