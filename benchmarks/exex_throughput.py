@@ -6,7 +6,8 @@ alternates the two modes, `--repeats` times each: a HighThroughputExecutor whose
 the cluster's nodes (srun, one pool or one rank per node, `--workers` workers per node) is loaded,
 `--warmup` no-op tasks start every worker, then `--tasks` no-op python_apps are submitted at once
 and waited for; tasks per second = tasks / (time from the first submission to the last result).
-Prints each run and the medians; the issue's target is mpi / node >= 0.8.
+Prints each run (with the CPU time the pools, or ranks, and the workers spent per task) and the
+medians; the issue's target is mpi / node >= 0.8.
 
     python benchmarks/exex_throughput.py [--tasks 50000] [--repeats 5] [--nodes 3] [--workers 2]
 """
@@ -27,7 +28,27 @@ def noop():
     return None
 
 
-def run_once(parsl, cluster, mode: str, args, work: str, n: int) -> float:
+def cpu_seconds(cluster) -> dict:
+    """CPU time (user + system) so far of the pools (ranks) and of the workers on the nodes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {"pools": 0.0, "workers": 0.0}
+    for node in cluster.nodes:
+        for pid in node.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0")[:3]
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            kind = "pools" if argv0[0].endswith((b"/pervade-pool", b"/pervade-exex-pool")) else \
+                "workers" if b"pervade.worker" in argv0 else None
+            if kind:
+                used[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def run_once(parsl, cluster, mode: str, args, work: str, n: int) -> tuple:
     launcher = parsl.SrunLauncher(overrides="--mpi=pmi2" if mode == "mpi" else "")
     executor = parsl.HighThroughputExecutor(
         label=f"{mode}{n}", address=cluster.interchange_address, pool_mode=mode, max_workers_per_node=args.workers,
@@ -43,13 +64,16 @@ def run_once(parsl, cluster, mode: str, args, work: str, n: int) -> float:
             time.sleep(0.1)
         for f in [app() for _ in range(args.warmup)]:
             f.result()
+        before = cpu_seconds(cluster)
         start = time.perf_counter()
         futures = [app() for _ in range(args.tasks)]
         for f in futures:
             f.result()
         elapsed = time.perf_counter() - start
+        after = cpu_seconds(cluster)
     parsl.clear()
-    return args.tasks / elapsed
+    per_task = {k: (after[k] - before[k]) / args.tasks * 1e6 for k in after}  # CPU us per task
+    return args.tasks / elapsed, per_task
 
 
 def main() -> int:
@@ -70,13 +94,16 @@ def main() -> int:
     cluster = SlurmCluster(os.path.join(work, "slurm"), nodes=args.nodes).start()
     os.environ["SLURM_CONF"] = cluster.conf
     rates = {"node": [], "mpi": []}
+    cpu = {"node": [], "mpi": []}
     try:
         for i in range(args.repeats):
             modes = args.modes.split(",")
             for mode in (modes if i % 2 == 0 else modes[::-1]):  # alternate which goes first
-                rate = run_once(parsl, cluster, mode, args, work, i)
+                rate, per_task = run_once(parsl, cluster, mode, args, work, i)
                 rates[mode].append(rate)
-                print(f"run {i + 1} {mode:4s}: {rate:8.0f} tasks/s", flush=True)
+                cpu[mode].append(per_task)
+                print(f"run {i + 1} {mode:4s}: {rate:8.0f} tasks/s; CPU per task: pools {per_task['pools']:5.1f} us, "
+                      f"workers {per_task['workers']:5.1f} us", flush=True)
     finally:
         cluster.stop()
     if not all(rates.values()):
@@ -84,6 +111,10 @@ def main() -> int:
     node, mpi = statistics.median(rates["node"]), statistics.median(rates["mpi"])
     print(f"median over {args.repeats} runs of {args.tasks} no-op tasks on {args.nodes} nodes x {args.workers} "
           f"workers: node {node:.0f} tasks/s, mpi {mpi:.0f} tasks/s, mpi/node {mpi / node:.2f}")
+    for mode in ("node", "mpi"):
+        print(f"median CPU per task, {mode}: pools (ranks) "
+              f"{statistics.median(c['pools'] for c in cpu[mode]):.1f} us, workers "
+              f"{statistics.median(c['workers'] for c in cpu[mode]):.1f} us")
     return 0
 
 

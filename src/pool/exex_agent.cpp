@@ -309,10 +309,12 @@ class Agent {
   // Forwards what the worker wrote to rank 0; true if there was something.
   bool read(int index) {
     Worker& w = workers_[static_cast<std::size_t>(index)];
-    const long n = batch_.append(static_cast<std::uint32_t>(index), kChunk, [&](char* into) {
-      return static_cast<long>(::recv(w.fd.get(), into, kChunk, MSG_DONTWAIT));
-    });
-    if (n > 0) return true;
+    static std::string buffer(kChunk, '\0');  // read here, then copied once into the batch
+    const ssize_t n = ::recv(w.fd.get(), buffer.data(), kChunk, MSG_DONTWAIT);
+    if (n > 0) {
+      batch_.append(static_cast<std::uint32_t>(index), {buffer.data(), static_cast<std::size_t>(n)});
+      return true;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
     w.fd.reset();  // end of its stream: it is exiting
     return false;

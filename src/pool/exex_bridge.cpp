@@ -223,9 +223,12 @@ void Bridge::write_slot(Slot& s) {
 bool Bridge::read_slot(int slot) {
   Slot& s = slots_[static_cast<std::size_t>(slot)];
   if (!s.fd.valid()) return false;
-  const long n = batches_[static_cast<std::size_t>(s.rank)].append(
-      s.index, kChunk, [&](char* into) { return static_cast<long>(::recv(s.fd.get(), into, kChunk, MSG_DONTWAIT)); });
-  if (n > 0) return true;
+  static thread_local std::string buffer(kChunk, '\0');  // read here, then copied once into the batch
+  const ssize_t n = ::recv(s.fd.get(), buffer.data(), kChunk, MSG_DONTWAIT);
+  if (n > 0) {
+    batches_[static_cast<std::size_t>(s.rank)].append(s.index, {buffer.data(), static_cast<std::size_t>(n)});
+    return true;
+  }
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return false;
   // The pool closed its end: it killed the worker (a signal follows) or is stopping. Its exit
   // still comes from its rank.

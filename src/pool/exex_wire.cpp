@@ -48,6 +48,17 @@ std::string encode(const Message& m) {
   return out;
 }
 
+void DataBatch::append(std::uint32_t slot, std::string_view bytes) {
+  if (bytes_.empty()) {
+    Message m;
+    m.type = Type::data;
+    bytes_ = encode(m);
+  }
+  put(bytes_, slot);
+  put(bytes_, static_cast<std::uint32_t>(bytes.size()));
+  bytes_.append(bytes);
+}
+
 std::string DataBatch::take() {
   std::string out;
   out.swap(bytes_);

@@ -41,10 +41,8 @@ std::optional<Message> decode(std::string_view bytes);
 // that the round costs one MPI message per peer however many workers it read.
 class DataBatch {
  public:
-  // Appends `size` bytes of worker `slot`'s stream, read straight into the message by `read`
-  // (called with where to write; returns how many it wrote, <= size, or < 0). Returns that.
-  template <typename Read>
-  long append(std::uint32_t slot, std::size_t size, Read&& read);
+  // Appends bytes of worker `slot`'s stream.
+  void append(std::uint32_t slot, std::string_view bytes);
   bool empty() const { return bytes_.empty(); }
   // The message (and a fresh, empty batch).
   std::string take();
@@ -56,29 +54,5 @@ class DataBatch {
 // The next piece of a data message's `rest` (Message::data): false at the end, or, with
 // *malformed set, when the rest is not a well-formed piece.
 bool next_piece(std::string_view* rest, std::uint32_t* slot, std::string_view* bytes, bool* malformed);
-
-template <typename Read>
-long DataBatch::append(std::uint32_t slot, std::size_t size, Read&& read) {
-  if (bytes_.empty()) {
-    Message m;
-    m.type = Type::data;
-    bytes_ = encode(m);
-  }
-  const std::size_t at = bytes_.size();
-  bytes_.resize(at + 8 + size);
-  const long n = read(bytes_.data() + at + 8);
-  if (n <= 0) {
-    bytes_.resize(at);
-    if (at == kHeaderSize) bytes_.clear();
-    return n;
-  }
-  const auto len = static_cast<std::uint32_t>(n);
-  for (int i = 0; i < 4; ++i) {
-    bytes_[at + i] = static_cast<char>((slot >> (8 * i)) & 0xff);
-    bytes_[at + 4 + i] = static_cast<char>((len >> (8 * i)) & 0xff);
-  }
-  bytes_.resize(at + 8 + len);
-  return n;
-}
 
 }  // namespace pervade::pool::exex
