@@ -77,6 +77,12 @@ def test_one_pool_for_two_ranks_on_this_host(tmp_path, monkeypatch):
         placed = [f.result(timeout=T) for f in futures]
         assert sorted(rank for _, _, rank in placed) == ["0", "0", "1", "1"]  # both ranks' workers ran one
         assert [f.result(timeout=T) for f in [double(i) for i in range(200)]] == [2 * i for i in range(200)]
+        # Cancelled while they run: rank 0 has every worker killed, on its rank, and started again.
+        running = run_gated(tmp_path / "cancelled", 4)
+        assert all(f.cancel() for f in running)
+        futures = run_gated(tmp_path / "again", 4)
+        (tmp_path / "again" / "go").touch()
+        assert sorted(f.result(timeout=T)[2] for f in futures) == ["0", "0", "1", "1"]
     finally:
         dfk.cleanup()
         parsl.clear()
