@@ -1324,7 +1324,7 @@ class Pool {
         {"PARSL_WORKER_POOL_ID", o_.pool_id},
         {"PARSL_WORKER_BLOCK_ID", o_.block_id},
     };
-    if (!o_.accelerators.empty()) {
+    if (!o_.accelerators.empty() && rank < worker_count_) {  // this node's accelerators: not a remote worker's
       const std::string& a = o_.accelerators[static_cast<std::size_t>(rank) % o_.accelerators.size()];
       ours.emplace_back("CUDA_VISIBLE_DEVICES", a);
       ours.emplace_back("ROCR_VISIBLE_DEVICES", a);
