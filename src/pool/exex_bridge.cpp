@@ -303,6 +303,7 @@ void Bridge::run() {
   std::vector<int> fd_slot;
   Nap nap;
   bool stop_sent = false;
+  auto last_round = Clock::now();
   for (;;) {
     bool busy = false;
     std::deque<Command> commands;
@@ -325,7 +326,8 @@ void Bridge::run() {
       for (int r = 1; r < link_.size(); ++r)
         if (!rank_lost_[static_cast<std::size_t>(r)]) send(r, m);
     }
-    for (std::size_t i = 0; i < kMessagesPerRound; ++i) {
+    std::size_t received = 0;
+    for (; received < kMessagesPerRound; ++received) {
       auto got = link_.receive();
       if (!got) break;
       busy = true;
@@ -341,10 +343,14 @@ void Bridge::run() {
       if (!rank_lost_[static_cast<std::size_t>(r)]) flush(r);
     link_.progress();
     const auto now = Clock::now();
+    // Silences are judged only when this loop ran on time and read all that had arrived: a
+    // thread that was not scheduled for a while must not take its own delay for its peers'.
+    const bool on_time = received < kMessagesPerRound && now - last_round < liveness_.period;
+    last_round = now;
     for (int r = 1; r < link_.size() && !stop_sent; ++r) {  // stopping: stop() has its own deadline
       const auto i = static_cast<std::size_t>(r);
       if (rank_lost_[i]) continue;
-      if (now - last_heard_[i] > liveness_.threshold) {
+      if (on_time && now - last_heard_[i] > liveness_.threshold) {
         lose_rank(r, fmt::format("no message from it for {} s",
                                  std::chrono::duration<double>(liveness_.threshold).count()));
         continue;
