@@ -9,7 +9,7 @@ and waited for; tasks per second = tasks / (time from the first submission to th
 Prints each run (with the CPU time the pools, or ranks, and the workers spent per task) and the
 medians; the issue's target is mpi / node >= 0.8.
 
-    python benchmarks/exex_throughput.py [--tasks 50000] [--repeats 5] [--nodes 3] [--workers 2]
+    python benchmarks/exex_throughput.py [--tasks 200000] [--repeats 5] [--nodes 3] [--workers 2]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def run_once(parsl, cluster, mode: str, args, work: str, n: int) -> tuple:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=50000)
+    parser.add_argument("--tasks", type=int, default=200000)
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--nodes", type=int, default=3)
