@@ -36,7 +36,7 @@ def gated(gate, timeout=T):
     deadline = time.monotonic() + timeout
     while not os.path.exists(os.path.join(gate, "go")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return socket.gethostname(), os.stat("/proc/self/ns/net").st_ino, os.environ.get("PMI_RANK")
+    return socket.gethostname(), os.stat("/proc/self/ns/net").st_ino, os.environ.get("PMI_RANK"), os.getpid()
 
 
 @parsl.python_app(executors=["exex"])
@@ -75,13 +75,31 @@ def test_one_pool_for_two_ranks_on_this_host(tmp_path, monkeypatch):
         futures = run_gated(tmp_path / "gate", 4)
         (tmp_path / "gate" / "go").touch()
         placed = [f.result(timeout=T) for f in futures]
-        assert sorted(rank for _, _, rank in placed) == ["0", "0", "1", "1"]  # both ranks' workers ran one
+        assert sorted(rank for _, _, rank, _ in placed) == ["0", "0", "1", "1"]  # both ranks' workers ran one
         assert [f.result(timeout=T) for f in [double(i) for i in range(200)]] == [2 * i for i in range(200)]
         # Cancelled while they run: rank 0 has every worker killed, on its rank, and started again.
         running = run_gated(tmp_path / "cancelled", 4)
         assert all(f.cancel() for f in running)
         futures = run_gated(tmp_path / "again", 4)
         (tmp_path / "again" / "go").touch()
+        assert sorted(f.result(timeout=T)[2] for f in futures) == ["0", "0", "1", "1"]
+        # A remote worker killed while it runs a task: WorkerLost, and its rank starts another.
+        gate = tmp_path / "killed"
+        futures = run_gated(gate, 4)
+        pids = [int(p.name.rsplit("-", 1)[1]) for p in gate.iterdir()]
+        victim = next(pid for pid in pids if b"\0PMI_RANK=1\0" in b"\0" + open(f"/proc/{pid}/environ", "rb").read())
+        os.kill(victim, signal.SIGKILL)
+        (gate / "go").touch()
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(timeout=T)[3])
+            except WorkerLost as e:
+                outcomes.append(str(e))
+        lost = [o for o in outcomes if isinstance(o, str)]
+        assert len(lost) == 1 and "rank 1" in lost[0] and "signal 9" in lost[0], outcomes
+        futures = run_gated(tmp_path / "after", 4)
+        (tmp_path / "after" / "go").touch()
         assert sorted(f.result(timeout=T)[2] for f in futures) == ["0", "0", "1", "1"]
     finally:
         dfk.cleanup()
@@ -135,8 +153,8 @@ def test_a_block_of_three_nodes_over_mpi_on_the_slurm_cluster(slurm, tmp_path):
         futures = run_gated(tmp_path / "gate", 6)
         (tmp_path / "gate" / "go").touch()
         placed = [f.result(timeout=T) for f in futures]
-        assert sorted(host for host, _, _ in placed) == sorted(slurm.node_names * 2)
-        assert all(inodes[host] == inode for host, inode, _ in placed)  # run in that node's namespace
+        assert sorted(host for host, _, _, _ in placed) == sorted(slurm.node_names * 2)
+        assert all(inodes[host] == inode for host, inode, _, _ in placed)  # run in that node's namespace
 
         # A rank other than 0 is killed while its two workers run tasks.
         victim = next(n for n in slurm.nodes if n.name != pool["hostname"])
