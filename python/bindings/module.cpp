@@ -925,6 +925,7 @@ struct BoundApp {
   PyRef func;                          // the task body the engine runs
   std::vector<std::string> executors;  // labels it may run on; empty: any user executor
   std::string name;                    // the task's func_name
+  PyRef py_executors, py_name;         // the same for the front end (a tuple or None; a str), read per call
 };
 
 // What a call adds beyond its arguments, made only for calls that have any of it. Main
@@ -1455,18 +1456,15 @@ NB_MODULE(_native, m) {
   nb::class_<BoundApp>(m, "BoundApp")
       .def(
           "__init__",
-          [](BoundApp* self, nb::handle func, std::optional<std::vector<std::string>> executors, std::string name) {
+          [](BoundApp* self, nb::handle func, std::optional<std::vector<std::string>> executors, nb::str name) {
+            nb::object labels = executors ? nb::object(nb::tuple(nb::cast(*executors))) : nb::none();
             new (self) BoundApp{PyRef::borrow(func.ptr()), executors.value_or(std::vector<std::string>{}),
-                                std::move(name)};
+                                nb::cast<std::string>(name), PyRef::borrow(labels.ptr()), PyRef::borrow(name.ptr())};
           },
           nb::arg("func"), nb::arg("executors").none(), nb::arg("name"))
       .def_prop_ro("func", [](const BoundApp& a) { return nb::borrow(a.func.get()); })
-      .def_prop_ro("executors",
-                   [](const BoundApp& a) -> std::optional<std::vector<std::string>> {
-                     if (a.executors.empty()) return std::nullopt;
-                     return a.executors;
-                   })
-      .def_ro("name", &BoundApp::name);
+      .def_prop_ro("executors", [](const BoundApp& a) { return nb::borrow(a.py_executors.get()); })
+      .def_prop_ro("name", [](const BoundApp& a) { return nb::borrow(a.py_name.get()); });
 
   nb::class_<CallOptions>(m, "CallOptions")
       .def(
@@ -1482,9 +1480,8 @@ NB_MODULE(_native, m) {
               o->std_streams = std::make_shared<const TaskSpec::StdStreams>(
                   TaskSpec::StdStreams{std::move(std_streams->first), std::move(std_streams->second)});
           },
-          nb::kw_only(), nb::arg("walltime") = 0.0, nb::arg("reserved_id") = -1,
-          nb::arg("encoded").none() = nb::none(), nb::arg("memo").none() = nb::none(),
-          nb::arg("std_streams").none() = nb::none());
+          nb::arg("walltime"), nb::arg("reserved_id"), nb::arg("encoded").none(), nb::arg("memo").none(),
+          nb::arg("std_streams").none());
 
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,

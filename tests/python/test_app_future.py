@@ -79,7 +79,7 @@ def test_an_app_is_bound_once_with_its_name_and_executors(dfk):
     def echo(word):
         return f"echo {word}"
 
-    assert echo._bound.name == "echo" and echo._bound.executors == ["threads"]
+    assert echo._bound.name == "echo" and echo._bound.executors == ("threads",)
     first, second = echo("a"), echo("b")
     assert first.result() == 0 and second.result() == 0
     # The same body every call (Parsl's wrappers keep the app's name).

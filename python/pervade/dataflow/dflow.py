@@ -307,8 +307,7 @@ class DataFlowKernel:
             streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
         options = None
         if memo is not None or walltime or reserved_id >= 0 or encoded is not None or streams is not None:
-            options = _native.CallOptions(walltime=float(walltime or 0), reserved_id=reserved_id, encoded=encoded,
-                                          memo=memo, std_streams=streams)
+            options = _native.CallOptions(float(walltime or 0), reserved_id, encoded, memo, streams)
         try:
             set_task(fut, self._kernel.submit(app, fut, args, kwargs, deps, plan, options))
         except BaseException as e:
