@@ -537,9 +537,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   PyObject* future() const { return future_.get(); }
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
-  // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
-  // runs again, so unlike a walltime stop this one is never reset.
-  std::atomic<bool> cancel_requested{false};
+  // What interrupt() was asked: a cancellation may arrive just before run() (the task never
+  // runs again); the reason a stopped command reports.
+  StopRequests stops;
 
  private:
   CompletionThread* completions_;
@@ -553,8 +553,6 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   std::optional<RemoteTask> encoded_;  // the call, when pickled at submit (remote-only apps); no inputs
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
- public:
-  std::atomic<StopReason> stop_reason{StopReason::walltime};
 };
 
 thread_local PyTask* t_current_task = nullptr;
@@ -569,7 +567,7 @@ Outcome PyTask::run(TaskContext& ctx) {
   running_ident_ = PyThread_get_thread_ident();
   t_current_task = this;
   PyObject* result;
-  if (cancel_requested.load()) {
+  if (stops.cancelled()) {
     // Cancelled after the executor published this try but before the function started (the
     // completion thread found no running function to raise in).
     nb::object error = exception_to_python(stop_error(StopReason::cancelled, "the task was cancelled before it started"));
@@ -849,8 +847,7 @@ class CompletionThread {
 void PyTask::interrupt(StopReason reason) {
   // No GIL, must not block: stop a running command at once, and let the completion thread
   // raise AppTimeout (or DataFlowKernelClosed) inside the Python function.
-  stop_reason.store(reason);
-  if (reason == StopReason::cancelled) cancel_requested.store(true);
+  stops.request(reason);
   if (auto* s = shell.load()) s->request();
   completions_->push_interrupt(shared_from_this(), reason);
 }
@@ -1205,7 +1202,7 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     nb::gil_scoped_release release;
     if (task) {
       task->shell.store(&interrupt);
-      if (task->cancel_requested.load()) interrupt.request();  // cancelled before the store
+      if (task->stops.cancelled()) interrupt.request();  // cancelled before the store
     }
     try {
       result = run_shell(cmd, &interrupt);
@@ -1216,7 +1213,7 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     if (task) task->shell.store(nullptr);
   }
   if (result.interrupted || result.timed_out) {
-    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stop_reason.load();
+    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stops.reason();
     std::rethrow_exception(command_stop_error(reason, "the command"));
   }
   return result.exit_code;
@@ -1245,16 +1242,9 @@ NB_MODULE(_native, m) {
       .def_prop_ro("time_returned", [](const TaskHandle& t) { return epoch_seconds(t.record->time_returned()); })
       .def_prop_ro("hashsum",
                    [](const TaskHandle& t) -> std::optional<std::string> {
-                     // As in Parsl, known once launched (a key made from the inputs' values is
-                     // written on the reactor before it leaves pending).
-                     const TaskState state = t.record->state();
-                     if (state == TaskState::pending || state == TaskState::unsched) return std::nullopt;
-                     const std::string& key = t.record->memo_key();
-                     if (key.empty()) return std::nullopt;
-                     static const char* hex = "0123456789abcdef";
-                     std::string out;
-                     for (unsigned char c : key) out += {hex[c >> 4], hex[c & 15]};
-                     return out;
+                     std::string h = t.record->hashsum();
+                     if (h.empty()) return std::nullopt;
+                     return h;
                    })
       // The call (func, args, kwargs) while the task is not final; None after.
       .def_prop_ro("call", [](const TaskHandle& t) -> nb::object {
