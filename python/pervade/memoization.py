@@ -296,20 +296,23 @@ class BasicMemoizer:
         file before its future completes), "periodic", "dfk_exit", "manual" (dfk.checkpoint()).
     checkpoint_period: for "periodic": "HH:MM:SS" or a number of seconds.
     memoize: False disables memoization for every app (cache=True has no effect).
+    pickle_copy: also append each checkpointed result to checkpoint/tasks.pkl, in Parsl's format,
+        for tools that read Parsl's checkpoints (pervade loads tasks.db). False writes tasks.db
+        only, which halves the disk a checkpoint of big results takes (pervade's extension).
     """
 
     def __init__(self, *, checkpoint_files: Optional[Sequence[str]] = None, checkpoint_period=None,
-                 checkpoint_mode: Optional[str] = None, memoize: bool = True):
-        # The engine knows the modes: ConfigurationError naming the valid ones for any other.
-        self._mode = _native.checkpoint_mode(None if checkpoint_mode is None else str(checkpoint_mode))
+                 checkpoint_mode: Optional[str] = None, memoize: bool = True, pickle_copy: bool = True):
+        mode = _engine_mode(checkpoint_mode)
         if isinstance(checkpoint_files, (str, os.PathLike)):
             checkpoint_files = [checkpoint_files]
         self.checkpoint_files = None if checkpoint_files is None else [os.fspath(f) for f in checkpoint_files]
         self.checkpoint_mode = checkpoint_mode
         self.checkpoint_period = checkpoint_period
         self.memoize = memoize
+        self.pickle_copy = bool(pickle_copy)
         self.period_seconds = _period_seconds(checkpoint_period) if checkpoint_period is not None else 0.0
-        if self._mode == _native.CheckpointMode.periodic and checkpoint_period is None:
+        if mode == _native.CheckpointMode.periodic and checkpoint_period is None:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")
 
     _dfk = None  # the kernel using these settings (set when it starts)
@@ -341,12 +344,19 @@ class BasicMemoizer:
         return self._dfk.checkpoint()
 
     def native_options(self, run_dir: str, config_run_dir: str):
-        """(memoize, mode, period seconds, this run's checkpoint dir, files to load) for the engine."""
+        """(memoize, mode, period seconds, this run's checkpoint dir, files to load, Parsl pickle
+        copy) for the engine."""
         files = self.checkpoint_files
         if files is None:
             files = get_all_checkpoints(config_run_dir) if self.checkpoint_mode is not None else []
-        return (bool(self.memoize), self._mode, self.period_seconds,
-                os.path.join(run_dir, "checkpoint"), list(files))
+        return (bool(self.memoize), _engine_mode(self.checkpoint_mode), self.period_seconds,
+                os.path.join(run_dir, "checkpoint"), list(files), getattr(self, "pickle_copy", True))
+
+
+def _engine_mode(checkpoint_mode):
+    """The engine's CheckpointMode of Parsl's checkpoint_mode: the engine alone knows the names,
+    and raises ConfigurationError naming the valid ones for any other."""
+    return _native.checkpoint_mode(None if checkpoint_mode is None else str(checkpoint_mode))
 
 
 def _period_seconds(period) -> float:
