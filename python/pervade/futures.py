@@ -87,9 +87,10 @@ class AppFuture(Future):
     (42, 0, 'exec_done')
     >>> fut["key"], fut.attr      # lifted: new futures for fut.result()["key"] / .attr
 
-    The future is completed by the engine (complete(), below); only the engine calls
-    set_result/set_exception. Its fields are written only in this module: at submission by
-    set_task and set_data_futures, at the end by complete.
+    The engine completes it, through complete() (below). Its fields are written only in this
+    module: at submission by set_task and set_data_futures, at the end by complete (or
+    set_result/set_exception, which the front end uses for a call that fails before the engine
+    has it).
 
     Unlike a plain Future it makes its Condition, its list of waiters and its list of callbacks
     only when something first waits on it or adds a callback (most futures of a large fan-out

@@ -121,7 +121,8 @@ class AppBase:
         return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
 
     def _bind(self, body):
-        """The app as the engine takes it with each call: made once (per kernel for a join)."""
+        """The app as the engine takes it with each call: made once per app (per call for a join,
+        whose body holds the call's kernel)."""
         return _native.BoundApp(body, self._labels, self.__name__)
 
     def _submit(self, dfk, app, args, kwargs, reserved_id, memo=None):
