@@ -1456,7 +1456,13 @@ NB_MODULE(_native, m) {
           nb::arg("func"), nb::arg("executors").none(), nb::arg("name"))
       .def_prop_ro("func", [](const BoundApp& a) { return nb::borrow(a.func.get()); })
       .def_prop_ro("executors", [](const BoundApp& a) { return nb::borrow(a.py_executors.get()); })
-      .def_prop_ro("name", [](const BoundApp& a) { return nb::borrow(a.py_name.get()); });
+      .def_prop_ro("name", [](const BoundApp& a) { return nb::borrow(a.py_name.get()); })
+      // An app pickled by value (a function that calls it, sent to a pool) carries its binding.
+      .def("__reduce__", [](nb::handle self) {
+        const auto& a = nb::cast<const BoundApp&>(self);
+        return nb::make_tuple(self.type(), nb::make_tuple(nb::borrow(a.func.get()), nb::borrow(a.py_executors.get()),
+                                                          nb::borrow(a.py_name.get())));
+      });
 
   nb::class_<CallOptions>(m, "CallOptions")
       .def(

@@ -87,6 +87,20 @@ def test_an_app_is_bound_once_with_its_name_and_executors(dfk):
     assert first.task_record["func"].__name__ == "echo"
 
 
+def test_an_app_pickles_with_its_binding():
+    # A function that calls an app, pickled by value for a pool, carries the app.
+    import pickle
+
+    import cloudpickle
+
+    @parsl.python_app(executors=["htex"])
+    def double(x):
+        return 2 * x
+
+    copy = pickle.loads(cloudpickle.dumps(double))
+    assert (copy._bound.name, copy._bound.executors, copy._bound.func(4)) == ("double", ("htex",), 8)
+
+
 def test_dfk_submit_binds_its_call_with_options(dfk):
     def add(a, b):
         return a + b
