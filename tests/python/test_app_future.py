@@ -54,6 +54,41 @@ def test_complete_wakes_a_waiter_and_runs_a_callback_added_before():
     assert got == ["value"] and seen == ["value"]
 
 
+def test_callbacks_and_waiters_racing_the_engine_each_see_every_future_once(dfk):
+    # Callbacks and waiters arrive from other threads while the completion thread publishes the
+    # same futures without a Condition: each callback must run once and every waiter return.
+    @parsl.python_app
+    def ident(i):
+        return i
+
+    n = 20000
+    futures = []
+    calls = [0] * n
+    submitted = threading.Event()
+
+    def add_callbacks():
+        for i in range(n):
+            while len(futures) <= i:
+                if submitted.is_set() and len(futures) <= i:
+                    return
+            futures[i].add_done_callback(lambda f: calls.__setitem__(f.result(), calls[f.result()] + 1))
+
+    waited = []
+    adder = threading.Thread(target=add_callbacks)
+    waiter = threading.Thread(target=lambda: waited.extend(f.result(timeout=60) for f in list(futures)[::7]))
+    adder.start()
+    for i in range(n):
+        futures.append(ident(i))
+        if i == n // 2:
+            waiter.start()
+    submitted.set()
+    adder.join(60)
+    waiter.join(60)
+    assert [f.result(timeout=60) for f in futures] == list(range(n))
+    assert wait_until(lambda: calls == [1] * n, 30), [i for i, c in enumerate(calls) if c != 1][:10]
+    assert waited and all(isinstance(v, int) for v in waited)
+
+
 def test_set_result_still_refuses_a_finished_future():
     fut = _future()
     complete([fut, EXCEPTION, KeyError("k")])
