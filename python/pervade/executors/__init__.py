@@ -100,6 +100,36 @@ def pool_binary() -> str:
     return path
 
 
+def exex_pool_binary() -> str:
+    """pervade-exex-pool (pool_mode="mpi"), shipped when pervade was built with MPI
+    (PERVADE_EXEX_POOL_BINARY overrides)."""
+    path = os.environ.get("PERVADE_EXEX_POOL_BINARY") or os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "bin", "pervade-exex-pool")
+    if not os.access(path, os.X_OK):
+        raise ConfigurationError(f"pool_mode='mpi' needs pervade-exex-pool, not found at {path}: pervade was built "
+                                 "without MPI (install MPICH's libmpich-dev, then reinstall pervade)")
+    return path
+
+
+def _check_pool_mode(pool_mode, provider, mpi_mode: bool) -> None:
+    """pool_mode "mpi" (docs/mpi.md, "One pool per block"): the provider's launcher must start one
+    copy of the pool command per node, as an MPI job; not with HTEX's MPI mode."""
+    from ..launchers import SimpleLauncher, SingleNodeLauncher
+
+    if pool_mode not in ("node", "mpi"):
+        raise ConfigurationError(f"pool_mode must be 'node' (a pool per node) or 'mpi' (a pool per block over MPI), "
+                                 f"got {pool_mode!r}")
+    if pool_mode == "node":
+        return
+    if mpi_mode:
+        raise ConfigurationError("pool_mode='mpi' cannot be combined with MPI mode (MPIExecutor, enable_mpi_mode)")
+    launcher = getattr(provider, "launcher", None)
+    if isinstance(launcher, (SimpleLauncher, SingleNodeLauncher)):
+        raise ConfigurationError(f"pool_mode='mpi' starts one MPI rank per node through the provider's launcher; "
+                                 f"{type(launcher).__name__} starts no MPI job (use e.g. "
+                                 f"SrunLauncher(overrides='--mpi=pmi2') or MpiExecLauncher())")
+
+
 _CPU_SET = re.compile(r"^(\d+(-\d+)?)(,\d+(-\d+)?)*$")
 _MAX_CPU = 1023  # CPU_SETSIZE - 1: the highest CPU number sched_setaffinity takes
 
@@ -220,7 +250,9 @@ class BlockProviderExecutor(ParslExecutor):
 
 
 class HighThroughputExecutor(BlockProviderExecutor):
-    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
+    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block
+    (or, with `pool_mode="mpi"`, one pervade-exex-pool per block, an MPI job whose rank 0 alone
+    talks to the interchange: docs/mpi.md, "One pool per block").
 
     >>> HighThroughputExecutor(label="htex", max_workers_per_node=4,
     ...                        provider=LocalProvider(init_blocks=1))
@@ -266,7 +298,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
                  enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None,
-                 walltime_grace: float = 30):
+                 walltime_grace: float = 30, pool_mode: str = "node"):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -326,6 +358,10 @@ class HighThroughputExecutor(BlockProviderExecutor):
             raise ConfigurationError(f"enable_mpi_mode must be True or False, got {enable_mpi_mode!r}")
         if enable_mpi_mode:
             _check_mpi_mode(provider, mpi_launcher)
+        _check_pool_mode(pool_mode, provider, enable_mpi_mode)
+        # "node": a pervade-pool per node; "mpi": one pervade-exex-pool per block, an MPI job whose
+        # rank 0 alone talks to the interchange (docs/mpi.md, "One pool per block").
+        self.pool_mode = pool_mode
         self.mpi_hosts = _check_mpi_hosts(mpi_hosts, enable_mpi_mode)
         self.enable_mpi_mode = enable_mpi_mode
         self.mpi_launcher = mpi_launcher
@@ -391,7 +427,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
         o.python_workers = True
         o.pool_args = self._pool_args()
         o.run_dir = self.run_dir
-        o.pool_binary = pool_binary()
+        o.pool_binary = exex_pool_binary() if self.pool_mode == "mpi" else pool_binary()
         o.strategy = getattr(self, "strategy", "simple")
         o.strategy_period = float(getattr(self, "strategy_period", 5))
         o.max_idletime = float(getattr(self, "max_idletime", 120))
