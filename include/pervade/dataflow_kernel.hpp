@@ -25,8 +25,10 @@ enum class CheckpointMode : std::uint8_t {
   manual,     // at DataFlowKernel::checkpoint() (and at cleanup())
 };
 
-// The mode of Parsl's checkpoint_mode name ("task_exit", "periodic", "dfk_exit", "manual"; ""
-// for none). Throws ConfigurationError naming any other. Example: parse_checkpoint_mode("manual").
+// The mode of Parsl's checkpoint_mode name: "task_exit", "periodic", "dfk_exit" or "manual" (its
+// None is CheckpointMode::none, which has no name). Throws ConfigurationError naming any other
+// and the valid ones. The one list of the names: Python's BasicMemoizer asks this too.
+// Example: parse_checkpoint_mode("manual").
 CheckpointMode parse_checkpoint_mode(std::string_view name);
 
 // Size of a memo key: a digest of the function and its arguments made by the front end.

@@ -83,6 +83,32 @@ enum class StopReason : std::uint8_t {
   cancelled, // DataFlowKernel::cancel: the task fails with TaskCancelled and is never run again
 };
 
+// The stops a task body was asked for (TaskBody::interrupt) and the reason a stopped try
+// reports, for bodies that run commands (shell tasks, Python apps): the kernel's shutdown
+// first, then a cancellation (which stays for every later try, even when a walltime stop came
+// after it), else walltime. Any thread.
+class StopRequests {
+ public:
+  void request(StopReason reason) noexcept {
+    last_.store(reason);
+    if (reason == StopReason::cancelled) cancelled_.store(true);
+    requested_.store(true);
+  }
+  // A try starts: a stop aimed at an earlier try must not stop it; a cancellation stays.
+  void new_try() noexcept { requested_.store(false); }
+  bool requested() const noexcept { return requested_.load() || cancelled_.load(); }
+  bool cancelled() const noexcept { return cancelled_.load(); }
+  StopReason reason() const noexcept {
+    if (last_.load() == StopReason::shutdown) return StopReason::shutdown;
+    return cancelled_.load() ? StopReason::cancelled : StopReason::walltime;
+  }
+
+ private:
+  std::atomic<StopReason> last_{StopReason::walltime};
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> requested_{false};
+};
+
 // The error a try stopped for `reason` fails with (AppTimeout, DataFlowKernelClosed or
 // TaskCancelled), carrying `message`.
 std::exception_ptr stop_error(StopReason reason, std::string message);
@@ -185,6 +211,10 @@ class TaskRecord : public std::enable_shared_from_this<TaskRecord> {
   // The body until the task is final (then released). Reactor thread only (retry handlers).
   const std::shared_ptr<TaskBody>& body() const { return spec_.body; }
   const std::string& memo_key() const { return spec_.memo_key; }  // empty: not memoized (yet)
+  // Parsl's task_record["hashsum"]: the memo key in lowercase hex once the task has left
+  // pending (a key made from its inputs' values is written before it does); empty until then
+  // and for a task that is not memoized.
+  std::string hashsum() const;
   // Wall-clock times of submission (the record's creation) and of reaching a final state
   // (epoch 0 until then).
   std::chrono::system_clock::time_point time_invoked() const { return time_invoked_; }

@@ -462,6 +462,37 @@ void set_resource_request(nb::handle request, RemoteTask* out) {
   out->running_time = nb::cast<double>(r[7]);
 }
 
+// Finished tasks on their way to their AppFutures: the completion thread collects a batch and
+// hands it to pervade.futures.complete, the one place that writes a future's fields, in one
+// call (a flat list: future, outcome, value, future, ...). GIL held.
+class FutureBatch {
+ public:
+  enum Outcome { kResult = 0, kException = 1, kCancelled = 2 };  // pervade.futures.RESULT, ...
+
+  void add(PyObject* future, Outcome outcome, nb::handle value) {
+    if (!items_.is_valid()) items_ = nb::list();
+    items_.append(nb::handle(future));
+    items_.append(nb::int_(static_cast<int>(outcome)));
+    items_.append(value);
+  }
+
+  // Hands what was added over (nothing when empty) and starts a new batch.
+  void deliver() {
+    static PyObject* complete = nullptr;  // leaked on purpose, as the modules above
+    if (!items_.is_valid()) return;
+    nb::list items = std::move(items_);
+    try {
+      if (!complete) complete = nb::object(nb::module_::import_("pervade.futures").attr("complete")).release().ptr();
+      nb::borrow(complete)(items);
+    } catch (nb::python_error& e) {  // complete() reports each future's trouble itself: this is a bug
+      e.discard_as_unraisable("pervade: completing a batch of futures");
+    }
+  }
+
+ private:
+  nb::list items_{nb::handle(), nb::detail::steal_t{}};  // made by the first add()
+};
+
 // A Python app call: the callable, its arguments, and the future to complete.
 class PyTask final : public TaskBody, public TaskListener, public std::enable_shared_from_this<PyTask> {
  public:
@@ -489,9 +520,8 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   void request_serialized(const std::any& value, SerializeReply reply) override;
 
   // Called by the completion thread with the GIL.
-  void complete(const TaskRecord& record);
+  void complete(const TaskRecord& record, FutureBatch& batch);
   void compute_memo_key(const MemoKeyReply& reply);
-  void complete_cancelled();
   void inject_stop(StopReason reason);
 
   // Listed in the kernel's `tasks` dict under `key` until final (dropped then when `drop`).
@@ -510,9 +540,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   bool pickled_at_call() const { return encoded_.has_value(); }  // args and kwargs are in the payload
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
-  // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
-  // runs again, so unlike a walltime stop this one is never reset.
-  std::atomic<bool> cancel_requested{false};
+  // What interrupt() was asked: a cancellation may arrive just before run() (the task never
+  // runs again); the reason a stopped command reports.
+  StopRequests stops;
 
  private:
   CompletionThread* completions_;
@@ -526,8 +556,6 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   std::optional<RemoteTask> encoded_;  // the call, when pickled at submit (remote-only apps); no inputs
   unsigned long running_ident_ = 0;  // GIL-protected: the thread running the function
   bool interrupted_ = false;         // GIL-protected
- public:
-  std::atomic<StopReason> stop_reason{StopReason::walltime};
 };
 
 thread_local PyTask* t_current_task = nullptr;
@@ -542,7 +570,7 @@ Outcome PyTask::run(TaskContext& ctx) {
   running_ident_ = PyThread_get_thread_ident();
   t_current_task = this;
   PyObject* result;
-  if (cancel_requested.load()) {
+  if (stops.cancelled()) {
     // Cancelled after the executor published this try but before the function started (the
     // completion thread found no running function to raise in).
     nb::object error = exception_to_python(stop_error(StopReason::cancelled, "the task was cancelled before it started"));
@@ -768,15 +796,23 @@ class CompletionThread {
                    })))
         log_->flush();  // without the GIL: the log's writer takes it to hand the records over
       hold_gil();
-      for (auto& item : batch) {
-        if (item.interrupt)
-          item.task->inject_stop(item.reason);
-        else if (item.memo_key)
-          item.task->compute_memo_key(item.memo_key);
-        else if (item.serialized)
-          item.serialized(serialize_for_memo(to_python(item.value).ptr()));
-        else
-          item.task->complete(*item.record);
+      {
+        FutureBatch futures;
+        for (auto& item : batch) {
+          if (item.record) {
+            item.task->complete(*item.record, futures);
+            continue;
+          }
+          // The rest waits for the futures completed before it (a memo key made from their values).
+          futures.deliver();
+          if (item.interrupt)
+            item.task->inject_stop(item.reason);
+          else if (item.memo_key)
+            item.task->compute_memo_key(item.memo_key);
+          else
+            item.serialized(serialize_for_memo(to_python(item.value).ptr()));
+        }
+        futures.deliver();
       }
       batch.clear();  // drops the tasks' Python references while we hold the GIL
       drain_deferred_decrefs();
@@ -814,8 +850,7 @@ class CompletionThread {
 void PyTask::interrupt(StopReason reason) {
   // No GIL, must not block: stop a running command at once, and let the completion thread
   // raise AppTimeout (or DataFlowKernelClosed) inside the Python function.
-  stop_reason.store(reason);
-  if (reason == StopReason::cancelled) cancel_requested.store(true);
+  stops.request(reason);
   if (auto* s = shell.load()) s->request();
   completions_->push_interrupt(shared_from_this(), reason);
 }
@@ -850,68 +885,29 @@ void PyTask::compute_memo_key(const MemoKeyReply& reply) {
   reply(std::move(key), std::move(error));
 }
 
-// Completes the AppFuture. Most futures of a fan-out have no Condition yet (nobody waits on
-// them: see pervade.futures.AppFuture) and no callbacks; for those the state is written
-// directly, which is what AppFuture._finish does in Python, without its frame. Anything else
-// goes through the Python method.
-void PyTask::complete(const TaskRecord& record) {
-  static PyObject* s_finish = PyUnicode_InternFromString("_finish");
-  static PyObject* s_cond = PyUnicode_InternFromString("_cond");
-  static PyObject* s_callbacks = PyUnicode_InternFromString("_callback_list");
-  static PyObject* s_result = PyUnicode_InternFromString("_result");
-  static PyObject* s_exception = PyUnicode_InternFromString("_exception");
-  static PyObject* s_state = PyUnicode_InternFromString("_state");
-  static PyObject* s_finished = PyUnicode_InternFromString("FINISHED");
-  if (record.state() == TaskState::cancelled) return complete_cancelled();
+// The task's end for its AppFuture, added to the completion thread's batch. GIL held.
+void PyTask::complete(const TaskRecord& record, FutureBatch& batch) {
   untrack();  // as Parsl wipes the record before it completes the future
-  PyObject* fut = future_.get();
-  bool ok = true;
-  try {
-    nb::object value = record.error() ? exception_to_python(record.error()) : result_to_python(record.value());
-    PyObject* cond = PyObject_GetAttr(fut, s_cond);
-    PyObject* callbacks = cond ? PyObject_GetAttr(fut, s_callbacks) : nullptr;
-    const bool fast = cond == Py_None && callbacks == Py_None;
-    Py_XDECREF(cond);
-    Py_XDECREF(callbacks);
-    PyErr_Clear();  // no such attributes: not an AppFuture, its _finish decides
-    if (fast) {
-      // The completion thread holds the GIL and runs no Python code here, so no waiter can
-      // appear between these writes.
-      ok = PyObject_SetAttr(fut, record.error() ? s_exception : s_result, value.ptr()) == 0 &&
-           PyObject_SetAttr(fut, s_state, s_finished) == 0;
-    } else {
-      PyObject* none = Py_None;
-      PyObject* r = record.error() ? PyObject_CallMethodObjArgs(fut, s_finish, none, value.ptr(), nullptr)
-                                   : PyObject_CallMethodObjArgs(fut, s_finish, value.ptr(), none, nullptr);
-      ok = r != nullptr;
-      Py_XDECREF(r);
-    }
-  } catch (nb::python_error& e) {
-    e.restore();
-    ok = false;
-  } catch (const std::exception& e) {
-    nb::object exc = errors_module().attr("ParslError")(e.what());
-    PyObject* r = PyObject_CallMethodObjArgs(fut, s_finish, Py_None, exc.ptr(), nullptr);
-    ok = r != nullptr;
-    Py_XDECREF(r);
+  if (record.state() == TaskState::cancelled) {
+    // AppFuture.cancel() may have marked it already; the future runs its callbacks only once.
+    batch.add(future_.get(), FutureBatch::kCancelled, nb::none());
+    return;
   }
-  // A done-callback or the future itself raised: report it, never lose the thread.
-  if (!ok) PyErr_WriteUnraisable(fut);
+  try {
+    if (record.error())
+      batch.add(future_.get(), FutureBatch::kException, exception_to_python(record.error()));
+    else
+      batch.add(future_.get(), FutureBatch::kResult, result_to_python(record.value()));
+  } catch (nb::python_error& e) {  // the value could not be made: the future gets why
+    batch.add(future_.get(), FutureBatch::kException, e.value());
+  } catch (const std::exception& e) {
+    batch.add(future_.get(), FutureBatch::kException, errors_module().attr("ParslError")(e.what()));
+  }
   func_.reset();
   args_.reset();
   kwargs_.reset();
   plan_.reset();
   future_.reset();
-}
-
-// The future ends cancelled. AppFuture.cancel() may have marked it already; the method runs the
-// callbacks only once. The references go with this PyTask when the completion batch drops it.
-void PyTask::complete_cancelled() {
-  static PyObject* s_cancelled = PyUnicode_InternFromString("_engine_cancelled");
-  untrack();
-  PyObject* r = PyObject_CallMethodNoArgs(future_.get(), s_cancelled);
-  if (!r) PyErr_WriteUnraisable(future_.get());
-  Py_XDECREF(r);
 }
 
 // Parsl's garbage_collect: a final task leaves dfk.tasks. GIL held.
@@ -922,6 +918,26 @@ void PyTask::untrack() {
 }
 
 // ---------------------------------------------------------------- the kernel object
+
+// An app as the engine sees it: made once per app (pervade.app.app), passed with each of its
+// calls. Main thread, GIL held.
+struct BoundApp {
+  PyRef func;                          // the task body the engine runs
+  std::vector<std::string> executors;  // labels it may run on; empty: any user executor
+  std::string name;                    // the task's func_name
+  PyRef py_executors, py_name;         // the same for the front end (a tuple or None; a str), read per call
+};
+
+// What a call adds beyond its arguments, made only for calls that have any of it. Main
+// thread, GIL held.
+struct CallOptions {
+  std::chrono::duration<double> walltime{0};  // 0: none
+  std::optional<TaskId> reserved_id;          // the id taken before submission (AUTO_LOGNAME, staging)
+  PyRef encoded;                              // the call pickled at submission (remote-only apps)
+  PyRef memo;                                 // the memo key (bytes), or a callable making it later
+  std::shared_ptr<const TaskSpec::StdStreams> std_streams;  // for observers
+};
+
 
 // (block id, job id, state number, message, exit code or None, log path) per block: pervade.executors
 // makes JobStatus objects of them. GIL held.
@@ -943,12 +959,12 @@ class Executor_ {
   }
 };
 
-// pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files, pickle copy).
+// pervade.memoization.native_options(): (memoize, CheckpointMode, period seconds, dir, files, pickle copy).
 CheckpointConfig checkpoint_config(nb::handle options) {
   auto t = nb::cast<nb::tuple>(options);
   CheckpointConfig c;
   c.memoize = nb::cast<bool>(t[0]);
-  c.mode = parse_checkpoint_mode(nb::cast<std::string>(t[1]));
+  c.mode = nb::cast<CheckpointMode>(t[1]);
   c.period = std::chrono::duration<double>(nb::cast<double>(t[2]));
   c.dir = nb::cast<std::string>(t[3]);
   c.files = nb::cast<std::vector<std::string>>(t[4]);
@@ -1009,19 +1025,23 @@ class Kernel {
     shutdown();
   }
 
-  TaskHandle submit(nb::handle func, nb::handle args, nb::handle kwargs, nb::handle deps, nb::handle plan,
-                    nb::handle executors, const std::string& name, double walltime, nb::handle future,
-                    std::int64_t reserved_id, nb::handle encoded, nb::handle memo, nb::handle std_streams) {
+  // One app call: the app's bound object, the call's future and arguments, the dependencies
+  // found in them (TaskHandles, and the plan that puts their values in place), and, when the
+  // call has any, its CallOptions (None otherwise).
+  TaskHandle submit(const BoundApp& app, nb::handle future, nb::handle args, nb::handle kwargs, nb::handle deps,
+                    nb::handle plan, nb::handle options) {
+    const CallOptions* call = options.is_none() ? nullptr : &nb::cast<const CallOptions&>(options);
     // memo: None (not memoized), the key (bytes), or a callable that makes it once futures are done.
+    nb::handle memo = call && call->memo ? nb::handle(call->memo.get()) : nb::none();
     const bool memoized = !memo.is_none();
     const bool key_later = memoized && !nb::isinstance<nb::bytes>(memo);
     wait_for_capacity();
-    auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(func.ptr()), PyRef::borrow(args.ptr()),
+    auto task = std::make_shared<PyTask>(&completions_, PyRef::borrow(app.func.get()), PyRef::borrow(args.ptr()),
                                          kwargs.is_none() ? PyRef() : PyRef::borrow(kwargs.ptr()),
                                          plan.is_none() ? PyRef() : PyRef::borrow(plan.ptr()),
                                          PyRef::borrow(future.ptr()),
-                                         encoded.is_none() ? PyRef() : PyRef::borrow(encoded.ptr()), memoized,
-                                         key_later ? PyRef::borrow(memo.ptr()) : PyRef());
+                                         call && call->encoded ? PyRef::borrow(call->encoded.get()) : PyRef(),
+                                         memoized, key_later ? PyRef::borrow(memo.ptr()) : PyRef());
     TaskSpec spec;
     if (key_later) {
       spec.memo_key_later = true;
@@ -1031,17 +1051,14 @@ class Kernel {
     }
     spec.body = task;
     spec.listener = task;
-    spec.func_name = name;
-    spec.walltime = std::chrono::duration<double>(walltime);
-    if (!std_streams.is_none()) {  // (stdout path, stderr path), for observers
-      auto t = nb::borrow<nb::tuple>(std_streams);
-      spec.std_streams = std::make_shared<const TaskSpec::StdStreams>(
-          TaskSpec::StdStreams{nb::cast<std::string>(t[0]), nb::cast<std::string>(t[1])});
+    spec.func_name = app.name;
+    spec.executors = app.executors;
+    if (call) {
+      spec.walltime = call->walltime;
+      spec.std_streams = call->std_streams;
     }
     if (!deps.is_none())
       for (nb::handle d : deps) spec.dependencies.push_back(nb::cast<TaskHandle&>(d).record);
-    if (!executors.is_none())
-      for (nb::handle e : executors) spec.executors.push_back(nb::cast<std::string>(e));
     // Capacity was awaited above without the GIL; submit must not wait again while holding it
     // (tasks that need the GIL could never finish). With several submitting threads the limit
     // may thus be passed by one task per thread.
@@ -1049,8 +1066,8 @@ class Kernel {
       bool was = set_engine_thread(true);
       ~NoWait() { set_engine_thread(was); }
     } no_wait;
-    TaskRecordPtr record = reserved_id >= 0 ? dfk_->submit(std::move(spec), TaskId{static_cast<std::uint64_t>(reserved_id)})
-                                            : dfk_->submit(std::move(spec));
+    TaskRecordPtr record = call && call->reserved_id ? dfk_->submit(std::move(spec), *call->reserved_id)
+                                                     : dfk_->submit(std::move(spec));
     // Listed in dfk.tasks while it is not final. The GIL is held, so the completion thread
     // cannot have completed (and unlisted) it yet.
     PyRef key = PyRef::steal(PyLong_FromUnsignedLongLong(record->id().value));
@@ -1218,7 +1235,7 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     nb::gil_scoped_release release;
     if (task) {
       task->shell.store(&interrupt);
-      if (task->cancel_requested.load()) interrupt.request();  // cancelled before the store
+      if (task->stops.cancelled()) interrupt.request();  // cancelled before the store
     }
     try {
       result = run_shell(cmd, &interrupt);
@@ -1229,7 +1246,7 @@ int run_shell_py(const std::string& command, const std::string& stdout_path, boo
     if (task) task->shell.store(nullptr);
   }
   if (result.interrupted || result.timed_out) {
-    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stop_reason.load();
+    const StopReason reason = result.timed_out || !task ? StopReason::walltime : task->stops.reason();
     std::rethrow_exception(command_stop_error(reason, "the command"));
   }
   return result.exit_code;
@@ -1258,16 +1275,9 @@ NB_MODULE(_native, m) {
       .def_prop_ro("time_returned", [](const TaskHandle& t) { return epoch_seconds(t.record->time_returned()); })
       .def_prop_ro("hashsum",
                    [](const TaskHandle& t) -> std::optional<std::string> {
-                     // As in Parsl, known once launched (a key made from the inputs' values is
-                     // written on the reactor before it leaves pending).
-                     const TaskState state = t.record->state();
-                     if (state == TaskState::pending || state == TaskState::unsched) return std::nullopt;
-                     const std::string& key = t.record->memo_key();
-                     if (key.empty()) return std::nullopt;
-                     static const char* hex = "0123456789abcdef";
-                     std::string out;
-                     for (unsigned char c : key) out += {hex[c >> 4], hex[c & 15]};
-                     return out;
+                     std::string h = t.record->hashsum();
+                     if (h.empty()) return std::nullopt;
+                     return h;
                    })
       // The call (func, args, kwargs) while the task is not final; None after.
       .def_prop_ro("call", [](const TaskHandle& t) -> nb::object {
@@ -1461,6 +1471,54 @@ NB_MODULE(_native, m) {
       },
       nb::arg("max_threads"), nb::arg("label"), nb::arg("shutdown_grace"));
 
+  nb::enum_<CheckpointMode>(m, "CheckpointMode")
+      .value("none", CheckpointMode::none)
+      .value("task_exit", CheckpointMode::task_exit)
+      .value("periodic", CheckpointMode::periodic)
+      .value("dfk_exit", CheckpointMode::dfk_exit)
+      .value("manual", CheckpointMode::manual);
+  // Parsl's checkpoint_mode (a name, or None) as the engine's mode; ConfigurationError otherwise.
+  m.def(
+      "checkpoint_mode",
+      [](std::optional<std::string> name) { return name ? parse_checkpoint_mode(*name) : CheckpointMode::none; },
+      nb::arg("name").none());
+
+  nb::class_<BoundApp>(m, "BoundApp")
+      .def(
+          "__init__",
+          [](BoundApp* self, nb::handle func, std::optional<std::vector<std::string>> executors, nb::str name) {
+            nb::object labels = executors ? nb::object(nb::tuple(nb::cast(*executors))) : nb::none();
+            new (self) BoundApp{PyRef::borrow(func.ptr()), executors.value_or(std::vector<std::string>{}),
+                                nb::cast<std::string>(name), PyRef::borrow(labels.ptr()), PyRef::borrow(name.ptr())};
+          },
+          nb::arg("func"), nb::arg("executors").none(), nb::arg("name"))
+      .def_prop_ro("func", [](const BoundApp& a) { return nb::borrow(a.func.get()); })
+      .def_prop_ro("executors", [](const BoundApp& a) { return nb::borrow(a.py_executors.get()); })
+      .def_prop_ro("name", [](const BoundApp& a) { return nb::borrow(a.py_name.get()); })
+      // An app pickled by value (a function that calls it, sent to a pool) carries its binding.
+      .def("__reduce__", [](nb::handle self) {
+        const auto& a = nb::cast<const BoundApp&>(self);
+        return nb::make_tuple(self.type(), nb::make_tuple(nb::borrow(a.func.get()), nb::borrow(a.py_executors.get()),
+                                                          nb::borrow(a.py_name.get())));
+      });
+
+  nb::class_<CallOptions>(m, "CallOptions")
+      .def(
+          "__init__",
+          [](CallOptions* self, double walltime, std::int64_t reserved_id, nb::handle encoded, nb::handle memo,
+             std::optional<std::pair<std::string, std::string>> std_streams) {
+            auto* o = new (self) CallOptions;
+            o->walltime = std::chrono::duration<double>(walltime);
+            if (reserved_id >= 0) o->reserved_id = TaskId{static_cast<std::uint64_t>(reserved_id)};
+            if (!encoded.is_none()) o->encoded = PyRef::borrow(encoded.ptr());
+            if (!memo.is_none()) o->memo = PyRef::borrow(memo.ptr());
+            if (std_streams)
+              o->std_streams = std::make_shared<const TaskSpec::StdStreams>(
+                  TaskSpec::StdStreams{std::move(std_streams->first), std::move(std_streams->second)});
+          },
+          nb::arg("walltime"), nb::arg("reserved_id"), nb::arg("encoded").none(), nb::arg("memo").none(),
+          nb::arg("std_streams").none());
+
   nb::class_<Kernel>(m, "Kernel")
       .def(nb::init<std::vector<Executor_*>, int, nb::object, int, nb::object, std::size_t,
                     std::vector<bindings::ObserverHandle*>, nb::dict, bool, std::string, std::string,
@@ -1469,10 +1527,8 @@ NB_MODULE(_native, m) {
            nb::arg("checkpoint").none(), nb::arg("max_unfinished_tasks"), nb::arg("observers"), nb::arg("tasks"),
            nb::arg("garbage_collect"), nb::arg("run_id") = "", nb::arg("run_dir") = "",
            nb::arg("log_barrier").none() = nb::none(), nb::arg("log_every_batch") = false)
-      .def("submit", &Kernel::submit, nb::arg("func"), nb::arg("args"), nb::arg("kwargs").none(),
-           nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("executors").none(), nb::arg("name"),
-           nb::arg("walltime"), nb::arg("future"), nb::arg("reserved_id"), nb::arg("encoded").none() = nb::none(),
-           nb::arg("memo").none() = nb::none(), nb::arg("std_streams").none() = nb::none())
+      .def("submit", &Kernel::submit, nb::arg("app"), nb::arg("future"), nb::arg("args"), nb::arg("kwargs").none(),
+           nb::arg("deps").none(), nb::arg("plan").none(), nb::arg("options").none())
       .def("reserve_id", &Kernel::reserve_id)
       .def("cancel", &Kernel::cancel)
       .def("create_external", &Kernel::create_external)

@@ -10,8 +10,6 @@ from .errors import ConfigurationError
 from .executors import ParslExecutor, ThreadPoolExecutor, written_in_python
 from .logconfigs.base import LogConfig
 
-_CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
-
 
 def check_max_unfinished_tasks(value) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -100,8 +98,6 @@ class Config:
             raise ConfigurationError(f"strategy_period must be a number of seconds > 0, got {strategy_period!r}")
         if not isinstance(max_idletime, (int, float)) or isinstance(max_idletime, bool) or not max_idletime >= 0:
             raise ConfigurationError(f"max_idletime must be a number of seconds >= 0, got {max_idletime!r}")
-        if checkpoint_mode not in _CHECKPOINT_MODES:
-            raise ConfigurationError(f"checkpoint_mode must be one of {_CHECKPOINT_MODES}, got {checkpoint_mode!r}")
         self._memo = _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period)
         self._executors = tuple(executors)
         self.memoizer = memoizer

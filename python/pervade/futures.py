@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import pickle
 import threading
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 
+
+logger = logging.getLogger(__name__)
 
 _MISSING = object()
 _LAZY_LOCK = threading.Lock()  # makes an AppFuture's Condition and lists, and a PickledResult's value, once each
@@ -84,7 +87,10 @@ class AppFuture(Future):
     (42, 0, 'exec_done')
     >>> fut["key"], fut.attr      # lifted: new futures for fut.result()["key"] / .attr
 
-    The future is completed by the engine; only the engine calls set_result/set_exception.
+    The engine completes it, through complete() (below). Its fields are written only in this
+    module: at submission by set_task and set_data_futures, at the end by complete (or
+    set_result/set_exception, which the front end uses for a call that fails before the engine
+    has it).
 
     Unlike a plain Future it makes its Condition, its list of waiters and its list of callbacks
     only when something first waits on it or adds a callback (most futures of a large fan-out
@@ -106,12 +112,12 @@ class AppFuture(Future):
     _waiter_list = None    # concurrent.futures.wait / as_completed waiters, once any
     _callback_list = None  # done-callbacks, once any
 
-    def __init__(self, dfk, func, stdout=None, stderr=None):
+    def __init__(self, dfk, app, stdout=None, stderr=None):
         # Future.__init__ without the Condition and the lists (and without writing the class defaults).
         self._state = PENDING
         self._dfk = dfk
-        self._func = func  # task_record["func"] (the app's function)
-        self._handle = None  # the engine's task, set right after submission
+        self._app = app  # the app's _native.BoundApp: task_record["func"] is its function
+        self._handle = None  # the engine's task, set right after submission (set_task)
         if stdout is not None:
             self._stdout = stdout
         if stderr is not None:
@@ -151,7 +157,7 @@ class AppFuture(Future):
         status = States(max(h.state_number, States.pending))
         exception = self._exception if self._state == FINISHED else None
         return {
-            "id": h.id, "func": self._func, "func_name": h.func_name, "args": args, "kwargs": kwargs,
+            "id": h.id, "func": self._app.func, "func_name": h.func_name, "args": args, "kwargs": kwargs,
             "depends": depends, "dfk": self._dfk, "executor": h.executor, "app_fu": self, "exec_fu": None,
             "status": States.launched if status in (States.running, States.running_ended) else status,
             "try_id": h.try_id, "fail_count": h.fail_count, "fail_cost": h.fail_cost,
@@ -181,20 +187,14 @@ class AppFuture(Future):
             Future._invoke_callbacks(self)
 
     def _finish(self, result, exception) -> None:
-        condition = self._cond
-        if condition is None:
+        """set_result / set_exception, under the Condition. The engine's completions of futures
+        nobody waits for skip it (complete(), below)."""
+        condition = self._condition
+        with condition:
             if self._state == FINISHED:
                 raise InvalidStateError(f"{self._state}: {self!r}")
             self._result, self._exception, self._state = result, exception, FINISHED
-            condition = self._cond
-            if condition is not None:  # a waiter appeared while we published the state
-                self._wake(condition)
-        else:
-            with condition:
-                if self._state == FINISHED:
-                    raise InvalidStateError(f"{self._state}: {self!r}")
-                self._result, self._exception, self._state = result, exception, FINISHED
-            self._wake(condition)
+        self._wake(condition)
         self._invoke_callbacks()
 
     def _wake(self, condition) -> None:
@@ -221,8 +221,7 @@ class AppFuture(Future):
         return value
 
     def __reduce_ex__(self, protocol):
-        name = getattr(self._func, "__name__", self._func)
-        raise TypeError(f"an AppFuture cannot be pickled ({name} task): pass it as an argument of an app, "
+        raise TypeError(f"an AppFuture cannot be pickled ({self._app.name} task): pass it as an argument of an app, "
                         "or pass its result()")
 
     def cancel(self) -> bool:
@@ -268,3 +267,56 @@ class AppFuture(Future):
             raise AttributeError(name)
         return self._dfk.submit(deferred_getattr, (self, name), executors=["_parsl_internal"],
                                 func_name="deferred_getattr")
+
+
+# How a task ended, in the batches the engine's completion thread hands to complete()
+# (pervade._native's FutureBatch uses the same numbers).
+RESULT, EXCEPTION, CANCELLED = 0, 1, 2
+
+
+def complete(batch: list) -> None:
+    """The engine's one way into AppFutures: its completion thread calls this with the GIL, once
+    per batch of finished tasks. `batch` is flat: future, outcome, value (the result or the
+    exception; None when cancelled), future, ... A future that cannot be completed is logged and
+    the others still are (a done-callback's exception is logged by Future itself)."""
+    items = iter(batch)
+    for future, outcome, value in zip(items, items, items):
+        try:
+            if outcome == CANCELLED:
+                future._engine_cancelled()
+            elif future._cond is None and future._state == PENDING:
+                # Nobody waits and no callback (both make the Condition first): most futures of a
+                # fan-out. Published without a Condition or a method call (that costs six times
+                # this), then looked at again: a waiter or a callback that came meanwhile made
+                # the Condition and is woken or run here (or saw FINISHED and needs nothing).
+                if outcome == RESULT:
+                    future._result = value
+                else:
+                    future._exception = value
+                future._state = FINISHED
+                condition = future._cond
+                if condition is not None:
+                    future._wake(condition)
+                    future._invoke_callbacks()
+            elif outcome == RESULT:
+                future._finish(value, None)
+            else:
+                future._finish(None, value)
+        except Exception:  # noqa: BLE001 - never lose the rest of the batch
+            logger.exception("completing %r failed", future)
+
+
+def set_task(future: AppFuture, handle) -> None:
+    """The engine's task (a _native.TaskHandle) of a future just submitted."""
+    future._handle = handle
+
+
+def set_data_futures(future: AppFuture, outputs=None, stdout=None, stderr=None) -> None:
+    """The DataFutures of a call's staged files: its outputs= (a list) and its stdout=/stderr=
+    when they are Files (pervade.data_provider.data_manager)."""
+    if outputs is not None:
+        future._outputs = outputs
+    if stdout is not None:
+        future._stdout = stdout
+    if stderr is not None:
+        future._stderr = stderr

@@ -21,11 +21,11 @@ from concurrent.futures import Future
 from functools import lru_cache, partial, singledispatch
 from typing import Optional, Sequence
 
+from . import _native
 from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_MODES = ("task_exit", "periodic", "dfk_exit", "manual")
 KEY_SIZE = 32  # bytes of a key: the engine's kMemoKeySize
 
 
@@ -303,9 +303,7 @@ class BasicMemoizer:
 
     def __init__(self, *, checkpoint_files: Optional[Sequence[str]] = None, checkpoint_period=None,
                  checkpoint_mode: Optional[str] = None, memoize: bool = True, pickle_copy: bool = True):
-        if checkpoint_mode is not None and checkpoint_mode not in CHECKPOINT_MODES:
-            raise ConfigurationError(f"checkpoint_mode must be one of {CHECKPOINT_MODES} or None, "
-                                     f"got {checkpoint_mode!r}")
+        mode = _engine_mode(checkpoint_mode)
         if isinstance(checkpoint_files, (str, os.PathLike)):
             checkpoint_files = [checkpoint_files]
         self.checkpoint_files = None if checkpoint_files is None else [os.fspath(f) for f in checkpoint_files]
@@ -314,7 +312,7 @@ class BasicMemoizer:
         self.memoize = memoize
         self.pickle_copy = bool(pickle_copy)
         self.period_seconds = _period_seconds(checkpoint_period) if checkpoint_period is not None else 0.0
-        if checkpoint_mode == "periodic" and checkpoint_period is None:
+        if mode == _native.CheckpointMode.periodic and checkpoint_period is None:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")
 
     _dfk = None  # the kernel using these settings (set when it starts)
@@ -351,8 +349,14 @@ class BasicMemoizer:
         files = self.checkpoint_files
         if files is None:
             files = get_all_checkpoints(config_run_dir) if self.checkpoint_mode is not None else []
-        return (bool(self.memoize), self.checkpoint_mode or "", self.period_seconds,
+        return (bool(self.memoize), _engine_mode(self.checkpoint_mode), self.period_seconds,
                 os.path.join(run_dir, "checkpoint"), list(files), getattr(self, "pickle_copy", True))
+
+
+def _engine_mode(checkpoint_mode):
+    """The engine's CheckpointMode of Parsl's checkpoint_mode: the engine alone knows the names,
+    and raises ConfigurationError naming the valid ones for any other."""
+    return _native.checkpoint_mode(None if checkpoint_mode is None else str(checkpoint_mode))
 
 
 def _period_seconds(period) -> float:

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import as_completed
 
 import pervade
-from pervade import python_app
+from pervade import _native, python_app
 
 
 @python_app
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
                         help="estimate (default), exponential, or a comma-separated list of batch sizes")
     parser.add_argument("--mode", choices=("throughput", "chain", "roundtrip"), default="throughput")
     parser.add_argument("--tasks", type=int, default=10000, help="tasks for chain and roundtrip modes (default 10000)")
-    parser.add_argument("--checkpoint", choices=("memory", "task_exit", "periodic", "dfk_exit", "manual"),
+    modes = [m.name for m in _native.CheckpointMode if m != _native.CheckpointMode.none]  # the engine's names
+    parser.add_argument("--checkpoint", choices=("memory", *modes),
                         help="throughput mode: memoize each task (distinct keys) and checkpoint in this mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object with the results, nothing else")
     parser.add_argument("--version", action="version", version=f"pervade perf from pervade {pervade.__version__}")

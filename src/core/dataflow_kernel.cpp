@@ -25,14 +25,14 @@ namespace pervade {
 
 CheckpointMode parse_checkpoint_mode(std::string_view name) {
   static constexpr std::pair<std::string_view, CheckpointMode> kModes[] = {
-      {"", CheckpointMode::none},
       {"task_exit", CheckpointMode::task_exit},
       {"periodic", CheckpointMode::periodic},
       {"dfk_exit", CheckpointMode::dfk_exit},
       {"manual", CheckpointMode::manual}};
   for (const auto& [known, mode] : kModes)
     if (name == known) return mode;
-  throw ConfigurationError(fmt::format("unknown checkpoint mode '{}'", name));
+  throw ConfigurationError(fmt::format(
+      "unknown checkpoint_mode '{}': expected 'task_exit', 'periodic', 'dfk_exit', 'manual' or none", name));
 }
 
 namespace {

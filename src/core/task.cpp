@@ -118,6 +118,16 @@ void Executor::report_running_ended(TaskRecord& task, std::uint32_t try_id) cons
     report_state(*observers_, task, try_id, TaskState::running_ended);
 }
 
+std::string TaskRecord::hashsum() const {
+  const TaskState s = state();
+  if (s == TaskState::pending || s == TaskState::unsched) return {};
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(spec_.memo_key.size() * 2);
+  for (const unsigned char c : spec_.memo_key) out += {kDigits[c >> 4], kDigits[c & 15]};
+  return out;
+}
+
 std::exception_ptr stop_error(StopReason reason, std::string message) {
   switch (reason) {
     case StopReason::shutdown: return std::make_exception_ptr(DataFlowKernelClosed(std::move(message)));

@@ -114,6 +114,23 @@ TEST(StopError, KilledCommandsNameTheCommandAndTheReason) {
             "shell task t was cancelled (process group killed)");
 }
 
+TEST(StopRequests, ShutdownThenCancellationThenWalltimeDecideTheReason) {
+  StopRequests stops;
+  EXPECT_FALSE(stops.requested());
+  stops.request(StopReason::walltime);
+  EXPECT_TRUE(stops.requested());
+  EXPECT_EQ(stops.reason(), StopReason::walltime);
+  stops.new_try();  // a walltime stop was aimed at the earlier try
+  EXPECT_FALSE(stops.requested());
+  stops.request(StopReason::cancelled);
+  stops.request(StopReason::walltime);  // late: the cancellation stays the reason
+  EXPECT_EQ(stops.reason(), StopReason::cancelled);
+  stops.new_try();
+  EXPECT_TRUE(stops.requested() && stops.cancelled());  // a cancelled task never runs again
+  stops.request(StopReason::shutdown);
+  EXPECT_EQ(stops.reason(), StopReason::shutdown);
+}
+
 TEST_F(KernelCoreTest, TaskWithoutDependenciesLaunchesAndCompletes) {
   make();
   auto t = submit();

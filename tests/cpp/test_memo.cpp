@@ -69,7 +69,6 @@ class MemoTest : public ::testing::Test {
 };
 
 TEST(CheckpointMode, ParsesParslNamesAndRejectsOthers) {
-  EXPECT_EQ(parse_checkpoint_mode(""), CheckpointMode::none);
   EXPECT_EQ(parse_checkpoint_mode("task_exit"), CheckpointMode::task_exit);
   EXPECT_EQ(parse_checkpoint_mode("periodic"), CheckpointMode::periodic);
   EXPECT_EQ(parse_checkpoint_mode("dfk_exit"), CheckpointMode::dfk_exit);
@@ -79,7 +78,9 @@ TEST(CheckpointMode, ParsesParslNamesAndRejectsOthers) {
     FAIL() << "a wrong name must throw";
   } catch (const ConfigurationError& e) {
     EXPECT_NE(std::string(e.what()).find("'Manual'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'dfk_exit'"), std::string::npos) << e.what();  // the valid ones
   }
+  EXPECT_THROW(parse_checkpoint_mode(""), ConfigurationError);  // none is not a name
 }
 
 TEST_F(MemoTest, HitsAndMissesInMemory) {

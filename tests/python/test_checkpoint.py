@@ -121,6 +121,14 @@ def test_periodic_needs_a_period(make_config):
         BasicMemoizer(checkpoint_mode="periodic", checkpoint_period="soon")
 
 
+def test_an_unknown_mode_is_refused_naming_the_engines_modes(make_config):
+    for make in (lambda mode: BasicMemoizer(checkpoint_mode=mode), lambda mode: make_config(checkpoint_mode=mode)):
+        for mode in ("Manual", "", 3):
+            with pytest.raises(parsl.ConfigurationError, match=f"'{mode}'.*'task_exit'.*'manual'"):
+                make(mode)
+    assert BasicMemoizer(checkpoint_mode="dfk_exit").checkpoint_mode == "dfk_exit"
+
+
 def test_memoizer_and_old_style_options_together_are_refused(make_config):
     with pytest.raises(parsl.ConfigurationError, match="not both"):
         make_config(memoizer=BasicMemoizer(checkpoint_mode="task_exit"), checkpoint_mode="task_exit")

@@ -15,8 +15,10 @@ import msgpack
 import pytest
 
 from pervade.data import DataFuture, File
+from pervade._native import BoundApp
 from pervade.dataflow.dflow import _NO_VALUE
 from pervade.errors import InvalidResourceSpecification, ManagerLost, ParslError, RemoteError, WorkerLost
+from pervade import futures as app_futures
 from pervade.futures import AppFuture, PickledResult
 from pervade.serialize import (deserialize, deserialize_exception, encode_call, encode_call_finding_futures,
                                load_call, serialize_exception, serialize_function, serialize_payload,
@@ -408,7 +410,7 @@ def test_every_kind_of_big_buffer_arrives_as_what_was_passed(pool):
 
 def test_big_buffers_beside_futures_go_out_of_band_too(pool):
     data = b"z" * (1 << 20)
-    a = AppFuture(None, "producer")
+    a = AppFuture(None, BoundApp(print, None, "producer"))
     (_, _, payload, _, buffers, _), futures = encode_call_finding_futures(add, (data, [a]), None, "add")
     assert futures == [a] and len(buffers) == 1 and len(payload) < 1024
     status, value = pool.run_found(1, describe_argument, (data, [a]), values={id(a): 5})
@@ -567,7 +569,7 @@ def test_a_future_that_pickles_itself_is_an_ordinary_argument(pool):
 
 def test_an_app_future_refuses_to_be_pickled():
     with pytest.raises(TypeError, match="AppFuture cannot be pickled"):
-        pickle.dumps(AppFuture(None, "some_app"))
+        pickle.dumps(AppFuture(None, BoundApp(print, None, "some_app")))
 
 
 def test_a_nested_future_of_an_app_encoded_at_launch_is_a_type_error():
@@ -632,12 +634,12 @@ def test_tasks_sent_in_one_write_are_answered_in_order(pool):
 
 def test_a_finished_futures_result_makes_no_condition():
     # Gathering a fan-out's results must not cost a Condition per future (pervade.futures).
-    fut = AppFuture(None, "app")
-    fut.set_result(PickledResult(pickle.dumps([1])))
+    fut = AppFuture(None, BoundApp(print, None, "app"))
+    app_futures.complete([fut, app_futures.RESULT, PickledResult(pickle.dumps([1]))])  # as the engine completes it
     assert fut.result() == [1] and fut.result() == [1]
     assert "_condition" not in fut.__dict__
-    failed = AppFuture(None, "app")
-    failed.set_exception(ValueError("no"))
+    failed = AppFuture(None, BoundApp(print, None, "app"))
+    app_futures.complete([failed, app_futures.EXCEPTION, ValueError("no")])
     with pytest.raises(ValueError, match="no"):
         failed.result()
 

@@ -120,16 +120,22 @@ class AppBase:
                                             "" if label is None else "_" + str(label), name)
         return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
 
-    def _submit(self, dfk, body, args, kwargs, reserved_id, memo=None):
-        fut = dfk._submit_task(body, args, kwargs or None, self._labels, self.__name__, kwargs.get("walltime"),
-                               reserved_id, kwargs.get("stdout"), kwargs.get("stderr"), memo)
-        return fut
+    def _bind(self, body):
+        """The app as the engine takes it with each call: made once per app (per call for a join,
+        whose body holds the call's kernel)."""
+        return _native.BoundApp(body, self._labels, self.__name__)
+
+    def _submit(self, dfk, app, args, kwargs, reserved_id, memo=None):
+        return dfk._submit_task(app, args, kwargs or None, memo, kwargs.get("walltime"), reserved_id,
+                                kwargs.get("stdout"), kwargs.get("stderr"))
 
 
 class PythonApp(AppBase):
     def __init__(self, func, data_flow_kernel=None, cache=False, executors="all", ignore_for_cache=None, join=False):
         super().__init__(func, data_flow_kernel, ["_parsl_internal"] if join else executors, cache, ignore_for_cache)
         self.join = join
+        # A join's body holds the kernel of its call: bound per call (joins are few).
+        self._bound = None if join else self._bind(func)
 
     def __call__(self, *args, **kwargs):
         if not self.join and not self._required_reserved and _SPECIAL.isdisjoint(kwargs) and \
@@ -141,12 +147,13 @@ class PythonApp(AppBase):
             memo = None
             if self.cache and dfk._memoize:
                 memo = memoization.memo_for_call(self.func, args, kwargs, self.ignore_for_cache, dfk._memo_plugin)
-            return dfk._submit_task(self.func, args, kwargs, self._labels, self.__name__, None, -1, None, None, memo)
+            return dfk._submit_task(self._bound, args, kwargs, memo)
         dfk, kwargs, reserved_id, memo = self._prepare(args, kwargs)
+        return self._submit(dfk, self._join_app(dfk) if self.join else self._bound, args, kwargs, reserved_id, memo)
+
+    def _join_app(self, dfk):
         # A join's body keeps the app's names, as Parsl's wrappers do (task_record["func"]).
-        body = functools.update_wrapper(functools.partial(_run_join, self.func, dfk), self.func) if self.join \
-            else self.func
-        return self._submit(dfk, body, args, kwargs, reserved_id, memo)
+        return self._bind(functools.update_wrapper(functools.partial(_run_join, self.func, dfk), self.func))
 
 
 class BashApp(AppBase):
@@ -158,11 +165,11 @@ class BashApp(AppBase):
             self.kwargs.update({k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty})
         except (TypeError, ValueError):
             pass
+        self._bound = self._bind(functools.update_wrapper(functools.partial(_run_bash, func, self.__name__), func))
 
     def __call__(self, *args, **kwargs):
         dfk, kwargs, reserved_id, memo = self._prepare(args, kwargs)
-        body = functools.update_wrapper(functools.partial(_run_bash, self.func, self.__name__), self.func)
-        return self._submit(dfk, body, args, kwargs, reserved_id, memo)
+        return self._submit(dfk, self._bound, args, kwargs, reserved_id, memo)
 
 
 def _run_bash(func, name, /, *args, **kwargs):

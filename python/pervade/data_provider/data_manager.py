@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, List, Optional
 
 from ..data import DataFuture, File
+from ..futures import set_data_futures
 from .file_noop import NoOpFileStaging
 from .ftp import FTPSeparateTaskStaging
 from .http import HTTPSeparateTaskStaging
@@ -110,7 +111,7 @@ class DataManager:
             if outputs:
                 if reserved_id < 0:
                     reserved_id = self.dfk.reserve_task_id()
-                app_fut._outputs = [DataFuture(app_fut, f, tid=reserved_id) for f in outputs]
+                set_data_futures(app_fut, outputs=[DataFuture(app_fut, f, tid=reserved_id) for f in outputs])
             return func, args, kwargs, labels, reserved_id
         if labels is None:
             labels = [label for label in self.dfk.executors]
@@ -132,16 +133,17 @@ class DataManager:
         if outputs or streams:
             if reserved_id < 0:
                 reserved_id = self.dfk.reserve_task_id()
-            futures = []
-            for i, file in enumerate(outputs):
-                func, outputs[i], df = self._stage_out_one(file, func, executor, app_fut, reserved_id)
-                futures.append(df)
+            data_futures = {}
             if outputs:
+                data_futures["outputs"] = []
+                for i, file in enumerate(outputs):
+                    func, outputs[i], df = self._stage_out_one(file, func, executor, app_fut, reserved_id)
+                    data_futures["outputs"].append(df)
                 kwargs["outputs"] = outputs
-                app_fut._outputs = futures
             for key in streams:
-                func, kwargs[key], df = self._stage_out_one(kwargs[key], func, executor, app_fut, reserved_id)
-                setattr(app_fut, "_" + key, df)
+                func, kwargs[key], data_futures[key] = self._stage_out_one(kwargs[key], func, executor, app_fut,
+                                                                           reserved_id)
+            set_data_futures(app_fut, **data_futures)
         return func, tuple(args), kwargs, [executor], reserved_id
 
     def _stage_out_one(self, file: File, func, executor, app_fut, tid):

@@ -21,7 +21,7 @@ from ..data import DataFuture, File
 from ..data_provider.data_manager import DataManager, has_files
 from ..errors import ConfigurationError, NoDataFlowKernelError
 from ..executors import written_in_python
-from ..futures import AppFuture
+from ..futures import AppFuture, set_task
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
 from ..logconfigs.file import FileLogging
 from .states import States
@@ -270,33 +270,34 @@ class DataFlowKernel:
         if cache and self._memoize:
             memo = memoization.memo_for_call(func, tuple(app_args), app_kwargs, ignore_for_cache or (),
                                              self._memo_plugin)
-        return self._submit_task(func, tuple(app_args), app_kwargs or None, executor_labels(executors),
-                                 func_name or getattr(func, "__name__", "app"), walltime, reserved_id, stdout, stderr,
-                                 memo)
+        app = _native.BoundApp(func, executor_labels(executors), func_name or getattr(func, "__name__", "app"))
+        return self._submit_task(app, tuple(app_args), app_kwargs or None, memo, walltime, reserved_id, stdout, stderr)
 
-    def _submit_task(self, func, args, kwargs, labels, name, walltime, reserved_id, stdout, stderr,
-                     memo=None) -> AppFuture:
-        """The apps' path (positional, no checks the app already made): kept lean, it runs per call."""
+    def _submit_task(self, app, args, kwargs, memo=None, walltime=None, reserved_id=-1, stdout=None,
+                     stderr=None) -> AppFuture:
+        """The apps' path: app is the app's _native.BoundApp; the call's arguments are already
+        checked. Kept lean, it runs per call."""
         if self.cleanup_called:
             raise NoDataFlowKernelError("Cannot submit to a DFK that has been cleaned up")
-        fut = AppFuture(self, func, stdout, stderr)
+        fut = AppFuture(self, app, stdout, stderr)
         staged = has_files(args, kwargs)
         if staged:  # stage-in tasks or wrappers, the outputs' DataFutures (docs/staging.md)
-            func, args, kwargs, labels, reserved_id = self.data_manager.stage_call(fut, func, args, kwargs, labels,
-                                                                                   reserved_id)
+            func, args, kwargs, labels, reserved_id = self.data_manager.stage_call(fut, app.func, args, kwargs,
+                                                                                   app.executors, reserved_id)
+            app = _native.BoundApp(func, labels, app.name)
             stdout, stderr = kwargs.get("stdout"), kwargs.get("stderr")
         call_kwargs = kwargs  # the encoded path below drops kwargs
         deps = plan = encoded = None
         if self.dependency_resolver is not None:
             deps, plan = self._resolve_dependencies(args, kwargs)
         else:
-            if self._remote_labels and (self._all_remote if labels is None
-                                        else all(label in self._remote_labels for label in labels)):
+            if self._remote_labels and (self._all_remote if app.executors is None
+                                        else all(label in self._remote_labels for label in app.executors)):
                 # Only pools can run it: pickled now, and every future met while pickling, at any
                 # depth, is a dependency. Arguments that cannot be pickled fail the future instead
                 # (as in Parsl): the call is then encoded at launch, where that error is reported.
                 try:
-                    encoded, futures = serialize.encode_call_finding_futures(func, args, kwargs, name)
+                    encoded, futures = serialize.encode_call_finding_futures(app.func, args, kwargs, app.name)
                 except TypeError:
                     pass
                 else:
@@ -320,9 +321,11 @@ class DataFlowKernel:
         streams = None
         if (stdout is not None or stderr is not None) and self.monitoring is not None:
             streams = (_stream_path(stdout), _stream_path(stderr))  # the task table's task_stdout/task_stderr
+        options = None
+        if memo is not None or walltime or reserved_id >= 0 or encoded is not None or streams is not None:
+            options = _native.CallOptions(float(walltime or 0), reserved_id, encoded, memo, streams)
         try:
-            fut._handle = self._kernel.submit(func, args, kwargs, deps, plan, labels, name, float(walltime or 0), fut,
-                                              reserved_id, encoded, memo, streams)
+            set_task(fut, self._kernel.submit(app, fut, args, kwargs, deps, plan, options))
         except BaseException as e:
             if staged:  # its stage-out tasks wait on it
                 fut.set_exception(e)

@@ -73,19 +73,13 @@ class ShellBody final : public TaskBody {
     try {
       // A body runs once per try; an interrupt aimed at an earlier try must not stop this one.
       // A cancellation stays: it may arrive just before run() and the task never runs again.
-      interrupted_.store(false);
+      stops_.new_try();
       ShellInterrupt interrupt;
       current_.store(&interrupt);
-      if (interrupted_.load() || cancelled_.load()) interrupt.request();
+      if (stops_.requested()) interrupt.request();
       ShellResult r = run_shell(cmd_, &interrupt);
       current_.store(nullptr);
-      if (r.interrupted || r.timed_out) {
-        // A cancellation stays even if a later interrupt (walltime) overwrote the reason.
-        const StopReason reason = reason_.load() == StopReason::shutdown ? StopReason::shutdown
-                                  : cancelled_.load()                    ? StopReason::cancelled
-                                                                         : StopReason::walltime;
-        return Outcome::failure(command_stop_error(reason, "shell task " + name_));
-      }
+      if (r.interrupted || r.timed_out) return Outcome::failure(command_stop_error(stops_.reason(), "shell task " + name_));
       if (r.exit_code != 0) return Outcome::failure(std::make_exception_ptr(BashExitFailure(name_, r.exit_code)));
       return Outcome::success(0);
     } catch (...) {
@@ -95,9 +89,7 @@ class ShellBody final : public TaskBody {
   }
 
   void interrupt(StopReason reason) override {
-    reason_.store(reason);
-    if (reason == StopReason::cancelled) cancelled_.store(true);
-    interrupted_.store(true);
+    stops_.request(reason);
     // The executor calls this under its slot lock while run() is in progress, so the
     // ShellInterrupt on run()'s stack is alive if it is published.
     if (auto* i = current_.load()) i->request();
@@ -108,9 +100,7 @@ class ShellBody final : public TaskBody {
   std::string name_;
   std::chrono::duration<double> walltime_;
   std::atomic<ShellInterrupt*> current_{nullptr};
-  std::atomic<bool> interrupted_{false};
-  std::atomic<bool> cancelled_{false};
-  std::atomic<StopReason> reason_{StopReason::walltime};
+  StopRequests stops_;
 };
 }  // namespace
 
