@@ -103,20 +103,20 @@ void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
     held_[input].push_back(std::move(task));
     return;
   }
-  const std::string* identity = nullptr;
-  if (auto o = owner_.find(input); o != owner_.end())
-    identity = &o->second;
-  else if (auto r = recent_owner_.find(input); r != recent_owner_.end())
-    identity = &r->second;
-  auto p = identity ? pools_.find(*identity) : pools_.end();
-  if (p == pools_.end() || p->second.draining) {
+  Pool* pool = nullptr;
+  if (auto o = owner_.find(input); o != owner_.end()) {
+    pool = o->second;
+  } else if (auto r = recent_owner_.find(input); r != recent_owner_.end()) {
+    if (auto p = by_serial_.find(r->second); p != by_serial_.end()) pool = p->second;
+  }
+  if (!pool || pool->draining) {
     not_started(task.task_id, "the task it follows is on no pool");
     return;
   }
   protocol::Tasks batch;
-  add_to_batch(p->second, std::move(task), batch, now);
-  send(p->second, std::move(batch), now);
-  update_open(p->second);
+  add_to_batch(*pool, std::move(task), batch, now);
+  send(*pool, std::move(batch), now);
+  update_open(*pool);
 }
 
 void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now) {
@@ -140,7 +140,7 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   if (config_.report_places && pool.in_flight.empty())
     events_.push_back({PoolEvent::busy, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
   pool.in_flight.emplace(id, now);
-  owner_[id] = pool.identity;
+  owner_[id] = &pool;
   batch.tasks.push_back(std::move(out));
   if (auto h = held_.find(id); h != held_.end()) {
     std::vector<DispatchTask> followers = std::move(h->second);
@@ -168,12 +168,12 @@ void Dispatcher::release_held(std::uint64_t task_id, const std::string& why) {
   }
 }
 
-void Dispatcher::remember_owner(std::uint64_t task_id, const std::string& identity) {
+void Dispatcher::remember_owner(std::uint64_t task_id, const Pool& pool) {
   if (recent_order_.size() >= kRecentOwners) {
     recent_owner_.erase(recent_order_.front());
     recent_order_.pop_front();
   }
-  if (recent_owner_.insert_or_assign(task_id, identity).second) recent_order_.push_back(task_id);
+  if (recent_owner_.insert_or_assign(task_id, pool.serial).second) recent_order_.push_back(task_id);
 }
 
 void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
@@ -237,8 +237,10 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   pool.info = r;
   pool.last_heard = now;
   pool.idle_since = now;
+  pool.serial = next_serial_++;
   auto [it, inserted] = pools_.emplace(identity, std::move(pool));
   Pool& added = it->second;
+  by_serial_.emplace(added.serial, &added);
   added.by_heard = by_heard_.insert(by_heard_.end(), &added);
   added.by_sent = by_sent_.insert(by_sent_.end(), &added);
   by_pool_id_.emplace(r.pool_id, &added);
@@ -274,7 +276,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     all_short = all_short && elapsed < kShortTask;
     pool.in_flight.erase(it);
     owner_.erase(result.task_id);
-    remember_owner(result.task_id, pool.identity);
+    remember_owner(result.task_id, pool);
     completed_.push_back(
         Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
     if (config_.report_places) completed_.back().pool_id = pool.info.pool_id;
@@ -309,22 +311,10 @@ std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::ta
 void Dispatcher::update_open(Pool& pool) {
   const bool open = !pool.held && !pool.draining && capacity(pool) > 0;
   set_shape_open(pool, open);
-  if (open && pool.open_slot == Pool::kClosed) {
-    pool.open_slot = open_.size();
-    open_.push_back(&pool);
-  } else if (!open && pool.open_slot != Pool::kClosed) {
-    close(pool);
-  }
-}
-
-void Dispatcher::close(Pool& pool) {
-  set_shape_open(pool, false);
-  if (pool.open_slot == Pool::kClosed) return;
-  Pool* last = open_.back();
-  open_[pool.open_slot] = last;
-  last->open_slot = pool.open_slot;
-  open_.pop_back();
-  pool.open_slot = Pool::kClosed;
+  if (open)
+    open_.add(pool);
+  else
+    open_.remove(pool);
 }
 
 void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
@@ -333,7 +323,7 @@ void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
   // tasks sent plus the pools that take them, whatever the number of pools.
   if (!placed_queue_.empty()) dispatch_placed(now);
   while (max_tasks > 0 && !queued_.empty() && !open_.empty()) {
-    Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
+    Pool& pool = open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
     const std::size_t take = std::min(capacity(pool), max_tasks);
     max_tasks -= take;
@@ -362,8 +352,10 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
     else
       completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }
-  close(pool);
+  set_shape_open(pool, false);
+  open_.remove(pool);
   remove_shape(pool);
+  by_serial_.erase(pool.serial);
   by_heard_.erase(pool.by_heard);
   by_sent_.erase(pool.by_sent);
   for (auto [p, end] = by_pool_id_.equal_range(pool.info.pool_id); p != end; ++p)
@@ -459,7 +451,7 @@ bool Dispatcher::drain(const std::string& pool_id) {
 void Dispatcher::drain_pool(Pool& pool) {
   if (pool.draining) return;
   pool.draining = true;
-  close(pool);
+  update_open(pool);
   send(pool, protocol::Drain{}, pool.last_sent);
 }
 
@@ -489,9 +481,7 @@ void Dispatcher::cancel(std::uint64_t task_id) {
     release_held(task_id, "the task it follows was cancelled");
     return;
   }
-  auto owner = owner_.find(task_id);
-  if (owner == owner_.end()) return;
-  if (auto p = pools_.find(owner->second); p != pools_.end()) send(p->second, protocol::Cancel{{task_id}}, now_);
+  if (auto owner = owner_.find(task_id); owner != owner_.end()) send(*owner->second, protocol::Cancel{{task_id}}, now_);
 }
 
 void Dispatcher::shutdown_all() {
@@ -540,12 +530,20 @@ void Dispatcher::remove_shape(Pool& pool) {
 }
 
 void Dispatcher::set_shape_open(Pool& pool, bool open) {
-  if (!pool.shape || open == pool.shape_open) return;
+  if (!pool.shape) return;
+  if (pool.stops_at == TimePoint::max()) {
+    if (open)
+      pool.shape->open_endless.add(pool);
+    else
+      pool.shape->open_endless.remove(pool);
+    return;
+  }
+  if (open == pool.shape_open) return;
   pool.shape_open = open;
   if (open)
-    pool.shape->open.emplace(pool.stops_at, &pool);
+    pool.shape->open_ending.emplace(pool.stops_at, &pool);
   else
-    pool.shape->open.erase({pool.stops_at, &pool});
+    pool.shape->open_ending.erase({pool.stops_at, &pool});
 }
 
 namespace {
@@ -561,8 +559,10 @@ bool Dispatcher::could_hold(const protocol::Resources& r) const {
 
 Dispatcher::Pool* Dispatcher::pick_placed(const protocol::Resources& r, TimePoint now) const {
   for (const auto& [shape, group] : shapes_) {
-    if (group.open.empty() || !covers(shape.capacity, r)) continue;
-    const auto& [stops_at, pool] = *group.open.rbegin();
+    if (!covers(shape.capacity, r)) continue;
+    if (!group.open_endless.empty()) return &group.open_endless[group.open_endless.size() - 1];  // runs longest
+    if (group.open_ending.empty()) continue;
+    const auto& [stops_at, pool] = *group.open_ending.rbegin();
     if (r.running_time > 0 && (stops_at <= now || seconds(stops_at - now) < r.running_time)) continue;
     return pool;
   }

@@ -184,10 +184,31 @@ class Dispatcher {
              std::tie(o.capacity.cores, o.capacity.memory_mb, o.capacity.gpus, o.capacity.running_time);
     }
   };
-  struct ShapeGroup {
-    std::size_t pools = 0;
-    std::set<std::pair<TimePoint, Pool*>> open;  // its open pools, by when they stop running tasks
+  // Pools in no order: adding, removing and picking one cost O(1) (each pool keeps its index in
+  // the member Slot), which matters because a pool joins and leaves such a set with nearly
+  // every task it gets and returns.
+  template <std::size_t Pool::*Slot>
+  struct PoolSet {
+    static constexpr std::size_t kOut = static_cast<std::size_t>(-1);
+    std::vector<Pool*> members;
+    void add(Pool& p) {
+      if (p.*Slot != kOut) return;
+      p.*Slot = members.size();
+      members.push_back(&p);
+    }
+    void remove(Pool& p) {
+      if (p.*Slot == kOut) return;
+      Pool* last = members.back();
+      members[p.*Slot] = last;
+      last->*Slot = p.*Slot;
+      members.pop_back();
+      p.*Slot = kOut;
+    }
+    bool empty() const { return members.empty(); }
+    std::size_t size() const { return members.size(); }
+    Pool& operator[](std::size_t i) const { return *members[i]; }
   };
+  struct ShapeGroup;
   struct Pool {
     std::string identity;
     protocol::Register info;
@@ -205,13 +226,21 @@ class Dispatcher {
     std::optional<TimePoint> disconnected_at;  // its connection closed then, and it has sent nothing since
     bool held = false;
     bool draining = false;
-    static constexpr std::size_t kClosed = static_cast<std::size_t>(-1);
-    std::size_t open_slot = kClosed;  // its index in open_, or kClosed
+    std::uint64_t serial = 0;         // this registration's number (recent_owner_ outlives pools)
+    std::size_t open_slot = static_cast<std::size_t>(-1);  // its index in open_ (PoolSet)
     PoolList::iterator by_heard;      // its place in by_heard_
     PoolList::iterator by_sent;       // its place in by_sent_
     ShapeGroup* shape = nullptr;
-    bool shape_open = false;              // in shape->open
+    std::size_t shape_slot = static_cast<std::size_t>(-1);  // its index in shape->open_endless
+    bool shape_open = false;              // in shape->open_ending
     TimePoint stops_at = TimePoint::max();  // it stops running tasks then (its block ends): drained
+  };
+  struct ShapeGroup {
+    std::size_t pools = 0;
+    // Its open pools: those whose blocks have no known end (nearly all) in no order, the others
+    // by when they stop running tasks.
+    PoolSet<&Pool::shape_slot> open_endless;
+    std::set<std::pair<TimePoint, Pool*>> open_ending;
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
   // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
@@ -243,7 +272,7 @@ class Dispatcher {
   void not_started(std::uint64_t task_id, const std::string& why);
   // Completes the followers held for a task that will not run here (cancelled while queued).
   void release_held(std::uint64_t task_id, const std::string& why);
-  void remember_owner(std::uint64_t task_id, const std::string& identity);
+  void remember_owner(std::uint64_t task_id, const Pool& pool);
   void lose(const std::string& identity, const std::string& reason);
   // lose() with a lost event, for pools given up on by the interchange.
   void give_up(const std::string& identity, const std::string& why);
@@ -251,7 +280,6 @@ class Dispatcher {
   std::size_t capacity(const Pool& p) const;
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
-  void close(Pool& pool);
   // Tasks that ask for resources (dispatcher.cpp, "Resources").
   void submit_placed(DispatchTask&& task);
   void add_shape(Pool& pool, TimePoint now);
@@ -266,8 +294,8 @@ class Dispatcher {
   DispatcherConfig config_;
   std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity (nodes: stable addresses)
   std::unordered_multimap<std::string, Pool*> by_pool_id_;  // for hold() and drain()
-  // Pools not held or draining and with free capacity, in no order (a random one is taken).
-  std::vector<Pool*> open_;
+  // Pools not held or draining and with free capacity (a random one is taken).
+  PoolSet<&Pool::open_slot> open_;
   // Every pool, least recently heard from first / least recently sent to first.
   PoolList by_heard_;
   PoolList by_sent_;
@@ -291,9 +319,13 @@ class Dispatcher {
   std::unordered_map<std::uint64_t, std::uint64_t> held_by_;  // follower -> the task it follows
   // Which pool ran the latest results (a bounded window): a follower submitted just after its
   // input came back still goes to that pool, which may still have the input.
-  std::unordered_map<std::uint64_t, std::string> recent_owner_;
+  std::unordered_map<std::uint64_t, std::uint64_t> recent_owner_;  // task id -> the pool's serial
   std::deque<std::uint64_t> recent_order_;
-  std::unordered_map<std::uint64_t, std::string> owner_;  // task id -> pool identity
+  std::unordered_map<std::uint64_t, Pool*> by_serial_;
+  std::uint64_t next_serial_ = 0;
+  // Task id -> the pool holding it (pools_'s nodes do not move; lose() erases a pool's tasks
+  // here before the pool goes).
+  std::unordered_map<std::uint64_t, Pool*> owner_;
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;
