@@ -176,7 +176,8 @@ void Dispatcher::remember_owner(std::uint64_t task_id, const Pool& pool) {
   if (recent_owner_.insert_or_assign(task_id, pool.serial).second) recent_order_.push_back(task_id);
 }
 
-void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
+void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
+                            std::optional<TimePoint> arrived) {
   now_ = now;
   if (auto* r = std::get_if<protocol::Register>(&message)) {
     on_register(identity, *r, now);
@@ -195,7 +196,7 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   pool.disconnected_at.reset();  // it is connected (again)
   by_heard_.splice(by_heard_.end(), by_heard_, pool.by_heard);
   if (auto* results = std::get_if<protocol::Results>(&message)) {
-    on_results(pool, *results, now);
+    on_results(pool, *results, now, arrived.value_or(now));
   } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
     usage_.push_back(PoolUsage{pool.info.pool_id, std::move(usage->samples)});
   } else if (std::holds_alternative<protocol::Drained>(message)) {
@@ -252,11 +253,15 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
                      r.worker_count, r.cpu_count, r.total_memory});
 }
 
-void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived) {
   // A task is short when it came back within kShortTask of being sent, or when the pool's
   // pace says so: results coming back to back (the time since its previous results, times its
   // workers, per result) from a pool working through a queue of tasks that each take little
   // time but wait behind the others (big arguments: a megabyte takes a fraction of a ms).
+  // "Came back" is when the results reached the interchange (arrived), not when it read them:
+  // with 10,000 pools of one worker, results of no-op tasks waited in its input for hundreds of
+  // milliseconds, every pool then counted as slow and got one task per message, which made
+  // the backlog (BENCHMARKS.md, "One interchange, many pools: pools of one worker").
   std::size_t known = 0;
   for (const auto& result : r.results) known += pool.in_flight.count(result.task_id);
   if (known == 0) return;
@@ -264,14 +269,14 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
     pool.working = true;
     events_.push_back({PoolEvent::working, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
   }
-  const TimePoint previous = std::exchange(pool.last_result, now);
-  const auto paced = (now - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
+  const TimePoint previous = std::exchange(pool.last_result, std::max(arrived, pool.last_result));
+  const auto paced = (pool.last_result - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
   bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
     auto it = pool.in_flight.find(result.task_id);
     if (it == pool.in_flight.end()) continue;
-    auto elapsed = now - it->second;
+    auto elapsed = arrived - it->second;  // < 0 when the input was last seen empty before it was sent
     if (previous > it->second) elapsed = std::min(elapsed, paced);  // it waited behind those results
     all_short = all_short && elapsed < kShortTask;
     pool.in_flight.erase(it);

@@ -130,7 +130,12 @@ class Dispatcher {
   // task when it is still queued; if no pool has it, it completes at once with
   // kStatusNotStarted (the executor then launches it the ordinary way).
   void submit(DispatchTask task, TimePoint now);
-  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
+  // `arrived`: when the message reached the interchange, as far as the shell can tell (the
+  // latest time it saw its input empty before reading it; `now` if not given). Results time
+  // their tasks up to then, so that a backlog in the interchange's own input, which grows with
+  // the number of pools, does not make quick tasks look long (short_task_prefetch).
+  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
+                  std::optional<TimePoint> arrived = std::nullopt);
   // The pool's connection closed (ZeroMQ's socket monitor): it is lost unless it sends a message
   // within disconnect_grace. Unknown identities: ignored.
   void disconnected(const std::string& identity, TimePoint now);
@@ -218,7 +223,7 @@ class Dispatcher {
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
     bool working = false;      // it has sent results (PoolEvent::working was reported)
     bool short_tasks = false;  // its latest results came back within kShortTask
-    TimePoint last_result{};   // when its latest results came back
+    TimePoint last_result{};   // when its latest results came back (arrived, see on_message)
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;
@@ -260,7 +265,7 @@ class Dispatcher {
   };
 
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
-  void on_results(Pool& pool, protocol::Results& r, TimePoint now);
+  void on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived);
   void dispatch(TimePoint now, std::size_t max_tasks);
   // The first live task of the queue, taken out (the queue must hold one).
   DispatchTask pop_queued();
