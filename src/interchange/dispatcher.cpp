@@ -104,8 +104,8 @@ void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
     return;
   }
   Pool* pool = nullptr;
-  if (auto o = owner_.find(input); o != owner_.end()) {
-    pool = o->second;
+  if (auto o = in_flight_.find(input); o != in_flight_.end()) {
+    pool = o->second.pool;
   } else if (auto r = recent_owner_.find(input); r != recent_owner_.end()) {
     if (auto p = by_serial_.find(r->second); p != by_serial_.end()) pool = p->second;
   }
@@ -135,12 +135,11 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.buffers = std::move(t.buffers);
   out.resources = t.resources;
   out.mpi = std::move(t.mpi);
-  if (!out.after.empty() && owner_.contains(out.after.front().task_id))
+  if (!out.after.empty() && in_flight_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
-  if (config_.report_places && pool.in_flight.empty())
+  if (config_.report_places && pool.in_flight == 0)
     events_.push_back({PoolEvent::busy, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
-  pool.in_flight.emplace(id, now);
-  owner_[id] = &pool;
+  track(pool, id, now);
   batch.tasks.push_back(std::move(out));
   if (auto h = held_.find(id); h != held_.end()) {
     std::vector<DispatchTask> followers = std::move(h->second);
@@ -263,7 +262,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, Tim
   // milliseconds, every pool then counted as slow and got one task per message, which made
   // the backlog (BENCHMARKS.md, "One interchange, many pools: pools of one worker").
   std::size_t known = 0;
-  for (const auto& result : r.results) known += pool.in_flight.count(result.task_id);
+  for (const auto& result : r.results) known += on_pool(result.task_id, pool);
   if (known == 0) return;
   if (!pool.working) {
     pool.working = true;
@@ -274,13 +273,13 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, Tim
   bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
-    auto it = pool.in_flight.find(result.task_id);
-    if (it == pool.in_flight.end()) continue;
-    auto elapsed = arrived - it->second;  // < 0 when the input was last seen empty before it was sent
-    if (previous > it->second) elapsed = std::min(elapsed, paced);  // it waited behind those results
+    auto it = in_flight_.find(result.task_id);
+    if (it == in_flight_.end() || it->second.pool != &pool) continue;
+    const TimePoint sent = it->second.sent;
+    auto elapsed = arrived - sent;  // < 0 when the input was last seen empty before it was sent
+    if (previous > sent) elapsed = std::min(elapsed, paced);  // it waited behind those results
     all_short = all_short && elapsed < kShortTask;
-    pool.in_flight.erase(it);
-    owner_.erase(result.task_id);
+    untrack(it);
     remember_owner(result.task_id, pool);
     completed_.push_back(
         Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
@@ -289,11 +288,11 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, Tim
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {
     std::erase_if(pool.waiting_followers, [&](const auto& f) {
-      return !pool.in_flight.contains(f.first) || !pool.in_flight.contains(f.second);
+      return !on_pool(f.first, pool) || !on_pool(f.second, pool);
     });
   }
   pool.short_tasks = all_short;
-  if (pool.in_flight.empty()) {
+  if (pool.in_flight == 0) {
     pool.idle_since = now;
     if (config_.report_places)
       events_.push_back({PoolEvent::idle, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
@@ -305,12 +304,40 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
   const int workers = std::max(0, p.info.worker_count);
   const int bonus = p.short_tasks ? workers * std::max(0, config_.short_task_prefetch) : 0;
   const std::size_t limit = static_cast<std::size_t>(workers) + static_cast<std::size_t>(std::max({0, p.info.prefetch, bonus}));
-  return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
+  return p.in_flight >= limit ? 0 : limit - p.in_flight;
+}
+
+void Dispatcher::track(Pool& pool, std::uint64_t task_id, TimePoint sent) {
+  auto [it, added] = in_flight_.try_emplace(task_id);
+  InFlight& t = it->second;
+  if (!added) {  // sent again while a pool held it (not done by the executor): the latest pool holds it
+    (t.prev ? t.prev->next : t.pool->tasks) = t.next;
+    if (t.next) t.next->prev = t.prev;
+    --t.pool->in_flight;
+    update_open(*t.pool);
+  }
+  t = InFlight{task_id, &pool, sent, nullptr, pool.tasks};
+  if (pool.tasks) pool.tasks->prev = &t;
+  pool.tasks = &t;
+  ++pool.in_flight;
+}
+
+void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
+  InFlight& t = task->second;
+  (t.prev ? t.prev->next : t.pool->tasks) = t.next;
+  if (t.next) t.next->prev = t.prev;
+  --t.pool->in_flight;
+  in_flight_.erase(task);
+}
+
+bool Dispatcher::on_pool(std::uint64_t task_id, const Pool& pool) const {
+  auto it = in_flight_.find(task_id);
+  return it != in_flight_.end() && it->second.pool == &pool;
 }
 
 std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox(std::size_t max_tasks) {
   dispatch(now_, max_tasks);
-  return std::exchange(outbox_, {});
+  return take_reserving(outbox_);
 }
 
 void Dispatcher::update_open(Pool& pool) {
@@ -332,6 +359,7 @@ void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
     protocol::Tasks batch;
     const std::size_t take = std::min(capacity(pool), max_tasks);
     max_tasks -= take;
+    batch.tasks.reserve(std::min(take, queued_.size()));  // one allocation, not one per doubling
     for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch, now);
     if (!batch.tasks.empty()) send(pool, std::move(batch), now);
     update_open(pool);
@@ -350,8 +378,10 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   auto it = pools_.find(identity);
   if (it == pools_.end()) return;
   Pool& pool = it->second;
-  for (const auto& [id, sent] : pool.in_flight) {
-    owner_.erase(id);
+  for (InFlight* t = pool.tasks; t != nullptr;) {
+    const std::uint64_t id = t->task_id;
+    t = t->next;
+    in_flight_.erase(id);
     if (pool.waiting_followers.contains(id))
       completed_.push_back(Completed{id, protocol::kStatusNotStarted, reason, false});
     else
@@ -486,7 +516,7 @@ void Dispatcher::cancel(std::uint64_t task_id) {
     release_held(task_id, "the task it follows was cancelled");
     return;
   }
-  if (auto owner = owner_.find(task_id); owner != owner_.end()) send(*owner->second, protocol::Cancel{{task_id}}, now_);
+  if (auto t = in_flight_.find(task_id); t != in_flight_.end()) send(*t->second.pool, protocol::Cancel{{task_id}}, now_);
 }
 
 void Dispatcher::shutdown_all() {
@@ -497,14 +527,14 @@ std::vector<PoolInfo> Dispatcher::pools(TimePoint now) const {
   std::vector<PoolInfo> out;
   for (const auto& [id, p] : pools_) {
     out.push_back(PoolInfo{id, p.info.pool_id, p.info.block_id, p.info.hostname, p.info.worker_count,
-                           p.info.prefetch, p.in_flight.size(),
-                           p.in_flight.empty() ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
+                           p.info.prefetch, p.in_flight,
+                           p.in_flight == 0 ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
   }
   std::sort(out.begin(), out.end(), [](const PoolInfo& a, const PoolInfo& b) { return a.pool_id < b.pool_id; });
   return out;
 }
 
-std::size_t Dispatcher::in_flight() const { return owner_.size(); }
+std::size_t Dispatcher::in_flight() const { return in_flight_.size(); }
 
 // ---------------------------------------------------------------- Resources
 // A task asking for cores, memory, gpus or a running_time goes only to a pool that can hold it:

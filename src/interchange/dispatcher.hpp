@@ -172,7 +172,7 @@ class Dispatcher {
       std::size_t max_tasks = static_cast<std::size_t>(-1));
   // Queued tasks and a pool with room for them: take_outbox() would send tasks.
   bool can_dispatch() const { return !queued_.empty() && !open_.empty(); }
-  std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
+  std::vector<Completed> take_completed() { return take_reserving(completed_); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
   std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
 
@@ -214,10 +214,21 @@ class Dispatcher {
     Pool& operator[](std::size_t i) const { return *members[i]; }
   };
   struct ShapeGroup;
+  // A task on a pool: in in_flight_ by id, and in its pool's list (lose() fails them all). One
+  // hash table for both (rather than a table per pool and an owner table) saves an insert and an
+  // erase per task; its nodes do not move, so the list links them directly.
+  struct InFlight {
+    std::uint64_t task_id = 0;
+    Pool* pool = nullptr;
+    TimePoint sent;
+    InFlight* prev = nullptr;
+    InFlight* next = nullptr;
+  };
   struct Pool {
     std::string identity;
     protocol::Register info;
-    std::unordered_map<std::uint64_t, TimePoint> in_flight;  // task id -> when it was sent
+    InFlight* tasks = nullptr;  // its tasks in flight (InFlight::prev/next)
+    std::size_t in_flight = 0;  // how many
     // Followers sent here whose input has not come back yet -> the task they wait for. If the
     // pool is lost, these never started.
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
@@ -264,6 +275,15 @@ class Dispatcher {
     std::unique_ptr<Extras> extras;  // null when it has none of them
   };
 
+  // The vector's contents, leaving it with room for as many: it grows to about the same size
+  // each round, and growing it by doubling again cost several large allocations per round.
+  template <class T>
+  static std::vector<T> take_reserving(std::vector<T>& v) {
+    std::vector<T> out;
+    out.reserve(v.size());
+    out.swap(v);
+    return out;
+  }
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
   void on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived);
   void dispatch(TimePoint now, std::size_t max_tasks);
@@ -283,6 +303,9 @@ class Dispatcher {
   void give_up(const std::string& identity, const std::string& why);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
+  void track(Pool& pool, std::uint64_t task_id, TimePoint sent);
+  void untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task);
+  bool on_pool(std::uint64_t task_id, const Pool& pool) const;
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
   // Tasks that ask for resources (dispatcher.cpp, "Resources").
@@ -328,9 +351,9 @@ class Dispatcher {
   std::deque<std::uint64_t> recent_order_;
   std::unordered_map<std::uint64_t, Pool*> by_serial_;
   std::uint64_t next_serial_ = 0;
-  // Task id -> the pool holding it (pools_'s nodes do not move; lose() erases a pool's tasks
-  // here before the pool goes).
-  std::unordered_map<std::uint64_t, Pool*> owner_;
+  // The tasks on pools, by id (pools_'s nodes do not move; lose() erases a pool's tasks here
+  // before the pool goes).
+  std::unordered_map<std::uint64_t, InFlight> in_flight_;
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;
