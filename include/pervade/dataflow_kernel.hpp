@@ -43,6 +43,10 @@ struct CheckpointConfig {
   std::chrono::duration<double> period{0};  // periodic mode
   std::string dir;                // this run's checkpoint directory (tasks.db is written inside)
   std::vector<std::string> files; // checkpoints loaded at start: directories holding tasks.db, or files
+  // Also append each checkpointed result to <dir>/tasks.pkl in Parsl's format (one pickled
+  // {'hash', 'exception', 'result'} per result), for tools that read Parsl's checkpoints. Only for
+  // values that are Python pickles (the Python front end's); tasks.db stays what is loaded.
+  bool parsl_pickle_copy = false;
 };
 
 template <class T>
@@ -60,6 +64,11 @@ struct Config {
   // bounded memory. Submissions from engine threads (task bodies, join bodies, done-callbacks)
   // never wait, so they may pass the limit: waiting there could deadlock.
   std::size_t max_unfinished_tasks = 0;
+  // cleanup() fails a task still waiting, directly or through other tasks, for an external
+  // future (create_external) that never completed, with DataFlowKernelClosed. false: it is left
+  // unfinished, as Parsl leaves it (the Python front end's choice); the external's completion
+  // after cleanup() changes nothing.
+  bool cleanup_fails_external_waits = true;
   // Told of every event of this kernel and its executors (observer.hpp): logging, monitoring
   // and users' hooks.
   std::vector<ObserverPtr> observers;

@@ -35,15 +35,16 @@ namespace pervade {
 // Wall-clock time of an event (the monitoring database stores wall-clock times, as Parsl does).
 using EventTime = std::chrono::system_clock::time_point;
 
-// The workflow (one DataFlowKernel) starts or ends.
+// The workflow (one DataFlowKernel) starts or ends, or wrote a checkpoint pass.
 struct WorkflowEvent {
-  enum class Kind : std::uint8_t { started, ended };
+  enum class Kind : std::uint8_t { started, ended, checkpointed };
   Kind kind;
   EventTime time;
   std::string_view run_id;   // unique per DataFlowKernel (a UUID string)
   std::string_view run_dir;  // run_dir/NNN of this run ("" when none)
   int tasks_completed = 0;   // ended: tasks that finished successfully (exec_done, memo_done)
   int tasks_failed = 0;      // ended: tasks that failed (failed, dep_fail, cancelled)
+  std::size_t checkpointed = 0;  // checkpointed: results the pass wrote (0: a pass with none)
 };
 
 // A task was submitted, changed state, or (kind = dependency) was found to depend on another;

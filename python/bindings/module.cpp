@@ -940,7 +940,7 @@ class Executor_ {
   }
 };
 
-// pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files).
+// pervade.memoization.native_options(): (memoize, mode, period seconds, dir, files, pickle copy).
 CheckpointConfig checkpoint_config(nb::handle options) {
   auto t = nb::cast<nb::tuple>(options);
   CheckpointConfig c;
@@ -949,6 +949,7 @@ CheckpointConfig checkpoint_config(nb::handle options) {
   c.period = std::chrono::duration<double>(nb::cast<double>(t[2]));
   c.dir = nb::cast<std::string>(t[3]);
   c.files = nb::cast<std::vector<std::string>>(t[4]);
+  c.parsl_pickle_copy = nb::cast<bool>(t[5]);
   return c;
 }
 
@@ -970,6 +971,7 @@ class Kernel {
     cfg.retries = retries;
     cfg.internal_tasks_max_threads = internal_threads;
     cfg.max_unfinished_tasks = max_unfinished_tasks;
+    cfg.cleanup_fails_external_waits = false;  // Parsl's: such a task stays unfinished
     if (!retry_handler.is_none()) {
       auto handler = std::make_shared<PyRef>(PyRef::borrow(retry_handler.ptr()));
       cfg.retry_handler = [handler](const std::exception_ptr& e, const TaskRecord& t) -> double {

@@ -76,6 +76,14 @@ def engine_log(config, path: pathlib.Path, *, json_lines: bool, formatter: loggi
     """For FileLogging and JSONLogging: the engine writes `path` at config.level; Python records
     of `loggers` at that level join it. Sets config.engine_observer; returns the undo."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Parsl's name for the same file (parsl.log, parsl.jsonlog): Parsl users' habits, scripts
+    # and tests look for it in run_dir/NNN.
+    alias = path.with_name("parsl" + path.suffix)
+    if alias != path and not alias.exists() and not alias.is_symlink():
+        try:
+            alias.symlink_to(path.name)
+        except OSError:  # a file system without symbolic links: the log keeps its own name only
+            pass
     observer = _observer(str(path), json_lines, config.level)
     handler = ToEngineLog(observer, config.level, formatter)
     loggers = tuple(loggers)

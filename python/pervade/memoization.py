@@ -296,10 +296,13 @@ class BasicMemoizer:
         file before its future completes), "periodic", "dfk_exit", "manual" (dfk.checkpoint()).
     checkpoint_period: for "periodic": "HH:MM:SS" or a number of seconds.
     memoize: False disables memoization for every app (cache=True has no effect).
+    pickle_copy: also append each checkpointed result to checkpoint/tasks.pkl, in Parsl's format,
+        for tools that read Parsl's checkpoints (pervade loads tasks.db). False writes tasks.db
+        only, which halves the disk a checkpoint of big results takes (pervade's extension).
     """
 
     def __init__(self, *, checkpoint_files: Optional[Sequence[str]] = None, checkpoint_period=None,
-                 checkpoint_mode: Optional[str] = None, memoize: bool = True):
+                 checkpoint_mode: Optional[str] = None, memoize: bool = True, pickle_copy: bool = True):
         if checkpoint_mode is not None and checkpoint_mode not in CHECKPOINT_MODES:
             raise ConfigurationError(f"checkpoint_mode must be one of {CHECKPOINT_MODES} or None, "
                                      f"got {checkpoint_mode!r}")
@@ -309,6 +312,7 @@ class BasicMemoizer:
         self.checkpoint_mode = checkpoint_mode
         self.checkpoint_period = checkpoint_period
         self.memoize = memoize
+        self.pickle_copy = bool(pickle_copy)
         self.period_seconds = _period_seconds(checkpoint_period) if checkpoint_period is not None else 0.0
         if checkpoint_mode == "periodic" and checkpoint_period is None:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")
@@ -342,12 +346,13 @@ class BasicMemoizer:
         return self._dfk.checkpoint()
 
     def native_options(self, run_dir: str, config_run_dir: str):
-        """(memoize, mode, period seconds, this run's checkpoint dir, files to load) for the engine."""
+        """(memoize, mode, period seconds, this run's checkpoint dir, files to load, Parsl pickle
+        copy) for the engine."""
         files = self.checkpoint_files
         if files is None:
             files = get_all_checkpoints(config_run_dir) if self.checkpoint_mode is not None else []
         return (bool(self.memoize), self.checkpoint_mode or "", self.period_seconds,
-                os.path.join(run_dir, "checkpoint"), list(files))
+                os.path.join(run_dir, "checkpoint"), list(files), getattr(self, "pickle_copy", True))
 
 
 def _period_seconds(period) -> float:

@@ -272,6 +272,7 @@ DataFlowKernel::DataFlowKernel(Config config) : impl_(std::make_unique<Impl>()) 
   im.run_id = config.run_id.empty() ? make_uuid() : std::move(config.run_id);
   im.run_dir = std::move(config.run_dir);
   opts.observers = im.observers;
+  opts.close_fails_external_waits = config.cleanup_fails_external_waits;
   Impl* raw = &im;
   opts.on_final = [raw](const TaskRecordPtr&) { raw->task_final(); };
   if (config.checkpoint.memoize) {

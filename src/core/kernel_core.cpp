@@ -1,6 +1,7 @@
 #include "core/kernel_core.hpp"
 
 #include <algorithm>
+#include <unordered_set>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
@@ -463,7 +464,7 @@ void KernelCore::finish_success(TaskRecord& t, Outcome& out) {
 
 void KernelCore::commit_memoized() {
   if (committing_.empty()) return;
-  options_.memo->write();  // one transaction for the whole batch (group commit)
+  write_checkpoint();  // one transaction for the whole batch (group commit)
   for (auto& t : committing_) finishing_.push_back(std::move(t));
   committing_.clear();
   drain_finished();
@@ -472,8 +473,18 @@ void KernelCore::commit_memoized() {
 std::size_t KernelCore::checkpoint() {
   if (!options_.memo) return 0;
   const bool committing = !committing_.empty();
-  const std::size_t n = options_.memo->write();
+  const std::size_t n = write_checkpoint();
   if (committing) commit_memoized();
+  return n;
+}
+
+std::size_t KernelCore::write_checkpoint() {
+  const std::size_t n = options_.memo->write();
+  if (observed_ && options_.memo->mode() != CheckpointMode::none) {
+    WorkflowEvent e{WorkflowEvent::Kind::checkpointed, std::chrono::system_clock::now(), {}, {}};
+    e.checkpointed = n;
+    options_.observers->workflow(e);
+  }
   return n;
 }
 
@@ -521,7 +532,7 @@ void KernelCore::add_callback(const TaskRecordPtr& task, std::function<void(cons
 
 void KernelCore::fire_timers(TimePoint now) {
   if (options_.memo && options_.memo->next_write() <= now) {
-    options_.memo->write();
+    write_checkpoint();
     options_.memo->schedule_next(now);
   }
   while (!timers_.empty() && timers_.begin()->first <= now) {
@@ -621,8 +632,25 @@ void KernelCore::close() {
   closed_ = true;
   std::vector<TaskRecordPtr> waiting;
   for (const auto& [id, task] : waiting_) waiting.push_back(task);
+  // A dependency has a lower id than its dependents: one pass in id order finds every task that
+  // waits, directly or through others, for an external future not completed yet.
+  std::sort(waiting.begin(), waiting.end(), [](const auto& a, const auto& b) { return a->id().value < b->id().value; });
+  std::unordered_set<const TaskRecord*> left;
+  const auto waits_for_external = [&left](const TaskRecord& t) {
+    for (const auto& d : t.spec_.dependencies)
+      if (!d->done() && (d->external_ || left.contains(d.get()))) return true;
+    return false;
+  };
   for (const auto& task : waiting) {
     if (task->done()) continue;
+    if (!options_.close_fails_external_waits && waits_for_external(*task)) {
+      // Left unfinished, and no longer counted as live: cleanup() does not wait for it.
+      left.insert(task.get());
+      task->live_ = false;
+      --live_;
+      if (options_.on_final) options_.on_final(task);
+      continue;
+    }
     finish(*task, TaskState::failed, {},
            std::make_exception_ptr(DataFlowKernelClosed("task " + std::to_string(task->id().value) +
                                                         " was not run: the DataFlowKernel was cleaned up")));

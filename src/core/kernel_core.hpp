@@ -29,7 +29,8 @@ struct KernelOptions {
   int retries = 0;
   RetryHandler retry_handler;                        // empty: every failure costs 1
   std::function<TimePoint()> now;                    // the clock (fake in tests)
-  std::function<void(const TaskRecordPtr&)> on_final;// told after each (non-external) task is final
+  // Told after each (non-external) task is final, or is left unfinished by close().
+  std::function<void(const TaskRecordPtr&)> on_final;
   std::string internal_label = "_parsl_internal";    // never chosen for "any executor"
   MemoStore* memo = nullptr;                         // memoization on (owned by the caller)
   // Delivers a key asked of a body (TaskBody::request_memo_key) back to the core, which takes
@@ -40,6 +41,7 @@ struct KernelOptions {
   std::function<void(const TaskRecordPtr&, std::string)> post_serialized;
   // Told of every task's submission, dependencies and state changes (never null).
   ObserversPtr observers = std::make_shared<const Observers>();
+  bool close_fails_external_waits = true;  // Config::cleanup_fails_external_waits
 };
 
 class KernelCore {
@@ -64,7 +66,8 @@ class KernelCore {
   // there (StopReason::cancelled). False if the task is already final (or stands for an
   // external future).
   bool cancel(const TaskRecordPtr& task);
-  // Fails every task that has not been launched with DataFlowKernelClosed; later launches fail too.
+  // Fails every task that has not been launched with DataFlowKernelClosed (but those waiting for
+  // an external future, unless KernelOptions::close_fails_external_waits); later launches fail too.
   void close();
   // Hands the launches gathered since the last flush to their executors, in batches. First
   // writes the results memoized in this batch (task_exit mode), then completes their tasks.
@@ -110,6 +113,8 @@ class KernelCore {
   void launch_or_recall(TaskRecord& t);
   void finish_success(TaskRecord& t, Outcome& out);
   void commit_memoized();
+  // One checkpoint pass (MemoStore::write), told to the observers: returns the results written.
+  std::size_t write_checkpoint();
   void drain_finished();
   void finish_join(TaskRecord& t);
   // A memoized join succeeded with `value`: records it (asking the body for its bytes when it

@@ -357,6 +357,7 @@ std::size_t MemoStore::write() {
       if (rc != SQLITE_DONE) throw Error(sqlite3_errmsg(db_));
     }
     exec(db_, "COMMIT");
+    if (config_.parsl_pickle_copy) append_parsl_pickles();
   } catch (const Error& e) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     broken_ = true;
@@ -368,6 +369,67 @@ std::size_t MemoStore::write() {
   const std::size_t n = unwritten_.size();
   unwritten_.clear();
   return n;
+}
+
+std::string MemoStore::parsl_pickle_record(const MemoKey& key, const std::string& value) {
+  // Pickle protocol 3 opcodes, written out: the record refers to the value's pickle instead of
+  // holding the object, so the engine needs no Python to write it.
+  std::string out("\x80\x03}(", 4);  // PROTO 3, EMPTY_DICT, MARK
+  const auto put_length = [&out](std::uint64_t n, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  };
+  const auto text = [&](std::string_view s) {  // BINUNICODE
+    out.push_back('X');
+    put_length(s.size(), 4);
+    out.append(s);
+  };
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (const unsigned char c : key) {
+    hex.push_back(kDigits[c >> 4]);
+    hex.push_back(kDigits[c & 15]);
+  }
+  text("hash");
+  text(hex);
+  text("exception");
+  out.push_back('N');  // NONE: only results are checkpointed, as in Parsl
+  text("result");
+  out.append("cpickle\nloads\n");  // GLOBAL pickle.loads
+  if (value.size() < (std::uint64_t{1} << 32)) {
+    out.push_back('B');  // BINBYTES
+    put_length(value.size(), 4);
+  } else {
+    out[1] = '\x04';  // BINBYTES8 needs protocol 4
+    out.push_back('\x8e');
+    put_length(value.size(), 8);
+  }
+  out.append(value);
+  out.append("\x85Ru.", 4);  // TUPLE1, REDUCE, SETITEMS, STOP
+  return out;
+}
+
+// After the records are committed to tasks.db. One write() per pass (O_APPEND), so a reader sees
+// whole passes; a failure is said once and ends the copy, never the checkpoint.
+void MemoStore::append_parsl_pickles() {
+  if (pickle_copy_broken_) return;
+  std::string records;
+  for (const MemoKey& key : unwritten_) records += parsl_pickle_record(key, table_.at(key));
+  const std::string path = (std::filesystem::path(config_.dir) / "tasks.pkl").string();
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  std::string_view rest(records);
+  while (fd >= 0 && !rest.empty()) {
+    const ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
+  const int error = fd < 0 || !rest.empty() ? errno : 0;
+  if (fd >= 0) ::close(fd);
+  if (error != 0 || !rest.empty()) {
+    pickle_copy_broken_ = true;
+    std::fprintf(stderr, "pervade: writing Parsl's checkpoint copy %s failed, the copy stops (tasks.db is complete): %s\n",
+                 path.c_str(), std::strerror(error ? error : EIO));
+  }
 }
 
 void MemoStore::schedule_next(std::chrono::steady_clock::time_point now) {

@@ -76,9 +76,13 @@ class MemoStore {
 
   // The file this run writes: <checkpoint_dir>/tasks.db.
   static std::string file_in(const std::string& dir);
+  // One record of Parsl's checkpoint file (tasks.pkl): a pickle of {'hash': hex(key),
+  // 'exception': None, 'result': pickle.loads(value)}, where value is itself a pickle.
+  static std::string parsl_pickle_record(const MemoKey& key, const std::string& value);
 
  private:
   void load(const std::string& path);
+  void append_parsl_pickles();
   void open_for_writing();
   static void create_file(const std::string& path);
   sqlite3* open_to_read(const std::string& path);
@@ -91,6 +95,7 @@ class MemoStore {
   sqlite3* db_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
   bool broken_ = false;
+  bool pickle_copy_broken_ = false;  // tasks.pkl could not be written: said once, then not tried
   std::chrono::steady_clock::time_point next_write_ = std::chrono::steady_clock::time_point::max();
 };
 

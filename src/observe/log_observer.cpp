@@ -26,6 +26,7 @@ constexpr std::size_t kWakeAt = 8192;
 
 constexpr std::string_view kDataflowLogger = "pervade.dataflow.dflow";
 constexpr std::string_view kExecutorsLogger = "pervade.executors";
+constexpr std::string_view kMemoizationLogger = "pervade.dataflow.memoization";
 
 std::string_view level_name(int level) {
   if (level >= log_level::kError) return "ERROR";
@@ -205,6 +206,17 @@ void LogObserver::committed() {
 }
 
 void LogObserver::on_workflow(const WorkflowEvent& e) {
+  if (e.kind == WorkflowEvent::Kind::checkpointed) {
+    // Parsl's lines of a checkpoint pass: INFO when it wrote results, DEBUG when none.
+    const int level = e.checkpointed > 0 ? log_level::kInfo : log_level::kDebug;
+    if (!wanted(level)) return;
+    std::lock_guard lock(mutex_);
+    Pending* p = add(Kind::checkpointed, level, e.time);
+    if (p == nullptr) return;
+    p->count_a = static_cast<int>(e.checkpointed);
+    committed();
+    return;
+  }
   if (!wanted(log_level::kInfo)) return;
   std::lock_guard lock(mutex_);
   const bool started = e.kind == WorkflowEvent::Kind::started;
@@ -382,6 +394,14 @@ void LogObserver::describe(const Pending& p, std::string_view arena, fmt::memory
       d.function = "cleanup";
       fmt::format_to(to_message, FMT_COMPILE("DFK cleanup complete: {} tasks completed, {} failed"), p.count_a, p.count_b);
       d.add("parsl.dfk", text(0));
+      break;
+    case Kind::checkpointed:
+      d.logger = kMemoizationLogger;
+      d.function = "checkpoint";
+      if (p.count_a > 0)
+        fmt::format_to(to_message, FMT_COMPILE("Done checkpointing {} tasks"), p.count_a);
+      else
+        fmt::format_to(to_message, FMT_COMPILE("No tasks checkpointed in this pass."));
       break;
     case Kind::task_submitted:
       d.function = "submit";

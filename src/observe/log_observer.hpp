@@ -128,7 +128,7 @@ class LogObserver final : public Observer {
 
  private:
   enum class Kind : std::uint8_t {
-    workflow_started, workflow_ended, task_submitted, task_state, task_dependency, attempt, block,
+    workflow_started, workflow_ended, checkpointed, task_submitted, task_state, task_dependency, attempt, block,
     pool_joined, pool_heartbeat, pool_left, line, message
   };
   struct Text {  // a string copied into the arena

@@ -385,6 +385,7 @@ class MonitoringDb final : public Observer {
   }
 
   void on_workflow(const WorkflowEvent& e) override {
+    if (e.kind == WorkflowEvent::Kind::checkpointed) return;  // no row of Parsl's schema for it
     push(WorkflowRec{e.kind, e.time, std::string(e.run_id), std::string(e.run_dir), e.tasks_completed, e.tasks_failed});
   }
 

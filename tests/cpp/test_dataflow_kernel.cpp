@@ -423,6 +423,22 @@ TEST(DataFlowKernel, CleanupFailsTasksThatNeverRanAndRefusesNewOnes) {
   dfk.cleanup();  // idempotent
 }
 
+TEST(DataFlowKernel, CleanupCanLeaveTasksWaitingForAnExternalFutureUnfinishedAsParsl) {
+  DataFlowKernel dfk(Config{.cleanup_fails_external_waits = false});
+  auto ext = dfk.create_external("never");
+  auto waiting = dfk.submit([](int v) { return v; }, Future<int>(ext));
+  auto behind = dfk.submit([](int v) { return v; }, waiting);  // waits through `waiting`
+  auto done = dfk.submit([] { return 7; });
+  auto after_done = dfk.submit([](int v) { return v; }, done);
+  EXPECT_EQ(after_done.get(), 7);
+  dfk.cleanup();  // returns: the tasks left are not waited for
+  EXPECT_FALSE(waiting.done());
+  EXPECT_FALSE(behind.done());
+  EXPECT_EQ(dfk.outstanding_tasks(), 0u);
+  dfk.complete_external(ext, Outcome::success(1));  // after cleanup: nothing runs, nothing breaks
+  EXPECT_FALSE(waiting.done());
+}
+
 TEST(DataFlowKernel, CleanupWaitsForRunningTasks) {
   DataFlowKernel dfk(Config{.executors = {std::make_shared<ThreadPoolExecutor>(1, "one")}});
   std::atomic<bool> started{false};

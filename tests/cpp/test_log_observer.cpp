@@ -107,6 +107,30 @@ TEST_F(LogObserverTest, LevelFiltersTheFile) {
   EXPECT_TRUE(contains(got[1], "pervade.executors:0 block_status INFO: Block 0 of executor htex (job 1234) is RUNNING"));
 }
 
+TEST_F(LogObserverTest, CheckpointPassesAreLoggedAsParslLogsThem) {
+  const auto pass = [](std::size_t n) {
+    WorkflowEvent e{WorkflowEvent::Kind::checkpointed, std::chrono::system_clock::now(), {}, {}};
+    e.checkpointed = n;
+    return e;
+  };
+  {
+    LogObserver info({.path = path(), .level = log_level::kInfo});
+    info.on_workflow(pass(3));
+    info.on_workflow(pass(0));  // DEBUG: not written at INFO
+  }
+  auto got = lines();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(contains(got[0], "pervade.dataflow.memoization:0 checkpoint INFO: Done checkpointing 3 tasks")) << got[0];
+  std::filesystem::remove(path());
+  {
+    LogObserver debug({.path = path(), .level = log_level::kDebug});
+    debug.on_workflow(pass(0));
+  }
+  got = lines();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(contains(got[0], "DEBUG: No tasks checkpointed in this pass.")) << got[0];
+}
+
 TEST_F(LogObserverTest, JsonLinesCarryParslKeys) {
   {
     LogObserver log({.path = path(), .format = LogObserverOptions::Format::json_lines});

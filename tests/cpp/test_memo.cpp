@@ -94,6 +94,39 @@ TEST_F(MemoTest, HitsAndMissesInMemory) {
   EXPECT_EQ(store.write(), 0u);  // no checkpoint mode: nothing is written anywhere
 }
 
+TEST_F(MemoTest, ParslPickleCopyAppendsOneRecordPerResultAfterTheCommit) {
+  const fs::path pkl = fs::path(checkpoint_dir("000")) / "tasks.pkl";
+  {
+    detail::MemoStore plain(config("000"));
+    plain.record(key_of(9), "nine");
+    EXPECT_EQ(plain.write(), 1u);
+  }
+  EXPECT_FALSE(fs::exists(pkl)) << "the copy is off unless the front end asks for it";
+  CheckpointConfig c = config("000");
+  c.parsl_pickle_copy = true;
+  detail::MemoStore store(c);
+  EXPECT_FALSE(fs::exists(pkl)) << "nothing checkpointed yet: no file (Parsl's tests check this)";
+  store.record(key_of(1), "one");
+  store.record(key_of(2), "two");
+  EXPECT_EQ(store.write(), 2u);
+  store.record(key_of(3), "three");
+  EXPECT_EQ(store.write(), 1u);
+  std::ifstream in(pkl, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, detail::MemoStore::parsl_pickle_record(key_of(1), "one") +
+                      detail::MemoStore::parsl_pickle_record(key_of(2), "two") +
+                      detail::MemoStore::parsl_pickle_record(key_of(3), "three"));
+  EXPECT_EQ(fs::status(pkl).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST(ParslPickleRecord, IsADictOfHashNoExceptionAndTheLoadedValue) {
+  const std::string r = detail::MemoStore::parsl_pickle_record(key_of(1), "VALUE");
+  EXPECT_EQ(r.substr(0, 4), std::string("\x80\x03}(", 4));                 // PROTO 3, EMPTY_DICT, MARK
+  EXPECT_EQ(r.substr(r.size() - 4), std::string("\x85Ru.", 4));           // TUPLE1, REDUCE, SETITEMS, STOP
+  EXPECT_NE(r.find("6b65792d31"), std::string::npos);                      // hex of "key-1"
+  EXPECT_NE(r.find("cpickle\nloads\nB\x05\x00\x00\x00VALUE"), std::string::npos);  // pickle.loads(b"VALUE")
+}
+
 TEST_F(MemoTest, RestartLoadsEveryRecordAndTheLastOfAKeyWins) {
   {
     detail::MemoStore store(config("000"));
@@ -314,10 +347,18 @@ using fakes::FakeExecutor;
 
 class MemoKernelTest : public MemoTest {
  protected:
+  // Counts of the checkpoint passes the kernel tells its observers of.
+  struct PassRecorder : Observer {
+    void on_workflow(const WorkflowEvent& e) override {
+      if (e.kind == WorkflowEvent::Kind::checkpointed) passes.push_back(e.checkpointed);
+    }
+    std::vector<std::size_t> passes;
+  };
   void make(CheckpointConfig c) {
     store = std::make_unique<detail::MemoStore>(c);
     detail::KernelOptions o;
     o.memo = store.get();
+    o.observers = std::make_shared<const Observers>(std::vector<ObserverPtr>{recorder});
     o.post_memo_key = [this](const TaskRecordPtr& t, std::string key, std::exception_ptr e) {
       posted.push_back({t, std::move(key), std::move(e)});
     };
@@ -357,6 +398,7 @@ class MemoKernelTest : public MemoTest {
   std::shared_ptr<FakeExecutor> ex = std::make_shared<FakeExecutor>("a");
   std::shared_ptr<NoopBody> body = std::make_shared<NoopBody>();
   std::unique_ptr<detail::MemoStore> store;
+  std::shared_ptr<PassRecorder> recorder = std::make_shared<PassRecorder>();
   std::unique_ptr<detail::KernelCore> core;
   std::vector<Posted> posted;
   std::vector<std::pair<TaskRecordPtr, std::string>> serialized;
@@ -516,6 +558,8 @@ TEST_F(MemoKernelTest, ManualModeWritesOnlyAtCheckpoint) {
     EXPECT_EQ(reader.size(), 0u);
   }
   EXPECT_EQ(core->checkpoint(), 1u);
+  EXPECT_EQ(core->checkpoint(), 0u);
+  EXPECT_EQ(recorder->passes, (std::vector<std::size_t>{1, 0})) << "each pass is told, with its count";
   detail::MemoStore reader(config("002", CheckpointMode::none, {checkpoint_dir("000")}));
   EXPECT_EQ(reader.size(), 1u);
 }

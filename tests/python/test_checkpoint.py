@@ -3,6 +3,7 @@ its moment; a later run loads them (checkpoint_files=, get_all_checkpoints, get_
 and does not run those tasks again, even after its driver was killed with SIGKILL."""
 
 import os
+import pickle
 import random
 import signal
 import sqlite3
@@ -55,6 +56,39 @@ def test_manual_writes_at_checkpoint(load):
     assert dfk.checkpoint() == 0
 
 
+def parsl_pickles(dfk):
+    """The records of the run's Parsl-format copy (tasks.pkl), read as Parsl reads them."""
+    path = os.path.join(dfk.run_dir, "checkpoint", "tasks.pkl")
+    records = []
+    with open(path, "rb") as f:
+        while True:
+            try:
+                records.append(pickle.load(f))
+            except EOFError:
+                return records
+
+
+def test_parsl_pickle_copy_holds_each_result_as_parsl_writes_it(load):
+    dfk = load(memoizer=BasicMemoizer(checkpoint_mode="manual"))
+    futures = [double(i) for i in range(4)]
+    assert [f.result(timeout=T) for f in futures] == [0, 2, 4, 6]
+    pkl = os.path.join(dfk.run_dir, "checkpoint", "tasks.pkl")
+    assert not os.path.exists(pkl)
+    assert dfk.checkpoint() == 4
+    records = parsl_pickles(dfk)
+    assert sorted(r["result"] for r in records) == [0, 2, 4, 6]
+    assert all(set(r) == {"hash", "exception", "result"} and r["exception"] is None for r in records)
+    assert {r["hash"]: r["result"] for r in records} == {f.task_record["hashsum"]: f.result() for f in futures}
+    assert oct(os.stat(pkl).st_mode & 0o777) == oct(0o600)
+
+
+def test_parsl_pickle_copy_can_be_turned_off(load):
+    dfk = load(memoizer=BasicMemoizer(checkpoint_mode="task_exit", pickle_copy=False))
+    run_all()
+    assert rows(dfk) == 5
+    assert not os.path.exists(os.path.join(dfk.run_dir, "checkpoint", "tasks.pkl"))
+
+
 def test_dfk_exit_writes_at_cleanup(load):
     dfk = load(checkpoint_mode="dfk_exit")
     run_all()
@@ -67,6 +101,17 @@ def test_periodic_writes_every_period(load):
     dfk = load(memoizer=BasicMemoizer(checkpoint_mode="periodic", checkpoint_period="00:00:01"))
     run_all()
     assert wait_until(lambda: rows(dfk) == 5, timeout=T)
+
+
+def test_each_pass_with_results_is_in_the_run_log_as_parsl_writes_it(load):
+    dfk = load(memoizer=BasicMemoizer(checkpoint_mode="manual"))
+    run_all(3)
+    assert dfk.checkpoint() == 3
+    assert dfk.checkpoint() == 0  # DEBUG: not in the log at its default level
+    dfk.cleanup()
+    lines = [line for line in open(os.path.join(dfk.run_dir, "parsl.log")) if "checkpoint" in line]
+    assert len(lines) == 1 and lines[0].rstrip().endswith("INFO: Done checkpointing 3 tasks"), lines
+    float(lines[0].split(" ")[0])  # Parsl's layout starts with the time in seconds
 
 
 def test_periodic_needs_a_period(make_config):

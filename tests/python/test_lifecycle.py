@@ -66,14 +66,19 @@ def test_exit_mode_wait_waits_for_outstanding_tasks(make_config, no_thread_leak)
     assert [f.result() for f in dependents] == [0, 1, 2, 3]
 
 
-def test_exit_mode_cleanup_fails_unlaunched_tasks(make_config, no_thread_leak):
-    pending = Future()
-    with parsl.load(make_config()):
-        f = ident(pending)
-    assert f.done()
+def test_exit_mode_cleanup_fails_unlaunched_tasks_but_leaves_those_waiting_outside(make_config, no_thread_leak):
+    gate, pending = threading.Event(), Future()
+    with parsl.load(make_config(executors=[parsl.ThreadPoolExecutor(max_threads=1)])):
+        queued = ident(gated(gate, 1))  # waits for a task of the kernel: failed by cleanup
+        outside = ident(pending)        # waits for a future of the user's: left, as Parsl leaves it
+        behind = ident(outside)
+        threading.Timer(0.2, gate.set).start()
     with pytest.raises(parsl.DataFlowKernelClosed):
-        f.result(timeout=0)
-    pending.set_result(1)
+        queued.result(timeout=0)
+    assert not outside.done() and not behind.done()
+    pending.set_result(1)  # after cleanup: nothing runs
+    with pytest.raises(TimeoutError):
+        outside.result(timeout=0.2)
 
 
 def test_exit_mode_skip_leaves_kernel_loaded(make_config, no_thread_leak):
@@ -195,34 +200,32 @@ def test_bound_app_after_cleanup_raises(make_config, no_thread_leak):
         bound()
 
 
-def test_pending_on_never_completed_future_fails_at_cleanup(make_config, no_thread_leak):
+def test_pending_on_never_completed_future_stays_pending_after_cleanup(make_config, no_thread_leak):
     kernel = parsl.load(make_config())
     never = Future()
     waiting = ident(never)
     chained = ident(waiting)
-    kernel.cleanup()
-    for f in (waiting, chained):
-        assert f.done()
-        exc = f.exception(timeout=0)
-        assert isinstance(exc, (parsl.DataFlowKernelClosed, parsl.DependencyError)), repr(exc)
-    assert isinstance(waiting.exception(), parsl.DataFlowKernelClosed)
-    assert waiting.task_status() in ("failed", "dep_fail")
-    # Completing the future afterwards is harmless.
+    kernel.cleanup()  # returns: as in Parsl, it does not wait for them
+    assert not waiting.done() and not chained.done()
+    assert waiting.task_status() == "pending"
+    # Completing the future afterwards is harmless: the kernel is gone, nothing runs.
     never.set_result(1)
+    with pytest.raises(TimeoutError):
+        waiting.result(timeout=0.2)
 
 
 def test_datafuture_of_unlaunched_task_fails_at_cleanup(make_config, tmp_path, no_thread_leak):
-    kernel = parsl.load(make_config())
-    never = Future()
+    kernel = parsl.load(make_config(executors=[parsl.ThreadPoolExecutor(max_threads=1)]))
+    gate = threading.Event()
 
     @python_app
     def produce(x, outputs=()):
         return x
 
-    f = produce(never, outputs=[parsl.File(str(tmp_path / "never.txt"))])
+    f = produce(gated(gate, 1), outputs=[parsl.File(str(tmp_path / "never.txt"))])
+    threading.Timer(0.2, gate.set).start()
     kernel.cleanup()
     assert isinstance(f.outputs[0].exception(timeout=0), parsl.DataFlowKernelClosed)
-    never.set_result(None)
 
 
 def test_kernel_as_context_manager_directly(make_config, no_thread_leak):

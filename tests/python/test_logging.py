@@ -87,6 +87,9 @@ def test_default_writes_pervade_log_without_forcing_levels(make_config, no_threa
     assert len(python_lines) == 1 and LINE.match(python_lines[0])
     assert python_lines[0].endswith("WARNING: a warning from Python")
     assert all(LINE.match(line) for line in lines), lines
+    # Parsl's name for it: the same file.
+    assert os.readlink(os.path.join(kernel.run_dir, "parsl.log")) == "pervade.log"
+    assert open(os.path.join(kernel.run_dir, "parsl.log")).read().splitlines() == lines
 
 
 def test_file_logging_level_and_format(make_config, no_thread_leak):
@@ -108,6 +111,7 @@ def test_json_logging_writes_every_logger_with_parsl_extras(make_config, no_thre
     logging.getLogger("someone.else").warning("task %s is odd", 3, extra={"parsl.task": 3})
     kernel.cleanup()
     assert not os.path.exists(os.path.join(kernel.run_dir, "pervade.log"))
+    assert os.readlink(os.path.join(kernel.run_dir, "parsl.jsonlog")) == "pervade.jsonlog"
     records = [json.loads(line) for line in open(os.path.join(kernel.run_dir, "pervade.jsonlog"))]
     mine = [r for r in records if r["name"] == "someone.else"]
     assert len(mine) == 1

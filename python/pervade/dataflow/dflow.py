@@ -406,8 +406,9 @@ class DataFlowKernel:
         self._kernel.wait_for_current_tasks()
 
     def cleanup(self) -> None:
-        """Stops the kernel: tasks not yet launched fail with DataFlowKernelClosed, running ones
-        finish, all engine threads are joined. Idempotent. A signal handler that raises (Ctrl-C)
+        """Stops the kernel: tasks not yet launched fail with DataFlowKernelClosed (but, as in
+        Parsl, one waiting for a concurrent.futures.Future of the user's that has not completed
+        stays pending), running ones finish, all engine threads are joined. Idempotent. A signal handler that raises (Ctrl-C)
         interrupts the wait; the engine's cleanup goes on, and calling cleanup() again waits
         for it and finishes the job."""
         with self._lock:
