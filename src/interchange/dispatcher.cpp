@@ -311,10 +311,9 @@ void Dispatcher::track(Pool& pool, std::uint64_t task_id, TimePoint sent) {
   auto [it, added] = in_flight_.try_emplace(task_id);
   InFlight& t = it->second;
   if (!added) {  // sent again while a pool held it (not done by the executor): the latest pool holds it
-    (t.prev ? t.prev->next : t.pool->tasks) = t.next;
-    if (t.next) t.next->prev = t.prev;
-    --t.pool->in_flight;
-    update_open(*t.pool);
+    Pool& before = *t.pool;
+    unlink(t);
+    update_open(before);
   }
   t = InFlight{task_id, &pool, sent, nullptr, pool.tasks};
   if (pool.tasks) pool.tasks->prev = &t;
@@ -322,11 +321,14 @@ void Dispatcher::track(Pool& pool, std::uint64_t task_id, TimePoint sent) {
   ++pool.in_flight;
 }
 
-void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
-  InFlight& t = task->second;
+void Dispatcher::unlink(InFlight& t) {
   (t.prev ? t.prev->next : t.pool->tasks) = t.next;
   if (t.next) t.next->prev = t.prev;
   --t.pool->in_flight;
+}
+
+void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
+  unlink(task->second);
   in_flight_.erase(task);
 }
 

@@ -303,8 +303,10 @@ class Dispatcher {
   void give_up(const std::string& identity, const std::string& why);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
+  // A task goes to a pool (track) and leaves it (untrack: result; unlink: the entry stays).
   void track(Pool& pool, std::uint64_t task_id, TimePoint sent);
   void untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task);
+  void unlink(InFlight& task);
   bool on_pool(std::uint64_t task_id, const Pool& pool) const;
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
