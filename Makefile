@@ -14,7 +14,7 @@ APT_PACKAGES := g++ cmake ninja-build libgtest-dev libfmt-dev libmsgpack-cxx-dev
 # MPI app in Python (tests/python/test_mpi_cluster.py), built from source against MPICH (--no-binary:
 # its wheels need a libmpi.so.12 that Debian names libmpich.so.12; -O0: its one big C file then
 # compiles in a fraction of the time, and the tests need no speed from it).
-PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib mpi4py
+PY_PACKAGES := nanobind scikit-build-core cloudpickle msgpack pytest typeguard pyftpdlib mpi4py pyzmq
 
 .PHONY: all deps build python test test-cpp test-python demo perf bench bench-htex compat compat-tutorial clean
 
@@ -26,7 +26,7 @@ deps:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
-	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib, mpi4py" 2>/dev/null || \
+	@$(PYTHON) -c "import nanobind, scikit_build_core, cloudpickle, msgpack, pytest, typeguard, pyftpdlib, mpi4py, zmq" 2>/dev/null || \
 	  CFLAGS="-O0 -g0" $(PYTHON) -m pip install -q --no-binary mpi4py $(PY_PACKAGES)
 
 # The C++ library, its GoogleTest suite and the C++ benchmark.

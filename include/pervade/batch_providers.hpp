@@ -22,6 +22,7 @@
 // status message; it returns once the scheduler has accepted the cancellation (the job is
 // CANCELLED for us from then on, whatever the scheduler still says while it stops it). The
 // destructor cancels the jobs that are still live.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,29 @@ class BatchProvider : public Provider {
   std::string job_script(const std::string& command, int tasks_per_node, const std::string& job_name,
                          const std::string& log_path) const;
   const std::string& walltime() const { return walltime_; }
+
+  // What a scheduler command printed, and its exit code.
+  struct CommandOutput {
+    int exit_code = 0;
+    std::string out;
+    std::string err;
+  };
+  // Runs a scheduler command, given as a shell command line, within `timeout` seconds instead of
+  // the provider spawning it: Parsl's provider.execute_wait, which a Python subclass may override
+  // to run the commands its own way. std::nullopt: spawn it as usual. Throws pervade::Error when
+  // the command cannot be run. Called on the thread of submit/status/cancel, one at a time.
+  using CommandRunner = std::function<std::optional<CommandOutput>(const std::string& command_line, double timeout)>;
+  // Set it before the provider is first used.
+  void set_command_runner(CommandRunner runner);
+
+  // A job this provider submitted: its files and its last known status.
+  struct SubmittedJob {
+    std::string id;
+    BatchJobFiles files;
+    JobStatus status;
+  };
+  // Every job submitted so far, in no particular order; asks the scheduler nothing.
+  std::vector<SubmittedJob> jobs() const;
 
  protected:
   // Throws ConfigurationError for a walltime that is not HH:MM:SS.

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "pervade/errors.hpp"
+#include "pervade/executor.hpp"
 #include "pervade/observer.hpp"
 
 namespace pervade::bindings {
@@ -62,5 +63,23 @@ void bind_monitoring(nanobind::module_& m);
 
 // staging_fetch, the transfers of File staging (staging.cpp).
 void bind_staging(nanobind::module_& m);
+
+// An executor written in Python (python_executor.cpp; pervade.executors.ParslExecutor makes it):
+// start() at start, submit(func, args, kwargs, plan, values) -> concurrent.futures.Future per
+// try on a thread of its own, shutdown() at shutdown. Waits shutdown_grace seconds at most.
+ExecutorPtr make_python_executor(const std::string& label, nanobind::handle start, nanobind::handle submit,
+                                 nanobind::handle shutdown, double shutdown_grace);
+
+// What python_executor.cpp uses of module.cpp's Python tasks:
+// Take the GIL on an engine thread (one Python thread state kept for its life) / give it back.
+void hold_engine_gil();
+void release_engine_gil();
+// GIL held: the Python exception being raised, taken as the exception a try fails with.
+std::exception_ptr take_python_error();
+// GIL held: a Python app's try as (func, args, kwargs or None, plan or None, [dependency values])
+// (pervade.dataflow.dflow.apply_plan puts the values in place). Raises if it has no such call.
+nanobind::tuple python_call(TaskBody& body, const TaskContext& ctx);
+// GIL held: the outcome of a try that returned `value` (pickled for the memo table if memoized).
+Outcome python_success(TaskBody& body, nanobind::handle value);
 
 }  // namespace pervade::bindings

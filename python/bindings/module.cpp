@@ -505,6 +505,9 @@ class PyTask final : public TaskBody, public TaskListener, public std::enable_sh
   PyObject* args() const { return args_.get(); }
   PyObject* kwargs() const { return kwargs_.get(); }
   PyObject* future() const { return future_.get(); }
+  PyObject* plan() const { return plan_.get(); }
+  bool memoized() const { return memoized_; }
+  bool pickled_at_call() const { return encoded_.has_value(); }  // args and kwargs are in the payload
 
   std::atomic<ShellInterrupt*> shell{nullptr};  // the command this task is running, if any
   // Set by interrupt(StopReason::cancelled), possibly just before run(): a cancelled task never
@@ -1170,6 +1173,34 @@ class Kernel {
   std::thread cleanup_thread_;
 };
 
+// ---------------------------------------------------------------- executors written in Python
+
+}  // namespace
+
+// For python_executor.cpp (declared in bindings.hpp).
+void pervade::bindings::hold_engine_gil() { hold_gil(); }
+void pervade::bindings::release_engine_gil() { release_gil(); }
+std::exception_ptr pervade::bindings::take_python_error() { return fetch_python_error(); }
+
+nb::tuple pervade::bindings::python_call(TaskBody& body, const TaskContext& ctx) {
+  auto* task = dynamic_cast<PyTask*>(&body);
+  if (!task || !task->func() || task->pickled_at_call())
+    throw std::invalid_argument("task " + ctx.task().func_name() + " is not a Python call this executor can run");
+  nb::list values;
+  for (std::size_t i = 0; i < ctx.dependency_count(); ++i) values.append(to_python(ctx.dependency(i)));
+  auto or_none = [](PyObject* o) { return o ? nb::borrow(o) : nb::none(); };
+  return nb::make_tuple(nb::borrow(task->func()), nb::borrow(task->args()), or_none(task->kwargs()),
+                        or_none(task->plan()), values);
+}
+
+Outcome pervade::bindings::python_success(TaskBody& body, nb::handle value) {
+  Outcome out = Outcome::success(std::make_shared<PyValue>(PyValue{PyRef::borrow(value.ptr())}));
+  if (auto* task = dynamic_cast<PyTask*>(&body); task && task->memoized()) out.serialized = serialize_for_memo(value.ptr());
+  return out;
+}
+
+namespace {
+
 // ---------------------------------------------------------------- shell commands for bash apps
 
 int run_shell_py(const std::string& command, const std::string& stdout_path, bool stdout_append,
@@ -1414,6 +1445,13 @@ NB_MODULE(_native, m) {
       "htex_executor",
       [](const HtexOptions& o) { return Executor_{std::make_shared<HighThroughputExecutor>(o)}; },
       nb::arg("options"));
+
+  m.def(
+      "python_executor",
+      [](const std::string& label, nb::handle start, nb::handle submit, nb::handle shutdown, double shutdown_grace) {
+        return Executor_{bindings::make_python_executor(label, start, submit, shutdown, shutdown_grace)};
+      },
+      nb::arg("label"), nb::arg("start"), nb::arg("submit"), nb::arg("shutdown"), nb::arg("shutdown_grace"));
 
   m.def(
       "thread_pool_executor",

@@ -7,6 +7,7 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <fmt/format.h>
@@ -76,7 +77,43 @@ void bind_batch_providers(nb::module_& m) {
   nb::class_<BatchProvider, Provider>(m, "BatchProvider")
       .def("job_script", &BatchProvider::job_script, nb::arg("command"), nb::arg("tasks_per_node"),
            nb::arg("job_name"), nb::arg("log_path"))
-      .def_prop_ro("walltime", &BatchProvider::walltime);
+      .def_prop_ro("walltime", &BatchProvider::walltime)
+      // runner(command_line, timeout) -> (exit code, stdout, stderr), or None to let the
+      // provider spawn the command (so does the provider while the interpreter exits).
+      .def(
+          "set_command_runner",
+          [](BatchProvider& p, nb::object runner) {
+            auto python = std::make_shared<OwnedPython>(runner);
+            p.set_command_runner([python](const std::string& line, double timeout)
+                                     -> std::optional<BatchProvider::CommandOutput> {
+              std::optional<BatchProvider::CommandOutput> out;
+              with_python([&] {
+                nb::object r = python->get()(line, timeout);
+                if (r.is_none()) return;
+                std::tuple<int, std::string, std::string> t;
+                if (!nb::try_cast(r, t))
+                  throw Error(fmt::format("execute_wait('{}') must return (exit code, stdout, stderr), got {}", line,
+                                          nb::cast<std::string>(nb::repr(r))));
+                out = BatchProvider::CommandOutput{std::get<0>(t), std::move(std::get<1>(t)), std::move(std::get<2>(t))};
+              });
+              return out;
+            });
+          },
+          nb::arg("runner"))
+      // [(job id, stdout path, stderr path, script path, (state, message, exit code, log path))]
+      .def("jobs", [](const BatchProvider& p) {
+        std::vector<BatchProvider::SubmittedJob> jobs;
+        {
+          nb::gil_scoped_release release;
+          jobs = p.jobs();
+        }
+        nb::list out;
+        for (const auto& j : jobs)
+          out.append(nb::make_tuple(j.id, j.files.stdout_path, j.files.stderr_path, j.files.script_path,
+                                    nb::make_tuple(static_cast<int>(j.status.state), j.status.message,
+                                                   j.status.exit_code, j.status.log_path)));
+        return out;
+      });
 
   nb::class_<SlurmOptions>(m, "SlurmOptions")
       .def(nb::init<>())

@@ -29,6 +29,7 @@ from .providers import (CondorProvider, GridEngineProvider, LocalProvider, LSFPr
 from .futures import AppFuture
 from .log_utils import set_file_logger, set_stream_logger
 from .memoization import BasicMemoizer, get_all_checkpoints, get_last_checkpoint, id_for_memo
+from .monitoring import MonitoringHub
 from .progress import progress
 from . import utils  # parsl.utils.get_all_checkpoints, as scripts call it
 from .version import VERSION
@@ -47,5 +48,6 @@ __all__ = [
     "AppException", "AppTimeout", "AppBadFormatting", "BashExitFailure", "BashAppNoReturn", "MissingOutputs",
     "BadStdStreamFile", "BadCheckpoint", "DependencyError", "JoinError", "ExecutorError", "BadStateException", "WorkerLost", "ManagerLost", "RemoteError",
     "TaskCancelled",
+    "MonitoringHub",
     "progress",
 ]

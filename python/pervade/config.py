@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Literal, Optional, Union
 import typeguard
 
 from .errors import ConfigurationError
-from .executors import ParslExecutor, ThreadPoolExecutor
+from .executors import ParslExecutor, ThreadPoolExecutor, written_in_python
 from .logconfigs.base import LogConfig
 
 _CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
@@ -67,6 +67,10 @@ class Config:
         for e in executors:
             if not isinstance(e, ParslExecutor):
                 raise ConfigurationError(f"Config executors must be executor objects, got {e!r}")
+            if type(e).submit is not ParslExecutor.submit and not written_in_python(e):
+                raise ConfigurationError(
+                    f"{type(e).__name__} overrides submit(), which is never called: its tasks run in pervade's "
+                    "engine. An executor written in Python subclasses ParslExecutor (docs/python.md)")
         labels = [e.label for e in executors]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:

@@ -8,6 +8,9 @@ raises ModuleNotFoundError naming both; nothing is made up in its place. Nothing
 
 Processes pervade starts inherit the mapping through the environment: `install()` sets
 PERVADE_PARSL_IMPORTS=1 and `python -m pervade.worker` calls `install_from_environment()`.
+multiprocessing children started with spawn or forkserver (fresh interpreters that get the
+parent's sys.path, not its finder; the monitoring radios' receivers are such children) find
+pervade/parsl_shim first on sys.path: its `parsl` installs the mapping on the first parsl import.
 
 `parsl_tests` (PERVADE_PARSL_TESTS: the directory of a real Parsl package) keeps `parsl.tests`
 and its submodules as that Parsl's own files, run against pervade: how `make compat` runs
@@ -20,6 +23,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 
@@ -27,6 +31,7 @@ ENV_ENABLED = "PERVADE_PARSL_IMPORTS"
 ENV_TESTS = "PERVADE_PARSL_TESTS"
 _PREFIX = "parsl"
 _TESTS = "parsl.tests"
+_SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "parsl_shim")
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -89,13 +94,28 @@ def install(parsl_tests: str | None = None) -> None:
     finder = installed()
     if finder is None:
         sys.meta_path.insert(0, ParslAliasFinder(parsl_tests))
+        _alias_parsl_logger()
     else:
         finder.parsl_tests = parsl_tests
+    if _SHIM_DIR not in sys.path:
+        # Never reached here (the finder answers first); ahead of any real Parsl in a spawned child.
+        sys.path.insert(0, _SHIM_DIR)
     os.environ[ENV_ENABLED] = "1"
     if parsl_tests:
         os.environ[ENV_TESTS] = parsl_tests
     else:
         os.environ.pop(ENV_TESTS, None)
+
+
+def _alias_parsl_logger() -> None:
+    """logging.getLogger("parsl") gives pervade's package logger, as `import parsl` gives the
+    package: a script's `getLogger("parsl").setLevel(...)` or handler then acts on pervade's
+    records, and the "parsl" records it logs itself reach set_stream_logger()'s handler. Loggers
+    made below it later ("parsl.x") are its children. Nothing is done if the logging module
+    already knows the name "parsl" (as a logger, or as the parent of one)."""
+    manager = logging.Logger.manager
+    if _PREFIX not in manager.loggerDict:
+        manager.loggerDict[_PREFIX] = logging.getLogger("pervade")
 
 
 def install_from_environment() -> None:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
+import re
+import signal
+import subprocess
 import time
+from typing import Optional, Tuple
 
 from .memoization import get_all_checkpoints, get_last_checkpoint
 
-__all__ = ["RepresentationMixin", "get_all_checkpoints", "get_last_checkpoint", "time_limited_open"]
+__all__ = ["RepresentationMixin", "execute_wait", "get_all_checkpoints", "get_last_checkpoint",
+           "sanitize_dns_label_rfc1123", "sanitize_dns_subdomain_rfc1123", "time_limited_open"]
+
+logger = logging.getLogger(__name__)
 
 
 class RepresentationMixin:
@@ -49,3 +57,63 @@ def time_limited_open(path: str, mode: str, seconds: float = 1):
         time.sleep(0.05)
     with open(path, mode) as f:
         yield f
+
+
+def execute_wait(cmd: str, walltime: Optional[float] = None) -> Tuple[int, str, str]:
+    """Runs the shell command line `cmd` to completion: (exit code, stdout, stderr).
+
+    >>> execute_wait("echo hi", 10)
+    (0, 'hi\n', '')
+
+    The command runs in a session (and process group) of its own. After `walltime` seconds
+    (None: no limit) the whole group is killed and subprocess.TimeoutExpired raised; Parsl
+    leaves the command running then, which would leave processes behind.
+    """
+    logger.debug("running %r", cmd)
+    proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=walltime)
+    except BaseException:
+        # Timeout or Ctrl-C: the command and whatever it started go; communicate() then
+        # returns once their pipes close.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    logger.debug("%r exited with %d", cmd, proc.returncode)
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def sanitize_dns_label_rfc1123(raw_string: str) -> str:
+    """`raw_string` made a valid DNS label (RFC 1123: lower-case letters, digits and inner
+    hyphens, at most 63 characters), e.g. for Kubernetes object names.
+
+    >>> sanitize_dns_label_rfc1123("My_Job.1")
+    'my-job-1'
+
+    ValueError if nothing valid is left ("Sanitized DNS label is empty for input '...'").
+    """
+    label = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]", "-", raw_string.lower()))
+    # Cut first, then strip: cutting may leave a hyphen at the end.
+    label = label[:63].strip("-")
+    if not label:
+        raise ValueError(f"Sanitized DNS label is empty for input '{raw_string}'")
+    return label
+
+
+def sanitize_dns_subdomain_rfc1123(raw_string: str) -> str:
+    """`raw_string` made a valid DNS subdomain (RFC 1123: dot-separated labels, each
+    sanitized as by sanitize_dns_label_rfc1123, at most 253 characters in all).
+
+    >>> sanitize_dns_subdomain_rfc1123("..Team.A_B..")
+    'team.a-b'
+
+    Empty parts between dots are dropped; a part with nothing valid in it raises ValueError, and
+    so does an input with no part at all ("Sanitized DNS subdomain is empty for input '...'").
+    """
+    labels = [sanitize_dns_label_rfc1123(part) for part in raw_string.split(".") if part]
+    subdomain = ".".join(labels)[:253].strip(".-")
+    if not subdomain:
+        raise ValueError(f"Sanitized DNS subdomain is empty for input '{raw_string}'")
+    return subdomain

@@ -594,6 +594,14 @@ class MonitoringDb final : public Observer {
         log(log_level::kError, "close", fmt::format("the index ix_task_task_hashsum was not made: {}", err ? err : "?"));
       sqlite3_free(err);
     }
+    // Closed here, not when the observer is destroyed (which may be at interpreter exit, or
+    // never): the last connection's close folds the WAL into the file and removes the -wal and
+    // -shm files, so monitoring.db alone holds the run (to copy or archive it).
+    stmts_.reset();
+    if (sqlite3_close(db_) != SQLITE_OK)
+      log(log_level::kWarning, "close", fmt::format("closing {}: {}", path_, sqlite3_errmsg(db_)));
+    else
+      db_ = nullptr;
     log(lost_ > 0 ? log_level::kError : log_level::kInfo, "close",
         fmt::format("Database manager closed: {} events written, {} lost", written_, lost_));
   }

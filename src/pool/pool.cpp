@@ -34,6 +34,7 @@
 #include "util/spawn.hpp"
 #include "util/process.hpp"
 #include "util/same_host.hpp"
+#include "pool/exex_remote.hpp"
 #include "pool/mpi_discovery.hpp"
 #include "pool/pool.hpp"
 #include "pool/pool_core.hpp"
@@ -70,6 +71,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -251,6 +253,8 @@ std::string trim(std::string s) {
   return s.substr(b, e - b + 1);
 }
 
+}  // namespace
+
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
@@ -260,6 +264,18 @@ std::string describe_wait_status(int status) {
   }
   return fmt::format("ended with wait status {}", status);
 }
+
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    std::ifstream in(task.path() / "children");
+    for (pid_t child; in >> child;) out.push_back(child);
+  }
+  return out;
+}
+
+namespace {
 
 // Milliseconds until `deadline`, rounded up, clamped to [0, INT_MAX].
 long ms_until(Clock::time_point deadline, Clock::time_point now = Clock::now()) {
@@ -578,6 +594,10 @@ struct OutQueue {
 struct Worker {
   int rank = 0;
   pid_t pid = -1;  // -1: no process
+  // On another rank (pervade-exex-pool): its process is there, and every signal and wait goes
+  // through RemoteWorkers (slot `remote_slot`); pid is then kRemotePid while it runs.
+  bool remote = false;
+  int remote_slot = -1;
   Fd fd;           // our end of the socketpair
   proto::FrameReader reader{kMaxWorkerFrame};
   bool dying = false;  // killed by the pool; waiting to be reaped
@@ -608,9 +628,13 @@ struct Overloaded : Ts... {
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
+// Stands for a remote worker's process in Worker::pid: never signalled or waited for here.
+constexpr pid_t kRemotePid = std::numeric_limits<pid_t>::max();
+
 class Pool {
  public:
-  Pool(PoolOptions options, int signal_fd) : o_(std::move(options)), signal_fd_(signal_fd) {}
+  Pool(PoolOptions options, int signal_fd, RemoteWorkers* remote)
+      : o_(std::move(options)), signal_fd_(signal_fd), remote_(remote) {}
   ~Pool() { teardown(); }
 
   int run() {
@@ -618,15 +642,30 @@ class Pool {
     if (int status = register_with_interchange(); status >= 0) return status;
     if (int status = check_mpi_launcher(); status >= 0) return status;
     shell_ = std::make_unique<ShellRunner>(worker_count_, wake_fd_.get());
-    PoolCoreConfig core{o_.pool_id, o_.no_python ? 0 : worker_count_, !o_.no_python, {node_capacity_}, {},
+    PoolCoreConfig core{o_.pool_id, o_.no_python ? 0 : total_workers(), !o_.no_python, {node_capacity_}, {},
                         o_.affinity.mode != AffinityMode::kNone, std::move(mpi_block_)};
     core.stop_tasks_at = stop_tasks_at_;
+    if (remote_) {  // each rank is a node of its own, whose slots follow those of the nodes before it
+      core.slot_node.assign(static_cast<std::size_t>(worker_count_), 0);
+      for (const RemoteNode& n : remote_->nodes()) {
+        NodeCapacity c;
+        for (int cpu = 0; cpu < n.cpus; ++cpu) c.cpus.push_back(cpu);
+        c.memory_mb = n.memory_mb;
+        core.nodes.push_back(std::move(c));
+        core.slot_node.insert(core.slot_node.end(), static_cast<std::size_t>(n.workers),
+                              static_cast<int>(core.nodes.size()) - 1);
+      }
+      remote_->set_wake_fd(wake_fd_.get());
+    }
     core_ = PoolCore(std::move(core));
     if (!o_.no_python) {
-      workers_.resize(static_cast<std::size_t>(worker_count_));
-      for (int r = 0; r < worker_count_ && !exit_status_; ++r) {
-        workers_[static_cast<std::size_t>(r)].rank = r;
-        start_worker(workers_[static_cast<std::size_t>(r)]);
+      workers_.resize(static_cast<std::size_t>(total_workers()));
+      for (int r = 0; r < total_workers() && !exit_status_; ++r) {
+        Worker& w = workers_[static_cast<std::size_t>(r)];
+        w.rank = r;
+        w.remote = r >= worker_count_;
+        w.remote_slot = w.remote ? r - worker_count_ : -1;
+        start_worker(w);
       }
     }
     return main_loop();
@@ -864,7 +903,7 @@ class Pool {
     r.pool_id = o_.pool_id;
     r.block_id = o_.block_id;
     r.hostname = hostname_;
-    r.worker_count = worker_count_;
+    r.worker_count = total_workers();
     r.prefetch = o_.prefetch;
     r.cpu_count = static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
     r.total_memory = static_cast<std::uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -997,6 +1036,7 @@ class Pool {
       if (items[2].revents) {
         std::uint64_t v;
         [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &v, sizeof v);
+        if (remote_) reap_workers();  // a remote worker's process may have ended
       }
       if (items[3].revents) read_monitor();
       std::vector<proto::TaskResult> done;
@@ -1122,7 +1162,7 @@ class Pool {
   // process alone, from its open stat file (cheap: this is per task); periodic samples add its
   // descendants and read context switches and I/O too. Counters are since the task started.
   void sample(Worker& w, bool first, bool last) {
-    if (sample_interval_ < 0 || w.pid <= 0) return;
+    if (sample_interval_ < 0 || w.pid <= 0 || w.remote) return;  // remote workers are not sampled
     const std::optional<std::uint64_t> task = core_.running(w.rank);
     if (!task) return;
     if (!w.stat_fd.valid()) {
@@ -1272,18 +1312,19 @@ class Pool {
   }
 
   // ---------------------------------------------------------------- workers
-  std::vector<std::string> worker_environment(int rank) const {
+  // What a worker's environment sets over the pool's (a remote worker's: over its rank's).
+  std::vector<std::pair<std::string, std::string>> worker_variables(int rank) const {
     std::vector<std::pair<std::string, std::string>> ours{
         {"PERVADE_WORKER_RANK", std::to_string(rank)},
-        {"PERVADE_WORKER_COUNT", std::to_string(worker_count_)},
+        {"PERVADE_WORKER_COUNT", std::to_string(total_workers())},
         {"PERVADE_POOL_ID", o_.pool_id},
         {"PERVADE_BLOCK_ID", o_.block_id},
         {"PARSL_WORKER_RANK", std::to_string(rank)},
-        {"PARSL_WORKER_COUNT", std::to_string(worker_count_)},
+        {"PARSL_WORKER_COUNT", std::to_string(total_workers())},
         {"PARSL_WORKER_POOL_ID", o_.pool_id},
         {"PARSL_WORKER_BLOCK_ID", o_.block_id},
     };
-    if (!o_.accelerators.empty()) {
+    if (!o_.accelerators.empty() && rank < worker_count_) {  // this node's accelerators: not a remote worker's
       const std::string& a = o_.accelerators[static_cast<std::size_t>(rank) % o_.accelerators.size()];
       ours.emplace_back("CUDA_VISIBLE_DEVICES", a);
       ours.emplace_back("ROCR_VISIBLE_DEVICES", a);
@@ -1300,6 +1341,11 @@ class Pool {
       ours.emplace_back("GOMP_CPU_AFFINITY", list);
       ours.emplace_back("KMP_AFFINITY", "explicit,proclist=[" + list + "]");
     }
+    return ours;
+  }
+
+  std::vector<std::string> worker_environment(int rank) const {
+    const std::vector<std::pair<std::string, std::string>> ours = worker_variables(rank);
     std::vector<std::string> env;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       const std::string_view entry(*e);
@@ -1347,17 +1393,6 @@ class Pool {
     });
   }
 
-  // The direct children of `pid` (its threads' /proc children lists).
-  static std::vector<pid_t> children_of(pid_t pid) {
-    std::vector<pid_t> out;
-    std::error_code ec;
-    for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
-      std::ifstream in(task.path() / "children");
-      for (pid_t child; in >> child;) out.push_back(child);
-    }
-    return out;
-  }
-
   // MPI mode without its launcher on PATH could run no MPI task: the interchange is told (FAILED)
   // so that the executor fails with the reason instead of its tasks failing one by one.
   int check_mpi_launcher() {
@@ -1400,7 +1435,81 @@ class Pool {
     exit_status_ = kExitBrokenWorkers;
   }
 
+  std::vector<std::string> worker_args(int rank) const {
+    std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
+                                  "--rank",  std::to_string(rank), "--pool-id", o_.pool_id, "--block-id",
+                                  o_.block_id, "--log-level", std::to_string(o_.log_level)};
+    if (!worker_log_dir_.empty())
+      args.insert(args.end(), {"--log-file", worker_log_dir_ + "/worker_" + std::to_string(rank) + ".log"});
+    return args;
+  }
+
+  // The pool's side of a worker is the same for a remote one: a socket; its process starts on its rank.
+  bool spawn_remote_worker(Worker& w, std::string* error) {
+    std::vector<std::string> vars;
+    for (auto& [k, v] : worker_variables(w.rank)) vars.push_back(k + "=" + v);
+    Fd fd = remote_->start(w.remote_slot, worker_args(w.rank), std::move(vars), error);
+    if (!fd.valid()) return false;
+    reset_worker(w, kRemotePid, std::move(fd));
+    log_info("starting worker {} on {}", w.rank, remote_->where(w.remote_slot));
+    return true;
+  }
+
+  // A new process `pid` in the slot, with its socket `fd`.
+  void reset_worker(Worker& w, pid_t pid, Fd fd) {
+    w.pid = pid;
+    w.stat_fd = Fd();  // the previous process's
+    w.end_reading.reset();
+    w.fd = std::move(fd);
+    w.reader = proto::FrameReader(kMaxWorkerFrame);
+    w.incoming.reset();
+    w.dying = false;
+    w.kill_reason.clear();
+    w.kill_at.reset();
+    w.out.clear();
+    core_.worker_started(w.rank);
+  }
+
+  // "worker 2 (pid 7)", or "worker 5 (rank 2 on node3)".
+  std::string describe(const Worker& w, pid_t pid) const {
+    return w.remote ? fmt::format("worker {} ({})", w.rank, remote_->where(w.remote_slot))
+                    : fmt::format("worker {} (pid {})", w.rank, pid);
+  }
+
+  bool process_exited(const Worker& w) const {
+    return w.remote ? remote_->exited(w.remote_slot).has_value() : has_exited(w.pid);
+  }
+
+  // `sig` to the worker's process group; with stop_commands, its bash commands get SIGTERM and
+  // SIGKILL later (stop_commands_of).
+  void signal_worker(const Worker& w, int sig, bool stop_commands) {
+    if (w.remote) {
+      remote_->signal(w.remote_slot, sig, stop_commands);
+      return;
+    }
+    if (stop_commands) stop_commands_of(w.pid);
+    ::kill(-w.pid, sig);
+    if (sig == SIGKILL) ::kill(w.pid, SIGKILL);  // also if it left its group
+  }
+
+  // After process_exited(): reaps the process (killing what is left of its group) and says how it ended.
+  std::string reap(Worker& w) {
+    if (w.remote) {
+      return remote_->exited(w.remote_slot).value_or("ended");
+    }
+    const int status = kill_and_reap(w.pid);
+    return status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
+  }
+
+  int total_workers() const {
+    int n = worker_count_;
+    if (remote_)
+      for (const RemoteNode& r : remote_->nodes()) n += r.workers;
+    return n;
+  }
+
   bool spawn_worker(Worker& w, std::string* error) {
+    if (w.remote) return spawn_remote_worker(w, error);
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
       *error = fmt::format("socketpair: {}", os_error(errno));
@@ -1432,11 +1541,7 @@ class Pool {
       *error = fmt::format("posix_spawnattr: {}", os_error(rc));
       return false;
     }
-    std::vector<std::string> args{o_.python, "-m",        "pervade.worker", "--fd",        "3",
-                                  "--rank",  std::to_string(w.rank), "--pool-id", o_.pool_id, "--block-id",
-                                  o_.block_id, "--log-level", std::to_string(o_.log_level)};
-    if (!worker_log_dir_.empty())
-      args.insert(args.end(), {"--log-file", worker_log_dir_ + "/worker_" + std::to_string(w.rank) + ".log"});
+    std::vector<std::string> args = worker_args(w.rank);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -1466,17 +1571,7 @@ class Pool {
       return false;
     }
     theirs.reset();
-    w.pid = pid;
-    w.stat_fd = Fd();  // the previous process's
-    w.end_reading.reset();
-    w.fd = std::move(ours);
-    w.reader = proto::FrameReader(kMaxWorkerFrame);
-    w.incoming.reset();
-    w.dying = false;
-    w.kill_reason.clear();
-    w.kill_at.reset();
-    w.out.clear();
-    core_.worker_started(w.rank);
+    reset_worker(w, pid, std::move(ours));
     log_info("started worker {} (pid {}){}", w.rank, w.pid, cpu_list.empty() ? "" : " on CPUs " + cpu_list);
     return true;
   }
@@ -1503,7 +1598,7 @@ class Pool {
     for (Worker& w : workers_) {
       if (w.pid <= 0 || w.dying || !core_.running(w.rank)) continue;
       w.kill_reason = fmt::format("SIGTERM: its block's walltime ends in {} s", o_.walltime_grace);
-      ::kill(-w.pid, SIGTERM);
+      signal_worker(w, SIGTERM, false);
     }
   }
 
@@ -1514,10 +1609,8 @@ class Pool {
     w.dying = true;
     core_.worker_unavailable(w.rank);
     w.kill_reason = std::move(reason);
-    if (!stopping_) log_warn("worker {} (pid {}): {}; killing it", w.rank, w.pid, w.kill_reason);
-    stop_commands_of(w.pid);
-    ::kill(-w.pid, SIGKILL);
-    ::kill(w.pid, SIGKILL);
+    if (!stopping_) log_warn("{}: {}; killing it", describe(w, w.pid), w.kill_reason);
+    signal_worker(w, SIGKILL, true);
     w.fd.reset();
     w.out.clear();
   }
@@ -1707,10 +1800,10 @@ class Pool {
         return;
       }
       if (ready->rank != w.rank)
-        log_warn("worker {} (pid {}) announced rank {}", w.rank, w.pid, ready->rank);
+        log_warn("{} announced rank {}", describe(w, w.pid), ready->rank);
       core_.worker_ready(w.rank);
       consecutive_start_failures_ = 0;
-      log_info("worker {} (pid {}) is ready", w.rank, w.pid);
+      log_info("{} is ready", describe(w, w.pid));
       return;
     }
     auto& result = std::get<proto::WorkerResult>(*m);
@@ -1765,16 +1858,14 @@ class Pool {
 
   void reap_workers() {
     for (Worker& w : workers_) {
-      if (w.pid <= 0 || !has_exited(w.pid)) continue;
+      if (w.pid <= 0 || !process_exited(w)) continue;
       if (w.fd.valid()) read_worker(w);  // what it sent before dying still counts
       const pid_t pid = w.pid;
-      const int status = kill_and_reap(pid);
-      const std::string how = status == -1 ? "vanished (its exit status was lost)" : describe_wait_status(status);
-      const std::string who = fmt::format("worker {} (pid {}) {}", w.rank, pid, how);
+      const std::string who = fmt::format("{} {}", describe(w, pid), reap(w));
       const bool start_failure = !core_.is_ready(w.rank);
       switch (core_.worker_died(w.rank, who, w.kill_reason)) {
         case DeathOutcome::cancelled:
-          log_info("worker {} (pid {}) stopped: {}", w.rank, pid, w.kill_reason);
+          log_info("{} stopped: {}", describe(w, pid), w.kill_reason);
           break;
         case DeathOutcome::lost:
           break;  // flush_results() logs the task's failure
@@ -1788,6 +1879,7 @@ class Pool {
       w.kill_at.reset();
       w.out.clear();
       if (exit_status_ || stopping_) continue;
+      if (w.remote && remote_->lost(w.remote_slot)) continue;  // its node is gone: the others go on
       if (start_failure && ++consecutive_start_failures_ >= kMaxStartFailures) {
         fail_broken_environment(who);
         continue;
@@ -1820,8 +1912,7 @@ class Pool {
       any = true;
       if (w.fd.valid() && core_.is_ready(w.rank) && !w.dying && w.out.empty())
         send_to_worker(w, proto::ToWorker{proto::WorkerExit{}});
-      if (!has_exited(w.pid)) stop_commands_of(w.pid);
-      ::kill(-w.pid, SIGTERM);
+      signal_worker(w, SIGTERM, /*stop_commands=*/!process_exited(w));
     }
     if (!any) {
       kill_stopped_commands(Clock::time_point::max());
@@ -1831,23 +1922,29 @@ class Pool {
     for (;;) {
       bool all_exited = true;
       for (const Worker& w : workers_)
-        if (w.pid > 0 && !has_exited(w.pid)) all_exited = false;
+        if (w.pid > 0 && !process_exited(w)) all_exited = false;
       const long ms = ms_until(deadline);
       if (all_exited || ms == 0) break;
-      pollfd p{signal_fd_, POLLIN, 0};
-      if (::poll(&p, 1, static_cast<int>(ms)) > 0) {
+      pollfd p[2]{{signal_fd_, POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};  // SIGCHLD, or a remote worker ended
+      if (::poll(p, wake_fd_.valid() ? 2 : 1, static_cast<int>(ms)) > 0) {
         signalfd_siginfo si;
         while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        }
+        if (p[1].revents) {
+          std::uint64_t v;
+          [[maybe_unused]] ssize_t n = ::read(wake_fd_.get(), &v, sizeof v);
         }
       }
     }
     for (Worker& w : workers_) {
       if (w.pid <= 0) continue;
-      const bool was_running = !has_exited(w.pid);
-      const int status = kill_and_reap(w.pid);
-      log_info("worker {} (pid {}) stopped: {}{}", w.rank, w.pid,
-               status == -1 ? "exit status lost" : describe_wait_status(status),
-               was_running ? " (killed after the grace period)" : "");
+      const bool was_running = !process_exited(w);
+      if (was_running && w.remote) {  // its rank kills it when the pool's end tells the ranks to stop
+        signal_worker(w, SIGKILL, false);
+        log_info("{} still running after the grace period: its rank kills it", describe(w, w.pid));
+      } else {
+        log_info("{} stopped: {}{}", describe(w, w.pid), reap(w), was_running ? " (killed after the grace period)" : "");
+      }
       w.pid = -1;
       w.fd.reset();
     }
@@ -1856,7 +1953,8 @@ class Pool {
 
   PoolOptions o_;
   int signal_fd_;
-  int worker_count_ = 1;
+  RemoteWorkers* remote_;  // pervade-exex-pool's other ranks; null in pervade-pool
+  int worker_count_ = 1;   // this node's workers (slots 0..worker_count_-1)
   std::vector<std::vector<int>> worker_cpus_;  // per rank, with --cpu-affinity; else empty
   std::optional<MpiBlock> mpi_block_;          // MPI mode: the block's nodes, until PoolCore takes them
   std::vector<std::pair<pid_t, Clock::time_point>> stopping_commands_;  // bash commands' groups, SIGKILL then
@@ -2206,7 +2304,7 @@ ParseResult parse_command_line(int argc, char** argv) {
   return result;
 }
 
-int run_pool(PoolOptions options) {
+int run_pool(PoolOptions options, RemoteWorkers* remote) {
   mark_inherited_fds_cloexec();
 
   // Before any thread exists: these signals become events of the main loop (signalfd) in
@@ -2237,7 +2335,7 @@ int run_pool(PoolOptions options) {
 
   int status = kExitError;
   {
-    Pool pool(std::move(options), signal_fd.get());
+    Pool pool(std::move(options), signal_fd.get(), remote);
     try {
       status = pool.run();
     } catch (const std::exception& e) {

@@ -5,6 +5,8 @@
 // (`python -m pervade.worker`, one socketpair each), hands them Python tasks one at a time,
 // runs shell tasks itself on a thread pool, batches results back, keeps the link alive with
 // heartbeats, and replaces workers that die. See pool.cpp for the design notes.
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +15,8 @@
 #include "pool/resources.hpp"
 
 namespace pervade::pool {
+
+class RemoteWorkers;  // exex_remote.hpp
 
 // Exit statuses of pervade-pool.
 enum ExitStatus : int {
@@ -85,7 +89,13 @@ std::optional<std::string> zmq_endpoint(const std::string& address, bool* ipv6, 
 bool can_use_same_host_socket(const std::string& ipc_url, const std::string& host_id, std::string* why);
 
 // Runs the pool until it exits; returns the process exit status (ExitStatus).
-// Call from main() before any other thread exists (it blocks signals process-wide).
-int run_pool(PoolOptions options);
+// Call from main() before any other thread exists (it blocks signals process-wide); with
+// `remote` (pervade-exex-pool's rank 0), threads started earlier must block those signals too.
+int run_pool(PoolOptions options, RemoteWorkers* remote = nullptr);
+
+// "exited with status 1", "died with signal 9 (Killed)": a wait status, for logs and task errors.
+std::string describe_wait_status(int status);
+// The direct children of `pid` (its threads' /proc children lists).
+std::vector<pid_t> children_of(pid_t pid);
 
 }  // namespace pervade::pool

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <mutex>
 #include <regex>
+#include <string_view>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -37,7 +38,7 @@ namespace fs = std::filesystem;
 constexpr auto kFreshJobGrace = std::chrono::seconds(60);
 
 struct Job {
-  std::string log_path;
+  BatchJobFiles files;
   JobStatus status;
   bool seen = false;  // the status command has reported it at least once
   std::string cancel_error;  // the last cancel() failed: kept in the status message
@@ -91,12 +92,50 @@ std::vector<std::string> live_ids(const std::unordered_map<std::string, Job>& jo
   return live;
 }
 
+// `s` as one shell word, quoted only when it needs to be: the runner's command line reads as
+// Parsl's ("sbatch /path/x.submit"), for overrides that look at it.
+std::string shell_word(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("_@%+=:,./-").find(c) != std::string_view::npos;
+  });
+  return plain ? s : detail::shell_quote(s);
+}
+
+// Runs one scheduler command: through the runner when there is one and it takes it, else
+// spawned (argv without a shell, stdin from stdin_path).
+detail::CommandResult run_scheduler_command(const BatchProvider::CommandRunner& runner,
+                                           const std::vector<std::string>& argv, double timeout,
+                                           const std::string& stdin_path = "") {
+  if (runner) {
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + shell_word(a);
+    if (!stdin_path.empty()) line += " < " + shell_word(stdin_path);
+    if (auto r = runner(line, timeout)) return {r->exit_code, std::move(r->out), std::move(r->err)};
+  }
+  return detail::run_command(argv, std::chrono::duration<double>(timeout), stdin_path);
+}
+
 }  // namespace
 
 struct BatchProvider::State {
   std::mutex mutex;
   std::unordered_map<std::string, Job> jobs;
+  CommandRunner runner;
 };
+
+void BatchProvider::set_command_runner(CommandRunner runner) {
+  std::lock_guard lock(state_->mutex);
+  state_->runner = std::move(runner);
+}
+
+std::vector<BatchProvider::SubmittedJob> BatchProvider::jobs() const {
+  std::lock_guard lock(state_->mutex);
+  std::vector<SubmittedJob> out;
+  out.reserve(state_->jobs.size());
+  for (const auto& [id, job] : state_->jobs) out.push_back({id, job.files, job.status});
+  return out;
+}
 
 BatchProvider::BatchProvider(std::string label, ProviderOptions options, std::string walltime)
     : Provider(std::move(label), std::move(options)), walltime_(std::move(walltime)), state_(std::make_unique<State>()) {
@@ -180,7 +219,7 @@ std::string BatchProvider::submit(const std::string& command, int tasks_per_node
   std::lock_guard lock(state_->mutex);
   detail::CommandResult r;
   try {
-    r = detail::run_command(argv, std::chrono::duration<double>(options().cmd_timeout), submit_stdin(script));
+    r = run_scheduler_command(state_->runner, argv, options().cmd_timeout, submit_stdin(script));
   } catch (const Error& e) {
     throw Error(fmt::format("{} provider: cannot submit block '{}': {}", label(), f.job_name, e.what()));
   }
@@ -192,7 +231,7 @@ std::string BatchProvider::submit(const std::string& command, int tasks_per_node
     throw Error(fmt::format("{} provider: '{}' succeeded but printed no job id that could be read: {}", label(),
                             line, scheduler_message(r)));
   Job& job = state_->jobs[id];
-  job.log_path = f.stdout_path;
+  job.files = f;
   job.status = JobStatus{JobState::pending, "submitted", std::nullopt, f.stdout_path};
   job.submitted = Clock::now();
   return id;
@@ -203,14 +242,13 @@ std::vector<JobStatus> BatchProvider::status(const std::vector<std::string>& job
   auto& jobs = state_->jobs;
   const std::vector<std::string> live = live_ids(jobs, job_ids);
   if (!live.empty()) {
-    const auto timeout = std::chrono::duration<double>(options().cmd_timeout);
     for (;;) {
       StatusCall call = status_command(live);
       const std::string line = detail::command_line(call.argv);
       detail::CommandResult r;
       std::string failure;
       try {
-        r = detail::run_command(call.argv, timeout);
+        r = run_scheduler_command(state_->runner, call.argv, options().cmd_timeout);
         if (r.exit_code != 0 && !unknown_jobs_only(r.err))
           failure = fmt::format("'{}' failed with exit code {}: {}", line, r.exit_code, scheduler_message(r));
       } catch (const Error& e) {
@@ -264,7 +302,7 @@ std::vector<bool> BatchProvider::cancel(const std::vector<std::string>& job_ids)
     const auto commands = cancel_commands(live);
     for (std::size_t i = 0; i < commands.size(); ++i) {
       try {
-        const auto r = detail::run_command(commands[i], std::chrono::duration<double>(options().cmd_timeout));
+        const auto r = run_scheduler_command(state_->runner, commands[i], options().cmd_timeout);
         if (i == 0 && r.exit_code != 0)
           failure = fmt::format("'{}' failed with exit code {}: {}", detail::command_line(commands[i]), r.exit_code,
                                 scheduler_message(r));

@@ -13,6 +13,7 @@
 #include "fake_commands.hpp"
 #include "pervade/batch_providers.hpp"
 #include "pervade/errors.hpp"
+#include "providers/scheduler_command.hpp"
 #include "providers/scheduler_output.hpp"
 
 using namespace pervade;
@@ -432,6 +433,35 @@ TEST_F(FakeSlurm, SubmitStatusCancel) {
   EXPECT_EQ(slurm.status({"999"})[0].state, JobState::missing);
   EXPECT_EQ(slurm.cancel({"999"}), std::vector<bool>{false});
   EXPECT_TRUE(slurm.status({}).empty());
+}
+
+// Parsl's overridable provider.execute_wait: the runner gets every scheduler command as a shell
+// line; it may run it its own way (here: through sh, after noting it) or leave it to the
+// provider (nullopt).
+TEST_F(FakeSlurm, ACommandRunnerRunsTheSchedulerCommands) {
+  SlurmProvider slurm(options(), SlurmOptions{.partition = "debug"});
+  std::vector<std::string> lines;
+  slurm.set_command_runner([&](const std::string& line, double timeout) -> std::optional<BatchProvider::CommandOutput> {
+    lines.push_back(line);
+    EXPECT_EQ(timeout, 30);
+    if (line.rfind("scancel", 0) == 0) return std::nullopt;
+    const auto r = detail::run_command({"/bin/sh", "-c", line}, std::chrono::seconds(30));
+    return BatchProvider::CommandOutput{r.exit_code, r.out, r.err};
+  });
+  const std::string id = slurm.submit("x", 1, "block 0", "");
+  EXPECT_EQ(id, "101");
+  const auto jobs = slurm.jobs();
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].id, id);
+  EXPECT_EQ(jobs[0].status.state, JobState::pending);
+  EXPECT_EQ(lines, std::vector<std::string>{"sbatch " + jobs[0].files.script_path});
+  EXPECT_EQ(jobs[0].files.job_name, "block_0");
+  EXPECT_NE(jobs[0].files.stdout_path, jobs[0].files.stderr_path) << "no block log: one file per stream";
+
+  EXPECT_EQ(slurm.cancel({id}), std::vector<bool>{true});
+  EXPECT_EQ(lines.back(), "scancel " + id);
+  EXPECT_EQ(calls().back(), "scancel " + id) << "spawned by the provider";
+  EXPECT_EQ(slurm.jobs()[0].status.state, JobState::cancelled);
 }
 
 TEST_F(FakeSlurm, AJobTheSchedulerHasNotReportedYetStaysPending) {

@@ -145,8 +145,12 @@ def test_run_directory_is_private_to_its_owner(no_thread_leak):
                 mode = stat.S_IMODE(os.lstat(os.path.join(root, d)).st_mode)
                 assert mode == 0o700, f"{os.path.join(root, d)} has mode {oct(mode)}"
             for f in files:
-                mode = stat.S_IMODE(os.lstat(os.path.join(root, f)).st_mode)
-                assert mode == 0o600, f"{os.path.join(root, f)} has mode {oct(mode)}"
+                path = os.path.join(root, f)
+                if os.path.islink(path):  # parsl.log -> pervade.log: a link's own mode means nothing
+                    assert os.path.dirname(os.path.realpath(path)) == os.path.realpath(root), path
+                    continue
+                mode = stat.S_IMODE(os.lstat(path).st_mode)
+                assert mode == 0o600, f"{path} has mode {oct(mode)}"
                 seen.append(f)
         assert stat.S_IMODE(os.stat(run).st_mode) == 0o700
         assert {"pervade.log", "tasks.db", "block-0.log"} <= set(seen), seen
@@ -191,7 +195,7 @@ def test_a_checkpoint_on_read_only_storage_loads_and_answers(load, tmp_path, mon
     source = os.path.join(dfk.run_dir, "checkpoint")
     parsl.dfk().cleanup()
     parsl.clear()
-    assert os.listdir(source) == ["tasks.db"], "the WAL is folded into tasks.db at the end of a run"
+    assert sorted(os.listdir(source)) == ["tasks.db", "tasks.pkl"], "the WAL is folded into tasks.db at the end of a run"
     # Only a copy of tasks.db, on a read-only mount: every result is in it (a task run again
     # would add 1000), and loading writes nothing.
     copy = tmp_path / "ro"

@@ -2,6 +2,7 @@
 bad endpoints, and a script that ends with an exception."""
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -329,3 +330,18 @@ def test_the_database_is_private(tmp_path, no_thread_leak):
                 assert os.stat(os.path.join(run_dir, f)).st_mode & 0o777 == 0o600, f
     finally:
         os.umask(old)
+
+
+def test_cleanup_leaves_the_run_in_monitoring_db_alone(tmp_path, no_thread_leak):
+    """The writer closes the database at cleanup: its WAL is folded in and removed, so the file
+    alone (copied, archived) holds the whole run."""
+    run_dir = str(tmp_path / "runinfo")
+    config = parsl.Config(executors=[parsl.ThreadPoolExecutor(label="threads", max_threads=1)], run_dir=run_dir,
+                          monitoring=MonitoringHub(resource_monitoring_enabled=False))
+    with parsl.load(config):
+        assert [double(i).result(timeout=T) for i in range(5)] == [0, 2, 4, 6, 8]
+    assert sorted(f for f in os.listdir(run_dir) if f.startswith("monitoring.db")) == ["monitoring.db"]
+    copy = str(tmp_path / "copy.db")
+    shutil.copy(os.path.join(run_dir, "monitoring.db"), copy)
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT count(*) FROM task").fetchone()[0] == 5

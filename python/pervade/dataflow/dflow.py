@@ -20,6 +20,7 @@ from ..config import Config
 from ..data import DataFuture, File
 from ..data_provider.data_manager import DataManager, has_files
 from ..errors import ConfigurationError, NoDataFlowKernelError
+from ..executors import written_in_python
 from ..futures import AppFuture
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
 from ..logconfigs.file import FileLogging
@@ -74,6 +75,21 @@ def _invoke_with_dependencies(func, args, kwargs, plan, values):
 
 
 _native.set_invoke(_invoke_with_dependencies)
+
+
+def submit_with_dependencies(executor, func, args, kwargs, plan, values) -> Future:
+    """An executor written in Python (a ParslExecutor subclass) gets a try as Parsl's DFK hands it
+    over: executor.submit(func, resource_specification, *args, **kwargs), the dependencies'
+    values in place. Runs on that executor's launch thread (pervade._native.python_executor)."""
+    if plan:
+        args, kwargs = apply_plan(args, kwargs, plan,
+                                  lambda index, replacement: values[index] if replacement is _NO_VALUE else replacement)
+    else:
+        kwargs = kwargs or {}
+    future = executor.submit(func, kwargs.get("parsl_resource_specification", {}), *args, **kwargs)
+    if not isinstance(future, Future):
+        raise TypeError(f"{type(executor).__name__}.submit() must return a concurrent.futures.Future, got {future!r}")
+    return future
 
 
 def executor_labels(executors):
@@ -182,7 +198,7 @@ class DataFlowKernel:
         self._remote_labels = {e.label for e in config.executors if getattr(e, "remote", False)}
         self._all_remote = bool(self._remote_labels) and len(self._remote_labels) == len(self.executors)
         for e in config.executors:
-            e.run_dir = self.run_dir
+            e.run_dir, e.run_id = self.run_dir, self.run_id
             # Executors with blocks scale them with the Config's strategy (docs/scaling.md).
             e.strategy, e.strategy_period, e.max_idletime = (
                 config.strategy, config.strategy_period, config.max_idletime)
@@ -432,6 +448,8 @@ class DataFlowKernel:
 
     def _shutdown_executors(self) -> None:
         for e in self.config.executors:  # what the executors started outside the engine (blocks)
+            if written_in_python(e):
+                continue  # the engine called its shutdown()
             try:
                 e.shutdown()
             except Exception:  # noqa: BLE001 - keep stopping the others

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -11,6 +12,7 @@ import re
 import sys
 import warnings
 import weakref
+from concurrent.futures import Future
 
 from .. import _native
 from ..errors import ConfigurationError
@@ -20,17 +22,87 @@ logger = logging.getLogger(__name__)
 
 
 class ParslExecutor:
-    """Base class: an executor has a unique `label` and is started by a DataFlowKernel."""
+    """Base class of executors (Parsl's parsl.executors.base.ParslExecutor): an executor has a
+    unique `label` and is started by a DataFlowKernel.
+
+    pervade's own executors run in the engine. A subclass written in Python runs as in Parsl:
+
+    >>> class Immediate(ParslExecutor):
+    ...     label = "immediate"
+    ...     def submit(self, func, resource_specification, *args, **kwargs):
+    ...         future = concurrent.futures.Future()
+    ...         future.set_result(func(*args, **kwargs))
+    ...         return future
+    ...     def shutdown(self):
+    ...         pass
+
+    load() calls its start(); each try of a task is handed to submit() on a thread of the
+    executor's own, with the dependencies' values in place and the call's
+    parsl_resource_specification (or {}), and the returned concurrent.futures.Future's result or
+    exception is the try's; submit() raising fails the try with that exception; cleanup() calls
+    shutdown(). `shutdown_grace` (pervade only): the seconds cleanup() waits for shutdown() and the
+    futures of the tries still running, then fails those with DataFlowKernelClosed (docs/python.md).
+    """
 
     label: str = "undefined"
     run_dir: str = "."
+    run_id: str | None = None
     remote: bool = False  # runs tasks in other processes (their calls must pickle)
+    remote_monitoring_radio = None
+    monitoring_messages = None
+    shutdown_grace: float = 10.0
 
-    def _native_executor(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init__(self, *, monitoring_messages=None, run_dir: str = ".", run_id: str | None = None):
+        self.monitoring_messages = monitoring_messages
+        self.run_dir = os.path.abspath(run_dir)
+        self.run_id = run_id
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown()
+        return False
+
+    def start(self) -> None:
+        """Called by load(), before any task: start what the executor needs."""
+
+    def submit(self, func, resource_specification: dict, *args, **kwargs) -> Future:
+        """An executor written in Python runs func(*args, **kwargs) and returns a Future of it."""
+        raise NotImplementedError(f"{type(self).__name__} has no submit()")
 
     def shutdown(self) -> None:
-        """The kernel shuts its executors down in cleanup(); nothing to do by hand."""
+        """Called by cleanup(); pervade's own executors are shut down by the engine."""
+
+    def monitor_resources(self) -> bool:
+        return True
+
+    def _native_executor(self):
+        """The engine's side of an executor written in Python (pervade._native.python_executor)."""
+        from ..dataflow.dflow import submit_with_dependencies
+
+        if type(self).submit is ParslExecutor.submit:
+            raise TypeError(f"executor {self.label!r} ({type(self).__name__}) has no submit() method")
+        if (isinstance(self.shutdown_grace, bool) or not isinstance(self.shutdown_grace, (int, float))
+                or not 0 <= self.shutdown_grace < math.inf):
+            raise ConfigurationError(f"executor {self.label!r}: shutdown_grace must be a finite number of seconds "
+                                     f">= 0, got {self.shutdown_grace!r}")
+        return _native.python_executor(self.label, self.start, functools.partial(submit_with_dependencies, self),
+                                       functools.partial(_shutdown_from_engine, self), float(self.shutdown_grace))
+
+
+def written_in_python(executor: ParslExecutor) -> bool:
+    """True for an executor written in Python (whose start/submit/shutdown the engine calls)."""
+    return type(executor)._native_executor is ParslExecutor._native_executor
+
+
+def _shutdown_from_engine(executor: ParslExecutor) -> None:
+    """cleanup() shuts an executor written in Python down from the engine: like the others, one that
+    raises is logged."""
+    try:
+        executor.shutdown()
+    except Exception:  # noqa: BLE001 - the rest of cleanup goes on
+        logger.exception("shutting down executor %s failed", executor.label)
 
 
 def _monitoring_radio(executor: str, radio, default=None):
@@ -98,6 +170,36 @@ def pool_binary() -> str:
     if not os.access(path, os.X_OK):
         raise ConfigurationError(f"pervade-pool not found at {path}: reinstall pervade (pip install .)")
     return path
+
+
+def exex_pool_binary() -> str:
+    """pervade-exex-pool (pool_mode="mpi"), shipped when pervade was built with MPI
+    (PERVADE_EXEX_POOL_BINARY overrides)."""
+    path = os.environ.get("PERVADE_EXEX_POOL_BINARY") or os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "bin", "pervade-exex-pool")
+    if not os.access(path, os.X_OK):
+        raise ConfigurationError(f"pool_mode='mpi' needs pervade-exex-pool, not found at {path}: pervade was built "
+                                 "without MPI (install MPICH's libmpich-dev, then reinstall pervade)")
+    return path
+
+
+def _check_pool_mode(pool_mode, provider, mpi_mode: bool) -> None:
+    """pool_mode "mpi" (docs/mpi.md, "One pool per block"): the provider's launcher must start one
+    copy of the pool command per node, as an MPI job; not with HTEX's MPI mode."""
+    from ..launchers import SimpleLauncher, SingleNodeLauncher
+
+    if pool_mode not in ("node", "mpi"):
+        raise ConfigurationError(f"pool_mode must be 'node' (a pool per node) or 'mpi' (a pool per block over MPI), "
+                                 f"got {pool_mode!r}")
+    if pool_mode == "node":
+        return
+    if mpi_mode:
+        raise ConfigurationError("pool_mode='mpi' cannot be combined with MPI mode (MPIExecutor, enable_mpi_mode)")
+    launcher = getattr(provider, "launcher", None)
+    if isinstance(launcher, (SimpleLauncher, SingleNodeLauncher)):
+        raise ConfigurationError(f"pool_mode='mpi' starts one MPI rank per node through the provider's launcher; "
+                                 f"{type(launcher).__name__} starts no MPI job (use e.g. "
+                                 f"SrunLauncher(overrides='--mpi=pmi2') or MpiExecLauncher())")
 
 
 _CPU_SET = re.compile(r"^(\d+(-\d+)?)(,\d+(-\d+)?)*$")
@@ -220,7 +322,9 @@ class BlockProviderExecutor(ParslExecutor):
 
 
 class HighThroughputExecutor(BlockProviderExecutor):
-    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block.
+    """Runs apps on pools of worker processes (pervade-pool), one pool per node of each block
+    (or, with `pool_mode="mpi"`, one pervade-exex-pool per block, an MPI job whose rank 0 alone
+    talks to the interchange: docs/mpi.md, "One pool per block").
 
     >>> HighThroughputExecutor(label="htex", max_workers_per_node=4,
     ...                        provider=LocalProvider(init_blocks=1))
@@ -266,7 +370,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
                  poll_period: int = 10, address_probe_timeout: int | None = None,
                  worker_logdir_root: str | None = None, manager_selector=None, remote_monitoring_radio=None,
                  enable_mpi_mode: bool = False, mpi_launcher: str = "mpiexec", mpi_hosts=None,
-                 walltime_grace: float = 30):
+                 walltime_grace: float = 30, pool_mode: str = "node"):
         from ..monitoring.radios import HTEXRadio
         from ..providers import LocalProvider
 
@@ -326,6 +430,10 @@ class HighThroughputExecutor(BlockProviderExecutor):
             raise ConfigurationError(f"enable_mpi_mode must be True or False, got {enable_mpi_mode!r}")
         if enable_mpi_mode:
             _check_mpi_mode(provider, mpi_launcher)
+        _check_pool_mode(pool_mode, provider, enable_mpi_mode)
+        # "node": a pervade-pool per node; "mpi": one pervade-exex-pool per block, an MPI job whose
+        # rank 0 alone talks to the interchange (docs/mpi.md, "One pool per block").
+        self.pool_mode = pool_mode
         self.mpi_hosts = _check_mpi_hosts(mpi_hosts, enable_mpi_mode)
         self.enable_mpi_mode = enable_mpi_mode
         self.mpi_launcher = mpi_launcher
@@ -391,7 +499,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
         o.python_workers = True
         o.pool_args = self._pool_args()
         o.run_dir = self.run_dir
-        o.pool_binary = pool_binary()
+        o.pool_binary = exex_pool_binary() if self.pool_mode == "mpi" else pool_binary()
         o.strategy = getattr(self, "strategy", "simple")
         o.strategy_period = float(getattr(self, "strategy_period", 5))
         o.max_idletime = float(getattr(self, "max_idletime", 120))

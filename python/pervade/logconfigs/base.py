@@ -35,22 +35,27 @@ class LogConfig(abc.ABC):
         returns a callable that undoes it."""
 
 
-class _Initialized:
-    def __init__(self, undo: Callable[[], None]) -> None:
-        self.undo = undo
+class _ConfigReference:
+    """One initialized LogConfig: the callable that undoes it and how many users it has."""
+
+    def __init__(self, uninit_callback: Callable[[], None]) -> None:
+        self.uninit_callback = uninit_callback
         self.count = 1
 
 
-# Per interpreter, as the logging module's own state is.
-_initialized: dict[uuid.UUID, _Initialized] = {}
-_initialized_lock = threading.Lock()
+# Per interpreter, as the logging module's own state is; keyed by LogConfig.uuid, so that copies
+# of one configuration (pickled to another component and back) count as the same one. Parsl's
+# names: its test suite and users' tools read them.
+_initialized_log_contexts: dict[uuid.UUID, _ConfigReference] = {}
+_initialized_log_context_lock = threading.Lock()
 
 
 def oneshot_initialize_logging(*, log_config: LogConfig, log_dir: pathlib.Path, log_name: str) -> None:
-    """Initializes log_config unless it already is; then only counts one more user. The first
-    initialization's log_dir and log_name hold until the last user uninitializes."""
-    with _initialized_lock:
-        entry = _initialized.get(log_config.uuid)
+    """Initializes log_config unless it (or a copy with its uuid) already is; then only counts
+    one more user. The first initialization's log_dir and log_name hold until the last user
+    uninitializes."""
+    with _initialized_log_context_lock:
+        entry = _initialized_log_contexts.get(log_config.uuid)
         if entry is not None:
             entry.count += 1
             logger.debug("%r already initialized, now with %d users", log_config, entry.count)
@@ -58,19 +63,19 @@ def oneshot_initialize_logging(*, log_config: LogConfig, log_dir: pathlib.Path, 
         undo = log_config.initialize_logging(log_dir=log_dir, log_name=log_name)
         if not callable(undo):
             raise TypeError(f"{log_config!r}.initialize_logging must return a callable that undoes it, got {undo!r}")
-        _initialized[log_config.uuid] = _Initialized(undo)
+        _initialized_log_contexts[log_config.uuid] = _ConfigReference(undo)
         logger.debug("initialized %r", log_config)
 
 
 def oneshot_uninitialize_logging(*, log_config: LogConfig) -> None:
     """One user of log_config is done; the last one undoes its initialization."""
-    with _initialized_lock:
-        entry = _initialized.get(log_config.uuid)
+    with _initialized_log_context_lock:
+        entry = _initialized_log_contexts.get(log_config.uuid)
         if entry is None:
             raise RuntimeError(f"{log_config!r} is not initialized (uninitialized more often than initialized?)")
         entry.count -= 1
         if entry.count > 0:
             return
-        del _initialized[log_config.uuid]
+        del _initialized_log_contexts[log_config.uuid]
         logger.debug("last user of %r is done", log_config)
-        entry.undo()
+        entry.uninit_callback()

@@ -12,14 +12,18 @@ from __future__ import annotations
 import enum
 
 import math
+import os
 import re
+import weakref
 
 from .. import _native
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, ParslError
+from ..utils import execute_wait as _execute_wait
 # The launchers live in pervade.launchers; importable from here too, as before.
 from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
                         WrappedLauncher)
+from .errors import SubmitException
 
 
 class JobState(enum.IntEnum):
@@ -47,13 +51,41 @@ class JobState(enum.IntEnum):
 
 
 class JobStatus:
-    """State of one job, with the scheduler's message and (once it ended) its exit code."""
+    """State of one job, with the scheduler's message (None when there is none, as in Parsl),
+    (once it ended) its exit code, and where its output goes.
 
-    def __init__(self, state: JobState, message: str = "", exit_code=None, log_path: str = ""):
+    `log_path` is the job's log: its stdout and stderr both, for pervade's blocks. Parsl's
+    `stdout_path` and `stderr_path` default to it; `stdout`, `stderr` (the whole file) and
+    `stdout_summary`, `stderr_summary` (its first and last KiB when longer than 2 KiB) read them,
+    None when there is no such file.
+    """
+
+    SUMMARY_TRUNCATION_THRESHOLD = 2048  # Parsl's name
+
+    def __init__(self, state: JobState, message: str | None = None, exit_code=None, log_path: str = "",
+                 stdout_path: str | None = None, stderr_path: str | None = None):
         self.state = JobState(state)
-        self.message = message
+        self.message = message or None  # the engine says "" for none
         self.exit_code = exit_code
         self.log_path = log_path
+        self.stdout_path = stdout_path or log_path or None
+        self.stderr_path = stderr_path or log_path or None
+
+    @property
+    def stdout(self) -> str | None:
+        return _read_text(self.stdout_path)
+
+    @property
+    def stderr(self) -> str | None:
+        return _read_text(self.stderr_path)
+
+    @property
+    def stdout_summary(self) -> str | None:
+        return _read_text(self.stdout_path, self.SUMMARY_TRUNCATION_THRESHOLD)
+
+    @property
+    def stderr_summary(self) -> str | None:
+        return _read_text(self.stderr_path, self.SUMMARY_TRUNCATION_THRESHOLD)
 
     @property
     def terminal(self) -> bool:
@@ -63,13 +95,32 @@ class JobStatus:
     def status_name(self) -> str:
         return self.state.name
 
-    # Parsl's repr and str (an empty message counts as none).
+    # Parsl's repr and str.
     def __repr__(self) -> str:
         extra = f"state={self.state} message={self.message}" if self.message else f"state={self.state}"
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {hex(id(self))}, {extra}>"
 
     def __str__(self) -> str:
         return f"{self.state} ({self.message})" if self.message else f"{self.state}"
+
+
+def _read_text(path: str | None, limit: int | None = None) -> str | None:
+    """The text of the file at `path` (None if there is none or it cannot be read); with a
+    `limit`, a longer file gives its first and last limit/2 bytes around a "..." line."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if limit is None or size <= limit:
+                data = f.read()
+            else:
+                head = f.read(limit // 2)
+                f.seek(size - limit // 2)
+                data = head + b"\n...\n" + f.read()
+    except OSError:
+        return None
+    return data.decode("utf-8", "replace")
 
 
 def _check_blocks(owner: str, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout):
@@ -131,7 +182,7 @@ class ExecutionProvider:
         # submitted (as in Parsl).
         o.launcher = _native.python_launcher(self.launcher, self.launcher._native_launcher())
         o.cmd_timeout = float(self.cmd_timeout)
-        o.script_dir = getattr(self, "script_dir", None) or ""
+        o.script_dir = os.fspath(getattr(self, "script_dir", None) or "")  # Parsl takes a path-like too
         return o
 
     def _make_native(self):  # pragma: no cover - abstract
@@ -154,12 +205,27 @@ class ExecutionProvider:
         return native
 
     def submit(self, command: str, tasks_per_node: int, job_name: str = "pervade.block", log_path: str = "") -> str:
-        """Starts a block running `command`; returns its job id."""
-        return self._native_provider().submit(command, tasks_per_node, job_name, log_path or "")
+        """Starts a block running `command`; returns its job id. SubmitException (Parsl's
+        parsl.providers.errors) says why a block could not be submitted."""
+        try:
+            return self._native_provider().submit(command, tasks_per_node, job_name, log_path or "")
+        except ConfigurationError:
+            raise
+        except ParslError as e:
+            raise SubmitException(job_name, str(e)) from e
 
     def status(self, job_ids) -> list:
         """A JobStatus for each job id, in order (unknown ids are MISSING)."""
-        return [JobStatus(*s) for s in self._native_provider().status(list(job_ids))]
+        job_ids = list(job_ids)
+        native = self._native_provider()
+        statuses = [JobStatus(*s) for s in native.status(job_ids)]
+        if isinstance(native, _native.BatchProvider):
+            # A batch job submitted without a block log has a file per stream.
+            files = {job_id: (out, err) for job_id, out, err, _, _ in native.jobs()}
+            for job_id, s in zip(job_ids, statuses):
+                if job_id in files:
+                    s.stdout_path, s.stderr_path = files[job_id]
+        return statuses
 
     def cancel(self, job_ids) -> list:
         """Stops the jobs; True for each one that is known and no longer runs."""
@@ -250,10 +316,57 @@ class ClusterProvider(ExecutionProvider):
         """Builds a native object once to let the engine check the values (it runs nothing)."""
         self._make_native()
 
+    def _native_provider(self):
+        fresh = self._native is None
+        native = super()._native_provider()
+        if fresh and ("execute_wait" in vars(self) or type(self).execute_wait is not ClusterProvider.execute_wait):
+            # The engine's scheduler commands go through the overriding execute_wait. A weak
+            # reference: the native object must not keep its Python provider alive.
+            native.set_command_runner(_command_runner(weakref.ref(self)))
+        return native
+
+    def execute_wait(self, cmd: str, timeout: float | None = None) -> tuple[int, str, str]:
+        """Runs the shell command line `cmd` (default limit: cmd_timeout seconds): (exit code,
+        stdout, stderr). Override it (in a subclass, or on the provider before it is first used)
+        to run the scheduler's commands another way, e.g. over ssh: the engine then runs every
+        sbatch/squeue/scancel (qsub, ...) through it, as Parsl's providers do.
+
+        >>> class Remote(SlurmProvider):
+        ...     def execute_wait(self, cmd, timeout=None):
+        ...         return super().execute_wait(f"ssh login1 {shlex.quote(cmd)}", timeout)
+        """
+        return _execute_wait(cmd, self.cmd_timeout if timeout is None else timeout)
+
+    @property
+    def resources(self) -> dict:
+        """Parsl's job table: job id -> {"job_id", "status" (the last known JobStatus; no
+        scheduler call), "job_stdout_path", "job_stderr_path", "script_path"} for every job
+        submitted so far. A snapshot: changing it changes nothing."""
+        if self._native is None:
+            return {}
+        return {job_id: {"job_id": job_id,
+                         "status": JobStatus(*status, stdout_path=stdout_path, stderr_path=stderr_path),
+                         "job_stdout_path": stdout_path, "job_stderr_path": stderr_path, "script_path": script_path}
+                for job_id, stdout_path, stderr_path, script_path, status in self._native.jobs()}
+
     def job_script(self, command: str, tasks_per_node: int = 1, job_name: str = "pervade.block",
                    log_path: str = "") -> str:
         """The job script submit() would write for a block running `command` (nothing is run)."""
         return self._native_provider().job_script(command, tasks_per_node, job_name, log_path or "")
+
+
+def _command_runner(provider_ref):
+    """The engine's runner of a provider's scheduler commands: its execute_wait. None (the
+    provider is gone) lets the engine spawn the command itself."""
+    def run(command_line: str, timeout: float):
+        provider = provider_ref()
+        if provider is None:
+            return None
+        result = provider.execute_wait(command_line, timeout)
+        if result is None:  # not "spawn it yourself": the override forgot to return
+            raise TypeError(f"execute_wait({command_line!r}) returned None, not (exit code, stdout, stderr)")
+        return result
+    return run
 
 
 class SlurmProvider(ClusterProvider):

@@ -1,18 +1,26 @@
-"""Parsl's monitoring radios (parsl.monitoring.radios), as configuration only.
+"""Parsl's monitoring radios (parsl.monitoring.radios): ways to carry monitoring messages
+(`(MessageType, dict)` pairs) from senders to a receiver that puts them on a queue.
 
-In Parsl an executor's `remote_monitoring_radio` chooses how its workers' monitoring messages
-travel to the database: UDP, the HighThroughputExecutor's own connection, files, or a
-multiprocessing queue. pervade has one transport whatever the radio: the engine reports task
-events in process, and pools send their resource samples and node facts over the link they
-already keep with the interchange (docs/monitoring.md). A config that names a radio runs
-unchanged and gets the same monitoring database; the radio's parameters are kept on the object
-(so a script may read them back) and have no effect.
+- UDPRadio: HMAC-signed UDP datagrams to a receiver process (udp, udp_router);
+- FilesystemRadio: files in the run directory, read by a receiver process (filesystem,
+  filesystem_router);
+- MultiprocessingQueueRadio: straight onto the queue (multiprocessing);
+- ZMQRadioSender and start_zmq_receiver: a ZeroMQ socket, CurveZMQ with a cert_dir (zmq,
+  zmq_router);
+- HTEXRadio: the HighThroughputExecutor's own link (htex).
+
+An executor's `remote_monitoring_radio` takes a radio configuration, as in Parsl. pervade's own
+monitoring does not use radios: the engine reports task events in process, and pools send their
+resource samples and node facts over the link they keep with the interchange (docs/monitoring.md),
+so a config that names a radio gets the same monitoring database whatever the radio. The radios
+work for users' code that sends and receives its own messages (docs/monitoring.md, "Radios").
 """
 
-from .base import RadioConfig
+from .base import MonitoringRadioReceiver, MonitoringRadioSender, RadioConfig
 from .filesystem import FilesystemRadio
 from .htex import HTEXRadio
 from .multiprocessing import MultiprocessingQueueRadio
 from .udp import UDPRadio
 
-__all__ = ["RadioConfig", "FilesystemRadio", "HTEXRadio", "MultiprocessingQueueRadio", "UDPRadio"]
+__all__ = ["RadioConfig", "MonitoringRadioReceiver", "MonitoringRadioSender", "FilesystemRadio", "HTEXRadio",
+           "MultiprocessingQueueRadio", "UDPRadio"]
