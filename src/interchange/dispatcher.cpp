@@ -260,7 +260,8 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, Tim
   // "Came back" is when the results reached the interchange (arrived), not when it read them:
   // with 10,000 pools of one worker, results of no-op tasks waited in its input for hundreds of
   // milliseconds, every pool then counted as slow and got one task per message, which made
-  // the backlog (BENCHMARKS.md, "One interchange, many pools: pools of one and ten workers").
+  // the backlog longer (BENCHMARKS.md, "One interchange, many pools: pools of one and ten
+  // workers").
   std::size_t known = 0;
   for (const auto& result : r.results) known += on_pool(result.task_id, pool);
   if (known == 0) return;

@@ -342,10 +342,10 @@ bool reference_all(mtype::object_type, std::size_t, void*) { return true; }
 
 // Exactly one msgpack value filling [data, data + size), in this thread's reusable zone. A fresh
 // zone per message (what msgpack::object_handle does) cost a malloc and free of 8 KB for every
-// message: a tenth of the interchange thread's time when thousands of pools send it small
-// messages (BENCHMARKS.md, "One interchange, many pools: pools of one and ten workers"). Decoders copy
-// what they keep before the next value is unpacked; unpacking while another Unpacked of the
-// thread lives would overwrite it, so it aborts.
+// message: about a tenth of the interchange thread's time when thousands of pools send it small
+// messages (BENCHMARKS.md, "One interchange, many pools: pools of one and ten workers").
+// Decoders copy what they keep before the next value is unpacked; unpacking while another
+// Unpacked of the thread lives would overwrite it, so it aborts.
 class Unpacked {
  public:
   Unpacked(const char* data, std::size_t size) {
