@@ -103,20 +103,20 @@ void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
     held_[input].push_back(std::move(task));
     return;
   }
-  const std::string* identity = nullptr;
-  if (auto o = owner_.find(input); o != owner_.end())
-    identity = &o->second;
-  else if (auto r = recent_owner_.find(input); r != recent_owner_.end())
-    identity = &r->second;
-  auto p = identity ? pools_.find(*identity) : pools_.end();
-  if (p == pools_.end() || p->second.draining) {
+  Pool* pool = nullptr;
+  if (auto o = in_flight_.find(input); o != in_flight_.end()) {
+    pool = o->second.pool;
+  } else if (auto r = recent_owner_.find(input); r != recent_owner_.end()) {
+    if (auto p = by_serial_.find(r->second); p != by_serial_.end()) pool = p->second;
+  }
+  if (!pool || pool->draining) {
     not_started(task.task_id, "the task it follows is on no pool");
     return;
   }
   protocol::Tasks batch;
-  add_to_batch(p->second, std::move(task), batch, now);
-  send(p->second, std::move(batch), now);
-  update_open(p->second);
+  add_to_batch(*pool, std::move(task), batch, now);
+  send(*pool, std::move(batch), now);
+  update_open(*pool);
 }
 
 void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now) {
@@ -135,12 +135,11 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
   out.buffers = std::move(t.buffers);
   out.resources = t.resources;
   out.mpi = std::move(t.mpi);
-  if (!out.after.empty() && owner_.contains(out.after.front().task_id))
+  if (!out.after.empty() && in_flight_.contains(out.after.front().task_id))
     pool.waiting_followers.emplace(id, out.after.front().task_id);
-  if (config_.report_places && pool.in_flight.empty())
+  if (config_.report_places && pool.in_flight == 0)
     events_.push_back({PoolEvent::busy, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
-  pool.in_flight.emplace(id, now);
-  owner_[id] = pool.identity;
+  track(pool, id, now);
   batch.tasks.push_back(std::move(out));
   if (auto h = held_.find(id); h != held_.end()) {
     std::vector<DispatchTask> followers = std::move(h->second);
@@ -168,15 +167,16 @@ void Dispatcher::release_held(std::uint64_t task_id, const std::string& why) {
   }
 }
 
-void Dispatcher::remember_owner(std::uint64_t task_id, const std::string& identity) {
+void Dispatcher::remember_owner(std::uint64_t task_id, const Pool& pool) {
   if (recent_order_.size() >= kRecentOwners) {
     recent_owner_.erase(recent_order_.front());
     recent_order_.pop_front();
   }
-  if (recent_owner_.insert_or_assign(task_id, identity).second) recent_order_.push_back(task_id);
+  if (recent_owner_.insert_or_assign(task_id, pool.serial).second) recent_order_.push_back(task_id);
 }
 
-void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
+void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
+                            std::optional<TimePoint> arrived) {
   now_ = now;
   if (auto* r = std::get_if<protocol::Register>(&message)) {
     on_register(identity, *r, now);
@@ -195,7 +195,7 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   pool.disconnected_at.reset();  // it is connected (again)
   by_heard_.splice(by_heard_.end(), by_heard_, pool.by_heard);
   if (auto* results = std::get_if<protocol::Results>(&message)) {
-    on_results(pool, *results, now);
+    on_results(pool, *results, now, arrived.value_or(now));
   } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
     usage_.push_back(PoolUsage{pool.info.pool_id, std::move(usage->samples)});
   } else if (std::holds_alternative<protocol::Drained>(message)) {
@@ -237,8 +237,10 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
   pool.info = r;
   pool.last_heard = now;
   pool.idle_since = now;
+  pool.serial = next_serial_++;
   auto [it, inserted] = pools_.emplace(identity, std::move(pool));
   Pool& added = it->second;
+  by_serial_.emplace(added.serial, &added);
   added.by_heard = by_heard_.insert(by_heard_.end(), &added);
   added.by_sent = by_sent_.insert(by_sent_.end(), &added);
   by_pool_id_.emplace(r.pool_id, &added);
@@ -250,31 +252,36 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
                      r.worker_count, r.cpu_count, r.total_memory});
 }
 
-void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived) {
   // A task is short when it came back within kShortTask of being sent, or when the pool's
   // pace says so: results coming back to back (the time since its previous results, times its
   // workers, per result) from a pool working through a queue of tasks that each take little
   // time but wait behind the others (big arguments: a megabyte takes a fraction of a ms).
+  // "Came back" is when the results reached the interchange (arrived), not when it read them:
+  // with 10,000 pools of one worker, results of no-op tasks waited in its input for hundreds of
+  // milliseconds, every pool then counted as slow and got one task per message, which made
+  // the backlog longer (BENCHMARKS.md, "One interchange, many pools: pools of one and ten
+  // workers").
   std::size_t known = 0;
-  for (const auto& result : r.results) known += pool.in_flight.count(result.task_id);
+  for (const auto& result : r.results) known += on_pool(result.task_id, pool);
   if (known == 0) return;
   if (!pool.working) {
     pool.working = true;
     events_.push_back({PoolEvent::working, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
   }
-  const TimePoint previous = std::exchange(pool.last_result, now);
-  const auto paced = (now - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
+  const TimePoint previous = std::exchange(pool.last_result, std::max(arrived, pool.last_result));
+  const auto paced = (pool.last_result - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
   bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
-    auto it = pool.in_flight.find(result.task_id);
-    if (it == pool.in_flight.end()) continue;
-    auto elapsed = now - it->second;
-    if (previous > it->second) elapsed = std::min(elapsed, paced);  // it waited behind those results
+    auto it = in_flight_.find(result.task_id);
+    if (it == in_flight_.end() || it->second.pool != &pool) continue;
+    const TimePoint sent = it->second.sent;
+    auto elapsed = arrived - sent;  // < 0 when the input was last seen empty before it was sent
+    if (previous > sent) elapsed = std::min(elapsed, paced);  // it waited behind those results
     all_short = all_short && elapsed < kShortTask;
-    pool.in_flight.erase(it);
-    owner_.erase(result.task_id);
-    remember_owner(result.task_id, pool.identity);
+    untrack(it);
+    remember_owner(result.task_id, pool);
     completed_.push_back(
         Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
     if (config_.report_places) completed_.back().pool_id = pool.info.pool_id;
@@ -282,11 +289,11 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {
     std::erase_if(pool.waiting_followers, [&](const auto& f) {
-      return !pool.in_flight.contains(f.first) || !pool.in_flight.contains(f.second);
+      return !on_pool(f.first, pool) || !on_pool(f.second, pool);
     });
   }
   pool.short_tasks = all_short;
-  if (pool.in_flight.empty()) {
+  if (pool.in_flight == 0) {
     pool.idle_since = now;
     if (config_.report_places)
       events_.push_back({PoolEvent::idle, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
@@ -298,33 +305,51 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
   const int workers = std::max(0, p.info.worker_count);
   const int bonus = p.short_tasks ? workers * std::max(0, config_.short_task_prefetch) : 0;
   const std::size_t limit = static_cast<std::size_t>(workers) + static_cast<std::size_t>(std::max({0, p.info.prefetch, bonus}));
-  return p.in_flight.size() >= limit ? 0 : limit - p.in_flight.size();
+  return p.in_flight >= limit ? 0 : limit - p.in_flight;
+}
+
+void Dispatcher::track(Pool& pool, std::uint64_t task_id, TimePoint sent) {
+  auto [it, added] = in_flight_.try_emplace(task_id);
+  InFlight& t = it->second;
+  if (!added) {  // sent again while a pool held it (not done by the executor): the latest pool holds it
+    Pool& before = *t.pool;
+    unlink(t);
+    update_open(before);
+  }
+  t = InFlight{task_id, &pool, sent, nullptr, pool.tasks};
+  if (pool.tasks) pool.tasks->prev = &t;
+  pool.tasks = &t;
+  ++pool.in_flight;
+}
+
+void Dispatcher::unlink(InFlight& t) {
+  (t.prev ? t.prev->next : t.pool->tasks) = t.next;
+  if (t.next) t.next->prev = t.prev;
+  --t.pool->in_flight;
+}
+
+void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
+  unlink(task->second);
+  in_flight_.erase(task);
+}
+
+bool Dispatcher::on_pool(std::uint64_t task_id, const Pool& pool) const {
+  auto it = in_flight_.find(task_id);
+  return it != in_flight_.end() && it->second.pool == &pool;
 }
 
 std::vector<std::pair<std::string, protocol::InterchangeMessage>> Dispatcher::take_outbox(std::size_t max_tasks) {
   dispatch(now_, max_tasks);
-  return std::exchange(outbox_, {});
+  return take_reserving(outbox_);
 }
 
 void Dispatcher::update_open(Pool& pool) {
   const bool open = !pool.held && !pool.draining && capacity(pool) > 0;
   set_shape_open(pool, open);
-  if (open && pool.open_slot == Pool::kClosed) {
-    pool.open_slot = open_.size();
-    open_.push_back(&pool);
-  } else if (!open && pool.open_slot != Pool::kClosed) {
-    close(pool);
-  }
-}
-
-void Dispatcher::close(Pool& pool) {
-  set_shape_open(pool, false);
-  if (pool.open_slot == Pool::kClosed) return;
-  Pool* last = open_.back();
-  open_[pool.open_slot] = last;
-  last->open_slot = pool.open_slot;
-  open_.pop_back();
-  pool.open_slot = Pool::kClosed;
+  if (open)
+    open_.add(pool);
+  else
+    open_.remove(pool);
 }
 
 void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
@@ -333,10 +358,11 @@ void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
   // tasks sent plus the pools that take them, whatever the number of pools.
   if (!placed_queue_.empty()) dispatch_placed(now);
   while (max_tasks > 0 && !queued_.empty() && !open_.empty()) {
-    Pool& pool = *open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
+    Pool& pool = open_[std::uniform_int_distribution<std::size_t>(0, open_.size() - 1)(rng_)];
     protocol::Tasks batch;
     const std::size_t take = std::min(capacity(pool), max_tasks);
     max_tasks -= take;
+    batch.tasks.reserve(std::min(take, queued_.size()));  // one allocation, not one per doubling
     for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch, now);
     if (!batch.tasks.empty()) send(pool, std::move(batch), now);
     update_open(pool);
@@ -355,15 +381,19 @@ void Dispatcher::lose(const std::string& identity, const std::string& reason) {
   auto it = pools_.find(identity);
   if (it == pools_.end()) return;
   Pool& pool = it->second;
-  for (const auto& [id, sent] : pool.in_flight) {
-    owner_.erase(id);
+  for (InFlight* t = pool.tasks; t != nullptr;) {
+    const std::uint64_t id = t->task_id;
+    t = t->next;
+    in_flight_.erase(id);
     if (pool.waiting_followers.contains(id))
       completed_.push_back(Completed{id, protocol::kStatusNotStarted, reason, false});
     else
       completed_.push_back(Completed{id, protocol::kStatusWorkerLost, reason, true});
   }
-  close(pool);
+  set_shape_open(pool, false);
+  open_.remove(pool);
   remove_shape(pool);
+  by_serial_.erase(pool.serial);
   by_heard_.erase(pool.by_heard);
   by_sent_.erase(pool.by_sent);
   for (auto [p, end] = by_pool_id_.equal_range(pool.info.pool_id); p != end; ++p)
@@ -459,7 +489,7 @@ bool Dispatcher::drain(const std::string& pool_id) {
 void Dispatcher::drain_pool(Pool& pool) {
   if (pool.draining) return;
   pool.draining = true;
-  close(pool);
+  update_open(pool);
   send(pool, protocol::Drain{}, pool.last_sent);
 }
 
@@ -489,9 +519,7 @@ void Dispatcher::cancel(std::uint64_t task_id) {
     release_held(task_id, "the task it follows was cancelled");
     return;
   }
-  auto owner = owner_.find(task_id);
-  if (owner == owner_.end()) return;
-  if (auto p = pools_.find(owner->second); p != pools_.end()) send(p->second, protocol::Cancel{{task_id}}, now_);
+  if (auto t = in_flight_.find(task_id); t != in_flight_.end()) send(*t->second.pool, protocol::Cancel{{task_id}}, now_);
 }
 
 void Dispatcher::shutdown_all() {
@@ -502,14 +530,14 @@ std::vector<PoolInfo> Dispatcher::pools(TimePoint now) const {
   std::vector<PoolInfo> out;
   for (const auto& [id, p] : pools_) {
     out.push_back(PoolInfo{id, p.info.pool_id, p.info.block_id, p.info.hostname, p.info.worker_count,
-                           p.info.prefetch, p.in_flight.size(),
-                           p.in_flight.empty() ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
+                           p.info.prefetch, p.in_flight,
+                           p.in_flight == 0 ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
   }
   std::sort(out.begin(), out.end(), [](const PoolInfo& a, const PoolInfo& b) { return a.pool_id < b.pool_id; });
   return out;
 }
 
-std::size_t Dispatcher::in_flight() const { return owner_.size(); }
+std::size_t Dispatcher::in_flight() const { return in_flight_.size(); }
 
 // ---------------------------------------------------------------- Resources
 // A task asking for cores, memory, gpus or a running_time goes only to a pool that can hold it:
@@ -540,12 +568,20 @@ void Dispatcher::remove_shape(Pool& pool) {
 }
 
 void Dispatcher::set_shape_open(Pool& pool, bool open) {
-  if (!pool.shape || open == pool.shape_open) return;
+  if (!pool.shape) return;
+  if (pool.stops_at == TimePoint::max()) {
+    if (open)
+      pool.shape->open_endless.add(pool);
+    else
+      pool.shape->open_endless.remove(pool);
+    return;
+  }
+  if (open == pool.shape_open) return;
   pool.shape_open = open;
   if (open)
-    pool.shape->open.emplace(pool.stops_at, &pool);
+    pool.shape->open_ending.emplace(pool.stops_at, &pool);
   else
-    pool.shape->open.erase({pool.stops_at, &pool});
+    pool.shape->open_ending.erase({pool.stops_at, &pool});
 }
 
 namespace {
@@ -561,8 +597,10 @@ bool Dispatcher::could_hold(const protocol::Resources& r) const {
 
 Dispatcher::Pool* Dispatcher::pick_placed(const protocol::Resources& r, TimePoint now) const {
   for (const auto& [shape, group] : shapes_) {
-    if (group.open.empty() || !covers(shape.capacity, r)) continue;
-    const auto& [stops_at, pool] = *group.open.rbegin();
+    if (!covers(shape.capacity, r)) continue;
+    if (!group.open_endless.empty()) return &group.open_endless[group.open_endless.size() - 1];  // runs longest
+    if (group.open_ending.empty()) continue;
+    const auto& [stops_at, pool] = *group.open_ending.rbegin();
     if (r.running_time > 0 && (stops_at <= now || seconds(stops_at - now) < r.running_time)) continue;
     return pool;
   }

@@ -130,7 +130,12 @@ class Dispatcher {
   // task when it is still queued; if no pool has it, it completes at once with
   // kStatusNotStarted (the executor then launches it the ordinary way).
   void submit(DispatchTask task, TimePoint now);
-  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
+  // `arrived`: when the message reached the interchange, as far as the shell can tell (the
+  // latest time it saw its input empty before reading it; `now` if not given). Results time
+  // their tasks up to then, so that a backlog in the interchange's own input, which grows with
+  // the number of pools, does not make quick tasks look long (short_task_prefetch).
+  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
+                  std::optional<TimePoint> arrived = std::nullopt);
   // The pool's connection closed (ZeroMQ's socket monitor): it is lost unless it sends a message
   // within disconnect_grace. Unknown identities: ignored.
   void disconnected(const std::string& identity, TimePoint now);
@@ -167,7 +172,7 @@ class Dispatcher {
       std::size_t max_tasks = static_cast<std::size_t>(-1));
   // Queued tasks and a pool with room for them: take_outbox() would send tasks.
   bool can_dispatch() const { return !queued_.empty() && !open_.empty(); }
-  std::vector<Completed> take_completed() { return std::exchange(completed_, {}); }
+  std::vector<Completed> take_completed() { return take_reserving(completed_); }
   std::vector<PoolEvent> take_events() { return std::exchange(events_, {}); }
   std::vector<PoolUsage> take_usage() { return std::exchange(usage_, {}); }
 
@@ -184,20 +189,52 @@ class Dispatcher {
              std::tie(o.capacity.cores, o.capacity.memory_mb, o.capacity.gpus, o.capacity.running_time);
     }
   };
-  struct ShapeGroup {
-    std::size_t pools = 0;
-    std::set<std::pair<TimePoint, Pool*>> open;  // its open pools, by when they stop running tasks
+  // Pools in no order: adding, removing and picking one cost O(1) (each pool keeps its index in
+  // the member Slot), which matters because a pool joins and leaves such a set with nearly
+  // every task it gets and returns.
+  template <std::size_t Pool::*Slot>
+  struct PoolSet {
+    static constexpr std::size_t kOut = static_cast<std::size_t>(-1);
+    std::vector<Pool*> members;
+    void add(Pool& p) {
+      if (p.*Slot != kOut) return;
+      p.*Slot = members.size();
+      members.push_back(&p);
+    }
+    void remove(Pool& p) {
+      if (p.*Slot == kOut) return;
+      Pool* last = members.back();
+      members[p.*Slot] = last;
+      last->*Slot = p.*Slot;
+      members.pop_back();
+      p.*Slot = kOut;
+    }
+    bool empty() const { return members.empty(); }
+    std::size_t size() const { return members.size(); }
+    Pool& operator[](std::size_t i) const { return *members[i]; }
+  };
+  struct ShapeGroup;
+  // A task on a pool: in in_flight_ by id, and in its pool's list (lose() fails them all). One
+  // hash table for both (rather than a table per pool and an owner table) saves an insert and an
+  // erase per task; its nodes do not move, so the list links them directly.
+  struct InFlight {
+    std::uint64_t task_id = 0;
+    Pool* pool = nullptr;
+    TimePoint sent;
+    InFlight* prev = nullptr;
+    InFlight* next = nullptr;
   };
   struct Pool {
     std::string identity;
     protocol::Register info;
-    std::unordered_map<std::uint64_t, TimePoint> in_flight;  // task id -> when it was sent
+    InFlight* tasks = nullptr;  // its tasks in flight (InFlight::prev/next)
+    std::size_t in_flight = 0;  // how many
     // Followers sent here whose input has not come back yet -> the task they wait for. If the
     // pool is lost, these never started.
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
     bool working = false;      // it has sent results (PoolEvent::working was reported)
     bool short_tasks = false;  // its latest results came back within kShortTask
-    TimePoint last_result{};   // when its latest results came back
+    TimePoint last_result{};   // when its latest results came back (arrived, see on_message)
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;
@@ -205,13 +242,21 @@ class Dispatcher {
     std::optional<TimePoint> disconnected_at;  // its connection closed then, and it has sent nothing since
     bool held = false;
     bool draining = false;
-    static constexpr std::size_t kClosed = static_cast<std::size_t>(-1);
-    std::size_t open_slot = kClosed;  // its index in open_, or kClosed
+    std::uint64_t serial = 0;         // this registration's number (recent_owner_ outlives pools)
+    std::size_t open_slot = static_cast<std::size_t>(-1);  // its index in open_ (PoolSet)
     PoolList::iterator by_heard;      // its place in by_heard_
     PoolList::iterator by_sent;       // its place in by_sent_
     ShapeGroup* shape = nullptr;
-    bool shape_open = false;              // in shape->open
+    std::size_t shape_slot = static_cast<std::size_t>(-1);  // its index in shape->open_endless
+    bool shape_open = false;              // in shape->open_ending
     TimePoint stops_at = TimePoint::max();  // it stops running tasks then (its block ends): drained
+  };
+  struct ShapeGroup {
+    std::size_t pools = 0;
+    // Its open pools: those whose blocks have no known end (nearly all) in no order, the others
+    // by when they stop running tasks.
+    PoolSet<&Pool::shape_slot> open_endless;
+    std::set<std::pair<TimePoint, Pool*>> open_ending;
   };
   // A task in the queue: a DispatchTask without what few tasks have (inputs, out-of-band
   // buffers, an MPI request) and without its priority (its bucket's key), so that a queued task costs the driver
@@ -230,8 +275,17 @@ class Dispatcher {
     std::unique_ptr<Extras> extras;  // null when it has none of them
   };
 
+  // The vector's contents, leaving it with room for as many: it grows to about the same size
+  // each round, and growing it by doubling again cost several large allocations per round.
+  template <class T>
+  static std::vector<T> take_reserving(std::vector<T>& v) {
+    std::vector<T> out;
+    out.reserve(v.size());
+    out.swap(v);
+    return out;
+  }
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
-  void on_results(Pool& pool, protocol::Results& r, TimePoint now);
+  void on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived);
   void dispatch(TimePoint now, std::size_t max_tasks);
   // The first live task of the queue, taken out (the queue must hold one).
   DispatchTask pop_queued();
@@ -243,15 +297,19 @@ class Dispatcher {
   void not_started(std::uint64_t task_id, const std::string& why);
   // Completes the followers held for a task that will not run here (cancelled while queued).
   void release_held(std::uint64_t task_id, const std::string& why);
-  void remember_owner(std::uint64_t task_id, const std::string& identity);
+  void remember_owner(std::uint64_t task_id, const Pool& pool);
   void lose(const std::string& identity, const std::string& reason);
   // lose() with a lost event, for pools given up on by the interchange.
   void give_up(const std::string& identity, const std::string& why);
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
+  // A task goes to a pool (track) and leaves it (untrack: result; unlink: the entry stays).
+  void track(Pool& pool, std::uint64_t task_id, TimePoint sent);
+  void untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task);
+  void unlink(InFlight& task);
+  bool on_pool(std::uint64_t task_id, const Pool& pool) const;
   // Puts the pool in open_ or takes it out, after anything that changes its capacity or state.
   void update_open(Pool& pool);
-  void close(Pool& pool);
   // Tasks that ask for resources (dispatcher.cpp, "Resources").
   void submit_placed(DispatchTask&& task);
   void add_shape(Pool& pool, TimePoint now);
@@ -266,8 +324,8 @@ class Dispatcher {
   DispatcherConfig config_;
   std::unordered_map<std::string, Pool> pools_;           // by ZeroMQ identity (nodes: stable addresses)
   std::unordered_multimap<std::string, Pool*> by_pool_id_;  // for hold() and drain()
-  // Pools not held or draining and with free capacity, in no order (a random one is taken).
-  std::vector<Pool*> open_;
+  // Pools not held or draining and with free capacity (a random one is taken).
+  PoolSet<&Pool::open_slot> open_;
   // Every pool, least recently heard from first / least recently sent to first.
   PoolList by_heard_;
   PoolList by_sent_;
@@ -291,9 +349,13 @@ class Dispatcher {
   std::unordered_map<std::uint64_t, std::uint64_t> held_by_;  // follower -> the task it follows
   // Which pool ran the latest results (a bounded window): a follower submitted just after its
   // input came back still goes to that pool, which may still have the input.
-  std::unordered_map<std::uint64_t, std::string> recent_owner_;
+  std::unordered_map<std::uint64_t, std::uint64_t> recent_owner_;  // task id -> the pool's serial
   std::deque<std::uint64_t> recent_order_;
-  std::unordered_map<std::uint64_t, std::string> owner_;  // task id -> pool identity
+  std::unordered_map<std::uint64_t, Pool*> by_serial_;
+  std::uint64_t next_serial_ = 0;
+  // The tasks on pools, by id (pools_'s nodes do not move; lose() erases a pool's tasks here
+  // before the pool goes).
+  std::unordered_map<std::uint64_t, InFlight> in_flight_;
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;

@@ -15,9 +15,11 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 #include <zmq.hpp>
 
 #include "interchange/connection_guard.hpp"
@@ -55,10 +57,12 @@ struct Interchange::Impl {
   // Pools on this host: the same ROUTER role on a Unix socket, without CurveZMQ (the
   // directory's mode is the access control); closed() when config.ipc_dir is empty.
   zmq::socket_t local;
+  // The latest time each socket was seen with nothing to read: a message read from it later
+  // arrived after that (Dispatcher::on_message's `arrived`).
+  TimePoint router_empty_at{};
+  TimePoint local_empty_at{};
   std::string ipc_dir;   // the 0700 directory made for the socket
   std::string ipc_path;  // the socket file in it
-  // Which socket each pool's messages come in on, to answer it on the same one.
-  std::unordered_map<std::string, zmq::socket_t*> route;
   // ZeroMQ's socket monitors of both sockets report a connection that closes (a pool killed,
   // its host gone) as the descriptor it had; each message says which descriptor it came in on
   // (ZMQ_SRCFD), so links tells whose connection that was. A descriptor number may be reused
@@ -69,9 +73,22 @@ struct Interchange::Impl {
     std::string identity;
     ino_t inode = 0;
   };
-  std::unordered_map<int, Link> links;  // descriptor -> the pool whose messages came in on it
-  // Pool identity -> the connection (descriptor, inode) of its latest REGISTER or HEARTBEAT.
-  std::unordered_map<std::string, std::pair<int, ino_t>> latest;
+  // Descriptor -> the pool whose messages came in on it: descriptors are small numbers, so a
+  // vector indexed by them (no hashing on the per-message path).
+  std::vector<Link> links;
+  // Each identity that sent a message: the socket its messages come in on (it is answered on
+  // the same one), and the connection (descriptor, inode; -1: none) of its latest REGISTER or
+  // HEARTBEAT. One table, so that a message costs one lookup by identity in the shell.
+  struct Peer {
+    zmq::socket_t* socket = nullptr;
+    int fd = -1;
+    ino_t inode = 0;
+  };
+  struct IdentityHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Peer, IdentityHash, std::equal_to<>> peers;
   // Closed connections not yet confirmed closed: libzmq reports the event just before it closes
   // the descriptor, and an event may be of an earlier connection on a reused number.
   struct Closed {
@@ -193,12 +210,14 @@ struct Interchange::Impl {
 
   // `fresh`: the message may be the first of a new connection on a reused descriptor number
   // (REGISTER, or the HEARTBEAT a pool sends when it reconnects), so the inode is read again.
-  void note_link(int fd, const std::string& identity, bool fresh) {
-    Link& link = links[fd];
+  void note_link(int fd, const std::string& identity, Peer& peer, bool fresh) {
+    if (static_cast<std::size_t>(fd) >= links.size()) links.resize(static_cast<std::size_t>(fd) + 1);
+    Link& link = links[static_cast<std::size_t>(fd)];
     if (link.identity == identity && !fresh) return;
     struct stat st {};
     link = Link{identity, ::fstat(fd, &st) == 0 ? st.st_ino : 0};
-    latest[identity] = {fd, link.inode};
+    peer.fd = fd;
+    peer.inode = link.inode;
   }
 
   // Monitor events: two frames, (uint16 event, uint32 value: the descriptor) then the endpoint.
@@ -214,8 +233,8 @@ struct Interchange::Impl {
       std::memcpy(&fd, static_cast<const char*>(event.data()) + sizeof id, sizeof fd);
       if (guard && &monitor_socket == &router_monitor) guard->on_event(id, static_cast<std::int32_t>(fd));
       if (id != ZMQ_EVENT_DISCONNECTED) continue;
-      auto link = links.find(static_cast<int>(fd));
-      if (link != links.end()) closed.push_back(Closed{link->first, link->second, now});
+      if (fd < links.size() && !links[fd].identity.empty())
+        closed.push_back(Closed{static_cast<int>(fd), links[fd], now});
     }
   }
 
@@ -227,11 +246,10 @@ struct Interchange::Impl {
     std::erase_if(closed, [&](const Closed& c) {
       struct stat st {};
       if (::fstat(c.fd, &st) == 0 && st.st_ino == c.link.inode) return now - c.when >= kStaleEvent;
-      auto link = links.find(c.fd);
-      if (link != links.end() && link->second.inode == c.link.inode) links.erase(link);
-      auto now_on = latest.find(c.link.identity);
-      if (now_on != latest.end() && now_on->second == std::pair{c.fd, c.link.inode}) {
-        latest.erase(now_on);
+      if (Link& link = links[static_cast<std::size_t>(c.fd)]; link.inode == c.link.inode) link = Link{};
+      auto peer = peers.find(c.link.identity);
+      if (peer != peers.end() && peer->second.fd == c.fd && peer->second.inode == c.link.inode) {
+        peer->second.fd = -1;
         dispatcher.disconnected(c.link.identity, c.when);
       }
       return true;
@@ -242,11 +260,14 @@ struct Interchange::Impl {
   // pools the messages can arrive as fast as they are handled, and a loop that drained the
   // socket would put off heartbeats, loss detection and the commands (submissions) for as long
   // as that lasts (10,000 pools noticed lost pools 10 s late). What is left is read next round.
-  void receive_all(zmq::socket_t& socket) {
+  void receive_all(zmq::socket_t& socket, TimePoint& empty_at) {
     for (int n = 0; n < kMessagesPerRound; ++n) {
       zmq::message_t identity;
       auto body = std::make_shared<zmq::message_t>();
-      if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
+      if (!socket.recv(identity, zmq::recv_flags::dontwait)) {
+        empty_at = Clock::now();
+        break;
+      }
       bool complete = identity.more() && socket.recv(*body, zmq::recv_flags::none);
       if (!complete) continue;
       // The frames after the body are the out-of-band buffers of its results: they stay in
@@ -261,11 +282,13 @@ struct Interchange::Impl {
       std::string error;
       auto decoded = protocol::decode_pool_message(frames, &error);
       if (!decoded) continue;  // garbage: dropped (the pool, if any, will time out)
-      std::string id = identity.to_string();
-      route[id] = &socket;
+      const std::string_view id(static_cast<const char*>(identity.data()), identity.size());
+      auto peer = peers.find(id);
+      if (peer == peers.end()) peer = peers.emplace(std::string(id), Peer{}).first;
+      peer->second.socket = &socket;
       if (const int fd = zmq_msg_get(body->handle(), ZMQ_SRCFD); fd >= 0)
-        note_link(fd, id, !std::holds_alternative<protocol::Results>(*decoded));
-      dispatcher.on_message(id, std::move(*decoded), Clock::now());
+        note_link(fd, peer->first, peer->second, !std::holds_alternative<protocol::Results>(*decoded));
+      dispatcher.on_message(peer->first, std::move(*decoded), Clock::now(), empty_at);
     }
   }
 
@@ -284,7 +307,15 @@ struct Interchange::Impl {
                                  {router_monitor.handle(), 0, ZMQ_POLLIN, 0},
                                  {local.handle(), 0, ZMQ_POLLIN, 0},
                                  {local_monitor.handle(), 0, ZMQ_POLLIN, 0}};
+      // A socket empty as the poll starts stays empty until the poll returns, or the poll
+      // returns for it: what it then holds arrived as the poll returned (give or take the
+      // wake-up), and no earlier than the poll's start. (zmq_poll reads the same events.)
+      const bool router_was_empty = !(router.get(zmq::sockopt::events) & ZMQ_POLLIN);
+      const bool local_was_empty = local && !(local.get(zmq::sockopt::events) & ZMQ_POLLIN);
       zmq::poll(items, local ? 5 : 3, std::chrono::milliseconds(timeout_ms));
+      const TimePoint woke = Clock::now();
+      if (router_was_empty) router_empty_at = woke;
+      if (local_was_empty) local_empty_at = woke;
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t n;
         if (::read(wake_fd, &n, sizeof n) < 0) {
@@ -300,8 +331,8 @@ struct Interchange::Impl {
         pending.front()(dispatcher, Clock::now());
         pending.pop_front();
       }
-      receive_all(router);
-      if (local) receive_all(local);
+      receive_all(router, router_empty_at);
+      if (local) receive_all(local, local_empty_at);
       // After the messages: a message read above came in on a connection whose descriptor the
       // links now hold, so its later close is attributed to the right pool.
       read_monitor(router_monitor, Clock::now());
@@ -320,8 +351,8 @@ struct Interchange::Impl {
 
   void flush() {
     for (auto& [identity, message] : dispatcher.take_outbox(kTasksPerRound)) {
-      auto r = route.find(identity);
-      zmq::socket_t& socket = r != route.end() ? *r->second : router;
+      auto peer = peers.find(identity);
+      zmq::socket_t& socket = peer != peers.end() ? *peer->second.socket : router;
       // Zero-copy: ZeroMQ takes the encoded bytes (TASKS can be megabytes) and frees them;
       // the tasks' out-of-band buffers follow as frames that share the driver's bytes.
       auto* bytes = new std::string(protocol::encode(message));

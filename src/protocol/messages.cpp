@@ -23,6 +23,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -339,27 +340,59 @@ std::vector<Bytes> get_bins(const object& o, const Where& w, std::size_t f) {
 // input outlives the object tree, and the fields are copied once, into the result.
 bool reference_all(mtype::object_type, std::size_t, void*) { return true; }
 
-// Unpacks exactly one msgpack value filling [data, data + size).
-msgpack::object_handle unpack_one(const char* data, std::size_t size) {
-  if (size == 0 || data == nullptr) fail("empty input");
-  // Every array element and map entry takes at least one byte of input, and no message nests
-  // deeper than 4; these limits bound what a forged header can make msgpack-c allocate.
-  const msgpack::unpack_limit limit(/*array=*/size, /*map=*/size / 2, /*str=*/size, /*bin=*/size, /*ext=*/size,
-                                    /*depth=*/16);
-  std::size_t offset = 0;
-  msgpack::object_handle handle;
-  try {
-    msgpack::unpack(handle, data, size, offset, reference_all, nullptr, limit);
-  } catch (const msgpack::insufficient_bytes&) {
-    fail("truncated msgpack");
-  } catch (const std::bad_alloc&) {
-    throw;
-  } catch (const std::exception& e) {
-    fail(std::string("bad msgpack: ") + e.what());
+// Exactly one msgpack value filling [data, data + size), in this thread's reusable zone. A fresh
+// zone per message (what msgpack::object_handle does) cost a malloc and free of 8 KB for every
+// message: about a tenth of the interchange thread's time when thousands of pools send it small
+// messages (BENCHMARKS.md, "One interchange, many pools: pools of one and ten workers").
+// Decoders copy what they keep before the next value is unpacked; unpacking while another
+// Unpacked of the thread lives would overwrite it, so it aborts.
+class Unpacked {
+ public:
+  Unpacked(const char* data, std::size_t size) {
+    if (size == 0 || data == nullptr) fail("empty input");
+    if (std::exchange(in_use(), true)) std::abort();  // a broken invariant: see above
+    // Every array element and map entry takes at least one byte of input, and no message nests
+    // deeper than 4; these limits bound what a forged header can make msgpack-c allocate.
+    const msgpack::unpack_limit limit(/*array=*/size, /*map=*/size / 2, /*str=*/size, /*bin=*/size, /*ext=*/size,
+                                      /*depth=*/16);
+    std::size_t offset = 0;
+    try {
+      object_ = msgpack::unpack(zone(), data, size, offset, reference_all, nullptr, limit);
+    } catch (const msgpack::insufficient_bytes&) {
+      release();
+      fail("truncated msgpack");
+    } catch (const std::bad_alloc&) {
+      release();
+      throw;
+    } catch (const std::exception& e) {
+      release();
+      fail(std::string("bad msgpack: ") + e.what());
+    }
+    if (offset != size) {
+      release();
+      fail(std::to_string(size - offset) + " trailing bytes after the message");
+    }
   }
-  if (offset != size) fail(std::to_string(size - offset) + " trailing bytes after the message");
-  return handle;
-}
+  ~Unpacked() { release(); }
+  Unpacked(const Unpacked&) = delete;
+  Unpacked& operator=(const Unpacked&) = delete;
+  const object& get() const { return object_; }
+
+ private:
+  static msgpack::zone& zone() {
+    thread_local msgpack::zone z;
+    return z;
+  }
+  static bool& in_use() {
+    thread_local bool used = false;
+    return used;
+  }
+  static void release() {
+    zone().clear();  // keeps its first chunk for the next message
+    in_use() = false;
+  }
+  object object_;
+};
 
 // The message array: [type, fields...]. Returns the type number.
 std::int64_t message_type(const object& o) {
@@ -540,7 +573,7 @@ Tasks decode_tasks(const object& o) {
 
 // One frame of the interchange -> pool link (throws DecodeError).
 InterchangeMessage decode_interchange_frame(const char* data, std::size_t size) {
-  const auto handle = unpack_one(data, size);
+  const Unpacked handle(data, size);
   const object& o = handle.get();
   const std::int64_t type = message_type(o);
   switch (type) {
@@ -771,7 +804,7 @@ namespace {
 
 // One frame of the pool -> interchange link (throws DecodeError).
 PoolMessage decode_pool_frame(const char* data, std::size_t size) {
-  const auto handle = unpack_one(data, size);
+  const Unpacked handle(data, size);
   const object& o = handle.get();
   const std::int64_t type = message_type(o);
   switch (type) {
@@ -874,7 +907,7 @@ std::optional<InterchangeMessage> decode_interchange_message(const std::vector<S
 
 std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std::string* error) {
   return guarded<ToWorker>(error, [&]() -> ToWorker {
-    const auto handle = unpack_one(data, size);
+    const Unpacked handle(data, size);
     const object& o = handle.get();
     const std::int64_t type = message_type(o);
     switch (type) {
@@ -903,7 +936,7 @@ std::optional<ToWorker> decode_to_worker(const char* data, std::size_t size, std
 
 std::optional<FromWorker> decode_from_worker(const char* data, std::size_t size, std::string* error) {
   return guarded<FromWorker>(error, [&]() -> FromWorker {
-    const auto handle = unpack_one(data, size);
+    const Unpacked handle(data, size);
     const object& o = handle.get();
     const std::int64_t type = message_type(o);
     switch (type) {
@@ -947,7 +980,7 @@ Bytes encode_shell_payload(const ShellPayload& p) {
 
 std::optional<ShellPayload> decode_shell_payload(const char* data, std::size_t size) {
   return guarded<ShellPayload>(nullptr, [&]() -> ShellPayload {
-    const auto handle = unpack_one(data, size);
+    const Unpacked handle(data, size);
     const object& o = handle.get();
     const Where w{"shell payload"};
     if (o.type != mtype::ARRAY) fail("not an array");
@@ -973,7 +1006,7 @@ Bytes encode_exit_code(int code) {
 
 std::optional<int> decode_exit_code(const char* data, std::size_t size) {
   return guarded<int>(nullptr, [&]() -> int {
-    const auto handle = unpack_one(data, size);
+    const Unpacked handle(data, size);
     return get_int(handle.get(), Where{"exit code"}, 0);
   });
 }

@@ -116,6 +116,57 @@ TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
   EXPECT_EQ(fast.in_flight(), 9u);
 }
 
+// A task id sent again while a pool holds it (the executor does not do this) belongs to the
+// pool that got it last: the first pool's result is dropped and its room is free again.
+TEST_F(DispatcherTest, ATaskSentAgainWhileHeldBelongsToTheLatestPool) {
+  register_pool("a", 1);
+  d.take_outbox();
+  d.submit(task(0), now);
+  ASSERT_EQ(sent_to("a"), (std::vector<std::uint64_t>{0}));
+  register_pool("b", 1);
+  d.submit(task(0), now);
+  ASSERT_EQ(sent_to("b"), (std::vector<std::uint64_t>{0}));
+  EXPECT_EQ(d.in_flight(), 1u);
+  result("a", 0);
+  EXPECT_TRUE(d.take_completed().empty()) << "a no longer holds it";
+  d.submit(task(1), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{1})) << "a's room was given back";
+  result("b", 0);
+  result("a", 1);
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].task_id, 0u);
+  EXPECT_EQ(done[1].task_id, 1u);
+  EXPECT_EQ(d.in_flight(), 0u);
+  const auto pools = d.pools(now);
+  ASSERT_EQ(pools.size(), 2u);
+  EXPECT_EQ(pools[0].in_flight + pools[1].in_flight, 0u);
+}
+
+// Results that waited in the interchange's input (it was busy with other pools) are timed to
+// when they arrived, not to when the interchange read them: the pool keeps the bonus. Results
+// that arrived late are slow whenever they are read.
+TEST_F(DispatcherTest, ResultsAreTimedToWhenTheyArrivedNotWhenTheyWereRead) {
+  auto owner = short_task_pool();
+  Dispatcher& fast = *owner;
+  auto sent = [&] {
+    std::size_t n = 0;
+    for (auto& [to, m] : fast.take_outbox())
+      if (auto* t = std::get_if<protocol::Tasks>(&m)) n += t->tasks.size();
+    return n;
+  };
+  for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
+  EXPECT_EQ(sent(), 2u);
+  const TimePoint arrived = now + 1ms;
+  now += 300ms;  // read long after it arrived
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{0, 0, "r"}}}, now, arrived);
+  EXPECT_EQ(sent(), 9u) << "a short task: 2 workers + 4 per worker, minus the one still held";
+  now += 300ms;
+  fast.on_message("a", protocol::Results{{protocol::TaskResult{1, 0, "r"}}}, now, now - 1ms);
+  EXPECT_EQ(sent(), 0u) << "it arrived 599 ms after it was sent: a slow task, one per worker again";
+  EXPECT_EQ(fast.in_flight(), 9u);
+}
+
 // Tasks of a fraction of a millisecond each (big arguments) that wait behind one another in
 // the pool come back long after being sent, but back to back: the pool keeps the bonus.
 TEST_F(DispatcherTest, ResultsBackToBackCountAsShortTasks) {

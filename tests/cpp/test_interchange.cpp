@@ -559,6 +559,32 @@ TEST_F(InterchangeTest, ASecondConnectionWithAnIdentityInUseDoesNotDisturbTheFir
   EXPECT_EQ(ix->pools().size(), 1u);
 }
 
+// Results are timed to when they reached the interchange (what it knows of it: when it last
+// saw its socket empty, or woke up for them), so that a backlog in its input does not make quick
+// tasks look slow. A task that does take longer than the short-task limit (10 ms) must still
+// count as slow: its pool of one worker keeps getting one task at a time.
+TEST_F(InterchangeTest, APoolWhoseTasksTakeLongerThanTheShortLimitGetsOneTaskPerWorker) {
+  auto pool = dealer("slow");
+  send(pool, register_message("slow"));
+  ASSERT_TRUE(receive(pool));
+  std::vector<interchange::DispatchTask> tasks(20);
+  for (std::uint64_t i = 0; i < tasks.size(); ++i) {
+    tasks[i].task_id = i;
+    tasks[i].kind = protocol::kKindShell;
+    tasks[i].payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
+  }
+  ix->submit(std::move(tasks));
+  for (int round = 0; round < 4; ++round) {
+    auto m = receive(pool);
+    ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m)) << "round " << round;
+    const auto& batch = std::get<protocol::Tasks>(*m).tasks;
+    ASSERT_EQ(batch.size(), 1u) << "round " << round << ": a pool of slow tasks got the short-task bonus";
+    std::this_thread::sleep_for(30ms);  // the task's run time, three times the short-task limit
+    send(pool, protocol::encode(protocol::PoolMessage{
+                   protocol::Results{{{batch[0].task_id, 0, protocol::encode_exit_code(0)}}}}));
+  }
+}
+
 // Commands run in order across rounds: a submission larger than one round's share is whole
 // before a later command runs, and cancelling it all answers every task.
 TEST_F(InterchangeTest, ALargeSubmissionIsQueuedWholeBeforeLaterCommands) {
