@@ -96,15 +96,18 @@ TEST_F(DispatcherTest, TasksSubmittedTogetherGoOutInOneMessage) {
   EXPECT_EQ(std::get<protocol::Tasks>(out[0].second).tasks.size(), 1500u);
 }
 
+// Tasks the dispatcher sent since the last call, in all its messages.
+std::size_t tasks_sent(Dispatcher& d) {
+  std::size_t n = 0;
+  for (auto& [to, m] : d.take_outbox())
+    if (auto* t = std::get_if<protocol::Tasks>(&m)) n += t->tasks.size();
+  return n;
+}
+
 TEST_F(DispatcherTest, PoolsReturningResultsQuicklyHoldMoreTasks) {
   auto owner = short_task_pool();
   Dispatcher& fast = *owner;
-  auto sent = [&] {
-    std::size_t n = 0;
-    for (auto& [to, m] : fast.take_outbox())
-      if (auto* t = std::get_if<protocol::Tasks>(&m)) n += t->tasks.size();
-    return n;
-  };
+  auto sent = [&] { return tasks_sent(fast); };
   for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
   EXPECT_EQ(sent(), 2u);  // nothing known about its tasks yet: one per worker
   now += 1ms;
@@ -149,12 +152,7 @@ TEST_F(DispatcherTest, ATaskSentAgainWhileHeldBelongsToTheLatestPool) {
 TEST_F(DispatcherTest, ResultsAreTimedToWhenTheyArrivedNotWhenTheyWereRead) {
   auto owner = short_task_pool();
   Dispatcher& fast = *owner;
-  auto sent = [&] {
-    std::size_t n = 0;
-    for (auto& [to, m] : fast.take_outbox())
-      if (auto* t = std::get_if<protocol::Tasks>(&m)) n += t->tasks.size();
-    return n;
-  };
+  auto sent = [&] { return tasks_sent(fast); };
   for (std::uint64_t i = 0; i < 100; ++i) fast.submit(task(i), now);
   EXPECT_EQ(sent(), 2u);
   const TimePoint arrived = now + 1ms;

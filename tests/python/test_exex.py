@@ -12,6 +12,7 @@ import signal
 
 import pytest
 from conftest import own_processes, wait_until
+from test_mpi_cluster import pids_running
 
 import pervade as parsl
 from pervade.errors import ConfigurationError, WorkerLost
@@ -122,18 +123,7 @@ def agent_pid(node):
 
 def left_on_nodes(cluster) -> list:
     """Ranks, workers and srun steps still on the cluster's nodes."""
-    marks = (b"pervade-exex-pool", b"pervade.worker", b"slurmstepd: [")
-    found = []
-    for node in cluster.nodes:
-        for pid in node.pids():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if any(m in cmdline for m in marks):
-                found.append((node.name, pid, cmdline[:80]))
-    return found
+    return pids_running(cluster, "pervade-exex-pool", "pervade.worker", "slurmstepd: [")
 
 
 def test_a_block_of_three_nodes_over_mpi_on_the_slurm_cluster(slurm, tmp_path):
