@@ -1,10 +1,10 @@
 #include "core/kernel_core.hpp"
 
 #include <algorithm>
-#include <unordered_set>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
+#include <unordered_set>
 
 #include "pervade/errors.hpp"
 #include "pervade/remote.hpp"
