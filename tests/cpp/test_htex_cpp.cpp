@@ -25,6 +25,7 @@
 #include "pervade/htex_executor.hpp"
 #include "pervade/pervade.hpp"
 #include "pervade/provider.hpp"
+#include "local_htex.hpp"
 
 #ifndef PERVADE_POOL_BINARY
 #error "PERVADE_POOL_BINARY must be the path of the pervade-pool executable"
@@ -281,14 +282,8 @@ class HtexCpp : public ::testing::Test {
   void SetUp() override { dir = temp_dir(); }
 
   HtexOptions options() {
-    HtexOptions o;
+    HtexOptions o = local_htex_options(dir);
     o.label = "htex";
-    o.provider = std::make_shared<LocalProvider>();
-    o.workers_per_node = 2;
-    o.pool_binary = PERVADE_POOL_BINARY;
-    o.run_dir = (dir / "runinfo").string();
-    o.port_min = 58100;  // away from the Python tests' default range
-    o.port_max = 58999;
     return o;
   }
 

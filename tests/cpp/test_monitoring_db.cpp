@@ -32,6 +32,7 @@
 #include "pervade/thread_pool_executor.hpp"
 #include "observe/log_observer.hpp"
 #include "pervade/monitoring.hpp"
+#include "local_htex.hpp"
 
 using namespace pervade;
 namespace fs = std::filesystem;
@@ -258,14 +259,7 @@ TEST(MonitoringDb, HighThroughputExecutorFromCppRecordsTriesBlocksAndPools) {
   const fs::path dir = fresh_dir("htex");
   const fs::path path = dir / "monitoring.db";
   {
-    HtexOptions o;
-    o.provider = std::make_shared<LocalProvider>();
-    o.workers_per_node = 2;
-    o.pool_binary = PERVADE_POOL_BINARY;
-    o.run_dir = (dir / "runinfo").string();
-    o.port_min = 58100;  // away from the Python tests' default range
-    o.port_max = 58999;
-    Config cfg{.executors = {std::make_shared<HighThroughputExecutor>(o)}};
+    Config cfg{.executors = {std::make_shared<HighThroughputExecutor>(local_htex_options(dir))}};
     cfg.observers.push_back(make_monitoring_db(path, {}));
     DataFlowKernel dfk(std::move(cfg));
     auto ok = dfk.submit(Shell{"true"});

@@ -110,15 +110,7 @@ def test_one_pool_for_two_ranks_on_this_host(tmp_path, monkeypatch):
 
 def agent_pid(node):
     """The pervade-exex-pool rank running on `node` (a test cluster host)."""
-    for pid in node.pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv[0].endswith(b"/pervade-exex-pool"):
-            return pid
-    return None
+    return next((pid for pid, argv in node.commands() if argv[0].endswith(b"/pervade-exex-pool")), None)
 
 
 def left_on_nodes(cluster) -> list:

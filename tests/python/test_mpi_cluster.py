@@ -85,32 +85,14 @@ def mpi_block(slurm, programs, tmp_path):
 
 def pids_running(cluster, *marks) -> list:
     """Processes on the cluster's nodes whose command line holds one of `marks`."""
-    found = []
-    for node in cluster.nodes:
-        for pid in node.pids():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if any(m.encode() in cmdline for m in marks):
-                found.append(pid)
-    return found
+    return [pid for node in cluster.nodes for pid, argv in node.commands()
+            if any(m.encode() in b" ".join(argv) for m in marks)]
 
 
 def sleeping(cluster, seconds: str) -> list:
     """(node, pid) of the `sleep <seconds>` processes (ranks) on the cluster's nodes."""
-    found = []
-    for node in cluster.nodes:
-        for pid in node.pids():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"sleep") and argv[1:2] == [seconds.encode()]:
-                found.append((node.name, pid))
-    return found
+    return [(node.name, pid) for node in cluster.nodes for pid, argv in node.commands()
+            if argv[0].endswith(b"sleep") and argv[1:2] == [seconds.encode()]]
 
 
 def mpi_pids(cluster, programs) -> list:

@@ -140,6 +140,17 @@ class Host:
         """Live processes in this namespace."""
         return [p for p in netns_pids(self.netns) if running(p)]
 
+    def commands(self) -> list:
+        """(pid, argv as a list of bytes) of the live processes in this namespace."""
+        found = []
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append((pid, f.read().split(b"\0")))
+            except OSError:  # it ended meanwhile
+                continue
+        return found
+
     def __repr__(self) -> str:
         return f"Host({self.name!r}, {self.address})"
 
