@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "pervade/errors.hpp"
+#include "util/hex.hpp"
 #include "util/private_files.hpp"
 
 namespace pervade::detail {
@@ -383,14 +384,8 @@ std::string MemoStore::parsl_pickle_record(const MemoKey& key, const std::string
     put_length(s.size(), 4);
     out.append(s);
   };
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (const unsigned char c : key) {
-    hex.push_back(kDigits[c >> 4]);
-    hex.push_back(kDigits[c & 15]);
-  }
   text("hash");
-  text(hex);
+  text(to_hex({reinterpret_cast<const char*>(key.data()), key.size()}));
   text("exception");
   out.push_back('N');  // NONE: only results are checkpointed, as in Parsl
   text("result");

@@ -5,6 +5,7 @@
 #include "pervade/errors.hpp"
 #include "pervade/executor.hpp"
 #include "pervade/remote.hpp"
+#include "util/hex.hpp"
 
 #include <condition_variable>
 #include <mutex>
@@ -121,11 +122,7 @@ void Executor::report_running_ended(TaskRecord& task, std::uint32_t try_id) cons
 std::string TaskRecord::hashsum() const {
   const TaskState s = state();
   if (s == TaskState::pending || s == TaskState::unsched) return {};
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(spec_.memo_key.size() * 2);
-  for (const unsigned char c : spec_.memo_key) out += {kDigits[c >> 4], kDigits[c & 15]};
-  return out;
+  return detail::to_hex(spec_.memo_key);
 }
 
 std::exception_ptr stop_error(StopReason reason, std::string message) {

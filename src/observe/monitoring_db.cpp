@@ -30,6 +30,7 @@
 #include "observe/log_observer.hpp"
 #include "pervade/errors.hpp"
 #include "util/fd.hpp"
+#include "util/hex.hpp"
 #include "util/thread_name.hpp"
 
 namespace pervade {
@@ -879,7 +880,7 @@ class MonitoringDb final : public Observer {
   static void describe(TaskRow& row, const DescribedRec& e) {
     if (!e.inputs.empty()) row.inputs = e.inputs;
     if (!e.outputs.empty()) row.outputs = e.outputs;
-    if (!e.memo_key.empty()) row.hashsum = hex(e.memo_key);
+    if (!e.memo_key.empty()) row.hashsum = detail::to_hex(e.memo_key);
   }
 
   // The front end may describe a call before the kernel's thread reports its submission: such a
@@ -889,7 +890,7 @@ class MonitoringDb final : public Observer {
     const auto text = [](const std::string& s) { return s.empty() ? std::nullopt : std::optional<std::string>(s); };
     stmts_->task_described.bind(1, text(e.inputs))
         .bind(2, text(e.outputs))
-        .bind(3, e.memo_key.empty() ? std::nullopt : std::optional<std::string>(hex(e.memo_key)))
+        .bind(3, e.memo_key.empty() ? std::nullopt : std::optional<std::string>(detail::to_hex(e.memo_key)))
         .bind(4, static_cast<std::int64_t>(e.task))
         .bind_static(5, run_id_)
         .run();
@@ -899,18 +900,6 @@ class MonitoringDb final : public Observer {
       if (!e.outputs.empty()) early.outputs = e.outputs;
       if (!e.memo_key.empty()) early.memo_key = e.memo_key;
     }
-  }
-
-  // As the front end shows a memo key (TaskHandle.hashsum): lowercase hex.
-  static std::string hex(std::string_view bytes) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(bytes.size() * 2);
-    for (const unsigned char c : bytes) {
-      out.push_back(kDigits[c >> 4]);
-      out.push_back(kDigits[c & 15]);
-    }
-    return out;
   }
 
   void apply(const TryRec& e) {

@@ -5,22 +5,13 @@
 
 #include <fmt/format.h>
 
+#include "util/hex.hpp"
+
 namespace pervade::pool {
 
 namespace proto = pervade::protocol;
 
 namespace {
-
-std::string hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
 
 // What holding the task as a worker's second costs: its copy (Slot::waiting). Out-of-band
 // buffers are shared, not copied, so a task with a big argument may wait in a worker too.
@@ -69,7 +60,7 @@ void PoolCore::accept(proto::Tasks& tasks) {
       }
       if (!fns_.contains(t.fn_hash)) {
         refuse(t.task_id,
-               fmt::format("pool {} never received the function with hash {}", config_.pool_id, hex(t.fn_hash)));
+               fmt::format("pool {} never received the function with hash {}", config_.pool_id, detail::to_hex(t.fn_hash)));
         continue;
       }
     } else if (t.kind != proto::kKindShell) {
