@@ -164,23 +164,27 @@ class ThreadPoolExecutor(ParslExecutor):
         return f"ThreadPoolExecutor(label={self.label!r}, max_threads={self.max_threads})"
 
 
+def _shipped_binary(name: str, env: str, missing: str) -> str:
+    """The program `name` in the package's bin/ (the environment variable `env` overrides);
+    ConfigurationError, "`missing` ... at <path>: ...", when it is not there."""
+    path = os.environ.get(env) or os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", name)
+    if not os.access(path, os.X_OK):
+        raise ConfigurationError(missing.format(path=path))
+    return path
+
+
 def pool_binary() -> str:
     """The pervade-pool program shipped with the package (PERVADE_POOL_BINARY overrides)."""
-    path = os.environ.get("PERVADE_POOL_BINARY") or os.path.join(os.path.dirname(os.path.dirname(__file__)), "bin", "pervade-pool")
-    if not os.access(path, os.X_OK):
-        raise ConfigurationError(f"pervade-pool not found at {path}: reinstall pervade (pip install .)")
-    return path
+    return _shipped_binary("pervade-pool", "PERVADE_POOL_BINARY",
+                           "pervade-pool not found at {path}: reinstall pervade (pip install .)")
 
 
 def exex_pool_binary() -> str:
     """pervade-exex-pool (pool_mode="mpi"), shipped when pervade was built with MPI
     (PERVADE_EXEX_POOL_BINARY overrides)."""
-    path = os.environ.get("PERVADE_EXEX_POOL_BINARY") or os.path.join(
-        os.path.dirname(os.path.dirname(__file__)), "bin", "pervade-exex-pool")
-    if not os.access(path, os.X_OK):
-        raise ConfigurationError(f"pool_mode='mpi' needs pervade-exex-pool, not found at {path}: pervade was built "
-                                 "without MPI (install MPICH's libmpich-dev, then reinstall pervade)")
-    return path
+    return _shipped_binary("pervade-exex-pool", "PERVADE_EXEX_POOL_BINARY",
+                           "pool_mode='mpi' needs pervade-exex-pool, not found at {path}: pervade was built "
+                           "without MPI (install MPICH's libmpich-dev, then reinstall pervade)")
 
 
 def _check_pool_mode(pool_mode, provider, mpi_mode: bool) -> None:
