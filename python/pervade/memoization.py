@@ -310,7 +310,9 @@ class BasicMemoizer:
         self.checkpoint_mode = checkpoint_mode
         self.checkpoint_period = checkpoint_period
         self.memoize = memoize
-        self.pickle_copy = bool(pickle_copy)
+        if not isinstance(pickle_copy, bool):
+            raise ConfigurationError(f"pickle_copy must be True or False, got {pickle_copy!r}")
+        self.pickle_copy = pickle_copy
         self.period_seconds = _period_seconds(checkpoint_period) if checkpoint_period is not None else 0.0
         if mode == _native.CheckpointMode.periodic and checkpoint_period is None:
             raise ConfigurationError("Checkpoint period must be specified with periodic checkpoint mode")

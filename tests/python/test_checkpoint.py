@@ -82,6 +82,11 @@ def test_parsl_pickle_copy_holds_each_result_as_parsl_writes_it(load):
     assert oct(os.stat(pkl).st_mode & 0o777) == oct(0o600)
 
 
+def test_pickle_copy_must_be_a_bool():
+    with pytest.raises(parsl.ConfigurationError, match="pickle_copy must be True or False, got 'no'"):
+        BasicMemoizer(checkpoint_mode="manual", pickle_copy="no")
+
+
 def test_parsl_pickle_copy_can_be_turned_off(load):
     dfk = load(memoizer=BasicMemoizer(checkpoint_mode="task_exit", pickle_copy=False))
     run_all()
