@@ -648,10 +648,13 @@ class HighThroughputExecutor(BlockProviderExecutor):
 
     def connected_managers(self) -> list:
         """One dict per connected pool (Parsl's "manager"), with Parsl's keys: manager, block_id,
-        hostname, worker_count, tasks, idle_duration, active (not held), draining."""
+        hostname, worker_count, tasks, idle_duration, active (not held), draining, and the
+        versions the pool registered with: python_version (its workers') and parsl_version
+        (pervade's)."""
         return [{"manager": p["pool_id"], "block_id": p["block_id"], "hostname": p["hostname"],
                  "worker_count": p["worker_count"], "tasks": p["tasks"], "idle_duration": p["idle_seconds"],
-                 "active": not p["held"], "draining": p["draining"]} for p in self.pools()]
+                 "active": not p["held"], "draining": p["draining"], "python_version": p["python_version"],
+                 "parsl_version": p["pervade_version"]} for p in self.pools()]
 
     def handle_errors(self, status: dict) -> None:
         """Applies the block error handler to the blocks' states (the strategy thread calls this
