@@ -182,13 +182,13 @@ def save_results(path: Path, folders, results: dict, parsl_version) -> None:
     """Writes the outcomes of `folders` into path, keeping those of other folders from earlier
     runs (a run of some folders does not lose the rest)."""
     kept = json.loads(path.read_text())["results"] if path.exists() else {}
-    kept = {k: v for k, v in kept.items() if test_place(k) not in folders}
+    kept = {k: v for k, v in kept.items() if place_of(k) not in folders}
     kept.update({k: list(v) for k, v in results.items()})
     path.write_text(json.dumps({"parsl": parsl_version, "date": time.strftime("%Y-%m-%d"),
                                 "results": dict(sorted(kept.items()))}, indent=1))
 
 
-def test_place(nodeid: str) -> str:
+def place_of(nodeid: str) -> str:
     """The --folders entry a test id belongs to: its folder, or its file for a file directly in
     parsl/tests ("test_summary.py::test_summary" -> "test_summary.py")."""
     return nodeid.split("/", 1)[0].split("::", 1)[0]
