@@ -182,10 +182,16 @@ def save_results(path: Path, folders, results: dict, parsl_version) -> None:
     """Writes the outcomes of `folders` into path, keeping those of other folders from earlier
     runs (a run of some folders does not lose the rest)."""
     kept = json.loads(path.read_text())["results"] if path.exists() else {}
-    kept = {k: v for k, v in kept.items() if k.split("/", 1)[0] not in folders}
+    kept = {k: v for k, v in kept.items() if place_of(k) not in folders}
     kept.update({k: list(v) for k, v in results.items()})
     path.write_text(json.dumps({"parsl": parsl_version, "date": time.strftime("%Y-%m-%d"),
                                 "results": dict(sorted(kept.items()))}, indent=1))
+
+
+def place_of(nodeid: str) -> str:
+    """The --folders entry a test id belongs to: its folder, or its file for a file directly in
+    parsl/tests ("test_summary.py::test_summary" -> "test_summary.py")."""
+    return nodeid.split("/", 1)[0].split("::", 1)[0]
 
 
 def summarize(results: dict) -> dict:
@@ -198,7 +204,8 @@ def summarize(results: dict) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--folders", default=",".join(FOLDERS))
+    parser.add_argument("--folders", default=",".join(FOLDERS),
+                        help="folders (or files) of parsl/tests; `top` stands for the files directly in it")
     parser.add_argument("--engines", default="pervade",
                         help="pervade, parsl (the same tests on Parsl itself: the baseline), or pervade,parsl")
     parser.add_argument("--venv", type=Path, default=HERE / ".venv")
@@ -207,11 +214,16 @@ def main(argv=None) -> int:
     parser.add_argument("--pip-timeout", type=float, default=1800)
     options = parser.parse_args(argv)
     modes = options.modes.split(",")
-    folders = options.folders.split(",")
     try:
         python, versions = ensure_peers(options.venv, PACKAGES, options.pip_timeout)
         link_pervade(python)
         tests = site_packages(python) / "parsl" / "tests"
+        # `top`: Parsl's test files directly in parsl/tests, each run as a "folder" of its own.
+        top = sorted(p.name for p in tests.glob("test_*.py"))
+        folders = [f for entry in options.folders.split(",") for f in (top if entry == "top" else [entry])]
+        missing = [f for f in folders if not (tests / f).exists()]
+        if missing:
+            raise BenchError(f"no {', '.join(missing)} in {tests} (Parsl {PARSL_VERSION})")
     except BenchError as e:
         log(f"[compat] {e}")
         return 1

@@ -99,6 +99,8 @@ class DataFlowKernel {
   // Submits under an id taken earlier with reserve_task_id() (for names that embed the id).
   TaskRecordPtr submit(TaskSpec spec, TaskId reserved);
   TaskId reserve_task_id();
+  // How many task ids were handed out (the next task's id): Parsl's dfk.task_count.
+  std::uint64_t task_count() const;
   // A placeholder for a future that lives outside the kernel; tasks may depend on it.
   TaskRecordPtr create_external(std::string name);
   void complete_external(const TaskRecordPtr& task, Outcome outcome);

@@ -109,6 +109,8 @@ struct PoolStatus {
   double idle_seconds = 0;
   bool held = false;
   bool draining = false;
+  std::string python_version;   // of the pool's workers ("3.11.7"; "" when it runs none)
+  std::string pervade_version;  // of the pool
 };
 
 class HighThroughputExecutor : public Executor {

@@ -360,8 +360,8 @@ nb::object to_python(const std::any& v) {
   if (!v.has_value()) return nb::none();
   if (const auto* p = std::any_cast<PyValuePtr>(&v)) return nb::borrow((*p)->ref.get());
   if (const auto* r = std::any_cast<RemoteBytes>(&v)) {
-    if (r->buffers.empty()) return serialize_module().attr("deserialize")(as_bytes(r->bytes));
-    return serialize_module().attr("deserialize")(as_bytes(r->bytes), buffer_views(r->buffers));
+    if (r->buffers.empty()) return serialize_module().attr("load_value")(as_bytes(r->bytes));
+    return serialize_module().attr("load_value")(as_bytes(r->bytes), buffer_views(r->buffers));
   }
   if (const auto* l = std::any_cast<ValueList>(&v)) {
     nb::list out;
@@ -1099,6 +1099,7 @@ class Kernel {
   }
 
   std::uint64_t reserve_id() { return dfk_->reserve_task_id().value; }
+  std::uint64_t task_count() const { return dfk_->task_count(); }
 
   TaskHandle create_external(const std::string& name) { return TaskHandle(dfk_->create_external(name)); }
 
@@ -1365,6 +1366,8 @@ NB_MODULE(_native, m) {
           d["idle_seconds"] = p.idle_seconds;
           d["held"] = p.held;
           d["draining"] = p.draining;
+          d["python_version"] = p.python_version;
+          d["pervade_version"] = p.pervade_version;
           out.append(d);
         }
         return out;
@@ -1539,6 +1542,7 @@ NB_MODULE(_native, m) {
       .def("cleanup", &Kernel::cleanup)
       .def("checkpoint", &Kernel::checkpoint)
       .def_prop_ro("outstanding", &Kernel::outstanding)
+      .def_prop_ro("task_count", &Kernel::task_count)
       .def_prop_ro("waiting_submitters", &Kernel::waiting_submitters);
 
   m.def("run_shell", &run_shell_py, nb::arg("command"), nb::arg("stdout_path"), nb::arg("stdout_append"),

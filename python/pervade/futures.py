@@ -140,7 +140,16 @@ class AppFuture(Future):
         return self._outputs or []
 
     def task_status(self) -> str:
-        return self._handle.state
+        """Parsl's: the name of the task record's status ("pending", "launched", "exec_done", ...)."""
+        return self._record_status().name
+
+    def _record_status(self):
+        """The task's state as Parsl's task record shows it: pending from the call on (also before
+        the kernel's thread took the task in), launched while it runs on an executor."""
+        from .dataflow.states import States  # not at the top: pervade.dataflow imports this module
+
+        status = States(max(self._handle.state_number, States.pending))
+        return States.launched if status in (States.running, States.running_ended) else status
 
     @property
     def task_record(self) -> dict:
@@ -153,13 +162,12 @@ class AppFuture(Future):
         _, args, kwargs = h.call or (None, None, None)
         kwargs = kwargs or {}
         depends = [a for a in (*(args or ()), *kwargs.values(), *kwargs.get("inputs", ())) if isinstance(a, Future)]
-        # Not yet taken in by the kernel's thread (-1) is pending, as in Parsl from submission on.
-        status = States(max(h.state_number, States.pending))
+        status = self._record_status()
         exception = self._exception if self._state == FINISHED else None
         return {
             "id": h.id, "func": self._app.func, "func_name": h.func_name, "args": args, "kwargs": kwargs,
             "depends": depends, "dfk": self._dfk, "executor": h.executor, "app_fu": self, "exec_fu": None,
-            "status": States.launched if status in (States.running, States.running_ended) else status,
+            "status": status,
             "try_id": h.try_id, "fail_count": h.fail_count, "fail_cost": h.fail_cost,
             "fail_history": [] if exception is None else [repr(exception)],
             "from_memo": status == States.memo_done, "hashsum": h.hashsum, "memoize": h.hashsum is not None,

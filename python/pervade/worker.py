@@ -33,7 +33,7 @@ import msgpack
 
 from . import parsl_imports
 from .errors import AppTimeout
-from .serialize import (Loaded, deserialize, format_traceback, load_call, serialize_exception, serialize_result)
+from .serialize import (Loaded, format_traceback, load_call, load_value, serialize_exception, serialize_result)
 
 # Named, not __name__: pools run this module as __main__ (python -m pervade.worker).
 logger = logging.getLogger("pervade.worker")
@@ -340,7 +340,7 @@ class Worker:
                 raise LookupError(f"worker has no function for hash {fn_hash.hex()} (the TASK carried no function "
                                   "and none was received with that hash before)")
             try:
-                fn = deserialize(fn_bytes)
+                fn = load_value(fn_bytes)
             except BaseException as e:
                 self.functions[fn_hash] = _FunctionLoadFailed(e, format_traceback(e))
                 raise

@@ -310,6 +310,8 @@ TaskRecordPtr DataFlowKernel::submit(TaskSpec spec) { return submit(std::move(sp
 
 TaskId DataFlowKernel::reserve_task_id() { return TaskId{impl_->next_id.fetch_add(1)}; }
 
+std::uint64_t DataFlowKernel::task_count() const { return impl_->next_id.load(); }
+
 TaskRecordPtr DataFlowKernel::submit(TaskSpec spec, TaskId id) {
   auto& im = *impl_;
   im.wait_capacity(std::nullopt);

@@ -531,7 +531,8 @@ std::vector<PoolInfo> Dispatcher::pools(TimePoint now) const {
   for (const auto& [id, p] : pools_) {
     out.push_back(PoolInfo{id, p.info.pool_id, p.info.block_id, p.info.hostname, p.info.worker_count,
                            p.info.prefetch, p.in_flight,
-                           p.in_flight == 0 ? seconds(now - p.idle_since) : 0.0, p.held, p.draining});
+                           p.in_flight == 0 ? seconds(now - p.idle_since) : 0.0, p.held, p.draining,
+                           p.info.python_version, p.info.pervade_version});
   }
   std::sort(out.begin(), out.end(), [](const PoolInfo& a, const PoolInfo& b) { return a.pool_id < b.pool_id; });
   return out;

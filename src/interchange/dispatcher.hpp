@@ -119,6 +119,8 @@ struct PoolInfo {
   double idle_seconds = 0;  // since the pool last had no task in flight; 0 when busy
   bool held = false;
   bool draining = false;
+  std::string python_version{};   // as the pool registered them (Parsl's connected_managers())
+  std::string pervade_version{};
 };
 
 class Dispatcher {

@@ -711,6 +711,7 @@ class Pool {
       block_end_ = start + seconds(o_.walltime);
       stop_tasks_at_ = start + seconds(std::max(0.0, o_.walltime - o_.walltime_grace));
     }
+    if (o_.drain_period > 0) drain_at_ = Clock::now() + seconds(o_.drain_period);
     hostname_ = host_name();
     if (o_.pool_id.empty()) o_.pool_id = fmt::format("{}-{}", hostname_, ::getpid());
     open_log_dir();
@@ -910,10 +911,11 @@ class Pool {
     if (!o_.no_python)  // tasks that ask for resources are Python tasks
       r.capacity = proto::Resources{static_cast<int>(node_capacity_.cpus.size()), node_capacity_.memory_mb,
                                     static_cast<int>(node_capacity_.accelerators.size())};
-    if (o_.walltime > 0) {
-      r.walltime = std::max(1e-3, o_.walltime - o_.walltime_grace);
+    if (o_.walltime > 0) r.walltime = std::max(1e-3, o_.walltime - o_.walltime_grace);
+    // The interchange drains the pool then: when tasks must stop (walltime), or at drain_period.
+    if (const auto ends = std::min(stop_tasks_at_, drain_at_); ends != Clock::time_point::max()) {
       // At least a little: an ends_in of 0 would mean "no end".
-      r.ends_in = std::max(1e-3, std::chrono::duration<double>(stop_tasks_at_ - Clock::now()).count());
+      r.ends_in = std::max(1e-3, std::chrono::duration<double>(ends - Clock::now()).count());
     }
     send_to_interchange(proto::PoolMessage{std::move(r)});
     const auto deadline = Clock::now() + seconds(threshold_);
@@ -1969,6 +1971,7 @@ class Pool {
   double threshold_ = 120;
   // --walltime: when the pool stops running tasks (SIGTERM to those that run) and when it exits.
   Clock::time_point stop_tasks_at_ = Clock::time_point::max();
+  Clock::time_point drain_at_ = Clock::time_point::max();  // --drain-period after the start
   Clock::time_point block_end_ = Clock::time_point::max();
   bool terminated_ = false;  // terminate_tasks() ran
 
@@ -2074,6 +2077,9 @@ options:
   --walltime-grace S           seconds before that end when running tasks get SIGTERM, tasks
                                whose running_time would end later are not started, and the
                                interchange drains the pool (default: 30)
+  --drain-period S             S seconds after the pool starts the interchange drains it: it
+                               gets no new task and exits once its tasks ended (Parsl's
+                               drain_period; default: 0, never)
   -h, --help                   show this help
 
 workers: without --workers the pool starts min(--max-workers, CPUs / --cores-per-worker,
@@ -2187,7 +2193,7 @@ ParseResult parse_command_line(int argc, char** argv) {
         "--heartbeat-period", "--heartbeat-threshold", "--curve-server-key", "--curve-client-keys", "--log", "--log-dir",
         "--log-level", "--log-limit", "--ipc", "--host-id",
         "--cpu-affinity", "--available-accelerators", "--max-workers", "--cores-per-worker", "--mem-per-worker",
-        "--mpi-launcher", "--mpi-hosts", "--walltime", "--walltime-grace"};
+        "--mpi-launcher", "--mpi-hosts", "--walltime", "--walltime-grace", "--drain-period"};
     if (std::find(std::begin(kValued), std::end(kValued), arg) == std::end(kValued))
       return fail(fmt::format("unknown option '{}'", arg));
     std::string value;
@@ -2220,6 +2226,9 @@ ParseResult parse_command_line(int argc, char** argv) {
     } else if (arg == "--walltime-grace") {
       if (!parse_double(value, &o.walltime_grace) || !(o.walltime_grace >= 0) || !std::isfinite(o.walltime_grace))
         return fail(fmt::format("--walltime-grace must be a number of seconds >= 0, got '{}'", value));
+    } else if (arg == "--drain-period") {
+      if (!parse_double(value, &o.drain_period) || !(o.drain_period >= 0) || !std::isfinite(o.drain_period))
+        return fail(fmt::format("--drain-period must be a number of seconds >= 0, got '{}'", value));
     } else if (arg == "--mem-per-worker") {
       if (!parse_double(value, &o.mem_per_worker) || o.mem_per_worker < 0)
         return fail(fmt::format("--mem-per-worker must be a number of GiB >= 0, got '{}'", value));

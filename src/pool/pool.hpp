@@ -67,6 +67,9 @@ struct PoolOptions {
   // tasks, starts no task whose running_time would end later, and the interchange drains it.
   double walltime = 0;
   double walltime_grace = 30;
+  // Parsl's drain_period: `drain_period` seconds after the pool starts (0: never) the interchange
+  // drains it: no new task; the pool exits once its tasks have finished. Nothing is SIGTERMed.
+  double drain_period = 0;
 };
 
 struct ParseResult {

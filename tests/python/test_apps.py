@@ -8,6 +8,8 @@ import pytest
 import pervade as parsl
 from pervade import python_app
 
+from conftest import wait_until
+
 T = 30  # generous result() timeout
 
 
@@ -186,6 +188,30 @@ def test_task_status_dep_fail(dfk):
     with pytest.raises(parsl.DependencyError):
         f.result(timeout=T)
     assert f.task_status() == "dep_fail"
+
+
+def test_task_status_names_the_records_status_while_waiting_and_running(dfk, tmp_path):
+    """Parsl's task_status() is the task record's status: pending from the call on (never the
+    engine's own "unsched"), launched while it runs (the record never says running)."""
+    release = tmp_path / "release"
+    started = tmp_path / "started"
+
+    @python_app
+    def wait_for_file(started, release):
+        import os
+        import time
+        open(started, "w").close()
+        while not os.path.exists(release):
+            time.sleep(0.01)
+        return 1
+
+    running = wait_for_file(str(started), str(release))
+    waiting = add(running)
+    assert waiting.task_status() == "pending"
+    assert wait_until(started.exists, T)
+    assert running.task_status() == "launched" == running.task_record["status"].name
+    release.touch()
+    assert waiting.result(timeout=T) == 1 and running.task_status() == "exec_done"
 
 
 def test_remote_exception_keeps_type_and_message(dfk):

@@ -55,3 +55,15 @@ def test_saving_some_folders_keeps_the_others(tmp_path):
     compat_run.save_results(path, ["f1", "f2"], {"f1/t.py::a": ("passed", ""), "f2/t.py::b": ("failed", "x")}, "1")
     compat_run.save_results(path, ["f2"], {"f2/t.py::c": ("passed", "")}, "1")
     assert json.loads(path.read_text())["results"] == {"f1/t.py::a": ["passed", ""], "f2/t.py::c": ["passed", ""]}
+
+
+def test_saving_a_top_level_file_replaces_its_tests_only(tmp_path):
+    """A test file directly in parsl/tests (--folders top) is its own "folder": a new run of it
+    drops its old test ids (a test Parsl removed) and keeps the folders' results."""
+    path = tmp_path / "pervade-local.json"
+    compat_run.save_results(path, ["test_summary.py", "f1"], {"test_summary.py::old": ("passed", ""),
+                                                              "f1/t.py::a": ("passed", "")}, "1")
+    compat_run.save_results(path, ["test_summary.py"], {"test_summary.py::new": ("failed", "x")}, "1")
+    assert json.loads(path.read_text())["results"] == {"f1/t.py::a": ["passed", ""],
+                                                       "test_summary.py::new": ["failed", "x"]}
+    assert compat_run.place_of("test_htex/mpi/test_mpiex.py::test_init") == "test_htex"

@@ -308,3 +308,37 @@ def test_pools_of_a_killed_driver_exit(tmp_path):
         driver.wait()
     assert wait_until(lambda: not pid_alive(pool) and not pid_alive(worker), 30), \
         "the pool of a killed driver is still running"
+
+
+@python_app
+def wait_for_path(path):
+    import os
+    import time
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    return "done"
+
+
+def test_drain_period_drains_each_pool_that_long_after_it_started(tmp_path, no_thread_leak):
+    """Parsl's drain_period: the pool takes no new task drain_period s after it started, lets its
+    running task finish, then exits (and with strategy 'none' no block replaces it)."""
+    release = tmp_path / "release"
+    config = htex_config(tmp_path, drain_period=1, provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1))
+    config.strategy = "none"
+    with parsl.load(config) as dfk:
+        htex = dfk.executors["htex"]
+        running = wait_for_path(str(release))
+        assert wait_until(lambda: htex.connected_managers() and htex.connected_managers()[0]["draining"], T), \
+            htex.connected_managers()
+        assert not running.done()
+        release.touch()
+        assert running.result(timeout=T) == "done"
+        assert wait_until(lambda: not htex.connected_managers(), T), "the drained pool did not exit"
+
+
+def test_drain_period_must_be_a_number_of_seconds():
+    for bad in (-1, "5", float("inf"), True):
+        with pytest.raises(parsl.ConfigurationError, match="drain_period"):
+            HighThroughputExecutor(drain_period=bad)
+    for never in (None, 0):  # as in Parsl
+        assert HighThroughputExecutor(drain_period=never).drain_period == never

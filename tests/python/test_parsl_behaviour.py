@@ -508,3 +508,11 @@ def test_signal_handlers_run_while_cleaning_up(dfk):
     dfk.cleanup()  # waits for the engine's cleanup, which went on, and finishes it
     assert DataFlowKernelLoader._dfk is None
     assert isinstance(blocked.exception(timeout=T), parsl.DataFlowKernelClosed)  # stopped by cleanup
+
+
+def test_task_count_is_the_number_of_ids_handed_out(dfk):
+    assert dfk.task_count == 0
+    futures = [square(i) for i in range(3)]
+    assert dfk.task_count == 3
+    assert [f.tid for f in futures] == [0, 1, 2]
+    assert square(futures[0]).tid == dfk.task_count - 1 == 3

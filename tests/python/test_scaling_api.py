@@ -4,6 +4,7 @@ class, status()/status_facade/connected_managers()/connected_blocks()/scale_in, 
 subclasses whose submit/cancel the engine calls, launcher attributes read at each block."""
 
 import functools
+import platform
 
 import pytest
 from conftest import pid_alive, wait_until
@@ -173,6 +174,9 @@ def test_provider_overrides_and_block_introspection(tmp_path, no_thread_leak):
         manager = htex.connected_managers()[0]
         assert {"manager", "block_id", "worker_count", "tasks", "idle_duration", "active"} <= set(manager)
         assert manager["worker_count"] == 1 and manager["active"]
+        # The versions the pool registered with, as Parsl's managers report theirs.
+        assert manager["python_version"] == platform.python_version()
+        assert manager["parsl_version"] == parsl.__version__
         assert sorted(htex.connected_blocks()) == ["0", "1"]
         status = htex.status()
         assert sorted(status) == ["0", "1"] and all(s.state == JobState.RUNNING for s in status.values())

@@ -20,7 +20,7 @@ from pervade.dataflow.dflow import _NO_VALUE
 from pervade.errors import InvalidResourceSpecification, ManagerLost, ParslError, RemoteError, WorkerLost
 from pervade import futures as app_futures
 from pervade.futures import AppFuture, PickledResult
-from pervade.serialize import (deserialize, deserialize_exception, encode_call, encode_call_finding_futures,
+from pervade.serialize import (deserialize_exception, encode_call, encode_call_finding_futures, load_value,
                                load_call, serialize_exception, serialize_function, serialize_payload,
                                serialize_value)
 
@@ -220,7 +220,7 @@ class Pool:
         self.submit(task_id, fn, args, kwargs)
         status, payload = self.result(task_id)
         if status == 0:
-            return deserialize(payload)
+            return load_value(payload)
         assert status == 1
         raise deserialize_exception(payload)
 
@@ -401,7 +401,7 @@ def test_every_kind_of_big_buffer_arrives_as_what_was_passed(pool):
     ]
     for i, (args, kwargs) in enumerate(cases):
         status, payload = pool.run_found(i, describe_argument, args, kwargs, values={})
-        got, expected = deserialize(payload), describe_argument(*args, **(kwargs or {}))
+        got, expected = load_value(payload), describe_argument(*args, **(kwargs or {}))
         if i == 6:
             assert status == 0 and got[0][1:3] == expected[0][1:3]  # the same bytes
             continue
@@ -449,11 +449,11 @@ def test_function_is_sent_once_then_only_its_hash(pool):
     first = serialize_function(triple)
     assert serialize_function(triple) is not None and serialize_function(triple)[1] is first[1]  # cached
     pool.submit(1, triple, (2,), send_fn=True)
-    assert deserialize(pool.result(1)[1]) == 6
+    assert load_value(pool.result(1)[1]) == 6
     pool.submit(2, triple, (5,), send_fn=False)
     assert pool.result(2) == (0, serialize_value(15))
     pool.submit(3, triple, (7,), send_fn=True)  # sent again: harmless
-    assert deserialize(pool.result(3)[1]) == 21
+    assert load_value(pool.result(3)[1]) == 21
 
 
 def test_unknown_hash_without_function_is_an_error_result(pool):
@@ -489,7 +489,7 @@ def test_dependency_values_go_where_the_plan_says(pool):
     pool.submit(1, add_all, (None,), {"b": None, "inputs": [1, None]}, plan,
                 [serialize_value(v) for v in values])
     status, payload = pool.result(1)
-    assert (status, deserialize(payload)) == (0, 10 + 20 + 1 + 300)
+    assert (status, load_value(payload)) == (0, 10 + 20 + 1 + 300)
 
 
 def test_plan_replacement_file_is_passed_instead_of_the_value(pool):
@@ -497,7 +497,7 @@ def test_plan_replacement_file_is_passed_instead_of_the_value(pool):
     plan = [(0, 1, 0, _NO_VALUE), (2, 0, 1, f)]
     pool.submit(1, describe, ("first", None), {"inputs": [None]}, plan,
                 [serialize_value("from dep"), serialize_value(0)])
-    args, kwargs = deserialize(pool.result(1)[1])
+    args, kwargs = load_value(pool.result(1)[1])
     assert args == ("first", "from dep")
     assert isinstance(kwargs["inputs"][0], File) and kwargs["inputs"][0].filepath == "/tmp/some/out.txt"
 
@@ -506,9 +506,9 @@ def test_planned_positions_travel_as_references_to_their_inputs():
     payload = serialize_payload((1, 5), {"k": 2}, [(0, 0, 0, _NO_VALUE), (1, "k", 1, File("/x"))])
     args, kwargs = load_call(payload, [serialize_value("v"), serialize_value("unused")])
     assert args == ("v", 5) and kwargs["k"].filepath == "/x"
-    assert deserialize(serialize_payload([], {}, [])) == ((), None)
+    assert load_value(serialize_payload([], {}, [])) == ((), None)
     with pytest.raises(RuntimeError, match="refers to its dependency 0"):
-        deserialize(payload)  # the references need the TASK's inputs
+        load_value(payload)  # the references need the TASK's inputs
 
 
 def test_nested_dependencies_are_replaced_by_their_values_on_the_worker(pool):
@@ -517,7 +517,7 @@ def test_nested_dependencies_are_replaced_by_their_values_on_the_worker(pool):
     args = ([a, (b, {"deep": [[c]]})], {"k": a})
     status, payload = pool.run_found(1, identity, args, {"kw": {"set": frozenset([1]), "f": b}}, values)
     assert status == 0
-    assert deserialize(payload) == (([1, ([2, 3], {"deep": [[{"x": 4}]]})], {"k": 1}),
+    assert load_value(payload) == (([1, ([2, 3], {"deep": [[{"x": 4}]]})], {"k": 1}),
                                     {"kw": {"set": frozenset([1]), "f": [2, 3]}})
 
 
@@ -526,7 +526,7 @@ def test_futures_in_sets_and_object_attributes_are_found(pool):
     values = {id(a): "in a set", id(b): "in an attribute"}
     status, payload = pool.run_found(1, identity, ({a}, Holder(b)), None, values)
     assert status == 0
-    (found_set, holder), _ = deserialize(payload)
+    (found_set, holder), _ = load_value(payload)
     assert found_set == {"in a set"} and holder.item == "in an attribute"
 
 
@@ -543,7 +543,7 @@ def test_data_future_travels_as_its_file(pool):
     df = DataFuture(parent, File("/data/out.txt"))
     status, payload = pool.run_found(1, held, (Holder(df),), None, {id(df): "never read"})
     assert status == 0
-    got = deserialize(payload)
+    got = load_value(payload)
     assert isinstance(got, File) and got.filepath == "/data/out.txt"
 
 
@@ -551,7 +551,7 @@ def test_futures_are_found_by_the_cloudpickle_fallback(pool):
     a = Future()
     status, payload = pool.run_found(1, identity, (lambda x: x + 1, [a]), None, {id(a): 41})
     assert status == 0
-    (fn, [value]), _ = deserialize(payload)
+    (fn, [value]), _ = load_value(payload)
     assert fn(value) == 42
 
 
@@ -564,7 +564,7 @@ def test_a_future_that_pickles_itself_is_an_ordinary_argument(pool):
     (_, _, payload, _, _, _), futures = encode_call_finding_futures(tag_of, (SelfPickledFuture("mine"),), None, "tag_of")
     assert futures is None
     pool.submit(1, tag_of, payload=payload)
-    assert deserialize(pool.result(1)[1]) == "mine"
+    assert load_value(pool.result(1)[1]) == "mine"
 
 
 def test_an_app_future_refuses_to_be_pickled():
@@ -791,7 +791,7 @@ def test_bound_methods_and_partials_serialize():
     for fn in (Adder(2).add, functools.partial(add, 40)):
         fn_hash, fn_bytes = serialize_function(fn)
         assert len(fn_hash) == 20
-        assert deserialize(fn_bytes)(2) in (4, 42)
+        assert load_value(fn_bytes)(2) in (4, 42)
 
 
 def test_serialize_exception_round_trip_without_a_worker():
@@ -830,7 +830,7 @@ def test_encode_call_gives_hash_function_payload_priority_and_request():
     fn_hash, fn_bytes, payload, priority, buffers, request = encode_call(add, (1,), {"b": 2}, None, "add")
     assert buffers == [] and request is None
     assert (fn_hash, fn_bytes) == serialize_function(add)
-    assert deserialize(payload) == ((1,), {"b": 2}) and priority == 0
+    assert load_value(payload) == ((1,), {"b": 2}) and priority == 0
     spec = {"parsl_resource_specification": {"priority": 7}}
     assert encode_call(add, (), spec, None, "add")[3:] == (7, [], (0, 0, 0, "", 0, 0, 0, 0.0))
     spec = {"parsl_resource_specification": {"cores": 2, "memory": 500, "running_time": 3}}
@@ -871,12 +871,12 @@ def test_a_follower_gets_the_value_of_the_previous_task_in_memory(pool):
     assert isinstance(pool.call(1, make_box), Box)
     submit_follower(pool, 2, is_made_here, of_task=1)
     status, payload = pool.result(2)
-    assert status == 0 and deserialize(payload) is True
+    assert status == 0 and load_value(payload) is True
     # The same value sent as bytes is a copy: the follower above really used the one in memory.
     (fn_hash, _, payload, _, _, _), _ = encode_call_finding_futures(is_made_here, (Future(),), None, "is_made_here")
     pool.submit(3, is_made_here, payload=payload, inputs=[serialize_value(Box())])
     status, payload = pool.result(3)
-    assert status == 0 and deserialize(payload) is False
+    assert status == 0 and load_value(payload) is False
 
 
 def test_a_follower_of_a_failed_or_other_task_is_not_started(pool):
@@ -891,7 +891,7 @@ def test_a_follower_of_a_failed_or_other_task_is_not_started(pool):
     assert pool.call(5, make_box) is not None
     submit_follower(pool, 6, is_made_here, of_task=5)
     status, payload = pool.result(6)
-    assert status == 0 and deserialize(payload) is True
+    assert status == 0 and load_value(payload) is True
 
 
 def _placement_seen():
@@ -903,14 +903,14 @@ def test_a_placed_task_runs_on_its_cpus_with_its_accelerators_and_the_worker_get
     pool.submit(1, _placement_seen)
     status, payload = pool.result(1)
     assert status == 0
-    own = deserialize(payload)
+    own = load_value(payload)
     cpu = own[0][-1]
     pool.submit(2, _placement_seen, placement=[[cpu], ["7", "8"], []])
     status, payload = pool.result(2)
-    assert status == 0 and deserialize(payload) == ([cpu], "7,8", "7,8")
+    assert status == 0 and load_value(payload) == ([cpu], "7,8", "7,8")
     pool.submit(3, _placement_seen)
     status, payload = pool.result(3)
-    assert status == 0 and deserialize(payload) == own
+    assert status == 0 and load_value(payload) == own
 
 
 def _mpi_variables():
@@ -923,10 +923,10 @@ def test_a_task_runs_with_the_variables_the_pool_gave_it_and_the_worker_gets_its
     pool.submit(1, _mpi_variables)
     status, payload = pool.result(1)
     assert status == 0
-    own = deserialize(payload)
+    own = load_value(payload)
     pool.submit(2, _mpi_variables, placement=[[], [], [["PARSL_NUM_NODES", "2"], ["PARSL_MPI_NODELIST", "a,b"]]])
     status, payload = pool.result(2)
-    assert status == 0 and deserialize(payload) == {**own, "PARSL_NUM_NODES": "2", "PARSL_MPI_NODELIST": "a,b"}
+    assert status == 0 and load_value(payload) == {**own, "PARSL_NUM_NODES": "2", "PARSL_MPI_NODELIST": "a,b"}
     pool.submit(3, _mpi_variables)
     status, payload = pool.result(3)
-    assert status == 0 and deserialize(payload) == own
+    assert status == 0 and load_value(payload) == own

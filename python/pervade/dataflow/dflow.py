@@ -469,6 +469,12 @@ class DataFlowKernel:
         return self._kernel.outstanding
 
     @property
+    def task_count(self) -> int:
+        """Parsl's dfk.task_count: how many task ids were handed out, so the id the next app
+        call gets (a plain Future that a call depends on takes an id too)."""
+        return self._kernel.task_count
+
+    @property
     def tasks(self) -> Mapping:
         """Parsl's dfk.tasks: task id -> task record (AppFuture.task_record) of each task not yet
         final; with Config(garbage_collect=False), of every task."""

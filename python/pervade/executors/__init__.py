@@ -417,6 +417,10 @@ class HighThroughputExecutor(BlockProviderExecutor):
         if isinstance(walltime_grace, bool) or not isinstance(walltime_grace, (int, float)) or \
                 not 0 <= walltime_grace < math.inf:
             raise ConfigurationError(f"walltime_grace must be a finite number of seconds >= 0, got {walltime_grace!r}")
+        if drain_period is not None and (isinstance(drain_period, bool) or not isinstance(drain_period, (int, float))
+                                         or not 0 <= drain_period < math.inf):
+            raise ConfigurationError(f"drain_period must be None or a finite number of seconds >= 0 (0: never), "
+                                     f"got {drain_period!r}")
         if worker_port is not None:
             _check_int("worker_port", worker_port, 1, 65535)
         if not isinstance(worker_port_range, (list, tuple)) or len(worker_port_range) != 2:
@@ -475,6 +479,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
         self.interchange_port_range = interchange_port_range
         self.storage_access = storage_access
         self.working_dir = working_dir
+        # Parsl's: each pool is drained this many seconds after it started (no new task; it
+        # exits once its tasks ended), e.g. a little less than the block's walltime. None, 0: never.
         self.drain_period = drain_period
         self.poll_period = poll_period
         self.address_probe_timeout = address_probe_timeout
@@ -586,6 +592,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
             args += ["--available-accelerators", ",".join(map(str, self.available_accelerators))]
         if self.mpi_hosts:  # MPI mode's block nodes, instead of the scheduler's (docs/mpi.md)
             args += ["--mpi-hosts", ",".join(self.mpi_hosts)]
+        if self.drain_period:
+            args += ["--drain-period", str(float(self.drain_period))]
         if self.worker_debug:  # the pool's and its workers' DEBUG lines (docs/logging.md)
             args += ["--log-level", "debug"]
         walltime = getattr(self.provider, "walltime", None)
@@ -648,10 +656,13 @@ class HighThroughputExecutor(BlockProviderExecutor):
 
     def connected_managers(self) -> list:
         """One dict per connected pool (Parsl's "manager"), with Parsl's keys: manager, block_id,
-        hostname, worker_count, tasks, idle_duration, active (not held), draining."""
+        hostname, worker_count, tasks, idle_duration, active (not held), draining, and the
+        versions the pool registered with: python_version (its workers') and parsl_version
+        (pervade's)."""
         return [{"manager": p["pool_id"], "block_id": p["block_id"], "hostname": p["hostname"],
                  "worker_count": p["worker_count"], "tasks": p["tasks"], "idle_duration": p["idle_seconds"],
-                 "active": not p["held"], "draining": p["draining"]} for p in self.pools()]
+                 "active": not p["held"], "draining": p["draining"], "python_version": p["python_version"],
+                 "parsl_version": p["pervade_version"]} for p in self.pools()]
 
     def handle_errors(self, status: dict) -> None:
         """Applies the block error handler to the blocks' states (the strategy thread calls this

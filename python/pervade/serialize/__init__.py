@@ -25,6 +25,9 @@ memoryview of at least 64 KiB given directly as an argument of a pool app is not
 the payload: it is pickled as a protocol-5 out-of-band `PickleBuffer`, travels as a frame of
 its own, and the worker hands the bytes it read to `pickle.loads(buffers=...)`, so a bytes
 argument reaches the function without another copy.
+
+Parsl's `serialize()`, `deserialize()`, `pack_apply_message()` and `unpack_apply_message()`, for
+users' code, are here too (facade.py): tasks do not travel through them.
 """
 
 from __future__ import annotations
@@ -47,11 +50,11 @@ from ..data import DataFuture
 from ..errors import RemoteError
 from ..futures import AppFuture
 from .errors import SerializationError
+# Parsl's parsl.serialize: serialize() / deserialize() for users' code (facade.py).
+from .facade import deserialize, pack_apply_message, serialize, unpack_apply_message
+from .pickling import _FLAT_TYPES, _MAIN, PROTOCOL
+from .pickling import dumps as _dumps
 
-PROTOCOL = 5
-_MAIN = b"__main__"
-# Values whose pickle cannot name `__main__`: no need to scan it for that name.
-_FLAT_TYPES = frozenset((bytes, bytearray, str, int, float, bool, complex, type(None)))
 _BIG_PICKLE = 64 * 1024
 # Buffer arguments at least this big go out of band (see the module's doc).
 _OUT_OF_BAND = 64 * 1024
@@ -127,17 +130,6 @@ def serialize_function(fn) -> tuple[bytes, bytes]:
         else:
             _function_cache[key] = (ref, digest, data)
     return digest, data
-
-
-def _dumps(obj) -> bytes:
-    """Plain pickle, or cloudpickle when plain pickle fails or refers to `__main__`."""
-    try:
-        data = pickle.dumps(obj, protocol=PROTOCOL)
-    except Exception:  # noqa: BLE001 - lambdas, local classes...: cloudpickle's job
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)
-    if type(obj) not in _FLAT_TYPES and _MAIN in data:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)
-    return data
 
 
 # ---------------------------------------------------------------- calls and their dependencies
@@ -599,7 +591,8 @@ def serialize_result(value):
     return _dumps(value), ()
 
 
-def deserialize(data, buffers=None):
+def load_value(data, buffers=None):
+    """A value, call payload or function that pervade pickled (not serialize()'s payloads)."""
     return pickle.loads(data, buffers=buffers)
 
 
@@ -664,4 +657,5 @@ def deserialize_exception(data: bytes) -> BaseException:
 
 
 __all__ = ["serialize_function", "serialize_payload", "encode_call", "encode_call_finding_futures", "load_call",
-           "serialize_value", "deserialize", "serialize_exception", "deserialize_exception", "format_traceback"]
+           "serialize_value", "load_value", "serialize_exception", "deserialize_exception", "format_traceback",
+           "serialize", "deserialize", "pack_apply_message", "unpack_apply_message"]

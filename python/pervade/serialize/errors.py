@@ -1,4 +1,5 @@
-"""Parsl's parsl.serialize.errors: what a call that cannot be serialized fails with."""
+"""Parsl's parsl.serialize.errors: what a call that cannot be serialized fails with, and what
+`deserialize()` raises."""
 
 from ..errors import ParslError
 
@@ -16,4 +17,27 @@ class SerializationError(ParslError, TypeError):
         return self.reason or f"Failed to serialize objects for an invocation of function {self.fname}"
 
 
-__all__ = ["SerializationError"]
+class DeserializationError(ParslError):
+    """Something could not be deserialized; reason says what."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"Failed to deserialize objects. Reason: {self.reason}"
+
+
+class DeserializerPluginError(ParslError):
+    """`deserialize()` found no serializer for the payload's header (not registered, not one of
+    Parsl's, and not an importable b"<module> <class>")."""
+
+    def __init__(self, header: bytes) -> None:
+        super().__init__(header)
+        self.header = header
+
+    def __str__(self) -> str:
+        return f"Failed to load deserializer plugin for header {self.header!r}"
+
+
+__all__ = ["SerializationError", "DeserializationError", "DeserializerPluginError"]

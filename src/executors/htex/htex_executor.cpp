@@ -685,7 +685,7 @@ std::vector<PoolStatus> HighThroughputExecutor::pools() const {
   if (!impl_->interchange) return out;
   for (auto& p : impl_->interchange->pools())
     out.push_back(PoolStatus{p.pool_id, p.block_id, p.hostname, p.worker_count, p.prefetch, p.in_flight,
-                             p.idle_seconds, p.held, p.draining});
+                             p.idle_seconds, p.held, p.draining, p.python_version, p.pervade_version});
   return out;
 }
 
