@@ -575,17 +575,20 @@ TEST_F(HtexCpp, MissingPoolBinaryIsAConfigurationError) {
   ::unsetenv("PERVADE_POOL_BINARY");
 }
 
-TEST_F(HtexCpp, NoInitialBlockAndNoneAllowedIsAConfigurationError) {
+// Parsl's pattern for blocks started by hand: no block at start and none for the strategy; a
+// task waits until a block is started with scale_out().
+TEST_F(HtexCpp, NoInitialBlockAndNoneAllowedWaitsForABlockStartedByHand) {
   auto o = options();
   o.provider = std::make_shared<LocalProvider>(ProviderOptions{.init_blocks = 0, .min_blocks = 0, .max_blocks = 0});
-  try {
-    HighThroughputExecutor htex{o};
-    FAIL() << "an executor that can never start a block was accepted";
-  } catch (const ConfigurationError& e) {
-    EXPECT_NE(std::string(e.what()).find("init_blocks=0 and max_blocks=0"), std::string::npos) << e.what();
-  }
-  o.init_blocks = 1;  // the executor's own init_blocks replaces the provider's
-  EXPECT_NO_THROW(HighThroughputExecutor{o});
+  o.strategy_period = 0.05;
+  auto htex = std::make_shared<HighThroughputExecutor>(o);
+  DataFlowKernel dfk(Config{.executors = {htex}});
+  auto task = dfk.submit(Shell{"true"});
+  // Several strategy periods pass with the task waiting: still no block.
+  EXPECT_FALSE(task.wait_for(std::chrono::milliseconds(300)));
+  EXPECT_TRUE(htex->blocks().empty());
+  EXPECT_EQ(htex->scale_out(1), std::vector<std::string>{"0"});
+  EXPECT_EQ(task.get(), 0);
 }
 
 TEST_F(HtexCpp, WithoutAProviderNoBlocksAreStarted) {

@@ -2,6 +2,7 @@
 with SIGKILL, a block whose process is gone, an executor that can never start a block. Real
 interchange, pools and workers; every check counts or reads messages, none measures time."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -123,10 +124,19 @@ def test_a_block_whose_process_ended_loses_its_pools_at_once(tmp_path, no_thread
         dfk.cleanup()
 
 
-def test_an_executor_that_can_never_start_a_block_is_a_configuration_error(tmp_path, no_thread_leak):
-    executor = HighThroughputExecutor(label="htex", provider=LocalProvider(init_blocks=0, min_blocks=0, max_blocks=0))
-    with pytest.raises(parsl.ConfigurationError) as info:
-        parsl.load(parsl.Config(executors=[executor], run_dir=str(tmp_path / "runinfo")))
-    assert "init_blocks=0" in str(info.value) and "max_blocks=0" in str(info.value)
-    with pytest.raises(parsl.NoDataFlowKernelError):
-        parsl.dfk()
+def test_no_initial_block_and_none_allowed_waits_for_blocks_started_by_hand(tmp_path, caplog, no_thread_leak):
+    # Parsl's pattern: load with no block, start one by hand later. Allowed, with a warning.
+    provider = LocalProvider(init_blocks=0, min_blocks=0, max_blocks=0)
+    executor = HighThroughputExecutor(label="htex", max_workers_per_node=1, provider=provider)
+    with caplog.at_level(logging.WARNING, logger="pervade"):
+        dfk = parsl.load(parsl.Config(executors=[executor], run_dir=str(tmp_path / "runinfo"), strategy_period=0.05))
+    try:
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("init_blocks=0" in m and "max_blocks=0" in m for m in warned), warned
+        future = square(4)
+        assert not future.done() and executor.blocks == {}
+        provider.max_blocks = 1
+        assert executor.scale_out_facade(1) == ["0"]
+        assert future.result(timeout=T) == 16
+    finally:
+        dfk.cleanup()

@@ -494,6 +494,9 @@ class HighThroughputExecutor(BlockProviderExecutor):
         # cancels them at shutdown; with `encrypted` it makes the run's key pair and writes the
         # public key for the pools (<run_dir>/<label>/server-<port>.key).
         self._warn_if_unencrypted()
+        if self.provider.init_blocks == 0 and self.provider.max_blocks == 0:
+            logger.warning("HighThroughputExecutor %r: init_blocks=0 and max_blocks=0: no block is started; tasks "
+                           "wait until blocks are started by hand (scale_out_facade) or pools connect", self.label)
         o = _native.HtexOptions()
         o.label, o.address = self.label, self.address
         o.worker_port = self.worker_port or 0

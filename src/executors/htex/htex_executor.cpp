@@ -506,13 +506,8 @@ HighThroughputExecutor::HighThroughputExecutor(HtexOptions options)
     if (!(o.strategy_period > 0))
       throw ConfigurationError("HighThroughputExecutor strategy_period must be positive");
     const ProviderOptions& p = o.provider->options();
-    // No block at start and none allowed later: every task would wait forever.
-    const int init_blocks = o.init_blocks >= 0 ? o.init_blocks : p.init_blocks;
-    if (init_blocks == 0 && p.max_blocks == 0)
-      throw ConfigurationError(fmt::format(
-          "HighThroughputExecutor '{}': init_blocks=0 and max_blocks=0 start no block, so no task could ever run; "
-          "set init_blocks or max_blocks to at least 1",
-          o.label));
+    // init_blocks=0 with max_blocks=0 is allowed, as in Parsl: blocks are then started by hand
+    // (scale_out) or pools connect from elsewhere. The Python front end warns about it.
     impl_->strategy = std::make_unique<detail::Strategy>(detail::StrategyConfig{
         detail::parse_strategy(o.strategy), p.min_blocks, p.max_blocks, p.parallelism, o.max_idletime,
         p.nodes_per_block, o.block_error_handler ? 0 : o.max_failed_blocks});
