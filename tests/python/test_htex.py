@@ -255,6 +255,8 @@ def test_resource_options_reach_the_pool(tmp_path, no_thread_leak):
     try:
         executor = dfk.executors["htex"]
         assert executor.workers_per_node == 3
+        # Parsl's estimate: this machine does not bound it (the pool will).
+        assert HighThroughputExecutor(max_workers_per_node=64).workers_per_node == 64
         argv = shlex.split(executor.pool_command("5"))
         assert "--workers" not in argv
         for option, value in (("--max-workers", "3"), ("--cores-per-worker", "0.25"), ("--mem-per-worker", "0.001"),

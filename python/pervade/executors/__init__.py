@@ -519,7 +519,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
         o.max_failed_blocks = 3 if self.block_error_handler is True else 0
         if callable(self.block_error_handler) and self.block_error_handler is not noop_error_handler:
             o.set_block_error_handler(_engine_block_errors(self))
-        o.expected_workers_per_node = self.workers_per_node
+        o.expected_workers_per_node = self._estimate_workers_per_node(local=True)
         o.mpi_launcher = self.mpi_launcher if self.enable_mpi_mode else ""
         self._native = _native.htex_executor(o)
         return self._native
@@ -559,16 +559,20 @@ class HighThroughputExecutor(BlockProviderExecutor):
 
     @property
     def workers_per_node(self) -> int:
-        """The driver's estimate of the workers each pool starts (what the provider is told as
-        tasks_per_node, and what a scaling strategy counts per node). Each pool decides on its
-        own node (docs/htex.md); the estimate applies the same rule to the provider's
-        `cores_per_node` / `mem_per_node` when it has them, to this machine for a
-        LocalProvider, and is 1 when nothing bounds it (Parsl's guess)."""
+        """Parsl's estimate of the workers each pool starts (what a scaling strategy counts per
+        node): `max_workers_per_node`, bounded by the provider's `cores_per_node` /
+        `mem_per_node` when it has them and by `available_accelerators`; 1 when nothing bounds
+        it (Parsl's guess). Each pool decides on its own node (docs/htex.md)."""
+        return self._estimate_workers_per_node(local=False)
+
+    def _estimate_workers_per_node(self, local: bool) -> int:
+        """With local=True a LocalProvider without cores_per_node / mem_per_node is bounded by
+        this machine, as its pools will be: the engine's guess until a pool registers."""
         from ..providers import LocalProvider
 
         cores = getattr(self.provider, "cores_per_node", None)
         mem = getattr(self.provider, "mem_per_node", None)
-        if cores is None and isinstance(self.provider, LocalProvider):
+        if local and cores is None and isinstance(self.provider, LocalProvider):
             cores, local_mem = _local_node()
             mem = local_mem if mem is None else mem
         n = self.max_workers_per_node or math.inf
