@@ -18,6 +18,9 @@ Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 // "3.11.7" -> "3.11"
+// Spare nodes of in_flight_ kept for reuse (Dispatcher::spare_in_flight_), at most: a round of
+// the interchange sends up to 65,536 tasks, and 48 bytes each is 3 MB.
+constexpr std::size_t kSpareNodes = 65536;
 std::string major_minor(const std::string& v) {
   auto first = v.find('.');
   if (first == std::string::npos) return v;
@@ -168,11 +171,21 @@ void Dispatcher::release_held(std::uint64_t task_id, const std::string& why) {
 }
 
 void Dispatcher::remember_owner(std::uint64_t task_id, const Pool& pool) {
-  if (recent_order_.size() >= kRecentOwners) {
-    recent_owner_.erase(recent_order_.front());
-    recent_order_.pop_front();
+  if (auto r = recent_owner_.find(task_id); r != recent_owner_.end()) {
+    r->second = pool.serial;
+    return;
   }
-  if (recent_owner_.insert_or_assign(task_id, pool.serial).second) recent_order_.push_back(task_id);
+  recent_order_.push_back(task_id);
+  if (recent_order_.size() <= kRecentOwners) {
+    recent_owner_.emplace(task_id, pool.serial);
+    return;
+  }
+  // The window is full: the oldest entry's node takes the new one (no free and malloc per result).
+  auto node = recent_owner_.extract(recent_order_.front());
+  recent_order_.pop_front();
+  node.key() = task_id;
+  node.mapped() = pool.serial;
+  recent_owner_.insert(std::move(node));
 }
 
 void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
@@ -306,7 +319,15 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
 }
 
 void Dispatcher::track(Pool& pool, std::uint64_t task_id) {
-  auto [it, added] = in_flight_.try_emplace(task_id);
+  auto [it, added] = [&] {
+    if (spare_in_flight_.empty()) return in_flight_.try_emplace(task_id);
+    auto node = std::move(spare_in_flight_.back());
+    spare_in_flight_.pop_back();
+    node.key() = task_id;
+    auto r = in_flight_.insert(std::move(node));
+    if (!r.inserted) spare_in_flight_.push_back(std::move(r.node));
+    return std::pair{r.position, r.inserted};
+  }();
   InFlight& t = it->second;
   if (!added) {  // sent again while a pool held it (not done by the executor): the latest pool holds it
     Pool& before = *t.pool;
@@ -327,7 +348,10 @@ void Dispatcher::unlink(InFlight& t) {
 
 void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
   unlink(task->second);
-  in_flight_.erase(task);
+  if (spare_in_flight_.size() < kSpareNodes)
+    spare_in_flight_.push_back(in_flight_.extract(task));
+  else
+    in_flight_.erase(task);
 }
 
 bool Dispatcher::on_pool(std::uint64_t task_id, const Pool& pool) const {

@@ -349,6 +349,10 @@ class Dispatcher {
   // The tasks on pools, by id (pools_'s nodes do not move; lose() erases a pool's tasks here
   // before the pool goes).
   std::unordered_map<std::uint64_t, InFlight> in_flight_;
+  // Nodes of tasks that came back, for the next tasks sent (track(), untrack()): a task then
+  // costs no malloc and free in the table, which were a tenth of the interchange thread with
+  // 10,000 pools (BENCHMARKS.md, "the pools time their tasks").
+  std::vector<std::unordered_map<std::uint64_t, InFlight>::node_type> spare_in_flight_;
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;

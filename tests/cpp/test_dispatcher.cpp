@@ -682,6 +682,28 @@ TEST_F(DispatcherTest, FollowerJustAfterItsInputCameBackGoesToThatPool) {
   EXPECT_EQ(out[0].first, pool);
 }
 
+// The pools of the latest 4,096 results are remembered, no more: a follower of a task that came
+// back 4,096 results ago is not started (its pool has long replaced the value).
+TEST_F(DispatcherTest, FollowersFindThePoolsOfTheLatestResultsOnly) {
+  register_pool("a", 1);
+  d.take_outbox();
+  constexpr std::uint64_t kWindow = 4096;
+  for (std::uint64_t id = 0; id <= kWindow; ++id) {
+    d.submit(task(id), now);
+    ASSERT_EQ(sent_to("a"), (std::vector<std::uint64_t>{id}));
+    result("a", id);
+  }
+  d.take_completed();
+  d.submit(follower(10'001, 0), now);  // 4,097 results ago: forgotten
+  d.submit(follower(10'002, 1), now);  // 4,096 results ago: remembered
+  d.submit(follower(10'003, kWindow), now);
+  EXPECT_EQ(sent_to("a"), (std::vector<std::uint64_t>{10'002, 10'003}));
+  auto done = d.take_completed();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].task_id, 10'001u);
+  EXPECT_EQ(done[0].status, protocol::kStatusNotStarted);
+}
+
 TEST_F(DispatcherTest, LostPoolFailsStartedTasksButReturnsWaitingFollowersAsNotStarted) {
   register_pool("a", 2);
   d.take_outbox();
