@@ -54,6 +54,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -433,7 +434,8 @@ class PoolProcess {
       SimPool& p = pools_[i];
       if (!p.alive || p.finished.empty()) continue;
       protocol::Results r;
-      for (auto id : p.finished) r.results.push_back({id, protocol::kStatusOk, {}});
+      // Each ran for the service time, as a real pool would report it (TaskResult::run_time).
+      for (auto id : p.finished) r.results.push_back({id, protocol::kStatusOk, {}, {}, run_time_});
       p.finished.clear();
       send(p, r, now);
     }
@@ -441,6 +443,7 @@ class PoolProcess {
   }
 
   const Options& o_;
+  const std::chrono::microseconds run_time_{std::llround(o_.service_ms * 1000)};
   zmq::context_t context_{1};
   int epoll_ = -1;
   std::deque<SimPool> pools_;   // deque: references stay valid as twins are added

@@ -80,7 +80,7 @@ struct HtexOptions {
   // <run_dir>/<label>/server-<port>.key for the pools. (Without a provider only given keys count.)
   bool encrypted = true;
   std::string run_dir = "runinfo";  // <run_dir>/<label>/: block logs (block-<id>.log), key file
-  // Extra tasks per worker a pool may hold while its results come back within 10 ms (see
+  // Extra tasks per worker a pool may hold while its tasks run under 10 ms, as it reports (see
   // interchange::DispatcherConfig); 0: exactly workers + prefetch_capacity, as in Parsl.
   int short_task_prefetch = 16;
   // Followers: a task whose last unfinished dependency runs on this executor is sent ahead to

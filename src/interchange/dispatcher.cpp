@@ -18,6 +18,9 @@ Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 // "3.11.7" -> "3.11"
+// Spare nodes of in_flight_ kept for reuse (Dispatcher::spare_in_flight_), at most: a round of
+// the interchange sends up to 65,536 tasks, and 48 bytes each is 3 MB.
+constexpr std::size_t kSpareNodes = 65536;
 std::string major_minor(const std::string& v) {
   auto first = v.find('.');
   if (first == std::string::npos) return v;
@@ -114,12 +117,12 @@ void Dispatcher::submit_follower(DispatchTask task, TimePoint now) {
     return;
   }
   protocol::Tasks batch;
-  add_to_batch(*pool, std::move(task), batch, now);
+  add_to_batch(*pool, std::move(task), batch);
   send(*pool, std::move(batch), now);
   update_open(*pool);
 }
 
-void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now) {
+void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch) {
   const std::uint64_t id = t.task_id;
   protocol::Task out;
   out.task_id = id;
@@ -139,14 +142,14 @@ void Dispatcher::add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& bat
     pool.waiting_followers.emplace(id, out.after.front().task_id);
   if (config_.report_places && pool.in_flight == 0)
     events_.push_back({PoolEvent::busy, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
-  track(pool, id, now);
+  track(pool, id);
   batch.tasks.push_back(std::move(out));
   if (auto h = held_.find(id); h != held_.end()) {
     std::vector<DispatchTask> followers = std::move(h->second);
     held_.erase(h);
     for (auto& f : followers) {
       held_by_.erase(f.task_id);
-      add_to_batch(pool, std::move(f), batch, now);
+      add_to_batch(pool, std::move(f), batch);
     }
   }
 }
@@ -168,15 +171,24 @@ void Dispatcher::release_held(std::uint64_t task_id, const std::string& why) {
 }
 
 void Dispatcher::remember_owner(std::uint64_t task_id, const Pool& pool) {
-  if (recent_order_.size() >= kRecentOwners) {
-    recent_owner_.erase(recent_order_.front());
-    recent_order_.pop_front();
+  if (auto r = recent_owner_.find(task_id); r != recent_owner_.end()) {
+    r->second = pool.serial;
+    return;
   }
-  if (recent_owner_.insert_or_assign(task_id, pool.serial).second) recent_order_.push_back(task_id);
+  recent_order_.push_back(task_id);
+  if (recent_order_.size() <= kRecentOwners) {
+    recent_owner_.emplace(task_id, pool.serial);
+    return;
+  }
+  // The window is full: the oldest entry's node takes the new one (no free and malloc per result).
+  auto node = recent_owner_.extract(recent_order_.front());
+  recent_order_.pop_front();
+  node.key() = task_id;
+  node.mapped() = pool.serial;
+  recent_owner_.insert(std::move(node));
 }
 
-void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
-                            std::optional<TimePoint> arrived) {
+void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now) {
   now_ = now;
   if (auto* r = std::get_if<protocol::Register>(&message)) {
     on_register(identity, *r, now);
@@ -195,7 +207,7 @@ void Dispatcher::on_message(const std::string& identity, protocol::PoolMessage m
   pool.disconnected_at.reset();  // it is connected (again)
   by_heard_.splice(by_heard_.end(), by_heard_, pool.by_heard);
   if (auto* results = std::get_if<protocol::Results>(&message)) {
-    on_results(pool, *results, now, arrived.value_or(now));
+    on_results(pool, *results, now);
   } else if (auto* usage = std::get_if<protocol::Usage>(&message)) {
     usage_.push_back(PoolUsage{pool.info.pool_id, std::move(usage->samples)});
   } else if (std::holds_alternative<protocol::Drained>(message)) {
@@ -252,39 +264,37 @@ void Dispatcher::on_register(const std::string& identity, const protocol::Regist
                      r.worker_count, r.cpu_count, r.total_memory});
 }
 
-void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived) {
-  // A task is short when it came back within kShortTask of being sent, or when the pool's
-  // pace says so: results coming back to back (the time since its previous results, times its
-  // workers, per result) from a pool working through a queue of tasks that each take little
-  // time but wait behind the others (big arguments: a megabyte takes a fraction of a ms).
-  // "Came back" is when the results reached the interchange (arrived), not when it read them:
-  // with 10,000 pools of one worker, results of no-op tasks waited in its input for hundreds of
-  // milliseconds, every pool then counted as slow and got one task per message, which made
-  // the backlog longer (BENCHMARKS.md, "One interchange, many pools: pools of one and ten
-  // workers").
+void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now) {
+  // The pool's tasks are short while every result that ran reports a run time within
+  // kShortTask. The pool times them (TaskResult::run_time): the round trip, all the interchange
+  // could measure, grows with the number of pools whatever the tasks do (ZeroMQ's queues, the
+  // pools' hosts, the interchange's own input), and with 10,000 pools of one worker it made
+  // every no-op task look slow: one task per message, two messages per task (BENCHMARKS.md,
+  // "One interchange, many pools: the pools time their tasks"). Results of tasks that did not
+  // run to their end (refused, cancelled before they started, their worker died) say nothing
+  // of how long tasks take, and leave the judgement as it was.
   std::size_t known = 0;
-  for (const auto& result : r.results) known += on_pool(result.task_id, pool);
-  if (known == 0) return;
-  if (!pool.working) {
-    pool.working = true;
-    events_.push_back({PoolEvent::working, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
-  }
-  const TimePoint previous = std::exchange(pool.last_result, std::max(arrived, pool.last_result));
-  const auto paced = (pool.last_result - previous) * std::max(1, pool.info.worker_count) / static_cast<long>(known);
+  bool timed = false;
   bool all_short = true;
   for (auto& result : r.results) {
     // Only the pool that holds a task may finish it: a late or forged result is dropped.
     auto it = in_flight_.find(result.task_id);
     if (it == in_flight_.end() || it->second.pool != &pool) continue;
-    const TimePoint sent = it->second.sent;
-    auto elapsed = arrived - sent;  // < 0 when the input was last seen empty before it was sent
-    if (previous > sent) elapsed = std::min(elapsed, paced);  // it waited behind those results
-    all_short = all_short && elapsed < kShortTask;
+    ++known;
+    if (result.run_time) {
+      timed = true;
+      all_short = all_short && *result.run_time < kShortTask;
+    }
     untrack(it);
     remember_owner(result.task_id, pool);
     completed_.push_back(
         Completed{result.task_id, result.status, std::move(result.payload), false, std::move(result.buffers)});
     if (config_.report_places) completed_.back().pool_id = pool.info.pool_id;
+  }
+  if (known == 0) return;
+  if (!pool.working) {
+    pool.working = true;
+    events_.push_back({PoolEvent::working, pool.identity, pool.info.pool_id, pool.info.block_id, {}});
   }
   // Followers whose input came back have (or will have) started: a later loss is ManagerLost.
   if (!pool.waiting_followers.empty()) {
@@ -292,7 +302,7 @@ void Dispatcher::on_results(Pool& pool, protocol::Results& r, TimePoint now, Tim
       return !on_pool(f.first, pool) || !on_pool(f.second, pool);
     });
   }
-  pool.short_tasks = all_short;
+  if (timed) pool.short_tasks = all_short;
   if (pool.in_flight == 0) {
     pool.idle_since = now;
     if (config_.report_places)
@@ -308,15 +318,23 @@ std::size_t Dispatcher::capacity(const Pool& p) const {
   return p.in_flight >= limit ? 0 : limit - p.in_flight;
 }
 
-void Dispatcher::track(Pool& pool, std::uint64_t task_id, TimePoint sent) {
-  auto [it, added] = in_flight_.try_emplace(task_id);
+void Dispatcher::track(Pool& pool, std::uint64_t task_id) {
+  auto [it, added] = [&] {
+    if (spare_in_flight_.empty()) return in_flight_.try_emplace(task_id);
+    auto node = std::move(spare_in_flight_.back());
+    spare_in_flight_.pop_back();
+    node.key() = task_id;
+    auto r = in_flight_.insert(std::move(node));
+    if (!r.inserted) spare_in_flight_.push_back(std::move(r.node));
+    return std::pair{r.position, r.inserted};
+  }();
   InFlight& t = it->second;
   if (!added) {  // sent again while a pool held it (not done by the executor): the latest pool holds it
     Pool& before = *t.pool;
     unlink(t);
     update_open(before);
   }
-  t = InFlight{task_id, &pool, sent, nullptr, pool.tasks};
+  t = InFlight{task_id, &pool, nullptr, pool.tasks};
   if (pool.tasks) pool.tasks->prev = &t;
   pool.tasks = &t;
   ++pool.in_flight;
@@ -330,7 +348,10 @@ void Dispatcher::unlink(InFlight& t) {
 
 void Dispatcher::untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task) {
   unlink(task->second);
-  in_flight_.erase(task);
+  if (spare_in_flight_.size() < kSpareNodes)
+    spare_in_flight_.push_back(in_flight_.extract(task));
+  else
+    in_flight_.erase(task);
 }
 
 bool Dispatcher::on_pool(std::uint64_t task_id, const Pool& pool) const {
@@ -363,7 +384,7 @@ void Dispatcher::dispatch(TimePoint now, std::size_t max_tasks) {
     const std::size_t take = std::min(capacity(pool), max_tasks);
     max_tasks -= take;
     batch.tasks.reserve(std::min(take, queued_.size()));  // one allocation, not one per doubling
-    for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch, now);
+    for (std::size_t n = take; n > 0 && !queued_.empty(); --n) add_to_batch(pool, pop_queued(), batch);
     if (!batch.tasks.empty()) send(pool, std::move(batch), now);
     update_open(pool);
   }
@@ -663,7 +684,7 @@ void Dispatcher::dispatch_placed(TimePoint now) {
     if (!could_hold(r)) {
       fail_unsatisfiable(id, r);
     } else if ((pool = pick_placed(r, now)) != nullptr) {
-      add_to_batch(*pool, std::move(it->second), batches[pool], now);
+      add_to_batch(*pool, std::move(it->second), batches[pool]);
       update_open(*pool);
     } else {
       ++it;

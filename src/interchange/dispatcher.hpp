@@ -57,10 +57,10 @@ struct DispatcherConfig {
   std::string pervade_version;
   std::string python_version;  // the driver's, "3.11.7"; pools with Python must match major.minor
   std::uint32_t seed = 1;      // for the randomized choice among pools with free capacity
-  // Extra tasks per worker a pool may hold while its tasks come back quickly (results within
-  // kShortTask of being sent): it hides the round trip to the pool when tasks last
-  // microseconds, and is off as soon as tasks take longer, so long tasks keep the load balance
-  // of prefetch_capacity alone. 0 disables it.
+  // Extra tasks per worker a pool may hold while its tasks are short (the run times its latest
+  // results report are all within kShortTask, 10 ms): it hides the round trip to the pool when
+  // tasks last microseconds, and is off as soon as tasks take longer, so long tasks keep the
+  // load balance of prefetch_capacity alone. 0 disables it.
   int short_task_prefetch = 16;
   // Seconds a pool whose connection closed (disconnected()) has to come back, i.e. send any
   // message, before it is lost: a killed pool's tasks fail (and retry) after this, not after
@@ -132,12 +132,7 @@ class Dispatcher {
   // task when it is still queued; if no pool has it, it completes at once with
   // kStatusNotStarted (the executor then launches it the ordinary way).
   void submit(DispatchTask task, TimePoint now);
-  // `arrived`: when the message reached the interchange, as far as the shell can tell (the
-  // latest time it saw its input empty before reading it; `now` if not given). Results time
-  // their tasks up to then, so that a backlog in the interchange's own input, which grows with
-  // the number of pools, does not make quick tasks look long (short_task_prefetch).
-  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now,
-                  std::optional<TimePoint> arrived = std::nullopt);
+  void on_message(const std::string& identity, protocol::PoolMessage message, TimePoint now);
   // The pool's connection closed (ZeroMQ's socket monitor): it is lost unless it sends a message
   // within disconnect_grace. Unknown identities: ignored.
   void disconnected(const std::string& identity, TimePoint now);
@@ -222,7 +217,6 @@ class Dispatcher {
   struct InFlight {
     std::uint64_t task_id = 0;
     Pool* pool = nullptr;
-    TimePoint sent;
     InFlight* prev = nullptr;
     InFlight* next = nullptr;
   };
@@ -235,8 +229,7 @@ class Dispatcher {
     // pool is lost, these never started.
     std::unordered_map<std::uint64_t, std::uint64_t> waiting_followers;
     bool working = false;      // it has sent results (PoolEvent::working was reported)
-    bool short_tasks = false;  // its latest results came back within kShortTask
-    TimePoint last_result{};   // when its latest results came back (arrived, see on_message)
+    bool short_tasks = false;  // its latest timed results ran within kShortTask
     std::unordered_set<std::string> known_functions;
     TimePoint last_heard;
     TimePoint last_sent;
@@ -287,7 +280,7 @@ class Dispatcher {
     return out;
   }
   void on_register(const std::string& identity, const protocol::Register& r, TimePoint now);
-  void on_results(Pool& pool, protocol::Results& r, TimePoint now, TimePoint arrived);
+  void on_results(Pool& pool, protocol::Results& r, TimePoint now);
   void dispatch(TimePoint now, std::size_t max_tasks);
   // The first live task of the queue, taken out (the queue must hold one).
   DispatchTask pop_queued();
@@ -295,7 +288,7 @@ class Dispatcher {
   void drop_cancelled();
   void submit_follower(DispatchTask task, TimePoint now);
   // Adds a task to a batch for the pool, then the followers held for it (depth first).
-  void add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch, TimePoint now);
+  void add_to_batch(Pool& pool, DispatchTask&& t, protocol::Tasks& batch);
   void not_started(std::uint64_t task_id, const std::string& why);
   // Completes the followers held for a task that will not run here (cancelled while queued).
   void release_held(std::uint64_t task_id, const std::string& why);
@@ -306,7 +299,7 @@ class Dispatcher {
   void send(Pool& pool, protocol::InterchangeMessage m, TimePoint now);
   std::size_t capacity(const Pool& p) const;
   // A task goes to a pool (track) and leaves it (untrack: result; unlink: the entry stays).
-  void track(Pool& pool, std::uint64_t task_id, TimePoint sent);
+  void track(Pool& pool, std::uint64_t task_id);
   void untrack(std::unordered_map<std::uint64_t, InFlight>::iterator task);
   void unlink(InFlight& task);
   bool on_pool(std::uint64_t task_id, const Pool& pool) const;
@@ -358,6 +351,10 @@ class Dispatcher {
   // The tasks on pools, by id (pools_'s nodes do not move; lose() erases a pool's tasks here
   // before the pool goes).
   std::unordered_map<std::uint64_t, InFlight> in_flight_;
+  // Nodes of tasks that came back, for the next tasks sent (track(), untrack()): a task then
+  // costs no malloc and free in the table, which were a tenth of the interchange thread with
+  // 10,000 pools (BENCHMARKS.md, "the pools time their tasks").
+  std::vector<std::unordered_map<std::uint64_t, InFlight>::node_type> spare_in_flight_;
   std::vector<std::pair<std::string, protocol::InterchangeMessage>> outbox_;
   std::vector<Completed> completed_;
   std::vector<PoolEvent> events_;

@@ -57,10 +57,6 @@ struct Interchange::Impl {
   // Pools on this host: the same ROUTER role on a Unix socket, without CurveZMQ (the
   // directory's mode is the access control); closed() when config.ipc_dir is empty.
   zmq::socket_t local;
-  // The latest time each socket was seen with nothing to read: a message read from it later
-  // arrived after that (Dispatcher::on_message's `arrived`).
-  TimePoint router_empty_at{};
-  TimePoint local_empty_at{};
   std::string ipc_dir;   // the 0700 directory made for the socket
   std::string ipc_path;  // the socket file in it
   // ZeroMQ's socket monitors of both sockets report a connection that closes (a pool killed,
@@ -260,14 +256,11 @@ struct Interchange::Impl {
   // pools the messages can arrive as fast as they are handled, and a loop that drained the
   // socket would put off heartbeats, loss detection and the commands (submissions) for as long
   // as that lasts (10,000 pools noticed lost pools 10 s late). What is left is read next round.
-  void receive_all(zmq::socket_t& socket, TimePoint& empty_at) {
+  void receive_all(zmq::socket_t& socket) {
     for (int n = 0; n < kMessagesPerRound; ++n) {
       zmq::message_t identity;
       auto body = std::make_shared<zmq::message_t>();
-      if (!socket.recv(identity, zmq::recv_flags::dontwait)) {
-        empty_at = Clock::now();
-        break;
-      }
+      if (!socket.recv(identity, zmq::recv_flags::dontwait)) break;
       bool complete = identity.more() && socket.recv(*body, zmq::recv_flags::none);
       if (!complete) continue;
       // The frames after the body are the out-of-band buffers of its results: they stay in
@@ -288,7 +281,7 @@ struct Interchange::Impl {
       peer->second.socket = &socket;
       if (const int fd = zmq_msg_get(body->handle(), ZMQ_SRCFD); fd >= 0)
         note_link(fd, peer->first, peer->second, !std::holds_alternative<protocol::Results>(*decoded));
-      dispatcher.on_message(peer->first, std::move(*decoded), Clock::now(), empty_at);
+      dispatcher.on_message(peer->first, std::move(*decoded), Clock::now());
     }
   }
 
@@ -307,15 +300,7 @@ struct Interchange::Impl {
                                  {router_monitor.handle(), 0, ZMQ_POLLIN, 0},
                                  {local.handle(), 0, ZMQ_POLLIN, 0},
                                  {local_monitor.handle(), 0, ZMQ_POLLIN, 0}};
-      // A socket empty as the poll starts stays empty until the poll returns, or the poll
-      // returns for it: what it then holds arrived as the poll returned (give or take the
-      // wake-up), and no earlier than the poll's start. (zmq_poll reads the same events.)
-      const bool router_was_empty = !(router.get(zmq::sockopt::events) & ZMQ_POLLIN);
-      const bool local_was_empty = local && !(local.get(zmq::sockopt::events) & ZMQ_POLLIN);
       zmq::poll(items, local ? 5 : 3, std::chrono::milliseconds(timeout_ms));
-      const TimePoint woke = Clock::now();
-      if (router_was_empty) router_empty_at = woke;
-      if (local_was_empty) local_empty_at = woke;
       if (items[1].revents & ZMQ_POLLIN) {
         std::uint64_t n;
         if (::read(wake_fd, &n, sizeof n) < 0) {
@@ -331,8 +316,8 @@ struct Interchange::Impl {
         pending.front()(dispatcher, Clock::now());
         pending.pop_front();
       }
-      receive_all(router, router_empty_at);
-      if (local) receive_all(local, local_empty_at);
+      receive_all(router);
+      if (local) receive_all(local);
       // After the messages: a message read above came in on a connection whose descriptor the
       // links now hold, so its later close is attributed to the right pool.
       read_monitor(router_monitor, Clock::now());

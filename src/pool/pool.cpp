@@ -504,7 +504,9 @@ class ShellRunner {
         queue_.pop_front();
         running_[job.task_id] = interrupt;
       }
+      const auto started = Clock::now();
       proto::TaskResult result = run(job, interrupt.get());
+      result.run_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_.erase(job.task_id);

@@ -156,9 +156,9 @@ void PoolCore::refuse_invalid(std::uint64_t task_id, const std::string& key, con
 }
 
 void PoolCore::report(std::uint64_t task_id, int status, proto::Bytes payload, bool succeeded,
-                      std::vector<proto::SharedBuffer> buffers) {
+                      std::vector<proto::SharedBuffer> buffers, std::optional<std::chrono::microseconds> run_time) {
   if (!followers_.empty()) release_followers(task_id, succeeded && buffers.empty() ? &payload : nullptr);
-  results_.push_back(proto::TaskResult{task_id, status, std::move(payload), std::move(buffers)});
+  results_.push_back(proto::TaskResult{task_id, status, std::move(payload), std::move(buffers), run_time});
 }
 
 // ---------------------------------------------------------------- followers
@@ -253,7 +253,7 @@ void PoolCore::start_task(proto::Task&& t, bool front) {
 
 void PoolCore::shell_result(proto::TaskResult&& r, bool succeeded) {
   shell_tasks_.erase(r.task_id);
-  report(r.task_id, r.status, std::move(r.payload), succeeded);
+  report(r.task_id, r.status, std::move(r.payload), succeeded, {}, r.run_time);
 }
 
 // ---------------------------------------------------------------- workers
@@ -310,11 +310,11 @@ void PoolCore::worker_result(int rank, proto::WorkerResult&& result, TimePoint n
   else
     s.last_value.reset();
   cancelled_on_workers_.erase(result.task_id);  // cancelled, but it finished before it could be stopped
+  s.last_run = now - s.started;
   report(result.task_id, result.status, std::move(result.payload), result.status == proto::kStatusOk,
-         std::move(result.buffers));
+         std::move(result.buffers), std::chrono::duration_cast<std::chrono::microseconds>(s.last_run));
   s.tasks.pop_front();
   if (!s.waiting.empty()) s.waiting.pop_front();  // started now
-  s.last_run = now - s.started;
   s.started = now;  // the task it held next, if any, starts now
   release_grant(s);
   update_idle(s);

@@ -128,7 +128,8 @@ class PoolCore {
   std::optional<std::uint64_t> running(int rank) const;
 
   // ---- shell commands
-  // A shell command's result; `succeeded` (exit code 0) decides whether its followers start.
+  // A shell command's result (with its run_time, timed by the runner); `succeeded` (exit code
+  // 0) decides whether its followers start.
   void shell_result(protocol::TaskResult&& result, bool succeeded);
 
   // ---- decisions
@@ -192,8 +193,10 @@ class PoolCore {
   void place_mpi_tasks(TimePoint now);
   // Every result leaves through here: the followers held for that task get its value (or, if
   // it failed or its value has out-of-band buffers, go back to the driver as not started).
+  // `run_time`: how long it ran, for tasks that ran to their end (TaskResult::run_time).
   void report(std::uint64_t task_id, int status, protocol::Bytes payload, bool succeeded,
-              std::vector<protocol::SharedBuffer> buffers = {});
+              std::vector<protocol::SharedBuffer> buffers = {},
+              std::optional<std::chrono::microseconds> run_time = std::nullopt);
   bool holds(std::uint64_t task_id) const;
   void accept_follower(protocol::Task&& t);
   void release_followers(std::uint64_t task_id, const protocol::Bytes* value);

@@ -225,6 +225,11 @@ std::uint64_t get_uint(const object& o, const Where& w, std::size_t f) {
   if (o.type != mtype::POSITIVE_INTEGER) wrong_type(w, f, "uint");
   return o.via.u64;
 }
+std::optional<std::uint64_t> get_opt_uint(const object& o, const Where& w, std::size_t f) {
+  if (o.type == mtype::NIL) return std::nullopt;
+  if (o.type != mtype::POSITIVE_INTEGER) wrong_type(w, f, "uint or nil");
+  return o.via.u64;
+}
 // A float field also takes an integer: 30 and 30.0 mean the same number of seconds.
 double get_float(const object& o, const Where& w, std::size_t f) {
   switch (o.type) {
@@ -536,12 +541,14 @@ Results decode_results(const object& o) {
   r.results.reserve(list.size);
   for (std::size_t i = 0; i < list.size; ++i) {
     const Where w{"RESULTS", "result", i};
-    const auto& item = get_record(at(list, i), w, 4);
+    const auto& item = get_record(at(list, i), w, 5);
     TaskResult t;
     t.task_id = get_uint(at(item, 0), w, 0);
     t.status = get_int(at(item, 1), w, 1);
     t.payload = get_bin(at(item, 2), w, 2);
     t.buffers = get_buffer_sizes(at(item, 3), w, 3);
+    if (auto us = get_opt_uint(at(item, 4), w, 4))  // (clamped: past 2^63 µs is as long)
+      t.run_time = std::chrono::microseconds(static_cast<std::int64_t>(std::min<std::uint64_t>(*us, INT64_MAX)));
     r.results.push_back(std::move(t));
   }
   return r;
@@ -656,17 +663,21 @@ Bytes encode(const PoolMessage& m) {
                  [&](const Heartbeat&) { pack_empty(pk, kPoolHeartbeat); },
                  [&](const Results& r) {
                    std::size_t hint = 16;
-                   for (const auto& t : r.results) hint += 24 + t.payload.size();
+                   for (const auto& t : r.results) hint += 32 + t.payload.size();
                    s.out.reserve(hint);
                    pk.pack_array(2);
                    pk.pack_int(kResults);
                    pack_array_header(pk, r.results.size());
                    for (const auto& t : r.results) {
-                     pk.pack_array(4);
+                     pk.pack_array(5);
                      pk.pack_uint64(t.task_id);
                      pk.pack_int(t.status);
                      pack_bin(pk, t.payload);
                      pack_buffer_sizes(pk, t.buffers);
+                     if (t.run_time)
+                       pk.pack_uint64(static_cast<std::uint64_t>(std::max<std::int64_t>(0, t.run_time->count())));
+                     else
+                       pk.pack_nil();
                    }
                  },
                  [&](const Drained&) { pack_empty(pk, kDrained); },

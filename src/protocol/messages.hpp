@@ -1,5 +1,6 @@
 #pragma once
 // The typed messages of docs/protocol.md and their msgpack codec. Any thread; no state.
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -12,12 +13,13 @@
 
 namespace pervade::protocol {
 
-constexpr int kProtocolVersion = 10;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
+constexpr int kProtocolVersion = 11;  // 2: CANCEL, status 3; 3: followers (after, status 4); 4: out-of-band buffers;
                                      // 5: FAILED; 6: out-of-band buffers of results;
                                      // 7: node facts in REGISTER, resource sampling (REGISTERED, USAGE)
                                      // 8: a task's resources (TASKS), its CPUs and accelerators (TASK)
                                      // 9: a task's MPI request (TASKS), its environment (TASK), status 5
                                      // 10: a pool's capacity and block end in REGISTER, running_time in TASKS
+                                     // 11: each result's run time (RESULTS)
 
 using Bytes = std::string;  // msgpack bin: opaque bytes
 using pervade::SharedBuffer;  // an out-of-band buffer: a frame of its own on both links
@@ -62,6 +64,10 @@ struct TaskResult {
   // Out-of-band buffers of the pickled result: their sizes are in the message, their bytes are
   // the frames that follow RESULTS (docs/protocol.md).
   std::vector<SharedBuffer> buffers = {};
+  // How long the task ran on the pool (worker or shell thread), whole microseconds on the wire;
+  // none when it did not run there (refused, cancelled or answered before it started). The
+  // interchange judges short tasks by it (DispatcherConfig::short_task_prefetch).
+  std::optional<std::chrono::microseconds> run_time = std::nullopt;
 };
 struct Results {
   std::vector<TaskResult> results;

@@ -559,30 +559,53 @@ TEST_F(InterchangeTest, ASecondConnectionWithAnIdentityInUseDoesNotDisturbTheFir
   EXPECT_EQ(ix->pools().size(), 1u);
 }
 
-// Results are timed to when they reached the interchange (what it knows of it: when it last
-// saw its socket empty, or woke up for them), so that a backlog in its input does not make quick
-// tasks look slow. A task that does take longer than the short-task limit (10 ms) must still
-// count as slow: its pool of one worker keeps getting one task at a time.
-TEST_F(InterchangeTest, APoolWhoseTasksTakeLongerThanTheShortLimitGetsOneTaskPerWorker) {
-  auto pool = dealer("slow");
-  send(pool, register_message("slow"));
-  ASSERT_TRUE(receive(pool));
-  std::vector<interchange::DispatchTask> tasks(20);
+// Shell tasks for a pool of one worker (the tests of the short-task bonus).
+std::vector<interchange::DispatchTask> true_commands(std::size_t n) {
+  std::vector<interchange::DispatchTask> tasks(n);
   for (std::uint64_t i = 0; i < tasks.size(); ++i) {
     tasks[i].task_id = i;
     tasks[i].kind = protocol::kKindShell;
     tasks[i].payload = protocol::encode_shell_payload({"true", "", true, "", true, 0});
   }
-  ix->submit(std::move(tasks));
+  return tasks;
+}
+
+// The run time a pool reports in RESULTS decides whether its tasks are short (10 ms limit):
+// a task that ran longer counts as slow however soon its result comes back, and its pool of
+// one worker keeps getting one task at a time (Parsl's load balance for long tasks).
+TEST_F(InterchangeTest, APoolWhoseTasksTakeLongerThanTheShortLimitGetsOneTaskPerWorker) {
+  auto pool = dealer("slow");
+  send(pool, register_message("slow"));
+  ASSERT_TRUE(receive(pool));
+  ix->submit(true_commands(20));
   for (int round = 0; round < 4; ++round) {
     auto m = receive(pool);
     ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m)) << "round " << round;
     const auto& batch = std::get<protocol::Tasks>(*m).tasks;
     ASSERT_EQ(batch.size(), 1u) << "round " << round << ": a pool of slow tasks got the short-task bonus";
-    std::this_thread::sleep_for(30ms);  // the task's run time, three times the short-task limit
     send(pool, protocol::encode(protocol::PoolMessage{
-                   protocol::Results{{{batch[0].task_id, 0, protocol::encode_exit_code(0)}}}}));
+                   protocol::Results{{{batch[0].task_id, 0, protocol::encode_exit_code(0), {}, 30ms}}}}));
   }
+}
+
+// ...and a task that ran briefly counts as short however long its result took to come back
+// (with 10,000 pools, seconds): its pool gets the bonus, 1 worker + 16 tasks in one message.
+TEST_F(InterchangeTest, AQuickTaskWithALongRoundTripKeepsTheShortTaskBonus) {
+  auto pool = dealer("quick");
+  send(pool, register_message("quick"));
+  ASSERT_TRUE(receive(pool));
+  ix->submit(true_commands(40));
+  auto m = receive(pool);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  const std::uint64_t first = std::get<protocol::Tasks>(*m).tasks.at(0).task_id;
+  ASSERT_EQ(std::get<protocol::Tasks>(*m).tasks.size(), 1u) << "nothing known of its tasks yet";
+  // The round trip: three times the limit (the interchange timed round trips before version 11).
+  std::this_thread::sleep_for(30ms);
+  send(pool, protocol::encode(protocol::PoolMessage{
+                 protocol::Results{{{first, 0, protocol::encode_exit_code(0), {}, 5us}}}}));
+  m = receive(pool);
+  ASSERT_TRUE(m && std::holds_alternative<protocol::Tasks>(*m));
+  EXPECT_EQ(std::get<protocol::Tasks>(*m).tasks.size(), 17u);
 }
 
 // Commands run in order across rounds: a submission larger than one round's share is whole

@@ -1088,6 +1088,7 @@ TEST_F(ProcessPoolTest, ShellTasksRunAndReturnTheirExitCodes) {
   EXPECT_NE(got[4].payload.find("stdout"), std::string::npos) << got[4].payload;
   EXPECT_EQ(got[5].status, proto::kStatusException);
   EXPECT_FALSE(got[5].payload.empty());
+  for (auto& [id, r] : got) EXPECT_TRUE(r.run_time) << "task " << id << " ran on a shell thread: timed";
 
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
@@ -1107,6 +1108,7 @@ TEST_F(ProcessPoolTest, PythonTasksInANoPythonPoolAreReportedLost) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[9].status, proto::kStatusWorkerLost);
   EXPECT_NE(got[9].payload.find("no Python"), std::string::npos) << got[9].payload;
+  EXPECT_FALSE(got[9].run_time) << "refused: it did not run";
 }
 
 TEST_F(ProcessPoolTest, ShellWalltimeKillsTheCommand) {
@@ -1120,6 +1122,8 @@ TEST_F(ProcessPoolTest, ShellWalltimeKillsTheCommand) {
   EXPECT_EQ(got[1].status, proto::kStatusException);
   EXPECT_EQ(std::string(got[1].payload.begin(), got[1].payload.end()),
             std::string(proto::kShellWalltimeExceeded) + "0.3 s");
+  ASSERT_TRUE(got[1].run_time);
+  EXPECT_GE(*got[1].run_time, 300ms) << "it ran until its walltime";
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);
   expect_no_live_descendants();
@@ -1619,7 +1623,10 @@ TEST_F(ProcessPoolTest, PythonTasksRunOnWorkers) {
   })});
   auto got = ix_.results(5, kPythonDeadline);
   ASSERT_EQ(got.size(), 5u);
-  for (auto& [id, r] : got) EXPECT_EQ(r.status, proto::kStatusOk) << "task " << id << ": " << r.payload;
+  for (auto& [id, r] : got) {
+    EXPECT_EQ(r.status, proto::kStatusOk) << "task " << id << ": " << r.payload;
+    EXPECT_TRUE(r.run_time) << "task " << id << " ran on a worker: timed";
+  }
   EXPECT_EQ(python_unpickle_repr(got[1].payload), "5");
   EXPECT_EQ(python_unpickle_repr(got[2].payload), "42");
   EXPECT_EQ(python_unpickle_repr(got[3].payload), "'pyp'");
@@ -1631,6 +1638,7 @@ TEST_F(ProcessPoolTest, PythonTasksRunOnWorkers) {
   auto lost = ix_.results(1, kDeadline);
   ASSERT_EQ(lost.size(), 1u);
   EXPECT_EQ(lost[6].status, proto::kStatusWorkerLost);
+  EXPECT_FALSE(lost[6].run_time);
 
   ix_.send(proto::InterchangeMessage{proto::Shutdown{}});
   EXPECT_EQ(pool_.wait_exit(kDeadline), 0);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -250,6 +251,54 @@ TEST_F(PoolCoreTest, ACancelledTaskThatFinishesFirstKeepsItsResult) {
   EXPECT_FALSE(core.stop_if_cancelled(0).has_value());
   EXPECT_EQ(results(), (Results{{1, protocol::kStatusOk}}));
   EXPECT_FALSE(core.cancels_pending());
+}
+
+// Each result says how long its task ran (the interchange judges short tasks by it, not by
+// the round trip): a worker's task from when it started (sent to an idle worker, or when the
+// task before it on that worker ended) to its result; a shell command as its runner timed it;
+// none for a task that did not run to its end here.
+TEST_F(PoolCoreTest, ResultsSayHowLongTheirTasksRan) {
+  ready_all(1);
+  auto run_times = [&] {
+    std::map<std::uint64_t, std::optional<std::chrono::microseconds>> out;
+    for (auto& r : core.results()) out[r.task_id] = r.run_time;
+    core.results().clear();
+    return out;
+  };
+  submit_ids({1});
+  now += 5s;  // it waited in the pool's queue: not counted
+  dispatch();
+  finish(0, protocol::kStatusOk, 3ms);
+  EXPECT_EQ(run_times()[1], std::chrono::microseconds(3000));
+  submit_ids({2, 3});
+  EXPECT_EQ(dispatch(), (Sends{{0, 2}, {0, 3}}));  // 3 waits in the worker's socket behind 2
+  finish(0, protocol::kStatusException, 40us);
+  finish(0, protocol::kStatusOk, 12ms);
+  auto got = run_times();
+  EXPECT_EQ(got[2], std::chrono::microseconds(40)) << "a failed task ran too";
+  EXPECT_EQ(got[3], std::chrono::microseconds(12000)) << "from when 2 ended, not from when it was sent";
+
+  submit_ids({4});
+  dispatch();
+  int rank = -1;
+  ASSERT_EQ(core.cancel(4, &rank), CancelOutcome::on_worker);
+  ASSERT_TRUE(core.stop_if_cancelled(0).has_value());
+  now += 1s;
+  EXPECT_EQ(core.worker_died(0, "w", "its task 4 was cancelled"), DeathOutcome::cancelled);
+  EXPECT_FALSE(run_times().at(4).has_value()) << "killed: it did not run to its end";
+
+  submit_ids({6});
+  ASSERT_EQ(core.cancel(6, &rank), CancelOutcome::answered);
+  EXPECT_FALSE(run_times().at(6).has_value()) << "cancelled before it started";
+
+  protocol::Task shell;
+  shell.task_id = 7;
+  shell.kind = protocol::kKindShell;
+  shell.payload = "cmd";
+  protocol::Tasks m{{shell}};
+  core.accept(m);
+  core.shell_result(protocol::TaskResult{7, protocol::kStatusOk, "0", {}, 2s}, true);
+  EXPECT_EQ(run_times().at(7), std::chrono::microseconds(2'000'000)) << "as the shell runner timed it";
 }
 
 TEST_F(PoolCoreTest, AFollowerRunsNextOnTheWorkerOfItsInputWithItsValue) {

@@ -198,7 +198,8 @@ std::vector<std::string> corpus() {
   std::vector<std::string> c;
   c.push_back(encode(PoolMessage{sample_register()}));
   c.push_back(encode(PoolMessage{Heartbeat{}}));
-  c.push_back(encode(PoolMessage{Results{{{1, kStatusOk, kBinary}, {UINT64_MAX, kStatusException, ""}}}}));
+  c.push_back(encode(PoolMessage{Results{{{1, kStatusOk, kBinary, {}, std::chrono::microseconds(1500)},
+                                           {UINT64_MAX, kStatusException, ""}}}}));
   c.push_back(encode(PoolMessage{Results{}}));
   c.push_back(encode(PoolMessage{Drained{}}));
   c.push_back(encode(InterchangeMessage{Registered{0.5, 2.25}}));
@@ -322,12 +323,17 @@ TEST(ProtocolTest, ResultsRoundTrip) {
   in.results.push_back({UINT64_MAX, kStatusException, ""});
   in.results.push_back({1234567890123ull, kStatusWorkerLost, "worker exited with status 137"});
   in.results.push_back({5, -1, std::string(300, '\0')});
+  // Run times (version 11): none (the task did not run), 0, a no-op's, an hour's.
+  in.results[0].run_time = std::chrono::microseconds(0);
+  in.results[1].run_time = std::chrono::microseconds(7);
+  in.results[2].run_time = std::chrono::hours(1);
   const auto out = std::get<Results>(only(dpool(encode(PoolMessage{in}))));
   ASSERT_EQ(out.results.size(), 4u);
   for (std::size_t i = 0; i < 4; ++i) {
     EXPECT_EQ(out.results[i].task_id, in.results[i].task_id);
     EXPECT_EQ(out.results[i].status, in.results[i].status);
     EXPECT_EQ(out.results[i].payload, in.results[i].payload);
+    EXPECT_EQ(out.results[i].run_time, in.results[i].run_time) << i;
   }
   EXPECT_TRUE(std::get<Results>(only(dpool(encode(PoolMessage{Results{}})))).results.empty());
 }
@@ -582,7 +588,9 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(InterchangeMessage{Shutdown{}}), "\x91\x6a"s);
   EXPECT_EQ(encode(ToWorker{WorkerExit{}}), "\x91\x04"s);
   EXPECT_EQ(encode(PoolMessage{Results{{{UINT64_MAX, 1, kBinary}}}}),
-            pack(A({I(3), A({A({U(UINT64_MAX), I(1), B(kBinary), A({})})})})));
+            pack(A({I(3), A({A({U(UINT64_MAX), I(1), B(kBinary), A({}), Val::nil()})})})));
+  EXPECT_EQ(encode(PoolMessage{Results{{{9, 0, "p", {}, std::chrono::microseconds(250)}}}}),
+            pack(A({I(3), A({A({U(9), I(0), B("p"), A({}), U(250)})})})));
   // Float fields are msgpack float 64 even when integral (msgpack-c's pack_double would write 30).
   EXPECT_EQ(encode(InterchangeMessage{Registered{30, 120}}), pack(A({I(101), Val::flt(30), Val::flt(120), Val::flt(-1)})));
   UsageSample u{7, 1700000000000000, 42, 2, 1.5, 0.25, 1000, 2000, 3, 4, 5, 6, true, false};
@@ -647,7 +655,7 @@ TEST(ProtocolTest, EncodingMatchesTheDocLayout) {
   EXPECT_EQ(encode(FromWorker{WorkerResult{8, 0, "p", {shared("abcd")}}}),
             pack(A({I(3), U(8), I(0), B("p"), A({U(4)})})));
   EXPECT_EQ(encode(PoolMessage{Results{{{7, 0, "p", {shared("ab"), shared("")}}}}}),
-            pack(A({I(3), A({A({U(7), I(0), B("p"), A({U(2), U(0)})})})})));
+            pack(A({I(3), A({A({U(7), I(0), B("p"), A({U(2), U(0)}), Val::nil()})})})));
 }
 
 TEST(ProtocolTest, DecodesOtherWaysOfWritingTheSameValues) {
@@ -744,8 +752,8 @@ TEST(ProtocolTest, RejectsWrongArity) {
   reject(dfrom, pack(A({I(2), I(0)})));
   reject(dfrom, pack(A({I(3), U(1), I(0)})));
   // Records inside lists.
-  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({})}), A({U(1), I(0), B("x")})})}))),
-            "RESULTS result 1: expected array of 4");
+  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({}), U(1)}), A({U(1), I(0), B("x"), A({})})})}))),
+            "RESULTS result 1: expected array of 5");  // version 10's results, without a run time
   reject(dpool, pack(A({I(3), A({B("x")})})));
   EXPECT_EQ(reject(dic, pack(A({I(103), A({A({U(1), I(0), B("h"), Val::nil(), B("p")})})}))),
             "TASKS task 0: expected array of 10");
@@ -765,12 +773,16 @@ TEST(ProtocolTest, RejectsWrongFieldTypes) {
   reject(dpool, reg(Val::nil(), I(4)));
   reject(dpool, pack(A({I(1), S("1"), S("v"), S("3.11"), S("p"), S("b"), S("h"), I(1), I(0)})));
 
-  // RESULTS: negative task id, str payload, nil payload.
-  reject(dpool, pack(A({I(3), A({A({I(-1), I(0), B("x"), A({})})})})));
-  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), S("x"), A({})})})}))),
+  // RESULTS: negative task id, str payload, nil payload, a run time that is not a uint.
+  reject(dpool, pack(A({I(3), A({A({I(-1), I(0), B("x"), A({}), Val::nil()})})})));
+  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), S("x"), A({}), Val::nil()})})}))),
             "field 2 of RESULTS result 0: expected bin");  // str for bin
-  reject(dpool, pack(A({I(3), A({A({U(1), I(0), Val::nil(), A({})})})})));
-  reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({I(-1)})})})})));  // a negative buffer size
+  reject(dpool, pack(A({I(3), A({A({U(1), I(0), Val::nil(), A({}), Val::nil()})})})));
+  reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({I(-1)}), Val::nil()})})})));  // a negative buffer size
+  EXPECT_TRUE(dpool(pack(A({I(3), A({A({U(1), I(0), B("x"), A({}), U(3)})})}))));
+  EXPECT_EQ(reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({}), I(-3)})})}))),
+            "field 4 of RESULTS result 0: expected uint or nil");  // a negative run time
+  reject(dpool, pack(A({I(3), A({A({U(1), I(0), B("x"), A({}), Val::flt(0.5)})})})));
   reject(dpool, pack(A({I(3), B("not a list")})));
 
   // REGISTERED / REFUSED.

@@ -338,7 +338,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
     `worker_port_range` (or `worker_port`). Workers run the driver's Python by default
     (`python`). Heartbeats every `heartbeat_period` s; a pool silent for `heartbeat_threshold`
     s is lost and its tasks fail with ManagerLost. A pool holds `max_workers_per_node +
-    prefetch_capacity` tasks, and while its results come back within 10 ms (tasks of
+    prefetch_capacity` tasks, and while its tasks run under 10 ms as it reports (tasks of
     microseconds) up to `short_task_prefetch` more per worker, which hides the round trip to
     the pool; 0 gives Parsl's exact capacity. With `follow_dependencies` (the default) an app
     call whose one unfinished dependency runs on this executor is sent ahead to that task's
