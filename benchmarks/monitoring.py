@@ -10,7 +10,7 @@ Parsl with MonitoringHub, and the row counts of a 1,000,000-task run.
 
 Every measurement is a fresh subprocess running DRIVER below: `import pervade as parsl` (this
 interpreter) or `import parsl` (the peers' venv, made by peers.py with `parsl[monitoring]`).
-The executor is HighThroughputExecutor(label="htex", max_workers_per_node=2,
+The executor is HighThroughputExecutor(label="htex", max_workers_per_node=2 (--workers),
 provider=LocalProvider(init_blocks=1)) or ThreadPoolExecutor(max_threads=2); monitoring is
 MonitoringHub(resource_monitoring_interval=30) (Parsl's default, resource monitoring on) with
 the database in a fresh run_dir. Each process first waits for one task, then a warm-up batch of
@@ -61,7 +61,7 @@ def noop():
     return 7
 
 if spec["executor"] == "htex":
-    ex = HighThroughputExecutor(label="htex", max_workers_per_node=2, address="127.0.0.1",
+    ex = HighThroughputExecutor(label="htex", max_workers_per_node=spec.get("workers", 2), address="127.0.0.1",
                                 provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
 else:
     ex = ThreadPoolExecutor(label="threads", max_threads=2)
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     p.add_argument("--million", type=int, help="tasks of the count run (default 1000000; --quick 20000; 0: skip)")
     p.add_argument("--no-parsl", action="store_true", help="skip Parsl (no PyPI needed)")
     p.add_argument("--executors", default="htex,threads", help="pervade's executors to measure (default htex,threads)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="HTEX max_workers_per_node (default 2: both cores; 1 leaves CPU for the monitoring writer)")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
@@ -145,7 +147,8 @@ def main(argv=None) -> int:
             for r in range(repeats):
                 for monitoring in ((False, True) if r % 2 == 0 else (True, False)):
                     res = measure(pythons[framework], {"framework": framework, "executor": executor,
-                                                       "monitoring": monitoring, "tasks": n},
+                                                       "monitoring": monitoring, "tasks": n,
+                                                       "workers": args.workers},
                                   args.timeout, env if framework == "parsl" else None)
                     log(f"{framework} {executor} monitoring={'on' if monitoring else 'off'}: "
                         f"{res['tasks_per_second']:.0f} tasks/s, driver CPU {res['driver_cpu_us_per_task']:.1f} us/task "
