@@ -54,6 +54,15 @@ class PoolCoreTest : public ::testing::Test {
     submit(std::move(ts));
   }
 
+  void accept_shell(std::uint64_t id, std::string command) {
+    protocol::Task t;
+    t.task_id = id;
+    t.kind = protocol::kKindShell;
+    t.payload = std::move(command);
+    protocol::Tasks m{{t}};
+    core.accept(m);
+  }
+
   // (rank, task id) of what dispatch() hands out now.
   std::vector<std::pair<int, std::uint64_t>> dispatch() {
     core.dispatch(now);
@@ -291,12 +300,7 @@ TEST_F(PoolCoreTest, ResultsSayHowLongTheirTasksRan) {
   ASSERT_EQ(core.cancel(6, &rank), CancelOutcome::answered);
   EXPECT_FALSE(run_times().at(6).has_value()) << "cancelled before it started";
 
-  protocol::Task shell;
-  shell.task_id = 7;
-  shell.kind = protocol::kKindShell;
-  shell.payload = "cmd";
-  protocol::Tasks m{{shell}};
-  core.accept(m);
+  accept_shell(7, "cmd");
   core.shell_result(protocol::TaskResult{7, protocol::kStatusOk, "0", {}, 2s}, true);
   EXPECT_EQ(run_times().at(7), std::chrono::microseconds(2'000'000)) << "as the shell runner timed it";
 }
@@ -384,12 +388,7 @@ TEST_F(PoolCoreTest, AFollowerOfATaskThatFinishedHereUsesItsRememberedValue) {
 }
 
 TEST_F(PoolCoreTest, ShellCommandsGoToTheRunnerAndCountUntilTheirResult) {
-  protocol::Task t;
-  t.task_id = 1;
-  t.kind = protocol::kKindShell;
-  t.payload = "cmd";
-  protocol::Tasks m{{t}};
-  core.accept(m);
+  accept_shell(1, "cmd");
   ASSERT_EQ(core.shell_starts().size(), 1u);
   EXPECT_EQ(core.shell_starts()[0].payload, "cmd");
   core.shell_starts().clear();
