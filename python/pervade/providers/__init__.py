@@ -23,6 +23,7 @@ from ..utils import execute_wait as _execute_wait
 from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
                         WrappedLauncher)
+from ..launchers.errors import BadLauncher
 from .errors import SubmitException
 
 
@@ -155,8 +156,8 @@ class ExecutionProvider:
         owner = type(self).__name__
         _check_blocks(owner, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout)
         launcher = launcher if launcher is not None else SingleNodeLauncher()
-        if not hasattr(launcher, "_native_launcher"):
-            raise ConfigurationError(f"{owner} launcher must be one of pervade's launchers, got {launcher!r}")
+        if not isinstance(launcher, Launcher):
+            raise BadLauncher(launcher)
         if not isinstance(worker_init, str):
             raise ConfigurationError(f"{owner} worker_init must be a str of shell lines, got {worker_init!r}")
         self.nodes_per_block = nodes_per_block
