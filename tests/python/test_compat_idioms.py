@@ -103,3 +103,26 @@ def test_monitoring_interval_is_kept_as_given():
 
     hub = MonitoringHub(resource_monitoring_interval=10)
     assert hub.resource_monitoring_interval == 10 and type(hub.resource_monitoring_interval) is int
+
+
+@python_app(cache=True)
+def stamp(x):
+    import uuid
+    return (x, uuid.uuid4().hex)
+
+
+def test_memo_settings_set_on_a_config_after_it_was_made_count_at_load(make_config, run_dir, no_thread_leak):
+    """Workflows set the memoizer or checkpoint_files (get_last_checkpoint() to restart) on a
+    config they built or imported, then load it."""
+    from pervade.memoization import BasicMemoizer, get_all_checkpoints
+
+    config = make_config()
+    config.memoizer = BasicMemoizer(checkpoint_mode="task_exit")
+    with parsl.load(config):
+        first = stamp(1).result(timeout=T)
+    assert len(get_all_checkpoints(run_dir)) == 1
+    again = make_config()
+    again.checkpoint_files = get_all_checkpoints(run_dir)  # older Parsl's spelling
+    with parsl.load(again):
+        f = stamp(1)
+        assert f.result(timeout=T) == first and f.task_record["from_memo"]
