@@ -126,3 +126,11 @@ def test_memo_settings_set_on_a_config_after_it_was_made_count_at_load(make_conf
     with parsl.load(again):
         f = stamp(1)
         assert f.result(timeout=T) == first and f.task_record["from_memo"]
+
+
+def test_htex_log_directories_are_parsls(tmp_path, no_thread_leak):
+    htex = HighThroughputExecutor(label="site", provider=LocalProvider(init_blocks=0))
+    assert htex.worker_logdir == htex.logdir == "./site"
+    with parsl.load(parsl.Config(executors=[htex], run_dir=str(tmp_path / "runinfo"))) as dfk:
+        assert htex.logdir == f"{dfk.run_dir}/site" and htex.worker_logdir == htex.logdir
+    assert HighThroughputExecutor(label="x", worker_logdir_root="/scratch").worker_logdir == "/scratch/x"

@@ -643,6 +643,20 @@ class HighThroughputExecutor(BlockProviderExecutor):
     def status_polling_interval(self) -> float:
         return self.provider.status_polling_interval
 
+    @property
+    def logdir(self) -> str:
+        """Parsl's per-executor directory, "<run_dir>/<label>" (scripts print or build paths from
+        it). pervade writes no files there: its pools log to <run_dir>/block-<N>.log and
+        <run_dir>/<pool id>/pool.log (docs/logging.md)."""
+        return f"{self.run_dir}/{self.label}"
+
+    @property
+    def worker_logdir(self) -> str:
+        """Parsl's "<worker_logdir_root>/<label>", or logdir without a worker_logdir_root."""
+        if getattr(self, "worker_logdir_root", None) is not None:
+            return f"{self.worker_logdir_root}/{self.label}"
+        return self.logdir
+
     def scale_out_facade(self, n: int) -> list:
         """Starts `n` more blocks; returns their block ids."""
         return self.start_blocks(n)
