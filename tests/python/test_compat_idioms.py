@@ -134,3 +134,28 @@ def test_htex_log_directories_are_parsls(tmp_path, no_thread_leak):
     with parsl.load(parsl.Config(executors=[htex], run_dir=str(tmp_path / "runinfo"))) as dfk:
         assert htex.logdir == f"{dfk.run_dir}/site" and htex.worker_logdir == htex.logdir
     assert HighThroughputExecutor(label="x", worker_logdir_root="/scratch").worker_logdir == "/scratch/x"
+
+
+@pytest.mark.parametrize("module, name, needs", [
+    ("pervade", "WorkQueueExecutor", "work_queue"),
+    ("pervade.executors", "WorkQueueExecutor", "work_queue"),
+    ("pervade.executors", "FluxExecutor", "flux"),
+    ("pervade.executors", "GlobusComputeExecutor", "globus_compute_sdk"),
+    ("pervade.providers", "KubernetesProvider", "kubernetes"),
+    ("pervade.providers", "AWSProvider", "boto3"),
+    ("pervade.providers", "AzureProvider", "azure"),
+    ("pervade.providers", "GoogleCloudProvider", "googleapiclient"),
+])
+def test_parsls_executors_and_providers_pervade_lacks_import_but_do_not_construct(module, name, needs):
+    """A site module imports every executor it might pick (chiltepin: GlobusComputeExecutor); the
+    script runs as long as it does not make one, as Parsl without the executor's module."""
+    import importlib
+
+    from pervade.errors import OptionalModuleMissing
+
+    cls = getattr(importlib.import_module(module), name)
+    base = parsl.executors.ParslExecutor if name.endswith("Executor") else parsl.providers.ExecutionProvider
+    assert issubclass(cls, base) and cls.__name__ == name
+    with pytest.raises(OptionalModuleMissing, match=f"pervade does not have Parsl's {name}") as raised:
+        cls(label="x")
+    assert needs in raised.value.module_names

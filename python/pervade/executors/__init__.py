@@ -15,6 +15,7 @@ import weakref
 from concurrent.futures import Future
 
 from .. import _native
+from .._unavailable import unavailable
 from ..errors import ConfigurationError
 from ..jobs.error_handlers import noop_error_handler
 
@@ -804,3 +805,10 @@ class MPIExecutor(HighThroughputExecutor):
 def _simple_launcher():
     from ..launchers import SimpleLauncher
     return SimpleLauncher()
+
+
+# Parsl's executors that pervade does not have: importable (workflows import them beside the ones
+# they use), not constructible: OptionalModuleMissing, as Parsl without their modules.
+WorkQueueExecutor = unavailable(ParslExecutor, "WorkQueueExecutor", ["work_queue"], __name__)
+FluxExecutor = unavailable(ParslExecutor, "FluxExecutor", ["flux"], __name__)
+GlobusComputeExecutor = unavailable(ParslExecutor, "GlobusComputeExecutor", ["globus_compute_sdk"], __name__)

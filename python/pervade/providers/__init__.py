@@ -17,6 +17,7 @@ import re
 import weakref
 
 from .. import _native
+from .._unavailable import unavailable
 from ..errors import ConfigurationError, ParslError
 from ..utils import execute_wait as _execute_wait
 # The launchers live in pervade.launchers; importable from here too, as before.
@@ -586,3 +587,11 @@ class CondorProvider(ClusterProvider):
         for name in ("project", "scheduler_options", "transfer_input_files", "walltime", "requirements"):
             setattr(s, name, getattr(self, name))
         return _native.condor_provider(self._options(), s)
+
+
+# Parsl's cloud and Kubernetes providers, which pervade does not have: importable, not
+# constructible (OptionalModuleMissing, as Parsl without their modules).
+AWSProvider = unavailable(ExecutionProvider, "AWSProvider", ["boto3"], __name__)
+AzureProvider = unavailable(ExecutionProvider, "AzureProvider", ["azure", "msrestazure"], __name__)
+GoogleCloudProvider = unavailable(ExecutionProvider, "GoogleCloudProvider", ["googleapiclient"], __name__)
+KubernetesProvider = unavailable(ExecutionProvider, "KubernetesProvider", ["kubernetes"], __name__)
