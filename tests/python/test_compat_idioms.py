@@ -141,6 +141,7 @@ def test_htex_log_directories_are_parsls(tmp_path, no_thread_leak):
     ("pervade.executors", "WorkQueueExecutor", "work_queue"),
     ("pervade.executors", "FluxExecutor", "flux"),
     ("pervade.executors", "GlobusComputeExecutor", "globus_compute_sdk"),
+    ("pervade.executors.taskvine", "TaskVineExecutor", "taskvine"),
     ("pervade.providers", "KubernetesProvider", "kubernetes"),
     ("pervade.providers", "AWSProvider", "boto3"),
     ("pervade.providers", "AzureProvider", "azure"),
@@ -159,3 +160,11 @@ def test_parsls_executors_and_providers_pervade_lacks_import_but_do_not_construc
     with pytest.raises(OptionalModuleMissing, match=f"pervade does not have Parsl's {name}") as raised:
         cls(label="x")
     assert needs in raised.value.module_names
+
+
+def test_taskvine_configs_hold_their_options():
+    """Parsl's vineex_local config makes a TaskVineManagerConfig before the executor."""
+    from pervade.executors.taskvine import TaskVineFactoryConfig, TaskVineManagerConfig
+
+    assert TaskVineManagerConfig(port=9000, project_name="p").project_name == "p"
+    assert TaskVineFactoryConfig(min_workers=2).min_workers == 2
