@@ -98,13 +98,6 @@ def test_apps_of_partials_are_memoized_by_function_and_bound_arguments(load):
     assert CALLS == [("t", 2), ("t", 2)]
 
 
-def test_monitoring_interval_is_kept_as_given():
-    from pervade.monitoring import MonitoringHub
-
-    hub = MonitoringHub(resource_monitoring_interval=10)
-    assert hub.resource_monitoring_interval == 10 and type(hub.resource_monitoring_interval) is int
-
-
 @python_app(cache=True)
 def stamp(x):
     import uuid
