@@ -21,7 +21,7 @@ from .errors import (AppBadFormatting, AppException, AppTimeout, BadCheckpoint, 
                      BashExitFailure, ConfigurationError, DataFlowKernelClosed, DependencyError, ExecutorError,
                      JoinError, ManagerLost, MissingOutputs, NoDataFlowKernelError, ParslError, RemoteError,
                      TaskCancelled, WorkerLost)
-from .executors import HighThroughputExecutor, MPIExecutor, ThreadPoolExecutor
+from .executors import HighThroughputExecutor, MPIExecutor, ThreadPoolExecutor, WorkQueueExecutor
 from .launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, MpiExecLauncher, MpiRunLauncher,
                         SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher, WrappedLauncher)
 from .providers import (CondorProvider, GridEngineProvider, LocalProvider, LSFProvider, PBSProProvider,
@@ -40,7 +40,7 @@ __all__ = [
     "AUTO_LOGNAME", "python_app", "bash_app", "join_app", "Config", "File", "DataFuture", "AppFuture",
     "DataFlowKernel", "DataFlowKernelLoader", "load", "clear", "dfk", "wait_for_current_tasks",
     "set_stream_logger", "set_file_logger", "BasicMemoizer", "get_all_checkpoints", "get_last_checkpoint", "id_for_memo",
-    "ThreadPoolExecutor", "HighThroughputExecutor", "MPIExecutor", "LocalProvider", "SlurmProvider", "PBSProProvider", "TorqueProvider",
+    "ThreadPoolExecutor", "HighThroughputExecutor", "MPIExecutor", "WorkQueueExecutor", "LocalProvider", "SlurmProvider", "PBSProProvider", "TorqueProvider",
     "LSFProvider", "GridEngineProvider", "CondorProvider", "SimpleLauncher", "SingleNodeLauncher", "WrappedLauncher",
     "SrunLauncher", "SrunMPILauncher", "AprunLauncher", "JsrunLauncher", "MpiExecLauncher", "MpiRunLauncher",
     "GnuParallelLauncher",

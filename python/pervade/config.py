@@ -98,7 +98,7 @@ class Config:
             raise ConfigurationError(f"strategy_period must be a number of seconds > 0, got {strategy_period!r}")
         if not isinstance(max_idletime, (int, float)) or isinstance(max_idletime, bool) or not max_idletime >= 0:
             raise ConfigurationError(f"max_idletime must be a number of seconds >= 0, got {max_idletime!r}")
-        self._memo = _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period)
+        _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint_period)  # errors: now
         self._executors = tuple(executors)
         self.memoizer = memoizer
         self.dependency_resolver = dependency_resolver
@@ -125,6 +125,14 @@ class Config:
     @property
     def executors(self):
         return self._executors
+
+    @property
+    def _memo(self):
+        """The BasicMemoizer in effect, made when a kernel loads this config: workflows set
+        memoizer, checkpoint_files (get_last_checkpoint() to restart), ... on a config they
+        built or imported before loading it."""
+        return _memoizer(self.memoizer, self.app_cache, self.checkpoint_files, self.checkpoint_mode,
+                         self.checkpoint_period)
 
     def __repr__(self) -> str:
         return (f"Config(executors={list(self._executors)!r}, retries={self.retries}, "

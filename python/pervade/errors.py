@@ -14,6 +14,19 @@ class ConfigurationError(ParslError):
     """A configuration or API misuse: duplicate labels, load() twice, a bad option."""
 
 
+class OptionalModuleMissing(ParslError):
+    """A feature needs a module that is not installed (raised by users' plug-ins as in Parsl)."""
+
+    def __init__(self, module_names, reason: str):
+        super().__init__(module_names, reason)
+        self.module_names = module_names
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (f"The functionality requested requires optional modules {self.module_names} which could "
+                f"not be imported, because: {self.reason}")
+
+
 class NoDataFlowKernelError(ParslError):
     """An app was called (or dfk() asked for) before a config was loaded."""
 
@@ -154,6 +167,41 @@ class BadStateException(ExecutorError):
 
     def __reduce__(self):
         return (type(self), (self.executor, self.reason))
+
+
+class UnsupportedFeatureError(ExecutorError):
+    """A feature the executor does not have (raised by executors written in Python, as in Parsl)."""
+
+    def __init__(self, feature, current_executor, target_executor):
+        super().__init__(current_executor, f"{feature} is unsupported")
+        self.feature = feature
+        self.current_executor = current_executor
+        self.target_executor = target_executor
+
+    def __str__(self) -> str:
+        if self.target_executor:
+            return (f"The {self.feature} feature is unsupported in {self.current_executor}. "
+                    f"Please checkout {self.target_executor} for this feature")
+        return f"The {self.feature} feature is unsupported in {self.current_executor}."
+
+
+class ScalingFailed(ExecutorError):
+    """An executor could not add blocks (its provider's submit failed)."""
+
+    def __str__(self) -> str:
+        label = getattr(self.executor, "label", self.executor)
+        return f"Executor {label} failed to scale due to: {self.reason}"
+
+
+class BadMessage(ParslError):
+    """A message an executor cannot read."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"Received an unsupported message. Reason:{self.reason}"
 
 
 class InvalidResourceSpecification(ExecutorError):

@@ -105,6 +105,13 @@ def _id_builtin(f, output_ref: bool = False) -> bytes:
     return pickle.dumps(["builtin", getattr(f, "__module__", None), f.__qualname__])
 
 
+@id_for_memo.register(partial)
+def _id_partial(p: partial, output_ref: bool = False) -> bytes:
+    """A functools.partial, which workflows make apps of (to give each task type its own name): its
+    function and the arguments bound to it. Parsl keys any app function by its name only."""
+    return pickle.dumps(["partial", id_for_memo(p.func), id_for_memo(p.args), id_for_memo(p.keywords)])
+
+
 class _NotReady(Exception):
     """A future in the arguments has no value yet: the key is made once it has."""
 

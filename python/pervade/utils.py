@@ -14,8 +14,9 @@ from typing import Optional, Tuple
 
 from .memoization import get_all_checkpoints, get_last_checkpoint
 
-__all__ = ["RepresentationMixin", "execute_wait", "get_all_checkpoints", "get_last_checkpoint",
-           "sanitize_dns_label_rfc1123", "sanitize_dns_subdomain_rfc1123", "time_limited_open"]
+__all__ = ["RepresentationMixin", "execute_wait", "get_all_checkpoints", "get_last_checkpoint", "get_version",
+           "sanitize_dns_label_rfc1123", "sanitize_dns_subdomain_rfc1123", "time_limited_open",
+           "wtime_to_minutes"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,23 @@ class RepresentationMixin:
             else:
                 keywords.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(positional + sorted(keywords))})"
+
+
+def get_version() -> str:
+    """The version string workflows record with their results (Parsl's parsl.utils.get_version;
+    pervade is installed, not run from a git work tree, so this is its VERSION)."""
+    from .version import VERSION
+    return VERSION
+
+
+def wtime_to_minutes(time_string: str) -> int:
+    """Whole minutes of a walltime "HH:MM:SS" (seconds are dropped, as in Parsl); site configs
+    use it to size tasks to a block's walltime."""
+    hours, minutes, _seconds = time_string.split(":")
+    total = int(hours) * 60 + int(minutes)
+    if total < 1:
+        logger.warning("Time string '%s' parsed to %d minutes, less than 1", time_string, total)
+    return total
 
 
 @contextlib.contextmanager

@@ -49,6 +49,23 @@ def raise_nested(message):
     inner()
 
 
+def raise_from(message):
+    try:
+        try:
+            {}["missing"]
+        except KeyError as e:
+            raise OSError("disk") from e
+    except OSError as e:
+        raise ValueError(message) from e
+
+
+def raise_from_unpicklable():
+    try:
+        raise LockedError("holds a lock")
+    except LockedError as e:
+        raise ValueError("cause cannot travel") from e
+
+
 class CustomError(Exception):
     pass
 
@@ -670,6 +687,22 @@ def test_exception_keeps_type_message_and_remote_traceback(pool):
     assert "in raise_nested" in text and "in inner" in text and "ValueError: bad thing" in text
     assert "pervade/worker.py" not in text  # the worker's own frames are left out
     assert any("Remote traceback" in note and "in inner" in note for note in info.value.__notes__)
+
+
+def test_exception_keeps_its_chain_of_causes(pool):
+    """`raise ... from e` in a task: the driver's exception has the same __cause__ chain (as
+    Parsl's RemoteExceptionWrapper keeps it), so its traceback shows the causes."""
+    with pytest.raises(ValueError) as info:
+        pool.call(1, raise_from, "bad input")
+    cause = info.value.__cause__
+    assert type(cause) is OSError and str(cause) == "disk"
+    assert type(cause.__cause__) is KeyError and cause.__cause__.__cause__ is None
+
+
+def test_exception_whose_cause_cannot_travel_keeps_its_own_type(pool):
+    with pytest.raises(ValueError, match="cause cannot travel") as info:
+        pool.call(1, raise_from_unpicklable)
+    assert info.value.__cause__ is None
 
 
 def test_exception_of_a_test_module_class_keeps_its_type_and_args(pool):

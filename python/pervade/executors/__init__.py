@@ -15,6 +15,7 @@ import weakref
 from concurrent.futures import Future
 
 from .. import _native
+from .._unavailable import unavailable
 from ..errors import ConfigurationError
 from ..jobs.error_handlers import noop_error_handler
 
@@ -643,6 +644,20 @@ class HighThroughputExecutor(BlockProviderExecutor):
     def status_polling_interval(self) -> float:
         return self.provider.status_polling_interval
 
+    @property
+    def logdir(self) -> str:
+        """Parsl's per-executor directory, "<run_dir>/<label>" (scripts print or build paths from
+        it). pervade writes no files there: its pools log to <run_dir>/block-<N>.log and
+        <run_dir>/<pool id>/pool.log (docs/logging.md)."""
+        return f"{self.run_dir}/{self.label}"
+
+    @property
+    def worker_logdir(self) -> str:
+        """Parsl's "<worker_logdir_root>/<label>", or logdir without a worker_logdir_root."""
+        if getattr(self, "worker_logdir_root", None) is not None:
+            return f"{self.worker_logdir_root}/{self.label}"
+        return self.logdir
+
     def scale_out_facade(self, n: int) -> list:
         """Starts `n` more blocks; returns their block ids."""
         return self.start_blocks(n)
@@ -790,3 +805,10 @@ class MPIExecutor(HighThroughputExecutor):
 def _simple_launcher():
     from ..launchers import SimpleLauncher
     return SimpleLauncher()
+
+
+# Parsl's executors that pervade does not have: importable (workflows import them beside the ones
+# they use), not constructible: OptionalModuleMissing, as Parsl without their modules.
+WorkQueueExecutor = unavailable(ParslExecutor, "WorkQueueExecutor", ["work_queue"], __name__)
+FluxExecutor = unavailable(ParslExecutor, "FluxExecutor", ["flux"], __name__)
+GlobusComputeExecutor = unavailable(ParslExecutor, "GlobusComputeExecutor", ["globus_compute_sdk"], __name__)

@@ -1,5 +1,7 @@
 """Parsl's parsl.executors.errors: the executors' exceptions (defined in pervade.errors)."""
 
-from ..errors import BadStateException, ExecutorError, InvalidResourceSpecification
+from ..errors import (BadMessage, BadStateException, ExecutorError, InvalidResourceSpecification, ScalingFailed,
+                      UnsupportedFeatureError)
 
-__all__ = ["BadStateException", "ExecutorError", "InvalidResourceSpecification"]
+__all__ = ["BadMessage", "BadStateException", "ExecutorError", "InvalidResourceSpecification", "ScalingFailed",
+           "UnsupportedFeatureError"]

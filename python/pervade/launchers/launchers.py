@@ -29,13 +29,20 @@ def _check_str(owner: str, name: str, value) -> str:
 
 
 class Launcher:
-    """Base of the launchers: builds the native launcher and wraps commands with it."""
+    """Base of the launchers: builds the native launcher and wraps commands with it.
+
+    A user's subclass that only defines ``__call__(command, tasks_per_node, nodes_per_block)``
+    (as Parsl's abstract Launcher asks: a container wrapper, say) works too: each block's
+    command is wrapped by calling it.
+    """
 
     def __init__(self, debug: bool = True):
         self.debug = debug
 
-    def _native_launcher(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _native_launcher(self):
+        # For a user's subclass: the engine calls the Python __call__ for each block; this native
+        # launcher only stands in while the interpreter exits (no Python can run then).
+        return _native.simple_launcher()
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int, script_dir: str = "") -> str:
         """The shell text that starts `command` (script_dir is accepted for Parsl's signature; the

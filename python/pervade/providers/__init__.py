@@ -17,12 +17,14 @@ import re
 import weakref
 
 from .. import _native
+from .._unavailable import unavailable
 from ..errors import ConfigurationError, ParslError
 from ..utils import execute_wait as _execute_wait
 # The launchers live in pervade.launchers; importable from here too, as before.
 from ..launchers import (AprunLauncher, GnuParallelLauncher, JsrunLauncher, Launcher, MpiExecLauncher,  # noqa: F401
                         MpiRunLauncher, SimpleLauncher, SingleNodeLauncher, SrunLauncher, SrunMPILauncher,
                         WrappedLauncher)
+from ..launchers.errors import BadLauncher
 from .errors import SubmitException
 
 
@@ -155,8 +157,8 @@ class ExecutionProvider:
         owner = type(self).__name__
         _check_blocks(owner, nodes_per_block, init_blocks, min_blocks, max_blocks, parallelism, cmd_timeout)
         launcher = launcher if launcher is not None else SingleNodeLauncher()
-        if not hasattr(launcher, "_native_launcher"):
-            raise ConfigurationError(f"{owner} launcher must be one of pervade's launchers, got {launcher!r}")
+        if not isinstance(launcher, Launcher):
+            raise BadLauncher(launcher)
         if not isinstance(worker_init, str):
             raise ConfigurationError(f"{owner} worker_init must be a str of shell lines, got {worker_init!r}")
         self.nodes_per_block = nodes_per_block
@@ -585,3 +587,11 @@ class CondorProvider(ClusterProvider):
         for name in ("project", "scheduler_options", "transfer_input_files", "walltime", "requirements"):
             setattr(s, name, getattr(self, name))
         return _native.condor_provider(self._options(), s)
+
+
+# Parsl's cloud and Kubernetes providers, which pervade does not have: importable, not
+# constructible (OptionalModuleMissing, as Parsl without their modules).
+AWSProvider = unavailable(ExecutionProvider, "AWSProvider", ["boto3"], __name__)
+AzureProvider = unavailable(ExecutionProvider, "AzureProvider", ["azure", "msrestazure"], __name__)
+GoogleCloudProvider = unavailable(ExecutionProvider, "GoogleCloudProvider", ["googleapiclient"], __name__)
+KubernetesProvider = unavailable(ExecutionProvider, "KubernetesProvider", ["kubernetes"], __name__)

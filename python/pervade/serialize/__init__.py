@@ -620,6 +620,14 @@ def serialize_exception(exc: BaseException, traceback_text: str | None = None) -
     """
     if traceback_text is None:
         traceback_text = format_traceback(exc)
+    causes = _causes(exc)
+    if causes:  # ((exc, causes), text): pickle leaves __cause__ out; Parsl's wrapper keeps the chain
+        try:
+            data = _dumps(((exc, causes), traceback_text))
+        except Exception:  # noqa: BLE001 - sent without its causes below
+            data = None
+        if data is not None and _loadable(data):
+            return data
     try:
         data = _dumps((exc, traceback_text))
     except Exception:  # noqa: BLE001 - replaced below
@@ -632,6 +640,16 @@ def serialize_exception(exc: BaseException, traceback_text: str | None = None) -
         remote = RemoteError(_type_name(type(exc)), message, traceback_text)
         data = pickle.dumps((remote, traceback_text), protocol=PROTOCOL)
     return data
+
+
+def _causes(exc: BaseException) -> tuple:
+    """exc.__cause__, its __cause__, ... (`raise ... from e` chains; not __context__, as Parsl)."""
+    chain = []
+    cause = exc.__cause__
+    while cause is not None and len(chain) < 32 and not any(cause is c for c in chain):
+        chain.append(cause)
+        cause = cause.__cause__
+    return tuple(chain)
 
 
 def _type_name(cls) -> str:
@@ -648,6 +666,12 @@ def deserialize_exception(data: bytes) -> BaseException:
         exc, text = pickle.loads(data)
     except Exception as e:  # noqa: BLE001 - e.g. the exception's module is missing here
         return RemoteError("<unknown>", f"the task's exception could not be unpickled: {type(e).__name__}: {e}")
+    if type(exc) is tuple:  # with its chain of causes (serialize_exception)
+        exc, causes = exc
+        link = exc
+        for cause in causes:
+            link.__cause__ = cause
+            link = cause
     if not isinstance(exc, BaseException):
         exc = RemoteError(type(exc).__name__, repr(exc), text)
     exc.remote_traceback = text
