@@ -178,8 +178,8 @@ def main(argv=None) -> int:
     config = load_config(args.config, args.threads)
     if args.checkpoint:
         mode = None if args.checkpoint == "memory" else args.checkpoint
-        config._memo = pervade.BasicMemoizer(checkpoint_mode=mode, checkpoint_files=[],
-                                             checkpoint_period=1 if mode == "periodic" else None)
+        config.memoizer = pervade.BasicMemoizer(checkpoint_mode=mode, checkpoint_files=[],
+                                                checkpoint_period=1 if mode == "periodic" else None)
     with pervade.load(config):
         result = {"throughput": throughput, "chain": chain, "roundtrip": roundtrip}[args.mode](args, say)
         say("Tests complete - leaving DFK block")

@@ -162,10 +162,12 @@ struct Interchange::Impl {
     // listen backlog (100) the kernel drops their SYNs and TCP retries after 1, 3, 7, 15 s...,
     // which made registering 3,000 simulated pools take 24 s instead of about 2 (BENCHMARKS.md,
     // "One interchange, many pools"). But libzmq accepts whatever waits there in one burst,
-    // before the connection guard hears of it: the backlog stays within half the descriptors
-    // kept in reserve, so a flood cannot take them all (1,024 descriptors: 128; 65,536: 4,096).
+    // before the connection guard hears of it, and again each time the backlog refills until the
+    // interchange thread runs: the backlog stays within a quarter of the descriptors kept in
+    // reserve, so a flood must outrun the guard four times over to take them all (1,024
+    // descriptors: 64; 65,536: 2,048).
     const long fd_limit = raise_fd_limit();
-    router.set(zmq::sockopt::backlog, static_cast<int>(std::min<long>(65535, ConnectionGuard::reserve_for(fd_limit) / 2)));
+    router.set(zmq::sockopt::backlog, static_cast<int>(std::min<long>(65535, ConnectionGuard::reserve_for(fd_limit) / 4)));
     router.set(zmq::sockopt::handshake_ivl, kHandshakeTimeoutMs);
     if (config.address.find(':') != std::string::npos) router.set(zmq::sockopt::ipv6, 1);
     if (config.curve) {

@@ -212,6 +212,8 @@ def test_parsl_signature():
                             resource_monitoring_enabled=False, resource_monitoring_interval=0)
     assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
     assert hub.workflow_version == "v1" and hub.resource_monitoring_enabled is False
+    # Kept as given, as Parsl keeps it (a script may print or compare it).
+    assert repr(MonitoringHub(resource_monitoring_interval=10).resource_monitoring_interval) == "10"
 
 
 def test_script_ending_in_an_exception_loses_nothing(tmp_path):

@@ -64,7 +64,7 @@ class MonitoringHub:
         self.logging_endpoint = logging_endpoint
         self.monitoring_debug = bool(monitoring_debug)
         self.resource_monitoring_enabled = bool(resource_monitoring_enabled)
-        self.resource_monitoring_interval = float(resource_monitoring_interval)
+        self.resource_monitoring_interval = resource_monitoring_interval  # as given, as in Parsl (10 stays 10)
 
     def __repr__(self) -> str:
         return (f"MonitoringHub(workflow_name={self.workflow_name!r}, workflow_version={self.workflow_version!r}, "
@@ -128,5 +128,5 @@ class MonitoringHub:
         log_path, log_json, log_level = (self.log_file(run_dir, initialize_logging) if run_dir else None) \
             or ("", False, logging.INFO)
         return _native.monitoring_db(path, self.resolved_workflow_name(), self.workflow_version or "",
-                                     self.resource_monitoring_enabled, self.resource_monitoring_interval,
+                                     self.resource_monitoring_enabled, float(self.resource_monitoring_interval),
                                      log_path, log_json, log_level, run_log)
