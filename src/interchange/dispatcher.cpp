@@ -13,14 +13,14 @@ constexpr std::size_t kRecentOwners = 4096;                  // see Dispatcher::
 // Cancelled tasks left in the queue's buckets before they are swept out (when they also
 // outnumber the live ones): sweeping costs the queue's length, so it is done rarely.
 constexpr std::size_t kCancelledToSweep = 4096;
+// Spare nodes of in_flight_ kept for reuse (Dispatcher::spare_in_flight_), at most: a round of
+// the interchange sends up to 65,536 tasks, and 48 bytes each is 3 MB.
+constexpr std::size_t kSpareNodes = 65536;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 Clock::duration duration(double s) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 // "3.11.7" -> "3.11"
-// Spare nodes of in_flight_ kept for reuse (Dispatcher::spare_in_flight_), at most: a round of
-// the interchange sends up to 65,536 tasks, and 48 bytes each is 3 MB.
-constexpr std::size_t kSpareNodes = 65536;
 std::string major_minor(const std::string& v) {
   auto first = v.find('.');
   if (first == std::string::npos) return v;

@@ -620,26 +620,22 @@ def serialize_exception(exc: BaseException, traceback_text: str | None = None) -
     """
     if traceback_text is None:
         traceback_text = format_traceback(exc)
+    # With its chain of causes first ((exc, causes): pickle leaves __cause__ out; Parsl's wrapper
+    # keeps the chain), then without it if a cause cannot travel, then as a RemoteError.
     causes = _causes(exc)
-    if causes:  # ((exc, causes), text): pickle leaves __cause__ out; Parsl's wrapper keeps the chain
+    for value in ([(exc, causes)] if causes else []) + [exc]:
         try:
-            data = _dumps(((exc, causes), traceback_text))
-        except Exception:  # noqa: BLE001 - sent without its causes below
-            data = None
-        if data is not None and _loadable(data):
+            data = _dumps((value, traceback_text))
+        except Exception:  # noqa: BLE001 - the next form
+            continue
+        if _loadable(data):
             return data
     try:
-        data = _dumps((exc, traceback_text))
-    except Exception:  # noqa: BLE001 - replaced below
-        data = None
-    if data is None or not _loadable(data):
-        try:
-            message = str(exc)
-        except Exception as e:  # noqa: BLE001 - even str() may fail
-            message = f"<str() failed: {type(e).__name__}: {e}>"
-        remote = RemoteError(_type_name(type(exc)), message, traceback_text)
-        data = pickle.dumps((remote, traceback_text), protocol=PROTOCOL)
-    return data
+        message = str(exc)
+    except Exception as e:  # noqa: BLE001 - even str() may fail
+        message = f"<str() failed: {type(e).__name__}: {e}>"
+    remote = RemoteError(_type_name(type(exc)), message, traceback_text)
+    return pickle.dumps((remote, traceback_text), protocol=PROTOCOL)
 
 
 def _causes(exc: BaseException) -> tuple:

@@ -30,17 +30,13 @@ class PickleSerializer(SerializerBase):
         return pickle.loads(body)
 
 
-class CloudPickleSerializer(SerializerBase):
+class CloudPickleSerializer(PickleSerializer):
     """pervade's default for data and code: plain pickle, or cloudpickle (by value) for what
-    pickle cannot do or would name in `__main__`. The bytes are a pickle either way."""
-
-    identifier = b"01"
+    pickle cannot do or would name in `__main__`. The bytes are a pickle either way, read as
+    PickleSerializer reads them."""
 
     def serialize(self, data: Any) -> bytes:
         return dumps(data)
-
-    def deserialize(self, body: bytes) -> Any:
-        return pickle.loads(body)
 
 
 def _dill():
@@ -64,18 +60,12 @@ class DillSerializer(SerializerBase):
         return _dill().loads(body)
 
 
-class DillCallableSerializer(SerializerBase):
+class DillCallableSerializer(DillSerializer):
     """dill for functions, each serialized (and read) once: functions are taken as immutable."""
 
     identifier = b"C2"
-
-    @functools.lru_cache
-    def serialize(self, data: Any) -> bytes:
-        return _dill().dumps(data)
-
-    @functools.lru_cache
-    def deserialize(self, body: bytes) -> Any:
-        return _dill().loads(body)
+    serialize = functools.lru_cache(DillSerializer.serialize)
+    deserialize = functools.lru_cache(DillSerializer.deserialize)
 
 
 __all__ = ["PickleSerializer", "CloudPickleSerializer", "DillSerializer", "DillCallableSerializer"]
