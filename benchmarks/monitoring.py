@@ -116,10 +116,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-parsl", action="store_true", help="skip Parsl (no PyPI needed)")
     p.add_argument("--executors", default="htex,threads", help="pervade's executors to measure (default htex,threads)")
     p.add_argument("--workers", type=int, default=2,
-                   help="HTEX max_workers_per_node (default 2: both cores; 1 leaves CPU for the monitoring writer)")
+                   help="HTEX max_workers_per_node (default 2: one per core of this machine)")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
     tasks = args.tasks or (3000 if args.quick else 20000)
     parsl_tasks = args.parsl_tasks or (1000 if args.quick else 3000)
     repeats = args.repeats or (1 if args.quick else 3)
