@@ -114,6 +114,14 @@ struct PoolEvent {
 
 // One resource sample of a task's process tree (read from /proc by the pool, or in process
 // by the thread-pool executor).
+//
+// A task is sampled at its start, every interval, and at its end. Its first sample (taken at
+// the start) is reported only if the task runs at least kFirstSampleAfter: a task that ends
+// sooner has one sample, its last, as in Parsl, whose per-task monitor process is not yet
+// sampling a task that short. Two rows per task of microseconds were most of what resource
+// monitoring cost (docs/monitoring.md).
+inline constexpr std::chrono::milliseconds kFirstSampleAfter{10};
+
 struct ResourceSample {
   EventTime time;
   TaskId task;

@@ -90,6 +90,7 @@
 
 #include "observe/proc_usage.hpp"
 #include "pervade/errors.hpp"
+#include "pervade/observer.hpp"
 #include "pervade/shell.hpp"
 #include "protocol/messages.hpp"
 
@@ -617,10 +618,13 @@ struct Worker {
   std::optional<IncomingResult> incoming;
   // Resource sampling: its /proc/<pid>/stat, open while the process lives, its usage when its
   // running task started, and the reading of the last sample of its previous task, which is the
-  // first of the task it holds next (one /proc read per task less in a busy pool).
+  // first of the task it holds next (one /proc read per task less in a busy pool). The task's first
+  // sample waits here for its next sample: sent before it, unless that is the last one of a task
+  // shorter than kFirstSampleAfter (pervade/observer.hpp).
   Fd stat_fd;
   detail::ProcUsage usage_start;
   std::optional<detail::ProcUsage> end_reading;
+  std::optional<proto::UsageSample> first_sample;
 };
 
 template <class... Ts>
@@ -1182,7 +1186,10 @@ class Pool {
       return;
     }
     if (last) w.end_reading = now;
-    if (first) w.usage_start = now;
+    if (first) {
+      w.usage_start = now;
+      w.first_sample.reset();
+    }
     const detail::ProcUsage used = now.since(w.usage_start);
     proto::UsageSample s;
     s.task_id = *task;
@@ -1202,6 +1209,15 @@ class Pool {
     }
     s.first = first;
     s.last = last;
+    if (first) {  // held until the task's next sample (see Worker::first_sample)
+      w.first_sample = s;
+      return;
+    }
+    if (w.first_sample) {
+      if (!last || s.time_us - w.first_sample->time_us >= std::chrono::microseconds(kFirstSampleAfter).count())
+        usage_.push_back(*w.first_sample);
+      w.first_sample.reset();
+    }
     usage_.push_back(s);
   }
 

@@ -322,6 +322,38 @@ TEST(MonitoringDb, ThreadPoolTasksAreSampledAtStartAndEnd) {
   EXPECT_GT(db.count("SELECT psutil_process_memory_resident FROM resource LIMIT 1"), 0);
 }
 
+// A task shorter than kFirstSampleAfter has one sample, its last (as in Parsl); a longer one
+// keeps its first, stamped with its start.
+TEST(MonitoringDb, ThreadPoolTasksShorterThanTheFirstSampleDelayHaveOnlyTheirLastSample) {
+  const fs::path dir = fresh_dir("resource_short");
+  const fs::path path = dir / "monitoring.db";
+  {
+    MonitoringOptions mon;
+    mon.resource_monitoring_interval = 3600;
+    Config cfg;
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    auto quick = dfk.submit([] { return 1; });
+    auto slow = dfk.submit([] {
+      std::this_thread::sleep_for(3 * kFirstSampleAfter);  // the task's own length, not a wait for a race
+      return 2;
+    });
+    EXPECT_EQ(quick.get() + slow.get(), 3);
+    dfk.cleanup();
+  }
+  Db db(path);
+  EXPECT_EQ(db.text("SELECT group_concat(psutil_process_status) FROM resource WHERE task_id=0"), "finished");
+  EXPECT_EQ(db.text("SELECT group_concat(psutil_process_status) FROM "
+                    "(SELECT psutil_process_status FROM resource WHERE task_id=1 ORDER BY timestamp)"),
+            "running,finished");
+  // The first sample, reported at the task's end, is stamped with the task's start: the task
+  // slept 30 ms between the two.
+  EXPECT_EQ(db.count("SELECT count(*) FROM resource f JOIN resource l ON l.task_id = f.task_id WHERE f.task_id=1 "
+                     "AND f.psutil_process_status='running' AND l.psutil_process_status='finished' "
+                     "AND (julianday(l.timestamp) - julianday(f.timestamp)) * 86400 >= 0.025"),
+            1);
+}
+
 TEST(MonitoringDb, UnusablePathIsAConfigurationErrorNamingIt) {
   try {
     make_monitoring_db("/nonexistent_dir_for_pervade/monitoring.db");

@@ -60,6 +60,7 @@ struct ThreadPoolExecutor::Impl {
     TaskBody* body = nullptr;
     pid_t tid = 0;               // resource sampling: the thread running the task
     detail::ProcUsage start{};   // and its usage when the task started
+    std::optional<EventTime> first_sample;  // when it started, until its first sample is reported (ResourceSample)
     std::vector<Completion> done;  // not posted yet; the oldest finished at done_since
     Clock::time_point done_since{};
     Clock::time_point started{};   // when the running task began: the share's take or the last task's end
@@ -90,9 +91,9 @@ struct ThreadPoolExecutor::Impl {
   bool sampler_stop = false;  // under sampler_mutex
 
   void report_sample(const TaskRecord& task, std::uint32_t try_id, const detail::ProcUsage& used, bool first,
-                     bool last) const {
+                     bool last, EventTime time = std::chrono::system_clock::now()) const {
     ResourceSample s{};
-    s.time = std::chrono::system_clock::now();
+    s.time = time;
     s.task = task.id();
     s.try_id = try_id;
     s.executor = owner->label();
@@ -104,6 +105,15 @@ struct ThreadPoolExecutor::Impl {
     owner->observers().resource(s);
   }
 
+  // The first sample of a slot's task, taken at its start, reported before the task's next one
+  // (under the slot's lock); dropped when that is the end of a task shorter than kFirstSampleAfter.
+  void report_first_sample(Slot& slot, bool at_end) {
+    if (!slot.first_sample) return;
+    if (!at_end || std::chrono::system_clock::now() - *slot.first_sample >= kFirstSampleAfter)
+      report_sample(*slot.task, slot.try_id, slot.start.since(slot.start), true, false, *slot.first_sample);
+    slot.first_sample.reset();
+  }
+
   void sample_loop() {
     const auto period = std::chrono::duration<double>(sample_interval);
     std::unique_lock lock(sampler_mutex);
@@ -112,8 +122,10 @@ struct ThreadPoolExecutor::Impl {
         auto& slot = slots[i];
         std::lock_guard slot_lock(slot.mutex);  // the task stays alive while it is in its slot
         detail::ProcUsage now;
-        if (slot.task && slot.tid && detail::read_usage(::getpid(), slot.tid, &now))
+        if (slot.task && slot.tid && detail::read_usage(::getpid(), slot.tid, &now)) {
+          report_first_sample(slot, /*at_end=*/false);
           report_sample(*slot.task, slot.try_id, now.since(slot.start), false, false);
+        }
       }
     }
   }
@@ -254,8 +266,8 @@ struct ThreadPoolExecutor::Impl {
           static thread_local const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
           slot.tid = tid;
           slot.start = start;
+          slot.first_sample = std::chrono::system_clock::now();
         }
-        report_sample(task, launch.try_id, start.since(start), true, false);
       }
       TaskContext ctx(task, launch.try_id, launch.inputs);
       try {
@@ -275,7 +287,10 @@ struct ThreadPoolExecutor::Impl {
       if (!abandoned) {
         if (ran) {
           owner->report_running_ended(task, launch.try_id);
-          if (sampling) report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+          if (sampling) {
+            report_first_sample(slot, /*at_end=*/true);
+            report_sample(task, launch.try_id, detail::this_thread_usage().since(start), false, true);
+          }
         }
         slot.task = nullptr;
         slot.body = nullptr;
