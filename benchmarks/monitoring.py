@@ -46,6 +46,32 @@ from peers import BenchError, log
 DRIVER = r'''
 import json, os, sqlite3, sys, time
 spec = json.loads(sys.argv[1])
+
+def cpu_by_thread():
+    """CPU seconds of this process's threads (by name; "main" for the main thread) and of its
+    descendants ("pool: NAME"), from /proc."""
+    tick, me, parent = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            text = open(f"/proc/{p}/stat").read()
+        except OSError:
+            continue
+        parent[int(p)] = int(text[text.rfind(")") + 2:].split()[1])
+    def ours(p):
+        while p > 1 and p != me:
+            p = parent.get(p, 0)
+        return p == me
+    out = {}
+    for p in filter(ours, parent):
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                text = open(f"/proc/{p}/task/{t}/stat").read()
+                name, fields = text[text.find("(") + 1:text.rfind(")")], text[text.rfind(")") + 2:].split()
+                key = ("main" if int(t) == me else name) if p == me else "pool: " + name
+                out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return out
 if spec["framework"] == "parsl":
     import parsl
     from parsl.monitoring import MonitoringHub
@@ -74,6 +100,7 @@ noop().result()
 [f.result() for f in [noop() for _ in range(200)]]
 n = spec["tasks"]
 batch = spec.get("batch") or n
+threads_before = cpu_by_thread() if spec.get("breakdown") else {}
 start, cpu_start = time.perf_counter(), time.process_time()
 done = 0
 while done < n:
@@ -83,9 +110,11 @@ while done < n:
         assert f.result() == 7
     done += k
 elapsed = time.perf_counter() - start
+threads_after = cpu_by_thread() if spec.get("breakdown") else {}
 parsl.dfk().cleanup()
 driver_cpu = time.process_time() - cpu_start  # with cleanup: a writer behind the run catches up there
-out = {"tasks_per_second": n / elapsed, "seconds": elapsed, "driver_cpu_us_per_task": driver_cpu / n * 1e6}
+out = {"tasks_per_second": n / elapsed, "seconds": elapsed, "driver_cpu_us_per_task": driver_cpu / n * 1e6,
+       "thread_us_per_task": {k: (v - threads_before.get(k, 0.0)) / n * 1e6 for k, v in threads_after.items()}}
 if spec["monitoring"]:
     with sqlite3.connect(os.path.join(run_dir, "monitoring.db")) as db:
         out["task_rows"] = db.execute("SELECT count(*) FROM task").fetchone()[0]
@@ -117,6 +146,9 @@ def main(argv=None) -> int:
     p.add_argument("--executors", default="htex,threads", help="pervade's executors to measure (default htex,threads)")
     p.add_argument("--workers", type=int, default=2,
                    help="HTEX max_workers_per_node (default 2: one per core of this machine)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also print pervade's CPU per task by thread (driver) and process (pool, workers), "
+                        "off and on, from /proc between the first and the last timed task")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
@@ -129,6 +161,7 @@ def main(argv=None) -> int:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
 
     rows = []
+    breakdowns = []  # (executor, {monitoring: [per-run {thread: us per task}]})
     try:
         configs = [("pervade", e) for e in args.executors.split(",")]
         pythons = {"pervade": sys.executable}
@@ -143,6 +176,7 @@ def main(argv=None) -> int:
         for framework, executor in configs:
             results = {False: [], True: []}
             cpu = {False: [], True: []}
+            threads = {False: [], True: []}
             n = parsl_tasks if framework == "parsl" else tasks
             if framework == "parsl":  # Parsl finds process_worker_pool.py on PATH
                 env = dict(os.environ, PATH=f"{Path(pythons['parsl']).parent}:{os.environ['PATH']}")
@@ -150,7 +184,8 @@ def main(argv=None) -> int:
                 for monitoring in ((False, True) if r % 2 == 0 else (True, False)):
                     res = measure(pythons[framework], {"framework": framework, "executor": executor,
                                                        "monitoring": monitoring, "tasks": n,
-                                                       "workers": args.workers},
+                                                       "workers": args.workers,
+                                                       "breakdown": args.breakdown and framework == "pervade"},
                                   args.timeout, env if framework == "parsl" else None)
                     log(f"{framework} {executor} monitoring={'on' if monitoring else 'off'}: "
                         f"{res['tasks_per_second']:.0f} tasks/s, driver CPU {res['driver_cpu_us_per_task']:.1f} us/task "
@@ -159,7 +194,10 @@ def main(argv=None) -> int:
                         raise BenchError(f"{framework}: {res['task_rows']} task rows for {n + 201} tasks")
                     results[monitoring].append(res["tasks_per_second"])
                     cpu[monitoring].append(res["driver_cpu_us_per_task"])
+                    threads[monitoring].append(res.get("thread_us_per_task", {}))
             off, on = statistics.median(results[False]), statistics.median(results[True])
+            if args.breakdown and framework == "pervade":
+                breakdowns.append((executor, threads))
             rows.append((framework, executor, n, off, on, statistics.median(cpu[False]), statistics.median(cpu[True])))
         if million:
             res = measure(sys.executable, {"framework": "pervade", "executor": "threads", "monitoring": True,
@@ -180,6 +218,18 @@ def main(argv=None) -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for framework, executor, n, off, on, cpu_off, cpu_on in rows:
         print(f"| {framework} | {executor} | {n} | {off:,.0f} | {on:,.0f} | {on / off:.2f} | {cpu_off:.1f} | {cpu_on:.1f} |")
+    for executor, threads in breakdowns:
+        print(f"\nCPU per task by thread, pervade {executor} (µs, medians; the writer's work after the last "
+              f"result, done in cleanup(), is not in it):\n")
+        print("| thread | off | on | on - off |")
+        print("|---|---:|---:|---:|")
+        names = sorted({k for runs in threads.values() for run in runs for k in run})
+        med = {m: {k: statistics.median(run.get(k, 0.0) for run in threads[m]) for k in names} for m in (False, True)}
+        for k in sorted(names, key=lambda k: -med[True][k]):
+            if max(med[False][k], med[True][k]) >= 0.05:
+                print(f"| {k} | {med[False][k]:.1f} | {med[True][k]:.1f} | {med[True][k] - med[False][k]:+.1f} |")
+        print(f"| all | {sum(med[False].values()):.1f} | {sum(med[True].values()):.1f} | "
+              f"{sum(med[True].values()) - sum(med[False].values()):+.1f} |")
     pv = {e: on for f, e, n, off, on, *_ in rows if f == "pervade"}
     pa = {e: on for f, e, n, off, on, *_ in rows if f == "parsl"}
     if "htex" in pv and "htex" in pa:

@@ -72,13 +72,15 @@ bool parse_stat(std::string_view stat, ProcUsage* u) {
   if (close == std::string_view::npos || close + 2 >= stat.size()) return false;
   const char* p = stat.data() + close + 2;
   const char* end = stat.data() + stat.size();
-  // Fields 3..24, space-separated: 14 utime, 15 stime (ticks), 23 vsize (bytes), 24 rss (pages).
+  // Fields 3..24, space-separated: 14 utime, 15 stime (ticks), 23 vsize (bytes), 24 rss (pages);
+  // only those are parsed (this runs once per task on a pool).
   std::uint64_t values[25] = {};
   for (int field = 3; field <= 24; ++field) {
     while (p < end && *p == ' ') ++p;
     if (p >= end) return false;
-    values[field] = std::strtoull(p, const_cast<char**>(&p), 10);
-    while (p < end && *p != ' ') ++p;  // a non-numeric field (3, state)
+    if (field == 14 || field == 15 || field == 23 || field == 24)
+      values[field] = std::strtoull(p, const_cast<char**>(&p), 10);
+    while (p < end && *p != ' ') ++p;
   }
   u->cpu_user = static_cast<double>(values[14]) / kTick;
   u->cpu_system = static_cast<double>(values[15]) / kTick;

@@ -618,7 +618,8 @@ struct Worker {
   std::optional<IncomingResult> incoming;
   // Resource sampling: its /proc/<pid>/stat, open while the process lives, its usage when its
   // running task started, and the reading of the last sample of its previous task, which is the
-  // first of the task it holds next (one /proc read per task less in a busy pool). The task's first
+  // first of its next task, held or sent later (a worker waiting for a task uses no CPU and no
+  // memory: one /proc read per task, not two). The task's first
   // sample waits here for its next sample: sent before it, unless that is the last one of a task
   // shorter than kFirstSampleAfter (pervade/observer.hpp).
   Fd stat_fd;
@@ -1841,7 +1842,6 @@ class Pool {
   void finish_result(Worker& w, proto::WorkerResult result) {
     core_.worker_result(w.rank, std::move(result), Clock::now());
     sample(w, /*first=*/true, /*last=*/false);  // the task it held next starts now: w.end_reading
-    w.end_reading.reset();  // a task sent to it later, idle, is read afresh
   }
 
   // PoolCore decides which worker gets which task (pool_core.cpp); this writes them. Small

@@ -2,6 +2,12 @@
 // executors: every submission, dependency and state change reaches the observers, in order.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <mutex>
 #include <string>
@@ -12,6 +18,7 @@
 #include "pervade/dataflow_kernel.hpp"
 #include "pervade/future.hpp"
 #include "interchange/dispatcher.hpp"
+#include "observe/proc_usage.hpp"
 #include "pervade/remote.hpp"
 
 using namespace pervade;
@@ -288,4 +295,47 @@ TEST(DispatcherEvents, UnobservedDispatcherAddsNothing) {
   const auto done = d.take_completed();
   ASSERT_EQ(done.size(), 1u);
   EXPECT_TRUE(done[0].pool_id.empty());
+}
+
+// The pool's per-task sample: /proc/<pid>/stat of a worker, read through a kept-open descriptor.
+// A process whose name holds ") " and "(" (the stat line's second field) that has burned 50 ms
+// of CPU: the fields after the name are found, and a second read of the same descriptor is fresh.
+TEST(ProcUsage, StatOfAProcessWithAnAwkwardNameIsReadAgainThroughTheSameDescriptor) {
+  int ready[2], go[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::prctl(PR_SET_NAME, "we) ir (d", 0, 0, 0);
+    timespec t{};
+    volatile double x = 0;
+    do {
+      for (int i = 0; i < 100000; ++i) x = x + i * 0.5;
+      ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    } while (t.tv_sec == 0 && t.tv_nsec < 50'000'000);
+    char c = 'r';
+    (void)!::write(ready[1], &c, 1);
+    (void)!::read(go[0], &c, 1);  // until the parent has read its stat
+    ::_exit(0);
+  }
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  const int fd = ::open(("/proc/" + std::to_string(child) + "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  pervade::detail::ProcUsage first, again;
+  ASSERT_TRUE(pervade::detail::read_stat_fd(fd, &first));
+  ASSERT_TRUE(pervade::detail::read_stat_fd(fd, &again));
+  EXPECT_EQ(first.processes, 1);
+  EXPECT_GE(first.cpu_user + first.cpu_system, 0.04);  // 50 ms burned, counted in clock ticks
+  EXPECT_LT(first.cpu_user + first.cpu_system, 5.0);
+  EXPECT_GT(first.rss, 0u);
+  EXPECT_GE(first.vms, first.rss);
+  EXPECT_GE(again.cpu_user + again.cpu_system, first.cpu_user + first.cpu_system);
+  ::close(fd);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status));
+  for (int f : {ready[0], ready[1], go[0], go[1]}) ::close(f);
 }
