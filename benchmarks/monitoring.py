@@ -7,6 +7,8 @@ Parsl with MonitoringHub, and the row counts of a 1,000,000-task run.
     python3 benchmarks/monitoring.py --no-parsl      # pervade only (no PyPI needed)
     python3 benchmarks/monitoring.py --million 0     # skip the count run
     python3 benchmarks/monitoring.py --executors htex  # pervade's HTEX only
+    python3 benchmarks/monitoring.py --breakdown       # also CPU per task by thread and process
+    python3 benchmarks/monitoring.py --writer-core     # the run on CPU 0, the database writer on CPU 1
 
 Every measurement is a fresh subprocess running DRIVER below: `import pervade as parsl` (this
 interpreter) or `import parsl` (the peers' venv, made by peers.py with `parsl[monitoring]`).
@@ -86,6 +88,9 @@ else:
 def noop():
     return 7
 
+if spec.get("writer_core"):  # the run on CPU 0 (threads and processes started from here inherit it)
+    os.sched_setaffinity(0, {0})
+
 if spec["executor"] == "htex":
     ex = HighThroughputExecutor(label="htex", max_workers_per_node=spec.get("workers", 2), address="127.0.0.1",
                                 provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
@@ -97,6 +102,10 @@ run_dir = spec["run_dir"]
 parsl.load(parsl.Config(executors=[ex], run_dir=run_dir, monitoring=mon, initialize_logging=False,
                         usage_tracking=0))
 noop().result()
+if spec.get("writer_core"):  # ... and the monitoring writer alone on CPU 1
+    for tid in os.listdir("/proc/self/task"):
+        if open(f"/proc/self/task/{tid}/comm").read().strip() == "pv-monitor-db":
+            os.sched_setaffinity(int(tid), {1})
 [f.result() for f in [noop() for _ in range(200)]]
 n = spec["tasks"]
 batch = spec.get("batch") or n
@@ -149,11 +158,16 @@ def main(argv=None) -> int:
     p.add_argument("--breakdown", action="store_true",
                    help="also print pervade's CPU per task by thread (driver) and process (pool, workers), "
                         "off and on, from /proc between the first and the last timed task")
+    p.add_argument("--writer-core", action="store_true",
+                   help="run pervade on CPU 0 and its monitoring writer thread alone on CPU 1: what monitoring "
+                        "costs the run when the writer has a core to itself (needs 2 CPUs)")
     p.add_argument("--venv", type=Path, default=peers.DEFAULT_VENV)
     p.add_argument("--timeout", type=float, default=1800)
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error(f"--workers must be at least 1, got {args.workers}")
+    if args.writer_core and not {0, 1} <= os.sched_getaffinity(0):
+        p.error("--writer-core needs CPUs 0 and 1")
     tasks = args.tasks or (3000 if args.quick else 20000)
     parsl_tasks = args.parsl_tasks or (1000 if args.quick else 3000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -185,7 +199,8 @@ def main(argv=None) -> int:
                     res = measure(pythons[framework], {"framework": framework, "executor": executor,
                                                        "monitoring": monitoring, "tasks": n,
                                                        "workers": args.workers,
-                                                       "breakdown": args.breakdown and framework == "pervade"},
+                                                       "breakdown": args.breakdown and framework == "pervade",
+                                                       "writer_core": args.writer_core and framework == "pervade"},
                                   args.timeout, env if framework == "parsl" else None)
                     log(f"{framework} {executor} monitoring={'on' if monitoring else 'off'}: "
                         f"{res['tasks_per_second']:.0f} tasks/s, driver CPU {res['driver_cpu_us_per_task']:.1f} us/task "
