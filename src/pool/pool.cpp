@@ -616,12 +616,12 @@ struct Worker {
     std::size_t filled = 0;
   };
   std::optional<IncomingResult> incoming;
-  // Resource sampling: its /proc/<pid>/stat, open while the process lives, its usage when its
-  // running task started, and the reading of the last sample of its previous task, which is the
-  // first of its next task, held or sent later (a worker waiting for a task uses no CPU and no
-  // memory: one /proc read per task, not two). The task's first
-  // sample waits here for its next sample: sent before it, unless that is the last one of a task
-  // shorter than kFirstSampleAfter (pervade/observer.hpp).
+  // Resource sampling: its /proc/<pid>/stat, open while the process lives; its usage when its
+  // running task started; the reading of its previous task's last sample, which is the first
+  // reading of its next task, however long it waited (a waiting worker's counters do not move:
+  // one /proc read per task, not two); and the running task's first sample, held until its next
+  // sample and sent before it, unless that is the last of a task shorter than kFirstSampleAfter
+  // (pervade/observer.hpp).
   Fd stat_fd;
   detail::ProcUsage usage_start;
   std::optional<detail::ProcUsage> end_reading;
