@@ -1214,12 +1214,17 @@ class Pool {
       w.first_sample = s;
       return;
     }
-    if (w.first_sample) {
-      if (!last || s.time_us - w.first_sample->time_us >= std::chrono::microseconds(kFirstSampleAfter).count())
-        usage_.push_back(*w.first_sample);
-      w.first_sample.reset();
-    }
+    release_first_sample(w, s.time_us, /*task_ended=*/last);
     usage_.push_back(s);
+  }
+
+  // The running task's held first sample goes out before its next sample, or when the task dies
+  // with its worker; it is dropped when the task ended within kFirstSampleAfter of its start.
+  void release_first_sample(Worker& w, std::int64_t now_us, bool task_ended) {
+    if (!w.first_sample) return;
+    if (!task_ended || now_us - w.first_sample->time_us >= std::chrono::microseconds(kFirstSampleAfter).count())
+      usage_.push_back(*w.first_sample);
+    w.first_sample.reset();
   }
 
   // Every result leaves through here (PoolCore::results()).
@@ -1481,6 +1486,7 @@ class Pool {
     w.pid = pid;
     w.stat_fd = Fd();  // the previous process's
     w.end_reading.reset();
+    w.first_sample.reset();
     w.fd = std::move(fd);
     w.reader = proto::FrameReader(kMaxWorkerFrame);
     w.incoming.reset();
@@ -1880,6 +1886,10 @@ class Pool {
     for (Worker& w : workers_) {
       if (w.pid <= 0 || !process_exited(w)) continue;
       if (w.fd.valid()) read_worker(w);  // what it sent before dying still counts
+      // Its task's first sample, if held, is all that task leaves (sent before the task's failure).
+      release_first_sample(w, std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch()).count(),
+                           /*task_ended=*/true);
       const pid_t pid = w.pid;
       const std::string who = fmt::format("{} {}", describe(w, pid), reap(w));
       const bool start_failure = !core_.is_ready(w.rank);

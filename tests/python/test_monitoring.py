@@ -142,6 +142,31 @@ def test_back_to_back_pool_tasks_each_have_their_own_samples(tmp_path, no_thread
     assert cpu[21] < 0.15 and cpu[19] < 0.15
 
 
+@python_app(executors=["htex"])
+def dies_after(seconds):
+    import os
+    import time
+    time.sleep(seconds)
+    os._exit(3)
+
+
+def test_a_task_whose_worker_dies_keeps_its_first_sample(tmp_path, no_thread_leak):
+    # The first sample is held until the task's next one; a task that ran 50 ms and took its
+    # worker down with it has no next one, and its first sample is what it leaves.
+    run_dir = str(tmp_path / "runinfo")
+    config = parsl.Config(
+        executors=[HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
+                                          provider=LocalProvider(init_blocks=1))],
+        run_dir=run_dir, monitoring=MonitoringHub(resource_monitoring_interval=30))
+    dfk = parsl.load(config)
+    with pytest.raises(parsl.WorkerLost):
+        dies_after(0.05).result(timeout=T)
+    dfk.cleanup()
+    db = os.path.join(run_dir, "monitoring.db")
+    assert rows(db, "SELECT task_id, psutil_process_status FROM resource") == [(0, "running")]
+    assert one(db, "SELECT psutil_process_memory_resident FROM resource") > 0
+
+
 def test_an_interval_of_0_samples_nothing_as_in_parsl(tmp_path, no_thread_leak):
     run_dir = str(tmp_path / "runinfo")
     config = parsl.Config(
