@@ -354,6 +354,50 @@ TEST(MonitoringDb, ThreadPoolTasksShorterThanTheFirstSampleDelayHaveOnlyTheirLas
             1);
 }
 
+// A task abandoned at cleanup (its thread cannot be interrupted) has no last sample: its first
+// one, written then, is what it leaves.
+TEST(MonitoringDb, AThreadPoolTaskAbandonedAtCleanupKeepsItsFirstSample) {
+  struct Gate {
+    std::atomic<bool> running{false}, returned{false};
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool open = false;
+  };
+  auto gate = std::make_shared<Gate>();
+  const fs::path dir = fresh_dir("resource_abandoned");
+  const fs::path path = dir / "monitoring.db";
+  {
+    MonitoringOptions mon;
+    mon.resource_monitoring_interval = 3600;
+    Config cfg;
+    cfg.executors = {std::make_shared<ThreadPoolExecutor>(1, "pool", std::chrono::milliseconds(100))};
+    cfg.observers.push_back(make_monitoring_db(path, mon));
+    DataFlowKernel dfk(std::move(cfg));
+    auto stuck = dfk.submit([gate] {
+      gate->running = true;
+      std::unique_lock lock(gate->mutex);
+      gate->cv.wait(lock, [&] { return gate->open; });
+      gate->returned = true;
+      return 1;
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!gate->running.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    ASSERT_TRUE(gate->running.load());
+    std::this_thread::sleep_for(2 * kFirstSampleAfter);  // the task's age at cleanup, not a wait for a race
+    dfk.cleanup();  // abandons it after the grace
+  }
+  {
+    std::lock_guard lock(gate->mutex);
+    gate->open = true;
+  }
+  gate->cv.notify_all();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!gate->returned.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  EXPECT_TRUE(gate->returned.load());
+  Db db(path);
+  EXPECT_EQ(db.text("SELECT group_concat(psutil_process_status) FROM resource WHERE task_id=0"), "running");
+}
+
 TEST(MonitoringDb, UnusablePathIsAConfigurationErrorNamingIt) {
   try {
     make_monitoring_db("/nonexistent_dir_for_pervade/monitoring.db");

@@ -355,6 +355,7 @@ struct ThreadPoolExecutor::Impl {
       for (std::size_t k = slot.next; k < slot.batch.size(); ++k) out.push_back(closed_completion(slot.batch[k]));
       slot.next = slot.batch.size();
       if (slot.task) {
+        if (sampling) report_first_sample(slot, /*at_end=*/true);  // the only sample it will have
         out.push_back(Completion{
             std::const_pointer_cast<TaskRecord>(slot.task->shared_from_this()), slot.try_id,
             Outcome::failure(std::make_exception_ptr(DataFlowKernelClosed(
