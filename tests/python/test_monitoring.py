@@ -118,17 +118,22 @@ def burn(cpu_seconds):
     return True
 
 
-def test_back_to_back_pool_tasks_each_have_their_own_samples(tmp_path, no_thread_leak):
-    # One worker runs them one after the other (the pool starts each as the previous one ends,
-    # from the same reading of the worker's counters): the task that runs 0.2 s gets a first and
-    # a last sample, the quick ones only their last (they end within 10 ms), and the CPU a task
-    # burns is its own, not its neighbours'.
+def load_one_worker_htex(tmp_path):
+    """A monitored HTEX of one worker, sampled every 30 s: (the loaded kernel, its run_dir)."""
     run_dir = str(tmp_path / "runinfo")
     config = parsl.Config(
         executors=[HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
                                           provider=LocalProvider(init_blocks=1))],
         run_dir=run_dir, monitoring=MonitoringHub(resource_monitoring_interval=30))
-    dfk = parsl.load(config)
+    return parsl.load(config), run_dir
+
+
+def test_back_to_back_pool_tasks_each_have_their_own_samples(tmp_path, no_thread_leak):
+    # One worker runs them one after the other (the pool starts each as the previous one ends,
+    # from the same reading of the worker's counters): the task that runs 0.2 s gets a first and
+    # a last sample, the quick ones only their last (they end within 10 ms), and the CPU a task
+    # burns is its own, not its neighbours'.
+    dfk, run_dir = load_one_worker_htex(tmp_path)
     futures = [on_pool(i) for i in range(20)] + [burn(0.2)] + [on_pool(i) for i in range(20)]
     assert all(f.result(timeout=T) for f in futures)
     dfk.cleanup()
@@ -153,12 +158,7 @@ def dies_after(seconds):
 def test_a_task_whose_worker_dies_keeps_its_first_sample(tmp_path, no_thread_leak):
     # The first sample is held until the task's next one; a task that ran 50 ms and took its
     # worker down with it has no next one, and its first sample is what it leaves.
-    run_dir = str(tmp_path / "runinfo")
-    config = parsl.Config(
-        executors=[HighThroughputExecutor(label="htex", max_workers_per_node=1, worker_port_range=(56000, 57000),
-                                          provider=LocalProvider(init_blocks=1))],
-        run_dir=run_dir, monitoring=MonitoringHub(resource_monitoring_interval=30))
-    dfk = parsl.load(config)
+    dfk, run_dir = load_one_worker_htex(tmp_path)
     with pytest.raises(parsl.WorkerLost):
         dies_after(0.05).result(timeout=T)
     dfk.cleanup()
