@@ -69,3 +69,8 @@ class ParslPoolExecutor(Executor):
         if self._config is not None:  # a kernel loaded elsewhere is left as it is
             self.shutdown(wait=True)
         return False
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

@@ -595,3 +595,8 @@ AWSProvider = unavailable(ExecutionProvider, "AWSProvider", ["boto3"], __name__)
 AzureProvider = unavailable(ExecutionProvider, "AzureProvider", ["azure", "msrestazure"], __name__)
 GoogleCloudProvider = unavailable(ExecutionProvider, "GoogleCloudProvider", ["googleapiclient"], __name__)
 KubernetesProvider = unavailable(ExecutionProvider, "KubernetesProvider", ["kubernetes"], __name__)
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr
