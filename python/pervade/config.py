@@ -148,7 +148,9 @@ def _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint
         return BasicMemoizer(checkpoint_files=checkpoint_files, checkpoint_mode=checkpoint_mode,
                              checkpoint_period=checkpoint_period, memoize=app_cache)
     if not isinstance(memoizer, BasicMemoizer):
-        raise ConfigurationError(f"memoizer must be a pervade.memoization.BasicMemoizer, got {memoizer!r}")
+        raise ConfigurationError(f"memoizer must be a BasicMemoizer (or a subclass of it), got {memoizer!r}: pervade's "
+                                 "memo table is in the engine, so a Memoizer written from scratch cannot run; "
+                                 "override BasicMemoizer.check_memo to decide per call")
     if old_style or app_cache is not True:
         raise ConfigurationError("give the checkpoint settings either to memoizer=BasicMemoizer(...) or as "
                                  "Config(app_cache=..., checkpoint_mode=..., checkpoint_files=..., "

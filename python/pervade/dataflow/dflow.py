@@ -415,6 +415,15 @@ class DataFlowKernel:
         returns how many. For checkpoint_mode="manual"; harmless in the other modes."""
         return self._kernel.checkpoint()
 
+    def default_std_autopath(self, taskrecord: dict, kw: str) -> str:
+        """The path of an AUTO_LOGNAME stream (kw "stdout" or "stderr") when the config has no
+        std_autopath, as Parsl names it: <run_dir>/task_logs/<id // 10000>/task_<id>_<app>[_<label>].<kw>."""
+        label = taskrecord["kwargs"].get("label")
+        task_id = taskrecord["id"]
+        filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), taskrecord["func_name"],
+                                            "" if label is None else "_" + str(label), kw)
+        return os.path.join(self.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
+
     def reserve_task_id(self) -> int:
         return self._kernel.reserve_id()
 
