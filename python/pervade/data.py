@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import Future
 from urllib.parse import urlparse
 
@@ -111,5 +112,10 @@ class DataFuture(Future):
     def __repr__(self) -> str:
         done = "done" if self.done() else "not done"
         cls = type(self)
-        return (f"<{cls.__module__}.{cls.__qualname__} object at {hex(id(self))} "
-                f"representing {self.file_obj!r} {done}>")
+        # Named by its public module, as Parsl's repr names parsl.app.futures.DataFuture; under
+        # `pervade run` (where parsl is pervade) by the name the script imported it under.
+        module = "pervade.app.futures" if cls is DataFuture else cls.__module__
+        aliased = "parsl" in sys.modules and sys.modules["parsl"] is sys.modules.get("pervade")
+        if aliased and module.startswith("pervade."):
+            module = "parsl" + module[len("pervade"):]
+        return f"<{module}.{cls.__qualname__} object at {hex(id(self))} representing {self.file_obj!r} {done}>"

@@ -210,3 +210,36 @@ def test_timer_calls_back_at_once_then_every_interval_until_closed():
     timer = Timer(boom, interval=0.01)
     assert wait_until(lambda: calls.count("boom") >= 2)  # a failing callback is called again
     timer.close()
+
+
+def test_datafuture_repr_names_the_public_module(tmp_path):
+    # docs/userguide/workflows/futures.rst prints hello.outputs: Parsl prints
+    # [<parsl.app.futures.DataFuture object at 0x... representing <File ...> not done>].
+    from concurrent.futures import Future
+
+    from pervade.data import DataFuture
+
+    df = DataFuture(Future(), parsl.File("a.txt"), 3)
+    assert repr(df).startswith("<pervade.app.futures.DataFuture object at 0x")
+    assert repr(df).endswith("representing " + repr(df.file_obj) + " not done>")
+
+    class Mine(DataFuture):
+        pass
+
+    assert repr(Mine(Future(), parsl.File("a.txt"), 3)).startswith(f"<{__name__}.{Mine.__qualname__} object")
+    done = run_script(tmp_path, """
+        import parsl
+        from parsl import bash_app, File
+        parsl.load()
+
+        @bash_app
+        def echo(message, outputs=()):
+            return 'echo {} &> {}'.format(message, outputs[0])
+
+        hello = echo('Hello World!', outputs=[File('hello1.txt')])
+        hello.result()
+        print(hello.outputs)
+    """, "script.py")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[<parsl.app.futures.DataFuture object at 0x") and "url=hello1.txt" in done.stdout
+    assert done.stdout.endswith(" done>]\n")
