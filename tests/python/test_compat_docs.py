@@ -243,3 +243,11 @@ def test_datafuture_repr_names_the_public_module(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("[<parsl.app.futures.DataFuture object at 0x") and "url=hello1.txt" in done.stdout
     assert done.stdout.endswith(" done>]\n")
+
+
+def test_pool_map_takes_parsls_arguments(make_config):
+    # Parsl's ParslPoolExecutor.map(fn, *iterables, timeout=None, chunksize=1, buffersize=None)
+    from pervade.concurrent import ParslPoolExecutor
+
+    with ParslPoolExecutor(make_config()) as pool:
+        assert list(pool.map(abs, [-1, -2, 3], buffersize=2, chunksize=4, timeout=60)) == [1, 2, 3]
