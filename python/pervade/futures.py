@@ -229,6 +229,17 @@ class AppFuture(Future):
             self._result = value
         return value
 
+    def __repr__(self) -> str:
+        # concurrent.futures' repr names the result's type ("returned int", as Parsl prints a
+        # future): a pool's result is unpickled for it, as result() would; if it cannot be, the
+        # repr says PickledResult and result() raises the error.
+        if self._state == FINISHED and type(self._result) is PickledResult:
+            try:
+                self.result()
+            except Exception:  # noqa: BLE001 - a repr never raises
+                pass
+        return Future.__repr__(self)
+
     def __reduce_ex__(self, protocol):
         raise TypeError(f"an AppFuture cannot be pickled ({self._app.name} task): pass it as an argument of an app, "
                         "or pass its result()")

@@ -251,3 +251,24 @@ def test_pool_map_takes_parsls_arguments(make_config):
 
     with ParslPoolExecutor(make_config()) as pool:
         assert list(pool.map(abs, [-1, -2, 3], buffersize=2, chunksize=4, timeout=60)) == [1, 2, 3]
+
+
+def test_a_finished_futures_repr_names_its_results_type():
+    # docs/userguide/overview.rst prints a future: on Parsl's HTEX it says "returned int" as soon
+    # as the task is done; a pool's result is unpickled for it.
+    import pickle
+
+    from pervade import _native
+    from pervade import futures as app_futures
+    from pervade.futures import AppFuture, PickledResult
+
+    fut = AppFuture(None, _native.BoundApp(print, None, "app"))
+    assert "state=pending" in repr(fut)
+    app_futures.complete([fut, app_futures.RESULT, PickledResult(pickle.dumps(4))])
+    assert repr(fut).endswith("state=finished returned int>")
+    assert fut.result() == 4
+    broken = AppFuture(None, _native.BoundApp(print, None, "app"))
+    app_futures.complete([broken, app_futures.RESULT, PickledResult(b"not a pickle")])
+    assert repr(broken).endswith("state=finished returned PickledResult>")  # the repr does not raise
+    with pytest.raises(pickle.UnpicklingError):
+        broken.result()
