@@ -272,3 +272,11 @@ def test_a_finished_futures_repr_names_its_results_type():
     assert repr(broken).endswith("state=finished returned PickledResult>")  # the repr does not raise
     with pytest.raises(pickle.UnpicklingError):
         broken.result()
+
+
+def test_htex_address_none_is_the_default():
+    # Parsl's signature has address=None (its default); a config that passes it explicitly loads.
+    assert parsl.HighThroughputExecutor(address=None).address == parsl.HighThroughputExecutor().address == "127.0.0.1"
+    assert parsl.MPIExecutor(address=None).address == "127.0.0.1"
+    with pytest.raises(parsl.ConfigurationError, match="address"):
+        parsl.HighThroughputExecutor(address="")

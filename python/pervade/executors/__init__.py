@@ -430,6 +430,10 @@ class HighThroughputExecutor(BlockProviderExecutor):
         low, high = worker_port_range
         _check_int("worker_port_range low", low, 1, 65535)
         _check_int("worker_port_range high", high, low, 65535)
+        if address is None:
+            # Parsl's default (its workers then try every address of the driver); pervade's is
+            # loopback: pools on other hosts need an address they reach (docs/hosts.md).
+            address = "127.0.0.1"
         if not isinstance(address, str) or not address:
             raise ConfigurationError(f"address must be a non-empty str (an interface address, or '*'), got {address!r}")
         if python is not None and (not isinstance(python, str) or not python):
