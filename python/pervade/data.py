@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import Future
 from urllib.parse import urlparse
 
 from .errors import ConfigurationError
+from .parsl_imports import shown_module
 
 
 class File:
@@ -112,10 +112,6 @@ class DataFuture(Future):
     def __repr__(self) -> str:
         done = "done" if self.done() else "not done"
         cls = type(self)
-        # Named by its public module, as Parsl's repr names parsl.app.futures.DataFuture; under
-        # `pervade run` (where parsl is pervade) by the name the script imported it under.
-        module = "pervade.app.futures" if cls is DataFuture else cls.__module__
-        aliased = "parsl" in sys.modules and sys.modules["parsl"] is sys.modules.get("pervade")
-        if aliased and module.startswith("pervade."):
-            module = "parsl" + module[len("pervade"):]
+        # Named by its public module, as Parsl's repr names parsl.app.futures.DataFuture.
+        module = shown_module("pervade.app.futures" if cls is DataFuture else cls.__module__)
         return f"<{module}.{cls.__qualname__} object at {hex(id(self))} representing {self.file_obj!r} {done}>"

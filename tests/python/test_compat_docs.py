@@ -245,10 +245,17 @@ def test_datafuture_repr_names_the_public_module(tmp_path):
         hello = echo('Hello World!', outputs=[File('hello1.txt')])
         hello.result()
         print(hello.outputs)
+        print(parsl.dfk())
     """, "script.py")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("[<parsl.app.futures.DataFuture object at 0x") and "url=hello1.txt" in done.stdout
-    assert done.stdout.endswith(" done>]\n")
+    outputs, kernel = done.stdout.splitlines()
+    assert outputs.startswith("[<parsl.app.futures.DataFuture object at 0x") and "url=hello1.txt" in outputs
+    assert outputs.endswith(" done>]")
+    assert kernel.startswith("<parsl.dataflow.dflow.DataFlowKernel object at 0x")
+
+
+def test_kernels_repr_names_its_module(dfk):
+    assert repr(dfk) == f"<pervade.dataflow.dflow.DataFlowKernel object at {hex(id(dfk))}>"
 
 
 def test_pool_map_takes_parsls_arguments(make_config):
