@@ -43,9 +43,15 @@ def run(argv) -> int:
     parsl_imports.install(parsl_tests)
     try:
         if argv[0] == "-m":
-            sys.argv = [argv[1]] + argv[2:]   # runpy puts the module's file in sys.argv[0]
+            module = argv[1]
+            if (module == "parsl" or module.startswith("parsl.")) and not (
+                    parsl_tests and (module + ".").startswith("parsl.tests.")):
+                # -m parsl.benchmark.perf: runpy needs the code of the module, which the alias of an
+                # imported module does not give; run pervade's module of that name instead.
+                module = "pervade" + module[len("parsl"):]
+            sys.argv = [module] + argv[2:]    # runpy puts the module's file in sys.argv[0]
             sys.path.insert(0, os.getcwd())   # as `python -m` does
-            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             script = argv[0]
             if not os.path.exists(script):

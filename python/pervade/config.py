@@ -76,8 +76,13 @@ class Config:
                 ", ".join(f"label={label!r}" for label in duplicates)))
         if "_parsl_internal" in labels:
             raise ConfigurationError("the executor label '_parsl_internal' is reserved")
-        # Parsl's Config is typeguard-checked: a wrong mode is typeguard's TypeCheckError.
-        typeguard.check_type(exit_mode, Literal["cleanup", "skip", "wait"])
+        # Parsl's Config is typeguard-checked: an option of the wrong type is typeguard's
+        # TypeCheckError (values of the right type that pervade refuses are ConfigurationErrors).
+        for value, annotation in ((exit_mode, Literal["cleanup", "skip", "wait"]), (garbage_collect, bool),
+                                  (internal_tasks_max_threads, int), (retries, int), (run_dir, str),
+                                  (strategy, Optional[str]), (strategy_period, Union[float, int]),
+                                  (max_idletime, float), (usage_tracking, int), (project_name, Optional[str])):
+            typeguard.check_type(value, annotation)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
         if retry_handler is not None and not callable(retry_handler):
@@ -148,7 +153,9 @@ def _memoizer(memoizer, app_cache, checkpoint_files, checkpoint_mode, checkpoint
         return BasicMemoizer(checkpoint_files=checkpoint_files, checkpoint_mode=checkpoint_mode,
                              checkpoint_period=checkpoint_period, memoize=app_cache)
     if not isinstance(memoizer, BasicMemoizer):
-        raise ConfigurationError(f"memoizer must be a pervade.memoization.BasicMemoizer, got {memoizer!r}")
+        raise ConfigurationError(f"memoizer must be a BasicMemoizer (or a subclass of it), got {memoizer!r}: pervade's "
+                                 "memo table is in the engine, so a Memoizer written from scratch cannot run; "
+                                 "override BasicMemoizer.check_memo to decide per call")
     if old_style or app_cache is not True:
         raise ConfigurationError("give the checkpoint settings either to memoizer=BasicMemoizer(...) or as "
                                  "Config(app_cache=..., checkpoint_mode=..., checkpoint_files=..., "

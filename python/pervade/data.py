@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from urllib.parse import urlparse
 
 from .errors import ConfigurationError
+from .parsl_imports import shown_module
 
 
 class File:
@@ -111,5 +112,6 @@ class DataFuture(Future):
     def __repr__(self) -> str:
         done = "done" if self.done() else "not done"
         cls = type(self)
-        return (f"<{cls.__module__}.{cls.__qualname__} object at {hex(id(self))} "
-                f"representing {self.file_obj!r} {done}>")
+        # Named by its public module, as Parsl's repr names parsl.app.futures.DataFuture.
+        module = shown_module("pervade.app.futures" if cls is DataFuture else cls.__module__)
+        return f"<{module}.{cls.__qualname__} object at {hex(id(self))} representing {self.file_obj!r} {done}>"

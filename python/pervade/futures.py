@@ -164,11 +164,12 @@ class AppFuture(Future):
         depends = [a for a in (*(args or ()), *kwargs.values(), *kwargs.get("inputs", ())) if isinstance(a, Future)]
         status = self._record_status()
         exception = self._exception if self._state == FINISHED else None
+        cost = h.fail_cost  # the engine's double; Parsl's sum of the handler's costs is an int for ints
         return {
             "id": h.id, "func": self._app.func, "func_name": h.func_name, "args": args, "kwargs": kwargs,
             "depends": depends, "dfk": self._dfk, "executor": h.executor, "app_fu": self, "exec_fu": None,
             "status": status,
-            "try_id": h.try_id, "fail_count": h.fail_count, "fail_cost": h.fail_cost,
+            "try_id": h.try_id, "fail_count": h.fail_count, "fail_cost": int(cost) if cost.is_integer() else cost,
             "fail_history": [] if exception is None else [repr(exception)],
             "from_memo": status == States.memo_done, "hashsum": h.hashsum, "memoize": h.hashsum is not None,
             "ignore_for_cache": [], "join": False, "joins": None,
@@ -227,6 +228,17 @@ class AppFuture(Future):
             value = value.load()
             self._result = value
         return value
+
+    def __repr__(self) -> str:
+        # concurrent.futures' repr names the result's type ("returned int", as Parsl prints a
+        # future): a pool's result is unpickled for it, as result() would; if it cannot be, the
+        # repr says PickledResult and result() raises the error.
+        if self._state == FINISHED and type(self._result) is PickledResult:
+            try:
+                self.result()
+            except Exception:  # noqa: BLE001 - a repr never raises
+                pass
+        return Future.__repr__(self)
 
     def __reduce_ex__(self, protocol):
         raise TypeError(f"an AppFuture cannot be pickled ({self._app.name} task): pass it as an argument of an app, "

@@ -291,7 +291,14 @@ def not_memoizable(value, error) -> None:
 # ---------------------------------------------------------------- configuration
 
 
-class BasicMemoizer:
+class Memoizer:
+    """Parsl's base class of memoizers (parsl.dataflow.memoization.Memoizer), for isinstance
+    checks and type hints. pervade runs BasicMemoizer and its subclasses: the memo table lives in
+    the engine, so Config refuses a Memoizer written from scratch (ConfigurationError); to decide
+    per call, subclass BasicMemoizer and override check_memo."""
+
+
+class BasicMemoizer(Memoizer):
     """Memoization and checkpoint settings of a Config (Parsl's BasicMemoizer).
 
     >>> Config(memoizer=BasicMemoizer(checkpoint_mode="task_exit", checkpoint_files=get_all_checkpoints()))

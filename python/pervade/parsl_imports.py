@@ -79,6 +79,14 @@ class ParslAliasFinder(importlib.abc.MetaPathFinder):
                                                is_package=hasattr(module, "__path__"))
 
 
+def shown_module(module: str) -> str:
+    """The module name a repr gives for a class of pervade's `module`: under `pervade run` (once
+    `parsl` is pervade) the parsl name the script imported it by, as Parsl's reprs print it."""
+    if module.startswith("pervade.") and "parsl" in sys.modules and sys.modules["parsl"] is sys.modules.get("pervade"):
+        return _PREFIX + module[len("pervade"):]
+    return module
+
+
 def installed() -> ParslAliasFinder | None:
     return next((f for f in sys.meta_path if isinstance(f, ParslAliasFinder)), None)
 

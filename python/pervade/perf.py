@@ -83,7 +83,7 @@ def throughput(args, say):
     iteration = 1
     results = []
     while True:
-        say(f"==== Iteration {iteration} ====\nWill run {n} tasks")
+        say(f"==== Iteration {iteration} ====\nWill run {n} tasks\nSubmitting tasks / invoking apps")  # parsl-perf's lines
         start = time.perf_counter()
         if args.checkpoint:
             futures = [cached_app(next(index), payload, parsl_resource_specification=args.resources)
@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     with pervade.load(config):
         result = {"throughput": throughput, "chain": chain, "roundtrip": roundtrip}[args.mode](args, say)
         say("Tests complete - leaving DFK block")
+    say("The end")
     if args.json:
         print(json.dumps(result))
     return 0

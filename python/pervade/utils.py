@@ -9,12 +9,13 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from typing import Optional, Tuple
 
 from .memoization import get_all_checkpoints, get_last_checkpoint
 
-__all__ = ["RepresentationMixin", "execute_wait", "get_all_checkpoints", "get_last_checkpoint", "get_version",
+__all__ = ["RepresentationMixin", "Timer", "execute_wait", "get_all_checkpoints", "get_last_checkpoint", "get_version",
            "sanitize_dns_label_rfc1123", "sanitize_dns_subdomain_rfc1123", "time_limited_open",
            "wtime_to_minutes"]
 
@@ -135,3 +136,40 @@ def sanitize_dns_subdomain_rfc1123(raw_string: str) -> str:
     if not subdomain:
         raise ValueError(f"Sanitized DNS subdomain is empty for input '{raw_string}'")
     return subdomain
+
+
+class Timer:
+    """Calls `callback(*args)` at once and then every `interval` seconds on a daemon thread of
+    its own until close() (Parsl's parsl.utils.Timer, which scripts use for periodic reports).
+    A callback that raises is logged and called again at the next interval.
+
+    >>> t = Timer(print, "tick", interval=60, name="report")  # prints "tick" now, then each minute
+    >>> t.close()
+    """
+
+    def __init__(self, callback, *args, interval: float = 5, name: Optional[str] = None) -> None:
+        self.interval = max(0, interval)
+        self.cb_args = args
+        self.callback = callback
+        self._kill_event = threading.Event()
+        thread_name = f"Timer-Thread-{id(self)}"
+        self._thread = threading.Thread(target=self._run, name=f"{name}-{thread_name}" if name else thread_name,
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.make_callback()
+        while not self._kill_event.wait(self.interval):
+            self.make_callback()
+
+    def make_callback(self) -> None:
+        try:
+            self.callback(*self.cb_args)
+        except Exception:
+            logger.error("Timer callback %r raised; it is called again at the next interval", self.callback,
+                         exc_info=True)
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stops the calls and waits (up to `timeout` s) for the thread to end."""
+        self._kill_event.set()
+        self._thread.join(timeout=timeout)

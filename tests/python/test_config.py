@@ -132,7 +132,16 @@ def test_invalid_max_threads(threads):
         parsl.ThreadPoolExecutor(max_threads=threads)
 
 
-@pytest.mark.parametrize("kwargs", [{"retries": -1}, {"retries": 1.5}, {"usage_tracking": 7},
+@pytest.mark.parametrize("kwargs", [{"retries": 1.5}, {"usage_tracking": "yes"}, {"run_dir": 3},
+                                    {"garbage_collect": "no"}, {"strategy_period": "5"}, {"project_name": 1}])
+def test_config_options_of_the_wrong_type(run_dir, kwargs):
+    # Parsl's Config is checked by typeguard: an option of the wrong type is its TypeCheckError
+    # (docs/userguide/advanced/usage_tracking.rst takes an int level).
+    with pytest.raises(typeguard.TypeCheckError):
+        parsl.Config(**{"run_dir": run_dir, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs", [{"retries": -1}, {"usage_tracking": 7},
                                     {"retry_handler": 3}, {"internal_tasks_max_threads": 0}])
 def test_invalid_config_values(run_dir, kwargs):
     with pytest.raises(parsl.ConfigurationError):

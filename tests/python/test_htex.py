@@ -1,6 +1,7 @@
 """HighThroughputExecutor end to end: the real interchange, real pervade-pool processes and
 real Python workers on this machine (LocalProvider)."""
 
+import math
 import os
 import shlex
 import signal
@@ -248,7 +249,7 @@ def test_bad_cpu_affinity_is_a_configuration_error(spec):
 def test_resource_options_reach_the_pool(tmp_path, no_thread_leak):
     # The pool decides on its node: 3 workers (max 3; 4 per CPU allowed), CPUs alternating.
     ex = HighThroughputExecutor(cpu_affinity="Alternating", max_workers_per_node=float("inf"))
-    assert ex.cpu_affinity == "alternating" and ex.max_workers_per_node is None
+    assert ex.cpu_affinity == "alternating" and ex.max_workers_per_node == math.inf
     assert HighThroughputExecutor(available_accelerators=2).available_accelerators == ["0", "1"]
     dfk = parsl.load(htex_config(tmp_path, max_workers_per_node=3, cores_per_worker=0.25, mem_per_worker=0.001,
                                  cpu_affinity="alternating"))

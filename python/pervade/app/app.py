@@ -112,13 +112,8 @@ class AppBase:
         return memoization.memo_for_call(self.func, args, kwargs, ignore, dfk._memo_plugin)
 
     def _auto_logname(self, dfk, task_id, name, kwargs) -> str:
-        if dfk.config.std_autopath is not None:
-            record = {"id": task_id, "func_name": self.__name__, "kwargs": kwargs, "try_id": 0}  # at submission
-            return dfk.config.std_autopath(record, name)
-        label = kwargs.get("label")
-        filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), self.__name__,
-                                            "" if label is None else "_" + str(label), name)
-        return os.path.join(dfk.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
+        record = {"id": task_id, "func_name": self.__name__, "kwargs": kwargs, "try_id": 0}  # at submission
+        return (dfk.config.std_autopath or dfk.default_std_autopath)(record, name)
 
     def _bind(self, body):
         """The app as the engine takes it with each call: made once per app (per call for a join,

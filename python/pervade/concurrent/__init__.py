@@ -53,6 +53,11 @@ class ParslPoolExecutor(Executor):
         self._futures.add(future)
         return future
 
+    def map(self, fn, *iterables, timeout=None, chunksize: int = 1, buffersize=None):
+        """concurrent.futures' map (see the class). `chunksize` and `buffersize` are taken and
+        ignored, as Parsl's map does (its signature has Python 3.14's `buffersize`)."""
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         if self._dfk is None:
             return
@@ -69,3 +74,8 @@ class ParslPoolExecutor(Executor):
         if self._config is not None:  # a kernel loaded elsewhere is left as it is
             self.shutdown(wait=True)
         return False
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

@@ -24,6 +24,7 @@ from ..executors import written_in_python
 from ..futures import AppFuture, set_task
 from ..logconfigs.base import oneshot_initialize_logging, oneshot_uninitialize_logging
 from ..logconfigs.file import FileLogging
+from ..parsl_imports import shown_module
 from .states import States
 
 logger = logging.getLogger(__name__)
@@ -414,6 +415,19 @@ class DataFlowKernel:
         """Writes the memoized results not yet in this run's checkpoint (<run_dir>/checkpoint);
         returns how many. For checkpoint_mode="manual"; harmless in the other modes."""
         return self._kernel.checkpoint()
+
+    def __repr__(self) -> str:
+        # object's repr under the module name the script knows (parsl.dataflow.dflow under pervade run)
+        return f"<{shown_module(type(self).__module__)}.{type(self).__qualname__} object at {hex(id(self))}>"
+
+    def default_std_autopath(self, taskrecord: dict, kw: str) -> str:
+        """The path of an AUTO_LOGNAME stream (kw "stdout" or "stderr") when the config has no
+        std_autopath, as Parsl names it: <run_dir>/task_logs/<id // 10000>/task_<id>_<app>[_<label>].<kw>."""
+        label = taskrecord["kwargs"].get("label")
+        task_id = taskrecord["id"]
+        filename = "task_{}_{}{}.{}".format(str(task_id).zfill(4), taskrecord["func_name"],
+                                            "" if label is None else "_" + str(label), kw)
+        return os.path.join(self.run_dir, "task_logs", str(task_id // 10000).zfill(4), filename)
 
     def reserve_task_id(self) -> int:
         return self._kernel.reserve_id()

@@ -430,6 +430,10 @@ class HighThroughputExecutor(BlockProviderExecutor):
         low, high = worker_port_range
         _check_int("worker_port_range low", low, 1, 65535)
         _check_int("worker_port_range high", high, low, 65535)
+        if address is None:
+            # Parsl's default (its workers then try every address of the driver); pervade's is
+            # loopback: pools on other hosts need an address they reach (docs/hosts.md).
+            address = "127.0.0.1"
         if not isinstance(address, str) or not address:
             raise ConfigurationError(f"address must be a non-empty str (an interface address, or '*'), got {address!r}")
         if python is not None and (not isinstance(python, str) or not python):
@@ -451,7 +455,8 @@ class HighThroughputExecutor(BlockProviderExecutor):
         self.address = address
         self.worker_port = worker_port
         self.worker_port_range = (low, high)
-        self.max_workers_per_node = max_workers_per_node
+        # Parsl's attribute: inf for "no bound" (scripts compare it, or print it)
+        self.max_workers_per_node = math.inf if max_workers_per_node is None else max_workers_per_node
         self.cores_per_worker = cores_per_worker
         self.mem_per_worker = mem_per_worker
         self.available_accelerators = list(available_accelerators)
@@ -576,7 +581,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
         if local and cores is None and isinstance(self.provider, LocalProvider):
             cores, local_mem = _local_node()
             mem = local_mem if mem is None else mem
-        n = self.max_workers_per_node or math.inf
+        n = self.max_workers_per_node
         if cores:
             n = min(n, math.floor(cores / self.cores_per_worker + 1e-9))
         if mem is not None and self.mem_per_worker:
@@ -590,7 +595,7 @@ class HighThroughputExecutor(BlockProviderExecutor):
         workers it starts from these and what its node has."""
         args = ["--cores-per-worker", str(float(self.cores_per_worker)), "--python", self.python,
                 "--python-version", platform.python_version()]
-        if self.max_workers_per_node is not None:
+        if self.max_workers_per_node != math.inf:
             args += ["--max-workers", str(self.max_workers_per_node)]
         if self.mem_per_worker:
             args += ["--mem-per-worker", str(float(self.mem_per_worker))]
@@ -812,3 +817,8 @@ def _simple_launcher():
 WorkQueueExecutor = unavailable(ParslExecutor, "WorkQueueExecutor", ["work_queue"], __name__)
 FluxExecutor = unavailable(ParslExecutor, "FluxExecutor", ["flux"], __name__)
 GlobusComputeExecutor = unavailable(ParslExecutor, "GlobusComputeExecutor", ["globus_compute_sdk"], __name__)
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

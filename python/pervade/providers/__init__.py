@@ -273,13 +273,23 @@ class LocalProvider(ExecutionProvider):
 _WALLTIME = re.compile(r"^\d+:[0-5]\d:[0-5]\d$")
 
 
-def _opt_str(owner: str, name: str, value) -> str:
-    """None or a str (None: the scheduler's default, written as "")."""
+def _opt_str(owner: str, name: str, value) -> str | None:
+    """None (the scheduler's default) or a str, kept as given: scripts read Parsl's None back."""
     if value is None:
-        return ""
+        return None
     if not isinstance(value, str):
         raise ConfigurationError(f"{owner} {name} must be a str or None, got {value!r}")
     return value
+
+
+def _set_native(native, provider, names) -> None:
+    """Copies the provider's options to the engine's options object; a str option left None is
+    the engine's "" (the scheduler's default)."""
+    for name in names:
+        value = getattr(provider, name)
+        if value is None and isinstance(getattr(native, name), str):
+            value = ""
+        setattr(native, name, value)
 
 
 def _opt_int(owner: str, name: str, value, minimum: int = 1):
@@ -407,6 +417,7 @@ class SlurmProvider(ClusterProvider):
         self.gpus_per_node = _opt_int(o, "gpus_per_node", gpus_per_node)
         self.gres = _opt_str(o, "gres", gres)
         self.regex_job_id = _opt_str(o, "regex_job_id", regex_job_id)
+        self.worker_init = worker_init + "\n"  # as Parsl's SlurmProvider keeps it
         self.status_batch_size = _opt_int(o, "status_batch_size", status_batch_size)
         if not isinstance(exclusive, bool):
             raise ConfigurationError(f"SlurmProvider exclusive must be a bool, got {exclusive!r}")
@@ -415,9 +426,8 @@ class SlurmProvider(ClusterProvider):
 
     def _make_native(self):
         s = _native.SlurmOptions()
-        for name in ("partition", "account", "qos", "constraint", "clusters", "cores_per_node", "mem_per_node",
-                     "gpus_per_node", "gres", "walltime", "scheduler_options", "regex_job_id", "exclusive"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("partition", "account", "qos", "constraint", "clusters", "cores_per_node", "mem_per_node",
+                              "gpus_per_node", "gres", "walltime", "scheduler_options", "regex_job_id", "exclusive"))
         return _native.slurm_provider(self._options(), s)
 
 
@@ -448,8 +458,7 @@ class PBSProProvider(ClusterProvider):
 
     def _make_native(self):
         s = _native.PBSProOptions()
-        for name in ("account", "queue", "scheduler_options", "select_options", "cpus_per_node", "walltime"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("account", "queue", "scheduler_options", "select_options", "cpus_per_node", "walltime"))
         return _native.pbspro_provider(self._options(), s)
 
 
@@ -473,8 +482,7 @@ class TorqueProvider(ClusterProvider):
 
     def _make_native(self):
         s = _native.TorqueOptions()
-        for name in ("account", "queue", "scheduler_options", "walltime"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("account", "queue", "scheduler_options", "walltime"))
         return _native.torque_provider(self._options(), s)
 
 
@@ -510,9 +518,8 @@ class LSFProvider(ClusterProvider):
 
     def _make_native(self):
         s = _native.LSFOptions()
-        for name in ("cores_per_block", "cores_per_node", "walltime", "scheduler_options", "project", "queue",
-                     "bsub_redirection", "request_by_nodes"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("cores_per_block", "cores_per_node", "walltime", "scheduler_options", "project", "queue",
+                              "bsub_redirection", "request_by_nodes"))
         return _native.lsf_provider(self._options(), s)
 
 
@@ -532,8 +539,7 @@ class GridEngineProvider(ClusterProvider):
 
     def _make_native(self):
         s = _native.GridEngineOptions()
-        for name in ("walltime", "scheduler_options", "queue"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("walltime", "scheduler_options", "queue"))
         return _native.grid_engine_provider(self._options(), s)
 
 
@@ -577,6 +583,7 @@ class CondorProvider(ClusterProvider):
             raise ConfigurationError(f"CondorProvider transfer_input_files must be a list of str, got {files!r}")
         self.transfer_input_files = files
         self.cmd_chunk_size = _opt_int(o, "cmd_chunk_size", cmd_chunk_size)
+        self.worker_init = worker_init + "\n"  # as Parsl's CondorProvider keeps it
         self._validate()
 
     def _make_native(self):
@@ -584,8 +591,7 @@ class CondorProvider(ClusterProvider):
         s.cores_per_slot = self.cores_per_slot
         s.mem_per_slot = None if self.mem_per_slot is None else float(self.mem_per_slot)
         s.environment = list(self.environment.items())
-        for name in ("project", "scheduler_options", "transfer_input_files", "walltime", "requirements"):
-            setattr(s, name, getattr(self, name))
+        _set_native(s, self, ("project", "scheduler_options", "transfer_input_files", "walltime", "requirements"))
         return _native.condor_provider(self._options(), s)
 
 
@@ -595,3 +601,8 @@ AWSProvider = unavailable(ExecutionProvider, "AWSProvider", ["boto3"], __name__)
 AzureProvider = unavailable(ExecutionProvider, "AzureProvider", ["azure", "msrestazure"], __name__)
 GoogleCloudProvider = unavailable(ExecutionProvider, "GoogleCloudProvider", ["googleapiclient"], __name__)
 KubernetesProvider = unavailable(ExecutionProvider, "KubernetesProvider", ["kubernetes"], __name__)
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

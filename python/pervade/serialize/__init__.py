@@ -679,3 +679,8 @@ def deserialize_exception(data: bytes) -> BaseException:
 __all__ = ["serialize_function", "serialize_payload", "encode_call", "encode_call_finding_futures", "load_call",
            "serialize_value", "load_value", "serialize_exception", "deserialize_exception", "format_traceback",
            "serialize", "deserialize", "pack_apply_message", "unpack_apply_message"]
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from .._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

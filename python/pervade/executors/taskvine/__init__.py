@@ -23,3 +23,8 @@ class TaskVineManagerConfig(_Options):
 
 class TaskVineFactoryConfig(_Options):
     """Parsl's TaskVine worker factory options, held for a TaskVineExecutor."""
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from ..._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr

@@ -24,3 +24,8 @@ from .udp import UDPRadio
 
 __all__ = ["RadioConfig", "MonitoringRadioReceiver", "MonitoringRadioSender", "FilesystemRadio", "HTEXRadio",
            "MultiprocessingQueueRadio", "UDPRadio"]
+
+# parsl.<package>.<submodule> without importing it first (_submodules.py)
+from ..._submodules import submodule_getattr  # noqa: E402
+__getattr__ = submodule_getattr(__name__)
+del submodule_getattr
