@@ -45,7 +45,6 @@ RANDOM = {
 }
 # Cells that differ on purpose (docs/compat.md, "Parsl's tutorial"): not counted as failures.
 KNOWN_DIFFERENCES = {
-    "1-parsl-introduction.ipynb": {9: "DataFuture's class is pervade.data.DataFuture under both names"},
     "2-parsl-advanced-features.ipynb": {6: "pervade keeps Config(checkpoint_mode=), which Parsl removed",
                                         7: "pervade keeps Config(checkpoint_files=), which Parsl removed"},
 }
