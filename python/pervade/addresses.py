@@ -198,3 +198,16 @@ def get_any_address(query_timeout: float | None = 30) -> str:
     if loopback:
         return loopback
     raise OSError(errno.EADDRNOTAVAIL, "get_any_address: no address found for this host")
+
+
+def tcp_url(address: str, port: int | str | None = None) -> str:
+    """The ZeroMQ TCP endpoint of an address and port, as Parsl's helper writes it: an IPv6
+    address is bracketed when a port follows ("tcp://[::1]:55001"), "*" stands for every
+    interface, and no port (None, 0 or "") gives the address alone. A string that is neither
+    "*" nor an IP address raises ValueError."""
+    suffix = f":{port}" if port else ""
+    if address == "*":
+        return f"tcp://*{suffix}"
+    if ipaddress.ip_address(address).version == 6 and suffix:
+        return f"tcp://[{address}]{suffix}"
+    return f"tcp://{address}{suffix}"

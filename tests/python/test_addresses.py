@@ -176,3 +176,21 @@ def test_address_by_query_without_a_route(hosts_network):
         assert "unreachable" in message.lower()
     finally:
         subprocess.run(host.argv(["ip", "route", "add", "default", "via", hosts_network.host_address]), check=True)
+
+
+@pytest.mark.parametrize("address, port, url", [
+    ("10.0.0.5", 55001, "tcp://10.0.0.5:55001"),
+    ("10.0.0.5", "55001", "tcp://10.0.0.5:55001"),
+    ("10.0.0.5", None, "tcp://10.0.0.5"),
+    ("fe80::1", 55001, "tcp://[fe80::1]:55001"),
+    ("::ffff:10.0.0.5", None, "tcp://::ffff:10.0.0.5"),
+    ("*", None, "tcp://*"),
+    ("*", "55001", "tcp://*:55001"),
+])
+def test_tcp_url_brackets_ipv6_before_a_port(address, port, url):
+    assert addresses.tcp_url(address, port) == url
+
+
+def test_tcp_url_of_a_name_that_is_no_address_is_a_value_error():
+    with pytest.raises(ValueError):
+        addresses.tcp_url("login1.cluster", 55001)
