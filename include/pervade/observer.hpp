@@ -122,6 +122,13 @@ struct PoolEvent {
 // monitoring cost (docs/monitoring.md).
 inline constexpr std::chrono::milliseconds kFirstSampleAfter{10};
 
+// Whether a task's held first sample is reported, `ran` after the task started: always before a
+// later sample of the task; when the task has ended (its last sample, or its death), only if it
+// ran kFirstSampleAfter or more. The pool and the thread-pool executor both follow this.
+inline bool reports_first_sample(std::chrono::nanoseconds ran, bool task_ended) {
+  return !task_ended || ran >= kFirstSampleAfter;
+}
+
 struct ResourceSample {
   EventTime time;
   TaskId task;

@@ -1222,7 +1222,7 @@ class Pool {
   // with its worker; it is dropped when the task ended within kFirstSampleAfter of its start.
   void release_first_sample(Worker& w, std::int64_t now_us, bool task_ended) {
     if (!w.first_sample) return;
-    if (!task_ended || now_us - w.first_sample->time_us >= std::chrono::microseconds(kFirstSampleAfter).count())
+    if (reports_first_sample(std::chrono::microseconds(now_us - w.first_sample->time_us), task_ended))
       usage_.push_back(*w.first_sample);
     w.first_sample.reset();
   }

@@ -109,7 +109,7 @@ struct ThreadPoolExecutor::Impl {
   // (under the slot's lock); dropped when that is the end of a task shorter than kFirstSampleAfter.
   void report_first_sample(Slot& slot, bool at_end) {
     if (!slot.first_sample) return;
-    if (!at_end || std::chrono::system_clock::now() - *slot.first_sample >= kFirstSampleAfter)
+    if (reports_first_sample(std::chrono::system_clock::now() - *slot.first_sample, at_end))
       report_sample(*slot.task, slot.try_id, slot.start.since(slot.start), true, false, *slot.first_sample);
     slot.first_sample.reset();
   }
